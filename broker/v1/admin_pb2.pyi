@@ -1,0 +1,125 @@
+# Generated from protos/ by scripts/gen_protos.sh; do not edit.
+import datetime
+
+from broker.v1 import broker_pb2 as _broker_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DurableInfo(_message.Message):
+    __slots__ = ("name", "pattern", "ack_floor", "pending_count", "connected", "ack_wait", "max_deliveries", "max_in_flight", "delivered_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    ACK_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    ACK_WAIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pattern: str
+    ack_floor: int
+    pending_count: int
+    connected: int
+    ack_wait: _duration_pb2.Duration
+    max_deliveries: int
+    max_in_flight: int
+    delivered_id: int
+    def __init__(self, name: _Optional[str] = ..., pattern: _Optional[str] = ..., ack_floor: _Optional[int] = ..., pending_count: _Optional[int] = ..., connected: _Optional[int] = ..., ack_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_deliveries: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., delivered_id: _Optional[int] = ...) -> None: ...
+
+class PendingDelivery(_message.Message):
+    __slots__ = ("id", "attempt", "deadline")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    attempt: int
+    deadline: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., attempt: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListDurablesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDurablesResponse(_message.Message):
+    __slots__ = ("durables",)
+    DURABLES_FIELD_NUMBER: _ClassVar[int]
+    durables: _containers.RepeatedCompositeFieldContainer[DurableInfo]
+    def __init__(self, durables: _Optional[_Iterable[_Union[DurableInfo, _Mapping]]] = ...) -> None: ...
+
+class GetDurableRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetDurableResponse(_message.Message):
+    __slots__ = ("durable", "pending")
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    durable: DurableInfo
+    pending: _containers.RepeatedCompositeFieldContainer[PendingDelivery]
+    def __init__(self, durable: _Optional[_Union[DurableInfo, _Mapping]] = ..., pending: _Optional[_Iterable[_Union[PendingDelivery, _Mapping]]] = ...) -> None: ...
+
+class DeleteDurableRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteDurableResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("id", "durable", "attempts", "dead_time", "event")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    durable: str
+    attempts: int
+    dead_time: _timestamp_pb2.Timestamp
+    event: _broker_pb2.StoredEvent
+    def __init__(self, id: _Optional[int] = ..., durable: _Optional[str] = ..., attempts: _Optional[int] = ..., dead_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_broker_pb2.StoredEvent, _Mapping]] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("durable", "page_size", "page_token")
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    durable: str
+    page_size: int
+    page_token: str
+    def __init__(self, durable: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters", "next_page_token")
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    next_page_token: str
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RedriveDeadLettersRequest(_message.Message):
+    __slots__ = ("durable", "ids")
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    durable: str
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, durable: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RedriveDeadLettersResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
