@@ -1,0 +1,99 @@
+"""Runs a broker process: config -> store -> broker -> gRPC server, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+
+from broker.auth import Authenticator
+from broker.config import Config
+from broker.core import Broker
+from broker.errors import BrokerError, Unavailable
+from broker.store.sqlite import SqliteStore
+
+__all__ = ["run", "serve"]
+
+log = logging.getLogger("lockgate")
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
+    from broker.server import BrokerServer  # grpc servers load only when serving
+
+    store = SqliteStore(config.data_dir, fsync=config.fsync)
+    gate = None
+    if config.policy_dir:
+        from broker.policyhook import load_gate
+
+        gate = load_gate(config.policy_dir)
+    broker = Broker(config, store, gate)
+    await broker.start()
+    keys = [k for k in await store.list_keys() if not k.revoked]
+    dev_mode = not keys
+    if dev_mode and not _is_loopback(config.listen):
+        await broker.stop()
+        raise Unavailable(
+            f"refusing to listen on {config.listen} without API keys",
+            reason="INSECURE_LISTEN",
+            hint="create a key with `lockgate keys create --org ORG --agent NAME`, "
+            "or listen on 127.0.0.1",
+        )
+    server = BrokerServer(broker, Authenticator(store, dev_mode=dev_mode))
+    port = await server.start(config.listen)
+    host = config.listen.rsplit(":", 1)[0]
+    if dev_mode:
+        log.warning(
+            "open dev mode: no API keys exist, so every caller on loopback is "
+            "default/anonymous with the admin role; create keys with `lockgate keys create`"
+        )
+    log.info(
+        "lockgate listening on %s:%d data_dir=%s fsync=%s", host, port, config.data_dir,
+        config.fsync,
+    )
+    # The line tests and tools wait for (like nats-server's "Server is ready").
+    print(f"lockgate ready on {host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("draining (grace %.1fs)", config.drain_timeout)
+    await server.stop(config.drain_timeout)
+    await broker.stop()
+    log.info("stopped")
+
+
+def run(config: Config) -> int:
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # uvloop is optional (Windows)
+        pass
+    try:
+        asyncio.run(serve(config))
+    except BrokerError as err:
+        print(f"lockgate: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,123 @@
+"""API keys and principals.
+
+A key looks like ``lg_<key id>_<secret>``. The store keeps only the SHA-256 of the secret
+(the secret has 256 bits of entropy, so a slow hash buys nothing), so a key is shown once,
+when it is created. With no key configured the broker runs in an open dev mode on loopback
+only, where callers without a key act as ``default/anonymous`` with every role.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from broker.errors import Unauthenticated
+from broker.store import ApiKeyRecord, Store
+
+__all__ = ["DEV_PRINCIPAL", "Authenticator", "Principal", "create_key", "split_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: their org, their agent name and their roles."""
+
+    org: str
+    agent: str
+    roles: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+DEV_PRINCIPAL = Principal("default", "anonymous", frozenset({"admin"}))
+_CACHE_SECONDS = 5.0
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(key id, secret)`` of a key; raises :class:`Unauthenticated` when malformed."""
+    parts = key.strip().split("_")
+    if len(parts) != 3 or parts[0] != "lg" or not parts[1] or not parts[2]:
+        raise Unauthenticated(
+            "the API key is malformed",
+            hint="keys look like lg_<id>_<secret>; create one with `lockgate keys create`",
+        )
+    return parts[1], parts[2]
+
+
+async def create_key(
+    store: Store, org: str, agent: str, roles: Sequence[str]
+) -> tuple[str, ApiKeyRecord]:
+    """Creates a key; returns the full key (shown once) and its stored record."""
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32).replace("_", "x")
+    record = ApiKeyRecord(
+        key_id, _hash(secret), org, agent, tuple(sorted(set(roles))), int(time.time() * 1000)
+    )
+    await store.put_key(record)
+    return f"lg_{key_id}_{secret}", record
+
+
+class Authenticator:
+    """Maps request metadata to a :class:`Principal`, caching key look-ups briefly so that a
+    revocation takes effect within seconds without a store read per call."""
+
+    def __init__(self, store: Store, *, dev_mode: bool) -> None:
+        self._store = store
+        self.dev_mode = dev_mode
+        self._cache: dict[str, tuple[float, Principal | None, str]] = {}
+
+    @staticmethod
+    def key_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+        for name, value in metadata or ():
+            text = value.decode() if isinstance(value, bytes) else value
+            if name == "authorization":
+                scheme, _, token = text.partition(" ")
+                if scheme.lower() == "bearer" and token:
+                    return token.strip()
+                raise Unauthenticated(
+                    "the authorization header is not a bearer token",
+                    hint="send 'authorization: Bearer <key>'",
+                )
+            if name == "x-api-key":
+                return text.strip()
+        return None
+
+    async def authenticate(self, key: str | None) -> Principal:
+        if key is None:
+            if self.dev_mode:
+                return DEV_PRINCIPAL
+            raise Unauthenticated(
+                "no API key was sent",
+                hint="send 'authorization: Bearer <key>'; create one with `lockgate keys create`",
+            )
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            if hit[1] is None:
+                raise Unauthenticated(hit[2], hint="check the key, or create a new one")
+            return hit[1]
+        key_id, secret = split_key(key)
+        record = await self._store.get_key(key_id)
+        problem = ""
+        principal: Principal | None = None
+        if record is None or not hmac.compare_digest(record.secret_hash, _hash(secret)):
+            problem = "the API key is not valid"
+        elif record.revoked:
+            problem = "the API key was revoked"
+        else:
+            principal = Principal(record.org, record.agent, frozenset(record.roles))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + _CACHE_SECONDS, principal, problem)
+        if principal is None:
+            raise Unauthenticated(problem, hint="check the key, or create a new one")
+        return principal

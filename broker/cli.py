@@ -1,0 +1,178 @@
+"""``lockgate``: serve, config, keys, policy, bench, and the client commands.
+
+Every error prints one sentence and a hint, and exits non-zero; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import sys
+from collections.abc import Sequence
+
+from broker.config import Config, load_config
+from broker.errors import BrokerError
+
+__all__ = ["main"]
+
+_SERVE_FLAGS = (
+    ("listen", str, "host:port to listen on (default 127.0.0.1:50051)"),
+    ("data_dir", str, "directory of the embedded store (default ./lockgate-data)"),
+    ("fsync", str, "always (default, survives power loss) | os (survives a crash) | never"),
+    ("worker_id", int, "0-1023, unique per broker node (goes into every id)"),
+    ("max_message_bytes", int, "largest gRPC message (default 1 MiB)"),
+    ("max_event_bytes", int, "largest event (default 1 MiB)"),
+    ("dedup_window", str, "window for (source, id) dedup (default 2m)"),
+    ("ack_wait", str, "durable redelivery timeout (default 30s)"),
+    ("max_deliveries", int, "deliveries before dead-lettering (default 5)"),
+    ("max_in_flight", int, "unacked deliveries per durable (default 1000)"),
+    ("subscriber_buffer", int, "events buffered per ephemeral subscriber (default 10000)"),
+    ("retention_max_age", str, "drop events older than this (default: keep)"),
+    ("retention_max_events", int, "keep at most this many events per subject (default: all)"),
+    ("policy_dir", str, "directory of *.policy files"),
+    ("log_level", str, "debug | info | warning | error"),
+)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", dest="config_file", help="TOML file ([broker] table)")
+    for name, kind, text in _SERVE_FLAGS:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    flags = {name: getattr(args, name, None) for name, _, _ in _SERVE_FLAGS}
+    return load_config(flags, config_file=getattr(args, "config_file", None))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from broker.app import run
+
+    return run(_config(args))
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    print(json.dumps(cfg.as_dict(), indent=2))
+    return 0
+
+
+async def _cmd_keys(args: argparse.Namespace) -> int:
+    from broker.auth import create_key
+    from broker.store.sqlite import SqliteStore
+
+    store = SqliteStore(_config(args).data_dir, fsync="always")
+    await store.open()
+    try:
+        if args.keys_cmd == "create":
+            key, rec = await create_key(store, args.org, args.agent, args.role or [])
+            print(key)
+            print(
+                f"created key {rec.key_id} for {rec.org}/{rec.agent} roles="
+                f"{','.join(rec.roles) or '-'}; it is shown only once",
+                file=sys.stderr,
+            )
+        elif args.keys_cmd == "list":
+            for k in await store.list_keys():
+                state = "revoked" if k.revoked else "active"
+                print(f"{k.key_id}\t{k.org}\t{k.agent}\t{','.join(k.roles) or '-'}\t{state}")
+        elif args.keys_cmd == "revoke":
+            if not await store.revoke_key(args.key_id):
+                print(f"lockgate: no key with id {args.key_id}", file=sys.stderr)
+                print("hint: list them with `lockgate keys list`", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    finally:
+        await store.close()
+    return 0
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    try:
+        from policy.cli import main as policy_main
+    except ImportError:
+        print("lockgate: the policy tools are not installed", file=sys.stderr)
+        return 1
+    return policy_main(list(args.rest))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    from broker import __file__ as pkg
+
+    path = __import__("pathlib").Path(pkg).resolve().parent.parent / "bench" / "run.py"
+    if not path.exists():
+        print("lockgate: bench/run.py is not here; run from a source checkout", file=sys.stderr)
+        return 1
+    sys.argv = [str(path), *args.rest]
+    runpy.run_path(str(path), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lockgate", description="A gRPC-first message broker for AI agents."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the broker")
+    _add_config_flags(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("config", help="print the effective configuration")
+    _add_config_flags(p)
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("keys", help="create, list and revoke API keys")
+    ks = p.add_subparsers(dest="keys_cmd", required=True)
+    kc = ks.add_parser("create", help="create a key (printed once)")
+    kc.add_argument("--org", required=True)
+    kc.add_argument("--agent", required=True)
+    kc.add_argument("--role", action="append", help="repeatable; 'admin' for admin RPCs")
+    ks.add_parser("list", help="list keys (ids only, never secrets)")
+    kr = ks.add_parser("revoke", help="revoke a key")
+    kr.add_argument("key_id")
+    for q in ks.choices.values():
+        q.add_argument("--data-dir", dest="data_dir")
+        q.add_argument("--config", dest="config_file")
+    p.set_defaults(func=_cmd_keys)
+
+    p = sub.add_parser("policy", help="check, fmt, test, explain, replay policies", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_policy)
+
+    p = sub.add_parser("bench", help="run the benchmarks (bench/run.py)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
+
+    try:
+        from clients._cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except BrokerError as err:
+        print(f"lockgate: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Configuration: defaults, then ``LOCKGATE_*`` environment variables, then a TOML file, then
+flags, each overriding the one before (flags win; the issue's order of precedence)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.errors import InvalidArgument
+from broker.store import RetentionRule
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_duration"]
+
+
+class ConfigError(InvalidArgument):
+    default_reason = "INVALID_CONFIG"
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``"250ms"``, ``"30s"``, ``"10m"``, ``"2h"``, ``"7d"`` or a bare number."""
+    if isinstance(text, int | float):
+        return float(text)
+    t = text.strip().lower()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if t.endswith(unit) and t[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(t[: -len(unit)]) * _UNITS[unit]
+    try:
+        return float(t)
+    except ValueError:
+        raise ConfigError(
+            f"{text!r} is not a duration", hint="write it as 250ms, 30s, 10m, 2h or 7d"
+        ) from None
+
+
+@dataclass
+class Config:
+    """The broker's settings; ``lockgate config`` prints the effective ones."""
+
+    listen: str = "127.0.0.1:50051"
+    data_dir: str = "./lockgate-data"
+    fsync: str = "always"
+    worker_id: int = 0
+    max_message_bytes: int = 1 << 20
+    max_event_bytes: int = 1 << 20
+    dedup_window: float = 120.0
+    ack_wait: float = 30.0
+    max_deliveries: int = 5
+    max_in_flight: int = 1000
+    subscriber_buffer: int = 10_000
+    retention_max_age: float = 0.0
+    retention_max_events: int = 0
+    retention: list[dict[str, object]] = field(default_factory=list)
+    policy_dir: str = ""
+    log_level: str = "info"
+    keepalive_time: float = 30.0
+    drain_timeout: float = 10.0
+
+    def retention_rules(self) -> list[RetentionRule]:
+        rules = []
+        if self.retention_max_age or self.retention_max_events:
+            rules.append(
+                RetentionRule(">", int(self.retention_max_age * 1000), self.retention_max_events)
+            )
+        for item in self.retention:
+            rules.append(
+                RetentionRule(
+                    str(item.get("pattern", ">")),
+                    int(parse_duration(item.get("max_age", 0)) * 1000),  # type: ignore[arg-type]
+                    int(item.get("max_events", 0)),  # type: ignore[call-overload]
+                )
+            )
+        return rules
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_DURATIONS = {
+    "dedup_window",
+    "ack_wait",
+    "retention_max_age",
+    "keepalive_time",
+    "drain_timeout",
+}
+
+
+def _coerce(name: str, value: object, origin: str) -> object:
+    kind = type(getattr(Config(), name))
+    try:
+        if name in _DURATIONS:
+            return parse_duration(value)  # type: ignore[arg-type]
+        if kind is int:
+            return int(value)  # type: ignore[call-overload]
+        if kind is list:
+            if not isinstance(value, list):
+                raise ValueError
+            return value
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{origin}: {name} = {value!r} is not a valid {kind.__name__}",
+            hint=f"see `lockgate config` for the type of {name}",
+        ) from None
+
+
+def load_config(
+    flags: Mapping[str, object] | None = None,
+    *,
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """The effective configuration from defaults, environment, TOML file and flags."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for key, raw in env.items():
+        if key.startswith("LOCKGATE_"):
+            name = key[len("LOCKGATE_") :].lower()
+            if name in _FIELDS and name != "retention":
+                values[name] = _coerce(name, raw, f"environment {key}")
+    path = config_file or env.get("LOCKGATE_CONFIG")
+    if path:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        section = doc.get("broker", doc)
+        for name, raw in section.items():
+            if name not in _FIELDS:
+                raise ConfigError(
+                    f"config file {path}: unknown setting {name!r}",
+                    hint="run `lockgate config` to list the settings",
+                )
+            values[name] = _coerce(name, raw, f"config file {path}")
+    for name, raw in (flags or {}).items():
+        if raw is not None and name in _FIELDS:
+            values[name] = _coerce(name, raw, f"flag --{name.replace('_', '-')}")
+    cfg = Config(**values)  # type: ignore[arg-type]
+    if cfg.fsync not in ("always", "os", "never"):
+        raise ConfigError(
+            f"fsync = {cfg.fsync!r} is not one of always, os, never",
+            hint="always is the safe default",
+        )
+    return cfg

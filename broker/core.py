@@ -1,0 +1,561 @@
+"""The broker in one process: the publish pipeline and the in-process API.
+
+Gateways and the gRPC server both call :class:`Broker`, so there is one contract. The
+publish path per batch (see ../shared/DESIGN.md): validate -> decide (policy) -> dedup ->
+ids -> route to ephemeral subscribers -> store (group commit) -> hand to durable consumers
+-> answer the publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from broker import wire
+from broker.auth import Principal
+from broker.config import Config
+from broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription
+from broker.errors import (
+    BrokerError,
+    DeadlineExceeded,
+    EventTooLarge,
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidEvent,
+    InvalidStart,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from broker.ids import IdGenerator, id_for_time_ms, time_ms_of
+from broker.policyhook import PolicyGate
+from broker.router import Router
+from broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
+from broker.subjects import validate_pattern, validate_subject
+from broker.v1 import broker_pb2, cloudevent_pb2
+
+__all__ = ["Broker", "PublishOutcome", "StartSpec"]
+
+CloudEvent = cloudevent_pb2.CloudEvent
+
+
+@dataclass(slots=True)
+class PublishOutcome:
+    ids: list[int]
+    duplicates: list[int] = field(default_factory=list)
+    errors: list[tuple[int, BrokerError]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StartSpec:
+    policy: int = 0  # broker_pb2.StartPolicy
+    since_ms: int = 0
+    after_id: int = 0
+
+
+def _check_event(ev: CloudEvent, size: int, limit: int) -> BrokerError | None:
+    if size == 0:
+        return InvalidEvent(
+            "the event is empty", reason="EMPTY_EVENT", hint="set id, source, specversion, type"
+        )
+    if size > limit:
+        return EventTooLarge(size, limit)
+    missing = [
+        n
+        for n, v in (
+            ("id", ev.id),
+            ("source", ev.source),
+            ("specversion", ev.spec_version),
+            ("type", ev.type),
+        )
+        if not v
+    ]
+    if missing:
+        return InvalidEvent(
+            f"the event lacks the required CloudEvents attribute(s) {', '.join(missing)}",
+            reason="MISSING_ATTRIBUTE",
+            hint="every CloudEvent needs id, source, specversion and type",
+            metadata={"missing": ",".join(missing)},
+        )
+    if ev.spec_version != "1.0":
+        return InvalidEvent(
+            f"specversion {ev.spec_version!r} is not supported",
+            reason="INVALID_EVENT",
+            hint='set specversion to "1.0"',
+        )
+    return None
+
+
+class Broker:
+    """One broker node. ``await start()``, use, ``await stop()``."""
+
+    def __init__(self, config: Config, store: Store, policy: PolicyGate | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.policy = policy or PolicyGate()
+        self.log = logging.getLogger("lockgate.broker")
+        self.router = Router()
+        self.ids = IdGenerator(config.worker_id)
+        self.head = 0
+        self.consumers: dict[tuple[str, str], DurableConsumer] = {}
+        self.metrics: collections.Counter[str] = collections.Counter()
+        self._dedup: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._dedup_order: collections.deque[tuple[float, tuple[str, str, str]]] = (
+            collections.deque()
+        )
+        self._inboxes: dict[tuple[str, str], asyncio.Future[CloudEvent]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.draining = False
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.head = await self.store.last_id()
+        self.ids = IdGenerator(self.config.worker_id, floor=self.head)
+        await self._rebuild_dedup()
+        for rec in await self.store.load_consumers():
+            c = DurableConsumer(self, rec)
+            self.consumers[(rec.org, rec.name)] = c
+            c.start()
+        self._tasks = [
+            asyncio.create_task(self._ticker(), name="lockgate-ticker"),
+            asyncio.create_task(self._retention_loop(), name="lockgate-retention"),
+        ]
+
+    async def stop(self) -> None:
+        self.draining = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for c in self.consumers.values():
+            await c.stop()
+        await self._save_consumers(force=True)
+        await self.store.close()
+
+    async def _rebuild_dedup(self) -> None:
+        since = id_for_time_ms(int((time.time() - self.config.dedup_window) * 1000))
+        now = time.monotonic()
+        for b in await self.store.recent_batches(since):
+            msg = broker_pb2.SubscribeResponse.FromString(b.body)
+            for d in msg.deliveries:
+                age = time.time() - time_ms_of(d.id) / 1000
+                self._remember(
+                    (b.org, d.event.source, d.event.id), d.id, now - max(0.0, age)
+                )
+
+    def _remember(self, key: tuple[str, str, str], event_id: int, at: float) -> None:
+        self._dedup[key] = (event_id, at)
+        self._dedup_order.append((at, key))
+
+    def _expire_dedup(self, now: float) -> None:
+        horizon = now - self.config.dedup_window
+        order = self._dedup_order
+        while order and order[0][0] < horizon:
+            at, key = order.popleft()
+            hit = self._dedup.get(key)
+            if hit is not None and hit[1] == at:
+                del self._dedup[key]
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            self._expire_dedup(now)
+            for c in self.consumers.values():
+                if c.pending:
+                    c.expire(now)
+            await self._save_consumers()
+
+    async def _save_consumers(self, force: bool = False) -> None:
+        dirty = [c for c in self.consumers.values() if (c.dirty or force) and not c.deleted]
+        for c in dirty:
+            c.dirty = False
+        if dirty:
+            try:
+                await asyncio.gather(*(self.store.save_consumer(c.snapshot()) for c in dirty))
+            except BrokerError as exc:
+                self.log.error("saving consumer state failed: %s", exc)
+                for c in dirty:
+                    c.dirty = True
+
+    async def _retention_loop(self) -> None:
+        rules = self.config.retention_rules()
+        if not rules:
+            return
+        while True:
+            try:
+                removed = await self.store.trim(rules, int(time.time() * 1000))
+                if removed:
+                    self.log.info("retention removed %d events", removed)
+            except BrokerError as exc:
+                self.log.error("retention failed: %s", exc)
+            await asyncio.sleep(5.0)
+
+    # -- publish ----------------------------------------------------------------------------
+
+    async def publish(
+        self, principal: Principal, subject: str, events: Sequence[CloudEvent]
+    ) -> PublishOutcome:
+        """Validates, stores and routes one batch; per-event rejections are in the outcome."""
+        n = len(events)
+        out = PublishOutcome([0] * n)
+        if self.draining:
+            raise Unavailable(
+                "the broker is shutting down", reason="SHUTTING_DOWN", hint="retry on another node"
+            )
+        try:
+            validate_subject(subject)
+        except BrokerError as exc:
+            out.errors = [(i, exc) for i in range(n)]
+            return out
+        org = principal.org
+        if subject.startswith("$inbox."):
+            return self._reply(org, subject, events, out)
+        limit = self.config.max_event_bytes
+        gate = self.policy
+        accepted: list[int] = []
+        raws: list[bytes] = []
+        keys: list[tuple[str, str, str]] = []
+        dedup = self._dedup
+        seen: dict[tuple[str, str, str], int] = {}
+        for i, ev in enumerate(events):
+            raw = ev.SerializeToString()
+            err = _check_event(ev, len(raw), limit)
+            if err is None and gate.active:
+                err = gate.check_publish(principal, subject, ev)
+            if err is not None:
+                out.errors.append((i, err))
+                continue
+            key = (org, ev.source, ev.id)
+            hit = dedup.get(key)
+            if hit is not None:
+                out.ids[i] = hit[0]
+                out.duplicates.append(i)
+                continue
+            if key in seen:  # the same (source, id) twice in one batch
+                out.duplicates.append(i)
+                continue
+            seen[key] = i
+            accepted.append(i)
+            raws.append(raw)
+            keys.append(key)
+        if not accepted:
+            return out
+        ids = self.ids.next_block(len(accepted))
+        now = time.monotonic()
+        for i, event_id, key in zip(accepted, ids, keys, strict=True):
+            out.ids[i] = event_id
+            self._remember(key, event_id, now)
+        for i in out.duplicates:
+            if not out.ids[i]:
+                ev = events[i]
+                out.ids[i] = out.ids[seen[(org, ev.source, ev.id)]]
+        sf = wire.subject_field(subject)
+        frames = [(event_id, wire.delivery_frame(event_id, sf, raw)) for event_id, raw in
+                  zip(ids, raws, strict=True)]
+        body = b"".join(f for _, f in frames)
+        batch = Batch(ids[0], ids[-1], org, subject, len(ids), gate.version, body)
+        # Ephemeral (at-most-once) delivery starts now; durable delivery reads what is stored.
+        self.router.route(org, subject, body, len(ids), ids)
+        prev_head = self.head
+        if ids[-1] > self.head:
+            self.head = ids[-1]
+        try:
+            await self.store.append([batch])
+        except BrokerError:
+            for key in keys:
+                self._dedup.pop(key, None)
+            raise
+        for c in self.consumers.values():
+            c.on_commit(batch, frames, prev_head)
+        self.metrics["published"] += len(ids)
+        if gate.active:
+            await gate.after_publish(self, principal, subject, events, accepted)
+        return out
+
+    def _reply(
+        self, org: str, subject: str, events: Sequence[CloudEvent], out: PublishOutcome
+    ) -> PublishOutcome:
+        fut = self._inboxes.get((org, subject))
+        ids = self.ids.next_block(len(events))
+        out.ids = ids
+        if fut is not None and not fut.done() and events:
+            fut.set_result(events[0])
+        return out
+
+    async def publish_system(self, org: str, subject: str, events: Sequence[CloudEvent]) -> None:
+        """Stores events on a broker-owned ``$`` subject (dead letters, routed copies)."""
+        validate_subject(subject, allow_system=True)
+        raws = [e.SerializeToString() for e in events]
+        ids = self.ids.next_block(len(raws))
+        sf = wire.subject_field(subject)
+        frames = [(i, wire.delivery_frame(i, sf, r)) for i, r in zip(ids, raws, strict=True)]
+        body = b"".join(f for _, f in frames)
+        batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.policy.version, body)
+        self.router.route(org, subject, body, len(ids), ids)
+        prev_head = self.head
+        self.head = max(self.head, ids[-1])
+        await self.store.append([batch])
+        for c in self.consumers.values():
+            c.on_commit(batch, frames, prev_head)
+
+    async def publish_dead_letters(
+        self, rec: ConsumerRecord, records: Sequence[DeadLetterRecord]
+    ) -> None:
+        events = []
+        for r in records:
+            frame = await self.fetch_frame(rec.org, r.id)
+            if frame is None:
+                continue
+            d = broker_pb2.Delivery.FromString(wire.frame_body(frame))
+            ev = d.event
+            ev.attributes["lockgatedlqdurable"].ce_string = rec.name
+            ev.attributes["lockgatedlqattempts"].ce_integer = r.attempts
+            ev.attributes["lockgateoriginalid"].ce_string = str(r.id)
+            ev.attributes["lockgateoriginalsubject"].ce_string = d.subject
+            events.append(ev)
+        if events:
+            await self.publish_system(rec.org, f"$dlq.{rec.name}", events)
+
+    # -- subscribe --------------------------------------------------------------------------
+
+    def subscribe_ephemeral(
+        self, principal: Principal, pattern: str, queue: str, buffer: int = 0
+    ) -> EphemeralSubscription:
+        self._check_pattern(principal, pattern)
+        sub = EphemeralSubscription(
+            principal.org,
+            pattern,
+            queue,
+            buffer or self.config.subscriber_buffer,
+            self.config.max_message_bytes,
+        )
+        sub.on_slow = self._on_slow
+        self.router.add(sub)
+        return sub
+
+    def _on_slow(self, sub: EphemeralSubscription) -> None:
+        self.metrics["slow_consumers"] += 1
+        self.log.warning("slow consumer %s on %s disconnected", sub.name, sub.pattern)
+        self.router.remove(sub)
+
+    def unsubscribe(self, sub: EphemeralSubscription) -> None:
+        self.router.remove(sub)
+        sub.outbox.close()
+
+    def _check_pattern(self, principal: Principal, pattern: str) -> None:
+        validate_pattern(pattern)
+        if pattern.startswith("$") and not (
+            pattern.startswith("$dlq.") or pattern.startswith("$inbox.")
+        ):
+            raise PermissionDenied(
+                f"subject {pattern!r} belongs to the broker", reason="PERMISSION_DENIED"
+            )
+        if self.policy.active:
+            err = self.policy.check_subscribe(principal, pattern)
+            if err is not None:
+                raise err
+
+    def start_after(self, start: StartSpec) -> int:
+        """The id after which a subscription starting at ``start`` begins."""
+        policy = start.policy
+        if policy in (broker_pb2.START_POLICY_UNSPECIFIED, broker_pb2.START_POLICY_NEW):
+            return self.head
+        if policy == broker_pb2.START_POLICY_ALL:
+            return 0
+        if policy == broker_pb2.START_POLICY_SINCE_TIME:
+            if start.since_ms <= 0:
+                raise InvalidStart("since_time must be set for START_POLICY_SINCE_TIME")
+            if start.since_ms > time.time() * 1000 + 60_000:
+                raise InvalidStart(
+                    "since_time lies in the future", hint="give a time in the past, or use NEW"
+                )
+            return max(0, id_for_time_ms(start.since_ms) - 1)
+        if policy == broker_pb2.START_POLICY_AFTER_ID:
+            if start.after_id <= 0:
+                raise InvalidStart("after_id must be set for START_POLICY_AFTER_ID")
+            if start.after_id > self.head and time_ms_of(start.after_id) > time.time() * 1000:
+                raise InvalidStart(
+                    f"after_id {start.after_id} lies in the future",
+                    hint="use an id the broker returned",
+                )
+            return start.after_id
+        raise InvalidStart(f"start policy {policy} is unknown")
+
+    async def subscribe_durable(
+        self,
+        principal: Principal,
+        name: str,
+        pattern: str,
+        *,
+        queue: str = "",
+        start: StartSpec = StartSpec(),
+        max_in_flight: int = 0,
+        ack_wait: float = 0.0,
+        max_deliveries: int = 0,
+        endpoint_url: str = "",
+    ) -> DurableSession:
+        self._check_pattern(principal, pattern)
+        if not name or len(name) > 128 or not all(ch.isalnum() or ch in "-_" for ch in name):
+            raise InvalidArgument(
+                f"durable name {name!r} is invalid",
+                reason="INVALID_DURABLE",
+                hint="use 1-128 letters, digits, '-' and '_'",
+            )
+        key = (principal.org, name)
+        consumer = self.consumers.get(key)
+        if consumer is None:
+            rec = ConsumerRecord(
+                org=principal.org,
+                name=name,
+                pattern=pattern,
+                queue=queue,
+                ack_wait_ms=int((ack_wait or self.config.ack_wait) * 1000),
+                max_deliveries=max_deliveries or self.config.max_deliveries,
+                max_in_flight=max_in_flight or self.config.max_in_flight,
+                cursor=self.start_after(start),
+                endpoint_url=endpoint_url,
+            )
+            await self.store.save_consumer(rec)
+            consumer = DurableConsumer(self, rec)
+            self.consumers[key] = consumer
+            consumer.start()
+        elif consumer.rec.pattern != pattern:
+            raise FailedPrecondition(
+                f"durable {name!r} exists with pattern {consumer.rec.pattern!r}, not {pattern!r}",
+                reason="DURABLE_MISMATCH",
+                hint="use another durable name, or delete the durable first",
+            )
+        return consumer.attach(self.config.max_message_bytes)
+
+    def durable(self, org: str, name: str) -> DurableConsumer:
+        c = self.consumers.get((org, name))
+        if c is None:
+            raise NotFound(
+                f"durable subscription {name!r} does not exist",
+                reason="UNKNOWN_DURABLE",
+                hint="list them with `lockgate durables list`",
+            )
+        return c
+
+    async def delete_durable(self, org: str, name: str) -> None:
+        c = self.durable(org, name)
+        c.deleted = True
+        del self.consumers[(org, name)]
+        await c.stop()
+        await self.store.delete_consumer(org, name)
+
+    async def redrive(self, org: str, name: str, ids: Sequence[int] | None) -> int:
+        c = self.durable(org, name)
+        removed = await self.store.remove_dead_letters(org, name, ids or None)
+        c.redrive(removed)
+        return len(removed)
+
+    # -- request / reply --------------------------------------------------------------------
+
+    async def request(
+        self, principal: Principal, subject: str, event: CloudEvent, timeout: float
+    ) -> CloudEvent:
+        validate_subject(subject)
+        raw = event.SerializeToString()
+        err = _check_event(event, len(raw), self.config.max_event_bytes)
+        if err is None and self.policy.active:
+            err = self.policy.check_request(principal, subject, event)
+        if err is not None:
+            raise err
+        org = principal.org
+        if not self.router.has_targets(org, subject):
+            raise NotFound(
+                f"no subscriber listens on {subject!r}",
+                reason="NO_RESPONDERS",
+                hint="start a responder that subscribes to this subject",
+            )
+        inbox = f"$inbox.{secrets.token_hex(8)}"
+        fut: asyncio.Future[CloudEvent] = asyncio.get_running_loop().create_future()
+        self._inboxes[(org, inbox)] = fut
+        try:
+            event_id = self.ids.next()
+            frame = wire.delivery_frame(event_id, wire.subject_field(subject), raw, 1, inbox)
+            self.router.route(org, subject, frame, 1, [event_id])
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no reply on {subject!r} within {timeout:g} s",
+                reason="REQUEST_TIMEOUT",
+                hint="raise the timeout, or check that the responder replies to reply_to",
+            ) from None
+        finally:
+            self._inboxes.pop((org, inbox), None)
+
+    # -- history ----------------------------------------------------------------------------
+
+    async def fetch_frame(self, org: str, event_id: int) -> bytes | None:
+        batch = await self.store.batch_containing(org, event_id)
+        if batch is None:
+            return None
+        for i, frame in wire.split_frames(batch.body):
+            if i == event_id:
+                return frame
+        return None
+
+    async def get_event(self, org: str, event_id: int) -> broker_pb2.StoredEvent:
+        batch = await self.store.batch_containing(org, event_id)
+        if batch is not None:
+            for i, frame in wire.split_frames(batch.body):
+                if i == event_id:
+                    return self._stored(batch, frame)
+        raise NotFound(f"event {event_id} does not exist", reason="NOT_FOUND")
+
+    @staticmethod
+    def _stored(batch: Batch, frame: bytes) -> broker_pb2.StoredEvent:
+        d = broker_pb2.Delivery.FromString(wire.frame_body(frame))
+        se = broker_pb2.StoredEvent(
+            id=d.id, subject=d.subject, event=d.event, policy_version=batch.policy_version
+        )
+        se.stored_time.FromMilliseconds(time_ms_of(d.id))
+        return se
+
+    async def query(
+        self,
+        org: str,
+        pattern: str,
+        *,
+        after_id: int = 0,
+        start_ms: int = 0,
+        end_ms: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[broker_pb2.StoredEvent], int]:
+        """Events matching ``pattern``, oldest first; returns them and the last id scanned
+        (0 when the log is exhausted)."""
+        from broker.subjects import compile_pattern, is_literal
+
+        validate_pattern(pattern)
+        match = compile_pattern(pattern)
+        pos = max(after_id, id_for_time_ms(start_ms) - 1 if start_ms else 0)
+        end_id = id_for_time_ms(end_ms) if end_ms else 0
+        literal = pattern if is_literal(pattern) else None
+        out: list[broker_pb2.StoredEvent] = []
+        while len(out) < limit:
+            batches = await self.store.read_batches(org, pos, subject=literal, limit=64)
+            if not batches:
+                return out, 0
+            for b in batches:
+                if match(b.subject):
+                    for i, frame in wire.split_frames(b.body):
+                        if i <= pos:
+                            continue
+                        if end_id and i >= end_id:
+                            return out, 0
+                        out.append(self._stored(b, frame))
+                        if len(out) >= limit:
+                            return out, i
+                if end_id and b.first_id >= end_id:
+                    return out, 0
+                pos = max(pos, b.last_id)
+        return out, pos

@@ -1,0 +1,160 @@
+"""The broker's errors, one tree, and their mapping to gRPC statuses.
+
+::
+
+    BrokerError                      (reason, message, hint)
+    ├── InvalidArgument              INVALID_ARGUMENT
+    │   ├── InvalidSubject           reason INVALID_SUBJECT
+    │   ├── InvalidEvent             reasons MISSING_ATTRIBUTE, INVALID_EVENT, EMPTY_EVENT
+    │   ├── EventTooLarge            reason EVENT_TOO_LARGE
+    │   └── InvalidStart             reason INVALID_START
+    ├── Unauthenticated              UNAUTHENTICATED, reason UNAUTHENTICATED
+    ├── PermissionDenied             PERMISSION_DENIED, reasons PERMISSION_DENIED, CROSS_ORG,
+    │                                POLICY_DENIED
+    ├── FailedPrecondition           FAILED_PRECONDITION, reasons NOT_PENDING, POLICY_REQUIREMENT
+    ├── NotFound                     NOT_FOUND, reasons NOT_FOUND, UNKNOWN_DURABLE, NO_RESPONDERS
+    ├── ResourceExhausted            RESOURCE_EXHAUSTED, reasons RATE_LIMITED, SLOW_CONSUMER
+    ├── DeadlineExceeded             DEADLINE_EXCEEDED, reason REQUEST_TIMEOUT
+    └── Unavailable                  UNAVAILABLE, reasons STORE_UNAVAILABLE, SHUTTING_DOWN
+
+Every error builds one human sentence from its fields, and carries a ``hint`` that says
+what to do. Backend exceptions (sqlite3, asyncpg, redis, nats) are translated into these at
+the adapter's edge (``raise Unavailable(...) from exc``) and never leak upward.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+__all__ = [
+    "DOMAIN",
+    "BrokerError",
+    "DeadlineExceeded",
+    "EventTooLarge",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "InvalidEvent",
+    "InvalidStart",
+    "InvalidSubject",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "to_status",
+]
+
+DOMAIN = "lockgate.dev"
+
+
+class BrokerError(Exception):
+    """Base of every error the broker reports to a caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    default_reason = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        hint: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.hint = hint
+        self.metadata = dict(metadata or {})
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class InvalidArgument(BrokerError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class InvalidSubject(InvalidArgument):
+    default_reason = "INVALID_SUBJECT"
+
+    def __init__(self, subject: str, problem: str, *, hint: str = "") -> None:
+        shown = subject if len(subject) <= 80 else subject[:77] + "..."
+        super().__init__(
+            f"subject {shown!r} is invalid: {problem}",
+            hint=hint or "use dot-separated tokens of letters, digits, '-' and '_'",
+        )
+        self.subject = subject
+        self.problem = problem
+
+
+class InvalidEvent(InvalidArgument):
+    default_reason = "INVALID_EVENT"
+
+
+class EventTooLarge(InvalidArgument):
+    default_reason = "EVENT_TOO_LARGE"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"event of {size} bytes exceeds max_event_bytes of {limit} bytes",
+            hint="split the payload, or raise max_event_bytes in the broker configuration",
+            metadata={"size": str(size), "limit": str(limit)},
+        )
+        self.size = size
+        self.limit = limit
+
+
+class InvalidStart(InvalidArgument):
+    default_reason = "INVALID_START"
+
+
+class Unauthenticated(BrokerError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(BrokerError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
+class FailedPrecondition(BrokerError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class NotFound(BrokerError):
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class ResourceExhausted(BrokerError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class DeadlineExceeded(BrokerError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "REQUEST_TIMEOUT"
+
+
+class Unavailable(BrokerError):
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+
+
+def to_status(err: BrokerError) -> grpc.Status:
+    """The rich gRPC status for ``err``: its code, its sentence and an ``ErrorInfo``."""
+    meta = dict(err.metadata)
+    if err.hint:
+        meta["hint"] = err.hint
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=meta)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+    return rpc_status.to_status(status)

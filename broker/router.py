@@ -1,0 +1,112 @@
+"""Which subscriptions receive an event of a subject: per org, patterns to targets.
+
+A publish batch has one subject, so the match runs once per batch; results are cached per
+(org, subject) and the cache is dropped whenever a subscription comes or goes. Queue-group
+members share their group's events: each batch goes to one member, in turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from broker.subjects import compile_pattern
+
+__all__ = ["Router", "Target"]
+
+
+class Target(Protocol):
+    """Something that takes routed frames: an ephemeral subscription or a request inbox."""
+
+    org: str
+    pattern: str
+    queue: str
+
+    def offer(self, frames: bytes, count: int, ids: list[int] | None) -> bool:
+        """Takes ``count`` events already encoded as delivery frames; False when it cannot."""
+        ...
+
+
+@dataclass
+class _Entry:
+    match: Callable[[str], bool]
+    singles: list[Target] = field(default_factory=list)
+    groups: dict[str, list[Target]] = field(default_factory=dict)
+
+
+_Match = tuple[tuple[Target, ...], tuple[list[Target], ...]]
+
+
+class Router:
+    def __init__(self) -> None:
+        self._orgs: dict[str, dict[str, _Entry]] = {}
+        self._cache: dict[tuple[str, str], _Match] = {}
+        self._turn = 0
+
+    def add(self, target: Target) -> None:
+        patterns = self._orgs.setdefault(target.org, {})
+        entry = patterns.get(target.pattern)
+        if entry is None:
+            entry = patterns[target.pattern] = _Entry(compile_pattern(target.pattern))
+        if target.queue:
+            entry.groups.setdefault(target.queue, []).append(target)
+        else:
+            entry.singles.append(target)
+        self._cache.clear()
+
+    def remove(self, target: Target) -> None:
+        patterns = self._orgs.get(target.org, {})
+        entry = patterns.get(target.pattern)
+        if entry is None:
+            return
+        if target.queue:
+            members = entry.groups.get(target.queue, [])
+            if target in members:
+                members.remove(target)
+            if not members:
+                entry.groups.pop(target.queue, None)
+        elif target in entry.singles:
+            entry.singles.remove(target)
+        if not entry.singles and not entry.groups:
+            del patterns[target.pattern]
+        self._cache.clear()
+
+    def _match(self, org: str, subject: str) -> _Match:
+        key = (org, subject)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        singles: list[Target] = []
+        groups: dict[str, list[Target]] = {}
+        for entry in self._orgs.get(org, {}).values():
+            if entry.match(subject):
+                singles.extend(entry.singles)
+                for name, members in entry.groups.items():
+                    # The same group name on two matching patterns is still one group.
+                    groups.setdefault(name, []).extend(members)
+        result: _Match = (tuple(singles), tuple(groups.values()))
+        if len(self._cache) > 65_536:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+    def route(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
+        """Offers one batch to every matching target; returns how many took it."""
+        singles, groups = self._match(org, subject)
+        taken = 0
+        for target in singles:
+            taken += target.offer(frames, count, ids)
+        for members in groups:
+            self._turn += 1
+            n = len(members)
+            for i in range(n):
+                # Round robin; a member that refuses (full or closing) passes to the next.
+                if members[(self._turn + i) % n].offer(frames, count, ids):
+                    taken += 1
+                    break
+        return taken
+
+    def has_targets(self, org: str, subject: str) -> bool:
+        singles, groups = self._match(org, subject)
+        return bool(singles or groups)

@@ -1,0 +1,99 @@
+"""Hand-rolled protobuf framing for the delivery hot path (pure, no I/O).
+
+A ``SubscribeResponse`` on the wire is a sequence of fields; its ``deliveries`` (field 2)
+are length-delimited ``Delivery`` messages. The broker encodes each stored event once as a
+complete field-2 frame and keeps those bytes in the log, so sending a batch to any number of
+subscribers is a bytes join instead of building protobuf objects per event per subscriber.
+``tests/test_wire.py`` checks every function here against the protobuf runtime.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "delivery_frame",
+    "encode_varint",
+    "frame_body",
+    "split_frames",
+    "subject_field",
+    "subscribed_frame",
+]
+
+
+def encode_varint(value: int) -> bytes:
+    """The protobuf base-128 varint of a non-negative int."""
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def subject_field(subject: str) -> bytes:
+    """``Delivery.subject`` (field 2) encoded once per batch."""
+    raw = subject.encode()
+    return b"\x12" + encode_varint(len(raw)) + raw
+
+
+def delivery_frame(
+    event_id: int, subject_bytes: bytes, event: bytes, attempt: int = 1, reply_to: str = ""
+) -> bytes:
+    """One ``SubscribeResponse.deliveries`` entry: tag, length and the ``Delivery`` body."""
+    body = b"".join(
+        (
+            b"\x08",
+            encode_varint(event_id),
+            subject_bytes,
+            b"\x1a",
+            encode_varint(len(event)),
+            event,
+            b"\x20",
+            encode_varint(attempt),
+        )
+    )
+    if reply_to:
+        raw = reply_to.encode()
+        body += b"\x2a" + encode_varint(len(raw)) + raw
+    return b"\x12" + encode_varint(len(body)) + body
+
+
+def subscribed_frame(name: str, last_id: int) -> bytes:
+    """A ``SubscribeResponse`` holding only ``subscribed``."""
+    raw = name.encode()
+    inner = b"\x0a" + encode_varint(len(raw)) + raw + b"\x10" + encode_varint(last_id)
+    return b"\x0a" + encode_varint(len(inner)) + inner
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def split_frames(body: bytes) -> list[tuple[int, bytes]]:
+    """The ``(id, frame)`` pairs of a stored batch body made of :func:`delivery_frame` s."""
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    end = len(body)
+    while pos < end:
+        start = pos
+        # tag 0x12, then the body length, then the Delivery starting with field 1 (the id).
+        length, pos = _read_varint(body, pos + 1)
+        event_id, _ = _read_varint(body, pos + 1)
+        pos += length
+        out.append((event_id, body[start:pos]))
+    return out
+
+
+def frame_body(frame: bytes) -> bytes:
+    """The serialized ``Delivery`` inside one frame."""
+    _, pos = _read_varint(frame, 1)
+    return frame[pos:]

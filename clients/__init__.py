@@ -1,0 +1,57 @@
+"""Lockgate's Python client: publish, subscribe, request/reply, history and admin over gRPC.
+
+Example::
+
+    from clients import Client
+
+    async with Client("127.0.0.1:50051") as c:
+        await c.publish("greetings.en", {"text": "hello"})
+
+Importing this package never imports the broker's server modules.
+"""
+
+from clients._client import Client
+from clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
+from clients._errors import (
+    FailedPrecondition,
+    InvalidEvent,
+    InvalidSubject,
+    LockgateError,
+    NoResponders,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    RequestTimeout,
+    SlowConsumer,
+    Unauthenticated,
+    Unavailable,
+    from_rpc_error,
+)
+from clients._message import Event, Message, PublishResult, StoredEvent
+from clients._subscription import Subscription
+
+__all__ = [
+    "AttributeValue",
+    "Client",
+    "Event",
+    "FailedPrecondition",
+    "InvalidEvent",
+    "InvalidSubject",
+    "LockgateError",
+    "Message",
+    "NoResponders",
+    "NotFound",
+    "PermissionDenied",
+    "PublishResult",
+    "RateLimited",
+    "RequestTimeout",
+    "SlowConsumer",
+    "StartSpec",
+    "StoredEvent",
+    "Subscription",
+    "Unauthenticated",
+    "Unavailable",
+    "decode_data",
+    "from_rpc_error",
+    "to_cloudevent",
+]

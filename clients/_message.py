@@ -1,0 +1,147 @@
+"""What the client hands back: received events, deliveries, stored events and publish results."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from broker.v1 import broker_pb2, cloudevent_pb2
+from clients._codec import AttributeValue, decode_attributes, decode_data
+from clients._errors import LockgateError
+
+__all__ = ["Event", "Message", "PublishResult", "StoredEvent"]
+
+_UNSET: object = object()
+
+
+class _Acker(Protocol):
+    """What a Message needs from its subscription."""
+
+    def _ack(self, id: int) -> None: ...
+    def _nack(self, id: int, delay: float | dt.timedelta | None) -> None: ...
+    async def _respond(self, reply_to: str, data: object, request: Message) -> int: ...
+
+
+class Event:
+    """A CloudEvent with its payload decoded on first access.
+
+    Example::
+
+        reply = await client.request("math.add", [1, 2])
+        print(reply.data, reply.type, reply.source)
+    """
+
+    __slots__ = ("_data", "_model", "event")
+
+    def __init__(self, event: cloudevent_pb2.CloudEvent, model: type[object] | None = None):
+        self.event = event
+        self._model = model
+        self._data: object = _UNSET
+
+    @property
+    def data(self) -> object:
+        """The payload: JSON as Python values, text as str, binary as bytes, or the model."""
+        if self._data is _UNSET:
+            self._data = decode_data(self.event, self._model)
+        return self._data
+
+    @property
+    def type(self) -> str:
+        """The CloudEvents ``type``."""
+        return self.event.type
+
+    @property
+    def source(self) -> str:
+        """The CloudEvents ``source``."""
+        return self.event.source
+
+    @property
+    def event_id(self) -> str:
+        """The CloudEvents ``id`` the producer chose (not the broker's assigned id)."""
+        return self.event.id
+
+    @property
+    def attributes(self) -> dict[str, AttributeValue]:
+        """Optional and extension attributes (``datacontenttype``, ``traceparent``, ...)."""
+        return decode_attributes(self.event)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(type={self.type!r}, source={self.source!r})"
+
+
+class Message(Event):
+    """One delivery from a subscription.
+
+    Example::
+
+        async for msg in client.subscribe("orders.>", durable="billing"):
+            handle(msg.data)
+            await msg.ack()
+    """
+
+    __slots__ = ("_sub", "attempt", "id", "reply_to", "subject")
+
+    def __init__(
+        self, sub: _Acker, delivery: broker_pb2.Delivery, model: type[object] | None = None
+    ):
+        super().__init__(delivery.event, model)
+        self._sub = sub
+        self.id: int = delivery.id
+        self.subject: str = delivery.subject
+        self.attempt: int = delivery.attempt
+        self.reply_to: str = delivery.reply_to
+
+    async def ack(self) -> None:
+        """Acknowledge it (durable subscriptions; a no-op otherwise). Acks are sent in batches."""
+        self._sub._ack(self.id)
+
+    async def nack(self, delay: float | dt.timedelta | None = None) -> None:
+        """Ask for redelivery, after ``delay`` (seconds or a timedelta) if given."""
+        self._sub._nack(self.id, delay)
+
+    async def respond(self, data: object) -> int:
+        """Publish ``data`` as the reply to this request; returns the reply's assigned id."""
+        if not self.reply_to:
+            raise LockgateError(
+                "this message is not a request: it has no reply_to subject",
+                reason="NO_REPLY_TO",
+            )
+        return await self._sub._respond(self.reply_to, data, self)
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.id}, subject={self.subject!r}, attempt={self.attempt})"
+
+
+class StoredEvent(Event):
+    """An event as the broker's log keeps it (from history queries)."""
+
+    __slots__ = ("id", "policy_version", "stored_time", "subject")
+
+    def __init__(self, stored: broker_pb2.StoredEvent, model: type[object] | None = None):
+        super().__init__(stored.event, model)
+        self.id: int = stored.id
+        self.subject: str = stored.subject
+        self.stored_time: dt.datetime = stored.stored_time.ToDatetime(tzinfo=dt.UTC)
+        self.policy_version: str = stored.policy_version
+
+    def __repr__(self) -> str:
+        return f"StoredEvent(id={self.id}, subject={self.subject!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """The outcome of one event of an explicit batch: its id, or why it was rejected."""
+
+    id: int
+    duplicate: bool = False
+    error: LockgateError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the broker stored (or had already stored) the event."""
+        return self.error is None
+
+
+if TYPE_CHECKING:
+    _check: type[_Acker]

@@ -1,0 +1,275 @@
+"""Publish coalescing: many concurrent ``publish()`` calls, few frames, one long-lived stream.
+
+``publish()`` appends its event to the open batch of its subject and wakes one flusher task. The
+flusher sends every open batch as one ``PublishRequest`` (at most ``MAX_EVENTS`` events or
+``MAX_FRAME_BYTES``) on a bidirectional ``Publish`` stream, with an incrementing ``batch_id``; a
+reader task resolves each batch when its ``PublishResponse`` comes back. All publishers of a batch
+await one shared future and read their result by position, so the per-event work is one append.
+
+When the stream breaks with UNAVAILABLE, the stream is re-opened and every unanswered batch is sent
+again with the same CloudEvent ``id`` and ``source``: the broker's dedup window turns the resend
+into ``duplicate`` results, giving at-least-once publishing without duplicates in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from broker.v1 import broker_pb2
+from clients._errors import LockgateError, Unavailable, error_for_reason, from_rpc_error
+
+__all__ = ["Batch", "Publisher"]
+
+log = logging.getLogger("lockgate.client")
+
+MAX_EVENTS = 1000
+MAX_FRAME_BYTES = 900 * 1024
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
+
+PublishCall = grpc.aio.StreamStreamCall[broker_pb2.PublishRequest, broker_pb2.PublishResponse]
+
+
+class BatchFuture(asyncio.Future[None]):
+    """A future many publishers share: cancelling one publisher must not cancel the others.
+
+    ``cancel()`` refuses, so a cancelled ``publish()`` gets its CancelledError once the batch is
+    answered instead of failing the whole frame for everybody.
+    """
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        return False
+
+
+class Batch:
+    """The events of one frame, then the broker's answer to it."""
+
+    __slots__ = (
+        "deadline",
+        "duplicates",
+        "errors",
+        "future",
+        "ids",
+        "nbytes",
+        "request",
+        "subject",
+    )
+
+    def __init__(self, subject: str, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self.subject = subject
+        self.request = broker_pb2.PublishRequest(subject=subject)
+        self.future: BatchFuture = BatchFuture(loop=loop)
+        self.nbytes = 0
+        self.deadline = deadline
+        self.ids: Sequence[int] = ()
+        self.duplicates: frozenset[int] = frozenset()
+        self.errors: dict[int, broker_pb2.PublishError] = {}
+
+    def __len__(self) -> int:
+        return len(self.request.events)
+
+    def resolve(self, response: broker_pb2.PublishResponse) -> None:
+        self.ids = response.ids
+        if response.duplicate_indexes:
+            self.duplicates = frozenset(response.duplicate_indexes)
+        if response.errors:
+            self.errors = {e.index: e for e in response.errors}
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+            self.future.exception()  # mark retrieved: nobody may be waiting any more
+
+    def result(self, index: int) -> int:
+        """The assigned id of event ``index``, or raise its rejection."""
+        if self.errors:
+            err = self.errors.get(index)
+            if err is not None:
+                raise error_for_reason(err.reason, err.message)
+        try:
+            return self.ids[index]
+        except IndexError:
+            raise LockgateError(
+                f"the broker answered {len(self.ids)} ids for a batch of {len(self)} events",
+                reason="PROTOCOL_ERROR",
+            ) from None
+
+
+class Publisher:
+    """Owns the ``Publish`` stream, the open batches and the unanswered ones."""
+
+    def __init__(
+        self,
+        open_call: Callable[[], PublishCall],
+        *,
+        publish_timeout: float = 30.0,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        max_reconnect_attempts: int | None = None,
+    ) -> None:
+        self._open_call = open_call
+        self.publish_timeout = publish_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self._loop = asyncio.get_running_loop()
+        self._open: dict[str, Batch] = {}  # subject -> batch still taking events
+        self._queue: list[Batch] = []  # batches to send, in order
+        self._inflight: dict[int, Batch] = {}  # batch_id -> sent, unanswered
+        self._next_batch_id = 1
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.frames_sent = 0
+        """Frames written on the stream (resends included): a measure of coalescing."""
+        self.reconnects = 0
+        self._answered = 0
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def batch_for(self, subject: str, nbytes: int) -> Batch:
+        """The open batch of ``subject`` with room for an event of ``nbytes``, or a new one."""
+        if self._closed:
+            raise LockgateError("the client is closed", reason="CLOSED")
+        batch = self._open.get(subject)
+        if (
+            batch is None
+            or len(batch.request.events) >= MAX_EVENTS
+            or batch.nbytes + nbytes > self.max_frame_bytes
+        ):
+            batch = Batch(subject, self._loop, self._loop.time() + self.publish_timeout)
+            self._open[subject] = batch
+            self._queue.append(batch)
+            if self._task is None:
+                self._task = self._loop.create_task(self._run(), name="lockgate-publisher")
+            self._wake.set()
+        batch.nbytes += nbytes
+        return batch
+
+    # -- the stream ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._closed:
+            await self._wake.wait()
+            if not self._queue and not self._inflight:
+                self._wake.clear()
+                continue
+            answered_before = self._answered
+            call = self._open_call()
+            reader = self._loop.create_task(self._read(call))
+            writer = self._loop.create_task(self._write(call))
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            error = _task_error(reader) if reader in done else _task_error(writer)
+            for task in (reader, writer):
+                task.cancel()
+            call.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            if self._closed:
+                break
+            if self._answered != answered_before:
+                failures = 0  # the stream worked for a while: start the backoff afresh
+            retry = error is None or _retryable(error)
+            # Unanswered batches go back to the front of the queue, in their original order.
+            unanswered = [self._inflight[k] for k in sorted(self._inflight)]
+            self._inflight.clear()
+            if not retry and error is not None:
+                exc = from_rpc_error(error) if isinstance(error, grpc.RpcError) else error
+                self._fail_all(exc if isinstance(exc, LockgateError) else _wrap(exc))
+                continue
+            self._queue[:0] = unanswered
+            failures += 1
+            self.reconnects += 1
+            if self.max_reconnect_attempts is not None and failures > self.max_reconnect_attempts:
+                self._fail_all(_unavailable(error))
+                continue
+            self._expire(error)
+            delay = min(5.0, 0.05 * 2 ** min(failures, 8)) * (0.5 + random.random())
+            log.info("publish stream broke (%s); reconnecting in %.2fs", error, delay)
+            await asyncio.sleep(delay)
+            self._wake.set()
+
+    async def _write(self, call: PublishCall) -> None:
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            # One loop turn lets every publisher that is ready append to the open batches.
+            await asyncio.sleep(0)
+            batches, self._queue = self._queue, []
+            self._open.clear()
+            for batch in batches:
+                batch_id = self._next_batch_id
+                self._next_batch_id += 1
+                batch.request.batch_id = batch_id
+                self._inflight[batch_id] = batch
+                await call.write(batch.request)
+                self.frames_sent += 1
+
+    async def _read(self, call: PublishCall) -> None:
+        async for response in call:
+            batch = self._inflight.pop(response.batch_id, None)
+            if batch is not None:
+                batch.resolve(response)
+            self._answered += 1
+        # The server ended the stream without an error: treat it as a broken connection.
+        raise Unavailable("the broker closed the publish stream", reason="UNAVAILABLE")
+
+    def _expire(self, error: BaseException | None) -> None:
+        now = self._loop.time()
+        keep = []
+        for batch in self._queue:
+            if batch.deadline <= now:
+                batch.fail(_unavailable(error))
+                if self._open.get(batch.subject) is batch:
+                    del self._open[batch.subject]
+            else:
+                keep.append(batch)
+        self._queue = keep
+
+    def _fail_all(self, exc: LockgateError) -> None:
+        for batch in [*self._queue, *self._inflight.values()]:
+            batch.fail(exc)
+        self._queue.clear()
+        self._inflight.clear()
+        self._open.clear()
+
+    async def close(self, timeout: float | None = 5.0) -> None:
+        """Wait (up to ``timeout``) for unanswered batches, then stop."""
+        pending = [b.future for b in [*self._queue, *self._inflight.values()]]
+        if pending and timeout:
+            await asyncio.wait(pending, timeout=timeout)
+        self._closed = True
+        self._fail_all(LockgateError("the client was closed", reason="CLOSED"))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _task_error(task: asyncio.Task[None]) -> BaseException | None:
+    if task.cancelled():
+        return None
+    return task.exception()
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code() in RETRYABLE
+    return isinstance(error, Unavailable | ConnectionError | OSError)
+
+
+def _unavailable(error: BaseException | None) -> LockgateError:
+    detail = f": {error}" if error is not None else ""
+    return Unavailable(
+        f"could not publish before the timeout, the broker is unreachable{detail}",
+        hint="check that the broker runs (start it with `lockgate serve`)",
+    )
+
+
+def _wrap(exc: BaseException) -> LockgateError:
+    return LockgateError(f"publishing failed: {exc!r}", reason="INTERNAL")

@@ -1,0 +1,253 @@
+"""A live subscription: one ``Subscribe`` stream, re-opened when it breaks, with batched acks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+import grpc
+
+from broker.v1 import broker_pb2
+from clients._codec import to_duration
+from clients._errors import LockgateError, Unavailable, from_rpc_error
+from clients._message import Message
+
+__all__ = ["Subscription"]
+
+log = logging.getLogger("lockgate.client")
+
+SubscribeCall = grpc.aio.StreamStreamCall[broker_pb2.SubscribeRequest, broker_pb2.SubscribeResponse]
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
+
+
+class Subscription:
+    """An async iterator of :class:`Message`, live once opened; close it when done.
+
+    Example::
+
+        async with client.subscribe("orders.>", durable="billing") as sub:
+            async for msg in sub:
+                print(msg.subject, msg.data)
+                await msg.ack()
+
+        sub = await client.subscription("orders.>")   # opened: the broker confirmed it
+        msg = await anext(sub)
+        await sub.close()
+    """
+
+    def __init__(
+        self,
+        open_call: Callable[[], SubscribeCall],
+        request: broker_pb2.SubscribeOpen,
+        publish: Callable[[str, object, Message], Awaitable[int]],
+        *,
+        model: type[object] | None = None,
+        max_reconnect_attempts: int | None = None,
+    ) -> None:
+        self._open_call = open_call
+        self._request = request
+        self._publish = publish
+        self._model = model
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.durable = bool(request.durable)
+        self.name = request.durable
+        """The durable name, or the name the broker gave an ephemeral subscription."""
+        self.last_id = 0
+        """The highest id stored when the subscription (last) opened."""
+        self.reconnects = 0
+        self._buffer: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._call: SubscribeCall | None = None
+        self._ack_ids: list[int] = []
+        self._nacks: list[broker_pb2.Nack] = []
+        self._outbox = asyncio.Event()
+
+    # -- opening and closing ------------------------------------------------------------------
+
+    async def start(self) -> Subscription:
+        """Open the stream and wait for the broker's confirmation (idempotent)."""
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self._ready = loop.create_future()
+            self._task = loop.create_task(self._run(), name=f"lockgate-sub-{self._request.pattern}")
+        assert self._ready is not None
+        await asyncio.shield(self._ready)
+        return self
+
+    async def close(self) -> None:
+        """Send the acks still queued, then end the stream. Iteration stops."""
+        if self._closed:
+            return
+        call = self._call
+        if call is not None and (self._ack_ids or self._nacks) and not call.done():
+            with contextlib.suppress(grpc.RpcError, TimeoutError, OSError):
+                await asyncio.wait_for(self._flush(call), 2.0)
+        self._closed = True
+        if call is not None:
+            call.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._wake()
+
+    async def __aenter__(self) -> Subscription:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- iteration ----------------------------------------------------------------------------
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._task is None:
+            await self.start()
+        while not self._buffer:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._buffer.popleft()
+
+    def pending(self) -> int:
+        """Messages received and not yet taken by the iterator."""
+        return len(self._buffer)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- acks (called by Message) -------------------------------------------------------------
+
+    def _ack(self, id: int) -> None:
+        if self.durable:
+            self._ack_ids.append(id)
+            self._outbox.set()
+
+    def _nack(self, id: int, delay: float | dt.timedelta | None) -> None:
+        if self.durable:
+            nack = broker_pb2.Nack(ids=[id])
+            if delay:
+                nack.delay.CopyFrom(to_duration(delay))
+            self._nacks.append(nack)
+            self._outbox.set()
+
+    async def _respond(self, reply_to: str, data: object, request: Message) -> int:
+        return await self._publish(reply_to, data, request)
+
+    async def _flush(self, call: SubscribeCall) -> None:
+        if self._ack_ids:
+            ids, self._ack_ids = self._ack_ids, []
+            await call.write(broker_pb2.SubscribeRequest(ack=broker_pb2.Ack(ids=ids)))
+        while self._nacks:
+            await call.write(broker_pb2.SubscribeRequest(nack=self._nacks.pop(0)))
+
+    async def _write_acks(self, call: SubscribeCall) -> None:
+        while True:
+            await self._outbox.wait()
+            self._outbox.clear()
+            await asyncio.sleep(0)  # gather every ack of this loop turn into one frame
+            await self._flush(call)
+
+    # -- the stream ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._closed:
+            call = self._call = self._open_call()
+            writer: asyncio.Task[None] | None = None
+            got_deliveries = False
+            try:
+                await call.write(broker_pb2.SubscribeRequest(open=self._request))
+                first = await call.read()
+                if not isinstance(first, broker_pb2.SubscribeResponse):  # grpc.aio.EOF
+                    raise Unavailable("the broker ended the subscription before confirming it")
+                if first.HasField("subscribed"):
+                    self.name = first.subscribed.name
+                    self.last_id = first.subscribed.last_id
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(None)
+                if self._ack_ids or self._nacks:
+                    self._outbox.set()
+                writer = asyncio.get_running_loop().create_task(self._write_acks(call))
+                self._receive(first)
+                while True:
+                    response = await call.read()
+                    if not isinstance(response, broker_pb2.SubscribeResponse):  # grpc.aio.EOF
+                        break
+                    got_deliveries = True
+                    self._receive(response)
+                error: BaseException = Unavailable("the broker ended the subscription stream")
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            except (grpc.RpcError, LockgateError, OSError) as exc:
+                error = exc
+            except Exception as exc:  # a bug here must end iteration loudly, not hang it
+                log.exception("subscription %s failed", self.name)
+                self._fail(exc)
+                return
+            finally:
+                if writer is not None:
+                    writer.cancel()
+            call.cancel()
+            if self._closed:
+                return
+            if got_deliveries:
+                failures = 0
+            failures += 1
+            limit = self.max_reconnect_attempts
+            if not _retryable(error) or (limit is not None and failures > limit):
+                self._fail(error)
+                return
+            self.reconnects += 1
+            if not self.durable:
+                # An ephemeral subscription cannot resume: it continues with new events.
+                self._request.start.CopyFrom(
+                    broker_pb2.StartPosition(policy=broker_pb2.START_POLICY_NEW)
+                )
+            delay = min(5.0, 0.05 * 2 ** min(failures, 8)) * (0.5 + random.random())
+            log.info("subscription %s broke (%s); reconnecting in %.2fs", self.name, error, delay)
+            await asyncio.sleep(delay)
+
+    def _receive(self, response: broker_pb2.SubscribeResponse) -> None:
+        if response.deliveries:
+            model = self._model
+            self._buffer.extend(Message(self, d, model) for d in response.deliveries)
+            self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        exc = from_rpc_error(error) if isinstance(error, grpc.RpcError) else error
+        self._error = exc
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(exc)
+            self._ready.exception()
+        self._wake()
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code() in RETRYABLE
+    return isinstance(error, Unavailable | OSError)

@@ -1,0 +1,58 @@
+"""The public surface is pinned, and importing the client never drags in the server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import clients
+
+EXPECTED = [
+    "AttributeValue",
+    "Client",
+    "Event",
+    "FailedPrecondition",
+    "InvalidEvent",
+    "InvalidSubject",
+    "LockgateError",
+    "Message",
+    "NoResponders",
+    "NotFound",
+    "PermissionDenied",
+    "PublishResult",
+    "RateLimited",
+    "RequestTimeout",
+    "SlowConsumer",
+    "StartSpec",
+    "StoredEvent",
+    "Subscription",
+    "Unauthenticated",
+    "Unavailable",
+    "decode_data",
+    "from_rpc_error",
+    "to_cloudevent",
+]
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(clients.__all__) == EXPECTED
+    for name in clients.__all__:
+        assert getattr(clients, name) is not None
+
+
+def test_importing_clients_does_not_import_the_server() -> None:
+    code = (
+        "import sys, json, clients, clients._cli; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
+    loaded = set(json.loads(out))
+    forbidden = {"asyncpg", "nats", "redis", "lark", "broker.server", "policy", "pydantic"}
+    assert not loaded & forbidden, loaded & forbidden
+    server_modules = {m for m in loaded if m.startswith("broker.") and not m.startswith("broker.v1")}
+    assert not server_modules, server_modules
