@@ -59,7 +59,10 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
             "default/anonymous with the admin role; create keys with `lockgate keys create`"
         )
     log.info(
-        "lockgate listening on %s:%d data_dir=%s fsync=%s", host, port, config.data_dir,
+        "lockgate listening on %s:%d data_dir=%s fsync=%s",
+        host,
+        port,
+        config.data_dir,
         config.fsync,
     )
     # The line tests and tools wait for (like nats-server's "Server is ready").

@@ -95,7 +95,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     except ImportError:
         print("lockgate: the policy tools are not installed", file=sys.stderr)
         return 1
-    return policy_main(list(args.rest))
+    return int(policy_main(list(args.rest)))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

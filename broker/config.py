@@ -141,9 +141,9 @@ def load_config(
                     hint="run `lockgate config` to list the settings",
                 )
             values[name] = _coerce(name, raw, f"config file {path}")
-    for name, raw in (flags or {}).items():
-        if raw is not None and name in _FIELDS:
-            values[name] = _coerce(name, raw, f"flag --{name.replace('_', '-')}")
+    for name, flag in (flags or {}).items():
+        if flag is not None and name in _FIELDS:
+            values[name] = _coerce(name, flag, f"flag --{name.replace('_', '-')}")
     cfg = Config(**values)  # type: ignore[arg-type]
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(

@@ -145,9 +145,7 @@ class Broker:
             msg = broker_pb2.SubscribeResponse.FromString(b.body)
             for d in msg.deliveries:
                 age = time.time() - time_ms_of(d.id) / 1000
-                self._remember(
-                    (b.org, d.event.source, d.event.id), d.id, now - max(0.0, age)
-                )
+                self._remember((b.org, d.event.source, d.event.id), d.id, now - max(0.0, age))
 
     def _remember(self, key: tuple[str, str, str], event_id: int, at: float) -> None:
         self._dedup[key] = (event_id, at)
@@ -257,8 +255,10 @@ class Broker:
                 ev = events[i]
                 out.ids[i] = out.ids[seen[(org, ev.source, ev.id)]]
         sf = wire.subject_field(subject)
-        frames = [(event_id, wire.delivery_frame(event_id, sf, raw)) for event_id, raw in
-                  zip(ids, raws, strict=True)]
+        frames = [
+            (event_id, wire.delivery_frame(event_id, sf, raw))
+            for event_id, raw in zip(ids, raws, strict=True)
+        ]
         body = b"".join(f for _, f in frames)
         batch = Batch(ids[0], ids[-1], org, subject, len(ids), gate.version, body)
         # Ephemeral (at-most-once) delivery starts now; durable delivery reads what is stored.

@@ -10,6 +10,7 @@ ids never repeat and never go backwards.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 __all__ = ["EPOCH_MS", "IdGenerator", "id_for_time_ms", "time_ms_of"]
 
@@ -36,11 +37,13 @@ class IdGenerator:
 
     __slots__ = ("_clock", "_last_ms", "_seq", "_worker")
 
-    def __init__(self, worker_id: int = 0, *, clock: object = None, floor: int = 0) -> None:
+    def __init__(
+        self, worker_id: int = 0, *, clock: Callable[[], float] | None = None, floor: int = 0
+    ) -> None:
         if not 0 <= worker_id <= MAX_WORKER:
             raise ValueError(f"worker id {worker_id} is outside 0..{MAX_WORKER}")
         self._worker = worker_id << _SEQ_BITS
-        self._clock = clock if callable(clock) else time.time
+        self._clock = clock or time.time
         # ``floor``: the highest id already stored, so a restart after the clock stepped back
         # still issues larger ids.
         self._last_ms = max(0, (floor >> _TIME_SHIFT)) if floor else 0
@@ -49,7 +52,7 @@ class IdGenerator:
     def next_block(self, count: int) -> list[int]:
         """``count`` consecutive-in-order ids (the publish path takes one block per batch)."""
         out: list[int] = []
-        now_ms = int(self._clock() * 1000) - EPOCH_MS  # type: ignore[operator]
+        now_ms = int(self._clock() * 1000) - EPOCH_MS
         last = self._last_ms
         seq = self._seq
         if now_ms > last:

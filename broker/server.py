@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from broker import wire
 from broker.auth import Authenticator, Principal
-from broker.core import Broker, StartSpec
+from broker.core import Broker, PublishOutcome, StartSpec
 from broker.delivery import DurableSession, EphemeralSubscription
 from broker.errors import (
     BrokerError,
@@ -60,7 +60,7 @@ class BrokerServer:
     # -- plumbing ---------------------------------------------------------------------------
 
     async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        key = self.auth.key_from_metadata(context.invocation_metadata())  # type: ignore[arg-type]
+        key = self.auth.key_from_metadata(context.invocation_metadata())
         return await self.auth.authenticate(key)
 
     async def _unary(
@@ -96,7 +96,7 @@ class BrokerServer:
             return
         # Frames are admitted in arrival order (ids are assigned before the first await),
         # stored concurrently so one group commit covers many, and answered in order.
-        results: asyncio.Queue[tuple[int, asyncio.Task[object]] | None] = asyncio.Queue(
+        results: asyncio.Queue[tuple[int, asyncio.Task[PublishOutcome]] | None] = asyncio.Queue(
             _PIPELINE_DEPTH
         )
         broker = self.broker
@@ -104,10 +104,8 @@ class BrokerServer:
         async def read() -> None:
             try:
                 async for req in requests:
-                    task = asyncio.ensure_future(
-                        broker.publish(principal, req.subject, req.events)
-                    )
-                    await results.put((req.batch_id, task))  # type: ignore[arg-type]
+                    task = asyncio.ensure_future(broker.publish(principal, req.subject, req.events))
+                    await results.put((req.batch_id, task))
             finally:
                 await results.put(None)
 
@@ -117,14 +115,14 @@ class BrokerServer:
                 batch_id, task = item
                 try:
                     outcome = await task
-                except BrokerError as err:
-                    await context.abort_with_status(to_status(err))
+                except BrokerError as exc:
+                    await context.abort_with_status(to_status(exc))
                     return
-                resp = broker_pb2.PublishResponse(batch_id=batch_id, ids=outcome.ids)  # type: ignore[attr-defined]
-                if outcome.duplicates:  # type: ignore[attr-defined]
-                    resp.duplicate_indexes.extend(outcome.duplicates)  # type: ignore[attr-defined]
-                for i, err in outcome.errors:  # type: ignore[attr-defined]
-                    resp.errors.add(index=i, reason=err.reason, message=err.message)
+                resp = broker_pb2.PublishResponse(batch_id=batch_id, ids=outcome.ids)
+                if outcome.duplicates:
+                    resp.duplicate_indexes.extend(outcome.duplicates)
+                for i, rejection in outcome.errors:
+                    resp.errors.add(index=i, reason=rejection.reason, message=rejection.message)
                 yield resp
             await reader
         finally:
@@ -167,8 +165,7 @@ class BrokerServer:
             op = first.open
             start = StartSpec(
                 op.start.policy,
-                _ts_ms(op.start.since_time, "since_time") if op.start.HasField("since_time")
-                else 0,
+                _ts_ms(op.start.since_time, "since_time") if op.start.HasField("since_time") else 0,
                 op.start.after_id,
             )
             if op.durable:
@@ -256,7 +253,9 @@ class BrokerServer:
                 principal.org, pattern, after_id=after, limit=500
             )
             frames = [
-                wire.delivery_frame(e.id, wire.subject_field(e.subject), e.event.SerializeToString())
+                wire.delivery_frame(
+                    e.id, wire.subject_field(e.subject), e.event.SerializeToString()
+                )
                 for e in events
                 if e.id <= head
             ]
@@ -299,10 +298,16 @@ class BrokerServer:
                     )
                 after = max(after, int(request.page_token))
             size = min(request.page_size or 100, 1000)
-            start = _ts_ms(request.start_time, "start_time") if request.HasField("start_time") else 0
+            start = (
+                _ts_ms(request.start_time, "start_time") if request.HasField("start_time") else 0
+            )
             end = _ts_ms(request.end_time, "end_time") if request.HasField("end_time") else 0
             events, last = await self.broker.query(
-                p.org, request.pattern or ">", after_id=after, start_ms=start, end_ms=end,
+                p.org,
+                request.pattern or ">",
+                after_id=after,
+                start_ms=start,
+                end_ms=end,
                 limit=size,
             )
             return broker_pb2.QueryEventsResponse(
@@ -329,7 +334,7 @@ class BrokerServer:
         info.ack_wait.FromMilliseconds(snap.ack_wait_ms)
         return info
 
-    async def ListDurables(  # noqa: N802 - generated servicer names
+    async def ListDurables(
         self, request: admin_pb2.ListDurablesRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListDurablesResponse:
         async def run(p: Principal) -> admin_pb2.ListDurablesResponse:
@@ -338,7 +343,7 @@ class BrokerServer:
 
         return await self._unary(context, run, admin=True)
 
-    async def GetDurable(  # noqa: N802
+    async def GetDurable(
         self, request: admin_pb2.GetDurableRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetDurableResponse:
         async def run(p: Principal) -> admin_pb2.GetDurableResponse:
@@ -351,7 +356,7 @@ class BrokerServer:
 
         return await self._unary(context, run, admin=True)
 
-    async def DeleteDurable(  # noqa: N802
+    async def DeleteDurable(
         self, request: admin_pb2.DeleteDurableRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteDurableResponse:
         async def run(p: Principal) -> admin_pb2.DeleteDurableResponse:
@@ -360,7 +365,7 @@ class BrokerServer:
 
         return await self._unary(context, run, admin=True)
 
-    async def ListDeadLetters(  # noqa: N802
+    async def ListDeadLetters(
         self, request: admin_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListDeadLettersResponse:
         async def run(p: Principal) -> admin_pb2.ListDeadLettersResponse:
@@ -389,7 +394,7 @@ class BrokerServer:
 
         return await self._unary(context, run, admin=True)
 
-    async def RedriveDeadLetters(  # noqa: N802
+    async def RedriveDeadLetters(
         self, request: admin_pb2.RedriveDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RedriveDeadLettersResponse:
         async def run(p: Principal) -> admin_pb2.RedriveDeadLettersResponse:
@@ -451,7 +456,7 @@ class BrokerServer:
         ]
         server = grpc.aio.server(options=opts)
         server.add_generic_rpc_handlers((self._handlers(),))
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(self, server)  # type: ignore[arg-type]
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(self, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,

@@ -80,9 +80,7 @@ def validate_pattern(pattern: str) -> list[str]:
             if i != last:
                 raise InvalidSubject(pattern, "'>' may only be the last token")
         elif tok != "*" and ("*" in tok or ">" in tok):
-            raise InvalidSubject(
-                pattern, f"token {tok!r} mixes a wildcard with other characters"
-            )
+            raise InvalidSubject(pattern, f"token {tok!r} mixes a wildcard with other characters")
     return tokens
 
 

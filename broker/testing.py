@@ -57,8 +57,15 @@ class RunningBroker:
 
 async def _start(args: Sequence[str], data_dir: str, port: int) -> RunningBroker:
     cmd = [
-        sys.executable, "-m", "broker.cli", "serve",
-        "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, *args,
+        sys.executable,
+        "-m",
+        "broker.cli",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--data-dir",
+        data_dir,
+        *args,
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(

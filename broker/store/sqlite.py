@@ -225,9 +225,11 @@ class SqliteStore:
             (b.first_id, b.last_id, b.org, b.subject, b.count, b.policy_version, b.body)
             for b in batches
         ]
-        await self._submit(
-            lambda c: c.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?)", rows) and None
-        )
+
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?)", rows)
+
+        await self._submit(op)
 
     async def last_id(self) -> int:
         def q(c: sqlite3.Connection) -> int:
@@ -281,10 +283,11 @@ class SqliteStore:
 
     async def save_consumer(self, record: ConsumerRecord) -> None:
         row = _consumer_row(record)
-        await self._submit(
-            lambda c: c.execute("INSERT OR REPLACE INTO consumers VALUES (?,?,?,?,?)", row)
-            and None
-        )
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO consumers VALUES (?,?,?,?,?)", row)
+
+        await self._submit(op)
 
     async def load_consumers(self) -> list[ConsumerRecord]:
         def q(c: sqlite3.Connection) -> list[ConsumerRecord]:
@@ -324,10 +327,11 @@ class SqliteStore:
 
     async def add_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
         rows = [(r.org, r.durable, r.id, r.attempts, r.dead_ms) for r in records]
-        await self._submit(
-            lambda c: c.executemany("INSERT OR REPLACE INTO dead_letters VALUES (?,?,?,?,?)", rows)
-            and None
-        )
+
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT OR REPLACE INTO dead_letters VALUES (?,?,?,?,?)", rows)
+
+        await self._submit(op)
 
     async def list_dead_letters(
         self, org: str, durable: str, after: tuple[int, int], limit: int
@@ -380,10 +384,11 @@ class SqliteStore:
             record.created_ms,
             int(record.revoked),
         )
-        await self._submit(
-            lambda c: c.execute("INSERT OR REPLACE INTO api_keys VALUES (?,?,?,?,?,?,?)", row)
-            and None
-        )
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO api_keys VALUES (?,?,?,?,?,?,?)", row)
+
+        await self._submit(op)
 
     @staticmethod
     def _key(row: tuple[str, str, str, str, str, int, int]) -> ApiKeyRecord:
