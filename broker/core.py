@@ -255,11 +255,9 @@ class Broker:
                 ev = events[i]
                 out.ids[i] = out.ids[seen[(org, ev.source, ev.id)]]
         sf = wire.subject_field(subject)
-        frames = [
-            (event_id, wire.delivery_frame(event_id, sf, raw))
-            for event_id, raw in zip(ids, raws, strict=True)
-        ]
-        body = b"".join(f for _, f in frames)
+        encoded = wire.delivery_frames(ids, sf, raws)
+        body = b"".join(encoded)
+        frames = list(zip(ids, encoded, strict=True))
         batch = Batch(ids[0], ids[-1], org, subject, len(ids), gate.version, body)
         # Ephemeral (at-most-once) delivery starts now; durable delivery reads what is stored.
         self.router.route(org, subject, body, len(ids), ids)
@@ -295,8 +293,9 @@ class Broker:
         raws = [e.SerializeToString() for e in events]
         ids = self.ids.next_block(len(raws))
         sf = wire.subject_field(subject)
-        frames = [(i, wire.delivery_frame(i, sf, r)) for i, r in zip(ids, raws, strict=True)]
-        body = b"".join(f for _, f in frames)
+        encoded = wire.delivery_frames(ids, sf, raws)
+        body = b"".join(encoded)
+        frames = list(zip(ids, encoded, strict=True))
         batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.policy.version, body)
         self.router.route(org, subject, body, len(ids), ids)
         prev_head = self.head

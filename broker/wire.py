@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "delivery_frame",
+    "delivery_frames",
     "encode_varint",
     "frame_body",
     "split_frames",
@@ -29,6 +30,72 @@ def encode_varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL = [encode_varint(n) for n in range(1 << 14)]
+_LOW = [bytes((k | 0x80,)) for k in range(128)]
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL[value] if value < 16384 else encode_varint(value)
+
+
+def _id_high(v: int) -> bytes:
+    """Bytes 2..9 of the varint of an id in [2**56, 2**63): the first one is in ``_LOW``."""
+    return bytes(
+        (
+            (v >> 7 & 0x7F) | 0x80,
+            (v >> 14 & 0x7F) | 0x80,
+            (v >> 21 & 0x7F) | 0x80,
+            (v >> 28 & 0x7F) | 0x80,
+            (v >> 35 & 0x7F) | 0x80,
+            (v >> 42 & 0x7F) | 0x80,
+            (v >> 49 & 0x7F) | 0x80,
+            v >> 56,
+        )
+    )
+
+
+def delivery_frames(ids: list[int], subject_bytes: bytes, events: list[bytes]) -> list[bytes]:
+    """:func:`delivery_frame` for a batch of first deliveries, several times faster.
+
+    Ids of one batch are mostly consecutive, so only the varint's low byte changes from
+    one to the next; the other eight are computed once per run of 128.
+    """
+    if not ids or ids[0] < 1 << 56 or ids[-1] >= 1 << 63:
+        return [delivery_frame(i, subject_bytes, e) for i, e in zip(ids, events, strict=True)]
+    out: list[bytes] = []
+    append = out.append
+    low = _LOW
+    small = _SMALL
+    fixed = 1 + 9 + len(subject_bytes) + 1 + 2  # id tag+varint, subject, event tag, attempt
+    hi = -1
+    high = b""
+    join = b"".join
+    for i, ev in zip(ids, events, strict=True):
+        if i >> 7 != hi:
+            hi = i >> 7
+            high = _id_high(i)
+        n = len(ev)
+        nv = small[n] if n < 16384 else encode_varint(n)
+        blen = fixed + len(nv) + n
+        append(
+            join(
+                (
+                    b"\x12",
+                    small[blen] if blen < 16384 else encode_varint(blen),
+                    b"\x08",
+                    low[i & 0x7F],
+                    high,
+                    subject_bytes,
+                    b"\x1a",
+                    nv,
+                    ev,
+                    b"\x20\x01",
+                )
+            )
+        )
+    return out
 
 
 def subject_field(subject: str) -> bytes:

@@ -38,3 +38,13 @@ def test_delivery_frames_decode_as_subscribe_response() -> None:
     assert [f for _, f in split] == frames
     inner = broker_pb2.Delivery.FromString(wire.frame_body(frames[1]))
     assert inner.attempt == 2
+
+
+def test_batch_frames_equal_single_frames() -> None:
+    sf = wire.subject_field("a.b")
+    events = [b"e" * n for n in (0, 1, 127, 128, 16383, 16384, 20000)] * 40
+    for first in (5, (1 << 56) + 120, 382760360051998720, (1 << 63) - 500):
+        ids = [first + k for k in range(len(events))]
+        assert wire.delivery_frames(ids, sf, events) == [
+            wire.delivery_frame(i, sf, e) for i, e in zip(ids, events, strict=True)
+        ]
