@@ -39,7 +39,7 @@ from broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
 from broker.subjects import validate_pattern, validate_subject
 from broker.v1 import broker_pb2, cloudevent_pb2
 
-__all__ = ["Broker", "PublishOutcome", "StartSpec"]
+__all__ = ["Broker", "Prepared", "PublishOutcome", "StartSpec"]
 
 CloudEvent = cloudevent_pb2.CloudEvent
 
@@ -51,6 +51,16 @@ class PublishOutcome:
     errors: list[tuple[int, BrokerError]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch that passed steps 1-5, staged for the store."""
+
+    outcome: PublishOutcome
+    batches: list[Batch] = field(default_factory=list)
+    frames: list[list[tuple[int, bytes]]] = field(default_factory=list)
+    keys: list[tuple[str, str, str]] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class StartSpec:
     policy: int = 0  # broker_pb2.StartPolicy
@@ -58,13 +68,13 @@ class StartSpec:
     after_id: int = 0
 
 
-def _check_event(ev: CloudEvent, size: int, limit: int) -> BrokerError | None:
-    if size == 0:
+def _check_event(ev: CloudEvent) -> BrokerError | None:
+    if not (ev.id or ev.source or ev.type or ev.spec_version or ev.attributes) and (
+        ev.WhichOneof("data") is None
+    ):
         return InvalidEvent(
             "the event is empty", reason="EMPTY_EVENT", hint="set id, source, specversion, type"
         )
-    if size > limit:
-        return EventTooLarge(size, limit)
     missing = [
         n
         for n, v in (
@@ -201,8 +211,17 @@ class Broker:
         self, principal: Principal, subject: str, events: Sequence[CloudEvent]
     ) -> PublishOutcome:
         """Validates, stores and routes one batch; per-event rejections are in the outcome."""
+        return await self.commit(await self.prepare(principal, subject, events))
+
+    async def prepare(
+        self, principal: Principal, subject: str, events: Sequence[CloudEvent]
+    ) -> Prepared:
+        """Steps 1-5 and ephemeral routing. Callers that pipeline (the Publish stream) await
+        ``prepare`` in arrival order, so ids and delivery order follow publish order, and run
+        ``commit`` concurrently so one group commit covers many batches."""
         n = len(events)
         out = PublishOutcome([0] * n)
+        prepared = Prepared(out)
         if self.draining:
             raise Unavailable(
                 "the broker is shutting down", reason="SHUTTING_DOWN", hint="retry on another node"
@@ -211,24 +230,36 @@ class Broker:
             validate_subject(subject)
         except BrokerError as exc:
             out.errors = [(i, exc) for i in range(n)]
-            return out
+            return prepared
         org = principal.org
         if subject.startswith("$inbox."):
-            return self._reply(org, subject, events, out)
-        limit = self.config.max_event_bytes
+            self._reply(org, subject, events, out)
+            return prepared
+        valid: list[int] = []
+        for i, ev in enumerate(events):
+            err = _check_event(ev)
+            if err is None:
+                valid.append(i)
+            else:
+                out.errors.append((i, err))
         gate = self.policy
+        routes: dict[int, list[tuple[str, str]]] = {}
+        if gate.active and valid:
+            rejected, routes = await gate.admit(principal, subject, events, valid)
+            if rejected:
+                out.errors.extend(rejected.items())
+                valid = [i for i in valid if i not in rejected]
+        limit = self.config.max_event_bytes
         accepted: list[int] = []
         raws: list[bytes] = []
         keys: list[tuple[str, str, str]] = []
         dedup = self._dedup
         seen: dict[tuple[str, str, str], int] = {}
-        for i, ev in enumerate(events):
+        for i in valid:
+            ev = events[i]
             raw = ev.SerializeToString()
-            err = _check_event(ev, len(raw), limit)
-            if err is None and gate.active:
-                err = gate.check_publish(principal, subject, ev)
-            if err is not None:
-                out.errors.append((i, err))
+            if len(raw) > limit:
+                out.errors.append((i, EventTooLarge(len(raw), limit)))
                 continue
             key = (org, ev.source, ev.id)
             hit = dedup.get(key)
@@ -243,66 +274,112 @@ class Broker:
             accepted.append(i)
             raws.append(raw)
             keys.append(key)
+        if out.errors:
+            out.errors.sort(key=lambda e: e[0])
         if not accepted:
-            return out
-        ids = self.ids.next_block(len(accepted))
+            return prepared
+        prepared.keys = keys
+        if routes:
+            accepted, raws = self._apply_routes(
+                prepared, org, subject, events, accepted, raws, routes
+            )
+        if accepted:
+            ids = self._stage(prepared, org, subject, raws)
+            for i, event_id in zip(accepted, ids, strict=True):
+                out.ids[i] = event_id
         now = time.monotonic()
-        for i, event_id, key in zip(accepted, ids, keys, strict=True):
-            out.ids[i] = event_id
-            self._remember(key, event_id, now)
+        for key, i in zip(keys, (seen[k] for k in keys), strict=True):
+            if out.ids[i]:
+                self._remember(key, out.ids[i], now)
         for i in out.duplicates:
             if not out.ids[i]:
                 ev = events[i]
                 out.ids[i] = out.ids[seen[(org, ev.source, ev.id)]]
-        sf = wire.subject_field(subject)
-        encoded = wire.delivery_frames(ids, sf, raws)
+        return prepared
+
+    def _stage(self, prepared: Prepared, org: str, subject: str, raws: list[bytes]) -> list[int]:
+        """Assigns ids, encodes one batch, routes it to ephemeral subscribers."""
+        ids = self.ids.next_block(len(raws))
+        encoded = wire.delivery_frames(ids, wire.subject_field(subject), raws)
         body = b"".join(encoded)
-        frames = list(zip(ids, encoded, strict=True))
-        batch = Batch(ids[0], ids[-1], org, subject, len(ids), gate.version, body)
+        batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.policy.version, body)
+        prepared.batches.append(batch)
+        prepared.frames.append(list(zip(ids, encoded, strict=True)) if self.consumers else [])
         # Ephemeral (at-most-once) delivery starts now; durable delivery reads what is stored.
         self.router.route(org, subject, body, len(ids), ids)
-        prev_head = self.head
         if ids[-1] > self.head:
             self.head = ids[-1]
+        return ids
+
+    def _apply_routes(
+        self,
+        prepared: Prepared,
+        org: str,
+        subject: str,
+        events: Sequence[CloudEvent],
+        accepted: list[int],
+        raws: list[bytes],
+        routes: dict[int, list[tuple[str, str]]],
+    ) -> tuple[list[int], list[bytes]]:
+        """Policy routes: ``copy`` adds the event to another subject, ``redirect`` moves it
+        there; either way the routed event carries ``lockgateroutedfrom``."""
+        keep_idx: list[int] = []
+        keep_raw: list[bytes] = []
+        extra: dict[str, list[tuple[int, bytes, bool]]] = {}
+        for i, raw in zip(accepted, raws, strict=True):
+            redirected = False
+            for target, mode in routes.get(i, ()):
+                ev = CloudEvent()
+                ev.CopyFrom(events[i])
+                ev.attributes["lockgateroutedfrom"].ce_string = subject
+                extra.setdefault(target, []).append((i, ev.SerializeToString(), mode == "redirect"))
+                redirected = redirected or mode == "redirect"
+            if not redirected:
+                keep_idx.append(i)
+                keep_raw.append(raw)
+        for target, items in extra.items():
+            ids = self._stage(prepared, org, target, [r for _, r, _ in items])
+            for (i, _, primary), event_id in zip(items, ids, strict=True):
+                if primary and not prepared.outcome.ids[i]:
+                    prepared.outcome.ids[i] = event_id
+        return keep_idx, keep_raw
+
+    async def commit(self, prepared: Prepared) -> PublishOutcome:
+        """Step 6 (store, group commit) and the hand-over to durable consumers."""
+        if not prepared.batches:
+            return prepared.outcome
+        prev_head = prepared.batches[0].first_id - 1
         try:
-            await self.store.append([batch])
+            await self.store.append(prepared.batches)
         except BrokerError:
-            for key in keys:
+            for key in prepared.keys:
                 self._dedup.pop(key, None)
             raise
-        for c in self.consumers.values():
-            c.on_commit(batch, frames, prev_head)
-        self.metrics["published"] += len(ids)
-        if gate.active:
-            await gate.after_publish(self, principal, subject, events, accepted)
-        return out
+        consumers = self.consumers
+        for batch, frames in zip(prepared.batches, prepared.frames, strict=True):
+            if consumers:
+                if not frames:
+                    frames = wire.split_frames(batch.body)
+                for c in list(consumers.values()):
+                    c.on_commit(batch, frames, prev_head)
+            prev_head = batch.last_id
+            self.metrics["published"] += batch.count
+        return prepared.outcome
 
     def _reply(
         self, org: str, subject: str, events: Sequence[CloudEvent], out: PublishOutcome
-    ) -> PublishOutcome:
+    ) -> None:
         fut = self._inboxes.get((org, subject))
-        ids = self.ids.next_block(len(events))
-        out.ids = ids
+        out.ids = self.ids.next_block(len(events))
         if fut is not None and not fut.done() and events:
             fut.set_result(events[0])
-        return out
 
     async def publish_system(self, org: str, subject: str, events: Sequence[CloudEvent]) -> None:
-        """Stores events on a broker-owned ``$`` subject (dead letters, routed copies)."""
+        """Stores events on a broker-owned ``$`` subject (dead letters)."""
         validate_subject(subject, allow_system=True)
-        raws = [e.SerializeToString() for e in events]
-        ids = self.ids.next_block(len(raws))
-        sf = wire.subject_field(subject)
-        encoded = wire.delivery_frames(ids, sf, raws)
-        body = b"".join(encoded)
-        frames = list(zip(ids, encoded, strict=True))
-        batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.policy.version, body)
-        self.router.route(org, subject, body, len(ids), ids)
-        prev_head = self.head
-        self.head = max(self.head, ids[-1])
-        await self.store.append([batch])
-        for c in self.consumers.values():
-            c.on_commit(batch, frames, prev_head)
+        prepared = Prepared(PublishOutcome([]))
+        self._stage(prepared, org, subject, [e.SerializeToString() for e in events])
+        await self.commit(prepared)
 
     async def publish_dead_letters(
         self, rec: ConsumerRecord, records: Sequence[DeadLetterRecord]
@@ -462,12 +539,15 @@ class Broker:
         self, principal: Principal, subject: str, event: CloudEvent, timeout: float
     ) -> CloudEvent:
         validate_subject(subject)
-        raw = event.SerializeToString()
-        err = _check_event(event, len(raw), self.config.max_event_bytes)
+        err = _check_event(event)
         if err is None and self.policy.active:
-            err = self.policy.check_request(principal, subject, event)
+            rejected, _ = await self.policy.admit(principal, subject, [event], [0], "request")
+            err = rejected.get(0)
         if err is not None:
             raise err
+        raw = event.SerializeToString()
+        if len(raw) > self.config.max_event_bytes:
+            raise EventTooLarge(len(raw), self.config.max_event_bytes)
         org = principal.org
         if not self.router.has_targets(org, subject):
             raise NotFound(

@@ -8,14 +8,10 @@ errors, and applies the effects that need I/O (limits, routes, dedup by key).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from broker.auth import Principal
 from broker.errors import BrokerError
 from broker.v1 import cloudevent_pb2
-
-if TYPE_CHECKING:
-    from broker.core import Broker
 
 __all__ = ["PolicyGate"]
 
@@ -27,25 +23,17 @@ class PolicyGate:
     active = False
     version = "none"
 
-    def check_publish(
-        self, principal: Principal, subject: str, event: cloudevent_pb2.CloudEvent
-    ) -> BrokerError | None:
-        return None
-
-    def check_subscribe(self, principal: Principal, pattern: str) -> BrokerError | None:
-        return None
-
-    def check_request(
-        self, principal: Principal, subject: str, event: cloudevent_pb2.CloudEvent
-    ) -> BrokerError | None:
-        return None
-
-    async def after_publish(
+    async def admit(
         self,
-        broker: Broker,
         principal: Principal,
         subject: str,
         events: Sequence[cloudevent_pb2.CloudEvent],
-        accepted: Sequence[int],
-    ) -> None:
+        indexes: Sequence[int],
+        action: str = "publish",
+    ) -> tuple[dict[int, BrokerError], dict[int, list[tuple[str, str]]]]:
+        """Decides each event at ``indexes``: rejections by index, and routes by index as
+        ``(subject, "copy" | "redirect")``. May add tags to the events in place."""
+        return {}, {}
+
+    def check_subscribe(self, principal: Principal, pattern: str) -> BrokerError | None:
         return None

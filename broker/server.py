@@ -96,16 +96,23 @@ class BrokerServer:
             return
         # Frames are admitted in arrival order (ids are assigned before the first await),
         # stored concurrently so one group commit covers many, and answered in order.
-        results: asyncio.Queue[tuple[int, asyncio.Task[PublishOutcome]] | None] = asyncio.Queue(
+        results: asyncio.Queue[tuple[int, asyncio.Future[PublishOutcome]] | None] = asyncio.Queue(
             _PIPELINE_DEPTH
         )
         broker = self.broker
+        loop = asyncio.get_running_loop()
 
         async def read() -> None:
             try:
                 async for req in requests:
-                    task = asyncio.ensure_future(broker.publish(principal, req.subject, req.events))
-                    await results.put((req.batch_id, task))
+                    try:
+                        prepared = await broker.prepare(principal, req.subject, req.events)
+                    except BrokerError as exc:
+                        failed: asyncio.Future[PublishOutcome] = loop.create_future()
+                        failed.set_exception(exc)
+                        await results.put((req.batch_id, failed))
+                        return
+                    await results.put((req.batch_id, loop.create_task(broker.commit(prepared))))
             finally:
                 await results.put(None)
 

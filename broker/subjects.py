@@ -117,9 +117,6 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
                 return False
         elif len(stoks) != n:
             return False
-        for p, s in zip(fixed, stoks, strict=False):
-            if p != "*" and p != s:
-                return False
-        return True
+        return all(p in ("*", s) for p, s in zip(fixed, stoks, strict=False))
 
     return pred

@@ -17,6 +17,7 @@ __all__ = [
     "Batch",
     "ConsumerRecord",
     "DeadLetterRecord",
+    "PolicyVersionRecord",
     "RetentionRule",
     "Store",
 ]
@@ -74,6 +75,17 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyVersionRecord:
+    """One version of the policy set: its files (name -> source) and where it came from."""
+
+    version: str
+    created_ms: int
+    origin: str
+    files: dict[str, str]
+    active: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RetentionRule:
     """Keep at most ``max_events`` and nothing older than ``max_age_ms`` (0: no limit)."""
 
@@ -125,6 +137,12 @@ class Store(Protocol):
     async def list_keys(self) -> list[ApiKeyRecord]: ...
 
     async def revoke_key(self, key_id: str) -> bool: ...
+
+    async def save_policy_version(self, record: PolicyVersionRecord, *, activate: bool) -> None:
+        """Keeps a version (once per content hash) and, with ``activate``, marks it running."""
+
+    async def list_policy_versions(self) -> list[PolicyVersionRecord]:
+        """Every version, newest first."""
 
     async def trim(self, rules: Sequence[RetentionRule], now_ms: int) -> int:
         """Applies retention; returns the number of events removed."""

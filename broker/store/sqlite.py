@@ -29,6 +29,7 @@ from broker.store import (
     Batch,
     ConsumerRecord,
     DeadLetterRecord,
+    PolicyVersionRecord,
     RetentionRule,
 )
 from broker.subjects import compile_pattern
@@ -64,6 +65,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL,
     dead_ms INTEGER NOT NULL,
     PRIMARY KEY (org, durable, id)
+);
+CREATE TABLE IF NOT EXISTS policy_versions (
+    version TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    files TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id TEXT PRIMARY KEY,
@@ -417,6 +425,31 @@ class SqliteStore:
 
         await self._submit(op)
         return found[0]
+
+    # -- policy versions --------------------------------------------------------------------
+
+    async def save_policy_version(self, record: PolicyVersionRecord, *, activate: bool) -> None:
+        files = json.dumps(record.files, sort_keys=True)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT OR IGNORE INTO policy_versions VALUES (?,?,?,?,0)",
+                (record.version, record.created_ms, record.origin, files),
+            )
+            if activate:
+                c.execute("UPDATE policy_versions SET active = (version = ?)", (record.version,))
+
+        await self._submit(op)
+
+    async def list_policy_versions(self) -> list[PolicyVersionRecord]:
+        def q(c: sqlite3.Connection) -> list[PolicyVersionRecord]:
+            rows = c.execute(
+                "SELECT version, created_ms, origin, files, active FROM policy_versions "
+                "ORDER BY created_ms DESC, rowid DESC"
+            )
+            return [PolicyVersionRecord(v, t, o, json.loads(f), bool(a)) for v, t, o, f, a in rows]
+
+        return await self._read(q)
 
     # -- retention --------------------------------------------------------------------------
 

@@ -109,3 +109,16 @@ async def test_retention(store: SqliteStore) -> None:
     removed = await store.trim([RetentionRule(">", 60_000, 0)], int(time.time() * 1000) + 3_600_000)
     assert removed == 10
     assert await store.read_batches("o", 0) == []
+
+
+async def test_policy_versions(store: SqliteStore) -> None:
+    from broker.store import PolicyVersionRecord
+
+    v1 = PolicyVersionRecord("aaa", 1, "dir", {"a.policy": "x"})
+    v2 = PolicyVersionRecord("bbb", 2, "rpc", {"a.policy": "y"})
+    await store.save_policy_version(v1, activate=True)
+    await store.save_policy_version(v2, activate=True)
+    await store.save_policy_version(v1, activate=True)  # a rollback re-activates, no new row
+    versions = await store.list_policy_versions()
+    assert [(v.version, v.active) for v in versions] == [("bbb", False), ("aaa", True)]
+    assert versions[1].files == {"a.policy": "x"}
