@@ -12,6 +12,9 @@ from broker.auth import Authenticator
 from broker.config import Config
 from broker.core import Broker
 from broker.errors import BrokerError, Unavailable
+from broker.limits import Limiter, LocalLimiter, RedisLimiter
+from broker.policies import PolicyManager
+from broker.policyhook import PolicyGate, SpamControls
 from broker.store.sqlite import SqliteStore
 
 __all__ = ["run", "serve"]
@@ -33,13 +36,21 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     from broker.server import BrokerServer  # grpc servers load only when serving
 
     store = SqliteStore(config.data_dir, fsync=config.fsync)
-    gate = None
-    if config.policy_dir:
-        from broker.policyhook import load_gate
-
-        gate = load_gate(config.policy_dir)
+    limiter: Limiter = LocalLimiter()
+    if config.limiter != "local":
+        limiter = RedisLimiter(config.limiter)
+    gate = PolicyGate(
+        limiter=limiter,
+        spam=SpamControls(config.spam_max_per_minute, config.spam_duplicate_window),
+    )
     broker = Broker(config, store, gate)
     await broker.start()
+    policies = PolicyManager(gate, store, config.policy_dir)
+    try:
+        await policies.start(config.policy_reload_interval)
+    except BrokerError:
+        await broker.stop()
+        raise
     keys = [k for k in await store.list_keys() if not k.revoked]
     dev_mode = not keys
     if dev_mode and not _is_loopback(config.listen):
@@ -50,7 +61,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
             hint="create a key with `lockgate keys create --org ORG --agent NAME`, "
             "or listen on 127.0.0.1",
         )
-    server = BrokerServer(broker, Authenticator(store, dev_mode=dev_mode))
+    server = BrokerServer(broker, Authenticator(store, dev_mode=dev_mode), policies)
     port = await server.start(config.listen)
     host = config.listen.rsplit(":", 1)[0]
     if dev_mode:
@@ -76,7 +87,9 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     await stop.wait()
     log.info("draining (grace %.1fs)", config.drain_timeout)
     await server.stop(config.drain_timeout)
+    await policies.stop()
     await broker.stop()
+    await limiter.close()
     log.info("stopped")
 
 

@@ -31,7 +31,10 @@ _SERVE_FLAGS = (
     ("subscriber_buffer", int, "events buffered per ephemeral subscriber (default 10000)"),
     ("retention_max_age", str, "drop events older than this (default: keep)"),
     ("retention_max_events", int, "keep at most this many events per subject (default: all)"),
-    ("policy_dir", str, "directory of *.policy files"),
+    ("policy_dir", str, "directory of *.policy files (reloaded when they change)"),
+    ("limiter", str, "local (default) | redis://HOST:PORT/DB to share limits between nodes"),
+    ("spam_max_per_minute", int, "events per sender per minute (default: off)"),
+    ("spam_duplicate_window", str, "refuse the same content from one sender within (off)"),
     ("log_level", str, "debug | info | warning | error"),
 )
 

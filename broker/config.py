@@ -58,6 +58,10 @@ class Config:
     retention_max_events: int = 0
     retention: list[dict[str, object]] = field(default_factory=list)
     policy_dir: str = ""
+    policy_reload_interval: float = 1.0
+    limiter: str = "local"
+    spam_max_per_minute: int = 0
+    spam_duplicate_window: float = 0.0
     log_level: str = "info"
     keepalive_time: float = 30.0
     drain_timeout: float = 10.0
@@ -89,6 +93,8 @@ _DURATIONS = {
     "retention_max_age",
     "keepalive_time",
     "drain_timeout",
+    "policy_reload_interval",
+    "spam_duplicate_window",
 }
 
 

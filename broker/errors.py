@@ -11,6 +11,7 @@
     ├── Unauthenticated              UNAUTHENTICATED, reason UNAUTHENTICATED
     ├── PermissionDenied             PERMISSION_DENIED, reasons PERMISSION_DENIED, CROSS_ORG,
     │                                POLICY_DENIED
+    ├── AlreadyExists                ALREADY_EXISTS, reasons DUPLICATE_CONTENT, DUPLICATE_KEY
     ├── FailedPrecondition           FAILED_PRECONDITION, reasons NOT_PENDING, POLICY_REQUIREMENT
     ├── NotFound                     NOT_FOUND, reasons NOT_FOUND, UNKNOWN_DURABLE, NO_RESPONDERS
     ├── ResourceExhausted            RESOURCE_EXHAUSTED, reasons RATE_LIMITED, SLOW_CONSUMER
@@ -31,6 +32,7 @@ from grpc_status import rpc_status
 
 __all__ = [
     "DOMAIN",
+    "AlreadyExists",
     "BrokerError",
     "DeadlineExceeded",
     "EventTooLarge",
@@ -126,6 +128,11 @@ class PermissionDenied(BrokerError):
 class FailedPrecondition(BrokerError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     default_reason = "FAILED_PRECONDITION"
+
+
+class AlreadyExists(BrokerError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
 
 
 class NotFound(BrokerError):

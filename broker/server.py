@@ -26,11 +26,14 @@ from broker.errors import (
     FailedPrecondition,
     InvalidArgument,
     InvalidStart,
+    NotFound,
     PermissionDenied,
     Unavailable,
     to_status,
 )
-from broker.v1 import admin_pb2, admin_pb2_grpc, broker_pb2
+from broker.policies import PolicyManager
+from broker.store import PolicyVersionRecord
+from broker.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, policy_pb2, policy_pb2_grpc
 
 __all__ = ["BrokerServer"]
 
@@ -38,6 +41,7 @@ log = logging.getLogger("lockgate.server")
 T = TypeVar("T")
 _SERVICE = "broker.v1.BrokerService"
 _PIPELINE_DEPTH = 64
+_HEALTH_NAMES = ("", _SERVICE, "broker.v1.AdminService", "broker.v1.PolicyService")
 
 
 def _ts_ms(ts: timestamp_pb2.Timestamp, what: str) -> int:
@@ -49,9 +53,12 @@ def _ts_ms(ts: timestamp_pb2.Timestamp, what: str) -> int:
 class BrokerServer:
     """Serves one :class:`Broker` over gRPC."""
 
-    def __init__(self, broker: Broker, auth: Authenticator) -> None:
+    def __init__(
+        self, broker: Broker, auth: Authenticator, policies: PolicyManager | None = None
+    ) -> None:
         self.broker = broker
         self.auth = auth
+        self.policies = policies
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -410,6 +417,90 @@ class BrokerServer:
 
         return await self._unary(context, run, admin=True)
 
+    # -- PolicyService ----------------------------------------------------------------------
+
+    def _manager(self) -> PolicyManager:
+        if self.policies is None:
+            raise Unavailable("policies are not managed by this server", reason="NO_POLICIES")
+        return self.policies
+
+    @staticmethod
+    def _version(rec: PolicyVersionRecord) -> policy_pb2.PolicyVersion:
+        v = policy_pb2.PolicyVersion(
+            version=rec.version, active=rec.active, file_count=len(rec.files), origin=rec.origin
+        )
+        v.created_time.FromMilliseconds(rec.created_ms)
+        return v
+
+    async def PutPolicies(
+        self, request: policy_pb2.PutPoliciesRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.PutPoliciesResponse:
+        async def run(p: Principal) -> policy_pb2.PutPoliciesResponse:
+            files = {f.name: f.source for f in request.files}
+            ps = await self._manager().apply(files, "rpc", validate_only=request.validate_only)
+            resp = policy_pb2.PutPoliciesResponse(
+                version=ps.version, applied=not request.validate_only
+            )
+            for w in ps.warnings:
+                resp.problems.add(
+                    file=w.file,
+                    line=w.line,
+                    column=w.column,
+                    message=w.message,
+                    hint=w.hint,
+                    severity="warning",
+                )
+            return resp
+
+        return await self._unary(context, run, admin=True)
+
+    async def GetPolicies(
+        self, request: policy_pb2.GetPoliciesRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.GetPoliciesResponse:
+        async def run(p: Principal) -> policy_pb2.GetPoliciesResponse:
+            versions = await self._manager().versions()
+            want = [
+                v
+                for v in versions
+                if (v.version == request.version if request.version else v.active)
+            ]
+            if not want:
+                raise NotFound(
+                    f"policy version {request.version or '(running)'} does not exist",
+                    reason="UNKNOWN_VERSION",
+                )
+            rec = want[0]
+            return policy_pb2.GetPoliciesResponse(
+                version=self._version(rec),
+                files=[
+                    policy_pb2.PolicyFile(name=n, source=t) for n, t in sorted(rec.files.items())
+                ],
+            )
+
+        return await self._unary(context, run, admin=True)
+
+    async def ListPolicyVersions(
+        self, request: policy_pb2.ListPolicyVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.ListPolicyVersionsResponse:
+        async def run(p: Principal) -> policy_pb2.ListPolicyVersionsResponse:
+            versions = await self._manager().versions()
+            return policy_pb2.ListPolicyVersionsResponse(
+                versions=[self._version(v) for v in versions]
+            )
+
+        return await self._unary(context, run, admin=True)
+
+    async def RollbackPolicies(
+        self, request: policy_pb2.RollbackPoliciesRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.RollbackPoliciesResponse:
+        async def run(p: Principal) -> policy_pb2.RollbackPoliciesResponse:
+            rec = await self._manager().rollback(request.version)
+            out = self._version(rec)
+            out.active = True
+            return policy_pb2.RollbackPoliciesResponse(version=out)
+
+        return await self._unary(context, run, admin=True)
+
     # -- serving ----------------------------------------------------------------------------
 
     def _handlers(self) -> grpc.GenericRpcHandler:
@@ -464,10 +555,12 @@ class BrokerServer:
         server = grpc.aio.server(options=opts)
         server.add_generic_rpc_handlers((self._handlers(),))
         admin_pb2_grpc.add_AdminServiceServicer_to_server(self, server)  # type: ignore[no-untyped-call]
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(self, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+            policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -477,13 +570,13 @@ class BrokerServer:
             raise Unavailable(f"cannot listen on {listen}", hint="is the port already in use?")
         await server.start()
         self.server = server
-        for name in ("", _SERVICE, "broker.v1.AdminService"):
+        for name in _HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
     async def stop(self, grace: float) -> None:
         """Drains: NOT_SERVING, refuse new publishes, end streams, finish in-flight work."""
-        for name in ("", _SERVICE, "broker.v1.AdminService"):
+        for name in _HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.broker.draining = True
         err = Unavailable("the broker is shutting down", reason="SHUTTING_DOWN", hint="reconnect")

@@ -1,0 +1,141 @@
+"""The policy set's life: load at start, reload on file change, versions, put and roll back.
+
+Every version the broker runs is kept in the store (content-hashed), so ``RollbackPolicies``
+and ``ListPolicyVersions`` survive restarts, and each stored batch records the version that
+admitted it. A set that fails its checks is refused whole; the running one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from broker.errors import InvalidArgument, NotFound
+from broker.policyhook import PolicyGate
+from broker.store import PolicyVersionRecord, Store
+from policy import PolicyErrors, PolicySet, compile_policies
+
+__all__ = ["PolicyInvalid", "PolicyManager"]
+
+log = logging.getLogger("lockgate.policy")
+
+
+class PolicyInvalid(InvalidArgument):
+    default_reason = "POLICY_INVALID"
+
+    def __init__(self, rendered: str, count: int) -> None:
+        super().__init__(
+            f"the policy set has {count} error(s):\n{rendered}",
+            hint="fix them and put the set again; the running set is unchanged",
+            metadata={"errors": str(count)},
+        )
+
+
+def read_dir(path: str) -> dict[str, str]:
+    root = Path(path)
+    if not root.is_dir():
+        raise InvalidArgument(
+            f"policy directory {path} does not exist",
+            reason="INVALID_CONFIG",
+            hint="create it or fix --policy-dir",
+        )
+    return {
+        str(p.relative_to(root)): p.read_text(encoding="utf-8", errors="replace")
+        for p in sorted(root.rglob("*.policy"))
+    }
+
+
+def _signature(path: str) -> tuple[tuple[str, float, int], ...]:
+    root = Path(path)
+    if not root.is_dir():
+        return ()
+    return tuple(
+        (str(p), p.stat().st_mtime, p.stat().st_size) for p in sorted(root.rglob("*.policy"))
+    )
+
+
+class PolicyManager:
+    """Owns the gate's policy set; ``compile`` is the only way a set gets in."""
+
+    def __init__(self, gate: PolicyGate, store: Store, policy_dir: str = "") -> None:
+        self.gate = gate
+        self.store = store
+        self.policy_dir = policy_dir
+        self._sig: tuple[tuple[str, float, int], ...] = ()
+        self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def compile(files: dict[str, str]) -> PolicySet:
+        try:
+            return compile_policies(files)
+        except PolicyErrors as errs:
+            rendered = "\n".join(e.render() for e in errs.errors)
+            raise PolicyInvalid(rendered, max(1, len(errs.errors))) from None
+
+    async def start(self, reload_interval: float = 1.0) -> None:
+        if self.policy_dir:
+            self._sig = _signature(self.policy_dir)
+            await self.apply(read_dir(self.policy_dir), "dir")
+            self._task = asyncio.create_task(self._watch(reload_interval), name="policy-watch")
+        else:
+            active = [v for v in await self.store.list_policy_versions() if v.active]
+            if active:
+                await self.apply(active[0].files, "restart")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def apply(
+        self, files: dict[str, str], origin: str, *, validate_only: bool = False
+    ) -> PolicySet:
+        """Compiles ``files`` and, unless ``validate_only``, swaps them in; returns the set."""
+        ps = self.compile(files)
+        if not validate_only:
+            record = PolicyVersionRecord(
+                ps.version,
+                int(time.time() * 1000),
+                origin,
+                dict(files),
+            )
+            await self.store.save_policy_version(record, activate=True)
+            self.gate.swap(ps)
+            log.info("policy set %s is running (%s, %d files)", record.version, origin, len(files))
+        return ps
+
+    async def versions(self) -> list[PolicyVersionRecord]:
+        return await self.store.list_policy_versions()
+
+    async def rollback(self, version: str) -> PolicyVersionRecord:
+        versions = await self.versions()
+        if not version:
+            older = [v for v in versions if not v.active]
+            if not older:
+                raise NotFound("there is no earlier policy version", reason="UNKNOWN_VERSION")
+            target = older[0]
+        else:
+            found = [v for v in versions if v.version == version]
+            if not found:
+                raise NotFound(
+                    f"policy version {version!r} does not exist",
+                    reason="UNKNOWN_VERSION",
+                    hint="list them with ListPolicyVersions",
+                )
+            target = found[0]
+        await self.apply(target.files, "rollback")
+        return target
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            sig = _signature(self.policy_dir)
+            if sig == self._sig:
+                continue
+            self._sig = sig
+            try:
+                await self.apply(read_dir(self.policy_dir), "dir")
+            except InvalidArgument as err:
+                log.error("policy reload refused, the running set stays: %s", err.message)
