@@ -101,6 +101,10 @@ def _check_event(ev: CloudEvent) -> BrokerError | None:
     return None
 
 
+def _publisher(principal: Principal) -> str:
+    return principal.agent + "|" + ",".join(sorted(principal.roles))
+
+
 class Broker:
     """One broker node. ``await start()``, use, ``await stop()``."""
 
@@ -281,10 +285,10 @@ class Broker:
         prepared.keys = keys
         if routes:
             accepted, raws = self._apply_routes(
-                prepared, org, subject, events, accepted, raws, routes
+                prepared, org, subject, events, accepted, raws, routes, _publisher(principal)
             )
         if accepted:
-            ids = self._stage(prepared, org, subject, raws)
+            ids = self._stage(prepared, org, subject, raws, _publisher(principal))
             for i, event_id in zip(accepted, ids, strict=True):
                 out.ids[i] = event_id
         now = time.monotonic()
@@ -297,12 +301,14 @@ class Broker:
                 out.ids[i] = out.ids[seen[(org, ev.source, ev.id)]]
         return prepared
 
-    def _stage(self, prepared: Prepared, org: str, subject: str, raws: list[bytes]) -> list[int]:
+    def _stage(
+        self, prepared: Prepared, org: str, subject: str, raws: list[bytes], publisher: str = ""
+    ) -> list[int]:
         """Assigns ids, encodes one batch, routes it to ephemeral subscribers."""
         ids = self.ids.next_block(len(raws))
         encoded = wire.delivery_frames(ids, wire.subject_field(subject), raws)
         body = b"".join(encoded)
-        batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.policy.version, body)
+        batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.policy.version, body, publisher)
         prepared.batches.append(batch)
         prepared.frames.append(list(zip(ids, encoded, strict=True)) if self.consumers else [])
         # Ephemeral (at-most-once) delivery starts now; durable delivery reads what is stored.
@@ -320,6 +326,7 @@ class Broker:
         accepted: list[int],
         raws: list[bytes],
         routes: dict[int, list[tuple[str, str]]],
+        publisher: str,
     ) -> tuple[list[int], list[bytes]]:
         """Policy routes: ``copy`` adds the event to another subject, ``redirect`` moves it
         there; either way the routed event carries ``lockgateroutedfrom``."""
@@ -338,7 +345,7 @@ class Broker:
                 keep_idx.append(i)
                 keep_raw.append(raw)
         for target, items in extra.items():
-            ids = self._stage(prepared, org, target, [r for _, r, _ in items])
+            ids = self._stage(prepared, org, target, [r for _, r, _ in items], publisher)
             for (i, _, primary), event_id in zip(items, ids, strict=True):
                 if primary and not prepared.outcome.ids[i]:
                     prepared.outcome.ids[i] = event_id

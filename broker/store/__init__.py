@@ -34,6 +34,8 @@ class Batch:
     count: int
     policy_version: str
     body: bytes
+    publisher: str = ""
+    """``agent|role,role`` of the principal that published it (for ``policy replay``)."""
 
 
 @dataclass(slots=True)

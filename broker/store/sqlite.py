@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS batches (
     subject TEXT NOT NULL,
     count INTEGER NOT NULL,
     policy_version TEXT NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    publisher TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS batches_org_subject ON batches (org, subject, first_id);
 CREATE TABLE IF NOT EXISTS consumers (
@@ -100,7 +101,7 @@ def _consumer_row(r: ConsumerRecord) -> tuple[str, str, str, int, str]:
     return (r.org, r.name, json.dumps(config), r.cursor, pending)
 
 
-def _batch(row: tuple[int, int, str, str, int, str, bytes]) -> Batch:
+def _batch(row: tuple[int, int, str, str, int, str, bytes, str]) -> Batch:
     return Batch(*row)
 
 
@@ -230,12 +231,21 @@ class SqliteStore:
 
     async def append(self, batches: Sequence[Batch]) -> None:
         rows = [
-            (b.first_id, b.last_id, b.org, b.subject, b.count, b.policy_version, b.body)
+            (
+                b.first_id,
+                b.last_id,
+                b.org,
+                b.subject,
+                b.count,
+                b.policy_version,
+                b.body,
+                b.publisher,
+            )
             for b in batches
         ]
 
         def op(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?)", rows)
+            c.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)", rows)
 
         await self._submit(op)
 
