@@ -62,6 +62,7 @@ class Config:
     limiter: str = "local"
     spam_max_per_minute: int = 0
     spam_duplicate_window: float = 0.0
+    webhook_allow_private: bool = False
     log_level: str = "info"
     keepalive_time: float = 30.0
     drain_timeout: float = 10.0
@@ -103,6 +104,13 @@ def _coerce(name: str, value: object, origin: str) -> object:
     try:
         if name in _DURATIONS:
             return parse_duration(value)  # type: ignore[arg-type]
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text in ("true", "1", "yes")
         if kind is int:
             return int(value)  # type: ignore[call-overload]
         if kind is list:

@@ -13,7 +13,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from broker import wire
@@ -125,6 +125,7 @@ class Broker:
         self._inboxes: dict[tuple[str, str], asyncio.Future[CloudEvent]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
+        self.on_durable_created: list[Callable[[DurableConsumer], None]] = []
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -471,7 +472,7 @@ class Broker:
             return start.after_id
         raise InvalidStart(f"start policy {policy} is unknown")
 
-    async def subscribe_durable(
+    async def create_durable(
         self,
         principal: Principal,
         name: str,
@@ -483,7 +484,8 @@ class Broker:
         ack_wait: float = 0.0,
         max_deliveries: int = 0,
         endpoint_url: str = "",
-    ) -> DurableSession:
+    ) -> DurableConsumer:
+        """The durable ``name``, created with these settings when it does not exist."""
         self._check_pattern(principal, pattern)
         if not name or len(name) > 128 or not all(ch.isalnum() or ch in "-_" for ch in name):
             raise InvalidArgument(
@@ -494,6 +496,8 @@ class Broker:
         key = (principal.org, name)
         consumer = self.consumers.get(key)
         if consumer is None:
+            if endpoint_url:
+                self.check_endpoint(endpoint_url)
             rec = ConsumerRecord(
                 org=principal.org,
                 name=name,
@@ -509,13 +513,97 @@ class Broker:
             consumer = DurableConsumer(self, rec)
             self.consumers[key] = consumer
             consumer.start()
+            for hook in self.on_durable_created:
+                hook(consumer)
         elif consumer.rec.pattern != pattern:
             raise FailedPrecondition(
                 f"durable {name!r} exists with pattern {consumer.rec.pattern!r}, not {pattern!r}",
                 reason="DURABLE_MISMATCH",
                 hint="use another durable name, or delete the durable first",
             )
+        return consumer
+
+    def check_endpoint(self, url: str) -> None:
+        """Webhook URLs: http(s) only, and no private or loopback address unless allowed."""
+        from broker.webhooks import check_endpoint_url
+
+        check_endpoint_url(url, allow_private=self.config.webhook_allow_private)
+
+    async def subscribe_durable(
+        self,
+        principal: Principal,
+        name: str,
+        pattern: str,
+        *,
+        queue: str = "",
+        start: StartSpec = StartSpec(),
+        max_in_flight: int = 0,
+        ack_wait: float = 0.0,
+        max_deliveries: int = 0,
+    ) -> DurableSession:
+        """Binds a stream to the durable ``name`` (created on first use)."""
+        consumer = await self.create_durable(
+            principal,
+            name,
+            pattern,
+            queue=queue,
+            start=start,
+            max_in_flight=max_in_flight,
+            ack_wait=ack_wait,
+            max_deliveries=max_deliveries,
+        )
         return consumer.attach(self.config.max_message_bytes)
+
+    async def fetch(
+        self,
+        principal: Principal,
+        name: str,
+        max_events: int,
+        wait: float,
+        *,
+        pattern: str = "",
+        start: StartSpec = StartSpec(),
+    ) -> bytes:
+        """Polling delivery: up to ``max_events`` deliveries as encoded frames ("" if none
+        arrived within ``wait``). They stay pending until acked, as with a stream."""
+        if pattern:
+            consumer = await self.create_durable(principal, name, pattern, start=start)
+        else:
+            consumer = self.durable(principal.org, name)
+        max_events = max(1, min(max_events or 100, 10_000))
+        session = consumer.attach(self.config.max_message_bytes, limit=max_events, kind="poll")
+        try:
+            await consumer.pump()
+            try:
+                body = await asyncio.wait_for(session.outbox.take(), wait) if wait > 0 else None
+            except TimeoutError:
+                body = None
+            if body is None and session.outbox.buffered:
+                body = await session.outbox.take()
+            return body or b""
+        finally:
+            # What was fetched stays pending (acked later over HTTP or redelivered after
+            # the ack wait); only what was handed to this session but not taken is freed.
+            consumer.detach(session, keep_pending=True)
+
+    def acknowledge(
+        self,
+        principal: Principal,
+        name: str,
+        ack_ids: list[int],
+        nack_ids: list[int],
+        nack_delay: float = 0.0,
+    ) -> None:
+        """Acks and nacks by durable name; all-or-nothing (see ``DurableConsumer.ack``)."""
+        consumer = self.durable(principal.org, name)
+        both = set(ack_ids) & set(nack_ids)
+        if both:
+            raise InvalidArgument(f"id {min(both)} is both acked and nacked", reason="INVALID_ACK")
+        consumer.check_pending(ack_ids + nack_ids)
+        if ack_ids:
+            consumer.ack(ack_ids)
+        if nack_ids:
+            consumer.nack(nack_ids, nack_delay)
 
     def durable(self, org: str, name: str) -> DurableConsumer:
         c = self.consumers.get((org, name))

@@ -119,12 +119,22 @@ class _Pending:
 
 
 class DurableSession:
-    """One stream bound to a durable consumer."""
+    """One receiver bound to a durable consumer: a gRPC or WebSocket stream (``stream``), a
+    poll (``poll``) or the webhook dispatcher (``webhook``). Streams are preferred: the
+    webhook only gets events while no stream is bound (an agent's delivery preference)."""
 
-    def __init__(self, consumer: DurableConsumer, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        consumer: DurableConsumer,
+        max_message_bytes: int,
+        limit: int = 0,
+        kind: str = "stream",
+    ) -> None:
         self.consumer = consumer
         self.outbox = Outbox(max_message_bytes)
         self.in_flight = 0
+        self.limit = limit
+        self.kind = kind
 
 
 def _reencode(frame: bytes, attempt: int) -> bytes:
@@ -153,6 +163,7 @@ class DurableConsumer:
         self.dirty = False
         self.deleted = False
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._turn = 0
 
@@ -179,22 +190,26 @@ class DurableConsumer:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def attach(self, max_message_bytes: int) -> DurableSession:
-        session = DurableSession(self, max_message_bytes)
+    def attach(
+        self, max_message_bytes: int, *, limit: int = 0, kind: str = "stream"
+    ) -> DurableSession:
+        session = DurableSession(self, max_message_bytes, limit, kind)
         self.sessions.append(session)
         self._wake.set()
         return session
 
-    def detach(self, session: DurableSession) -> None:
+    def detach(self, session: DurableSession, *, keep_pending: bool = False) -> None:
+        """Unbinds ``session``. What it held is due again now (a stream that went away), or,
+        with ``keep_pending`` (a poll), stays pending until acked or its deadline passes."""
         if session in self.sessions:
             self.sessions.remove(session)
         session.outbox.close()
-        # What it held is due again now, to another member or the next connection.
         for i, p in self.pending.items():
             if p.session is session:
                 p.session = None
-                p.deadline = 0.0
-                self.due.append(i)
+                if not keep_pending:
+                    p.deadline = 0.0
+                    self.due.append(i)
         self._wake.set()
 
     # -- from the publish path ----------------------------------------------------------------
@@ -217,6 +232,17 @@ class DurableConsumer:
         self._wake.set()
 
     # -- acks -------------------------------------------------------------------------------
+
+    def check_pending(self, ids: list[int]) -> None:
+        missing = [i for i in ids if i not in self.pending]
+        if missing:
+            raise FailedPrecondition(
+                f"{len(missing)} id(s) are not pending on durable {self.rec.name!r} "
+                f"(first: {missing[0]})",
+                reason="NOT_PENDING",
+                hint="ack only ids delivered to you and not yet acked or dead-lettered",
+                metadata={"ids": ",".join(map(str, missing[:20]))},
+            )
 
     def ack(self, ids: list[int]) -> None:
         missing = [i for i in ids if i not in self.pending]
@@ -285,18 +311,31 @@ class DurableConsumer:
         return self.rec.max_in_flight - in_flight
 
     def _pick(self) -> DurableSession | None:
-        live = [s for s in self.sessions if not s.outbox.closed]
+        live = [
+            s
+            for s in self.sessions
+            if not s.outbox.closed and (not s.limit or s.in_flight < s.limit)
+        ]
+        streams = [s for s in live if s.kind != "webhook"]
+        if streams:
+            live = streams
         if not live:
             return None
         self._turn += 1
         return min(live, key=lambda s: (s.in_flight, (id(s) + self._turn) % 7))
+
+    async def pump(self) -> None:
+        """Dispatches now, in the caller's task (a poll that wants its events at once)."""
+        async with self._lock:
+            await self._dispatch()
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self._dispatch()
+                async with self._lock:
+                    await self._dispatch()
             except BrokerError as exc:
                 self.broker.log.warning("durable %s: %s", self.rec.name, exc)
                 await asyncio.sleep(0.5)
@@ -320,6 +359,11 @@ class DurableConsumer:
         if session is None:
             return
         take = min(cap, len(self.ready))
+        bound = len(self.sessions)
+        if bound > 1:  # share among the bound sessions, as a queue group does
+            take = min(take, max(1, cap // bound))
+        if session.limit:
+            take = min(take, session.limit - session.in_flight)
         deadline = time.monotonic() + self.rec.ack_wait_ms / 1000
         frames = []
         pending = self.pending

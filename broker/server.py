@@ -330,6 +330,48 @@ class BrokerServer:
 
         return await self._unary(context, run)
 
+    async def fetch(
+        self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        async def run(p: Principal) -> bytes:
+            start = StartSpec(
+                request.start.policy,
+                _ts_ms(request.start.since_time, "since_time")
+                if request.start.HasField("since_time")
+                else 0,
+                request.start.after_id,
+            )
+            wait = request.wait.ToMilliseconds() / 1000
+            remaining = context.time_remaining()
+            if remaining is not None:
+                wait = min(wait, max(0.0, remaining - 0.05))
+            # FetchResponse.deliveries is field 2, like SubscribeResponse: frames as they are.
+            return await self.broker.fetch(
+                p,
+                request.durable,
+                request.max_events,
+                wait,
+                pattern=request.pattern,
+                start=start,
+            )
+
+        return await self._unary(context, run)
+
+    async def acknowledge(
+        self, request: broker_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.AcknowledgeResponse:
+        async def run(p: Principal) -> broker_pb2.AcknowledgeResponse:
+            self.broker.acknowledge(
+                p,
+                request.durable,
+                list(request.ack_ids),
+                list(request.nack_ids),
+                request.nack_delay.ToMilliseconds() / 1000,
+            )
+            return broker_pb2.AcknowledgeResponse()
+
+        return await self._unary(context, run)
+
     # -- AdminService -----------------------------------------------------------------------
 
     def _info(self, name: str, org: str) -> admin_pb2.DurableInfo:
@@ -344,9 +386,35 @@ class BrokerServer:
             max_deliveries=snap.max_deliveries,
             max_in_flight=snap.max_in_flight,
             delivered_id=snap.cursor,
+            endpoint_url=snap.endpoint_url,
         )
         info.ack_wait.FromMilliseconds(snap.ack_wait_ms)
         return info
+
+    async def CreateDurable(
+        self, request: admin_pb2.CreateDurableRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateDurableResponse:
+        async def run(p: Principal) -> admin_pb2.CreateDurableResponse:
+            start = StartSpec(
+                request.start.policy,
+                _ts_ms(request.start.since_time, "since_time")
+                if request.start.HasField("since_time")
+                else 0,
+                request.start.after_id,
+            )
+            await self.broker.create_durable(
+                p,
+                request.name,
+                request.pattern,
+                start=start,
+                max_in_flight=request.max_in_flight,
+                ack_wait=request.ack_wait.ToMilliseconds() / 1000,
+                max_deliveries=request.max_deliveries,
+                endpoint_url=request.endpoint_url,
+            )
+            return admin_pb2.CreateDurableResponse(durable=self._info(request.name, p.org))
+
+        return await self._unary(context, run, admin=True)
 
     async def ListDurables(
         self, request: admin_pb2.ListDurablesRequest, context: grpc.aio.ServicerContext
@@ -532,6 +600,16 @@ class BrokerServer:
                     self.get_event,
                     request_deserializer=b.GetEventRequest.FromString,
                     response_serializer=b.GetEventResponse.SerializeToString,
+                ),
+                "Fetch": grpc.unary_unary_rpc_method_handler(
+                    self.fetch,
+                    request_deserializer=b.FetchRequest.FromString,
+                    response_serializer=bytes,  # pre-encoded FetchResponse bytes
+                ),
+                "Acknowledge": grpc.unary_unary_rpc_method_handler(
+                    self.acknowledge,
+                    request_deserializer=b.AcknowledgeRequest.FromString,
+                    response_serializer=b.AcknowledgeResponse.SerializeToString,
                 ),
                 "QueryEvents": grpc.unary_unary_rpc_method_handler(
                     self.query_events,

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DurableInfo(_message.Message):
-    __slots__ = ("name", "pattern", "ack_floor", "pending_count", "connected", "ack_wait", "max_deliveries", "max_in_flight", "delivered_id")
+    __slots__ = ("name", "pattern", "ack_floor", "pending_count", "connected", "ack_wait", "max_deliveries", "max_in_flight", "delivered_id", "endpoint_url")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     ACK_FLOOR_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class DurableInfo(_message.Message):
     MAX_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
     name: str
     pattern: str
     ack_floor: int
@@ -32,7 +33,32 @@ class DurableInfo(_message.Message):
     max_deliveries: int
     max_in_flight: int
     delivered_id: int
-    def __init__(self, name: _Optional[str] = ..., pattern: _Optional[str] = ..., ack_floor: _Optional[int] = ..., pending_count: _Optional[int] = ..., connected: _Optional[int] = ..., ack_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_deliveries: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., delivered_id: _Optional[int] = ...) -> None: ...
+    endpoint_url: str
+    def __init__(self, name: _Optional[str] = ..., pattern: _Optional[str] = ..., ack_floor: _Optional[int] = ..., pending_count: _Optional[int] = ..., connected: _Optional[int] = ..., ack_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_deliveries: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., delivered_id: _Optional[int] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
+
+class CreateDurableRequest(_message.Message):
+    __slots__ = ("name", "pattern", "start", "max_in_flight", "ack_wait", "max_deliveries", "endpoint_url")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ACK_WAIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pattern: str
+    start: _broker_pb2.StartPosition
+    max_in_flight: int
+    ack_wait: _duration_pb2.Duration
+    max_deliveries: int
+    endpoint_url: str
+    def __init__(self, name: _Optional[str] = ..., pattern: _Optional[str] = ..., start: _Optional[_Union[_broker_pb2.StartPosition, _Mapping]] = ..., max_in_flight: _Optional[int] = ..., ack_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_deliveries: _Optional[int] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
+
+class CreateDurableResponse(_message.Message):
+    __slots__ = ("durable",)
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    durable: DurableInfo
+    def __init__(self, durable: _Optional[_Union[DurableInfo, _Mapping]] = ...) -> None: ...
 
 class PendingDelivery(_message.Message):
     __slots__ = ("id", "attempt", "deadline")

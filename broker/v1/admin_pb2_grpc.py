@@ -36,6 +36,11 @@ class AdminServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateDurable = channel.unary_unary(
+                '/broker.v1.AdminService/CreateDurable',
+                request_serializer=broker_dot_v1_dot_admin__pb2.CreateDurableRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_admin__pb2.CreateDurableResponse.FromString,
+                _registered_method=True)
         self.ListDurables = channel.unary_unary(
                 '/broker.v1.AdminService/ListDurables',
                 request_serializer=broker_dot_v1_dot_admin__pb2.ListDurablesRequest.SerializeToString,
@@ -66,6 +71,15 @@ class AdminServiceStub:
 class AdminServiceServicer:
     """AdminService manages durable subscriptions and dead letters.
     """
+
+    def CreateDurable(self, request, context):
+        """CreateDurable creates a durable subscription without binding a stream
+        (for webhook and polling delivery); it is a no-op when an identical one
+        exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def ListDurables(self, request, context):
         """ListDurables lists the org's durable subscriptions.
@@ -105,6 +119,11 @@ class AdminServiceServicer:
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateDurable': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDurable,
+                    request_deserializer=broker_dot_v1_dot_admin__pb2.CreateDurableRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_admin__pb2.CreateDurableResponse.SerializeToString,
+            ),
             'ListDurables': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDurables,
                     request_deserializer=broker_dot_v1_dot_admin__pb2.ListDurablesRequest.FromString,
@@ -141,6 +160,33 @@ def add_AdminServiceServicer_to_server(servicer, server):
 class AdminService:
     """AdminService manages durable subscriptions and dead letters.
     """
+
+    @staticmethod
+    def CreateDurable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AdminService/CreateDurable',
+            broker_dot_v1_dot_admin__pb2.CreateDurableRequest.SerializeToString,
+            broker_dot_v1_dot_admin__pb2.CreateDurableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListDurables(request,

@@ -112,6 +112,42 @@ class SubscribeOpen(_message.Message):
     max_deliveries: int
     def __init__(self, pattern: _Optional[str] = ..., queue_group: _Optional[str] = ..., durable: _Optional[str] = ..., start: _Optional[_Union[StartPosition, _Mapping]] = ..., max_in_flight: _Optional[int] = ..., ack_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_deliveries: _Optional[int] = ...) -> None: ...
 
+class FetchRequest(_message.Message):
+    __slots__ = ("durable", "max_events", "wait", "pattern", "start")
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    durable: str
+    max_events: int
+    wait: _duration_pb2.Duration
+    pattern: str
+    start: StartPosition
+    def __init__(self, durable: _Optional[str] = ..., max_events: _Optional[int] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., pattern: _Optional[str] = ..., start: _Optional[_Union[StartPosition, _Mapping]] = ...) -> None: ...
+
+class FetchResponse(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
+
+class AcknowledgeRequest(_message.Message):
+    __slots__ = ("durable", "ack_ids", "nack_ids", "nack_delay")
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    ACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    NACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    NACK_DELAY_FIELD_NUMBER: _ClassVar[int]
+    durable: str
+    ack_ids: _containers.RepeatedScalarFieldContainer[int]
+    nack_ids: _containers.RepeatedScalarFieldContainer[int]
+    nack_delay: _duration_pb2.Duration
+    def __init__(self, durable: _Optional[str] = ..., ack_ids: _Optional[_Iterable[int]] = ..., nack_ids: _Optional[_Iterable[int]] = ..., nack_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class AcknowledgeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class Ack(_message.Message):
     __slots__ = ("ids",)
     IDS_FIELD_NUMBER: _ClassVar[int]

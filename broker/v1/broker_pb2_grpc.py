@@ -66,6 +66,16 @@ class BrokerServiceStub:
                 request_serializer=broker_dot_v1_dot_broker__pb2.QueryEventsRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_broker__pb2.QueryEventsResponse.FromString,
                 _registered_method=True)
+        self.Fetch = channel.unary_unary(
+                '/broker.v1.BrokerService/Fetch',
+                request_serializer=broker_dot_v1_dot_broker__pb2.FetchRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_broker__pb2.FetchResponse.FromString,
+                _registered_method=True)
+        self.Acknowledge = channel.unary_unary(
+                '/broker.v1.BrokerService/Acknowledge',
+                request_serializer=broker_dot_v1_dot_broker__pb2.AcknowledgeRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_broker__pb2.AcknowledgeResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -121,6 +131,23 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Fetch(self, request, context):
+        """Fetch pulls deliveries of a durable subscription (polling delivery): up to
+        max_events, waiting up to wait for the first. Fetched events are pending
+        until acked with Acknowledge (or a Subscribe stream of the same durable),
+        and redelivered after the ack wait otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Acknowledge(self, request, context):
+        """Acknowledge acks and nacks deliveries of a durable subscription by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +180,16 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.QueryEvents,
                     request_deserializer=broker_dot_v1_dot_broker__pb2.QueryEventsRequest.FromString,
                     response_serializer=broker_dot_v1_dot_broker__pb2.QueryEventsResponse.SerializeToString,
+            ),
+            'Fetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Fetch,
+                    request_deserializer=broker_dot_v1_dot_broker__pb2.FetchRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_broker__pb2.FetchResponse.SerializeToString,
+            ),
+            'Acknowledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Acknowledge,
+                    request_deserializer=broker_dot_v1_dot_broker__pb2.AcknowledgeRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_broker__pb2.AcknowledgeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +355,60 @@ class BrokerService:
             '/broker.v1.BrokerService/QueryEvents',
             broker_dot_v1_dot_broker__pb2.QueryEventsRequest.SerializeToString,
             broker_dot_v1_dot_broker__pb2.QueryEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.BrokerService/Fetch',
+            broker_dot_v1_dot_broker__pb2.FetchRequest.SerializeToString,
+            broker_dot_v1_dot_broker__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Acknowledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.BrokerService/Acknowledge',
+            broker_dot_v1_dot_broker__pb2.AcknowledgeRequest.SerializeToString,
+            broker_dot_v1_dot_broker__pb2.AcknowledgeResponse.FromString,
             options,
             channel_credentials,
             insecure,
