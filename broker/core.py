@@ -58,6 +58,8 @@ class Prepared:
     outcome: PublishOutcome
     batches: list[Batch] = field(default_factory=list)
     frames: list[list[tuple[int, bytes]]] = field(default_factory=list)
+    heads: list[int] = field(default_factory=list)
+    """The broker's head before each batch was staged (what "caught up" means to it)."""
     keys: list[tuple[str, str, str]] = field(default_factory=list)
 
 
@@ -314,6 +316,7 @@ class Broker:
         prepared.frames.append(list(zip(ids, encoded, strict=True)) if self.consumers else [])
         # Ephemeral (at-most-once) delivery starts now; durable delivery reads what is stored.
         self.router.route(org, subject, body, len(ids), ids)
+        prepared.heads.append(self.head)
         if ids[-1] > self.head:
             self.head = ids[-1]
         return ids
@@ -356,7 +359,6 @@ class Broker:
         """Step 6 (store, group commit) and the hand-over to durable consumers."""
         if not prepared.batches:
             return prepared.outcome
-        prev_head = prepared.batches[0].first_id - 1
         try:
             await self.store.append(prepared.batches)
         except BrokerError:
@@ -364,13 +366,14 @@ class Broker:
                 self._dedup.pop(key, None)
             raise
         consumers = self.consumers
-        for batch, frames in zip(prepared.batches, prepared.frames, strict=True):
+        for batch, frames, prev_head in zip(
+            prepared.batches, prepared.frames, prepared.heads, strict=True
+        ):
             if consumers:
                 if not frames:
                     frames = wire.split_frames(batch.body)
                 for c in list(consumers.values()):
                     c.on_commit(batch, frames, prev_head)
-            prev_head = batch.last_id
             self.metrics["published"] += batch.count
         return prepared.outcome
 

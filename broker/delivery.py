@@ -216,9 +216,9 @@ class DurableConsumer:
 
     def on_commit(self, batch: Batch, frames: list[tuple[int, bytes]], prev_head: int) -> None:
         """A batch was stored. Take it from memory when caught up; else the log has it."""
-        if self.scan_pos < prev_head or batch.org != self.rec.org:
+        if self.scan_pos < prev_head:
             return
-        if self.match(batch.subject):
+        if batch.org == self.rec.org and self.match(batch.subject):
             if len(self.ready) > self.rec.max_in_flight * 4 + 10_000:
                 # Too far behind to buffer: drop back to reading the log.
                 self.ready.clear()
