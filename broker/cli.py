@@ -32,9 +32,11 @@ _SERVE_FLAGS = (
     ("retention_max_age", str, "drop events older than this (default: keep)"),
     ("retention_max_events", int, "keep at most this many events per subject (default: all)"),
     ("policy_dir", str, "directory of *.policy files (reloaded when they change)"),
+    ("policy_reload_interval", str, "how often to look for changed policy files (default 1s)"),
     ("limiter", str, "local (default) | redis://HOST:PORT/DB to share limits between nodes"),
     ("spam_max_per_minute", int, "events per sender per minute (default: off)"),
     ("spam_duplicate_window", str, "refuse the same content from one sender within (off)"),
+    ("webhook_allow_private", str, "true to allow webhook URLs on private addresses"),
     ("log_level", str, "debug | info | warning | error"),
 )
 
@@ -93,12 +95,21 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
-    try:
-        from policy.cli import main as policy_main
-    except ImportError:
-        print("lockgate: the policy tools are not installed", file=sys.stderr)
-        return 1
-    return int(policy_main(list(args.rest)))
+    rest = list(args.rest)
+    if rest and rest[0] == "replay":
+        # replay reads the broker's log, so it lives here rather than in the pure policy/.
+        from broker.replay import add_replay_arguments, run_replay
+
+        p = argparse.ArgumentParser(
+            prog="lockgate policy replay",
+            description="Decide the events in the log under a candidate policy set and "
+            "print how the decisions would change.",
+        )
+        add_replay_arguments(p)
+        return int(asyncio.run(run_replay(p.parse_args(rest[1:]))))
+    from policy.cli import main as policy_main
+
+    return int(policy_main(rest))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from broker.v1 import cloudevent_pb2
 from policy import Decision, PolicySet, Request
 from policy import Principal as PolicyPrincipal
 
-__all__ = ["PolicyGate", "SpamControls", "event_attributes"]
+__all__ = ["PolicyGate", "SpamControls", "event_attributes", "json_payload"]
 
 log = logging.getLogger("lockgate.policy")
 CloudEvent = cloudevent_pb2.CloudEvent
@@ -80,7 +80,7 @@ def _payload(ev: CloudEvent) -> bytes:
     return b""
 
 
-def _json_payload(ev: CloudEvent) -> bytes | None:
+def json_payload(ev: CloudEvent) -> bytes | None:
     ctype = ev.attributes["datacontenttype"].ce_string if "datacontenttype" in ev.attributes else ""
     if ctype and not (ctype.startswith(_JSON_TYPES) or ctype.endswith("+json")):
         return None
@@ -138,9 +138,7 @@ class PolicyGate:
             for i in indexes:
                 ev = events[i]
                 decision = ps.decide(
-                    Request(
-                        action, subject, who, event_attributes(ev), data_bytes=_json_payload(ev)
-                    )
+                    Request(action, subject, who, event_attributes(ev), data_bytes=json_payload(ev))
                 )
                 if not decision.allowed:
                     rejected[i] = _denial(decision, action, subject)
@@ -212,11 +210,18 @@ class PolicyGate:
             short = [k for k, _, _ in limits[i] if left[k] <= 0]
             if short:
                 retry = max(grants[k].retry_after for k in short)
+                rule, _, value = short[0].partition("|")
+                what = (
+                    f"sender {value.replace('|', '/')} sent more than "
+                    f"{self.spam.max_per_minute} events in a minute"
+                    if rule == "spam"
+                    else f"rate limit of {rule} reached" + (f" for {value!r}" if value else "")
+                )
                 rejected[i] = ResourceExhausted(
-                    f"rate limit {short[0].split('|')[0]} reached; retry in {retry:.3g} s",
+                    f"{what}; retry in {retry:.3g} s",
                     reason="RATE_LIMITED",
                     hint="slow down, or ask for a higher limit",
-                    metadata={"retry_after": f"{retry:.3f}", "limit": short[0]},
+                    metadata={"retry_after": f"{retry:.3f}", "rule": rule},
                 )
             # Tokens are taken for the whole batch up front; a refused event's other tokens
             # are not given back (a deliberate, conservative simplification).
