@@ -76,12 +76,12 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         config.data_dir,
         config.fsync,
     )
-    # The line tests and tools wait for (like nats-server's "Server is ready").
-    print(f"lockgate ready on {host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # The line tests and tools wait for (like nats-server's "Server is ready").
+    print(f"lockgate ready on {host}:{port}", flush=True)
     if ready is not None:
         ready.set()
     await stop.wait()

@@ -1,0 +1,48 @@
+"""Health and reflection are always on, so `grpcurl -plaintext HOST:PORT list` works."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from broker.testing import RunningBroker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def test_health_serving(broker: RunningBroker) -> None:
+    async with grpc.aio.insecure_channel(broker.target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "broker.v1.BrokerService", "broker.v1.PolicyService"):
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_services(broker: RunningBroker) -> None:
+    async with grpc.aio.insecure_channel(broker.target) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+
+        async def requests():  # type: ignore[no-untyped-def]
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names = set()
+        async for resp in stub.ServerReflectionInfo(requests()):
+            names |= {s.name for s in resp.list_services_response.service}
+        assert {
+            "broker.v1.BrokerService",
+            "broker.v1.AdminService",
+            "broker.v1.PolicyService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        } <= names
+
+
+async def test_terminate_drains_with_exit_code_zero(tmp_path: object) -> None:
+    from broker.testing import run_broker
+
+    async with run_broker() as b:
+        assert await b.terminate() == 0
+        log = b"".join(b.output).decode()
+        assert "draining" in log and "stopped" in log
