@@ -16,6 +16,7 @@ from broker.limits import Limiter, LocalLimiter, RedisLimiter
 from broker.policies import PolicyManager
 from broker.policyhook import PolicyGate, SpamControls
 from broker.store.sqlite import SqliteStore
+from broker.telemetry import setup_telemetry
 
 __all__ = ["run", "serve"]
 
@@ -35,6 +36,7 @@ def _is_loopback(listen: str) -> bool:
 async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     from broker.server import BrokerServer  # grpc servers load only when serving
 
+    setup_telemetry(config.telemetry, config.telemetry_interval)
     store = SqliteStore(config.data_dir, fsync=config.fsync)
     limiter: Limiter = LocalLimiter()
     if config.limiter != "local":

@@ -38,6 +38,7 @@ _SERVE_FLAGS = (
     ("spam_duplicate_window", str, "refuse the same content from one sender within (off)"),
     ("webhook_allow_private", str, "true to allow webhook URLs on private addresses"),
     ("log_level", str, "debug | info | warning | error"),
+    ("telemetry", str, "off (default) | console: OpenTelemetry spans and metrics"),
 )
 
 

@@ -64,6 +64,8 @@ class Config:
     spam_duplicate_window: float = 0.0
     webhook_allow_private: bool = False
     log_level: str = "info"
+    telemetry: str = "off"
+    telemetry_interval: float = 60.0
     keepalive_time: float = 30.0
     drain_timeout: float = 10.0
 
@@ -95,6 +97,7 @@ _DURATIONS = {
     "keepalive_time",
     "drain_timeout",
     "policy_reload_interval",
+    "telemetry_interval",
     "spam_duplicate_window",
 }
 

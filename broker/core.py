@@ -37,6 +37,7 @@ from broker.policyhook import PolicyGate
 from broker.router import Router
 from broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
 from broker.subjects import validate_pattern, validate_subject
+from broker.telemetry import Span, Telemetry
 from broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = ["Broker", "Prepared", "PublishOutcome", "StartSpec"]
@@ -61,6 +62,8 @@ class Prepared:
     heads: list[int] = field(default_factory=list)
     """The broker's head before each batch was staged (what "caught up" means to it)."""
     keys: list[tuple[str, str, str]] = field(default_factory=list)
+    started: float = 0.0
+    span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         self.on_durable_created: list[Callable[[DurableConsumer], None]] = []
+        self.telemetry = Telemetry()
+        self.telemetry.observe_depths(self._depths)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -154,6 +159,12 @@ class Broker:
             await c.stop()
         await self._save_consumers(force=True)
         await self.store.close()
+
+    def _depths(self) -> list[tuple[str, int]]:
+        return [
+            (f"durable:{org}/{name}", len(c.pending) + len(c.ready))
+            for (org, name), c in self.consumers.items()
+        ]
 
     async def _rebuild_dedup(self) -> None:
         since = id_for_time_ms(int((time.time() - self.config.dedup_window) * 1000))
@@ -228,7 +239,7 @@ class Broker:
         ``commit`` concurrently so one group commit covers many batches."""
         n = len(events)
         out = PublishOutcome([0] * n)
-        prepared = Prepared(out)
+        prepared = Prepared(out, started=time.perf_counter())
         if self.draining:
             raise Unavailable(
                 "the broker is shutting down", reason="SHUTTING_DOWN", hint="retry on another node"
@@ -283,8 +294,12 @@ class Broker:
             keys.append(key)
         if out.errors:
             out.errors.sort(key=lambda e: e[0])
+            reasons = collections.Counter(e.reason for _, e in out.errors)
+            for reason, count in reasons.items():
+                self.telemetry.rejected.add(count, {"reason": reason})
         if not accepted:
             return prepared
+        prepared.span = self.telemetry.start_publish(subject, len(accepted), events[accepted[0]])
         prepared.keys = keys
         if routes:
             accepted, raws = self._apply_routes(
@@ -361,9 +376,10 @@ class Broker:
             return prepared.outcome
         try:
             await self.store.append(prepared.batches)
-        except BrokerError:
+        except BrokerError as exc:
             for key in prepared.keys:
                 self._dedup.pop(key, None)
+            self.telemetry.end_publish(prepared.span, exc)
             raise
         consumers = self.consumers
         for batch, frames, prev_head in zip(
@@ -375,6 +391,9 @@ class Broker:
                 for c in list(consumers.values()):
                     c.on_commit(batch, frames, prev_head)
             self.metrics["published"] += batch.count
+            self.telemetry.published.add(batch.count)
+        self.telemetry.publish_duration.record(time.perf_counter() - prepared.started)
+        self.telemetry.end_publish(prepared.span, None)
         return prepared.outcome
 
     def _reply(

@@ -43,6 +43,8 @@ class Outbox:
         self.closed = False
         self.buffered = 0
         """Events put and not yet taken."""
+        self.last_count = 0
+        """Events in the body the last :meth:`take` returned."""
         self._counts: deque[int] = deque()
 
     def put(self, frames: bytes, count: int = 1) -> None:
@@ -67,13 +69,15 @@ class Outbox:
         if self.closed and self.error is not None:
             return None
         out = [self._chunks.popleft()]
-        self.buffered -= self._counts.popleft()
+        count = self._counts.popleft()
         size = len(out[0])
         while self._chunks and size + len(self._chunks[0]) <= self._max:
             chunk = self._chunks.popleft()
-            self.buffered -= self._counts.popleft()
+            count += self._counts.popleft()
             size += len(chunk)
             out.append(chunk)
+        self.buffered -= count
+        self.last_count = count
         return out[0] if len(out) == 1 else b"".join(out)
 
 

@@ -237,8 +237,10 @@ class BrokerServer:
                     outbox.close()
 
             reader = asyncio.create_task(read())
+            delivered = self.broker.telemetry.delivered
             while (body := await outbox.take()) is not None:
                 yield body
+                delivered.add(outbox.last_count)
             if outbox.error is not None:
                 raise outbox.error
             if self.broker.draining:
