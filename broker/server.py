@@ -1,4 +1,4 @@
-"""The gRPC face of the broker: BrokerService, AdminService, health and reflection.
+"""The gRPC face of the broker: BrokerService, the other services, health and reflection.
 
 ``Subscribe`` responses are written as pre-encoded bytes (see ``broker.wire``): the method
 is registered with an identity serializer, so fan-out costs a bytes join per batch.
@@ -7,17 +7,16 @@ is registered with an identity serializer, so fan-out costs a bytes join per bat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import grpc
-from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from broker import wire
+from broker.admin_api import AdminServicer, PolicyServicer
 from broker.auth import Authenticator, Principal
 from broker.core import Broker, PublishOutcome, StartSpec
 from broker.delivery import DurableSession, EphemeralSubscription
@@ -25,14 +24,11 @@ from broker.errors import (
     BrokerError,
     FailedPrecondition,
     InvalidArgument,
-    InvalidStart,
-    NotFound,
-    PermissionDenied,
     Unavailable,
     to_status,
 )
 from broker.policies import PolicyManager
-from broker.store import PolicyVersionRecord
+from broker.rpc import Servicer, start_spec, timestamp_ms
 from broker.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, policy_pb2, policy_pb2_grpc
 
 __all__ = ["BrokerServer"]
@@ -44,50 +40,19 @@ _PIPELINE_DEPTH = 64
 _HEALTH_NAMES = ("", _SERVICE, "broker.v1.AdminService", "broker.v1.PolicyService")
 
 
-def _ts_ms(ts: timestamp_pb2.Timestamp, what: str) -> int:
-    if ts.nanos < 0 or ts.nanos >= 1_000_000_000 or not 0 <= ts.seconds <= 253402300799:
-        raise InvalidStart(f"{what} is not a valid timestamp", hint="use RFC 3339 times")
-    return int(ts.ToMilliseconds())
-
-
-class BrokerServer:
-    """Serves one :class:`Broker` over gRPC."""
+class BrokerServer(Servicer):
+    """Serves one :class:`Broker` over gRPC: BrokerService here, AdminService and
+    PolicyService in ``broker.admin_api``, health and reflection."""
 
     def __init__(
         self, broker: Broker, auth: Authenticator, policies: PolicyManager | None = None
     ) -> None:
-        self.broker = broker
-        self.auth = auth
-        self.policies = policies
+        super().__init__(broker, auth)
+        self.admin = AdminServicer(broker, auth)
+        self.policy_api = PolicyServicer(broker, auth, policies)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
-        self._streams: set[asyncio.Task[object]] = set()
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        key = self.auth.key_from_metadata(context.invocation_metadata())
-        return await self.auth.authenticate(key)
-
-    async def _unary(
-        self,
-        context: grpc.aio.ServicerContext,
-        fn: Callable[[Principal], Awaitable[T]],
-        *,
-        admin: bool = False,
-    ) -> T:
-        try:
-            principal = await self._principal(context)
-            if admin and not principal.is_admin:
-                raise PermissionDenied(
-                    f"agent {principal.agent!r} lacks the admin role",
-                    hint="use a key created with --role admin",
-                )
-            return await fn(principal)
-        except BrokerError as err:
-            await context.abort_with_status(to_status(err))
-            raise AssertionError("unreachable") from err
 
     # -- BrokerService ----------------------------------------------------------------------
 
@@ -177,11 +142,7 @@ class BrokerServer:
                     hint="send SubscribeOpen before acks or nacks",
                 )
             op = first.open
-            start = StartSpec(
-                op.start.policy,
-                _ts_ms(op.start.since_time, "since_time") if op.start.HasField("since_time") else 0,
-                op.start.after_id,
-            )
+            start = start_spec(op.start)
             if op.durable:
                 session = await self.broker.subscribe_durable(
                     principal,
@@ -315,9 +276,11 @@ class BrokerServer:
                 after = max(after, int(request.page_token))
             size = min(request.page_size or 100, 1000)
             start = (
-                _ts_ms(request.start_time, "start_time") if request.HasField("start_time") else 0
+                timestamp_ms(request.start_time, "start_time")
+                if request.HasField("start_time")
+                else 0
             )
-            end = _ts_ms(request.end_time, "end_time") if request.HasField("end_time") else 0
+            end = timestamp_ms(request.end_time, "end_time") if request.HasField("end_time") else 0
             events, last = await self.broker.query(
                 p.org,
                 request.pattern or ">",
@@ -336,13 +299,7 @@ class BrokerServer:
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
         async def run(p: Principal) -> bytes:
-            start = StartSpec(
-                request.start.policy,
-                _ts_ms(request.start.since_time, "since_time")
-                if request.start.HasField("since_time")
-                else 0,
-                request.start.after_id,
-            )
+            start = start_spec(request.start)
             wait = request.wait.ToMilliseconds() / 1000
             remaining = context.time_remaining()
             if remaining is not None:
@@ -373,203 +330,6 @@ class BrokerServer:
             return broker_pb2.AcknowledgeResponse()
 
         return await self._unary(context, run)
-
-    # -- AdminService -----------------------------------------------------------------------
-
-    def _info(self, name: str, org: str) -> admin_pb2.DurableInfo:
-        c = self.broker.durable(org, name)
-        snap = c.snapshot()
-        info = admin_pb2.DurableInfo(
-            name=c.name,
-            pattern=snap.pattern,
-            ack_floor=(min(c.pending) - 1) if c.pending else snap.cursor,
-            pending_count=len(c.pending),
-            connected=len(c.sessions),
-            max_deliveries=snap.max_deliveries,
-            max_in_flight=snap.max_in_flight,
-            delivered_id=snap.cursor,
-            endpoint_url=snap.endpoint_url,
-        )
-        info.ack_wait.FromMilliseconds(snap.ack_wait_ms)
-        return info
-
-    async def CreateDurable(
-        self, request: admin_pb2.CreateDurableRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.CreateDurableResponse:
-        async def run(p: Principal) -> admin_pb2.CreateDurableResponse:
-            start = StartSpec(
-                request.start.policy,
-                _ts_ms(request.start.since_time, "since_time")
-                if request.start.HasField("since_time")
-                else 0,
-                request.start.after_id,
-            )
-            await self.broker.create_durable(
-                p,
-                request.name,
-                request.pattern,
-                start=start,
-                max_in_flight=request.max_in_flight,
-                ack_wait=request.ack_wait.ToMilliseconds() / 1000,
-                max_deliveries=request.max_deliveries,
-                endpoint_url=request.endpoint_url,
-            )
-            return admin_pb2.CreateDurableResponse(durable=self._info(request.name, p.org))
-
-        return await self._unary(context, run, admin=True)
-
-    async def ListDurables(
-        self, request: admin_pb2.ListDurablesRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListDurablesResponse:
-        async def run(p: Principal) -> admin_pb2.ListDurablesResponse:
-            names = sorted(n for (org, n) in self.broker.consumers if org == p.org)
-            return admin_pb2.ListDurablesResponse(durables=[self._info(n, p.org) for n in names])
-
-        return await self._unary(context, run, admin=True)
-
-    async def GetDurable(
-        self, request: admin_pb2.GetDurableRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.GetDurableResponse:
-        async def run(p: Principal) -> admin_pb2.GetDurableResponse:
-            info = self._info(request.name, p.org)
-            c = self.broker.durable(p.org, request.name)
-            resp = admin_pb2.GetDurableResponse(durable=info)
-            for i in sorted(c.pending)[:1000]:
-                resp.pending.add(id=i, attempt=c.pending[i].attempt)
-            return resp
-
-        return await self._unary(context, run, admin=True)
-
-    async def DeleteDurable(
-        self, request: admin_pb2.DeleteDurableRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.DeleteDurableResponse:
-        async def run(p: Principal) -> admin_pb2.DeleteDurableResponse:
-            await self.broker.delete_durable(p.org, request.name)
-            return admin_pb2.DeleteDurableResponse()
-
-        return await self._unary(context, run, admin=True)
-
-    async def ListDeadLetters(
-        self, request: admin_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListDeadLettersResponse:
-        async def run(p: Principal) -> admin_pb2.ListDeadLettersResponse:
-            after = (0, 0)
-            if request.page_token:
-                try:
-                    a, b = request.page_token.split(":")
-                    after = (int(a), int(b))
-                except ValueError:
-                    raise InvalidArgument(
-                        "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
-                    ) from None
-            if request.durable:
-                self.broker.durable(p.org, request.durable)
-            size = min(request.page_size or 100, 1000)
-            recs = await self.broker.store.list_dead_letters(p.org, request.durable, after, size)
-            resp = admin_pb2.ListDeadLettersResponse()
-            for r in recs:
-                dl = resp.dead_letters.add(id=r.id, durable=r.durable, attempts=r.attempts)
-                dl.dead_time.FromMilliseconds(r.dead_ms)
-                with contextlib.suppress(BrokerError):
-                    dl.event.CopyFrom(await self.broker.get_event(p.org, r.id))
-            if len(recs) == size:
-                resp.next_page_token = f"{recs[-1].dead_ms}:{recs[-1].id}"
-            return resp
-
-        return await self._unary(context, run, admin=True)
-
-    async def RedriveDeadLetters(
-        self, request: admin_pb2.RedriveDeadLettersRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.RedriveDeadLettersResponse:
-        async def run(p: Principal) -> admin_pb2.RedriveDeadLettersResponse:
-            n = await self.broker.redrive(p.org, request.durable, list(request.ids) or None)
-            return admin_pb2.RedriveDeadLettersResponse(count=n)
-
-        return await self._unary(context, run, admin=True)
-
-    # -- PolicyService ----------------------------------------------------------------------
-
-    def _manager(self) -> PolicyManager:
-        if self.policies is None:
-            raise Unavailable("policies are not managed by this server", reason="NO_POLICIES")
-        return self.policies
-
-    @staticmethod
-    def _version(rec: PolicyVersionRecord) -> policy_pb2.PolicyVersion:
-        v = policy_pb2.PolicyVersion(
-            version=rec.version, active=rec.active, file_count=len(rec.files), origin=rec.origin
-        )
-        v.created_time.FromMilliseconds(rec.created_ms)
-        return v
-
-    async def PutPolicies(
-        self, request: policy_pb2.PutPoliciesRequest, context: grpc.aio.ServicerContext
-    ) -> policy_pb2.PutPoliciesResponse:
-        async def run(p: Principal) -> policy_pb2.PutPoliciesResponse:
-            files = {f.name: f.source for f in request.files}
-            ps = await self._manager().apply(files, "rpc", validate_only=request.validate_only)
-            resp = policy_pb2.PutPoliciesResponse(
-                version=ps.version, applied=not request.validate_only
-            )
-            for w in ps.warnings:
-                resp.problems.add(
-                    file=w.file,
-                    line=w.line,
-                    column=w.column,
-                    message=w.message,
-                    hint=w.hint,
-                    severity="warning",
-                )
-            return resp
-
-        return await self._unary(context, run, admin=True)
-
-    async def GetPolicies(
-        self, request: policy_pb2.GetPoliciesRequest, context: grpc.aio.ServicerContext
-    ) -> policy_pb2.GetPoliciesResponse:
-        async def run(p: Principal) -> policy_pb2.GetPoliciesResponse:
-            versions = await self._manager().versions()
-            want = [
-                v
-                for v in versions
-                if (v.version == request.version if request.version else v.active)
-            ]
-            if not want:
-                raise NotFound(
-                    f"policy version {request.version or '(running)'} does not exist",
-                    reason="UNKNOWN_VERSION",
-                )
-            rec = want[0]
-            return policy_pb2.GetPoliciesResponse(
-                version=self._version(rec),
-                files=[
-                    policy_pb2.PolicyFile(name=n, source=t) for n, t in sorted(rec.files.items())
-                ],
-            )
-
-        return await self._unary(context, run, admin=True)
-
-    async def ListPolicyVersions(
-        self, request: policy_pb2.ListPolicyVersionsRequest, context: grpc.aio.ServicerContext
-    ) -> policy_pb2.ListPolicyVersionsResponse:
-        async def run(p: Principal) -> policy_pb2.ListPolicyVersionsResponse:
-            versions = await self._manager().versions()
-            return policy_pb2.ListPolicyVersionsResponse(
-                versions=[self._version(v) for v in versions]
-            )
-
-        return await self._unary(context, run, admin=True)
-
-    async def RollbackPolicies(
-        self, request: policy_pb2.RollbackPoliciesRequest, context: grpc.aio.ServicerContext
-    ) -> policy_pb2.RollbackPoliciesResponse:
-        async def run(p: Principal) -> policy_pb2.RollbackPoliciesResponse:
-            rec = await self._manager().rollback(request.version)
-            out = self._version(rec)
-            out.active = True
-            return policy_pb2.RollbackPoliciesResponse(version=out)
-
-        return await self._unary(context, run, admin=True)
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -634,8 +394,8 @@ class BrokerServer:
         ]
         server = grpc.aio.server(options=opts)
         server.add_generic_rpc_handlers((self._handlers(),))
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(self, server)  # type: ignore[no-untyped-call]
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(self, server)  # type: ignore[no-untyped-call]
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(self.admin, server)  # type: ignore[no-untyped-call]
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(self.policy_api, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
