@@ -249,15 +249,8 @@ class DurableConsumer:
             )
 
     def ack(self, ids: list[int]) -> None:
-        missing = [i for i in ids if i not in self.pending]
-        if missing:
-            raise FailedPrecondition(
-                f"{len(missing)} acked id(s) are not pending on durable {self.rec.name!r} "
-                f"(first: {missing[0]})",
-                reason="NOT_PENDING",
-                hint="ack only ids delivered to you and not yet acked or dead-lettered",
-                metadata={"ids": ",".join(map(str, missing[:20]))},
-            )
+        """Acknowledges ``ids``; all or nothing: one id not pending refuses them all."""
+        self.check_pending(ids)
         for i in ids:
             p = self.pending.pop(i)
             if p.session is not None:
@@ -266,13 +259,8 @@ class DurableConsumer:
         self._wake.set()
 
     def nack(self, ids: list[int], delay: float) -> None:
-        missing = [i for i in ids if i not in self.pending]
-        if missing:
-            raise FailedPrecondition(
-                f"{len(missing)} nacked id(s) are not pending on durable {self.rec.name!r} "
-                f"(first: {missing[0]})",
-                reason="NOT_PENDING",
-            )
+        """Redelivers ``ids`` after ``delay`` seconds; all or nothing, as :meth:`ack`."""
+        self.check_pending(ids)
         now = time.monotonic()
         for i in ids:
             p = self.pending[i]

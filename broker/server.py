@@ -335,49 +335,64 @@ class BrokerServer(Servicer):
 
     def _handlers(self) -> grpc.GenericRpcHandler:
         b = broker_pb2
+        raw = bytes  # Subscribe and Fetch answer with pre-encoded bytes
+        table = (
+            (
+                "Publish",
+                grpc.stream_stream_rpc_method_handler,
+                self.publish,
+                b.PublishRequest,
+                b.PublishResponse.SerializeToString,
+            ),
+            (
+                "PublishOne",
+                grpc.unary_unary_rpc_method_handler,
+                self.publish_one,
+                b.PublishOneRequest,
+                b.PublishOneResponse.SerializeToString,
+            ),
+            (
+                "Subscribe",
+                grpc.stream_stream_rpc_method_handler,
+                self.subscribe,
+                b.SubscribeRequest,
+                raw,
+            ),
+            (
+                "Request",
+                grpc.unary_unary_rpc_method_handler,
+                self.request,
+                b.RequestRequest,
+                b.RequestResponse.SerializeToString,
+            ),
+            (
+                "GetEvent",
+                grpc.unary_unary_rpc_method_handler,
+                self.get_event,
+                b.GetEventRequest,
+                b.GetEventResponse.SerializeToString,
+            ),
+            (
+                "QueryEvents",
+                grpc.unary_unary_rpc_method_handler,
+                self.query_events,
+                b.QueryEventsRequest,
+                b.QueryEventsResponse.SerializeToString,
+            ),
+            ("Fetch", grpc.unary_unary_rpc_method_handler, self.fetch, b.FetchRequest, raw),
+            (
+                "Acknowledge",
+                grpc.unary_unary_rpc_method_handler,
+                self.acknowledge,
+                b.AcknowledgeRequest,
+                b.AcknowledgeResponse.SerializeToString,
+            ),
+        )
         return grpc.method_handlers_generic_handler(
             _SERVICE,
             {
-                "Publish": grpc.stream_stream_rpc_method_handler(
-                    self.publish,
-                    request_deserializer=b.PublishRequest.FromString,
-                    response_serializer=b.PublishResponse.SerializeToString,
-                ),
-                "PublishOne": grpc.unary_unary_rpc_method_handler(
-                    self.publish_one,
-                    request_deserializer=b.PublishOneRequest.FromString,
-                    response_serializer=b.PublishOneResponse.SerializeToString,
-                ),
-                "Subscribe": grpc.stream_stream_rpc_method_handler(
-                    self.subscribe,
-                    request_deserializer=b.SubscribeRequest.FromString,
-                    response_serializer=bytes,  # pre-encoded SubscribeResponse bytes
-                ),
-                "Request": grpc.unary_unary_rpc_method_handler(
-                    self.request,
-                    request_deserializer=b.RequestRequest.FromString,
-                    response_serializer=b.RequestResponse.SerializeToString,
-                ),
-                "GetEvent": grpc.unary_unary_rpc_method_handler(
-                    self.get_event,
-                    request_deserializer=b.GetEventRequest.FromString,
-                    response_serializer=b.GetEventResponse.SerializeToString,
-                ),
-                "Fetch": grpc.unary_unary_rpc_method_handler(
-                    self.fetch,
-                    request_deserializer=b.FetchRequest.FromString,
-                    response_serializer=bytes,  # pre-encoded FetchResponse bytes
-                ),
-                "Acknowledge": grpc.unary_unary_rpc_method_handler(
-                    self.acknowledge,
-                    request_deserializer=b.AcknowledgeRequest.FromString,
-                    response_serializer=b.AcknowledgeResponse.SerializeToString,
-                ),
-                "QueryEvents": grpc.unary_unary_rpc_method_handler(
-                    self.query_events,
-                    request_deserializer=b.QueryEventsRequest.FromString,
-                    response_serializer=b.QueryEventsResponse.SerializeToString,
-                ),
+                name: make(fn, request_deserializer=req.FromString, response_serializer=ser)
+                for name, make, fn, req, ser in table
             },
         )
 
