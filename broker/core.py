@@ -250,16 +250,23 @@ class Broker:
             out.errors = [(i, exc) for i in range(n)]
             return prepared
         org = principal.org
-        if subject.startswith("$inbox."):
-            self._reply(org, subject, events, out)
-            return prepared
         valid: list[int] = []
+        limit = self.config.max_event_bytes
         for i, ev in enumerate(events):
             err = _check_event(ev)
             if err is None:
                 valid.append(i)
             else:
                 out.errors.append((i, err))
+        if subject.startswith("$inbox."):
+            # A reply: validated like any event, handed to the waiting requester, not stored.
+            for i in valid:
+                size = events[i].ByteSize()
+                if size > limit:
+                    out.errors.append((i, EventTooLarge(size, limit)))
+            good = [i for i in valid if not any(j == i for j, _ in out.errors)]
+            self._reply(org, subject, [events[i] for i in good], out, good)
+            return prepared
         gate = self.policy
         routes: dict[int, list[tuple[str, str]]] = {}
         if gate.active and valid:
@@ -267,7 +274,6 @@ class Broker:
             if rejected:
                 out.errors.extend(rejected.items())
                 valid = [i for i in valid if i not in rejected]
-        limit = self.config.max_event_bytes
         accepted: list[int] = []
         raws: list[bytes] = []
         keys: list[tuple[str, str, str]] = []
@@ -397,11 +403,19 @@ class Broker:
         return prepared.outcome
 
     def _reply(
-        self, org: str, subject: str, events: Sequence[CloudEvent], out: PublishOutcome
+        self,
+        org: str,
+        subject: str,
+        events: Sequence[CloudEvent],
+        out: PublishOutcome,
+        positions: list[int],
     ) -> None:
+        if not events:
+            return
+        for i, event_id in zip(positions, self.ids.next_block(len(events)), strict=True):
+            out.ids[i] = event_id
         fut = self._inboxes.get((org, subject))
-        out.ids = self.ids.next_block(len(events))
-        if fut is not None and not fut.done() and events:
+        if fut is not None and not fut.done():
             fut.set_result(events[0])
 
     async def publish_system(self, org: str, subject: str, events: Sequence[CloudEvent]) -> None:

@@ -45,9 +45,7 @@ def test_bad_config_file(tmp_path: Path, text: str, message: str) -> None:
 
 def test_retention_rules(tmp_path: Path) -> None:
     f = tmp_path / "r.toml"
-    f.write_text(
-        'retention_max_age = "7d"\n[[retention]]\npattern = "audit.>"\nmax_events = 5\n'
-    )
+    f.write_text('retention_max_age = "7d"\n[[retention]]\npattern = "audit.>"\nmax_events = 5\n')
     rules = load_config({}, config_file=str(f), env={}).retention_rules()
     assert rules[0].pattern == ">" and rules[0].max_age_ms == 7 * 86400 * 1000
     assert rules[1].pattern == "audit.>" and rules[1].max_events == 5
