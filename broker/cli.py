@@ -173,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("policy", "bench"):
+        # These hand their arguments on whole (argparse's REMAINDER refuses leading options).
+        rest = argv[1:]
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        handler = _cmd_policy if argv[0] == "policy" else _cmd_bench
+        return handler(argparse.Namespace(rest=rest))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

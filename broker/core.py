@@ -131,6 +131,9 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         self.on_durable_created: list[Callable[[DurableConsumer], None]] = []
+        self._unstored: dict[int, None] = {}
+        """First ids of staged batches not yet stored (insertion-ordered, so the oldest is
+        first): everything below the oldest is in the log."""
         self.telemetry = Telemetry()
         self.telemetry.observe_depths(self._depths)
 
@@ -159,6 +162,13 @@ class Broker:
             await c.stop()
         await self._save_consumers(force=True)
         await self.store.close()
+
+    def stable_head(self) -> int:
+        """The highest id below which every staged batch is stored: a log read up to here
+        misses nothing that is on its way."""
+        for first in self._unstored:
+            return first - 1
+        return self.head
 
     def _depths(self) -> list[tuple[str, int]]:
         return [
@@ -340,6 +350,7 @@ class Broker:
         prepared.heads.append(self.head)
         if ids[-1] > self.head:
             self.head = ids[-1]
+        self._unstored[ids[0]] = None
         return ids
 
     def _apply_routes(
@@ -387,6 +398,9 @@ class Broker:
                 self._dedup.pop(key, None)
             self.telemetry.end_publish(prepared.span, exc)
             raise
+        finally:
+            for batch in prepared.batches:
+                self._unstored.pop(batch.first_id, None)
         consumers = self.consumers
         for batch, frames, prev_head in zip(
             prepared.batches, prepared.frames, prepared.heads, strict=True

@@ -219,14 +219,22 @@ class DurableConsumer:
     # -- from the publish path ----------------------------------------------------------------
 
     def on_commit(self, batch: Batch, frames: list[tuple[int, bytes]], prev_head: int) -> None:
-        """A batch was stored. Take it from memory when caught up; else the log has it."""
-        if self.scan_pos < prev_head:
+        """A batch was stored. Take it from memory when caught up; else the log has it.
+
+        ``prev_head`` is the broker's head when the batch was staged: a consumer whose scan
+        position is there has seen everything before this batch. A batch at or below the
+        scan position was already read from the log (the store makes rows readable before
+        the publisher's coroutine resumes) and must not be taken twice.
+        """
+        if batch.last_id <= self.scan_pos or self.scan_pos < prev_head:
             return
         if batch.org == self.rec.org and self.match(batch.subject):
             if len(self.ready) > self.rec.max_in_flight * 4 + 10_000:
-                # Too far behind to buffer: drop back to reading the log.
+                # Too far behind to buffer: drop back to reading the log from the first
+                # event not yet handed out (taken before the buffer is dropped).
+                cursor = self.ready[0][0] - 1
                 self.ready.clear()
-                self.scan_pos = self.snapshot().cursor
+                self.scan_pos = cursor
                 return
             self.ready.extend(frames)
         self.scan_pos = batch.last_id
@@ -362,16 +370,20 @@ class DurableConsumer:
         ready = self.ready
         for _ in range(take):
             i, frame = ready.popleft()
+            if i in pending:  # defensive: never hand out an id twice as a first delivery
+                continue
             pending[i] = _Pending(1, deadline, frame, session)
             frames.append(frame)
-        session.in_flight += take
-        session.outbox.put(b"".join(frames), take)
+        if not frames:
+            return
+        session.in_flight += len(frames)
+        session.outbox.put(b"".join(frames), len(frames))
         self.dirty = True
         if self.ready:
             self._wake.set()
 
     async def _read_log(self) -> None:
-        head = self.broker.head
+        head = self.broker.stable_head()
         batches = await self.broker.store.read_batches(self.rec.org, self.scan_pos, limit=64)
         for b in batches:
             if self.match(b.subject):

@@ -1,0 +1,1 @@
+"""Lockgate benchmarks: ``bench/run.py`` (end to end, against NATS) and ``policy_bench.py``."""

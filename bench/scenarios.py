@@ -1,0 +1,189 @@
+"""The scenarios, their baselines, and one measured run of a side (server + workers)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import Args, Result, now_ns
+from bench.procs import PySpy, Worker, cpu_of, lockgate_server, nats_server
+
+Server = Callable[[Path], contextlib.AbstractAsyncContextManager[tuple[dict[str, Any], int]]]
+
+
+@dataclass
+class Side:
+    """One system under test: a server, one subscriber, some publishers."""
+
+    label: str
+    server: str  # "lockgate" | "nats"
+    sub: tuple[str, Args]
+    pubs: list[tuple[str, Args]]
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    kind: str  # "throughput" | "latency"
+    lockgate: Side
+    baseline: Side
+    target: str
+    min_rate: float = 0.0  # throughput: events/s
+    min_ratio: float = 0.0  # throughput: lockgate / baseline
+    max_p50_us: float = 0.0  # latency
+    max_p99_us: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _tasks(role: str) -> tuple[str, Args]:
+    return role, {"tasks": 64}
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario(
+        "batched",
+        "batched publish -> ephemeral subscriber, durable log on",
+        "throughput",
+        Side(
+            "lockgate",
+            "lockgate",
+            ("lg-sub", {"max_in_flight": 200_000}),
+            [("lg-batch-pub", {"batch": 500, "window": 8})],
+        ),
+        Side("nats core", "nats", ("nats-sub", {}), [("nats-pub", {})]),
+        ">= 200,000/s and >= 1.0x nats core",
+        min_rate=200_000,
+        min_ratio=1.0,
+    ),
+    Scenario(
+        "plain",
+        "plain await c.publish() from 64 tasks -> subscriber",
+        "throughput",
+        Side(
+            "lockgate",
+            "lockgate",
+            ("lg-sub", {"max_in_flight": 200_000}),
+            [_tasks("lg-client-pub")],
+        ),
+        Side(
+            "grpc unary",
+            "lockgate",
+            ("lg-sub", {"max_in_flight": 200_000}),
+            [_tasks("lg-unary-pub")],
+        ),
+        ">= 100,000/s (raw unary ~7,000/s)",
+        min_rate=100_000,
+    ),
+    Scenario(
+        "durable",
+        "durable: acked publishes -> durable subscriber acking every event",
+        "throughput",
+        Side(
+            "lockgate",
+            "lockgate",
+            ("lg-sub", {"durable": "bench-d", "max_in_flight": 5000}),
+            [("lg-batch-pub", {"batch": 500, "window": 8})],
+        ),
+        Side(
+            "jetstream",
+            "nats",
+            ("js-sub", {"batch": 500, "max_ack_pending": 20_000}),
+            [("js-pub", {"max_pending": 4000})],
+        ),
+        ">= 100,000/s and >= 3x JetStream",
+        min_rate=100_000,
+        min_ratio=3.0,
+    ),
+    Scenario(
+        "latency",
+        "latency at 2,000 events/s, ephemeral subscriber",
+        "latency",
+        Side(
+            "lockgate",
+            "lockgate",
+            ("lg-sub", {"latency": True}),
+            [("lg-latency-pub", {"rate": 2000})],
+        ),
+        Side(
+            "nats core",
+            "nats",
+            ("nats-sub", {"latency": True}),
+            [("nats-latency-pub", {"rate": 2000})],
+        ),
+        "p50 <= 300 us, p99 <= 1 ms",
+        max_p50_us=300,
+        max_p99_us=1000,
+    ),
+]
+
+
+def _server(side: Side, broker_args: list[str]) -> Server:
+    if side.server == "lockgate":
+        return lambda tmp: lockgate_server(tmp, broker_args)
+    return nats_server
+
+
+@contextlib.asynccontextmanager
+async def _workers(
+    side: Side, conn: dict[str, Any], duration: float, tmp: Path
+) -> AsyncIterator[tuple[Worker, list[Worker]]]:
+    started: list[Worker] = []
+    try:
+        role, args = side.sub
+        sub = await Worker.start(role, {**args, **conn}, tmp)
+        started.append(sub)
+        await sub.expect("READY")
+        pubs = []
+        for role, args in side.pubs:
+            pub = await Worker.start(role, {**args, **conn, "duration": duration}, tmp)
+            started.append(pub)
+            pubs.append(pub)
+        for pub in pubs:
+            await pub.expect("READY")
+        yield sub, pubs
+    finally:
+        for w in started:
+            await w.close()
+
+
+async def run_side(
+    side: Side, duration: float, tmp: Path, broker_args: list[str], profile: Path | None = None
+) -> Result:
+    """Starts a fresh server, the subscriber, then the publishers; returns the metrics."""
+    async with _server(side, broker_args)(tmp) as (conn, server_pid):
+        spy = await PySpy.attach(server_pid, profile) if profile is not None else None
+        try:
+            async with _workers(side, conn, duration, tmp) as (sub, pubs):
+                return await _measure(sub, pubs, server_pid)
+        finally:
+            if spy is not None:
+                await spy.stop()
+
+
+async def _measure(sub: Worker, pubs: list[Worker], server_pid: int) -> Result:
+    cpu0, t0 = cpu_of(server_pid), now_ns()
+    for pub in pubs:
+        pub.send("GO")
+    pub_results = [await pub.expect("RESULT") for pub in pubs]
+    published = sum(int(r.get("published", 0)) for r in pub_results)
+    sub.send(f"STOP {published}")
+    result = await sub.expect("RESULT")
+    wall = (now_ns() - t0) / 1e9
+    errors = [r["error"] for r in (*pub_results, result) if r.get("error")]
+    pub = pub_results[0]
+    result.update(
+        published=published,
+        pub_rate=sum(r.get("pub_rate", 0.0) for r in pub_results),
+        lost=published - int(result.get("received", 0)),
+        cpu_server=(cpu_of(server_pid) - cpu0) / wall,
+        cpu_pub=pub.get("cpu", 0.0),
+        cpu_sub=result.get("cpu", 0.0),
+        errors=errors,
+    )
+    if "frames" in pub:
+        result["events_per_frame"] = published / max(pub["frames"], 1)
+    return result
