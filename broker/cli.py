@@ -20,7 +20,7 @@ __all__ = ["main"]
 _SERVE_FLAGS = (
     ("listen", str, "host:port to listen on (default 127.0.0.1:50051)"),
     ("data_dir", str, "directory of the embedded store (default ./lockgate-data)"),
-    ("fsync", str, "always (default, survives power loss) | os (survives a crash) | never"),
+    ("fsync", str, "os (default: survives a broker crash) | always (also power loss) | never"),
     ("worker_id", int, "0-1023, unique per broker node (goes into every id)"),
     ("max_message_bytes", int, "largest gRPC message (default 1 MiB)"),
     ("max_event_bytes", int, "largest event (default 1 MiB)"),

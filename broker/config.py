@@ -45,7 +45,7 @@ class Config:
 
     listen: str = "127.0.0.1:50051"
     data_dir: str = "./lockgate-data"
-    fsync: str = "always"
+    fsync: str = "os"
     worker_id: int = 0
     max_message_bytes: int = 1 << 20
     max_event_bytes: int = 1 << 20
@@ -165,6 +165,6 @@ def load_config(
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(
             f"fsync = {cfg.fsync!r} is not one of always, os, never",
-            hint="always is the safe default",
+            hint="os (the default) survives a broker crash; always also survives power loss",
         )
     return cfg

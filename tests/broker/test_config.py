@@ -10,11 +10,15 @@ from broker.config import ConfigError, load_config, parse_duration
 def test_precedence_flags_over_file_over_env(tmp_path: Path) -> None:
     f = tmp_path / "lockgate.toml"
     f.write_text('[broker]\nlisten = "127.0.0.1:7000"\nack_wait = "10s"\nmax_deliveries = 9\n')
-    env = {"LOCKGATE_LISTEN": "127.0.0.1:6000", "LOCKGATE_FSYNC": "os", "LOCKGATE_ACK_WAIT": "1m"}
+    env = {
+        "LOCKGATE_LISTEN": "127.0.0.1:6000",
+        "LOCKGATE_FSYNC": "never",
+        "LOCKGATE_ACK_WAIT": "1m",
+    }
     cfg = load_config({"listen": "127.0.0.1:8000"}, config_file=str(f), env=env)
     assert cfg.listen == "127.0.0.1:8000"  # flag wins
     assert cfg.ack_wait == 10.0  # file beats env
-    assert cfg.fsync == "os"  # env beats default
+    assert cfg.fsync == "never"  # env beats default
     assert cfg.max_deliveries == 9
 
 
