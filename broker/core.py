@@ -13,7 +13,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from broker import wire
@@ -64,6 +64,8 @@ class Prepared:
     keys: list[tuple[str, str, str]] = field(default_factory=list)
     started: float = 0.0
     span: Span | None = None
+    stored: Awaitable[None] | None = None
+    """The store's write of ``batches``, queued when they were staged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +334,8 @@ class Broker:
             if ids_out[i]:
                 dedup[key] = ids_out[i]
         self._dedup_order.append((time.monotonic(), keys))
+        if prepared.batches:
+            prepared.stored = self.store.append(prepared.batches)
         for i in out.duplicates:
             if not out.ids[i]:
                 ev = events[i]
@@ -392,10 +396,10 @@ class Broker:
 
     async def commit(self, prepared: Prepared) -> PublishOutcome:
         """Step 6 (store, group commit) and the hand-over to durable consumers."""
-        if not prepared.batches:
+        if prepared.stored is None:
             return prepared.outcome
         try:
-            await self.store.append(prepared.batches)
+            await prepared.stored
         except BrokerError as exc:
             for key in prepared.keys:
                 self._dedup.pop(key, None)
@@ -440,6 +444,7 @@ class Broker:
         validate_subject(subject, allow_system=True)
         prepared = Prepared(PublishOutcome([]))
         self._stage(prepared, org, subject, [e.SerializeToString() for e in events])
+        prepared.stored = self.store.append(prepared.batches)
         await self.commit(prepared)
 
     async def publish_dead_letters(

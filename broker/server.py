@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from broker import wire
 from broker.admin_api import AdminServicer, PolicyServicer
 from broker.auth import Authenticator, Principal
-from broker.core import Broker, PublishOutcome, StartSpec
+from broker.core import Broker, Prepared, StartSpec
 from broker.delivery import DurableSession, EphemeralSubscription
 from broker.errors import (
     BrokerError,
@@ -68,11 +68,10 @@ class BrokerServer(Servicer):
             return
         # Frames are admitted in arrival order (ids are assigned before the first await),
         # stored concurrently so one group commit covers many, and answered in order.
-        results: asyncio.Queue[tuple[int, asyncio.Future[PublishOutcome]] | None] = asyncio.Queue(
+        results: asyncio.Queue[tuple[int, Prepared | BrokerError] | None] = asyncio.Queue(
             _PIPELINE_DEPTH
         )
         broker = self.broker
-        loop = asyncio.get_running_loop()
 
         async def read() -> None:
             try:
@@ -80,20 +79,21 @@ class BrokerServer(Servicer):
                     try:
                         prepared = await broker.prepare(principal, req.subject, req.events)
                     except BrokerError as exc:
-                        failed: asyncio.Future[PublishOutcome] = loop.create_future()
-                        failed.set_exception(exc)
-                        await results.put((req.batch_id, failed))
+                        await results.put((req.batch_id, exc))
                         return
-                    await results.put((req.batch_id, loop.create_task(broker.commit(prepared))))
+                    # Its store write is already queued; the responder awaits it in order.
+                    await results.put((req.batch_id, prepared))
             finally:
                 await results.put(None)
 
         reader = asyncio.create_task(read())
         try:
             while (item := await results.get()) is not None:
-                batch_id, task = item
+                batch_id, staged = item
                 try:
-                    outcome = await task
+                    if isinstance(staged, BrokerError):
+                        raise staged
+                    outcome = await broker.commit(staged)
                 except BrokerError as exc:
                     await context.abort_with_status(to_status(exc))
                     return

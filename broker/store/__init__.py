@@ -8,7 +8,7 @@ one row however many events it holds and a replay is a bytes copy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -101,8 +101,9 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def append(self, batches: Sequence[Batch]) -> None:
-        """Durably stores ``batches`` (group commit with concurrent callers)."""
+    def append(self, batches: Sequence[Batch]) -> Awaitable[None]:
+        """Stores ``batches``: queued at call time (so calls commit in call order, many per
+        group commit), durable once the returned awaitable completes."""
 
     async def last_id(self) -> int: ...
 

@@ -203,14 +203,18 @@ class SqliteStore:
 
     # -- group commit -----------------------------------------------------------------------
 
-    async def _submit(self, op: _Op) -> None:
-        if self._closed and self._writer is None:
-            raise Unavailable("the store is closed", reason="STORE_UNAVAILABLE")
+    def _enqueue(self, op: _Op) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closed and self._writer is None:
+            fut.set_exception(Unavailable("the store is closed", reason="STORE_UNAVAILABLE"))
+            return fut
         self._queue.append((op, fut))
         assert self._wake is not None
         self._wake.set()
-        await fut
+        return fut
+
+    async def _submit(self, op: _Op) -> None:
+        await self._enqueue(op)
 
     async def _write_loop(self) -> None:
         assert self._wake is not None and self._w is not None
@@ -263,7 +267,9 @@ class SqliteStore:
 
     # -- the log ----------------------------------------------------------------------------
 
-    async def append(self, batches: Sequence[Batch]) -> None:
+    def append(self, batches: Sequence[Batch]) -> asyncio.Future[None]:
+        """Queues ``batches`` for the next group commit now, in call order; the future is
+        done once they are stored."""
         rows = [
             (
                 b.first_id,
@@ -281,7 +287,7 @@ class SqliteStore:
         def op(c: sqlite3.Connection) -> None:
             c.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)", rows)
 
-        await self._submit(op)
+        return self._enqueue(op)
 
     async def last_id(self) -> int:
         def q(c: sqlite3.Connection) -> int:
