@@ -148,15 +148,13 @@ class PolicyGate:
                         (lim.key, lim.rate_per_second, lim.burst) for lim in decision.limits
                     ]
                 if decision.dedup:
+                    # Key rules come keyed ("file:line|value"); content rules get the
+                    # payload's hash under their rule.
                     dedups[i] = [
                         (
-                            d.rule
-                            + "|"
-                            + (
-                                hashlib.sha256(_payload(ev)).hexdigest()
-                                if d.key == DEDUP_BY_CONTENT
-                                else d.key
-                            ),
+                            f"{d.rule}|{hashlib.sha256(_payload(ev)).hexdigest()}"
+                            if d.key == DEDUP_BY_CONTENT
+                            else d.key,
                             d.window_seconds,
                         )
                         for d in decision.dedup

@@ -19,6 +19,7 @@ __all__ = [
     "Compare",
     "DedupRuleNode",
     "DenyRule",
+    "Duration",
     "Expr",
     "LimitRule",
     "ListLit",
@@ -31,7 +32,6 @@ __all__ = [
     "RouteRule",
     "Rule",
     "TagRule",
-    "Duration",
     "Timestamp",
 ]
 

@@ -12,20 +12,27 @@ from __future__ import annotations
 
 import difflib
 import re
-from datetime import datetime
 
 import re2
 
 from . import ast as A
 from .errors import PolicyError
+from .runtime import parse_time
 
 __all__ = ["MAX_REGEX_LENGTH", "Checker", "compile_regex", "infer", "may_be_missing", "parse_time"]
 
 #: Longest accepted regular expression, in characters.
 MAX_REGEX_LENGTH = 1000
 
-EVENT_STRING_ATTRS = ("id", "source", "type", "specversion", "subject", "datacontenttype",
-                      "dataschema")
+EVENT_STRING_ATTRS = (
+    "id",
+    "source",
+    "type",
+    "specversion",
+    "subject",
+    "datacontenttype",
+    "dataschema",
+)
 PRINCIPAL_ATTRS = ("org", "agent", "roles", "attrs")
 ROOTS = ("event", "principal", "action", "subject", "now")
 FUNCTIONS = ("exists", "size", "timestamp")
@@ -37,7 +44,7 @@ _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 8 << 20
 
 
-def compile_regex(pattern: str) -> re2._Regexp:
+def compile_regex(pattern: str) -> re2._Regexp[str]:
     """Compile with RE2 (linear time, no backtracking); raise ``ValueError`` on a bad pattern."""
     if len(pattern) > MAX_REGEX_LENGTH:
         raise ValueError(f"pattern is {len(pattern)} characters, over {MAX_REGEX_LENGTH}")
@@ -47,14 +54,6 @@ def compile_regex(pattern: str) -> re2._Regexp:
         msg = exc.args[0] if exc.args else "invalid"
         text = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
         raise ValueError(text) from None
-
-
-def parse_time(text: str) -> float:
-    """RFC 3339 text to unix seconds; raise ``ValueError`` when it is not a timestamp."""
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        raise ValueError("timestamp without a time zone")
-    return dt.timestamp()
 
 
 def _is_list(t: str) -> bool:
@@ -93,8 +92,13 @@ class Checker:
         self.text = text
         self.errors: list[PolicyError] = []
 
-    def error(self, node: A.Expr | A.Rule | A.Policy, message: str, hint: str = "",
-              column: int | None = None) -> None:
+    def error(
+        self,
+        node: A.Expr | A.Rule | A.Policy,
+        message: str,
+        hint: str = "",
+        column: int | None = None,
+    ) -> None:
         col = node.column if column is None else column
         self.errors.append(
             PolicyError(self.file, node.line, col, message, hint).with_source(self.text)
@@ -104,8 +108,9 @@ class Checker:
         """Check ``e`` as a rule condition (it must be a boolean)."""
         t = self.infer(e)
         if t not in ("bool", "dyn"):
-            self.error(e, f"expected a condition, found a {t}",
-                       "compare it: x == ..., x > ..., exists(x)")
+            self.error(
+                e, f"expected a condition, found a {t}", "compare it: x == ..., x > ..., exists(x)"
+            )
 
     def infer(self, e: A.Expr) -> str:
         if isinstance(e, A.Literal):
@@ -149,8 +154,11 @@ class Checker:
                 self.error(e, "a subject token is read as subject[n]", "n counts from 0")
             return "string"
         if not rest or isinstance(rest[0], int):
-            self.error(e, f"{root} is not a value", f"name an attribute, e.g. {root}."
-                       + ("type" if root == "event" else "agent"))
+            self.error(
+                e,
+                f"{root} is not a value",
+                f"name an attribute, e.g. {root}." + ("type" if root == "event" else "agent"),
+            )
             return "dyn"
         attr = rest[0]
         if root == "principal":
@@ -162,15 +170,21 @@ class Checker:
                 self.error(e, f"event.{attr} has no attributes")
             return "timestamp" if attr == "time" else "string"
         if not _EXT_NAME.match(attr):
-            self.error(e, f"unknown event attribute {attr!r}",
-                       "extension attributes are lowercase letters and digits, at most 20")
+            self.error(
+                e,
+                f"unknown event attribute {attr!r}",
+                "extension attributes are lowercase letters and digits, at most 20",
+            )
         return "dyn"
 
     def _principal(self, e: A.Path, attr: str | int, rest: tuple[str | int, ...]) -> str:
         if attr not in PRINCIPAL_ATTRS:
             close = difflib.get_close_matches(str(attr), PRINCIPAL_ATTRS, 1)
-            hint = f"did you mean principal.{close[0]}?" if close else (
-                f"principal has org, agent, roles; key attributes are principal.attrs.{attr}")
+            hint = (
+                f"did you mean principal.{close[0]}?"
+                if close
+                else (f"principal has org, agent, roles; key attributes are principal.attrs.{attr}")
+            )
             self.error(e, f"unknown principal attribute {attr!r}", hint)
             return "dyn"
         if attr == "attrs":
@@ -203,13 +217,18 @@ class Checker:
                 self.error(arg, f"size() takes a string or a list, not a {t}")
             return "number"
         if not (isinstance(arg, A.Literal) and isinstance(arg.value, str)):
-            self.error(arg, "timestamp() takes a string literal", 'timestamp("2024-01-31T00:00:00Z")')
+            self.error(
+                arg, "timestamp() takes a string literal", 'timestamp("2024-01-31T00:00:00Z")'
+            )
         else:
             try:
                 parse_time(arg.value)
             except ValueError:
-                self.error(arg, f"not an RFC 3339 timestamp: {arg.value!r}",
-                           'write e.g. "2024-01-31T09:30:00Z"')
+                self.error(
+                    arg,
+                    f"not an RFC 3339 timestamp: {arg.value!r}",
+                    'write e.g. "2024-01-31T09:30:00Z"',
+                )
         return "timestamp"
 
     def _compare(self, e: A.Compare) -> str:
@@ -226,8 +245,11 @@ class Checker:
                 self.error(e, f"cannot compare a {lt} with a {rt}", _quote_hint(lt, rt))
         elif op == "in":
             if rt != "dyn" and not _is_list(rt):
-                self.error(e.right, f"'in' needs a list on its right, found a {rt}",
-                           "use contains for text: x contains \"...\"")
+                self.error(
+                    e.right,
+                    f"'in' needs a list on its right, found a {rt}",
+                    'use contains for text: x contains "..."',
+                )
             elif not _compatible(lt, _elem(rt)):
                 self.error(e, f"a {lt} is never in a {rt}", _quote_hint(lt, _elem(rt)))
         elif op in ("has_any", "has_all"):
@@ -248,22 +270,33 @@ class Checker:
 
     def _regex(self, e: A.Expr) -> None:
         if not (isinstance(e, A.Literal) and isinstance(e.value, str)):
-            self.error(e, "'matches' takes a string literal pattern",
-                       "patterns are compiled once, at load time")
+            self.error(
+                e,
+                "'matches' takes a string literal pattern",
+                "patterns are compiled once, at load time",
+            )
             return
         try:
             compile_regex(e.value)
         except ValueError as exc:
-            self.error(e, f"invalid regular expression: {exc}",
-                       "RE2 syntax: no backreferences or lookaround; at most "
-                       f"{MAX_REGEX_LENGTH} characters")
+            self.error(
+                e,
+                f"invalid regular expression: {exc}",
+                "RE2 syntax: no backreferences or lookaround; at most "
+                f"{MAX_REGEX_LENGTH} characters",
+            )
 
     def _action_literal(self, e: A.Compare) -> None:
         for a, b in ((e.left, e.right), (e.right, e.left)):
-            if (isinstance(a, A.Path) and a.parts == ("action",) and isinstance(b, A.Literal)
-                    and b.value not in A.ACTIONS):
-                self.error(b, f"{b.value!r} is not an action",
-                           "actions are publish, subscribe, request")
+            if (
+                isinstance(a, A.Path)
+                and a.parts == ("action",)
+                and isinstance(b, A.Literal)
+                and b.value not in A.ACTIONS
+            ):
+                self.error(
+                    b, f"{b.value!r} is not an action", "actions are publish, subscribe, request"
+                )
 
     def _binary(self, e: A.Binary) -> str:
         lt, rt = self.infer(e.left), self.infer(e.right)
@@ -271,8 +304,11 @@ class Checker:
             return "dyn" if lt == rt or "number" in (lt, rt) else (lt if rt == "dyn" else rt)
         result = _ARITH.get((lt, e.op, rt))
         if result is None:
-            self.error(e, f"cannot compute {lt} {e.op} {rt}",
-                       "+ and - take numbers, durations, or a timestamp and a duration")
+            self.error(
+                e,
+                f"cannot compute {lt} {e.op} {rt}",
+                "+ and - take numbers, durations, or a timestamp and a duration",
+            )
             return "dyn"
         return result
 

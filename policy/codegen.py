@@ -49,7 +49,8 @@ class ExprGen:
         if isinstance(e, A.Literal):
             return _lit(e.value)
         if isinstance(e, A.ListLit):
-            return self.c.add("tup", tuple(_const(i) for i in e.items))
+            items = [_const(i) for i in e.items]
+            return self.c.add("list", items, key=tuple(items))
         if isinstance(e, A.Path):
             return self._path(e)
         if isinstance(e, A.Call):
@@ -90,10 +91,13 @@ class ExprGen:
             self.uses.add("data")
             keys = rest[1:]
             if not keys:
-                return "data"
+                return "(data if data is not _MISSING else _load(req))"
             if len(keys) == 1 and isinstance(keys[0], str):
-                return f"(data.get({keys[0]!r}) if data.__class__ is dict else None)"
-            return f"_dig(data, {tuple(keys)!r})"
+                return (
+                    f"(data.get({keys[0]!r}) if data.__class__ is dict else _dig(data, req, "
+                    f"{tuple(keys)!r}))"
+                )
+            return f"_dig(data, req, {tuple(keys)!r})"
         self.uses.add("ev")
         if attr == "time":
             return "_ts(ev.get('time'))"
@@ -137,7 +141,12 @@ class ExprGen:
         guards: list[str] = []
         op = e.op
         # x == literal is false for a missing x already: no guard needed for "definitely true".
-        if op == "==" and want and isinstance(e.right, A.Literal):
+        if (
+            op == "=="
+            and want
+            and isinstance(e.right, A.Literal)
+            and not isinstance(e.right.value, A.Duration | A.Timestamp)
+        ):
             return f"({self.value(e.left)} == {self.value(e.right)})"
         left = self._side(e.left, guards)
         if op in ("in", "has_any", "has_all") and isinstance(e.right, A.ListLit):
@@ -148,10 +157,17 @@ class ExprGen:
         else:
             right = self._side(e.right, guards)
         test = self._op(op, left, right, e)
-        body = test if want else f"not {test}"
+        if want:
+            body = test
+        elif test.startswith("(not ") and test.endswith(")"):
+            body = f"({test[5:-1]})"
+        else:
+            body = f"not {test}"
         return "(" + " and ".join([*guards, body]) + ")"
 
     def _op(self, op: str, left: str, right: str, e: A.Compare) -> str:
+        if op in ("==", "!=") and "list" in (infer(e.left)[:4], infer(e.right)[:4]):
+            return f"({'' if op == '==' else 'not '}_list_eq({left}, {right}))"
         if op in ("==", "!=", "<", "<=", ">", ">="):
             return f"({left} {op} {right})"
         if op in ("in", "contains"):
@@ -164,10 +180,11 @@ class ExprGen:
                     return f"(not {right}.isdisjoint({left}))"
                 return f"{right}.issubset({left})"
             return f"_{op}({left}, {right})"
-        if op == "starts_with":
-            return f"{left}.startswith({right})"
-        if op == "ends_with":
-            return f"{left}.endswith({right})"
+        if op in ("starts_with", "ends_with"):
+            method = op.replace("_", "")
+            if infer(e.left) == "string" and infer(e.right) == "string":
+                return f"{left}.{method}({right})"
+            return f"_{method}({left}, {right})"
         return f"({right}.search({left}) is not None)"
 
 

@@ -8,20 +8,19 @@ rule it holds small functions that :meth:`PolicySet.explain` calls to trace each
 
 from __future__ import annotations
 
-import json
-import time
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from typing import Any
 
 from . import ast as A
 from .codegen import Constants, ExprGen
-from .model import DEDUP_BY_CONTENT, MISSING, Decision, DedupRule, Limit, Request, Route, Tag
+from .fmt import format_rule
+from .model import DEDUP_BY_CONTENT, Decision, DedupRule, Limit, Request, Route, Tag
 from .parser import UNIT_WORD_SECONDS
+from .runtime import HELPERS, no_rule, text_of
 
 __all__ = ["CompiledPolicy", "CompiledRule", "compile_module"]
-
-Fn = Callable[..., object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,115 +40,9 @@ class CompiledRule:
     effect: Limit | Route | Tag | DedupRule | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledPolicy:
-    name: str
-    patterns: tuple[str, ...]
-    fused: Mapping[str, Callable[[Request], Decision]]
-    deny: Mapping[str, Callable[[Request], Decision | None]]
-    require: Mapping[str, Callable[[Request], Decision | None]]
-    allow: Mapping[str, Callable[[Request], Decision | None]]
-    fx: Mapping[str, Callable[..., Decision | None]]
-    rules: tuple[CompiledRule, ...] = field(default=())
-
-
-# ---- run-time helpers named by the generated code
-def _load(req: Request) -> object:
-    raw = req.data_bytes
-    data: object = None
-    if raw is not None:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-    req.data = data
-    return data
-
-
-def _dig(data: object, keys: tuple[str | int, ...]) -> object:
-    for k in keys:
-        if isinstance(k, int):
-            if data.__class__ is not list or not -1 < k < len(data):  # type: ignore[arg-type]
-                return None
-            data = data[k]  # type: ignore[index]
-        elif data.__class__ is dict:
-            data = data.get(k)  # type: ignore[attr-defined]
-        else:
-            return None
-    return data
-
-
-def _ts(v: object) -> float | None:
-    if v is None:
-        return None
-    if isinstance(v, int | float):
-        return float(v)
-    return datetime.fromisoformat(str(v)).timestamp()
-
-
-def _size(v: object) -> int | None:
-    return None if v is None else len(v)  # type: ignore[arg-type]
-
-
-def _add(a: object, b: object) -> object:
-    return None if a is None or b is None else a + b  # type: ignore[operator]
-
-
-def _sub(a: object, b: object) -> object:
-    return None if a is None or b is None else a - b  # type: ignore[operator]
-
-
-def _tri(t: bool, f: bool) -> bool | None:
-    return True if t else (False if f else None)
-
-
-def _aslist(v: object) -> frozenset[object]:
-    if isinstance(v, list | tuple | set | frozenset):
-        return frozenset(v)
-    raise TypeError(f"expected a list, found {type(v).__name__}")
-
-
-def _has_any(a: object, b: object) -> bool:
-    return not _aslist(a).isdisjoint(_aslist(b))
-
-
-def _has_all(a: object, b: object) -> bool:
-    return _aslist(b).issubset(_aslist(a))
-
-
-def _s(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
-
-
-def _fail(rule: str, exc: BaseException) -> Decision:
-    return Decision(False, "deny", f"rule {rule} failed to evaluate ({type(exc).__name__}: "
-                    f"{exc}), so it denies", rule)
-
-
-def _with(ok: Decision, lim: list[Limit], rt: list[Route], tg: list[Tag],
-          dd: list[DedupRule]) -> Decision:
-    return Decision(True, ok.effect, ok.reason, ok.rule, tuple(lim), tuple(rt), tuple(tg),
-                    tuple(dd))
-
-
-def _no_rule(req: Request) -> Decision:
-    return Decision(False, "default", f"no rule allows {req.action} on {req.subject}", "")
-
-
-_HELPERS: dict[str, object] = {
-    "_load": _load, "_dig": _dig, "_ts": _ts, "_size": _size, "_add": _add, "_sub": _sub,
-    "_tri": _tri, "_has_any": _has_any, "_has_all": _has_all, "_s": _s, "_fail": _fail,
-    "_with": _with, "_no_rule": _no_rule, "_MISSING": MISSING, "_EMPTY": {},
-    "_time": time.time, "Limit": Limit, "Route": Route, "Tag": Tag, "DedupRule": DedupRule,
-}
-
 _PRELUDE = {
     "ev": ["ev = req.event or _EMPTY"],
-    "data": ["data = req.data", "if data is _MISSING:", "    data = _load(req)"],
+    "data": ["data = req.data"],
     "pr": ["pr = req.principal"],
     "subject": ["subject = req.subject"],
     "toks": ["toks = req.subject.split('.')"],
@@ -162,8 +55,9 @@ class _Module:
         self.c = Constants()
         self.lines: list[str] = []
 
-    def function(self, name: str, args: str, gen: ExprGen, body: list[str],
-                 action: str | None) -> None:
+    def function(
+        self, name: str, args: str, gen: ExprGen, body: list[str], action: str | None
+    ) -> None:
         self.lines.append(f"def {name}({args}):")
         for use in sorted(gen.uses):
             if use == "action":
@@ -176,8 +70,13 @@ class _Module:
 
 def _guarded(rule_id: str, cond: str, then: list[str], c: Constants) -> list[str]:
     r = c.add("id", rule_id)
-    return ["try:", f"    if {cond}:", *("        " + t for t in then),
-            "except Exception as _e:", f"    return _fail({r}, _e)"]
+    return [
+        "try:",
+        f"    if {cond}:",
+        *("        " + t for t in then),
+        "except Exception as _e:",
+        f"    return _fail({r}, _e)",
+    ]
 
 
 class _PolicyWriter:
@@ -215,12 +114,23 @@ class _PolicyWriter:
         for r in self.p.rules:
             if isinstance(r, A.AllowRule) and action in r.actions:
                 d = self.c.add("A", _allow_decision(r, self.rid(r)), key=("allow", self.rid(r)))
-                fired.append(d)
                 if r.when is None:
-                    out += ["if _ok is None:", f"    _ok = {d}"]
+                    lines = [f"_ok = {d}"]
                 else:
-                    out += ["if _ok is None:", "    try:", f"        if {g.true(r.when)}:",
-                            f"            _ok = {d}", "    except Exception:", "        pass"]
+                    lines = [
+                        "try:",
+                        f"    if {g.true(r.when)}:",
+                        f"        _ok = {d}",
+                        "except Exception:",
+                        "    pass",
+                    ]
+                if fired:  # an earlier allow may have fired already
+                    lines = ["if _ok is None:", *("    " + ln for ln in lines)]
+                fired.append(d)
+                out += lines
+                if r.when is None:  # later allows can never be the first to fire
+                    fired.append("certain")
+                    break
         return out
 
     def fx_body(self, g: ExprGen, action: str) -> list[str]:
@@ -253,47 +163,68 @@ class _PolicyWriter:
             if isinstance(r.value, A.Literal):
                 return "_tg", self.c.add("G", Tag(r.name, _lit_str(r.value), rid))
             v = g.temp()
-            return "_tg", f"Tag({r.name!r}, _s({v}), {rid!r})) if ({v} := {g.value(r.value)}) " \
-                "is not None else (None"
+            return (
+                "_tg",
+                f"Tag({r.name!r}, _s({v}), {rid!r})) if ({v} := {g.value(r.value)}) "
+                "is not None else (None",
+            )
         if isinstance(r, A.DedupRuleNode):
             w = r.window.seconds
             if r.key is None:
                 return "_dd", self.c.add("U", DedupRule(DEDUP_BY_CONTENT, w, rid))
             v = g.temp()
             pre = self.c.add("id", rid + "|")
-            return "_dd", f"DedupRule({pre} + _s({v}), {w!r}, {rid!r})) if " \
-                f"({v} := {g.value(r.key)}) is not None else (None"
+            return (
+                "_dd",
+                f"DedupRule({pre} + _s({v}), {w!r}, {rid!r})) if "
+                f"({v} := {g.value(r.key)}) is not None else (None",
+            )
         return None
 
-    def write(self) -> dict[str, dict[str, str]]:
-        names: dict[str, dict[str, str]] = {k: {} for k in ("fused", "deny", "req", "allow", "fx")}
+    def write_fused(self) -> dict[str, str]:
+        """One straight-line function per action that has rules; returns action -> name."""
+        names: dict[str, str] = {}
         for action in A.ACTIONS:
-            base = f"p{self.i}_{action}"
+            if not any(action in A.rule_actions(r) for r in self.p.rules):
+                continue
             g = ExprGen(self.c)
-            fired: list[str] = []
             body = self.deny_body(g, action) + self.require_body(g, action)
+            fired: list[str] = []
             body += self.allow_body(g, action, fired)
             fx = self.fx_body(g, action)
-            body += ["if _ok is None:", "    return _no_rule(req)"]
+            if "certain" not in fired:
+                body += ["if _ok is None:", "    return _no_rule(req)"]
             if fx:
                 body += ["_lim = []; _rt = []; _tg = []; _dd = []", *fx]
                 body += ["return _with(_ok, _lim, _rt, _tg, _dd)"]
             else:
                 body += ["return _ok"]
-            self.m.function(base, "req", g, body, action)
-            names["fused"][action] = base
+            names[action] = f"p{self.i}_{action}"
+            self.m.function(names[action], "req", g, body, action)
+        return names
+
+    def write_stages(self) -> dict[str, dict[str, str]]:
+        """The deny/req/allow/fx stage functions of each action, where the stage has rules."""
+        names: dict[str, dict[str, str]] = {k: {} for k in ("deny", "req", "allow", "fx")}
+        for action in A.ACTIONS:
+            base = f"p{self.i}_{action}"
             for stage, make in (("deny", self.deny_body), ("req", self.require_body)):
                 g = ExprGen(self.c)
-                self.m.function(f"{base}_{stage}", "req", g, make(g, action), action)
-                names[stage][action] = f"{base}_{stage}"
+                body = make(g, action)
+                if body:
+                    names[stage][action] = f"{base}_{stage}"
+                    self.m.function(f"{base}_{stage}", "req", g, body, action)
             g = ExprGen(self.c)
-            self.m.function(f"{base}_allow", "req", g,
-                            [*self.allow_body(g, action, []), "return _ok"], action)
-            names["allow"][action] = f"{base}_allow"
+            allow = self.allow_body(g, action, [])
+            if len(allow) > 1:
+                names["allow"][action] = f"{base}_allow"
+                self.m.function(f"{base}_allow", "req", g, [*allow, "return _ok"], action)
             g = ExprGen(self.c)
-            self.m.function(f"{base}_fx", "req, _lim, _rt, _tg, _dd", g,
-                            [*self.fx_body(g, action), "return None"], action)
-            names["fx"][action] = f"{base}_fx"
+            fx = self.fx_body(g, action)
+            if fx:
+                names["fx"][action] = f"{base}_fx"
+                args = "req, _lim, _rt, _tg, _dd"
+                self.m.function(f"{base}_fx", args, g, [*fx, "return None"], action)
         return names
 
     def rule_helpers(self) -> list[dict[str, str]]:
@@ -305,8 +236,11 @@ class _PolicyWriter:
                 ("when", getattr(r, "when", None), True),
                 ("unless", getattr(r, "unless", None), True),
                 ("test", r.expr if isinstance(r, A.RequireRule) else None, True),
-                ("value", getattr(r, "by", None) or getattr(r, "key", None)
-                 or getattr(r, "value", None), False),
+                (
+                    "value",
+                    getattr(r, "by", None) or getattr(r, "key", None) or getattr(r, "value", None),
+                    False,
+                ),
             ]
             for part, e, cond in parts:
                 if e is None:
@@ -336,41 +270,82 @@ def _allow_decision(r: A.AllowRule, rid: str) -> Decision:
 
 def _lit_str(e: A.Literal) -> str:
     v = e.value
-    return _s(v.seconds if isinstance(v, A.Duration | A.Timestamp) else v)
+    return text_of(v.seconds if isinstance(v, A.Duration | A.Timestamp) else v)
 
 
-def compile_module(policies: Sequence[A.Policy], sources: Mapping[str, str]
-                   ) -> tuple[list[CompiledPolicy], str]:
-    """Generate, compile and load the module for ``policies``; return them and the source."""
-    mod = _Module()
-    plan = []
-    for i, pol in enumerate(policies):
-        w = _PolicyWriter(mod, pol, i)
-        plan.append((pol, w.write(), w.rule_helpers()))
+def _load_module(mod: _Module, name: str) -> dict[str, object]:
     source = "\n".join(mod.lines) + "\n"
-    ns: dict[str, object] = {**_HELPERS, **mod.c.ns}
-    exec(compile(source, "<policy set>", "exec"), ns)  # source built from AST nodes only
+    ns: dict[str, object] = {**HELPERS, **mod.c.ns}
+    exec(compile(source, name, "exec"), ns)  # source built from AST nodes only
+    return ns
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """The stage functions of a policy (used when several policies cover a subject) and its
+    rules with their trace helpers; compiled on first use."""
+
+    deny: Mapping[str, Callable[[Request], Decision | None]]
+    require: Mapping[str, Callable[[Request], Decision | None]]
+    allow: Mapping[str, Callable[[Request], Decision | None]]
+    fx: Mapping[str, Callable[..., Decision | None]]
+    rules: tuple[CompiledRule, ...]
+
+
+class CompiledPolicy:
+    """One policy: its fused per-action functions now, its stages when first needed."""
+
+    __slots__ = ("_ast", "_lock", "_stages", "fused", "name", "patterns")
+
+    def __init__(self, pol: A.Policy, fused: Mapping[str, Callable[[Request], Decision]]) -> None:
+        self.name = pol.name
+        self.patterns = pol.patterns
+        self.fused = fused
+        self._ast = pol
+        self._stages: Stages | None = None
+        self._lock = threading.Lock()
+
+    def stages(self) -> Stages:
+        stages = self._stages
+        if stages is None:
+            with self._lock:
+                if self._stages is None:
+                    self._stages = _compile_stages(self._ast)
+                stages = self._stages
+        return stages
+
+
+def _compile_stages(pol: A.Policy) -> Stages:
+    mod = _Module()
+    w = _PolicyWriter(mod, pol, 0)
+    names, helpers = w.write_stages(), w.rule_helpers()
+    ns = _load_module(mod, f"<policy {pol.name}>")
+
+    def pick(stage: str) -> dict[str, Any]:
+        return {a: ns[n] for a, n in names[stage].items()}
+
+    rules = tuple(_compiled_rule(pol, r, h, ns) for r, h in zip(pol.rules, helpers, strict=True))
+    return Stages(pick("deny"), pick("req"), pick("allow"), pick("fx"), rules)
+
+
+def compile_module(policies: Sequence[A.Policy]) -> tuple[list[CompiledPolicy], str]:
+    """Generate, compile and load the fused functions of ``policies``; return them and the
+    generated source. An action without rules in a policy is denied by default."""
+    mod = _Module()
+    plan = [(pol, _PolicyWriter(mod, pol, i).write_fused()) for i, pol in enumerate(policies)]
+    ns = _load_module(mod, "<policy set>")
     out = []
-    for pol, names, helpers in plan:
-        rules = tuple(_compiled_rule(pol, r, h, ns, sources) for r, h in zip(pol.rules, helpers,
-                                                                               strict=True))
-        out.append(CompiledPolicy(
-            pol.name, pol.patterns,
-            {a: ns[n] for a, n in names["fused"].items()},  # type: ignore[misc]
-            {a: ns[n] for a, n in names["deny"].items()},  # type: ignore[misc]
-            {a: ns[n] for a, n in names["req"].items()},  # type: ignore[misc]
-            {a: ns[n] for a, n in names["allow"].items()},  # type: ignore[misc]
-            {a: ns[n] for a, n in names["fx"].items()},  # type: ignore[misc]
-            rules,
-        ))
-    return out, source
+    for pol, names in plan:
+        fused: dict[str, Any] = {a: ns[names[a]] if a in names else no_rule for a in A.ACTIONS}
+        out.append(CompiledPolicy(pol, fused))
+    return out, "\n".join(mod.lines) + "\n"
 
 
-def _compiled_rule(pol: A.Policy, r: A.Rule, h: dict[str, str], ns: dict[str, object],
-                   sources: Mapping[str, str]) -> CompiledRule:
+def _compiled_rule(
+    pol: A.Policy, r: A.Rule, h: dict[str, str], ns: dict[str, object]
+) -> CompiledRule:
     rid = f"{pol.file}:{r.line}"
-    lines = sources.get(pol.file, "").splitlines()
-    src = lines[r.line - 1].strip() if 0 < r.line <= len(lines) else ""
+    src = " ".join(line.strip() for line in format_rule(r, ""))
     decision: Decision | None = None
     if isinstance(r, A.DenyRule):
         decision = _deny_decision(r, rid)
@@ -380,15 +355,29 @@ def _compiled_rule(pol: A.Policy, r: A.Rule, h: dict[str, str], ns: dict[str, ob
         decision = _allow_decision(r, rid)
     effect: Limit | Route | Tag | DedupRule | None = None
     if isinstance(r, A.LimitRule):
-        effect = Limit(rid, r.count / UNIT_WORD_SECONDS[r.unit],
-                       r.burst if r.burst is not None else r.count, rid)
+        effect = Limit(
+            rid,
+            r.count / UNIT_WORD_SECONDS[r.unit],
+            r.burst if r.burst is not None else r.count,
+            rid,
+        )
     elif isinstance(r, A.RouteRule):
         effect = Route(r.target, r.mode, rid)
     elif isinstance(r, A.TagRule):
         effect = Tag(r.name, "", rid)
     elif isinstance(r, A.DedupRuleNode):
         effect = DedupRule(DEDUP_BY_CONTENT, r.window.seconds, rid)
-    fns: dict[str, Fn] = {k: ns[v] for k, v in h.items()}  # type: ignore[misc]
-    return CompiledRule(rid, A.rule_kind(r), A.rule_actions(r), pol.name, src,
-                        fns.get("when"), fns.get("unless"), fns.get("test"),  # type: ignore[arg-type]
-                        fns.get("value"), decision, effect)
+    fns: dict[str, Any] = {k: ns[v] for k, v in h.items()}
+    return CompiledRule(
+        rid,
+        A.rule_kind(r),
+        A.rule_actions(r),
+        pol.name,
+        src,
+        fns.get("when"),
+        fns.get("unless"),
+        fns.get("test"),
+        fns.get("value"),
+        decision,
+        effect,
+    )

@@ -10,8 +10,8 @@ from typing import Final
 __all__ = [
     "DEDUP_BY_CONTENT",
     "MISSING",
-    "DedupRule",
     "Decision",
+    "DedupRule",
     "Limit",
     "Principal",
     "Request",

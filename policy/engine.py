@@ -1,0 +1,259 @@
+"""``PolicySet``: compiled policies indexed by subject pattern; ``decide`` is pure and
+thread-safe.
+
+Combining: a subject no policy covers is allowed (effect ``default``). When policies cover it,
+every deny of every covering policy is tried first (deny overrides allow), then every
+require, then the allows; if no allow fires the action is denied (effect ``default``). Once
+allowed, the limits, routes, tags and duplicate rules of every covering policy apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+from . import ast as A
+from .analysis import check_policy, check_set
+from .checker import Checker
+from .compiler import CompiledPolicy, CompiledRule, compile_module
+from .errors import PolicyError, PolicyErrors
+from .model import Decision, DedupRule, Limit, Request, Route, Tag
+from .parser import parse
+from .runtime import no_rule as _no_rule
+from .runtime import with_effects as _with
+from .subjects import PatternTrie
+
+__all__ = ["MAX_SOURCE_BYTES", "PolicySet", "compile_policies", "load_policy_dir"]
+
+#: Largest accepted policy file.
+MAX_SOURCE_BYTES = 1 << 20
+_CACHE_SIZE = 8192
+
+Decide = Callable[[Request], Decision]
+_DEFAULT_ALLOW = Decision(True, "default", "no policy covers this subject", "")
+
+
+def _const(d: Decision) -> Decide:
+    return lambda req: d
+
+
+def _unknown(req: Request) -> Decision:
+    return Decision(False, "deny", f"unknown action {req.action!r}", "")
+
+
+_NO_POLICY: Mapping[str, Decide] = {a: _const(_DEFAULT_ALLOW) for a in A.ACTIONS}
+
+
+def _combine(pols: Sequence[CompiledPolicy], action: str) -> Decide:
+    st = [p.stages() for p in pols]
+    denies = tuple(s.deny[action] for s in st if action in s.deny)
+    reqs = tuple(s.require[action] for s in st if action in s.require)
+    allows = tuple(s.allow[action] for s in st if action in s.allow)
+    fxs = tuple(s.fx[action] for s in st if action in s.fx)
+
+    def decide(req: Request) -> Decision:
+        for f in denies:
+            d = f(req)
+            if d is not None:
+                return d
+        for f in reqs:
+            d = f(req)
+            if d is not None:
+                return d
+        ok = None
+        for f in allows:
+            ok = f(req)
+            if ok is not None:
+                break
+        if ok is None:
+            return _no_rule(req)
+        if not fxs:
+            return ok
+        lim: list[Limit] = []
+        rt: list[Route] = []
+        tg: list[Tag] = []
+        dd: list[DedupRule] = []
+        for fx in fxs:
+            d = fx(req, lim, rt, tg, dd)
+            if d is not None:
+                return d
+        return _with(ok, lim, rt, tg, dd) if lim or rt or tg or dd else ok
+
+    return decide
+
+
+class PolicySet:
+    """A loaded, checked and compiled set of policies.
+
+    >>> from policy import Principal, Request, compile_policies
+    >>> ps = compile_policies({"a.policy": 'policy a on "orders.>" { allow publish }'})
+    >>> ps.decide(Request("publish", "orders.eu", Principal("acme", "bot", frozenset()))).allowed
+    True
+    """
+
+    __slots__ = (
+        "_cache",
+        "_combos",
+        "_policies",
+        "_sources",
+        "_trie",
+        "generated",
+        "version",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        policies: Sequence[CompiledPolicy],
+        sources: Mapping[str, str],
+        warnings: Sequence[PolicyError] = (),
+        generated: str = "",
+    ) -> None:
+        self._policies = tuple(policies)
+        self._sources: Mapping[str, str] = MappingProxyType(dict(sources))
+        self._trie = PatternTrie((pat, i) for i, p in enumerate(policies) for pat in p.patterns)
+        self._cache: dict[str, Mapping[str, Decide]] = {}
+        self._combos: dict[tuple[int, ...], Mapping[str, Decide]] = {(): _NO_POLICY}
+        self.warnings: tuple[PolicyError, ...] = tuple(warnings)
+        self.generated = generated
+        digest = hashlib.sha256()
+        for name in sorted(sources):
+            digest.update(name.encode() + b"\0" + sources[name].encode() + b"\0")
+        self.version = digest.hexdigest()[:12]
+
+    @classmethod
+    def empty(cls) -> PolicySet:
+        """A set with no policies: every action is allowed by default."""
+        return cls((), {})
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        """File name -> policy text."""
+        return self._sources
+
+    @property
+    def policy_names(self) -> tuple[str, ...]:
+        """Names of the policies, in load order."""
+        return tuple(p.name for p in self._policies)
+
+    @property
+    def rules(self) -> tuple[CompiledRule, ...]:
+        """Every rule, in load order."""
+        return tuple(r for p in self._policies for r in p.stages().rules)
+
+    def decide(self, request: Request) -> Decision:
+        """The decision on one request (pure, thread-safe)."""
+        entry = self._cache.get(request.subject)
+        if entry is None:
+            entry = self._entry(request.subject)
+        fn = entry.get(request.action)
+        if fn is None:
+            return _unknown(request)
+        return fn(request)
+
+    def _entry(self, subject: str) -> Mapping[str, Decide]:
+        key = self._trie.lookup(subject)
+        entry = self._combos.get(key)
+        if entry is None:
+            pols = [self._policies[i] for i in key]
+            if len(pols) == 1:
+                entry = dict(pols[0].fused)
+            else:
+                entry = {a: _combine(pols, a) for a in A.ACTIONS}
+            if len(self._combos) < _CACHE_SIZE:
+                self._combos[key] = entry
+        cache = self._cache
+        if len(cache) >= _CACHE_SIZE:
+            # FIFO eviction; a race with another thread at worst evicts twice
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                del cache[next(iter(cache))]
+        cache[subject] = entry
+        return entry
+
+    def matching(self, subject: str) -> tuple[str, ...]:
+        """Names of the policies whose patterns match ``subject``."""
+        return tuple(self._policies[i].name for i in self._trie.lookup(subject))
+
+    def explain(self, request: Request) -> Decision:
+        """Like :meth:`decide`, with ``trace`` naming every rule tried and its outcome."""
+        from .explain import explain
+
+        pols = [self._policies[i] for i in self._trie.lookup(request.subject)]
+        return explain(pols, request)
+
+
+def compile_policies(sources: Mapping[str, str]) -> PolicySet:
+    """Parse, check and compile ``{file name: policy text}``; raise :class:`PolicyErrors`.
+
+    >>> compile_policies({"x.policy": "policy x on \\"a.>\\" { allow publish }"}).version
+    ... # doctest: +ELLIPSIS
+    '...'
+    """
+    found: list[PolicyError] = []
+    policies: list[A.Policy] = []
+    for file in sorted(sources):
+        text = sources[file]
+        if len(text.encode("utf-8", "replace")) > MAX_SOURCE_BYTES:
+            found.append(
+                PolicyError(
+                    file,
+                    1,
+                    1,
+                    f"file is larger than {MAX_SOURCE_BYTES} bytes",
+                    "split it into several files",
+                )
+            )
+            continue
+        try:
+            parsed = parse(text, file)
+        except PolicyError as exc:
+            found.append(exc)
+            continue
+        ck = Checker(file, text)
+        for p in parsed:
+            check_policy(ck, p)
+        found.extend(ck.errors)
+        policies.extend(parsed)
+    if not any(e.severity == "error" for e in found):
+        found.extend(check_set(policies, sources))
+    errors = [e for e in found if e.severity == "error"]
+    warnings = [e for e in found if e.severity != "error"]
+    if errors:
+        raise PolicyErrors(errors, warnings)
+    compiled, generated = compile_module(policies)
+    return PolicySet(compiled, sources, warnings, generated)
+
+
+def load_policy_dir(path: str | Path) -> PolicySet:
+    """Load every ``*.policy`` file under ``path`` (recursively); names are relative paths.
+
+    Decisions then name rules as ``sub/dir/file.policy:LINE``. Raises :class:`PolicyErrors`
+    listing every error of every file; nothing is loaded then.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise PolicyErrors(
+            [
+                PolicyError(
+                    str(root),
+                    1,
+                    1,
+                    "not a directory",
+                    "give the directory that holds the *.policy files",
+                )
+            ]
+        )
+    sources: dict[str, str] = {}
+    bad: list[PolicyError] = []
+    for f in sorted(root.rglob("*.policy")):
+        name = f.relative_to(root).as_posix()
+        try:
+            sources[name] = f.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            bad.append(PolicyError(name, 1, 1, f"cannot read the file: {exc}"))
+    if bad:
+        raise PolicyErrors(bad)
+    return compile_policies(sources)
