@@ -166,6 +166,7 @@ class DurableConsumer:
         self.scan_pos = record.cursor
         self.dirty = False
         self.deleted = False
+        self.stale_acks = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -256,9 +257,17 @@ class DurableConsumer:
                 metadata={"ids": ",".join(map(str, missing[:20]))},
             )
 
-    def ack(self, ids: list[int]) -> None:
-        """Acknowledges ``ids``; all or nothing: one id not pending refuses them all."""
-        self.check_pending(ids)
+    def ack(self, ids: list[int], *, strict: bool = True) -> None:
+        """Acknowledges ``ids``. Strict (a unary call): all or nothing, one id not pending
+        refuses them all. Lenient (a stream): ids no longer pending are skipped and counted,
+        since at-least-once makes late acks normal (the event was redelivered to another
+        member and acked there, or dead-lettered)."""
+        if strict:
+            self.check_pending(ids)
+        else:
+            known = [i for i in ids if i in self.pending]
+            self.stale_acks += len(ids) - len(known)
+            ids = known
         for i in ids:
             p = self.pending.pop(i)
             if p.session is not None:
@@ -266,9 +275,12 @@ class DurableConsumer:
         self.dirty = True
         self._wake.set()
 
-    def nack(self, ids: list[int], delay: float) -> None:
-        """Redelivers ``ids`` after ``delay`` seconds; all or nothing, as :meth:`ack`."""
-        self.check_pending(ids)
+    def nack(self, ids: list[int], delay: float, *, strict: bool = True) -> None:
+        """Redelivers ``ids`` after ``delay`` seconds; strict or lenient as :meth:`ack`."""
+        if strict:
+            self.check_pending(ids)
+        else:
+            ids = [i for i in ids if i in self.pending]
         now = time.monotonic()
         for i in ids:
             p = self.pending[i]

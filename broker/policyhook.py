@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from broker.auth import Principal
@@ -54,6 +54,52 @@ def _attr_value(v: CloudEvent.CloudEventAttributeValue) -> object:
     if kind == "ce_timestamp":
         return v.ce_timestamp.ToJsonString()
     return getattr(v, kind) if kind else None
+
+
+class EventView(Mapping[str, object]):
+    """The CloudEvents attributes of one event, read from the protobuf only when a rule asks
+    (a rule set reads a few attributes; building a dict of all of them per event costs more
+    than the decision)."""
+
+    __slots__ = ("_ev",)
+
+    def __init__(self, ev: CloudEvent) -> None:
+        self._ev = ev
+
+    def get(self, name: str, default: object = None) -> object:
+        ev = self._ev
+        if name == "type":
+            return ev.type or default
+        if name == "source":
+            return ev.source or default
+        if name == "id":
+            return ev.id or default
+        if name == "specversion":
+            return ev.spec_version or default
+        attrs = ev.attributes
+        if name in attrs:
+            return _attr_value(attrs[name])
+        return default
+
+    def __getitem__(self, name: str) -> object:
+        value = self.get(name, _ABSENT)
+        if value is _ABSENT:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        ev = self._ev
+        std = (("id", ev.id), ("source", ev.source), ("type", ev.type))
+        yield from (k for k, v in std if v)
+        if ev.spec_version:
+            yield "specversion"
+        yield from ev.attributes
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+_ABSENT = object()
 
 
 def event_attributes(ev: CloudEvent) -> dict[str, object]:

@@ -53,6 +53,7 @@ class BrokerServer(Servicer):
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self._publish_streams: set[asyncio.Queue[tuple[int, Prepared | BrokerError] | None]] = set()
 
     # -- BrokerService ----------------------------------------------------------------------
 
@@ -67,28 +68,32 @@ class BrokerServer(Servicer):
             await context.abort_with_status(to_status(err))
             return
         # Frames are admitted in arrival order (ids are assigned before the first await),
-        # stored concurrently so one group commit covers many, and answered in order.
-        results: asyncio.Queue[tuple[int, Prepared | BrokerError] | None] = asyncio.Queue(
-            _PIPELINE_DEPTH
-        )
+        # stored concurrently so one group commit covers many, and answered in order; at most
+        # _PIPELINE_DEPTH frames are in flight. On drain, stop() puts a BrokerError in every
+        # stream's queue, so an idle publisher learns at once that it should reconnect.
+        results: asyncio.Queue[tuple[int, Prepared | BrokerError] | None] = asyncio.Queue()
+        window = asyncio.Semaphore(_PIPELINE_DEPTH)
         broker = self.broker
 
         async def read() -> None:
             try:
                 async for req in requests:
+                    await window.acquire()
                     try:
                         prepared = await broker.prepare(principal, req.subject, req.events)
                     except BrokerError as exc:
-                        await results.put((req.batch_id, exc))
+                        results.put_nowait((req.batch_id, exc))
                         return
                     # Its store write is already queued; the responder awaits it in order.
-                    await results.put((req.batch_id, prepared))
+                    results.put_nowait((req.batch_id, prepared))
             finally:
-                await results.put(None)
+                results.put_nowait(None)
 
         reader = asyncio.create_task(read())
+        self._publish_streams.add(results)
         try:
             while (item := await results.get()) is not None:
+                window.release()
                 batch_id, staged = item
                 try:
                     if isinstance(staged, BrokerError):
@@ -105,6 +110,7 @@ class BrokerServer(Servicer):
                 yield resp
             await reader
         finally:
+            self._publish_streams.discard(results)
             reader.cancel()
 
     async def publish_one(
@@ -180,10 +186,12 @@ class BrokerServer(Servicer):
                                 hint="set 'durable' in SubscribeOpen to get at-least-once",
                             )
                         if kind == "ack":
-                            session.consumer.ack(list(req.ack.ids))
+                            session.consumer.ack(list(req.ack.ids), strict=False)
                         elif kind == "nack":
                             session.consumer.nack(
-                                list(req.nack.ids), req.nack.delay.ToMilliseconds() / 1000
+                                list(req.nack.ids),
+                                req.nack.delay.ToMilliseconds() / 1000,
+                                strict=False,
                             )
                         else:
                             raise InvalidArgument(
@@ -443,5 +451,7 @@ class BrokerServer(Servicer):
         for c in self.broker.consumers.values():
             for s in c.sessions:
                 s.outbox.close(err)
+        for queue in self._publish_streams:
+            queue.put_nowait((0, err))  # answered after the frames already in flight
         if self.server is not None:
             await self.server.stop(grace)

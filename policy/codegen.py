@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import ast as A
 from .checker import compile_regex, infer, may_be_missing, parse_time
+from .runtime import CachedSearch
 
 __all__ = ["Constants", "ExprGen"]
 
@@ -153,7 +154,7 @@ class ExprGen:
             right = self.c.add("set", frozenset(_const(i) for i in e.right.items))
         elif op == "matches":
             assert isinstance(e.right, A.Literal) and isinstance(e.right.value, str)
-            right = self.c.add("re", compile_regex(e.right.value), key=e.right.value)
+            right = self.c.add("re", CachedSearch(compile_regex(e.right.value)), key=e.right.value)
         else:
             right = self._side(e.right, guards)
         test = self._op(op, left, right, e)
@@ -185,7 +186,7 @@ class ExprGen:
             if infer(e.left) == "string" and infer(e.right) == "string":
                 return f"{left}.{method}({right})"
             return f"_{method}({left}, {right})"
-        return f"({right}.search({left}) is not None)"
+        return f"{right}({left})"
 
 
 def _const(e: A.Expr) -> object:

@@ -305,6 +305,11 @@ class CompiledPolicy:
         self._stages: Stages | None = None
         self._lock = threading.Lock()
 
+    @property
+    def ast(self) -> A.Policy:
+        """The policy as parsed (for analyses such as ``policy.inputs``)."""
+        return self._ast
+
     def stages(self) -> Stages:
         stages = self._stages
         if stages is None:

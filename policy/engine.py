@@ -20,6 +20,7 @@ from .analysis import check_policy, check_set
 from .checker import Checker
 from .compiler import CompiledPolicy, CompiledRule, compile_module
 from .errors import PolicyError, PolicyErrors
+from .inputs import EventInputs, event_inputs
 from .model import Decision, DedupRule, Limit, Request, Route, Tag
 from .parser import parse
 from .runtime import no_rule as _no_rule
@@ -97,6 +98,7 @@ class PolicySet:
     __slots__ = (
         "_cache",
         "_combos",
+        "_inputs",
         "_policies",
         "_sources",
         "_trie",
@@ -117,6 +119,7 @@ class PolicySet:
         self._trie = PatternTrie((pat, i) for i, p in enumerate(policies) for pat in p.patterns)
         self._cache: dict[str, Mapping[str, Decide]] = {}
         self._combos: dict[tuple[int, ...], Mapping[str, Decide]] = {(): _NO_POLICY}
+        self._inputs: dict[tuple[int, ...], EventInputs] = {}
         self.warnings: tuple[PolicyError, ...] = tuple(warnings)
         self.generated = generated
         digest = hashlib.sha256()
@@ -172,6 +175,16 @@ class PolicySet:
                 del cache[next(iter(cache))]
         cache[subject] = entry
         return entry
+
+    def event_inputs(self, subject: str) -> EventInputs:
+        """What the policies covering ``subject`` read of an event (see ``policy.inputs``)."""
+        key = self._trie.lookup(subject)
+        hit = self._inputs.get(key)
+        if hit is None:
+            hit = event_inputs([self._policies[i].ast for i in key])
+            if len(self._inputs) < _CACHE_SIZE:
+                self._inputs[key] = hit
+        return hit
 
     def matching(self, subject: str) -> tuple[str, ...]:
         """Names of the policies whose patterns match ``subject``."""

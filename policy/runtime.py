@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 
+import re2
+
 from .model import MISSING, Decision, DedupRule, Limit, Request, Route, Tag
 
 
@@ -137,6 +139,32 @@ def fail(rule: str, exc: BaseException) -> Decision:
         f"rule {rule} failed to evaluate ({type(exc).__name__}: {exc}), so it denies",
         rule,
     )
+
+
+class CachedSearch:
+    """``matches``: an RE2 search with a bounded memo of recent inputs.
+
+    RE2 is linear-time but its Python wrapper costs microseconds a call, while the values a
+    rule matches (types, sources, subjects) repeat, so a dict hit is the common case. The
+    memo holds short inputs only and is dropped whole when full; races between threads can
+    at worst compute a result twice.
+    """
+
+    __slots__ = ("_memo", "_regex")
+
+    def __init__(self, regex: re2._Regexp[str]) -> None:
+        self._regex = regex
+        self._memo: dict[str, bool] = {}
+
+    def __call__(self, text: str) -> bool:
+        hit = self._memo.get(text)
+        if hit is None:
+            hit = self._regex.search(text) is not None
+            if len(text) <= 256:
+                if len(self._memo) >= 4096:
+                    self._memo.clear()
+                self._memo[text] = hit
+        return hit
 
 
 def with_effects(

@@ -300,14 +300,38 @@ async def test_ack_not_pending_leaves_durable_unchanged(stubs: Stubs) -> None:
     assert [d.id for d in got] == ids
     before = await _pending(stubs, name)
     assert before[0] == 2 and [i for i, _ in before[2]] == ids
-    # One pending id and one that never was: the whole ack is refused, nothing is acked.
-    await sub.ack([ids[0], ids[1] + 7])
+    # Acknowledge by name: one pending id and one that never was refuses the whole call.
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await sub.collect(1, 5)
+        await stubs.broker.Acknowledge(
+            broker_pb2.AcknowledgeRequest(durable=name, ack_ids=[ids[0], ids[1] + 7]),
+            timeout=10,
+        )
     code, reason, meta = error_info(exc.value)
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_PENDING")
     assert meta["ids"] == str(ids[1] + 7)
     assert await _pending(stubs, name) == before
+    await sub.close()
+
+
+async def test_stale_acks_on_a_stream_are_skipped(stubs: Stubs) -> None:
+    """At-least-once makes late acks normal (redelivered and acked elsewhere): a stream
+    skips ids that are no longer pending instead of failing, and acks the rest."""
+    subject = unique("stale")
+    name = f"st-{uuid.uuid4().hex[:8]}"
+    sub = await subscribe(stubs.broker, pattern=subject, durable=name)
+    [resp] = await publish_batches(stubs.broker, subject, [[event(), event()]])
+    ids = list(resp.ids)
+    assert [d.id for d in await sub.collect(2, 5)] == ids
+    await sub.ack([ids[0], ids[1] + 7, 123])
+    await sub.nack([456])
+    for _ in range(50):
+        if (await _pending(stubs, name))[0] == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert [i for i, _ in (await _pending(stubs, name))[2]] == [ids[1]]
+    [more] = await publish_batches(stubs.broker, subject, [[event()]])
+    assert [d.id for d in await sub.collect(1, 5)] == list(more.ids)  # still open
+    await sub.close()
 
 
 async def test_nack_not_pending(stubs: Stubs) -> None:
@@ -316,11 +340,18 @@ async def test_nack_not_pending(stubs: Stubs) -> None:
     sub = await subscribe(stubs.broker, pattern=subject, durable=name)
     before = await _pending(stubs, name)
     assert before[0] == 0
-    await sub.nack([123])
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await sub.collect(1, 5)
+        await stubs.broker.Acknowledge(
+            broker_pb2.AcknowledgeRequest(durable=name, nack_ids=[123]), timeout=10
+        )
     assert error_info(exc.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_PENDING")
     assert await _pending(stubs, name) == before
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs.broker.Acknowledge(
+            broker_pb2.AcknowledgeRequest(durable=f"nobody-{name}", ack_ids=[1]), timeout=10
+        )
+    assert error_info(exc.value)[:2] == (grpc.StatusCode.NOT_FOUND, "UNKNOWN_DURABLE")
+    await sub.close()
 
 
 async def test_unknown_durable_admin_calls(stubs: Stubs) -> None:

@@ -46,3 +46,32 @@ async def test_terminate_drains_with_exit_code_zero(tmp_path: object) -> None:
         assert await b.terminate() == 0
         log = b"".join(b.output).decode()
         assert "draining" in log and "stopped" in log
+
+
+async def test_terminate_ends_idle_streams_at_once() -> None:
+    """SIGTERM tells connected publishers and subscribers to go elsewhere right away,
+    instead of holding them until the grace period ends."""
+    import asyncio
+    import time
+
+    from e2e_kit import error_info, event
+
+    from broker.testing import run_broker
+    from broker.v1 import broker_pb2, broker_pb2_grpc
+
+    async with run_broker() as b, grpc.aio.insecure_channel(b.target) as ch:
+        stub = broker_pb2_grpc.BrokerServiceStub(ch)
+        pub = stub.Publish()
+        await pub.write(broker_pb2.PublishRequest(subject="d.x", events=[event()], batch_id=1))
+        assert (await pub.read()).batch_id == 1
+        sub = stub.Subscribe()
+        await sub.write(broker_pb2.SubscribeRequest(open=broker_pb2.SubscribeOpen(pattern=">")))
+        await sub.read()
+        started = time.monotonic()
+        b.proc.send_signal(__import__("signal").SIGTERM)
+        for call in (pub, sub):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await asyncio.wait_for(call.read(), 5)
+            assert error_info(exc.value)[:2] == (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
+        assert await asyncio.wait_for(b.proc.wait(), 5) == 0
+        assert time.monotonic() - started < 5
