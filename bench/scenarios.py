@@ -22,6 +22,7 @@ class Side:
     server: str  # "lockgate" | "nats"
     sub: tuple[str, Args]
     pubs: list[tuple[str, Args]]
+    policies: str = ""  # a policy file the broker loads for this side (--policy-dir)
 
 
 @dataclass
@@ -41,6 +42,25 @@ class Scenario:
 
 def _tasks(role: str) -> tuple[str, Args]:
     return role, {"tasks": 64}
+
+
+# Ten rules on the benchmark's subjects, every one evaluated for every event (none fires a
+# deny, the limit is generous), as a realistic set would be.
+TEN_RULES = """\
+policy bench on "bench.>" {
+  allow publish when principal.org == "default"
+  allow subscribe
+  deny publish when event.type == "payment.failed" and event.data.amount > 10000
+      unless "finance" in principal.roles because "large failed payments need finance"
+  deny publish when event.source starts_with "untrusted:" because "untrusted source"
+  deny publish when subject[1] == "blocked" because "blocked subject"
+  require size(event.type) > 0 because "events need a type"
+  require event.specversion == "1.0" because "CloudEvents 1.0"
+  limit publish 100000000 per second by principal.agent
+  tag "benched" = "yes" when subject[0] == "bench"
+  deny publish when event.type matches "^forbidden[.]" because "forbidden type"
+}
+"""
 
 
 SCENARIOS: list[Scenario] = [
@@ -99,6 +119,26 @@ SCENARIOS: list[Scenario] = [
         min_ratio=3.0,
     ),
     Scenario(
+        "policy",
+        "batched publish with a 10-rule policy set on, against off",
+        "throughput",
+        Side(
+            "policy on",
+            "lockgate",
+            ("lg-sub", {"max_in_flight": 200_000}),
+            [("lg-batch-pub", {"batch": 500, "window": 8})],
+            policies=TEN_RULES,
+        ),
+        Side(
+            "policy off",
+            "lockgate",
+            ("lg-sub", {"max_in_flight": 200_000}),
+            [("lg-batch-pub", {"batch": 500, "window": 8})],
+        ),
+        ">= 0.9x of the same broker without policies",
+        min_ratio=0.9,
+    ),
+    Scenario(
         "latency",
         "latency at 2,000 events/s, ephemeral subscriber",
         "latency",
@@ -123,7 +163,17 @@ SCENARIOS: list[Scenario] = [
 
 def _server(side: Side, broker_args: list[str]) -> Server:
     if side.server == "lockgate":
-        return lambda tmp: lockgate_server(tmp, broker_args)
+
+        def start(tmp: Path) -> contextlib.AbstractAsyncContextManager[tuple[dict[str, Any], int]]:
+            args = list(broker_args)
+            if side.policies:
+                pdir = tmp / "policies"
+                pdir.mkdir(exist_ok=True)
+                (pdir / "bench.policy").write_text(side.policies)
+                args += ["--policy-dir", str(pdir)]
+            return lockgate_server(tmp, args)
+
+        return start
     return nats_server
 
 

@@ -283,11 +283,13 @@ class Broker:
             return prepared
         gate = self.policy
         routes: dict[int, list[tuple[str, str]]] = {}
+        tags: dict[int, bytes] = {}
         if gate.active and valid:
-            rejected, routes = await gate.admit(principal, subject, events, valid)
-            if rejected:
-                out.errors.extend(rejected.items())
-                valid = [i for i in valid if i not in rejected]
+            verdicts = await gate.admit(principal, subject, events, valid)
+            routes, tags = verdicts.routes, verdicts.tags
+            if verdicts.rejected:
+                out.errors.extend(verdicts.rejected.items())
+                valid = [i for i in valid if i not in verdicts.rejected]
         accepted: list[int] = []
         raws: list[bytes] = []
         keys: list[tuple[str, str, str]] = []
@@ -296,6 +298,8 @@ class Broker:
         for i in valid:
             ev = events[i]
             raw = ev.SerializeToString()
+            if tags and i in tags:
+                raw += tags[i]  # policy tags: appended attribute entries (see Verdicts)
             if len(raw) > limit:
                 out.errors.append((i, EventTooLarge(len(raw), limit)))
                 continue
@@ -375,14 +379,15 @@ class Broker:
         there; either way the routed event carries ``lockgateroutedfrom``."""
         keep_idx: list[int] = []
         keep_raw: list[bytes] = []
+        # The routed event is the stored one plus an appended attribute entry.
+        marker = CloudEvent()
+        marker.attributes["lockgateroutedfrom"].ce_string = subject
+        origin = marker.SerializeToString()
         extra: dict[str, list[tuple[int, bytes, bool]]] = {}
         for i, raw in zip(accepted, raws, strict=True):
             redirected = False
             for target, mode in routes.get(i, ()):
-                ev = CloudEvent()
-                ev.CopyFrom(events[i])
-                ev.attributes["lockgateroutedfrom"].ce_string = subject
-                extra.setdefault(target, []).append((i, ev.SerializeToString(), mode == "redirect"))
+                extra.setdefault(target, []).append((i, raw + origin, mode == "redirect"))
                 redirected = redirected or mode == "redirect"
             if not redirected:
                 keep_idx.append(i)
@@ -694,8 +699,8 @@ class Broker:
         validate_subject(subject)
         err = _check_event(event)
         if err is None and self.policy.active:
-            rejected, _ = await self.policy.admit(principal, subject, [event], [0], "request")
-            err = rejected.get(0)
+            verdicts = await self.policy.admit(principal, subject, [event], [0], "request")
+            err = verdicts.rejected.get(0)
         if err is not None:
             raise err
         raw = event.SerializeToString()

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
 
 from broker.auth import Principal
 from broker.errors import (
@@ -24,12 +26,12 @@ from broker.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from broker.limits import BucketRequest, Limiter, LocalLimiter
+from broker.limits import BucketRequest, Grant, Limiter, LocalLimiter
 from broker.v1 import cloudevent_pb2
-from policy import Decision, PolicySet, Request
+from policy import DEDUP_BY_CONTENT, MISSING, Decision, PolicySet, Request, Tag
 from policy import Principal as PolicyPrincipal
 
-__all__ = ["PolicyGate", "SpamControls", "event_attributes", "json_payload"]
+__all__ = ["PolicyGate", "SpamControls", "Verdicts", "event_attributes", "json_payload"]
 
 log = logging.getLogger("lockgate.policy")
 CloudEvent = cloudevent_pb2.CloudEvent
@@ -56,50 +58,48 @@ def _attr_value(v: CloudEvent.CloudEventAttributeValue) -> object:
     return getattr(v, kind) if kind else None
 
 
-class EventView(Mapping[str, object]):
-    """The CloudEvents attributes of one event, read from the protobuf only when a rule asks
-    (a rule set reads a few attributes; building a dict of all of them per event costs more
-    than the decision)."""
+@dataclass(slots=True)
+class Verdicts:
+    """What :meth:`PolicyGate.admit` decided, by event index: rejections; routes as
+    ``(subject, "copy" | "redirect")``; tags as encoded CloudEvent attribute entries to
+    append to the serialized event (appending map entries is valid protobuf, and cheaper
+    than changing the message)."""
 
-    __slots__ = ("_ev",)
-
-    def __init__(self, ev: CloudEvent) -> None:
-        self._ev = ev
-
-    def get(self, name: str, default: object = None) -> object:
-        ev = self._ev
-        if name == "type":
-            return ev.type or default
-        if name == "source":
-            return ev.source or default
-        if name == "id":
-            return ev.id or default
-        if name == "specversion":
-            return ev.spec_version or default
-        attrs = ev.attributes
-        if name in attrs:
-            return _attr_value(attrs[name])
-        return default
-
-    def __getitem__(self, name: str) -> object:
-        value = self.get(name, _ABSENT)
-        if value is _ABSENT:
-            raise KeyError(name)
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        ev = self._ev
-        std = (("id", ev.id), ("source", ev.source), ("type", ev.type))
-        yield from (k for k, v in std if v)
-        if ev.spec_version:
-            yield "specversion"
-        yield from ev.attributes
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+    rejected: dict[int, BrokerError] = field(default_factory=dict)
+    routes: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    tags: dict[int, bytes] = field(default_factory=dict)
 
 
-_ABSENT = object()
+_TAG_CACHE: dict[tuple[Tag, ...], bytes] = {}
+
+
+def _tag_suffix(tags: tuple[Tag, ...]) -> bytes:
+    hit = _TAG_CACHE.get(tags)
+    if hit is None:
+        ev = CloudEvent()
+        for tag in tags:
+            ev.attributes[tag.name].ce_string = tag.value
+        hit = ev.SerializeToString()
+        if len(_TAG_CACHE) < 4096:
+            _TAG_CACHE[tags] = hit
+    return hit
+
+
+_FIELDS = {"id": "id", "source": "source", "type": "type", "specversion": "spec_version"}
+_STANDARD = {
+    "id": lambda ev: ev.id or None,
+    "source": lambda ev: ev.source or None,
+    "type": lambda ev: ev.type or None,
+    "specversion": lambda ev: ev.spec_version or None,
+}
+
+
+def _read(ev: CloudEvent, name: str) -> object:
+    std = _STANDARD.get(name)
+    if std is not None:
+        return std(ev)
+    attrs = ev.attributes
+    return _attr_value(attrs[name]) if name in attrs else None
 
 
 def event_attributes(ev: CloudEvent) -> dict[str, object]:
@@ -168,47 +168,18 @@ class PolicyGate:
         events: Sequence[CloudEvent],
         indexes: Sequence[int],
         action: str = "publish",
-    ) -> tuple[dict[int, BrokerError], dict[int, list[tuple[str, str]]]]:
-        """Decides each event at ``indexes``: rejections by index, and routes by index as
-        ``(subject, "copy" | "redirect")``. Adds tags to the events in place."""
-        rejected: dict[int, BrokerError] = {}
-        routes: dict[int, list[tuple[str, str]]] = {}
+    ) -> Verdicts:
+        """Decides each event at ``indexes``: rejections, routes and tags by index."""
+        verdicts = Verdicts()
+        rejected = verdicts.rejected
+        routes = verdicts.routes
         limits: dict[int, list[tuple[str, float, float]]] = {}
         dedups: dict[int, list[tuple[str, float]]] = {}
         ps = self.policies
         if ps is not None:
-            from policy import DEDUP_BY_CONTENT, Request
-            from policy import Principal as PolicyPrincipal
-
-            who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
-            for i in indexes:
-                ev = events[i]
-                decision = ps.decide(
-                    Request(action, subject, who, event_attributes(ev), data_bytes=json_payload(ev))
-                )
-                if not decision.allowed:
-                    rejected[i] = _denial(decision, action, subject)
-                    continue
-                if decision.limits:
-                    limits[i] = [
-                        (lim.key, lim.rate_per_second, lim.burst) for lim in decision.limits
-                    ]
-                if decision.dedup:
-                    # Key rules come keyed ("file:line|value"); content rules get the
-                    # payload's hash under their rule.
-                    dedups[i] = [
-                        (
-                            f"{d.rule}|{hashlib.sha256(_payload(ev)).hexdigest()}"
-                            if d.key == DEDUP_BY_CONTENT
-                            else d.key,
-                            d.window_seconds,
-                        )
-                        for d in decision.dedup
-                    ]
-                for tag in decision.tags:
-                    ev.attributes[tag.name].ce_string = tag.value
-                if decision.routes:
-                    routes[i] = [(r.subject, r.mode) for r in decision.routes]
+            self._decide_batch(
+                ps, principal, subject, events, indexes, action, verdicts, limits, dedups
+            )
         if self.spam.on:
             self._spam(principal, events, indexes, rejected, limits, dedups)
         if limits:
@@ -217,7 +188,72 @@ class PolicyGate:
             await self._dedup(dedups, rejected)
         for i in rejected:
             routes.pop(i, None)
-        return rejected, routes
+            verdicts.tags.pop(i, None)
+        return verdicts
+
+    @staticmethod
+    def _decide_batch(
+        ps: PolicySet,
+        principal: Principal,
+        subject: str,
+        events: Sequence[CloudEvent],
+        indexes: Sequence[int],
+        action: str,
+        verdicts: Verdicts,
+        limits: dict[int, list[tuple[str, float, float]]],
+        dedups: dict[int, list[tuple[str, float]]],
+    ) -> None:
+        """Decides each event, once per distinct combination of the attributes the covering
+        policies read: a batch shares principal, subject and time, so events equal in those
+        attributes get equal decisions unless a rule read the data (then it is per event)."""
+        who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
+        names = ps.event_inputs(subject).names
+        fields = [_FIELDS.get(n) for n in names]
+        # The usual case reads only standard attributes: one C call builds the key.
+        fast = attrgetter(*fields) if fields and all(fields) else None  # type: ignore[arg-type]
+        now = time.time()
+        memo: dict[object, tuple[Decision, list[tuple[str, float, float]], bytes]] = {}
+        rejected, routes, tags = verdicts.rejected, verdicts.routes, verdicts.tags
+        for i in indexes:
+            ev = events[i]
+            key = fast(ev) if fast is not None else tuple(_read(ev, n) for n in names)
+            hit = memo.get(key)
+            if hit is None:
+                request = Request(
+                    action,
+                    subject,
+                    who,
+                    event_attributes(ev),
+                    data_bytes=json_payload(ev),
+                    now=now,
+                )
+                decision = ps.decide(request)
+                lims = [(x.key, x.rate_per_second, x.burst) for x in decision.limits]
+                hit = (decision, lims, _tag_suffix(decision.tags) if decision.tags else b"")
+                if request.data is MISSING:  # the data was not read: shareable
+                    memo[key] = hit
+            decision, lims, suffix = hit
+            if not decision.allowed:
+                rejected[i] = _denial(decision, action, subject)
+                continue
+            if lims:
+                limits[i] = lims
+            if decision.dedup:
+                # Key rules come keyed ("file:line|value"); content rules get the payload's
+                # hash under their rule.
+                dedups[i] = [
+                    (
+                        f"{d.rule}|{hashlib.sha256(_payload(ev)).hexdigest()}"
+                        if d.key == DEDUP_BY_CONTENT
+                        else d.key,
+                        d.window_seconds,
+                    )
+                    for d in decision.dedup
+                ]
+            if suffix:
+                tags[i] = suffix
+            if decision.routes:
+                routes[i] = [(r.subject, r.mode) for r in decision.routes]
 
     def _spam(
         self,
@@ -243,34 +279,44 @@ class PolicyGate:
     async def _charge(
         self, limits: dict[int, list[tuple[str, float, float]]], rejected: dict[int, BrokerError]
     ) -> None:
-        wanted: dict[str, BucketRequest] = {}
+        # Events decided alike share one list object: count per list, then per bucket.
+        shared: dict[int, tuple[list[tuple[str, float, float]], int]] = {}
         for items in limits.values():
+            hit = shared.get(id(items))
+            shared[id(items)] = (items, hit[1] + 1 if hit else 1)
+        wanted: dict[str, BucketRequest] = {}
+        for items, count in shared.values():
             for key, rate, burst in items:
                 r = wanted.get(key)
-                wanted[key] = BucketRequest(key, rate, burst, (r.want if r else 0) + 1)
+                wanted[key] = BucketRequest(key, rate, burst, (r.want if r else 0) + count)
         grants = dict(zip(wanted, await self.limiter.take(list(wanted.values())), strict=True))
+        if all(g.granted == wanted[k].want for k, g in grants.items()):
+            return  # the common case: every bucket had room for the whole batch
         left = {k: g.granted for k, g in grants.items()}
         for i in sorted(limits):
             short = [k for k, _, _ in limits[i] if left[k] <= 0]
             if short:
-                retry = max(grants[k].retry_after for k in short)
-                rule, _, value = short[0].partition("|")
-                what = (
-                    f"sender {value.replace('|', '/')} sent more than "
-                    f"{self.spam.max_per_minute} events in a minute"
-                    if rule == "spam"
-                    else f"rate limit of {rule} reached" + (f" for {value!r}" if value else "")
-                )
-                rejected[i] = ResourceExhausted(
-                    f"{what}; retry in {retry:.3g} s",
-                    reason="RATE_LIMITED",
-                    hint="slow down, or ask for a higher limit",
-                    metadata={"retry_after": f"{retry:.3f}", "rule": rule},
-                )
+                rejected[i] = self._limited(short, grants)
             # Tokens are taken for the whole batch up front; a refused event's other tokens
             # are not given back (a deliberate, conservative simplification).
             for k, _, _ in limits[i]:
                 left[k] -= 1
+
+    def _limited(self, short: list[str], grants: dict[str, Grant]) -> BrokerError:
+        retry = max(grants[k].retry_after for k in short)
+        rule, _, value = short[0].partition("|")
+        what = (
+            f"sender {value.replace('|', '/')} sent more than "
+            f"{self.spam.max_per_minute} events in a minute"
+            if rule == "spam"
+            else f"rate limit of {rule} reached" + (f" for {value!r}" if value else "")
+        )
+        return ResourceExhausted(
+            f"{what}; retry in {retry:.3g} s",
+            reason="RATE_LIMITED",
+            hint="slow down, or ask for a higher limit",
+            metadata={"retry_after": f"{retry:.3f}", "rule": rule},
+        )
 
     async def _dedup(
         self, dedups: dict[int, list[tuple[str, float]]], rejected: dict[int, BrokerError]

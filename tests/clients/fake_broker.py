@@ -37,7 +37,7 @@ def matches(pattern: str, subject: str) -> bool:
     return len(p) == len(s)
 
 
-class FakeBroker(broker_pb2_grpc.BrokerServiceServicer):  # type: ignore[misc]
+class FakeBroker(broker_pb2_grpc.BrokerServiceServicer):
     def __init__(self) -> None:
         self.port = 0
         self.server: grpc.aio.Server | None = None
@@ -49,6 +49,7 @@ class FakeBroker(broker_pb2_grpc.BrokerServiceServicer):  # type: ignore[misc]
         self.acks: list[int] = []
         self.hold_responses = False  # stop answering publishes (to test resend on restart)
         self.auth: list[str] = []
+        self.required_key: str | None = None  # when set, other keys get UNAUTHENTICATED
 
     @property
     def target(self) -> str:
@@ -56,7 +57,7 @@ class FakeBroker(broker_pb2_grpc.BrokerServiceServicer):  # type: ignore[misc]
 
     async def start(self) -> None:
         self.server = grpc.aio.server()
-        broker_pb2_grpc.add_BrokerServiceServicer_to_server(self, self.server)
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(self, self.server)  # type: ignore[no-untyped-call]
         self.port = self.server.add_insecure_port(f"127.0.0.1:{self.port}")
         await self.server.start()
 
@@ -83,6 +84,10 @@ class FakeBroker(broker_pb2_grpc.BrokerServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[broker_pb2.PublishResponse]:
         md = dict(context.invocation_metadata())
         self.auth.append(md.get("authorization", ""))
+        if self.required_key and md.get("authorization") != f"Bearer {self.required_key}":
+            await context.abort_with_status(
+                rich_status(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", "unknown API key")
+            )
         async for req in request_iterator:
             self.frames += 1
             resp = broker_pb2.PublishResponse(batch_id=req.batch_id)

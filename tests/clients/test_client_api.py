@@ -30,9 +30,11 @@ EXPECTED = [
     "Subscription",
     "Unauthenticated",
     "Unavailable",
+    "WebhookSignatureError",
     "decode_data",
     "from_rpc_error",
     "to_cloudevent",
+    "verify_webhook",
 ]
 
 
@@ -43,10 +45,7 @@ def test_public_names_are_pinned() -> None:
 
 
 def test_importing_clients_does_not_import_the_server() -> None:
-    code = (
-        "import sys, json, clients, clients._cli; "
-        "print(json.dumps(sorted(sys.modules)))"
-    )
+    code = "import sys, json, clients, clients._cli; print(json.dumps(sorted(sys.modules)))"
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
@@ -54,5 +53,7 @@ def test_importing_clients_does_not_import_the_server() -> None:
     loaded = set(json.loads(out))
     forbidden = {"asyncpg", "nats", "redis", "lark", "broker.server", "policy", "pydantic"}
     assert not loaded & forbidden, loaded & forbidden
-    server_modules = {m for m in loaded if m.startswith("broker.") and not m.startswith("broker.v1")}
+    server_modules = {
+        m for m in loaded if m.startswith("broker.") and not m.startswith("broker.v1")
+    }
     assert not server_modules, server_modules

@@ -10,6 +10,7 @@ import pytest
 
 from broker.v1 import broker_pb2, cloudevent_pb2
 from clients._codec import (
+    AttributeValue,
     complete_cloudevent,
     decode_attributes,
     decode_data,
@@ -95,7 +96,7 @@ def test_explicit_content_type_and_json_bytes() -> None:
 
 def test_attributes_typed() -> None:
     when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
-    attrs = {"s": "v", "n": 5, "b": True, "raw": b"\x01", "when": when}
+    attrs: dict[str, AttributeValue] = {"s": "v", "n": 5, "b": True, "raw": b"\x01", "when": when}
     ev = to_cloudevent("x", attributes=attrs)
     assert ev.attributes["b"].WhichOneof("attr") == "ce_boolean"
     assert ev.attributes["n"].WhichOneof("attr") == "ce_integer"
@@ -120,8 +121,9 @@ def test_empty_event_decodes_to_none() -> None:
 
 def test_start_positions() -> None:
     assert to_start_position(None) is None
-    assert to_start_position("new").policy == broker_pb2.START_POLICY_NEW
-    assert to_start_position("ALL").policy == broker_pb2.START_POLICY_ALL
+    new, every = to_start_position("new"), to_start_position("ALL")
+    assert new is not None and new.policy == broker_pb2.START_POLICY_NEW
+    assert every is not None and every.policy == broker_pb2.START_POLICY_ALL
     after = to_start_position(42)
     assert after is not None
     assert (after.policy, after.after_id) == (broker_pb2.START_POLICY_AFTER_ID, 42)
@@ -136,7 +138,7 @@ def test_start_positions() -> None:
     assert dt.timedelta(minutes=59) < ago < dt.timedelta(minutes=61)
     for bad in ("later", -1, ("before", 1)):
         with pytest.raises(ValueError):
-            to_start_position(bad)  # type: ignore[arg-type]
+            to_start_position(bad)
 
 
 def test_durations() -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from fake_broker import rich_status
 from grpc_status import rpc_status
 
 import clients
 from clients._errors import error_for_reason, from_rpc_error
-from fake_broker import rich_status
 
 
 def rpc_error(status: grpc.Status) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(
-        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata),
-        status.details, None,
+        status.code,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(*status.trailing_metadata),
+        status.details,
+        None,
     )
 
 
@@ -54,7 +57,11 @@ def test_unknown_reason_keeps_it_on_base_class() -> None:
 
 def test_from_rpc_error_reads_error_info() -> None:
     status = rich_status(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", "slow down", hint="wait", retry_after="2.5"
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "RATE_LIMITED",
+        "slow down",
+        hint="wait",
+        retry_after="2.5",
     )
     err = from_rpc_error(rpc_error(status))
     assert isinstance(err, clients.RateLimited)

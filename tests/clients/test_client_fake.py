@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fake_broker import FakeBroker
 
 import clients
 from clients import Client
-from fake_broker import FakeBroker
 
 
 async def test_publish_returns_ids_and_sends_auth(fake: FakeBroker) -> None:
@@ -67,7 +67,7 @@ async def test_oversized_event_is_refused_locally(fake: FakeBroker) -> None:
 
 
 async def test_unreachable_broker_is_one_clear_error() -> None:
-    with pytest.raises(clients.Unavailable, match="cannot reach the broker at 127.0.0.1:1"):
+    with pytest.raises(clients.Unavailable, match=r"cannot reach the broker at 127\.0\.0\.1:1"):
         async with Client("127.0.0.1:1", connect_timeout=0.3):
             pass
 
@@ -97,17 +97,16 @@ async def test_cancelled_publish_does_not_fail_its_batch(fake: FakeBroker) -> No
 
 
 async def test_subscribe_receives_and_acks(fake: FakeBroker) -> None:
-    async with Client(fake.target) as c:
-        async with c.subscribe("orders.>", durable="d1") as sub:
-            assert sub.name == "d1"
-            await c.publish("orders.eu", {"n": 1})
-            msg = await asyncio.wait_for(anext(sub), 5)
-            assert (msg.subject, msg.data, msg.attempt) == ("orders.eu", {"n": 1}, 1)
-            await msg.ack()
-            for _ in range(100):
-                if fake.acks:
-                    break
-                await asyncio.sleep(0.01)
+    async with Client(fake.target) as c, c.subscribe("orders.>", durable="d1") as sub:
+        assert sub.name == "d1"
+        await c.publish("orders.eu", {"n": 1})
+        msg = await asyncio.wait_for(anext(sub), 5)
+        assert (msg.subject, msg.data, msg.attempt) == ("orders.eu", {"n": 1}, 1)
+        await msg.ack()
+        for _ in range(100):
+            if fake.acks:
+                break
+            await asyncio.sleep(0.01)
     assert fake.acks == [msg.id]
 
 
@@ -136,3 +135,57 @@ async def test_no_responders(fake: FakeBroker) -> None:
     async with Client(fake.target) as c:
         with pytest.raises(clients.NoResponders, match="nobody listens"):
             await c.request("x.y", {"q": 1})
+
+
+async def test_bad_api_key_fails_publishes_without_retrying(fake: FakeBroker) -> None:
+    fake.required_key = "good"
+    async with Client(fake.target, api_key="bad") as c:
+        results = await asyncio.gather(
+            *(c.publish("a.b", i) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, clients.Unauthenticated) for r in results)
+        assert "api_key" in str(results[0])
+        assert len(fake.auth) == 1  # no reconnect storm on a permanent error
+
+
+async def test_publish_gives_up_after_its_timeout_when_the_broker_is_gone(
+    fake: FakeBroker,
+) -> None:
+    async with Client(fake.target, publish_timeout=0.5) as c:
+        await c.publish("a.b", 1)
+        await fake.stop()
+        with pytest.raises(clients.Unavailable):
+            await asyncio.wait_for(c.publish("a.b", 2), 10)
+
+
+async def test_publish_timeout_argument(fake: FakeBroker) -> None:
+    fake.hold_responses = True
+    async with Client(fake.target, publish_timeout=0.5) as c:
+        with pytest.raises(clients.RequestTimeout):
+            await c.publish("a.b", 1, timeout=0.2)
+        # Unanswered frames fail after publish_timeout instead of hanging forever.
+        with pytest.raises(clients.Unavailable, match="did not answer"):
+            await asyncio.wait_for(c.publish("a.b", 2), 5)
+
+
+async def test_large_publish_batch_is_split_into_frames_that_fit(fake: FakeBroker) -> None:
+    async with Client(fake.target, max_message_bytes=200_000) as c:
+        items = [b"x" * 50_000 for _ in range(10)] + list(range(1500))
+        results = await c.publish_batch("big.x", items)
+        assert [r.id for r in results] == list(range(1, 1511))
+        assert c.frames_sent >= 4
+
+
+async def test_timed_out_publish_leaves_its_batch_to_the_others(fake: FakeBroker) -> None:
+    async with Client(fake.target) as c:
+        fake.hold_responses = True
+        others = [asyncio.ensure_future(c.publish("a.b", i)) for i in range(3)]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.publish("a.b", 99), 0.3)
+        await asyncio.sleep(0.1)
+        assert not any(t.done() for t in others)
+        fake.hold_responses = False
+        await fake.stop()  # the unanswered frame is resent to the restarted broker
+        await fake.start()
+        ids = await asyncio.wait_for(asyncio.gather(*others), 10)
+        assert sorted(ids) == [1, 2, 3]

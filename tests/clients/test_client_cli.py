@@ -1,0 +1,101 @@
+"""The client-side CLI commands: parsing, output and one-sentence errors."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from clients._cli import add_commands, parse_start, parse_time
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lockgate")
+    add_commands(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def test_parse_time_and_start() -> None:
+    ago = dt.datetime.now(dt.UTC) - parse_time("-1h")
+    assert dt.timedelta(minutes=59) < ago < dt.timedelta(minutes=61)
+    assert parse_time("2026-01-02T03:04:05Z") == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert parse_start("new") == "new" and parse_start("ALL") == "all"
+    assert parse_start("id:42") == 42
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_time("yesterday")
+
+
+def test_commands_are_registered() -> None:
+    p = parser()
+    args = p.parse_args(["sub", "a.>", "--durable", "d", "--start", "-5m", "--count", "3", "--ack"])
+    assert args.durable == "d" and args.count == 3 and args.ack
+    assert isinstance(args.start, dt.datetime)
+    args = p.parse_args(["dlq", "redrive", "d1", "--id", "5", "--id", "6"])
+    assert args.ids == [5, 6]
+    args = p.parse_args(["durables", "info", "d1", "--server", "h:1"])
+    assert args.name == "d1" and args.server == "h:1"
+    args = p.parse_args(["history", "--id", "9"])
+    assert args.id == 9 and args.pattern == ">"
+
+
+def test_unreachable_broker_prints_one_sentence_and_a_hint() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "pub", "x.y", "1", "--server", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert lines[0] == "lockgate: cannot reach the broker at 127.0.0.1:1"
+    assert lines[1].startswith("hint: ") and "lockgate serve" in lines[1]
+    assert "Traceback" not in out.stderr
+
+
+testing = pytest.importorskip("broker.testing", reason="broker/testing.py is not there yet")
+
+
+@pytest_asyncio.fixture
+async def target() -> AsyncIterator[str]:
+    async with testing.run_broker() as b:
+        yield b.target
+
+
+@pytest.mark.e2e
+async def test_pub_sub_history_durables(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    p = parser()
+
+    async def run(*argv: str) -> list[object]:
+        args = p.parse_args([*argv, "--server", target])
+        assert await args.func(args) == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    [pub] = await run("pub", "cli.a", '{"n": 1}')
+    assert isinstance(pub, dict) and pub["id"] > 0
+    [summary] = await run("pub", "cli.a", "hello", "--count", "5")
+    assert isinstance(summary, dict) and summary["published"] == 5
+    lines = await run("sub", "cli.>", "--start", "all", "--count", "6", "--durable", "c1", "--ack")
+    assert [m["data"] for m in lines] == [{"n": 1}] + ["hello"] * 5  # type: ignore[index]
+    history = await run("history", "cli.>", "--since", "-1h", "--limit", "3")
+    assert len(history) == 3
+    [one] = await run("history", "--id", str(pub["id"]))
+    assert one == {**one, "id": pub["id"], "data": {"n": 1}}  # type: ignore[dict-item]
+    [durable] = await run("durables", "list")
+    assert durable["name"] == "c1"  # type: ignore[index]
+    await run("durables", "delete", "c1")
+    assert await run("dlq", "list") == []
+
+    args = p.parse_args(["history", "--id", "1", "--server", target])
+    assert await args.func(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lockgate: ") and "Traceback" not in err

@@ -1,0 +1,52 @@
+"""Reconnect against a real broker process that is stopped and started again (same data dir)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from clients import Client
+
+testing = pytest.importorskip("broker.testing", reason="broker/testing.py is not there yet")
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_durable_subscription_and_publishes_survive_a_restart() -> None:
+    async with testing.run_broker() as broker, Client(broker.target) as c:
+        sub = await c.subscription("jobs.>", durable="worker", start="all")
+        first = await c.publish("jobs.a", 1)
+        msg = await asyncio.wait_for(anext(sub), 5)
+        assert msg.id == first
+        await msg.ack()
+        await asyncio.sleep(0.2)  # let the ack frame go out before the broker stops
+
+        await broker.terminate()
+        # Publishing while the broker is down waits for it, then goes through once.
+        pending = asyncio.ensure_future(c.publish("jobs.b", 2))
+        await asyncio.sleep(0.3)
+        assert not pending.done()
+        await broker.restart()
+
+        second = await asyncio.wait_for(pending, 20)
+        assert second > first
+        msg = await asyncio.wait_for(anext(sub), 20)
+        assert (msg.id, msg.data) == (second, 2)  # the acked event is not redelivered
+        await msg.ack()
+        assert sub.reconnects >= 1 and sub.name == "worker"
+        stored = [e.id async for e in c.query_events("jobs.>")]
+        assert stored == [first, second]
+        await sub.close()
+
+
+async def test_unanswered_publishes_are_not_duplicated_after_a_crash() -> None:
+    async with testing.run_broker() as broker, Client(broker.target) as c:
+        await c.publish("warm.up", 0)
+        pending = [asyncio.ensure_future(c.publish("crash.x", i)) for i in range(200)]
+        await asyncio.sleep(0)  # the frame is written; the broker may or may not answer
+        await broker.kill()
+        await broker.restart()
+        ids = await asyncio.wait_for(asyncio.gather(*pending), 20)
+        stored = [e.id async for e in c.query_events("crash.x", page_size=1000)]
+        assert sorted(ids) == stored and len(set(ids)) == 200

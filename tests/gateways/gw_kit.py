@@ -1,0 +1,85 @@
+"""Helpers for the gateway tests (imported by conftest and the test modules)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from broker.auth import Authenticator
+from broker.config import Config
+from broker.core import Broker
+from broker.store.sqlite import SqliteStore
+from broker.v1 import cloudevent_pb2
+from gateways._api import LocalAPI
+from gateways._web import start_site
+from gateways.http import HttpSettings, build_app
+
+__all__ = ["Local", "count_events", "event", "local_broker", "unique"]
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def event(i: int = 0, data: str = '{"n": 0}', source: str = "test") -> cloudevent_pb2.CloudEvent:
+    ev = cloudevent_pb2.CloudEvent(
+        id=f"e{i}-{uuid.uuid4().hex[:8]}", source=source, spec_version="1.0", type="t"
+    )
+    ev.attributes["datacontenttype"].ce_string = "application/json"
+    ev.text_data = data
+    return ev
+
+
+@dataclass
+class Local:
+    broker: Broker
+    auth: Authenticator
+    api: LocalAPI
+    url: str
+    session: aiohttp.ClientSession
+    app: web.Application
+
+
+async def count_events(api: LocalAPI, pattern: str = ">") -> int:
+    events, _ = await api.query(None, pattern, limit=1000)
+    return len(events)
+
+
+@contextlib.asynccontextmanager
+async def local_broker(
+    tmp: Path,
+    *,
+    settings: HttpSettings | None = None,
+    ws: object = True,
+    **config: object,
+) -> AsyncIterator[Local]:
+    cfg = Config(
+        data_dir=str(tmp),
+        fsync="never",
+        webhook_allow_private=True,
+        **config,  # type: ignore[arg-type]
+    )
+    store = SqliteStore(str(tmp), fsync="never")
+    broker = Broker(cfg, store)
+    await broker.start()
+    auth = Authenticator(store, dev_mode=True)
+    api = LocalAPI(broker, auth)
+    app = build_app(api, settings)
+    if ws:
+        from gateways.websocket import WsSettings, add_ws_route
+
+        add_ws_route(app, api, ws if isinstance(ws, WsSettings) else WsSettings(heartbeat=1.0))
+    runner, port = await start_site(app, "127.0.0.1:0")
+    session = aiohttp.ClientSession()
+    try:
+        yield Local(broker, auth, api, f"http://127.0.0.1:{port}", session, app)
+    finally:
+        await session.close()
+        await runner.cleanup()
+        await broker.stop()

@@ -1,0 +1,205 @@
+"""End to end: a real ``lockgate serve`` process, standalone gateways on ``RemoteAPI``, and a
+broker restart under a Redis stream ingest (no event lost, none acked twice upstream)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from gw_kit import unique
+
+from broker.testing import run_broker
+from gateways._remote import RemoteAPI
+from gateways.redis import RedisIngest, RedisSettings
+
+pytestmark = pytest.mark.e2e
+
+
+async def _start_gateway(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateways.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+    assert b"ready" in line, line
+    return proc, line.decode().split(" on ")[-1].strip()
+
+
+async def test_standalone_http_gateway_on_a_real_broker() -> None:
+    async with run_broker() as b:
+        proc, where = await _start_gateway("http", "--broker", b.target, "--listen", "127.0.0.1:0")
+        url = f"http://{where}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                subject, durable = unique("e2e."), unique("d")
+                r = await http.put(f"{url}/v1/subscriptions/{durable}", json={"pattern": subject})
+                assert r.status == 200, await r.text()
+                doc = {
+                    "specversion": "1.0",
+                    "id": "1",
+                    "source": "/e",
+                    "type": "t",
+                    "data": {"a": 1},
+                }
+                r = await http.post(
+                    f"{url}/v1/subjects/{subject}/events",
+                    data=json.dumps(doc),
+                    headers={"Content-Type": "application/cloudevents+json"},
+                )
+                assert r.status == 200, await r.text()
+                (event_id,) = (await r.json())["ids"]
+                got = await (await http.get(f"{url}/v1/events/{event_id}")).json()
+                assert got["event"]["data"] == {"a": 1}
+                page = await (
+                    await http.get(f"{url}/v1/subscriptions/{durable}/events?wait=2s")
+                ).json()
+                assert [e["id"] for e in page["events"]] == [event_id]
+                r = await http.post(
+                    f"{url}/v1/subscriptions/{durable}/acks", json={"ack": [event_id]}
+                )
+                assert r.status == 200, await r.text()
+                # Errors keep their reasons across gRPC.
+                r = await http.get(f"{url}/v1/subscriptions/nope/events")
+                assert (
+                    r.status == 404
+                    and (await r.json(content_type=None))["reason"] == "UNKNOWN_DURABLE"
+                )
+                r = await http.post(
+                    f"{url}/v1/subjects/{subject}/events",
+                    data=json.dumps([{"specversion": "1.0", "id": "2", "source": "s"}]),
+                    headers={"Content-Type": "application/cloudevents-batch+json"},
+                )
+                assert r.status == 400
+                assert (await r.json(content_type=None))["reason"] == "MISSING_ATTRIBUTE"
+                r = await http.post(
+                    f"{url}/v1/subjects/{subject}/events",
+                    data=b"{",
+                    headers={"Content-Type": "application/cloudevents+json"},
+                )
+                assert r.status == 400
+                r = await http.get(f"{url}/v1/events?subject={subject}")
+                assert len((await r.json())["events"]) == 1  # nothing else reached the log
+                # WebSocket through the standalone gateway: subscribe, publish, receive.
+                async with http.ws_connect(f"{url}/v1/ws") as ws:
+                    await ws.send_json({"op": "subscribe", "pattern": subject})
+                    assert (await ws.receive_json(timeout=5))["op"] == "ok"
+                    await ws.send_json({"op": "publish", "subject": subject, "data": 5})
+                    frames = [await ws.receive_json(timeout=5) for _ in range(2)]
+                    assert {f["op"] for f in frames} == {"ok", "event"}
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+async def test_broker_restart_under_redis_stream_ingest(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url)
+    stream, subject = unique("lg:e2e:"), unique("rs.")
+    n = 300
+    async with run_broker(extra_args=["--fsync", "always"]) as b:
+        api = RemoteAPI(b.target)
+        settings = RedisSettings(
+            url=redis_url,
+            streams={stream: subject},
+            dead_letter=stream + ":dlq",
+            block=0.1,
+            batch=25,
+            retry=0.1,
+        )
+        ingest = RedisIngest(api, settings)
+        await ingest.start()
+
+        async def produce() -> None:
+            for i in range(n):
+                await r.xadd(stream, {"data": json.dumps(i)})
+                if i % 10 == 0:
+                    await asyncio.sleep(0.01)
+
+        producer = asyncio.create_task(produce())
+        await asyncio.sleep(0.15)
+        await b.kill()  # a crash, mid-stream
+        await asyncio.sleep(0.3)
+        await b.restart()
+        await producer
+        deadline = time.monotonic() + 30
+        while True:
+            info = await r.xpending(stream, settings.group)
+            if ingest.metrics["xacked"] >= n and int(info["pending"]) == 0:
+                break
+            assert time.monotonic() < deadline, (ingest.metrics, info)
+            await asyncio.sleep(0.1)
+        await ingest.stop()
+        events: list[int] = []
+        after = 0
+        while True:
+            page, after = await api.query(None, subject, after_id=after, limit=1000)
+            events += [int(e.event.text_data) for e in page]
+            if not after:
+                break
+        await api.close()
+    assert sorted(events) == list(range(n))  # none lost, none stored twice
+    assert ingest.metrics["xacked"] == n and ingest.metrics["xack_short"] == 0
+    assert await r.llen(stream + ":dlq") == 0
+    await r.delete(stream)
+    await r.aclose()
+
+
+async def test_standalone_webhook_dispatcher_polls_a_real_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiohttp import web
+
+    from clients._webhook import verify_webhook
+    from gateways._web import start_site
+    from gateways.webhook import PollingWebhookDispatcher, WebhookSettings
+
+    got: list[tuple[dict[str, str], bytes]] = []
+    arrived = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append((dict(request.headers), await request.read()))
+        arrived.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner, port = await start_site(app, "127.0.0.1:0")
+    monkeypatch.setenv("LOCKGATE_WEBHOOK_ALLOW_PRIVATE", "true")
+    try:
+        async with run_broker() as b:
+            api = RemoteAPI(b.target)
+            subject, durable = unique("pw."), unique("d")
+            await api.create_durable(
+                None, durable, subject, endpoint_url=f"http://127.0.0.1:{port}/hook"
+            )
+            dispatcher = PollingWebhookDispatcher(api, None, WebhookSettings(secret="k"))
+            await dispatcher.start()
+            try:
+                from gw_kit import event
+
+                await api.publish(None, subject, [event(1, data='{"w": 1}')])
+                await asyncio.wait_for(arrived.wait(), 10)
+                headers, body = got[0]
+                verify_webhook("k", headers, body)
+                assert body == b'{"w": 1}'
+                deadline = time.monotonic() + 5
+                while True:  # acked: nothing comes back from a fetch
+                    await asyncio.sleep(0.3)
+                    info = next(d for d in await api.list_durables(None) if d.name == durable)
+                    if info.pending_count == 0:
+                        break
+                    assert time.monotonic() < deadline, info
+            finally:
+                await dispatcher.stop()
+                await api.close()
+    finally:
+        await runner.cleanup()

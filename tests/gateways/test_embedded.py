@@ -1,0 +1,96 @@
+"""``start_gateways`` (in-process, as ``lockgate serve`` will call it), the config tables and
+the ``lockgate gateway`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+from gw_kit import local_broker, unique
+
+from broker.config import ConfigError
+from gateways.cli import add_commands
+from gateways.config import settings_for
+from gateways.embedded import start_gateways
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_start_gateways_serves_http_ws_and_webhooks(tmp_path: Path) -> None:
+    async with local_broker(tmp_path) as env:
+        port = free_port()
+        stop = await start_gateways(
+            env.broker,
+            env.auth,
+            {
+                "http": {"listen": f"127.0.0.1:{port}", "max_body_bytes": 2048},
+                "ws": {"heartbeat": "5s"},
+                "webhook": {"secret": "x", "backoff": ["100ms"]},
+            },
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            async with aiohttp.ClientSession() as http:
+                r = await http.post(
+                    f"{url}/v1/subjects/{unique('emb.')}/events",
+                    data=b"x" * 4096,
+                    headers={"Content-Type": "application/cloudevents+json"},
+                )
+                assert r.status == 413
+                async with http.ws_connect(f"{url}/v1/ws") as ws:
+                    await ws.send_json({"op": "publish", "subject": "emb.x", "data": 1})
+                    assert (await ws.receive_json(timeout=3))["op"] == "ok"
+        finally:
+            await stop()
+
+
+async def test_bad_config_fails_clearly(tmp_path: Path) -> None:
+    async with local_broker(tmp_path) as env:
+        cases = [
+            ({"smtp": {}}, "not a gateway"),
+            ({"http": {"listen": "127.0.0.1:0", "max_body": 1}}, "no setting 'max_body'"),
+            ({"webhook": {}}, "needs a secret"),
+            ({"ws": {"heartbeat": "soon"}, "http": {}}, "a duration"),
+        ]
+        for section, text in cases:
+            with pytest.raises(ConfigError) as info:
+                await start_gateways(env.broker, env.auth, section)
+            assert text in info.value.message and info.value.hint
+
+
+def test_settings_from_tables() -> None:
+    nats = settings_for(
+        "nats",
+        {"subjects": {"a.>": "b"}, "jetstream": [{"stream": "S", "subject": "x.>"}], "batch": 9},
+    )
+    assert nats.subjects == {"a.>": "b"} and nats.jetstream[0].durable == "lockgate"
+    hook = settings_for("webhook", {"secret": "s", "backoff": ["1s", "2s"], "timeout": "3s"})
+    assert hook.backoff == (1.0, 2.0) and hook.timeout == 3.0
+    with pytest.raises(ConfigError):
+        settings_for("redis", {"batch": "many"})
+
+
+def test_cli_parses_each_kind(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="lockgate")
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["gateway", "redis", "--broker", "h:1", "--stream", "s=t.u", "--list", "l=v"]
+    )
+    from gateways.cli import _section
+
+    assert _section(args)["streams"] == {"s": "t.u"} and args.broker == "h:1"
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[gateways.http]\nlisten = "127.0.0.1:9"\nmax_body_bytes = 5\n')
+    args = parser.parse_args(["gateway", "http", "--config", str(cfg), "--listen", "0.0.0.0:1"])
+    assert _section(args) == {"listen": "0.0.0.0:1", "max_body_bytes": 5}
+    for kind in ("ws", "nats", "webhook"):
+        assert parser.parse_args(["gateway", kind]).kind == kind
+    json.dumps(vars(args), default=str)

@@ -1,0 +1,231 @@
+"""The HTTP gateway against an in-process broker: publish modes, reads, polling, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from gw_kit import Local, count_events, local_broker, unique
+
+from gateways.http import HttpSettings
+
+CE_JSON = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+
+def ce(i: int, **extra: object) -> dict[str, object]:
+    return {"specversion": "1.0", "id": f"id-{i}", "source": "/t", "type": "t.x", **extra}
+
+
+async def post(env: Local, subject: str, body: object, ctype: str, **headers: str):  # type: ignore[no-untyped-def]
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await env.session.post(
+        f"{env.url}/v1/subjects/{subject}/events",
+        data=data,
+        headers={"Content-Type": ctype, **headers},
+    )
+
+
+async def problem(resp, status: int, reason: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    body = await resp.json(content_type=None)
+    assert body["reason"] == reason and body["status"] == status
+    assert body["title"] and body["detail"] and "hint" in body
+    return body  # type: ignore[no-any-return]
+
+
+async def test_binary_mode_publish_and_read_back(local: Local) -> None:
+    subject = unique("bin.")
+    resp = await post(
+        local,
+        subject,
+        b'{"total": 3}',
+        "application/json",
+        **{
+            "ce-specversion": "1.0",
+            "ce-id": "b1",
+            "ce-source": "/src",
+            "ce-type": "inv.created",
+            "ce-traceparent": "00-abc-def-01",
+            "ce-time": "2024-05-01T12:00:00Z",
+        },
+    )
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["duplicates"] == [] and body["errors"] == []
+    (event_id,) = body["ids"]
+    got = await (await local.session.get(f"{local.url}/v1/events/{event_id}")).json()
+    assert got["subject"] == subject and got["id"] == event_id
+    ev = got["event"]
+    assert ev["data"] == {"total": 3} and ev["datacontenttype"] == "application/json"
+    assert ev["traceparent"] == "00-abc-def-01" and ev["time"] == "2024-05-01T12:00:00Z"
+
+
+async def test_structured_and_duplicate(local: Local) -> None:
+    subject = unique("st.")
+    r1 = await (await post(local, subject, ce(1, data={"a": 1}), CE_JSON)).json()
+    r2 = await (await post(local, subject, ce(1, data={"a": 1}), CE_JSON)).json()
+    assert r1["ids"] == r2["ids"] and r2["duplicates"] == [0]
+    assert await count_events(local.api, subject) == 1
+
+
+async def test_batch_partial_failure_is_207(local: Local) -> None:
+    subject = unique("ba.")
+    bad = {"specversion": "1.0", "id": "x", "source": "/t"}  # no type
+    weird = ce(9, ext=1.5)  # a float extension is not a CloudEvents type
+    resp = await post(local, subject, [ce(1), bad, ce(2), weird], BATCH)
+    assert resp.status == 207
+    body = await resp.json()
+    assert body["ids"][0] != "0" and body["ids"][1] == "0" and body["ids"][3] == "0"
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert reasons == {1: "MISSING_ATTRIBUTE", 3: "INVALID_EVENT"}
+    assert await count_events(local.api, subject) == 2
+
+
+async def test_all_rejected_is_a_problem_and_nothing_stored(local: Local) -> None:
+    subject = unique("rej.")
+    resp = await post(local, subject, [{"specversion": "1.0", "id": "1", "source": "s"}], BATCH)
+    body = await problem(resp, 400, "MISSING_ATTRIBUTE")
+    assert body["errors"][0]["index"] == 0
+    resp = await post(local, "bad..subject", ce(1), CE_JSON)
+    await problem(resp, 400, "INVALID_SUBJECT")
+    assert await count_events(local.api) == 0
+
+
+async def test_malformed_json_is_400(local: Local) -> None:
+    resp = await post(local, unique("mj."), b'{"specversion": "1.0", ', CE_JSON)
+    body = await problem(resp, 400, "MALFORMED_JSON")
+    assert "line 1" in str(body["detail"])
+    resp = await post(local, unique("mj."), b'{"not": "a list"}', BATCH)
+    await problem(resp, 400, "MALFORMED_JSON")
+    assert await count_events(local.api) == 0
+
+
+async def test_wrong_content_type_is_415(local: Local) -> None:
+    resp = await post(local, unique("ct."), ce(1), "application/json")
+    body = await problem(resp, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert "ce-*" in str(body["hint"])
+    assert await count_events(local.api) == 0
+
+
+async def test_oversize_body_is_413(tmp_path: Path) -> None:
+    async with local_broker(tmp_path, settings=HttpSettings(max_body_bytes=1000)) as env:
+        resp = await post(env, unique("big."), ce(1, data="x" * 2000), CE_JSON)
+        await problem(resp, 413, "BODY_TOO_LARGE")
+        resp = await post(env, unique("ok."), ce(1, data="x" * 10), CE_JSON)
+        assert resp.status == 200
+        assert await count_events(env.api) == 1
+
+
+async def test_unauthenticated_without_dev_mode(local: Local) -> None:
+    local.auth.dev_mode = False
+    resp = await post(local, unique("a."), ce(1), CE_JSON)
+    await problem(resp, 401, "UNAUTHENTICATED")
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    resp = await post(local, unique("a."), ce(1), CE_JSON, Authorization="Basic eDp5")
+    await problem(resp, 401, "UNAUTHENTICATED")
+    resp = await post(local, unique("a."), ce(1), CE_JSON, Authorization="Bearer lg_no_such")
+    await problem(resp, 401, "UNAUTHENTICATED")
+    local.auth.dev_mode = True
+    assert await count_events(local.api) == 0
+
+
+async def test_query_pagination_with_cursor(local: Local) -> None:
+    subject = unique("q.")
+    resp = await post(local, subject, [ce(i, data=i) for i in range(5)], BATCH)
+    ids = (await resp.json())["ids"]
+    seen: list[str] = []
+    after = ""
+    for _ in range(5):
+        url = f"{local.url}/v1/events?subject={subject}&limit=2&after={after}"
+        page = await (await local.session.get(url)).json()
+        seen += [e["id"] for e in page["events"]]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert seen == ids
+    got = await local.session.get(f"{local.url}/v1/events?subject={subject}&since=yesterday")
+    await problem(got, 400, "INVALID_PARAMETER")
+    got = await local.session.get(f"{local.url}/v1/events/12345")
+    await problem(got, 404, "NOT_FOUND")
+
+
+async def test_unknown_durable_is_404(local: Local) -> None:
+    resp = await local.session.get(f"{local.url}/v1/subscriptions/nope/events?wait=0s")
+    await problem(resp, 404, "UNKNOWN_DURABLE")
+    resp = await local.session.post(f"{local.url}/v1/subscriptions/nope/acks", json={"ack": ["1"]})
+    await problem(resp, 404, "UNKNOWN_DURABLE")
+
+
+async def test_poll_ack_nack_and_shared_state_with_streams(local: Local) -> None:
+    subject, durable = unique("p."), unique("d")
+    resp = await local.session.put(
+        f"{local.url}/v1/subscriptions/{durable}",
+        json={"pattern": f"{subject}.>", "ack_wait": "30s", "max_deliveries": 3},
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["max_deliveries"] == 3
+
+    async def poll(wait: str = "2s") -> list[dict[str, object]]:
+        url = f"{local.url}/v1/subscriptions/{durable}/events?wait={wait}&max=10"
+        r = await local.session.get(url)
+        assert r.status == 200, await r.text()
+        return (await r.json())["events"]  # type: ignore[no-any-return]
+
+    # A long poll that is waiting gets an event published after it started.
+    waiter = asyncio.create_task(poll("5s"))
+    await asyncio.sleep(0.2)
+    await post(local, f"{subject}.a", [ce(1), ce(2)], BATCH)
+    got = await waiter
+    assert [e["attempt"] for e in got] == [1, 1]
+    first, second = (str(e["id"]) for e in got)
+    r = await local.session.post(
+        f"{local.url}/v1/subscriptions/{durable}/acks",
+        json={"ack": [first], "nack": [second], "nack_delay": "0s"},
+    )
+    assert r.status == 200 and (await r.json()) == {"acked": 1, "nacked": 1}
+    again = await poll()
+    assert [(e["id"], e["attempt"]) for e in again] == [(second, 2)]
+    # The same durable over the stream API: an event it received is acked over HTTP.
+    sub = await local.api.subscribe(None, f"{subject}.>", durable=durable)
+    await post(local, f"{subject}.b", [ce(3)], BATCH)
+    batch = await anext(aiter(sub))
+    r = await local.session.post(
+        f"{local.url}/v1/subscriptions/{durable}/acks",
+        json={"ack": [str(batch[0].id), second]},
+    )
+    assert r.status == 200, await r.text()
+    consumer = local.broker.consumers[("default", durable)]
+    assert consumer.pending == {}
+    await sub.close()
+    r = await local.session.post(
+        f"{local.url}/v1/subscriptions/{durable}/acks", json={"ack": [second]}
+    )
+    await problem(r, 409, "NOT_PENDING")
+
+
+async def test_put_subscription_validation(local: Local) -> None:
+    url = f"{local.url}/v1/subscriptions/{unique('d')}"
+    await problem(
+        await local.session.put(url, json={"pattern": "a.>", "x": 1}), 400, "INVALID_PARAMETER"
+    )
+    await problem(
+        await local.session.put(url, data=b"{", headers={"Content-Type": "application/json"}),
+        400,
+        "MALFORMED_JSON",
+    )
+    await problem(
+        await local.session.put(url, data=b"a", headers={"Content-Type": "text/plain"}),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    await problem(
+        await local.session.put(url, json={"pattern": "a.>", "endpoint_url": "ftp://x"}),
+        400,
+        "INVALID_ENDPOINT",
+    )
+    await problem(
+        await local.session.put(url + "!", json={"pattern": "a.>"}), 400, "INVALID_DURABLE"
+    )

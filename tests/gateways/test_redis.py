@@ -1,0 +1,153 @@
+"""Redis ingest against the real Redis server: lists, streams, dead letters, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from gw_kit import Local, count_events, unique
+
+from gateways.redis import RedisIngest, RedisSettings
+
+pytestmark = pytest.mark.redis
+
+
+@pytest_asyncio.fixture
+async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def ce(i: int, **extra: object) -> str:
+    return json.dumps({"specversion": "1.0", "id": f"r{i}", "source": "/r", "type": "t", **extra})
+
+
+async def until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_list_ingest_and_dead_letters(
+    local: Local, r: aioredis.Redis, redis_url: str
+) -> None:
+    prefix = unique("lg:")
+    key, dlq, subject = f"{prefix}:in", f"{prefix}:dlq", unique("rl.")
+    ingest = RedisIngest(
+        local.api,
+        RedisSettings(url=redis_url, lists={key: subject}, dead_letter=dlq, block=0.2),
+    )
+    await ingest.start()
+    try:
+        await r.lpush(
+            key,
+            ce(1, data={"a": 1}),
+            json.dumps({"data": [1, 2], "type": "job.created"}),
+            "{oops",
+            json.dumps({"foo": 1}),
+            json.dumps({"specversion": "1.0", "id": "x", "source": "/r"}),  # no type
+        )
+        await until(lambda: _llen(r, dlq, 3))
+        assert await count_events(local.api, subject) == 2
+    finally:
+        await ingest.stop()
+    events, _ = await local.api.query(None, subject)
+    assert [e.event.type for e in events] == ["t", "job.created"]
+    reasons = sorted(json.loads(x)["reason"] for x in await r.lrange(dlq, 0, -1))
+    assert reasons == ["INVALID_EVENT", "MALFORMED_JSON", "MISSING_ATTRIBUTE"]
+    record = json.loads((await r.lrange(dlq, 0, -1))[-1])
+    assert record["origin"] == f"list:{key}" and record["entry"] and record["hint"]
+    assert await count_events(local.api) == 2  # nothing else reached the log
+    await r.delete(key, dlq)
+
+
+async def _llen(r: aioredis.Redis, key: str, n: int) -> bool:
+    return int(await r.llen(key)) >= n
+
+
+async def test_stream_ingest_acks_after_store(
+    local: Local, r: aioredis.Redis, redis_url: str
+) -> None:
+    prefix = unique("lg:")
+    stream, dlq, subject = f"{prefix}:s", f"{prefix}:dlq", unique("rs.")
+    for i in range(50):
+        await r.xadd(stream, {"event": ce(i, data=i)})
+    await r.xadd(stream, {"data": json.dumps({"k": "v"})})
+    await r.xadd(stream, {"event": "[1, 2"})
+    await r.xadd(stream, {"other": "x"})
+    settings = RedisSettings(
+        url=redis_url, streams={stream: subject}, dead_letter=dlq, block=0.2, batch=20
+    )
+    ingest = RedisIngest(local.api, settings)
+    await ingest.start()
+    try:
+        await until(lambda: _count(local, subject, 51))
+        await until(lambda: _llen(r, dlq, 2))
+        await until(lambda: _no_pending(r, stream, settings.group))
+    finally:
+        await ingest.stop()
+    assert ingest.metrics["xacked"] == 53 and ingest.metrics["xack_short"] == 0
+    reasons = sorted(json.loads(x)["reason"] for x in await r.lrange(dlq, 0, -1))
+    assert reasons == ["INVALID_EVENT", "MALFORMED_JSON"]
+    events, _ = await local.api.query(None, subject, limit=1000)
+    assert events[-1].event.id.startswith(f"{stream}/")
+    await r.delete(stream, dlq)
+
+
+async def _count(local: Local, subject: str, n: int) -> bool:
+    return await count_events(local.api, subject) >= n
+
+
+async def _no_pending(r: aioredis.Redis, stream: str, group: str) -> bool:
+    info = await r.xpending(stream, group)
+    return int(info["pending"]) == 0
+
+
+async def test_stream_pending_entries_are_recovered_once(
+    local: Local, r: aioredis.Redis, redis_url: str
+) -> None:
+    """A previous run read entries and died before XACK: the next run publishes them, and
+    an entry that had already reached the broker is deduplicated, not stored twice."""
+    prefix = unique("lg:")
+    stream, subject = f"{prefix}:s", unique("rr.")
+    settings = RedisSettings(
+        url=redis_url,
+        streams={stream: subject},
+        dead_letter=f"{prefix}:dlq",
+        block=0.2,
+        consumer="c1",
+    )
+    await r.xgroup_create(stream, settings.group, id="0", mkstream=True)
+    for i in range(10):
+        await r.xadd(stream, {"data": json.dumps(i)})
+    # The "crashed" run: read everything, stored the first three, acked nothing.
+    got = await r.xreadgroup(settings.group, "c1", {stream: ">"}, count=100)
+    first = got[0][1][:3]
+    from gateways._ingest import parse_entry
+
+    events = [
+        parse_entry(
+            b'{"data":' + f[b"data"] + b"}",
+            f"{stream}/{eid.decode()}",
+            f"redis://stream:{stream}",
+            "t",
+        )
+        for eid, f in first
+    ]
+    await local.api.publish(None, subject, events)
+    ingest = RedisIngest(local.api, settings)
+    await ingest.start()
+    try:
+        await until(lambda: _no_pending(r, stream, settings.group))
+    finally:
+        await ingest.stop()
+    stored, _ = await local.api.query(None, subject)
+    assert sorted(e.event.text_data for e in stored) == sorted(str(i) for i in range(10))
+    await r.delete(stream)

@@ -1,0 +1,145 @@
+"""The WebSocket gateway: subscribe/publish/ack frames, heartbeats, slow sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import aiohttp
+from gw_kit import Local, count_events, event, local_broker, unique
+
+from gateways.websocket import WsSettings
+
+
+async def frame(ws: aiohttp.ClientWebSocketResponse, timeout: float = 3.0) -> dict[str, object]:
+    msg = await ws.receive(timeout)
+    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    return json.loads(msg.data)  # type: ignore[no-any-return]
+
+
+async def test_subscribe_publish_sub_second(local: Local) -> None:
+    subject = unique("ws.")
+    async with local.session.ws_connect(f"{local.url}/v1/ws") as ws:
+        await ws.send_json({"op": "subscribe", "pattern": f"{subject}.>", "ref": 1})
+        ok = await frame(ws)
+        assert ok["op"] == "ok" and ok["ref"] == 1 and ok["subscription"]
+        started = time.monotonic()
+        await ws.send_json({"op": "publish", "subject": f"{subject}.a", "data": {"x": 1}, "ref": 2})
+        got = [await frame(ws), await frame(ws)]
+        elapsed = time.monotonic() - started
+        ev = next(f for f in got if f["op"] == "event")
+        ack = next(f for f in got if f["op"] == "ok")
+        assert ack["ref"] == 2 and ack["ids"] == [ev["id"]]
+        assert ev["subject"] == f"{subject}.a" and ev["attempt"] == 1
+        assert ev["event"]["data"] == {"x": 1}  # type: ignore[index]
+        assert elapsed < 0.5
+        # A CloudEvent published elsewhere arrives too, in the JSON format.
+        await local.api.publish(None, f"{subject}.b", [event(1, data='{"y": 2}')])
+        ev = await frame(ws)
+        assert ev["event"]["data"] == {"y": 2} and ev["event"]["specversion"] == "1.0"  # type: ignore[index]
+
+
+async def test_durable_ack_and_nack(local: Local) -> None:
+    subject, durable = unique("wsd."), unique("d")
+    async with local.session.ws_connect(f"{local.url}/v1/ws") as ws:
+        await ws.send_json({"op": "subscribe", "pattern": subject, "durable": durable})
+        assert (await frame(ws))["op"] == "ok"
+        await local.api.publish(None, subject, [event(1), event(2)])
+        first, second = await frame(ws), await frame(ws)
+        await ws.send_json({"op": "ack", "ids": [first["id"]], "ref": "a"})
+        assert (await frame(ws))["op"] == "ok"
+        await ws.send_json({"op": "nack", "ids": [second["id"]], "delay": "0s"})
+        frames = [await frame(ws), await frame(ws)]
+        again = next(f for f in frames if f["op"] == "event")
+        assert again["id"] == second["id"] and again["attempt"] == 2
+        await ws.send_json({"op": "ack", "ids": [second["id"]]})
+        assert (await frame(ws))["op"] == "ok"
+        await ws.send_json({"op": "ack", "ids": [second["id"]]})
+        err = await frame(ws)
+        assert err["op"] == "error" and err["reason"] == "NOT_PENDING"
+    consumer = local.broker.consumers[("default", durable)]
+    assert consumer.pending == {}
+
+
+async def test_bad_frames_answer_errors_and_keep_the_socket(local: Local) -> None:
+    async with local.session.ws_connect(f"{local.url}/v1/ws") as ws:
+        await ws.send_str("{not json")
+        assert (await frame(ws))["reason"] == "MALFORMED_JSON"
+        await ws.send_json({"op": "dance"})
+        assert (await frame(ws))["reason"] == "INVALID_PARAMETER"
+        await ws.send_json({"op": "publish", "subject": "bad..s", "data": 1, "ref": 9})
+        err = await frame(ws)
+        assert err["reason"] == "INVALID_SUBJECT" and err["ref"] == 9
+        await ws.send_json({"op": "publish", "subject": "a.b", "event": {"id": "1"}})
+        assert (await frame(ws))["reason"] == "MISSING_ATTRIBUTE"
+        await ws.send_json({"op": "subscribe", "pattern": "a..b"})
+        assert (await frame(ws))["op"] == "error"
+        await ws.send_json({"op": "ack", "ids": ["123"]})
+        assert (await frame(ws))["reason"] == "NOT_PENDING"
+        await ws.send_json({"op": "publish", "subject": "a.b", "data": 1})
+        assert (await frame(ws))["op"] == "ok"
+    assert await count_events(local.api) == 1
+
+
+async def test_heartbeat_pings(local: Local) -> None:
+    async with local.session.ws_connect(f"{local.url}/v1/ws", autoping=False) as ws:
+        msg = await ws.receive(3.0)
+        assert msg.type == aiohttp.WSMsgType.PING
+        await ws.pong(msg.data)
+
+
+async def _raw_ws(port: int, first: dict[str, object]) -> tuple[asyncio.StreamReader, object]:
+    """A bare WebSocket client on a socket with a small receive buffer, so that a client that
+    stops reading is really slow (aiohttp's client would keep draining the socket)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    payload = json.dumps(first).encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_slow_socket_is_dropped_and_the_broker_goes_on(tmp_path: Path) -> None:
+    settings = WsSettings(heartbeat=30, max_send_buffer=64 << 10, send_timeout=0.5)
+    async with local_broker(tmp_path, ws=settings, subscriber_buffer=100_000) as env:
+        subject = unique("slow.")
+        port = int(env.url.rsplit(":", 1)[1])
+        reader, writer = await _raw_ws(port, {"op": "subscribe", "pattern": subject})
+        await asyncio.sleep(0.1)
+        # Stop reading; publish far more than the kernel and the send buffer hold.
+        big = '{"pad": "' + "x" * 8000 + '"}'
+        started = time.monotonic()
+        for i in range(100):  # 8 MB
+            out = await env.api.publish(None, subject, [event(i, data=big) for _ in range(10)])
+            assert not out.errors
+        assert time.monotonic() - started < 10  # the broker never waited for the socket
+        await asyncio.sleep(1.0)  # send_timeout passes: the server gives up on the socket
+        # Its close frame comes last, after what it had queued; then the server hangs up.
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()  # type: ignore[attr-defined]
+        assert len(data) < 100 * 10 * 8000
+        tail = data[-300:]
+        at = tail.rfind(b"\x88")
+        assert at >= 0, tail[-40:]
+        code = int.from_bytes(tail[at + 2 : at + 4], "big")
+        assert code in (1008, 1013)
+        assert b"slow consumer" in tail[at:]
+        # And the broker still serves everyone else.
+        async with env.session.ws_connect(f"{env.url}/v1/ws") as ws2:
+            await ws2.send_json({"op": "publish", "subject": subject, "data": 1})
+            assert (await frame(ws2))["op"] == "ok"
