@@ -29,6 +29,7 @@ from clients._errors import (
 )
 from clients._message import Event, Message, PublishResult, StoredEvent
 from clients._subscription import Subscription
+from clients._webhook import WebhookSignatureError, verify_webhook
 
 __all__ = [
     "AttributeValue",
@@ -51,7 +52,9 @@ __all__ = [
     "Subscription",
     "Unauthenticated",
     "Unavailable",
+    "WebhookSignatureError",
     "decode_data",
     "from_rpc_error",
     "to_cloudevent",
+    "verify_webhook",
 ]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+import json
+import os
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message as _Message
@@ -17,8 +20,6 @@ from clients._codec import (
     StartSpec,
     complete_cloudevent,
     default_source,
-    fill_cloudevent,
-    new_event_id,
     to_cloudevent,
     to_duration,
     to_start_position,
@@ -33,15 +34,42 @@ from clients._errors import (
     from_rpc_error,
 )
 from clients._message import Event, Message, PublishResult, StoredEvent
-from clients._publisher import Publisher
-from clients._subscription import Subscription
+from clients._publisher import MAX_EVENTS, Batch, PublishCall, Publisher
+from clients._pull import PullAcker
+from clients._subscription import SubscribeCall, Subscription
+from clients._wire import EventEncoder
 
 __all__ = ["Client"]
 
 _R = TypeVar("_R", bound=_Message)
 _BROKER = "/broker.v1.BrokerService/"
 _ADMIN = "/broker.v1.AdminService/"
-_LARGE = 64 * 1024  # payloads above this get their exact encoded size checked
+_LARGE = 64 * 1024
+# Reads and idempotent admin calls are retried by gRPC itself when the connection drops.
+_IDEMPOTENT = {
+    "BrokerService": ["GetEvent", "QueryEvents"],
+    "AdminService": ["CreateDurable", "ListDurables", "GetDurable", "ListDeadLetters"],
+}
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": f"broker.v1.{service}", "method": method}
+                    for service, methods in _IDEMPOTENT.items()
+                    for method in methods
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)  # payloads above this get their exact encoded size checked
 
 
 class Client:
@@ -80,7 +108,13 @@ class Client:
         )
         self._channel: grpc.aio.Channel | None = None
         self._publisher: Publisher | None = None
-        self._subscriptions: set[Subscription] = set()
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._encoder = EventEncoder()
+        self._pull_ackers: dict[str, PullAcker] = {}
+        self._callables: dict[str, Callable[..., Awaitable[_Message]]] = {}
+        self._id_prefix = os.urandom(8).hex()
+        self._id_counter = 0
+        self._max_event_bytes = max_message_bytes - 1024
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -95,8 +129,10 @@ class Client:
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_send_message_length", self.max_message_bytes + 64 * 1024),
             ("grpc.max_receive_message_length", max(64 << 20, 16 * self.max_message_bytes)),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 5_000),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
         ]
         if self._credentials is not None:
             channel = grpc.aio.secure_channel(self.target, self._credentials, options)
@@ -112,16 +148,12 @@ class Client:
                     hint="start it with `lockgate serve`, or pass the right --server / target",
                 ) from None
         self._channel = channel
-        self._publish_stream: grpc.aio.StreamStreamMultiCallable[
-            broker_pb2.PublishRequest, broker_pb2.PublishResponse
-        ] = channel.stream_stream(
+        self._publish_stream: Callable[..., PublishCall] = channel.stream_stream(
             _BROKER + "Publish",
-            broker_pb2.PublishRequest.SerializeToString,
+            _identity,  # frames are encoded by clients._wire
             broker_pb2.PublishResponse.FromString,
         )
-        self._subscribe_stream: grpc.aio.StreamStreamMultiCallable[
-            broker_pb2.SubscribeRequest, broker_pb2.SubscribeResponse
-        ] = channel.stream_stream(
+        self._subscribe_stream: Callable[..., SubscribeCall] = channel.stream_stream(
             _BROKER + "Subscribe",
             broker_pb2.SubscribeRequest.SerializeToString,
             broker_pb2.SubscribeResponse.FromString,
@@ -138,11 +170,14 @@ class Client:
         """Wait briefly for unanswered publishes, close subscriptions, then the channel."""
         for sub in list(self._subscriptions):
             await sub.close()
+        for acker in self._pull_ackers.values():
+            await acker.flush()
         if self._publisher is not None:
             await self._publisher.close()
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
+            self._callables.clear()
 
     async def __aenter__(self) -> Client:
         return await self.connect()
@@ -193,46 +228,44 @@ class Client:
         publisher = self._publisher
         assert publisher is not None
         if isinstance(data, cloudevent_pb2.CloudEvent):
-            event = complete_cloudevent(data, type=type, source=source or self.source)
-            nbytes = event.ByteSize()
-            batch = publisher.batch_for(subject, nbytes)
-            index = len(batch.request.events)
-            batch.request.events.append(event)
+            raw = complete_cloudevent(data, type=type, source=source or self.source)
+            raw_bytes = raw.SerializeToString()
         else:
-            # Build the event straight inside the open frame: no copy, one append.
-            event = cloudevent_pb2.CloudEvent()
-            nbytes = fill_cloudevent(
-                event,
+            raw_bytes = self._encoder.encode(
                 data,
                 type=type,
                 source=source or self.source,
-                id=id or new_event_id(),
+                id=id or self._new_id(),
                 attributes=attributes,
                 datacontenttype=datacontenttype,
             )
-            if nbytes > _LARGE:
-                nbytes = self._check_size(event)
-            batch = publisher.batch_for(subject, nbytes)
-            index = len(batch.request.events)
-            batch.request.events.append(event)
+        if len(raw_bytes) > self._max_event_bytes:
+            raise self._too_large(len(raw_bytes))
+        batch = publisher.batch_for(subject, len(raw_bytes))
+        index = batch.add(raw_bytes)
         if timeout is None:
-            await batch.future
+            try:
+                await batch.future
+            except asyncio.CancelledError:
+                await batch.rewait()
         else:
             try:
-                await asyncio.wait_for(asyncio.shield(batch.future), timeout)
+                await asyncio.wait_for(batch.rewait(), timeout)
             except TimeoutError:
                 raise RequestTimeout(f"publish to {subject} got no answer in {timeout}s") from None
         return batch.result(index)
 
-    def _check_size(self, event: cloudevent_pb2.CloudEvent) -> int:
-        size = event.ByteSize()
-        if size > self.max_message_bytes - 1024:
-            raise InvalidEvent(
-                f"event of {size} bytes exceeds max_message_bytes of {self.max_message_bytes}",
-                reason="EVENT_TOO_LARGE",
-                hint="send a reference to the data instead, or raise max_message_bytes",
-            )
-        return size
+    def _too_large(self, size: int) -> InvalidEvent:
+        return InvalidEvent(
+            f"event of {size} bytes exceeds max_message_bytes of {self.max_message_bytes} bytes",
+            reason="EVENT_TOO_LARGE",
+            hint="send a reference to the data instead, or raise max_message_bytes",
+        )
+
+    def _new_id(self) -> str:
+        # A random per-client prefix and a counter: unique like uuid4, several times cheaper.
+        self._id_counter += 1
+        return f"{self._id_prefix}{self._id_counter:016x}"
 
     async def publish_batch(
         self,
@@ -251,18 +284,39 @@ class Client:
         publisher = self._publisher
         assert publisher is not None
         src = source or self.source
-        events = [to_cloudevent(item, type=type, source=src) for item in items]
+        events = [
+            complete_cloudevent(item, type=type, source=src).SerializeToString()
+            if isinstance(item, cloudevent_pb2.CloudEvent)
+            else self._encoder.encode(item, type=type, source=src, id=self._new_id())
+            for item in items
+        ]
+        for raw in events:
+            if len(raw) > self._max_event_bytes:
+                raise self._too_large(len(raw))
+        # Fresh frames, so this call's events stay together; all sent before awaiting any.
+        chunks: list[Batch] = []
+        batch: Batch | None = None
+        for raw in events:
+            if (
+                batch is None
+                or len(batch.events) >= MAX_EVENTS
+                or batch.nbytes + len(raw) > publisher.max_frame_bytes
+            ):
+                batch = publisher.batch_for(subject, publisher.max_frame_bytes + 1)
+                batch.nbytes = 0
+                chunks.append(batch)
+            batch.add(raw)
+            batch.nbytes += len(raw)
+        for batch in chunks:
+            batch.nbytes = publisher.max_frame_bytes + 1  # full: no publish() joins it
         results: list[PublishResult] = []
-        start = 0
-        while start < len(events):
-            # A fresh frame per chunk, so this call's events stay together.
-            chunk = events[start : start + 1000]
-            batch = publisher.batch_for(subject, publisher.max_frame_bytes + 1)
-            batch.request.events.extend(chunk)
-            batch.nbytes = publisher.max_frame_bytes  # full: nobody else joins it
-            await batch.future
+        for batch in chunks:
+            try:
+                await batch.future
+            except asyncio.CancelledError:
+                await batch.rewait()
             dups = batch.duplicates
-            for i in range(len(chunk)):
+            for i in range(len(batch)):
                 err = batch.errors.get(i)
                 if err is not None:
                     results.append(
@@ -270,7 +324,6 @@ class Client:
                     )
                 else:
                     results.append(PublishResult(batch.ids[i], duplicate=i in dups))
-            start += len(chunk)
         return results
 
     # -- subscribe ----------------------------------------------------------------------------
@@ -370,14 +423,7 @@ class Client:
         >>> reply = await c.request("math.add", [1, 2], timeout=2)
         >>> reply.data
         """
-        channel = self._require()
-        call: grpc.aio.UnaryUnaryMultiCallable[
-            broker_pb2.RequestRequest, broker_pb2.RequestResponse
-        ] = channel.unary_unary(
-            _BROKER + "Request",
-            broker_pb2.RequestRequest.SerializeToString,
-            broker_pb2.RequestResponse.FromString,
-        )
+        call = self._callable(_BROKER + "Request", broker_pb2.RequestResponse)
         req = broker_pb2.RequestRequest(
             subject=subject,
             event=to_cloudevent(data, type=type, source=self.source),
@@ -442,7 +488,88 @@ class Client:
                 return
             request.page_token = page.next_page_token
 
+    # -- polling ------------------------------------------------------------------------------
+
+    async def fetch(
+        self,
+        durable: str,
+        *,
+        max_events: int = 100,
+        wait: float | dt.timedelta | None = None,
+        pattern: str | None = None,
+        start: StartSpec | None = None,
+        model: type[object] | None = None,
+    ) -> list[Message]:
+        """Pull up to ``max_events`` deliveries of a durable, waiting up to ``wait`` for the first.
+
+        With ``pattern`` the durable is created when missing. Fetched messages are pending until
+        acked (``await msg.ack()``, sent in batches) and redelivered after the ack wait otherwise.
+
+        >>> for msg in await c.fetch("billing", pattern="orders.>", wait=5):
+        ...     await msg.ack()
+        """
+        request = broker_pb2.FetchRequest(
+            durable=durable, max_events=max_events, pattern=pattern or ""
+        )
+        if wait is not None:
+            request.wait.CopyFrom(to_duration(wait))
+        position = to_start_position(start)
+        if position is not None:
+            request.start.CopyFrom(position)
+        seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else wait or 0.0
+        response = await self._unary(
+            _BROKER + "Fetch", request, broker_pb2.FetchResponse, timeout=seconds + 30.0
+        )
+        acker = self._pull_ackers.get(durable)
+        if acker is None:
+            acker = self._pull_ackers[durable] = PullAcker(durable, self.acknowledge, self._reply)
+        return [Message(acker, d, model) for d in response.deliveries]
+
+    async def acknowledge(
+        self,
+        durable: str,
+        ack: Sequence[int] = (),
+        nack: Sequence[int] = (),
+        delay: float | dt.timedelta | None = None,
+    ) -> None:
+        """Ack and nack deliveries of a durable by id, and wait for the broker's answer."""
+        request = broker_pb2.AcknowledgeRequest(
+            durable=durable, ack_ids=list(ack), nack_ids=list(nack)
+        )
+        if delay:
+            request.nack_delay.CopyFrom(to_duration(delay))
+        await self._unary(_BROKER + "Acknowledge", request, broker_pb2.AcknowledgeResponse)
+
     # -- admin --------------------------------------------------------------------------------
+
+    async def create_durable(
+        self,
+        name: str,
+        pattern: str,
+        *,
+        start: StartSpec | None = None,
+        max_in_flight: int | None = None,
+        ack_wait: float | dt.timedelta | None = None,
+        max_deliveries: int | None = None,
+        endpoint_url: str | None = None,
+    ) -> admin_pb2.DurableInfo:
+        """Create a durable without binding a stream (for polling or webhooks); idempotent."""
+        request = admin_pb2.CreateDurableRequest(
+            name=name,
+            pattern=pattern,
+            max_in_flight=max_in_flight or 0,
+            max_deliveries=max_deliveries or 0,
+            endpoint_url=endpoint_url or "",
+        )
+        position = to_start_position(start)
+        if position is not None:
+            request.start.CopyFrom(position)
+        if ack_wait is not None:
+            request.ack_wait.CopyFrom(to_duration(ack_wait))
+        response = await self._unary(
+            _ADMIN + "CreateDurable", request, admin_pb2.CreateDurableResponse
+        )
+        return response.durable
 
     async def list_durables(self) -> list[admin_pb2.DurableInfo]:
         """The org's durable subscriptions."""
@@ -489,16 +616,31 @@ class Client:
         )
         return response.count
 
-    async def _unary(self, method: str, request: _Message, response_type: type[_R]) -> _R:
-        channel = self._require()
-        call: grpc.aio.UnaryUnaryMultiCallable[_Message, _R] = channel.unary_unary(
-            method, _serialize, response_type.FromString
-        )
+    def _callable(self, method: str, response_type: type[_R]) -> Callable[..., Awaitable[_R]]:
+        call = self._callables.get(method)
+        if call is None:
+            call = self._require().unary_unary(method, _serialize, response_type.FromString)
+            self._callables[method] = call
+        return cast("Callable[..., Awaitable[_R]]", call)
+
+    async def _unary(
+        self,
+        method: str,
+        request: _Message,
+        response_type: type[_R],
+        *,
+        timeout: float | None = None,
+    ) -> _R:
+        call = self._callable(method, response_type)
         try:
-            return await call(request, metadata=self._metadata)
+            return await call(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
 
 
 def _serialize(message: _Message) -> bytes:
     return message.SerializeToString()
+
+
+def _identity(frame: bytes) -> bytes:
+    return frame

@@ -270,7 +270,7 @@ def _details(err: grpc.RpcError) -> str:
 def _error_info(err: grpc.RpcError) -> tuple[str, dict[str, str]] | None:
     """The (reason, metadata) of the first ``ErrorInfo`` detail, if the status carries one."""
     try:
-        from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+        from google.rpc import error_details_pb2
         from grpc_status import rpc_status
 
         status = rpc_status.from_call(cast(grpc.Call, err))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol, TypeVar, cast
 
 from broker.v1 import broker_pb2, cloudevent_pb2
 from clients._codec import AttributeValue, decode_attributes, decode_data
@@ -13,6 +13,7 @@ from clients._errors import LockgateError
 __all__ = ["Event", "Message", "PublishResult", "StoredEvent"]
 
 _UNSET: object = object()
+T = TypeVar("T")
 
 
 class _Acker(Protocol):
@@ -45,6 +46,15 @@ class Event:
         if self._data is _UNSET:
             self._data = decode_data(self.event, self._model)
         return self._data
+
+    def data_as(self, model: type[T]) -> T:
+        """The payload validated into ``model`` (a pydantic model or a dataclass), typed.
+
+        >>> order = msg.data_as(Order)   # an Order, as far as mypy knows too
+        """
+        if self._model is model and self._data is not _UNSET:
+            return cast(T, self._data)
+        return decode_data(self.event, model)
 
     @property
     def type(self) -> str:
@@ -141,7 +151,3 @@ class PublishResult:
     def ok(self) -> bool:
         """True when the broker stored (or had already stored) the event."""
         return self.error is None
-
-
-if TYPE_CHECKING:
-    _check: type[_Acker]

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
 
 import grpc
 
 from broker.v1 import broker_pb2
 from clients._errors import LockgateError, Unavailable, error_for_reason, from_rpc_error
+from clients._wire import encode_publish_request
 
 __all__ = ["Batch", "Publisher"]
 
@@ -32,18 +33,16 @@ MAX_EVENTS = 1000
 MAX_FRAME_BYTES = 900 * 1024
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
-PublishCall = grpc.aio.StreamStreamCall[broker_pb2.PublishRequest, broker_pb2.PublishResponse]
 
+class PublishCall(Protocol):
+    """The part of a ``Publish`` stream call the publisher uses (a ``grpc.aio`` call).
 
-class BatchFuture(asyncio.Future[None]):
-    """A future many publishers share: cancelling one publisher must not cancel the others.
-
-    ``cancel()`` refuses, so a cancelled ``publish()`` gets its CancelledError once the batch is
-    answered instead of failing the whole frame for everybody.
+    Frames are written pre-encoded (see :mod:`clients._wire`), so requests are bytes.
     """
 
-    def cancel(self, msg: Any | None = None) -> bool:
-        return False
+    async def write(self, request: bytes) -> None: ...
+    def __aiter__(self) -> AsyncIterator[broker_pb2.PublishResponse]: ...
+    def cancel(self) -> bool: ...
 
 
 class Batch:
@@ -52,18 +51,25 @@ class Batch:
     __slots__ = (
         "deadline",
         "duplicates",
+        "error",
         "errors",
+        "events",
         "future",
         "ids",
         "nbytes",
-        "request",
+        "settled",
         "subject",
     )
 
     def __init__(self, subject: str, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         self.subject = subject
-        self.request = broker_pb2.PublishRequest(subject=subject)
-        self.future: BatchFuture = BatchFuture(loop=loop)
+        self.events: list[bytes] = []  # encoded CloudEvents
+        # All publishers of the batch await this one future (a future per event costs ~40%
+        # of the publish path). A cancelled publisher cancels it for everybody; the others
+        # notice and wait again (see rewait), so the happy path pays nothing for this.
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.settled = False
+        self.error: BaseException | None = None
         self.nbytes = 0
         self.deadline = deadline
         self.ids: Sequence[int] = ()
@@ -71,7 +77,12 @@ class Batch:
         self.errors: dict[int, broker_pb2.PublishError] = {}
 
     def __len__(self) -> int:
-        return len(self.request.events)
+        return len(self.events)
+
+    def add(self, raw: bytes) -> int:
+        """Append an encoded event; returns its position."""
+        self.events.append(raw)
+        return len(self.events) - 1
 
     def resolve(self, response: broker_pb2.PublishResponse) -> None:
         self.ids = response.ids
@@ -79,16 +90,40 @@ class Batch:
             self.duplicates = frozenset(response.duplicate_indexes)
         if response.errors:
             self.errors = {e.index: e for e in response.errors}
+        self.settled = True
         if not self.future.done():
             self.future.set_result(None)
 
     def fail(self, exc: BaseException) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        self.error = exc
         if not self.future.done():
             self.future.set_exception(exc)
             self.future.exception()  # mark retrieved: nobody may be waiting any more
 
+    async def rewait(self) -> None:
+        """After ``await self.future`` raised CancelledError: re-raise it if this task was
+        cancelled, else another publisher was, so wait for the broker's answer again."""
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise asyncio.CancelledError
+        while not self.settled:
+            if self.future.cancelled():
+                self.future = self.future.get_loop().create_future()
+            try:
+                await self.future
+            except asyncio.CancelledError:
+                if task.cancelling():
+                    raise
+        if self.error is not None:
+            raise self.error
+
     def result(self, index: int) -> int:
         """The assigned id of event ``index``, or raise its rejection."""
+        if self.error is not None:
+            raise self.error
         if self.errors:
             err = self.errors.get(index)
             if err is not None:
@@ -139,7 +174,7 @@ class Publisher:
         batch = self._open.get(subject)
         if (
             batch is None
-            or len(batch.request.events) >= MAX_EVENTS
+            or len(batch.events) >= MAX_EVENTS
             or batch.nbytes + nbytes > self.max_frame_bytes
         ):
             batch = Batch(subject, self._loop, self._loop.time() + self.publish_timeout)
@@ -164,8 +199,20 @@ class Publisher:
             call = self._open_call()
             reader = self._loop.create_task(self._read(call))
             writer = self._loop.create_task(self._write(call))
-            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            tick = min(1.0, self.publish_timeout)
+            while True:
+                done, _ = await asyncio.wait(
+                    {reader, writer}, timeout=tick, return_when=asyncio.FIRST_COMPLETED
+                )
+                if done:
+                    break
+                self._expire_inflight()
             error = _task_error(reader) if reader in done else _task_error(writer)
+            if reader not in done and error is not None and not isinstance(error, grpc.RpcError):
+                # A write failed because the RPC ended: the reader holds the real status.
+                await asyncio.wait({reader}, timeout=1.0)
+                if reader.done():
+                    error = _task_error(reader) or error
             for task in (reader, writer):
                 task.cancel()
             call.cancel()
@@ -178,18 +225,18 @@ class Publisher:
             # Unanswered batches go back to the front of the queue, in their original order.
             unanswered = [self._inflight[k] for k in sorted(self._inflight)]
             self._inflight.clear()
+            self._queue[:0] = unanswered
             if not retry and error is not None:
                 exc = from_rpc_error(error) if isinstance(error, grpc.RpcError) else error
                 self._fail_all(exc if isinstance(exc, LockgateError) else _wrap(exc))
                 continue
-            self._queue[:0] = unanswered
             failures += 1
             self.reconnects += 1
             if self.max_reconnect_attempts is not None and failures > self.max_reconnect_attempts:
                 self._fail_all(_unavailable(error))
                 continue
             self._expire(error)
-            delay = min(5.0, 0.05 * 2 ** min(failures, 8)) * (0.5 + random.random())
+            delay = min(2.0, 0.05 * 2 ** min(failures, 8)) * (0.5 + random.random())
             log.info("publish stream broke (%s); reconnecting in %.2fs", error, delay)
             await asyncio.sleep(delay)
             self._wake.set()
@@ -203,12 +250,17 @@ class Publisher:
             await asyncio.sleep(0)
             batches, self._queue = self._queue, []
             self._open.clear()
+            # Every batch is in flight before the first write: if a write fails or is cancelled,
+            # the unwritten ones are re-queued with the unanswered ones, never lost.
+            frames = []
             for batch in batches:
                 batch_id = self._next_batch_id
                 self._next_batch_id += 1
-                batch.request.batch_id = batch_id
                 self._inflight[batch_id] = batch
-                await call.write(batch.request)
+                frames.append((batch, batch_id))
+            for batch, batch_id in frames:
+                subject = batch.subject.encode()
+                await call.write(encode_publish_request(subject, batch.events, batch_id))
                 self.frames_sent += 1
 
     async def _read(self, call: PublishCall) -> None:
@@ -231,6 +283,18 @@ class Publisher:
             else:
                 keep.append(batch)
         self._queue = keep
+
+    def _expire_inflight(self) -> None:
+        """Fail sent batches the broker has not answered within ``publish_timeout``."""
+        now = self._loop.time()
+        late = [k for k, b in self._inflight.items() if b.deadline <= now]
+        for batch_id in late:
+            self._inflight.pop(batch_id).fail(
+                Unavailable(
+                    f"the broker did not answer within publish_timeout ({self.publish_timeout}s)",
+                    hint="the broker may be overloaded; retry, or raise publish_timeout",
+                )
+            )
 
     def _fail_all(self, exc: LockgateError) -> None:
         for batch in [*self._queue, *self._inflight.values()]:
@@ -260,7 +324,8 @@ def _task_error(task: asyncio.Task[None]) -> BaseException | None:
 def _retryable(error: BaseException) -> bool:
     if isinstance(error, grpc.aio.AioRpcError):
         return error.code() in RETRYABLE
-    return isinstance(error, Unavailable | ConnectionError | OSError)
+    # InvalidStateError: grpc.aio refuses writes once the RPC finished (the connection broke).
+    return isinstance(error, Unavailable | OSError | asyncio.InvalidStateError)
 
 
 def _unavailable(error: BaseException | None) -> LockgateError:

@@ -10,6 +10,7 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Protocol
 
 import grpc
 
@@ -22,7 +23,16 @@ __all__ = ["Subscription"]
 
 log = logging.getLogger("lockgate.client")
 
-SubscribeCall = grpc.aio.StreamStreamCall[broker_pb2.SubscribeRequest, broker_pb2.SubscribeResponse]
+
+class SubscribeCall(Protocol):
+    """The part of a ``Subscribe`` stream call a subscription uses (a ``grpc.aio`` call)."""
+
+    async def write(self, request: broker_pb2.SubscribeRequest) -> None: ...
+    async def read(self) -> object: ...  # a SubscribeResponse, or grpc.aio.EOF
+    def cancel(self) -> bool: ...
+    def done(self) -> bool: ...
+
+
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
 
@@ -160,9 +170,15 @@ class Subscription:
     async def _flush(self, call: SubscribeCall) -> None:
         if self._ack_ids:
             ids, self._ack_ids = self._ack_ids, []
-            await call.write(broker_pb2.SubscribeRequest(ack=broker_pb2.Ack(ids=ids)))
+            try:
+                await call.write(broker_pb2.SubscribeRequest(ack=broker_pb2.Ack(ids=ids)))
+            except BaseException:
+                # Keep them for the next stream: a durable takes acks from any of its streams.
+                self._ack_ids[:0] = ids
+                raise
         while self._nacks:
-            await call.write(broker_pb2.SubscribeRequest(nack=self._nacks.pop(0)))
+            await call.write(broker_pb2.SubscribeRequest(nack=self._nacks[0]))
+            self._nacks.pop(0)
 
     async def _write_acks(self, call: SubscribeCall) -> None:
         while True:
@@ -219,7 +235,14 @@ class Subscription:
                 failures = 0
             failures += 1
             limit = self.max_reconnect_attempts
-            if not _retryable(error) or (limit is not None and failures > limit):
+            if self.durable and _reason(error) == "NOT_PENDING":
+                # The broker ended the stream over an ack of an id no longer pending (acked
+                # twice, e.g. after a redelivery). Acks are idempotent to us: drop the queued
+                # ones (unacked events come back after ack_wait) and carry on.
+                log.info("subscription %s: %s; reopening", self.name, error)
+                self._ack_ids.clear()
+                self._nacks.clear()
+            elif not _retryable(error) or (limit is not None and failures > limit):
                 self._fail(error)
                 return
             self.reconnects += 1
@@ -228,7 +251,7 @@ class Subscription:
                 self._request.start.CopyFrom(
                     broker_pb2.StartPosition(policy=broker_pb2.START_POLICY_NEW)
                 )
-            delay = min(5.0, 0.05 * 2 ** min(failures, 8)) * (0.5 + random.random())
+            delay = min(2.0, 0.05 * 2 ** min(failures, 8)) * (0.5 + random.random())
             log.info("subscription %s broke (%s); reconnecting in %.2fs", self.name, error, delay)
             await asyncio.sleep(delay)
 
@@ -247,7 +270,13 @@ class Subscription:
         self._wake()
 
 
+def _reason(error: BaseException) -> str:
+    if isinstance(error, grpc.RpcError):
+        return from_rpc_error(error).reason
+    return error.reason if isinstance(error, LockgateError) else ""
+
+
 def _retryable(error: BaseException) -> bool:
     if isinstance(error, grpc.aio.AioRpcError):
         return error.code() in RETRYABLE
-    return isinstance(error, Unavailable | OSError)
+    return isinstance(error, Unavailable | OSError | asyncio.InvalidStateError)

@@ -1,0 +1,304 @@
+"""The client-side ``lockgate`` commands: pub, sub, request, history, dlq, durables.
+
+``broker/cli.py`` calls :func:`add_commands` with its subparsers; every handler is ``async`` and
+returns an exit code. Failures print one sentence and a ``hint:`` line to stderr, never a traceback.
+
+Example::
+
+    lockgate pub orders.created '{"order": 7}'
+    lockgate sub 'orders.>' --durable billing --ack --count 10
+    lockgate history 'orders.>' --since -1h --limit 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import functools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message as ProtoMessage
+
+from clients._client import Client
+from clients._codec import StartSpec
+from clients._errors import LockgateError, from_rpc_error
+from clients._message import Event, Message, StoredEvent
+
+__all__ = ["add_commands", "parse_start", "parse_time"]
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
+_RELATIVE_ARG = re.compile(r"^-\d+(?:\.\d+)?(?:ms|s|m|h|d|w)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str) -> dt.datetime:
+    """``-1h``, ``-30m``, ``-2d`` (relative to now) or an ISO 8601 time (UTC if no zone).
+
+    >>> parse_time("2026-01-02T03:04:05Z").year
+    2026
+    """
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=float(m[1]) * _UNITS[m[2]])
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use -1h, -30m, -2d or an ISO time like 2026-01-02T03:04Z"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def parse_start(text: str) -> StartSpec:
+    """``new``, ``all``, ``id:N`` (after id N), or a time as :func:`parse_time` reads it."""
+    lowered = text.strip().lower()
+    if lowered in ("new", "all"):
+        return lowered
+    if lowered.startswith("id:"):
+        try:
+            return int(lowered[3:])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: id:N needs a number") from None
+    return parse_time(text)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    # Let relative times like "-1h" be option values, as argparse already does for "-1".
+    p._negative_number_matcher = _RELATIVE_ARG
+    p.add_argument(
+        "--server",
+        default=os.environ.get("LOCKGATE_SERVER", "127.0.0.1:50051"),
+        help="broker address HOST:PORT (env LOCKGATE_SERVER; default 127.0.0.1:50051)",
+    )
+    p.add_argument(
+        "--api-key",
+        dest="api_key",
+        default=os.environ.get("LOCKGATE_API_KEY"),
+        help="API key (env LOCKGATE_API_KEY)",
+    )
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register pub, sub, request, history, dlq and durables on ``lockgate``'s subparsers."""
+    p = subparsers.add_parser("pub", help="publish an event")
+    p.add_argument("subject")
+    p.add_argument("data", nargs="?", default="-", help="JSON or text; '-' reads stdin")
+    p.add_argument("--type", default="lockgate.event")
+    p.add_argument("--source")
+    p.add_argument("--count", type=int, default=1, help="publish it N times (concurrently)")
+    _common(p)
+    p.set_defaults(func=_guard(_pub))
+
+    p = subparsers.add_parser("sub", help="subscribe and print one JSON line per message")
+    p.add_argument("pattern")
+    p.add_argument("--queue")
+    p.add_argument("--durable")
+    p.add_argument("--start", type=parse_start, help="new, all, id:N, -1h or an ISO time")
+    p.add_argument("--count", type=int, help="stop after N messages")
+    p.add_argument("--ack", action="store_true", help="acknowledge each message")
+    _common(p)
+    p.set_defaults(func=_guard(_sub))
+
+    p = subparsers.add_parser("request", help="send a request and print the reply")
+    p.add_argument("subject")
+    p.add_argument("data")
+    p.add_argument("--timeout", type=float, default=5.0)
+    _common(p)
+    p.set_defaults(func=_guard(_request))
+
+    p = subparsers.add_parser("history", help="list stored events")
+    p.add_argument("pattern", nargs="?", default=">")
+    p.add_argument("--since", type=parse_time, help="-1h or an ISO time")
+    p.add_argument("--until", type=parse_time)
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--id", type=int, help="show the one event with this id")
+    _common(p)
+    p.set_defaults(func=_guard(_history))
+
+    p = subparsers.add_parser("dlq", help="list and redrive dead letters")
+    dlq = p.add_subparsers(dest="dlq_cmd", required=True)
+    q = dlq.add_parser("list", help="list dead letters")
+    q.add_argument("--durable")
+    _common(q)
+    q = dlq.add_parser("redrive", help="give dead letters back to their durable")
+    q.add_argument("durable")
+    q.add_argument("--id", type=int, action="append", dest="ids", help="repeatable")
+    _common(q)
+    p.set_defaults(func=_guard(_dlq))
+
+    p = subparsers.add_parser("durables", help="list, inspect and delete durables")
+    ds = p.add_subparsers(dest="durables_cmd", required=True)
+    _common(ds.add_parser("list", help="list durables"))
+    for name, text in (("info", "describe a durable"), ("delete", "delete a durable")):
+        q = ds.add_parser(name, help=text)
+        q.add_argument("name")
+        _common(q)
+    p.set_defaults(func=_guard(_durables))
+
+
+def _guard(handler: Handler) -> Handler:
+    """Turn failures into one sentence and a hint on stderr, and a non-zero exit code."""
+
+    @functools.wraps(handler)
+    async def run(args: argparse.Namespace) -> int:
+        try:
+            return await handler(args)
+        except LockgateError as err:
+            return _fail(err.message, err.hint)
+        except grpc.RpcError as err:
+            exc = from_rpc_error(err)
+            return _fail(exc.message, exc.hint)
+        except (OSError, ValueError) as err:
+            return _fail(str(err), "")
+
+    return run
+
+
+def _fail(message: str, hint: str) -> int:
+    print(f"lockgate: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return 1
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.server, args.api_key, connect_timeout=3.0, max_reconnect_attempts=None)
+
+
+def _parse_data(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _jsonable(value: object) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return value
+
+
+def _event_json(ev: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(ev, Message | StoredEvent):
+        out["id"] = ev.id
+        out["subject"] = ev.subject
+    if isinstance(ev, Message):
+        out["attempt"] = ev.attempt
+        if ev.reply_to:
+            out["reply_to"] = ev.reply_to
+    if isinstance(ev, StoredEvent):
+        out["stored_time"] = ev.stored_time.isoformat()
+    out.update(type=ev.type, source=ev.source, event_id=ev.event_id, data=_jsonable(ev.data))
+    return out
+
+
+def _print(obj: object) -> None:
+    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
+
+
+def _proto_json(msg: ProtoMessage) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+async def _pub(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.data == "-" else args.data
+    data = _parse_data(text)
+    async with _client(args) as c:
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {"type": args.type, "source": args.source}
+        if args.count <= 1:
+            _print({"id": await c.publish(args.subject, data, **kwargs)})
+            return 0
+        ids = await asyncio.gather(
+            *(c.publish(args.subject, data, **kwargs) for _ in range(args.count))
+        )
+        seconds = time.perf_counter() - started
+        _print(
+            {
+                "published": len(ids),
+                "first_id": min(ids),
+                "last_id": max(ids),
+                "seconds": round(seconds, 3),
+                "frames": c.frames_sent,
+            }
+        )
+    return 0
+
+
+async def _sub(args: argparse.Namespace) -> int:
+    seen = 0
+    async with (
+        _client(args) as c,
+        c.subscribe(args.pattern, queue=args.queue, durable=args.durable, start=args.start) as sub,
+    ):
+        print(f"lockgate: subscribed as {sub.name}", file=sys.stderr, flush=True)
+        async for msg in sub:
+            _print(_event_json(msg))
+            if args.ack:
+                await msg.ack()
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
+    return 0
+
+
+async def _request(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        reply = await c.request(args.subject, _parse_data(args.data), timeout=args.timeout)
+        _print(_event_json(reply))
+    return 0
+
+
+async def _history(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        if args.id is not None:
+            _print(_event_json(await c.get_event(args.id)))
+            return 0
+        async for ev in c.query_events(
+            args.pattern,
+            since=args.since,
+            until=args.until,
+            page_size=min(max(args.limit, 1), 1000),
+            limit=args.limit,
+        ):
+            _print(_event_json(ev))
+    return 0
+
+
+async def _dlq(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        if args.dlq_cmd == "list":
+            for letter in await c.list_dead_letters(args.durable):
+                _print(_proto_json(letter))
+        else:
+            count = await c.redrive(args.durable, args.ids)
+            _print({"redriven": count})
+    return 0
+
+
+async def _durables(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        if args.durables_cmd == "list":
+            for info in await c.list_durables():
+                _print(_proto_json(info))
+        elif args.durables_cmd == "info":
+            _print(_proto_json(await c.get_durable(args.name)))
+        else:
+            await c.delete_durable(args.name)
+            _print({"deleted": args.name})
+    return 0
