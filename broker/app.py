@@ -63,8 +63,27 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
             hint="create a key with `lockgate keys create --org ORG --agent NAME`, "
             "or listen on 127.0.0.1",
         )
-    server = BrokerServer(broker, Authenticator(store, dev_mode=dev_mode), policies)
+    auth = Authenticator(store, dev_mode=dev_mode)
+    server = BrokerServer(broker, auth, policies)
     port = await server.start(config.listen)
+    stop_gateways = None
+    if config.gateways:
+        try:
+            from gateways.embedded import start_gateways
+        except ImportError as exc:
+            await server.stop(0)
+            await broker.stop()
+            raise Unavailable(
+                f"the configured gateways need an optional dependency: {exc.name}",
+                reason="MISSING_EXTRA",
+                hint="pip install 'lockgate[gateways,redis,nats]'",
+            ) from exc
+        try:
+            stop_gateways = await start_gateways(broker, auth, config.gateways)
+        except BrokerError:
+            await server.stop(0)
+            await broker.stop()
+            raise
     host = config.listen.rsplit(":", 1)[0]
     if dev_mode:
         log.warning(
@@ -88,6 +107,8 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         ready.set()
     await stop.wait()
     log.info("draining (grace %.1fs)", config.drain_timeout)
+    if stop_gateways is not None:
+        await stop_gateways()
     await server.stop(config.drain_timeout)
     await policies.stop()
     await broker.stop()

@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(sub)
+    try:  # the gateways need the optional aiohttp: pip install 'lockgate[gateways]'
+        from gateways.cli import add_commands as add_gateway_commands
+    except ImportError:
+        pass
+    else:
+        add_gateway_commands(sub)
     return parser
 
 

@@ -63,6 +63,9 @@ class Config:
     spam_max_per_minute: int = 0
     spam_duplicate_window: float = 0.0
     webhook_allow_private: bool = False
+    gateways: dict[str, dict[str, object]] = field(default_factory=dict)
+    """``[gateways.http]``, ``[gateways.redis]``...: gateways run inside ``lockgate serve``
+    (TOML only; see gateways/README.md)."""
     log_level: str = "info"
     telemetry: str = "off"
     telemetry_interval: float = 60.0
@@ -116,8 +119,8 @@ def _coerce(name: str, value: object, origin: str) -> object:
             return text in ("true", "1", "yes")
         if kind is int:
             return int(value)  # type: ignore[call-overload]
-        if kind is list:
-            if not isinstance(value, list):
+        if kind is list or kind is dict:
+            if not isinstance(value, kind):
                 raise ValueError
             return value
         return str(value)
@@ -140,7 +143,7 @@ def load_config(
     for key, raw in env.items():
         if key.startswith("LOCKGATE_"):
             name = key[len("LOCKGATE_") :].lower()
-            if name in _FIELDS and name != "retention":
+            if name in _FIELDS and name not in ("retention", "gateways"):
                 values[name] = _coerce(name, raw, f"environment {key}")
     path = config_file or env.get("LOCKGATE_CONFIG")
     if path:
@@ -151,7 +154,13 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         section = doc.get("broker", doc)
+        gateways = doc.get("gateways", {})
+        if not isinstance(gateways, dict):
+            raise ConfigError(f"config file {path}: [gateways] must be a table of tables")
+        values["gateways"] = gateways
         for name, raw in section.items():
+            if name == "gateways":
+                continue
             if name not in _FIELDS:
                 raise ConfigError(
                     f"config file {path}: unknown setting {name!r}",

@@ -649,6 +649,10 @@ class Broker:
             # the ack wait); only what was handed to this session but not taken is freed.
             consumer.detach(session, keep_pending=True)
 
+    async def terminate(self, principal: Principal, name: str, ids: list[int]) -> None:
+        """Dead-letters pending deliveries of a durable now (all or nothing)."""
+        await self.durable(principal.org, name).terminate(ids)
+
     def acknowledge(
         self,
         principal: Principal,

@@ -262,6 +262,7 @@ class DurableConsumer:
         refuses them all. Lenient (a stream): ids no longer pending are skipped and counted,
         since at-least-once makes late acks normal (the event was redelivered to another
         member and acked there, or dead-lettered)."""
+        ids = list(dict.fromkeys(ids))  # an id repeated in one ack counts once
         if strict:
             self.check_pending(ids)
         else:
@@ -277,6 +278,7 @@ class DurableConsumer:
 
     def nack(self, ids: list[int], delay: float, *, strict: bool = True) -> None:
         """Redelivers ``ids`` after ``delay`` seconds; strict or lenient as :meth:`ack`."""
+        ids = list(dict.fromkeys(ids))
         if strict:
             self.check_pending(ids)
         else:
@@ -292,6 +294,20 @@ class DurableConsumer:
                 self.due.append(i)
             else:
                 p.deadline = now + delay
+        self._wake.set()
+
+    async def terminate(self, ids: list[int]) -> None:
+        """Dead-letters pending ``ids`` now, without further deliveries."""
+        ids = list(dict.fromkeys(ids))
+        self.check_pending(ids)
+        for i in ids:
+            p = self.pending[i]
+            if p.session is not None:
+                p.session.in_flight -= 1
+                p.session = None
+            p.deadline = 0.0
+        await self._dead_letter(ids)
+        self.dirty = True
         self._wake.set()
 
     def redrive(self, ids: list[int]) -> None:

@@ -328,6 +328,8 @@ class BrokerServer(Servicer):
         self, request: broker_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.AcknowledgeResponse:
         async def run(p: Principal) -> broker_pb2.AcknowledgeResponse:
+            if request.term_ids:
+                await self.broker.terminate(p, request.durable, list(request.term_ids))
             self.broker.acknowledge(
                 p,
                 request.durable,

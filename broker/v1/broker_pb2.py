@@ -28,15 +28,15 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/broker.proto\x12\tbroker.v1\x1a\x1a\x62roker/v1/cloudevent.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Z\n\x0ePublishRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.broker.v1.CloudEvent\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x04\"t\n\x0fPublishResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x0b\n\x03ids\x18\x02 \x03(\x04\x12\x19\n\x11\x64uplicate_indexes\x18\x03 \x03(\r\x12\'\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x17.broker.v1.PublishError\">\n\x0cPublishError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"J\n\x11PublishOneRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.broker.v1.CloudEvent\"3\n\x12PublishOneResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"y\n\rStartPosition\x12&\n\x06policy\x18\x01 \x01(\x0e\x32\x16.broker.v1.StartPolicy\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x66ter_id\x18\x03 \x01(\x04\"\x84\x01\n\x10SubscribeRequest\x12(\n\x04open\x18\x01 \x01(\x0b\x32\x18.broker.v1.SubscribeOpenH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x42\x06\n\x04kind\"\xcb\x01\n\rSubscribeOpen\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x13\n\x0bqueue_group\x18\x02 \x01(\t\x12\x0f\n\x07\x64urable\x18\x03 \x01(\t\x12\'\n\x05start\x18\x04 \x01(\x0b\x32\x18.broker.v1.StartPosition\x12\x15\n\rmax_in_flight\x18\x05 \x01(\r\x12+\n\x08\x61\x63k_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x07 \x01(\r\"\x96\x01\n\x0c\x46\x65tchRequest\x12\x0f\n\x07\x64urable\x18\x01 \x01(\t\x12\x12\n\nmax_events\x18\x02 \x01(\r\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07pattern\x18\x04 \x01(\t\x12\'\n\x05start\x18\x05 \x01(\x0b\x32\x18.broker.v1.StartPosition\">\n\rFetchResponse\x12\'\n\ndeliveries\x18\x02 \x03(\x0b\x32\x13.broker.v1.DeliveryJ\x04\x08\x01\x10\x02\"w\n\x12\x41\x63knowledgeRequest\x12\x0f\n\x07\x64urable\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\x04\x12\x10\n\x08nack_ids\x18\x03 \x03(\x04\x12-\n\nnack_delay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x15\n\x13\x41\x63knowledgeResponse\"\x12\n\x03\x41\x63k\x12\x0b\n\x03ids\x18\x01 \x03(\x04\"=\n\x04Nack\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"g\n\x11SubscribeResponse\x12)\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.Subscribed\x12\'\n\ndeliveries\x18\x02 \x03(\x0b\x32\x13.broker.v1.Delivery\"+\n\nSubscribed\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07last_id\x18\x02 \x01(\x04\"p\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12$\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x15.broker.v1.CloudEvent\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x10\n\x08reply_to\x18\x05 \x01(\t\"s\n\x0eRequestRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.broker.v1.CloudEvent\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\x0fRequestResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.broker.v1.CloudEvent\"\x99\x01\n\x0bStoredEvent\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12$\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x15.broker.v1.CloudEvent\x12/\n\x0bstored_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"9\n\x10GetEventResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.broker.v1.StoredEvent\"\xbc\x01\n\x12QueryEventsRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x66ter_id\x18\x04 \x01(\x04\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"V\n\x13QueryEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.broker.v1.StoredEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8f\x01\n\x0bStartPolicy\x12\x1c\n\x18START_POLICY_UNSPECIFIED\x10\x00\x12\x14\n\x10START_POLICY_NEW\x10\x01\x12\x14\n\x10START_POLICY_ALL\x10\x02\x12\x1b\n\x17START_POLICY_SINCE_TIME\x10\x03\x12\x19\n\x15START_POLICY_AFTER_ID\x10\x04\x32\xcb\x04\n\rBrokerService\x12\x44\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x12I\n\nPublishOne\x12\x1c.broker.v1.PublishOneRequest\x1a\x1d.broker.v1.PublishOneResponse\x12J\n\tSubscribe\x12\x1b.broker.v1.SubscribeRequest\x1a\x1c.broker.v1.SubscribeResponse(\x01\x30\x01\x12@\n\x07Request\x12\x19.broker.v1.RequestRequest\x1a\x1a.broker.v1.RequestResponse\x12\x43\n\x08GetEvent\x12\x1a.broker.v1.GetEventRequest\x1a\x1b.broker.v1.GetEventResponse\x12L\n\x0bQueryEvents\x12\x1d.broker.v1.QueryEventsRequest\x1a\x1e.broker.v1.QueryEventsResponse\x12:\n\x05\x46\x65tch\x12\x17.broker.v1.FetchRequest\x1a\x18.broker.v1.FetchResponse\x12L\n\x0b\x41\x63knowledge\x12\x1d.broker.v1.AcknowledgeRequest\x1a\x1e.broker.v1.AcknowledgeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/broker.proto\x12\tbroker.v1\x1a\x1a\x62roker/v1/cloudevent.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Z\n\x0ePublishRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.broker.v1.CloudEvent\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x04\"t\n\x0fPublishResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x0b\n\x03ids\x18\x02 \x03(\x04\x12\x19\n\x11\x64uplicate_indexes\x18\x03 \x03(\r\x12\'\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x17.broker.v1.PublishError\">\n\x0cPublishError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"J\n\x11PublishOneRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.broker.v1.CloudEvent\"3\n\x12PublishOneResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"y\n\rStartPosition\x12&\n\x06policy\x18\x01 \x01(\x0e\x32\x16.broker.v1.StartPolicy\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x66ter_id\x18\x03 \x01(\x04\"\x84\x01\n\x10SubscribeRequest\x12(\n\x04open\x18\x01 \x01(\x0b\x32\x18.broker.v1.SubscribeOpenH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.broker.v1.AckH\x00\x12\x1f\n\x04nack\x18\x03 \x01(\x0b\x32\x0f.broker.v1.NackH\x00\x42\x06\n\x04kind\"\xcb\x01\n\rSubscribeOpen\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x13\n\x0bqueue_group\x18\x02 \x01(\t\x12\x0f\n\x07\x64urable\x18\x03 \x01(\t\x12\'\n\x05start\x18\x04 \x01(\x0b\x32\x18.broker.v1.StartPosition\x12\x15\n\rmax_in_flight\x18\x05 \x01(\r\x12+\n\x08\x61\x63k_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x07 \x01(\r\"\x96\x01\n\x0c\x46\x65tchRequest\x12\x0f\n\x07\x64urable\x18\x01 \x01(\t\x12\x12\n\nmax_events\x18\x02 \x01(\r\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07pattern\x18\x04 \x01(\t\x12\'\n\x05start\x18\x05 \x01(\x0b\x32\x18.broker.v1.StartPosition\">\n\rFetchResponse\x12\'\n\ndeliveries\x18\x02 \x03(\x0b\x32\x13.broker.v1.DeliveryJ\x04\x08\x01\x10\x02\"\x89\x01\n\x12\x41\x63knowledgeRequest\x12\x0f\n\x07\x64urable\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\x04\x12\x10\n\x08nack_ids\x18\x03 \x03(\x04\x12-\n\nnack_delay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08term_ids\x18\x05 \x03(\x04\"\x15\n\x13\x41\x63knowledgeResponse\"\x12\n\x03\x41\x63k\x12\x0b\n\x03ids\x18\x01 \x03(\x04\"=\n\x04Nack\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"g\n\x11SubscribeResponse\x12)\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.broker.v1.Subscribed\x12\'\n\ndeliveries\x18\x02 \x03(\x0b\x32\x13.broker.v1.Delivery\"+\n\nSubscribed\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07last_id\x18\x02 \x01(\x04\"p\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12$\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x15.broker.v1.CloudEvent\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x10\n\x08reply_to\x18\x05 \x01(\t\"s\n\x0eRequestRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.broker.v1.CloudEvent\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\x0fRequestResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.broker.v1.CloudEvent\"\x99\x01\n\x0bStoredEvent\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12$\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x15.broker.v1.CloudEvent\x12/\n\x0bstored_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"9\n\x10GetEventResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.broker.v1.StoredEvent\"\xbc\x01\n\x12QueryEventsRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x66ter_id\x18\x04 \x01(\x04\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"V\n\x13QueryEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.broker.v1.StoredEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8f\x01\n\x0bStartPolicy\x12\x1c\n\x18START_POLICY_UNSPECIFIED\x10\x00\x12\x14\n\x10START_POLICY_NEW\x10\x01\x12\x14\n\x10START_POLICY_ALL\x10\x02\x12\x1b\n\x17START_POLICY_SINCE_TIME\x10\x03\x12\x19\n\x15START_POLICY_AFTER_ID\x10\x04\x32\xcb\x04\n\rBrokerService\x12\x44\n\x07Publish\x12\x19.broker.v1.PublishRequest\x1a\x1a.broker.v1.PublishResponse(\x01\x30\x01\x12I\n\nPublishOne\x12\x1c.broker.v1.PublishOneRequest\x1a\x1d.broker.v1.PublishOneResponse\x12J\n\tSubscribe\x12\x1b.broker.v1.SubscribeRequest\x1a\x1c.broker.v1.SubscribeResponse(\x01\x30\x01\x12@\n\x07Request\x12\x19.broker.v1.RequestRequest\x1a\x1a.broker.v1.RequestResponse\x12\x43\n\x08GetEvent\x12\x1a.broker.v1.GetEventRequest\x1a\x1b.broker.v1.GetEventResponse\x12L\n\x0bQueryEvents\x12\x1d.broker.v1.QueryEventsRequest\x1a\x1e.broker.v1.QueryEventsResponse\x12:\n\x05\x46\x65tch\x12\x17.broker.v1.FetchRequest\x1a\x18.broker.v1.FetchResponse\x12L\n\x0b\x41\x63knowledge\x12\x1d.broker.v1.AcknowledgeRequest\x1a\x1e.broker.v1.AcknowledgeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STARTPOLICY']._serialized_start=2405
-  _globals['_STARTPOLICY']._serialized_end=2548
+  _globals['_STARTPOLICY']._serialized_start=2424
+  _globals['_STARTPOLICY']._serialized_end=2567
   _globals['_PUBLISHREQUEST']._serialized_start=130
   _globals['_PUBLISHREQUEST']._serialized_end=220
   _globals['_PUBLISHRESPONSE']._serialized_start=222
@@ -57,34 +57,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FETCHREQUEST']._serialized_end=1148
   _globals['_FETCHRESPONSE']._serialized_start=1150
   _globals['_FETCHRESPONSE']._serialized_end=1212
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1214
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1333
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1335
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1356
-  _globals['_ACK']._serialized_start=1358
-  _globals['_ACK']._serialized_end=1376
-  _globals['_NACK']._serialized_start=1378
-  _globals['_NACK']._serialized_end=1439
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1441
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1544
-  _globals['_SUBSCRIBED']._serialized_start=1546
-  _globals['_SUBSCRIBED']._serialized_end=1589
-  _globals['_DELIVERY']._serialized_start=1591
-  _globals['_DELIVERY']._serialized_end=1703
-  _globals['_REQUESTREQUEST']._serialized_start=1705
-  _globals['_REQUESTREQUEST']._serialized_end=1820
-  _globals['_REQUESTRESPONSE']._serialized_start=1822
-  _globals['_REQUESTRESPONSE']._serialized_end=1877
-  _globals['_STOREDEVENT']._serialized_start=1880
-  _globals['_STOREDEVENT']._serialized_end=2033
-  _globals['_GETEVENTREQUEST']._serialized_start=2035
-  _globals['_GETEVENTREQUEST']._serialized_end=2064
-  _globals['_GETEVENTRESPONSE']._serialized_start=2066
-  _globals['_GETEVENTRESPONSE']._serialized_end=2123
-  _globals['_QUERYEVENTSREQUEST']._serialized_start=2126
-  _globals['_QUERYEVENTSREQUEST']._serialized_end=2314
-  _globals['_QUERYEVENTSRESPONSE']._serialized_start=2316
-  _globals['_QUERYEVENTSRESPONSE']._serialized_end=2402
-  _globals['_BROKERSERVICE']._serialized_start=2551
-  _globals['_BROKERSERVICE']._serialized_end=3138
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1215
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1352
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1354
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1375
+  _globals['_ACK']._serialized_start=1377
+  _globals['_ACK']._serialized_end=1395
+  _globals['_NACK']._serialized_start=1397
+  _globals['_NACK']._serialized_end=1458
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1460
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1563
+  _globals['_SUBSCRIBED']._serialized_start=1565
+  _globals['_SUBSCRIBED']._serialized_end=1608
+  _globals['_DELIVERY']._serialized_start=1610
+  _globals['_DELIVERY']._serialized_end=1722
+  _globals['_REQUESTREQUEST']._serialized_start=1724
+  _globals['_REQUESTREQUEST']._serialized_end=1839
+  _globals['_REQUESTRESPONSE']._serialized_start=1841
+  _globals['_REQUESTRESPONSE']._serialized_end=1896
+  _globals['_STOREDEVENT']._serialized_start=1899
+  _globals['_STOREDEVENT']._serialized_end=2052
+  _globals['_GETEVENTREQUEST']._serialized_start=2054
+  _globals['_GETEVENTREQUEST']._serialized_end=2083
+  _globals['_GETEVENTRESPONSE']._serialized_start=2085
+  _globals['_GETEVENTRESPONSE']._serialized_end=2142
+  _globals['_QUERYEVENTSREQUEST']._serialized_start=2145
+  _globals['_QUERYEVENTSREQUEST']._serialized_end=2333
+  _globals['_QUERYEVENTSRESPONSE']._serialized_start=2335
+  _globals['_QUERYEVENTSRESPONSE']._serialized_end=2421
+  _globals['_BROKERSERVICE']._serialized_start=2570
+  _globals['_BROKERSERVICE']._serialized_end=3157
 # @@protoc_insertion_point(module_scope)

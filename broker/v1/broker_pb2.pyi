@@ -133,16 +133,18 @@ class FetchResponse(_message.Message):
     def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
 
 class AcknowledgeRequest(_message.Message):
-    __slots__ = ("durable", "ack_ids", "nack_ids", "nack_delay")
+    __slots__ = ("durable", "ack_ids", "nack_ids", "nack_delay", "term_ids")
     DURABLE_FIELD_NUMBER: _ClassVar[int]
     ACK_IDS_FIELD_NUMBER: _ClassVar[int]
     NACK_IDS_FIELD_NUMBER: _ClassVar[int]
     NACK_DELAY_FIELD_NUMBER: _ClassVar[int]
+    TERM_IDS_FIELD_NUMBER: _ClassVar[int]
     durable: str
     ack_ids: _containers.RepeatedScalarFieldContainer[int]
     nack_ids: _containers.RepeatedScalarFieldContainer[int]
     nack_delay: _duration_pb2.Duration
-    def __init__(self, durable: _Optional[str] = ..., ack_ids: _Optional[_Iterable[int]] = ..., nack_ids: _Optional[_Iterable[int]] = ..., nack_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    term_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, durable: _Optional[str] = ..., ack_ids: _Optional[_Iterable[int]] = ..., nack_ids: _Optional[_Iterable[int]] = ..., nack_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., term_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AcknowledgeResponse(_message.Message):
     __slots__ = ()

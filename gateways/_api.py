@@ -1,0 +1,367 @@
+"""The broker as the gateways see it: one small Protocol, two implementations.
+
+:class:`BrokerAPI` is the public contract (the gRPC API's methods, in Python types);
+:class:`LocalAPI` calls a :class:`broker.core.Broker` in the same process (gateways run
+inside ``lockgate serve``), ``gateways._remote.RemoteAPI`` calls a broker over gRPC
+(``lockgate gateway ... --broker HOST:PORT``). Every method takes the caller's API key
+(``None``: none was sent) and raises :class:`broker.errors.BrokerError`, so the gateways
+report the same reasons whichever side they run on.
+
+Example::
+
+    api = LocalAPI(broker, authenticator)
+    result = await api.publish(key, "orders.created", [event])
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from broker import wire
+from broker.auth import Authenticator, Principal
+from broker.core import Broker, StartSpec
+from broker.delivery import DurableSession, EphemeralSubscription, Outbox
+from broker.errors import BrokerError, PermissionDenied
+from broker.v1 import broker_pb2, cloudevent_pb2
+
+__all__ = [
+    "FROM_NEW",
+    "BrokerAPI",
+    "Delivery",
+    "DurableView",
+    "LocalAPI",
+    "PublishResult",
+    "StartSpec",
+    "StoredEvent",
+    "Subscription",
+]
+
+CloudEvent = cloudevent_pb2.CloudEvent
+Delivery = broker_pb2.Delivery
+StoredEvent = broker_pb2.StoredEvent
+FROM_NEW = StartSpec()
+"""The default start: new events only (or where a durable stopped)."""
+
+
+@dataclass(slots=True)
+class PublishResult:
+    """Per-event outcome of one batch: assigned ids (0 where rejected), the positions of
+    duplicates, and the rejections by position."""
+
+    ids: list[int]
+    duplicates: list[int] = field(default_factory=list)
+    errors: list[tuple[int, BrokerError]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DurableView:
+    """What the gateways show of a durable subscription."""
+
+    name: str
+    pattern: str
+    endpoint_url: str
+    ack_wait: float
+    max_deliveries: int
+    max_in_flight: int
+
+
+class Subscription(Protocol):
+    """A live subscription: iterate for batches of deliveries; ack/nack durable ones."""
+
+    name: str
+    durable: bool
+
+    def __aiter__(self) -> AsyncIterator[list[Delivery]]: ...
+
+    async def ack(self, ids: Sequence[int]) -> None: ...
+
+    async def nack(self, ids: Sequence[int], delay: float = 0.0) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class BrokerAPI(Protocol):
+    """The broker's public API (see protos/broker/v1/broker.proto and admin.proto)."""
+
+    async def publish(
+        self, key: str | None, subject: str, events: Sequence[CloudEvent]
+    ) -> PublishResult: ...
+
+    async def get_event(self, key: str | None, event_id: int) -> StoredEvent: ...
+
+    async def query(
+        self,
+        key: str | None,
+        pattern: str,
+        *,
+        after_id: int = 0,
+        start_ms: int = 0,
+        end_ms: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[StoredEvent], int]:
+        """A page of events and the cursor (an id) for the next one, 0 on the last page."""
+        ...
+
+    async def fetch(
+        self,
+        key: str | None,
+        durable: str,
+        max_events: int,
+        wait: float,
+        *,
+        pattern: str = "",
+        start: StartSpec = FROM_NEW,
+    ) -> list[Delivery]: ...
+
+    async def acknowledge(
+        self,
+        key: str | None,
+        durable: str,
+        ack_ids: Sequence[int],
+        nack_ids: Sequence[int],
+        nack_delay: float = 0.0,
+    ) -> None: ...
+
+    async def subscribe(
+        self,
+        key: str | None,
+        pattern: str,
+        *,
+        durable: str = "",
+        queue: str = "",
+        start: StartSpec = FROM_NEW,
+        max_in_flight: int = 0,
+    ) -> Subscription: ...
+
+    async def create_durable(
+        self,
+        key: str | None,
+        name: str,
+        pattern: str,
+        *,
+        start: StartSpec = FROM_NEW,
+        max_in_flight: int = 0,
+        ack_wait: float = 0.0,
+        max_deliveries: int = 0,
+        endpoint_url: str = "",
+    ) -> DurableView: ...
+
+    async def close(self) -> None: ...
+
+
+def decode_deliveries(body: bytes) -> list[Delivery]:
+    """The deliveries of a pre-encoded SubscribeResponse or FetchResponse body."""
+    return list(broker_pb2.SubscribeResponse.FromString(body).deliveries) if body else []
+
+
+class _LocalSubscription:
+    def __init__(
+        self,
+        broker: Broker,
+        outbox: Outbox,
+        name: str,
+        sub: EphemeralSubscription | None = None,
+        session: DurableSession | None = None,
+    ) -> None:
+        self._broker = broker
+        self._outbox = outbox
+        self._sub = sub
+        self._session = session
+        self.name = name
+        self.durable = session is not None
+
+    async def __aiter__(self) -> AsyncIterator[list[Delivery]]:
+        while (body := await self._outbox.take()) is not None:
+            yield decode_deliveries(body)
+        if self._outbox.error is not None:
+            raise self._outbox.error
+        if self._broker.draining:
+            from broker.errors import Unavailable
+
+            raise Unavailable(
+                "the broker is shutting down", reason="SHUTTING_DOWN", hint="reconnect"
+            )
+
+    def _consumer_session(self) -> DurableSession:
+        if self._session is None:
+            from broker.errors import FailedPrecondition
+
+            raise FailedPrecondition(
+                "acks and nacks need a durable subscription",
+                reason="UNKNOWN_DURABLE",
+                hint="subscribe with a durable name to get at-least-once delivery",
+            )
+        return self._session
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        # Unique ids: the broker's ack pops each id once (a repeated id is a KeyError there).
+        self._consumer_session().consumer.ack(list(dict.fromkeys(ids)))
+
+    async def nack(self, ids: Sequence[int], delay: float = 0.0) -> None:
+        self._consumer_session().consumer.nack(list(dict.fromkeys(ids)), delay)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            self._broker.unsubscribe(self._sub)
+            self._sub = None
+        if self._session is not None:
+            self._session.consumer.detach(self._session)
+            self._session = None
+        self._outbox.close()
+
+
+class LocalAPI:
+    """:class:`BrokerAPI` on a broker in this process, authenticated as the gRPC server
+    authenticates (same :class:`~broker.auth.Authenticator`, same admin rule)."""
+
+    def __init__(self, broker: Broker, authenticator: Authenticator) -> None:
+        self.broker = broker
+        self.auth = authenticator
+
+    async def principal(self, key: str | None) -> Principal:
+        return await self.auth.authenticate(key)
+
+    async def publish(
+        self, key: str | None, subject: str, events: Sequence[CloudEvent]
+    ) -> PublishResult:
+        out = await self.broker.publish(await self.principal(key), subject, events)
+        return PublishResult(out.ids, out.duplicates, out.errors)
+
+    async def get_event(self, key: str | None, event_id: int) -> StoredEvent:
+        p = await self.principal(key)
+        return await self.broker.get_event(p.org, event_id)
+
+    async def query(
+        self,
+        key: str | None,
+        pattern: str,
+        *,
+        after_id: int = 0,
+        start_ms: int = 0,
+        end_ms: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[StoredEvent], int]:
+        p = await self.principal(key)
+        return await self.broker.query(
+            p.org,
+            pattern or ">",
+            after_id=after_id,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=min(limit or 100, 1000),
+        )
+
+    async def fetch(
+        self,
+        key: str | None,
+        durable: str,
+        max_events: int,
+        wait: float,
+        *,
+        pattern: str = "",
+        start: StartSpec = FROM_NEW,
+    ) -> list[Delivery]:
+        p = await self.principal(key)
+        body = await self.broker.fetch(p, durable, max_events, wait, pattern=pattern, start=start)
+        return decode_deliveries(body)
+
+    async def acknowledge(
+        self,
+        key: str | None,
+        durable: str,
+        ack_ids: Sequence[int],
+        nack_ids: Sequence[int],
+        nack_delay: float = 0.0,
+    ) -> None:
+        p = await self.principal(key)
+        self.broker.acknowledge(
+            p, durable, list(dict.fromkeys(ack_ids)), list(dict.fromkeys(nack_ids)), nack_delay
+        )
+
+    async def subscribe(
+        self,
+        key: str | None,
+        pattern: str,
+        *,
+        durable: str = "",
+        queue: str = "",
+        start: StartSpec = FROM_NEW,
+        max_in_flight: int = 0,
+    ) -> Subscription:
+        p = await self.principal(key)
+        b = self.broker
+        if durable:
+            session = await b.subscribe_durable(
+                p, durable, pattern, queue=queue, start=start, max_in_flight=max_in_flight
+            )
+            return _LocalSubscription(b, session.outbox, durable, session=session)
+        replay = start.policy not in (0, broker_pb2.START_POLICY_NEW)
+        after = b.start_after(start) if replay else 0
+        sub = b.subscribe_ephemeral(p, pattern, queue, max_in_flight)
+        if replay:
+            await _replay(b, p, pattern, after, sub)
+        return _LocalSubscription(b, sub.outbox, sub.name, sub=sub)
+
+    async def create_durable(
+        self,
+        key: str | None,
+        name: str,
+        pattern: str,
+        *,
+        start: StartSpec = FROM_NEW,
+        max_in_flight: int = 0,
+        ack_wait: float = 0.0,
+        max_deliveries: int = 0,
+        endpoint_url: str = "",
+    ) -> DurableView:
+        p = await self.principal(key)
+        if not p.is_admin:  # as AdminService.CreateDurable
+            raise PermissionDenied(
+                f"agent {p.agent!r} lacks the admin role",
+                hint="use a key created with --role admin",
+            )
+        c = await self.broker.create_durable(
+            p,
+            name,
+            pattern,
+            start=start,
+            max_in_flight=max_in_flight,
+            ack_wait=ack_wait,
+            max_deliveries=max_deliveries,
+            endpoint_url=endpoint_url,
+        )
+        r = c.rec
+        return DurableView(
+            r.name,
+            r.pattern,
+            r.endpoint_url,
+            r.ack_wait_ms / 1000,
+            r.max_deliveries,
+            r.max_in_flight,
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+async def _replay(
+    b: Broker, p: Principal, pattern: str, after: int, sub: EphemeralSubscription
+) -> None:
+    """Stored events after ``after`` up to the head, then live ones (as the gRPC server)."""
+    head = b.head
+    while after < head:
+        events, last = await b.query(p.org, pattern, after_id=after, limit=500)
+        frames = [
+            wire.delivery_frame(e.id, wire.subject_field(e.subject), e.event.SerializeToString())
+            for e in events
+            if e.id <= head
+        ]
+        if frames:
+            sub.outbox.put(b"".join(frames), len(frames))
+        if not last:
+            break
+        after = last
+        await asyncio.sleep(0)

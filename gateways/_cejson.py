@@ -1,0 +1,192 @@
+"""The CloudEvents JSON format (pure): ``CloudEvent`` proto <-> JSON object.
+
+Follows https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/formats/json-format.md:
+context attributes are top-level members, ``data`` holds a JSON value (when
+``datacontenttype`` is JSON or absent) or a string (other text), ``data_base64`` holds
+binary data, extension attributes are members of their CloudEvents type (boolean, integer,
+string; bytes as base64, timestamps as RFC 3339).
+
+Example::
+
+    ev = from_json({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": {"a": 1}})
+    assert to_json(ev)["data"] == {"a": 1}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+
+from google.protobuf import timestamp_pb2
+
+from broker.errors import InvalidEvent
+from broker.v1 import cloudevent_pb2
+
+__all__ = [
+    "JsonValue",
+    "attribute_to_json",
+    "event_from_json",
+    "event_to_json",
+    "is_json_type",
+    "parse_time",
+]
+
+CloudEvent = cloudevent_pb2.CloudEvent
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+_REQUIRED = ("specversion", "id", "source", "type")
+_URI_ATTRS = {"dataschema"}
+_TIME_ATTRS = {"time"}
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def is_json_type(content_type: str) -> bool:
+    """True for ``application/json``, ``text/json`` and ``*/*+json`` (and no content type)."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return not base or base in ("application/json", "text/json") or base.endswith("+json")
+
+
+def parse_time(text: str, what: str = "time") -> timestamp_pb2.Timestamp:
+    """An RFC 3339 timestamp; raises :class:`InvalidEvent` when it is not one."""
+    ts = timestamp_pb2.Timestamp()
+    try:
+        ts.FromJsonString(text)
+    except (ValueError, TypeError):
+        raise InvalidEvent(
+            f"{what} {text!r} is not an RFC 3339 timestamp",
+            reason="INVALID_EVENT",
+            hint="write times like 2024-05-01T12:00:00Z",
+        ) from None
+    return ts
+
+
+def _bad(message: str, hint: str = "") -> InvalidEvent:
+    return InvalidEvent(message, reason="INVALID_EVENT", hint=hint or "see the CloudEvents spec")
+
+
+def event_from_json(doc: object) -> CloudEvent:
+    """A ``CloudEvent`` from one structured-mode JSON object; raises :class:`InvalidEvent`.
+
+    Required attributes are checked by the broker (reason ``MISSING_ATTRIBUTE``), not here,
+    so that every ingress reports them the same way.
+    """
+    if not isinstance(doc, Mapping):
+        raise _bad(
+            f"a CloudEvent must be a JSON object, not {type(doc).__name__}",
+            'send {"specversion": "1.0", "id": ..., "source": ..., "type": ...}',
+        )
+    ev = CloudEvent()
+    for name, value in doc.items():
+        if not isinstance(name, str):
+            raise _bad("attribute names must be strings")
+        if name in ("data", "data_base64") or value is None:
+            continue
+        if name in _REQUIRED:
+            if not isinstance(value, str):
+                raise _bad(f"attribute {name!r} must be a string")
+            if name == "specversion":
+                ev.spec_version = value
+            else:
+                setattr(ev, name, value)
+            continue
+        _set_attr(ev, name, value)
+    if "data" in doc and "data_base64" in doc:
+        raise _bad("an event has either data or data_base64, not both")
+    if doc.get("data_base64") is not None:
+        raw = doc["data_base64"]
+        if not isinstance(raw, str):
+            raise _bad("data_base64 must be a string")
+        try:
+            ev.binary_data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad("data_base64 is not valid base64") from None
+    elif "data" in doc and doc["data"] is not None:
+        data = doc["data"]
+        ctype = _content_type(ev)
+        if isinstance(data, str) and not is_json_type(ctype):
+            ev.text_data = data
+        else:
+            ev.text_data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return ev
+
+
+def _set_attr(ev: CloudEvent, name: str, value: object) -> None:
+    if not name.isalnum() or not name.islower() or len(name) > 64:
+        raise _bad(
+            f"attribute name {name!r} is invalid",
+            "CloudEvents attribute names are lower-case letters and digits",
+        )
+    attr = ev.attributes[name]
+    if isinstance(value, bool):
+        attr.ce_boolean = value
+    elif isinstance(value, int):
+        if _INT32[0] <= value <= _INT32[1]:
+            attr.ce_integer = value
+        else:
+            attr.ce_string = str(value)
+    elif isinstance(value, str):
+        if name in _TIME_ATTRS:
+            attr.ce_timestamp.CopyFrom(parse_time(value, name))
+        elif name in _URI_ATTRS:
+            attr.ce_uri = value
+        else:
+            attr.ce_string = value
+    else:
+        del ev.attributes[name]
+        raise _bad(
+            f"attribute {name!r} has a {type(value).__name__} value",
+            "extension attributes are strings, integers or booleans",
+        )
+
+
+def _content_type(ev: CloudEvent) -> str:
+    v = ev.attributes.get("datacontenttype")
+    return v.ce_string if v is not None else ""
+
+
+def attribute_to_json(value: CloudEvent.CloudEventAttributeValue) -> bool | int | str:
+    kind = value.WhichOneof("attr")
+    if kind == "ce_boolean":
+        return value.ce_boolean
+    if kind == "ce_integer":
+        return value.ce_integer
+    if kind == "ce_bytes":
+        return base64.b64encode(value.ce_bytes).decode("ascii")
+    if kind == "ce_timestamp":
+        return str(value.ce_timestamp.ToJsonString())
+    if kind == "ce_uri":
+        return value.ce_uri
+    if kind == "ce_uri_ref":
+        return value.ce_uri_ref
+    return value.ce_string
+
+
+def event_to_json(ev: CloudEvent) -> dict[str, JsonValue]:
+    """The structured-mode JSON object of ``ev`` (``json.dumps`` it to send)."""
+    out: dict[str, JsonValue] = {
+        "specversion": ev.spec_version,
+        "id": ev.id,
+        "source": ev.source,
+        "type": ev.type,
+    }
+    for name, value in ev.attributes.items():
+        out[name] = attribute_to_json(value)
+    kind = ev.WhichOneof("data")
+    if kind == "text_data":
+        text = ev.text_data
+        if is_json_type(_content_type(ev)):
+            try:
+                out["data"] = json.loads(text)
+            except ValueError:  # JSON declared, text sent: keep the text
+                out["data"] = text
+        else:
+            out["data"] = text
+    elif kind == "binary_data":
+        out["data_base64"] = base64.b64encode(ev.binary_data).decode("ascii")
+    elif kind == "proto_data":
+        out["data_base64"] = base64.b64encode(ev.proto_data.value).decode("ascii")
+        out.setdefault("dataschema", ev.proto_data.type_url)
+        out.setdefault("datacontenttype", "application/protobuf")
+    return out

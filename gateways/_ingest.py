@@ -1,0 +1,67 @@
+"""What the ingest gateways (Redis, NATS) share: entries to events, and dead-letter records.
+
+An entry is JSON: either a structured CloudEvent (it has ``specversion``) or
+``{"data": <any JSON>, "id"?: str, "source"?: str, "type"?: str}``, from which the gateway
+builds a CloudEvent (``datacontenttype: application/json``; defaults for id, source and type
+come from where the entry was read, so a re-read entry keeps its id and is deduplicated).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from broker.errors import BrokerError, InvalidEvent
+from gateways._api import CloudEvent
+from gateways._cejson import event_from_json
+from gateways._web import dumps, loads
+
+__all__ = ["dead_letter_record", "parse_entry"]
+
+_SHORTHAND = {"data", "id", "source", "type"}
+
+
+def parse_entry(raw: bytes | str, default_id: str, source: str, type_: str) -> CloudEvent:
+    """The event of one entry; raises a :class:`BrokerError` (MALFORMED_JSON, INVALID_EVENT)."""
+    doc = loads(raw)
+    if not isinstance(doc, dict):
+        raise InvalidEvent(
+            f"the entry is a JSON {type(doc).__name__}, not an object",
+            reason="INVALID_EVENT",
+            hint='send a CloudEvent (structured JSON) or {"data": ...}',
+        )
+    if "specversion" in doc:
+        return event_from_json(doc)
+    if "data" not in doc or set(doc) - _SHORTHAND:
+        extra = sorted(set(doc) - _SHORTHAND)
+        raise InvalidEvent(
+            'the entry is neither a CloudEvent (no specversion) nor {"data": ...}'
+            + (f" (unexpected {', '.join(extra[:3])})" if extra else ""),
+            reason="INVALID_EVENT",
+            hint='send a CloudEvent (structured JSON) or {"data": ..., "type"?: ...}',
+        )
+    ev = CloudEvent(
+        id=str(doc.get("id") or default_id),
+        source=str(doc.get("source") or source),
+        spec_version="1.0",
+        type=str(doc.get("type") or type_),
+    )
+    ev.attributes["datacontenttype"].ce_string = "application/json"
+    ev.text_data = dumps(doc["data"])
+    return ev
+
+
+def dead_letter_record(origin: str, raw: bytes | str, err: BrokerError) -> str:
+    """The JSON line a dead-letter list keeps for a refused entry."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return json.dumps(
+        {
+            "reason": err.reason,
+            "message": err.message,
+            "hint": err.hint,
+            "origin": origin,
+            "time_ms": int(time.time() * 1000),
+            "entry": text,
+        },
+        ensure_ascii=False,
+    )

@@ -1,0 +1,335 @@
+"""``RemoteAPI``: the :class:`~gateways._api.BrokerAPI` over gRPC, for standalone gateways.
+
+The caller's API key goes through as ``authorization: Bearer <key>``, so the broker
+authenticates every caller itself; gRPC errors come back as the broker's own error classes
+with the reason of their ``ErrorInfo`` (so HTTP answers carry the same reasons).
+
+Example::
+
+    api = RemoteAPI("127.0.0.1:50051")
+    events, cursor = await api.query(key, "orders.>")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, message
+
+from broker import errors as be
+from broker.v1 import admin_pb2, broker_pb2, cloudevent_pb2
+from clients._errors import from_rpc_error
+from gateways._api import (
+    FROM_NEW,
+    Delivery,
+    DurableView,
+    PublishResult,
+    StartSpec,
+    StoredEvent,
+    decode_deliveries,
+)
+
+__all__ = ["RemoteAPI", "translate"]
+
+CloudEvent = cloudevent_pb2.CloudEvent
+M = TypeVar("M", bound=message.Message)
+T = TypeVar("T")
+
+_BY_CODE: dict[grpc.StatusCode, type[be.BrokerError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: be.InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: be.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: be.PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: be.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: be.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: be.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: be.ResourceExhausted,
+    grpc.StatusCode.DEADLINE_EXCEEDED: be.DeadlineExceeded,
+    grpc.StatusCode.UNAVAILABLE: be.Unavailable,
+}
+
+# Reasons of per-event PublishErrors, which carry no status code.
+_CODE_BY_REASON: dict[str, type[be.BrokerError]] = {
+    "PERMISSION_DENIED": be.PermissionDenied,
+    "POLICY_DENIED": be.PermissionDenied,
+    "CROSS_ORG": be.PermissionDenied,
+    "RATE_LIMITED": be.ResourceExhausted,
+    "DUPLICATE_CONTENT": be.AlreadyExists,
+    "DUPLICATE_KEY": be.AlreadyExists,
+    "POLICY_REQUIREMENT": be.FailedPrecondition,
+    "STORE_UNAVAILABLE": be.Unavailable,
+    "SHUTTING_DOWN": be.Unavailable,
+}
+
+
+def translate(err: grpc.RpcError) -> be.BrokerError:
+    """The broker error a gRPC error stands for: class by status code, reason from
+    ``ErrorInfo`` (``UNAVAILABLE`` with a hint when the broker cannot be reached)."""
+    code = err.code() if callable(getattr(err, "code", None)) else None
+    cls = _BY_CODE.get(code, be.BrokerError) if isinstance(code, grpc.StatusCode) else None
+    lg = from_rpc_error(err)
+    meta = {k: v for k, v in lg.metadata.items() if k != "hint"}
+    return (cls or be.BrokerError)(lg.message, reason=lg.reason, hint=lg.hint, metadata=meta)
+
+
+def _event_error(reason: str, text: str) -> be.BrokerError:
+    cls = _CODE_BY_REASON.get(reason, be.InvalidArgument)
+    return cls(text, reason=reason)
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromMilliseconds(int(seconds * 1000))
+    return d
+
+
+def _start(start: StartSpec) -> broker_pb2.StartPosition:
+    pos = broker_pb2.StartPosition(policy=start.policy, after_id=start.after_id)  # type: ignore[arg-type]
+    if start.since_ms:
+        pos.since_time.FromMilliseconds(start.since_ms)
+    return pos
+
+
+def _identity(raw: bytes) -> bytes:
+    return raw
+
+
+class _RemoteSubscription:
+    def __init__(self, call: grpc.aio.StreamStreamCall, requests: asyncio.Queue[object]) -> None:
+        self._call = call
+        self._requests = requests
+        self.name = ""
+        self.durable = False
+
+    async def __aiter__(self) -> AsyncIterator[list[Delivery]]:
+        try:
+            while (body := await self._call.read()) is not grpc.aio.EOF:
+                yield decode_deliveries(body)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise translate(exc) from exc
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        await self._requests.put(broker_pb2.SubscribeRequest(ack=broker_pb2.Ack(ids=list(ids))))
+
+    async def nack(self, ids: Sequence[int], delay: float = 0.0) -> None:
+        nack = broker_pb2.Nack(ids=list(ids), delay=_duration(delay))
+        await self._requests.put(broker_pb2.SubscribeRequest(nack=nack))
+
+    async def close(self) -> None:
+        self._call.cancel()
+
+
+class RemoteAPI:
+    """:class:`~gateways._api.BrokerAPI` over a gRPC channel to ``target`` (HOST:PORT)."""
+
+    def __init__(self, target: str, *, max_message_bytes: int = 64 << 20) -> None:
+        self.target = target
+        opts = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            # Reconnect quickly after a broker restart (the default backoff starts at 1 s
+            # and grows to 2 min; a gateway in front of a restarting broker should not).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        self._channel = grpc.aio.insecure_channel(target, options=opts)
+        ch = self._channel
+        svc = "/broker.v1.BrokerService/"
+        adm = "/broker.v1.AdminService/"
+        ser = broker_pb2.PublishRequest.SerializeToString
+        self._publish = ch.stream_stream(
+            svc + "Publish",
+            request_serializer=ser,
+            response_deserializer=broker_pb2.PublishResponse.FromString,
+        )
+        self._subscribe = ch.stream_stream(
+            svc + "Subscribe",
+            request_serializer=broker_pb2.SubscribeRequest.SerializeToString,
+            response_deserializer=_identity,
+        )
+        self._get = self._unary(svc + "GetEvent", broker_pb2.GetEventResponse)
+        self._query = self._unary(svc + "QueryEvents", broker_pb2.QueryEventsResponse)
+        self._ack = self._unary(svc + "Acknowledge", broker_pb2.AcknowledgeResponse)
+        self._fetch = ch.unary_unary(
+            svc + "Fetch",
+            request_serializer=broker_pb2.FetchRequest.SerializeToString,
+            response_deserializer=_identity,
+        )
+        self._create = self._unary(adm + "CreateDurable", admin_pb2.CreateDurableResponse)
+        self._list = self._unary(adm + "ListDurables", admin_pb2.ListDurablesResponse)
+
+    def _unary(self, method: str, out: type[M]) -> grpc.aio.UnaryUnaryMultiCallable:
+        return self._channel.unary_unary(
+            method,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=out.FromString,
+        )
+
+    @staticmethod
+    def metadata(key: str | None) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {key}"),) if key else ()
+
+    @staticmethod
+    async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc) from exc
+
+    async def publish(
+        self, key: str | None, subject: str, events: Sequence[CloudEvent]
+    ) -> PublishResult:
+        req = broker_pb2.PublishRequest(subject=subject, events=list(events), batch_id=1)
+
+        async def run() -> broker_pb2.PublishResponse:
+            call = self._publish(iter([req]), metadata=self.metadata(key))
+            async for resp in call:
+                return resp  # type: ignore[no-any-return]
+            raise be.Unavailable("the broker closed the publish stream", reason="UNAVAILABLE")
+
+        resp = await self._call(run)
+        errors = [(e.index, _event_error(e.reason, e.message)) for e in resp.errors]
+        return PublishResult(list(resp.ids), list(resp.duplicate_indexes), errors)
+
+    async def get_event(self, key: str | None, event_id: int) -> StoredEvent:
+        req = broker_pb2.GetEventRequest(id=event_id)
+        resp = await self._call(lambda: self._get(req, metadata=self.metadata(key)))
+        return resp.event  # type: ignore[no-any-return]
+
+    async def query(
+        self,
+        key: str | None,
+        pattern: str,
+        *,
+        after_id: int = 0,
+        start_ms: int = 0,
+        end_ms: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[StoredEvent], int]:
+        req = broker_pb2.QueryEventsRequest(pattern=pattern, after_id=after_id, page_size=limit)
+        if start_ms:
+            req.start_time.FromMilliseconds(start_ms)
+        if end_ms:
+            req.end_time.FromMilliseconds(end_ms)
+        resp = await self._call(lambda: self._query(req, metadata=self.metadata(key)))
+        token = resp.next_page_token
+        return list(resp.events), int(token) if token.isdigit() else 0
+
+    async def fetch(
+        self,
+        key: str | None,
+        durable: str,
+        max_events: int,
+        wait: float,
+        *,
+        pattern: str = "",
+        start: StartSpec = FROM_NEW,
+    ) -> list[Delivery]:
+        req = broker_pb2.FetchRequest(
+            durable=durable,
+            max_events=max_events,
+            wait=_duration(wait),
+            pattern=pattern,
+            start=_start(start),
+        )
+        body = await self._call(
+            lambda: self._fetch(req, metadata=self.metadata(key), timeout=wait + 10)
+        )
+        return decode_deliveries(body)
+
+    async def acknowledge(
+        self,
+        key: str | None,
+        durable: str,
+        ack_ids: Sequence[int],
+        nack_ids: Sequence[int],
+        nack_delay: float = 0.0,
+    ) -> None:
+        req = broker_pb2.AcknowledgeRequest(
+            durable=durable,
+            ack_ids=list(ack_ids),
+            nack_ids=list(nack_ids),
+            nack_delay=_duration(nack_delay),
+        )
+        await self._call(lambda: self._ack(req, metadata=self.metadata(key)))
+
+    async def subscribe(
+        self,
+        key: str | None,
+        pattern: str,
+        *,
+        durable: str = "",
+        queue: str = "",
+        start: StartSpec = FROM_NEW,
+        max_in_flight: int = 0,
+    ) -> _RemoteSubscription:
+        requests: asyncio.Queue[object] = asyncio.Queue()
+        op = broker_pb2.SubscribeOpen(
+            pattern=pattern,
+            queue_group=queue,
+            durable=durable,
+            start=_start(start),
+            max_in_flight=max_in_flight,
+        )
+        await requests.put(broker_pb2.SubscribeRequest(open=op))
+
+        async def gen() -> AsyncIterator[object]:
+            while True:
+                yield await requests.get()
+
+        call = self._subscribe(gen(), metadata=self.metadata(key))
+        sub = _RemoteSubscription(call, requests)
+        try:
+            first = broker_pb2.SubscribeResponse.FromString(await call.read())
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc) from exc
+        sub.name = first.subscribed.name
+        sub.durable = bool(durable)
+        return sub
+
+    async def create_durable(
+        self,
+        key: str | None,
+        name: str,
+        pattern: str,
+        *,
+        start: StartSpec = FROM_NEW,
+        max_in_flight: int = 0,
+        ack_wait: float = 0.0,
+        max_deliveries: int = 0,
+        endpoint_url: str = "",
+    ) -> DurableView:
+        req = admin_pb2.CreateDurableRequest(
+            name=name,
+            pattern=pattern,
+            start=_start(start),
+            max_in_flight=max_in_flight,
+            ack_wait=_duration(ack_wait),
+            max_deliveries=max_deliveries,
+            endpoint_url=endpoint_url,
+        )
+        resp = await self._call(lambda: self._create(req, metadata=self.metadata(key)))
+        d = resp.durable
+        return DurableView(
+            d.name,
+            d.pattern,
+            d.endpoint_url,
+            d.ack_wait.ToMilliseconds() / 1000,
+            d.max_deliveries,
+            d.max_in_flight,
+        )
+
+    async def list_durables(self, key: str | None) -> list[admin_pb2.DurableInfo]:
+        req = admin_pb2.ListDurablesRequest()
+        resp = await self._call(lambda: self._list(req, metadata=self.metadata(key)))
+        return list(resp.durables)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._channel.close()

@@ -1,0 +1,203 @@
+"""Pieces the HTTP and WebSocket gateways share: keys from headers, problem+json answers,
+JSON shapes of deliveries and stored events, and parameter parsing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from aiohttp import web
+
+from broker.auth import Authenticator
+from broker.config import ConfigError, parse_duration
+from broker.core import StartSpec
+from broker.errors import BrokerError
+from broker.v1 import broker_pb2
+from gateways._api import Delivery, StoredEvent
+from gateways._cejson import JsonValue, event_to_json, parse_time
+from gateways.errors import InvalidParameter, MalformedJson, http_status, retry_after
+
+__all__ = [
+    "api_key",
+    "delivery_json",
+    "dumps",
+    "json_response",
+    "loads",
+    "parse_duration_param",
+    "parse_id",
+    "parse_int",
+    "parse_start",
+    "parse_time_ms",
+    "problem",
+    "problem_json",
+    "start_site",
+    "stored_json",
+]
+
+PROBLEM_TYPE = "https://lockgate.dev/problems/"
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(raw: bytes | str) -> object:
+    """Parsed JSON; raises :class:`MalformedJson` with the position of the problem."""
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise MalformedJson("it is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedJson(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def api_key(headers: Mapping[str, str]) -> str | None:
+    """The API key of ``Authorization: Bearer <key>`` or ``X-API-Key``; raises
+    :class:`~broker.errors.Unauthenticated` for another authorization scheme."""
+    wanted = ("authorization", "x-api-key")
+    pairs = [(k.lower(), v) for k, v in headers.items() if k.lower() in wanted]
+    return Authenticator.key_from_metadata(pairs)
+
+
+def problem_json(err: BrokerError) -> dict[str, JsonValue]:
+    status = http_status(err)
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body: dict[str, JsonValue] = {
+        "type": PROBLEM_TYPE + err.reason.lower().replace("_", "-"),
+        "title": title,
+        "status": status,
+        "detail": err.message,
+        "reason": err.reason,
+        "hint": err.hint,
+    }
+    if err.metadata:
+        body["metadata"] = dict(err.metadata)
+    return body
+
+
+def problem(err: BrokerError, extra: Mapping[str, JsonValue] | None = None) -> web.Response:
+    """An ``application/problem+json`` answer for ``err`` (with ``Retry-After`` on 429/503)."""
+    body = problem_json(err)
+    if extra:
+        body.update(extra)
+    headers = {}
+    after = retry_after(err)
+    if after is not None:
+        headers["Retry-After"] = str(after)
+    if err.code.name == "UNAUTHENTICATED":
+        headers["WWW-Authenticate"] = 'Bearer realm="lockgate"'
+    return web.Response(
+        status=int(body["status"]),  # type: ignore[arg-type]
+        text=dumps(body),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def json_response(value: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=dumps(value), content_type="application/json")
+
+
+def delivery_json(d: Delivery) -> dict[str, JsonValue]:
+    """One delivery: assigned id (a string: 64-bit ids do not fit a JSON number), subject,
+    attempt and the event in the CloudEvents JSON format."""
+    out: dict[str, JsonValue] = {
+        "id": str(d.id),
+        "subject": d.subject,
+        "attempt": d.attempt or 1,
+        "event": event_to_json(d.event),
+    }
+    if d.reply_to:
+        out["reply_to"] = d.reply_to
+    return out
+
+
+def stored_json(e: StoredEvent) -> dict[str, JsonValue]:
+    return {
+        "id": str(e.id),
+        "subject": e.subject,
+        "stored_time": str(e.stored_time.ToJsonString()),
+        "policy_version": e.policy_version,
+        "event": event_to_json(e.event),
+    }
+
+
+def parse_int(name: str, raw: str | None, default: int, lo: int, hi: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParameter(name, raw, f"an integer from {lo} to {hi}") from None
+    if not lo <= value <= hi:
+        raise InvalidParameter(name, raw, f"an integer from {lo} to {hi}")
+    return value
+
+
+def parse_id(name: str, raw: object) -> int:
+    """An assigned id, given as a JSON string or number."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise InvalidParameter(name, str(raw), "an event id (a string of digits)")
+    text = str(raw)
+    if not text.isdigit() or int(text) <= 0 or int(text) >= 2**64:
+        raise InvalidParameter(name, text, "an event id (a string of digits)")
+    return int(text)
+
+
+def parse_duration_param(name: str, raw: object, default: float, hi: float) -> float:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse_duration(raw if isinstance(raw, int | float | str) else str(raw))
+    except ConfigError:
+        raise InvalidParameter(name, str(raw), "a duration like 500ms, 30s or 2m") from None
+    if not 0 <= value <= hi:
+        raise InvalidParameter(name, str(raw), f"a duration from 0 to {hi:g}s")
+    return value
+
+
+def parse_time_ms(name: str, raw: str | None) -> int:
+    """Milliseconds since the epoch from an RFC 3339 time or a number of milliseconds."""
+    if not raw:
+        return 0
+    if raw.isdigit():
+        return int(raw)
+    try:
+        return int(parse_time(raw, name).ToMilliseconds())
+    except BrokerError:
+        raise InvalidParameter(name, raw, "an RFC 3339 time or epoch milliseconds") from None
+
+
+def parse_start(raw: object) -> StartSpec:
+    """``"new"``, ``"all"``, ``"after:<id>"`` or an RFC 3339 time (events since then)."""
+    if raw is None or raw == "" or raw == "new":
+        return StartSpec(broker_pb2.START_POLICY_NEW)
+    if raw == "all":
+        return StartSpec(broker_pb2.START_POLICY_ALL)
+    if isinstance(raw, str) and raw.startswith("after:"):
+        return StartSpec(broker_pb2.START_POLICY_AFTER_ID, after_id=parse_id("start", raw[6:]))
+    if isinstance(raw, str):
+        ms = parse_time_ms("start", raw)
+        if ms > time.time() * 1000 + 60_000:
+            raise InvalidParameter("start", raw, "a time in the past")
+        return StartSpec(broker_pb2.START_POLICY_SINCE_TIME, since_ms=ms)
+    raise InvalidParameter("start", str(raw), '"new", "all", "after:<id>" or an RFC 3339 time')
+
+
+async def start_site(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
+    """Serves ``app`` on ``listen`` (HOST:PORT, port 0 picks one); returns the runner (call
+    ``cleanup()`` to stop) and the bound port."""
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port or 0))
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = int(sockets[0].getsockname()[1]) if sockets else int(port or 0)
+    return runner, bound

@@ -1,0 +1,210 @@
+"""``lockgate gateway http|ws|redis|nats|webhook --broker HOST:PORT``: standalone gateways.
+
+A standalone gateway speaks to a running broker over gRPC (``RemoteAPI``). HTTP and
+WebSocket callers' API keys are passed through; the ingest gateways (Redis, NATS) and the
+webhook dispatcher use ``--api-key`` (or ``LOCKGATE_API_KEY``). Settings come from
+``--config FILE`` (its ``[gateways.<kind>]`` table) and flags, flags winning. The process
+prints ``lockgate gateway <kind> ready on HOST:PORT`` (or ``ready``) once it serves, and
+stops cleanly on SIGTERM or SIGINT.
+
+``broker/cli.py`` wires it in with::
+
+    from gateways.cli import add_commands
+    add_commands(sub)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from broker.config import ConfigError
+from broker.errors import BrokerError
+
+__all__ = ["add_commands", "run_gateway"]
+
+KINDS = ("http", "ws", "redis", "nats", "webhook")
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r} is not KEY=VALUE", hint=f"e.g. {flag} in=orders.in")
+        out[key] = value
+    return out
+
+
+def _section(args: argparse.Namespace) -> dict[str, Any]:
+    section: dict[str, Any] = {}
+    if args.config_file:
+        try:
+            doc = tomllib.loads(Path(args.config_file).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {args.config_file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {args.config_file} is not valid TOML: {exc}") from None
+        section.update(doc.get("gateways", {}).get(args.kind, {}))
+    flags = {
+        "listen": getattr(args, "listen", None),
+        "max_body_bytes": getattr(args, "max_body_bytes", None),
+        "url": getattr(args, "url", None),
+        "secret": getattr(args, "secret", None) or os.environ.get("LOCKGATE_WEBHOOK_SECRET"),
+        "dead_letter": getattr(args, "dead_letter", None),
+    }
+    section.update({k: v for k, v in flags.items() if v is not None})
+    for flag, key in (
+        ("list", "lists"),
+        ("stream", "streams"),
+        ("subject", "subjects"),
+        ("egress", "egress"),
+    ):
+        pairs = _pairs(getattr(args, flag, None), "--" + flag)
+        if pairs:
+            section[key] = {**section.get(key, {}), **pairs}
+    api_key = args.api_key or os.environ.get("LOCKGATE_API_KEY")
+    if api_key and args.kind in ("redis", "nats"):
+        section["api_key"] = api_key
+    return section
+
+
+async def run_gateway(
+    kind: str,
+    target: str,
+    section: dict[str, Any],
+    api_key: str | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Runs one standalone gateway against the broker at ``target`` until ``stop`` is set
+    (or SIGTERM/SIGINT)."""
+    from gateways._remote import RemoteAPI
+    from gateways._web import start_site
+    from gateways.config import listen_of, settings_for, ws_path
+
+    api = RemoteAPI(target)
+    stops: list[Callable[[], Awaitable[None]]] = [api.close]
+    where = ""
+    try:
+        if kind in ("http", "ws"):
+            from aiohttp import web
+
+            from gateways.http import build_app
+            from gateways.websocket import add_ws_route
+
+            if kind == "http":
+                app = build_app(api, settings_for("http", section))
+                add_ws_route(app, api, None, "/v1/ws")  # the HTTP gateway serves /v1/ws too
+            else:
+                app = web.Application()
+                add_ws_route(app, api, settings_for("ws", section), ws_path(section))
+            listen = listen_of(section) or "127.0.0.1:8080"
+            runner, port = await start_site(app, listen)
+            stops.append(runner.cleanup)
+            where = f" on {listen.rpartition(':')[0]}:{port}"
+        elif kind == "redis":
+            from gateways.redis import RedisIngest
+
+            ingest = RedisIngest(api, settings_for("redis", section))
+            await ingest.start()
+            stops.append(ingest.stop)
+        elif kind == "nats":
+            from gateways.nats import NatsGateway
+
+            gw = NatsGateway(api, settings_for("nats", section))
+            await gw.start()
+            stops.append(gw.stop)
+        else:
+            from gateways.webhook import PollingWebhookDispatcher
+
+            settings = settings_for("webhook", section)
+            if not settings.secret:
+                raise ConfigError(
+                    "the webhook gateway needs a secret to sign deliveries",
+                    hint="pass --secret or set LOCKGATE_WEBHOOK_SECRET",
+                )
+            dispatcher = PollingWebhookDispatcher(api, api_key, settings)
+            await dispatcher.start()
+            stops.append(dispatcher.stop)
+        print(f"lockgate gateway {kind} ready{where}", flush=True)
+        done = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if stop is None:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, done.set)
+        await done.wait()
+    finally:
+        for fn in reversed(stops):
+            await fn()
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    try:
+        section = _section(args)
+        asyncio.run(
+            run_gateway(
+                args.kind, args.broker, section, args.api_key or os.environ.get("LOCKGATE_API_KEY")
+            )
+        )
+    except BrokerError as err:
+        print(f"lockgate: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Adds ``gateway`` (with http, ws, redis, nats, webhook) to ``lockgate``'s subcommands."""
+    p = subparsers.add_parser("gateway", help="run a gateway against a running broker")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    helps = {
+        "http": "HTTP publish/query/poll (and /v1/ws)",
+        "ws": "WebSocket /v1/ws only",
+        "redis": "ingest Redis lists and streams",
+        "nats": "ingest from and egress to NATS",
+        "webhook": "POST durables with an endpoint_url (polling the broker)",
+    }
+    for kind in KINDS:
+        q = kinds.add_parser(kind, help=helps[kind])
+        q.add_argument("--broker", default="127.0.0.1:50051", help="broker HOST:PORT")
+        q.add_argument("--config", dest="config_file", help="TOML file ([gateways.<kind>])")
+        q.add_argument("--api-key", dest="api_key", help="key for ingest/webhook (or env)")
+        if kind in ("http", "ws"):
+            q.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080)")
+        if kind == "http":
+            q.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
+        if kind in ("redis", "nats"):
+            q.add_argument("--url", help="server URL")
+            q.add_argument("--dead-letter", dest="dead_letter")
+        if kind == "redis":
+            q.add_argument("--list", action="append", help="KEY=SUBJECT (repeatable)")
+            q.add_argument("--stream", action="append", help="KEY=SUBJECT (repeatable)")
+        if kind == "nats":
+            q.add_argument("--subject", action="append", help="NATS_SUBJECT=SUBJECT")
+            q.add_argument("--egress", action="append", help="PATTERN=NATS_SUBJECT")
+        if kind == "webhook":
+            q.add_argument("--secret", help="signing secret (or LOCKGATE_WEBHOOK_SECRET)")
+        q.set_defaults(func=_cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gateways.cli http --broker ...`` (until ``lockgate gateway`` is wired)."""
+    parser = argparse.ArgumentParser(prog="lockgate")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["gateway", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The ``[gateways.*]`` configuration: TOML tables to the gateways' settings objects.
+
+::
+
+    [gateways.http]
+    listen = "127.0.0.1:8080"
+    max_body_bytes = 1048576
+    max_wait = "60s"
+
+    [gateways.ws]              # no listen (or the http one): served by the HTTP listener
+    path = "/v1/ws"
+    heartbeat = "20s"
+
+    [gateways.webhook]
+    secret = "..."             # required
+    org_secrets = { acme = "..." }
+    backoff = ["1s", "2s", "4s"]
+
+    [gateways.redis]
+    url = "redis://127.0.0.1:6379/0"
+    lists = { "jobs:in" = "jobs.created" }
+    streams = { "orders" = "orders.created" }
+
+    [gateways.nats]
+    url = "nats://127.0.0.1:4222"
+    subjects = { "sensors.>" = "sensors.in" }
+    jetstream = [{ stream = "ORDERS", subject = "orders.>", to = "orders.in" }]
+    egress = { "alerts.>" = "ext.alerts" }
+
+Every key of every settings class may be set (see ``gateways/README.md``); an unknown key
+is an error with a hint, as in the broker's own configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from broker.config import ConfigError, parse_duration
+from gateways.http import HttpSettings
+from gateways.nats import JetStreamSource, NatsSettings
+from gateways.redis import RedisSettings
+from gateways.webhook import WebhookSettings
+from gateways.websocket import WsSettings
+
+__all__ = ["KINDS", "listen_of", "settings_for", "ws_path"]
+
+S = TypeVar("S")
+
+KINDS: dict[str, type[Any]] = {
+    "http": HttpSettings,
+    "ws": WsSettings,
+    "webhook": WebhookSettings,
+    "redis": RedisSettings,
+    "nats": NatsSettings,
+}
+# Keys that belong to the runner, not to a settings class.
+_RUNNER_KEYS = {"listen", "path", "api_key", "enabled"}
+_DURATIONS = {
+    "max_wait",
+    "heartbeat",
+    "send_timeout",
+    "timeout",
+    "max_retry_after",
+    "block",
+    "retry",
+}
+
+
+def _fail(kind: str, key: str, value: object, expected: str) -> ConfigError:
+    return ConfigError(
+        f"[gateways.{kind}] {key} = {value!r} is not {expected}",
+        hint=f"see gateways/README.md for [gateways.{kind}]",
+    )
+
+
+def _coerce(kind: str, key: str, value: object, default: object) -> object:
+    if key in _DURATIONS:
+        try:
+            return parse_duration(value)  # type: ignore[arg-type]
+        except (ConfigError, TypeError):
+            raise _fail(kind, key, value, "a duration like 500ms or 30s") from None
+    if key == "backoff":
+        if not isinstance(value, list) or not value:
+            raise _fail(kind, key, value, "a list of durations")
+        return tuple(parse_duration(v) for v in value)
+    if key == "jetstream":
+        if not isinstance(value, list):
+            raise _fail(kind, key, value, "a list of tables")
+        try:
+            return tuple(JetStreamSource(**v) for v in value)
+        except TypeError:
+            raise _fail(kind, key, value, "tables of stream, subject, durable, to") from None
+    if isinstance(default, Mapping):
+        if not isinstance(value, Mapping):
+            raise _fail(kind, key, value, "a table of strings")
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise _fail(kind, key, value, "true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(kind, key, value, "an integer")
+        return value
+    if not isinstance(value, str):
+        raise _fail(kind, key, value, "a string")
+    return value
+
+
+def settings_for(kind: str, section: Mapping[str, object]) -> Any:
+    """The settings object of ``[gateways.<kind>]`` (runner keys such as listen ignored)."""
+    cls = KINDS[kind]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, object] = {}
+    for key, value in section.items():
+        if key in _RUNNER_KEYS and key not in fields:
+            continue
+        if key not in fields:
+            raise ConfigError(
+                f"[gateways.{kind}] has no setting {key!r}",
+                hint="known: " + ", ".join(sorted({*fields, *_RUNNER_KEYS})),
+            )
+        f = fields[key]
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else f.default_factory()
+            if f.default_factory is not dataclasses.MISSING
+            else None
+        )
+        values[key] = _coerce(kind, key, value, default)
+    return cls(**values)
+
+
+def listen_of(section: Mapping[str, object]) -> str:
+    value = section.get("listen", "")
+    if not isinstance(value, str):
+        raise ConfigError(f"listen = {value!r} is not HOST:PORT", hint='e.g. "127.0.0.1:8080"')
+    return value
+
+
+def ws_path(section: Mapping[str, object]) -> str:
+    return str(section.get("path") or "/v1/ws")

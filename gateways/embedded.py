@@ -1,0 +1,120 @@
+"""Runs the configured gateways inside ``lockgate serve`` (in-process, via ``LocalAPI``).
+
+Example (the broker's ``serve``)::
+
+    stop_gateways = await start_gateways(broker, authenticator, doc.get("gateways", {}))
+    ...
+    await stop_gateways()
+
+A gateway runs when its table exists: ``[gateways.http]`` / ``[gateways.ws]`` with a
+``listen`` (the WebSocket endpoint is mounted on the HTTP listener when ``ws`` has no
+``listen`` of its own or the same one), ``[gateways.webhook]``, ``[gateways.redis]``,
+``[gateways.nats]``. See ``gateways.config`` for the keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+from broker.auth import Authenticator
+from broker.config import ConfigError
+from broker.core import Broker
+from gateways._api import LocalAPI
+from gateways._web import start_site
+from gateways.config import KINDS, listen_of, settings_for, ws_path
+
+__all__ = ["start_gateways"]
+
+log = logging.getLogger("lockgate.gateways")
+Stop = Callable[[], Awaitable[None]]
+
+
+def _section(config: Mapping[str, object], kind: str) -> Mapping[str, object] | None:
+    """The table of one gateway, or None when absent or ``enabled = false``."""
+    value = config.get(kind)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[gateways.{kind}] must be a table", hint=f"write [gateways.{kind}]")
+    return None if value.get("enabled", True) is False else value
+
+
+async def start_gateways(
+    broker: Broker, authenticator: Authenticator, config_section: Mapping[str, object]
+) -> Stop:
+    """Starts every configured gateway; returns a function that stops them all."""
+    unknown = sorted(set(config_section) - set(KINDS))
+    if unknown:
+        raise ConfigError(
+            f"[gateways.{unknown[0]}] is not a gateway", hint="use " + ", ".join(KINDS)
+        )
+    api = LocalAPI(broker, authenticator)
+    stops: list[Stop] = []
+
+    async def stop_all() -> None:
+        for stop in reversed(stops):
+            try:
+                await stop()
+            except Exception:  # stop the others whatever one of them does
+                log.exception("stopping a gateway failed")
+
+    try:
+        await _start(broker, api, config_section, stops)
+    except BaseException:
+        await stop_all()
+        raise
+    return stop_all
+
+
+async def _start(
+    broker: Broker, api: LocalAPI, config: Mapping[str, object], stops: list[Stop]
+) -> None:
+    from gateways.http import build_app
+    from gateways.websocket import add_ws_route
+
+    http, ws = _section(config, "http"), _section(config, "ws")
+    apps: dict[str, web.Application] = {}
+    if http is not None:
+        listen = listen_of(http) or "127.0.0.1:8080"
+        apps[listen] = build_app(api, settings_for("http", http))
+    if ws is not None:
+        default = (listen_of(http) or "127.0.0.1:8080") if http is not None else ""
+        listen = listen_of(ws) or default
+        if not listen:
+            raise ConfigError("[gateways.ws] needs a listen", hint='listen = "127.0.0.1:8081"')
+        app = apps.setdefault(listen, web.Application())
+        add_ws_route(app, api, settings_for("ws", ws), ws_path(ws))
+    for listen, app in apps.items():
+        runner, port = await start_site(app, listen)
+        stops.append(runner.cleanup)
+        log.info("gateway listening on %s (port %d)", listen, port)
+    hook = _section(config, "webhook")
+    if hook is not None:
+        from gateways.webhook import WebhookDispatcher
+
+        settings = settings_for("webhook", hook)
+        if not settings.secret:
+            raise ConfigError(
+                "[gateways.webhook] needs a secret to sign deliveries",
+                hint='set secret = "<random string>" (and share it with the receivers)',
+            )
+        dispatcher = WebhookDispatcher(broker, settings)
+        await dispatcher.start()
+        stops.append(dispatcher.stop)
+    red = _section(config, "redis")
+    if red is not None:
+        from gateways.redis import RedisIngest
+
+        ingest = RedisIngest(api, settings_for("redis", red))
+        await ingest.start()
+        stops.append(ingest.stop)
+    nat = _section(config, "nats")
+    if nat is not None:
+        from gateways.nats import NatsGateway
+
+        gw = NatsGateway(api, settings_for("nats", nat))
+        await gw.start()
+        stops.append(gw.stop)

@@ -1,0 +1,107 @@
+"""The gateways' own errors, in the broker's tree, and the one table from errors to HTTP.
+
+::
+
+    BrokerError (broker.errors)
+    └── InvalidArgument
+        ├── BodyTooLarge             reason BODY_TOO_LARGE          HTTP 413
+        ├── UnsupportedMediaType     reason UNSUPPORTED_MEDIA_TYPE  HTTP 415
+        ├── MalformedJson            reason MALFORMED_JSON          HTTP 400
+        └── InvalidParameter         reason INVALID_PARAMETER       HTTP 400
+
+Every other :class:`~broker.errors.BrokerError` maps by its reason (when the reason has an
+entry in ``HTTP_BY_REASON``) or else by its gRPC code (``HTTP_BY_CODE``).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from broker.errors import BrokerError, InvalidArgument
+
+__all__ = [
+    "HTTP_BY_CODE",
+    "HTTP_BY_REASON",
+    "BodyTooLarge",
+    "InvalidParameter",
+    "MalformedJson",
+    "UnsupportedMediaType",
+    "http_status",
+    "retry_after",
+]
+
+
+class BodyTooLarge(InvalidArgument):
+    default_reason = "BODY_TOO_LARGE"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the request body exceeds max_body_bytes of {limit} bytes",
+            hint="send smaller batches, or raise [gateways.http] max_body_bytes",
+            metadata={"limit": str(limit)},
+        )
+
+
+class UnsupportedMediaType(InvalidArgument):
+    default_reason = "UNSUPPORTED_MEDIA_TYPE"
+
+    def __init__(self, content_type: str, accepted: str) -> None:
+        super().__init__(
+            f"content type {content_type or '(none)'!r} is not accepted here",
+            hint=f"send {accepted}",
+        )
+
+
+class MalformedJson(InvalidArgument):
+    default_reason = "MALFORMED_JSON"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"the body is not valid JSON: {problem}", hint="check the JSON syntax")
+
+
+class InvalidParameter(InvalidArgument):
+    default_reason = "INVALID_PARAMETER"
+
+    def __init__(self, name: str, value: str, expected: str) -> None:
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        super().__init__(f"parameter {name}={shown!r} is invalid", hint=f"give {expected}")
+
+
+HTTP_BY_REASON: dict[str, int] = {
+    "BODY_TOO_LARGE": 413,
+    "EVENT_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "RATE_LIMITED": 429,
+    "SLOW_CONSUMER": 429,
+}
+
+HTTP_BY_CODE: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status(err: BrokerError) -> int:
+    """The HTTP status for ``err`` (500 for anything unmapped)."""
+    return HTTP_BY_REASON.get(err.reason) or HTTP_BY_CODE.get(err.code, 500)
+
+
+def retry_after(err: BrokerError) -> int | None:
+    """Whole seconds for a ``Retry-After`` header, for rate limits and overload."""
+    if http_status(err) not in (429, 503):
+        return None
+    try:
+        return max(1, int(float(err.metadata.get("retry_after", "1").rstrip("s")) + 0.999))
+    except ValueError:
+        return 1

@@ -1,0 +1,282 @@
+"""The HTTP gateway (aiohttp): publish CloudEvents, read the log, poll durables.
+
+Routes (all under ``/v1``; the API key as ``Authorization: Bearer <key>``)::
+
+    POST /v1/subjects/{subject}/events          publish: binary, structured or batched mode
+    GET  /v1/events/{id}                        one stored event
+    GET  /v1/events?subject=&since=&until=&after=&limit=    a page; "next" is the cursor
+    PUT  /v1/subscriptions/{durable}            create a durable (admin)
+    GET  /v1/subscriptions/{durable}/events?wait=30s&max=100    long poll
+    POST /v1/subscriptions/{durable}/acks       {"ack": [...], "nack": [...], "nack_delay": "5s"}
+
+Publish answers 200 when every event was accepted (duplicates count as accepted), 207
+(Multi-Status) when some were rejected, and the rejection's own status (400, 403, 413, 429,
+...) as ``application/problem+json`` when all were; the body always carries ``ids``,
+``duplicates`` and ``errors``. Errors are problem+json with ``reason`` and ``hint``
+(``gateways.errors`` holds the table).
+
+Example::
+
+    app = build_app(LocalAPI(broker, auth), HttpSettings())
+    await serve_app(app, "127.0.0.1:8080")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from broker.errors import BrokerError
+from gateways._api import BrokerAPI, CloudEvent
+from gateways._cebinary import from_binary, has_binary_headers
+from gateways._cejson import JsonValue, event_from_json
+from gateways._web import (
+    api_key,
+    delivery_json,
+    json_response,
+    loads,
+    parse_duration_param,
+    parse_id,
+    parse_int,
+    parse_start,
+    parse_time_ms,
+    problem,
+    stored_json,
+)
+from gateways.errors import (
+    BodyTooLarge,
+    InvalidParameter,
+    MalformedJson,
+    UnsupportedMediaType,
+)
+
+__all__ = ["API_KEY", "HttpSettings", "add_routes", "build_app"]
+
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+API_KEY = web.AppKey("lockgate_api", BrokerAPI)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``[gateways.http]`` settings."""
+
+    max_body_bytes: int = 1 << 20
+    max_wait: float = 60.0
+    """Longest long poll (``wait=``) a client may ask for, in seconds."""
+
+
+SETTINGS = web.AppKey("lockgate_http_settings", HttpSettings)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BrokerError as err:
+        return problem(err)
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit)
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            raise BodyTooLarge(limit)
+    return bytes(buf)
+
+
+def _base_type(request: web.Request) -> str:
+    return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+
+async def _json_body(request: web.Request) -> dict[str, object]:
+    base = _base_type(request)
+    if base not in ("application/json", ""):
+        raise UnsupportedMediaType(base, "application/json")
+    doc = loads(await _body(request, request.app[SETTINGS].max_body_bytes) or b"{}")
+    if not isinstance(doc, dict):
+        raise MalformedJson("expected a JSON object")
+    return doc
+
+
+async def publish(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    subject = request.match_info["subject"]
+    base = _base_type(request)
+    binary = has_binary_headers(dict(request.headers))
+    if not binary and base not in (STRUCTURED, BATCH):
+        raise UnsupportedMediaType(base, f"ce-* headers (binary mode), {STRUCTURED} or {BATCH}")
+    key = api_key(request.headers)
+    raw = await _body(request, settings.max_body_bytes)
+    parsed: list[CloudEvent | BrokerError] = []
+    if binary:
+        parsed.append(_attempt(lambda: from_binary(request.headers.items(), raw)))
+    elif base == STRUCTURED:
+        doc = loads(raw)
+        parsed.append(_attempt(lambda: event_from_json(doc)))
+    else:
+        docs = loads(raw)
+        if not isinstance(docs, list):
+            raise MalformedJson(f"a {BATCH} body must be a JSON array")
+        parsed.extend(_attempt(lambda d=d: event_from_json(d)) for d in docs)  # type: ignore[misc]
+    valid = [i for i, p in enumerate(parsed) if not isinstance(p, BrokerError)]
+    events = [p for p in parsed if not isinstance(p, BrokerError)]
+    ids = ["0"] * len(parsed)
+    duplicates: list[int] = []
+    errors: list[tuple[int, BrokerError]] = [
+        (i, p) for i, p in enumerate(parsed) if isinstance(p, BrokerError)
+    ]
+    if events:
+        result = await request.app[API_KEY].publish(key, subject, events)
+        for pos, event_id in enumerate(result.ids):
+            ids[valid[pos]] = str(event_id)
+        duplicates = [valid[pos] for pos in result.duplicates]
+        errors.extend((valid[pos], err) for pos, err in result.errors)
+    errors.sort(key=lambda e: e[0])
+    body: dict[str, JsonValue] = {
+        "ids": list(ids),
+        "duplicates": list(duplicates),
+        "errors": [
+            {"index": i, "reason": e.reason, "message": e.message, "hint": e.hint}
+            for i, e in errors
+        ],
+    }
+    if not errors:
+        return json_response(body)
+    if len(errors) < len(parsed):
+        return json_response(body, 207)
+    return problem(errors[0][1], body)
+
+
+def _attempt(fn: Callable[[], CloudEvent]) -> CloudEvent | BrokerError:
+    try:
+        return fn()
+    except BrokerError as err:
+        return err
+
+
+async def get_event(request: web.Request) -> web.Response:
+    event_id = parse_id("id", request.match_info["id"])
+    stored = await request.app[API_KEY].get_event(api_key(request.headers), event_id)
+    return json_response(stored_json(stored))
+
+
+async def query_events(request: web.Request) -> web.Response:
+    q = request.query
+    after_raw = q.get("after", "")
+    after = parse_id("after", after_raw) if after_raw else 0
+    events, last = await request.app[API_KEY].query(
+        api_key(request.headers),
+        q.get("subject", ">"),
+        after_id=after,
+        start_ms=parse_time_ms("since", q.get("since")),
+        end_ms=parse_time_ms("until", q.get("until")),
+        limit=parse_int("limit", q.get("limit"), 100, 1, 1000),
+    )
+    return json_response(
+        {"events": [stored_json(e) for e in events], "next": str(last) if last else None}
+    )
+
+
+_DURABLE_FIELDS = {
+    "pattern",
+    "endpoint_url",
+    "ack_wait",
+    "max_deliveries",
+    "max_in_flight",
+    "start",
+}
+
+
+async def put_subscription(request: web.Request) -> web.Response:
+    doc = await _json_body(request)
+    unknown = sorted(set(doc) - _DURABLE_FIELDS)
+    if unknown:
+        raise InvalidParameter(unknown[0], "...", "one of " + ", ".join(sorted(_DURABLE_FIELDS)))
+    pattern = doc.get("pattern")
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidParameter("pattern", str(pattern), "a subject pattern such as orders.>")
+    endpoint = doc.get("endpoint_url") or ""
+    if not isinstance(endpoint, str):
+        raise InvalidParameter("endpoint_url", str(endpoint), "an https:// URL")
+    view = await request.app[API_KEY].create_durable(
+        api_key(request.headers),
+        request.match_info["durable"],
+        pattern,
+        start=parse_start(doc.get("start")),
+        max_in_flight=parse_int("max_in_flight", _str(doc.get("max_in_flight")), 0, 0, 1 << 20),
+        ack_wait=parse_duration_param("ack_wait", doc.get("ack_wait"), 0.0, 86400.0),
+        max_deliveries=parse_int("max_deliveries", _str(doc.get("max_deliveries")), 0, 0, 10_000),
+        endpoint_url=endpoint,
+    )
+    return json_response(
+        {
+            "name": view.name,
+            "pattern": view.pattern,
+            "endpoint_url": view.endpoint_url,
+            "ack_wait": view.ack_wait,
+            "max_deliveries": view.max_deliveries,
+            "max_in_flight": view.max_in_flight,
+        }
+    )
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+async def poll(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    q = request.query
+    wait = parse_duration_param("wait", q.get("wait"), 0.0, settings.max_wait)
+    deliveries = await request.app[API_KEY].fetch(
+        api_key(request.headers),
+        request.match_info["durable"],
+        parse_int("max", q.get("max"), 100, 1, 10_000),
+        wait,
+    )
+    return json_response({"events": [delivery_json(d) for d in deliveries]})
+
+
+async def acks(request: web.Request) -> web.Response:
+    doc = await _json_body(request)
+    ack_raw, nack_raw = doc.get("ack") or [], doc.get("nack") or []
+    if not isinstance(ack_raw, list) or not isinstance(nack_raw, list):
+        raise InvalidParameter("ack", str(ack_raw)[:40], "lists of event ids")
+    ack = [parse_id("ack", i) for i in ack_raw]
+    nack = [parse_id("nack", i) for i in nack_raw]
+    delay = parse_duration_param("nack_delay", doc.get("nack_delay"), 0.0, 86400.0)
+    await request.app[API_KEY].acknowledge(
+        api_key(request.headers), request.match_info["durable"], ack, nack, delay
+    )
+    return json_response({"acked": len(ack), "nacked": len(nack)})
+
+
+async def not_found(request: web.Request) -> web.Response:
+    from broker.errors import NotFound
+
+    return problem(NotFound(f"no route for {request.method} {request.path}", hint="see /v1/..."))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/subjects/{subject}/events", publish)
+    app.router.add_get("/v1/events/{id}", get_event)
+    app.router.add_get("/v1/events", query_events)
+    app.router.add_put("/v1/subscriptions/{durable}", put_subscription)
+    app.router.add_get("/v1/subscriptions/{durable}/events", poll)
+    app.router.add_post("/v1/subscriptions/{durable}/acks", acks)
+
+
+def build_app(api: BrokerAPI, settings: HttpSettings | None = None) -> web.Application:
+    """The aiohttp application of the HTTP gateway."""
+    app = web.Application(middlewares=[_errors])
+    app[API_KEY] = api
+    app[SETTINGS] = settings or HttpSettings()
+    add_routes(app)
+    return app

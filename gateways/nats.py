@@ -1,0 +1,221 @@
+"""NATS ingest (core and JetStream) and egress, with the CloudEvents NATS binding.
+
+A NATS message is an event in binary mode (``ce-*`` headers, ``Content-Type``, the payload
+as data) or, without ``ce-specversion``, a JSON entry as for Redis (a structured CloudEvent
+or ``{"data": ...}``, see ``gateways._ingest``).
+
+* Core (``subjects = {"sensors.>" = "sensors.in"}``): subscribed in queue group ``queue``
+  (several gateways share the load), batched into broker publishes. At-most-once, as core
+  NATS is. A target of ``""`` keeps the NATS subject as the broker subject.
+* JetStream (``[[gateways.nats.jetstream]] stream, subject, durable, to``): a durable pull
+  consumer; each message is acked after the broker stored it (``term`` for one the broker
+  rejected or that is not an event, ``nak`` with a delay when the broker is unavailable), so
+  nothing is lost. ``{"data": ...}`` events take the id ``<stream>/<sequence>``, so a
+  redelivered message is deduplicated by the broker.
+* Egress (``egress = {"alerts.>" = "ext.alerts"}``): a durable broker subscription per
+  pattern, each event published to NATS in binary mode (target ``""``: the same subject),
+  acked to the broker after the NATS server confirmed it (flush), so at-least-once.
+
+Refused messages are published as JSON records (``gateways._ingest.dead_letter_record``) to
+the NATS subject ``dead_letter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+
+from broker.errors import BrokerError
+from gateways._api import BrokerAPI, CloudEvent, Subscription
+from gateways._cebinary import from_binary, to_binary
+from gateways._ingest import dead_letter_record, parse_entry
+
+__all__ = ["JetStreamSource", "NatsGateway", "NatsSettings"]
+
+log = logging.getLogger("lockgate.gateways.nats")
+
+
+@dataclass(frozen=True, slots=True)
+class JetStreamSource:
+    """One ``[[gateways.nats.jetstream]]`` entry."""
+
+    stream: str
+    subject: str
+    durable: str = "lockgate"
+    to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NatsSettings:
+    """``[gateways.nats]`` settings."""
+
+    url: str = "nats://127.0.0.1:4222"
+    subjects: Mapping[str, str] = field(default_factory=dict)
+    queue: str = "lockgate"
+    jetstream: Sequence[JetStreamSource] = ()
+    egress: Mapping[str, str] = field(default_factory=dict)
+    egress_durable_prefix: str = "nats-egress"
+    dead_letter: str = "lockgate.deadletter"
+    batch: int = 256
+    api_key: str | None = None
+    retry: float = 0.5
+
+
+def message_event(msg: Msg, default_id: str) -> CloudEvent:
+    """The event of one NATS message (binary mode or a JSON entry)."""
+    headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
+    if "ce-specversion" in headers:
+        return from_binary(headers, msg.data)
+    return parse_entry(msg.data, default_id, f"nats://{msg.subject}", "lockgate.nats")
+
+
+class NatsGateway:
+    """Runs the configured ingress and egress until :meth:`stop`."""
+
+    def __init__(self, api: BrokerAPI, settings: NatsSettings) -> None:
+        self.api = api
+        self.settings = settings
+        self.nc: NatsClient | None = None
+        self.metrics: collections.Counter[str] = collections.Counter()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queue: asyncio.Queue[tuple[str, Msg]] = asyncio.Queue(maxsize=settings.batch * 64)
+        self._egress: list[Subscription] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        self.nc = await nats.connect(s.url, name="lockgate-gateway", max_reconnect_attempts=-1)
+        for pattern, target in s.subjects.items():
+
+            async def enqueue(msg: Msg, target: str = target) -> None:
+                await self._queue.put((target or msg.subject, msg))
+
+            await self.nc.subscribe(pattern, queue=s.queue, cb=enqueue)
+        if s.subjects:
+            self._tasks.append(asyncio.create_task(self._core(), name="nats-core"))
+        for src in s.jetstream:
+            self._tasks.append(asyncio.create_task(self._jetstream(src), name="nats-js"))
+        for pattern, target in s.egress.items():
+            name = (
+                s.egress_durable_prefix + "-" + "".join(c if c.isalnum() else "_" for c in pattern)
+            )
+            sub = await self.api.subscribe(s.api_key, pattern, durable=name)
+            self._egress.append(sub)
+            self._tasks.append(asyncio.create_task(self._out(sub, target), name="nats-egress"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sub in self._egress:
+            with contextlib.suppress(BrokerError):
+                await sub.close()
+        if self.nc is not None:
+            with contextlib.suppress(NatsError, OSError):
+                await self.nc.drain()
+
+    async def _dead_letter(self, origin: str, raw: bytes, err: BrokerError) -> None:
+        assert self.nc is not None
+        record = dead_letter_record(origin, raw, err)
+        with contextlib.suppress(NatsError, OSError):
+            await self.nc.publish(self.settings.dead_letter, record.encode())
+        self.metrics["dead_lettered"] += 1
+
+    async def _core(self) -> None:
+        s = self.settings
+        while True:
+            msgs = [await self._queue.get()]
+            while len(msgs) < s.batch and not self._queue.empty():
+                msgs.append(self._queue.get_nowait())
+            groups: dict[str, list[tuple[Msg, CloudEvent]]] = {}
+            for target, msg in msgs:
+                try:
+                    ev = message_event(msg, uuid.uuid4().hex)
+                except BrokerError as err:
+                    await self._dead_letter(f"nats:{msg.subject}", msg.data, err)
+                    continue
+                groups.setdefault(target, []).append((msg, ev))
+            for subject, items in groups.items():
+                await self._publish(subject, items)
+
+    async def _publish(self, subject: str, items: list[tuple[Msg, CloudEvent]]) -> None:
+        """Publishes, retrying while the broker refuses the whole batch; rejected events go
+        to the dead-letter subject."""
+        while True:
+            try:
+                result = await self.api.publish(
+                    self.settings.api_key, subject, [ev for _, ev in items]
+                )
+                break
+            except BrokerError as exc:
+                log.warning("nats -> %s: %s; retrying", subject, exc)
+                await asyncio.sleep(self.settings.retry)
+        for pos, err in result.errors:
+            msg = items[pos][0]
+            await self._dead_letter(f"nats:{msg.subject}", msg.data, err)
+        self.metrics["published"] += len(items) - len(result.errors)
+
+    async def _jetstream(self, src: JetStreamSource) -> None:
+        assert self.nc is not None
+        js = self.nc.jetstream()
+        psub = await js.pull_subscribe(src.subject, durable=src.durable, stream=src.stream)
+        while True:
+            try:
+                msgs = await psub.fetch(self.settings.batch, timeout=1.0)
+            except NatsTimeout:
+                continue
+            except NatsError as exc:
+                log.warning("jetstream %s: %s", src.stream, exc)
+                await asyncio.sleep(self.settings.retry)
+                continue
+            groups: dict[str, list[tuple[Msg, CloudEvent]]] = {}
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                try:
+                    ev = message_event(msg, f"{src.stream}/{seq}")
+                except BrokerError as err:
+                    await self._dead_letter(f"jetstream:{src.stream}", msg.data, err)
+                    await msg.term()
+                    continue
+                groups.setdefault(src.to or msg.subject, []).append((msg, ev))
+            for subject, items in groups.items():
+                try:
+                    result = await self.api.publish(
+                        self.settings.api_key, subject, [ev for _, ev in items]
+                    )
+                except BrokerError as exc:
+                    log.warning("jetstream -> %s: %s; redelivering", subject, exc)
+                    for msg, _ in items:
+                        await msg.nak(delay=self.settings.retry)
+                    continue
+                rejected = dict(result.errors)
+                for pos, (msg, _) in enumerate(items):
+                    if pos in rejected:
+                        await self._dead_letter(f"jetstream:{src.stream}", msg.data, rejected[pos])
+                        await msg.term()
+                    else:
+                        await msg.ack()
+                self.metrics["published"] += len(items) - len(rejected)
+
+    async def _out(self, sub: Subscription, target: str) -> None:
+        assert self.nc is not None
+        async for batch in sub:
+            for d in batch:
+                headers, body = to_binary(d.event)
+                await self.nc.publish(target or d.subject, body, headers=headers)
+            await self.nc.flush()
+            try:
+                await sub.ack(list(dict.fromkeys(d.id for d in batch)))
+            except BrokerError as exc:  # e.g. redelivered meanwhile: it goes out again
+                log.warning("nats egress: %s", exc)
+            self.metrics["egress"] += len(batch)

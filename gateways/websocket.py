@@ -1,0 +1,326 @@
+"""The WebSocket gateway (aiohttp): ``/v1/ws`` speaks JSON frames.
+
+Client frames (``ref`` is optional and echoed in the answer)::
+
+    {"op": "subscribe", "pattern": "orders.>", "durable"?: "d1", "queue"?: "q",
+     "start"?: "new" | "all" | "after:<id>" | RFC 3339, "max_in_flight"?: 100}
+    {"op": "unsubscribe", "subscription": "<name>"}
+    {"op": "publish", "subject": "orders.eu", "event": {CloudEvent JSON}}
+    {"op": "publish", "subject": "orders.eu", "data": {...}, "type"?: "...", "source"?: "..."}
+    {"op": "ack", "ids": ["<id>", ...]}
+    {"op": "nack", "ids": ["<id>", ...], "delay"?: "5s"}
+
+Server frames::
+
+    {"op": "ok", "ref", ...}        "subscription" (its name) or "ids"/"duplicates"
+    {"op": "error", "ref", "reason", "message", "hint"}
+    {"op": "event", "subscription", "id", "subject", "attempt", "event": {CloudEvent JSON}}
+
+The server pings every ``heartbeat`` seconds (WebSocket ping frames) and closes a socket
+whose pong does not come. A socket that cannot keep up (its send buffer over
+``max_send_buffer`` bytes, or one send blocked for ``send_timeout``) is closed with 1013 and
+the reason; an ephemeral subscription the broker cut off as a slow consumer closes it with
+1008. Either way the broker never waits for a socket: its outboxes decouple them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
+from gateways._api import BrokerAPI, CloudEvent, Delivery, Subscription
+from gateways._cejson import JsonValue, event_from_json
+from gateways._web import (
+    api_key,
+    delivery_json,
+    dumps,
+    loads,
+    parse_duration_param,
+    parse_id,
+    parse_start,
+)
+from gateways.errors import InvalidParameter, MalformedJson
+
+__all__ = ["WsSettings", "add_ws_route", "ws_handler"]
+
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+@dataclass(frozen=True, slots=True)
+class WsSettings:
+    """``[gateways.ws]`` settings."""
+
+    heartbeat: float = 20.0
+    max_send_buffer: int = 4 << 20
+    send_timeout: float = 10.0
+    max_frame_bytes: int = 1 << 20
+    max_subscriptions: int = 64
+
+
+WS_API = web.AppKey("lockgate_ws_api", BrokerAPI)
+WS_SETTINGS = web.AppKey("lockgate_ws_settings", WsSettings)
+
+
+_TEXT_CACHE: collections.OrderedDict[tuple[int, int, str], str] = collections.OrderedDict()
+_TEXT_CACHE_SIZE = 8192
+
+
+def _event_text(d: Delivery) -> str:
+    """The delivery's JSON members without the opening brace, encoded once for every socket
+    that gets it (fan-out: one event to many sockets costs one encoding)."""
+    key = (d.id, d.attempt or 1, d.subject)
+    text = _TEXT_CACHE.get(key)
+    if text is None:
+        text = dumps(delivery_json(d))[1:]
+        _TEXT_CACHE[key] = text
+        if len(_TEXT_CACHE) > _TEXT_CACHE_SIZE:
+            _TEXT_CACHE.popitem(last=False)
+    return text
+
+
+class _SlowSocket(Exception):
+    pass
+
+
+class _Connection:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        api: BrokerAPI,
+        key: str | None,
+        settings: WsSettings,
+    ) -> None:
+        self.ws = ws
+        self.request = request
+        self.api = api
+        self.key = key
+        self.settings = settings
+        self.subs: dict[str, Subscription] = {}
+        self.pumps: dict[str, asyncio.Task[None]] = {}
+        self.pending: dict[int, Subscription] = {}
+        self.closing = False
+
+    async def run(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._frame(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await self._error(None, MalformedJson("binary frames are not accepted"))
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for t in self.pumps.values():
+            t.cancel()
+        await asyncio.gather(*self.pumps.values(), return_exceptions=True)
+        for sub in self.subs.values():
+            with contextlib.suppress(BrokerError):
+                await sub.close()
+        self.subs.clear()
+
+    async def _send(self, value: object) -> None:
+        """Sends ``value`` (a str is sent as it is, anything else as JSON)."""
+        transport = self.request.transport
+        if transport is not None and transport.get_write_buffer_size() > (
+            self.settings.max_send_buffer
+        ):
+            raise _SlowSocket(
+                f"the socket's send buffer is over {self.settings.max_send_buffer} bytes"
+            )
+        try:
+            text = value if isinstance(value, str) else dumps(value)
+            await asyncio.wait_for(self.ws.send_str(text), self.settings.send_timeout)
+        except TimeoutError:
+            raise _SlowSocket(
+                f"a send blocked for more than {self.settings.send_timeout:g} s"
+            ) from None
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 2.0)
+        except (TimeoutError, ConnectionError):
+            if self.request.transport is not None:
+                self.request.transport.close()  # flushes what is queued, close frame included
+
+    async def _error(self, ref: JsonValue, err: BrokerError) -> None:
+        frame: dict[str, JsonValue] = {
+            "op": "error",
+            "reason": err.reason,
+            "message": err.message,
+            "hint": err.hint,
+        }
+        if ref is not None:
+            frame["ref"] = ref
+        with contextlib.suppress(_SlowSocket, ConnectionError):
+            await self._send(frame)
+
+    async def _frame(self, text: str) -> None:
+        ref: JsonValue = None
+        try:
+            doc = loads(text)
+            if not isinstance(doc, dict):
+                raise MalformedJson("a frame must be a JSON object")
+            ref = doc.get("ref")
+            op = doc.get("op")
+            if op == "subscribe":
+                answer = await self._subscribe(doc)
+            elif op == "unsubscribe":
+                answer = await self._unsubscribe(doc)
+            elif op == "publish":
+                answer = await self._publish(doc)
+            elif op in ("ack", "nack"):
+                answer = await self._ack(doc, op)
+            else:
+                raise InvalidParameter(
+                    "op", str(op), "subscribe, unsubscribe, publish, ack or nack"
+                )
+        except BrokerError as err:
+            await self._error(ref, err)
+            return
+        answer["op"] = "ok"
+        if ref is not None:
+            answer["ref"] = ref
+        with contextlib.suppress(_SlowSocket, ConnectionError):
+            await self._send(answer)
+
+    async def _subscribe(self, doc: dict[str, object]) -> dict[str, JsonValue]:
+        if len(self.subs) >= self.settings.max_subscriptions:
+            raise InvalidArgument(
+                f"a socket holds at most {self.settings.max_subscriptions} subscriptions",
+                reason="TOO_MANY_SUBSCRIPTIONS",
+                hint="unsubscribe first, or open another socket",
+            )
+        pattern, durable, queue = (str(doc.get(k) or "") for k in ("pattern", "durable", "queue"))
+        mif = doc.get("max_in_flight") or 0
+        if not isinstance(mif, int) or mif < 0:
+            raise InvalidParameter("max_in_flight", str(mif), "a non-negative integer")
+        sub = await self.api.subscribe(
+            self.key,
+            pattern,
+            durable=durable,
+            queue=queue,
+            start=parse_start(doc.get("start")),
+            max_in_flight=mif,
+        )
+        name = sub.name or durable or uuid.uuid4().hex[:8]
+        if name in self.subs:
+            await sub.close()
+            raise FailedPrecondition(
+                f"this socket already subscribes to {name!r}", reason="ALREADY_SUBSCRIBED"
+            )
+        self.subs[name] = sub
+        self.pumps[name] = asyncio.create_task(self._pump(name, sub))
+        return {"subscription": name}
+
+    async def _unsubscribe(self, doc: dict[str, object]) -> dict[str, JsonValue]:
+        name = str(doc.get("subscription") or "")
+        sub = self.subs.pop(name, None)
+        if sub is None:
+            raise InvalidParameter("subscription", name, "the name a subscribe answered")
+        task = self.pumps.pop(name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sub.close()
+        self.pending = {i: s for i, s in self.pending.items() if s is not sub}
+        return {"subscription": name}
+
+    async def _publish(self, doc: dict[str, object]) -> dict[str, JsonValue]:
+        subject = doc.get("subject")
+        if not isinstance(subject, str):
+            raise InvalidParameter("subject", str(subject), "a subject such as orders.eu")
+        if "event" in doc:
+            ev = event_from_json(doc["event"])
+        elif "data" in doc:
+            ev = CloudEvent(
+                id=str(doc.get("id") or uuid.uuid4().hex),
+                source=str(doc.get("source") or "/lockgate/ws"),
+                spec_version="1.0",
+                type=str(doc.get("type") or "lockgate.message"),
+            )
+            ev.attributes["datacontenttype"].ce_string = "application/json"
+            ev.text_data = dumps(doc["data"])
+        else:
+            raise InvalidParameter("event", "(none)", 'an "event" (CloudEvent JSON) or "data"')
+        result = await self.api.publish(self.key, subject, [ev])
+        if result.errors:
+            raise result.errors[0][1]
+        return {"ids": [str(i) for i in result.ids], "duplicate": bool(result.duplicates)}
+
+    async def _ack(self, doc: dict[str, object], op: str) -> dict[str, JsonValue]:
+        raw = doc.get("ids")
+        if not isinstance(raw, list):
+            raise InvalidParameter("ids", str(raw), "a list of event ids")
+        ids = [parse_id("ids", i) for i in raw]
+        unknown = [i for i in ids if i not in self.pending]
+        if unknown:
+            raise FailedPrecondition(
+                f"id {unknown[0]} is not pending on this socket",
+                reason="NOT_PENDING",
+                hint="ack only ids delivered on this socket by a durable subscription",
+            )
+        groups: dict[int, tuple[Subscription, list[int]]] = {}
+        for i in ids:
+            sub = self.pending[i]
+            groups.setdefault(id(sub), (sub, []))[1].append(i)
+        delay = parse_duration_param("delay", doc.get("delay"), 0.0, 86400.0)
+        for sub, group in groups.values():
+            if op == "ack":
+                await sub.ack(group)
+            else:
+                await sub.nack(group, delay)
+            for i in group:
+                self.pending.pop(i, None)
+        return {"count": len(ids)}
+
+    async def _pump(self, name: str, sub: Subscription) -> None:
+        try:
+            async for batch in sub:
+                head = '{"op":"event","subscription":' + dumps(name) + ","
+                for d in batch:
+                    if sub.durable:
+                        self.pending[d.id] = sub
+                    await self._send(head + _event_text(d))
+        except _SlowSocket as exc:
+            await self._close(CLOSE_TRY_AGAIN, f"slow consumer: {exc}")
+        except BrokerError as err:
+            code = CLOSE_POLICY if err.reason == "SLOW_CONSUMER" else CLOSE_TRY_AGAIN
+            await self._error(None, err)
+            await self._close(code, f"{err.reason}: {err.message}")
+        except ConnectionError:
+            await self._close(CLOSE_TRY_AGAIN, "connection lost")
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    api = request.app[WS_API]
+    settings = request.app[WS_SETTINGS]
+    try:
+        key = api_key(request.headers) or request.query.get("api_key") or None
+    except BrokerError as err:
+        from gateways._web import problem
+
+        return problem(err)
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat, max_msg_size=settings.max_frame_bytes)
+    await ws.prepare(request)
+    await _Connection(ws, request, api, key, settings).run()
+    return ws
+
+
+def add_ws_route(
+    app: web.Application, api: BrokerAPI, settings: WsSettings | None = None, path: str = "/v1/ws"
+) -> None:
+    """Adds the WebSocket endpoint to ``app`` (the HTTP gateway's or a separate one)."""
+    app[WS_API] = api
+    app[WS_SETTINGS] = settings or WsSettings()
+    app.router.add_get(path, ws_handler)

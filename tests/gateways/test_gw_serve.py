@@ -1,0 +1,50 @@
+"""`lockgate serve` runs the gateways named in its TOML file ([gateways.http] ...)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from broker.testing import run_broker
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serve_runs_the_configured_http_gateway(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "lockgate.toml"
+    cfg.write_text(f'[gateways.http]\nlisten = "127.0.0.1:{port}"\n')
+    async with run_broker(extra_args=["--config", str(cfg)]), aiohttp.ClientSession() as http:
+        headers = {
+            "ce-id": "1",
+            "ce-source": "curl",
+            "ce-type": "demo",
+            "ce-specversion": "1.0",
+            "content-type": "application/json",
+        }
+        url = f"http://127.0.0.1:{port}/v1/subjects/demo.x/events"
+        async with http.post(url, data=b'{"n": 1}', headers=headers) as resp:
+            assert resp.status == 200
+            (event_id,) = (await resp.json())["ids"]
+        async with http.get(f"http://127.0.0.1:{port}/v1/events/{event_id}") as resp:
+            body = await resp.json()
+            assert resp.status == 200
+            assert body["event"]["data"] == {"n": 1}
+
+
+async def test_serve_refuses_an_unknown_gateway(tmp_path: Path) -> None:
+    cfg = tmp_path / "lockgate.toml"
+    cfg.write_text('[gateways.smtp]\nlisten = "127.0.0.1:1"\n')
+    with pytest.raises(RuntimeError) as exc:
+        async with run_broker(extra_args=["--config", str(cfg)]):
+            pass
+    assert "is not a gateway" in str(exc.value)
