@@ -295,13 +295,20 @@ class Broker:
         keys: list[tuple[str, str, str]] = []
         dedup = self._dedup
         seen: dict[tuple[str, str, str], int] = {}
+        # Policy tags are encoded attribute entries appended to the stored event (see
+        # Verdicts); when every event gets the same ones the framing appends them.
+        suffix = b""
+        if tags and len(tags) == len(valid) and len(set(tags.values())) == 1:
+            suffix = next(iter(tags.values()))
+            tags = {}
+        extra = len(suffix)
         for i in valid:
             ev = events[i]
             raw = ev.SerializeToString()
             if tags and i in tags:
-                raw += tags[i]  # policy tags: appended attribute entries (see Verdicts)
-            if len(raw) > limit:
-                out.errors.append((i, EventTooLarge(len(raw), limit)))
+                raw += tags[i]
+            if len(raw) + extra > limit:
+                out.errors.append((i, EventTooLarge(len(raw) + extra, limit)))
                 continue
             key = (org, ev.source, ev.id)
             hit = dedup.get(key)
@@ -327,10 +334,10 @@ class Broker:
         prepared.keys = keys
         if routes:
             accepted, raws = self._apply_routes(
-                prepared, org, subject, events, accepted, raws, routes, _publisher(principal)
+                prepared, org, subject, accepted, raws, routes, _publisher(principal), suffix
             )
         if accepted:
-            ids = self._stage(prepared, org, subject, raws, _publisher(principal))
+            ids = self._stage(prepared, org, subject, raws, _publisher(principal), suffix)
             for i, event_id in zip(accepted, ids, strict=True):
                 out.ids[i] = event_id
         ids_out = out.ids
@@ -347,11 +354,17 @@ class Broker:
         return prepared
 
     def _stage(
-        self, prepared: Prepared, org: str, subject: str, raws: list[bytes], publisher: str = ""
+        self,
+        prepared: Prepared,
+        org: str,
+        subject: str,
+        raws: list[bytes],
+        publisher: str = "",
+        suffix: bytes = b"",
     ) -> list[int]:
         """Assigns ids, encodes one batch, routes it to ephemeral subscribers."""
         ids = self.ids.next_block(len(raws))
-        encoded = wire.delivery_frames(ids, wire.subject_field(subject), raws)
+        encoded = wire.delivery_frames(ids, wire.subject_field(subject), raws, suffix)
         body = b"".join(encoded)
         batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.policy.version, body, publisher)
         prepared.batches.append(batch)
@@ -369,11 +382,11 @@ class Broker:
         prepared: Prepared,
         org: str,
         subject: str,
-        events: Sequence[CloudEvent],
         accepted: list[int],
         raws: list[bytes],
         routes: dict[int, list[tuple[str, str]]],
         publisher: str,
+        suffix: bytes,
     ) -> tuple[list[int], list[bytes]]:
         """Policy routes: ``copy`` adds the event to another subject, ``redirect`` moves it
         there; either way the routed event carries ``lockgateroutedfrom``."""
@@ -382,7 +395,7 @@ class Broker:
         # The routed event is the stored one plus an appended attribute entry.
         marker = CloudEvent()
         marker.attributes["lockgateroutedfrom"].ce_string = subject
-        origin = marker.SerializeToString()
+        origin = suffix + marker.SerializeToString()
         extra: dict[str, list[tuple[int, bytes, bool]]] = {}
         for i, raw in zip(accepted, raws, strict=True):
             redirected = False

@@ -172,14 +172,13 @@ class PolicyGate:
         """Decides each event at ``indexes``: rejections, routes and tags by index."""
         verdicts = Verdicts()
         rejected = verdicts.rejected
-        routes = verdicts.routes
-        limits: dict[int, list[tuple[str, float, float]]] = {}
+        # Limits come in groups (one list of buckets, the events it applies to), so a batch
+        # decided alike is charged in one step rather than per event.
+        limits: list[tuple[_Buckets, list[int]]] = []
         dedups: dict[int, list[tuple[str, float]]] = {}
         ps = self.policies
         if ps is not None:
-            self._decide_batch(
-                ps, principal, subject, events, indexes, action, verdicts, limits, dedups
-            )
+            _decide_batch(ps, principal, subject, events, indexes, action, verdicts, limits, dedups)
         if self.spam.on:
             self._spam(principal, events, indexes, rejected, limits, dedups)
         if limits:
@@ -187,73 +186,9 @@ class PolicyGate:
         if dedups:
             await self._dedup(dedups, rejected)
         for i in rejected:
-            routes.pop(i, None)
+            verdicts.routes.pop(i, None)
             verdicts.tags.pop(i, None)
         return verdicts
-
-    @staticmethod
-    def _decide_batch(
-        ps: PolicySet,
-        principal: Principal,
-        subject: str,
-        events: Sequence[CloudEvent],
-        indexes: Sequence[int],
-        action: str,
-        verdicts: Verdicts,
-        limits: dict[int, list[tuple[str, float, float]]],
-        dedups: dict[int, list[tuple[str, float]]],
-    ) -> None:
-        """Decides each event, once per distinct combination of the attributes the covering
-        policies read: a batch shares principal, subject and time, so events equal in those
-        attributes get equal decisions unless a rule read the data (then it is per event)."""
-        who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
-        names = ps.event_inputs(subject).names
-        fields = [_FIELDS.get(n) for n in names]
-        # The usual case reads only standard attributes: one C call builds the key.
-        fast = attrgetter(*fields) if fields and all(fields) else None  # type: ignore[arg-type]
-        now = time.time()
-        memo: dict[object, tuple[Decision, list[tuple[str, float, float]], bytes]] = {}
-        rejected, routes, tags = verdicts.rejected, verdicts.routes, verdicts.tags
-        for i in indexes:
-            ev = events[i]
-            key = fast(ev) if fast is not None else tuple(_read(ev, n) for n in names)
-            hit = memo.get(key)
-            if hit is None:
-                request = Request(
-                    action,
-                    subject,
-                    who,
-                    event_attributes(ev),
-                    data_bytes=json_payload(ev),
-                    now=now,
-                )
-                decision = ps.decide(request)
-                lims = [(x.key, x.rate_per_second, x.burst) for x in decision.limits]
-                hit = (decision, lims, _tag_suffix(decision.tags) if decision.tags else b"")
-                if request.data is MISSING:  # the data was not read: shareable
-                    memo[key] = hit
-            decision, lims, suffix = hit
-            if not decision.allowed:
-                rejected[i] = _denial(decision, action, subject)
-                continue
-            if lims:
-                limits[i] = lims
-            if decision.dedup:
-                # Key rules come keyed ("file:line|value"); content rules get the payload's
-                # hash under their rule.
-                dedups[i] = [
-                    (
-                        f"{d.rule}|{hashlib.sha256(_payload(ev)).hexdigest()}"
-                        if d.key == DEDUP_BY_CONTENT
-                        else d.key,
-                        d.window_seconds,
-                    )
-                    for d in decision.dedup
-                ]
-            if suffix:
-                tags[i] = suffix
-            if decision.routes:
-                routes[i] = [(r.subject, r.mode) for r in decision.routes]
 
     def _spam(
         self,
@@ -261,45 +196,44 @@ class PolicyGate:
         events: Sequence[CloudEvent],
         indexes: Sequence[int],
         rejected: dict[int, BrokerError],
-        limits: dict[int, list[tuple[str, float, float]]],
+        limits: list[tuple[_Buckets, list[int]]],
         dedups: dict[int, list[tuple[str, float]]],
     ) -> None:
         sender = f"{principal.org}|{principal.agent}"
         per_min = self.spam.max_per_minute
         window = self.spam.duplicate_window
-        for i in indexes:
-            if i in rejected:
-                continue
-            if per_min:
-                limits.setdefault(i, []).append(("spam|" + sender, per_min / 60.0, per_min))
-            if window:
+        live = [i for i in indexes if i not in rejected]
+        if per_min:
+            limits.append(([("spam|" + sender, per_min / 60.0, per_min)], live))
+        if window:
+            for i in live:
                 digest = hashlib.sha256(_payload(events[i])).hexdigest()
                 dedups.setdefault(i, []).append((f"spamdup|{sender}|{digest}", window))
 
     async def _charge(
-        self, limits: dict[int, list[tuple[str, float, float]]], rejected: dict[int, BrokerError]
+        self, groups: list[tuple[_Buckets, list[int]]], rejected: dict[int, BrokerError]
     ) -> None:
-        # Events decided alike share one list object: count per list, then per bucket.
-        shared: dict[int, tuple[list[tuple[str, float, float]], int]] = {}
-        for items in limits.values():
-            hit = shared.get(id(items))
-            shared[id(items)] = (items, hit[1] + 1 if hit else 1)
         wanted: dict[str, BucketRequest] = {}
-        for items, count in shared.values():
-            for key, rate, burst in items:
+        for buckets, idxs in groups:
+            for key, rate, burst in buckets:
                 r = wanted.get(key)
-                wanted[key] = BucketRequest(key, rate, burst, (r.want if r else 0) + count)
+                wanted[key] = BucketRequest(key, rate, burst, (r.want if r else 0) + len(idxs))
         grants = dict(zip(wanted, await self.limiter.take(list(wanted.values())), strict=True))
         if all(g.granted == wanted[k].want for k, g in grants.items()):
             return  # the common case: every bucket had room for the whole batch
+        per_event: dict[int, list[str]] = {}
+        for buckets, idxs in groups:
+            for i in idxs:
+                per_event.setdefault(i, []).extend(k for k, _, _ in buckets)
         left = {k: g.granted for k, g in grants.items()}
-        for i in sorted(limits):
-            short = [k for k, _, _ in limits[i] if left[k] <= 0]
+        for i in sorted(per_event):
+            keys = per_event[i]
+            short = [k for k in keys if left[k] <= 0]
             if short:
                 rejected[i] = self._limited(short, grants)
             # Tokens are taken for the whole batch up front; a refused event's other tokens
             # are not given back (a deliberate, conservative simplification).
-            for k, _, _ in limits[i]:
+            for k in keys:
                 left[k] -= 1
 
     def _limited(self, short: list[str], grants: dict[str, Grant]) -> BrokerError:
@@ -343,6 +277,122 @@ class PolicyGate:
         who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
         decision = ps.decide(Request("subscribe", pattern, who))
         return None if decision.allowed else _denial(decision, "subscribe", pattern)
+
+
+_Buckets = list[tuple[str, float, float]]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """One decision with what the gate needs of it, and the events it applies to."""
+
+    decision: Decision
+    buckets: _Buckets
+    suffix: bytes
+    indexes: list[int] = field(default_factory=list)
+
+
+def _outcome(
+    ps: PolicySet, action: str, subject: str, who: PolicyPrincipal, ev: CloudEvent, now: float
+) -> tuple[_Outcome, bool]:
+    """Decides one event; the flag says whether the decision may be shared (the data was
+    not read, so it depends only on attributes, principal, subject and time)."""
+    request = Request(
+        action, subject, who, event_attributes(ev), data_bytes=json_payload(ev), now=now
+    )
+    decision = ps.decide(request)
+    buckets = [(x.key, x.rate_per_second, x.burst) for x in decision.limits]
+    suffix = _tag_suffix(decision.tags) if decision.tags else b""
+    return _Outcome(decision, buckets, suffix), request.data is MISSING
+
+
+def _decide_batch(
+    ps: PolicySet,
+    principal: Principal,
+    subject: str,
+    events: Sequence[CloudEvent],
+    indexes: Sequence[int],
+    action: str,
+    verdicts: Verdicts,
+    limits: list[tuple[_Buckets, list[int]]],
+    dedups: dict[int, list[tuple[str, float]]],
+) -> None:
+    """Decides each event, once per distinct combination of the attributes the covering
+    policies read: a batch shares principal, subject and time, so events equal in those
+    attributes get equal decisions unless a rule read the data (then it is per event)."""
+    who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
+    names = ps.event_inputs(subject).names
+    fields = [_FIELDS.get(n) for n in names]
+    now = time.time()
+    picked = [events[i] for i in indexes]
+    outcomes: list[_Outcome] = []
+    if fields and all(fields):
+        # The usual case reads only standard attributes: keys are built by C calls, and a
+        # batch whose events all share them is decided once and applied in bulk.
+        keys: list[object] = list(map(attrgetter(*fields), picked))  # type: ignore[arg-type]
+    elif not names:
+        keys = [()] * len(picked)
+    else:
+        keys = [tuple(_read(ev, n) for n in names) for ev in picked]
+    if keys and keys.count(keys[0]) == len(keys):
+        first, shareable = _outcome(ps, action, subject, who, picked[0], now)
+        if shareable:
+            first.indexes = list(indexes)
+            outcomes.append(first)
+        else:
+            outcomes.append(first)
+            first.indexes.append(indexes[0])
+            for i, ev in zip(indexes[1:], picked[1:], strict=True):
+                out, _ = _outcome(ps, action, subject, who, ev, now)
+                out.indexes.append(i)
+                outcomes.append(out)
+    else:
+        memo: dict[object, _Outcome] = {}
+        for i, ev, key in zip(indexes, picked, keys, strict=True):
+            out_hit = memo.get(key)
+            if out_hit is None:
+                out_hit, shareable = _outcome(ps, action, subject, who, ev, now)
+                outcomes.append(out_hit)
+                if shareable:
+                    memo[key] = out_hit
+            out_hit.indexes.append(i)
+    _apply(outcomes, events, action, subject, verdicts, limits, dedups)
+
+
+def _apply(
+    outcomes: list[_Outcome],
+    events: Sequence[CloudEvent],
+    action: str,
+    subject: str,
+    verdicts: Verdicts,
+    limits: list[tuple[_Buckets, list[int]]],
+    dedups: dict[int, list[tuple[str, float]]],
+) -> None:
+    for out in outcomes:
+        decision, idxs = out.decision, out.indexes
+        if not decision.allowed:
+            verdicts.rejected.update(dict.fromkeys(idxs, _denial(decision, action, subject)))
+            continue
+        if out.buckets:
+            limits.append((out.buckets, idxs))
+        if out.suffix:
+            verdicts.tags.update(dict.fromkeys(idxs, out.suffix))
+        if decision.routes:
+            route = [(r.subject, r.mode) for r in decision.routes]
+            verdicts.routes.update((i, route) for i in idxs)
+        if decision.dedup:
+            # Key rules come keyed ("file:line|value"); content rules get the payload's hash
+            # under their rule.
+            for i in idxs:
+                dedups[i] = [
+                    (
+                        f"{d.rule}|{hashlib.sha256(_payload(events[i])).hexdigest()}"
+                        if d.key == DEDUP_BY_CONTENT
+                        else d.key,
+                        d.window_seconds,
+                    )
+                    for d in decision.dedup
+                ]
 
 
 def _denial(decision: Decision, action: str, subject: str) -> BrokerError:

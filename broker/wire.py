@@ -56,14 +56,21 @@ def _id_high(v: int) -> bytes:
     )
 
 
-def delivery_frames(ids: list[int], subject_bytes: bytes, events: list[bytes]) -> list[bytes]:
+def delivery_frames(
+    ids: list[int], subject_bytes: bytes, events: list[bytes], suffix: bytes = b""
+) -> list[bytes]:
     """:func:`delivery_frame` for a batch of first deliveries, several times faster.
 
     Ids of one batch are mostly consecutive, so only the varint's low byte changes from
-    one to the next; the other eight are computed once per run of 128.
+    one to the next; the other eight are computed once per run of 128. ``suffix`` is
+    appended to every event (encoded attribute entries the policies added: appending map
+    entries to a serialized message is valid protobuf).
     """
     if not ids or ids[0] < 1 << 56 or ids[-1] >= 1 << 63:
-        return [delivery_frame(i, subject_bytes, e) for i, e in zip(ids, events, strict=True)]
+        return [
+            delivery_frame(i, subject_bytes, e + suffix) for i, e in zip(ids, events, strict=True)
+        ]
+    extra = len(suffix)
     out: list[bytes] = []
     append = out.append
     low = _LOW
@@ -76,7 +83,7 @@ def delivery_frames(ids: list[int], subject_bytes: bytes, events: list[bytes]) -
         if i >> 7 != hi:
             hi = i >> 7
             high = _id_high(i)
-        n = len(ev)
+        n = len(ev) + extra
         nv = small[n] if n < 16384 else encode_varint(n)
         blen = fixed + len(nv) + n
         append(
@@ -91,6 +98,7 @@ def delivery_frames(ids: list[int], subject_bytes: bytes, events: list[bytes]) -
                     b"\x1a",
                     nv,
                     ev,
+                    suffix,
                     b"\x20\x01",
                 )
             )

@@ -48,3 +48,19 @@ def test_batch_frames_equal_single_frames() -> None:
         assert wire.delivery_frames(ids, sf, events) == [
             wire.delivery_frame(i, sf, e) for i, e in zip(ids, events, strict=True)
         ]
+
+
+def test_batch_frames_append_a_suffix_to_every_event() -> None:
+    tagged = cloudevent_pb2.CloudEvent()
+    tagged.attributes["priority"].ce_string = "high"
+    suffix = tagged.SerializeToString()
+    ev = cloudevent_pb2.CloudEvent(id="1", source="s", spec_version="1.0", type="t")
+    ids = [382760360051998720 + k for k in range(300)]
+    frames = wire.delivery_frames(
+        ids, wire.subject_field("a.b"), [ev.SerializeToString()] * 300, suffix
+    )
+    msg = broker_pb2.SubscribeResponse.FromString(b"".join(frames))
+    assert len(msg.deliveries) == 300
+    for d in msg.deliveries:
+        assert d.event.attributes["priority"].ce_string == "high"
+        assert d.event.id == "1" and d.attempt == 1
