@@ -3,13 +3,25 @@
 >>> async with TcpProxy("127.0.0.1:50051") as proxy:   # doctest: +SKIP
 ...     client = Client(proxy.target)
 ...     await proxy.cut()          # drop every open connection; new ones still work
+...     proxy.stall()              # keep every connection open but forward nothing more
+...     proxy.stall(to_broker=False)  # the broker gets requests, its answers are dropped
+...     proxy.resume()             # new connections forward again (stalled ones stay stalled)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from types import TracebackType
+
+
+@dataclass
+class _Link:
+    """One proxied connection: whether each direction drops what it reads."""
+
+    drop_to_broker: bool = False
+    drop_to_client: bool = False
 
 
 class TcpProxy:
@@ -19,7 +31,9 @@ class TcpProxy:
         self.port = 0
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.links: list[_Link] = []
         self.connections = 0
+        self._new = _Link()  # the state new connections start in
 
     @property
     def target(self) -> str:
@@ -44,17 +58,38 @@ class TcpProxy:
         except OSError:
             writer.close()
             return
+        link = _Link(self._new.drop_to_broker, self._new.drop_to_client)
+        self.links.append(link)
         self.writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, to_broker: bool
+        ) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if link.drop_to_broker if to_broker else link.drop_to_client:
+                        continue  # a stalled connection: read and forget
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self.writers -= {writer, up_writer}
+        self.links.remove(link)
+
+    def stall(self, *, to_broker: bool = True, to_client: bool = True) -> None:
+        """Stop forwarding on every connection, open and new, without closing any: a broker
+        that accepts but never answers (or, with ``to_broker=False``, that stores what it is
+        sent but whose answers never arrive)."""
+        self._new = _Link(to_broker, to_client)
+        for link in self.links:
+            link.drop_to_broker |= to_broker
+            link.drop_to_client |= to_client
+
+    def resume(self) -> None:
+        """New connections forward again. A stalled connection has lost bytes, so it stays
+        stalled: ``cut()`` it to make the client reconnect."""
+        self._new = _Link()
 
     async def cut(self) -> None:
         """Drop every connection now open (both sides see a reset)."""

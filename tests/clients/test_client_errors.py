@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from fake_broker import rich_status
 from grpc_status import rpc_status
+from status_kit import rich_status
 
 import clients
 from clients._errors import error_for_reason, from_rpc_error
