@@ -321,10 +321,11 @@ def _decide_batch(
     policies read: a batch shares principal, subject and time, so events equal in those
     attributes get equal decisions unless a rule read the data (then it is per event)."""
     who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
-    names = ps.event_inputs(subject).names
+    # The broker has already checked that specversion is "1.0": it cannot tell events apart.
+    names = [n for n in ps.event_inputs(subject).names if n != "specversion"]
     fields = [_FIELDS.get(n) for n in names]
     now = time.time()
-    picked = [events[i] for i in indexes]
+    picked = list(events) if len(indexes) == len(events) else [events[i] for i in indexes]
     outcomes: list[_Outcome] = []
     if fields and all(fields):
         # The usual case reads only standard attributes: keys are built by C calls, and a
