@@ -284,9 +284,10 @@ class Broker:
         gate = self.policy
         routes: dict[int, list[tuple[str, str]]] = {}
         tags: dict[int, bytes] = {}
+        suffix = b""
         if gate.active and valid:
             verdicts = await gate.admit(principal, subject, events, valid)
-            routes, tags = verdicts.routes, verdicts.tags
+            routes, tags, suffix = verdicts.routes, verdicts.tags, verdicts.all_tags
             if verdicts.rejected:
                 out.errors.extend(verdicts.rejected.items())
                 valid = [i for i in valid if i not in verdicts.rejected]
@@ -297,10 +298,6 @@ class Broker:
         seen: dict[tuple[str, str, str], int] = {}
         # Policy tags are encoded attribute entries appended to the stored event (see
         # Verdicts); when every event gets the same ones the framing appends them.
-        suffix = b""
-        if tags and len(tags) == len(valid) and len(set(tags.values())) == 1:
-            suffix = next(iter(tags.values()))
-            tags = {}
         extra = len(suffix)
         for i in valid:
             ev = events[i]

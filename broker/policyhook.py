@@ -68,6 +68,8 @@ class Verdicts:
     rejected: dict[int, BrokerError] = field(default_factory=dict)
     routes: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     tags: dict[int, bytes] = field(default_factory=dict)
+    all_tags: bytes = b""
+    """Set instead of ``tags`` when one decision covered the whole batch."""
 
 
 _TAG_CACHE: dict[tuple[Tag, ...], bytes] = {}
@@ -377,7 +379,10 @@ def _apply(
         if out.buckets:
             limits.append((out.buckets, idxs))
         if out.suffix:
-            verdicts.tags.update(dict.fromkeys(idxs, out.suffix))
+            if len(outcomes) == 1:
+                verdicts.all_tags = out.suffix  # one decision for the whole batch
+            else:
+                verdicts.tags.update(dict.fromkeys(idxs, out.suffix))
         if decision.routes:
             route = [(r.subject, r.mode) for r in decision.routes]
             verdicts.routes.update((i, route) for i in idxs)
