@@ -251,6 +251,9 @@ class Broker:
         """Steps 1-5 and ephemeral routing. Callers that pipeline (the Publish stream) await
         ``prepare`` in arrival order, so ids and delivery order follow publish order, and run
         ``commit`` concurrently so one group commit covers many batches."""
+        # One Python wrapper per event for the whole pipeline: indexing a parsed repeated
+        # field builds a new one on every access.
+        events = list(events)
         n = len(events)
         out = PublishOutcome([0] * n)
         prepared = Prepared(out, started=time.perf_counter())
