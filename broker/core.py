@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from broker import wire
 from broker.auth import Principal
@@ -73,6 +74,9 @@ class StartSpec:
     policy: int = 0  # broker_pb2.StartPolicy
     since_ms: int = 0
     after_id: int = 0
+
+
+_REQUIRED = attrgetter("id", "source", "type", "spec_version")
 
 
 def _check_event(ev: CloudEvent) -> BrokerError | None:
@@ -269,8 +273,14 @@ class Broker:
         org = principal.org
         valid: list[int] = []
         limit = self.config.max_event_bytes
-        for i, ev in enumerate(events):
-            err = _check_event(ev)
+        # The required attributes of every event in one C-level pass; the policy gate reuses
+        # them rather than reading the protobuf again.
+        std = list(map(_REQUIRED, events))
+        for i, (eid, source, type_, version) in enumerate(std):
+            if version == "1.0" and eid and source and type_:
+                valid.append(i)
+                continue
+            err = _check_event(events[i])
             if err is None:
                 valid.append(i)
             else:
@@ -289,7 +299,7 @@ class Broker:
         tags: dict[int, bytes] = {}
         suffix = b""
         if gate.active and valid:
-            verdicts = await gate.admit(principal, subject, events, valid)
+            verdicts = await gate.admit(principal, subject, events, valid, std=std)
             routes, tags, suffix = verdicts.routes, verdicts.tags, verdicts.all_tags
             if verdicts.rejected:
                 out.errors.extend(verdicts.rejected.items())

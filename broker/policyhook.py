@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from broker.auth import Principal
 from broker.errors import (
@@ -87,6 +87,7 @@ def _tag_suffix(tags: tuple[Tag, ...]) -> bytes:
     return hit
 
 
+_STD_POS = {"id": 0, "source": 1, "type": 2}
 _FIELDS = {"id": "id", "source": "source", "type": "type", "specversion": "spec_version"}
 _STANDARD = {
     "id": lambda ev: ev.id or None,
@@ -170,8 +171,11 @@ class PolicyGate:
         events: Sequence[CloudEvent],
         indexes: Sequence[int],
         action: str = "publish",
+        *,
+        std: Sequence[tuple[str, str, str, str]] | None = None,
     ) -> Verdicts:
-        """Decides each event at ``indexes``: rejections, routes and tags by index."""
+        """Decides each event at ``indexes``: rejections, routes and tags by index.
+        ``std`` may carry each event's (id, source, type, specversion), already read."""
         verdicts = Verdicts()
         rejected = verdicts.rejected
         # Limits come in groups (one list of buckets, the events it applies to), so a batch
@@ -180,7 +184,9 @@ class PolicyGate:
         dedups: dict[int, list[tuple[str, float]]] = {}
         ps = self.policies
         if ps is not None:
-            _decide_batch(ps, principal, subject, events, indexes, action, verdicts, limits, dedups)
+            _decide_batch(
+                ps, principal, subject, events, indexes, action, verdicts, limits, dedups, std
+            )
         if self.spam.on:
             self._spam(principal, events, indexes, rejected, limits, dedups)
         if limits:
@@ -318,6 +324,7 @@ def _decide_batch(
     verdicts: Verdicts,
     limits: list[tuple[_Buckets, list[int]]],
     dedups: dict[int, list[tuple[str, float]]],
+    std: Sequence[tuple[str, str, str, str]] | None = None,
 ) -> None:
     """Decides each event, once per distinct combination of the attributes the covering
     policies read: a batch shares principal, subject and time, so events equal in those
@@ -328,11 +335,18 @@ def _decide_batch(
     fields = [_FIELDS.get(n) for n in names]
     now = time.time()
     picked = list(events) if len(indexes) == len(events) else [events[i] for i in indexes]
+    if std is not None and len(std) != len(events):
+        std = None
     outcomes: list[_Outcome] = []
-    if fields and all(fields):
-        # The usual case reads only standard attributes: keys are built by C calls, and a
-        # batch whose events all share them is decided once and applied in bulk.
-        keys: list[object] = list(map(attrgetter(*fields), picked))  # type: ignore[arg-type]
+    everything = len(indexes) == len(events)
+    if std is not None and names and all(n in _STD_POS for n in names):
+        # The usual case reads only required attributes, which the broker already has.
+        get = itemgetter(*(_STD_POS[n] for n in names))
+        keys: list[object] = list(map(get, std)) if everything else [get(std[i]) for i in indexes]
+    elif fields and all(fields):
+        # Standard attributes: keys are built by C calls, and a batch whose events all share
+        # them is decided once and applied in bulk.
+        keys = list(map(attrgetter(*fields), picked))  # type: ignore[arg-type]
     elif not names:
         keys = [()] * len(picked)
     else:
