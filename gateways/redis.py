@@ -167,15 +167,9 @@ class RedisIngest:
     async def _streams(self) -> None:
         s = self.settings
         recovering = True  # first our own pending entries (a crash before XACK)
-        # While one batch is being published, the next is read: at most one batch is in
-        # flight, so batches still reach the broker (and are XACKed) in stream order.
-        in_flight: asyncio.Task[None] | None = None
         while True:
             cursor = "0" if recovering else ">"
             try:
-                if recovering and in_flight is not None:
-                    await in_flight  # re-reading pending entries: let the batch settle first
-                    in_flight = None
                 resp: _StreamsReply = await self.redis.xreadgroup(  # type: ignore[assignment]
                     s.group,
                     s.consumer,
@@ -183,25 +177,24 @@ class RedisIngest:
                     count=s.batch,
                     block=None if recovering else int(s.block * 1000),
                 )
-                if in_flight is not None:
-                    await in_flight
-                    in_flight = None
-            except (BrokerError, RedisError) as exc:
-                log.warning("redis streams: %s; re-reading pending entries", exc)
-                in_flight = None
-                recovering = True
+            except RedisError as exc:
+                log.warning("redis: %s", exc)
                 await asyncio.sleep(s.retry)
                 continue
             if recovering and not any(entries for _, entries in resp or []):
                 recovering = False
                 continue
-            in_flight = asyncio.create_task(self._stream_reply(resp))
-            if recovering:
-                continue  # awaited before the next read
-
-    async def _stream_reply(self, resp: _StreamsReply) -> None:
-        for stream, entries in resp or []:
-            await self._stream_batch(_text(stream), entries)
+            try:
+                for stream, entries in resp or []:
+                    await self._stream_batch(_text(stream), entries)
+            except BrokerError as exc:
+                log.warning("redis streams: %s; re-reading pending entries", exc)
+                recovering = True
+                await asyncio.sleep(s.retry)
+            except RedisError as exc:
+                log.warning("redis: %s", exc)
+                recovering = True
+                await asyncio.sleep(s.retry)
 
     async def _stream_batch(
         self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes] | None]]
