@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.wire import encode_varint
+
 DATA_BYTES = 128
 SUBJECT = "bench.x"
 PATTERN = "bench.>"
 _PAD = b"x" * (DATA_BYTES - 8)
-_SMALL = [bytes((i,)) for i in range(128)]
 
 Args = dict[str, Any]
 Result = dict[str, Any]
@@ -47,15 +48,7 @@ def stamp_of(data: bytes) -> int:
     return int.from_bytes(data[:8], "big")
 
 
-def varint(n: int) -> bytes:
-    if n < 128:
-        return _SMALL[n]
-    out = bytearray()
-    while n >= 128:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+varint = encode_varint  # the broker's own encoder: the bench frames what the broker frames
 
 
 def pb_field(tag: int, value: bytes) -> bytes:

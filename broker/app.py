@@ -65,7 +65,12 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         )
     auth = Authenticator(store, dev_mode=dev_mode)
     server = BrokerServer(broker, auth, policies)
-    port = await server.start(config.listen)
+    try:
+        port = await server.start(config.listen)
+    except BrokerError:
+        await policies.stop()
+        await broker.stop()
+        raise
     stop_gateways = None
     if config.gateways:
         try:

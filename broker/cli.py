@@ -180,16 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("policy", "bench"):
-        # These hand their arguments on whole (argparse's REMAINDER refuses leading options).
-        rest = argv[1:]
-        if rest[:1] == ["--"]:
-            rest = rest[1:]
-        handler = _cmd_policy if argv[0] == "policy" else _cmd_bench
-        return handler(argparse.Namespace(rest=rest))
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        if argv and argv[0] in ("policy", "bench"):
+            # These hand their arguments on whole (argparse's REMAINDER refuses leading
+            # options).
+            rest = argv[1:]
+            if rest[:1] == ["--"]:
+                rest = rest[1:]
+            handler = _cmd_policy if argv[0] == "policy" else _cmd_bench
+            return handler(argparse.Namespace(rest=rest))
+        args = build_parser().parse_args(argv)
         result = args.func(args)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)

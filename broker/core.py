@@ -37,7 +37,7 @@ from broker.ids import IdGenerator, id_for_time_ms, time_ms_of
 from broker.policyhook import PolicyGate
 from broker.router import Router
 from broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
-from broker.subjects import validate_pattern, validate_subject
+from broker.subjects import compile_pattern, is_literal, validate_pattern, validate_subject
 from broker.telemetry import Span, Telemetry
 from broker.v1 import broker_pb2, cloudevent_pb2
 
@@ -130,7 +130,6 @@ class Broker:
         self.ids = IdGenerator(config.worker_id)
         self.head = 0
         self.consumers: dict[tuple[str, str], DurableConsumer] = {}
-        self.metrics: collections.Counter[str] = collections.Counter()
         # (org, source, id) -> assigned id, and per batch (when, its keys) for expiry: the
         # bookkeeping is one dict store per event and one deque append per batch.
         self._dedup: dict[tuple[str, str, str], int] = {}
@@ -291,7 +290,8 @@ class Broker:
                 size = events[i].ByteSize()
                 if size > limit:
                     out.errors.append((i, EventTooLarge(size, limit)))
-            good = [i for i in valid if not any(j == i for j, _ in out.errors)]
+            refused = {j for j, _ in out.errors}
+            good = [i for i in valid if i not in refused]
             self._reply(org, subject, [events[i] for i in good], out, good)
             return prepared
         gate = self.policy
@@ -301,6 +301,8 @@ class Broker:
         if gate.active and valid:
             verdicts = await gate.admit(principal, subject, events, valid, std=std)
             routes, tags, suffix = verdicts.routes, verdicts.tags, verdicts.all_tags
+            for effect, count in verdicts.effects.items():
+                self.telemetry.decisions.add(count, {"effect": effect})
             if verdicts.rejected:
                 out.errors.extend(verdicts.rejected.items())
                 valid = [i for i in valid if i not in verdicts.rejected]
@@ -313,14 +315,14 @@ class Broker:
         # Verdicts); when every event gets the same ones the framing appends them.
         extra = len(suffix)
         for i in valid:
-            ev = events[i]
-            raw = ev.SerializeToString()
+            raw = events[i].SerializeToString()
             if tags and i in tags:
                 raw += tags[i]
             if len(raw) + extra > limit:
                 out.errors.append((i, EventTooLarge(len(raw) + extra, limit)))
                 continue
-            key = (org, ev.source, ev.id)
+            eid, source = std[i][0], std[i][1]  # read once, during validation
+            key = (org, source, eid)
             hit = dedup.get(key)
             if hit is not None:
                 out.ids[i] = hit
@@ -445,7 +447,6 @@ class Broker:
                     frames = wire.split_frames(batch.body)
                 for c in list(consumers.values()):
                     c.on_commit(batch, frames, prev_head)
-            self.metrics["published"] += batch.count
             self.telemetry.published.add(batch.count)
         self.telemetry.publish_duration.record(time.perf_counter() - prepared.started)
         self.telemetry.end_publish(prepared.span, None)
@@ -495,10 +496,20 @@ class Broker:
 
     # -- subscribe --------------------------------------------------------------------------
 
-    def subscribe_ephemeral(
-        self, principal: Principal, pattern: str, queue: str, buffer: int = 0
+    async def subscribe_ephemeral(
+        self,
+        principal: Principal,
+        pattern: str,
+        queue: str,
+        buffer: int = 0,
+        start: StartSpec = StartSpec(),
     ) -> EphemeralSubscription:
+        """An at-most-once subscription. With a replaying ``start`` the stored events up to
+        the head come first (as stored frames, no re-encoding), then live ones; an event
+        stored while the replay runs may come twice."""
         self._check_pattern(principal, pattern)
+        replay = start.policy not in (0, broker_pb2.START_POLICY_NEW)
+        after = self.start_after(start) if replay else 0  # validates before subscribing
         sub = EphemeralSubscription(
             principal.org,
             pattern,
@@ -508,10 +519,28 @@ class Broker:
         )
         sub.on_slow = self._on_slow
         self.router.add(sub)
+        if replay:
+            await self._replay(sub, after, self.head)
         return sub
 
+    async def _replay(self, sub: EphemeralSubscription, after: int, head: int) -> None:
+        match = compile_pattern(sub.pattern)
+        while after < head:
+            batches = await self.store.read_batches(sub.org, after, limit=64)
+            for b in batches:
+                if match(b.subject) and b.first_id <= head:
+                    if b.first_id > after and b.last_id <= head:
+                        sub.outbox.put(b.body, b.count)  # the whole batch, as stored
+                    else:
+                        frames = [f for i, f in wire.split_frames(b.body) if after < i <= head]
+                        if frames:
+                            sub.outbox.put(b"".join(frames), len(frames))
+                after = max(after, b.last_id)
+            if len(batches) < 64:
+                return
+
     def _on_slow(self, sub: EphemeralSubscription) -> None:
-        self.metrics["slow_consumers"] += 1
+        self.telemetry.slow_consumers.add(1)
         self.log.warning("slow consumer %s on %s disconnected", sub.name, sub.pattern)
         self.router.remove(sub)
 
@@ -797,7 +826,6 @@ class Broker:
     ) -> tuple[list[broker_pb2.StoredEvent], int]:
         """Events matching ``pattern``, oldest first; returns them and the last id scanned
         (0 when the log is exhausted)."""
-        from broker.subjects import compile_pattern, is_literal
 
         validate_pattern(pattern)
         match = compile_pattern(pattern)

@@ -166,7 +166,6 @@ class DurableConsumer:
         self.scan_pos = record.cursor
         self.dirty = False
         self.deleted = False
-        self.stale_acks = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -267,7 +266,8 @@ class DurableConsumer:
             self.check_pending(ids)
         else:
             known = [i for i in ids if i in self.pending]
-            self.stale_acks += len(ids) - len(known)
+            if len(known) < len(ids):
+                self.broker.telemetry.stale_acks.add(len(ids) - len(known))
             ids = known
         for i in ids:
             p = self.pending.pop(i)
@@ -462,4 +462,4 @@ class DurableConsumer:
             records.append(DeadLetterRecord(self.rec.org, self.rec.name, i, p.attempt, now_ms))
         await self.broker.store.add_dead_letters(records)
         await self.broker.publish_dead_letters(self.rec, records)
-        self.broker.metrics["dead_lettered"] += len(records)
+        self.broker.telemetry.dead_lettered.add(len(records))

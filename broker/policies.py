@@ -28,7 +28,7 @@ class PolicyInvalid(InvalidArgument):
     def __init__(self, rendered: str, count: int) -> None:
         super().__init__(
             f"the policy set has {count} error(s):\n{rendered}",
-            hint="fix them and put the set again; the running set is unchanged",
+            hint="fix them and load the set again; a running broker keeps the set it has",
             metadata={"errors": str(count)},
         )
 

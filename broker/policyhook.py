@@ -68,6 +68,8 @@ class Verdicts:
     rejected: dict[int, BrokerError] = field(default_factory=dict)
     routes: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     tags: dict[int, bytes] = field(default_factory=dict)
+    effects: dict[str, int] = field(default_factory=dict)
+    """Decisions made, by effect (for the decisions metric)."""
     all_tags: bytes = b""
     """Set instead of ``tags`` when one decision covered the whole batch."""
 
@@ -89,18 +91,13 @@ def _tag_suffix(tags: tuple[Tag, ...]) -> bytes:
 
 _STD_POS = {"id": 0, "source": 1, "type": 2}
 _FIELDS = {"id": "id", "source": "source", "type": "type", "specversion": "spec_version"}
-_STANDARD = {
-    "id": lambda ev: ev.id or None,
-    "source": lambda ev: ev.source or None,
-    "type": lambda ev: ev.type or None,
-    "specversion": lambda ev: ev.spec_version or None,
-}
 
 
 def _read(ev: CloudEvent, name: str) -> object:
-    std = _STANDARD.get(name)
-    if std is not None:
-        return std(ev)
+    """One attribute of ``ev`` for a batch key (standard fields or extensions)."""
+    field_name = _FIELDS.get(name)
+    if field_name is not None:
+        return getattr(ev, field_name)
     attrs = ev.attributes
     return _attr_value(attrs[name]) if name in attrs else None
 
@@ -330,50 +327,49 @@ def _decide_batch(
     policies read: a batch shares principal, subject and time, so events equal in those
     attributes get equal decisions unless a rule read the data (then it is per event)."""
     who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
-    # The broker has already checked that specversion is "1.0": it cannot tell events apart.
-    names = [n for n in ps.event_inputs(subject).names if n != "specversion"]
-    fields = [_FIELDS.get(n) for n in names]
     now = time.time()
-    picked = list(events) if len(indexes) == len(events) else [events[i] for i in indexes]
-    if std is not None and len(std) != len(events):
-        std = None
-    outcomes: list[_Outcome] = []
     everything = len(indexes) == len(events)
-    if std is not None and names and all(n in _STD_POS for n in names):
-        # The usual case reads only required attributes, which the broker already has.
-        get = itemgetter(*(_STD_POS[n] for n in names))
-        keys: list[object] = list(map(get, std)) if everything else [get(std[i]) for i in indexes]
-    elif fields and all(fields):
-        # Standard attributes: keys are built by C calls, and a batch whose events all share
-        # them is decided once and applied in bulk.
-        keys = list(map(attrgetter(*fields), picked))  # type: ignore[arg-type]
-    elif not names:
-        keys = [()] * len(picked)
-    else:
-        keys = [tuple(_read(ev, n) for n in names) for ev in picked]
+    picked = events if everything else [events[i] for i in indexes]
+    keys = _batch_keys(ps.event_inputs(subject).names, picked, indexes, everything, std)
     if keys and keys.count(keys[0]) == len(keys):
+        # The usual batch: every event alike in what the rules read. Decide once and apply
+        # in bulk, unless the decision read the data (then fall through, per event).
         first, shareable = _outcome(ps, action, subject, who, picked[0], now)
         if shareable:
             first.indexes = list(indexes)
-            outcomes.append(first)
-        else:
-            outcomes.append(first)
-            first.indexes.append(indexes[0])
-            for i, ev in zip(indexes[1:], picked[1:], strict=True):
-                out, _ = _outcome(ps, action, subject, who, ev, now)
-                out.indexes.append(i)
-                outcomes.append(out)
-    else:
-        memo: dict[object, _Outcome] = {}
-        for i, ev, key in zip(indexes, picked, keys, strict=True):
-            out_hit = memo.get(key)
-            if out_hit is None:
-                out_hit, shareable = _outcome(ps, action, subject, who, ev, now)
-                outcomes.append(out_hit)
-                if shareable:
-                    memo[key] = out_hit
-            out_hit.indexes.append(i)
+            _apply([first], events, action, subject, verdicts, limits, dedups)
+            return
+    outcomes: list[_Outcome] = []
+    memo: dict[object, _Outcome] = {}
+    for i, ev, key in zip(indexes, picked, keys, strict=True):
+        hit = memo.get(key)
+        if hit is None:
+            hit, shareable = _outcome(ps, action, subject, who, ev, now)
+            outcomes.append(hit)
+            if shareable:
+                memo[key] = hit
+        hit.indexes.append(i)
     _apply(outcomes, events, action, subject, verdicts, limits, dedups)
+
+
+def _batch_keys(
+    read: Sequence[str],
+    picked: Sequence[CloudEvent],
+    indexes: Sequence[int],
+    everything: bool,
+    std: Sequence[tuple[str, str, str, str]] | None,
+) -> list[object]:
+    """Per event, the values of the attributes the rules read, built by C calls when they
+    are standard ones. specversion is left out: the broker has checked it is "1.0"."""
+    names = [n for n in read if n != "specversion"]
+    if not names:
+        return [()] * len(picked)
+    if std is not None and all(n in _STD_POS for n in names):
+        get = itemgetter(*(_STD_POS[n] for n in names))  # already read during validation
+        return list(map(get, std)) if everything else [get(std[i]) for i in indexes]
+    if all(n in _FIELDS for n in names):
+        return list(map(attrgetter(*(_FIELDS[n] for n in names)), picked))
+    return [tuple(_read(ev, n) for n in names) for ev in picked]
 
 
 def _apply(
@@ -385,8 +381,10 @@ def _apply(
     limits: list[tuple[_Buckets, list[int]]],
     dedups: dict[int, list[tuple[str, float]]],
 ) -> None:
+    effects = verdicts.effects
     for out in outcomes:
         decision, idxs = out.decision, out.indexes
+        effects[decision.effect] = effects.get(decision.effect, 0) + len(idxs)
         if not decision.allowed:
             verdicts.rejected.update(dict.fromkeys(idxs, _denial(decision, action, subject)))
             continue

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from broker import wire
 from broker.admin_api import AdminServicer, PolicyServicer
 from broker.auth import Authenticator, Principal
-from broker.core import Broker, Prepared, StartSpec
+from broker.core import Broker, Prepared
 from broker.delivery import DurableSession, EphemeralSubscription
 from broker.errors import (
     BrokerError,
@@ -163,16 +163,11 @@ class BrokerServer(Servicer):
                 outbox = session.outbox
                 name = op.durable
             else:
-                if start.policy not in (0, broker_pb2.START_POLICY_NEW):
-                    # Replay for an ephemeral subscription: validate, then read the log.
-                    self.broker.start_after(start)
-                sub = self.broker.subscribe_ephemeral(
-                    principal, op.pattern, op.queue_group, op.max_in_flight
+                sub = await self.broker.subscribe_ephemeral(
+                    principal, op.pattern, op.queue_group, op.max_in_flight, start
                 )
                 outbox = sub.outbox
                 name = sub.name
-                if start.policy not in (0, broker_pb2.START_POLICY_NEW):
-                    await self._replay(principal, op.pattern, start, sub)
             yield wire.subscribed_frame(name, self.broker.head)
 
             async def read() -> None:
@@ -225,30 +220,6 @@ class BrokerServer(Servicer):
                 self.broker.unsubscribe(sub)
             if session is not None:
                 session.consumer.detach(session)
-
-    async def _replay(
-        self, principal: Principal, pattern: str, start: StartSpec, sub: EphemeralSubscription
-    ) -> None:
-        # Replays the log up to the head, then live events follow. Events stored during the
-        # replay may come twice: at-most-once with replay is "at least the replayed part".
-        after = self.broker.start_after(start)
-        head = self.broker.head
-        while after < head:
-            events, last = await self.broker.query(
-                principal.org, pattern, after_id=after, limit=500
-            )
-            frames = [
-                wire.delivery_frame(
-                    e.id, wire.subject_field(e.subject), e.event.SerializeToString()
-                )
-                for e in events
-                if e.id <= head
-            ]
-            if frames:
-                sub.outbox.put(b"".join(frames), len(frames))
-            if not last:
-                break
-            after = last
 
     async def request(
         self, request: broker_pb2.RequestRequest, context: grpc.aio.ServicerContext
@@ -430,9 +401,16 @@ class BrokerServer(Servicer):
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(listen)
+        try:
+            self.port = server.add_insecure_port(listen)
+        except RuntimeError:  # grpcio's way of saying the bind failed
+            self.port = 0
         if not self.port:
-            raise Unavailable(f"cannot listen on {listen}", hint="is the port already in use?")
+            raise Unavailable(
+                f"cannot listen on {listen}",
+                reason="LISTEN_FAILED",
+                hint="is another process using that port? choose one with --listen HOST:PORT",
+            )
         await server.start()
         self.server = server
         for name in _HEALTH_NAMES:

@@ -83,7 +83,16 @@ class Telemetry:
             "lockgate.publish.duration", unit="s", description="batch admission to store ack"
         )
         self.decisions = meter.create_counter(
-            "lockgate.policy.decisions", unit="{decision}", description="policy decisions"
+            "lockgate.policy.decisions", unit="{decision}", description="decisions, by effect"
+        )
+        self.slow_consumers = meter.create_counter(
+            "lockgate.consumers.slow", unit="{subscription}", description="cut off, too slow"
+        )
+        self.dead_lettered = meter.create_counter(
+            "lockgate.events.dead_lettered", unit="{event}", description="moved to $dlq"
+        )
+        self.stale_acks = meter.create_counter(
+            "lockgate.acks.stale", unit="{ack}", description="acks for ids no longer pending"
         )
 
     def observe_depths(self, depths: Callable[[], Iterable[tuple[str, int]]]) -> None:

@@ -15,12 +15,10 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker import wire
 from broker.auth import Authenticator, Principal
 from broker.core import Broker, StartSpec
 from broker.delivery import DurableSession, EphemeralSubscription, Outbox
@@ -298,11 +296,7 @@ class LocalAPI:
                 p, durable, pattern, queue=queue, start=start, max_in_flight=max_in_flight
             )
             return _LocalSubscription(b, session.outbox, durable, session=session)
-        replay = start.policy not in (0, broker_pb2.START_POLICY_NEW)
-        after = b.start_after(start) if replay else 0
-        sub = b.subscribe_ephemeral(p, pattern, queue, max_in_flight)
-        if replay:
-            await _replay(b, p, pattern, after, sub)
+        sub = await b.subscribe_ephemeral(p, pattern, queue, max_in_flight, start)
         return _LocalSubscription(b, sub.outbox, sub.name, sub=sub)
 
     async def create_durable(
@@ -345,23 +339,3 @@ class LocalAPI:
 
     async def close(self) -> None:
         return None
-
-
-async def _replay(
-    b: Broker, p: Principal, pattern: str, after: int, sub: EphemeralSubscription
-) -> None:
-    """Stored events after ``after`` up to the head, then live ones (as the gRPC server)."""
-    head = b.head
-    while after < head:
-        events, last = await b.query(p.org, pattern, after_id=after, limit=500)
-        frames = [
-            wire.delivery_frame(e.id, wire.subject_field(e.subject), e.event.SerializeToString())
-            for e in events
-            if e.id <= head
-        ]
-        if frames:
-            sub.outbox.put(b"".join(frames), len(frames))
-        if not last:
-            break
-        after = last
-        await asyncio.sleep(0)
