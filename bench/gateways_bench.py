@@ -149,7 +149,7 @@ async def ws_fanout(url: str, conns: int, events: int, pace: float = 0.0) -> tup
 
 async def redis_rates(events: int) -> tuple[float, float]:
     """(redis-py XREADGROUP+XACK entries/s, RedisIngest entries/s) on the same stream."""
-    from gateways._api import LocalAPI
+    from broker.api import LocalAPI
     from gateways.redis import RedisIngest, RedisSettings
 
     r = aioredis.from_url(REDIS_URL)

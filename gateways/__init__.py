@@ -1,5 +1,5 @@
 """Lockgate's gateways: HTTP, WebSocket, webhooks, Redis and NATS, each a thin adapter on the
-broker's public API (``gateways._api.BrokerAPI``).
+broker's public API (``broker.api.BrokerAPI``).
 
 Importing this package imports nothing heavy; each gateway lives in its own module
 (``gateways.http``, ``gateways.websocket``, ``gateways.webhook``, ``gateways.redis``,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import time
 
+from broker.api import CloudEvent
 from broker.errors import BrokerError, InvalidEvent
-from gateways._api import CloudEvent
 from gateways._cejson import event_from_json
 from gateways._web import dumps, loads
 

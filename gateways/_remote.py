@@ -1,4 +1,4 @@
-"""``RemoteAPI``: the :class:`~gateways._api.BrokerAPI` over gRPC, for standalone gateways.
+"""``RemoteAPI``: the :class:`~broker.api.BrokerAPI` over gRPC, for standalone gateways.
 
 The caller's API key goes through as ``authorization: Bearer <key>``, so the broker
 authenticates every caller itself; gRPC errors come back as the broker's own error classes
@@ -21,9 +21,7 @@ import grpc
 from google.protobuf import duration_pb2, message
 
 from broker import errors as be
-from broker.v1 import admin_pb2, broker_pb2, cloudevent_pb2
-from clients._errors import from_rpc_error
-from gateways._api import (
+from broker.api import (
     FROM_NEW,
     Delivery,
     DurableView,
@@ -32,6 +30,8 @@ from gateways._api import (
     StoredEvent,
     decode_deliveries,
 )
+from broker.v1 import admin_pb2, broker_pb2, cloudevent_pb2
+from clients._errors import from_rpc_error
 
 __all__ = ["RemoteAPI", "translate"]
 
@@ -124,7 +124,7 @@ class _RemoteSubscription:
 
 
 class RemoteAPI:
-    """:class:`~gateways._api.BrokerAPI` over a gRPC channel to ``target`` (HOST:PORT)."""
+    """:class:`~broker.api.BrokerAPI` over a gRPC channel to ``target`` (HOST:PORT)."""
 
     def __init__(self, target: str, *, max_message_bytes: int = 64 << 20) -> None:
         self.target = target

@@ -10,12 +10,12 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+from broker.api import Delivery, StoredEvent
 from broker.auth import Authenticator
 from broker.config import ConfigError, parse_duration
 from broker.core import StartSpec
 from broker.errors import BrokerError
 from broker.v1 import broker_pb2
-from gateways._api import Delivery, StoredEvent
 from gateways._cejson import JsonValue, event_to_json, parse_time
 from gateways.errors import InvalidParameter, MalformedJson, http_status, retry_after
 

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from broker.api import LocalAPI
 from broker.auth import Authenticator
 from broker.config import ConfigError
 from broker.core import Broker
-from gateways._api import LocalAPI
 from gateways._web import start_site
 from gateways.config import KINDS, listen_of, settings_for, ws_path
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from broker.api import BrokerAPI, CloudEvent
 from broker.errors import BrokerError
-from gateways._api import BrokerAPI, CloudEvent
 from gateways._cebinary import from_binary, has_binary_headers
 from gateways._cejson import JsonValue, event_from_json
 from gateways._web import (

@@ -36,8 +36,8 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 
+from broker.api import BrokerAPI, CloudEvent, Subscription
 from broker.errors import BrokerError
-from gateways._api import BrokerAPI, CloudEvent, Subscription
 from gateways._cebinary import from_binary, to_binary
 from gateways._ingest import dead_letter_record, parse_entry
 

@@ -33,8 +33,8 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from broker.api import BrokerAPI, CloudEvent
 from broker.errors import BrokerError
-from gateways._api import BrokerAPI, CloudEvent
 from gateways._ingest import dead_letter_record, parse_entry
 
 __all__ = ["RedisIngest", "RedisSettings"]

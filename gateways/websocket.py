@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
+from broker.api import BrokerAPI, CloudEvent, Delivery, Subscription
 from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
-from gateways._api import BrokerAPI, CloudEvent, Delivery, Subscription
 from gateways._cejson import JsonValue, event_from_json
 from gateways._web import (
     api_key,

@@ -11,12 +11,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from broker.api import LocalAPI
 from broker.auth import Authenticator
 from broker.config import Config
 from broker.core import Broker
 from broker.store.sqlite import SqliteStore
 from broker.v1 import cloudevent_pb2
-from gateways._api import LocalAPI
 from gateways._web import start_site
 from gateways.http import HttpSettings, build_app
 

@@ -1,4 +1,5 @@
-"""The broker as the gateways see it: one small Protocol, two implementations.
+"""The broker's public in-process contract, as the gateways use it: one small Protocol, two
+implementations.
 
 :class:`BrokerAPI` is the public contract (the gRPC API's methods, in Python types);
 :class:`LocalAPI` calls a :class:`broker.core.Broker` in the same process (gateways run
