@@ -8,28 +8,18 @@ flags, keys, or that kill/restart a broker start their own with ``run_broker``.
 The e2e modules run on the session event loop (``pytest.mark.asyncio(loop_scope="session")``)
 because the shared broker process and its output drain task live on it.
 
-Helpers live in ``e2e_kit`` (a module with a unique name, so test modules can import it
-whatever else is called ``conftest``); ``error_info`` is re-exported here.
+Helpers live in ``tests.broker.e2e_kit``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest_asyncio
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from e2e_kit import Stubs, error_info  # noqa: E402
-
-from broker.testing import RunningBroker, run_broker  # noqa: E402
-
-__all__ = ["error_info"]
+from broker.testing import RunningBroker, run_broker
+from tests.broker.e2e_kit import Stubs
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

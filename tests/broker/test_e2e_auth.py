@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import grpc
 import pytest
 import pytest_asyncio
-from e2e_kit import (
+
+from broker.testing import RunningBroker, run_broker
+from broker.v1 import admin_pb2, broker_pb2
+from tests.broker.e2e_kit import (
     Metadata,
     Stubs,
     auth,
@@ -28,9 +31,6 @@ from e2e_kit import (
     subscribe,
     unique,
 )
-
-from broker.testing import RunningBroker, run_broker
-from broker.v1 import admin_pb2, broker_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

@@ -12,7 +12,12 @@ import uuid
 
 import grpc
 import pytest
-from e2e_kit import (
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from broker.ids import id_for_time_ms
+from broker.testing import RunningBroker, run_broker
+from broker.v1 import admin_pb2, broker_pb2
+from tests.broker.e2e_kit import (
     CloudEvent,
     Stubs,
     error_info,
@@ -22,11 +27,6 @@ from e2e_kit import (
     subscribe,
     unique,
 )
-from google.protobuf import duration_pb2, timestamp_pb2
-
-from broker.ids import id_for_time_ms
-from broker.testing import RunningBroker, run_broker
-from broker.v1 import admin_pb2, broker_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

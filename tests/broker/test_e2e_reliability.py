@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from e2e_kit import (
+
+from broker.testing import RunningBroker, run_broker
+from broker.v1 import broker_pb2
+from tests.broker.e2e_kit import (
     CloudEvent,
     Stubs,
     event,
@@ -21,9 +24,6 @@ from e2e_kit import (
     subscribe,
     unique,
 )
-
-from broker.testing import RunningBroker, run_broker
-from broker.v1 import broker_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

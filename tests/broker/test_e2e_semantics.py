@@ -10,7 +10,11 @@ import uuid
 
 import grpc
 import pytest
-from e2e_kit import (
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from broker.testing import run_broker
+from broker.v1 import admin_pb2, broker_pb2
+from tests.broker.e2e_kit import (
     Stubs,
     Sub,
     error_info,
@@ -21,10 +25,6 @@ from e2e_kit import (
     subscribe,
     unique,
 )
-from google.protobuf import duration_pb2, timestamp_pb2
-
-from broker.testing import run_broker
-from broker.v1 import admin_pb2, broker_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

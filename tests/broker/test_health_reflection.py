@@ -54,10 +54,9 @@ async def test_terminate_ends_idle_streams_at_once() -> None:
     import asyncio
     import time
 
-    from e2e_kit import error_info, event
-
     from broker.testing import run_broker
     from broker.v1 import broker_pb2, broker_pb2_grpc
+    from tests.broker.e2e_kit import error_info, event
 
     async with run_broker() as b, grpc.aio.insecure_channel(b.target) as ch:
         stub = broker_pb2_grpc.BrokerServiceStub(ch)

@@ -15,10 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
-from e2e_kit import LOCKGATE, Metadata, auth, error_info, event, query_all, subscribe
 
 from broker.testing import RunningBroker, run_broker
 from broker.v1 import broker_pb2, broker_pb2_grpc, policy_pb2, policy_pb2_grpc
+from tests.broker.e2e_kit import LOCKGATE, Metadata, auth, error_info, event, query_all, subscribe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from tcp_proxy import TcpProxy
 
 import clients
 from broker.testing import RunningBroker, run_broker
 from clients import Client, Message, Subscription
+from tests.support import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -183,7 +183,7 @@ async def test_large_publish_batch_is_split_into_frames_that_fit(broker: Running
 async def test_unanswered_publishes_are_resent_after_restart(own_broker: RunningBroker) -> None:
     subject = unique("resend")
     async with TcpProxy(own_broker.target) as proxy, Client(proxy.target) as c:
-        proxy.stall(to_broker=False)  # the broker stores the events; its answers are lost
+        proxy.stall(to_server=False)  # the broker stores the events; its answers are lost
         pending = [asyncio.ensure_future(c.publish(subject, i)) for i in range(10)]
         async with Client(own_broker.target) as direct:
 
@@ -203,7 +203,7 @@ async def test_unanswered_publishes_are_resent_after_restart(own_broker: Running
 async def test_timed_out_publish_leaves_its_batch_to_the_others(broker: RunningBroker) -> None:
     subject = unique("late")
     async with TcpProxy(broker.target) as proxy, Client(proxy.target) as c:
-        proxy.stall(to_broker=False)  # the broker stores, its answers never arrive
+        proxy.stall(to_server=False)  # the broker stores, its answers never arrive
         others = [asyncio.ensure_future(c.publish(subject, i)) for i in range(3)]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(c.publish(subject, 99), 0.3)

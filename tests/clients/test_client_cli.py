@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from broker.testing import run_broker
 from clients._cli import add_commands, parse_start, parse_time
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,12 +63,9 @@ def test_unreachable_broker_prints_one_sentence_and_a_hint() -> None:
     assert "Traceback" not in out.stderr
 
 
-testing = pytest.importorskip("broker.testing", reason="broker/testing.py is not there yet")
-
-
 @pytest_asyncio.fixture
 async def target() -> AsyncIterator[str]:
-    async with testing.run_broker() as b:
+    async with run_broker() as b:
         yield b.target
 
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tcp_proxy import TcpProxy
 
+from broker.testing import run_broker
 from clients import Client
-
-testing = pytest.importorskip("broker.testing", reason="broker/testing.py is not there yet")
+from tests.support import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_cut_connections_lose_nothing_and_duplicate_nothing() -> None:
     async with (
-        testing.run_broker() as broker,
+        run_broker() as broker,
         TcpProxy(broker.target) as proxy,
         Client(proxy.target) as c,
     ):

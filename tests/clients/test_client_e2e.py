@@ -13,12 +13,12 @@ import pytest
 import pytest_asyncio
 
 import clients
+from broker.testing import run_broker
 from clients import Client, Message, Subscription
 
 if TYPE_CHECKING:
     from broker.testing import RunningBroker
 
-testing = pytest.importorskip("broker.testing", reason="broker/testing.py is not there yet")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -40,7 +40,7 @@ def unique(prefix: str) -> str:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def broker() -> AsyncIterator[RunningBroker]:
-    async with testing.run_broker() as b:
+    async with run_broker() as b:
         yield b
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_status import rpc_status
-from status_kit import rich_status
 
 import clients
 from clients._errors import error_for_reason, from_rpc_error
+from tests.clients.status_kit import rich_status
 
 
 def rpc_error(status: grpc.Status) -> grpc.aio.AioRpcError:

@@ -6,15 +6,14 @@ import asyncio
 
 import pytest
 
+from broker.testing import run_broker
 from clients import Client
-
-testing = pytest.importorskip("broker.testing", reason="broker/testing.py is not there yet")
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_durable_subscription_and_publishes_survive_a_restart() -> None:
-    async with testing.run_broker() as broker, Client(broker.target) as c:
+    async with run_broker() as broker, Client(broker.target) as c:
         sub = await c.subscription("jobs.>", durable="worker", start="all")
         first = await c.publish("jobs.a", 1)
         msg = await asyncio.wait_for(anext(sub), 5)
@@ -41,7 +40,7 @@ async def test_durable_subscription_and_publishes_survive_a_restart() -> None:
 
 
 async def test_unanswered_publishes_are_not_duplicated_after_a_crash() -> None:
-    async with testing.run_broker() as broker, Client(broker.target) as c:
+    async with run_broker() as broker, Client(broker.target) as c:
         await c.publish("warm.up", 0)
         pending = [asyncio.ensure_future(c.publish("crash.x", i)) for i in range(200)]
         await asyncio.sleep(0)  # the frame is written; the broker may or may not answer

@@ -11,11 +11,11 @@ import time
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from gw_kit import unique
 
 from broker.testing import run_broker
 from gateways._remote import RemoteAPI
 from gateways.redis import RedisIngest, RedisSettings
+from tests.gateways.gw_kit import unique
 
 pytestmark = pytest.mark.e2e
 
@@ -184,7 +184,7 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
             dispatcher = PollingWebhookDispatcher(api, None, WebhookSettings(secret="k"))
             await dispatcher.start()
             try:
-                from gw_kit import event
+                from tests.gateways.gw_kit import event
 
                 await api.publish(None, subject, [event(1, data='{"w": 1}')])
                 await asyncio.wait_for(arrived.wait(), 10)

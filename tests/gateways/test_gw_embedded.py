@@ -10,12 +10,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from gw_kit import local_broker, unique
 
 from broker.config import ConfigError
 from gateways.cli import add_commands
 from gateways.config import settings_for
 from gateways.embedded import start_gateways
+from tests.gateways.gw_kit import local_broker, unique
 
 
 def free_port() -> int:

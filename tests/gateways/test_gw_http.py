@@ -6,9 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from gw_kit import Local, count_events, local_broker, unique
-
 from gateways.http import HttpSettings
+from tests.gateways.gw_kit import Local, count_events, local_broker, unique
 
 CE_JSON = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"

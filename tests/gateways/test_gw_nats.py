@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 import pytest_asyncio
-from gw_kit import Local, count_events, event, unique
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from gateways.nats import JetStreamSource, NatsGateway, NatsSettings
+from tests.gateways.gw_kit import Local, count_events, event, unique
 
 pytestmark = pytest.mark.nats
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from gw_kit import Local, count_events, unique
 
 from gateways.redis import RedisIngest, RedisSettings
+from tests.gateways.gw_kit import Local, count_events, unique
 
 pytestmark = pytest.mark.redis
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from gw_kit import Local, event, unique
 
 from clients._webhook import WebhookSignatureError, verify_webhook
 from gateways._web import start_site
 from gateways.webhook import WebhookDispatcher, WebhookSettings, sign
+from tests.gateways.gw_kit import Local, event, unique
 
 SECRET = "s3cret"
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import aiohttp
-from gw_kit import Local, count_events, event, local_broker, unique
 
 from gateways.websocket import WsSettings
+from tests.gateways.gw_kit import Local, count_events, event, local_broker, unique
 
 
 async def frame(ws: aiohttp.ClientWebSocketResponse, timeout: float = 3.0) -> dict[str, object]:

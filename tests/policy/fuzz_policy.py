@@ -3,7 +3,7 @@ whose every error has a position; nothing crashes or hangs; what loads decides w
 
 Run as a script for a long run (default 100,000 inputs)::
 
-    .venv/bin/python tests/policy/fuzz_policy.py [COUNT] [SEED]
+    .venv/bin/python -m tests.policy.fuzz_policy [COUNT] [SEED]
 
 ``test_fuzz.py`` runs the same property through hypothesis in the normal suite.
 """
@@ -13,16 +13,11 @@ from __future__ import annotations
 import random
 import sys
 import time
-from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from policy import MISSING, Decision, PolicyErrors, Principal, Request, compile_policies  # noqa: E402
-from policy.errors import PolicyError  # noqa: E402
-from policy.fmt import format_source, shape  # noqa: E402
-from policy.parser import parse  # noqa: E402
+from policy import MISSING, Decision, PolicyErrors, Principal, Request, compile_policies
+from policy.errors import PolicyError
+from policy.fmt import format_source, shape
+from policy.parser import parse
 
 VOCAB = [
     "policy",

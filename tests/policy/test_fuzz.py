@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-from fuzz_policy import GENERATORS, VOCAB, check_one
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.policy.fuzz_policy import GENERATORS, VOCAB, check_one
 
 _FAST = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
