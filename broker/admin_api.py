@@ -8,7 +8,7 @@ import grpc
 
 from broker.auth import Authenticator, Principal
 from broker.core import Broker
-from broker.errors import BrokerError, InvalidArgument, NotFound, Unavailable
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
 from broker.policies import PolicyManager
 from broker.rpc import Servicer, start_spec
 from broker.store import PolicyVersionRecord
@@ -135,7 +135,9 @@ class PolicyServicer(Servicer):
 
     def _manager(self) -> PolicyManager:
         if self.policies is None:
-            raise Unavailable("policies are not managed by this server", reason="NO_POLICIES")
+            raise FailedPrecondition(
+                "policies are not managed by this server", reason="NO_POLICIES"
+            )
         return self.policies
 
     @staticmethod

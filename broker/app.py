@@ -11,7 +11,7 @@ import sys
 from broker.auth import Authenticator
 from broker.config import Config
 from broker.core import Broker
-from broker.errors import BrokerError, Unavailable
+from broker.errors import BrokerError, FailedPrecondition
 from broker.limits import Limiter, LocalLimiter, RedisLimiter
 from broker.policies import PolicyManager
 from broker.policyhook import PolicyGate, SpamControls
@@ -57,7 +57,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     dev_mode = not keys
     if dev_mode and not _is_loopback(config.listen):
         await broker.stop()
-        raise Unavailable(
+        raise FailedPrecondition(
             f"refusing to listen on {config.listen} without API keys",
             reason="INSECURE_LISTEN",
             hint="create a key with `lockgate keys create --org ORG --agent NAME`, "
@@ -78,7 +78,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         except ImportError as exc:
             await server.stop(0)
             await broker.stop()
-            raise Unavailable(
+            raise FailedPrecondition(
                 f"the configured gateways need an optional dependency: {exc.name}",
                 reason="MISSING_EXTRA",
                 hint="pip install 'lockgate[gateways,redis,nats]'",

@@ -9,14 +9,20 @@
     │   ├── EventTooLarge            reason EVENT_TOO_LARGE
     │   └── InvalidStart             reason INVALID_START
     ├── Unauthenticated              UNAUTHENTICATED, reason UNAUTHENTICATED
-    ├── PermissionDenied             PERMISSION_DENIED, reasons PERMISSION_DENIED, CROSS_ORG,
-    │                                POLICY_DENIED
+    ├── PermissionDenied             PERMISSION_DENIED, reasons PERMISSION_DENIED, POLICY_DENIED
     ├── AlreadyExists                ALREADY_EXISTS, reasons DUPLICATE_CONTENT, DUPLICATE_KEY
-    ├── FailedPrecondition           FAILED_PRECONDITION, reasons NOT_PENDING, POLICY_REQUIREMENT
+    ├── FailedPrecondition           FAILED_PRECONDITION, reasons NOT_PENDING, POLICY_REQUIREMENT,
+    │                                DURABLE_MISMATCH, INSECURE_LISTEN, MISSING_EXTRA, ...
     ├── NotFound                     NOT_FOUND, reasons NOT_FOUND, UNKNOWN_DURABLE, NO_RESPONDERS
     ├── ResourceExhausted            RESOURCE_EXHAUSTED, reasons RATE_LIMITED, SLOW_CONSUMER
     ├── DeadlineExceeded             DEADLINE_EXCEEDED, reason REQUEST_TIMEOUT
-    └── Unavailable                  UNAVAILABLE, reasons STORE_UNAVAILABLE, SHUTTING_DOWN
+    └── Unavailable                  UNAVAILABLE, reasons STORE_UNAVAILABLE, SHUTTING_DOWN,
+                                     LIMITER_UNAVAILABLE
+
+Reasons come from the one registry, ``broker.v1.ErrorReason`` in protos/broker/v1/errors.proto
+(as :class:`broker.v1.reasons.Reason`); a test fails on a reason outside it. Startup and
+configuration failures are ``FailedPrecondition`` (INSECURE_LISTEN, MISSING_EXTRA, LISTEN_FAILED)
+or ``InvalidArgument`` (INVALID_CONFIG), never ``Unavailable``, which means "retry later".
 
 Every error builds one human sentence from its fields, and carries a ``hint`` that says
 what to do. Backend exceptions (sqlite3, asyncpg, redis, nats) are translated into these at
@@ -29,6 +35,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from broker.v1.reasons import Reason
 
 __all__ = [
     "DOMAIN",
@@ -43,6 +51,7 @@ __all__ = [
     "InvalidSubject",
     "NotFound",
     "PermissionDenied",
+    "Reason",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
@@ -56,7 +65,7 @@ class BrokerError(Exception):
     """Base of every error the broker reports to a caller."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    default_reason = "INTERNAL"
+    default_reason: str = Reason.INTERNAL
 
     def __init__(
         self,
@@ -68,7 +77,7 @@ class BrokerError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.reason = reason or self.default_reason
+        self.reason = str(reason or self.default_reason)
         self.hint = hint
         self.metadata = dict(metadata or {})
 
@@ -78,11 +87,11 @@ class BrokerError(Exception):
 
 class InvalidArgument(BrokerError):
     code = grpc.StatusCode.INVALID_ARGUMENT
-    default_reason = "INVALID_ARGUMENT"
+    default_reason: str = Reason.INVALID_ARGUMENT
 
 
 class InvalidSubject(InvalidArgument):
-    default_reason = "INVALID_SUBJECT"
+    default_reason: str = Reason.INVALID_SUBJECT
 
     def __init__(self, subject: str, problem: str, *, hint: str = "") -> None:
         shown = subject if len(subject) <= 80 else subject[:77] + "..."
@@ -95,11 +104,11 @@ class InvalidSubject(InvalidArgument):
 
 
 class InvalidEvent(InvalidArgument):
-    default_reason = "INVALID_EVENT"
+    default_reason: str = Reason.INVALID_EVENT
 
 
 class EventTooLarge(InvalidArgument):
-    default_reason = "EVENT_TOO_LARGE"
+    default_reason: str = Reason.EVENT_TOO_LARGE
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(
@@ -112,47 +121,47 @@ class EventTooLarge(InvalidArgument):
 
 
 class InvalidStart(InvalidArgument):
-    default_reason = "INVALID_START"
+    default_reason: str = Reason.INVALID_START
 
 
 class Unauthenticated(BrokerError):
     code = grpc.StatusCode.UNAUTHENTICATED
-    default_reason = "UNAUTHENTICATED"
+    default_reason: str = Reason.UNAUTHENTICATED
 
 
 class PermissionDenied(BrokerError):
     code = grpc.StatusCode.PERMISSION_DENIED
-    default_reason = "PERMISSION_DENIED"
+    default_reason: str = Reason.PERMISSION_DENIED
 
 
 class FailedPrecondition(BrokerError):
     code = grpc.StatusCode.FAILED_PRECONDITION
-    default_reason = "FAILED_PRECONDITION"
+    default_reason: str = Reason.FAILED_PRECONDITION
 
 
 class AlreadyExists(BrokerError):
     code = grpc.StatusCode.ALREADY_EXISTS
-    default_reason = "ALREADY_EXISTS"
+    default_reason: str = Reason.ALREADY_EXISTS
 
 
 class NotFound(BrokerError):
     code = grpc.StatusCode.NOT_FOUND
-    default_reason = "NOT_FOUND"
+    default_reason: str = Reason.NOT_FOUND
 
 
 class ResourceExhausted(BrokerError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    default_reason = "RESOURCE_EXHAUSTED"
+    default_reason: str = Reason.RESOURCE_EXHAUSTED
 
 
 class DeadlineExceeded(BrokerError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
-    default_reason = "REQUEST_TIMEOUT"
+    default_reason: str = Reason.REQUEST_TIMEOUT
 
 
 class Unavailable(BrokerError):
     code = grpc.StatusCode.UNAVAILABLE
-    default_reason = "UNAVAILABLE"
+    default_reason: str = Reason.UNAVAILABLE
 
 
 def to_status(err: BrokerError) -> grpc.Status:

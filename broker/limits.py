@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from broker.errors import Unavailable
+from broker.errors import FailedPrecondition, Unavailable
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -142,7 +142,7 @@ class RedisLimiter:
         try:
             import redis.asyncio as aioredis
         except ImportError as exc:  # the optional extra
-            raise Unavailable(
+            raise FailedPrecondition(
                 "the Redis limiter needs the redis package",
                 reason="MISSING_EXTRA",
                 hint="pip install 'lockgate[redis]'",

@@ -406,7 +406,7 @@ class BrokerServer(Servicer):
         except RuntimeError:  # grpcio's way of saying the bind failed
             self.port = 0
         if not self.port:
-            raise Unavailable(
+            raise FailedPrecondition(
                 f"cannot listen on {listen}",
                 reason="LISTEN_FAILED",
                 hint="is another process using that port? choose one with --listen HOST:PORT",

@@ -13,7 +13,9 @@ Importing this package never imports the broker's server modules.
 from clients._client import Client
 from clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
 from clients._errors import (
+    AlreadyExists,
     FailedPrecondition,
+    InvalidArgument,
     InvalidEvent,
     InvalidSubject,
     LockgateError,
@@ -32,10 +34,12 @@ from clients._subscription import Subscription
 from clients._webhook import WebhookSignatureError, verify_webhook
 
 __all__ = [
+    "AlreadyExists",
     "AttributeValue",
     "Client",
     "Event",
     "FailedPrecondition",
+    "InvalidArgument",
     "InvalidEvent",
     "InvalidSubject",
     "LockgateError",

@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import Message as _Message
 
 from broker.v1 import admin_pb2, broker_pb2, cloudevent_pb2
+from broker.v1.reasons import Reason
 from clients._codec import (
     AttributeValue,
     StartSpec,
@@ -199,7 +200,7 @@ class Client:
         if self._channel is None:
             raise LockgateError(
                 "the client is not connected",
-                reason="NOT_CONNECTED",
+                reason=Reason.NOT_CONNECTED,
                 hint="use `async with Client(...) as c:` or `await c.connect()`",
             )
         return self._channel
@@ -258,7 +259,7 @@ class Client:
     def _too_large(self, size: int) -> InvalidEvent:
         return InvalidEvent(
             f"event of {size} bytes exceeds max_message_bytes of {self.max_message_bytes} bytes",
-            reason="EVENT_TOO_LARGE",
+            reason=Reason.EVENT_TOO_LARGE,
             hint="send a reference to the data instead, or raise max_message_bytes",
         )
 

@@ -3,22 +3,27 @@
 ::
 
     LockgateError(Exception)            reason, message, hint
-    ├── InvalidSubject                  INVALID_SUBJECT
-    ├── InvalidEvent                    INVALID_EVENT, MISSING_ATTRIBUTE, EVENT_TOO_LARGE,
+    ├── InvalidArgument                 INVALID_ARGUMENT, INVALID_START, INVALID_DURABLE, ...
+    │   ├── InvalidSubject              INVALID_SUBJECT
+    │   └── InvalidEvent                INVALID_EVENT, MISSING_ATTRIBUTE, EVENT_TOO_LARGE,
     │                                   EMPTY_EVENT
-    ├── PermissionDenied                PERMISSION_DENIED, POLICY_DENIED, CROSS_ORG
+    ├── PermissionDenied                PERMISSION_DENIED, POLICY_DENIED
     ├── Unauthenticated                 UNAUTHENTICATED
+    ├── AlreadyExists                   ALREADY_EXISTS, DUPLICATE_CONTENT, DUPLICATE_KEY
     ├── RateLimited                     RATE_LIMITED, RESOURCE_EXHAUSTED (retry_after seconds)
-    ├── NotFound                        NOT_FOUND, UNKNOWN_DURABLE
+    ├── NotFound                        NOT_FOUND, UNKNOWN_DURABLE, UNKNOWN_VERSION
     │   └── NoResponders                NO_RESPONDERS
     ├── RequestTimeout                  REQUEST_TIMEOUT, DEADLINE_EXCEEDED on a request
     ├── SlowConsumer                    SLOW_CONSUMER
-    ├── Unavailable                     UNAVAILABLE, STORE_UNAVAILABLE, SHUTTING_DOWN
-    └── FailedPrecondition              POLICY_REQUIREMENT, NOT_PENDING
+    ├── Unavailable                     UNAVAILABLE, STORE_UNAVAILABLE, SHUTTING_DOWN,
+    │                                   LIMITER_UNAVAILABLE
+    └── FailedPrecondition              POLICY_REQUIREMENT, NOT_PENDING, DURABLE_MISMATCH, ...
 
-Errors from the broker carry a ``google.rpc.ErrorInfo`` whose ``reason`` picks the class; without
-one the gRPC status code does. A reason this client does not know maps to :class:`LockgateError`
-with the reason kept, so newer brokers never crash older clients.
+Reasons are the names of ``broker.v1.ErrorReason`` (:class:`broker.v1.reasons.Reason`), the one
+registry shared with the broker and the gateways. Errors from the broker carry a
+``google.rpc.ErrorInfo`` whose ``reason`` picks the class; without one the gRPC status code does
+(``code`` keeps the status either way). A reason this client does not know maps to
+:class:`LockgateError` with the reason kept, so newer brokers never crash older clients.
 
 Example::
 
@@ -35,8 +40,12 @@ from typing import cast
 
 import grpc
 
+from broker.v1.reasons import Reason
+
 __all__ = [
+    "AlreadyExists",
     "FailedPrecondition",
+    "InvalidArgument",
     "InvalidEvent",
     "InvalidSubject",
     "LockgateError",
@@ -63,7 +72,7 @@ class LockgateError(Exception):
     broker sent.
     """
 
-    default_reason = "UNKNOWN"
+    default_reason: str = Reason.UNKNOWN
 
     def __init__(
         self,
@@ -75,9 +84,11 @@ class LockgateError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.reason = reason or self.default_reason
+        self.reason = str(reason or self.default_reason)
         self.hint = hint
         self.metadata: dict[str, str] = dict(metadata or {})
+        # The gRPC status that carried the error, when one did (set by from_rpc_error).
+        self.code: grpc.StatusCode | None = None
 
     def __str__(self) -> str:
         if self.hint:
@@ -88,34 +99,46 @@ class LockgateError(Exception):
         return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
 
 
-class InvalidSubject(LockgateError):
+class InvalidArgument(LockgateError):
+    """The request is malformed: a start position, a durable's settings, a page token, ..."""
+
+    default_reason: str = Reason.INVALID_ARGUMENT
+
+
+class InvalidSubject(InvalidArgument):
     """The subject or pattern is not valid syntax (``a.b.c``, wildcards ``*`` and ``>``)."""
 
-    default_reason = "INVALID_SUBJECT"
+    default_reason: str = Reason.INVALID_SUBJECT
 
 
-class InvalidEvent(LockgateError):
+class InvalidEvent(InvalidArgument):
     """The event is malformed, lacks an attribute, is empty or too large."""
 
-    default_reason = "INVALID_EVENT"
+    default_reason: str = Reason.INVALID_EVENT
 
 
 class PermissionDenied(LockgateError):
     """The caller may not do this: a role, a policy rule, or another org's subject."""
 
-    default_reason = "PERMISSION_DENIED"
+    default_reason: str = Reason.PERMISSION_DENIED
 
 
 class Unauthenticated(LockgateError):
     """The API key is missing, unknown or revoked."""
 
-    default_reason = "UNAUTHENTICATED"
+    default_reason: str = Reason.UNAUTHENTICATED
+
+
+class AlreadyExists(LockgateError):
+    """The thing exists already, or a policy's dedup window saw this event before."""
+
+    default_reason: str = Reason.ALREADY_EXISTS
 
 
 class RateLimited(LockgateError):
     """Too many events; ``retry_after`` says how many seconds to wait, when the broker knows."""
 
-    default_reason = "RATE_LIMITED"
+    default_reason: str = Reason.RATE_LIMITED
 
     def __init__(
         self,
@@ -138,68 +161,92 @@ class RateLimited(LockgateError):
 class NotFound(LockgateError):
     """The event, durable or other named thing does not exist."""
 
-    default_reason = "NOT_FOUND"
+    default_reason: str = Reason.NOT_FOUND
 
 
 class NoResponders(NotFound):
     """A request found nobody subscribed to its subject."""
 
-    default_reason = "NO_RESPONDERS"
+    default_reason: str = Reason.NO_RESPONDERS
 
 
 class RequestTimeout(LockgateError):
     """A request got no reply in time."""
 
-    default_reason = "DEADLINE_EXCEEDED"
+    default_reason: str = Reason.DEADLINE_EXCEEDED
 
 
 class SlowConsumer(LockgateError):
     """The subscriber fell too far behind and the broker closed its stream."""
 
-    default_reason = "SLOW_CONSUMER"
+    default_reason: str = Reason.SLOW_CONSUMER
 
 
 class Unavailable(LockgateError):
     """The broker cannot be reached, or a backend behind it failed closed."""
 
-    default_reason = "UNAVAILABLE"
+    default_reason: str = Reason.UNAVAILABLE
 
 
 class FailedPrecondition(LockgateError):
     """The operation does not fit the current state (a policy requirement, an id not pending)."""
 
-    default_reason = "FAILED_PRECONDITION"
+    default_reason: str = Reason.FAILED_PRECONDITION
 
 
+_BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
+    InvalidArgument: (
+        Reason.INVALID_ARGUMENT,
+        Reason.INVALID_START,
+        Reason.INVALID_DURABLE,
+        Reason.INVALID_ACK,
+        Reason.INVALID_PAGE_TOKEN,
+        Reason.NOT_OPEN,
+        Reason.ALREADY_OPEN,
+        Reason.POLICY_INVALID,
+        Reason.INVALID_ENDPOINT,
+        Reason.PRIVATE_ENDPOINT,
+        Reason.INVALID_CONFIG,
+    ),
+    InvalidSubject: (Reason.INVALID_SUBJECT,),
+    InvalidEvent: (
+        Reason.INVALID_EVENT,
+        Reason.MISSING_ATTRIBUTE,
+        Reason.EVENT_TOO_LARGE,
+        Reason.EMPTY_EVENT,
+    ),
+    PermissionDenied: (Reason.PERMISSION_DENIED, Reason.POLICY_DENIED),
+    Unauthenticated: (Reason.UNAUTHENTICATED,),
+    AlreadyExists: (Reason.ALREADY_EXISTS, Reason.DUPLICATE_CONTENT, Reason.DUPLICATE_KEY),
+    RateLimited: (Reason.RATE_LIMITED, Reason.RESOURCE_EXHAUSTED),
+    NotFound: (Reason.NOT_FOUND, Reason.UNKNOWN_DURABLE, Reason.UNKNOWN_VERSION),
+    NoResponders: (Reason.NO_RESPONDERS,),
+    RequestTimeout: (Reason.DEADLINE_EXCEEDED, Reason.REQUEST_TIMEOUT),
+    SlowConsumer: (Reason.SLOW_CONSUMER,),
+    Unavailable: (
+        Reason.UNAVAILABLE,
+        Reason.STORE_UNAVAILABLE,
+        Reason.SHUTTING_DOWN,
+        Reason.LIMITER_UNAVAILABLE,
+    ),
+    FailedPrecondition: (
+        Reason.FAILED_PRECONDITION,
+        Reason.POLICY_REQUIREMENT,
+        Reason.NOT_PENDING,
+        Reason.DURABLE_MISMATCH,
+        Reason.INSECURE_LISTEN,
+        Reason.MISSING_EXTRA,
+        Reason.LISTEN_FAILED,
+        Reason.NO_POLICIES,
+    ),
+}
 _BY_REASON: dict[str, type[LockgateError]] = {
-    "INVALID_SUBJECT": InvalidSubject,
-    "INVALID_PATTERN": InvalidSubject,
-    "INVALID_EVENT": InvalidEvent,
-    "MISSING_ATTRIBUTE": InvalidEvent,
-    "EVENT_TOO_LARGE": InvalidEvent,
-    "EMPTY_EVENT": InvalidEvent,
-    "PERMISSION_DENIED": PermissionDenied,
-    "POLICY_DENIED": PermissionDenied,
-    "CROSS_ORG": PermissionDenied,
-    "UNAUTHENTICATED": Unauthenticated,
-    "RATE_LIMITED": RateLimited,
-    "NOT_FOUND": NotFound,
-    "UNKNOWN_DURABLE": NotFound,
-    "NO_RESPONDERS": NoResponders,
-    "DEADLINE_EXCEEDED": RequestTimeout,
-    "REQUEST_TIMEOUT": RequestTimeout,
-    "RESOURCE_EXHAUSTED": RateLimited,
-    "STORE_UNAVAILABLE": Unavailable,
-    "SHUTTING_DOWN": Unavailable,
-    "SLOW_CONSUMER": SlowConsumer,
-    "UNAVAILABLE": Unavailable,
-    "POLICY_REQUIREMENT": FailedPrecondition,
-    "NOT_PENDING": FailedPrecondition,
-    "FAILED_PRECONDITION": FailedPrecondition,
+    reason: cls for cls, reasons in _BY_CLASS.items() for reason in reasons
 }
 
 _BY_CODE: dict[grpc.StatusCode, type[LockgateError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidEvent,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
@@ -244,11 +291,15 @@ def from_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError) -> LockgateError:
     info = _error_info(err)
     if info is not None:
         reason, metadata = info
-        return error_for_reason(reason, details, metadata=metadata)
-    cls = _BY_CODE.get(code, LockgateError) if code is not None else LockgateError
-    reason = code.name if code is not None else "UNKNOWN"
-    message = details or f"the broker answered {reason}"
-    return cls(message, reason=reason, hint=_HINTS.get(cls, ""))
+        err = error_for_reason(reason, details, metadata=metadata)
+    else:
+        cls = _BY_CODE.get(code, LockgateError) if code is not None else LockgateError
+        name = code.name if code is not None else Reason.UNKNOWN
+        known = Reason(name) if name in Reason.__members__ else Reason.UNKNOWN
+        message = details or f"the broker answered {name}"
+        err = cls(message, reason=known, hint=_HINTS.get(cls, ""))
+    err.code = code
+    return err
 
 
 def _code(err: grpc.RpcError) -> grpc.StatusCode | None:

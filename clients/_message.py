@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 
 from broker.v1 import broker_pb2, cloudevent_pb2
+from broker.v1.reasons import Reason
 from clients._codec import AttributeValue, decode_attributes, decode_data
 from clients._errors import LockgateError
 
@@ -115,7 +116,7 @@ class Message(Event):
         if not self.reply_to:
             raise LockgateError(
                 "this message is not a request: it has no reply_to subject",
-                reason="NO_REPLY_TO",
+                reason=Reason.NO_REPLY_TO,
             )
         return await self._sub._respond(self.reply_to, data, self)
 

@@ -22,6 +22,7 @@ from typing import Protocol
 import grpc
 
 from broker.v1 import broker_pb2
+from broker.v1.reasons import Reason
 from clients._errors import LockgateError, Unavailable, error_for_reason, from_rpc_error
 from clients._wire import encode_publish_request
 
@@ -133,7 +134,7 @@ class Batch:
         except IndexError:
             raise LockgateError(
                 f"the broker answered {len(self.ids)} ids for a batch of {len(self)} events",
-                reason="PROTOCOL_ERROR",
+                reason=Reason.PROTOCOL_ERROR,
             ) from None
 
 
@@ -170,7 +171,7 @@ class Publisher:
     def batch_for(self, subject: str, nbytes: int) -> Batch:
         """The open batch of ``subject`` with room for an event of ``nbytes``, or a new one."""
         if self._closed:
-            raise LockgateError("the client is closed", reason="CLOSED")
+            raise LockgateError("the client is closed", reason=Reason.CLOSED)
         batch = self._open.get(subject)
         if (
             batch is None
@@ -270,7 +271,7 @@ class Publisher:
                 batch.resolve(response)
             self._answered += 1
         # The server ended the stream without an error: treat it as a broken connection.
-        raise Unavailable("the broker closed the publish stream", reason="UNAVAILABLE")
+        raise Unavailable("the broker closed the publish stream", reason=Reason.UNAVAILABLE)
 
     def _expire(self, error: BaseException | None) -> None:
         now = self._loop.time()
@@ -309,7 +310,7 @@ class Publisher:
         if pending and timeout:
             await asyncio.wait(pending, timeout=timeout)
         self._closed = True
-        self._fail_all(LockgateError("the client was closed", reason="CLOSED"))
+        self._fail_all(LockgateError("the client was closed", reason=Reason.CLOSED))
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -337,4 +338,4 @@ def _unavailable(error: BaseException | None) -> LockgateError:
 
 
 def _wrap(exc: BaseException) -> LockgateError:
-    return LockgateError(f"publishing failed: {exc!r}", reason="INTERNAL")
+    return LockgateError(f"publishing failed: {exc!r}", reason=Reason.INTERNAL)

@@ -15,6 +15,7 @@ from typing import Protocol
 import grpc
 
 from broker.v1 import broker_pb2
+from broker.v1.reasons import Reason
 from clients._codec import to_duration
 from clients._errors import LockgateError, Unavailable, from_rpc_error
 from clients._message import Message
@@ -235,7 +236,7 @@ class Subscription:
                 failures = 0
             failures += 1
             limit = self.max_reconnect_attempts
-            if self.durable and _reason(error) == "NOT_PENDING":
+            if self.durable and _reason(error) == Reason.NOT_PENDING:
                 # The broker ended the stream over an ack of an id no longer pending (acked
                 # twice, e.g. after a redelivery). Acks are idempotent to us: drop the queued
                 # ones (unacked events come back after ack_wait) and carry on.

@@ -24,6 +24,7 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from broker.v1.reasons import Reason
 from clients._errors import LockgateError
 
 __all__ = ["WebhookSignatureError", "verify_webhook"]
@@ -36,7 +37,7 @@ class WebhookSignatureError(LockgateError):
     """The webhook request is not signed by the broker: ``reason`` is MISSING_SIGNATURE,
     BAD_SIGNATURE or STALE_SIGNATURE."""
 
-    default_reason = "BAD_SIGNATURE"
+    default_reason: str = Reason.BAD_SIGNATURE
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -64,7 +65,7 @@ def verify_webhook(
     if not sig or not ts_text:
         raise WebhookSignatureError(
             "the request lacks X-Lockgate-Signature or X-Lockgate-Timestamp",
-            reason="MISSING_SIGNATURE",
+            reason=Reason.MISSING_SIGNATURE,
             hint="only accept webhook POSTs that carry both headers",
         )
     try:
@@ -72,7 +73,7 @@ def verify_webhook(
     except ValueError:
         raise WebhookSignatureError(
             f"X-Lockgate-Timestamp {ts_text[:20]!r} is not a number of seconds",
-            reason="BAD_SIGNATURE",
+            reason=Reason.BAD_SIGNATURE,
             hint="the header holds unix seconds",
         ) from None
     key = secret.encode() if isinstance(secret, str) else secret
@@ -81,13 +82,13 @@ def verify_webhook(
     if not any(hmac.compare_digest(expected, o) for o in offered):
         raise WebhookSignatureError(
             "the webhook signature does not match the body",
-            reason="BAD_SIGNATURE",
+            reason=Reason.BAD_SIGNATURE,
             hint="check the secret; verify the raw body bytes, before any JSON parsing",
         )
     age = (time.time() if now is None else now) - ts
     if abs(age) > tolerance:
         raise WebhookSignatureError(
             f"the webhook was signed {age:.0f} s ago, more than the tolerance of {tolerance:g} s",
-            reason="STALE_SIGNATURE",
+            reason=Reason.STALE_SIGNATURE,
             hint="reject replays; check that the receiver's clock is in sync",
         )

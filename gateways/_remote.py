@@ -31,7 +31,8 @@ from broker.api import (
     decode_deliveries,
 )
 from broker.v1 import admin_pb2, broker_pb2, cloudevent_pb2
-from clients._errors import from_rpc_error
+from clients import _errors as ce
+from clients._errors import LockgateError, error_for_reason, from_rpc_error
 
 __all__ = ["RemoteAPI", "translate"]
 
@@ -51,33 +52,41 @@ _BY_CODE: dict[grpc.StatusCode, type[be.BrokerError]] = {
     grpc.StatusCode.UNAVAILABLE: be.Unavailable,
 }
 
-# Reasons of per-event PublishErrors, which carry no status code.
-_CODE_BY_REASON: dict[str, type[be.BrokerError]] = {
-    "PERMISSION_DENIED": be.PermissionDenied,
-    "POLICY_DENIED": be.PermissionDenied,
-    "CROSS_ORG": be.PermissionDenied,
-    "RATE_LIMITED": be.ResourceExhausted,
-    "DUPLICATE_CONTENT": be.AlreadyExists,
-    "DUPLICATE_KEY": be.AlreadyExists,
-    "POLICY_REQUIREMENT": be.FailedPrecondition,
-    "STORE_UNAVAILABLE": be.Unavailable,
-    "SHUTTING_DOWN": be.Unavailable,
+# Per-event PublishErrors carry no status code: the client's class (picked by reason) does.
+_BY_CLIENT_CLASS: dict[type[LockgateError], type[be.BrokerError]] = {
+    ce.InvalidArgument: be.InvalidArgument,
+    ce.Unauthenticated: be.Unauthenticated,
+    ce.PermissionDenied: be.PermissionDenied,
+    ce.NotFound: be.NotFound,
+    ce.AlreadyExists: be.AlreadyExists,
+    ce.FailedPrecondition: be.FailedPrecondition,
+    ce.RateLimited: be.ResourceExhausted,
+    ce.SlowConsumer: be.ResourceExhausted,
+    ce.RequestTimeout: be.DeadlineExceeded,
+    ce.Unavailable: be.Unavailable,
 }
 
 
+def to_broker_error(err: LockgateError) -> be.BrokerError:
+    """The broker error a client error stands for: class by its gRPC status code when it came
+    with one, else by the client's class; reason, message and hint kept."""
+    cls = _BY_CODE.get(err.code) if err.code is not None else None
+    if cls is None:
+        cls = next(
+            (_BY_CLIENT_CLASS[k] for k in type(err).__mro__ if k in _BY_CLIENT_CLASS),
+            be.BrokerError,
+        )
+    meta = {k: v for k, v in err.metadata.items() if k != "hint"}
+    return cls(err.message, reason=err.reason, hint=err.hint, metadata=meta)
+
+
 def translate(err: grpc.RpcError) -> be.BrokerError:
-    """The broker error a gRPC error stands for: class by status code, reason from
-    ``ErrorInfo`` (``UNAVAILABLE`` with a hint when the broker cannot be reached)."""
-    code = err.code() if callable(getattr(err, "code", None)) else None
-    cls = _BY_CODE.get(code, be.BrokerError) if isinstance(code, grpc.StatusCode) else None
-    lg = from_rpc_error(err)
-    meta = {k: v for k, v in lg.metadata.items() if k != "hint"}
-    return (cls or be.BrokerError)(lg.message, reason=lg.reason, hint=lg.hint, metadata=meta)
+    """The broker error a gRPC error stands for (see :func:`to_broker_error`)."""
+    return to_broker_error(from_rpc_error(err))
 
 
 def _event_error(reason: str, text: str) -> be.BrokerError:
-    cls = _CODE_BY_REASON.get(reason, be.InvalidArgument)
-    return cls(text, reason=reason)
+    return to_broker_error(error_for_reason(reason, text))
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -191,7 +200,7 @@ class RemoteAPI:
             call = self._publish(iter([req]), metadata=self.metadata(key))
             async for resp in call:
                 return resp  # type: ignore[no-any-return]
-            raise be.Unavailable("the broker closed the publish stream", reason="UNAVAILABLE")
+            raise be.Unavailable("the broker closed the publish stream")
 
         resp = await self._call(run)
         errors = [(e.index, _event_error(e.reason, e.message)) for e in resp.errors]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import grpc
 
-from broker.errors import BrokerError, InvalidArgument
+from broker.errors import BrokerError, InvalidArgument, Reason
 
 __all__ = [
     "HTTP_BY_CODE",
@@ -32,7 +32,7 @@ __all__ = [
 
 
 class BodyTooLarge(InvalidArgument):
-    default_reason = "BODY_TOO_LARGE"
+    default_reason: str = Reason.BODY_TOO_LARGE
 
     def __init__(self, limit: int) -> None:
         super().__init__(
@@ -43,7 +43,7 @@ class BodyTooLarge(InvalidArgument):
 
 
 class UnsupportedMediaType(InvalidArgument):
-    default_reason = "UNSUPPORTED_MEDIA_TYPE"
+    default_reason: str = Reason.UNSUPPORTED_MEDIA_TYPE
 
     def __init__(self, content_type: str, accepted: str) -> None:
         super().__init__(
@@ -53,14 +53,14 @@ class UnsupportedMediaType(InvalidArgument):
 
 
 class MalformedJson(InvalidArgument):
-    default_reason = "MALFORMED_JSON"
+    default_reason: str = Reason.MALFORMED_JSON
 
     def __init__(self, problem: str) -> None:
         super().__init__(f"the body is not valid JSON: {problem}", hint="check the JSON syntax")
 
 
 class InvalidParameter(InvalidArgument):
-    default_reason = "INVALID_PARAMETER"
+    default_reason: str = Reason.INVALID_PARAMETER
 
     def __init__(self, name: str, value: str, expected: str) -> None:
         shown = value if len(value) <= 60 else value[:57] + "..."
@@ -68,11 +68,11 @@ class InvalidParameter(InvalidArgument):
 
 
 HTTP_BY_REASON: dict[str, int] = {
-    "BODY_TOO_LARGE": 413,
-    "EVENT_TOO_LARGE": 413,
-    "UNSUPPORTED_MEDIA_TYPE": 415,
-    "RATE_LIMITED": 429,
-    "SLOW_CONSUMER": 429,
+    Reason.BODY_TOO_LARGE: 413,
+    Reason.EVENT_TOO_LARGE: 413,
+    Reason.UNSUPPORTED_MEDIA_TYPE: 415,
+    Reason.RATE_LIMITED: 429,
+    Reason.SLOW_CONSUMER: 429,
 }
 
 HTTP_BY_CODE: dict[grpc.StatusCode, int] = {

@@ -10,10 +10,12 @@ from pathlib import Path
 import clients
 
 EXPECTED = [
+    "AlreadyExists",
     "AttributeValue",
     "Client",
     "Event",
     "FailedPrecondition",
+    "InvalidArgument",
     "InvalidEvent",
     "InvalidSubject",
     "LockgateError",

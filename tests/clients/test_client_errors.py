@@ -29,7 +29,9 @@ def rpc_error(status: grpc.Status) -> grpc.aio.AioRpcError:
         ("MISSING_ATTRIBUTE", clients.InvalidEvent),
         ("EMPTY_EVENT", clients.InvalidEvent),
         ("POLICY_DENIED", clients.PermissionDenied),
-        ("CROSS_ORG", clients.PermissionDenied),
+        ("DUPLICATE_KEY", clients.AlreadyExists),
+        ("INVALID_START", clients.InvalidArgument),
+        ("LISTEN_FAILED", clients.FailedPrecondition),
         ("UNAUTHENTICATED", clients.Unauthenticated),
         ("RATE_LIMITED", clients.RateLimited),
         ("UNKNOWN_DURABLE", clients.NotFound),
@@ -83,7 +85,9 @@ def test_from_rpc_error_falls_back_to_code() -> None:
             grpc.StatusCode.DATA_LOSS, grpc.aio.Metadata(), grpc.aio.Metadata(), "", None
         )
     )
-    assert type(weird) is clients.LockgateError and weird.reason == "DATA_LOSS"
+    # A status outside the registry keeps its code, not a reason of its own.
+    assert type(weird) is clients.LockgateError and weird.reason == "UNKNOWN"
+    assert weird.code == grpc.StatusCode.DATA_LOSS and "DATA_LOSS" in weird.message
 
 
 def test_rpc_status_detail_helper_is_consistent() -> None:
