@@ -28,12 +28,14 @@ __all__ = [
     "Metadata",
     "Stubs",
     "Sub",
+    "assert_no_more",
     "auth",
     "error_info",
     "event",
     "lockgate_cli",
     "open_call",
     "publish_batches",
+    "publish_one",
     "query_all",
     "subscribe",
     "unique",
@@ -239,6 +241,39 @@ async def publish_batches(
     await call.done_writing()
     await asyncio.wait_for(task, 60)
     return responses
+
+
+async def publish_one(
+    stub: broker_pb2_grpc.BrokerServiceStub,
+    subject: str,
+    data: str = "x",
+    metadata: Metadata | None = None,
+) -> int:
+    """Publishes one event and returns its id."""
+    resp = await stub.PublishOne(
+        broker_pb2.PublishOneRequest(subject=subject, event=event(data)),
+        metadata=metadata,
+        timeout=10,
+    )
+    return resp.id
+
+
+async def assert_no_more(
+    sub: Sub,
+    stub: broker_pb2_grpc.BrokerServiceStub,
+    subject: str,
+    metadata: Metadata | None = None,
+) -> int:
+    """Asserts that nothing more is on its way to ``sub``, without a fixed wait: publishes a
+    marker on ``subject`` (which ``sub`` must match) and asserts that the marker is the next
+    delivery, since whatever the broker queued for ``sub`` before it arrives first. Returns the
+    marker's id (a durable ``sub`` still has to ack it)."""
+    marker = await publish_one(stub, subject, "marker", metadata)
+    got = await sub.collect(1, 10)
+    assert [d.id for d in got] == [marker], (
+        f"expected only the marker {marker}, got {[(d.id, d.attempt) for d in got]}"
+    )
+    return marker
 
 
 def lockgate_cli(*args: str) -> str:

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -17,14 +19,19 @@ from broker.v1 import admin_pb2, broker_pb2
 from tests.broker.e2e_kit import (
     Stubs,
     Sub,
+    assert_no_more,
     error_info,
     event,
     open_call,
     publish_batches,
+    publish_one,
     query_all,
     subscribe,
     unique,
 )
+from tests.support import eventually
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -34,10 +41,17 @@ def _durable_name(prefix: str) -> str:
 
 
 async def _publish_one(stubs: Stubs, subject: str, data: str = "x") -> int:
-    resp = await stubs.broker.PublishOne(
-        broker_pb2.PublishOneRequest(subject=subject, event=event(data)), timeout=10
-    )
-    return resp.id
+    return await publish_one(stubs.broker, subject, data)
+
+
+async def _pending(stubs: Stubs, name: str, count: int) -> bool:
+    info = await stubs.admin.GetDurable(admin_pb2.GetDurableRequest(name=name), timeout=10)
+    return info.durable.pending_count == count
+
+
+async def _at_most(n: int, items: Awaitable[list[T]]) -> list[T] | None:
+    got = await items
+    return got if len(got) <= n else None
 
 
 # -- ordering and queue groups -------------------------------------------------------------
@@ -77,11 +91,34 @@ class _Member:
             await self.task
 
 
-async def _wait_total(members: list[_Member], total: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(len(m.ids) for m in members) < total and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)  # let duplicates, if any, arrive
+async def _received(members: list[_Member], ids: list[int], timeout: float = 10) -> None:
+    """Waits until every one of ``ids`` reached one of the members."""
+    await eventually(lambda: set(ids) <= {i for m in members for i in m.ids}, timeout=timeout)
+
+
+def _events(member: _Member, markers: set[int]) -> list[int]:
+    return [i for i in member.ids if i not in markers]
+
+
+async def _settle(stubs: Stubs, subject: str, members: list[_Member], markers: set[int]) -> None:
+    """Proves that nothing more is on its way to ``members`` (a duplicate, or an event routed
+    to a member that left): publishes markers on ``subject`` until every member received one
+    and more than ``len(members)`` in a row arrived. Whatever the broker sent a member before
+    a marker arrives before it; and a member that left but is still taking turns would have
+    swallowed a marker. The markers' ids go into ``markers``."""
+    in_a_row = 0
+    for _ in range(30):
+        marker = await _publish_one(stubs, subject, "marker")
+        markers.add(marker)
+        try:
+            await _received(members, [marker], timeout=2)
+        except AssertionError:
+            in_a_row = 0  # lost to a member that left: the server has not noticed yet
+            continue
+        in_a_row += 1
+        if in_a_row > len(members) and all(markers & set(m.ids) for m in members):
+            return
+    pytest.fail(f"the members did not settle: {[len(m.ids) for m in members]}")
 
 
 async def test_queue_group_each_event_to_exactly_one_member(stubs: Stubs) -> None:
@@ -94,23 +131,28 @@ async def test_queue_group_each_event_to_exactly_one_member(stubs: Stubs) -> Non
         stubs.broker, subject, [[event(), event()] for _ in range(60)]
     )
     first = [i for r in responses for i in r.ids]
-    await _wait_total(members, len(first))
-    union = [i for m in members for i in m.ids]
+    markers: set[int] = set()
+    await _received(members, first)
+    await _settle(stubs, subject, members, markers)
+    union = [i for m in members for i in _events(m, markers)]
     assert sorted(union) == sorted(first)  # all delivered, none twice
-    assert all(m.ids for m in members), [len(m.ids) for m in members]
+    assert all(_events(m, markers) for m in members), [len(m.ids) for m in members]
 
     gone = members.pop(0)
     await gone.leave()
-    await asyncio.sleep(0.3)  # the server notices the cancelled stream and rebalances
-    before = [list(m.ids) for m in members]
+    await _settle(stubs, subject, members, markers)  # the server noticed and rebalanced
+    before = [len(m.ids) for m in members]
     responses = await publish_batches(
         stubs.broker, subject, [[event(), event()] for _ in range(60)]
     )
     second = [i for r in responses for i in r.ids]
-    await _wait_total(members, sum(map(len, before)) + len(second))
-    after = [i for m, b in zip(members, before, strict=True) for i in m.ids[len(b) :]]
-    assert sorted(after) == sorted(second)
-    assert all(len(m.ids) > len(b) for m, b in zip(members, before, strict=True))
+    await _received(members, second)
+    await _settle(stubs, subject, members, markers)
+    after = [
+        [i for i in m.ids[b:] if i not in markers] for m, b in zip(members, before, strict=True)
+    ]
+    assert sorted(i for a in after for i in a) == sorted(second)
+    assert all(after), [len(a) for a in after]
     for m in members:
         await m.leave()
 
@@ -124,10 +166,12 @@ async def test_queue_group_beside_a_plain_subscriber(stubs: Stubs) -> None:
     plain = _Member((await open_call(stubs.broker, pattern=f"{subject.split('.')[0]}.*"))[0])
     responses = await publish_batches(stubs.broker, subject, [[event()] for _ in range(20)])
     ids = [i for r in responses for i in r.ids]
-    await _wait_total([plain], len(ids))
-    await _wait_total(group, len(ids))
-    assert plain.ids == ids  # the plain subscriber gets everything, in order
-    assert sorted(i for m in group for i in m.ids) == ids  # the group shares it
+    markers: set[int] = set()
+    await _received([plain], ids)
+    await _received(group, ids)
+    await _settle(stubs, subject, [*group, plain], markers)
+    assert _events(plain, markers) == ids  # the plain subscriber gets everything, in order
+    assert sorted(i for m in group for i in _events(m, markers)) == ids  # the group shares it
     for m in [*group, plain]:
         await m.leave()
 
@@ -194,10 +238,8 @@ async def test_nack_with_delay_redelivers_after_the_delay(stubs: Stubs) -> None:
     assert waited >= 0.45, waited
     assert d2.event == d.event
     await call.ack([event_id])
-    await asyncio.sleep(0.2)
-    info = await stubs.admin.GetDurable(admin_pb2.GetDurableRequest(name=name), timeout=10)
-    assert info.durable.pending_count == 0
-    assert await call.collect(1, 0.5) == []
+    await eventually(lambda: _pending(stubs, name, 0))
+    await call.ack([await assert_no_more(call, stubs.broker, subject)])
     await call.close()
 
 
@@ -271,14 +313,11 @@ async def test_max_deliveries_dead_letters_and_redrive(stubs: Stubs) -> None:
     assert [(x.id, x.durable, x.attempts) for x in letters.dead_letters] == [(event_id, name, 2)]
     assert letters.dead_letters[0].event.id == event_id
     # Ephemeral delivery may precede the store's commit (DESIGN.md), so history may lag.
-    deadline = time.monotonic() + 3
-    while not (history := await query_all(stubs.broker, f"$dlq.{name}")):
-        assert time.monotonic() < deadline, "the dead letter never reached history"
-        await asyncio.sleep(0.05)
+    history = await eventually(lambda: query_all(stubs.broker, f"$dlq.{name}"))
     assert [h.event.attributes["lockgateoriginalid"].ce_string for h in history] == [str(event_id)]
     info = await stubs.admin.GetDurable(admin_pb2.GetDurableRequest(name=name), timeout=10)
     assert info.durable.pending_count == 0
-    assert await call.collect(1, 0.5) == []  # no third delivery
+    await call.ack([await assert_no_more(call, stubs.broker, subject)])  # no third delivery
 
     redriven = await stubs.admin.RedriveDeadLetters(
         admin_pb2.RedriveDeadLettersRequest(durable=name), timeout=10
@@ -287,13 +326,11 @@ async def test_max_deliveries_dead_letters_and_redrive(stubs: Stubs) -> None:
     [again] = await call.collect(1, 5)
     assert again.id == event_id and again.event.text_data == "doomed"
     await call.ack([event_id])
-    await asyncio.sleep(0.2)
+    await eventually(lambda: _pending(stubs, name, 0))
     letters = await stubs.admin.ListDeadLetters(
         admin_pb2.ListDeadLettersRequest(durable=name), timeout=10
     )
     assert list(letters.dead_letters) == []
-    info = await stubs.admin.GetDurable(admin_pb2.GetDurableRequest(name=name), timeout=10)
-    assert info.durable.pending_count == 0
     await call.close()
     await dlq_sub.close()
 
@@ -301,13 +338,20 @@ async def test_max_deliveries_dead_letters_and_redrive(stubs: Stubs) -> None:
 # -- start positions ----------------------------------------------------------------------
 
 
+async def _next_millisecond() -> None:
+    """Waits for the wall clock to enter a new millisecond: stored times have millisecond
+    precision, so a time mark between two events needs them in different milliseconds."""
+    now = time.time_ns() // 1_000_000
+    await eventually(lambda: time.time_ns() // 1_000_000 > now, interval=0.001)
+
+
 async def _ten_events(stubs: Stubs, subject: str) -> tuple[list[int], timestamp_pb2.Timestamp]:
     """Publishes 10 events with a time mark between the 5th and the 6th."""
     ids = [await _publish_one(stubs, subject, str(i)) for i in range(5)]
-    await asyncio.sleep(0.02)
+    await _next_millisecond()
     mark = timestamp_pb2.Timestamp()
     mark.GetCurrentTime()
-    await asyncio.sleep(0.02)
+    await _next_millisecond()
     ids += [await _publish_one(stubs, subject, str(i)) for i in range(5, 10)]
     return ids, mark
 
@@ -353,14 +397,14 @@ async def test_durable_resumes_where_it_stopped_whatever_the_start(stubs: Stubs)
     call = await subscribe(stubs.broker, pattern=subject, durable=name, start=all_)
     got = await call.collect(10, 5)
     await call.ack([d.id for d in got])
-    await asyncio.sleep(0.3)
+    await eventually(lambda: _pending(stubs, name, 0))
     await call.close()
     more = [await _publish_one(stubs, subject, "more") for _ in range(3)]
     # The existing durable continues; its start position is ignored.
     call = await subscribe(stubs.broker, pattern=subject, durable=name, start=all_)
     got = await call.collect(3, 5, ack=True)
     assert [d.id for d in got] == more
-    assert await call.collect(1, 0.5) == []
+    await call.ack([await assert_no_more(call, stubs.broker, subject)])
     await call.close()
     assert ids
 
@@ -411,12 +455,9 @@ async def test_retention_max_events_trims_whole_batches() -> None:
         [kept] = await publish_batches(stubs.broker, other, [[event() for _ in range(5)]])
         assert len(await query_all(stubs.broker, subject)) == 50
         # The retention loop runs every 5 s.
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
-            stored = await query_all(stubs.broker, subject)
-            if len(stored) <= 10:
-                break
-            await asyncio.sleep(0.5)
+        stored = await eventually(
+            lambda: _at_most(10, query_all(stubs.broker, subject)), timeout=15, interval=0.5
+        )
         assert [s.id for s in stored] == ids[-10:]
         assert [s.id for s in await query_all(stubs.broker, other)] == list(kept.ids)
         # A trimmed event is gone by id as well.
