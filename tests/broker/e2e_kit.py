@@ -20,7 +20,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from broker.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, cloudevent_pb2
+from broker.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, cloudevent_pb2
 
 __all__ = [
     "LOCKGATE",
@@ -34,6 +34,7 @@ __all__ = [
     "event",
     "lockgate_cli",
     "open_call",
+    "pending_count",
     "publish_batches",
     "publish_one",
     "query_all",
@@ -256,6 +257,15 @@ async def publish_one(
         timeout=10,
     )
     return resp.id
+
+
+async def pending_count(stubs: Stubs, name: str) -> int:
+    """How many deliveries durable ``name`` has unacknowledged (acks are applied when this
+    says so, not when the client wrote them)."""
+    info = await stubs.admin.GetDurable(
+        admin_pb2.GetDurableRequest(name=name), metadata=stubs.md, timeout=10
+    )
+    return info.durable.pending_count
 
 
 async def assert_no_more(

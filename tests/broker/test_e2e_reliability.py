@@ -17,13 +17,16 @@ from broker.v1 import broker_pb2
 from tests.broker.e2e_kit import (
     CloudEvent,
     Stubs,
+    assert_no_more,
     event,
     open_call,
+    pending_count,
     publish_batches,
     query_all,
     subscribe,
     unique,
 )
+from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -44,6 +47,7 @@ class StreamingPublisher:
         self.acked: list[int] = []
         self.sent = 0
         self.error: BaseException | None = None
+        self._room = asyncio.Event()  # set when acks arrive: the window may have room
         self._writer = asyncio.create_task(self._write())
         self._reader = asyncio.create_task(self._read())
 
@@ -55,8 +59,9 @@ class StreamingPublisher:
                     broker_pb2.PublishRequest(subject=self.subject, events=batch, batch_id=n)
                 )
                 self.sent += len(batch)
-                if self.sent - len(self.acked) > 5_000:  # keep a bounded window in flight
-                    await asyncio.sleep(0.005)
+                while self.sent - len(self.acked) > 5_000:  # keep a bounded window in flight
+                    self._room.clear()
+                    await self._room.wait()
 
     async def _read(self) -> None:
         try:
@@ -64,15 +69,17 @@ class StreamingPublisher:
                 assert not resp.errors, resp.errors
                 assert all(resp.ids)
                 self.acked.extend(resp.ids)
+                self._room.set()
         except grpc.aio.AioRpcError as exc:
             self.error = exc
 
     async def wait_for_acks(self, count: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acked) < count:
-            assert time.monotonic() < deadline, f"only {len(self.acked)} acks"
-            assert not self._reader.done(), self.error
-            await asyncio.sleep(0.01)
+        def acked() -> bool:
+            if self._reader.done():
+                pytest.fail(f"the publish stream ended after {len(self.acked)} acks: {self.error}")
+            return len(self.acked) >= count
+
+        await eventually(acked, timeout=timeout, what=f"{count} acks")
 
     async def finish(self, timeout: float = 15.0) -> None:
         """Waits for the stream to fail (the broker went away) and stops writing."""
@@ -81,6 +88,10 @@ class StreamingPublisher:
         self._writer.cancel()
         self.call.cancel()
         await asyncio.gather(self._writer, self._reader, return_exceptions=True)
+
+
+async def _pending(stubs: Stubs, name: str, count: int) -> bool:
+    return await pending_count(stubs, name) == count
 
 
 def _assert_exactly_once(acked: list[int], stored: list[int]) -> None:
@@ -113,11 +124,14 @@ async def test_kill_9_loses_no_acknowledged_event() -> None:
             # The durable gets every acknowledged event (and maybe stored-but-unacked ones).
             durable = await subscribe(stubs.broker, pattern=subject, durable=name)
             received: set[int] = set()
-            deadline = time.monotonic() + 30
-            while not set(acked) <= received and time.monotonic() < deadline:
-                received.update(d.id for d in await durable.collect(10_000, 1.0, ack=True))
-            missing = set(acked) - received
-            assert not missing, f"the durable never got {len(missing)} acknowledged events"
+
+            async def got_every_acked_event() -> bool:
+                received.update(d.id for d in await durable.collect(10_000, 0.5, ack=True))
+                missing = set(acked) - received
+                assert not missing, f"the durable has not got {len(missing)} acknowledged events"
+                return True
+
+            await eventually(got_every_acked_event, timeout=30)
             assert received <= set(stored), "the durable got an event that is not stored"
             await durable.close()
 
@@ -137,7 +151,11 @@ async def test_durable_resumes_after_restart_without_acked_events(stop: str) -> 
             got = await sub.collect(100, 10)
             assert [d.id for d in got] == ids
             await sub.ack(ids[:50])
-            await asyncio.sleep(0.3)  # the consumer state is saved every 50 ms
+            await eventually(lambda: _pending(stubs, name, 50))
+            if stop == "kill":
+                # Applied acks reach the disk at most 50 ms later (the consumer-state save
+                # loop), and nothing observable says when: the crash must come after that.
+                await asyncio.sleep(0.2)
             await sub.close()
         if stop == "terminate":
             assert await b.terminate() == 0
@@ -148,15 +166,15 @@ async def test_durable_resumes_after_restart_without_acked_events(stop: str) -> 
         async with connect(b) as stubs:
             sub = await subscribe(stubs.broker, pattern=subject, durable=name)
             got = await sub.collect(50, 10)
-            got += await sub.collect(1, 0.5)  # anything beyond the 50 would be wrong
+            marker = await assert_no_more(sub, stubs.broker, subject)  # nothing beyond the 50
             assert sorted(d.id for d in got) == ids[50:]
             assert {d.attempt for d in got} == {2}  # each was delivered once before
-            await sub.ack([d.id for d in got])
-            await asyncio.sleep(0.3)
+            await sub.ack([*(d.id for d in got), marker])
+            await eventually(lambda: _pending(stubs, name, 0))
             await sub.close()
             # Acked for good: a new connection gets nothing more.
             sub = await subscribe(stubs.broker, pattern=subject, durable=name)
-            assert await sub.collect(1, 0.5) == []
+            await sub.ack([await assert_no_more(sub, stubs.broker, subject)])
             await sub.close()
 
 

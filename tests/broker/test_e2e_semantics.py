@@ -23,6 +23,7 @@ from tests.broker.e2e_kit import (
     error_info,
     event,
     open_call,
+    pending_count,
     publish_batches,
     publish_one,
     query_all,
@@ -45,8 +46,7 @@ async def _publish_one(stubs: Stubs, subject: str, data: str = "x") -> int:
 
 
 async def _pending(stubs: Stubs, name: str, count: int) -> bool:
-    info = await stubs.admin.GetDurable(admin_pb2.GetDurableRequest(name=name), timeout=10)
-    return info.durable.pending_count == count
+    return await pending_count(stubs, name) == count
 
 
 async def _at_most(n: int, items: Awaitable[list[T]]) -> list[T] | None:
