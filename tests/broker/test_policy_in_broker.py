@@ -19,6 +19,7 @@ import pytest_asyncio
 from broker.testing import RunningBroker, run_broker
 from broker.v1 import broker_pb2, broker_pb2_grpc, policy_pb2, policy_pb2_grpc
 from tests.broker.e2e_kit import LOCKGATE, Metadata, auth, error_info, event, query_all, subscribe
+from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -195,7 +196,7 @@ async def test_hot_swap_by_file_and_rpc_and_rollback(env: Env) -> None:
     before = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
     # A broken file is refused; the running set stays.
     (env.policy_dir / "broken.policy").write_text('policy x on "x.>" { allow publsh }\n')
-    await asyncio.sleep(1.0)
+    await eventually(lambda: any(b"policy reload refused" in line for line in env.broker.output))
     now = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
     assert now.version.version == before.version.version
     (env.policy_dir / "broken.policy").unlink()
@@ -248,15 +249,16 @@ async def test_file_change_reloads(env: Env) -> None:
     (env.policy_dir / "billing.policy").write_text(
         BILLING.replace('"billing" in principal.roles', '"billing" in principal.roles or true')
     )
-    for _ in range(50):
-        await asyncio.sleep(0.2)
+
+    async def allowed() -> bool:
         try:
             await publish_one(env, env.outsider, subject, json_event({}))
-            break
-        except grpc.aio.AioRpcError:
-            continue
-    else:
-        pytest.fail("the changed policy file was not reloaded within 10 s")
+        except grpc.aio.AioRpcError as err:
+            assert error_info(err)[1] == "POLICY_DENIED", err
+            return False
+        return True
+
+    await eventually(allowed, interval=0.2, what="the changed policy file is reloaded")
 
 
 async def test_replay_reports_changed_decisions(env: Env, tmp_path: Path) -> None:
