@@ -27,6 +27,7 @@ from tests.broker.e2e_kit import (
     subscribe,
     unique,
 )
+from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -290,6 +291,12 @@ async def _pending(stubs: Stubs, name: str) -> tuple[int, int, list[tuple[int, i
     return d.pending_count, d.ack_floor, [(p.id, p.attempt) for p in resp.pending]
 
 
+async def _pending_when(stubs: Stubs, name: str, count: int) -> list[tuple[int, int]] | None:
+    """The pending deliveries once there are ``count`` of them, else None."""
+    pending_count, _, pending = await _pending(stubs, name)
+    return pending if pending_count == count else None
+
+
 async def test_ack_not_pending_leaves_durable_unchanged(stubs: Stubs) -> None:
     subject = unique("notpending")
     name = f"np-{uuid.uuid4().hex[:8]}"
@@ -324,11 +331,8 @@ async def test_stale_acks_on_a_stream_are_skipped(stubs: Stubs) -> None:
     assert [d.id for d in await sub.collect(2, 5)] == ids
     await sub.ack([ids[0], ids[1] + 7, 123])
     await sub.nack([456])
-    for _ in range(50):
-        if (await _pending(stubs, name))[0] == 1:
-            break
-        await asyncio.sleep(0.05)
-    assert [i for i, _ in (await _pending(stubs, name))[2]] == [ids[1]]
+    pending = await eventually(lambda: _pending_when(stubs, name, 1))
+    assert [i for i, _ in pending] == [ids[1]]
     [more] = await publish_batches(stubs.broker, subject, [[event()]])
     assert [d.id for d in await sub.collect(1, 5)] == list(more.ids)  # still open
     await sub.close()
@@ -502,8 +506,8 @@ async def test_garbage_bytes_do_not_hurt_the_broker() -> None:
             b"",
         ]:
             await _send_raw(b, payload)
-        await asyncio.sleep(0.2)
-        assert b.proc.returncode is None
+        # The broker answered (or closed) every connection; a full round trip after them
+        # and the exit code at the end show it survived.
         async with grpc.aio.insecure_channel(b.target) as ch:
             stubs = Stubs(ch)
             subject = unique("after-garbage")
