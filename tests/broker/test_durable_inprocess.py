@@ -38,7 +38,8 @@ async def test_slow_durable_gets_everything_once(tmp_path: Path) -> None:
                 assert body is not None
                 ids = [d.id for d in broker_pb2.SubscribeResponse.FromString(body).deliveries]
                 seen.extend(ids)
-                await asyncio.sleep(0.0005)  # slower than the publisher
+                # The test's subject: a consumer slower than the publisher.
+                await asyncio.sleep(0.0005)
                 session.consumer.ack(ids)  # raises NOT_PENDING on a duplicate delivery
 
         reader = asyncio.create_task(consume())
