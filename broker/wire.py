@@ -1,10 +1,15 @@
-"""Hand-rolled protobuf framing for the delivery hot path (pure, no I/O).
+"""Hand-rolled protobuf framing, the one copy (pure: no I/O, imports nothing of ours).
+
+The broker's delivery hot path and the client's publish hot path (``clients._wire``) both frame
+with these functions; the import-linter contract lets the client import this module and
+nothing else of the broker.
 
 A ``SubscribeResponse`` on the wire is a sequence of fields; its ``deliveries`` (field 2)
 are length-delimited ``Delivery`` messages. The broker encodes each stored event once as a
 complete field-2 frame and keeps those bytes in the log, so sending a batch to any number of
 subscribers is a bytes join instead of building protobuf objects per event per subscriber.
-``tests/test_wire.py`` checks every function here against the protobuf runtime.
+``tests/broker/test_wire.py`` checks every function here against the protobuf runtime
+(property tests with hypothesis).
 """
 
 from __future__ import annotations
@@ -14,16 +19,15 @@ __all__ = [
     "delivery_frames",
     "encode_varint",
     "frame_body",
+    "length_delimited",
+    "read_varint",
     "split_frames",
     "subject_field",
     "subscribed_frame",
 ]
 
 
-def encode_varint(value: int) -> bytes:
-    """The protobuf base-128 varint of a non-negative int."""
-    if value < 0x80:
-        return bytes((value,))
+def _encode(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -32,12 +36,26 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL = [encode_varint(n) for n in range(1 << 14)]
+_SMALL = [_encode(n) for n in range(1 << 14)]
 _LOW = [bytes((k | 0x80,)) for k in range(128)]
 
 
-def _varint(value: int) -> bytes:
-    return _SMALL[value] if value < 16384 else encode_varint(value)
+def encode_varint(value: int) -> bytes:
+    """The protobuf base-128 varint of a non-negative int (cached below 16384).
+
+    >>> encode_varint(300)
+    b'\\xac\\x02'
+    """
+    if 0 <= value < 16384:
+        return _SMALL[value]
+    if value < 0:
+        raise ValueError(f"a varint here is unsigned, not {value}")
+    return _encode(value)
+
+
+def length_delimited(tag: bytes, value: bytes) -> bytes:
+    """One length-delimited field: its tag byte(s), the varint length, the bytes."""
+    return tag + encode_varint(len(value)) + value
 
 
 def _id_high(v: int) -> bytes:
@@ -84,13 +102,13 @@ def delivery_frames(
             hi = i >> 7
             high = _id_high(i)
         n = len(ev) + extra
-        nv = small[n] if n < 16384 else encode_varint(n)
+        nv = small[n] if n < 16384 else _encode(n)
         blen = fixed + len(nv) + n
         append(
             join(
                 (
                     b"\x12",
-                    small[blen] if blen < 16384 else encode_varint(blen),
+                    small[blen] if blen < 16384 else _encode(blen),
                     b"\x08",
                     low[i & 0x7F],
                     high,
@@ -141,7 +159,8 @@ def subscribed_frame(name: str, last_id: int) -> bytes:
     return b"\x0a" + encode_varint(len(inner)) + inner
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``buf[pos:]`` and the position after it."""
     result = 0
     shift = 0
     while True:
@@ -161,8 +180,8 @@ def split_frames(body: bytes) -> list[tuple[int, bytes]]:
     while pos < end:
         start = pos
         # tag 0x12, then the body length, then the Delivery starting with field 1 (the id).
-        length, pos = _read_varint(body, pos + 1)
-        event_id, _ = _read_varint(body, pos + 1)
+        length, pos = read_varint(body, pos + 1)
+        event_id, _ = read_varint(body, pos + 1)
         pos += length
         out.append((event_id, body[start:pos]))
     return out
@@ -170,5 +189,5 @@ def split_frames(body: bytes) -> list[tuple[int, bytes]]:
 
 def frame_body(frame: bytes) -> bytes:
     """The serialized ``Delivery`` inside one frame."""
-    _, pos = _read_varint(frame, 1)
+    _, pos = read_varint(frame, 1)
     return frame[pos:]

@@ -10,6 +10,7 @@ Example::
 Importing this package never imports the broker's server modules.
 """
 
+from clients._backoff import Backoff
 from clients._client import Client
 from clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
 from clients._errors import (
@@ -36,6 +37,7 @@ from clients._webhook import WebhookSignatureError, verify_webhook
 __all__ = [
     "AlreadyExists",
     "AttributeValue",
+    "Backoff",
     "Client",
     "Event",
     "FailedPrecondition",

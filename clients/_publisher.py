@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
@@ -23,6 +22,7 @@ import grpc
 
 from broker.v1 import broker_pb2
 from broker.v1.reasons import Reason
+from clients._backoff import Backoff
 from clients._errors import LockgateError, Unavailable, error_for_reason, from_rpc_error
 from clients._wire import encode_publish_request
 
@@ -190,7 +190,7 @@ class Publisher:
     # -- the stream ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        failures = 0
+        backoff = Backoff()
         while not self._closed:
             await self._wake.wait()
             if not self._queue and not self._inflight:
@@ -221,7 +221,7 @@ class Publisher:
             if self._closed:
                 break
             if self._answered != answered_before:
-                failures = 0  # the stream worked for a while: start the backoff afresh
+                backoff.reset()  # the stream worked for a while: start the backoff afresh
             retry = error is None or _retryable(error)
             # Unanswered batches go back to the front of the queue, in their original order.
             unanswered = [self._inflight[k] for k in sorted(self._inflight)]
@@ -231,13 +231,13 @@ class Publisher:
                 exc = from_rpc_error(error) if isinstance(error, grpc.RpcError) else error
                 self._fail_all(exc if isinstance(exc, LockgateError) else _wrap(exc))
                 continue
-            failures += 1
+            delay = backoff.next_delay()
             self.reconnects += 1
-            if self.max_reconnect_attempts is not None and failures > self.max_reconnect_attempts:
+            limit = self.max_reconnect_attempts
+            if limit is not None and backoff.failures > limit:
                 self._fail_all(_unavailable(error))
                 continue
             self._expire(error)
-            delay = min(2.0, 0.05 * 2 ** min(failures, 8)) * (0.5 + random.random())
             log.info("publish stream broke (%s); reconnecting in %.2fs", error, delay)
             await asyncio.sleep(delay)
             self._wake.set()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -16,6 +15,7 @@ import grpc
 
 from broker.v1 import broker_pb2
 from broker.v1.reasons import Reason
+from clients._backoff import Backoff
 from clients._codec import to_duration
 from clients._errors import LockgateError, Unavailable, from_rpc_error
 from clients._message import Message
@@ -191,7 +191,7 @@ class Subscription:
     # -- the stream ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        failures = 0
+        backoff = Backoff()
         while not self._closed:
             call = self._call = self._open_call()
             writer: asyncio.Task[None] | None = None
@@ -233,8 +233,8 @@ class Subscription:
             if self._closed:
                 return
             if got_deliveries:
-                failures = 0
-            failures += 1
+                backoff.reset()
+            delay = backoff.next_delay()
             limit = self.max_reconnect_attempts
             if self.durable and _reason(error) == Reason.NOT_PENDING:
                 # The broker ended the stream over an ack of an id no longer pending (acked
@@ -243,7 +243,7 @@ class Subscription:
                 log.info("subscription %s: %s; reopening", self.name, error)
                 self._ack_ids.clear()
                 self._nacks.clear()
-            elif not _retryable(error) or (limit is not None and failures > limit):
+            elif not _retryable(error) or (limit is not None and backoff.failures > limit):
                 self._fail(error)
                 return
             self.reconnects += 1
@@ -252,7 +252,6 @@ class Subscription:
                 self._request.start.CopyFrom(
                     broker_pb2.StartPosition(policy=broker_pb2.START_POLICY_NEW)
                 )
-            delay = min(2.0, 0.05 * 2 ** min(failures, 8)) * (0.5 + random.random())
             log.info("subscription %s broke (%s); reconnecting in %.2fs", self.name, error, delay)
             await asyncio.sleep(delay)
 

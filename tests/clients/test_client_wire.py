@@ -6,10 +6,12 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from broker.v1 import broker_pb2, cloudevent_pb2
 from clients._codec import decode_attributes, decode_data, to_cloudevent
-from clients._wire import EventEncoder, encode_publish_request, varint
+from clients._wire import EventEncoder, encode_publish_request
 
 
 @dataclasses.dataclass
@@ -18,10 +20,20 @@ class Point:
     y: int
 
 
-@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 16_383, 16_384, 2**32, 2**63])
-def test_varint_matches_protobuf(n: int) -> None:
-    encoded = broker_pb2.PublishRequest(batch_id=n).SerializeToString()
-    assert encoded == (b"\x18" + varint(n) if n else b"")
+@given(
+    st.text(min_size=1, max_size=60),
+    st.lists(st.binary(max_size=300), max_size=20),
+    st.integers(min_value=1, max_value=2**64 - 1),
+)
+def test_publish_request_is_the_runtimes(subject: str, events: list[bytes], batch_id: int) -> None:
+    # Event bytes are opaque to the frame; real CloudEvents keep it valid protobuf throughout.
+    raws = [cloudevent_pb2.CloudEvent(id="i", binary_data=e).SerializeToString() for e in events]
+    expected = broker_pb2.PublishRequest(
+        subject=subject,
+        events=[cloudevent_pb2.CloudEvent.FromString(r) for r in raws],
+        batch_id=batch_id,
+    ).SerializeToString()
+    assert encode_publish_request(subject.encode(), raws, batch_id) == expected
 
 
 @pytest.mark.parametrize(
