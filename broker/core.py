@@ -30,14 +30,19 @@ from broker.errors import (
     InvalidEvent,
     InvalidStart,
     NotFound,
-    PermissionDenied,
     Unavailable,
 )
 from broker.ids import IdGenerator, id_for_time_ms, time_ms_of
 from broker.policyhook import PolicyGate
 from broker.router import Router
 from broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
-from broker.subjects import compile_pattern, is_literal, validate_pattern, validate_subject
+from broker.subjects import (
+    check_subscribe_pattern,
+    compile_pattern,
+    is_literal,
+    validate_pattern,
+    validate_subject,
+)
 from broker.telemetry import Span, Telemetry
 from broker.v1 import broker_pb2, cloudevent_pb2
 
@@ -549,13 +554,7 @@ class Broker:
         sub.outbox.close()
 
     def _check_pattern(self, principal: Principal, pattern: str) -> None:
-        validate_pattern(pattern)
-        if pattern.startswith("$") and not (
-            pattern.startswith("$dlq.") or pattern.startswith("$inbox.")
-        ):
-            raise PermissionDenied(
-                f"subject {pattern!r} belongs to the broker", reason="PERMISSION_DENIED"
-            )
+        check_subscribe_pattern(pattern)
         if self.policy.active:
             err = self.policy.check_subscribe(principal, pattern)
             if err is not None:

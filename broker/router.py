@@ -1,17 +1,18 @@
 """Which subscriptions receive an event of a subject: per org, patterns to targets.
 
 A publish batch has one subject, so the match runs once per batch; results are cached per
-(org, subject) and the cache is dropped whenever a subscription comes or goes. Queue-group
-members share their group's events: each batch goes to one member, in turn.
+(org, subject) and the cache is dropped whenever a subscription comes or goes. Patterns are
+indexed in the subject trie of :mod:`policy.subjects`, so a pattern starting with a wildcard
+never receives the broker's own ``$`` subjects. Queue-group members share their group's events:
+each batch goes to one member, in turn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker.subjects import compile_pattern
+from broker.subjects import PatternTrie
 
 __all__ = ["Router", "Target"]
 
@@ -30,7 +31,6 @@ class Target(Protocol):
 
 @dataclass
 class _Entry:
-    match: Callable[[str], bool]
     singles: list[Target] = field(default_factory=list)
     groups: dict[str, list[Target]] = field(default_factory=dict)
 
@@ -41,6 +41,7 @@ _Match = tuple[tuple[Target, ...], tuple[list[Target], ...]]
 class Router:
     def __init__(self) -> None:
         self._orgs: dict[str, dict[str, _Entry]] = {}
+        self._tries: dict[str, PatternTrie[str]] = {}  # per org: pattern -> itself
         self._cache: dict[tuple[str, str], _Match] = {}
         self._turn = 0
 
@@ -48,7 +49,8 @@ class Router:
         patterns = self._orgs.setdefault(target.org, {})
         entry = patterns.get(target.pattern)
         if entry is None:
-            entry = patterns[target.pattern] = _Entry(compile_pattern(target.pattern))
+            entry = patterns[target.pattern] = _Entry()
+            self._tries.setdefault(target.org, PatternTrie()).add(target.pattern, target.pattern)
         if target.queue:
             entry.groups.setdefault(target.queue, []).append(target)
         else:
@@ -70,6 +72,7 @@ class Router:
             entry.singles.remove(target)
         if not entry.singles and not entry.groups:
             del patterns[target.pattern]
+            self._tries[target.org].remove(target.pattern, target.pattern)
         self._cache.clear()
 
     def _match(self, org: str, subject: str) -> _Match:
@@ -79,12 +82,14 @@ class Router:
             return hit
         singles: list[Target] = []
         groups: dict[str, list[Target]] = {}
-        for entry in self._orgs.get(org, {}).values():
-            if entry.match(subject):
-                singles.extend(entry.singles)
-                for name, members in entry.groups.items():
-                    # The same group name on two matching patterns is still one group.
-                    groups.setdefault(name, []).extend(members)
+        trie = self._tries.get(org)
+        patterns = self._orgs.get(org, {})
+        for pattern in trie.lookup(subject) if trie is not None else ():
+            entry = patterns[pattern]
+            singles.extend(entry.singles)
+            for name, members in entry.groups.items():
+                # The same group name on two matching patterns is still one group.
+                groups.setdefault(name, []).extend(members)
         result: _Match = (tuple(singles), tuple(groups.values()))
         if len(self._cache) > 65_536:
             self._cache.clear()

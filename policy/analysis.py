@@ -55,7 +55,7 @@ def check_policy(ck: Checker, p: A.Policy) -> None:
         if problem:
             ck.error(
                 p,
-                f"subject pattern {pattern!r} {problem}",
+                f"subject pattern {pattern!r} is invalid: {problem}",
                 'tokens are separated by "."; "*" is one token, ">" the rest',
                 column=col,
             )
@@ -90,7 +90,7 @@ def _check_rule(ck: Checker, r: A.Rule) -> None:
         if problem:
             ck.error(
                 r,
-                f"route subject {r.target!r} {problem}",
+                f"route subject {r.target!r} is invalid: {problem}",
                 'route to one concrete subject, e.g. "audit.billing"',
                 column=r.target_column,
             )

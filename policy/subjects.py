@@ -1,71 +1,179 @@
-"""Subject patterns (NATS style) and the token trie that indexes policies by pattern.
+"""Subjects and subject patterns: the one validity rule, the one ``$`` rule, matching, and the
+token trie (pure, no I/O). The router, the store, the consumers and the policies all use it.
 
-A subject is dot-separated tokens. In a pattern ``*`` matches exactly one token and ``>``
-matches one or more trailing tokens (only as the last token). A pattern whose first token is
-a wildcard does not match a subject whose first token starts with ``$`` (the broker's own
-subjects): name ``$sys.>`` explicitly.
+A subject is dot-separated tokens, ``billing.invoices.eu``: at most 256 characters and 16
+tokens; tokens are non-empty and hold no whitespace, control character or ``.``. A pattern may
+use ``*`` for exactly one token and ``>`` as its last token for one or more trailing tokens,
+as in NATS; a concrete subject holds neither.
+
+The ``$`` rule: subjects whose first token starts with ``$`` belong to the broker
+(``$dlq.…``, ``$inbox.…``, ``$sys.…``). A pattern whose **first** token is a wildcard never
+matches them (the MQTT rule), so ``>`` does not receive dead letters; name them explicitly
+(``$dlq.>``, ``$dlq.orders``). Clients publish to ``$`` subjects only for replies
+(``$inbox.…``) and subscribe only to ``$dlq.…`` and ``$inbox.…``.
+
+Problems are returned as sentences ("token 2 is empty"), never raised: the broker turns them
+into its ``InvalidSubject`` error, the policy checker into a load error.
+
+>>> subject_problem("billing..eu")
+'token 2 is empty'
+>>> match(">", "$dlq.orders"), match("$dlq.>", "$dlq.orders")
+(False, True)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
-__all__ = ["PatternTrie", "covers", "match", "overlaps", "pattern_problem", "subject_problem"]
+__all__ = [
+    "MAX_SUBJECT_LENGTH",
+    "MAX_TOKENS",
+    "PatternTrie",
+    "compile_pattern",
+    "covers",
+    "is_literal",
+    "is_system",
+    "match",
+    "overlaps",
+    "pattern_problem",
+    "publish_problem",
+    "subject_problem",
+    "subscribe_problem",
+]
+
+MAX_SUBJECT_LENGTH = 256
+MAX_TOKENS = 16
+_WILD = ("*", ">")
 
 
-def _token_problem(tok: str) -> str | None:
-    if not tok:
-        return "has an empty token"
-    if any(c.isspace() for c in tok):
-        return "contains white space"
-    return None
+def is_system(subject: str) -> bool:
+    """True for the broker's own subjects (and patterns): the first token starts with ``$``."""
+    return subject[:1] == "$"
 
 
-def pattern_problem(pattern: str) -> str | None:
-    """Why ``pattern`` is not a valid subject pattern, or None when it is."""
-    tokens = pattern.split(".")
+def _bad_character(text: str) -> bool:
+    # isprintable() is False for every whitespace but " " and for control characters, so the
+    # common case costs one C call; the loop only runs for text with unusual characters.
+    if text.isprintable():
+        return " " in text
+    return any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
+def _common_problem(text: str) -> str | None:
+    if not text:
+        return "it is empty"
+    if len(text) > MAX_SUBJECT_LENGTH:
+        return f"it has {len(text)} characters, more than the limit of {MAX_SUBJECT_LENGTH}"
+    if _bad_character(text):
+        return "it contains whitespace or a control character"
+    tokens = text.split(".")
+    if len(tokens) > MAX_TOKENS:
+        return f"it has {len(tokens)} tokens, more than the limit of {MAX_TOKENS}"
     for i, tok in enumerate(tokens):
-        if (p := _token_problem(tok)) is not None:
-            return p
-        if tok == ">" and i != len(tokens) - 1:
-            return "has '>' before its last token"
-        if ("*" in tok or ">" in tok) and tok not in ("*", ">"):
-            return f"mixes a wildcard into the token {tok!r}"
+        if not tok:
+            return f"token {i + 1} is empty"
     return None
 
 
 def subject_problem(subject: str) -> str | None:
-    """Why ``subject`` is not a valid concrete subject (no wildcards), or None."""
-    for tok in subject.split("."):
-        if (p := _token_problem(tok)) is not None:
-            return p
-        if tok in ("*", ">"):
-            return "contains a wildcard"
+    """Why ``subject`` is not a valid concrete subject, or None (``$`` subjects are valid here;
+    whether a client may publish to one is :func:`publish_problem`)."""
+    problem = _common_problem(subject)
+    if problem is None and ("*" in subject or ">" in subject):
+        return "wildcards '*' and '>' are only allowed in subscription patterns"
+    return problem
+
+
+def publish_problem(subject: str) -> str | None:
+    """Why a client may not publish to ``subject``, or None: :func:`subject_problem`, and the
+    ``$`` subjects belong to the broker except reply inboxes (``$inbox.…``)."""
+    problem = subject_problem(subject)
+    if problem is None and is_system(subject) and not subject.startswith("$inbox."):
+        return "subjects starting with '$' belong to the broker"
+    return problem
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a valid subject pattern, or None when it is.
+
+    >>> pattern_problem("a.>.b")
+    "'>' may only be the last token"
+    """
+    problem = _common_problem(pattern)
+    if problem is not None:
+        return problem
+    tokens = pattern.split(".")
+    last = len(tokens) - 1
+    for i, tok in enumerate(tokens):
+        if tok == ">":
+            if i != last:
+                return "'>' may only be the last token"
+        elif tok != "*" and ("*" in tok or ">" in tok):
+            return f"token {tok!r} mixes a wildcard with other characters"
     return None
 
 
+def subscribe_problem(pattern: str) -> str | None:
+    """Why a client may not subscribe to ``pattern`` (already valid), or None: of the broker's
+    ``$`` subjects only dead letters and reply inboxes can be subscribed to."""
+    if is_system(pattern) and not pattern.startswith(("$dlq.", "$inbox.")):
+        return f"subject {pattern!r} belongs to the broker"
+    return None
+
+
+def is_literal(pattern: str) -> bool:
+    """True when ``pattern`` has no wildcard token."""
+    return not any(t in _WILD for t in pattern.split("."))
+
+
 def match(pattern: str, subject: str) -> bool:
-    """True when ``subject`` matches ``pattern``."""
-    return _match(pattern.split("."), subject.split("."))
+    """True when ``subject`` matches ``pattern``.
+
+    >>> match("billing.*.eu", "billing.invoices.eu"), match("billing.>", "billing")
+    (True, False)
+    """
+    return compile_pattern(pattern)(subject)
 
 
-def _match(p: list[str], s: list[str]) -> bool:
-    if p and p[0] in ("*", ">") and s and s[0].startswith("$"):
-        return False
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
+def compile_pattern(pattern: str) -> Callable[[str], bool]:
+    """A fast predicate for one pattern (where a trie is overkill: history queries, retention
+    rules, one durable's filter)."""
+    ptoks = pattern.split(".")
+    if ">" not in ptoks and "*" not in ptoks:
+        return pattern.__eq__
+    if ptoks[-1] == ">" and "*" not in ptoks:
+        if len(ptoks) == 1:  # ">": everything but the broker's own subjects
+            return lambda s: s[:1] != "$"
+        prefix = pattern[:-1]  # "a.b.>" -> "a.b."
+        return lambda s: s.startswith(prefix) and len(s) > len(prefix)
+    tail = ptoks[-1] == ">"
+    fixed = ptoks[:-1] if tail else ptoks
+    n = len(fixed)
+    wild_first = ptoks[0] in _WILD
+
+    def pred(subject: str) -> bool:
+        if wild_first and subject[:1] == "$":
             return False
-    return len(s) == len(p)
+        stoks = subject.split(".")
+        if tail:
+            if len(stoks) <= n:
+                return False
+        elif len(stoks) != n:
+            return False
+        return all(p in ("*", s) for p, s in zip(fixed, stoks, strict=False))
+
+    return pred
 
 
 def covers(broad: str, narrow: str) -> bool:
     """True when every subject matching ``narrow`` also matches ``broad``."""
     b, n = broad.split("."), narrow.split(".")
+    if b[0] in _WILD and is_system(n[0]):
+        return False
     for i, tok in enumerate(b):
         if tok == ">":
-            return len(n) > i and not (i == 0 and n[0].startswith("$"))
+            return len(n) > i
         if i >= len(n):
             return False
         if tok == "*":
@@ -80,6 +188,8 @@ def covers(broad: str, narrow: str) -> bool:
 def overlaps(a: str, b: str) -> bool:
     """True when some subject matches both patterns."""
     x, y = a.split("."), b.split(".")
+    if (x[0] in _WILD and is_system(y[0])) or (y[0] in _WILD and is_system(x[0])):
+        return False
     for i in range(max(len(x), len(y))):
         if i >= len(x) or i >= len(y):
             return False
@@ -91,57 +201,70 @@ def overlaps(a: str, b: str) -> bool:
     return len(x) == len(y)
 
 
-class _Node:
+V = TypeVar("V", int, str)
+
+
+class _Node(Generic[V]):
     __slots__ = ("children", "ends", "tails")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.ends: list[int] = []  # values of patterns ending exactly here
-        self.tails: list[int] = []  # values of patterns ending with ">" here
+        self.children: dict[str, _Node[V]] = {}
+        self.ends: list[V] = []  # values of patterns ending exactly here
+        self.tails: list[V] = []  # values of patterns ending with ">" here
 
 
-class PatternTrie:
-    """Maps subject patterns to integer values; ``lookup`` walks only matching branches.
+class PatternTrie(Generic[V]):
+    """Maps subject patterns to values; ``lookup`` walks only matching branches.
 
-    >>> t = PatternTrie([("billing.>", 0), ("billing.*", 1), ("ops.x", 2)])
-    >>> t.lookup("billing.eu")
-    (0, 1)
+    >>> t = PatternTrie([("billing.>", 0), ("billing.*", 1), ("ops.x", 2), (">", 3)])
+    >>> t.lookup("billing.eu"), t.lookup("$dlq.x")
+    ((0, 1, 3), ())
     """
 
-    def __init__(self, items: Iterable[tuple[str, int]] = ()) -> None:
-        self._root = _Node()
+    def __init__(self, items: Iterable[tuple[str, V]] = ()) -> None:
+        self._root: _Node[V] = _Node()
         for pattern, value in items:
             self.add(pattern, value)
 
-    def add(self, pattern: str, value: int) -> None:
+    def _leaf(self, pattern: str) -> tuple[_Node[V], bool]:
         node = self._root
         tokens = pattern.split(".")
         for tok in tokens[:-1]:
             node = node.children.setdefault(tok, _Node())
-        last = tokens[-1]
-        if last == ">":
-            node.tails.append(value)
-        else:
-            node.children.setdefault(last, _Node()).ends.append(value)
+        if tokens[-1] == ">":
+            return node, True
+        return node.children.setdefault(tokens[-1], _Node()), False
 
-    def lookup(self, subject: str) -> tuple[int, ...]:
+    def add(self, pattern: str, value: V) -> None:
+        node, tail = self._leaf(pattern)
+        (node.tails if tail else node.ends).append(value)
+
+    def remove(self, pattern: str, value: V) -> None:
+        """Forgets one ``(pattern, value)`` pair added before (empty nodes stay; they are few)."""
+        node, tail = self._leaf(pattern)
+        values = node.tails if tail else node.ends
+        if value in values:
+            values.remove(value)
+
+    def lookup(self, subject: str) -> tuple[V, ...]:
         """The sorted, distinct values of every pattern matching ``subject``."""
         tokens = subject.split(".")
-        found: set[int] = set()
+        found: set[V] = set()
         n = len(tokens)
-        dollar = tokens[0].startswith("$")
-        stack: list[tuple[_Node, int]] = [(self._root, 0)]
+        system = tokens[0][:1] == "$"
+        stack: list[tuple[_Node[V], int]] = [(self._root, 0)]
         while stack:
             node, i = stack.pop()
             if i == n:
                 found.update(node.ends)
                 continue
-            if node.tails and not (i == 0 and dollar):
+            wild_ok = i > 0 or not system  # the $ rule: no wildcard at the first token
+            if node.tails and wild_ok:
                 found.update(node.tails)
             child = node.children.get(tokens[i])
             if child is not None:
                 stack.append((child, i + 1))
-            if not (i == 0 and dollar):
+            if wild_ok:
                 star = node.children.get("*")
                 if star is not None:
                     stack.append((star, i + 1))

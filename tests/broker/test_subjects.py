@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from broker.errors import InvalidSubject
+from broker.errors import InvalidSubject, PermissionDenied
 from broker.subjects import (
     MAX_SUBJECT_LENGTH,
     MAX_TOKENS,
+    check_subscribe_pattern,
     compile_pattern,
     is_literal,
     matches,
@@ -78,3 +79,20 @@ def test_literal() -> None:
     assert is_literal("a.b")
     assert not is_literal("a.*")
     assert not is_literal("a.>")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "expected"),
+    [(">", "$dlq.x", False), ("*.x", "$dlq.x", False), ("$dlq.>", "$dlq.x", True)],
+)
+def test_wildcards_skip_system_subjects(pattern: str, subject: str, expected: bool) -> None:
+    assert matches(pattern, subject) is expected
+
+
+def test_subscribe_patterns() -> None:
+    check_subscribe_pattern("$dlq.>")
+    check_subscribe_pattern("$inbox.x")
+    with pytest.raises(PermissionDenied, match="belongs to the broker"):
+        check_subscribe_pattern("$sys.>")
+    with pytest.raises(InvalidSubject):
+        check_subscribe_pattern("a.>.b")

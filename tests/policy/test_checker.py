@@ -87,12 +87,12 @@ ERRORS = [
     (
         "pattern with > inside",
         _p("allow publish", on='"x.>.y"'),
-        (1, 13, "subject pattern 'x.>.y' has '>' before its last token"),
+        (1, 13, "subject pattern 'x.>.y' is invalid: '>' may only be the last token"),
     ),
     (
         "pattern with empty token",
         _p("allow publish", on='"ok", "a..b"'),
-        (1, 19, "subject pattern 'a..b' has an empty token"),
+        (1, 19, "subject pattern 'a..b' is invalid: token 2 is empty"),
     ),
     (
         "unreachable after unconditional deny",
@@ -117,7 +117,12 @@ ERRORS = [
     (
         "route to a wildcard",
         _p("allow publish", 'route copy to "a.*"'),
-        (3, 17, "route subject 'a.*' contains a wildcard"),
+        (
+            3,
+            17,
+            "route subject 'a.*' is invalid: wildcards '*' and '>' are only allowed in "
+            "subscription patterns",
+        ),
     ),
     (
         "route loop",

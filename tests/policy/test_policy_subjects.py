@@ -6,7 +6,17 @@ import random
 
 import pytest
 
-from policy.subjects import PatternTrie, covers, match, overlaps, pattern_problem
+from policy.subjects import (
+    PatternTrie,
+    compile_pattern,
+    covers,
+    match,
+    overlaps,
+    pattern_problem,
+    publish_problem,
+    subject_problem,
+    subscribe_problem,
+)
 
 MATCH = [
     ("a.b", "a.b", True),
@@ -22,6 +32,14 @@ MATCH = [
     (">", "$sys.x", False),
     ("*.x", "$sys.x", False),
     ("$sys.>", "$sys.x", True),
+    (">", "$dlq.orders", False),
+    ("*.>", "$dlq.orders", False),
+    ("*.orders", "$dlq.orders", False),
+    ("$dlq.>", "$dlq.orders", True),
+    ("$dlq.*", "$dlq.orders", True),
+    ("$dlq.orders", "$dlq.orders", True),
+    ("a.>", "a.$x", True),
+    ("a.*", "a.$x", True),
     ("a.*.c", "a.b.c", True),
     ("a.*.c", "a.b.d", False),
 ]
@@ -30,7 +48,10 @@ MATCH = [
 @pytest.mark.parametrize(("pattern", "subject", "want"), MATCH)
 def test_match(pattern: str, subject: str, want: bool) -> None:
     assert match(pattern, subject) is want
+    assert compile_pattern(pattern)(subject) is want
     assert (0 in PatternTrie([(pattern, 0)]).lookup(subject)) is want
+    assert covers(pattern, subject) is want
+    assert overlaps(pattern, subject) is want
 
 
 @pytest.mark.parametrize(
@@ -43,6 +64,9 @@ def test_match(pattern: str, subject: str, want: bool) -> None:
         ("a.b", "a.*", False),
         (">", "x.y.z", True),
         ("a.*.c", "a.b.c", True),
+        (">", "$dlq.>", False),
+        ("*.x", "$sys.x", False),
+        ("$dlq.>", "$dlq.*", True),
     ],
 )
 def test_covers(broad: str, narrow: str, want: bool) -> None:
@@ -51,7 +75,16 @@ def test_covers(broad: str, narrow: str, want: bool) -> None:
 
 @pytest.mark.parametrize(
     ("a", "b", "want"),
-    [("a.*", "*.b", True), ("a.b", "a.c", False), ("a.>", "a.b.c", True), ("a.*", "a.b.c", False)],
+    [
+        ("a.*", "*.b", True),
+        ("a.b", "a.c", False),
+        ("a.>", "a.b.c", True),
+        ("a.*", "a.b.c", False),
+        (">", "$dlq.>", False),
+        ("*.x", "$sys.*", False),
+        ("$dlq.>", "$dlq.x", True),
+        (">", "*.x", True),
+    ],
 )
 def test_overlaps(a: str, b: str, want: bool) -> None:
     assert overlaps(a, b) is want
@@ -61,11 +94,15 @@ def test_overlaps(a: str, b: str, want: bool) -> None:
 @pytest.mark.parametrize(
     ("pattern", "problem"),
     [
-        ("a..b", "has an empty token"),
-        ("a.>.b", "has '>' before its last token"),
-        ("a.b*", "mixes a wildcard into the token 'b*'"),
-        ("a b", "contains white space"),
+        ("a..b", "token 2 is empty"),
+        ("a.>.b", "'>' may only be the last token"),
+        ("a.b*", "token 'b*' mixes a wildcard with other characters"),
+        ("a b", "it contains whitespace or a control character"),
+        ("a\u00a0b", "it contains whitespace or a control character"),
+        ("a\x01b", "it contains whitespace or a control character"),
         ("a.*.>", None),
+        ("$dlq.>", None),
+        ("a.ü.é", None),
     ],
 )
 def test_pattern_problem(pattern: str, problem: str | None) -> None:
@@ -74,7 +111,7 @@ def test_pattern_problem(pattern: str, problem: str | None) -> None:
 
 def test_trie_agrees_with_match() -> None:
     rng = random.Random(5)
-    tokens = ["a", "b", "c", "*", ">"]
+    tokens = ["a", "b", "$c", "*", ">"]
     patterns = []
     for _ in range(300):
         toks = [rng.choice(tokens[:4]) for _ in range(rng.randint(1, 4))]
@@ -83,6 +120,36 @@ def test_trie_agrees_with_match() -> None:
         patterns.append(".".join(toks))
     trie = PatternTrie((p, i) for i, p in enumerate(patterns))
     for _ in range(500):
-        subject = ".".join(rng.choice("abc") for _ in range(rng.randint(1, 5)))
+        subject = ".".join(rng.choice(["a", "b", "$c"]) for _ in range(rng.randint(1, 5)))
         want = tuple(i for i, p in enumerate(patterns) if match(p, subject))
         assert trie.lookup(subject) == want
+        assert want == tuple(i for i, p in enumerate(patterns) if compile_pattern(p)(subject))
+
+
+def test_trie_remove() -> None:
+    trie: PatternTrie[str] = PatternTrie([("a.>", "a.>"), ("a.*", "a.*")])
+    trie.remove("a.>", "a.>")
+    trie.remove("never.added", "never.added")
+    assert trie.lookup("a.b") == ("a.*",)
+
+
+@pytest.mark.parametrize(
+    ("subject", "problem", "publish"),
+    [
+        ("a.b", None, None),
+        ("a.*", "wildcards '*' and '>' are only allowed in subscription patterns", ...),
+        ("$sys.x", None, "subjects starting with '$' belong to the broker"),
+        ("$inbox.x", None, None),
+    ],
+)
+def test_subject_and_publish_problem(subject: str, problem: str | None, publish: object) -> None:
+    assert subject_problem(subject) == problem
+    assert publish_problem(subject) == (problem if publish is ... else publish)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "allowed"),
+    [("$dlq.>", True), ("$inbox.x", True), ("$sys.>", False), ("$>", False), (">", True)],
+)
+def test_subscribe_problem(pattern: str, allowed: bool) -> None:
+    assert (subscribe_problem(pattern) is None) is allowed
