@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--runs 3] [--duration 5] [--scenario NAME] [--json FILE]
                                   [--profile] [--broker-arg=--fsync=os ...]
-    lockgate bench [same flags]
+
+From a checkout only: the benchmarks are not in the installed package, nor a ``lockgate`` command.
 
 Broker (or nats-server), subscriber and publishers run as separate processes; every scenario
 runs ``--runs`` times against Lockgate and against its baseline, alternating, on a fresh server
@@ -30,7 +31,7 @@ PROFILES = Path(__file__).resolve().parent / "profiles"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="lockgate bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3, help="runs per scenario and side (default 3)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
     p.add_argument(
@@ -53,8 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra `lockgate serve` argument, e.g. --broker-arg=--fsync=os (repeatable)",
     )
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--"]:  # `lockgate bench -- --runs 5` passes the separator through
-        argv = argv[1:]
     return p.parse_args(argv)
 
 
@@ -107,7 +106,7 @@ def _machine() -> str:
 async def main(args: argparse.Namespace) -> int:
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     print(
-        f"lockgate bench: {args.runs} runs x {args.duration:g} s per side, 128-byte data, "
+        f"bench/run.py: {args.runs} runs x {args.duration:g} s per side, 128-byte data, "
         f"separate processes; python {sys.version.split()[0]}; {_machine()}",
         flush=True,
     )

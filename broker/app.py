@@ -133,11 +133,5 @@ def run(config: Config) -> int:
         uvloop.install()
     except ImportError:  # uvloop is optional (Windows)
         pass
-    try:
-        asyncio.run(serve(config))
-    except BrokerError as err:
-        print(f"lockgate: {err.message}", file=sys.stderr)
-        if err.hint:
-            print(f"hint: {err.hint}", file=sys.stderr)
-        return 1
+    asyncio.run(serve(config))  # failures raise; `lockgate` prints them (broker/cli_errors.py)
     return 0

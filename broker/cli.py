@@ -1,6 +1,9 @@
-"""``lockgate``: serve, config, keys, policy, bench, and the client commands.
+"""``lockgate``: serve, config, keys, policy, and the client and gateway commands.
 
-Every error prints one sentence and a hint, and exits non-zero; never a traceback.
+The one composition root: it alone imports every package (lazily, so that the client commands
+work with the client's dependencies only). Every command raises; :func:`main` prints a failure
+as one sentence and a hint through :func:`broker.cli_errors.report`, never a traceback, and
+exits with the codes listed there (1 failed, 2 usage, 78 configuration, 70 internal).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from broker.config import Config, load_config
-from broker.errors import BrokerError
+from broker.cli_errors import report
+from broker.config import Config, load_config, redacted
 
 __all__ = ["main"]
 
@@ -54,19 +57,23 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from broker.app import run
+    from broker.app import run  # needs the server extra; a missing one names itself
+    from broker.datadir import lock_data_dir
 
-    return run(_config(args))
+    config = _config(args)
+    with lock_data_dir(config.data_dir):
+        return run(config)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    print(json.dumps(cfg.as_dict(), indent=2))
+    print(json.dumps(redacted(cfg.as_dict()), indent=2))
     return 0
 
 
 async def _cmd_keys(args: argparse.Namespace) -> int:
     from broker.auth import create_key
+    from broker.errors import NotFound
     from broker.store.sqlite import SqliteStore
 
     store = SqliteStore(_config(args).data_dir, fsync="always")
@@ -86,9 +93,9 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
                 print(f"{k.key_id}\t{k.org}\t{k.agent}\t{','.join(k.roles) or '-'}\t{state}")
         elif args.keys_cmd == "revoke":
             if not await store.revoke_key(args.key_id):
-                print(f"lockgate: no key with id {args.key_id}", file=sys.stderr)
-                print("hint: list them with `lockgate keys list`", file=sys.stderr)
-                return 1
+                raise NotFound(
+                    f"no key with id {args.key_id}", hint="list them with `lockgate keys list`"
+                )
             print(f"revoked {args.key_id}")
     finally:
         await store.close()
@@ -111,20 +118,6 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     from policy.cli import main as policy_main
 
     return int(policy_main(rest))
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import runpy
-
-    from broker import __file__ as pkg
-
-    path = __import__("pathlib").Path(pkg).resolve().parent.parent / "bench" / "run.py"
-    if not path.exists():
-        print("lockgate: bench/run.py is not here; run from a source checkout", file=sys.stderr)
-        return 1
-    sys.argv = [str(path), *args.rest]
-    runpy.run_path(str(path), run_name="__main__")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,48 +152,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_policy)
 
-    p = sub.add_parser("bench", help="run the benchmarks (bench/run.py)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_bench)
+    from clients._cli import add_commands
+    from gateways.cli import add_commands as add_gateway_commands
 
-    try:
-        from clients._cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
-    try:  # the gateways need the optional aiohttp: pip install 'lockgate[gateways]'
-        from gateways.cli import add_commands as add_gateway_commands
-    except ImportError:
-        pass
-    else:
-        add_gateway_commands(sub)
+    add_commands(sub)
+    add_gateway_commands(sub)  # their optional packages load when a gateway starts
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in ("policy", "bench"):
-            # These hand their arguments on whole (argparse's REMAINDER refuses leading
-            # options).
+        if argv and argv[0] == "policy":
+            # It hands its arguments on whole (argparse's REMAINDER refuses leading options).
             rest = argv[1:]
-            if rest[:1] == ["--"]:
-                rest = rest[1:]
-            handler = _cmd_policy if argv[0] == "policy" else _cmd_bench
-            return handler(argparse.Namespace(rest=rest))
+            return _cmd_policy(argparse.Namespace(rest=rest[1:] if rest[:1] == ["--"] else rest))
         args = build_parser().parse_args(argv)
         result = args.func(args)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
         return int(result or 0)
-    except BrokerError as err:
-        print(f"lockgate: {err.message}", file=sys.stderr)
-        if err.hint:
-            print(f"hint: {err.hint}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:  # the one place that prints a failure
+        return report(exc)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from broker.errors import InvalidArgument
 from broker.store import RetentionRule
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_duration"]
+__all__ = ["Config", "ConfigError", "load_config", "parse_duration", "redacted"]
 
 
 class ConfigError(InvalidArgument):
@@ -177,3 +178,29 @@ def load_config(
             hint="os (the default) survives a broker crash; always also survives power loss",
         )
     return cfg
+
+
+_SECRET_KEY = re.compile(r"secret|password|token|api_key|apikey", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]+(?=@)", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def redacted(value: object, key: str = "") -> object:
+    """``value`` (settings as plain data) with every secret replaced, for printing.
+
+    A value under a key that names a secret (``secret``, ``org_secrets``, ``api_key``...) is
+    replaced whole; a password inside a URL (``redis://:pw@host``) is replaced in place.
+
+    >>> redacted({"webhook": {"secret": "s3", "url": "redis://u:pw@h:6379"}})
+    {'webhook': {'secret': '<redacted>', 'url': 'redis://u:<redacted>@h:6379'}}
+    """
+    secret = bool(_SECRET_KEY.search(key))
+    if isinstance(value, dict):  # under a secret key (org_secrets), every value is one
+        return {k: redacted(v, key if secret else str(k)) for k, v in value.items()}
+    if secret:
+        return REDACTED if value not in ("", None) else value
+    if isinstance(value, list | tuple):
+        return [redacted(v, key) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", value)
+    return value

@@ -1,7 +1,9 @@
 """The client-side ``lockgate`` commands: pub, sub, request, history, dlq, durables.
 
 ``broker/cli.py`` calls :func:`add_commands` with its subparsers; every handler is ``async`` and
-returns an exit code. Failures print one sentence and a ``hint:`` line to stderr, never a traceback.
+returns an exit code. Failures raise ``LockgateError`` (gRPC errors are translated here), which
+``lockgate`` prints as one sentence and a ``hint:`` line, never a traceback. Ids are JSON
+strings in every output: 64-bit ids lose precision as JSON numbers in JavaScript.
 
 Example::
 
@@ -148,28 +150,18 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _guard(handler: Handler) -> Handler:
-    """Turn failures into one sentence and a hint on stderr, and a non-zero exit code."""
+    """Translate the failures of the layers below into ``LockgateError`` (``lockgate`` prints)."""
 
     @functools.wraps(handler)
     async def run(args: argparse.Namespace) -> int:
         try:
             return await handler(args)
-        except LockgateError as err:
-            return _fail(err.message, err.hint)
         except grpc.RpcError as err:
-            exc = from_rpc_error(err)
-            return _fail(exc.message, exc.hint)
-        except (OSError, ValueError) as err:
-            return _fail(str(err), "")
+            raise from_rpc_error(err) from None
+        except ValueError as err:  # bad input the parser could not see (e.g. the address)
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     return run
-
-
-def _fail(message: str, hint: str) -> int:
-    print(f"lockgate: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
-    return 1
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -195,7 +187,7 @@ def _jsonable(value: object) -> Any:
 def _event_json(ev: Event) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(ev, Message | StoredEvent):
-        out["id"] = ev.id
+        out["id"] = str(ev.id)
         out["subject"] = ev.subject
     if isinstance(ev, Message):
         out["attempt"] = ev.attempt
@@ -222,22 +214,46 @@ async def _pub(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         kwargs: dict[str, Any] = {"type": args.type, "source": args.source}
         if args.count <= 1:
-            _print({"id": await c.publish(args.subject, data, **kwargs)})
+            _print({"id": str(await c.publish(args.subject, data, **kwargs))})
             return 0
-        ids = await asyncio.gather(
-            *(c.publish(args.subject, data, **kwargs) for _ in range(args.count))
+        outcomes = await asyncio.gather(
+            *(c.publish(args.subject, data, **kwargs) for _ in range(args.count)),
+            return_exceptions=True,
         )
         seconds = time.perf_counter() - started
-        _print(
-            {
-                "published": len(ids),
-                "first_id": min(ids),
-                "last_id": max(ids),
-                "seconds": round(seconds, 3),
-                "frames": c.frames_sent,
-            }
+        ids = [o for o in outcomes if isinstance(o, int)]
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        summary: dict[str, object] = {"published": len(ids), "refused": len(refused)}
+        if ids:
+            summary.update(first_id=str(min(ids)), last_id=str(max(ids)))
+        if refused:
+            summary["errors"] = _reasons(refused)
+        summary.update(seconds=round(seconds, 3), frames=c.frames_sent)
+        _print(summary)
+    if refused:
+        first = refused[0]
+        if not isinstance(first, Exception):
+            raise first  # KeyboardInterrupt, cancellation: not an outcome to count
+        err = from_rpc_error(first) if isinstance(first, grpc.RpcError) else first
+        counts = ", ".join(f"{n} {reason}" for reason, n in _reasons(refused).items())
+        raise LockgateError(
+            f"{len(ids)} of {args.count} events were stored and {len(refused)} refused "
+            f"({counts}); the first refusal: {getattr(err, 'message', err)}",
+            reason=getattr(err, "reason", None),
+            hint=getattr(err, "hint", ""),
         )
     return 0
+
+
+def _reasons(errors: list[BaseException]) -> dict[str, int]:
+    """How many of ``errors`` had each reason (``RATE_LIMITED``...), most frequent first."""
+    counts: dict[str, int] = {}
+    for err in errors:
+        if isinstance(err, grpc.RpcError):
+            err = from_rpc_error(err)
+        reason = getattr(err, "reason", None) or type(err).__name__
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 async def _sub(args: argparse.Namespace) -> int:

@@ -7,10 +7,8 @@ webhook dispatcher use ``--api-key`` (or ``LOCKGATE_API_KEY``). Settings come fr
 prints ``lockgate gateway <kind> ready on HOST:PORT`` (or ``ready``) once it serves, and
 stops cleanly on SIGTERM or SIGINT.
 
-``broker/cli.py`` wires it in with::
-
-    from gateways.cli import add_commands
-    add_commands(sub)
+``broker/cli.py``, the composition root, registers it with ``add_commands(sub)`` and prints
+every failure (one sentence and a hint, never a traceback; exit codes in broker/cli_errors.py).
 """
 
 from __future__ import annotations
@@ -19,14 +17,12 @@ import argparse
 import asyncio
 import os
 import signal
-import sys
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from broker.config import ConfigError
-from broker.errors import BrokerError
 
 __all__ = ["add_commands", "run_gateway"]
 
@@ -147,20 +143,10 @@ async def run_gateway(
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    try:
-        section = _section(args)
-        asyncio.run(
-            run_gateway(
-                args.kind, args.broker, section, args.api_key or os.environ.get("LOCKGATE_API_KEY")
-            )
-        )
-    except BrokerError as err:
-        print(f"lockgate: {err.message}", file=sys.stderr)
-        if err.hint:
-            print(f"hint: {err.hint}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    # Failures raise; `lockgate` prints them (broker/cli_errors.py) with its exit codes.
+    section = _section(args)
+    api_key = args.api_key or os.environ.get("LOCKGATE_API_KEY")
+    asyncio.run(run_gateway(args.kind, args.broker, section, api_key))
     return 0
 
 
@@ -196,15 +182,3 @@ def add_commands(subparsers: Any) -> None:
         if kind == "webhook":
             q.add_argument("--secret", help="signing secret (or LOCKGATE_WEBHOOK_SECRET)")
         q.set_defaults(func=_cmd)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m gateways.cli http --broker ...`` (until ``lockgate gateway`` is wired)."""
-    parser = argparse.ArgumentParser(prog="lockgate")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["gateway", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,8 @@
 """``lockgate policy ...``: check, fmt, test and explain policy directories.
 
-``main(argv)`` returns the exit code: 0 ok, 1 a check or test failed, 2 bad usage or input.
-Errors print one sentence each (policy errors with their caret), never a traceback.
+``main(argv)`` returns 0, or 1 when a test failed or a request was denied. Failures raise:
+``PolicyErrors`` for broken policies, ``argparse.ArgumentTypeError`` for bad usage or input;
+``lockgate`` (broker/cli.py) prints them, one sentence each with their caret, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .engine import PolicySet, load_policy_dir
-from .errors import PolicyError, PolicyErrors
+from .errors import PolicyError
 from .fmt import format_source
 from .testing import load_cases, request_from, run_cases
 
 __all__ = ["main"]
 
 
-class _UsageError(Exception):
-    pass
+class _UsageError(argparse.ArgumentTypeError):
+    """Bad usage or input found after parsing (``lockgate`` exits with 2)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -161,29 +162,9 @@ _COMMANDS = {"check": _check, "fmt": _fmt, "test": _test, "explain": _explain}
 
 
 def main(argv: list[str]) -> int:
-    """Run ``lockgate policy <command> ...``; returns the exit code."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse printed its message
-        return int(exc.code) if isinstance(exc.code, int) else 2
+    """Run ``lockgate policy <command> ...``; returns the exit code or raises (see above)."""
+    args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except PolicyErrors as exc:
-        _print_problems(exc.errors)
-        _print_problems(exc.warnings)
-        n = len(exc.errors)
-        print(f"{n} error{'s' if n != 1 else ''}; the policies were not loaded", file=sys.stderr)
-        return 1
-    except (_UsageError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a bug of ours: still one sentence, never a traceback
-        print(
-            f"error: internal error ({type(exc).__name__}: {exc}); please report it",
-            file=sys.stderr,
-        )
-        return 3
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(sys.argv[1:]))
+    except ValueError as exc:  # a malformed case file or request
+        raise _UsageError(str(exc)) from None

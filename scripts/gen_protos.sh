@@ -4,6 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
+# The stubs are protoc's output: generate them only with the grpcio-tools pyproject.toml pins, so
+# that a new release cannot change them (and turn the drift check red) on an untouched tree.
+"$PY" - <<'EOF'
+import re, sys, tomllib
+from importlib.metadata import PackageNotFoundError, version
+dev = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["dev"]
+pinned = next(m[1] for d in dev if (m := re.fullmatch(r"grpcio-tools==(\S+)", d)))
+try:
+    installed = version("grpcio-tools")
+except PackageNotFoundError:
+    installed = "none"
+if installed != pinned:
+    sys.exit(f"gen_protos.sh: grpcio-tools {installed} is installed but pyproject.toml pins "
+             f"{pinned}\nhint: pip install 'grpcio-tools=={pinned}'")
+EOF
 rm -f broker/v1/*_pb2*.py broker/v1/*_pb2*.pyi broker/v1/reasons.py
 "$PY" -m grpc_tools.protoc -Iprotos \
   --python_out=. --pyi_out=. --grpc_python_out=. \

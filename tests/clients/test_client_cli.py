@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from broker.testing import run_broker
+from clients import LockgateError
 from clients._cli import add_commands, parse_start, parse_time
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +80,7 @@ async def test_pub_sub_history_durables(target: str, capsys: pytest.CaptureFixtu
         return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
     [pub] = await run("pub", "cli.a", '{"n": 1}')
-    assert isinstance(pub, dict) and pub["id"] > 0
+    assert isinstance(pub, dict) and isinstance(pub["id"], str) and int(pub["id"]) > 0
     [summary] = await run("pub", "cli.a", "hello", "--count", "5")
     assert isinstance(summary, dict) and summary["published"] == 5
     lines = await run("sub", "cli.>", "--start", "all", "--count", "6", "--durable", "c1", "--ack")
@@ -94,6 +95,6 @@ async def test_pub_sub_history_durables(target: str, capsys: pytest.CaptureFixtu
     assert await run("dlq", "list") == []
 
     args = p.parse_args(["history", "--id", "1", "--server", target])
-    assert await args.func(args) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("lockgate: ") and "Traceback" not in err
+    with pytest.raises(LockgateError) as refused:  # `lockgate` prints it (broker/cli_errors.py)
+        await args.func(args)
+    assert refused.value.reason == "NOT_FOUND"

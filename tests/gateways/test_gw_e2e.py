@@ -24,7 +24,8 @@ async def _start_gateway(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateways.cli",
+        "broker.cli",
+        "gateway",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -1,4 +1,5 @@
-"""The ``lockgate policy`` subcommands, called through ``main(argv)``."""
+"""The ``lockgate policy`` subcommands, called through ``lockgate``'s own ``main(argv)`` (which
+prints their failures and picks the exit codes)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from policy.cli import main
+from broker.cli import main as lockgate
+
+
+def main(argv: list[str]) -> int:
+    return lockgate(["policy", *argv])
+
 
 POLICY = """policy billing on "billing.>" {
   allow publish when "billing" in principal.roles
@@ -117,7 +123,7 @@ def test_explain(pdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_explain_bad_json(pdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", str(pdir), "--subject", "x", "--event", "{"]) == 2
-    assert capsys.readouterr().err.startswith("error: --event is not valid JSON")
+    assert capsys.readouterr().err.startswith("lockgate: --event is not valid JSON")
 
 
 def test_usage_error() -> None:
