@@ -14,7 +14,7 @@ from pathlib import Path
 from broker.errors import InvalidArgument
 from broker.store import RetentionRule
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_duration", "redacted"]
+__all__ = ["Config", "ConfigError", "coerce", "load_config", "parse_duration", "redacted"]
 
 
 class ConfigError(InvalidArgument):
@@ -106,28 +106,58 @@ _DURATIONS = {
 }
 
 
-def _coerce(name: str, value: object, origin: str) -> object:
-    kind = type(getattr(Config(), name))
-    try:
-        if name in _DURATIONS:
-            return parse_duration(value)  # type: ignore[arg-type]
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return text in ("true", "1", "yes")
-        if kind is int:
-            return int(value)  # type: ignore[call-overload]
-        if kind is list or kind is dict:
-            if not isinstance(value, kind):
-                raise ValueError
+def coerce(value: object, default: object, *, duration: bool = False) -> object:
+    """``value`` (from TOML, a ``LOCKGATE_*`` variable or a flag) as the type of ``default``.
+
+    The one conversion of settings, used by the broker's and the gateways' configuration.
+    Strings are read as booleans (true/false, 1/0, yes/no), integers and numbers, because
+    variables and flags are strings; a string setting takes only a string. Raises
+    ``ValueError`` naming what was expected ("an integer"); the caller adds where.
+
+    >>> coerce("30s", 0.0, duration=True), coerce("yes", False), coerce("7", 0)
+    (30.0, True, 7)
+    """
+    if duration:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError("a duration like 500ms or 30s")
+        try:
+            return parse_duration(value)
+        except ConfigError:
+            raise ValueError("a duration like 500ms or 30s") from None
+    if isinstance(default, bool):
+        if isinstance(value, bool):
             return value
-        return str(value)
-    except (TypeError, ValueError):
+        text = str(value).strip().lower() if isinstance(value, str | int) else ""
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError("true or false")
+        return text in ("true", "1", "yes")
+    if isinstance(default, int | float):
+        kind = type(default)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError("an integer" if kind is int else "a number")
+        try:
+            return kind(value.strip() if isinstance(value, str) else value)
+        except ValueError:
+            raise ValueError("an integer" if kind is int else "a number") from None
+    if isinstance(default, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValueError("a table of strings")
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(default, list | tuple):
+        if not isinstance(value, list):
+            raise ValueError("a list")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _coerce(name: str, value: object, origin: str) -> object:
+    try:
+        return coerce(value, getattr(Config(), name), duration=name in _DURATIONS)
+    except ValueError as exc:
         raise ConfigError(
-            f"{origin}: {name} = {value!r} is not a valid {kind.__name__}",
+            f"{origin}: {name} = {value!r} is not {exc}",
             hint=f"see `lockgate config` for the type of {name}",
         ) from None
 

@@ -37,7 +37,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from broker.config import ConfigError, parse_duration
+from broker.config import ConfigError, coerce
 from gateways.http import HttpSettings
 from gateways.nats import JetStreamSource, NatsSettings
 from gateways.redis import RedisSettings
@@ -76,15 +76,10 @@ def _fail(kind: str, key: str, value: object, expected: str) -> ConfigError:
 
 
 def _coerce(kind: str, key: str, value: object, default: object) -> object:
-    if key in _DURATIONS:
-        try:
-            return parse_duration(value)  # type: ignore[arg-type]
-        except (ConfigError, TypeError):
-            raise _fail(kind, key, value, "a duration like 500ms or 30s") from None
     if key == "backoff":
         if not isinstance(value, list) or not value:
             raise _fail(kind, key, value, "a list of durations")
-        return tuple(parse_duration(v) for v in value)
+        return tuple(_coerce(kind, key + "[]", v, 0.0) for v in value)
     if key == "jetstream":
         if not isinstance(value, list):
             raise _fail(kind, key, value, "a list of tables")
@@ -92,21 +87,10 @@ def _coerce(kind: str, key: str, value: object, default: object) -> object:
             return tuple(JetStreamSource(**v) for v in value)
         except TypeError:
             raise _fail(kind, key, value, "tables of stream, subject, durable, to") from None
-    if isinstance(default, Mapping):
-        if not isinstance(value, Mapping):
-            raise _fail(kind, key, value, "a table of strings")
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise _fail(kind, key, value, "true or false")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(kind, key, value, "an integer")
-        return value
-    if not isinstance(value, str):
-        raise _fail(kind, key, value, "a string")
-    return value
+    try:  # the broker's one conversion of settings
+        return coerce(value, default, duration=key in _DURATIONS or key == "backoff[]")
+    except ValueError as exc:
+        raise _fail(kind, key.removesuffix("[]"), value, str(exc)) from None
 
 
 def settings_for(kind: str, section: Mapping[str, object]) -> Any:

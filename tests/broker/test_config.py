@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigError, load_config, parse_duration
+from broker.config import ConfigError, coerce, load_config, parse_duration, redacted
 
 
 def test_precedence_flags_over_file_over_env(tmp_path: Path) -> None:
@@ -34,7 +34,9 @@ def test_durations() -> None:
     ("text", "message"),
     [
         ("nonsense = 1", "unknown setting"),
-        ("max_deliveries = 'many'", "not a valid int"),
+        ("max_deliveries = 'many'", "max_deliveries = 'many' is not an integer"),
+        ("webhook_allow_private = 'maybe'", "is not true or false"),
+        ("data_dir = 5", "data_dir = 5 is not a string"),
         ("listen = ", "not valid TOML"),
         ("fsync = 'sometimes'", "not one of always"),
     ],
@@ -53,3 +55,69 @@ def test_retention_rules(tmp_path: Path) -> None:
     rules = load_config({}, config_file=str(f), env={}).retention_rules()
     assert rules[0].pattern == ">" and rules[0].max_age_ms == 7 * 86400 * 1000
     assert rules[1].pattern == "audit.>" and rules[1].max_events == 5
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "expected"),
+    [
+        ("30s", 0.0, 30.0),  # with duration=True below
+        ("yes", False, True),
+        ("0", True, False),
+        (False, True, False),
+        (" 7 ", 0, 7),
+        (7, 0, 7),
+        ("2.5", 1.0, 2.5),
+        ({"a": 1}, {}, {"a": "1"}),
+        ([{"pattern": ">"}], [], [{"pattern": ">"}]),
+        ("x", "", "x"),
+    ],
+)
+def test_coerce_one_rule_for_toml_env_and_flags(
+    value: object, default: object, expected: object
+) -> None:
+    assert coerce(value, default, duration=value == "30s") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "expected"),
+    [
+        ("soon", None, "a duration like 500ms or 30s"),
+        ("maybe", False, "true or false"),
+        (True, 0, "an integer"),
+        ("1.5", 0, "an integer"),
+        ("many", 1.0, "a number"),
+        ("a=b", {}, "a table of strings"),
+        ("x", [], "a list"),
+        (5, "", "a string"),
+    ],
+)
+def test_coerce_says_what_it_expected(value: object, default: object, expected: str) -> None:
+    with pytest.raises(ValueError, match=f"^{expected}$"):
+        coerce(value, default, duration=value == "soon")
+
+
+def test_gateway_settings_use_the_same_rule() -> None:
+    from gateways.config import settings_for
+
+    assert settings_for("redis", {"batch": "64"}).batch == 64  # as from a flag
+    with pytest.raises(ConfigError, match=r"\[gateways.redis\] batch = 'many' is not an integer"):
+        settings_for("redis", {"batch": "many"})
+    with pytest.raises(ConfigError, match="backoff = 'x' is not a duration"):
+        settings_for("webhook", {"secret": "s", "backoff": ["1s", "x"]})
+
+
+def test_redacted_hides_secrets_and_url_passwords() -> None:
+    shown = redacted(
+        {
+            "limiter": "redis://u:pw@h:6379/0",
+            "gateways": {"webhook": {"secret": "s", "org_secrets": {"acme": "t"}, "timeout": 5}},
+            "api_key": "",
+        }
+    )
+    assert shown == {
+        "limiter": "redis://u:<redacted>@h:6379/0",
+        "gateways": {
+            "webhook": {"secret": "<redacted>", "org_secrets": {"acme": "<redacted>"}, "timeout": 5}
+        },
+        "api_key": "",  # an unset secret stays visibly unset
+    }
