@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 
 from broker.auth import Authenticator
 from broker.config import Config
-from broker.core import Broker
+from broker.node import Broker
 from broker.store.sqlite import SqliteStore
 
 REDIS_URL = os.environ.get("LOCKGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

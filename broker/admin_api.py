@@ -7,8 +7,8 @@ import contextlib
 import grpc
 
 from broker.auth import Authenticator, Principal
-from broker.core import Broker
 from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
+from broker.node import Broker
 from broker.policies import PolicyManager
 from broker.rpc import Servicer, start_spec
 from broker.store import PolicyVersionRecord

@@ -2,7 +2,7 @@
 implementations.
 
 :class:`BrokerAPI` is the public contract (the gRPC API's methods, in Python types);
-:class:`LocalAPI` calls a :class:`broker.core.Broker` in the same process (gateways run
+:class:`LocalAPI` calls a :class:`broker.node.Broker` in the same process (gateways run
 inside ``lockgate serve``), ``gateways._remote.RemoteAPI`` calls a broker over gRPC
 (``lockgate gateway ... --broker HOST:PORT``). Every method takes the caller's API key
 (``None``: none was sent) and raises :class:`broker.errors.BrokerError`, so the gateways
@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from broker.auth import Authenticator, Principal
-from broker.core import Broker, StartSpec
 from broker.delivery import DurableSession, EphemeralSubscription, Outbox
 from broker.errors import BrokerError, PermissionDenied
+from broker.node import Broker
+from broker.positions import StartSpec
 from broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = [

@@ -10,9 +10,9 @@ import sys
 
 from broker.auth import Authenticator
 from broker.config import Config
-from broker.core import Broker
 from broker.errors import BrokerError, FailedPrecondition
 from broker.limits import Limiter, LocalLimiter, RedisLimiter
+from broker.node import Broker
 from broker.policies import PolicyManager
 from broker.policyhook import PolicyGate, SpamControls
 from broker.store.sqlite import SqliteStore

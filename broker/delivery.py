@@ -25,7 +25,7 @@ from broker.subjects import compile_pattern
 from broker.v1 import broker_pb2
 
 if TYPE_CHECKING:
-    from broker.core import Broker
+    from broker.node import Broker
 
 __all__ = ["DurableConsumer", "DurableSession", "EphemeralSubscription", "Outbox"]
 

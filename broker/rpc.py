@@ -9,8 +9,9 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from broker.auth import Authenticator, Principal
-from broker.core import Broker, StartSpec
 from broker.errors import BrokerError, InvalidStart, PermissionDenied, to_status
+from broker.node import Broker
+from broker.positions import StartSpec
 from broker.v1 import broker_pb2
 
 __all__ = ["Servicer", "start_spec", "timestamp_ms"]

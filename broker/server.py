@@ -18,7 +18,6 @@ from grpc_reflection.v1alpha import reflection
 from broker import wire
 from broker.admin_api import AdminServicer, PolicyServicer
 from broker.auth import Authenticator, Principal
-from broker.core import Broker, Prepared
 from broker.delivery import DurableSession, EphemeralSubscription
 from broker.errors import (
     BrokerError,
@@ -27,6 +26,8 @@ from broker.errors import (
     Unavailable,
     to_status,
 )
+from broker.node import Broker
+from broker.pipeline import Prepared
 from broker.policies import PolicyManager
 from broker.rpc import Servicer, start_spec, timestamp_ms
 from broker.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, policy_pb2, policy_pb2_grpc

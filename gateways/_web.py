@@ -13,8 +13,8 @@ from aiohttp import web
 from broker.api import Delivery, StoredEvent
 from broker.auth import Authenticator
 from broker.config import ConfigError, parse_duration
-from broker.core import StartSpec
 from broker.errors import BrokerError
+from broker.positions import StartSpec
 from broker.v1 import broker_pb2
 from gateways._cejson import JsonValue, event_to_json, parse_time
 from gateways.errors import InvalidParameter, MalformedJson, http_status, retry_after

@@ -22,7 +22,7 @@ from aiohttp import web
 from broker.api import LocalAPI
 from broker.auth import Authenticator
 from broker.config import ConfigError
-from broker.core import Broker
+from broker.node import Broker
 from gateways._web import start_site
 from gateways.config import KINDS, listen_of, settings_for, ws_path
 

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from broker.api import Delivery, decode_deliveries
-from broker.core import Broker
 from broker.delivery import DurableConsumer, DurableSession
 from broker.errors import BrokerError
+from broker.node import Broker
 from gateways._cebinary import to_binary
 from gateways._remote import RemoteAPI
 

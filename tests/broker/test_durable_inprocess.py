@@ -9,7 +9,7 @@ from pathlib import Path
 
 from broker.auth import DEV_PRINCIPAL
 from broker.config import Config
-from broker.core import Broker
+from broker.node import Broker
 from broker.store.sqlite import SqliteStore
 from broker.v1 import broker_pb2, cloudevent_pb2
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from broker.api import LocalAPI
 from broker.auth import Authenticator
 from broker.config import Config
-from broker.core import Broker
+from broker.node import Broker
 from broker.store.sqlite import SqliteStore
 from broker.v1 import cloudevent_pb2
 from gateways._web import start_site

@@ -1,0 +1,295 @@
+"""The durable registry of one node: create, look up, bind, poll, ack, delete, redrive.
+
+Each durable subscription is a :class:`~broker.delivery.DurableConsumer`; this module keeps
+them by ``(org, name)``, persists their state, and hands them every committed batch.
+
+Example::
+
+    consumer = await durables.create(principal, "billing", "orders.>")
+    durables.acknowledge(principal, "billing", [42], [])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from broker import wire
+from broker.auth import Principal
+from broker.config import Config
+from broker.delivery import DurableConsumer, DurableSession
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
+from broker.history import History
+from broker.policyhook import PolicyGate
+from broker.positions import FROM_NEW, StartSpec, start_after
+from broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
+from broker.subscriptions import check_pattern
+from broker.v1 import broker_pb2, cloudevent_pb2
+
+if TYPE_CHECKING:
+    from broker.node import Broker
+
+__all__ = ["Durables", "check_durable_name"]
+
+CloudEvent = cloudevent_pb2.CloudEvent
+SystemPublish = Callable[[str, str, Sequence[CloudEvent]], Awaitable[None]]
+
+
+def check_durable_name(name: str) -> None:
+    if not name or len(name) > 128 or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise InvalidArgument(
+            f"durable name {name!r} is invalid",
+            reason="INVALID_DURABLE",
+            hint="use 1-128 letters, digits, '-' and '_'",
+        )
+
+
+class Durables:
+    """The node's durable consumers by ``(org, name)``."""
+
+    def __init__(
+        self,
+        host: Broker,
+        config: Config,
+        store: Store,
+        gate: PolicyGate,
+        history: History,
+        head: Callable[[], int],
+        publish_system: SystemPublish,
+    ) -> None:
+        self.host = host
+        self.config = config
+        self.store = store
+        self.gate = gate
+        self.history = history
+        self._head = head
+        self._publish_system = publish_system
+        self.consumers: dict[tuple[str, str], DurableConsumer] = {}
+        self.on_created: list[Callable[[DurableConsumer], None]] = []
+        self.log = logging.getLogger("lockgate.broker")
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Starts the consumers the store remembers."""
+        for rec in await self.store.load_consumers():
+            c = DurableConsumer(self.host, rec)
+            self.consumers[(rec.org, rec.name)] = c
+            c.start()
+
+    async def stop(self) -> None:
+        for c in self.consumers.values():
+            await c.stop()
+        await self.save(force=True)
+
+    def tick(self, now: float) -> None:
+        """Expires overdue deliveries (called every few tens of milliseconds)."""
+        for c in self.consumers.values():
+            if c.pending:
+                c.expire(now)
+
+    async def save(self, force: bool = False) -> None:
+        """Persists the state of consumers that changed (all of them with ``force``)."""
+        dirty = [c for c in self.consumers.values() if (c.dirty or force) and not c.deleted]
+        for c in dirty:
+            c.dirty = False
+        if dirty:
+            try:
+                await asyncio.gather(*(self.store.save_consumer(c.snapshot()) for c in dirty))
+            except BrokerError as exc:
+                self.log.error("saving consumer state failed: %s", exc)
+                for c in dirty:
+                    c.dirty = True
+
+    def depths(self) -> list[tuple[str, int]]:
+        return [
+            (f"durable:{org}/{name}", len(c.pending) + len(c.ready))
+            for (org, name), c in self.consumers.items()
+        ]
+
+    # -- the publish path's hand-over (CommitListener) ------------------------------------------
+
+    def wants_frames(self) -> bool:
+        return bool(self.consumers)
+
+    def on_commit(self, batch: Batch, frames: list[tuple[int, bytes]], prev_head: int) -> None:
+        for c in list(self.consumers.values()):
+            c.on_commit(batch, frames, prev_head)
+
+    # -- the registry -----------------------------------------------------------------------
+
+    def get(self, org: str, name: str) -> DurableConsumer:
+        c = self.consumers.get((org, name))
+        if c is None:
+            raise NotFound(
+                f"durable subscription {name!r} does not exist",
+                reason="UNKNOWN_DURABLE",
+                hint="list them with `lockgate durables list`",
+            )
+        return c
+
+    async def create(
+        self,
+        principal: Principal,
+        name: str,
+        pattern: str,
+        *,
+        queue: str = "",
+        start: StartSpec = FROM_NEW,
+        max_in_flight: int = 0,
+        ack_wait: float = 0.0,
+        max_deliveries: int = 0,
+        endpoint_url: str = "",
+    ) -> DurableConsumer:
+        """The durable ``name``, created with these settings when it does not exist."""
+        check_pattern(self.gate, principal, pattern)
+        check_durable_name(name)
+        key = (principal.org, name)
+        consumer = self.consumers.get(key)
+        if consumer is None:
+            if endpoint_url:
+                self.check_endpoint(endpoint_url)
+            rec = ConsumerRecord(
+                org=principal.org,
+                name=name,
+                pattern=pattern,
+                queue=queue,
+                ack_wait_ms=int((ack_wait or self.config.ack_wait) * 1000),
+                max_deliveries=max_deliveries or self.config.max_deliveries,
+                max_in_flight=max_in_flight or self.config.max_in_flight,
+                cursor=start_after(start, self._head()),
+                endpoint_url=endpoint_url,
+            )
+            await self.store.save_consumer(rec)
+            consumer = DurableConsumer(self.host, rec)
+            self.consumers[key] = consumer
+            consumer.start()
+            for hook in self.on_created:
+                hook(consumer)
+        elif consumer.rec.pattern != pattern:
+            raise FailedPrecondition(
+                f"durable {name!r} exists with pattern {consumer.rec.pattern!r}, not {pattern!r}",
+                reason="DURABLE_MISMATCH",
+                hint="use another durable name, or delete the durable first",
+            )
+        return consumer
+
+    def check_endpoint(self, url: str) -> None:
+        """Webhook URLs: http(s) only, and no private or loopback address unless allowed."""
+        from broker.webhooks import check_endpoint_url
+
+        check_endpoint_url(url, allow_private=self.config.webhook_allow_private)
+
+    async def subscribe(
+        self,
+        principal: Principal,
+        name: str,
+        pattern: str,
+        *,
+        queue: str = "",
+        start: StartSpec = FROM_NEW,
+        max_in_flight: int = 0,
+        ack_wait: float = 0.0,
+        max_deliveries: int = 0,
+    ) -> DurableSession:
+        """Binds a stream to the durable ``name`` (created on first use)."""
+        consumer = await self.create(
+            principal,
+            name,
+            pattern,
+            queue=queue,
+            start=start,
+            max_in_flight=max_in_flight,
+            ack_wait=ack_wait,
+            max_deliveries=max_deliveries,
+        )
+        return consumer.attach(self.config.max_message_bytes)
+
+    async def fetch(
+        self,
+        principal: Principal,
+        name: str,
+        max_events: int,
+        wait: float,
+        *,
+        pattern: str = "",
+        start: StartSpec = FROM_NEW,
+    ) -> bytes:
+        """Polling delivery: up to ``max_events`` deliveries as encoded frames ("" if none
+        arrived within ``wait``). They stay pending until acked, as with a stream."""
+        if pattern:
+            consumer = await self.create(principal, name, pattern, start=start)
+        else:
+            consumer = self.get(principal.org, name)
+        max_events = max(1, min(max_events or 100, 10_000))
+        session = consumer.attach(self.config.max_message_bytes, limit=max_events, kind="poll")
+        try:
+            await consumer.pump()
+            try:
+                body = await asyncio.wait_for(session.outbox.take(), wait) if wait > 0 else None
+            except TimeoutError:
+                body = None
+            if body is None and session.outbox.buffered:
+                body = await session.outbox.take()
+            return body or b""
+        finally:
+            # What was fetched stays pending (acked later over HTTP or redelivered after
+            # the ack wait); only what was handed to this session but not taken is freed.
+            consumer.detach(session, keep_pending=True)
+
+    async def terminate(self, principal: Principal, name: str, ids: list[int]) -> None:
+        """Dead-letters pending deliveries of a durable now (all or nothing)."""
+        await self.get(principal.org, name).terminate(ids)
+
+    def acknowledge(
+        self,
+        principal: Principal,
+        name: str,
+        ack_ids: list[int],
+        nack_ids: list[int],
+        nack_delay: float = 0.0,
+    ) -> None:
+        """Acks and nacks by durable name; all-or-nothing (see ``DurableConsumer.ack``)."""
+        consumer = self.get(principal.org, name)
+        both = set(ack_ids) & set(nack_ids)
+        if both:
+            raise InvalidArgument(f"id {min(both)} is both acked and nacked", reason="INVALID_ACK")
+        consumer.check_pending(ack_ids + nack_ids)
+        if ack_ids:
+            consumer.ack(ack_ids)
+        if nack_ids:
+            consumer.nack(nack_ids, nack_delay)
+
+    async def delete(self, org: str, name: str) -> None:
+        c = self.get(org, name)
+        c.deleted = True
+        del self.consumers[(org, name)]
+        await c.stop()
+        await self.store.delete_consumer(org, name)
+
+    async def redrive(self, org: str, name: str, ids: Sequence[int] | None) -> int:
+        c = self.get(org, name)
+        removed = await self.store.remove_dead_letters(org, name, ids or None)
+        c.redrive(removed)
+        return len(removed)
+
+    async def publish_dead_letters(
+        self, rec: ConsumerRecord, records: Sequence[DeadLetterRecord]
+    ) -> None:
+        """Stores dead-lettered events on ``$dlq.<durable>``, with where they came from."""
+        events = []
+        for r in records:
+            frame = await self.history.fetch_frame(rec.org, r.id)
+            if frame is None:
+                continue
+            d = broker_pb2.Delivery.FromString(wire.frame_body(frame))
+            ev = d.event
+            ev.attributes["lockgatedlqdurable"].ce_string = rec.name
+            ev.attributes["lockgatedlqattempts"].ce_integer = r.attempts
+            ev.attributes["lockgateoriginalid"].ce_string = str(r.id)
+            ev.attributes["lockgateoriginalsubject"].ce_string = d.subject
+            events.append(ev)
+        if events:
+            await self._publish_system(rec.org, f"$dlq.{rec.name}", events)

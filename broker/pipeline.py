@@ -1,0 +1,401 @@
+"""The publish path for one batch: validate -> decide -> limit -> identify -> stage -> commit.
+
+:meth:`Pipeline.prepare` runs everything up to the store write and queues that write;
+:meth:`Pipeline.commit` awaits it and hands the batches to the durable consumers. Callers
+that pipeline (the Publish stream) await ``prepare`` in arrival order, so ids and delivery
+order follow publish order, and run ``commit`` concurrently so one group commit covers many
+batches. See ../shared/DESIGN.md, "The journey of one event".
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Protocol
+
+from broker import wire
+from broker.auth import Principal
+from broker.config import Config
+from broker.dedup import DedupKey, DedupWindow
+from broker.errors import BrokerError, EventTooLarge, InvalidEvent, Unavailable
+from broker.ids import IdGenerator
+from broker.policyhook import PolicyGate
+from broker.router import Router
+from broker.store import Batch, Store
+from broker.subjects import validate_subject
+from broker.telemetry import Span, Telemetry
+from broker.v1 import cloudevent_pb2
+
+__all__ = [
+    "CommitListener",
+    "Pipeline",
+    "Prepared",
+    "PublishOutcome",
+    "ReplyDesk",
+    "StagedBatch",
+    "check_event",
+    "publisher_of",
+]
+
+CloudEvent = cloudevent_pb2.CloudEvent
+
+_REQUIRED = attrgetter("id", "source", "type", "spec_version")
+
+
+@dataclass(slots=True)
+class PublishOutcome:
+    ids: list[int]
+    duplicates: list[int] = field(default_factory=list)
+    errors: list[tuple[int, BrokerError]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StagedBatch:
+    """One batch staged for the store: what is written, and what commit hands on."""
+
+    batch: Batch
+    frames: list[tuple[int, bytes]]
+    """``(id, frame)`` per event for the durable consumers; empty when there were none at
+    staging time (commit then splits the body if one appeared meanwhile)."""
+    prev_head: int
+    """The head before this batch was staged (what "caught up" means to a consumer)."""
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A publish that passed steps 1-5, its batches staged and their store write queued."""
+
+    outcome: PublishOutcome
+    staged: list[StagedBatch] = field(default_factory=list)
+    keys: list[DedupKey] = field(default_factory=list)
+    """The dedup keys this publish recorded; forgotten again if the store write fails."""
+    started: float = 0.0
+    span: Span | None = None
+    stored: Awaitable[None] | None = None
+    """The store's write of the staged batches, queued when they were staged."""
+
+
+class CommitListener(Protocol):
+    """Who hears of committed batches (the durable consumers)."""
+
+    def wants_frames(self) -> bool:
+        """Whether staging should keep per-event frames for :meth:`on_commit`."""
+
+    def on_commit(self, batch: Batch, frames: list[tuple[int, bytes]], prev_head: int) -> None:
+        """A stored batch, its ``(id, frame)`` pairs, and the head before it was staged."""
+
+
+class ReplyDesk(Protocol):
+    """Where replies to requests (``$inbox.…`` subjects) go instead of the log."""
+
+    def reply(self, org: str, inbox: str, event: CloudEvent) -> None: ...
+
+
+def check_event(ev: CloudEvent) -> BrokerError | None:
+    """The CloudEvents rule for one event: None when it may be published."""
+    if ev.spec_version == "1.0" and ev.id and ev.source and ev.type:
+        return None  # the common case, in one test
+    if not (ev.id or ev.source or ev.type or ev.spec_version or ev.attributes) and (
+        ev.WhichOneof("data") is None
+    ):
+        return InvalidEvent(
+            "the event is empty", reason="EMPTY_EVENT", hint="set id, source, specversion, type"
+        )
+    missing = [
+        n
+        for n, v in (
+            ("id", ev.id),
+            ("source", ev.source),
+            ("specversion", ev.spec_version),
+            ("type", ev.type),
+        )
+        if not v
+    ]
+    if missing:
+        return InvalidEvent(
+            f"the event lacks the required CloudEvents attribute(s) {', '.join(missing)}",
+            reason="MISSING_ATTRIBUTE",
+            hint="every CloudEvent needs id, source, specversion and type",
+            metadata={"missing": ",".join(missing)},
+        )
+    if ev.spec_version != "1.0":
+        return InvalidEvent(
+            f"specversion {ev.spec_version!r} is not supported",
+            reason="INVALID_EVENT",
+            hint='set specversion to "1.0"',
+        )
+    return None
+
+
+def publisher_of(principal: Principal) -> str:
+    """The publisher recorded with a stored batch (for ``policy replay``)."""
+    return principal.agent + "|" + ",".join(sorted(principal.roles))
+
+
+class Pipeline:
+    """Steps 2-6 of the publish path for one node, and the log head it advances."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        gate: PolicyGate,
+        dedup: DedupWindow,
+        router: Router,
+        telemetry: Telemetry,
+        listener: CommitListener,
+        replies: ReplyDesk,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.gate = gate
+        self.dedup = dedup
+        self.router = router
+        self.telemetry = telemetry
+        self.listener = listener
+        self.replies = replies
+        self.ids = IdGenerator(config.worker_id)
+        self.head = 0
+        """The highest id assigned."""
+        self.draining = False
+        self._unstored: dict[int, None] = {}
+        """First ids of staged batches not yet stored (insertion-ordered, so the oldest is
+        first): everything below the oldest is in the log."""
+
+    async def open(self) -> None:
+        """Picks up where the store left off (after the store is open)."""
+        self.head = await self.store.last_id()
+        self.ids = IdGenerator(self.config.worker_id, floor=self.head)
+
+    def stable_head(self) -> int:
+        """The highest id below which every staged batch is stored: a log read up to here
+        misses nothing that is on its way."""
+        for first in self._unstored:
+            return first - 1
+        return self.head
+
+    async def publish(
+        self, principal: Principal, subject: str, events: Sequence[CloudEvent]
+    ) -> PublishOutcome:
+        """Validates, stores and routes one batch; per-event rejections are in the outcome."""
+        return await self.commit(await self.prepare(principal, subject, events))
+
+    async def prepare(
+        self, principal: Principal, subject: str, events: Sequence[CloudEvent]
+    ) -> Prepared:
+        """Steps 2-5 and ephemeral routing; the store write is queued, not awaited."""
+        # One Python wrapper per event for the whole pipeline: indexing a parsed repeated
+        # field builds a new one on every access.
+        events = list(events)
+        n = len(events)
+        out = PublishOutcome([0] * n)
+        prepared = Prepared(out, started=time.perf_counter())
+        if self.draining:
+            raise Unavailable(
+                "the broker is shutting down", reason="SHUTTING_DOWN", hint="retry on another node"
+            )
+        try:
+            validate_subject(subject)
+        except BrokerError as exc:
+            out.errors = [(i, exc) for i in range(n)]
+            return prepared
+        org = principal.org
+        valid: list[int] = []
+        limit = self.config.max_event_bytes
+        # The required attributes of every event in one C-level pass; the policy gate reuses
+        # them rather than reading the protobuf again.
+        std = list(map(_REQUIRED, events))
+        for i, (eid, source, type_, version) in enumerate(std):
+            if version == "1.0" and eid and source and type_:
+                valid.append(i)
+                continue
+            err = check_event(events[i])
+            if err is None:
+                valid.append(i)
+            else:
+                out.errors.append((i, err))
+        if subject.startswith("$inbox."):
+            self._reply(org, subject, events, valid, out)
+            return prepared
+        gate = self.gate
+        routes: dict[int, list[tuple[str, str]]] = {}
+        tags: dict[int, bytes] = {}
+        suffix = b""
+        if gate.active and valid:
+            verdicts = await gate.admit(principal, subject, events, valid, std=std)
+            routes, tags, suffix = verdicts.routes, verdicts.tags, verdicts.all_tags
+            for effect, count in verdicts.effects.items():
+                self.telemetry.decisions.add(count, {"effect": effect})
+            if verdicts.rejected:
+                out.errors.extend(verdicts.rejected.items())
+                valid = [i for i in valid if i not in verdicts.rejected]
+        # Policy tags are encoded attribute entries appended to the stored event (see
+        # Verdicts); when every event gets the same ones the framing appends them.
+        extra = len(suffix)
+        sized: list[tuple[int, bytes, DedupKey]] = []
+        for i in valid:
+            raw = events[i].SerializeToString()
+            if tags and i in tags:
+                raw += tags[i]
+            if len(raw) + extra > limit:
+                out.errors.append((i, EventTooLarge(len(raw) + extra, limit)))
+                continue
+            eid, source = std[i][0], std[i][1]  # read once, during validation
+            sized.append((i, raw, (org, source, eid)))
+        known = await self.dedup.lookup([key for _, _, key in sized]) if sized else []
+        accepted: list[int] = []
+        raws: list[bytes] = []
+        keys: list[DedupKey] = []
+        seen: dict[DedupKey, int] = {}
+        for (i, raw, key), hit in zip(sized, known, strict=True):
+            if hit:
+                out.ids[i] = hit
+                out.duplicates.append(i)
+                continue
+            if key in seen:  # the same (source, id) twice in one batch
+                out.duplicates.append(i)
+                continue
+            seen[key] = i
+            accepted.append(i)
+            raws.append(raw)
+            keys.append(key)
+        if out.errors:
+            out.errors.sort(key=lambda e: e[0])
+            reasons = collections.Counter(e.reason for _, e in out.errors)
+            for reason, count in reasons.items():
+                self.telemetry.rejected.add(count, {"reason": reason})
+        if not accepted:
+            return prepared
+        prepared.span = self.telemetry.start_publish(subject, len(accepted), events[accepted[0]])
+        prepared.keys = keys
+        publisher = publisher_of(principal)
+        if routes:
+            accepted, raws = self._apply_routes(
+                prepared, org, subject, accepted, raws, routes, publisher, suffix
+            )
+        if accepted:
+            ids = self._stage(prepared, org, subject, raws, publisher, suffix)
+            for i, event_id in zip(accepted, ids, strict=True):
+                out.ids[i] = event_id
+        # Queued before any further await, so store order is staging order.
+        if prepared.staged:
+            prepared.stored = self.store.append([s.batch for s in prepared.staged])
+        ids_out = out.ids
+        await self.dedup.remember([(key, ids_out[i]) for key, i in seen.items() if ids_out[i]])
+        for i in out.duplicates:
+            if not ids_out[i]:
+                ev = events[i]
+                ids_out[i] = ids_out[seen[(org, ev.source, ev.id)]]
+        return prepared
+
+    def _reply(
+        self, org: str, inbox: str, events: list[CloudEvent], valid: list[int], out: PublishOutcome
+    ) -> None:
+        """A reply: validated like any event, handed to the waiting requester, not stored."""
+        limit = self.config.max_event_bytes
+        for i in valid:
+            size = events[i].ByteSize()
+            if size > limit:
+                out.errors.append((i, EventTooLarge(size, limit)))
+        refused = {j for j, _ in out.errors}
+        good = [i for i in valid if i not in refused]
+        if not good:
+            return
+        for i, event_id in zip(good, self.ids.next_block(len(good)), strict=True):
+            out.ids[i] = event_id
+        self.replies.reply(org, inbox, events[good[0]])
+
+    def _stage(
+        self,
+        prepared: Prepared,
+        org: str,
+        subject: str,
+        raws: list[bytes],
+        publisher: str = "",
+        suffix: bytes = b"",
+    ) -> list[int]:
+        """Assigns ids, encodes one batch, routes it to ephemeral subscribers."""
+        ids = self.ids.next_block(len(raws))
+        encoded = wire.delivery_frames(ids, wire.subject_field(subject), raws, suffix)
+        body = b"".join(encoded)
+        batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.gate.version, body, publisher)
+        frames = list(zip(ids, encoded, strict=True)) if self.listener.wants_frames() else []
+        prepared.staged.append(StagedBatch(batch, frames, self.head))
+        # Ephemeral (at-most-once) delivery starts now; durable delivery reads what is stored.
+        self.router.route(org, subject, body, len(ids), ids)
+        if ids[-1] > self.head:
+            self.head = ids[-1]
+        self._unstored[ids[0]] = None
+        return ids
+
+    def _apply_routes(
+        self,
+        prepared: Prepared,
+        org: str,
+        subject: str,
+        accepted: list[int],
+        raws: list[bytes],
+        routes: dict[int, list[tuple[str, str]]],
+        publisher: str,
+        suffix: bytes,
+    ) -> tuple[list[int], list[bytes]]:
+        """Policy routes: ``copy`` adds the event to another subject, ``redirect`` moves it
+        there; either way the routed event carries ``lockgateroutedfrom``."""
+        keep_idx: list[int] = []
+        keep_raw: list[bytes] = []
+        # The routed event is the stored one plus an appended attribute entry.
+        marker = CloudEvent()
+        marker.attributes["lockgateroutedfrom"].ce_string = subject
+        origin = suffix + marker.SerializeToString()
+        extra: dict[str, list[tuple[int, bytes, bool]]] = {}
+        for i, raw in zip(accepted, raws, strict=True):
+            redirected = False
+            for target, mode in routes.get(i, ()):
+                extra.setdefault(target, []).append((i, raw + origin, mode == "redirect"))
+                redirected = redirected or mode == "redirect"
+            if not redirected:
+                keep_idx.append(i)
+                keep_raw.append(raw)
+        for target, items in extra.items():
+            ids = self._stage(prepared, org, target, [r for _, r, _ in items], publisher)
+            for (i, _, primary), event_id in zip(items, ids, strict=True):
+                if primary and not prepared.outcome.ids[i]:
+                    prepared.outcome.ids[i] = event_id
+        return keep_idx, keep_raw
+
+    async def commit(self, prepared: Prepared) -> PublishOutcome:
+        """Step 6 (store, group commit) and the hand-over to durable consumers. When the
+        write fails nothing is acknowledged and the publish's dedup keys are forgotten, so
+        a retry is accepted."""
+        if prepared.stored is None:
+            return prepared.outcome
+        try:
+            await prepared.stored
+        except BrokerError as exc:
+            await self.dedup.forget(prepared.keys)
+            self.telemetry.end_publish(prepared.span, exc)
+            raise
+        finally:
+            for s in prepared.staged:
+                self._unstored.pop(s.batch.first_id, None)
+        listener = self.listener
+        for s in prepared.staged:
+            if listener.wants_frames():
+                listener.on_commit(
+                    s.batch, s.frames or wire.split_frames(s.batch.body), s.prev_head
+                )
+            self.telemetry.published.add(s.batch.count)
+        self.telemetry.publish_duration.record(time.perf_counter() - prepared.started)
+        self.telemetry.end_publish(prepared.span, None)
+        return prepared.outcome
+
+    async def publish_system(self, org: str, subject: str, events: Sequence[CloudEvent]) -> None:
+        """Stores events on a broker-owned ``$`` subject (dead letters)."""
+        validate_subject(subject, allow_system=True)
+        prepared = Prepared(PublishOutcome([]))
+        self._stage(prepared, org, subject, [e.SerializeToString() for e in events])
+        prepared.stored = self.store.append([s.batch for s in prepared.staged])
+        await self.commit(prepared)

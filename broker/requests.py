@@ -1,0 +1,88 @@
+"""Request/reply: a request is routed to one responder with a private ``$inbox.…`` subject,
+and the first reply published there answers it. Neither is stored.
+
+Example::
+
+    reply = await requests.request(principal, "tools.weather", event, timeout=5.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+
+from broker import wire
+from broker.auth import Principal
+from broker.config import Config
+from broker.errors import DeadlineExceeded, EventTooLarge, NotFound
+from broker.pipeline import check_event
+from broker.policyhook import PolicyGate
+from broker.router import Router
+from broker.subjects import validate_subject
+from broker.v1 import cloudevent_pb2
+
+__all__ = ["Requests"]
+
+CloudEvent = cloudevent_pb2.CloudEvent
+
+
+class Requests:
+    """The open requests of one node, by ``(org, inbox)``."""
+
+    def __init__(
+        self, config: Config, gate: PolicyGate, router: Router, next_id: Callable[[], int]
+    ) -> None:
+        self.config = config
+        self.gate = gate
+        self.router = router
+        self._next_id = next_id
+        self._inboxes: dict[tuple[str, str], asyncio.Future[CloudEvent]] = {}
+
+    async def request(
+        self,
+        principal: Principal,
+        subject: str,
+        event: CloudEvent,
+        timeout: float,
+    ) -> CloudEvent:
+        """Sends ``event`` to one responder on ``subject`` and waits for its reply."""
+        validate_subject(subject)
+        err = check_event(event)
+        if err is None and self.gate.active:
+            verdicts = await self.gate.admit(principal, subject, [event], [0], "request")
+            err = verdicts.rejected.get(0)
+        if err is not None:
+            raise err
+        raw = event.SerializeToString()
+        if len(raw) > self.config.max_event_bytes:
+            raise EventTooLarge(len(raw), self.config.max_event_bytes)
+        org = principal.org
+        if not self.router.has_targets(org, subject):
+            raise NotFound(
+                f"no subscriber listens on {subject!r}",
+                reason="NO_RESPONDERS",
+                hint="start a responder that subscribes to this subject",
+            )
+        inbox = f"$inbox.{secrets.token_hex(8)}"
+        fut: asyncio.Future[CloudEvent] = asyncio.get_running_loop().create_future()
+        self._inboxes[(org, inbox)] = fut
+        try:
+            event_id = self._next_id()
+            frame = wire.delivery_frame(event_id, wire.subject_field(subject), raw, 1, inbox)
+            self.router.route(org, subject, frame, 1, [event_id])
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no reply on {subject!r} within {timeout:g} s",
+                reason="REQUEST_TIMEOUT",
+                hint="raise the timeout, or check that the responder replies to reply_to",
+            ) from None
+        finally:
+            self._inboxes.pop((org, inbox), None)
+
+    def reply(self, org: str, inbox: str, event: CloudEvent) -> None:
+        """Answers the request waiting on ``inbox`` (a late or unknown reply is dropped)."""
+        fut = self._inboxes.get((org, inbox))
+        if fut is not None and not fut.done():
+            fut.set_result(event)

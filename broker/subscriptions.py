@@ -1,0 +1,90 @@
+"""Who may subscribe to what, and the node's ephemeral (at-most-once) subscriptions.
+
+Example::
+
+    sub = await ephemerals.subscribe(principal, "orders.>", queue="", buffer=0)
+    body = await sub.outbox.take()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from broker.auth import Principal
+from broker.config import Config
+from broker.delivery import EphemeralSubscription
+from broker.history import History
+from broker.policyhook import PolicyGate
+from broker.positions import FROM_NEW, StartSpec, replays, start_after
+from broker.router import Router
+from broker.subjects import check_subscribe_pattern
+from broker.telemetry import Telemetry
+
+__all__ = ["Ephemerals", "check_pattern"]
+
+
+def check_pattern(gate: PolicyGate, principal: Principal, pattern: str) -> None:
+    """Raises unless ``principal`` may subscribe to ``pattern`` (ephemeral or durable)."""
+    check_subscribe_pattern(pattern)
+    if gate.active:
+        err = gate.check_subscribe(principal, pattern)
+        if err is not None:
+            raise err
+
+
+class Ephemerals:
+    """Adds ephemeral subscriptions to the router, replaying the log first when asked."""
+
+    def __init__(
+        self,
+        config: Config,
+        gate: PolicyGate,
+        router: Router,
+        history: History,
+        telemetry: Telemetry,
+        head: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.gate = gate
+        self.router = router
+        self.history = history
+        self.telemetry = telemetry
+        self._head = head
+        self.log = logging.getLogger("lockgate.broker")
+
+    async def subscribe(
+        self,
+        principal: Principal,
+        pattern: str,
+        queue: str,
+        buffer: int = 0,
+        start: StartSpec = FROM_NEW,
+    ) -> EphemeralSubscription:
+        """An at-most-once subscription. With a replaying ``start`` the stored events up to
+        the head come first (as stored frames, no re-encoding), then live ones; an event
+        stored while the replay runs may come twice."""
+        check_pattern(self.gate, principal, pattern)
+        replay = replays(start)
+        after = start_after(start, self._head()) if replay else 0  # validates first
+        sub = EphemeralSubscription(
+            principal.org,
+            pattern,
+            queue,
+            buffer or self.config.subscriber_buffer,
+            self.config.max_message_bytes,
+        )
+        sub.on_slow = self._on_slow
+        self.router.add(sub)
+        if replay:
+            await self.history.replay(sub.org, sub.pattern, sub.outbox, after, self._head())
+        return sub
+
+    def unsubscribe(self, sub: EphemeralSubscription) -> None:
+        self.router.remove(sub)
+        sub.outbox.close()
+
+    def _on_slow(self, sub: EphemeralSubscription) -> None:
+        self.telemetry.slow_consumers.add(1)
+        self.log.warning("slow consumer %s on %s disconnected", sub.name, sub.pattern)
+        self.router.remove(sub)
