@@ -1,4 +1,5 @@
-"""Lockgate's Python client: publish, subscribe, request/reply, history and admin over gRPC.
+"""Lockgate's Python client: publish, subscribe, request/reply and history over gRPC, and
+``client.admin`` for durables, dead letters and policies.
 
 Example::
 
@@ -10,6 +11,17 @@ Example::
 Importing this package never imports the broker's server modules.
 """
 
+from clients._admin import (
+    Admin,
+    DeadLetter,
+    DurableInfo,
+    DurableState,
+    PendingDelivery,
+    PolicyProblem,
+    PolicySet,
+    PolicyUpdate,
+    PolicyVersion,
+)
 from clients._backoff import Backoff
 from clients._client import Client
 from clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
@@ -35,10 +47,14 @@ from clients._subscription import Subscription
 from clients._webhook import WebhookSignatureError, verify_webhook
 
 __all__ = [
+    "Admin",
     "AlreadyExists",
     "AttributeValue",
     "Backoff",
     "Client",
+    "DeadLetter",
+    "DurableInfo",
+    "DurableState",
     "Event",
     "FailedPrecondition",
     "InvalidArgument",
@@ -48,7 +64,12 @@ __all__ = [
     "Message",
     "NoResponders",
     "NotFound",
+    "PendingDelivery",
     "PermissionDenied",
+    "PolicyProblem",
+    "PolicySet",
+    "PolicyUpdate",
+    "PolicyVersion",
     "PublishResult",
     "RateLimited",
     "RequestTimeout",

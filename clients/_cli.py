@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -28,8 +29,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message as ProtoMessage
 
 from clients._client import Client
 from clients._codec import StartSpec
@@ -203,8 +202,17 @@ def _print(obj: object) -> None:
     print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
 
 
-def _proto_json(msg: ProtoMessage) -> dict[str, Any]:
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+def _record_json(record: object) -> Any:
+    """An admin dataclass as JSON values: times in ISO 8601, events as ``history`` prints them."""
+    if isinstance(record, StoredEvent):
+        return _event_json(record)
+    if isinstance(record, dt.datetime):
+        return record.isoformat()
+    if isinstance(record, list):
+        return [_record_json(v) for v in record]
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return {f.name: _record_json(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    return record
 
 
 async def _pub(args: argparse.Namespace) -> int:
@@ -299,10 +307,10 @@ async def _history(args: argparse.Namespace) -> int:
 async def _dlq(args: argparse.Namespace) -> int:
     async with _client(args) as c:
         if args.dlq_cmd == "list":
-            for letter in await c.list_dead_letters(args.durable):
-                _print(_proto_json(letter))
+            for letter in await c.admin.list_dead_letters(args.durable):
+                _print(_record_json(letter))
         else:
-            count = await c.redrive(args.durable, args.ids)
+            count = await c.admin.redrive(args.durable, args.ids)
             _print({"redriven": count})
     return 0
 
@@ -310,11 +318,11 @@ async def _dlq(args: argparse.Namespace) -> int:
 async def _durables(args: argparse.Namespace) -> int:
     async with _client(args) as c:
         if args.durables_cmd == "list":
-            for info in await c.list_durables():
-                _print(_proto_json(info))
+            for info in await c.admin.list_durables():
+                _print(_record_json(info))
         elif args.durables_cmd == "info":
-            _print(_proto_json(await c.get_durable(args.name)))
+            _print(_record_json(await c.admin.get_durable(args.name)))
         else:
-            await c.delete_durable(args.name)
+            await c.admin.delete_durable(args.name)
             _print({"deleted": args.name})
     return 0

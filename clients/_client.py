@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message as _Message
 
-from broker.v1 import admin_pb2, broker_pb2, cloudevent_pb2
+from broker.v1 import broker_pb2, cloudevent_pb2
 from broker.v1.reasons import Reason
+from clients._admin import Admin
+from clients._channel import BROKER, Connection, bearer
 from clients._codec import (
     AttributeValue,
     StartSpec,
@@ -30,7 +31,6 @@ from clients._errors import (
     InvalidEvent,
     LockgateError,
     RequestTimeout,
-    Unavailable,
     error_for_reason,
     from_rpc_error,
 )
@@ -43,34 +43,6 @@ from clients._wire import EventEncoder
 __all__ = ["Client"]
 
 _R = TypeVar("_R", bound=_Message)
-_BROKER = "/broker.v1.BrokerService/"
-_ADMIN = "/broker.v1.AdminService/"
-_LARGE = 64 * 1024
-# Reads and idempotent admin calls are retried by gRPC itself when the connection drops.
-_IDEMPOTENT = {
-    "BrokerService": ["GetEvent", "QueryEvents"],
-    "AdminService": ["CreateDurable", "ListDurables", "GetDurable", "ListDeadLetters"],
-}
-_SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [
-                    {"service": f"broker.v1.{service}", "method": method}
-                    for service, methods in _IDEMPOTENT.items()
-                    for method in methods
-                ],
-                "retryPolicy": {
-                    "maxAttempts": 5,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
-)  # payloads above this get their exact encoded size checked
 
 
 class Client:
@@ -104,15 +76,12 @@ class Client:
         self.max_reconnect_attempts = max_reconnect_attempts
         self.source = source or default_source()
         self._credentials = credentials
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        )
-        self._channel: grpc.aio.Channel | None = None
+        self._metadata = bearer(api_key)
+        self._conn: Connection | None = None
         self._publisher: Publisher | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._encoder = EventEncoder()
         self._pull_ackers: dict[str, PullAcker] = {}
-        self._callables: dict[str, Callable[..., Awaitable[_Message]]] = {}
         self._id_prefix = os.urandom(8).hex()
         self._id_counter = 0
         self._max_event_bytes = max_message_bytes - 1024
@@ -121,41 +90,26 @@ class Client:
 
     async def connect(self) -> Client:
         """Open the channel and wait until the broker answers (``connect_timeout``)."""
-        if self._channel is not None:
+        if self._conn is not None:
             return self
-        options = [
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.max_send_message_length", self.max_message_bytes + 64 * 1024),
-            ("grpc.max_receive_message_length", max(64 << 20, 16 * self.max_message_bytes)),
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
-        ]
-        if self._credentials is not None:
-            channel = grpc.aio.secure_channel(self.target, self._credentials, options)
-        else:
-            channel = grpc.aio.insecure_channel(self.target, options)
+        conn = Connection(
+            self.target, max_message_bytes=self.max_message_bytes, credentials=self._credentials
+        )
         if self.connect_timeout is not None:
             try:
-                await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
-            except TimeoutError:
-                await channel.close(None)
-                raise Unavailable(
-                    f"cannot reach the broker at {self.target}",
-                    hint="start it with `lockgate serve`, or pass the right --server / target",
-                ) from None
-        self._channel = channel
+                await conn.wait_ready(self.connect_timeout)
+            except BaseException:
+                await conn.close()
+                raise
+        self._conn = conn
+        channel = conn.channel
         self._publish_stream: Callable[..., PublishCall] = channel.stream_stream(
-            _BROKER + "Publish",
+            BROKER + "Publish",
             _identity,  # frames are encoded by clients._wire
             broker_pb2.PublishResponse.FromString,
         )
         self._subscribe_stream: Callable[..., SubscribeCall] = channel.stream_stream(
-            _BROKER + "Subscribe",
+            BROKER + "Subscribe",
             broker_pb2.SubscribeRequest.SerializeToString,
             broker_pb2.SubscribeResponse.FromString,
         )
@@ -175,10 +129,9 @@ class Client:
             await acker.flush()
         if self._publisher is not None:
             await self._publisher.close()
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
-            self._callables.clear()
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
     async def __aenter__(self) -> Client:
         return await self.connect()
@@ -196,14 +149,24 @@ class Client:
         """Publish frames written so far; with ``publishes`` it shows how well they coalesce."""
         return self._publisher.frames_sent if self._publisher is not None else 0
 
-    def _require(self) -> grpc.aio.Channel:
-        if self._channel is None:
+    @property
+    def admin(self) -> Admin:
+        """Durables, dead letters and policies (the ``admin`` role), as nats.py's
+        ``jetstream()`` is a view on its connection.
+
+        >>> for d in await c.admin.list_durables():
+        ...     print(d.name, d.pending_count)
+        """
+        return Admin(self._unary)
+
+    def _require(self) -> Connection:
+        if self._conn is None:
             raise LockgateError(
                 "the client is not connected",
                 reason=Reason.NOT_CONNECTED,
                 hint="use `async with Client(...) as c:` or `await c.connect()`",
             )
-        return self._channel
+        return self._conn
 
     # -- publish ------------------------------------------------------------------------------
 
@@ -424,7 +387,7 @@ class Client:
         >>> reply = await c.request("math.add", [1, 2], timeout=2)
         >>> reply.data
         """
-        call = self._callable(_BROKER + "Request", broker_pb2.RequestResponse)
+        call = self._require().unary_callable(BROKER + "Request", broker_pb2.RequestResponse)
         req = broker_pb2.RequestRequest(
             subject=subject,
             event=to_cloudevent(data, type=type, source=self.source),
@@ -446,7 +409,7 @@ class Client:
     async def get_event(self, id: int, *, model: type[object] | None = None) -> StoredEvent:
         """Read one stored event by its assigned id (``NotFound`` if it is not there)."""
         response = await self._unary(
-            _BROKER + "GetEvent", broker_pb2.GetEventRequest(id=id), broker_pb2.GetEventResponse
+            BROKER + "GetEvent", broker_pb2.GetEventRequest(id=id), broker_pb2.GetEventResponse
         )
         return StoredEvent(response.event, model)
 
@@ -478,7 +441,7 @@ class Client:
         count = 0
         while True:
             page = await self._unary(
-                _BROKER + "QueryEvents", request, broker_pb2.QueryEventsResponse
+                BROKER + "QueryEvents", request, broker_pb2.QueryEventsResponse
             )
             for stored in page.events:
                 if limit is not None and count >= limit:
@@ -519,7 +482,7 @@ class Client:
             request.start.CopyFrom(position)
         seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else wait or 0.0
         response = await self._unary(
-            _BROKER + "Fetch", request, broker_pb2.FetchResponse, timeout=seconds + 30.0
+            BROKER + "Fetch", request, broker_pb2.FetchResponse, timeout=seconds + 30.0
         )
         acker = self._pull_ackers.get(durable)
         if acker is None:
@@ -539,90 +502,7 @@ class Client:
         )
         if delay:
             request.nack_delay.CopyFrom(to_duration(delay))
-        await self._unary(_BROKER + "Acknowledge", request, broker_pb2.AcknowledgeResponse)
-
-    # -- admin --------------------------------------------------------------------------------
-
-    async def create_durable(
-        self,
-        name: str,
-        pattern: str,
-        *,
-        start: StartSpec | None = None,
-        max_in_flight: int | None = None,
-        ack_wait: float | dt.timedelta | None = None,
-        max_deliveries: int | None = None,
-        endpoint_url: str | None = None,
-    ) -> admin_pb2.DurableInfo:
-        """Create a durable without binding a stream (for polling or webhooks); idempotent."""
-        request = admin_pb2.CreateDurableRequest(
-            name=name,
-            pattern=pattern,
-            max_in_flight=max_in_flight or 0,
-            max_deliveries=max_deliveries or 0,
-            endpoint_url=endpoint_url or "",
-        )
-        position = to_start_position(start)
-        if position is not None:
-            request.start.CopyFrom(position)
-        if ack_wait is not None:
-            request.ack_wait.CopyFrom(to_duration(ack_wait))
-        response = await self._unary(
-            _ADMIN + "CreateDurable", request, admin_pb2.CreateDurableResponse
-        )
-        return response.durable
-
-    async def list_durables(self) -> list[admin_pb2.DurableInfo]:
-        """The org's durable subscriptions."""
-        response = await self._unary(
-            _ADMIN + "ListDurables", admin_pb2.ListDurablesRequest(), admin_pb2.ListDurablesResponse
-        )
-        return list(response.durables)
-
-    async def get_durable(self, name: str) -> admin_pb2.GetDurableResponse:
-        """One durable subscription and its pending deliveries."""
-        return await self._unary(
-            _ADMIN + "GetDurable",
-            admin_pb2.GetDurableRequest(name=name),
-            admin_pb2.GetDurableResponse,
-        )
-
-    async def delete_durable(self, name: str) -> None:
-        """Remove a durable subscription and its state."""
-        await self._unary(
-            _ADMIN + "DeleteDurable",
-            admin_pb2.DeleteDurableRequest(name=name),
-            admin_pb2.DeleteDurableResponse,
-        )
-
-    async def list_dead_letters(self, durable: str | None = None) -> list[admin_pb2.DeadLetter]:
-        """Dead letters, oldest first, of one durable or of all."""
-        request = admin_pb2.ListDeadLettersRequest(durable=durable or "", page_size=1000)
-        out: list[admin_pb2.DeadLetter] = []
-        while True:
-            page = await self._unary(
-                _ADMIN + "ListDeadLetters", request, admin_pb2.ListDeadLettersResponse
-            )
-            out.extend(page.dead_letters)
-            if not page.next_page_token or not page.dead_letters:
-                return out
-            request.page_token = page.next_page_token
-
-    async def redrive(self, durable: str, ids: Sequence[int] | None = None) -> int:
-        """Give dead letters back to their durable (all without ``ids``); returns how many."""
-        response = await self._unary(
-            _ADMIN + "RedriveDeadLetters",
-            admin_pb2.RedriveDeadLettersRequest(durable=durable, ids=list(ids or ())),
-            admin_pb2.RedriveDeadLettersResponse,
-        )
-        return response.count
-
-    def _callable(self, method: str, response_type: type[_R]) -> Callable[..., Awaitable[_R]]:
-        call = self._callables.get(method)
-        if call is None:
-            call = self._require().unary_unary(method, _serialize, response_type.FromString)
-            self._callables[method] = call
-        return cast("Callable[..., Awaitable[_R]]", call)
+        await self._unary(BROKER + "Acknowledge", request, broker_pb2.AcknowledgeResponse)
 
     async def _unary(
         self,
@@ -632,15 +512,9 @@ class Client:
         *,
         timeout: float | None = None,
     ) -> _R:
-        call = self._callable(method, response_type)
-        try:
-            return await call(request, timeout=timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
-
-
-def _serialize(message: _Message) -> bytes:
-    return message.SerializeToString()
+        return await self._require().unary(
+            method, request, response_type, metadata=self._metadata, timeout=timeout
+        )
 
 
 def _identity(frame: bytes) -> bytes:

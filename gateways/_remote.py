@@ -1,8 +1,10 @@
 """``RemoteAPI``: the :class:`~broker.api.BrokerAPI` over gRPC, for standalone gateways.
 
-The caller's API key goes through as ``authorization: Bearer <key>``, so the broker
-authenticates every caller itself; gRPC errors come back as the broker's own error classes
-with the reason of their ``ErrorInfo`` (so HTTP answers carry the same reasons).
+It goes through the Python client: the client's :class:`~clients._channel.Connection` (the one
+channel setup, reconnect backoff and error translation) and ``client.admin`` for durables. The
+caller's API key goes through as ``authorization: Bearer <key>``, so the broker authenticates
+every caller itself; the client's errors come back as the broker's own error classes with the
+same reason (so HTTP answers carry the same reasons on either side).
 
 Example::
 
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, message
@@ -30,15 +33,17 @@ from broker.api import (
     StoredEvent,
     decode_deliveries,
 )
-from broker.v1 import admin_pb2, broker_pb2, cloudevent_pb2
+from broker.v1 import broker_pb2, cloudevent_pb2
 from clients import _errors as ce
+from clients._admin import Admin, DurableInfo
+from clients._channel import BROKER, Connection, bearer
+from clients._codec import StartSpec as ClientStart
 from clients._errors import LockgateError, error_for_reason, from_rpc_error
 
-__all__ = ["RemoteAPI", "translate"]
+__all__ = ["RemoteAPI", "to_broker_error", "translate"]
 
 CloudEvent = cloudevent_pb2.CloudEvent
 M = TypeVar("M", bound=message.Message)
-T = TypeVar("T")
 
 _BY_CODE: dict[grpc.StatusCode, type[be.BrokerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: be.InvalidArgument,
@@ -102,6 +107,19 @@ def _start(start: StartSpec) -> broker_pb2.StartPosition:
     return pos
 
 
+def _client_start(start: StartSpec) -> ClientStart | None:
+    """The client's form of a broker start position (None: the server's default)."""
+    if start.policy == broker_pb2.START_POLICY_NEW:
+        return "new"
+    if start.policy == broker_pb2.START_POLICY_ALL:
+        return "all"
+    if start.policy == broker_pb2.START_POLICY_SINCE_TIME:
+        return dt.datetime.fromtimestamp(start.since_ms / 1000, dt.UTC)
+    if start.policy == broker_pb2.START_POLICY_AFTER_ID:
+        return ("after", start.after_id)
+    return None
+
+
 def _identity(raw: bytes) -> bytes:
     return raw
 
@@ -133,83 +151,63 @@ class _RemoteSubscription:
 
 
 class RemoteAPI:
-    """:class:`~broker.api.BrokerAPI` over a gRPC channel to ``target`` (HOST:PORT)."""
+    """:class:`~broker.api.BrokerAPI` over the client's connection to ``target`` (HOST:PORT)."""
 
     def __init__(self, target: str, *, max_message_bytes: int = 64 << 20) -> None:
         self.target = target
-        opts = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            # Reconnect quickly after a broker restart (the default backoff starts at 1 s
-            # and grows to 2 min; a gateway in front of a restarting broker should not).
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ]
-        self._channel = grpc.aio.insecure_channel(target, options=opts)
-        ch = self._channel
-        svc = "/broker.v1.BrokerService/"
-        adm = "/broker.v1.AdminService/"
-        ser = broker_pb2.PublishRequest.SerializeToString
-        self._publish = ch.stream_stream(
-            svc + "Publish",
-            request_serializer=ser,
-            response_deserializer=broker_pb2.PublishResponse.FromString,
+        self._conn = Connection(target, max_message_bytes=max_message_bytes)
+        # Deliveries stay pre-framed bytes, decoded once into the gateways' Delivery messages.
+        self._publish = self._conn.stream_stream(
+            BROKER + "Publish",
+            broker_pb2.PublishRequest.SerializeToString,
+            broker_pb2.PublishResponse.FromString,
         )
-        self._subscribe = ch.stream_stream(
-            svc + "Subscribe",
-            request_serializer=broker_pb2.SubscribeRequest.SerializeToString,
-            response_deserializer=_identity,
-        )
-        self._get = self._unary(svc + "GetEvent", broker_pb2.GetEventResponse)
-        self._query = self._unary(svc + "QueryEvents", broker_pb2.QueryEventsResponse)
-        self._ack = self._unary(svc + "Acknowledge", broker_pb2.AcknowledgeResponse)
-        self._fetch = ch.unary_unary(
-            svc + "Fetch",
-            request_serializer=broker_pb2.FetchRequest.SerializeToString,
-            response_deserializer=_identity,
-        )
-        self._create = self._unary(adm + "CreateDurable", admin_pb2.CreateDurableResponse)
-        self._list = self._unary(adm + "ListDurables", admin_pb2.ListDurablesResponse)
-
-    def _unary(self, method: str, out: type[M]) -> grpc.aio.UnaryUnaryMultiCallable:
-        return self._channel.unary_unary(
-            method,
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=out.FromString,
+        self._subscribe = self._conn.stream_stream(
+            BROKER + "Subscribe", broker_pb2.SubscribeRequest.SerializeToString, _identity
         )
 
-    @staticmethod
-    def metadata(key: str | None) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {key}"),) if key else ()
-
-    @staticmethod
-    async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+    async def _unary(
+        self,
+        key: str | None,
+        method: str,
+        request: message.Message,
+        response_type: type[M],
+        *,
+        timeout: float | None = None,
+    ) -> M:
         try:
-            return await fn()
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc) from exc
+            return await self._conn.unary(
+                method, request, response_type, metadata=bearer(key), timeout=timeout
+            )
+        except LockgateError as exc:
+            raise to_broker_error(exc) from exc
+
+    def _admin(self, key: str | None) -> Admin:
+        """``client.admin`` for the caller's key, raising the broker's errors."""
+
+        async def unary(method: str, request: message.Message, response_type: type[M]) -> M:
+            return await self._unary(key, method, request, response_type)
+
+        return Admin(unary)
 
     async def publish(
         self, key: str | None, subject: str, events: Sequence[CloudEvent]
     ) -> PublishResult:
         req = broker_pb2.PublishRequest(subject=subject, events=list(events), batch_id=1)
-
-        async def run() -> broker_pb2.PublishResponse:
-            call = self._publish(iter([req]), metadata=self.metadata(key))
-            async for resp in call:
-                return resp  # type: ignore[no-any-return]
+        try:
+            call: Any = self._publish(iter([req]), metadata=bearer(key))
+            resp: broker_pb2.PublishResponse | None = await anext(aiter(call), None)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc) from exc
+        if resp is None:
             raise be.Unavailable("the broker closed the publish stream")
-
-        resp = await self._call(run)
         errors = [(e.index, _event_error(e.reason, e.message)) for e in resp.errors]
         return PublishResult(list(resp.ids), list(resp.duplicate_indexes), errors)
 
     async def get_event(self, key: str | None, event_id: int) -> StoredEvent:
         req = broker_pb2.GetEventRequest(id=event_id)
-        resp = await self._call(lambda: self._get(req, metadata=self.metadata(key)))
-        return resp.event  # type: ignore[no-any-return]
+        resp = await self._unary(key, BROKER + "GetEvent", req, broker_pb2.GetEventResponse)
+        return resp.event
 
     async def query(
         self,
@@ -226,7 +224,7 @@ class RemoteAPI:
             req.start_time.FromMilliseconds(start_ms)
         if end_ms:
             req.end_time.FromMilliseconds(end_ms)
-        resp = await self._call(lambda: self._query(req, metadata=self.metadata(key)))
+        resp = await self._unary(key, BROKER + "QueryEvents", req, broker_pb2.QueryEventsResponse)
         token = resp.next_page_token
         return list(resp.events), int(token) if token.isdigit() else 0
 
@@ -247,9 +245,12 @@ class RemoteAPI:
             pattern=pattern,
             start=_start(start),
         )
-        body = await self._call(
-            lambda: self._fetch(req, metadata=self.metadata(key), timeout=wait + 10)
-        )
+        try:
+            body = await self._conn.unary_raw(
+                BROKER + "Fetch", req, metadata=bearer(key), timeout=wait + 10
+            )
+        except LockgateError as exc:
+            raise to_broker_error(exc) from exc
         return decode_deliveries(body)
 
     async def acknowledge(
@@ -266,7 +267,7 @@ class RemoteAPI:
             nack_ids=list(nack_ids),
             nack_delay=_duration(nack_delay),
         )
-        await self._call(lambda: self._ack(req, metadata=self.metadata(key)))
+        await self._unary(key, BROKER + "Acknowledge", req, broker_pb2.AcknowledgeResponse)
 
     async def subscribe(
         self,
@@ -292,7 +293,7 @@ class RemoteAPI:
             while True:
                 yield await requests.get()
 
-        call = self._subscribe(gen(), metadata=self.metadata(key))
+        call = self._subscribe(gen(), metadata=bearer(key))
         sub = _RemoteSubscription(call, requests)
         try:
             first = broker_pb2.SubscribeResponse.FromString(await call.read())
@@ -314,31 +315,23 @@ class RemoteAPI:
         max_deliveries: int = 0,
         endpoint_url: str = "",
     ) -> DurableView:
-        req = admin_pb2.CreateDurableRequest(
-            name=name,
-            pattern=pattern,
-            start=_start(start),
+        d = await self._admin(key).create_durable(
+            name,
+            pattern,
+            start=_client_start(start),
             max_in_flight=max_in_flight,
-            ack_wait=_duration(ack_wait),
+            ack_wait=ack_wait or None,
             max_deliveries=max_deliveries,
             endpoint_url=endpoint_url,
         )
-        resp = await self._call(lambda: self._create(req, metadata=self.metadata(key)))
-        d = resp.durable
         return DurableView(
-            d.name,
-            d.pattern,
-            d.endpoint_url,
-            d.ack_wait.ToMilliseconds() / 1000,
-            d.max_deliveries,
-            d.max_in_flight,
+            d.name, d.pattern, d.endpoint_url, d.ack_wait, d.max_deliveries, d.max_in_flight
         )
 
-    async def list_durables(self, key: str | None) -> list[admin_pb2.DurableInfo]:
-        req = admin_pb2.ListDurablesRequest()
-        resp = await self._call(lambda: self._list(req, metadata=self.metadata(key)))
-        return list(resp.durables)
+    async def list_durables(self, key: str | None) -> list[DurableInfo]:
+        """The durables ``key`` may see (the webhook dispatcher polls those with endpoints)."""
+        return await self._admin(key).list_durables()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self._channel.close()
+            await self._conn.close()

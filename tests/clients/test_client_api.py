@@ -10,10 +10,14 @@ from pathlib import Path
 import clients
 
 EXPECTED = [
+    "Admin",
     "AlreadyExists",
     "AttributeValue",
     "Backoff",
     "Client",
+    "DeadLetter",
+    "DurableInfo",
+    "DurableState",
     "Event",
     "FailedPrecondition",
     "InvalidArgument",
@@ -23,7 +27,12 @@ EXPECTED = [
     "Message",
     "NoResponders",
     "NotFound",
+    "PendingDelivery",
     "PermissionDenied",
+    "PolicyProblem",
+    "PolicySet",
+    "PolicyUpdate",
+    "PolicyVersion",
     "PublishResult",
     "RateLimited",
     "RequestTimeout",

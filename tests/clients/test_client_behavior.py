@@ -256,15 +256,15 @@ async def test_subscribe_receives_and_acks(broker: RunningBroker) -> None:
                     {"n": 1},
                     1,
                 )
-                assert (await c.get_durable(name)).durable.pending_count == 1
+                assert (await c.admin.get_durable(name)).durable.pending_count == 1
                 await msg.ack()
 
                 async def acked() -> bool:
-                    return (await c.get_durable(name)).durable.pending_count == 0
+                    return (await c.admin.get_durable(name)).durable.pending_count == 0
 
                 await eventually(acked, timeout=5)
         finally:
-            await c.delete_durable(name)
+            await c.admin.delete_durable(name)
 
 
 async def test_subscription_reconnects_after_restart(own_broker: RunningBroker) -> None:

@@ -126,14 +126,14 @@ async def test_durable_ack_nack_and_redelivery(client: Client) -> None:
         await third.ack()
         with pytest.raises(TimeoutError):
             await next_msg(sub, timeout=1.2)
-        info = await client.get_durable(name)
+        info = await client.admin.get_durable(name)
         assert info.durable.name == name and info.durable.pending_count == 0
-        assert name in [d.name for d in await client.list_durables()]
+        assert name in [d.name for d in await client.admin.list_durables()]
     finally:
         await sub.close()
-    await client.delete_durable(name)
+    await client.admin.delete_durable(name)
     with pytest.raises(clients.NotFound):
-        await client.get_durable(name)
+        await client.admin.get_durable(name)
 
 
 async def test_durable_with_default_start_gets_new_events(client: Client) -> None:
@@ -143,7 +143,7 @@ async def test_durable_with_default_start_gets_new_events(client: Client) -> Non
         try:
             assert (await next_msg(sub, timeout=2)).id == eid
         finally:
-            await client.delete_durable(name)
+            await client.admin.delete_durable(name)
 
 
 async def test_dead_letters_and_redrive(client: Client) -> None:
@@ -155,16 +155,16 @@ async def test_dead_letters_and_redrive(client: Client) -> None:
             assert (msg.id, msg.attempt) == (eid, attempt)
             await msg.nack()
         for _ in range(50):
-            letters = await client.list_dead_letters(name)
+            letters = await client.admin.list_dead_letters(name)
             if letters:
                 break
             await asyncio.sleep(0.1)
         assert [d.id for d in letters] == [eid]
-        assert await client.redrive(name) == 1
+        assert await client.admin.redrive(name) == 1
         msg = await next_msg(sub)
         assert msg.id == eid
         await msg.ack()
-    await client.delete_durable(name)
+    await client.admin.delete_durable(name)
 
 
 async def test_request_reply(client: Client) -> None:
@@ -221,7 +221,7 @@ async def test_replay_start_all(client: Client) -> None:
 
 async def test_polling_with_fetch_and_acknowledge(client: Client) -> None:
     subject, name = unique("poll"), unique("p").replace(".", "-")
-    info = await client.create_durable(name, subject, start="all", ack_wait=0.5)
+    info = await client.admin.create_durable(name, subject, start="all", ack_wait=0.5)
     assert info.name == name and info.pattern == subject
     assert await client.fetch(name, wait=0) == []
     ids = [await client.publish(subject, i) for i in range(3)]
@@ -234,4 +234,4 @@ async def test_polling_with_fetch_and_acknowledge(client: Client) -> None:
     assert [(m.id, m.attempt) for m in again] == [(ids[2], 2)]
     await client.acknowledge(name, ack=[ids[2]])
     assert await client.fetch(name, wait=0.7) == []
-    await client.delete_durable(name)
+    await client.admin.delete_durable(name)

@@ -1,0 +1,310 @@
+"""``client.admin``: durables, dead letters and policies, in the client's own types.
+
+The calls need the ``admin`` role (or the open dev mode). Results are small frozen dataclasses,
+never generated protobuf messages, so callers do not depend on the wire classes.
+
+Example::
+
+    async with Client(target, api_key=admin_key) as c:
+        for d in await c.admin.list_durables():
+            print(d.name, d.pending_count)
+        await c.admin.put_policies({"billing.policy": text})
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.message import Message as _Message
+
+from broker.v1 import admin_pb2, policy_pb2
+from clients._channel import ADMIN, POLICY
+from clients._codec import StartSpec, to_duration, to_start_position
+from clients._message import StoredEvent
+
+__all__ = [
+    "Admin",
+    "DeadLetter",
+    "DurableInfo",
+    "DurableState",
+    "PendingDelivery",
+    "PolicyProblem",
+    "PolicySet",
+    "PolicyUpdate",
+    "PolicyVersion",
+]
+
+_R = TypeVar("_R", bound=_Message)
+
+
+def _seconds(d: duration_pb2.Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def _time(ts: timestamp_pb2.Timestamp) -> dt.datetime:
+    return ts.ToDatetime(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DurableInfo:
+    """A durable subscription: its settings and where it stands."""
+
+    name: str
+    pattern: str
+    ack_floor: int
+    """Every event with an id up to this one is acknowledged."""
+    pending_count: int
+    """Delivered and not yet acknowledged."""
+    connected: int
+    """Streams bound to it now."""
+    ack_wait: float
+    """Seconds before an unacknowledged delivery is redelivered."""
+    max_deliveries: int
+    max_in_flight: int
+    delivered_id: int
+    """The highest id handed to a subscriber."""
+    endpoint_url: str
+    """The webhook endpoint, when deliveries are POSTed there."""
+
+    @classmethod
+    def _of(cls, m: admin_pb2.DurableInfo) -> DurableInfo:
+        return cls(
+            m.name,
+            m.pattern,
+            m.ack_floor,
+            m.pending_count,
+            m.connected,
+            _seconds(m.ack_wait),
+            m.max_deliveries,
+            m.max_in_flight,
+            m.delivered_id,
+            m.endpoint_url,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelivery:
+    """One delivered, unacknowledged event."""
+
+    id: int
+    attempt: int
+    deadline: dt.datetime | None
+    """When it is redelivered unless acknowledged (None when the broker does not say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    """A durable and its pending deliveries, oldest first (at most 1000)."""
+
+    durable: DurableInfo
+    pending: list[PendingDelivery] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event that exhausted its deliveries."""
+
+    id: int
+    durable: str
+    attempts: int
+    dead_time: dt.datetime
+    event: StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyProblem:
+    """One finding of the policy checker ("error" or "warning")."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    hint: str
+    severity: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    """One version of the policy set."""
+
+    version: str
+    """The content hash of its files."""
+    created_time: dt.datetime
+    active: bool
+    file_count: int
+    origin: str
+    """Where it came from: "dir", "rpc" or "rollback"."""
+
+    @classmethod
+    def _of(cls, m: policy_pb2.PolicyVersion) -> PolicyVersion:
+        return cls(m.version, _time(m.created_time), m.active, m.file_count, m.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyUpdate:
+    """What :meth:`Admin.put_policies` did: the set's version, whether it now runs, warnings."""
+
+    version: str
+    applied: bool
+    problems: list[PolicyProblem] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """A version of the policy set and its files (name -> source text)."""
+
+    version: PolicyVersion
+    files: dict[str, str] = field(default_factory=dict)
+
+
+class Admin:
+    """The administrative calls of a :class:`~clients.Client`; get it as ``client.admin``."""
+
+    def __init__(self, unary: Callable[..., Awaitable[_Message]]) -> None:
+        self._unary = unary
+
+    async def _call(self, method: str, request: _Message, response_type: type[_R]) -> _R:
+        response = await self._unary(method, request, response_type)
+        assert isinstance(response, response_type)
+        return response
+
+    # -- durables -----------------------------------------------------------------------------
+
+    async def create_durable(
+        self,
+        name: str,
+        pattern: str,
+        *,
+        start: StartSpec | None = None,
+        max_in_flight: int | None = None,
+        ack_wait: float | dt.timedelta | None = None,
+        max_deliveries: int | None = None,
+        endpoint_url: str | None = None,
+    ) -> DurableInfo:
+        """Create a durable without binding a stream (for polling or webhooks); idempotent.
+
+        >>> info = await c.admin.create_durable("billing", "orders.>", start="all")
+        """
+        request = admin_pb2.CreateDurableRequest(
+            name=name,
+            pattern=pattern,
+            max_in_flight=max_in_flight or 0,
+            max_deliveries=max_deliveries or 0,
+            endpoint_url=endpoint_url or "",
+        )
+        position = to_start_position(start)
+        if position is not None:
+            request.start.CopyFrom(position)
+        if ack_wait is not None:
+            request.ack_wait.CopyFrom(to_duration(ack_wait))
+        response = await self._call(
+            ADMIN + "CreateDurable", request, admin_pb2.CreateDurableResponse
+        )
+        return DurableInfo._of(response.durable)
+
+    async def list_durables(self) -> list[DurableInfo]:
+        """The org's durable subscriptions, by name."""
+        response = await self._call(
+            ADMIN + "ListDurables", admin_pb2.ListDurablesRequest(), admin_pb2.ListDurablesResponse
+        )
+        return [DurableInfo._of(d) for d in response.durables]
+
+    async def get_durable(self, name: str) -> DurableState:
+        """One durable subscription and its pending deliveries (``NotFound`` if none)."""
+        response = await self._call(
+            ADMIN + "GetDurable",
+            admin_pb2.GetDurableRequest(name=name),
+            admin_pb2.GetDurableResponse,
+        )
+        pending = [
+            PendingDelivery(p.id, p.attempt, _time(p.deadline) if p.HasField("deadline") else None)
+            for p in response.pending
+        ]
+        return DurableState(DurableInfo._of(response.durable), pending)
+
+    async def delete_durable(self, name: str) -> None:
+        """Remove a durable subscription and its state."""
+        await self._call(
+            ADMIN + "DeleteDurable",
+            admin_pb2.DeleteDurableRequest(name=name),
+            admin_pb2.DeleteDurableResponse,
+        )
+
+    # -- dead letters -------------------------------------------------------------------------
+
+    async def list_dead_letters(self, durable: str | None = None) -> list[DeadLetter]:
+        """Dead letters, oldest first, of one durable or of all."""
+        request = admin_pb2.ListDeadLettersRequest(durable=durable or "", page_size=1000)
+        out: list[DeadLetter] = []
+        while True:
+            page = await self._call(
+                ADMIN + "ListDeadLetters", request, admin_pb2.ListDeadLettersResponse
+            )
+            out.extend(
+                DeadLetter(d.id, d.durable, d.attempts, _time(d.dead_time), StoredEvent(d.event))
+                for d in page.dead_letters
+            )
+            if not page.next_page_token or not page.dead_letters:
+                return out
+            request.page_token = page.next_page_token
+
+    async def redrive(self, durable: str, ids: Sequence[int] | None = None) -> int:
+        """Give dead letters back to their durable (all without ``ids``); returns how many."""
+        response = await self._call(
+            ADMIN + "RedriveDeadLetters",
+            admin_pb2.RedriveDeadLettersRequest(durable=durable, ids=list(ids or ())),
+            admin_pb2.RedriveDeadLettersResponse,
+        )
+        return response.count
+
+    # -- policies -----------------------------------------------------------------------------
+
+    async def put_policies(
+        self, files: Mapping[str, str], *, validate_only: bool = False
+    ) -> PolicyUpdate:
+        """Check a whole policy set (file name -> source) and, unless ``validate_only``, run it.
+
+        A set with errors raises :class:`~clients.InvalidArgument` (reason ``POLICY_INVALID``).
+        """
+        request = policy_pb2.PutPoliciesRequest(
+            files=[policy_pb2.PolicyFile(name=n, source=s) for n, s in files.items()],
+            validate_only=validate_only,
+        )
+        response = await self._call(POLICY + "PutPolicies", request, policy_pb2.PutPoliciesResponse)
+        problems = [
+            PolicyProblem(p.file, p.line, p.column, p.message, p.hint, p.severity)
+            for p in response.problems
+        ]
+        return PolicyUpdate(response.version, response.applied, problems)
+
+    async def get_policies(self, version: str | None = None) -> PolicySet:
+        """The files of a policy version (the running one without ``version``)."""
+        response = await self._call(
+            POLICY + "GetPolicies",
+            policy_pb2.GetPoliciesRequest(version=version or ""),
+            policy_pb2.GetPoliciesResponse,
+        )
+        files = {f.name: f.source for f in response.files}
+        return PolicySet(PolicyVersion._of(response.version), files)
+
+    async def list_policy_versions(self) -> list[PolicyVersion]:
+        """The policy set's versions, newest first."""
+        response = await self._call(
+            POLICY + "ListPolicyVersions",
+            policy_pb2.ListPolicyVersionsRequest(),
+            policy_pb2.ListPolicyVersionsResponse,
+        )
+        return [PolicyVersion._of(v) for v in response.versions]
+
+    async def rollback_policies(self, version: str | None = None) -> PolicyVersion:
+        """Run an earlier version again (the one before the running one without ``version``)."""
+        response = await self._call(
+            POLICY + "RollbackPolicies",
+            policy_pb2.RollbackPoliciesRequest(version=version or ""),
+            policy_pb2.RollbackPoliciesResponse,
+        )
+        return PolicyVersion._of(response.version)

@@ -1,0 +1,97 @@
+"""``RemoteAPI`` goes through the Python client's connection and ``client.admin``, and answers
+with the broker's own error classes and reasons, as ``LocalAPI`` does (real broker)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from broker import errors as be
+from broker.api import StartSpec
+from broker.testing import RunningBroker, run_broker
+from broker.v1 import broker_pb2, cloudevent_pb2
+from clients._channel import Connection
+from gateways._remote import RemoteAPI
+from tests.gateways.gw_kit import event, unique
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def broker() -> AsyncIterator[RunningBroker]:
+    async with run_broker() as b:
+        yield b
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def api(broker: RunningBroker) -> AsyncIterator[RemoteAPI]:
+    remote = RemoteAPI(broker.target)
+    yield remote
+    await remote.close()
+
+
+async def test_it_uses_the_clients_connection(api: RemoteAPI) -> None:
+    assert isinstance(api._conn, Connection)
+
+
+async def test_publish_query_and_per_event_rejections(api: RemoteAPI) -> None:
+    subject = unique("rm.")
+    bad = cloudevent_pb2.CloudEvent(id="x", spec_version="1.0", type="t")  # no source
+    result = await api.publish(None, subject, [event(1), bad])
+    assert result.ids[0] > 0 and result.ids[1] == 0
+    [(index, err)] = result.errors
+    assert index == 1 and isinstance(err, be.InvalidArgument)
+    assert err.reason == "MISSING_ATTRIBUTE"
+    events, _ = await api.query(None, subject)
+    assert [e.id for e in events] == [result.ids[0]]
+    assert (await api.get_event(None, result.ids[0])).subject == subject
+
+
+async def test_whole_call_errors_keep_class_and_reason(api: RemoteAPI) -> None:
+    with pytest.raises(be.NotFound) as missing:
+        await api.get_event(None, 12345)
+    assert missing.value.reason == "NOT_FOUND"
+    rejected = await api.publish(None, "bad..subject", [event(2)])
+    [(_, err)] = rejected.errors
+    assert isinstance(err, be.InvalidArgument) and err.reason == "INVALID_SUBJECT"
+    with pytest.raises(be.InvalidArgument) as pattern:
+        await api.subscribe(None, "bad..pattern")
+    assert pattern.value.reason == "INVALID_SUBJECT" and pattern.value.hint
+    with pytest.raises(be.NotFound) as durable:
+        await api.acknowledge(None, unique("nope-"), [1], [])
+    assert durable.value.reason == "UNKNOWN_DURABLE"
+
+
+@pytest.mark.parametrize("policy", ["all", "since", "after"])
+async def test_create_durable_start_positions_through_client_admin(
+    api: RemoteAPI, policy: str
+) -> None:
+    subject, name = unique("rs."), unique("rd-")
+    before = await api.publish(None, subject, [event(3)])
+    start = {
+        "all": StartSpec(broker_pb2.START_POLICY_ALL),
+        "since": StartSpec(
+            broker_pb2.START_POLICY_SINCE_TIME,
+            since_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000) - 60_000,
+        ),
+        "after": StartSpec(broker_pb2.START_POLICY_AFTER_ID, after_id=before.ids[0] - 1),
+    }[policy]
+    view = await api.create_durable(None, name, subject, start=start, ack_wait=2.5)
+    assert (view.name, view.pattern, view.ack_wait) == (name, subject, 2.5)
+    got = await api.fetch(None, name, 10, 2.0)
+    assert [d.id for d in got] == before.ids
+    await api.acknowledge(None, name, before.ids, [])
+    [info] = [d for d in await api.list_durables(None) if d.name == name]
+    assert info.pending_count == 0
+
+
+async def test_an_unreachable_broker_is_unavailable() -> None:
+    remote = RemoteAPI("127.0.0.1:9")
+    try:
+        with pytest.raises(be.Unavailable):
+            await remote.get_event(None, 1)
+    finally:
+        await remote.close()
