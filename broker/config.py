@@ -10,11 +10,20 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from broker.errors import InvalidArgument
 from broker.store import RetentionRule
 
-__all__ = ["Config", "ConfigError", "coerce", "load_config", "parse_duration", "redacted"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "coerce",
+    "load_config",
+    "parse_duration",
+    "read_toml",
+    "redacted",
+]
 
 
 class ConfigError(InvalidArgument):
@@ -162,6 +171,16 @@ def _coerce(name: str, value: object, origin: str) -> object:
         ) from None
 
 
+def read_toml(path: str) -> dict[str, Any]:
+    """The TOML document at ``path`` (``--config``); a missing or broken file is a ConfigError."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
 def load_config(
     flags: Mapping[str, object] | None = None,
     *,
@@ -178,12 +197,7 @@ def load_config(
                 values[name] = _coerce(name, raw, f"environment {key}")
     path = config_file or env.get("LOCKGATE_CONFIG")
     if path:
-        try:
-            doc = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        doc = read_toml(path)
         section = doc.get("broker", doc)
         gateways = doc.get("gateways", {})
         if not isinstance(gateways, dict):

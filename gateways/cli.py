@@ -17,12 +17,10 @@ import argparse
 import asyncio
 import os
 import signal
-import tomllib
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from broker.config import ConfigError
+from broker.config import ConfigError, read_toml
 
 __all__ = ["add_commands", "run_gateway"]
 
@@ -42,12 +40,7 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 def _section(args: argparse.Namespace) -> dict[str, Any]:
     section: dict[str, Any] = {}
     if args.config_file:
-        try:
-            doc = tomllib.loads(Path(args.config_file).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {args.config_file} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {args.config_file} is not valid TOML: {exc}") from None
+        doc = read_toml(args.config_file)
         section.update(doc.get("gateways", {}).get(args.kind, {}))
     flags = {
         "listen": getattr(args, "listen", None),
