@@ -211,8 +211,19 @@ def _record_json(record: object) -> Any:
     if isinstance(record, list):
         return [_record_json(v) for v in record]
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        return {f.name: _record_json(getattr(record, f.name)) for f in dataclasses.fields(record)}
+        fields = ((f.name, getattr(record, f.name)) for f in dataclasses.fields(record))
+        return {name: _id_json(v) if _is_id(name) else _record_json(v) for name, v in fields}
     return record
+
+
+def _is_id(field_name: str) -> bool:
+    """Whether a field of an admin record holds an event id (``id``, ``delivered_id``...)."""
+    return field_name in ("id", "ack_floor") or field_name.endswith("_id")
+
+
+def _id_json(value: object) -> object:
+    # Ids are JSON strings in every output: as JSON numbers, 64-bit ids lose precision in JS.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 async def _pub(args: argparse.Namespace) -> int:
