@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Mapping
 
 from broker.auth import Authenticator
 from broker.config import Config
@@ -18,7 +19,7 @@ from broker.policyhook import PolicyGate, SpamControls
 from broker.store.sqlite import SqliteStore
 from broker.telemetry import setup_telemetry
 
-__all__ = ["run", "serve"]
+__all__ = ["GatewayStarter", "run", "serve"]
 
 log = logging.getLogger("lockgate")
 
@@ -33,7 +34,20 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
+GatewayStarter = Callable[
+    [Broker, Authenticator, Mapping[str, object]], Awaitable[Callable[[], Awaitable[None]]]
+]
+"""Starts the ``[gateways.*]`` tables in this process; returns their stop function. The
+composition root (``lockgate serve``) passes ``gateways.embedded.start_gateways``: the broker
+never imports the gateways itself."""
+
+
+async def serve(
+    config: Config,
+    *,
+    ready: asyncio.Event | None = None,
+    start_gateways: GatewayStarter | None = None,
+) -> None:
     from broker.server import BrokerServer  # grpc servers load only when serving
 
     setup_telemetry(config.telemetry, config.telemetry_interval)
@@ -73,16 +87,13 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         raise
     stop_gateways = None
     if config.gateways:
-        try:
-            from gateways.embedded import start_gateways
-        except ImportError as exc:
+        if start_gateways is None:
             await server.stop(0)
             await broker.stop()
             raise FailedPrecondition(
-                f"the configured gateways need an optional dependency: {exc.name}",
-                reason="MISSING_EXTRA",
-                hint="pip install 'lockgate[gateways,redis,nats]'",
-            ) from exc
+                "[gateways.*] tables are configured but this process runs no gateways",
+                hint="start it with `lockgate serve`, which runs them",
+            )
         try:
             stop_gateways = await start_gateways(broker, auth, config.gateways)
         except BrokerError:
@@ -121,7 +132,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     log.info("stopped")
 
 
-def run(config: Config) -> int:
+def run(config: Config, *, start_gateways: GatewayStarter | None = None) -> int:
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -133,5 +144,7 @@ def run(config: Config) -> int:
         uvloop.install()
     except ImportError:  # uvloop is optional (Windows)
         pass
-    asyncio.run(serve(config))  # failures raise; `lockgate` prints them (broker/cli_errors.py)
+    asyncio.run(
+        serve(config, start_gateways=start_gateways)
+    )  # failures raise; `lockgate` prints them (broker/cli_errors.py)
     return 0

@@ -57,12 +57,17 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from broker.app import run  # needs the server extra; a missing one names itself
+    from broker.app import GatewayStarter, run  # needs lockgate[server]; a missing extra says so
     from broker.datadir import lock_data_dir
 
     config = _config(args)
+    starter: GatewayStarter | None = None
+    if config.gateways:  # [gateways.*] tables: this process runs them (lockgate[gateways])
+        from gateways.embedded import start_gateways
+
+        starter = start_gateways
     with lock_data_dir(config.data_dir):
-        return run(config)
+        return run(config, start_gateways=starter)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

@@ -22,14 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Runs `lockgate` in an interpreter where the server's dependencies cannot be imported, as
 # after `pip install lockgate` (the client alone).
-_CLIENT_ONLY = textwrap.dedent(
+SERVER_PACKAGES = (
+    "lark re2 opentelemetry uvloop grpc_health grpc_reflection aiohttp redis nats asyncpg"
+)
+_NOT_INSTALLED = textwrap.dedent(
     """
     import importlib.abc, sys
-    SERVER = {"lark", "re2", "opentelemetry", "uvloop", "grpc_health", "grpc_reflection",
-              "aiohttp", "redis", "nats", "asyncpg"}
     class NotInstalled(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name.partition(".")[0] in SERVER:
+            if name.partition(".")[0] in MISSING:
                 raise ModuleNotFoundError(f"No module named {name!r}", name=name)
             return None
     sys.meta_path.insert(0, NotInstalled())
@@ -48,9 +49,11 @@ def lockgate(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str
     )
 
 
-def client_only(code: str) -> subprocess.CompletedProcess[str]:
+def client_only(code: str, missing: str = SERVER_PACKAGES) -> subprocess.CompletedProcess[str]:
+    """Runs ``code`` where the (space-separated) ``missing`` packages cannot be imported."""
+    prelude = f"MISSING = {missing.split()!r}\n" + _NOT_INSTALLED
     return subprocess.run(
-        [sys.executable, "-c", _CLIENT_ONLY + textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -198,3 +201,20 @@ def test_a_gateway_without_its_extra_names_it() -> None:
     assert proc.returncode == 78, proc.stderr
     no_traceback(proc)
     assert "hint: pip install 'lockgate[" in proc.stderr
+
+
+def test_serve_with_gateway_tables_without_their_extra_names_it(tmp_path: Path) -> None:
+    config = tmp_path / "lockgate.toml"
+    config.write_text('[gateways.http]\nlisten = "127.0.0.1:0"\n')
+    proc = client_only(
+        f"""
+        from broker.cli import main
+        sys.exit(main(["serve", "--config", {str(config)!r}, "--data-dir", {str(tmp_path)!r},
+                       "--listen", "127.0.0.1:0"]))
+        """,
+        missing="aiohttp",
+    )
+    assert proc.returncode == 78, proc.stderr
+    no_traceback(proc)
+    assert "the optional package 'aiohttp'" in proc.stderr
+    assert "hint: pip install 'lockgate[gateways]'" in proc.stderr
