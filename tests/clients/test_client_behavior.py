@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ import pytest_asyncio
 import clients
 from broker.testing import RunningBroker, run_broker
 from clients import Client, Message, Subscription
-from tests.support import TcpProxy
+from tests.support import TcpProxy, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -87,14 +87,6 @@ async def stored(c: Client, pattern: str) -> list[int]:
     return [e.id async for e in c.query_events(pattern, page_size=1000)]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.05)
-
-
 # -- publishing ---------------------------------------------------------------------------------
 
 
@@ -157,7 +149,7 @@ async def test_cancelled_publish_does_not_fail_its_batch(broker: RunningBroker) 
     subject = unique("cancel")
     async with Client(broker.target) as c:
         tasks = [asyncio.ensure_future(c.publish(subject, i)) for i in range(5)]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn: the five join one batch, then one is cancelled
         tasks[0].cancel()
         done = await asyncio.gather(*tasks, return_exceptions=True)
         assert isinstance(done[0], asyncio.CancelledError)
@@ -207,7 +199,12 @@ async def test_timed_out_publish_leaves_its_batch_to_the_others(broker: RunningB
         others = [asyncio.ensure_future(c.publish(subject, i)) for i in range(3)]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(c.publish(subject, 99), 0.3)
-        await asyncio.sleep(0.1)
+        async with Client(broker.target) as direct:
+
+            async def all_stored() -> bool:
+                return len(await stored(direct, subject)) == 4
+
+            await eventually(all_stored)  # the frame went through; only its answer is lost
         assert not any(t.done() for t in others)
         assert c.frames_sent == 1  # the timed-out publish shared the others' frame
         proxy.resume()
@@ -319,6 +316,8 @@ async def test_bad_api_key_fails_publishes_without_retrying(
         assert results[0].message == "the API key is not valid"  # the broker's own words
         frames = c.frames_sent
         assert frames <= 1
+        # No event marks a retry that does not happen: wait longer than the first reconnect
+        # backoff (at most 0.15 s), by which a retrying client would have resent the frame.
         await asyncio.sleep(0.5)
         assert c.frames_sent == frames  # no reconnect storm on a permanent error
     async with Client(broker.target, api_key=key) as good:
