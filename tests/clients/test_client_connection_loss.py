@@ -8,7 +8,7 @@ import pytest
 
 from broker.testing import run_broker
 from clients import Client
-from tests.support import TcpProxy
+from tests.support import TcpProxy, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -36,18 +36,15 @@ async def test_cut_connections_lose_nothing_and_duplicate_nothing() -> None:
                 published.append(await c.publish(f"loss.{worker}", i))
 
         producers = asyncio.gather(*(produce(w) for w in range(8)))
-        for _ in range(3):
-            await asyncio.sleep(0.15)
+        for published_before_cut in (50, 150, 250):  # cut mid-stream, three times
+            await eventually(lambda n=published_before_cut: len(published) >= n)
             await proxy.cut()
         await asyncio.wait_for(producers, 30)
 
         stored = [e.id async for e in c.query_events("loss.>", page_size=1000)]
         assert sorted(published) == stored  # every publish stored exactly once
         assert len(stored) == 400
-        for _ in range(300):
-            if set(received) >= set(stored):
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: set(received) >= set(stored), timeout=15)
         assert set(received) == set(stored)  # at-least-once: redeliveries allowed
         assert proxy.connections > 1
         consumer.cancel()
