@@ -15,6 +15,7 @@ import pytest_asyncio
 import clients
 from broker.testing import run_broker
 from clients import Client, Message, Subscription
+from tests.support import eventually
 
 if TYPE_CHECKING:
     from broker.testing import RunningBroker
@@ -154,11 +155,7 @@ async def test_dead_letters_and_redrive(client: Client) -> None:
             msg = await next_msg(sub)
             assert (msg.id, msg.attempt) == (eid, attempt)
             await msg.nack()
-        for _ in range(50):
-            letters = await client.admin.list_dead_letters(name)
-            if letters:
-                break
-            await asyncio.sleep(0.1)
+        letters = await eventually(lambda: client.admin.list_dead_letters(name))
         assert [d.id for d in letters] == [eid]
         assert await client.admin.redrive(name) == 1
         msg = await next_msg(sub)
