@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 
 import nats
@@ -15,6 +13,7 @@ from nats.aio.msg import Msg
 
 from gateways.nats import JetStreamSource, NatsGateway, NatsSettings
 from tests.gateways.gw_kit import Local, count_events, event, unique
+from tests.support import eventually
 
 pytestmark = pytest.mark.nats
 
@@ -24,13 +23,6 @@ async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
     client = await nats.connect(nats_url)
     yield client
     await client.drain()
-
-
-async def until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {cond}"
-        await asyncio.sleep(0.05)
 
 
 async def test_core_ingest_binary_structured_and_dead_letter(
@@ -67,7 +59,7 @@ async def test_core_ingest_binary_structured_and_dead_letter(
         async def three() -> bool:
             return await count_events(local.api, subject) >= 3 and len(dead) >= 1
 
-        await until(three)
+        await eventually(three)
     finally:
         await gw.stop()
     events, _ = await local.api.query(None, subject)
@@ -104,8 +96,8 @@ async def test_jetstream_ingest_acks_after_store(
                 info = await js.consumer_info(stream, "lg")
                 return info.num_ack_pending == 0 and info.num_pending == 0
 
-            await until(lambda: _count(local, subject, 30))
-            await until(done)
+            await eventually(lambda: _count(local, subject, 30))
+            await eventually(done)
         finally:
             await gw.stop()
         events, _ = await local.api.query(None, subject)
@@ -137,11 +129,11 @@ async def test_egress_to_nats(local: Local, nc: NatsClient, nats_url: str) -> No
         async def arrived() -> bool:
             return len(got) >= 1
 
-        await until(arrived)  # the event reached the NATS subscriber
+        await eventually(arrived)  # the event reached the NATS subscriber
         headers = got[0].headers or {}
         assert headers["ce-specversion"] == "1.0" and got[0].data == b'{"k": 1}'
         consumer = next(c for (o, n), c in local.broker.consumers.items() if "eg" in n)
-        await until(lambda: _empty(consumer.pending))
+        await eventually(lambda: _empty(consumer.pending))
     finally:
         await gw.stop()
 
