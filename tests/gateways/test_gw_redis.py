@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +11,7 @@ import redis.asyncio as aioredis
 
 from gateways.redis import RedisIngest, RedisSettings
 from tests.gateways.gw_kit import Local, count_events, unique
+from tests.support import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -26,13 +25,6 @@ async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 def ce(i: int, **extra: object) -> str:
     return json.dumps({"specversion": "1.0", "id": f"r{i}", "source": "/r", "type": "t", **extra})
-
-
-async def until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_list_ingest_and_dead_letters(
@@ -54,7 +46,7 @@ async def test_list_ingest_and_dead_letters(
             json.dumps({"foo": 1}),
             json.dumps({"specversion": "1.0", "id": "x", "source": "/r"}),  # no type
         )
-        await until(lambda: _llen(r, dlq, 3))
+        await eventually(lambda: _llen(r, dlq, 3))
         assert await count_events(local.api, subject) == 2
     finally:
         await ingest.stop()
@@ -88,9 +80,9 @@ async def test_stream_ingest_acks_after_store(
     ingest = RedisIngest(local.api, settings)
     await ingest.start()
     try:
-        await until(lambda: _count(local, subject, 51))
-        await until(lambda: _llen(r, dlq, 2))
-        await until(lambda: _no_pending(r, stream, settings.group))
+        await eventually(lambda: _count(local, subject, 51))
+        await eventually(lambda: _llen(r, dlq, 2))
+        await eventually(lambda: _no_pending(r, stream, settings.group))
     finally:
         await ingest.stop()
     assert ingest.metrics["xacked"] == 53 and ingest.metrics["xack_short"] == 0
@@ -145,7 +137,7 @@ async def test_stream_pending_entries_are_recovered_once(
     ingest = RedisIngest(local.api, settings)
     await ingest.start()
     try:
-        await until(lambda: _no_pending(r, stream, settings.group))
+        await eventually(lambda: _no_pending(r, stream, settings.group))
     finally:
         await ingest.stop()
     stored, _ = await local.api.query(None, subject)
