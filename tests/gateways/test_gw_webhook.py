@@ -16,6 +16,7 @@ from clients._webhook import WebhookSignatureError, verify_webhook
 from gateways._web import start_site
 from gateways.webhook import WebhookDispatcher, WebhookSettings, sign
 from tests.gateways.gw_kit import Local, event, unique
+from tests.support import eventually
 
 SECRET = "s3cret"
 
@@ -60,13 +61,6 @@ async def dispatcher(local: Local) -> AsyncIterator[WebhookDispatcher]:
     await d.stop()
 
 
-async def wait_for(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 def attempts(rec: Receiver) -> set[str]:
     return {h["X-Lockgate-Attempt"] for _, h, _ in rec.got}
 
@@ -102,7 +96,7 @@ async def test_signed_binary_post_and_ack(
     assert headers["X-Lockgate-Delivery"] == str(out.ids[0])
     assert headers["X-Lockgate-Attempt"] == "1" and headers["X-Lockgate-Durable"] == durable
     consumer = local.broker.consumers[("default", durable)]
-    await wait_for(lambda: not consumer.pending)
+    await eventually(lambda: not consumer.pending)
 
 
 async def test_retries_back_off_then_ack(
@@ -111,11 +105,11 @@ async def test_retries_back_off_then_ack(
     receiver.answers = {1: (500, {}), 2: (503, {})}
     subject, durable = await make_durable(local, receiver.url)
     await local.api.publish(None, subject, [event(1)])
-    await wait_for(lambda: "3" in attempts(receiver))
+    await eventually(lambda: "3" in attempts(receiver))
     times = first_times(receiver)
     assert times[2] - times[1] >= 0.18 and times[3] - times[2] >= 0.38
     consumer = local.broker.consumers[("default", durable)]
-    await wait_for(lambda: not consumer.pending)
+    await eventually(lambda: not consumer.pending)
 
 
 async def test_429_honours_retry_after(
@@ -124,7 +118,7 @@ async def test_429_honours_retry_after(
     receiver.answers = {1: (429, {"Retry-After": "1"})}
     subject, _ = await make_durable(local, receiver.url)
     await local.api.publish(None, subject, [event(1)])
-    await wait_for(lambda: "2" in attempts(receiver))
+    await eventually(lambda: "2" in attempts(receiver))
     times = first_times(receiver)
     assert times[2] - times[1] >= 0.95
 
@@ -140,11 +134,7 @@ async def test_410_dead_letters_at_once(
         events, _ = await local.api.query(None, f"$dlq.{durable}")
         return list(events)
 
-    deadline = time.monotonic() + 5
-    while not await dead():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    dl = (await dead())[0]
+    dl = (await eventually(dead))[0]
     assert dl.event.attributes["lockgateoriginalid"].ce_string == str(out.ids[0])  # type: ignore[attr-defined]
     assert attempts(receiver) == {"1"}  # no retry after 410
 
@@ -155,10 +145,12 @@ async def test_max_deliveries_dead_letters(
     receiver.answers = {i: (500, {}) for i in range(1, 10)}
     subject, durable = await make_durable(local, receiver.url, max_deliveries=2)
     await local.api.publish(None, subject, [event(1)])
-    deadline = time.monotonic() + 6
-    while not (await local.api.query(None, f"$dlq.{durable}"))[0]:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+
+    async def dead() -> list[object]:
+        events, _ = await local.api.query(None, f"$dlq.{durable}")
+        return list(events)
+
+    await eventually(dead)
     assert attempts(receiver) == {"1", "2"}
 
 
