@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 
 import aiohttp
 import pytest
@@ -16,6 +15,7 @@ from broker.testing import run_broker
 from gateways._remote import RemoteAPI
 from gateways.redis import RedisIngest, RedisSettings
 from tests.gateways.gw_kit import unique
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -119,25 +119,22 @@ async def test_broker_restart_under_redis_stream_ingest(redis_url: str) -> None:
         ingest = RedisIngest(api, settings)
         await ingest.start()
 
-        async def produce() -> None:
-            for i in range(n):
-                await r.xadd(stream, {"data": json.dumps(i)})
-                if i % 10 == 0:
-                    await asyncio.sleep(0.01)
+        async def pending() -> int:
+            return int((await r.xpending(stream, settings.group))["pending"])
 
-        producer = asyncio.create_task(produce())
-        await asyncio.sleep(0.15)
+        for i in range(n // 2):
+            await r.xadd(stream, {"data": json.dumps(i)})
+        await eventually(lambda: ingest.metrics["xacked"] >= 25)  # the ingest is under way
         await b.kill()  # a crash, mid-stream
-        await asyncio.sleep(0.3)
+        for i in range(n // 2, n):
+            await r.xadd(stream, {"data": json.dumps(i)})
+        await eventually(pending)  # the ingest read entries it cannot publish now
         await b.restart()
-        await producer
-        deadline = time.monotonic() + 30
-        while True:
-            info = await r.xpending(stream, settings.group)
-            if ingest.metrics["xacked"] >= n and int(info["pending"]) == 0:
-                break
-            assert time.monotonic() < deadline, (ingest.metrics, info)
-            await asyncio.sleep(0.1)
+
+        async def all_acked() -> bool:
+            return ingest.metrics["xacked"] >= n and await pending() == 0
+
+        await eventually(all_acked, timeout=30, interval=0.1, what=f"{n} entries acked")
         await ingest.stop()
         events: list[int] = []
         after = 0
@@ -192,13 +189,12 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
                 headers, body = got[0]
                 verify_webhook("k", headers, body)
                 assert body == b'{"w": 1}'
-                deadline = time.monotonic() + 5
-                while True:  # acked: nothing comes back from a fetch
-                    await asyncio.sleep(0.3)
+
+                async def acked() -> bool:  # nothing comes back from a fetch
                     info = next(d for d in await api.list_durables(None) if d.name == durable)
-                    if info.pending_count == 0:
-                        break
-                    assert time.monotonic() < deadline, info
+                    return info.pending_count == 0
+
+                await eventually(acked, interval=0.1)
             finally:
                 await dispatcher.stop()
                 await api.close()
