@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateways.http import HttpSettings
 from tests.gateways.gw_kit import Local, count_events, local_broker, unique
+from tests.support import eventually
 
 CE_JSON = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -175,7 +176,7 @@ async def test_poll_ack_nack_and_shared_state_with_streams(local: Local) -> None
 
     # A long poll that is waiting gets an event published after it started.
     waiter = asyncio.create_task(poll("5s"))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: local.broker.consumers[("default", durable)].sessions)  # it waits
     await post(local, f"{subject}.a", [ce(1), ce(2)], BATCH)
     got = await waiter
     assert [e["attempt"] for e in got] == [1, 1]
