@@ -114,13 +114,20 @@ async def _raw_ws(port: int, first: dict[str, object]) -> tuple[asyncio.StreamRe
     return reader, writer
 
 
+async def _read_small_frame(reader: asyncio.StreamReader) -> dict[str, object]:
+    """One unmasked text frame of under 126 bytes from the server, as JSON."""
+    head = await asyncio.wait_for(reader.readexactly(2), 10)
+    assert head[0] == 0x81 and head[1] < 126, head
+    return json.loads(await reader.readexactly(head[1]))  # type: ignore[no-any-return]
+
+
 async def test_slow_socket_is_dropped_and_the_broker_goes_on(tmp_path: Path) -> None:
     settings = WsSettings(heartbeat=30, max_send_buffer=64 << 10, send_timeout=0.5)
     async with local_broker(tmp_path, ws=settings, subscriber_buffer=100_000) as env:
         subject = unique("slow.")
         port = int(env.url.rsplit(":", 1)[1])
         reader, writer = await _raw_ws(port, {"op": "subscribe", "pattern": subject})
-        await asyncio.sleep(0.1)
+        assert (await _read_small_frame(reader))["op"] == "ok"  # subscribed
         # Stop reading; publish far more than the kernel and the send buffer hold.
         big = '{"pad": "' + "x" * 8000 + '"}'
         started = time.monotonic()
@@ -128,7 +135,11 @@ async def test_slow_socket_is_dropped_and_the_broker_goes_on(tmp_path: Path) -> 
             out = await env.api.publish(None, subject, [event(i, data=big) for _ in range(10)])
             assert not out.errors
         assert time.monotonic() - started < 10  # the broker never waited for the socket
-        await asyncio.sleep(1.0)  # send_timeout passes: the server gives up on the socket
+        # The subject of the test: a send stays blocked for send_timeout (0.5 s) while this
+        # client does not read, and the server gives up on the socket. Nothing outside the
+        # socket shows that moment (the subscription lives until the socket closes), and
+        # reading earlier would unblock the send.
+        await asyncio.sleep(1.0)
         # Its close frame comes last, after what it had queued; then the server hangs up.
         data = await asyncio.wait_for(reader.read(), 10)
         writer.close()  # type: ignore[attr-defined]
