@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from broker.errors import FailedPrecondition
+from broker.errors import FailedPrecondition, Reason
 
 __all__ = ["LOCK_FILE", "DataDirInUse", "lock_data_dir"]
 
@@ -33,6 +33,7 @@ class DataDirInUse(FailedPrecondition):
         who = f"another lockgate (pid {holder})" if holder else "another lockgate"
         super().__init__(
             f"the data directory {data_dir} is in use by {who}",
+            reason=Reason.DATA_DIR_IN_USE,
             hint="stop that broker, or give this one its own --data-dir",
         )
 

@@ -237,6 +237,8 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
         Reason.INSECURE_LISTEN,
         Reason.MISSING_EXTRA,
         Reason.LISTEN_FAILED,
+        Reason.DATA_DIR_IN_USE,
+        Reason.DATA_DIR_UNUSABLE,
         Reason.NO_POLICIES,
     ),
 }

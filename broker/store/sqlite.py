@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from broker.errors import Unavailable
+from broker.errors import FailedPrecondition, Unavailable
 from broker.ids import id_for_time_ms
 from broker.store import (
     ApiKeyRecord,
@@ -150,9 +150,9 @@ class SqliteStore:
             self._w = await self._run(self._wpool, setup)
             self._r = await self._run(self._rpool, self._connect)
         except sqlite3.Error as exc:
-            raise Unavailable(
+            raise FailedPrecondition(
                 f"cannot open the store at {self.path}: {exc}",
-                reason="STORE_UNAVAILABLE",
+                reason="DATA_DIR_UNUSABLE",
                 hint="check that --data-dir is writable and not used by another broker",
             ) from exc
         self._wake = asyncio.Event()

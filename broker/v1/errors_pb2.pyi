@@ -45,6 +45,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_INSECURE_LISTEN: _ClassVar[ErrorReason]
     ERROR_REASON_MISSING_EXTRA: _ClassVar[ErrorReason]
     ERROR_REASON_LISTEN_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_DATA_DIR_IN_USE: _ClassVar[ErrorReason]
+    ERROR_REASON_DATA_DIR_UNUSABLE: _ClassVar[ErrorReason]
     ERROR_REASON_NO_POLICIES: _ClassVar[ErrorReason]
     ERROR_REASON_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_UNKNOWN_DURABLE: _ClassVar[ErrorReason]
@@ -104,6 +106,8 @@ ERROR_REASON_ALREADY_SUBSCRIBED: ErrorReason
 ERROR_REASON_INSECURE_LISTEN: ErrorReason
 ERROR_REASON_MISSING_EXTRA: ErrorReason
 ERROR_REASON_LISTEN_FAILED: ErrorReason
+ERROR_REASON_DATA_DIR_IN_USE: ErrorReason
+ERROR_REASON_DATA_DIR_UNUSABLE: ErrorReason
 ERROR_REASON_NO_POLICIES: ErrorReason
 ERROR_REASON_NOT_FOUND: ErrorReason
 ERROR_REASON_UNKNOWN_DURABLE: ErrorReason

@@ -11,7 +11,9 @@ import pytest
 
 from broker.app import serve
 from broker.config import Config
+from broker.datadir import lock_data_dir
 from broker.errors import BrokerError, Reason
+from broker.testing import run_broker
 
 
 async def _refusal(config: Config) -> BrokerError:
@@ -41,3 +43,18 @@ async def test_missing_policy_dir_is_invalid_config(tmp_path: Path) -> None:
     err = await _refusal(config)
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.reason == Reason.INVALID_CONFIG
+
+
+async def test_a_held_data_dir_is_a_failed_precondition(tmp_path: Path) -> None:
+    async with run_broker(data_dir=str(tmp_path)):
+        with pytest.raises(BrokerError) as info, lock_data_dir(tmp_path):
+            pass
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.reason == Reason.DATA_DIR_IN_USE
+
+
+async def test_an_unusable_store_is_a_failed_precondition(tmp_path: Path) -> None:
+    (tmp_path / "lockgate.db").mkdir()  # sqlite cannot open a directory as its file
+    err = await _refusal(Config(listen="127.0.0.1:0", data_dir=str(tmp_path)))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.reason == Reason.DATA_DIR_UNUSABLE
