@@ -91,6 +91,9 @@ async def test_pub_sub_history_durables(target: str, capsys: pytest.CaptureFixtu
     assert one == {**one, "id": pub["id"], "data": {"n": 1}}  # type: ignore[dict-item]
     [durable] = await run("durables", "list")
     assert durable["name"] == "c1"  # type: ignore[index]
+    [info] = await run("durables", "info", "c1")
+    assert info["durable"]["name"] == "c1" and info["pending"] == []  # type: ignore[index]
+    assert isinstance(info["durable"]["ack_floor"], str)  # type: ignore[index]
     await run("durables", "delete", "c1")
     assert await run("dlq", "list") == []
 
