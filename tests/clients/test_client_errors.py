@@ -7,6 +7,7 @@ import pytest
 from grpc_status import rpc_status
 
 import clients
+from broker.v1.reasons import Reason
 from clients._errors import error_for_reason, from_rpc_error
 from tests.clients.status_kit import rich_status
 
@@ -93,3 +94,25 @@ def test_from_rpc_error_falls_back_to_code() -> None:
 def test_rpc_status_detail_helper_is_consistent() -> None:
     status = rich_status(grpc.StatusCode.NOT_FOUND, "NO_RESPONDERS", "nobody")
     assert rpc_status.to_status is not None and status.code == grpc.StatusCode.NOT_FOUND
+
+
+# Reasons that never arrive from a broker: the client's own, and "no reason known".
+CLIENT_SIDE = {
+    "UNKNOWN",
+    "INTERNAL",
+    "NOT_CONNECTED",
+    "CLOSED",
+    "PROTOCOL_ERROR",
+    "NO_REPLY_TO",
+    "MISSING_SIGNATURE",
+    "BAD_SIGNATURE",
+    "STALE_SIGNATURE",
+}
+
+
+@pytest.mark.parametrize("reason", [r for r in Reason if r not in CLIENT_SIDE])
+def test_every_registered_reason_has_its_class(reason: Reason) -> None:
+    """A reason added to protos/broker/v1/errors.proto must be given a class here too."""
+    err = error_for_reason(reason, "x")
+    assert type(err) is not clients.LockgateError, reason
+    assert err.reason == reason
