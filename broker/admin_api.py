@@ -7,6 +7,7 @@ import contextlib
 import grpc
 
 from broker.auth import Authenticator, Principal
+from broker.durables import DurableOptions
 from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
 from broker.node import Broker
 from broker.policies import PolicyManager
@@ -42,16 +43,14 @@ class AdminServicer(Servicer):
     ) -> admin_pb2.CreateDurableResponse:
         async def run(p: Principal) -> admin_pb2.CreateDurableResponse:
             start = start_spec(request.start)
-            await self.broker.create_durable(
-                p,
-                request.name,
-                request.pattern,
+            options = DurableOptions(
                 start=start,
                 max_in_flight=request.max_in_flight,
                 ack_wait=request.ack_wait.ToMilliseconds() / 1000,
                 max_deliveries=request.max_deliveries,
                 endpoint_url=request.endpoint_url,
             )
+            await self.broker.create_durable(p, request.name, request.pattern, options)
             return admin_pb2.CreateDurableResponse(durable=self._info(request.name, p.org))
 
         return await self._unary(context, run, admin=True)

@@ -22,15 +22,18 @@ from typing import Protocol
 
 from broker.auth import Authenticator, Principal
 from broker.delivery import DurableSession, EphemeralSubscription, Outbox
+from broker.durables import DURABLE_DEFAULTS, DurableOptions
 from broker.errors import BrokerError, PermissionDenied
 from broker.node import Broker
 from broker.positions import StartSpec
 from broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = [
+    "DURABLE_DEFAULTS",
     "FROM_NEW",
     "BrokerAPI",
     "Delivery",
+    "DurableOptions",
     "DurableView",
     "LocalAPI",
     "PublishResult",
@@ -137,16 +140,7 @@ class BrokerAPI(Protocol):
     ) -> Subscription: ...
 
     async def create_durable(
-        self,
-        key: str | None,
-        name: str,
-        pattern: str,
-        *,
-        start: StartSpec = FROM_NEW,
-        max_in_flight: int = 0,
-        ack_wait: float = 0.0,
-        max_deliveries: int = 0,
-        endpoint_url: str = "",
+        self, key: str | None, name: str, pattern: str, options: DurableOptions = DURABLE_DEFAULTS
     ) -> DurableView: ...
 
     async def close(self) -> None: ...
@@ -294,24 +288,14 @@ class LocalAPI:
         p = await self.principal(key)
         b = self.broker
         if durable:
-            session = await b.subscribe_durable(
-                p, durable, pattern, queue=queue, start=start, max_in_flight=max_in_flight
-            )
+            options = DurableOptions(queue=queue, start=start, max_in_flight=max_in_flight)
+            session = await b.subscribe_durable(p, durable, pattern, options)
             return _LocalSubscription(b, session.outbox, durable, session=session)
         sub = await b.subscribe_ephemeral(p, pattern, queue, max_in_flight, start)
         return _LocalSubscription(b, sub.outbox, sub.name, sub=sub)
 
     async def create_durable(
-        self,
-        key: str | None,
-        name: str,
-        pattern: str,
-        *,
-        start: StartSpec = FROM_NEW,
-        max_in_flight: int = 0,
-        ack_wait: float = 0.0,
-        max_deliveries: int = 0,
-        endpoint_url: str = "",
+        self, key: str | None, name: str, pattern: str, options: DurableOptions = DURABLE_DEFAULTS
     ) -> DurableView:
         p = await self.principal(key)
         if not p.is_admin:  # as AdminService.CreateDurable
@@ -319,16 +303,7 @@ class LocalAPI:
                 f"agent {p.agent!r} lacks the admin role",
                 hint="use a key created with --role admin",
             )
-        c = await self.broker.create_durable(
-            p,
-            name,
-            pattern,
-            start=start,
-            max_in_flight=max_in_flight,
-            ack_wait=ack_wait,
-            max_deliveries=max_deliveries,
-            endpoint_url=endpoint_url,
-        )
+        c = await self.broker.create_durable(p, name, pattern, options)
         r = c.rec
         return DurableView(
             r.name,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from broker import wire
@@ -31,10 +32,62 @@ from broker.v1 import broker_pb2, cloudevent_pb2
 if TYPE_CHECKING:
     from broker.node import Broker
 
-__all__ = ["Durables", "check_durable_name"]
+__all__ = ["DURABLE_DEFAULTS", "DurableOptions", "Durables", "check_durable_name"]
 
 CloudEvent = cloudevent_pb2.CloudEvent
 SystemPublish = Callable[[str, str, Sequence[CloudEvent]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DurableOptions:
+    """The settings of a durable subscription; 0 and "" take the broker's defaults.
+
+    Example::
+
+        await broker.create_durable(p, "billing", "orders.>", DurableOptions(max_deliveries=3))
+    """
+
+    queue: str = ""
+    start: StartSpec = FROM_NEW
+    """Where a new durable starts; an existing one goes on where it stopped."""
+    max_in_flight: int = 0
+    ack_wait: float = 0.0
+    """Seconds before an unacknowledged delivery is redelivered."""
+    max_deliveries: int = 0
+    endpoint_url: str = ""
+    """A webhook URL: the webhook dispatcher POSTs the deliveries there."""
+
+
+DURABLE_DEFAULTS = DurableOptions()
+
+# The settings a durable keeps, as (ConsumerRecord field, DurableOptions field, name shown).
+_SETTINGS = (
+    ("pattern", "", "pattern"),
+    ("queue", "queue", "queue"),
+    ("ack_wait_ms", "ack_wait", "ack_wait"),
+    ("max_deliveries", "max_deliveries", "max_deliveries"),
+    ("max_in_flight", "max_in_flight", "max_in_flight"),
+    ("endpoint_url", "endpoint_url", "endpoint_url"),
+)
+
+
+def _difference(have: ConsumerRecord, want: ConsumerRecord) -> list[tuple[str, object, object]]:
+    """The settings in which two records differ: (name, existing value, wanted value)."""
+    out: list[tuple[str, object, object]] = []
+    for field_name, _, shown in _SETTINGS:
+        a, b = getattr(have, field_name), getattr(want, field_name)
+        if a != b:
+            if field_name == "ack_wait_ms":
+                a, b = f"{a / 1000:g}s", f"{b / 1000:g}s"
+            out.append((shown, a, b))
+    return out
+
+
+def _given(options: DurableOptions, setting: str) -> bool:
+    for _, option, shown in _SETTINGS:
+        if shown == setting and option:
+            return bool(getattr(options, option))
+    return False
 
 
 def check_durable_name(name: str) -> None:
@@ -58,6 +111,7 @@ class Durables:
         history: History,
         head: Callable[[], int],
         publish_system: SystemPublish,
+        changed: Callable[[str, str], None],
     ) -> None:
         self.host = host
         self.config = config
@@ -66,6 +120,8 @@ class Durables:
         self.history = history
         self._head = head
         self._publish_system = publish_system
+        self._changed = changed
+        """Called with ``(org, name)`` when a durable is created, deleted or redriven."""
         self.consumers: dict[tuple[str, str], DurableConsumer] = {}
         self.on_created: list[Callable[[DurableConsumer], None]] = []
         self.log = logging.getLogger("lockgate.broker")
@@ -135,46 +191,57 @@ class Durables:
         principal: Principal,
         name: str,
         pattern: str,
+        options: DurableOptions = DURABLE_DEFAULTS,
         *,
-        queue: str = "",
-        start: StartSpec = FROM_NEW,
-        max_in_flight: int = 0,
-        ack_wait: float = 0.0,
-        max_deliveries: int = 0,
-        endpoint_url: str = "",
+        exact: bool = True,
     ) -> DurableConsumer:
-        """The durable ``name``, created with these settings when it does not exist."""
+        """The durable ``name``, created with ``options`` when it does not exist.
+
+        An existing durable is returned when its settings agree; one that differs fails
+        with ``DURABLE_MISMATCH`` naming the setting. ``exact`` (an explicit create)
+        compares every setting, unset ones as the broker's defaults; otherwise (binding a
+        stream or a poll) only the pattern and the settings given are compared.
+        """
         check_pattern(self.gate, principal, pattern)
         check_durable_name(name)
         key = (principal.org, name)
         consumer = self.consumers.get(key)
-        if consumer is None:
-            if endpoint_url:
-                self.check_endpoint(endpoint_url)
-            rec = ConsumerRecord(
-                org=principal.org,
-                name=name,
-                pattern=pattern,
-                queue=queue,
-                ack_wait_ms=int((ack_wait or self.config.ack_wait) * 1000),
-                max_deliveries=max_deliveries or self.config.max_deliveries,
-                max_in_flight=max_in_flight or self.config.max_in_flight,
-                cursor=start_after(start, self._head()),
-                endpoint_url=endpoint_url,
-            )
-            await self.store.save_consumer(rec)
-            consumer = DurableConsumer(self.host, rec)
-            self.consumers[key] = consumer
-            consumer.start()
-            for hook in self.on_created:
-                hook(consumer)
-        elif consumer.rec.pattern != pattern:
-            raise FailedPrecondition(
-                f"durable {name!r} exists with pattern {consumer.rec.pattern!r}, not {pattern!r}",
-                reason="DURABLE_MISMATCH",
-                hint="use another durable name, or delete the durable first",
-            )
+        if consumer is not None:
+            differs = _difference(consumer.rec, self._record(principal.org, name, pattern, options))
+            for setting, have, want in differs:
+                if exact or setting == "pattern" or _given(options, setting):
+                    raise FailedPrecondition(
+                        f"durable {name!r} exists with {setting} {have!r}, not {want!r}",
+                        reason="DURABLE_MISMATCH",
+                        hint="use the durable's settings, another name, or delete it first",
+                        metadata={"setting": setting},
+                    )
+            return consumer
+        if options.endpoint_url:
+            self.check_endpoint(options.endpoint_url)
+        rec = self._record(principal.org, name, pattern, options)
+        rec.cursor = start_after(options.start, self._head())
+        await self.store.save_consumer(rec)
+        consumer = DurableConsumer(self.host, rec)
+        self.consumers[key] = consumer
+        consumer.start()
+        for hook in self.on_created:
+            hook(consumer)
+        self._changed(principal.org, name)
         return consumer
+
+    def _record(self, org: str, name: str, pattern: str, o: DurableOptions) -> ConsumerRecord:
+        cfg = self.config
+        return ConsumerRecord(
+            org=org,
+            name=name,
+            pattern=pattern,
+            queue=o.queue,
+            ack_wait_ms=int((o.ack_wait or cfg.ack_wait) * 1000),
+            max_deliveries=o.max_deliveries or cfg.max_deliveries,
+            max_in_flight=o.max_in_flight or cfg.max_in_flight,
+            endpoint_url=o.endpoint_url,
+        )
 
     def check_endpoint(self, url: str) -> None:
         """Webhook URLs: http(s) only, and no private or loopback address unless allowed."""
@@ -187,24 +254,10 @@ class Durables:
         principal: Principal,
         name: str,
         pattern: str,
-        *,
-        queue: str = "",
-        start: StartSpec = FROM_NEW,
-        max_in_flight: int = 0,
-        ack_wait: float = 0.0,
-        max_deliveries: int = 0,
+        options: DurableOptions = DURABLE_DEFAULTS,
     ) -> DurableSession:
         """Binds a stream to the durable ``name`` (created on first use)."""
-        consumer = await self.create(
-            principal,
-            name,
-            pattern,
-            queue=queue,
-            start=start,
-            max_in_flight=max_in_flight,
-            ack_wait=ack_wait,
-            max_deliveries=max_deliveries,
-        )
+        consumer = await self.create(principal, name, pattern, options, exact=False)
         return consumer.attach(self.config.max_message_bytes)
 
     async def fetch(
@@ -220,7 +273,8 @@ class Durables:
         """Polling delivery: up to ``max_events`` deliveries as encoded frames ("" if none
         arrived within ``wait``). They stay pending until acked, as with a stream."""
         if pattern:
-            consumer = await self.create(principal, name, pattern, start=start)
+            options = DurableOptions(start=start)
+            consumer = await self.create(principal, name, pattern, options, exact=False)
         else:
             consumer = self.get(principal.org, name)
         max_events = max(1, min(max_events or 100, 10_000))
@@ -268,11 +322,13 @@ class Durables:
         del self.consumers[(org, name)]
         await c.stop()
         await self.store.delete_consumer(org, name)
+        self._changed(org, name)
 
     async def redrive(self, org: str, name: str, ids: Sequence[int] | None) -> int:
         c = self.get(org, name)
         removed = await self.store.remove_dead_letters(org, name, ids or None)
         c.redrive(removed)
+        self._changed(org, name)
         return len(removed)
 
     async def publish_dead_letters(

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 
 from broker.auth import Principal
-from broker.config import Config
+from broker.backbone import Backbone, Notice
+from broker.backbone.local import LocalBackbone
+from broker.config import Config, ConfigError
 from broker.dedup import DedupWindow, MemoryDedupWindow
 from broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription
-from broker.durables import Durables
+from broker.durables import DURABLE_DEFAULTS, DurableOptions, Durables
 from broker.errors import BrokerError
 from broker.history import History
 from broker.ids import IdGenerator
+from broker.leases import Leases, LocalLeases, worker_id_lease
 from broker.pipeline import Pipeline, Prepared, PublishOutcome
 from broker.policyhook import PolicyGate
 from broker.positions import FROM_NEW, StartSpec, start_after
@@ -36,9 +40,13 @@ from broker.subscriptions import Ephemerals
 from broker.telemetry import Telemetry
 from broker.v1 import broker_pb2, cloudevent_pb2
 
-__all__ = ["Broker", "Prepared", "PublishOutcome", "StartSpec"]
+__all__ = ["Broker", "DurableOptions", "Prepared", "PublishOutcome", "StartSpec"]
 
 CloudEvent = cloudevent_pb2.CloudEvent
+_RETENTION = "retention"
+_LEASE_TTL = 15.0
+"""Seconds a lease lasts unless renewed; renewed every ``_LEASE_EVERY``."""
+_LEASE_EVERY = 5.0
 
 
 class Broker:
@@ -51,16 +59,25 @@ class Broker:
         policy: PolicyGate | None = None,
         *,
         dedup: DedupWindow | None = None,
+        backbone: Backbone | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.policy = policy or PolicyGate()
+        self.node_id = f"{config.worker_id}-{secrets.token_hex(4)}"
         self.log = logging.getLogger("lockgate.broker")
         self.telemetry = Telemetry()
         self.router = Router()
         self.dedup: DedupWindow = dedup or MemoryDedupWindow(config.dedup_window)
+        self.backbone: Backbone = backbone or LocalBackbone()
+        self.leases: Leases = leases or LocalLeases()
+        self.notice_listeners: list[Callable[[Notice], None]] = []
+        """Called with every notice another node sends."""
         self.history = History(store)
-        self.requests = Requests(config, self.policy, self.router, lambda: self.ids.next())
+        self.requests = Requests(
+            config, self.policy, self.backbone, self.node_id, lambda: self.ids.next()
+        )
         self.durables = Durables(
             self,
             config,
@@ -69,16 +86,16 @@ class Broker:
             self.history,
             lambda: self.pipeline.head,
             self.publish_system,
+            self._durable_changed,
         )
         self.pipeline = Pipeline(
             config,
             store,
             self.policy,
             self.dedup,
-            self.router,
+            self.backbone,
             self.telemetry,
             self.durables,
-            self.requests,
         )
         self.ephemerals = Ephemerals(
             config,
@@ -94,13 +111,23 @@ class Broker:
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Opens the store, takes the worker id's lease, and starts serving."""
         await self.store.open()
+        worker = worker_id_lease(self.config.worker_id)
+        if not await self.leases.acquire(worker, self.node_id, _LEASE_TTL):
+            await self.store.close()
+            raise ConfigError(
+                f"worker id {self.config.worker_id} is in use by another node",
+                hint="give every node its own --worker-id (0-1023)",
+            )
         await self.pipeline.open()
         await self.dedup.open(self.store)
         await self.durables.load()
+        self.backbone.join(self)
+        self.policy.on_swap.append(self._policy_swapped)
         self._tasks = [
             asyncio.create_task(self._ticker(), name="lockgate-ticker"),
-            asyncio.create_task(self._retention_loop(), name="lockgate-retention"),
+            asyncio.create_task(self._lease_loop(), name="lockgate-leases"),
         ]
 
     async def stop(self) -> None:
@@ -108,8 +135,13 @@ class Broker:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.backbone.leave(self)
+        if self._policy_swapped in self.policy.on_swap:
+            self.policy.on_swap.remove(self._policy_swapped)
         await self.durables.stop()
         await self.dedup.close()
+        for name in (worker_id_lease(self.config.worker_id), _RETENTION):
+            await self.leases.release(name, self.node_id)
         await self.store.close()
 
     async def _ticker(self) -> None:
@@ -118,18 +150,44 @@ class Broker:
             self.durables.tick(time.monotonic())
             await self.durables.save()
 
-    async def _retention_loop(self) -> None:
+    async def _lease_loop(self) -> None:
+        """Keeps the worker id's lease, and trims the log while holding the retention one."""
         rules = self.config.retention_rules()
-        if not rules:
-            return
+        worker = worker_id_lease(self.config.worker_id)
         while True:
             try:
-                removed = await self.store.trim(rules, int(time.time() * 1000))
-                if removed:
-                    self.log.info("retention removed %d events", removed)
+                if not await self.leases.acquire(worker, self.node_id, _LEASE_TTL):
+                    self.log.error("lost the lease on worker id %d", self.config.worker_id)
+                if rules and await self.leases.acquire(_RETENTION, self.node_id, _LEASE_TTL):
+                    removed = await self.store.trim(rules, int(time.time() * 1000))
+                    if removed:
+                        self.log.info("retention removed %d events", removed)
             except BrokerError as exc:
                 self.log.error("retention failed: %s", exc)
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(_LEASE_EVERY)
+
+    # -- the backbone's side (Member) ---------------------------------------------------------
+
+    def deliver(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
+        return self.router.route(org, subject, frames, count, ids)
+
+    def listens(self, org: str, subject: str) -> bool:
+        return self.router.has_targets(org, subject)
+
+    def deliver_reply(self, org: str, inbox: str, event: CloudEvent) -> bool:
+        return self.requests.reply(org, inbox, event)
+
+    def on_notice(self, notice: Notice) -> None:
+        # One node has nothing to reload; a cluster node reloads the durable or the active
+        # policy version from the shared store here.
+        for listener in list(self.notice_listeners):
+            listener(notice)
+
+    def _durable_changed(self, org: str, name: str) -> None:
+        self.backbone.notify(Notice("durable_changed", self.node_id, org, name))
+
+    def _policy_swapped(self, version: str) -> None:
+        self.backbone.notify(Notice("policy_swapped", self.node_id, name=version))
 
     # -- state the parts share ----------------------------------------------------------------
 
@@ -216,26 +274,11 @@ class Broker:
         principal: Principal,
         name: str,
         pattern: str,
-        *,
-        queue: str = "",
-        start: StartSpec = FROM_NEW,
-        max_in_flight: int = 0,
-        ack_wait: float = 0.0,
-        max_deliveries: int = 0,
-        endpoint_url: str = "",
+        options: DurableOptions = DURABLE_DEFAULTS,
     ) -> DurableConsumer:
-        """The durable ``name``, created with these settings when it does not exist."""
-        return await self.durables.create(
-            principal,
-            name,
-            pattern,
-            queue=queue,
-            start=start,
-            max_in_flight=max_in_flight,
-            ack_wait=ack_wait,
-            max_deliveries=max_deliveries,
-            endpoint_url=endpoint_url,
-        )
+        """The durable ``name``, created with ``options`` when it does not exist; an
+        existing one with other settings is refused (``DURABLE_MISMATCH``)."""
+        return await self.durables.create(principal, name, pattern, options)
 
     def check_endpoint(self, url: str) -> None:
         self.durables.check_endpoint(url)
@@ -245,24 +288,10 @@ class Broker:
         principal: Principal,
         name: str,
         pattern: str,
-        *,
-        queue: str = "",
-        start: StartSpec = FROM_NEW,
-        max_in_flight: int = 0,
-        ack_wait: float = 0.0,
-        max_deliveries: int = 0,
+        options: DurableOptions = DURABLE_DEFAULTS,
     ) -> DurableSession:
         """Binds a stream to the durable ``name`` (created on first use)."""
-        return await self.durables.subscribe(
-            principal,
-            name,
-            pattern,
-            queue=queue,
-            start=start,
-            max_in_flight=max_in_flight,
-            ack_wait=ack_wait,
-            max_deliveries=max_deliveries,
-        )
+        return await self.durables.subscribe(principal, name, pattern, options)
 
     async def fetch(
         self,

@@ -18,12 +18,12 @@ from typing import Protocol
 
 from broker import wire
 from broker.auth import Principal
+from broker.backbone import Backbone
 from broker.config import Config
 from broker.dedup import DedupKey, DedupWindow
 from broker.errors import BrokerError, EventTooLarge, InvalidEvent, Unavailable
 from broker.ids import IdGenerator
 from broker.policyhook import PolicyGate
-from broker.router import Router
 from broker.store import Batch, Store
 from broker.subjects import validate_subject
 from broker.telemetry import Span, Telemetry
@@ -34,7 +34,6 @@ __all__ = [
     "Pipeline",
     "Prepared",
     "PublishOutcome",
-    "ReplyDesk",
     "StagedBatch",
     "check_event",
     "publisher_of",
@@ -88,12 +87,6 @@ class CommitListener(Protocol):
         """A stored batch, its ``(id, frame)`` pairs, and the head before it was staged."""
 
 
-class ReplyDesk(Protocol):
-    """Where replies to requests (``$inbox.…`` subjects) go instead of the log."""
-
-    def reply(self, org: str, inbox: str, event: CloudEvent) -> None: ...
-
-
 def check_event(ev: CloudEvent) -> BrokerError | None:
     """The CloudEvents rule for one event: None when it may be published."""
     if ev.spec_version == "1.0" and ev.id and ev.source and ev.type:
@@ -144,19 +137,17 @@ class Pipeline:
         store: Store,
         gate: PolicyGate,
         dedup: DedupWindow,
-        router: Router,
+        backbone: Backbone,
         telemetry: Telemetry,
         listener: CommitListener,
-        replies: ReplyDesk,
     ) -> None:
         self.config = config
         self.store = store
         self.gate = gate
         self.dedup = dedup
-        self.router = router
+        self.backbone = backbone
         self.telemetry = telemetry
         self.listener = listener
-        self.replies = replies
         self.ids = IdGenerator(config.worker_id)
         self.head = 0
         """The highest id assigned."""
@@ -306,7 +297,7 @@ class Pipeline:
             return
         for i, event_id in zip(good, self.ids.next_block(len(good)), strict=True):
             out.ids[i] = event_id
-        self.replies.reply(org, inbox, events[good[0]])
+        self.backbone.reply(org, inbox, events[good[0]])
 
     def _stage(
         self,
@@ -324,8 +315,9 @@ class Pipeline:
         batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.gate.version, body, publisher)
         frames = list(zip(ids, encoded, strict=True)) if self.listener.wants_frames() else []
         prepared.staged.append(StagedBatch(batch, frames, self.head))
-        # Ephemeral (at-most-once) delivery starts now; durable delivery reads what is stored.
-        self.router.route(org, subject, body, len(ids), ids)
+        # Ephemeral (at-most-once) delivery starts now, on every node; durable delivery reads
+        # what is stored.
+        self.backbone.fan_out(org, subject, body, len(ids), ids)
         if ids[-1] > self.head:
             self.head = ids[-1]
         self._unstored[ids[0]] = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
@@ -146,6 +146,8 @@ class PolicyGate:
         self.policies = policy_set
         self.limiter: Limiter = limiter or LocalLimiter()
         self.spam = spam
+        self.on_swap: list[Callable[[str], None]] = []
+        """Called with the new version after every swap (the node tells the others)."""
 
     @property
     def active(self) -> bool:
@@ -158,6 +160,8 @@ class PolicyGate:
     def swap(self, policy_set: PolicySet | None) -> None:
         """Atomically replaces the running set (between two batches: one attribute store)."""
         self.policies = policy_set
+        for hook in list(self.on_swap):
+            hook(self.version)
 
     # -- publish, request -------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Request/reply: a request is routed to one responder with a private ``$inbox.…`` subject,
-and the first reply published there answers it. Neither is stored.
+"""Request/reply: a request goes over the backbone to the subscribers of its subject with a
+private ``$inbox.…`` subject, and the first reply published there answers it, whichever node
+the responder is connected to. Neither is stored.
 
 Example::
 
@@ -14,11 +15,11 @@ from collections.abc import Callable
 
 from broker import wire
 from broker.auth import Principal
+from broker.backbone import Backbone
 from broker.config import Config
 from broker.errors import DeadlineExceeded, EventTooLarge, NotFound
 from broker.pipeline import check_event
 from broker.policyhook import PolicyGate
-from broker.router import Router
 from broker.subjects import validate_subject
 from broker.v1 import cloudevent_pb2
 
@@ -31,11 +32,17 @@ class Requests:
     """The open requests of one node, by ``(org, inbox)``."""
 
     def __init__(
-        self, config: Config, gate: PolicyGate, router: Router, next_id: Callable[[], int]
+        self,
+        config: Config,
+        gate: PolicyGate,
+        backbone: Backbone,
+        node_id: str,
+        next_id: Callable[[], int],
     ) -> None:
         self.config = config
         self.gate = gate
-        self.router = router
+        self.backbone = backbone
+        self.node_id = node_id
         self._next_id = next_id
         self._inboxes: dict[tuple[str, str], asyncio.Future[CloudEvent]] = {}
 
@@ -58,19 +65,18 @@ class Requests:
         if len(raw) > self.config.max_event_bytes:
             raise EventTooLarge(len(raw), self.config.max_event_bytes)
         org = principal.org
-        if not self.router.has_targets(org, subject):
-            raise NotFound(
-                f"no subscriber listens on {subject!r}",
-                reason="NO_RESPONDERS",
-                hint="start a responder that subscribes to this subject",
-            )
         inbox = f"$inbox.{secrets.token_hex(8)}"
         fut: asyncio.Future[CloudEvent] = asyncio.get_running_loop().create_future()
         self._inboxes[(org, inbox)] = fut
         try:
             event_id = self._next_id()
             frame = wire.delivery_frame(event_id, wire.subject_field(subject), raw, 1, inbox)
-            self.router.route(org, subject, frame, 1, [event_id])
+            if not await self.backbone.request(self.node_id, org, subject, frame, [event_id]):
+                raise NotFound(
+                    f"no subscriber listens on {subject!r}",
+                    reason="NO_RESPONDERS",
+                    hint="start a responder that subscribes to this subject",
+                )
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise DeadlineExceeded(
@@ -81,8 +87,12 @@ class Requests:
         finally:
             self._inboxes.pop((org, inbox), None)
 
-    def reply(self, org: str, inbox: str, event: CloudEvent) -> None:
-        """Answers the request waiting on ``inbox`` (a late or unknown reply is dropped)."""
+    def reply(self, org: str, inbox: str, event: CloudEvent) -> bool:
+        """Answers the request waiting on ``inbox`` here; False when none waits (a late
+        reply, or a request of another node)."""
         fut = self._inboxes.get((org, inbox))
-        if fut is not None and not fut.done():
+        if fut is None:
+            return False
+        if not fut.done():
             fut.set_result(event)
+        return True

@@ -19,6 +19,7 @@ from broker import wire
 from broker.admin_api import AdminServicer, PolicyServicer
 from broker.auth import Authenticator, Principal
 from broker.delivery import DurableSession, EphemeralSubscription
+from broker.durables import DurableOptions
 from broker.errors import (
     BrokerError,
     FailedPrecondition,
@@ -151,15 +152,15 @@ class BrokerServer(Servicer):
             op = first.open
             start = start_spec(op.start)
             if op.durable:
-                session = await self.broker.subscribe_durable(
-                    principal,
-                    op.durable,
-                    op.pattern,
+                options = DurableOptions(
                     queue=op.queue_group,
                     start=start,
                     max_in_flight=op.max_in_flight,
                     ack_wait=op.ack_wait.ToMilliseconds() / 1000,
                     max_deliveries=op.max_deliveries,
+                )
+                session = await self.broker.subscribe_durable(
+                    principal, op.durable, op.pattern, options
                 )
                 outbox = session.outbox
                 name = op.durable

@@ -25,8 +25,10 @@ from google.protobuf import duration_pb2, message
 
 from broker import errors as be
 from broker.api import (
+    DURABLE_DEFAULTS,
     FROM_NEW,
     Delivery,
+    DurableOptions,
     DurableView,
     PublishResult,
     StartSpec,
@@ -304,25 +306,17 @@ class RemoteAPI:
         return sub
 
     async def create_durable(
-        self,
-        key: str | None,
-        name: str,
-        pattern: str,
-        *,
-        start: StartSpec = FROM_NEW,
-        max_in_flight: int = 0,
-        ack_wait: float = 0.0,
-        max_deliveries: int = 0,
-        endpoint_url: str = "",
+        self, key: str | None, name: str, pattern: str, options: DurableOptions = DURABLE_DEFAULTS
     ) -> DurableView:
+        o = options
         d = await self._admin(key).create_durable(
             name,
             pattern,
-            start=_client_start(start),
-            max_in_flight=max_in_flight,
-            ack_wait=ack_wait or None,
-            max_deliveries=max_deliveries,
-            endpoint_url=endpoint_url,
+            start=_client_start(o.start),
+            max_in_flight=o.max_in_flight,
+            ack_wait=o.ack_wait or None,
+            max_deliveries=o.max_deliveries,
+            endpoint_url=o.endpoint_url,
         )
         return DurableView(
             d.name, d.pattern, d.endpoint_url, d.ack_wait, d.max_deliveries, d.max_in_flight

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from broker.api import BrokerAPI, CloudEvent
+from broker.api import BrokerAPI, CloudEvent, DurableOptions
 from broker.errors import BrokerError
 from gateways._cebinary import from_binary, has_binary_headers
 from gateways._cejson import JsonValue, event_from_json
@@ -205,15 +205,15 @@ async def put_subscription(request: web.Request) -> web.Response:
     endpoint = doc.get("endpoint_url") or ""
     if not isinstance(endpoint, str):
         raise InvalidParameter("endpoint_url", str(endpoint), "an https:// URL")
-    view = await request.app[API_KEY].create_durable(
-        api_key(request.headers),
-        request.match_info["durable"],
-        pattern,
+    options = DurableOptions(
         start=parse_start(doc.get("start")),
         max_in_flight=parse_int("max_in_flight", _str(doc.get("max_in_flight")), 0, 0, 1 << 20),
         ack_wait=parse_duration_param("ack_wait", doc.get("ack_wait"), 0.0, 86400.0),
         max_deliveries=parse_int("max_deliveries", _str(doc.get("max_deliveries")), 0, 0, 10_000),
         endpoint_url=endpoint,
+    )
+    view = await request.app[API_KEY].create_durable(
+        api_key(request.headers), request.match_info["durable"], pattern, options
     )
     return json_response(
         {

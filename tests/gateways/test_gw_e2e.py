@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from broker.api import DurableOptions
 from broker.testing import run_broker
 from gateways._remote import RemoteAPI
 from gateways.redis import RedisIngest, RedisSettings
@@ -176,9 +177,8 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
         async with run_broker() as b:
             api = RemoteAPI(b.target)
             subject, durable = unique("pw."), unique("d")
-            await api.create_durable(
-                None, durable, subject, endpoint_url=f"http://127.0.0.1:{port}/hook"
-            )
+            hook = DurableOptions(endpoint_url=f"http://127.0.0.1:{port}/hook")
+            await api.create_durable(None, durable, subject, hook)
             dispatcher = PollingWebhookDispatcher(api, None, WebhookSettings(secret="k"))
             await dispatcher.start()
             try:

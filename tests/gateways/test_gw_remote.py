@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from broker import errors as be
-from broker.api import StartSpec
+from broker.api import DurableOptions, StartSpec
 from broker.testing import RunningBroker, run_broker
 from broker.v1 import broker_pb2, cloudevent_pb2
 from clients._channel import Connection
@@ -79,7 +79,7 @@ async def test_create_durable_start_positions_through_client_admin(
         ),
         "after": StartSpec(broker_pb2.START_POLICY_AFTER_ID, after_id=before.ids[0] - 1),
     }[policy]
-    view = await api.create_durable(None, name, subject, start=start, ack_wait=2.5)
+    view = await api.create_durable(None, name, subject, DurableOptions(start=start, ack_wait=2.5))
     assert (view.name, view.pattern, view.ack_wait) == (name, subject, 2.5)
     got = await api.fetch(None, name, 10, 2.0)
     assert [d.id for d in got] == before.ids

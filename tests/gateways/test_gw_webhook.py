@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from broker.api import DurableOptions
 from clients._webhook import WebhookSignatureError, verify_webhook
 from gateways._web import start_site
 from gateways.webhook import WebhookDispatcher, WebhookSettings, sign
@@ -75,7 +76,8 @@ def first_times(rec: Receiver) -> dict[int, float]:
 
 async def make_durable(local: Local, url: str, **kw: object) -> tuple[str, str]:
     subject, durable = unique("wh."), unique("d")
-    await local.api.create_durable(None, durable, subject, endpoint_url=url, **kw)  # type: ignore[arg-type]
+    options = DurableOptions(endpoint_url=url, **kw)  # type: ignore[arg-type]
+    await local.api.create_durable(None, durable, subject, options)
     return subject, durable
 
 

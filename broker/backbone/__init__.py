@@ -1,0 +1,85 @@
+"""How the nodes of one Lockgate reach each other: the :class:`Backbone` Protocol.
+
+Three things cross between nodes: staged batches for the ephemeral (at-most-once)
+subscribers connected to other nodes, requests and their replies, and notices (a policy set
+was swapped, a durable changed). Each node joins the backbone with its :class:`Member` side;
+the embedded :class:`~broker.backbone.local.LocalBackbone` connects the nodes of one process,
+a cluster backbone (core NATS) the nodes of many.
+
+Example::
+
+    backbone = LocalBackbone()
+    backbone.join(node)
+    backbone.fan_out("acme", "orders.created", frames, 2, [41, 42])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from broker.v1 import cloudevent_pb2
+
+__all__ = ["Backbone", "Member", "Notice", "NoticeKind"]
+
+CloudEvent = cloudevent_pb2.CloudEvent
+NoticeKind = Literal["policy_swapped", "durable_changed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """News one node gives the others; ``origin`` is the sending node's id."""
+
+    kind: NoticeKind
+    origin: str
+    org: str = ""
+    name: str = ""
+    """The durable's name (``durable_changed``) or the policy version (``policy_swapped``)."""
+
+
+class Member(Protocol):
+    """A node as the backbone sees it: where deliveries for its clients go."""
+
+    node_id: str
+
+    def deliver(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
+        """Offers a batch of delivery frames to this node's ephemeral subscribers; returns
+        how many subscriptions took it."""
+
+    def listens(self, org: str, subject: str) -> bool:
+        """Whether a subscriber on this node would receive ``subject`` (a responder)."""
+
+    def deliver_reply(self, org: str, inbox: str, event: CloudEvent) -> bool:
+        """Answers a request waiting on this node; False when none waits on ``inbox``."""
+
+    def on_notice(self, notice: Notice) -> None: ...
+
+
+class Backbone(Protocol):
+    """The links between nodes. Delivery over it is at-most-once, like ephemeral
+    subscriptions; what must not be lost travels through the store."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def join(self, member: Member) -> None: ...
+
+    def leave(self, member: Member) -> None: ...
+
+    def fan_out(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> None:
+        """Hands a staged batch to the ephemeral subscribers of every node, in staging order
+        per sender (called synchronously on the publish path; must not block)."""
+
+    async def request(
+        self, origin: str, org: str, subject: str, frame: bytes, ids: list[int]
+    ) -> bool:
+        """Delivers a request frame to the subscribers of ``subject`` on every node, as a
+        publish would (one member per queue group); False when nobody listens. The first
+        reply wins."""
+
+    def reply(self, org: str, inbox: str, event: CloudEvent) -> None:
+        """Answers the request waiting on ``inbox``, wherever it waits (dropped if none)."""
+
+    def notify(self, notice: Notice) -> None:
+        """Tells every other node (not ``notice.origin``)."""

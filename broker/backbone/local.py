@@ -1,0 +1,52 @@
+"""The embedded backbone: the nodes of one process, called directly."""
+
+from __future__ import annotations
+
+from broker.backbone import CloudEvent, Member, Notice
+
+__all__ = ["LocalBackbone"]
+
+
+class LocalBackbone:
+    """:class:`~broker.backbone.Backbone` between the nodes of this process (usually one)."""
+
+    def __init__(self) -> None:
+        self._members: list[Member] = []
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._members.clear()
+
+    def join(self, member: Member) -> None:
+        if member not in self._members:
+            self._members.append(member)
+
+    def leave(self, member: Member) -> None:
+        if member in self._members:
+            self._members.remove(member)
+
+    def fan_out(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> None:
+        for m in self._members:
+            m.deliver(org, subject, frames, count, ids)
+
+    async def request(
+        self, origin: str, org: str, subject: str, frame: bytes, ids: list[int]
+    ) -> bool:
+        heard = False
+        for m in self._members:
+            if m.listens(org, subject):
+                m.deliver(org, subject, frame, 1, ids)
+                heard = True
+        return heard
+
+    def reply(self, org: str, inbox: str, event: CloudEvent) -> None:
+        for m in self._members:
+            if m.deliver_reply(org, inbox, event):
+                return
+
+    def notify(self, notice: Notice) -> None:
+        for m in list(self._members):
+            if m.node_id != notice.origin:
+                m.on_notice(notice)
