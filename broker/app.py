@@ -12,11 +12,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from broker.auth import Authenticator
 from broker.config import Config
 from broker.errors import BrokerError, FailedPrecondition
-from broker.limits import Limiter, LocalLimiter, RedisLimiter
+from broker.factory import build_backends
 from broker.node import Broker
 from broker.policies import PolicyManager
 from broker.policyhook import PolicyGate, SpamControls
-from broker.store.sqlite import SqliteStore
 from broker.telemetry import setup_telemetry
 
 __all__ = ["GatewayStarter", "run", "serve"]
@@ -51,16 +50,26 @@ async def serve(
     from broker.server import BrokerServer  # grpc servers load only when serving
 
     setup_telemetry(config.telemetry, config.telemetry_interval)
-    store = SqliteStore(config.data_dir, fsync=config.fsync)
-    limiter: Limiter = LocalLimiter()
-    if config.limiter != "local":
-        limiter = RedisLimiter(config.limiter)
+    backends = build_backends(config)
+    store = backends.store
     gate = PolicyGate(
-        limiter=limiter,
+        limiter=backends.limiter,
         spam=SpamControls(config.spam_max_per_minute, config.spam_duplicate_window),
     )
-    broker = Broker(config, store, gate)
-    await broker.start()
+    broker = Broker(
+        config,
+        store,
+        gate,
+        dedup=backends.dedup,
+        backbone=backends.backbone,
+        leases=backends.leases,
+    )
+    await backends.open()
+    try:
+        await broker.start()
+    except BaseException:
+        await backends.close()
+        raise
     policies = PolicyManager(gate, store, config.policy_dir)
     try:
         await policies.start(config.policy_reload_interval)
@@ -128,7 +137,7 @@ async def serve(
     await server.stop(config.drain_timeout)
     await policies.stop()
     await broker.stop()
-    await limiter.close()
+    await backends.close()
     log.info("stopped")
 
 

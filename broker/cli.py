@@ -22,6 +22,8 @@ __all__ = ["main"]
 
 _SERVE_FLAGS = (
     ("listen", str, "host:port to listen on (default 127.0.0.1:50051)"),
+    ("store", str, "sqlite (default, under --data-dir) | postgresql://USER@HOST/DB"),
+    ("backbone", str, "local (default: one process) | nats://HOST:4222 (many nodes)"),
     ("data_dir", str, "directory of the embedded store (default ./lockgate-data)"),
     ("fsync", str, "os (default: survives a broker crash) | always (also power loss) | never"),
     ("worker_id", int, "0-1023, unique per broker node (goes into every id)"),

@@ -16,6 +16,7 @@ from broker.errors import InvalidArgument
 from broker.store import RetentionRule
 
 __all__ = [
+    "BACKENDS",
     "Config",
     "ConfigError",
     "coerce",
@@ -54,6 +55,10 @@ class Config:
     """The broker's settings; ``lockgate config`` prints the effective ones."""
 
     listen: str = "127.0.0.1:50051"
+    store: str = "sqlite"
+    """``sqlite`` (embedded, under ``data_dir``) or ``postgresql://…``."""
+    backbone: str = "local"
+    """``local`` (one process) or ``nats://…`` (many nodes)."""
     data_dir: str = "./lockgate-data"
     fsync: str = "os"
     worker_id: int = 0
@@ -103,6 +108,13 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+BACKENDS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "store": ("sqlite", ("postgresql://", "postgres://"), "sqlite, postgresql://USER@HOST/DB"),
+    "backbone": ("local", ("nats://", "tls://"), "local, nats://HOST:4222"),
+    "limiter": ("local", ("redis://", "rediss://", "unix://"), "local, redis://HOST:6379/0"),
+}
+"""The backend settings: the embedded value, the URL schemes of the cluster ones, and how
+they look (``broker.factory`` builds them)."""
 _DURATIONS = {
     "dedup_window",
     "ack_wait",
@@ -216,6 +228,13 @@ def load_config(
         if flag is not None and name in _FIELDS:
             values[name] = _coerce(name, flag, f"flag --{name.replace('_', '-')}")
     cfg = Config(**values)  # type: ignore[arg-type]
+    for name, (embedded, schemes, shape) in BACKENDS.items():
+        value = getattr(cfg, name)
+        if value != embedded and not value.startswith(schemes):
+            raise ConfigError(
+                f"{name} = {value!r} is not one of {shape}",
+                hint=f"{embedded} (the default) needs no server",
+            )
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(
             f"fsync = {cfg.fsync!r} is not one of always, os, never",

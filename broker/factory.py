@@ -1,0 +1,107 @@
+"""One place that turns the backend settings into the parts a node runs on.
+
+``store``, ``backbone`` and ``limiter`` (see :class:`broker.config.Config`) each name the
+embedded default or a cluster service by URL. :func:`build_backends` builds them, with the
+dedup window and the leases that go with the backbone. A cluster value whose package is not
+installed names the extra to install; one this version does not implement yet says so, as a
+configuration error rather than a failure at the first publish.
+
+Example::
+
+    b = build_backends(config)
+    gate = PolicyGate(limiter=b.limiter)
+    broker = Broker(config, b.store, gate, dedup=b.dedup, backbone=b.backbone, leases=b.leases)
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from broker.backbone import Backbone
+from broker.backbone.local import LocalBackbone
+from broker.config import Config, ConfigError
+from broker.dedup import DedupWindow, MemoryDedupWindow
+from broker.errors import FailedPrecondition
+from broker.leases import Leases, LocalLeases
+from broker.limits import Limiter, LocalLimiter, RedisLimiter
+from broker.store import Store
+
+__all__ = ["Backends", "build_backends", "build_limiter", "build_store"]
+
+
+@dataclass(slots=True)
+class Backends:
+    """What one node runs on; :meth:`close` releases what the node does not close itself
+    (the node opens and closes its store)."""
+
+    store: Store
+    backbone: Backbone
+    limiter: Limiter
+    leases: Leases
+    dedup: DedupWindow
+
+    async def open(self) -> None:
+        await self.backbone.open()
+
+    async def close(self) -> None:
+        await self.backbone.close()
+        await self.leases.close()
+        await self.limiter.close()
+
+
+def _require(module: str, extra: str, what: str) -> None:
+    """Fails with a sentence naming the extra when ``module`` is not installed."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise FailedPrecondition(
+            f"{what} needs the {module} package, which is not installed",
+            reason="MISSING_EXTRA",
+            hint=f"install it with: pip install 'lockgate[{extra}]'",
+        ) from None
+
+
+def _not_yet(setting: str, value: str, what: str, embedded: str) -> ConfigError:
+    return ConfigError(
+        f"{setting} = {value!r} asks for {what}, which this version of Lockgate does not have yet",
+        hint=f"use {setting} = {embedded!r} (the default)",
+    )
+
+
+def build_store(config: Config) -> Store:
+    if config.store == "sqlite":
+        from broker.store.sqlite import SqliteStore
+
+        return SqliteStore(config.data_dir, fsync=config.fsync)
+    _require("asyncpg", "postgres", "the PostgreSQL store")
+    raise _not_yet("store", config.store, "the PostgreSQL store", "sqlite")
+
+
+def build_backbone(config: Config) -> Backbone:
+    if config.backbone == "local":
+        return LocalBackbone()
+    _require("nats", "nats", "the NATS backbone")
+    raise _not_yet("backbone", config.backbone, "the NATS backbone", "local")
+
+
+def build_limiter(config: Config) -> Limiter:
+    if config.limiter == "local":
+        return LocalLimiter()
+    _require("redis", "redis", "the Redis limiter")
+    return RedisLimiter(config.limiter)
+
+
+def build_backends(config: Config) -> Backends:
+    """The backends ``config`` names (validated by :func:`broker.config.load_config`)."""
+    store = build_store(config)
+    backbone = build_backbone(config)
+    # The dedup window and the leases follow the backbone: in-process with the local one,
+    # shared (NATS KV) with a cluster one.
+    return Backends(
+        store=store,
+        backbone=backbone,
+        limiter=build_limiter(config),
+        leases=LocalLeases(),
+        dedup=MemoryDedupWindow(config.dedup_window),
+    )
