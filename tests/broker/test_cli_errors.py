@@ -22,8 +22,11 @@ def lockgate(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str
     )
 
 
-def assert_refused(proc: subprocess.CompletedProcess[str], *phrases: str) -> None:
-    assert proc.returncode != 0
+def assert_refused(
+    proc: subprocess.CompletedProcess[str], *phrases: str, code: int | None = None
+) -> None:
+    """One sentence and a hint, no traceback; ``code`` as broker/cli_errors.py lists them."""
+    assert proc.returncode != 0 if code is None else proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     for phrase in phrases:
         assert phrase in proc.stderr, proc.stderr
@@ -35,7 +38,7 @@ def test_port_in_use(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         proc = lockgate("serve", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}")
-    assert_refused(proc, f"lockgate: cannot listen on 127.0.0.1:{port}", "hint: ")
+    assert_refused(proc, f"lockgate: cannot listen on 127.0.0.1:{port}", "hint: ", code=1)
 
 
 def test_broken_policy_dir_at_start(tmp_path: Path) -> None:
@@ -51,12 +54,12 @@ def test_broken_policy_dir_at_start(tmp_path: Path) -> None:
         "--policy-dir",
         str(pdir),
     )
-    assert_refused(proc, "x.policy:1:", "^", "hint: ")
+    assert_refused(proc, "x.policy:1:", "^", "hint: ", code=1)
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
     proc = lockgate("serve", "--config", str(tmp_path / "nope.toml"))
-    assert_refused(proc, "lockgate: config file", "does not exist")
+    assert_refused(proc, "lockgate: config file", "does not exist", code=78)
 
 
 def test_policy_replay_bad_duration(tmp_path: Path) -> None:
