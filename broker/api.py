@@ -126,7 +126,12 @@ class BrokerAPI(Protocol):
         ack_ids: Sequence[int],
         nack_ids: Sequence[int],
         nack_delay: float = 0.0,
-    ) -> None: ...
+        *,
+        term_ids: Sequence[int] = (),
+    ) -> None:
+        """Acks, nacks (redelivered after ``nack_delay``) and terminates (dead-letters now,
+        to ``$dlq.<durable>``) pending deliveries of a durable; all or nothing per list."""
+        ...
 
     async def subscribe(
         self,
@@ -269,8 +274,12 @@ class LocalAPI:
         ack_ids: Sequence[int],
         nack_ids: Sequence[int],
         nack_delay: float = 0.0,
+        *,
+        term_ids: Sequence[int] = (),
     ) -> None:
         p = await self.principal(key)
+        if term_ids:  # as BrokerService.Acknowledge
+            await self.broker.terminate(p, durable, list(dict.fromkeys(term_ids)))
         self.broker.acknowledge(
             p, durable, list(dict.fromkeys(ack_ids)), list(dict.fromkeys(nack_ids)), nack_delay
         )

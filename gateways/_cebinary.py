@@ -1,8 +1,13 @@
 """The CloudEvents binary content mode (pure), shared by HTTP, webhooks and NATS.
 
-Attributes travel as ``ce-<name>`` headers (values percent-encoded as the HTTP binding
-says), ``datacontenttype`` as ``Content-Type`` and the data as the body. Header values carry
-no type, so extensions arrive as strings; ``time`` is parsed as a timestamp.
+Attributes travel as ``ce-<name>`` headers, the data as the body. Header values are the
+attributes' canonical strings, percent-encoded as the HTTP and NATS bindings say (space,
+``"``, ``%`` and everything outside printable ASCII); on the way in a double-quoted value
+is unquoted first, then percent-decoded once, and a value that decodes to invalid UTF-8 is
+refused. ``datacontenttype`` is ``Content-Type`` in the HTTP binding and
+``ce-datacontenttype`` in the NATS binding (where ``Content-Type`` marks structured mode);
+an event without one gets none. Header values carry no type, so extensions arrive as
+Strings; ``time`` and ``dataschema`` get their own types (``broker.cloudevents``).
 
 Example::
 
@@ -12,17 +17,31 @@ Example::
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
+from broker.cloudevents import check_name, is_name, set_from_text
 from broker.errors import InvalidEvent
 from broker.v1 import cloudevent_pb2
-from gateways._cejson import attribute_to_json, is_json_type, parse_time
+from gateways._cejson import attribute_to_json, is_json_type
 
-__all__ = ["from_binary", "has_binary_headers", "to_binary"]
+__all__ = [
+    "Binding",
+    "decode_header_value",
+    "encode_header_value",
+    "from_binary",
+    "has_binary_headers",
+    "is_structured_type",
+    "to_binary",
+]
 
 CloudEvent = cloudevent_pb2.CloudEvent
-_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"%')
+Binding = Literal["http", "nats"]
+# Printable ASCII but space, '"' and '%': the characters a header value keeps as they are.
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 
 
 def _lower_items(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -30,9 +49,37 @@ def _lower_items(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list
     return [(k.lower(), v) for k, v in items]
 
 
-def has_binary_headers(headers: Mapping[str, str]) -> bool:
+def has_binary_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> bool:
     """True when the message carries ``ce-specversion`` (binary content mode)."""
-    return any(k.lower() == "ce-specversion" for k in headers)
+    return any(k == "ce-specversion" for k, _ in _lower_items(headers))
+
+
+def is_structured_type(content_type: str) -> bool:
+    """True for ``application/cloudevents`` media types (structured or batched mode),
+    whatever ``ce-*`` headers come with them (the bindings say the media type decides)."""
+    return content_type.split(";", 1)[0].strip().lower().startswith("application/cloudevents")
+
+
+def encode_header_value(text: str) -> str:
+    """``text`` percent-encoded for a header (upper-case hex, UTF-8)."""
+    return urllib.parse.quote(text, safe=_SAFE)
+
+
+def decode_header_value(name: str, raw: str) -> str:
+    """A header value unquoted (RFC 7230 quoted-string) and percent-decoded once; raises
+    :class:`InvalidEvent` when the decoded bytes are not UTF-8."""
+    value = raw.strip(" \t")
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
+    try:
+        return urllib.parse.unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidEvent(
+            f"header {name!r} percent-decodes to bytes that are not UTF-8",
+            reason="INVALID_EVENT",
+            hint="percent-encode the UTF-8 bytes of the value (e.g. %E2%82%AC for €)",
+            metadata={"header": name},
+        ) from None
 
 
 def _is_text(content_type: str) -> bool:
@@ -40,42 +87,38 @@ def _is_text(content_type: str) -> bool:
     return (
         base.startswith("text/")
         or (bool(base) and is_json_type(base))
-        or base
-        in (
-            "application/xml",
-            "application/x-www-form-urlencoded",
-        )
+        or base in ("application/xml", "application/x-www-form-urlencoded")
     )
 
 
-def from_binary(headers: Mapping[str, str] | Iterable[tuple[str, str]], body: bytes) -> CloudEvent:
-    """The event of a binary-mode message; raises :class:`InvalidEvent` on a bad attribute."""
+def from_binary(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes,
+    binding: Binding = "http",
+) -> CloudEvent:
+    """The event of a binary-mode message; raises :class:`InvalidEvent` on a bad header."""
     ev = CloudEvent()
     ctype = ""
     for name, raw in _lower_items(headers):
         if name == "content-type":
-            ctype = raw.strip()
+            if binding == "http" or not ctype:  # NATS: ce-datacontenttype wins
+                ctype = raw.strip()
             continue
         if not name.startswith("ce-"):
             continue
         attr = name[3:]
-        value = urllib.parse.unquote(raw.strip())
+        value = decode_header_value(name, raw)
         if attr == "specversion":
             ev.spec_version = value
         elif attr in ("id", "source", "type"):
             setattr(ev, attr, value)
-        elif not attr.isalnum() or not attr.islower():
-            raise InvalidEvent(
-                f"header {name!r} names an invalid attribute",
-                reason="INVALID_EVENT",
-                hint="CloudEvents attribute names are lower-case letters and digits",
-            )
-        elif attr == "time":
-            ev.attributes[attr].ce_timestamp.CopyFrom(parse_time(value))
-        elif attr == "dataschema":
-            ev.attributes[attr].ce_uri = value
+        elif attr == "datacontenttype" and binding == "nats":
+            ctype = value
         else:
-            ev.attributes[attr].ce_string = value
+            err = check_name(attr)
+            if err is not None:
+                raise err
+            set_from_text(ev.attributes[attr], attr, value)
     if ctype:
         ev.attributes["datacontenttype"].ce_string = ctype
     if body:
@@ -89,21 +132,28 @@ def from_binary(headers: Mapping[str, str] | Iterable[tuple[str, str]], body: by
     return ev
 
 
-def to_binary(ev: CloudEvent) -> tuple[dict[str, str], bytes]:
-    """Headers (``ce-*`` and ``content-type``) and body for ``ev`` in binary mode."""
+def to_binary(ev: CloudEvent, binding: Binding = "http") -> tuple[dict[str, str], bytes]:
+    """Headers (``ce-*``, and ``content-type`` in the HTTP binding when the event has a
+    content type) and body for ``ev`` in binary mode. Raises ``ValueError`` for an event
+    whose attributes have no string form (the caller skips and reports it)."""
     headers = {
-        "ce-specversion": ev.spec_version,
-        "ce-id": urllib.parse.quote(ev.id, safe=_SAFE),
-        "ce-source": urllib.parse.quote(ev.source, safe=_SAFE),
-        "ce-type": urllib.parse.quote(ev.type, safe=_SAFE),
+        "ce-specversion": encode_header_value(ev.spec_version),
+        "ce-id": encode_header_value(ev.id),
+        "ce-source": encode_header_value(ev.source),
+        "ce-type": encode_header_value(ev.type),
     }
+    http = binding == "http"
+    ctype_header = "content-type" if http else "ce-datacontenttype"
     for name, value in ev.attributes.items():
-        if name == "datacontenttype":
-            headers["content-type"] = value.ce_string
+        if name == "datacontenttype":  # a media type: printable ASCII (broker.cloudevents)
+            ctype = value.ce_string
+            headers[ctype_header] = ctype if http else encode_header_value(ctype)
             continue
+        if not is_name(name):
+            raise ValueError(f"attribute name {name!r} cannot be a header name")
         v = attribute_to_json(value)
         text = ("true" if v else "false") if isinstance(v, bool) else str(v)
-        headers["ce-" + name] = urllib.parse.quote(text, safe=_SAFE)
+        headers["ce-" + name] = encode_header_value(text)
     kind = ev.WhichOneof("data")
     if kind == "text_data":
         body = ev.text_data.encode("utf-8")
@@ -111,7 +161,7 @@ def to_binary(ev: CloudEvent) -> tuple[dict[str, str], bytes]:
         body = ev.binary_data
     elif kind == "proto_data":
         body = ev.proto_data.value
-        headers.setdefault("content-type", "application/protobuf")
+        headers.setdefault(ctype_header, "application/protobuf")
     else:
         body = b""
     return headers, body

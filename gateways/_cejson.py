@@ -19,8 +19,7 @@ import binascii
 import json
 from collections.abc import Mapping
 
-from google.protobuf import timestamp_pb2
-
+from broker.cloudevents import check_name, set_from_text
 from broker.errors import InvalidEvent
 from broker.v1 import cloudevent_pb2
 
@@ -30,15 +29,12 @@ __all__ = [
     "event_from_json",
     "event_to_json",
     "is_json_type",
-    "parse_time",
 ]
 
 CloudEvent = cloudevent_pb2.CloudEvent
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 
 _REQUIRED = ("specversion", "id", "source", "type")
-_URI_ATTRS = {"dataschema"}
-_TIME_ATTRS = {"time"}
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -48,20 +44,6 @@ def is_json_type(content_type: str) -> bool:
     return not base or base in ("application/json", "text/json") or base.endswith("+json")
 
 
-def parse_time(text: str, what: str = "time") -> timestamp_pb2.Timestamp:
-    """An RFC 3339 timestamp; raises :class:`InvalidEvent` when it is not one."""
-    ts = timestamp_pb2.Timestamp()
-    try:
-        ts.FromJsonString(text)
-    except (ValueError, TypeError):
-        raise InvalidEvent(
-            f"{what} {text!r} is not an RFC 3339 timestamp",
-            reason="INVALID_EVENT",
-            hint="write times like 2024-05-01T12:00:00Z",
-        ) from None
-    return ts
-
-
 def _bad(message: str, hint: str = "") -> InvalidEvent:
     return InvalidEvent(message, reason="INVALID_EVENT", hint=hint or "see the CloudEvents spec")
 
@@ -69,9 +51,20 @@ def _bad(message: str, hint: str = "") -> InvalidEvent:
 def event_from_json(doc: object) -> CloudEvent:
     """A ``CloudEvent`` from one structured-mode JSON object; raises :class:`InvalidEvent`.
 
-    Required attributes are checked by the broker (reason ``MISSING_ATTRIBUTE``), not here,
-    so that every ingress reports them the same way.
+    Required attributes and attribute values are checked by the broker (reasons
+    ``MISSING_ATTRIBUTE``, ``INVALID_EVENT``; ``broker.cloudevents``), not here, so that
+    every ingress reports them the same way; this only refuses what has no CloudEvent form.
     """
+    try:
+        return _event_from_json(doc)
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800") cannot be stored as UTF-8
+        raise _bad(
+            "the event holds a lone UTF-16 surrogate (an invalid \\u escape)",
+            "send valid Unicode text",
+        ) from None
+
+
+def _event_from_json(doc: object) -> CloudEvent:
     if not isinstance(doc, Mapping):
         raise _bad(
             f"a CloudEvent must be a JSON object, not {type(doc).__name__}",
@@ -113,10 +106,13 @@ def event_from_json(doc: object) -> CloudEvent:
 
 
 def _set_attr(ev: CloudEvent, name: str, value: object) -> None:
-    if not name.isalnum() or not name.islower() or len(name) > 64:
+    err = check_name(name)
+    if err is not None:
+        raise err
+    if not isinstance(value, bool | int | str):
         raise _bad(
-            f"attribute name {name!r} is invalid",
-            "CloudEvents attribute names are lower-case letters and digits",
+            f"attribute {name!r} has a {type(value).__name__} value",
+            "extension attributes are strings, integers or booleans",
         )
     attr = ev.attributes[name]
     if isinstance(value, bool):
@@ -124,21 +120,10 @@ def _set_attr(ev: CloudEvent, name: str, value: object) -> None:
     elif isinstance(value, int):
         if _INT32[0] <= value <= _INT32[1]:
             attr.ce_integer = value
-        else:
+        else:  # beyond the Integer type: kept as its decimal String
             attr.ce_string = str(value)
-    elif isinstance(value, str):
-        if name in _TIME_ATTRS:
-            attr.ce_timestamp.CopyFrom(parse_time(value, name))
-        elif name in _URI_ATTRS:
-            attr.ce_uri = value
-        else:
-            attr.ce_string = value
     else:
-        del ev.attributes[name]
-        raise _bad(
-            f"attribute {name!r} has a {type(value).__name__} value",
-            "extension attributes are strings, integers or booleans",
-        )
+        set_from_text(attr, name, value)
 
 
 def _content_type(ev: CloudEvent) -> str:

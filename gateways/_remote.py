@@ -262,12 +262,15 @@ class RemoteAPI:
         ack_ids: Sequence[int],
         nack_ids: Sequence[int],
         nack_delay: float = 0.0,
+        *,
+        term_ids: Sequence[int] = (),
     ) -> None:
         req = broker_pb2.AcknowledgeRequest(
             durable=durable,
             ack_ids=list(ack_ids),
             nack_ids=list(nack_ids),
             nack_delay=_duration(nack_delay),
+            term_ids=list(term_ids),
         )
         await self._unary(key, BROKER + "Acknowledge", req, broker_pb2.AcknowledgeResponse)
 

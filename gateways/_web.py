@@ -12,11 +12,12 @@ from aiohttp import web
 
 from broker.api import Delivery, StoredEvent
 from broker.auth import Authenticator
+from broker.cloudevents import parse_timestamp
 from broker.config import ConfigError, parse_duration
 from broker.errors import BrokerError
 from broker.positions import StartSpec
 from broker.v1 import broker_pb2
-from gateways._cejson import JsonValue, event_to_json, parse_time
+from gateways._cejson import JsonValue, event_to_json
 from gateways.errors import InvalidParameter, MalformedJson, http_status, retry_after
 
 __all__ = [
@@ -168,7 +169,7 @@ def parse_time_ms(name: str, raw: str | None) -> int:
     if raw.isdigit():
         return int(raw)
     try:
-        return int(parse_time(raw, name).ToMilliseconds())
+        return int(parse_timestamp(raw, name).ToMilliseconds())
     except BrokerError:
         raise InvalidParameter(name, raw, "an RFC 3339 time or epoch milliseconds") from None
 

@@ -7,7 +7,9 @@
         ├── BodyTooLarge             reason BODY_TOO_LARGE          HTTP 413
         ├── UnsupportedMediaType     reason UNSUPPORTED_MEDIA_TYPE  HTTP 415
         ├── MalformedJson            reason MALFORMED_JSON          HTTP 400
-        └── InvalidParameter         reason INVALID_PARAMETER       HTTP 400
+        ├── InvalidParameter         reason INVALID_PARAMETER       HTTP 400
+        └── InvalidEvent (broker.errors)
+            └── UnencodableEvent     reason INVALID_EVENT           HTTP 422
 
 Every other :class:`~broker.errors.BrokerError` maps by its reason (when the reason has an
 entry in ``HTTP_BY_REASON``) or else by its gRPC code (``HTTP_BY_CODE``).
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import grpc
 
-from broker.errors import BrokerError, InvalidArgument, Reason
+from broker.errors import BrokerError, InvalidArgument, InvalidEvent, Reason
 
 __all__ = [
     "HTTP_BY_CODE",
@@ -25,6 +27,7 @@ __all__ = [
     "BodyTooLarge",
     "InvalidParameter",
     "MalformedJson",
+    "UnencodableEvent",
     "UnsupportedMediaType",
     "http_status",
     "retry_after",
@@ -67,6 +70,20 @@ class InvalidParameter(InvalidArgument):
         super().__init__(f"parameter {name}={shown!r} is invalid", hint=f"give {expected}")
 
 
+class UnencodableEvent(InvalidEvent):
+    """A stored event that has no CloudEvents JSON form (stored before ingress validated
+    attribute values); reads over gRPC return it as stored."""
+
+    http_status = 422
+
+    def __init__(self, event_id: int, problem: str) -> None:
+        super().__init__(
+            f"stored event {event_id} cannot be encoded as CloudEvents JSON: {problem}",
+            hint="read it over gRPC (GetEvent), which returns it as stored",
+            metadata={"id": str(event_id)},
+        )
+
+
 HTTP_BY_REASON: dict[str, int] = {
     Reason.BODY_TOO_LARGE: 413,
     Reason.EVENT_TOO_LARGE: 413,
@@ -94,6 +111,8 @@ HTTP_BY_CODE: dict[grpc.StatusCode, int] = {
 
 def http_status(err: BrokerError) -> int:
     """The HTTP status for ``err`` (500 for anything unmapped)."""
+    if isinstance(err, UnencodableEvent):
+        return err.http_status
     return HTTP_BY_REASON.get(err.reason) or HTTP_BY_CODE.get(err.code, 500)
 
 

@@ -23,15 +23,18 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from aiohttp import web
 
-from broker.api import BrokerAPI, CloudEvent, DurableOptions
+from broker.api import BrokerAPI, CloudEvent, Delivery, DurableOptions, StoredEvent
 from broker.errors import BrokerError
-from gateways._cebinary import from_binary, has_binary_headers
+from gateways._cebinary import from_binary, has_binary_headers, is_structured_type
 from gateways._cejson import JsonValue, event_from_json
+from gateways._report import UNENCODABLE, report_unencodable
 from gateways._web import (
     api_key,
     delivery_json,
@@ -49,6 +52,7 @@ from gateways.errors import (
     BodyTooLarge,
     InvalidParameter,
     MalformedJson,
+    UnencodableEvent,
     UnsupportedMediaType,
 )
 
@@ -57,6 +61,7 @@ __all__ = ["API_KEY", "HttpSettings", "add_routes", "build_app"]
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 API_KEY = web.AppKey("lockgate_api", BrokerAPI)
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -109,13 +114,17 @@ async def publish(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     subject = request.match_info["subject"]
     base = _base_type(request)
-    binary = has_binary_headers(dict(request.headers))
-    if not binary and base not in (STRUCTURED, BATCH):
+    # The media type decides: application/cloudevents* is structured (or batched) mode even
+    # when ce-* headers come along; otherwise ce-specversion means binary mode.
+    structured = is_structured_type(base)
+    if structured and base not in (STRUCTURED, BATCH):
+        raise UnsupportedMediaType(base, f"{STRUCTURED} or {BATCH}")
+    if not structured and not has_binary_headers(request.headers.items()):
         raise UnsupportedMediaType(base, f"ce-* headers (binary mode), {STRUCTURED} or {BATCH}")
     key = api_key(request.headers)
     raw = await _body(request, settings.max_body_bytes)
     parsed: list[CloudEvent | BrokerError] = []
-    if binary:
+    if not structured:
         parsed.append(_attempt(lambda: from_binary(request.headers.items(), raw)))
     elif base == STRUCTURED:
         doc = loads(raw)
@@ -164,7 +173,28 @@ def _attempt(fn: Callable[[], CloudEvent]) -> CloudEvent | BrokerError:
 async def get_event(request: web.Request) -> web.Response:
     event_id = parse_id("id", request.match_info["id"])
     stored = await request.app[API_KEY].get_event(api_key(request.headers), event_id)
-    return json_response(stored_json(stored))
+    try:
+        return json_response(stored_json(stored))
+    except UNENCODABLE as exc:
+        report_unencodable("http", stored.id, stored.subject, exc)
+        raise UnencodableEvent(stored.id, str(exc)) from None
+
+
+def _encoded(
+    items: Sequence[T], encode: Callable[[T], dict[str, JsonValue]]
+) -> tuple[list[JsonValue], list[int]]:
+    """The JSON of each item, and the positions of those that cannot be encoded (skipped
+    and reported, so one malformed stored event does not fail the whole page)."""
+    out: list[JsonValue] = []
+    skipped: list[int] = []
+    for pos, item in enumerate(items):
+        try:
+            out.append(encode(item))
+        except UNENCODABLE as exc:
+            d = cast("StoredEvent | Delivery", item)
+            report_unencodable("http", d.id, d.subject, exc)
+            skipped.append(pos)
+    return out, skipped
 
 
 async def query_events(request: web.Request) -> web.Response:
@@ -179,9 +209,11 @@ async def query_events(request: web.Request) -> web.Response:
         end_ms=parse_time_ms("until", q.get("until")),
         limit=parse_int("limit", q.get("limit"), 100, 1, 1000),
     )
-    return json_response(
-        {"events": [stored_json(e) for e in events], "next": str(last) if last else None}
-    )
+    encoded, skipped = _encoded(events, stored_json)
+    body: dict[str, JsonValue] = {"events": encoded, "next": str(last) if last else None}
+    if skipped:
+        body["skipped"] = [str(events[i].id) for i in skipped]
+    return json_response(body)
 
 
 _DURABLE_FIELDS = {
@@ -235,13 +267,21 @@ async def poll(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     q = request.query
     wait = parse_duration_param("wait", q.get("wait"), 0.0, settings.max_wait)
-    deliveries = await request.app[API_KEY].fetch(
+    api, key, durable = (
+        request.app[API_KEY],
         api_key(request.headers),
         request.match_info["durable"],
-        parse_int("max", q.get("max"), 100, 1, 10_000),
-        wait,
     )
-    return json_response({"events": [delivery_json(d) for d in deliveries]})
+    deliveries = await api.fetch(key, durable, parse_int("max", q.get("max"), 100, 1, 10_000), wait)
+    encoded, skipped = _encoded(deliveries, delivery_json)
+    body: dict[str, JsonValue] = {"events": encoded}
+    if skipped:
+        # Dead-lettered, so they are neither redelivered forever nor silently lost.
+        ids = [deliveries[i].id for i in skipped]
+        with contextlib.suppress(BrokerError):  # e.g. no longer pending: nothing to do
+            await api.acknowledge(key, durable, [], [], term_ids=ids)
+        body["skipped"] = [str(i) for i in ids]
+    return json_response(body)
 
 
 async def acks(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """NATS ingest (core and JetStream) and egress, with the CloudEvents NATS binding.
 
-A NATS message is an event in binary mode (``ce-*`` headers, ``Content-Type``, the payload
-as data) or, without ``ce-specversion``, a JSON entry as for Redis (a structured CloudEvent
-or ``{"data": ...}``, see ``gateways._ingest``).
+A NATS message is an event in the CloudEvents NATS binding's structured mode
+(``Content-Type: application/cloudevents+json``), its binary mode (``ce-*`` headers with
+``ce-specversion``, ``ce-datacontenttype``, the payload as data), or else a JSON entry as for
+Redis (a structured CloudEvent or ``{"data": ...}``, see ``gateways._ingest``).
 
 * Core (``subjects = {"sensors.>" = "sensors.in"}``): subscribed in queue group ``queue``
   (several gateways share the load), batched into broker publishes. At-most-once, as core
@@ -13,8 +14,10 @@ or ``{"data": ...}``, see ``gateways._ingest``).
   nothing is lost. ``{"data": ...}`` events take the id ``<stream>/<sequence>``, so a
   redelivered message is deduplicated by the broker.
 * Egress (``egress = {"alerts.>" = "ext.alerts"}``): a durable broker subscription per
-  pattern, each event published to NATS in binary mode (target ``""``: the same subject),
-  acked to the broker after the NATS server confirmed it (flush), so at-least-once.
+  pattern, each event published to NATS in the NATS binding's binary mode (target ``""``:
+  the same subject), acked to the broker after the NATS server confirmed it (flush), so
+  at-least-once. An event that cannot be encoded is logged (``nats.egress.unencodable``),
+  counted and acked, so it never stalls the ones behind it.
 
 Refused messages are published as JSON records (``gateways._ingest.dead_letter_record``) to
 the NATS subject ``dead_letter``.
@@ -25,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import nats
@@ -38,8 +42,11 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from broker.api import BrokerAPI, CloudEvent, Subscription
 from broker.errors import BrokerError
-from gateways._cebinary import from_binary, to_binary
+from gateways._cebinary import from_binary, is_structured_type, to_binary
+from gateways._cejson import event_from_json
 from gateways._ingest import dead_letter_record, parse_entry
+from gateways._report import UNENCODABLE, Backoff, report_ingest_error, report_unencodable
+from gateways._web import loads
 
 __all__ = ["JetStreamSource", "NatsGateway", "NatsSettings"]
 
@@ -73,15 +80,21 @@ class NatsSettings:
 
 
 def message_event(msg: Msg, default_id: str) -> CloudEvent:
-    """The event of one NATS message (binary mode or a JSON entry)."""
+    """The event of one NATS message: structured mode (``Content-Type:
+    application/cloudevents+json``), binary mode (``ce-specversion``, the NATS binding's
+    headers) or a JSON entry (``gateways._ingest``)."""
     headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
+    if is_structured_type(headers.get("content-type", "")):
+        return event_from_json(loads(msg.data))
     if "ce-specversion" in headers:
-        return from_binary(headers, msg.data)
+        return from_binary(headers, msg.data, "nats")
     return parse_entry(msg.data, default_id, f"nats://{msg.subject}", "lockgate.nats")
 
 
 class NatsGateway:
-    """Runs the configured ingress and egress until :meth:`stop`."""
+    """Runs the configured ingress and egress until :meth:`stop`. Every loop survives its
+    client library's and the broker's errors: it reports them (``gateway.ingest.error``,
+    ``gateways._report``) and resumes with backoff."""
 
     def __init__(self, api: BrokerAPI, settings: NatsSettings) -> None:
         self.api = api
@@ -102,16 +115,34 @@ class NatsGateway:
 
             await self.nc.subscribe(pattern, queue=s.queue, cb=enqueue)
         if s.subjects:
-            self._tasks.append(asyncio.create_task(self._core(), name="nats-core"))
+            self._spawn("nats-core", self._core)
         for src in s.jetstream:
-            self._tasks.append(asyncio.create_task(self._jetstream(src), name="nats-js"))
+            self._spawn(f"jetstream:{src.stream}", functools.partial(self._jetstream, src))
         for pattern, target in s.egress.items():
             name = (
                 s.egress_durable_prefix + "-" + "".join(c if c.isalnum() else "_" for c in pattern)
             )
-            sub = await self.api.subscribe(s.api_key, pattern, durable=name)
-            self._egress.append(sub)
-            self._tasks.append(asyncio.create_task(self._out(sub, target), name="nats-egress"))
+            # The first subscribe fails the start (a wrong key, a bad pattern); later ones
+            # (after the broker went away) are retried by the loop.
+            first = await self.api.subscribe(s.api_key, pattern, durable=name)
+            self._egress.append(first)
+            self._spawn("nats-egress", functools.partial(self._out, pattern, target, name, first))
+
+    def _spawn(self, source: str, run: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(source, run), name=source))
+
+    async def _supervise(self, source: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Runs ``run`` again after any error it raises, with backoff."""
+        backoff = Backoff(base=self.settings.retry / 4, cap=max(self.settings.retry * 10, 1.0))
+        while True:
+            try:
+                await run()
+                backoff.reset()
+                await asyncio.sleep(backoff.next())  # it ended (the broker closed it): again
+            except Exception as exc:  # the loop must outlive whatever its libraries raise
+                delay = backoff.next()
+                report_ingest_error(source, exc, delay)
+                await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -131,6 +162,12 @@ class NatsGateway:
             await self.nc.publish(self.settings.dead_letter, record.encode())
         self.metrics["dead_lettered"] += 1
 
+    def _event(self, msg: Msg, default_id: str) -> CloudEvent | BrokerError:
+        try:
+            return message_event(msg, default_id)
+        except BrokerError as err:
+            return err
+
     async def _core(self) -> None:
         s = self.settings
         while True:
@@ -139,10 +176,9 @@ class NatsGateway:
                 msgs.append(self._queue.get_nowait())
             groups: dict[str, list[tuple[Msg, CloudEvent]]] = {}
             for target, msg in msgs:
-                try:
-                    ev = message_event(msg, uuid.uuid4().hex)
-                except BrokerError as err:
-                    await self._dead_letter(f"nats:{msg.subject}", msg.data, err)
+                ev = self._event(msg, uuid.uuid4().hex)
+                if isinstance(ev, BrokerError):
+                    await self._dead_letter(f"nats:{msg.subject}", msg.data, ev)
                     continue
                 groups.setdefault(target, []).append((msg, ev))
             for subject, items in groups.items():
@@ -151,6 +187,7 @@ class NatsGateway:
     async def _publish(self, subject: str, items: list[tuple[Msg, CloudEvent]]) -> None:
         """Publishes, retrying while the broker refuses the whole batch; rejected events go
         to the dead-letter subject."""
+        backoff = Backoff(base=self.settings.retry / 4, cap=max(self.settings.retry * 10, 1.0))
         while True:
             try:
                 result = await self.api.publish(
@@ -158,8 +195,9 @@ class NatsGateway:
                 )
                 break
             except BrokerError as exc:
-                log.warning("nats -> %s: %s; retrying", subject, exc)
-                await asyncio.sleep(self.settings.retry)
+                delay = backoff.next()
+                report_ingest_error(f"nats:{subject}", exc, delay)
+                await asyncio.sleep(delay)
         for pos, err in result.errors:
             msg = items[pos][0]
             await self._dead_letter(f"nats:{msg.subject}", msg.data, err)
@@ -169,53 +207,79 @@ class NatsGateway:
         assert self.nc is not None
         js = self.nc.jetstream()
         psub = await js.pull_subscribe(src.subject, durable=src.durable, stream=src.stream)
-        while True:
-            try:
-                msgs = await psub.fetch(self.settings.batch, timeout=1.0)
-            except NatsTimeout:
-                continue
-            except NatsError as exc:
-                log.warning("jetstream %s: %s", src.stream, exc)
-                await asyncio.sleep(self.settings.retry)
-                continue
-            groups: dict[str, list[tuple[Msg, CloudEvent]]] = {}
-            for msg in msgs:
-                seq = msg.metadata.sequence.stream
+        try:
+            while True:
                 try:
-                    ev = message_event(msg, f"{src.stream}/{seq}")
-                except BrokerError as err:
-                    await self._dead_letter(f"jetstream:{src.stream}", msg.data, err)
-                    await msg.term()
+                    msgs = await psub.fetch(self.settings.batch, timeout=1.0)
+                except (NatsTimeout, TimeoutError):
+                    # Idle. nats-py raises its own TimeoutError or, now and then, the
+                    # built-in one; both mean "nothing arrived", not "stop".
                     continue
-                groups.setdefault(src.to or msg.subject, []).append((msg, ev))
-            for subject, items in groups.items():
-                try:
-                    result = await self.api.publish(
-                        self.settings.api_key, subject, [ev for _, ev in items]
-                    )
-                except BrokerError as exc:
-                    log.warning("jetstream -> %s: %s; redelivering", subject, exc)
-                    for msg, _ in items:
-                        await msg.nak(delay=self.settings.retry)
-                    continue
-                rejected = dict(result.errors)
-                for pos, (msg, _) in enumerate(items):
-                    if pos in rejected:
-                        await self._dead_letter(f"jetstream:{src.stream}", msg.data, rejected[pos])
-                        await msg.term()
-                    else:
-                        await msg.ack()
-                self.metrics["published"] += len(items) - len(rejected)
+                await self._jetstream_batch(src, msgs)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
 
-    async def _out(self, sub: Subscription, target: str) -> None:
-        assert self.nc is not None
-        async for batch in sub:
-            for d in batch:
-                headers, body = to_binary(d.event)
-                await self.nc.publish(target or d.subject, body, headers=headers)
-            await self.nc.flush()
+    async def _jetstream_batch(self, src: JetStreamSource, msgs: list[Msg]) -> None:
+        groups: dict[str, list[tuple[Msg, CloudEvent]]] = {}
+        for msg in msgs:
+            ev = self._event(msg, f"{src.stream}/{msg.metadata.sequence.stream}")
+            if isinstance(ev, BrokerError):
+                await self._dead_letter(f"jetstream:{src.stream}", msg.data, ev)
+                await msg.term()
+                continue
+            groups.setdefault(src.to or msg.subject, []).append((msg, ev))
+        for subject, items in groups.items():
             try:
-                await sub.ack(list(dict.fromkeys(d.id for d in batch)))
-            except BrokerError as exc:  # e.g. redelivered meanwhile: it goes out again
-                log.warning("nats egress: %s", exc)
-            self.metrics["egress"] += len(batch)
+                result = await self.api.publish(
+                    self.settings.api_key, subject, [ev for _, ev in items]
+                )
+            except BrokerError as exc:
+                report_ingest_error(f"jetstream:{src.stream}", exc, self.settings.retry)
+                for msg, _ in items:
+                    await msg.nak(delay=self.settings.retry)
+                continue
+            rejected = dict(result.errors)
+            for pos, (msg, _) in enumerate(items):
+                if pos in rejected:
+                    await self._dead_letter(f"jetstream:{src.stream}", msg.data, rejected[pos])
+                    await msg.term()
+                else:
+                    await msg.ack()
+            self.metrics["published"] += len(items) - len(rejected)
+
+    async def _out(self, pattern: str, target: str, durable: str, first: Subscription) -> None:
+        """One egress subscription until it ends (the supervisor subscribes again)."""
+        assert self.nc is not None
+        s = self.settings
+        sub = first if first in self._egress else None
+        if sub is None:
+            sub = await self.api.subscribe(s.api_key, pattern, durable=durable)
+            self._egress.append(sub)
+        try:
+            async for batch in sub:
+                sent: list[int] = []
+                skipped: list[int] = []
+                for d in batch:
+                    try:
+                        headers, body = to_binary(d.event, "nats")
+                    except UNENCODABLE as exc:
+                        report_unencodable("nats", d.id, d.subject, exc)
+                        skipped.append(d.id)
+                        continue
+                    await self.nc.publish(target or d.subject, body, headers=headers)
+                    sent.append(d.id)
+                await self.nc.flush()
+                if skipped:  # dead-lettered: neither redelivered forever nor lost
+                    with contextlib.suppress(BrokerError):
+                        await self.api.acknowledge(s.api_key, durable, [], [], term_ids=skipped)
+                    self.metrics["unencodable"] += len(skipped)
+                try:
+                    await sub.ack(list(dict.fromkeys(sent)))
+                except BrokerError as exc:  # e.g. redelivered meanwhile: it goes out again
+                    log.warning("nats egress: %s", exc)
+                self.metrics["egress"] += len(sent)
+        finally:
+            self._egress.remove(sub)
+            with contextlib.suppress(BrokerError):
+                await sub.close()

@@ -15,6 +15,10 @@ Server frames::
     {"op": "ok", "ref", ...}        "subscription" (its name) or "ids"/"duplicates"
     {"op": "error", "ref", "reason", "message", "hint"}
     {"op": "event", "subscription", "id", "subject", "attempt", "event": {CloudEvent JSON}}
+    {"op": "skipped", "subscription", "id", "subject", "reason", "message"}
+
+A stored event that has no CloudEvents JSON form is skipped (a ``skipped`` frame; a durable
+subscription dead-letters it to ``$dlq.<durable>``), and the events behind it keep coming.
 
 The server pings every ``heartbeat`` seconds (WebSocket ping frames) and closes a socket
 whose pong does not come. A socket that cannot keep up (its send buffer over
@@ -36,6 +40,7 @@ from aiohttp import WSMsgType, web
 from broker.api import BrokerAPI, CloudEvent, Delivery, Subscription
 from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
 from gateways._cejson import JsonValue, event_from_json
+from gateways._report import UNENCODABLE, report_unencodable
 from gateways._web import (
     api_key,
     delivery_json,
@@ -221,7 +226,7 @@ class _Connection:
                 f"this socket already subscribes to {name!r}", reason="ALREADY_SUBSCRIBED"
             )
         self.subs[name] = sub
-        self.pumps[name] = asyncio.create_task(self._pump(name, sub))
+        self.pumps[name] = asyncio.create_task(self._pump(name, sub, durable))
         return {"subscription": name}
 
     async def _unsubscribe(self, doc: dict[str, object]) -> dict[str, JsonValue]:
@@ -284,14 +289,37 @@ class _Connection:
                 self.pending.pop(i, None)
         return {"count": len(ids)}
 
-    async def _pump(self, name: str, sub: Subscription) -> None:
+    async def _skip(self, name: str, durable: str, d: Delivery, exc: Exception) -> None:
+        """Skips a delivery that cannot be encoded: reported, dead-lettered when durable
+        (so it is not redelivered forever), and announced to the client."""
+        report_unencodable("ws", d.id, d.subject, exc)
+        if durable:
+            with contextlib.suppress(BrokerError):  # no longer pending: nothing to settle
+                await self.api.acknowledge(self.key, durable, [], [], term_ids=[d.id])
+        await self._send(
+            {
+                "op": "skipped",
+                "subscription": name,
+                "id": str(d.id),
+                "subject": d.subject,
+                "reason": "INVALID_EVENT",
+                "message": f"the stored event cannot be encoded as CloudEvents JSON: {exc}",
+            }
+        )
+
+    async def _pump(self, name: str, sub: Subscription, durable: str) -> None:
         try:
             async for batch in sub:
                 head = '{"op":"event","subscription":' + dumps(name) + ","
                 for d in batch:
+                    try:
+                        text = _event_text(d)
+                    except UNENCODABLE as exc:
+                        await self._skip(name, durable, d, exc)
+                        continue
                     if sub.durable:
                         self.pending[d.id] = sub
-                    await self._send(head + _event_text(d))
+                    await self._send(head + text)
         except _SlowSocket as exc:
             await self._close(CLOSE_TRY_AGAIN, f"slow consumer: {exc}")
         except BrokerError as err:

@@ -85,6 +85,10 @@ def test_bytes_attribute_and_proto_data_encode() -> None:
         {**BASE, "ext": 1.5},
         {**BASE, "ext": {"a": 1}},
         {**BASE, "Bad-Name": "x"},
+        {**BASE, "ü": "x"},  # lower case, but not a-z
+        {**BASE, "a" * 65: "x"},
+        {**BASE, "data": "\ud800"},  # a lone surrogate has no UTF-8 form
+        {**BASE, "ext": "\udc00"},
         {**BASE, "time": "yesterday"},
         {**BASE, "data": 1, "data_base64": "AA=="},
         {**BASE, "data_base64": "%%%"},
@@ -118,7 +122,7 @@ def test_binary_mode_round_trip_with_percent_encoding() -> None:
         }
     )
     headers, body = to_binary(ev)
-    assert headers["ce-id"] == "a %22quoted%22 100%25 %C3%BCnicode id"
+    assert headers["ce-id"] == "a%20%22quoted%22%20100%25%20%C3%BCnicode%20id"
     assert headers["content-type"] == "application/json" and body == b'{"k":1}'
     back = from_binary(headers, body)
     assert back.id == ev.id and back.text_data == ev.text_data
@@ -140,3 +144,64 @@ def test_binary_mode_binary_body() -> None:
     assert ev.binary_data == b"\x89PNG"
     with pytest.raises(InvalidEvent):
         from_binary({"ce-specversion": "1.0", "ce-Bad_Name": "x"}, b"")
+
+
+def test_extension_names_follow_the_spec() -> None:
+    ev = event_from_json({**BASE, "123": "digits only", "a" * 64: 1})
+    assert ev.attributes["123"].ce_string == "digits only"
+    assert ev.attributes["a" * 64].ce_integer == 1
+
+
+def test_header_values_keep_leading_and_trailing_spaces() -> None:
+    ev = cloudevent_pb2.CloudEvent(id=" 1 ", source="s", spec_version="1.0", type="t")
+    ev.attributes["note"].ce_string = " padded "
+    headers, _ = to_binary(ev)
+    assert headers["ce-note"] == "%20padded%20" and headers["ce-id"] == "%201%20"
+    back = from_binary(headers, b"")
+    assert back.id == " 1 " and back.attributes["note"].ce_string == " padded "
+
+
+def test_quoted_header_values_are_unescaped_then_percent_decoded() -> None:
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": '"a \\"b\\" c"',  # the quoted-string "a \"b\" c"
+        "ce-source": '"/x%20y"',
+        "ce-type": "t",
+    }
+    ev = from_binary(headers, b"")
+    assert ev.id == 'a "b" c' and ev.source == "/x y"
+
+
+@pytest.mark.parametrize("value", ["%C0%A0", "%FF", "abc%E2%82"])
+def test_percent_encoded_invalid_utf8_is_refused(value: str) -> None:
+    headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s", "ce-type": "t"}
+    with pytest.raises(InvalidEvent) as info:
+        from_binary({**headers, "ce-note": value}, b"")
+    assert info.value.reason == "INVALID_EVENT" and "UTF-8" in info.value.message
+
+
+def test_no_content_type_is_invented() -> None:
+    ev = cloudevent_pb2.CloudEvent(id="1", source="s", spec_version="1.0", type="t")
+    ev.binary_data = b"\x00"
+    headers, body = to_binary(ev)
+    assert "content-type" not in headers and body == b"\x00"
+    assert "datacontenttype" not in from_binary(headers, body).attributes
+
+
+def test_nats_binding_puts_the_content_type_in_a_ce_header() -> None:
+    ev = event_from_json({**BASE, "datacontenttype": "application/json; charset=utf-8"})
+    headers, _ = to_binary(ev, "nats")
+    assert "content-type" not in headers
+    assert headers["ce-datacontenttype"] == "application/json;%20charset=utf-8"
+    back = from_binary(headers, b"{}", "nats")
+    assert back.attributes["datacontenttype"].ce_string == "application/json; charset=utf-8"
+    assert back.text_data == "{}"
+
+
+def test_an_unencodable_event_raises_value_error() -> None:
+    ev = cloudevent_pb2.CloudEvent(id="1", source="s", spec_version="1.0", type="t")
+    ev.attributes["time"].ce_timestamp.nanos = 2_000_000_000
+    with pytest.raises(ValueError):
+        to_binary(ev)
+    with pytest.raises(ValueError):
+        event_to_json(ev)

@@ -1,0 +1,96 @@
+"""How the gateways report what they skip or survive, under stable event names.
+
+Log lines start with the event name, then ``key=value`` pairs, so they can be searched and
+alerted on:
+
+* ``gateway.egress.unencodable``: an egress (HTTP, WebSocket, NATS, webhook) met a stored
+  event it cannot encode (e.g. a timestamp attribute without an RFC 3339 form, written before
+  ingress validated attribute values). It skips the event and goes on with the next; a
+  durable egress dead-letters it (``$dlq.<durable>``), so it is neither redelivered forever
+  nor lost. Counted in the ``lockgate.gateway.events.unencodable`` metric.
+* ``gateway.ingest.error``: an ingest loop (Redis, NATS) got an error from its client
+  library or the broker; it logs it and resumes after :class:`Backoff`'s delay. Counted in
+  ``lockgate.gateway.ingest.errors``.
+
+Example::
+
+    try:
+        text = encode(delivery)
+    except UNENCODABLE as exc:
+        report_unencodable("ws", delivery.id, delivery.subject, exc)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import cache
+
+from opentelemetry import metrics
+
+__all__ = ["UNENCODABLE", "Backoff", "report_ingest_error", "report_unencodable"]
+
+log = logging.getLogger("lockgate.gateways")
+
+UNENCODABLE = (ValueError, TypeError, UnicodeError, OverflowError)
+"""What encoding a malformed stored event raises (protobuf's JSON and header encoders)."""
+
+
+@cache
+def _counters() -> tuple[metrics.Counter, metrics.Counter]:
+    meter = metrics.get_meter("lockgate.gateways")
+    return (
+        meter.create_counter(
+            "lockgate.gateway.events.unencodable",
+            unit="{event}",
+            description="stored events an egress skipped because it cannot encode them",
+        ),
+        meter.create_counter(
+            "lockgate.gateway.ingest.errors",
+            unit="{error}",
+            description="errors an ingest loop survived",
+        ),
+    )
+
+
+def report_unencodable(egress: str, event_id: int, subject: str, exc: BaseException) -> None:
+    """Logs and counts one skipped event."""
+    _counters()[0].add(1, {"egress": egress})
+    log.warning(
+        "gateway.egress.unencodable egress=%s id=%d subject=%s problem=%s",
+        egress,
+        event_id,
+        subject,
+        exc,
+    )
+
+
+def report_ingest_error(source: str, exc: BaseException, delay: float) -> None:
+    """Logs and counts one error an ingest loop survived (it resumes after ``delay``)."""
+    _counters()[1].add(1, {"source": source})
+    log.warning(
+        "gateway.ingest.error source=%s error=%s: %s retry_in=%.2fs",
+        source,
+        type(exc).__name__,
+        exc,
+        delay,
+    )
+
+
+class Backoff:
+    """Exponential backoff with jitter for a loop that retries: ``base`` doubling up to
+    ``cap`` seconds; :meth:`reset` after a success."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next(self) -> float:
+        """The delay before the next try (and counts a failure)."""
+        self.failures += 1
+        delay = min(self.cap, self.base * 2.0 ** min(self.failures - 1, 16))
+        return float(delay * (0.5 + random.random() / 2))
+
+    def reset(self) -> None:
+        self.failures = 0
