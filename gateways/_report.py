@@ -22,13 +22,15 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from functools import cache
 
 from opentelemetry import metrics
 
-__all__ = ["UNENCODABLE", "Backoff", "report_ingest_error", "report_unencodable"]
+__all__ = ["UNENCODABLE", "Backoff", "report_ingest_error", "report_unencodable", "supervise"]
 
 log = logging.getLogger("lockgate.gateways")
 
@@ -94,3 +96,17 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+async def supervise(source: str, run: Callable[[], Awaitable[None]], backoff: Backoff) -> None:
+    """Runs ``run`` for ever: again after any error it raises (reported, then a backoff
+    delay) and again, after a short pause, when it returns. Cancel the task to stop it."""
+    while True:
+        try:
+            await run()
+            backoff.reset()
+            delay = backoff.next()
+        except Exception as exc:  # the loop must outlive whatever its libraries raise
+            delay = backoff.next()
+            report_ingest_error(source, exc, delay)
+        await asyncio.sleep(delay)

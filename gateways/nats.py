@@ -45,7 +45,13 @@ from broker.errors import BrokerError
 from gateways._cebinary import from_binary, is_structured_type, to_binary
 from gateways._cejson import event_from_json
 from gateways._ingest import dead_letter_record, parse_entry
-from gateways._report import UNENCODABLE, Backoff, report_ingest_error, report_unencodable
+from gateways._report import (
+    UNENCODABLE,
+    Backoff,
+    report_ingest_error,
+    report_unencodable,
+    supervise,
+)
 from gateways._web import loads
 
 __all__ = ["JetStreamSource", "NatsGateway", "NatsSettings"]
@@ -128,21 +134,12 @@ class NatsGateway:
             self._egress.append(first)
             self._spawn("nats-egress", functools.partial(self._out, pattern, target, name, first))
 
-    def _spawn(self, source: str, run: Callable[[], Awaitable[None]]) -> None:
-        self._tasks.append(asyncio.create_task(self._supervise(source, run), name=source))
+    def _backoff(self) -> Backoff:
+        return Backoff(base=self.settings.retry / 4, cap=max(self.settings.retry * 10, 1.0))
 
-    async def _supervise(self, source: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Runs ``run`` again after any error it raises, with backoff."""
-        backoff = Backoff(base=self.settings.retry / 4, cap=max(self.settings.retry * 10, 1.0))
-        while True:
-            try:
-                await run()
-                backoff.reset()
-                await asyncio.sleep(backoff.next())  # it ended (the broker closed it): again
-            except Exception as exc:  # the loop must outlive whatever its libraries raise
-                delay = backoff.next()
-                report_ingest_error(source, exc, delay)
-                await asyncio.sleep(delay)
+    def _spawn(self, source: str, run: Callable[[], Awaitable[None]]) -> None:
+        task = supervise(source, run, self._backoff())
+        self._tasks.append(asyncio.create_task(task, name=source))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -187,7 +184,7 @@ class NatsGateway:
     async def _publish(self, subject: str, items: list[tuple[Msg, CloudEvent]]) -> None:
         """Publishes, retrying while the broker refuses the whole batch; rejected events go
         to the dead-letter subject."""
-        backoff = Backoff(base=self.settings.retry / 4, cap=max(self.settings.retry * 10, 1.0))
+        backoff = self._backoff()
         while True:
             try:
                 result = await self.api.publish(

@@ -48,6 +48,7 @@ from broker.errors import BrokerError
 from broker.node import Broker
 from gateways._cebinary import to_binary
 from gateways._remote import RemoteAPI
+from gateways._report import UNENCODABLE, report_unencodable
 
 __all__ = [
     "Outcome",
@@ -132,6 +133,8 @@ class WebhookSender:
         return b[min(max(attempt, 1), len(b)) - 1]
 
     def request(self, org: str, durable: str, d: Delivery) -> tuple[dict[str, str], bytes]:
+        """The signed POST of one delivery; raises one of ``UNENCODABLE`` for an event
+        that has no binary-mode form."""
         headers, body = to_binary(d.event)
         ts = int(time.time())
         headers["X-Lockgate-Timestamp"] = str(ts)
@@ -140,14 +143,22 @@ class WebhookSender:
         headers["X-Lockgate-Attempt"] = str(d.attempt or 1)
         headers["X-Lockgate-Subject"] = d.subject
         headers["X-Lockgate-Durable"] = durable
-        headers.setdefault("content-type", "application/octet-stream")
         return headers, body
 
     async def deliver(self, url: str, org: str, durable: str, d: Delivery) -> Outcome:
-        headers, body = self.request(org, durable, d)
-        retry = self.backoff(d.attempt or 1)
         try:
-            async with self.http().post(url, data=body, headers=headers) as resp:
+            headers, body = self.request(org, durable, d)
+        except UNENCODABLE as exc:
+            report_unencodable("webhook", d.id, d.subject, exc)
+            return Outcome("dead", detail=f"the event cannot be encoded: {exc}")
+        retry = self.backoff(d.attempt or 1)
+        # An event without a content type is sent without one (aiohttp would add
+        # application/octet-stream to a bytes body).
+        skip = () if "content-type" in headers else ("Content-Type",)
+        try:
+            async with self.http().post(
+                url, data=body, headers=headers, skip_auto_headers=skip
+            ) as resp:
                 status = resp.status
                 after = _retry_after(resp.headers.get("Retry-After"), self.settings.max_retry_after)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -159,17 +170,6 @@ class WebhookSender:
         if status == 429 and after is not None:
             return Outcome("nack", after, status)
         return Outcome("nack", retry, status, f"the endpoint answered {status}")
-
-
-def dead_letter_now(consumer: DurableConsumer, event_id: int) -> None:
-    """Dead-letters a pending delivery at once: its attempts are set to the durable's
-    ``max_deliveries`` and it is nacked, so the consumer's own redelivery step moves it to
-    ``$dlq.<durable>`` (see the broker change requested in gateways/README.md)."""
-    p = consumer.pending.get(event_id)
-    if p is None:
-        return
-    p.attempt = max(p.attempt, consumer.rec.max_deliveries)
-    consumer.nack([event_id], 0.0)
 
 
 class WebhookDispatcher:
@@ -218,7 +218,8 @@ class WebhookDispatcher:
             if outcome.action == "ack":
                 consumer.ack([d.id])
             elif outcome.action == "dead":
-                dead_letter_now(consumer, d.id)
+                # What Acknowledge.term_ids does: dead-letter now, to $dlq.<durable>.
+                await consumer.terminate([d.id])
             else:
                 log.info("webhook %s: event %d %s", rec.name, d.id, outcome.detail or "retry")
                 consumer.nack([d.id], outcome.delay)
@@ -245,8 +246,8 @@ class PollingWebhookDispatcher:
     ``refresh`` seconds and long-polls each with Fetch, acking over Acknowledge.
 
     A poll counts as a bound receiver, so while this runs it takes events that an in-process
-    dispatcher would also take; run one or the other. ``410 Gone`` cannot dead-letter over
-    the public API: it nacks with ``max_retry_after`` as the delay instead.
+    dispatcher would also take; run one or the other. ``410 Gone`` (and an event that cannot
+    be encoded) dead-letters through ``Acknowledge.term_ids``.
     """
 
     def __init__(self, api: RemoteAPI, api_key: str | None, settings: WebhookSettings) -> None:
@@ -280,13 +281,14 @@ class PollingWebhookDispatcher:
                 outcomes = await asyncio.gather(
                     *(self.sender.deliver(url, "", name, d) for d in batch)
                 )
-                ack = [d.id for d, o in zip(batch, outcomes, strict=True) if o.action == "ack"]
-                for d, o in zip(batch, outcomes, strict=True):
-                    if o.action != "ack":
-                        delay = o.delay if o.action == "nack" else self.settings.max_retry_after
-                        await self.api.acknowledge(self.key, name, [], [d.id], delay)
-                if ack:
-                    await self.api.acknowledge(self.key, name, ack, [])
+                pairs = list(zip(batch, outcomes, strict=True))
+                ack = [d.id for d, o in pairs if o.action == "ack"]
+                dead = [d.id for d, o in pairs if o.action == "dead"]
+                for d, o in pairs:
+                    if o.action == "nack":
+                        await self.api.acknowledge(self.key, name, [], [d.id], o.delay)
+                if ack or dead:
+                    await self.api.acknowledge(self.key, name, ack, [], term_ids=dead)
             except BrokerError as exc:
                 if exc.reason == "UNKNOWN_DURABLE":
                     self._loops.pop(name, None)
