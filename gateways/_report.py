@@ -9,7 +9,8 @@ alerted on:
   durable egress dead-letters it (``$dlq.<durable>``), so it is neither redelivered forever
   nor lost. Counted in the ``lockgate.gateway.events.unencodable`` metric.
 * ``gateway.ingest.error``: an ingest loop (Redis, NATS) got an error from its client
-  library or the broker; it logs it and resumes after :class:`Backoff`'s delay. Counted in
+  library or the broker; it logs it and resumes after a backoff (``clients.Backoff``, the
+  one rule for retry loops). Counted in
   ``lockgate.gateway.ingest.errors``.
 
 Example::
@@ -24,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from functools import cache
 
 from opentelemetry import metrics
 
-__all__ = ["UNENCODABLE", "Backoff", "report_ingest_error", "report_unencodable", "supervise"]
+from clients._backoff import Backoff
+
+__all__ = ["UNENCODABLE", "report_ingest_error", "report_unencodable", "supervise"]
 
 log = logging.getLogger("lockgate.gateways")
 
@@ -79,25 +81,6 @@ def report_ingest_error(source: str, exc: BaseException, delay: float) -> None:
     )
 
 
-class Backoff:
-    """Exponential backoff with jitter for a loop that retries: ``base`` doubling up to
-    ``cap`` seconds; :meth:`reset` after a success."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next(self) -> float:
-        """The delay before the next try (and counts a failure)."""
-        self.failures += 1
-        delay = min(self.cap, self.base * 2.0 ** min(self.failures - 1, 16))
-        return float(delay * (0.5 + random.random() / 2))
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 async def supervise(source: str, run: Callable[[], Awaitable[None]], backoff: Backoff) -> None:
     """Runs ``run`` for ever: again after any error it raises (reported, then a backoff
     delay) and again, after a short pause, when it returns. Cancel the task to stop it."""
@@ -105,8 +88,8 @@ async def supervise(source: str, run: Callable[[], Awaitable[None]], backoff: Ba
         try:
             await run()
             backoff.reset()
-            delay = backoff.next()
+            delay = backoff.next_delay()
         except Exception as exc:  # the loop must outlive whatever its libraries raise
-            delay = backoff.next()
+            delay = backoff.next_delay()
             report_ingest_error(source, exc, delay)
         await asyncio.sleep(delay)

@@ -18,7 +18,13 @@ from broker.errors import BrokerError
 from broker.positions import StartSpec
 from broker.v1 import broker_pb2
 from gateways._cejson import JsonValue, event_to_json
-from gateways.errors import InvalidParameter, MalformedJson, http_status, retry_after
+from gateways.errors import (
+    InvalidParameter,
+    MalformedJson,
+    http_status,
+    listen_failed,
+    retry_after,
+)
 
 __all__ = [
     "api_key",
@@ -192,12 +198,19 @@ def parse_start(raw: object) -> StartSpec:
 
 async def start_site(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
     """Serves ``app`` on ``listen`` (HOST:PORT, port 0 picks one); returns the runner (call
-    ``cleanup()`` to stop) and the bound port."""
+    ``cleanup()`` to stop) and the bound port. Raises ``FailedPrecondition``
+    (LISTEN_FAILED) when the address cannot be bound."""
     host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise InvalidParameter("listen", listen, "HOST:PORT, e.g. 127.0.0.1:8080")
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port or 0))
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise listen_failed(listen, exc) from None
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     bound = int(sockets[0].getsockname()[1]) if sockets else int(port or 0)

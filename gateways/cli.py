@@ -18,9 +18,12 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.config import ConfigError, read_toml
+
+if TYPE_CHECKING:
+    from gateways._remote import RemoteAPI
 
 __all__ = ["add_commands", "run_gateway"]
 
@@ -74,55 +77,18 @@ async def run_gateway(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Runs one standalone gateway against the broker at ``target`` until ``stop`` is set
-    (or SIGTERM/SIGINT)."""
+    (or SIGTERM/SIGINT). Raises :class:`~broker.errors.BrokerError` for what stops it
+    from starting (a busy port: LISTEN_FAILED; a missing extra: MISSING_EXTRA)."""
     from gateways._remote import RemoteAPI
-    from gateways._web import start_site
-    from gateways.config import listen_of, settings_for, ws_path
+    from gateways.errors import missing_extra
 
     api = RemoteAPI(target)
     stops: list[Callable[[], Awaitable[None]]] = [api.close]
-    where = ""
     try:
-        if kind in ("http", "ws"):
-            from aiohttp import web
-
-            from gateways.http import build_app
-            from gateways.websocket import add_ws_route
-
-            if kind == "http":
-                app = build_app(api, settings_for("http", section))
-                add_ws_route(app, api, None, "/v1/ws")  # the HTTP gateway serves /v1/ws too
-            else:
-                app = web.Application()
-                add_ws_route(app, api, settings_for("ws", section), ws_path(section))
-            listen = listen_of(section) or "127.0.0.1:8080"
-            runner, port = await start_site(app, listen)
-            stops.append(runner.cleanup)
-            where = f" on {listen.rpartition(':')[0]}:{port}"
-        elif kind == "redis":
-            from gateways.redis import RedisIngest
-
-            ingest = RedisIngest(api, settings_for("redis", section))
-            await ingest.start()
-            stops.append(ingest.stop)
-        elif kind == "nats":
-            from gateways.nats import NatsGateway
-
-            gw = NatsGateway(api, settings_for("nats", section))
-            await gw.start()
-            stops.append(gw.stop)
-        else:
-            from gateways.webhook import PollingWebhookDispatcher
-
-            settings = settings_for("webhook", section)
-            if not settings.secret:
-                raise ConfigError(
-                    "the webhook gateway needs a secret to sign deliveries",
-                    hint="pass --secret or set LOCKGATE_WEBHOOK_SECRET",
-                )
-            dispatcher = PollingWebhookDispatcher(api, api_key, settings)
-            await dispatcher.start()
-            stops.append(dispatcher.stop)
+        try:
+            where = await _start(kind, api, section, api_key, stops)
+        except ImportError as exc:  # the gateway's optional extra is not installed
+            raise missing_extra(exc) from None
         print(f"lockgate gateway {kind} ready{where}", flush=True)
         done = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -133,6 +99,60 @@ async def run_gateway(
     finally:
         for fn in reversed(stops):
             await fn()
+
+
+async def _start(
+    kind: str,
+    api: RemoteAPI,
+    section: dict[str, Any],
+    api_key: str | None,
+    stops: list[Callable[[], Awaitable[None]]],
+) -> str:
+    """Starts the gateway (its stop functions go to ``stops``); returns where it listens."""
+    from gateways.config import listen_of, settings_for, ws_path
+
+    if kind in ("http", "ws"):
+        from aiohttp import web
+
+        from gateways._web import start_site
+        from gateways.http import build_app
+        from gateways.websocket import add_ws_route
+
+        if kind == "http":
+            app = build_app(api, settings_for("http", section))
+            add_ws_route(app, api, None, "/v1/ws")  # the HTTP gateway serves /v1/ws too
+        else:
+            app = web.Application()
+            add_ws_route(app, api, settings_for("ws", section), ws_path(section))
+        listen = listen_of(section) or "127.0.0.1:8080"
+        runner, port = await start_site(app, listen)
+        stops.append(runner.cleanup)
+        return f" on {listen.rpartition(':')[0]}:{port}"
+    if kind == "redis":
+        from gateways.redis import RedisIngest
+
+        ingest = RedisIngest(api, settings_for("redis", section))
+        await ingest.start()
+        stops.append(ingest.stop)
+    elif kind == "nats":
+        from gateways.nats import NatsGateway
+
+        gw = NatsGateway(api, settings_for("nats", section))
+        await gw.start()
+        stops.append(gw.stop)
+    else:
+        from gateways.webhook import PollingWebhookDispatcher
+
+        settings = settings_for("webhook", section)
+        if not settings.secret:
+            raise ConfigError(
+                "the webhook gateway needs a secret to sign deliveries",
+                hint="pass --secret or set LOCKGATE_WEBHOOK_SECRET",
+            )
+        dispatcher = PollingWebhookDispatcher(api, api_key, settings)
+        await dispatcher.start()
+        stops.append(dispatcher.stop)
+    return ""
 
 
 def _cmd(args: argparse.Namespace) -> int:

@@ -34,27 +34,34 @@ is an error with a hint, as in the broker's own configuration.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from broker.config import ConfigError, coerce
-from gateways.http import HttpSettings
-from gateways.nats import JetStreamSource, NatsSettings
-from gateways.redis import RedisSettings
-from gateways.webhook import WebhookSettings
-from gateways.websocket import WsSettings
 
 __all__ = ["KINDS", "listen_of", "settings_for", "ws_path"]
 
 S = TypeVar("S")
 
-KINDS: dict[str, type[Any]] = {
-    "http": HttpSettings,
-    "ws": WsSettings,
-    "webhook": WebhookSettings,
-    "redis": RedisSettings,
-    "nats": NatsSettings,
+# Each gateway's settings class, imported only when that gateway is configured: a gateway's
+# module needs its optional extra (aiohttp, redis, nats-py), the others' do not.
+KINDS: dict[str, tuple[str, str]] = {
+    "http": ("gateways.http", "HttpSettings"),
+    "ws": ("gateways.websocket", "WsSettings"),
+    "webhook": ("gateways.webhook", "WebhookSettings"),
+    "redis": ("gateways.redis", "RedisSettings"),
+    "nats": ("gateways.nats", "NatsSettings"),
 }
+
+
+def settings_class(kind: str) -> type[Any]:
+    """The settings class of ``kind``; raises ``ImportError`` when its extra is missing."""
+    module, name = KINDS[kind]
+    cls: type[Any] = getattr(importlib.import_module(module), name)
+    return cls
+
+
 # Keys that belong to the runner, not to a settings class.
 _RUNNER_KEYS = {"listen", "path", "api_key", "enabled"}
 _DURATIONS = {
@@ -83,6 +90,8 @@ def _coerce(kind: str, key: str, value: object, default: object) -> object:
     if key == "jetstream":
         if not isinstance(value, list):
             raise _fail(kind, key, value, "a list of tables")
+        from gateways.nats import JetStreamSource
+
         try:
             return tuple(JetStreamSource(**v) for v in value)
         except TypeError:
@@ -95,7 +104,7 @@ def _coerce(kind: str, key: str, value: object, default: object) -> object:
 
 def settings_for(kind: str, section: Mapping[str, object]) -> Any:
     """The settings object of ``[gateways.<kind>]`` (runner keys such as listen ignored)."""
-    cls = KINDS[kind]
+    cls = settings_class(kind)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, object] = {}
     for key, value in section.items():

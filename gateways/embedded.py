@@ -25,6 +25,7 @@ from broker.config import ConfigError
 from broker.node import Broker
 from gateways._web import start_site
 from gateways.config import KINDS, listen_of, settings_for, ws_path
+from gateways.errors import missing_extra
 
 __all__ = ["start_gateways"]
 
@@ -63,6 +64,9 @@ async def start_gateways(
 
     try:
         await _start(broker, api, config_section, stops)
+    except ImportError as exc:  # a configured gateway's optional extra is not installed
+        await stop_all()
+        raise missing_extra(exc) from None
     except BaseException:
         await stop_all()
         raise

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import grpc
 
-from broker.errors import BrokerError, InvalidArgument, InvalidEvent, Reason
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, InvalidEvent, Reason
 
 __all__ = [
     "HTTP_BY_CODE",
@@ -30,6 +30,8 @@ __all__ = [
     "UnencodableEvent",
     "UnsupportedMediaType",
     "http_status",
+    "listen_failed",
+    "missing_extra",
     "retry_after",
 ]
 
@@ -124,3 +126,30 @@ def retry_after(err: BrokerError) -> int | None:
         return max(1, int(float(err.metadata.get("retry_after", "1").rstrip("s")) + 0.999))
     except ValueError:
         return 1
+
+
+# The optional dependency each gateway needs, by the top-level module that is missing.
+_EXTRAS = {"aiohttp": "gateways", "nats": "nats", "redis": "redis"}
+
+
+def missing_extra(exc: ImportError) -> FailedPrecondition:
+    """The error for a gateway whose optional dependency is not installed; re-raises
+    ``exc`` when the missing module is not an optional dependency (a real bug)."""
+    root = (exc.name or "").split(".", 1)[0]
+    extra = _EXTRAS.get(root)
+    if extra is None:
+        raise exc
+    return FailedPrecondition(
+        f"this gateway needs the optional package {root!r}, which is not installed",
+        reason=Reason.MISSING_EXTRA,
+        hint=f"pip install 'lockgate[{extra}]'",
+    )
+
+
+def listen_failed(listen: str, exc: OSError) -> FailedPrecondition:
+    """The error for a gateway that cannot bind ``listen`` (busy port, bad address)."""
+    return FailedPrecondition(
+        f"the gateway cannot listen on {listen}: {exc.strerror or exc}",
+        reason=Reason.LISTEN_FAILED,
+        hint="is another process using that port? choose another listen = HOST:PORT",
+    )

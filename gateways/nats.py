@@ -42,12 +42,12 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from broker.api import BrokerAPI, CloudEvent, Subscription
 from broker.errors import BrokerError
+from clients._backoff import Backoff
 from gateways._cebinary import from_binary, is_structured_type, to_binary
 from gateways._cejson import event_from_json
 from gateways._ingest import dead_letter_record, parse_entry
 from gateways._report import (
     UNENCODABLE,
-    Backoff,
     report_ingest_error,
     report_unencodable,
     supervise,
@@ -121,6 +121,9 @@ class NatsGateway:
 
             await self.nc.subscribe(pattern, queue=s.queue, cb=enqueue)
         if s.subjects:
+            # The server knows the subscriptions once start() returns (a publish right after
+            # would otherwise race the SUB and be dropped, as core NATS drops it).
+            await self.nc.flush()
             self._spawn("nats-core", self._core)
         for src in s.jetstream:
             self._spawn(f"jetstream:{src.stream}", functools.partial(self._jetstream, src))
@@ -135,7 +138,7 @@ class NatsGateway:
             self._spawn("nats-egress", functools.partial(self._out, pattern, target, name, first))
 
     def _backoff(self) -> Backoff:
-        return Backoff(base=self.settings.retry / 4, cap=max(self.settings.retry * 10, 1.0))
+        return Backoff(initial=self.settings.retry / 4, maximum=max(self.settings.retry * 10, 1.0))
 
     def _spawn(self, source: str, run: Callable[[], Awaitable[None]]) -> None:
         task = supervise(source, run, self._backoff())
@@ -192,7 +195,7 @@ class NatsGateway:
                 )
                 break
             except BrokerError as exc:
-                delay = backoff.next()
+                delay = backoff.next_delay()
                 report_ingest_error(f"nats:{subject}", exc, delay)
                 await asyncio.sleep(delay)
         for pos, err in result.errors:

@@ -42,8 +42,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from broker.api import BrokerAPI, CloudEvent
 from broker.errors import BrokerError
+from clients._backoff import Backoff
 from gateways._ingest import dead_letter_record, parse_entry
-from gateways._report import Backoff, report_ingest_error, supervise
+from gateways._report import report_ingest_error, supervise
 
 __all__ = ["RedisIngest", "RedisSettings"]
 
@@ -114,7 +115,7 @@ class RedisIngest:
         await self.redis.aclose()
 
     def _backoff(self) -> Backoff:
-        return Backoff(base=self.settings.retry / 4, cap=max(self.settings.retry * 10, 1.0))
+        return Backoff(initial=self.settings.retry / 4, maximum=max(self.settings.retry * 10, 1.0))
 
     async def _dead_letter(self, origin: str, raw: bytes | str, err: BrokerError) -> None:
         await self.redis.lpush(self.settings.dead_letter, dead_letter_record(origin, raw, err))
@@ -162,7 +163,7 @@ class RedisIngest:
                     continue  # dead-letter the rejected ones
                 return
             except (BrokerError, RedisError) as exc:
-                delay = backoff.next()
+                delay = backoff.next_delay()
                 report_ingest_error(origin, exc, delay)
                 await asyncio.sleep(delay)
 

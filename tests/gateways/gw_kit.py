@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from broker.api import LocalAPI
@@ -20,7 +21,15 @@ from broker.v1 import cloudevent_pb2
 from gateways._web import start_site
 from gateways.http import HttpSettings, build_app
 
-__all__ = ["Local", "count_events", "event", "local_broker", "unique"]
+__all__ = [
+    "Local",
+    "accept_malformed",
+    "count_events",
+    "event",
+    "local_broker",
+    "malformed_event",
+    "unique",
+]
 
 
 def unique(prefix: str = "t") -> str:
@@ -34,6 +43,22 @@ def event(i: int = 0, data: str = '{"n": 0}', source: str = "test") -> cloudeven
     ev.attributes["datacontenttype"].ce_string = "application/json"
     ev.text_data = data
     return ev
+
+
+def malformed_event(i: int = 0) -> cloudevent_pb2.CloudEvent:
+    """An event whose ``time`` has no RFC 3339 form (nanoseconds over 10^9): what the broker
+    accepted before ingress validated attribute values, and what no egress can encode."""
+    ev = event(i)
+    ev.attributes["time"].ce_timestamp.nanos = 2_000_000_000
+    return ev
+
+
+def accept_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lets the in-process broker store malformed events, as brokers before the attribute
+    rules did, so that tests can get one into the log and watch the egress skip it."""
+    import broker.cloudevents
+
+    monkeypatch.setattr(broker.cloudevents, "check_attributes", lambda attributes: None)
 
 
 @dataclass

@@ -143,3 +143,79 @@ async def test_stream_pending_entries_are_recovered_once(
     stored, _ = await local.api.query(None, subject)
     assert sorted(e.event.text_data for e in stored) == sorted(str(i) for i in range(10))
     await r.delete(stream)
+
+
+async def test_default_consumer_recovers_its_own_pending_after_a_restart(
+    local: Local, r: aioredis.Redis, redis_url: str
+) -> None:
+    """With default settings, entries a crashed gateway had read (and not acked) are
+    published by the next gateway: the default consumer name is stable."""
+    prefix = unique("lg:")
+    stream, subject = f"{prefix}:s", unique("rd.")
+    settings = RedisSettings(url=redis_url, streams={stream: subject}, block=0.2)
+    await r.xgroup_create(stream, settings.group, id="0", mkstream=True)
+    for i in range(5):
+        await r.xadd(stream, {"data": json.dumps(i)})
+    # The crashed run (same host, same default name) read everything and acked nothing.
+    await r.xreadgroup(settings.group, RedisSettings().consumer, {stream: ">"}, count=100)
+    ingest = RedisIngest(local.api, settings)
+    await ingest.start()
+    try:
+        await eventually(lambda: _no_pending(r, stream, settings.group))
+    finally:
+        await ingest.stop()
+    assert await count_events(local.api, subject) == 5
+    await r.delete(stream)
+
+
+async def test_entries_pending_at_a_vanished_consumer_are_claimed(
+    local: Local, r: aioredis.Redis, redis_url: str
+) -> None:
+    """A gateway that crashed under another name (an old host-pid default, another
+    container) never comes back: its pending entries are claimed after claim_idle."""
+    prefix = unique("lg:")
+    stream, subject = f"{prefix}:s", unique("rc.")
+    settings = RedisSettings(
+        url=redis_url, streams={stream: subject}, block=0.1, claim_idle=0.3, consumer="new"
+    )
+    await r.xgroup_create(stream, settings.group, id="0", mkstream=True)
+    for i in range(4):
+        await r.xadd(stream, {"data": json.dumps(i)})
+    await r.xreadgroup(settings.group, "gone-host-1234", {stream: ">"}, count=100)
+    ingest = RedisIngest(local.api, settings)
+    await ingest.start()
+    try:
+        await eventually(lambda: _no_pending(r, stream, settings.group))
+    finally:
+        await ingest.stop()
+    stored, _ = await local.api.query(None, subject)
+    assert sorted(e.event.text_data for e in stored) == ["0", "1", "2", "3"]
+    assert ingest.metrics["claimed"] == 4
+    await r.delete(stream)
+
+
+async def test_list_ingest_survives_redis_errors(
+    local: Local, r: aioredis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real Redis error (the dead-letter key holds a string: WRONGTYPE) is reported and
+    retried; the popped entries are not lost, and the loop goes on once Redis agrees."""
+    prefix = unique("lg:")
+    key, dlq, subject = f"{prefix}:in", f"{prefix}:dlq", unique("re.")
+    await r.set(dlq, "not a list")
+    ingest = RedisIngest(
+        local.api,
+        RedisSettings(url=redis_url, lists={key: subject}, dead_letter=dlq, block=0.1, retry=0.1),
+    )
+    await ingest.start()
+    try:
+        await r.lpush(key, "{oops", ce(1, data=1))
+        await eventually(lambda: "gateway.ingest.error source=list:" in caplog.text)
+        await r.delete(dlq)
+        await eventually(lambda: _llen(r, dlq, 1))
+        await eventually(lambda: _count(local, subject, 1))
+        await r.lpush(key, ce(2, data=2))
+        await eventually(lambda: _count(local, subject, 2))
+    finally:
+        await ingest.stop()
+    assert "WRONGTYPE" in caplog.text
+    await r.delete(key, dlq)

@@ -12,11 +12,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from broker.api import DurableOptions
+from broker.api import DurableOptions, StoredEvent
 from clients._webhook import WebhookSignatureError, verify_webhook
 from gateways._web import start_site
 from gateways.webhook import WebhookDispatcher, WebhookSettings, sign
-from tests.gateways.gw_kit import Local, event, unique
+from tests.gateways.gw_kit import Local, accept_malformed, event, malformed_event, unique
 from tests.support import eventually
 
 SECRET = "s3cret"
@@ -192,3 +192,29 @@ def test_verify_webhook_rejects_bad_stale_and_missing() -> None:
         verify_webhook(SECRET, stale, body, now=now)
     assert info.value.reason == "STALE_SIGNATURE" and "600" in info.value.message
     verify_webhook(SECRET, stale, body, tolerance=900, now=now)
+
+
+async def test_unencodable_event_is_dead_lettered_and_the_next_delivered(
+    local: Local,
+    receiver: Receiver,
+    dispatcher: WebhookDispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    accept_malformed(monkeypatch)
+    subject, durable = await make_durable(local, receiver.url)
+    plain = event(2)
+    del plain.attributes["datacontenttype"]  # no content type: none is invented
+    plain.binary_data = b"\x01\x02"
+    ids = (await local.api.publish(None, subject, [malformed_event(1), plain])).ids
+    await eventually(lambda: len(receiver.got) >= 1)
+    _, headers, body = receiver.got[0]
+    assert headers["X-Lockgate-Delivery"] == str(ids[1]) and body == b"\x01\x02"
+    assert "Content-Type" not in headers
+    dead = await eventually(lambda: _dead(local, durable))
+    assert [d.event.attributes["lockgateoriginalid"].ce_string for d in dead] == [str(ids[0])]
+    assert [o.action for i, o in dispatcher.outcomes if i == ids[0]] == ["dead"]
+
+
+async def _dead(local: Local, durable: str) -> list[StoredEvent]:
+    events, _ = await local.api.query(None, f"$dlq.{durable}")
+    return events

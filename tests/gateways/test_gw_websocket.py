@@ -11,9 +11,18 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gateways.websocket import WsSettings
-from tests.gateways.gw_kit import Local, count_events, event, local_broker, unique
+from tests.gateways.gw_kit import (
+    Local,
+    accept_malformed,
+    count_events,
+    event,
+    local_broker,
+    malformed_event,
+    unique,
+)
 
 
 async def frame(ws: aiohttp.ClientWebSocketResponse, timeout: float = 3.0) -> dict[str, object]:
@@ -154,3 +163,25 @@ async def test_slow_socket_is_dropped_and_the_broker_goes_on(tmp_path: Path) -> 
         async with env.session.ws_connect(f"{env.url}/v1/ws") as ws2:
             await ws2.send_json({"op": "publish", "subject": subject, "data": 1})
             assert (await frame(ws2))["op"] == "ok"
+
+
+async def test_unencodable_event_is_skipped_not_silencing(
+    local: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscription announces the skipped event and goes on with the next one; a
+    durable one dead-letters it (it is not redelivered)."""
+    accept_malformed(monkeypatch)
+    subject, durable = unique("wsbad."), unique("d")
+    async with local.session.ws_connect(f"{local.url}/v1/ws") as ws:
+        await ws.send_json({"op": "subscribe", "pattern": subject})
+        await ws.send_json({"op": "subscribe", "pattern": subject, "durable": durable})
+        assert (await frame(ws))["op"] == "ok" and (await frame(ws))["op"] == "ok"
+        out = await local.api.publish(None, subject, [malformed_event(1), event(2)])
+        bad, good = (str(i) for i in out.ids)
+        frames = [await frame(ws) for _ in range(4)]
+        skipped = [f for f in frames if f["op"] == "skipped"]
+        events = [f for f in frames if f["op"] == "event"]
+        assert [f["id"] for f in skipped] == [bad, bad] and skipped[0]["reason"] == "INVALID_EVENT"
+        assert [f["id"] for f in events] == [good, good]
+    dead, _ = await local.api.query(None, f"$dlq.{durable}")
+    assert [d.event.attributes["lockgateoriginalid"].ce_string for d in dead] == [bad]
