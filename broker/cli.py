@@ -110,21 +110,11 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
-    rest = list(args.rest)
-    if rest and rest[0] == "replay":
-        # replay reads the broker's log, so it lives here rather than in the pure policy/.
-        from broker.replay import add_replay_arguments, run_replay
-
-        p = argparse.ArgumentParser(
-            prog="lockgate policy replay",
-            description="Decide the events in the log under a candidate policy set and "
-            "print how the decisions would change.",
-        )
-        add_replay_arguments(p)
-        return int(asyncio.run(run_replay(p.parse_args(rest[1:]))))
+    # replay reads the broker's log, so it lives in the broker rather than in the pure policy/.
+    from broker.replay import replay_command
     from policy.cli import main as policy_main
 
-    return int(policy_main(rest))
+    return int(policy_main(list(args.rest), {"replay": replay_command()}))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from typing import Any
 
 from broker.errors import InvalidArgument
 from broker.store import RetentionRule
+from policy import durations
 
 __all__ = [
     "BACKENDS",
@@ -31,23 +32,13 @@ class ConfigError(InvalidArgument):
     default_reason = "INVALID_CONFIG"
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
 def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``"250ms"``, ``"30s"``, ``"10m"``, ``"2h"``, ``"7d"`` or a bare number."""
-    if isinstance(text, int | float):
-        return float(text)
-    t = text.strip().lower()
-    for unit in ("ms", "s", "m", "h", "d"):
-        if t.endswith(unit) and t[: -len(unit)].replace(".", "", 1).isdigit():
-            return float(t[: -len(unit)]) * _UNITS[unit]
+    """Seconds in a duration as :func:`policy.durations.parse_duration` reads it (``"250ms"``,
+    ``"30s"``, ``"10m"``, ``"2h"``, ``"7d"``, ``"1w"`` or a number); raises :class:`ConfigError`."""
     try:
-        return float(t)
-    except ValueError:
-        raise ConfigError(
-            f"{text!r} is not a duration", hint="write it as 250ms, 30s, 10m, 2h or 7d"
-        ) from None
+        return durations.parse_duration(text)
+    except durations.DurationError as exc:
+        raise ConfigError(str(exc), hint=exc.hint) from None
 
 
 @dataclass

@@ -24,6 +24,7 @@ from broker.dedup import DedupKey, DedupWindow
 from broker.errors import BrokerError, EventTooLarge, InvalidEvent, Unavailable
 from broker.ids import IdGenerator
 from broker.policyhook import PolicyGate
+from broker.publisher import encode_publisher
 from broker.store import Batch, Store
 from broker.subjects import validate_subject
 from broker.telemetry import Span, Telemetry
@@ -125,7 +126,7 @@ def check_event(ev: CloudEvent) -> BrokerError | None:
 
 def publisher_of(principal: Principal) -> str:
     """The publisher recorded with a stored batch (for ``policy replay``)."""
-    return principal.agent + "|" + ",".join(sorted(principal.roles))
+    return encode_publisher(principal.agent, principal.roles)
 
 
 class Pipeline:

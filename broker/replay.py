@@ -8,31 +8,34 @@ keeps each batch's publisher (org, agent, roles), so the principal is the real o
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import sys
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
-from broker.config import parse_duration
 from broker.ids import id_for_time_ms
 from broker.policies import read_dir
 from broker.policyhook import event_attributes, json_payload
+from broker.publisher import decode_publisher
 from broker.store import Batch
 from broker.store.sqlite import SqliteStore
 from broker.v1 import broker_pb2
-from policy import PolicyErrors, PolicySet, Principal, Request, compile_policies, load_policy_dir
+from policy import PolicySet, Principal, Request, compile_policies, load_policy_dir
+from policy.cli import ExtraCommand
+from policy.durations import RELATIVE_TIME, TimeError, parse_time_ms
 from policy.replay import diff_decisions
+from policy.subjects import is_system
 
-__all__ = ["requests_from_batches", "run_replay"]
+__all__ = ["add_replay_arguments", "replay_command", "requests_from_batches", "run_replay"]
 
 
 def requests_from_batches(batches: list[Batch]) -> Iterator[Request]:
     """The publish requests that admitted the events of ``batches``."""
     for b in batches:
-        agent, _, roles = b.publisher.partition("|")
-        who = Principal(b.org, agent, frozenset(r for r in roles.split(",") if r))
+        agent, roles = decode_publisher(b.publisher)
+        who = Principal(b.org, agent, roles)
         for d in broker_pb2.SubscribeResponse.FromString(b.body).deliveries:
-            if d.subject.startswith("$"):
+            if is_system(d.subject):
                 continue
             yield Request(
                 "publish",
@@ -43,14 +46,27 @@ def requests_from_batches(batches: list[Batch]) -> Iterator[Request]:
             )
 
 
+def _refuse(message: str, hint: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"{message}; {hint}")
+
+
 async def run_replay(args: argparse.Namespace) -> int:
     try:
-        candidate = load_policy_dir(args.candidate)
-    except PolicyErrors as exc:
-        for e in exc.errors:
-            print(e.render(), file=sys.stderr)
-        print(f"{len(exc.errors)} error(s) in the candidate set", file=sys.stderr)
-        return 1
+        since_ms = parse_time_ms(args.since)
+    except TimeError as exc:
+        raise _refuse(f"--since {exc}", exc.hint) from None
+    if not args.data_dir:
+        raise _refuse(
+            "policy replay reads the broker's log and needs --data-dir",
+            "give the directory `lockgate serve` uses (--data-dir, default ./lockgate-data)",
+        )
+    # Reading must never create a store: an empty one would report 0 events, silently.
+    if not (Path(args.data_dir) / SqliteStore.FILE_NAME).is_file():
+        raise _refuse(
+            f"{args.data_dir} holds no Lockgate log",
+            "give the directory `lockgate serve` uses (--data-dir)",
+        )
+    candidate = load_policy_dir(args.candidate)  # PolicyErrors: lockgate prints each one
     store = SqliteStore(args.data_dir, fsync="os")
     await store.open()
     try:
@@ -59,7 +75,6 @@ async def run_replay(args: argparse.Namespace) -> int:
         else:
             active = [v for v in await store.list_policy_versions() if v.active]
             current = compile_policies(active[0].files) if active else PolicySet.empty()
-        since_ms = int((time.time() - parse_duration(args.since)) * 1000)
         batches: list[Batch] = []
         after = id_for_time_ms(since_ms) - 1
         while True:
@@ -88,7 +103,7 @@ async def run_replay(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"replayed {report.total} events since -{args.since}: "
+        f"replayed {report.total} events since {args.since}: "
         f"running set {current.version} -> candidate {candidate.version}"
     )
     print(report.summary())
@@ -103,10 +118,25 @@ async def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def replay_command() -> ExtraCommand:
+    """``lockgate policy replay``, for :func:`policy.cli.main`."""
+    return ExtraCommand(
+        "decide the events in the log under a candidate policy set and print how the "
+        "decisions would change",
+        add_replay_arguments,
+        lambda args: asyncio.run(run_replay(args)),
+    )
+
+
 def add_replay_arguments(p: argparse.ArgumentParser) -> None:
+    p._negative_number_matcher = RELATIVE_TIME  # "--since -1h" is a value, as "-1" would be
     p.add_argument("candidate", help="directory of the candidate *.policy files")
-    p.add_argument("--since", default="1h", help="how far back to read the log (default 1h)")
-    p.add_argument("--data-dir", default="./lockgate-data", help="the broker's data directory")
+    p.add_argument(
+        "--since",
+        default="-1h",
+        help="where to start reading: -1h, -2d or an RFC 3339 time (default -1h)",
+    )
+    p.add_argument("--data-dir", help="the broker's data directory (required)")
     p.add_argument("--current", help="compare with this directory instead of the running set")
     p.add_argument("--limit", type=int, default=20, help="changed decisions to list")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")

@@ -15,7 +15,11 @@ Stages: :mod:`policy.parser` (Lark, ``grammar.lark``) -> :mod:`policy.ast` ->
 -> :mod:`policy.engine`. See ``policy/README.md`` for the language.
 """
 
-from .engine import PolicySet, compile_policies, load_policy_dir
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import PolicyError, PolicyErrors
 from .model import (
     DEDUP_BY_CONTENT,
@@ -28,6 +32,23 @@ from .model import (
     Route,
     Tag,
 )
+
+if TYPE_CHECKING:
+    from .engine import PolicySet, compile_policies, load_policy_dir
+
+# The engine imports Lark and RE2; importing ``policy`` for its pure helpers (subjects,
+# durations, the model) must not, so the engine's names load on first use.
+_LAZY = {"PolicySet": "engine", "compile_policies": "engine", "load_policy_dir": "engine"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'policy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"policy.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEDUP_BY_CONTENT",

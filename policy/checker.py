@@ -16,10 +16,10 @@ import re
 import re2
 
 from . import ast as A
+from .durations import rfc3339_seconds
 from .errors import PolicyError
-from .runtime import parse_time
 
-__all__ = ["MAX_REGEX_LENGTH", "Checker", "compile_regex", "infer", "may_be_missing", "parse_time"]
+__all__ = ["MAX_REGEX_LENGTH", "Checker", "compile_regex", "infer", "may_be_missing"]
 
 #: Longest accepted regular expression, in characters.
 MAX_REGEX_LENGTH = 1000
@@ -222,7 +222,7 @@ class Checker:
             )
         else:
             try:
-                parse_time(arg.value)
+                rfc3339_seconds(arg.value)
             except ValueError:
                 self.error(
                     arg,

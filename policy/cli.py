@@ -3,6 +3,8 @@
 ``main(argv)`` returns 0, or 1 when a test failed or a request was denied. Failures raise:
 ``PolicyErrors`` for broken policies, ``argparse.ArgumentTypeError`` for bad usage or input;
 ``lockgate`` (broker/cli.py) prints them, one sentence each with their caret, never a traceback.
+Commands that need more than this pure package (``replay`` reads the broker's log) are handed
+in by the caller as :class:`ExtraCommand` values, so that ``--help`` lists them with the others.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +22,23 @@ from .errors import PolicyError
 from .fmt import format_source
 from .testing import load_cases, request_from, run_cases
 
-__all__ = ["main"]
+__all__ = ["ExtraCommand", "main"]
 
 
 class _UsageError(argparse.ArgumentTypeError):
     """Bad usage or input found after parsing (``lockgate`` exits with 2)."""
 
 
-def _parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True, slots=True)
+class ExtraCommand:
+    """A ``lockgate policy`` subcommand defined outside this package."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _parser(extra: Mapping[str, ExtraCommand]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lockgate policy", description="Work with policy files.")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="load a directory and report every error and warning")
@@ -43,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--principal", default="{}", help='JSON: {"org", "agent", "roles", "attrs"}')
     e.add_argument("--event", default="{}", help='JSON CloudEvent; "data" holds the data')
     e.add_argument("--now", type=float, default=None, help="unix seconds (default: now)")
+    for name, command in extra.items():
+        x = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(x)
     return p
 
 
@@ -161,10 +176,13 @@ def _explain(args: argparse.Namespace) -> int:
 _COMMANDS = {"check": _check, "fmt": _fmt, "test": _test, "explain": _explain}
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], extra: Mapping[str, ExtraCommand] | None = None) -> int:
     """Run ``lockgate policy <command> ...``; returns the exit code or raises (see above)."""
-    args = _parser().parse_args(argv)
+    extra = extra or {}
+    args = _parser(extra).parse_args(argv)
     try:
+        if args.command in extra:
+            return extra[args.command].run(args)
         return _COMMANDS[args.command](args)
     except ValueError as exc:  # a malformed case file or request
         raise _UsageError(str(exc)) from None

@@ -10,7 +10,8 @@ while the generated code stays plain short-circuit Python.
 from __future__ import annotations
 
 from . import ast as A
-from .checker import compile_regex, infer, may_be_missing, parse_time
+from .checker import compile_regex, infer, may_be_missing
+from .durations import rfc3339_seconds
 from .runtime import CachedSearch
 
 __all__ = ["Constants", "ExprGen"]
@@ -58,7 +59,7 @@ class ExprGen:
             if e.name == "timestamp":
                 arg = e.args[0]
                 assert isinstance(arg, A.Literal) and isinstance(arg.value, str)
-                return repr(parse_time(arg.value))
+                return repr(rfc3339_seconds(arg.value))
             if e.name == "size":
                 return f"_size({self.value(e.args[0])})"
             return f"({self.true(e)})"

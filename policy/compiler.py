@@ -15,9 +15,9 @@ from typing import Any
 
 from . import ast as A
 from .codegen import Constants, ExprGen
+from .durations import UNIT_WORD_SECONDS
 from .fmt import format_rule
 from .model import DEDUP_BY_CONTENT, Decision, DedupRule, Limit, Request, Route, Tag
-from .parser import UNIT_WORD_SECONDS
 from .runtime import HELPERS, no_rule, text_of
 
 __all__ = ["CompiledPolicy", "CompiledRule", "compile_module"]

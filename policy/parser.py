@@ -20,15 +20,14 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast as A
+from .durations import UNIT_WORD_SECONDS, parse_duration
 from .errors import PolicyError
 
-__all__ = ["UNIT_WORD_SECONDS", "parse"]
+__all__ = ["parse"]
 
 _lock = threading.Lock()
 _parsers: dict[str, Lark] = {}
 
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-UNIT_WORD_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
 # How terminals read in "expected ..." hints.
 _TERMINAL_TEXT = {
@@ -108,8 +107,7 @@ def _number(tok: Token, negative: bool = False) -> int | float:
 def _duration(tok: Token) -> A.Duration:
     text = str(tok)
     _digits_ok(tok, text)
-    unit = "ms" if text.endswith("ms") else text[-1]
-    return A.Duration(float(text[: -len(unit)]) * _UNIT_SECONDS[unit], text)
+    return A.Duration(parse_duration(text), text)
 
 
 def _unit_seconds(tok: Token) -> float:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import datetime
 
 import re2
 
+from .durations import rfc3339_seconds
 from .model import MISSING, Decision, DedupRule, Limit, Request, Route, Tag
 
 
@@ -45,22 +45,13 @@ def _dig(data: object, req: Request, keys: tuple[str | int, ...]) -> object:
     return data
 
 
-def parse_time(text: str) -> float:
-    """RFC 3339 text to unix seconds; raise ``ValueError`` when it is not a timestamp with a
-    time zone (``T``/``Z`` in either case; fractions beyond microseconds are dropped)."""
-    dt = datetime.fromisoformat(text.upper())
-    if dt.tzinfo is None:
-        raise ValueError(f"timestamp without a time zone: {text!r}")
-    return dt.timestamp()
-
-
 def _ts(v: object) -> float | None:
     if v is None:
         return None
     if isinstance(v, int | float) and not isinstance(v, bool):
         return float(v)
     if isinstance(v, str):
-        return parse_time(v)
+        return rfc3339_seconds(v)
     raise TypeError(f"event.time must be an RFC 3339 timestamp, found {type(v).__name__}")
 
 

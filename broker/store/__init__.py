@@ -35,7 +35,7 @@ class Batch:
     policy_version: str
     body: bytes
     publisher: str = ""
-    """``agent|role,role`` of the principal that published it (for ``policy replay``)."""
+    """The principal that published it (for ``policy replay``): see ``broker.publisher``."""
 
 
 @dataclass(slots=True)

@@ -113,10 +113,12 @@ def _batch(row: tuple[int, int, str, str, int, str, bytes, str]) -> Batch:
 class SqliteStore:
     """The embedded :class:`broker.store.Store`."""
 
+    FILE_NAME = "lockgate.db"  # in the data directory
+
     def __init__(self, data_dir: str | os.PathLike[str], *, fsync: str = "os") -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, not {fsync!r}")
-        self.path = Path(data_dir) / "lockgate.db"
+        self.path = Path(data_dir) / self.FILE_NAME
         self._sync = FSYNC_MODES[fsync]
         self._inline = fsync != "always"
         self._checkpointer: asyncio.Task[None] | None = None

@@ -69,4 +69,24 @@ def test_policy_replay_bad_duration(tmp_path: Path) -> None:
     proc = lockgate(
         "policy", "replay", str(pdir), "--data-dir", str(tmp_path / "d"), "--since", "soon"
     )
-    assert_refused(proc, "'soon' is not a duration", "hint: ")
+    assert_refused(proc, "'soon' is not a time", "hint: ")
+
+
+def test_policy_replay_needs_a_data_dir_and_never_creates_one(tmp_path: Path) -> None:
+    pdir = tmp_path / "p"
+    pdir.mkdir()
+    (pdir / "ok.policy").write_text('policy ok on "a.>" { allow publish }\n')
+    proc = lockgate("policy", "replay", str(pdir))
+    assert_refused(proc, "needs --data-dir", "hint: ")
+    empty = tmp_path / "empty"
+    proc = lockgate("policy", "replay", str(pdir), "--data-dir", str(empty))
+    assert_refused(proc, "holds no Lockgate log", "hint: ")
+    assert not empty.exists()
+
+
+def test_policy_help_lists_replay() -> None:
+    proc = lockgate("policy", "--help")
+    assert proc.returncode == 0
+    assert "replay" in proc.stdout and "check" in proc.stdout
+    proc = lockgate("policy", "replay", "--help")
+    assert proc.returncode == 0 and "--data-dir" in proc.stdout

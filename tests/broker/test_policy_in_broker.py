@@ -283,7 +283,7 @@ async def test_replay_reports_changed_decisions(env: Env, tmp_path: Path) -> Non
         "--data-dir",
         env.broker.data_dir,
         "--since",
-        "1h",
+        "-1h",
         "--json",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
