@@ -403,12 +403,12 @@ def _apply(
             route = [(r.subject, r.mode) for r in decision.routes]
             verdicts.routes.update((i, route) for i in idxs)
         if decision.dedup:
-            # Key rules come keyed ("file:line|value"); content rules get the payload's hash
-            # under their rule.
+            # Key rules come keyed ("identity|value"); content rules get the payload's hash
+            # under their rule's identity (never its file:line, which moves with edits).
             for i in idxs:
                 dedups[i] = [
                     (
-                        f"{d.rule}|{hashlib.sha256(_payload(events[i])).hexdigest()}"
+                        f"{d.identity}|{hashlib.sha256(_payload(events[i])).hexdigest()}"
                         if d.key == DEDUP_BY_CONTENT
                         else d.key,
                         d.window_seconds,

@@ -15,6 +15,7 @@ limit with rate 0 or burst < 1              error
 limit on an action denied unconditionally   error
 route loop where every hop is unconditional error
 duplicate policy name                       error
+label used twice in one policy              error
 allow shadowed by an earlier unconditional  warning
 allow, or a duplicate rule
 rule of another policy covered by an        warning
@@ -23,6 +24,7 @@ unconditional deny for its actions
 unconditional allow and deny on             warning
 overlapping patterns in two policies
 route loop with a conditional hop           warning
+limit or duplicate rule without a label     warning
 deny/require but no allow for an action     warning
 ==========================================  ========
 """
@@ -117,7 +119,9 @@ def _reachability(ck: Checker, p: A.Policy) -> None:
             for a in r.actions:
                 first_deny.setdefault(a, r)
     seen: dict[tuple[str, ...], int] = {}
+    labels: dict[str, int] = {}
     for r in p.rules:
+        _check_label(ck, r, labels)
         acts = A.rule_actions(r)
         dead = [
             a
@@ -168,6 +172,31 @@ def _reachability(ck: Checker, p: A.Policy) -> None:
             if r.when is None:
                 for a in r.actions:
                     first_allow.setdefault(a, r)
+
+
+def _check_label(ck: Checker, r: A.Rule, labels: dict[str, int]) -> None:
+    """Labels name a rule's limit buckets and duplicate window: unique within their policy,
+    and worth giving to every limit and duplicate rule."""
+    if r.label is not None:
+        if r.label in labels:
+            ck.error(
+                r,
+                f"the label {r.label!r} is already used at line {labels[r.label]}",
+                "labels name one rule each within a policy",
+            )
+        labels.setdefault(r.label, r.line)
+    elif isinstance(r, A.LimitRule | A.DedupRuleNode):
+        what = "limit" if isinstance(r, A.LimitRule) else "duplicate rule"
+        _warn(
+            ck,
+            r,
+            f"this {what} has no label, so any edit of it starts its state over",
+            f"name it: `{_suggest(r)}: {format_rule(r, '')[0]}`",
+        )
+
+
+def _suggest(r: A.Rule) -> str:
+    return "rate" if isinstance(r, A.LimitRule) else "dedup"
 
 
 def _warn(ck: Checker, node: A.Rule | A.Policy, msg: str, hint: str = "") -> None:

@@ -167,6 +167,8 @@ class AllowRule:
     when: Expr | None
     line: int
     column: int
+    label: str | None = None
+    """The rule's name (``name: limit ...``): its identity for limit and duplicate state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,8 @@ class DenyRule:
     because: str | None
     line: int
     column: int
+    label: str | None = None
+    """The rule's name (``name: limit ...``): its identity for limit and duplicate state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,8 @@ class RequireRule:
     because: str | None
     line: int
     column: int
+    label: str | None = None
+    """The rule's name (``name: limit ...``): its identity for limit and duplicate state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +210,8 @@ class LimitRule:
     when: Expr | None
     line: int
     column: int
+    label: str | None = None
+    """The rule's name (``name: limit ...``): its identity for limit and duplicate state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +224,8 @@ class RouteRule:
     line: int
     column: int
     target_column: int = 0
+    label: str | None = None
+    """The rule's name (``name: limit ...``): its identity for limit and duplicate state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +237,8 @@ class DedupRuleNode:
     when: Expr | None
     line: int
     column: int
+    label: str | None = None
+    """The rule's name (``name: limit ...``): its identity for limit and duplicate state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +250,8 @@ class TagRule:
     when: Expr | None
     line: int
     column: int
+    label: str | None = None
+    """The rule's name (``name: limit ...``): its identity for limit and duplicate state."""
 
 
 Rule = AllowRule | DenyRule | RequireRule | LimitRule | RouteRule | DedupRuleNode | TagRule

@@ -8,6 +8,7 @@ rule it holds small functions that :meth:`PolicySet.explain` calls to trace each
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from .fmt import format_rule
 from .model import DEDUP_BY_CONTENT, Decision, DedupRule, Limit, Request, Route, Tag
 from .runtime import HELPERS, no_rule, text_of
 
-__all__ = ["CompiledPolicy", "CompiledRule", "compile_module"]
+__all__ = ["CompiledPolicy", "CompiledRule", "compile_module", "rule_identities"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ class CompiledRule:
     value: Callable[[Request], object] | None = None
     decision: Decision | None = None
     effect: Limit | Route | Tag | DedupRule | None = None
+    identity: str = ""
+    """The rule's stable identity (see :func:`rule_identities`), which keys its state."""
 
 
 _PRELUDE = {
@@ -68,6 +71,31 @@ class _Module:
         self.lines.append("")
 
 
+def rule_identities(pol: A.Policy) -> list[str]:
+    """The stable identity of each rule of ``pol``: ``policy/label``, or for a rule without a
+    label ``policy/kind#hash`` of its canonical text. Limit buckets and duplicate windows are
+    kept under it, so moving or reformatting a rule keeps them; ``file:line`` only names a
+    rule in messages. Identical unlabelled rules get ``~2``, ``~3``... in order.
+
+    >>> from policy.parser import parse
+    >>> [p] = parse('policy b on "b.>" { rate: limit publish 5 per second }')
+    >>> rule_identities(p)
+    ['b/rate']
+    """
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for r in pol.rules:
+        if r.label is not None:
+            base = f"{pol.name}/{r.label}"
+        else:
+            text = " ".join(line.strip() for line in format_rule(r, ""))
+            digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            base = f"{pol.name}/{A.rule_kind(r)}#{digest}"
+        n = seen[base] = seen.get(base, 0) + 1
+        out.append(base if n == 1 else f"{base}~{n}")
+    return out
+
+
 def _guarded(rule_id: str, cond: str, then: list[str], c: Constants) -> list[str]:
     r = c.add("id", rule_id)
     return [
@@ -85,6 +113,7 @@ class _PolicyWriter:
     def __init__(self, mod: _Module, pol: A.Policy, idx: int) -> None:
         self.m, self.p, self.i = mod, pol, idx
         self.c = mod.c
+        self._identity = dict(zip(map(id, pol.rules), rule_identities(pol), strict=True))
 
     def rid(self, r: A.Rule) -> str:
         return f"{self.p.file}:{r.line}"
@@ -150,12 +179,13 @@ class _PolicyWriter:
 
     def _effect(self, r: A.Rule, g: ExprGen) -> tuple[str, str] | None:
         rid = self.rid(r)
+        ident = self._identity[id(r)]
         if isinstance(r, A.LimitRule):
             rate = r.count / UNIT_WORD_SECONDS[r.unit]
             burst = r.burst if r.burst is not None else r.count
             if r.by is None:
-                return "_lim", self.c.add("L", Limit(rid, rate, burst, rid))
-            pre = self.c.add("id", rid + "|")
+                return "_lim", self.c.add("L", Limit(ident, rate, burst, rid))
+            pre = self.c.add("id", ident + "|")
             return "_lim", f"Limit({pre} + _s({g.value(r.by)}), {rate!r}, {burst!r}, {rid!r})"
         if isinstance(r, A.RouteRule):
             return "_rt", self.c.add("R", Route(r.target, r.mode, rid))
@@ -171,12 +201,12 @@ class _PolicyWriter:
         if isinstance(r, A.DedupRuleNode):
             w = r.window.seconds
             if r.key is None:
-                return "_dd", self.c.add("U", DedupRule(DEDUP_BY_CONTENT, w, rid))
+                return "_dd", self.c.add("U", DedupRule(DEDUP_BY_CONTENT, w, rid, ident))
             v = g.temp()
-            pre = self.c.add("id", rid + "|")
+            pre = self.c.add("id", ident + "|")
             return (
                 "_dd",
-                f"DedupRule({pre} + _s({v}), {w!r}, {rid!r})) if "
+                f"DedupRule({pre} + _s({v}), {w!r}, {rid!r}, {ident!r})) if "
                 f"({v} := {g.value(r.key)}) is not None else (None",
             )
         return None
@@ -329,7 +359,10 @@ def _compile_stages(pol: A.Policy) -> Stages:
     def pick(stage: str) -> dict[str, Any]:
         return {a: ns[n] for a, n in names[stage].items()}
 
-    rules = tuple(_compiled_rule(pol, r, h, ns) for r, h in zip(pol.rules, helpers, strict=True))
+    rules = tuple(
+        _compiled_rule(pol, r, h, ns, ident)
+        for r, h, ident in zip(pol.rules, helpers, rule_identities(pol), strict=True)
+    )
     return Stages(pick("deny"), pick("req"), pick("allow"), pick("fx"), rules)
 
 
@@ -347,7 +380,7 @@ def compile_module(policies: Sequence[A.Policy]) -> tuple[list[CompiledPolicy], 
 
 
 def _compiled_rule(
-    pol: A.Policy, r: A.Rule, h: dict[str, str], ns: dict[str, object]
+    pol: A.Policy, r: A.Rule, h: dict[str, str], ns: dict[str, object], identity: str
 ) -> CompiledRule:
     rid = f"{pol.file}:{r.line}"
     src = " ".join(line.strip() for line in format_rule(r, ""))
@@ -361,7 +394,7 @@ def _compiled_rule(
     effect: Limit | Route | Tag | DedupRule | None = None
     if isinstance(r, A.LimitRule):
         effect = Limit(
-            rid,
+            identity,
             r.count / UNIT_WORD_SECONDS[r.unit],
             r.burst if r.burst is not None else r.count,
             rid,
@@ -371,7 +404,7 @@ def _compiled_rule(
     elif isinstance(r, A.TagRule):
         effect = Tag(r.name, "", rid)
     elif isinstance(r, A.DedupRuleNode):
-        effect = DedupRule(DEDUP_BY_CONTENT, r.window.seconds, rid)
+        effect = DedupRule(DEDUP_BY_CONTENT, r.window.seconds, rid, identity)
     fns: dict[str, Any] = {k: ns[v] for k, v in h.items()}
     return CompiledRule(
         rid,
@@ -385,4 +418,5 @@ def _compiled_rule(
         fns.get("value"),
         decision,
         effect,
+        identity,
     )

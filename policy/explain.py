@@ -95,7 +95,7 @@ def _effects(rules: list[CompiledRule], req: Request, ok: Decision, trace: list[
             return _fail(r.id, exc)
         e = r.effect
         if isinstance(e, Limit):
-            key = e.key if r.value is None else f"{r.id}|{text}"
+            key = e.key if r.value is None else f"{r.identity}|{text}"
             lim.append(replace(e, key=key))
         elif isinstance(e, Route):
             rt.append(e)
@@ -108,7 +108,7 @@ def _effects(rules: list[CompiledRule], req: Request, ok: Decision, trace: list[
             if r.value is not None and value is None:
                 trace.append(f"{r.id} dedup: key missing, not applied")
                 continue
-            key = DEDUP_BY_CONTENT if r.value is None else f"{r.id}|{text}"
+            key = DEDUP_BY_CONTENT if r.value is None else f"{r.identity}|{text}"
             dd.append(replace(e, key=key))
         trace.append(f"{r.id} {r.kind}: applies")
     return _with(ok, lim, rt, tg, dd) if lim or rt or tg or dd else ok

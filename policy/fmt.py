@@ -100,6 +100,8 @@ def _clauses(r: A.Rule) -> tuple[str, list[str]]:
 def format_rule(r: A.Rule, indent: str = "  ") -> list[str]:
     """Lines of one rule: on one line if it fits in 100 columns, else one clause per line."""
     head, tail = _clauses(r)
+    if r.label is not None:
+        head = f"{r.label}: {head}"
     one = indent + " ".join([head, *tail])
     if len(one) <= _WIDTH or not tail:
         return [one]

@@ -74,7 +74,8 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """A token bucket to charge: ``key`` is already evaluated (``"rule|value"``)."""
+    """A token bucket to charge: ``key`` is already evaluated (``"identity|value"``, where the
+    identity is the rule's label or its content, never its position); ``rule`` is ``file:line``."""
 
     key: str
     rate_per_second: float
@@ -102,11 +103,13 @@ class Tag:
 
 @dataclass(frozen=True, slots=True)
 class DedupRule:
-    """Reject the event if ``key`` was seen within the window (``@content``: hash the payload)."""
+    """Reject the event if ``key`` was seen within the window (``@content``: hash the payload,
+    and keep the hashes under ``identity``, the rule's stable identity)."""
 
     key: str
     window_seconds: float
     rule: str
+    identity: str = ""
 
 
 @dataclass(frozen=True, slots=True)

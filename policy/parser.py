@@ -8,6 +8,7 @@ while the parser runs, so deep nesting never recurses; nesting beyond
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -49,6 +50,7 @@ _TERMINAL_TEXT = {
     "CMP_OP": "an operator",
     "DURATION": "a duration (10m)",
     "POLICY": "policy",
+    "LABEL": "a label (name:)",
     "MINUS": "-",
     "PLUS": "+",
     "$END": "end of input",
@@ -272,6 +274,14 @@ class _Build(Transformer[Token, object]):
     def tag(self, c: _C) -> A.TagRule:
         kw, name, value, *rest = c
         return A.TagRule(_string(name), value, dict(rest).get("when"), *_pos(kw))
+
+    def labelled(self, c: _C) -> A.Rule:
+        label, rule = c
+        line, column = _pos(label)
+        labelled: A.Rule = dataclasses.replace(
+            rule, label=str(label)[:-1], line=line, column=column
+        )
+        return labelled
 
     def patterns(self, c: _C) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
         return tuple(_string(t) for t in c), tuple(_pos(t) for t in c)
