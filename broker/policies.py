@@ -16,6 +16,7 @@ from broker.errors import InvalidArgument, NotFound
 from broker.policyhook import PolicyGate
 from broker.store import PolicyVersionRecord, Store
 from policy import PolicyErrors, PolicySet, compile_policies
+from policy.files import new_parser, read_policy_dir
 
 __all__ = ["PolicyInvalid", "PolicyManager"]
 
@@ -33,18 +34,23 @@ class PolicyInvalid(InvalidArgument):
         )
 
 
+def _invalid(errs: PolicyErrors) -> PolicyInvalid:
+    rendered = "\n".join(e.render() for e in errs.errors)
+    return PolicyInvalid(rendered, max(1, len(errs.errors)))
+
+
 def read_dir(path: str) -> dict[str, str]:
-    root = Path(path)
-    if not root.is_dir():
+    """The ``*.policy`` files of the policy directory (see :func:`policy.files.read_policy_dir`)."""
+    if not Path(path).is_dir():
         raise InvalidArgument(
             f"policy directory {path} does not exist",
             reason="INVALID_CONFIG",
             hint="create it or fix --policy-dir",
         )
-    return {
-        str(p.relative_to(root)): p.read_text(encoding="utf-8", errors="replace")
-        for p in sorted(root.rglob("*.policy"))
-    }
+    try:
+        return read_policy_dir(path)
+    except PolicyErrors as errs:
+        raise _invalid(errs) from None
 
 
 def _signature(path: str) -> tuple[tuple[str, float, int], ...]:
@@ -65,14 +71,13 @@ class PolicyManager:
         self.policy_dir = policy_dir
         self._sig: tuple[tuple[str, float, int], ...] = ()
         self._task: asyncio.Task[None] | None = None
+        self._parser = new_parser()  # built once; every reload and PutPolicies reuses it
 
-    @staticmethod
-    def compile(files: dict[str, str]) -> PolicySet:
+    def compile(self, files: dict[str, str]) -> PolicySet:
         try:
-            return compile_policies(files)
+            return compile_policies(files, self._parser)
         except PolicyErrors as errs:
-            rendered = "\n".join(e.render() for e in errs.errors)
-            raise PolicyInvalid(rendered, max(1, len(errs.errors))) from None
+            raise _invalid(errs) from None
 
     async def start(self, reload_interval: float = 1.0) -> None:
         if self.policy_dir:

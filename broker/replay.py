@@ -14,15 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from broker.ids import id_for_time_ms
-from broker.policies import read_dir
 from broker.policyhook import event_attributes, json_payload
 from broker.publisher import decode_publisher
 from broker.store import Batch
 from broker.store.sqlite import SqliteStore
 from broker.v1 import broker_pb2
-from policy import PolicySet, Principal, Request, compile_policies, load_policy_dir
+from policy import PolicySet, Principal, Request, compile_policies
 from policy.cli import ExtraCommand
 from policy.durations import RELATIVE_TIME, TimeError, parse_time_ms
+from policy.files import load_policy_dir, new_parser
 from policy.replay import diff_decisions
 from policy.subjects import is_system
 
@@ -66,15 +66,16 @@ async def run_replay(args: argparse.Namespace) -> int:
             f"{args.data_dir} holds no Lockgate log",
             "give the directory `lockgate serve` uses (--data-dir)",
         )
-    candidate = load_policy_dir(args.candidate)  # PolicyErrors: lockgate prints each one
+    parser = new_parser()
+    # PolicyErrors propagate: lockgate prints each one with its caret.
+    candidate = load_policy_dir(args.candidate, parser)
+    current = load_policy_dir(args.current, parser) if args.current else None
     store = SqliteStore(args.data_dir, fsync="os")
     await store.open()
     try:
-        if args.current:
-            current = compile_policies(read_dir(args.current))
-        else:
+        if current is None:
             active = [v for v in await store.list_policy_versions() if v.active]
-            current = compile_policies(active[0].files) if active else PolicySet.empty()
+            current = compile_policies(active[0].files, parser) if active else PolicySet.empty()
         batches: list[Batch] = []
         after = id_for_time_ms(since_ms) - 1
         while True:

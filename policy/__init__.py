@@ -34,11 +34,12 @@ from .model import (
 )
 
 if TYPE_CHECKING:
-    from .engine import PolicySet, compile_policies, load_policy_dir
+    from .engine import PolicySet, compile_policies
+    from .files import load_policy_dir
 
 # The engine imports Lark and RE2; importing ``policy`` for its pure helpers (subjects,
 # durations, the model) must not, so the engine's names load on first use.
-_LAZY = {"PolicySet": "engine", "compile_policies": "engine", "load_policy_dir": "engine"}
+_LAZY = {"PolicySet": "engine", "compile_policies": "engine", "load_policy_dir": "files"}
 
 
 def __getattr__(name: str) -> object:

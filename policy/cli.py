@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .engine import PolicySet, load_policy_dir
+from .engine import PolicySet
 from .errors import PolicyError
+from .files import load_policy_dir, new_parser
 from .fmt import format_source
 from .testing import load_cases, request_from, run_cases
 
@@ -67,7 +68,7 @@ def _print_problems(problems: Sequence[PolicyError]) -> None:
 
 
 def _load(dir_: str) -> PolicySet:
-    ps = load_policy_dir(dir_)
+    ps = load_policy_dir(dir_, new_parser())
     _print_problems(ps.warnings)
     return ps
 
@@ -100,10 +101,11 @@ def _policy_files(paths: Sequence[str]) -> list[Path]:
 def _fmt(args: argparse.Namespace) -> int:
     changed: list[Path] = []
     errors: list[PolicyError] = []
+    parser = new_parser()
     for path in _policy_files(args.paths):
         text = path.read_text("utf-8")
         try:
-            new = format_source(text, str(path))
+            new = format_source(text, str(path), parser)
         except PolicyError as exc:
             errors.append(exc)
             continue

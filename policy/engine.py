@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from types import MappingProxyType
 
 from . import ast as A
@@ -22,12 +21,12 @@ from .compiler import CompiledPolicy, CompiledRule, compile_module
 from .errors import PolicyError, PolicyErrors
 from .inputs import EventInputs, event_inputs
 from .model import Decision, DedupRule, Limit, Request, Route, Tag
-from .parser import parse
+from .parser import PolicyParser
 from .runtime import no_rule as _no_rule
 from .runtime import with_effects as _with
 from .subjects import PatternTrie
 
-__all__ = ["MAX_SOURCE_BYTES", "PolicySet", "compile_policies", "load_policy_dir"]
+__all__ = ["MAX_SOURCE_BYTES", "PolicySet", "compile_policies"]
 
 #: Largest accepted policy file.
 MAX_SOURCE_BYTES = 1 << 20
@@ -198,13 +197,15 @@ class PolicySet:
         return explain(pols, request)
 
 
-def compile_policies(sources: Mapping[str, str]) -> PolicySet:
-    """Parse, check and compile ``{file name: policy text}``; raise :class:`PolicyErrors`.
+def compile_policies(sources: Mapping[str, str], parser: PolicyParser | None = None) -> PolicySet:
+    """Parse (with ``parser``, or a new one), check and compile ``{file name: policy text}``;
+    raise :class:`PolicyErrors`. Pure: no files (see :mod:`policy.files`), no global state.
 
     >>> compile_policies({"x.policy": "policy x on \\"a.>\\" { allow publish }"}).version
     ... # doctest: +ELLIPSIS
     '...'
     """
+    parser = parser or PolicyParser()
     found: list[PolicyError] = []
     policies: list[A.Policy] = []
     for file in sorted(sources):
@@ -221,7 +222,7 @@ def compile_policies(sources: Mapping[str, str]) -> PolicySet:
             )
             continue
         try:
-            parsed = parse(text, file)
+            parsed = parser.parse(text, file)
         except PolicyError as exc:
             found.append(exc)
             continue
@@ -238,35 +239,3 @@ def compile_policies(sources: Mapping[str, str]) -> PolicySet:
         raise PolicyErrors(errors, warnings)
     compiled, generated = compile_module(policies)
     return PolicySet(compiled, sources, warnings, generated)
-
-
-def load_policy_dir(path: str | Path) -> PolicySet:
-    """Load every ``*.policy`` file under ``path`` (recursively); names are relative paths.
-
-    Decisions then name rules as ``sub/dir/file.policy:LINE``. Raises :class:`PolicyErrors`
-    listing every error of every file; nothing is loaded then.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise PolicyErrors(
-            [
-                PolicyError(
-                    str(root),
-                    1,
-                    1,
-                    "not a directory",
-                    "give the directory that holds the *.policy files",
-                )
-            ]
-        )
-    sources: dict[str, str] = {}
-    bad: list[PolicyError] = []
-    for f in sorted(root.rglob("*.policy")):
-        name = f.relative_to(root).as_posix()
-        try:
-            sources[name] = f.read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            bad.append(PolicyError(name, 1, 1, f"cannot read the file: {exc}"))
-    if bad:
-        raise PolicyErrors(bad)
-    return compile_policies(sources)

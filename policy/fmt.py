@@ -10,7 +10,7 @@ import json
 from decimal import Decimal
 
 from . import ast as A
-from .parser import parse
+from .parser import PolicyParser, parse
 
 __all__ = ["format_expr", "format_rule", "format_source", "shape"]
 
@@ -135,9 +135,9 @@ def _comments(text: str) -> list[tuple[int, str, bool]]:
     return out
 
 
-def format_source(text: str, file: str = "<policy>") -> str:
+def format_source(text: str, file: str = "<policy>", parser: PolicyParser | None = None) -> str:
     """Canonical text of a policy file (raises :class:`PolicyError` on a syntax error)."""
-    policies = parse(text, file)
+    policies = parse(text, file, parser)
     items: list[tuple[int, object]] = []
     for p in policies:
         items.append((p.line, p))

@@ -1,22 +1,18 @@
 """Parse policy text into :mod:`policy.ast` nodes. This module alone owns the Lark options.
 
-The LALR parser is built once per process, lazily, with its tables cached on disk in a
-private per-user directory (see ``_cache_path``). The tree is built by an inline transformer
-while the parser runs, so deep nesting never recurses; nesting beyond
-:data:`policy.ast.MAX_DEPTH` is a syntax error.
+The caller owns a :class:`PolicyParser` (no process-wide parser here; the tables' cache on disk
+is chosen at the edge, :mod:`policy.files`). The tree is built by an inline transformer while
+the parser runs, so deep nesting never recurses; nesting beyond :data:`policy.ast.MAX_DEPTH` is
+a syntax error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import sys
-import threading
 from importlib import resources
 from typing import Any
 
-import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -24,10 +20,7 @@ from . import ast as A
 from .durations import UNIT_WORD_SECONDS, parse_duration
 from .errors import PolicyError
 
-__all__ = ["parse"]
-
-_lock = threading.Lock()
-_parsers: dict[str, Lark] = {}
+__all__ = ["PolicyParser", "parse"]
 
 
 # How terminals read in "expected ..." hints.
@@ -294,39 +287,39 @@ class _Build(Transformer[Token, object]):
         return tuple(c)
 
 
-def _cache_path() -> str | bool:
-    """Where Lark keeps its parser tables: a private per-user directory, never the shared temp
-    directory (the cache is a pickle, and loading one that another user planted runs code).
-    No cache when the directory cannot be made private; building the tables takes ~50 ms."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "lockgate")
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-        if st.st_uid != os.getuid() or st.st_mode & 0o077:
-            return False
-    except (OSError, AttributeError):
-        return False
-    tag = f"{lark.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
-    return os.path.join(path, f"policy-grammar-{tag}.lark-cache")
+class PolicyParser:
+    """One LALR parser for the policy language. Building one takes tens of milliseconds (less
+    with ``cache``, a file where Lark keeps its tables: see :func:`policy.files.new_parser`),
+    so a caller builds one and reuses it; :meth:`parse` is thread-safe (the transformer keeps
+    no state).
 
+    >>> [p] = PolicyParser().parse('policy a on "a.>" { allow publish }')
+    >>> p.name, p.rules[0].actions
+    ('a', ('publish',))
+    """
 
-def _parser(start: str) -> Lark:
-    with _lock:
-        p = _parsers.get(start)
-        if p is None:
-            grammar = resources.files("policy").joinpath("grammar.lark").read_text("utf-8")
-            p = Lark(
-                grammar,
-                parser="lalr",
-                lexer="contextual",
-                start=start,
-                transformer=_Build(),
-                cache=_cache_path(),
-                maybe_placeholders=True,
-            )
-            _parsers[start] = p
-        return p
+    __slots__ = ("_lark",)
+
+    def __init__(self, *, cache: str | bool = False) -> None:
+        grammar = resources.files("policy").joinpath("grammar.lark").read_text("utf-8")
+        self._lark = Lark(
+            grammar,
+            parser="lalr",
+            lexer="contextual",
+            start="start",
+            transformer=_Build(),
+            cache=cache,
+            maybe_placeholders=True,
+        )
+
+    def parse(self, text: str, file: str = "<policy>") -> tuple[A.Policy, ...]:
+        """Parse a policy file; raise :class:`PolicyError` (with position) on a syntax error."""
+        result = _run(self._lark, text, file)
+        assert isinstance(result, tuple)
+        return tuple(
+            A.Policy(p.name, p.patterns, p.rules, p.line, p.column, file, p.pattern_columns)
+            for p in result
+        )
 
 
 def _syntax_error(exc: UnexpectedInput, file: str, text: str) -> PolicyError:
@@ -364,9 +357,9 @@ def _syntax_error(exc: UnexpectedInput, file: str, text: str) -> PolicyError:
     return err.with_source(text)
 
 
-def _run(text: str, file: str, start: str) -> object:
+def _run(lark: Lark, text: str, file: str) -> object:
     try:
-        return _parser(start).parse(text)
+        return lark.parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, file, text) from None
     except _Nesting as exc:
@@ -382,11 +375,9 @@ def _run(text: str, file: str, start: str) -> object:
         raise exc.with_source(text) from None
 
 
-def parse(text: str, file: str = "<policy>") -> tuple[A.Policy, ...]:
-    """Parse a policy file; raise :class:`PolicyError` (with position) on a syntax error."""
-    result = _run(text, file, "start")
-    assert isinstance(result, tuple)
-    return tuple(
-        A.Policy(p.name, p.patterns, p.rules, p.line, p.column, file, p.pattern_columns)
-        for p in result
-    )
+def parse(
+    text: str, file: str = "<policy>", parser: PolicyParser | None = None
+) -> tuple[A.Policy, ...]:
+    """Parse a policy file with ``parser`` (a new one when None: pass yours when parsing many).
+    Raises :class:`PolicyError` (with position) on a syntax error."""
+    return (parser or PolicyParser()).parse(text, file)

@@ -14,10 +14,10 @@ import random
 import sys
 import time
 
-from policy import MISSING, Decision, PolicyErrors, Principal, Request, compile_policies
+from policy import MISSING, Decision, PolicyErrors, Principal, Request
 from policy.errors import PolicyError
-from policy.fmt import format_source, shape
-from policy.parser import parse
+from policy.fmt import shape
+from tests.policy.policy_helpers import compile_policies, format_source, parse
 
 VOCAB = [
     "policy",

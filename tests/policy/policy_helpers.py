@@ -5,7 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from policy import MISSING, Principal, Request
+from policy import MISSING, PolicySet, Principal, Request
+from policy import ast as A
+from policy.engine import compile_policies as _compile
+from policy.files import new_parser
+from policy.fmt import format_source as _format
+
+#: One parser for the whole session, as a long-lived caller (the broker, the CLI) holds one.
+PARSER = new_parser()
+
+
+def compile_policies(sources: Mapping[str, str]) -> PolicySet:
+    return _compile(sources, PARSER)
+
+
+def parse(text: str, file: str = "<policy>") -> tuple[A.Policy, ...]:
+    return PARSER.parse(text, file)
+
+
+def format_source(text: str, file: str = "<policy>") -> str:
+    return _format(text, file, PARSER)
 
 
 def make_request(spec: Mapping[str, Any]) -> Request:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policy import PolicyErrors, compile_policies
+from policy import PolicyErrors
+from tests.policy.policy_helpers import compile_policies
 
 
 def _problems(src: str) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:

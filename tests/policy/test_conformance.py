@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from policy import PolicySet, compile_policies
-from tests.policy.policy_helpers import make_request
+from policy import PolicySet
+from tests.policy.policy_helpers import compile_policies, make_request
 
 _HERE = Path(__file__).parent / "conformance"
 _GROUPS: list[dict[str, Any]] = []

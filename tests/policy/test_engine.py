@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 
 import policy
-from policy import (
-    MISSING,
-    PolicyErrors,
-    PolicySet,
-    Principal,
-    Request,
-    compile_policies,
-    load_policy_dir,
-)
+from policy import MISSING, PolicyErrors, PolicySet, Principal, Request, load_policy_dir
+from tests.policy.policy_helpers import compile_policies
 
 BILLING = """policy billing on "billing.>" {
   allow publish when "billing" in principal.roles

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from policy.fmt import format_source, shape
-from policy.parser import parse
+from policy.fmt import shape
+from tests.policy.policy_helpers import format_source, parse
 
 _GROUPS = json.loads((Path(__file__).parent / "conformance" / "cases.json").read_text())
 _SOURCES = [

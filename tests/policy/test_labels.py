@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from policy import Decision, PolicyErrors, Principal, Request, compile_policies
-from policy.fmt import format_source
-from policy.parser import parse
+from policy import Decision, PolicyErrors, Principal, Request
+from tests.policy.policy_helpers import compile_policies, format_source, parse
 
 BEFORE = """\
 policy billing on "billing.>" {

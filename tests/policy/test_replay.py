@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from policy import PolicySet, Principal, Request, compile_policies
+from policy import PolicySet, Principal, Request
 from policy.replay import diff_decisions
+from tests.policy.policy_helpers import compile_policies
 
 P = Principal("acme", "a", frozenset({"billing"}))
 
