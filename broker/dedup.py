@@ -40,6 +40,11 @@ class DedupWindow(Protocol):
     The publish pipeline calls :meth:`lookup` for a batch's keys, stages the new events,
     :meth:`remember` s their ids, and :meth:`forget` s them again when the store write fails,
     so a retry of an event that was never acknowledged is accepted.
+
+    Between ``lookup`` and ``remember`` the embedded window cannot be raced (neither
+    suspends, and one event loop runs the node). A shared window can: two nodes may accept
+    the same key at the same instant, so a shared implementation should make ``remember``
+    first-writer-wins per key and the pipeline may then report the loser as a duplicate.
     """
 
     async def open(self, log: RecentLog) -> None:

@@ -267,6 +267,13 @@ class Broker:
     def unsubscribe(self, sub: EphemeralSubscription) -> None:
         self.ephemerals.unsubscribe(sub)
 
+    def close_streams(self, error: BrokerError) -> None:
+        """Ends every subscriber stream of this node with ``error`` (on drain)."""
+        self.ephemerals.close_all(error)
+        for c in self.durables.consumers.values():
+            for s in c.sessions:
+                s.outbox.close(error)
+
     # -- durables ---------------------------------------------------------------------------
 
     async def create_durable(

@@ -425,14 +425,7 @@ class BrokerServer(Servicer):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.broker.draining = True
         err = Unavailable("the broker is shutting down", reason="SHUTTING_DOWN", hint="reconnect")
-        for route in list(self.broker.router._orgs.values()):
-            for entry in route.values():
-                for t in [*entry.singles, *(m for g in entry.groups.values() for m in g)]:
-                    if isinstance(t, EphemeralSubscription):
-                        t.outbox.close(err)
-        for c in self.broker.consumers.values():
-            for s in c.sessions:
-                s.outbox.close(err)
+        self.broker.close_streams(err)
         for queue in self._publish_streams:
             queue.put_nowait((0, err))  # answered after the frames already in flight
         if self.server is not None:

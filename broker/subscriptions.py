@@ -14,6 +14,7 @@ from collections.abc import Callable
 from broker.auth import Principal
 from broker.config import Config
 from broker.delivery import EphemeralSubscription
+from broker.errors import BrokerError
 from broker.history import History
 from broker.policyhook import PolicyGate
 from broker.positions import FROM_NEW, StartSpec, replays, start_after
@@ -52,6 +53,7 @@ class Ephemerals:
         self.telemetry = telemetry
         self._head = head
         self.log = logging.getLogger("lockgate.broker")
+        self._live: set[EphemeralSubscription] = set()
 
     async def subscribe(
         self,
@@ -76,15 +78,23 @@ class Ephemerals:
         )
         sub.on_slow = self._on_slow
         self.router.add(sub)
+        self._live.add(sub)
         if replay:
             await self.history.replay(sub.org, sub.pattern, sub.outbox, after, self._head())
         return sub
 
     def unsubscribe(self, sub: EphemeralSubscription) -> None:
         self.router.remove(sub)
+        self._live.discard(sub)
         sub.outbox.close()
+
+    def close_all(self, error: BrokerError) -> None:
+        """Ends every ephemeral stream with ``error`` (on drain); each unsubscribes itself."""
+        for sub in list(self._live):
+            sub.outbox.close(error)
 
     def _on_slow(self, sub: EphemeralSubscription) -> None:
         self.telemetry.slow_consumers.add(1)
         self.log.warning("slow consumer %s on %s disconnected", sub.name, sub.pattern)
         self.router.remove(sub)
+        self._live.discard(sub)
