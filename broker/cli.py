@@ -14,11 +14,15 @@ import inspect
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from broker.cli_errors import report
 from broker.config import Config, load_config, redacted
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from clients._cli import TextSyntax
+
+__all__ = ["client_syntax", "main"]
 
 _SERVE_FLAGS = (
     ("listen", str, "host:port to listen on (default 127.0.0.1:50051)"),
@@ -117,6 +121,39 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     return int(policy_main(list(args.rest), {"replay": replay_command()}))
 
 
+def client_syntax() -> TextSyntax:
+    """The one time and start syntax (policy.durations, broker.positions) for the client
+    commands, as the client's own types: the client package may not import them itself."""
+    import datetime as dt
+
+    from broker.errors import InvalidStart
+    from broker.positions import START_SYNTAX, parse_start
+    from broker.v1 import broker_pb2
+    from clients._cli import TextSyntax
+    from policy.durations import TimeError, parse_time
+
+    def time(text: str) -> dt.datetime:
+        try:
+            return dt.datetime.fromtimestamp(parse_time(text), dt.UTC)
+        except TimeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}; {exc.hint}") from None
+
+    def start(text: str) -> str | tuple[str, int] | dt.datetime:
+        try:
+            s = parse_start(text)
+        except InvalidStart as exc:
+            raise argparse.ArgumentTypeError(f"{exc.message}; write {START_SYNTAX}") from None
+        if s.policy == broker_pb2.START_POLICY_ALL:
+            return "all"
+        if s.policy == broker_pb2.START_POLICY_AFTER_ID:
+            return ("after", s.after_id)
+        if s.policy == broker_pb2.START_POLICY_SINCE_TIME:
+            return dt.datetime.fromtimestamp(s.since_ms / 1000, dt.UTC)
+        return "new"
+
+    return TextSyntax(time, start, START_SYNTAX)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lockgate", description="A gRPC-first message broker for AI agents."
@@ -152,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     from clients._cli import add_commands
     from gateways.cli import add_commands as add_gateway_commands
 
-    add_commands(sub)
+    add_commands(sub, client_syntax())
     add_gateway_commands(sub)  # their optional packages load when a gateway starts
     return parser
 

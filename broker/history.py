@@ -87,6 +87,8 @@ class History:
         match = compile_pattern(pattern)
         pos = max(after_id, id_for_time_ms(start_ms) - 1 if start_ms else 0)
         end_id = id_for_time_ms(end_ms) if end_ms else 0
+        if end_ms and end_id == 0:
+            return [], 0  # an end before the ids' epoch (2024): no event is older than that
         literal = pattern if is_literal(pattern) else None
         out: list[broker_pb2.StoredEvent] = []
         while len(out) < limit:

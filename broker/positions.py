@@ -1,8 +1,10 @@
-"""Where a subscription starts in the log: :class:`StartSpec` and :func:`start_after`.
+"""Where a subscription starts in the log: :class:`StartSpec`, :func:`start_after`, and the one
+text syntax of a start (:func:`parse_start`) that the CLI, HTTP and WebSocket read.
 
 Example::
 
     after = start_after(StartSpec(broker_pb2.START_POLICY_ALL), head)  # 0: from the start
+    parse_start("after:385993896867397632").after_id  # 385993896867397632
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import dataclass
 from broker.errors import InvalidStart
 from broker.ids import id_for_time_ms, time_ms_of
 from broker.v1 import broker_pb2
+from policy.durations import TimeError, parse_time_ms
 
-__all__ = ["FROM_NEW", "StartSpec", "replays", "start_after"]
+__all__ = ["FROM_NEW", "START_SYNTAX", "StartSpec", "parse_start", "replays", "start_after"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +62,39 @@ def start_after(start: StartSpec, head: int) -> int:
             )
         return start.after_id
     raise InvalidStart(f"start policy {policy} is unknown")
+
+
+START_SYNTAX = "new, all, after:<id>, since:<time> or a time (-1h, 2026-01-02T03:04:05Z)"
+"""How a start is written, for help texts and hints."""
+
+
+def parse_start(text: str, *, now: float | None = None) -> StartSpec:
+    """A start written as text: ``new``, ``all``, ``after:<id>`` (events after that id;
+    ``id:<id>`` is read too, the CLI's old spelling), ``since:<time>`` or a bare time (events
+    since then), where a time is :func:`policy.durations.parse_time`'s (``-1h``, ``-2d``, RFC
+    3339, a date, unix milliseconds). Raises :class:`InvalidStart`.
+
+    >>> parse_start("all") == StartSpec(broker_pb2.START_POLICY_ALL)
+    True
+    >>> parse_start("since:-1h", now=7200.0).since_ms
+    3600000
+    """
+    t = text.strip()
+    word = t.lower()
+    if word in ("", "new"):
+        return StartSpec(broker_pb2.START_POLICY_NEW)
+    if word == "all":
+        return StartSpec(broker_pb2.START_POLICY_ALL)
+    kind, colon, rest = word.partition(":")
+    if colon and kind in ("after", "id"):
+        if not rest.isdigit() or not 0 < int(rest) < 2**64:
+            raise InvalidStart(f"start {text!r} needs an event id after {kind}:", hint=START_SYNTAX)
+        return StartSpec(broker_pb2.START_POLICY_AFTER_ID, after_id=int(rest))
+    when = t[len("since:") :] if colon and kind == "since" else t
+    try:
+        ms = parse_time_ms(when, now=now)
+    except TimeError:
+        raise InvalidStart(f"start {text!r} is not a start position", hint=START_SYNTAX) from None
+    if ms <= 0:
+        raise InvalidStart(f"start {text!r} lies before 1970", hint=START_SYNTAX)
+    return StartSpec(broker_pb2.START_POLICY_SINCE_TIME, since_ms=ms)

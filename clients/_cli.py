@@ -35,48 +35,30 @@ from clients._codec import StartSpec
 from clients._errors import LockgateError, from_rpc_error
 from clients._message import Event, Message, StoredEvent
 
-__all__ = ["add_commands", "parse_start", "parse_time"]
+__all__ = ["TextSyntax", "add_commands"]
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
-_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
-_RELATIVE_ARG = re.compile(r"^-\d+(?:\.\d+)?(?:ms|s|m|h|d|w)?$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A value that starts with "-" and a digit ("-1h") is a value, as argparse already does for "-1".
+_NEGATIVE_VALUE = re.compile(r"^-\d")
 
 
-def parse_time(text: str) -> dt.datetime:
-    """``-1h``, ``-30m``, ``-2d`` (relative to now) or an ISO 8601 time (UTC if no zone).
+@dataclasses.dataclass(frozen=True, slots=True)
+class TextSyntax:
+    """How the commands read times (``--since -1h``) and start positions (``--start all``).
 
-    >>> parse_time("2026-01-02T03:04:05Z").year
-    2026
+    The one syntax lives in the server's packages (``policy.durations``,
+    ``broker.positions``), which this package may not import; ``lockgate``, the composition
+    root, hands it in. Each function raises ``argparse.ArgumentTypeError`` on bad text.
     """
-    m = _RELATIVE.match(text.strip())
-    if m:
-        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=float(m[1]) * _UNITS[m[2]])
-    try:
-        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: use -1h, -30m, -2d or an ISO time like 2026-01-02T03:04Z"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
-
-def parse_start(text: str) -> StartSpec:
-    """``new``, ``all``, ``id:N`` (after id N), or a time as :func:`parse_time` reads it."""
-    lowered = text.strip().lower()
-    if lowered in ("new", "all"):
-        return lowered
-    if lowered.startswith("id:"):
-        try:
-            return int(lowered[3:])
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: id:N needs a number") from None
-    return parse_time(text)
+    time: Callable[[str], dt.datetime]
+    start: Callable[[str], StartSpec]
+    start_help: str = "where to start"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     # Let relative times like "-1h" be option values, as argparse already does for "-1".
-    p._negative_number_matcher = _RELATIVE_ARG
+    p._negative_number_matcher = _NEGATIVE_VALUE
     p.add_argument(
         "--server",
         default=os.environ.get("LOCKGATE_SERVER", "127.0.0.1:50051"),
@@ -90,7 +72,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], syntax: TextSyntax
+) -> None:
     """Register pub, sub, request, history, dlq and durables on ``lockgate``'s subparsers."""
     p = subparsers.add_parser("pub", help="publish an event")
     p.add_argument("subject")
@@ -105,7 +89,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("pattern")
     p.add_argument("--queue")
     p.add_argument("--durable")
-    p.add_argument("--start", type=parse_start, help="new, all, id:N, -1h or an ISO time")
+    p.add_argument("--start", type=syntax.start, help=syntax.start_help)
     p.add_argument("--count", type=int, help="stop after N messages")
     p.add_argument("--ack", action="store_true", help="acknowledge each message")
     _common(p)
@@ -120,8 +104,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     p = subparsers.add_parser("history", help="list stored events")
     p.add_argument("pattern", nargs="?", default=">")
-    p.add_argument("--since", type=parse_time, help="-1h or an ISO time")
-    p.add_argument("--until", type=parse_time)
+    p.add_argument("--since", type=syntax.time, help="-1h, -2d or an RFC 3339 time")
+    p.add_argument("--until", type=syntax.time, help="-1h, -2d or an RFC 3339 time")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--id", type=int, help="show the one event with this id")
     _common(p)

@@ -10,13 +10,12 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+from broker import positions
 from broker.api import Delivery, StoredEvent
 from broker.auth import Authenticator
-from broker.cloudevents import parse_timestamp
 from broker.config import ConfigError, parse_duration
-from broker.errors import BrokerError
-from broker.positions import StartSpec
-from broker.v1 import broker_pb2
+from broker.errors import BrokerError, InvalidStart
+from broker.positions import FROM_NEW, StartSpec
 from gateways._cejson import JsonValue, event_to_json
 from gateways.errors import (
     InvalidParameter,
@@ -25,6 +24,7 @@ from gateways.errors import (
     listen_failed,
     retry_after,
 )
+from policy import durations
 
 __all__ = [
     "api_key",
@@ -169,31 +169,30 @@ def parse_duration_param(name: str, raw: object, default: float, hi: float) -> f
 
 
 def parse_time_ms(name: str, raw: str | None) -> int:
-    """Milliseconds since the epoch from an RFC 3339 time or a number of milliseconds."""
+    """Milliseconds since the epoch from a time in the one syntax (policy.durations: ``-1h``,
+    RFC 3339, a date, or epoch milliseconds); 0 when absent."""
     if not raw:
         return 0
-    if raw.isdigit():
-        return int(raw)
     try:
-        return int(parse_timestamp(raw, name).ToMilliseconds())
-    except BrokerError:
-        raise InvalidParameter(name, raw, "an RFC 3339 time or epoch milliseconds") from None
+        return durations.parse_time_ms(raw)
+    except durations.TimeError:
+        raise InvalidParameter(name, raw, "-1h, an RFC 3339 time or epoch milliseconds") from None
 
 
 def parse_start(raw: object) -> StartSpec:
-    """``"new"``, ``"all"``, ``"after:<id>"`` or an RFC 3339 time (events since then)."""
-    if raw is None or raw == "" or raw == "new":
-        return StartSpec(broker_pb2.START_POLICY_NEW)
-    if raw == "all":
-        return StartSpec(broker_pb2.START_POLICY_ALL)
-    if isinstance(raw, str) and raw.startswith("after:"):
-        return StartSpec(broker_pb2.START_POLICY_AFTER_ID, after_id=parse_id("start", raw[6:]))
+    """A start in the one syntax (``broker.positions.parse_start``): ``"new"``, ``"all"``,
+    ``"after:<id>"``, ``"since:<time>"`` or a time (events since then)."""
+    if raw is None:
+        return FROM_NEW
     if isinstance(raw, str):
-        ms = parse_time_ms("start", raw)
-        if ms > time.time() * 1000 + 60_000:
+        try:
+            start = positions.parse_start(raw)
+        except InvalidStart:
+            raise InvalidParameter("start", raw, positions.START_SYNTAX) from None
+        if start.since_ms > time.time() * 1000 + 60_000:
             raise InvalidParameter("start", raw, "a time in the past")
-        return StartSpec(broker_pb2.START_POLICY_SINCE_TIME, since_ms=ms)
-    raise InvalidParameter("start", str(raw), '"new", "all", "after:<id>" or an RFC 3339 time')
+        return start
+    raise InvalidParameter("start", str(raw), positions.START_SYNTAX)
 
 
 async def start_site(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:

@@ -13,27 +13,34 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from broker.cli import client_syntax
 from broker.testing import run_broker
 from clients import LockgateError
-from clients._cli import add_commands, parse_start, parse_time
+from clients._cli import add_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lockgate")
-    add_commands(p.add_subparsers(dest="command", required=True))
+    add_commands(p.add_subparsers(dest="command", required=True), client_syntax())
     return p
 
 
 def test_parse_time_and_start() -> None:
-    ago = dt.datetime.now(dt.UTC) - parse_time("-1h")
+    syntax = client_syntax()
+    ago = dt.datetime.now(dt.UTC) - syntax.time("-1h")
     assert dt.timedelta(minutes=59) < ago < dt.timedelta(minutes=61)
-    assert parse_time("2026-01-02T03:04:05Z") == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    assert parse_start("new") == "new" and parse_start("ALL") == "all"
-    assert parse_start("id:42") == 42
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_time("yesterday")
+    ago = dt.datetime.now(dt.UTC) - syntax.time("-1w")
+    assert dt.timedelta(days=6.9) < ago < dt.timedelta(days=7.1)
+    assert syntax.time("2026-01-02T03:04:05Z") == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert syntax.start("new") == "new" and syntax.start("ALL") == "all"
+    assert syntax.start("after:42") == syntax.start("id:42") == ("after", 42)
+    assert syntax.start("since:2026-01-02") == dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    with pytest.raises(argparse.ArgumentTypeError, match="is not a time"):
+        syntax.time("yesterday")
+    with pytest.raises(argparse.ArgumentTypeError, match="after:<id>"):
+        syntax.start("after:x")
 
 
 def test_commands_are_registered() -> None:

@@ -158,6 +158,16 @@ async def test_query_pagination_with_cursor(local: Local) -> None:
     assert seen == ids
     got = await local.session.get(f"{local.url}/v1/events?subject={subject}&since=yesterday")
     await problem(got, 400, "INVALID_PARAMETER")
+    # The one time syntax (as on the command line): relative times, and an end before the
+    # ids' epoch (2024) that is an end before everything.
+    recent = await (
+        await local.session.get(f"{local.url}/v1/events?subject={subject}&since=-1w")
+    ).json()
+    assert [e["id"] for e in recent["events"]] == ids
+    old = await (
+        await local.session.get(f"{local.url}/v1/events?subject={subject}&until=2023-06-01")
+    ).json()
+    assert old["events"] == []
     got = await local.session.get(f"{local.url}/v1/events/12345")
     await problem(got, 404, "NOT_FOUND")
 
