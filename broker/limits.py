@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -65,24 +66,58 @@ def _refill_take(
 
 
 class LocalLimiter:
-    """In-process buckets: the embedded default."""
+    """In-process buckets: the embedded default.
 
-    def __init__(self, clock: object = None) -> None:
+    Memory stays bounded without resetting anyone: buckets are kept in order of last use,
+    and a bucket idle long enough to have refilled completely is dropped (it equals a new
+    one, so nobody gains a token). Only beyond ``max_keys`` buckets that are still
+    refilling is the least recently used one dropped.
+    """
+
+    def __init__(self, clock: object = None, *, max_keys: int = 100_000) -> None:
         self._clock = clock if callable(clock) else time.monotonic
-        self._buckets: dict[str, tuple[float, float]] = {}
+        # key -> (tokens, last use, when it is full again); oldest use first.
+        self._buckets: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
         self._seen: dict[str, float] = {}
+        self._max_keys = max_keys
+
+    def __len__(self) -> int:
+        """Buckets held (idle full ones are dropped)."""
+        return len(self._buckets)
 
     async def take(self, requests: Sequence[BucketRequest]) -> list[Grant]:
         now = float(self._clock())
+        buckets = self._buckets
         out = []
         for r in requests:
-            tokens, stamp = self._buckets.get(r.key, (r.burst, now))
+            held = buckets.pop(r.key, None)
+            tokens, stamp = (r.burst, now) if held is None else held[:2]
             tokens, grant = _refill_take(tokens, stamp, now, r.rate, r.burst, r.want)
-            self._buckets[r.key] = (tokens, now)
+            missing = r.burst - tokens
+            # When it is full again, and so the same as a new one (never, at rate 0).
+            refill = missing / r.rate if r.rate > 0 else math.inf
+            full_at = now + refill if missing > 0 else now
+            buckets[r.key] = (tokens, max(now, stamp), full_at)  # now the most recent
             out.append(grant)
-        if len(self._buckets) > 100_000:
-            self._buckets.clear()  # crude bound; full buckets are the default state anyway
+        self._expire(now)
         return out
+
+    def _expire(self, now: float) -> None:
+        buckets = self._buckets
+        # Idle buckets are at the front; a full one is the same as none.
+        while buckets:
+            key, (_, _, full_at) = next(iter(buckets.items()))
+            if full_at > now:
+                break
+            del buckets[key]
+        if len(buckets) <= self._max_keys:
+            return
+        # A slow-refilling bucket at the front hides full ones behind it: look at all of
+        # them (amortised: afterwards at most 90% of the bound remain).
+        for key in [k for k, (_, _, full_at) in buckets.items() if full_at <= now]:
+            del buckets[key]
+        while len(buckets) > self._max_keys * 9 // 10:
+            buckets.popitem(last=False)  # still refilling: the least recently used goes
 
     async def seen(self, keys: Sequence[tuple[str, float]]) -> list[bool]:
         now = float(self._clock())

@@ -86,3 +86,35 @@ async def test_redis_refill(redis_url: str) -> None:
         assert 3 <= got <= 5
     finally:
         await lim.close()
+
+
+async def test_local_buckets_expire_by_last_use_not_all_at_once() -> None:
+    clock = Clock()
+    lim = LocalLimiter(clock, max_keys=2000)
+    # A busy sender empties its bucket (refills at 1 token/s, burst 10).
+    (g,) = await lim.take([BucketRequest("busy", 1.0, 10, 10)])
+    assert g.granted == 10
+    # Thousands of one-off senders come and go; each bucket refills within 1 s, so about
+    # 1000 of them are refilling at any time.
+    for n in range(3000):
+        clock.t += 0.001
+        await lim.take([BucketRequest(f"once-{n}", 1.0, 1, 1)])
+        assert len(lim) <= 2000  # bounded
+    # The busy sender kept its (nearly) empty bucket: no fresh burst for it.
+    (g,) = await lim.take([BucketRequest("busy", 1.0, 10, 10)])
+    assert 2 <= g.granted <= 3  # what refilled in those 3 s, not a fresh 10
+    # Once everything refilled, idle buckets are gone: memory is given back.
+    clock.t += 60
+    await lim.take([BucketRequest("busy", 1.0, 10, 1)])
+    assert len(lim) == 1
+
+
+async def test_local_bucket_that_never_refills_is_kept() -> None:
+    clock = Clock()
+    lim = LocalLimiter(clock)
+    (g,) = await lim.take([BucketRequest("k", 0.0, 2, 2)])
+    assert g.granted == 2
+    clock.t += 3600
+    await lim.take([BucketRequest("other", 1.0, 1, 1)])
+    (g,) = await lim.take([BucketRequest("k", 0.0, 2, 1)])
+    assert g.granted == 0
