@@ -23,19 +23,19 @@ class AdminServicer(Servicer):
 
     def _info(self, name: str, org: str) -> admin_pb2.DurableInfo:
         c = self.broker.durable(org, name)
-        snap = c.snapshot()
+        rec = c.rec
         info = admin_pb2.DurableInfo(
             name=c.name,
-            pattern=snap.pattern,
-            ack_floor=(min(c.pending) - 1) if c.pending else snap.cursor,
+            pattern=rec.pattern,
+            ack_floor=c.ack_floor,
             pending_count=len(c.pending),
             connected=len(c.sessions),
-            max_deliveries=snap.max_deliveries,
-            max_in_flight=snap.max_in_flight,
-            delivered_id=snap.cursor,
-            endpoint_url=snap.endpoint_url,
+            max_deliveries=rec.max_deliveries,
+            max_in_flight=rec.max_in_flight,
+            delivered_id=c.delivered_id,
+            endpoint_url=rec.endpoint_url,
         )
-        info.ack_wait.FromMilliseconds(snap.ack_wait_ms)
+        info.ack_wait.FromMilliseconds(rec.ack_wait_ms)
         return info
 
     async def CreateDurable(

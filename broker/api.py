@@ -197,7 +197,7 @@ class _LocalSubscription:
 
     async def ack(self, ids: Sequence[int]) -> None:
         # Unique ids: the broker's ack pops each id once (a repeated id is a KeyError there).
-        self._consumer_session().consumer.ack(list(dict.fromkeys(ids)))
+        await self._consumer_session().consumer.ack(list(dict.fromkeys(ids)))
 
     async def nack(self, ids: Sequence[int], delay: float = 0.0) -> None:
         self._consumer_session().consumer.nack(list(dict.fromkeys(ids)), delay)
@@ -280,7 +280,7 @@ class LocalAPI:
         p = await self.principal(key)
         if term_ids:  # as BrokerService.Acknowledge
             await self.broker.terminate(p, durable, list(dict.fromkeys(term_ids)))
-        self.broker.acknowledge(
+        await self.broker.acknowledge(
             p, durable, list(dict.fromkeys(ack_ids)), list(dict.fromkeys(nack_ids)), nack_delay
         )
 

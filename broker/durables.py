@@ -1,12 +1,13 @@
 """The durable registry of one node: create, look up, bind, poll, ack, delete, redrive.
 
 Each durable subscription is a :class:`~broker.delivery.DurableConsumer`; this module keeps
-them by ``(org, name)``, persists their state, and hands them every committed batch.
+them by ``(org, name)`` and hands them every committed batch; each consumer writes its own
+state as it changes (see :mod:`broker.delivery.durable`).
 
 Example::
 
     consumer = await durables.create(principal, "billing", "orders.>")
-    durables.acknowledge(principal, "billing", [42], [])
+    await durables.acknowledge(principal, "billing", [42], [])
 """
 
 from __future__ import annotations
@@ -15,22 +16,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from broker import wire
 from broker.auth import Principal
 from broker.config import Config
-from broker.delivery import DurableConsumer, DurableSession
-from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
+from broker.delivery import DurableConsumer, DurableHost, DurableSession
+from broker.errors import FailedPrecondition, InvalidArgument, NotFound
 from broker.history import History
 from broker.policyhook import PolicyGate
-from broker.positions import FROM_NEW, StartSpec, start_after
+from broker.positions import FROM_NEW, StartSpec, log_position, start_after
 from broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
 from broker.subscriptions import check_pattern
 from broker.v1 import broker_pb2, cloudevent_pb2
-
-if TYPE_CHECKING:
-    from broker.node import Broker
 
 __all__ = ["DURABLE_DEFAULTS", "DurableOptions", "Durables", "check_durable_name"]
 
@@ -104,7 +101,7 @@ class Durables:
 
     def __init__(
         self,
-        host: Broker,
+        host: DurableHost,
         config: Config,
         store: Store,
         gate: PolicyGate,
@@ -137,27 +134,13 @@ class Durables:
 
     async def stop(self) -> None:
         for c in self.consumers.values():
-            await c.stop()
-        await self.save(force=True)
+            await c.stop()  # queues its last position; the store's close writes it
 
     def tick(self, now: float) -> None:
         """Expires overdue deliveries (called every few tens of milliseconds)."""
         for c in self.consumers.values():
             if c.pending:
                 c.expire(now)
-
-    async def save(self, force: bool = False) -> None:
-        """Persists the state of consumers that changed (all of them with ``force``)."""
-        dirty = [c for c in self.consumers.values() if (c.dirty or force) and not c.deleted]
-        for c in dirty:
-            c.dirty = False
-        if dirty:
-            try:
-                await asyncio.gather(*(self.store.save_consumer(c.snapshot()) for c in dirty))
-            except BrokerError as exc:
-                self.log.error("saving consumer state failed: %s", exc)
-                for c in dirty:
-                    c.dirty = True
 
     def depths(self) -> list[tuple[str, int]]:
         return [
@@ -170,9 +153,9 @@ class Durables:
     def wants_frames(self) -> bool:
         return bool(self.consumers)
 
-    def on_commit(self, batch: Batch, frames: list[tuple[int, bytes]], prev_head: int) -> None:
+    def on_commit(self, batch: Batch, seq: int, frames: list[tuple[int, bytes]]) -> None:
         for c in list(self.consumers.values()):
-            c.on_commit(batch, frames, prev_head)
+            c.on_commit(batch, seq, frames)
 
     # -- the registry -----------------------------------------------------------------------
 
@@ -220,8 +203,8 @@ class Durables:
         if options.endpoint_url:
             self.check_endpoint(options.endpoint_url)
         rec = self._record(principal.org, name, pattern, options)
-        rec.cursor = start_after(options.start, self._head())
-        await self.store.save_consumer(rec)
+        rec.position = await log_position(self.store, start_after(options.start, self._head()))
+        await self.store.create_consumer(rec)
         consumer = DurableConsumer(self.host, rec)
         self.consumers[key] = consumer
         consumer.start()
@@ -297,7 +280,7 @@ class Durables:
         """Dead-letters pending deliveries of a durable now (all or nothing)."""
         await self.get(principal.org, name).terminate(ids)
 
-    def acknowledge(
+    async def acknowledge(
         self,
         principal: Principal,
         name: str,
@@ -305,16 +288,17 @@ class Durables:
         nack_ids: list[int],
         nack_delay: float = 0.0,
     ) -> None:
-        """Acks and nacks by durable name; all-or-nothing (see ``DurableConsumer.ack``)."""
+        """Acks and nacks by durable name; all-or-nothing (see ``DurableConsumer.ack``).
+        The acks are stored when this returns."""
         consumer = self.get(principal.org, name)
         both = set(ack_ids) & set(nack_ids)
         if both:
             raise InvalidArgument(f"id {min(both)} is both acked and nacked", reason="INVALID_ACK")
         consumer.check_pending(ack_ids + nack_ids)
-        if ack_ids:
-            consumer.ack(ack_ids)
         if nack_ids:
             consumer.nack(nack_ids, nack_delay)
+        if ack_ids:
+            await consumer.ack(ack_ids)
 
     async def delete(self, org: str, name: str) -> None:
         c = self.get(org, name)
@@ -327,7 +311,7 @@ class Durables:
     async def redrive(self, org: str, name: str, ids: Sequence[int] | None) -> int:
         c = self.get(org, name)
         removed = await self.store.remove_dead_letters(org, name, ids or None)
-        c.redrive(removed)
+        await c.redrive(removed)
         self._changed(org, name)
         return len(removed)
 

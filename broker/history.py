@@ -13,7 +13,7 @@ from typing import Protocol
 from broker import wire
 from broker.errors import NotFound
 from broker.ids import id_for_time_ms, time_ms_of
-from broker.store import Batch
+from broker.store import Batch, LogPosition
 from broker.subjects import compile_pattern, is_literal, validate_pattern
 from broker.v1 import broker_pb2
 
@@ -30,6 +30,8 @@ class BatchReader(Protocol):
     ) -> list[Batch]: ...
 
     async def batch_containing(self, org: str, event_id: int) -> Batch | None: ...
+
+    async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]: ...
 
 
 class Sink(Protocol):
@@ -110,20 +112,28 @@ class History:
                 pos = max(pos, b.last_id)
         return out, pos
 
-    async def replay(self, org: str, pattern: str, sink: Sink, after: int, head: int) -> None:
-        """Puts the stored events of ``pattern`` in ``(after, head]`` into ``sink``, as
-        stored frames (a whole batch is one bytes copy)."""
+    async def replay(
+        self, org: str, pattern: str, sink: Sink, start: LogPosition, head: int
+    ) -> None:
+        """Puts the stored events of ``pattern`` from ``start`` up to the batch at sequence
+        ``head`` into ``sink``, in commit order, as stored frames (a whole batch is one
+        bytes copy)."""
         match = compile_pattern(pattern)
-        while after < head:
-            batches = await self.store.read_batches(org, after, limit=_PAGE)
+        pos = start
+        while pos.seq <= head:
+            batches = await self.store.read_log(org, pos, limit=_PAGE)
             for b in batches:
-                if match(b.subject) and b.first_id <= head:
-                    if b.first_id > after and b.last_id <= head:
+                if b.seq > head:
+                    return
+                if match(b.subject):
+                    if not pos.includes(b.seq, b.first_id):
                         sink.put(b.body, b.count)  # the whole batch, as stored
                     else:
-                        frames = [f for i, f in wire.split_frames(b.body) if after < i <= head]
+                        frames = [
+                            f for i, f in wire.split_frames(b.body) if not pos.includes(b.seq, i)
+                        ]
                         if frames:
                             sink.put(b"".join(frames), len(frames))
-                after = max(after, b.last_id)
+                pos = LogPosition(b.seq + 1)
             if len(batches) < _PAGE:
                 return

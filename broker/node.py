@@ -104,6 +104,7 @@ class Broker:
             self.history,
             self.telemetry,
             lambda: self.pipeline.head,
+            store,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.telemetry.observe_depths(self.durables.depths)
@@ -148,7 +149,6 @@ class Broker:
         while True:
             await asyncio.sleep(0.05)
             self.durables.tick(time.monotonic())
-            await self.durables.save()
 
     async def _lease_loop(self) -> None:
         """Keeps the worker id's lease, and trims the log while holding the retention one."""
@@ -207,10 +207,6 @@ class Broker:
     @property
     def ids(self) -> IdGenerator:
         return self.pipeline.ids
-
-    def stable_head(self) -> int:
-        """The highest id below which every staged batch is stored."""
-        return self.pipeline.stable_head()
 
     @property
     def consumers(self) -> dict[tuple[str, str], DurableConsumer]:
@@ -318,7 +314,7 @@ class Broker:
     async def terminate(self, principal: Principal, name: str, ids: list[int]) -> None:
         await self.durables.terminate(principal, name, ids)
 
-    def acknowledge(
+    async def acknowledge(
         self,
         principal: Principal,
         name: str,
@@ -326,7 +322,8 @@ class Broker:
         nack_ids: list[int],
         nack_delay: float = 0.0,
     ) -> None:
-        self.durables.acknowledge(principal, name, ack_ids, nack_ids, nack_delay)
+        """See :meth:`Durables.acknowledge` (the acks are stored when this returns)."""
+        await self.durables.acknowledge(principal, name, ack_ids, nack_ids, nack_delay)
 
     def durable(self, org: str, name: str) -> DurableConsumer:
         return self.durables.get(org, name)

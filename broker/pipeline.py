@@ -60,8 +60,6 @@ class StagedBatch:
     frames: list[tuple[int, bytes]]
     """``(id, frame)`` per event for the durable consumers; empty when there were none at
     staging time (commit then splits the body if one appeared meanwhile)."""
-    prev_head: int
-    """The head before this batch was staged (what "caught up" means to a consumer)."""
 
 
 @dataclass(slots=True)
@@ -74,8 +72,9 @@ class Prepared:
     """The dedup keys this publish recorded; forgotten again if the store write fails."""
     started: float = 0.0
     span: Span | None = None
-    stored: Awaitable[None] | None = None
-    """The store's write of the staged batches, queued when they were staged."""
+    stored: Awaitable[list[int]] | None = None
+    """The store's write of the staged batches, queued when they were staged; it gives
+    their log sequences."""
 
 
 class CommitListener(Protocol):
@@ -84,8 +83,9 @@ class CommitListener(Protocol):
     def wants_frames(self) -> bool:
         """Whether staging should keep per-event frames for :meth:`on_commit`."""
 
-    def on_commit(self, batch: Batch, frames: list[tuple[int, bytes]], prev_head: int) -> None:
-        """A stored batch, its ``(id, frame)`` pairs, and the head before it was staged."""
+    def on_commit(self, batch: Batch, seq: int, frames: list[tuple[int, bytes]]) -> None:
+        """A stored batch, its log sequence, and its ``(id, frame)`` pairs; called in
+        commit order."""
 
 
 def check_event(ev: CloudEvent) -> BrokerError | None:
@@ -153,21 +153,11 @@ class Pipeline:
         self.head = 0
         """The highest id assigned."""
         self.draining = False
-        self._unstored: dict[int, None] = {}
-        """First ids of staged batches not yet stored (insertion-ordered, so the oldest is
-        first): everything below the oldest is in the log."""
 
     async def open(self) -> None:
         """Picks up where the store left off (after the store is open)."""
         self.head = await self.store.last_id()
         self.ids = IdGenerator(self.config.worker_id, floor=self.head)
-
-    def stable_head(self) -> int:
-        """The highest id below which every staged batch is stored: a log read up to here
-        misses nothing that is on its way."""
-        for first in self._unstored:
-            return first - 1
-        return self.head
 
     async def publish(
         self, principal: Principal, subject: str, events: Sequence[CloudEvent]
@@ -315,13 +305,12 @@ class Pipeline:
         body = b"".join(encoded)
         batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.gate.version, body, publisher)
         frames = list(zip(ids, encoded, strict=True)) if self.listener.wants_frames() else []
-        prepared.staged.append(StagedBatch(batch, frames, self.head))
+        prepared.staged.append(StagedBatch(batch, frames))
         # Ephemeral (at-most-once) delivery starts now, on every node; durable delivery reads
         # what is stored.
         self.backbone.fan_out(org, subject, body, len(ids), ids)
         if ids[-1] > self.head:
             self.head = ids[-1]
-        self._unstored[ids[0]] = None
         return ids
 
     def _apply_routes(
@@ -366,20 +355,17 @@ class Pipeline:
         if prepared.stored is None:
             return prepared.outcome
         try:
-            await prepared.stored
+            seqs = await prepared.stored
         except BrokerError as exc:
             await self.dedup.forget(prepared.keys)
             self.telemetry.end_publish(prepared.span, exc)
             raise
-        finally:
-            for s in prepared.staged:
-                self._unstored.pop(s.batch.first_id, None)
         listener = self.listener
-        for s in prepared.staged:
+        # Nothing is awaited between the store's answer and here, so listeners hear of
+        # batches in commit order (the order the store resolves its writes in).
+        for s, seq in zip(prepared.staged, seqs, strict=True):
             if listener.wants_frames():
-                listener.on_commit(
-                    s.batch, s.frames or wire.split_frames(s.batch.body), s.prev_head
-                )
+                listener.on_commit(s.batch, seq, s.frames or wire.split_frames(s.batch.body))
             self.telemetry.published.add(s.batch.count)
         self.telemetry.publish_duration.record(time.perf_counter() - prepared.started)
         self.telemetry.end_publish(prepared.span, None)

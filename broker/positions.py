@@ -1,10 +1,12 @@
-"""Where a subscription starts in the log: :class:`StartSpec`, :func:`start_after`, and the one
-text syntax of a start (:func:`parse_start`) that the CLI, HTTP and WebSocket read.
+"""Where a subscription starts in the log: :class:`StartSpec`, :func:`start_after` (as an
+event id), :func:`log_position` (as a position in the log's commit order), and the one text
+syntax of a start (:func:`parse_start`) that the CLI, HTTP and WebSocket read.
 
 Example::
 
     after = start_after(StartSpec(broker_pb2.START_POLICY_ALL), head)  # 0: from the start
     parse_start("after:385993896867397632").after_id  # 385993896867397632
+    position = await log_position(store, after)  # LogPosition(0, 0)
 """
 
 from __future__ import annotations
@@ -14,10 +16,19 @@ from dataclasses import dataclass
 
 from broker.errors import InvalidStart
 from broker.ids import id_for_time_ms, time_ms_of
+from broker.store import EventLog, LogPosition
 from broker.v1 import broker_pb2
 from policy.durations import TimeError, parse_time_ms
 
-__all__ = ["FROM_NEW", "START_SYNTAX", "StartSpec", "parse_start", "replays", "start_after"]
+__all__ = [
+    "FROM_NEW",
+    "START_SYNTAX",
+    "StartSpec",
+    "log_position",
+    "parse_start",
+    "replays",
+    "start_after",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +109,12 @@ def parse_start(text: str, *, now: float | None = None) -> StartSpec:
     if ms <= 0:
         raise InvalidStart(f"start {text!r} lies before 1970", hint=START_SYNTAX)
     return StartSpec(broker_pb2.START_POLICY_SINCE_TIME, since_ms=ms)
+
+
+async def log_position(log: EventLog, after_id: int) -> LogPosition:
+    """The log position a subscription that starts after event ``after_id`` (as
+    :func:`start_after` gives it) reads from: the log is read in commit order, and a batch
+    may commit after one with larger ids."""
+    if after_id <= 0:
+        return LogPosition(0)
+    return await log.position_after_id(after_id)

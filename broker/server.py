@@ -183,6 +183,7 @@ class BrokerServer(Servicer):
                                 hint="set 'durable' in SubscribeOpen to get at-least-once",
                             )
                         if kind == "ack":
+                            # No answer to wait for: stored with the next group commit.
                             session.consumer.ack(list(req.ack.ids), strict=False)
                         elif kind == "nack":
                             session.consumer.nack(
@@ -303,7 +304,7 @@ class BrokerServer(Servicer):
         async def run(p: Principal) -> broker_pb2.AcknowledgeResponse:
             if request.term_ids:
                 await self.broker.terminate(p, request.durable, list(request.term_ids))
-            self.broker.acknowledge(
+            await self.broker.acknowledge(
                 p,
                 request.durable,
                 list(request.ack_ids),

@@ -17,8 +17,9 @@ from broker.delivery import EphemeralSubscription
 from broker.errors import BrokerError
 from broker.history import History
 from broker.policyhook import PolicyGate
-from broker.positions import FROM_NEW, StartSpec, replays, start_after
+from broker.positions import FROM_NEW, StartSpec, log_position, replays, start_after
 from broker.router import Router
+from broker.store import EventLog, LogPosition
 from broker.subjects import check_subscribe_pattern
 from broker.telemetry import Telemetry
 
@@ -45,8 +46,10 @@ class Ephemerals:
         history: History,
         telemetry: Telemetry,
         head: Callable[[], int],
+        log: EventLog,
     ) -> None:
         self.config = config
+        self.events = log
         self.gate = gate
         self.router = router
         self.history = history
@@ -69,6 +72,9 @@ class Ephemerals:
         check_pattern(self.gate, principal, pattern)
         replay = replays(start)
         after = start_after(start, self._head()) if replay else 0  # validates first
+        pos = await log_position(self.events, after) if replay else LogPosition(0)
+        # The log up to what is committed now; what commits later comes through the router.
+        committed = self.events.committed_seq()
         sub = EphemeralSubscription(
             principal.org,
             pattern,
@@ -80,7 +86,7 @@ class Ephemerals:
         self.router.add(sub)
         self._live.add(sub)
         if replay:
-            await self.history.replay(sub.org, sub.pattern, sub.outbox, after, self._head())
+            await self.history.replay(sub.org, sub.pattern, sub.outbox, pos, committed)
         return sub
 
     def unsubscribe(self, sub: EphemeralSubscription) -> None:

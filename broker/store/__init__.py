@@ -1,23 +1,37 @@
-"""The event log and the broker's state, behind a small Protocol.
+"""The event log and the broker's state, behind role Protocols.
 
-``SqliteStore`` (embedded default) and, later, ``PostgresStore`` implement :class:`Store`.
+Each role is its own Protocol so that backends can be mixed (the log on NATS JetStream,
+consumer state and metadata on PostgreSQL): :class:`EventLog`, :class:`ConsumerStateStore`,
+:class:`DeadLetterStore`, :class:`KeyStore`, :class:`PolicyVersionStore`. :class:`Store` is
+all of them with a life cycle; ``SqliteStore`` (the embedded default) implements it.
+
 The log keeps events in *batches*: one row per published batch per subject whose ``body``
 is the concatenation of the events' delivery frames (see ``broker.wire``), so a write is
-one row however many events it holds and a replay is a bytes copy.
+one row however many events it holds and a replay is a bytes copy. Every batch gets a
+*sequence* when it commits (``Batch.seq``): the log's own position, increasing in commit
+order. Snowflake ids are the public event ids and order history queries; tailing the log
+(replay, durable consumers) follows the sequence, because a batch with a smaller id may
+commit after one with a larger id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "ApiKeyRecord",
     "Batch",
     "ConsumerRecord",
+    "ConsumerStateStore",
     "DeadLetterRecord",
+    "DeadLetterStore",
+    "EventLog",
+    "KeyStore",
+    "LogPosition",
     "PolicyVersionRecord",
+    "PolicyVersionStore",
     "RetentionRule",
     "Store",
 ]
@@ -36,6 +50,24 @@ class Batch:
     body: bytes
     publisher: str = ""
     """The principal that published it (for ``policy replay``): see ``broker.publisher``."""
+    seq: int = 0
+    """Its position in commit order, assigned by the log when it commits (0 before)."""
+
+
+class LogPosition(NamedTuple):
+    """A point in the log: every batch with a smaller ``seq`` is behind it, and so are the
+    events of the batch at ``seq`` whose id is at most ``id`` (0: none of them).
+
+    ``LogPosition(0, 0)`` is the beginning; after reading batch ``b`` to its end a reader
+    stands at ``LogPosition(b.seq + 1, 0)``.
+    """
+
+    seq: int
+    id: int = 0
+
+    def includes(self, batch_seq: int, event_id: int) -> bool:
+        """Whether the event ``event_id`` of the batch at ``batch_seq`` is behind this."""
+        return batch_seq < self.seq or (batch_seq == self.seq and event_id <= self.id)
 
 
 @dataclass(slots=True)
@@ -49,11 +81,13 @@ class ConsumerRecord:
     ack_wait_ms: int = 30_000
     max_deliveries: int = 5
     max_in_flight: int = 1000
-    cursor: int = 0
-    """Every event with a larger id is yet to be delivered."""
+    position: LogPosition = field(default_factory=lambda: LogPosition(0, 0))
+    """Everything behind it was handed out (or did not match); the rest is yet to come."""
     pending: dict[int, int] = field(default_factory=dict)
     """Delivered, unacknowledged ids -> delivery attempts so far (0: due for redelivery)."""
     endpoint_url: str = ""
+    delivered_id: int = 0
+    """The id of the last event handed out for the first time (for display)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,33 +130,74 @@ class RetentionRule:
     max_events: int = 0
 
 
-class Store(Protocol):
-    async def open(self) -> None: ...
+class EventLog(Protocol):
+    """The log of stored batches."""
 
-    async def close(self) -> None: ...
-
-    def append(self, batches: Sequence[Batch]) -> Awaitable[None]:
+    def append(self, batches: Sequence[Batch]) -> Awaitable[list[int]]:
         """Stores ``batches``: queued at call time (so calls commit in call order, many per
-        group commit), durable once the returned awaitable completes."""
+        group commit), durable once the returned awaitable completes, which gives each
+        batch's sequence (increasing in commit order)."""
+
+    def committed_seq(self) -> int:
+        """The highest sequence known committed: a read issued now sees every batch up to
+        it, and no batch at or below it can appear later."""
 
     async def last_id(self) -> int: ...
 
     async def read_batches(
         self, org: str, after_id: int, *, subject: str | None = None, limit: int = 256
     ) -> list[Batch]:
-        """Batches of ``org`` holding ids above ``after_id``, oldest first."""
+        """Batches of ``org`` holding ids above ``after_id``, by id (history queries)."""
+
+    async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]:
+        """Batches of ``org`` not wholly behind ``start``, in commit order (tailing). The
+        first may hold events behind ``start``: the caller skips them."""
+
+    async def position_after_id(self, event_id: int) -> LogPosition:
+        """The position after which every event with a larger id lies (a start position
+        given as an id or a time)."""
 
     async def batch_containing(self, org: str, event_id: int) -> Batch | None: ...
 
     async def recent_batches(self, after_id: int) -> list[Batch]:
         """All orgs' batches above ``after_id`` (to rebuild the dedup window at start)."""
 
-    async def save_consumer(self, record: ConsumerRecord) -> None: ...
+    async def trim(self, rules: Sequence[RetentionRule], now_ms: int) -> int:
+        """Applies retention; returns the number of events removed."""
+
+
+class ConsumerStateStore(Protocol):
+    """Durable consumers: configuration, position (``ConsumerRecord.position``) and a sparse
+    pending table (delivered, unacknowledged ids with their attempts)."""
+
+    async def create_consumer(self, record: ConsumerRecord) -> None:
+        """Writes ``record`` whole (configuration, position, pending), replacing any."""
 
     async def load_consumers(self) -> list[ConsumerRecord]: ...
 
-    async def delete_consumer(self, org: str, name: str) -> bool: ...
+    async def delete_consumer(self, org: str, name: str) -> bool:
+        """Removes the consumer, its pending rows and its dead letters."""
 
+    def change_consumer(
+        self,
+        org: str,
+        name: str,
+        *,
+        delivered: Collection[int] = (),
+        put: Mapping[int, int] | None = None,
+        drop: Collection[int] = (),
+        position: LogPosition | None = None,
+        delivered_id: int = 0,
+    ) -> Awaitable[None]:
+        """Records a change: ids ``delivered`` for the first time become pending (attempt
+        1), ``put`` sets the attempts of pending ids (a redelivery, a redrive), ``drop``
+        removes ids no longer pending (acked or dead-lettered), ``position`` moves.
+        Queued at call time in call order; durable once the awaitable completes. A
+        change is cheap: changes queued together are written in one transaction, and a
+        delivery acked before it was written is never written at all."""
+
+
+class DeadLetterStore(Protocol):
     async def add_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None: ...
 
     async def list_dead_letters(
@@ -133,6 +208,8 @@ class Store(Protocol):
         self, org: str, durable: str, ids: Sequence[int] | None
     ) -> list[int]: ...
 
+
+class KeyStore(Protocol):
     async def put_key(self, record: ApiKeyRecord) -> None: ...
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None: ...
@@ -141,11 +218,18 @@ class Store(Protocol):
 
     async def revoke_key(self, key_id: str) -> bool: ...
 
+
+class PolicyVersionStore(Protocol):
     async def save_policy_version(self, record: PolicyVersionRecord, *, activate: bool) -> None:
         """Keeps a version (once per content hash) and, with ``activate``, marks it running."""
 
     async def list_policy_versions(self) -> list[PolicyVersionRecord]:
         """Every version, newest first."""
 
-    async def trim(self, rules: Sequence[RetentionRule], now_ms: int) -> int:
-        """Applies retention; returns the number of events removed."""
+
+class Store(EventLog, ConsumerStateStore, DeadLetterStore, KeyStore, PolicyVersionStore, Protocol):
+    """Every role, with a life cycle: what one backend (SQLite) provides alone."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...

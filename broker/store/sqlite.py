@@ -1,9 +1,8 @@
 """The embedded store: SQLite in WAL mode under ``--data-dir``.
 
-One writer thread owns the write connection and commits whatever accumulated while the
-previous commit ran (group commit): under load a commit carries many publish batches and
-consumer updates, so the fsync cost is shared. A second thread serves reads on its own
-connection, which WAL lets run beside the writer.
+``SqliteStore`` is every role of :class:`broker.store.Store` on one file: the log and the
+metadata here, consumer state in ``sqlite_consumers.py``, the group commit in
+``sqlite_engine.py``, tables and upgrades in ``sqlite_schema.py``.
 
 ``fsync`` policy: ``os`` (SQLite ``synchronous=NORMAL`` in WAL mode, the default: every commit
 is written to the OS before the publisher is acked, so an acknowledged event survives a crash
@@ -18,262 +17,41 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Sequence
 
-from broker.errors import FailedPrecondition, Unavailable
 from broker.ids import id_for_time_ms
 from broker.store import (
     ApiKeyRecord,
     Batch,
-    ConsumerRecord,
     DeadLetterRecord,
+    LogPosition,
     PolicyVersionRecord,
     RetentionRule,
 )
+from broker.store.sqlite_consumers import SqliteConsumerState
+from broker.store.sqlite_engine import FSYNC_MODES
+from broker.store.sqlite_schema import position_after_id
 from broker.subjects import compile_pattern
 
 __all__ = ["FSYNC_MODES", "SqliteStore"]
 
-FSYNC_MODES = {"always": "FULL", "os": "NORMAL", "never": "OFF"}
-T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    first_id INTEGER PRIMARY KEY,
-    last_id INTEGER NOT NULL,
-    org TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    policy_version TEXT NOT NULL,
-    body BLOB NOT NULL,
-    publisher TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS batches_org_subject ON batches (org, subject, first_id);
-CREATE TABLE IF NOT EXISTS consumers (
-    org TEXT NOT NULL,
-    name TEXT NOT NULL,
-    config TEXT NOT NULL,
-    cursor INTEGER NOT NULL,
-    pending TEXT NOT NULL,
-    PRIMARY KEY (org, name)
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    org TEXT NOT NULL,
-    durable TEXT NOT NULL,
-    id INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    dead_ms INTEGER NOT NULL,
-    PRIMARY KEY (org, durable, id)
-);
-CREATE TABLE IF NOT EXISTS policy_versions (
-    version TEXT PRIMARY KEY,
-    created_ms INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    files TEXT NOT NULL,
-    active INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    secret_hash TEXT NOT NULL,
-    org TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    roles TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-_Op = Callable[[sqlite3.Connection], None]
-
-
-def _consumer_row(r: ConsumerRecord) -> tuple[str, str, str, int, str]:
-    config = {
-        "pattern": r.pattern,
-        "queue": r.queue,
-        "ack_wait_ms": r.ack_wait_ms,
-        "max_deliveries": r.max_deliveries,
-        "max_in_flight": r.max_in_flight,
-        "endpoint_url": r.endpoint_url,
-    }
-    pending = json.dumps([[k, v] for k, v in r.pending.items()])
-    return (r.org, r.name, json.dumps(config), r.cursor, pending)
-
-
-def _batch(row: tuple[int, int, str, str, int, str, bytes, str]) -> Batch:
+def _batch(row: tuple[int, int, str, str, int, str, bytes, str, int]) -> Batch:
     return Batch(*row)
 
 
-class SqliteStore:
+class SqliteStore(SqliteConsumerState):
     """The embedded :class:`broker.store.Store`."""
-
-    FILE_NAME = "lockgate.db"  # in the data directory
-
-    def __init__(self, data_dir: str | os.PathLike[str], *, fsync: str = "os") -> None:
-        if fsync not in FSYNC_MODES:
-            raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, not {fsync!r}")
-        self.path = Path(data_dir) / self.FILE_NAME
-        self._sync = FSYNC_MODES[fsync]
-        self._inline = fsync != "always"
-        self._checkpointer: asyncio.Task[None] | None = None
-        self._wpool = ThreadPoolExecutor(1, thread_name_prefix="lockgate-store-w")
-        self._rpool = ThreadPoolExecutor(1, thread_name_prefix="lockgate-store-r")
-        self._w: sqlite3.Connection | None = None
-        self._r: sqlite3.Connection | None = None
-        self._queue: list[tuple[_Op, asyncio.Future[None]]] = []
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._closed = False
-
-    # -- life cycle -------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._sync}")
-        conn.execute("PRAGMA busy_timeout=5000")
-        return conn
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-        def setup() -> sqlite3.Connection:
-            conn = self._connect()
-            conn.executescript(_SCHEMA)
-            return conn
-
-        try:
-            self._w = await self._run(self._wpool, setup)
-            self._r = await self._run(self._rpool, self._connect)
-        except sqlite3.Error as exc:
-            raise FailedPrecondition(
-                f"cannot open the store at {self.path}: {exc}",
-                reason="DATA_DIR_UNUSABLE",
-                hint="check that --data-dir is writable and not used by another broker",
-            ) from exc
-        self._wake = asyncio.Event()
-        self._writer = asyncio.create_task(self._write_loop(), name="lockgate-store-writer")
-        if self._inline:
-            # Commits run on the loop, so checkpoints (which copy the WAL into the database
-            # and fsync it) must not: they run from the reader's thread instead.
-            await self._run(
-                self._wpool,
-                lambda: self._w.execute(  # type: ignore[union-attr]
-                    "PRAGMA wal_autocheckpoint=0"
-                ),
-            )
-            self._checkpointer = asyncio.create_task(self._checkpoint_loop())
-
-    async def _checkpoint_loop(self) -> None:
-        wal = Path(str(self.path) + "-wal")
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                if wal.exists() and wal.stat().st_size > 16 << 20:
-                    await self._read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)"))
-            except (OSError, Unavailable) as exc:
-                logging.getLogger("lockgate.store").warning("checkpoint failed: %s", exc)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
-        if self._writer is not None and self._wake is not None:
-            self._wake.set()
-            await self._flush_all()
-            self._writer.cancel()
-        for conn, pool in ((self._w, self._wpool), (self._r, self._rpool)):
-            if conn is not None:
-                await self._run(pool, conn.close)
-            pool.shutdown(wait=True)
-
-    async def _flush_all(self) -> None:
-        while self._queue:
-            await asyncio.gather(*(f for _, f in list(self._queue)), return_exceptions=True)
-
-    @staticmethod
-    async def _run(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn)
-
-    # -- group commit -----------------------------------------------------------------------
-
-    def _enqueue(self, op: _Op) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._closed and self._writer is None:
-            fut.set_exception(Unavailable("the store is closed", reason="STORE_UNAVAILABLE"))
-            return fut
-        self._queue.append((op, fut))
-        assert self._wake is not None
-        self._wake.set()
-        return fut
-
-    async def _submit(self, op: _Op) -> None:
-        await self._enqueue(op)
-
-    async def _write_loop(self) -> None:
-        assert self._wake is not None and self._w is not None
-        conn = self._w
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                work, self._queue = self._queue, []
-
-                def commit(work: list[tuple[_Op, asyncio.Future[None]]] = work) -> None:
-                    conn.execute("BEGIN")
-                    try:
-                        for op, _ in work:
-                            op(conn)
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
-
-                try:
-                    if self._inline:
-                        # Without an fsync a commit is a few tens of microseconds of
-                        # writing to the OS: cheaper on the loop than a hand-off to a thread.
-                        commit()
-                    else:
-                        await self._run(self._wpool, commit)
-                except sqlite3.Error as exc:
-                    err = Unavailable(
-                        f"the store failed to write: {exc}", reason="STORE_UNAVAILABLE"
-                    )
-                    err.__cause__ = exc
-                    for _, fut in work:
-                        if not fut.done():
-                            fut.set_exception(err)
-                    continue
-                for _, fut in work:
-                    if not fut.done():
-                        fut.set_result(None)
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._r
-        assert conn is not None, "store is not open"
-        try:
-            return await self._run(self._rpool, lambda: fn(conn))
-        except sqlite3.Error as exc:
-            raise Unavailable(
-                f"the store failed to read: {exc}", reason="STORE_UNAVAILABLE"
-            ) from exc
 
     # -- the log ----------------------------------------------------------------------------
 
-    def append(self, batches: Sequence[Batch]) -> asyncio.Future[None]:
+    def append(self, batches: Sequence[Batch]) -> asyncio.Future[list[int]]:
         """Queues ``batches`` for the next group commit now, in call order; the future is
-        done once they are stored."""
+        done once they are stored and gives their sequences."""
         rows = [
-            (
+            [
                 b.first_id,
                 b.last_id,
                 b.org,
@@ -282,14 +60,37 @@ class SqliteStore:
                 b.policy_version,
                 b.body,
                 b.publisher,
-            )
+                0,
+            ]
             for b in batches
         ]
 
-        def op(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)", rows)
+        def op(c: sqlite3.Connection) -> list[int]:
+            # The sequence is given here, in the commit, so it follows commit order.
+            first = self._seq + 1
+            for n, row in enumerate(rows):
+                row[8] = first + n
+            c.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self._seq = first + len(rows) - 1
+            return list(range(first, first + len(rows)))
 
-        return self._enqueue(op)
+        return self._enqueue(op)  # type: ignore[return-value]
+
+    def committed_seq(self) -> int:
+        return self._committed
+
+    async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]:
+        def q(c: sqlite3.Connection) -> list[Batch]:
+            cur = c.execute(
+                "SELECT * FROM batches WHERE seq >= ? AND org = ? ORDER BY seq LIMIT ?",
+                (start.seq, org, limit),
+            )
+            return [_batch(r) for r in cur.fetchall()]
+
+        return await self._read(q)
+
+    async def position_after_id(self, event_id: int) -> LogPosition:
+        return LogPosition(*await self._read(lambda c: position_after_id(c, event_id)))
 
     async def last_id(self) -> int:
         def q(c: sqlite3.Connection) -> int:
@@ -338,50 +139,6 @@ class SqliteStore:
             return [_batch(r) for r in cur.fetchall()]
 
         return await self._read(q)
-
-    # -- durable consumers ------------------------------------------------------------------
-
-    async def save_consumer(self, record: ConsumerRecord) -> None:
-        row = _consumer_row(record)
-
-        def op(c: sqlite3.Connection) -> None:
-            c.execute("INSERT OR REPLACE INTO consumers VALUES (?,?,?,?,?)", row)
-
-        await self._submit(op)
-
-    async def load_consumers(self) -> list[ConsumerRecord]:
-        def q(c: sqlite3.Connection) -> list[ConsumerRecord]:
-            out = []
-            for org, name, config, cursor, pending in c.execute("SELECT * FROM consumers"):
-                cfg = json.loads(config)
-                out.append(
-                    ConsumerRecord(
-                        org=org,
-                        name=name,
-                        pattern=cfg["pattern"],
-                        queue=cfg.get("queue", ""),
-                        ack_wait_ms=cfg["ack_wait_ms"],
-                        max_deliveries=cfg["max_deliveries"],
-                        max_in_flight=cfg["max_in_flight"],
-                        endpoint_url=cfg.get("endpoint_url", ""),
-                        cursor=cursor,
-                        pending={int(k): int(v) for k, v in json.loads(pending)},
-                    )
-                )
-            return out
-
-        return await self._read(q)
-
-    async def delete_consumer(self, org: str, name: str) -> bool:
-        found: list[bool] = []
-
-        def op(c: sqlite3.Connection) -> None:
-            cur = c.execute("DELETE FROM consumers WHERE org = ? AND name = ?", (org, name))
-            found.append(cur.rowcount > 0)
-            c.execute("DELETE FROM dead_letters WHERE org = ? AND durable = ?", (org, name))
-
-        await self._submit(op)
-        return found[0]
 
     # -- dead letters -----------------------------------------------------------------------
 

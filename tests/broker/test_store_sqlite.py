@@ -1,13 +1,29 @@
+"""What only the SQLite store does: its file format and the upgrade of older files. The
+role contracts it shares with other backends are in ``contracts/``."""
+
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from broker import wire
-from broker.ids import IdGenerator, id_for_time_ms
-from broker.store import ApiKeyRecord, Batch, ConsumerRecord, DeadLetterRecord, RetentionRule
+from broker.errors import FailedPrecondition
+from broker.ids import IdGenerator
+from broker.store import Batch, LogPosition
 from broker.store.sqlite import SqliteStore
+
+_V1 = """
+CREATE TABLE batches (first_id INTEGER PRIMARY KEY, last_id INTEGER NOT NULL,
+    org TEXT NOT NULL, subject TEXT NOT NULL, count INTEGER NOT NULL,
+    policy_version TEXT NOT NULL, body BLOB NOT NULL, publisher TEXT NOT NULL DEFAULT '');
+CREATE TABLE consumers (org TEXT NOT NULL, name TEXT NOT NULL, config TEXT NOT NULL,
+    cursor INTEGER NOT NULL, pending TEXT NOT NULL, PRIMARY KEY (org, name));
+CREATE TABLE dead_letters (org TEXT NOT NULL, durable TEXT NOT NULL, id INTEGER NOT NULL,
+    attempts INTEGER NOT NULL, dead_ms INTEGER NOT NULL, PRIMARY KEY (org, durable, id));
+"""
 
 
 def make_batch(gen: IdGenerator, org: str, subject: str, n: int) -> Batch:
@@ -17,108 +33,59 @@ def make_batch(gen: IdGenerator, org: str, subject: str, n: int) -> Batch:
     return Batch(ids[0], ids[-1], org, subject, n, "v1", body)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> SqliteStore:
-    s = SqliteStore(tmp_path, fsync="os")
-    await s.open()
-    yield s  # type: ignore[misc]
-    await s.close()
-
-
-async def test_append_and_read(store: SqliteStore) -> None:
+async def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
     gen = IdGenerator(0)
-    a = make_batch(gen, "acme", "a.b", 3)
-    b = make_batch(gen, "globex", "a.b", 2)
-    c = make_batch(gen, "acme", "a.c", 4)
-    await store.append([a, b])
-    await store.append([c])
-    assert await store.last_id() == c.last_id
-    got = await store.read_batches("acme", 0)
-    assert [x.first_id for x in got] == [a.first_id, c.first_id]
-    assert await store.read_batches("acme", 0, subject="a.c") == [c]
-    assert await store.read_batches("acme", a.last_id) == [c]
-    middle = a.first_id + 1
-    assert await store.batch_containing("acme", middle) == a
-    assert await store.batch_containing("globex", middle) is None  # another org's event
-    assert [i for i, _ in wire.split_frames(a.body)] == list(range(a.first_id, a.last_id + 1))
+    a, b, c = (make_batch(gen, "o", "x.y", 3) for _ in range(3))
+    conn = sqlite3.connect(tmp_path / "lockgate.db")
+    conn.executescript(_V1)
+    for x in (c, a, b):  # row order differs from id order
+        conn.execute(
+            "INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)",
+            (x.first_id, x.last_id, x.org, x.subject, x.count, "v1", x.body, ""),
+        )
+    config = {"pattern": "x.>", "ack_wait_ms": 1000, "max_deliveries": 4, "max_in_flight": 10}
+    # Delivered up to the middle of b, with one of a's events still pending.
+    cursor = b.first_id + 1
+    conn.execute(
+        "INSERT INTO consumers VALUES (?,?,?,?,?)",
+        ("o", "d1", json.dumps(config), cursor, json.dumps([[a.last_id, 2]])),
+    )
+    conn.commit()
+    conn.close()
 
-
-async def test_group_commit_of_concurrent_appends(store: SqliteStore) -> None:
-    import asyncio
-
-    gen = IdGenerator(0)
-    batches = [make_batch(gen, "o", f"s.{i}", 2) for i in range(50)]
-    await asyncio.gather(*(store.append([b]) for b in batches))
-    assert len(await store.read_batches("o", 0, limit=1000)) == 50
-
-
-async def test_reopen_keeps_everything(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path)
     await s.open()
-    gen = IdGenerator(0)
-    b = make_batch(gen, "o", "x", 2)
-    await s.append([b])
-    rec = ConsumerRecord("o", "d1", "x.>", cursor=b.first_id, pending={b.last_id: 2})
-    await s.save_consumer(rec)
+    try:
+        assert [x.first_id for x in await s.read_log("o", LogPosition(0))] == [
+            a.first_id,
+            b.first_id,
+            c.first_id,
+        ]
+        (rec,) = await s.load_consumers()
+        assert rec.pending == {a.last_id: 2} and rec.max_deliveries == 4
+        # The position continues inside b, after the cursor id.
+        (_, sb, _) = [x.seq for x in await s.read_log("o", LogPosition(0))]
+        assert rec.position == (sb, cursor) and rec.delivered_id == cursor
+        (seq,) = await s.append([make_batch(gen, "o", "x.y", 1)])
+        assert seq == 4
+    finally:
+        await s.close()
+    s = SqliteStore(tmp_path)  # the upgrade ran once; a reopen reads version 2 as it is
+    await s.open()
+    assert len(await s.load_consumers()) == 1
     await s.close()
-    s2 = SqliteStore(tmp_path)
-    await s2.open()
-    assert await s2.last_id() == b.last_id
-    (loaded,) = await s2.load_consumers()
-    assert loaded.pending == {b.last_id: 2} and loaded.cursor == b.first_id
-    assert await s2.delete_consumer("o", "d1")
-    assert not await s2.delete_consumer("o", "d1")
-    await s2.close()
 
 
-async def test_dead_letters(store: SqliteStore) -> None:
-    recs = [DeadLetterRecord("o", "d", i, 5, 1000 + i) for i in range(1, 6)]
-    await store.add_dead_letters(recs)
-    page = await store.list_dead_letters("o", "d", (0, 0), 3)
-    assert [r.id for r in page] == [1, 2, 3]
-    rest = await store.list_dead_letters("o", "", (page[-1].dead_ms, page[-1].id), 10)
-    assert [r.id for r in rest] == [4, 5]
-    assert await store.remove_dead_letters("o", "d", [2, 99]) == [2]
-    assert sorted(await store.remove_dead_letters("o", "d", None)) == [1, 3, 4, 5]
+async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "lockgate.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    s = SqliteStore(tmp_path)
+    with pytest.raises(FailedPrecondition, match="schema version 99, newer"):
+        await s.open()
+    await s.close()
 
 
-async def test_keys(store: SqliteStore) -> None:
-    rec = ApiKeyRecord("k1", "hash", "acme", "a1", ("admin",), 1)
-    await store.put_key(rec)
-    assert await store.get_key("k1") == rec
-    assert await store.revoke_key("k1")
-    assert (await store.get_key("k1")).revoked  # type: ignore[union-attr]
-    assert not await store.revoke_key("nope")
-    assert await store.get_key("nope") is None
-
-
-async def test_retention(store: SqliteStore) -> None:
-    gen = IdGenerator(0)
-    batches = [make_batch(gen, "o", "keep.few", 1) for _ in range(20)]
-    batches += [make_batch(gen, "o", "other", 1) for _ in range(5)]
-    await store.append(batches)
-    removed = await store.trim([RetentionRule("keep.>", 0, 5)], now_ms=0)
-    assert removed == 15
-    assert len(await store.read_batches("o", 0, subject="keep.few")) == 5
-    assert len(await store.read_batches("o", 0, subject="other")) == 5
-    # Max age: everything is older than "now + 1 hour" minus one minute.
-    future = batches[-1].last_id
-    assert future > id_for_time_ms(0)
-    import time
-
-    removed = await store.trim([RetentionRule(">", 60_000, 0)], int(time.time() * 1000) + 3_600_000)
-    assert removed == 10
-    assert await store.read_batches("o", 0) == []
-
-
-async def test_policy_versions(store: SqliteStore) -> None:
-    from broker.store import PolicyVersionRecord
-
-    v1 = PolicyVersionRecord("aaa", 1, "dir", {"a.policy": "x"})
-    v2 = PolicyVersionRecord("bbb", 2, "rpc", {"a.policy": "y"})
-    await store.save_policy_version(v1, activate=True)
-    await store.save_policy_version(v2, activate=True)
-    await store.save_policy_version(v1, activate=True)  # a rollback re-activates, no new row
-    versions = await store.list_policy_versions()
-    assert [(v.version, v.active) for v in versions] == [("bbb", False), ("aaa", True)]
-    assert versions[1].files == {"a.policy": "x"}
+def test_fsync_mode_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fsync must be one of"):
+        SqliteStore(tmp_path, fsync="sometimes")

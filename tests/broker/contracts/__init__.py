@@ -1,0 +1,1 @@
+"""Contract suites: one per role Protocol, parametrised over implementations."""

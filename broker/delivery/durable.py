@@ -1,123 +1,44 @@
-"""Subscriptions: the outbox a stream drains, ephemeral subscriptions, durable consumers.
+"""At-least-once durable consumers and the sessions bound to them.
 
-An :class:`Outbox` holds encoded delivery frames for one subscriber stream. The stream's
-writer task drains it in chunks of up to ``max_message_bytes``; nothing on the publish path
-ever waits for a subscriber. An ephemeral subscriber whose outbox overflows is cut off with
-``RESOURCE_EXHAUSTED``/``SLOW_CONSUMER`` (as NATS does with slow consumers); a durable
-consumer never overflows, because it hands out at most ``max_in_flight`` unacked events and
-keeps the rest in the log.
+A consumer hands out at most ``max_in_flight`` unacked events and keeps the rest in the log,
+so it never overflows. Its state is a log position (everything behind it was handed out)
+plus a sparse pending table (delivered, unacknowledged ids and their attempts), both written
+incrementally through :meth:`broker.store.ConsumerStateStore.change_consumer`: a delivery
+inserts rows and moves the position, an ack deletes rows, a redelivery updates a row.
+
+States of one pending id: *in flight* (held by a session until its deadline), *waiting*
+(nacked with a delay: a deadline, no session), *due* (queued for redelivery). A deadline
+that passes makes it due; a due id past ``max_deliveries`` is dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from broker import wire
-from broker.errors import BrokerError, FailedPrecondition, ResourceExhausted
-from broker.store import Batch, ConsumerRecord, DeadLetterRecord
+from broker.delivery.host import DurableHost
+from broker.delivery.outbox import Outbox
+from broker.errors import BrokerError, FailedPrecondition
+from broker.store import Batch, ConsumerRecord, DeadLetterRecord, LogPosition
 from broker.subjects import compile_pattern
 from broker.v1 import broker_pb2
 
-if TYPE_CHECKING:
-    from broker.node import Broker
+__all__ = ["DurableConsumer", "DurableSession"]
 
-__all__ = ["DurableConsumer", "DurableSession", "EphemeralSubscription", "Outbox"]
-
-_names = itertools.count(1)
-
-
-class Outbox:
-    """Frames waiting to be written to one stream."""
-
-    def __init__(self, max_message_bytes: int) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._ready = asyncio.Event()
-        self._max = max_message_bytes
-        self.error: BrokerError | None = None
-        self.closed = False
-        self.buffered = 0
-        """Events put and not yet taken."""
-        self.last_count = 0
-        """Events in the body the last :meth:`take` returned."""
-        self._counts: deque[int] = deque()
-
-    def put(self, frames: bytes, count: int = 1) -> None:
-        self._chunks.append(frames)
-        self._counts.append(count)
-        self.buffered += count
-        self._ready.set()
-
-    def close(self, error: BrokerError | None = None) -> None:
-        if not self.closed:
-            self.closed = True
-            self.error = error
-            self._ready.set()
-
-    async def take(self) -> bytes | None:
-        """The next response body (joined frames), or None once closed and drained."""
-        while not self._chunks:
-            if self.closed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-        if self.closed and self.error is not None:
-            return None
-        out = [self._chunks.popleft()]
-        count = self._counts.popleft()
-        size = len(out[0])
-        while self._chunks and size + len(self._chunks[0]) <= self._max:
-            chunk = self._chunks.popleft()
-            count += self._counts.popleft()
-            size += len(chunk)
-            out.append(chunk)
-        self.buffered -= count
-        self.last_count = count
-        return out[0] if len(out) == 1 else b"".join(out)
-
-
-class EphemeralSubscription:
-    """At-most-once: routed frames go straight to the outbox, up to ``buffer`` events."""
-
-    def __init__(
-        self, org: str, pattern: str, queue: str, buffer: int, max_message_bytes: int
-    ) -> None:
-        self.org = org
-        self.pattern = pattern
-        self.queue = queue
-        self.name = f"eph-{next(_names)}"
-        self.outbox = Outbox(max_message_bytes)
-        self._limit = buffer
-        self.on_slow: Callable[[EphemeralSubscription], None] | None = None
-
-    def offer(self, frames: bytes, count: int, ids: list[int] | None) -> bool:
-        if self.outbox.closed:
-            return False
-        if self.outbox.buffered + count > self._limit:
-            self.outbox.close(
-                ResourceExhausted(
-                    f"subscriber fell {self.outbox.buffered} events behind, more than its buffer "
-                    f"of {self._limit}, and was disconnected",
-                    reason="SLOW_CONSUMER",
-                    hint="consume faster, raise max_in_flight, or use a durable subscription",
-                )
-            )
-            if self.on_slow is not None:
-                self.on_slow(self)
-            return False
-        self.outbox.put(frames, count)
-        return True
+_LOG_PAGE = 64
+"""Batches per read when the consumer reads the log instead of taking commits from memory."""
 
 
 @dataclass(slots=True)
 class _Pending:
     attempt: int
     deadline: float
+    """When an in-flight delivery (or a nack's delay) runs out; 0.0 while due."""
     frame: bytes | None
     session: DurableSession | None
 
@@ -148,23 +69,30 @@ def _reencode(frame: bytes, attempt: int) -> bytes:
     return b"\x12" + wire.encode_varint(len(body)) + body
 
 
+def _settled() -> asyncio.Future[None]:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
 class DurableConsumer:
     """At-least-once delivery of one named durable subscription to its bound sessions."""
 
-    def __init__(self, broker: Broker, record: ConsumerRecord) -> None:
-        self.broker = broker
+    def __init__(self, host: DurableHost, record: ConsumerRecord) -> None:
+        self.host = host
         self.rec = record
         self.match = compile_pattern(record.pattern)
         self.sessions: list[DurableSession] = []
-        now = time.monotonic()
         # After a restart nothing is in flight: every pending id is due again.
         self.pending: dict[int, _Pending] = {
-            i: _Pending(a, now, None, None) for i, a in record.pending.items()
+            i: _Pending(a, 0.0, None, None) for i, a in record.pending.items()
         }
         self.due: deque[int] = deque(sorted(record.pending))
-        self.ready: deque[tuple[int, bytes]] = deque()
-        self.scan_pos = record.cursor
-        self.dirty = False
+        self.ready: deque[tuple[int, int, bytes]] = deque()
+        """(batch sequence, id, frame) read from the log or taken from commits, in log order."""
+        self.position = record.position
+        """Where reading continues: everything behind it is in ``ready`` or handed out."""
+        self.delivered_id = record.delivered_id
         self.deleted = False
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -175,6 +103,19 @@ class DurableConsumer:
     def name(self) -> str:
         return self.rec.name
 
+    @property
+    def handed_out(self) -> LogPosition:
+        """Everything behind this was handed out (what the store keeps as the position)."""
+        if self.ready:
+            seq, first, _ = self.ready[0]
+            return LogPosition(seq, first - 1)
+        return self.position
+
+    @property
+    def ack_floor(self) -> int:
+        """The highest id at and below which nothing delivered is still pending."""
+        return min(self.pending) - 1 if self.pending else self.delivered_id
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"durable-{self.rec.name}")
 
@@ -184,13 +125,29 @@ class DurableConsumer:
             await asyncio.gather(self._task, return_exceptions=True)
         for s in self.sessions:
             s.outbox.close()
+        if not self.deleted:
+            # Positions advanced over events of other subjects are not written each time.
+            self._record(position=True)
 
-    def snapshot(self) -> ConsumerRecord:
-        cursor = self.ready[0][0] - 1 if self.ready else self.scan_pos
-        rec = self.rec
-        rec.cursor = cursor
-        rec.pending = {i: p.attempt for i, p in self.pending.items()}
-        return rec
+    def _record(
+        self,
+        *,
+        delivered: Iterable[int] = (),
+        put: dict[int, int] | None = None,
+        drop: Iterable[int] = (),
+        position: bool = False,
+    ) -> Awaitable[None]:
+        if self.deleted:
+            return _settled()
+        return self.host.store.change_consumer(
+            self.rec.org,
+            self.rec.name,
+            delivered=list(delivered),
+            put=put,
+            drop=list(drop),
+            position=self.handed_out if position else None,
+            delivered_id=self.delivered_id,
+        )
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -218,26 +175,25 @@ class DurableConsumer:
 
     # -- from the publish path ----------------------------------------------------------------
 
-    def on_commit(self, batch: Batch, frames: list[tuple[int, bytes]], prev_head: int) -> None:
-        """A batch was stored. Take it from memory when caught up; else the log has it.
-
-        ``prev_head`` is the broker's head when the batch was staged: a consumer whose scan
-        position is there has seen everything before this batch. A batch at or below the
-        scan position was already read from the log (the store makes rows readable before
-        the publisher's coroutine resumes) and must not be taken twice.
-        """
-        if batch.last_id <= self.scan_pos or self.scan_pos < prev_head:
+    def on_commit(self, batch: Batch, seq: int, frames: list[tuple[int, bytes]]) -> None:
+        """Batch ``seq`` was committed. Take it from memory when it is the next batch of the
+        log; a batch behind the position was read from the log already (the store makes
+        rows readable before the publisher's coroutine resumes), and one beyond it means
+        the consumer is behind: it reads the log."""
+        pos = self.position
+        if seq != pos.seq:
+            if seq > pos.seq:
+                self._wake.set()
             return
         if batch.org == self.rec.org and self.match(batch.subject):
             if len(self.ready) > self.rec.max_in_flight * 4 + 10_000:
                 # Too far behind to buffer: drop back to reading the log from the first
-                # event not yet handed out (taken before the buffer is dropped).
-                cursor = self.ready[0][0] - 1
+                # event not yet handed out.
+                self.position = self.handed_out
                 self.ready.clear()
-                self.scan_pos = cursor
                 return
-            self.ready.extend(frames)
-        self.scan_pos = batch.last_id
+            self.ready.extend((seq, i, f) for i, f in frames if not pos.includes(seq, i))
+        self.position = LogPosition(seq + 1)
         self._wake.set()
 
     def wake(self) -> None:
@@ -256,28 +212,33 @@ class DurableConsumer:
                 metadata={"ids": ",".join(map(str, missing[:20]))},
             )
 
-    def ack(self, ids: list[int], *, strict: bool = True) -> None:
-        """Acknowledges ``ids``. Strict (a unary call): all or nothing, one id not pending
-        refuses them all. Lenient (a stream): ids no longer pending are skipped and counted,
-        since at-least-once makes late acks normal (the event was redelivered to another
-        member and acked there, or dead-lettered)."""
+    def ack(self, ids: list[int], *, strict: bool = True) -> Awaitable[None]:
+        """Acknowledges ``ids``; the returned awaitable completes once the acks are stored.
+
+        Strict (a unary call): all or nothing, one id not pending refuses them all. Lenient
+        (a stream): ids no longer pending are skipped and counted, since at-least-once
+        makes late acks normal (the event was redelivered to another member and acked
+        there, or dead-lettered)."""
         ids = list(dict.fromkeys(ids))  # an id repeated in one ack counts once
         if strict:
             self.check_pending(ids)
         else:
             known = [i for i in ids if i in self.pending]
             if len(known) < len(ids):
-                self.broker.telemetry.stale_acks.add(len(ids) - len(known))
+                self.host.telemetry.stale_acks.add(len(ids) - len(known))
             ids = known
+        if not ids:
+            return _settled()
         for i in ids:
             p = self.pending.pop(i)
             if p.session is not None:
                 p.session.in_flight -= 1
-        self.dirty = True
         self._wake.set()
+        return self._record(drop=ids)
 
     def nack(self, ids: list[int], delay: float, *, strict: bool = True) -> None:
-        """Redelivers ``ids`` after ``delay`` seconds; strict or lenient as :meth:`ack`."""
+        """Redelivers ``ids`` after ``delay`` seconds; strict or lenient as :meth:`ack`.
+        Nothing is stored: the attempt counts when the redelivery happens."""
         ids = list(dict.fromkeys(ids))
         if strict:
             self.check_pending(ids)
@@ -307,16 +268,16 @@ class DurableConsumer:
                 p.session = None
             p.deadline = 0.0
         await self._dead_letter(ids)
-        self.dirty = True
         self._wake.set()
 
-    def redrive(self, ids: list[int]) -> None:
-        for i in ids:
-            if i not in self.pending:
-                self.pending[i] = _Pending(0, 0.0, None, None)
-                self.due.append(i)
-        self.dirty = True
+    def redrive(self, ids: list[int]) -> Awaitable[None]:
+        """Makes dead-lettered ``ids`` pending and due again."""
+        back = {i: 0 for i in ids if i not in self.pending}
+        for i in back:
+            self.pending[i] = _Pending(0, 0.0, None, None)
+            self.due.append(i)
         self._wake.set()
+        return self._record(put=back) if back else _settled()
 
     def expire(self, now: float) -> None:
         """Makes deliveries whose ack deadline (or nack delay) passed due again."""
@@ -338,15 +299,17 @@ class DurableConsumer:
         in_flight = sum(s.in_flight for s in self.sessions)
         return self.rec.max_in_flight - in_flight
 
-    def _pick(self) -> DurableSession | None:
+    def _live(self) -> list[DurableSession]:
         live = [
             s
             for s in self.sessions
             if not s.outbox.closed and (not s.limit or s.in_flight < s.limit)
         ]
         streams = [s for s in live if s.kind != "webhook"]
-        if streams:
-            live = streams
+        return streams or live
+
+    def _pick(self) -> DurableSession | None:
+        live = self._live()
         if not live:
             return None
         self._turn += 1
@@ -365,7 +328,7 @@ class DurableConsumer:
                 async with self._lock:
                     await self._dispatch()
             except BrokerError as exc:
-                self.broker.log.warning("durable %s: %s", self.rec.name, exc)
+                self.host.log.warning("durable %s: %s", self.rec.name, exc)
                 await asyncio.sleep(0.5)
                 self._wake.set()
 
@@ -379,52 +342,69 @@ class DurableConsumer:
             cap = await self._redeliver(cap)
         if cap <= 0:
             return
-        if not self.ready and self.scan_pos < self.broker.head:
+        if not self.ready and self.position.seq <= self.host.store.committed_seq():
             await self._read_log()
         if not self.ready:
             return
-        session = self._pick()
-        if session is None:
+        live = self._live()
+        if not live:
             return
-        take = min(cap, len(self.ready))
-        bound = len(self.sessions)
-        if bound > 1:  # share among the bound sessions, as a queue group does
-            take = min(take, max(1, cap // bound))
-        if session.limit:
-            take = min(take, session.limit - session.in_flight)
+        # Bound sessions share the events at hand (a queue group): each gets an even share
+        # of what can go out now, in log order, instead of the first taking everything.
+        share = math.ceil(min(cap, len(self.ready)) / len(live))
         deadline = time.monotonic() + self.rec.ack_wait_ms / 1000
-        frames = []
         pending = self.pending
         ready = self.ready
-        for _ in range(take):
-            i, frame = ready.popleft()
-            if i in pending:  # defensive: never hand out an id twice as a first delivery
-                continue
-            pending[i] = _Pending(1, deadline, frame, session)
-            frames.append(frame)
-        if not frames:
-            return
-        session.in_flight += len(frames)
-        session.outbox.put(b"".join(frames), len(frames))
-        self.dirty = True
+        handed: list[int] = []
+        while ready and cap > 0:
+            session = self._pick()
+            if session is None:
+                break
+            take = min(cap, share, len(ready))
+            if session.limit:
+                take = min(take, session.limit - session.in_flight)
+            frames = []
+            for _ in range(take):
+                _, i, frame = ready.popleft()
+                if i in pending:  # defensive: never hand out an id twice as a first delivery
+                    continue
+                pending[i] = _Pending(1, deadline, frame, session)
+                frames.append(frame)
+                handed.append(i)
+            if frames:
+                session.in_flight += len(frames)
+                session.outbox.put(b"".join(frames), len(frames))
+            cap -= take
+        if handed:
+            self.delivered_id = handed[-1]
+            self._record(delivered=handed, position=True)
         if self.ready:
             self._wake.set()
 
     async def _read_log(self) -> None:
-        head = self.broker.stable_head()
-        batches = await self.broker.store.read_batches(self.rec.org, self.scan_pos, limit=64)
+        head = self.host.store.committed_seq()
+        batches = await self.host.store.read_log(self.rec.org, self.position, limit=_LOG_PAGE)
         for b in batches:
+            # Read after the await: commits taken from memory meanwhile moved the position.
+            pos = self.position
+            if b.seq < pos.seq:
+                continue
             if self.match(b.subject):
-                pos = self.scan_pos
-                self.ready.extend(f for f in wire.split_frames(b.body) if f[0] > pos)
-            self.scan_pos = max(self.scan_pos, b.last_id)
-        if len(batches) < 64:
-            self.scan_pos = max(self.scan_pos, head)
+                self.ready.extend(
+                    (b.seq, i, f)
+                    for i, f in wire.split_frames(b.body)
+                    if not pos.includes(b.seq, i)
+                )
+            self.position = LogPosition(b.seq + 1)
+        if len(batches) < _LOG_PAGE and self.position.seq <= head:
+            self.position = LogPosition(head + 1)
         self._wake.set()
 
     async def _redeliver(self, cap: int) -> int:
         now = time.monotonic()
         dead: list[int] = []
+        gone: list[int] = []
+        attempts: dict[int, int] = {}
         while self.due and cap > 0:
             i = self.due.popleft()
             p = self.pending.get(i)
@@ -433,9 +413,10 @@ class DurableConsumer:
             if p.attempt >= self.rec.max_deliveries:
                 dead.append(i)
                 continue
-            frame = p.frame or await self.broker.fetch_frame(self.rec.org, i)
+            frame = p.frame or await self.host.fetch_frame(self.rec.org, i)
             if frame is None:  # trimmed by retention meanwhile
                 self.pending.pop(i, None)
+                gone.append(i)
                 continue
             session = self._pick()
             if session is None:
@@ -448,10 +429,12 @@ class DurableConsumer:
             p.deadline = now + self.rec.ack_wait_ms / 1000 * backoff
             session.in_flight += 1
             session.outbox.put(_reencode(frame, p.attempt))
+            attempts[i] = p.attempt
             cap -= 1
+        if attempts or gone:
+            self._record(put=attempts, drop=gone)
         if dead:
             await self._dead_letter(dead)
-        self.dirty = True
         return cap
 
     async def _dead_letter(self, ids: list[int]) -> None:
@@ -460,6 +443,7 @@ class DurableConsumer:
         for i in ids:
             p = self.pending.pop(i)
             records.append(DeadLetterRecord(self.rec.org, self.rec.name, i, p.attempt, now_ms))
-        await self.broker.store.add_dead_letters(records)
-        await self.broker.publish_dead_letters(self.rec, records)
-        self.broker.telemetry.dead_lettered.add(len(records))
+        await self.host.store.add_dead_letters(records)
+        await self._record(drop=ids)
+        await self.host.publish_dead_letters(self.rec, records)
+        self.host.telemetry.dead_lettered.add(len(records))

@@ -1,0 +1,64 @@
+"""The outbox a subscriber stream drains.
+
+An :class:`Outbox` holds encoded delivery frames for one subscriber stream. The stream's
+writer task drains it in chunks of up to ``max_message_bytes``; nothing on the publish path
+ever waits for a subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from broker.errors import BrokerError
+
+__all__ = ["Outbox"]
+
+
+class Outbox:
+    """Frames waiting to be written to one stream."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._ready = asyncio.Event()
+        self._max = max_message_bytes
+        self.error: BrokerError | None = None
+        self.closed = False
+        self.buffered = 0
+        """Events put and not yet taken."""
+        self.last_count = 0
+        """Events in the body the last :meth:`take` returned."""
+        self._counts: deque[int] = deque()
+
+    def put(self, frames: bytes, count: int = 1) -> None:
+        self._chunks.append(frames)
+        self._counts.append(count)
+        self.buffered += count
+        self._ready.set()
+
+    def close(self, error: BrokerError | None = None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.error = error
+            self._ready.set()
+
+    async def take(self) -> bytes | None:
+        """The next response body (joined frames), or None once closed and drained."""
+        while not self._chunks:
+            if self.closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        if self.closed and self.error is not None:
+            return None
+        out = [self._chunks.popleft()]
+        count = self._counts.popleft()
+        size = len(out[0])
+        while self._chunks and size + len(self._chunks[0]) <= self._max:
+            chunk = self._chunks.popleft()
+            count += self._counts.popleft()
+            size += len(chunk)
+            out.append(chunk)
+        self.buffered -= count
+        self.last_count = count
+        return out[0] if len(out) == 1 else b"".join(out)

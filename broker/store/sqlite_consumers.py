@@ -1,0 +1,179 @@
+"""Durable consumers' state in SQLite: a row per consumer (configuration, position) and a
+sparse ``consumer_pending`` table, changed incrementally through the group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Collection, Mapping
+
+from broker.store import ConsumerRecord, LogPosition
+from broker.store.sqlite_engine import SqliteEngine
+
+__all__ = ["SqliteConsumerState"]
+
+_log = logging.getLogger("lockgate.store")
+
+
+def _log_failure(fut: asyncio.Future[object]) -> None:
+    # Acks on a stream are not awaited by anyone: the failure is logged here, and the
+    # deliveries they settled come again after a restart (at-least-once).
+    if not fut.cancelled() and fut.exception() is not None:
+        _log.error("writing consumer state failed: %s", fut.exception())
+
+
+def _consumer_row(r: ConsumerRecord) -> tuple[str, str, str, int, int, int]:
+    config = {
+        "pattern": r.pattern,
+        "queue": r.queue,
+        "ack_wait_ms": r.ack_wait_ms,
+        "max_deliveries": r.max_deliveries,
+        "max_in_flight": r.max_in_flight,
+        "endpoint_url": r.endpoint_url,
+    }
+    seq, pos_id = r.position
+    return (r.org, r.name, json.dumps(config), seq, pos_id, r.delivered_id)
+
+
+class _StateChanges:
+    """Consumer-state changes not yet written, per consumer, drained into one transaction.
+
+    A delivery acked before its row was written cancels out: under load most deliveries
+    never touch the disk as rows, only the position moves.
+    """
+
+    __slots__ = ("drop", "fresh", "position", "put")
+
+    def __init__(self) -> None:
+        self.put: dict[int, int] = {}
+        self.fresh: set[int] = set()
+        """Ids first put since the last write: no row exists for them yet."""
+        self.drop: set[int] = set()
+        self.position: tuple[int, int, int] | None = None
+
+
+def _write_changes(c: sqlite3.Connection, changes: dict[tuple[str, str], _StateChanges]) -> None:
+    for (org, name), ch in changes.items():
+        if ch.drop:
+            c.executemany(
+                "DELETE FROM consumer_pending WHERE org = ? AND name = ? AND id = ?",
+                [(org, name, i) for i in ch.drop],
+            )
+        if ch.put:
+            c.executemany(
+                "INSERT OR REPLACE INTO consumer_pending VALUES (?,?,?,?)",
+                [(org, name, i, a) for i, a in ch.put.items()],
+            )
+        if ch.position is not None:
+            c.execute(
+                "UPDATE consumers SET position_seq = ?, position_id = ?, delivered_id = ? "
+                "WHERE org = ? AND name = ?",
+                (*ch.position, org, name),
+            )
+
+
+class SqliteConsumerState(SqliteEngine):
+    """The :class:`broker.store.ConsumerStateStore` role on the engine."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, fsync: str = "os") -> None:
+        super().__init__(data_dir, fsync=fsync)
+        self._changes: dict[tuple[str, str], _StateChanges] = {}
+        self._changes_taken: list[dict[tuple[str, str], _StateChanges]] | None = None
+        self._changes_fut: asyncio.Future[object] | None = None
+
+    def _before_commit(self) -> None:
+        if self._changes_taken is not None:
+            # Changes made until now go into this commit; new ones collect meanwhile.
+            self._changes_taken.append(self._changes)
+            self._changes, self._changes_taken, self._changes_fut = {}, None, None
+
+    async def create_consumer(self, record: ConsumerRecord) -> None:
+        row = _consumer_row(record)
+        key = (record.org, record.name)
+        pending = [(record.org, record.name, i, a) for i, a in record.pending.items()]
+        self._changes.pop(key, None)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO consumers VALUES (?,?,?,?,?,?)", row)
+            c.execute("DELETE FROM consumer_pending WHERE org = ? AND name = ?", key)
+            c.executemany("INSERT INTO consumer_pending VALUES (?,?,?,?)", pending)
+
+        await self._submit(op)
+
+    async def load_consumers(self) -> list[ConsumerRecord]:
+        def q(c: sqlite3.Connection) -> list[ConsumerRecord]:
+            pending: dict[tuple[str, str], dict[int, int]] = {}
+            for org, name, i, attempt in c.execute("SELECT * FROM consumer_pending"):
+                pending.setdefault((org, name), {})[i] = attempt
+            out = []
+            for org, name, config, seq, pos_id, delivered in c.execute("SELECT * FROM consumers"):
+                cfg = json.loads(config)
+                out.append(
+                    ConsumerRecord(
+                        org=org,
+                        name=name,
+                        pattern=cfg["pattern"],
+                        queue=cfg.get("queue", ""),
+                        ack_wait_ms=cfg["ack_wait_ms"],
+                        max_deliveries=cfg["max_deliveries"],
+                        max_in_flight=cfg["max_in_flight"],
+                        endpoint_url=cfg.get("endpoint_url", ""),
+                        position=LogPosition(seq, pos_id),
+                        pending=pending.get((org, name), {}),
+                        delivered_id=delivered,
+                    )
+                )
+            return out
+
+        return await self._read(q)
+
+    async def delete_consumer(self, org: str, name: str) -> bool:
+        self._changes.pop((org, name), None)
+
+        def op(c: sqlite3.Connection) -> bool:
+            cur = c.execute("DELETE FROM consumers WHERE org = ? AND name = ?", (org, name))
+            c.execute("DELETE FROM consumer_pending WHERE org = ? AND name = ?", (org, name))
+            c.execute("DELETE FROM dead_letters WHERE org = ? AND durable = ?", (org, name))
+            return cur.rowcount > 0
+
+        return bool(await self._enqueue(op))
+
+    def change_consumer(
+        self,
+        org: str,
+        name: str,
+        *,
+        delivered: Collection[int] = (),
+        put: Mapping[int, int] | None = None,
+        drop: Collection[int] = (),
+        position: LogPosition | None = None,
+        delivered_id: int = 0,
+    ) -> asyncio.Future[None]:
+        ch = self._changes.get((org, name))
+        if ch is None:
+            ch = self._changes[(org, name)] = _StateChanges()
+        for i in delivered:
+            if i not in ch.drop:
+                ch.fresh.add(i)
+            ch.put[i] = 1
+        if put:
+            for i, attempt in put.items():
+                ch.drop.discard(i)
+                ch.put[i] = attempt
+        for i in drop:
+            ch.put.pop(i, None)
+            if i in ch.fresh:
+                ch.fresh.discard(i)  # never written: nothing to delete
+            else:
+                ch.drop.add(i)
+        if position is not None:
+            ch.position = (position.seq, position.id, delivered_id)
+        if self._changes_fut is None:
+            taken: list[dict[tuple[str, str], _StateChanges]] = []
+            self._changes_taken = taken
+            self._changes_fut = self._enqueue(lambda c: _write_changes(c, taken[0]))
+            self._changes_fut.add_done_callback(_log_failure)
+        return self._changes_fut  # type: ignore[return-value]

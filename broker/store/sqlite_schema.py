@@ -1,0 +1,155 @@
+"""The SQLite store's tables, and the upgrade of a data directory written by an older version.
+
+``PRAGMA user_version`` holds the schema version. Version 1 (before 0.2) had no log sequence
+and kept a durable's state as one JSON blob (cursor id + whole pending map); opening such a
+file upgrades it in place, in one transaction: batches get sequences in id order (the order
+version 1 assumed they committed in), each durable's cursor id becomes the position after
+that id, and its pending map becomes rows. A file written by a newer version is refused
+with a sentence rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from broker.errors import FailedPrecondition
+
+__all__ = ["SCHEMA_VERSION", "ensure_schema", "position_after_id"]
+
+SCHEMA_VERSION = 2
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS batches (
+    first_id INTEGER PRIMARY KEY,
+    last_id INTEGER NOT NULL,
+    org TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    policy_version TEXT NOT NULL,
+    body BLOB NOT NULL,
+    publisher TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS batches_org_subject ON batches (org, subject, first_id);
+CREATE TABLE IF NOT EXISTS consumers (
+    org TEXT NOT NULL,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    position_seq INTEGER NOT NULL,
+    position_id INTEGER NOT NULL,
+    delivered_id INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (org, name)
+);
+CREATE TABLE IF NOT EXISTS consumer_pending (
+    org TEXT NOT NULL,
+    name TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    PRIMARY KEY (org, name, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    org TEXT NOT NULL,
+    durable TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    dead_ms INTEGER NOT NULL,
+    PRIMARY KEY (org, durable, id)
+);
+CREATE TABLE IF NOT EXISTS policy_versions (
+    version TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    files TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    org TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+_SEQ_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS batches_seq ON batches (seq)"
+
+
+def _create_tables(c: sqlite3.Connection) -> None:
+    # One statement at a time: executescript would commit the open transaction.
+    for statement in _TABLES.split(";"):
+        if statement.strip():
+            c.execute(statement)
+
+
+def position_after_id(c: sqlite3.Connection, event_id: int) -> tuple[int, int]:
+    """The log position after which every event with an id above ``event_id`` lies: in the
+    first batch (by sequence) holding such an event, skip the ids up to ``event_id``."""
+    # Ids of batches committed out of id order differ by moments, not by the 1 s margin.
+    row = c.execute(
+        "SELECT MIN(seq) FROM batches WHERE first_id > ? - 4194304000 AND last_id > ?",
+        (event_id, event_id),
+    ).fetchone()
+    if row[0] is not None:
+        return int(row[0]), event_id
+    top = c.execute("SELECT MAX(seq) FROM batches").fetchone()[0]
+    return int(top or 0) + 1, 0
+
+
+def _columns(c: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+
+
+def _upgrade_from_1(c: sqlite3.Connection) -> None:
+    if "seq" not in _columns(c, "batches"):
+        c.execute("ALTER TABLE batches ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+        c.execute(
+            "UPDATE batches SET seq = o.n FROM "
+            "(SELECT first_id, ROW_NUMBER() OVER (ORDER BY first_id) AS n FROM batches) AS o "
+            "WHERE batches.first_id = o.first_id"
+        )
+    if "pending" in _columns(c, "consumers"):
+        old = c.execute("SELECT org, name, config, cursor, pending FROM consumers").fetchall()
+        c.execute("ALTER TABLE consumers RENAME TO consumers_v1")
+        _create_tables(c)
+        for org, name, config, cursor, pending in old:
+            seq, pos_id = position_after_id(c, int(cursor))
+            c.execute(
+                "INSERT INTO consumers VALUES (?,?,?,?,?,?)",
+                (org, name, config, seq, pos_id, int(cursor)),
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO consumer_pending VALUES (?,?,?,?)",
+                [(org, name, int(i), int(a)) for i, a in json.loads(pending)],
+            )
+        c.execute("DROP TABLE consumers_v1")
+
+
+def ensure_schema(c: sqlite3.Connection, path: object) -> None:
+    """Creates the tables, or upgrades an older file, or refuses a newer one."""
+    version = int(c.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise FailedPrecondition(
+            f"the store at {path} has schema version {version}, newer than this Lockgate "
+            f"understands ({SCHEMA_VERSION})",
+            reason="DATA_DIR_UNUSABLE",
+            hint="run the Lockgate version that wrote it, or start with another --data-dir",
+        )
+    if version == SCHEMA_VERSION:
+        return
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        old = c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'batches'"
+        ).fetchone()
+        if old is not None:
+            _upgrade_from_1(c)
+        _create_tables(c)
+        c.execute(_SEQ_INDEX)
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+    c.execute("COMMIT")

@@ -1,0 +1,50 @@
+"""The dead-letter, key and policy-version store contracts, for every store backend."""
+
+from __future__ import annotations
+
+from broker.store import (
+    ApiKeyRecord,
+    DeadLetterRecord,
+    DeadLetterStore,
+    KeyStore,
+    PolicyVersionRecord,
+    PolicyVersionStore,
+)
+from tests.broker.contracts.contract_stores import open_store, store
+
+__all__ = ["open_store", "store"]
+
+
+async def test_dead_letters(store: DeadLetterStore) -> None:
+    recs = [DeadLetterRecord("o", "d", i, 5, 1000 + i) for i in range(1, 6)]
+    await store.add_dead_letters(recs)
+    page = await store.list_dead_letters("o", "d", (0, 0), 3)
+    assert [r.id for r in page] == [1, 2, 3]
+    rest = await store.list_dead_letters("o", "", (page[-1].dead_ms, page[-1].id), 10)
+    assert [r.id for r in rest] == [4, 5]
+    assert await store.remove_dead_letters("o", "d", [2, 99]) == [2]
+    assert sorted(await store.remove_dead_letters("o", "d", None)) == [1, 3, 4, 5]
+    assert await store.list_dead_letters("o", "d", (0, 0), 10) == []
+
+
+async def test_keys(store: KeyStore) -> None:
+    rec = ApiKeyRecord("k1", "hash", "acme", "a1", ("admin",), 1)
+    await store.put_key(rec)
+    assert await store.get_key("k1") == rec
+    assert [k.key_id for k in await store.list_keys()] == ["k1"]
+    assert await store.revoke_key("k1")
+    got = await store.get_key("k1")
+    assert got is not None and got.revoked
+    assert not await store.revoke_key("nope")
+    assert await store.get_key("nope") is None
+
+
+async def test_policy_versions(store: PolicyVersionStore) -> None:
+    v1 = PolicyVersionRecord("aaa", 1, "dir", {"a.policy": "x"})
+    v2 = PolicyVersionRecord("bbb", 2, "rpc", {"a.policy": "y"})
+    await store.save_policy_version(v1, activate=True)
+    await store.save_policy_version(v2, activate=True)
+    await store.save_policy_version(v1, activate=True)  # a rollback re-activates, no new row
+    versions = await store.list_policy_versions()
+    assert [(v.version, v.active) for v in versions] == [("bbb", False), ("aaa", True)]
+    assert versions[1].files == {"a.policy": "x"}
