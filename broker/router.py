@@ -4,7 +4,9 @@ A publish batch has one subject, so the match runs once per batch; results are c
 (org, subject) and the cache is dropped whenever a subscription comes or goes. Patterns are
 indexed in the subject trie of :mod:`policy.subjects`, so a pattern starting with a wildcard
 never receives the broker's own ``$`` subjects. Queue-group members share their group's events:
-each batch goes to one member, in turn.
+a batch is cut into one run of consecutive events per member (a single event goes to the next
+member in turn), so a batch of 500 tasks keeps every worker busy, and each member still sees
+its events in publish order.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from broker import wire
 from broker.subjects import PatternTrie
 
 __all__ = ["Router", "Target"]
@@ -97,19 +100,40 @@ class Router:
         return result
 
     def route(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
-        """Offers one batch to every matching target; returns how many took it."""
+        """Offers one batch to every matching target; returns how many took some of it."""
         singles, groups = self._match(org, subject)
         taken = 0
         for target in singles:
             taken += target.offer(frames, count, ids)
         for members in groups:
-            self._turn += 1
-            n = len(members)
-            for i in range(n):
-                # Round robin; a member that refuses (full or closing) passes to the next.
-                if members[(self._turn + i) % n].offer(frames, count, ids):
-                    taken += 1
-                    break
+            if count == 1 or len(members) == 1:
+                self._turn += 1
+                taken += self._offer_one(members, frames, count, ids)
+            else:
+                taken += self._spread(members, frames, count)
+        return taken
+
+    def _offer_one(self, members: list[Target], frames: bytes, count: int, ids: list[int]) -> int:
+        n = len(members)
+        for i in range(n):
+            # Round robin; a member that refuses (full or closing) passes to the next.
+            if members[(self._turn + i) % n].offer(frames, count, ids):
+                return 1
+        return 0
+
+    def _spread(self, members: list[Target], frames: bytes, count: int) -> int:
+        """One run of consecutive events per member, starting at the next member in turn."""
+        split = wire.split_frames(frames)
+        n = min(len(members), count)
+        size = -(-count // n)
+        taken = 0
+        for k in range(n):
+            run = split[k * size : (k + 1) * size]
+            if not run:
+                break
+            body = b"".join(f for _, f in run)
+            self._turn += 1  # each run starts at the next member
+            taken += self._offer_one(members, body, len(run), [i for i, _ in run])
         return taken
 
     def has_targets(self, org: str, subject: str) -> bool:

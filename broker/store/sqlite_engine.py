@@ -70,7 +70,11 @@ class SqliteEngine:
 
         def setup() -> sqlite3.Connection:
             conn = self._connect()
-            ensure_schema(conn, self.path)
+            try:
+                ensure_schema(conn, self.path)
+            except BaseException:
+                conn.close()
+                raise
             row = conn.execute("SELECT MAX(seq) FROM batches").fetchone()
             self._seq = self._committed = int(row[0] or 0)
             return conn

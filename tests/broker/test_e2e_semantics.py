@@ -176,6 +176,40 @@ async def test_queue_group_beside_a_plain_subscriber(stubs: Stubs) -> None:
         await m.leave()
 
 
+async def test_queue_group_spreads_one_batch_over_its_members(stubs: Stubs) -> None:
+    subject = unique("qg")
+    group = [
+        _Member((await open_call(stubs.broker, pattern=subject, queue_group="g"))[0])
+        for _ in range(2)
+    ]
+    (resp,) = await publish_batches(stubs.broker, subject, [[event() for _ in range(10)]])
+    ids = list(resp.ids)
+    await _received(group, ids)
+    markers: set[int] = set()
+    await _settle(stubs, subject, group, markers)
+    shares = [[i for i in _events(m, markers) if i in ids] for m in group]
+    assert sorted(i for share in shares for i in share) == ids  # each event to exactly one
+    assert all(shares), [len(share) for share in shares]  # both got some
+    assert all(share == sorted(share) for share in shares)  # each share in publish order
+    for m in group:
+        await m.leave()
+
+
+async def test_durable_queue_spreads_one_batch_over_its_streams(stubs: Stubs) -> None:
+    subject = unique("dq")
+    name = _durable_name("dq")
+    group = [
+        _Member((await open_call(stubs.broker, pattern=subject, durable=name))[0]) for _ in range(2)
+    ]
+    (resp,) = await publish_batches(stubs.broker, subject, [[event() for _ in range(10)]])
+    ids = list(resp.ids)
+    await _received(group, ids)
+    assert sorted(i for m in group for i in m.ids) == ids  # unacked: nothing comes twice
+    assert all(m.ids for m in group), [len(m.ids) for m in group]
+    for m in group:
+        await m.leave()
+
+
 # -- dedup --------------------------------------------------------------------------------
 
 

@@ -29,10 +29,10 @@ class FailingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def append(self, batches: Sequence[Batch]) -> Awaitable[None]:
+    def append(self, batches: Sequence[Batch]) -> Awaitable[list[int]]:
         if not self.failing:
             return self.inner.append(batches)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         fut.set_exception(Unavailable("the disk is full", reason="STORE_UNAVAILABLE"))
         return fut
 
@@ -48,10 +48,11 @@ async def test_failed_write_acks_nothing_and_a_retry_is_accepted(tmp_path: Path)
     try:
         session = await broker.subscribe_durable(DEV_PRINCIPAL, "w", "sw.>")
         store.failing = True
+        committed = store.committed_seq()
         with pytest.raises(BrokerError) as exc:
             await broker.publish(DEV_PRINCIPAL, "sw.a", [event("e1"), event("e2")])
         assert exc.value.reason == "STORE_UNAVAILABLE"
-        assert broker.stable_head() == broker.head  # nothing is left waiting for the store
+        assert store.committed_seq() == committed  # the failed write took no log position
 
         store.failing = False
         retry = await broker.publish(DEV_PRINCIPAL, "sw.a", [event("e1"), event("e2")])
