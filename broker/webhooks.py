@@ -1,8 +1,11 @@
 """Webhook endpoint rules (pure): which URLs a durable subscription may POST to.
 
-Only http and https; and, unless ``webhook_allow_private`` is set, no loopback, private,
-link-local or otherwise non-public address, so a tenant cannot point the broker at the
-services behind it (SSRF). Host names are resolved and every address is checked.
+Only http and https, with no credentials in the URL (it is listed back to admins and logged;
+deliveries are signed with the webhook secret instead); and, unless ``webhook_allow_private``
+is set, no loopback, private, link-local, shared (100.64/10, where some clouds keep their
+metadata service) or otherwise non-global address, so a tenant cannot point the broker at the
+services behind it (SSRF). Host names are resolved and every address is checked; an IPv4
+address inside an IPv6 one (``::ffff:a.b.c.d``, 6to4) is judged as the IPv4 address it reaches.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ __all__ = ["check_endpoint_url"]
 
 def _public(addr: str) -> bool:
     ip = ipaddress.ip_address(addr.split("%")[0])
-    return not (
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None:
+            return _public(str(embedded))
+    return ip.is_global and not (
         ip.is_private
         or ip.is_loopback
         or ip.is_link_local
@@ -29,17 +36,27 @@ def _public(addr: str) -> bool:
 
 
 def check_endpoint_url(url: str, *, allow_private: bool = False) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgument(
             f"endpoint_url {url!r} is not an http(s) URL",
             reason="INVALID_ENDPOINT",
             hint="use https://host/path",
         )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidArgument(
+            "endpoint_url must not carry credentials (user:password@)",  # nor echo them
+            reason="INVALID_ENDPOINT",
+            hint="deliveries are signed with the webhook secret; verify that signature instead",
+        )
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(parts.hostname, port or 443, proto=socket.IPPROTO_TCP)
     except OSError:
         raise InvalidArgument(
             f"endpoint_url host {parts.hostname!r} does not resolve",
