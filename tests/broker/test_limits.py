@@ -1,13 +1,23 @@
-"""Token buckets: the in-process one with a fake clock, the Redis one against the real server."""
+"""Token buckets: the in-process one with a fake clock, the Redis one against the real server,
+and a broker whose Redis limiter is down (publishes fail closed)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import urllib.parse
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import grpc
 import pytest
 
 from broker.limits import BucketRequest, LocalLimiter, RedisLimiter
+from broker.testing import run_broker
+from tests.broker.e2e_kit import Stubs, error_info, publish_one, query_all, unique
+from tests.support import TcpProxy, eventually
 
 
 class Clock:
@@ -118,3 +128,86 @@ async def test_local_bucket_that_never_refills_is_kept() -> None:
     await lim.take([BucketRequest("other", 1.0, 1, 1)])
     (g,) = await lim.take([BucketRequest("k", 0.0, 2, 1)])
     assert g.granted == 0
+
+
+# -- a shared limiter that is down: publishes fail closed ---------------------------------
+
+_LIMITED = """\
+policy limited on "lim.>" {
+  allow publish
+  allow subscribe
+  limit publish 1000 per minute by principal.agent
+}
+
+policy deduped on "dd.>" {
+  allow publish
+  allow subscribe
+  reject duplicates of event.id within 1 minute
+}
+
+policy open on "open.>" {
+  allow publish
+}
+"""
+
+
+@contextlib.asynccontextmanager
+async def _broker_with_limiter(tmp: Path, limiter_url: str) -> AsyncIterator[Stubs]:
+    pdir = tmp / "policies"
+    pdir.mkdir()
+    (pdir / "limited.policy").write_text(_LIMITED)
+    args = ["--limiter", limiter_url, "--policy-dir", str(pdir)]
+    async with run_broker(extra_args=args) as b, grpc.aio.insecure_channel(b.target) as ch:
+        yield Stubs(ch)
+
+
+async def _limiter_unavailable(stubs: Stubs, subject: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await publish_one(stubs.broker, subject)
+    assert error_info(exc.value)[:2] == (grpc.StatusCode.UNAVAILABLE, "LIMITER_UNAVAILABLE")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.e2e
+async def test_limiter_unreachable_fails_closed_and_stores_nothing(tmp_path: Path) -> None:
+    async with _broker_with_limiter(tmp_path, f"redis://127.0.0.1:{_closed_port()}/0") as stubs:
+        for subject in ("lim.a", "dd.a"):  # a limit rule, and a dedup rule
+            await _limiter_unavailable(stubs, subject)
+            assert await query_all(stubs.broker, subject) == []
+        # Subjects no limit or dedup rule covers do not need the limiter.
+        ok = await publish_one(stubs.broker, "open.a")
+        assert [e.id for e in await query_all(stubs.broker, ">")] == [ok]
+
+
+@pytest.mark.e2e
+@pytest.mark.redis
+async def test_redis_cut_mid_run_fails_closed_then_recovers(tmp_path: Path, redis_url: str) -> None:
+    parts = urllib.parse.urlsplit(redis_url)
+    async with TcpProxy(f"{parts.hostname}:{parts.port or 6379}") as proxy:
+        url = urllib.parse.urlunsplit(parts._replace(netloc=proxy.target))
+        async with _broker_with_limiter(tmp_path, url) as stubs:
+            subject, dd = unique("lim"), unique("dd")
+            stored = [await publish_one(stubs.broker, subject)]
+            stored_dd = [await publish_one(stubs.broker, dd)]
+            await proxy.down()  # Redis is gone: open connections reset, new ones refused
+            await _limiter_unavailable(stubs, subject)
+            await _limiter_unavailable(stubs, dd)
+            assert [e.id for e in await query_all(stubs.broker, subject)] == stored
+            assert [e.id for e in await query_all(stubs.broker, dd)] == stored_dd
+            proxy.up()
+
+            async def publishes_again() -> bool:
+                try:
+                    stored.append(await publish_one(stubs.broker, subject))
+                except grpc.aio.AioRpcError as err:
+                    assert error_info(err)[1] == "LIMITER_UNAVAILABLE", err
+                    return False
+                return True
+
+            await eventually(publishes_again, what="publishing works once Redis is back")
+            assert [e.id for e in await query_all(stubs.broker, subject)] == stored
