@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -16,9 +15,11 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from broker.auth import create_key
+from broker.store.sqlite import SqliteStore
 from broker.testing import RunningBroker, run_broker
 from broker.v1 import broker_pb2, broker_pb2_grpc, policy_pb2, policy_pb2_grpc
-from tests.broker.e2e_kit import LOCKGATE, Metadata, auth, error_info, event, query_all, subscribe
+from tests.broker.e2e_kit import Metadata, auth, error_info, event, query_all, subscribe
 from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -42,12 +43,16 @@ policy audit on "audit.>" {
 """
 
 
-def keys_create(data_dir: str, org: str, agent: str, *roles: str) -> str:
-    args = [LOCKGATE, "keys", "create", "--org", org, "--agent", agent, "--data-dir", data_dir]
-    for r in roles:
-        args += ["--role", r]
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60)
-    return out.stdout.strip()
+async def keys_create(data_dir: str, org: str, agent: str, *roles: str) -> str:
+    """A key written straight into the data dir's store (what ``lockgate keys create`` does;
+    test_e2e_auth runs the command itself), without a process start per key."""
+    store = SqliteStore(data_dir, fsync="always")
+    await store.open()
+    try:
+        key, _ = await create_key(store, org, agent, roles)
+    finally:
+        await store.close()
+    return key
 
 
 def json_event(data: dict[str, object], type: str = "invoice.created") -> broker_pb2.CloudEvent:
@@ -75,10 +80,10 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     pdir.mkdir()
     (pdir / "billing.policy").write_text(BILLING)
     keys = {
-        "billing": keys_create(str(data), "acme", "bill-bot", "billing"),
-        "finance": keys_create(str(data), "acme", "fin-bot", "billing", "finance", "audit"),
-        "outsider": keys_create(str(data), "acme", "other-bot"),
-        "admin": keys_create(str(data), "acme", "ops", "admin"),
+        "billing": await keys_create(str(data), "acme", "bill-bot", "billing"),
+        "finance": await keys_create(str(data), "acme", "fin-bot", "billing", "finance", "audit"),
+        "outsider": await keys_create(str(data), "acme", "other-bot"),
+        "admin": await keys_create(str(data), "acme", "ops", "admin"),
     }
     args = ["--policy-dir", str(pdir), "--policy-reload-interval", "0.2s"]
     async with (
@@ -154,7 +159,7 @@ async def test_batch_mixes_allowed_and_denied(env: Env) -> None:
 
 
 async def test_limit_returns_retry_after(env: Env) -> None:
-    key = keys_create(
+    key = await keys_create(
         str(Path(env.broker.data_dir)), "acme", f"burst-{uuid.uuid4().hex[:6]}", "billing"
     )
     md = auth(key)
@@ -329,7 +334,7 @@ async def test_two_brokers_share_one_redis_bucket(tmp_path: Path, redis_url: str
     )
     # A fresh org name per run keeps the bucket key fresh on the shared Redis server.
     org = f"org{uuid.uuid4().hex[:8]}"
-    keys = [keys_create(str(tmp_path / f"d{i}"), org, "a") for i in range(2)]
+    keys = [await keys_create(str(tmp_path / f"d{i}"), org, "a") for i in range(2)]
     args = ["--policy-dir", str(pdir), "--limiter", redis_url]
     async with (
         run_broker(str(tmp_path / "d0"), args) as b0,
