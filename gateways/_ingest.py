@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 from broker.api import CloudEvent
 from broker.errors import BrokerError, InvalidEvent
 from gateways._cejson import event_from_json
 from gateways._web import dumps, loads
 
-__all__ = ["dead_letter_record", "parse_entry"]
+__all__ = ["dead_letter_record", "parse_entry", "shorthand_event"]
 
 _SHORTHAND = {"data", "id", "source", "type"}
 
@@ -40,14 +41,29 @@ def parse_entry(raw: bytes | str, default_id: str, source: str, type_: str) -> C
             reason="INVALID_EVENT",
             hint='send a CloudEvent (structured JSON) or {"data": ..., "type"?: ...}',
         )
-    ev = CloudEvent(
-        id=str(doc.get("id") or default_id),
-        source=str(doc.get("source") or source),
-        spec_version="1.0",
-        type=str(doc.get("type") or type_),
-    )
-    ev.attributes["datacontenttype"].ce_string = "application/json"
-    ev.text_data = dumps(doc["data"])
+    return shorthand_event(doc, default_id, source, type_)
+
+
+def shorthand_event(
+    doc: Mapping[str, object], default_id: str, source: str, type_: str
+) -> CloudEvent:
+    """The event of ``{"data": ..., "id"?, "source"?, "type"?}`` (JSON data; the defaults
+    fill what is missing); raises :class:`InvalidEvent` for text with no UTF-8 form."""
+    try:
+        ev = CloudEvent(
+            id=str(doc.get("id") or default_id),
+            source=str(doc.get("source") or source),
+            spec_version="1.0",
+            type=str(doc.get("type") or type_),
+        )
+        ev.attributes["datacontenttype"].ce_string = "application/json"
+        ev.text_data = dumps(doc["data"])
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800") cannot be stored as UTF-8
+        raise InvalidEvent(
+            "the entry holds a lone UTF-16 surrogate (an invalid \\u escape)",
+            reason="INVALID_EVENT",
+            hint="send valid Unicode text",
+        ) from None
     return ev
 
 

@@ -64,7 +64,13 @@ def api_key(headers: Mapping[str, str]) -> str | None:
     """The API key of ``Authorization: Bearer <key>`` or ``X-API-Key``; raises
     :class:`~broker.errors.Unauthenticated` for another authorization scheme."""
     wanted = ("authorization", "x-api-key")
-    pairs = [(k.lower(), v) for k, v in headers.items() if k.lower() in wanted]
+    # An empty credential ("Bearer " from `-H "Authorization: Bearer $KEY"` with KEY unset)
+    # counts as none: dev mode lets it in, and with keys it gets "no API key was sent".
+    pairs = [
+        (k.lower(), v)
+        for k, v in headers.items()
+        if k.lower() in wanted and v.strip().lower() not in ("", "bearer")
+    ]
     return Authenticator.key_from_metadata(pairs)
 
 

@@ -7,9 +7,10 @@ Example (the broker's ``serve``)::
     await stop_gateways()
 
 A gateway runs when its table exists: ``[gateways.http]`` / ``[gateways.ws]`` with a
-``listen`` (the WebSocket endpoint is mounted on the HTTP listener when ``ws`` has no
-``listen`` of its own or the same one), ``[gateways.webhook]``, ``[gateways.redis]``,
-``[gateways.nats]``. See ``gateways.config`` for the keys.
+``listen`` (the WebSocket endpoint ``/v1/ws`` is mounted on the HTTP listener when there is
+no ``[gateways.ws]``, or when it has no ``listen`` of its own or the same one),
+``[gateways.webhook]``, ``[gateways.redis]``, ``[gateways.nats]``. See ``gateways.config``
+for the keys.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ async def _start(
     if http is not None:
         listen = listen_of(http) or "127.0.0.1:8080"
         apps[listen] = build_app(api, settings_for("http", http))
+    if http is not None and ws is None and "ws" not in config:
+        # As the standalone HTTP gateway: /v1/ws on the HTTP listener unless [gateways.ws]
+        # says otherwise (or disables it).
+        add_ws_route(apps[listen_of(http) or "127.0.0.1:8080"], api, None, "/v1/ws")
     if ws is not None:
         default = (listen_of(http) or "127.0.0.1:8080") if http is not None else ""
         listen = listen_of(ws) or default

@@ -37,9 +37,10 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
-from broker.api import BrokerAPI, CloudEvent, Delivery, Subscription
+from broker.api import BrokerAPI, Delivery, Subscription
 from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
 from gateways._cejson import JsonValue, event_from_json
+from gateways._ingest import shorthand_event
 from gateways._report import UNENCODABLE, report_unencodable
 from gateways._web import (
     api_key,
@@ -248,14 +249,7 @@ class _Connection:
         if "event" in doc:
             ev = event_from_json(doc["event"])
         elif "data" in doc:
-            ev = CloudEvent(
-                id=str(doc.get("id") or uuid.uuid4().hex),
-                source=str(doc.get("source") or "/lockgate/ws"),
-                spec_version="1.0",
-                type=str(doc.get("type") or "lockgate.message"),
-            )
-            ev.attributes["datacontenttype"].ce_string = "application/json"
-            ev.text_data = dumps(doc["data"])
+            ev = shorthand_event(doc, uuid.uuid4().hex, "/lockgate/ws", "lockgate.message")
         else:
             raise InvalidParameter("event", "(none)", 'an "event" (CloudEvent JSON) or "data"')
         result = await self.api.publish(self.key, subject, [ev])

@@ -205,3 +205,10 @@ def test_an_unencodable_event_raises_value_error() -> None:
         to_binary(ev)
     with pytest.raises(ValueError):
         event_to_json(ev)
+
+
+def test_an_entry_with_a_lone_surrogate_is_an_invalid_event() -> None:
+    from gateways._ingest import parse_entry
+
+    with pytest.raises(InvalidEvent):
+        parse_entry('{"data": "\\ud800"}', "id", "/s", "t")

@@ -52,6 +52,24 @@ async def test_start_gateways_serves_http_ws_and_webhooks(tmp_path: Path) -> Non
             await stop()
 
 
+async def test_http_alone_serves_the_websocket_too(tmp_path: Path) -> None:
+    """As the standalone HTTP gateway does, and as the README's websocat line assumes; an
+    empty bearer token (`Bearer $KEY` with KEY unset) counts as no key in dev mode."""
+    async with local_broker(tmp_path) as env:
+        port = free_port()
+        stop = await start_gateways(env.broker, env.auth, {"http": {"listen": f"127.0.0.1:{port}"}})
+        try:
+            url = f"ws://127.0.0.1:{port}/v1/ws"
+            async with (
+                aiohttp.ClientSession() as http,
+                http.ws_connect(url, headers={"Authorization": "Bearer "}) as ws,
+            ):
+                await ws.send_json({"op": "publish", "subject": unique("emb."), "data": 1})
+                assert (await ws.receive_json(timeout=3))["op"] == "ok"
+        finally:
+            await stop()
+
+
 async def test_bad_config_fails_clearly(tmp_path: Path) -> None:
     async with local_broker(tmp_path) as env:
         cases = [

@@ -285,3 +285,75 @@ async def test_poll_skips_and_dead_letters_an_unencodable_event(
     assert page["skipped"] == [str(out.ids[0])]
     dead, _ = await local.api.query(None, f"$dlq.{durable}")
     assert [d.event.attributes["lockgateoriginalid"].ce_string for d in dead] == [str(out.ids[0])]
+
+
+_CE = {"specversion": "1.0", "id": "a1", "source": "/t", "type": "t"}
+BAD_STRUCTURED = [
+    ("time-month", {"time": "2024-13-01T00:00:00Z"}),
+    ("time-year", {"time": "10000-01-01T00:00:00Z"}),
+    ("content-type-integer", {"datacontenttype": 5}),
+    ("content-type-shape", {"datacontenttype": "json"}),
+    ("schema-not-uri", {"dataschema": "not a uri"}),
+    ("control-char", {"note": "a\u0001b"}),
+    ("subject-boolean", {"subject": True}),
+    ("name-non-ascii", {"ü": "x"}),
+]
+
+
+@pytest.mark.parametrize(("label", "extra"), BAD_STRUCTURED, ids=[b[0] for b in BAD_STRUCTURED])
+async def test_bad_attribute_values_are_refused(
+    local: Local, label: str, extra: dict[str, object]
+) -> None:
+    subject = unique("hba.")
+    url = f"{local.url}/v1/subjects/{subject}/events"
+    headers = {"Content-Type": "application/cloudevents+json"}
+    async with local.session.post(url, data=json.dumps({**_CE, **extra}), headers=headers) as r:
+        body = await r.json()
+        assert r.status == 400 and r.content_type == "application/problem+json"
+        assert body["reason"] == "INVALID_EVENT" and body["hint"]
+    batch = [{**_CE, "id": "ok"}, {**_CE, **extra}]
+    headers = {"Content-Type": "application/cloudevents-batch+json"}
+    async with local.session.post(url, data=json.dumps(batch), headers=headers) as r:
+        body = await r.json()
+        assert r.status == 207
+        assert [(e["index"], e["reason"]) for e in body["errors"]] == [(1, "INVALID_EVENT")]
+    assert await count_events(local.api, subject) == 1
+
+
+BAD_HEADERS = [
+    ("time", {"ce-time": "10000-01-01T00:00:00Z"}),
+    ("schema", {"ce-dataschema": "no scheme"}),
+    ("utf8", {"ce-note": "%C0%A0"}),
+    ("name", {"ce-no_underscores": "x"}),
+]
+
+
+@pytest.mark.parametrize(("label", "extra"), BAD_HEADERS, ids=[b[0] for b in BAD_HEADERS])
+async def test_bad_binary_headers_are_refused(
+    local: Local, label: str, extra: dict[str, str]
+) -> None:
+    subject = unique("hbb.")
+    headers = {**{f"ce-{k}": v for k, v in _CE.items()}, **extra}
+    headers["Content-Type"] = "application/json"
+    url = f"{local.url}/v1/subjects/{subject}/events"
+    async with local.session.post(url, data=b"{}", headers=headers) as r:
+        body = await r.json()
+        assert r.status == 400 and r.content_type == "application/problem+json"
+        assert body["reason"] == "INVALID_EVENT"
+    assert await count_events(local.api, subject) == 0
+
+
+async def test_structured_body_with_ce_headers_is_structured(local: Local) -> None:
+    subject = unique("hsm.")
+    headers = {
+        "Content-Type": "application/cloudevents+json; charset=utf-8",
+        "ce-specversion": "1.0",
+        "ce-id": "from-header",
+        "ce-source": "/h",
+        "ce-type": "h",
+    }
+    url = f"{local.url}/v1/subjects/{subject}/events"
+    async with local.session.post(url, data=json.dumps({**_CE, "data": 1}), headers=headers) as r:
+        assert r.status == 200, await r.text()
+    events, _ = await local.api.query(None, subject)
+    assert [e.event.id for e in events] == ["a1"] and events[0].event.text_data == "1"
