@@ -32,14 +32,15 @@ import argparse
 import sys
 from typing import TextIO
 
+from broker.errors import Reason
+from broker.extras import extra_for, missing_extra
+
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
-    "EXTRAS",
-    "extra_for",
     "report",
 ]
 
@@ -48,27 +49,6 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 EXIT_CONFIG = 78
 EXIT_INTERRUPTED = 130
-
-EXTRAS: dict[str, str] = {
-    # The broker itself (`lockgate serve`, `policy`, `keys`): pip install 'lockgate[server]'.
-    "lark": "server",
-    "re2": "server",
-    "opentelemetry": "server",
-    "grpc_health": "server",
-    "grpc_reflection": "server",
-    "uvloop": "server",
-    "aiohttp": "gateways",
-    "redis": "redis",
-    "nats": "nats",
-    "asyncpg": "postgres",
-    "pydantic": "models",
-}
-"""Top-level module -> the extra of ``pyproject.toml`` that installs it."""
-
-
-def extra_for(module: str | None) -> str | None:
-    """The extra that installs ``module`` (``"re2.foo"`` -> ``"server"``), or None."""
-    return EXTRAS.get((module or "").partition(".")[0])
 
 
 def _say(out: TextIO, message: str, hint: str = "") -> None:
@@ -88,20 +68,14 @@ def report(exc: BaseException, out: TextIO | None = None) -> int:
         _say(out, str(exc), "see `lockgate COMMAND --help`")
         return EXIT_USAGE
     if isinstance(exc, ModuleNotFoundError) and extra_for(exc.name):
-        extra = extra_for(exc.name)
-        _say(
-            out,
-            f"this command needs the optional package {exc.name!r}, which is not installed",
-            f"pip install 'lockgate[{extra}]'",
-        )
-        return EXIT_CONFIG
+        exc = missing_extra("this command", exc)
     # Lazily, so that a failure of one package cannot hide another's error.
     from broker.config import ConfigError
     from broker.errors import BrokerError
 
     if isinstance(exc, BrokerError):
         _say(out, exc.message, exc.hint)
-        setup = isinstance(exc, ConfigError) or exc.reason == "MISSING_EXTRA"
+        setup = isinstance(exc, ConfigError) or exc.reason == Reason.MISSING_EXTRA
         return EXIT_CONFIG if setup else EXIT_FAILED
     code = _report_client_or_policy(exc, out)
     if code is not None:

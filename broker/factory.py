@@ -22,7 +22,7 @@ from broker.backbone import Backbone
 from broker.backbone.local import LocalBackbone
 from broker.config import Config, ConfigError
 from broker.dedup import DedupWindow, MemoryDedupWindow
-from broker.errors import FailedPrecondition
+from broker.extras import missing_extra
 from broker.leases import Leases, LocalLeases
 from broker.limits import Limiter, LocalLimiter, RedisLimiter
 from broker.store import Store
@@ -50,16 +50,12 @@ class Backends:
         await self.limiter.close()
 
 
-def _require(module: str, extra: str, what: str) -> None:
+def _require(module: str, what: str) -> None:
     """Fails with a sentence naming the extra when ``module`` is not installed."""
     try:
         importlib.import_module(module)
-    except ImportError:
-        raise FailedPrecondition(
-            f"{what} needs the {module} package, which is not installed",
-            reason="MISSING_EXTRA",
-            hint=f"install it with: pip install 'lockgate[{extra}]'",
-        ) from None
+    except ImportError as exc:
+        raise missing_extra(what, exc) from None
 
 
 def _not_yet(setting: str, value: str, what: str, embedded: str) -> ConfigError:
@@ -74,21 +70,21 @@ def build_store(config: Config) -> Store:
         from broker.store.sqlite import SqliteStore
 
         return SqliteStore(config.data_dir, fsync=config.fsync)
-    _require("asyncpg", "postgres", "the PostgreSQL store")
+    _require("asyncpg", "the PostgreSQL store")
     raise _not_yet("store", config.store, "the PostgreSQL store", "sqlite")
 
 
 def build_backbone(config: Config) -> Backbone:
     if config.backbone == "local":
         return LocalBackbone()
-    _require("nats", "nats", "the NATS backbone")
+    _require("nats", "the NATS backbone")
     raise _not_yet("backbone", config.backbone, "the NATS backbone", "local")
 
 
 def build_limiter(config: Config) -> Limiter:
     if config.limiter == "local":
         return LocalLimiter()
-    _require("redis", "redis", "the Redis limiter")
+    _require("redis", "the Redis limiter")
     return RedisLimiter(config.limiter)
 
 

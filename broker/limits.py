@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from broker.errors import FailedPrecondition, Unavailable
+from broker.errors import Unavailable
+from broker.extras import missing_extra
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -177,11 +178,7 @@ class RedisLimiter:
         try:
             import redis.asyncio as aioredis
         except ImportError as exc:  # the optional extra
-            raise FailedPrecondition(
-                "the Redis limiter needs the redis package",
-                reason="MISSING_EXTRA",
-                hint="pip install 'lockgate[redis]'",
-            ) from exc
+            raise missing_extra("the Redis limiter", exc) from None
         self._redis: redis.asyncio.Redis = aioredis.Redis.from_url(url)
         self._prefix = prefix
         self._take = self._redis.register_script(_TAKE)

@@ -95,7 +95,7 @@ def test_a_missing_extra_names_itself(
         build_backends(config)
     assert exc.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert exc.value.reason == Reason.MISSING_EXTRA
-    assert exc.value.hint == f"install it with: pip install 'lockgate[{extra}]'"
+    assert exc.value.hint == f"pip install 'lockgate[{extra}]'"
 
 
 def test_the_redis_limiter_is_built_from_the_setting(tmp_path: Path) -> None:
