@@ -20,6 +20,7 @@ from __future__ import annotations
 import grpc
 
 from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, InvalidEvent, Reason
+from broker.extras import missing_extra as broker_missing_extra
 
 __all__ = [
     "HTTP_BY_CODE",
@@ -129,21 +130,10 @@ def retry_after(err: BrokerError) -> int | None:
 
 
 # The optional dependency each gateway needs, by the top-level module that is missing.
-_EXTRAS = {"aiohttp": "gateways", "nats": "nats", "redis": "redis"}
-
-
 def missing_extra(exc: ImportError) -> FailedPrecondition:
     """The error for a gateway whose optional dependency is not installed; re-raises
     ``exc`` when the missing module is not an optional dependency (a real bug)."""
-    root = (exc.name or "").split(".", 1)[0]
-    extra = _EXTRAS.get(root)
-    if extra is None:
-        raise exc
-    return FailedPrecondition(
-        f"this gateway needs the optional package {root!r}, which is not installed",
-        reason=Reason.MISSING_EXTRA,
-        hint=f"pip install 'lockgate[{extra}]'",
-    )
+    return broker_missing_extra("this gateway", exc)
 
 
 def listen_failed(listen: str, exc: OSError) -> FailedPrecondition:
