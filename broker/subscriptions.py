@@ -73,8 +73,6 @@ class Ephemerals:
         replay = replays(start)
         after = start_after(start, self._head()) if replay else 0  # validates first
         pos = await log_position(self.events, after) if replay else LogPosition(0)
-        # The log up to what is committed now; what commits later comes through the router.
-        committed = self.events.committed_seq()
         sub = EphemeralSubscription(
             principal.org,
             pattern,
@@ -86,6 +84,10 @@ class Ephemerals:
         self.router.add(sub)
         self._live.add(sub)
         if replay:
+            # The log up to what is committed once the subscription is routed: a batch
+            # staged from now on reaches it live (and may come twice, if it also commits
+            # before the replay reads that far).
+            committed = self.events.committed_seq()
             await self.history.replay(sub.org, sub.pattern, sub.outbox, pos, committed)
         return sub
 
