@@ -1,53 +1,36 @@
-"""Shared fixtures: the real servers of this machine, chosen by one variable each.
-
-``LOCKGATE_TEST_PG_DSN``, ``LOCKGATE_TEST_REDIS_URL`` and ``LOCKGATE_TEST_NATS_URL`` name an
-existing server (defaults: the local ones). A missing server skips its tests on a laptop
-and FAILS them when ``CI=true``, so a missing install step cannot pass silently.
+"""Shared fixtures: the real servers of this machine, chosen by one variable each (see
+``tests.support.servers``: a missing server skips its tests on a laptop and FAILS them when
+``CI=true``). A test that uses a server's fixture is marked with that server's marker, so
+``-m "not redis"`` deselects exactly the tests that need Redis.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import urllib.parse
-
 import pytest
 
-PG_DSN = os.environ.get("LOCKGATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("LOCKGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-NATS_URL = os.environ.get("LOCKGATE_TEST_NATS_URL", "nats://127.0.0.1:4222")
+from tests.support.servers import SERVERS, require_server
+
+_PG, _REDIS, _NATS = SERVERS
 
 
-def _reachable(url: str, default_port: int) -> bool:
-    parts = urllib.parse.urlsplit(url)
-    try:
-        with socket.create_connection(
-            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
-        ):
-            return True
-    except OSError:
-        return False
-
-
-def require_server(name: str, url: str, default_port: int) -> str:
-    if _reachable(url, default_port):
-        return url
-    reason = f"{name} is not reachable at {url}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: integration servers must be installed)")
-    pytest.skip(reason)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        for server in SERVERS:
+            if server.fixture in names:
+                item.add_marker(server.marker)
 
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
-    return require_server("PostgreSQL", PG_DSN, 5432)
+    return require_server(_PG)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    return require_server("Redis", REDIS_URL, 6379)
+    return require_server(_REDIS)
 
 
 @pytest.fixture(scope="session")
 def nats_url() -> str:
-    return require_server("NATS", NATS_URL, 4222)
+    return require_server(_NATS)
