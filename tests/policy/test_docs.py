@@ -20,6 +20,15 @@ def test_docstring_examples(name: str) -> None:
     assert result.failed == 0
 
 
+def test_the_docstring_examples_are_found() -> None:
+    # A module without examples passes the test above: make sure the run is not empty.
+    attempted = sum(
+        doctest.testmod(importlib.import_module(n), optionflags=doctest.ELLIPSIS).attempted
+        for n in MODULES
+    )
+    assert attempted >= 10, attempted
+
+
 def test_the_readme_policy_is_canonical_and_clean() -> None:
     import re
     from pathlib import Path
