@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
 
 from broker.testing import run_broker
 from clients import Client
-from tests.broker.e2e_kit import Stubs, pending_count
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
 
-async def _pending(target: str, durable: str, count: int) -> bool:
-    async with grpc.aio.insecure_channel(target) as channel:
-        return await pending_count(Stubs(channel), durable) == count
+async def _pending(c: Client, durable: str, count: int) -> bool:
+    return (await c.admin.get_durable(durable)).durable.pending_count == count
 
 
 async def test_durable_subscription_and_publishes_survive_a_restart() -> None:
@@ -27,7 +24,7 @@ async def test_durable_subscription_and_publishes_survive_a_restart() -> None:
         msg = await asyncio.wait_for(anext(sub), 5)
         assert msg.id == first
         await msg.ack()
-        await eventually(lambda: _pending(broker.target, "worker", 0))  # the ack was applied
+        await eventually(lambda: _pending(c, "worker", 0))  # the ack was applied
 
         await broker.terminate()
         # Publishing while the broker is down waits for it, then goes through once.
