@@ -5,6 +5,8 @@
   frames on the publish path).
 - :mod:`broker.delivery.durable`: at-least-once durable consumers and the sessions bound to
   them; a consumer depends on :class:`~broker.delivery.host.DurableHost`, not on the broker.
+- :mod:`broker.delivery.pending`: a consumer's pending ids and their states (in flight,
+  waiting, due), backoff and redelivery bookkeeping.
 """
 
 from broker.delivery.durable import DurableConsumer, DurableSession

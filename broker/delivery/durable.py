@@ -6,9 +6,9 @@ plus a sparse pending table (delivered, unacknowledged ids and their attempts), 
 incrementally through :meth:`broker.store.ConsumerStateStore.change_consumer`: a delivery
 inserts rows and moves the position, an ack deletes rows, a redelivery updates a row.
 
-States of one pending id: *in flight* (held by a session until its deadline), *waiting*
-(nacked with a delay: a deadline, no session), *due* (queued for redelivery). A deadline
-that passes makes it due; a due id past ``max_deliveries`` is dead-lettered.
+The pending ids' own states (in flight, waiting, due) live in
+:class:`~broker.delivery.pending.PendingTable`; this module dispatches: reads the log, takes
+commits from memory, hands out first deliveries and redeliveries, and dead-letters.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
 
 from broker import wire
 from broker.delivery.host import DurableHost
 from broker.delivery.outbox import Outbox
+from broker.delivery.pending import Pending, PendingTable
 from broker.errors import BrokerError, FailedPrecondition
 from broker.store import Batch, ConsumerRecord, DeadLetterRecord, LogPosition
 from broker.subjects import compile_pattern
@@ -32,15 +32,6 @@ __all__ = ["DurableConsumer", "DurableSession"]
 
 _LOG_PAGE = 64
 """Batches per read when the consumer reads the log instead of taking commits from memory."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    attempt: int
-    deadline: float
-    """When an in-flight delivery (or a nack's delay) runs out; 0.0 while due."""
-    frame: bytes | None
-    session: DurableSession | None
 
 
 class DurableSession:
@@ -83,11 +74,7 @@ class DurableConsumer:
         self.rec = record
         self.match = compile_pattern(record.pattern)
         self.sessions: list[DurableSession] = []
-        # After a restart nothing is in flight: every pending id is due again.
-        self.pending: dict[int, _Pending] = {
-            i: _Pending(a, 0.0, None, None) for i, a in record.pending.items()
-        }
-        self.due: deque[int] = deque(sorted(record.pending))
+        self.table = PendingTable(record.pending)
         self.ready: deque[tuple[int, int, bytes]] = deque()
         """(batch sequence, id, frame) read from the log or taken from commits, in log order."""
         self.position = record.position
@@ -110,6 +97,11 @@ class DurableConsumer:
             seq, first, _ = self.ready[0]
             return LogPosition(seq, first - 1)
         return self.position
+
+    @property
+    def pending(self) -> dict[int, Pending]:
+        """Delivered, unacknowledged ids and their state (read-only to callers)."""
+        return self.table.entries
 
     @property
     def ack_floor(self) -> int:
@@ -165,12 +157,7 @@ class DurableConsumer:
         if session in self.sessions:
             self.sessions.remove(session)
         session.outbox.close()
-        for i, p in self.pending.items():
-            if p.session is session:
-                p.session = None
-                if not keep_pending:
-                    p.deadline = 0.0
-                    self.due.append(i)
+        self.table.release(session, keep=keep_pending)
         self._wake.set()
 
     # -- from the publish path ----------------------------------------------------------------
@@ -202,7 +189,7 @@ class DurableConsumer:
     # -- acks -------------------------------------------------------------------------------
 
     def check_pending(self, ids: list[int]) -> None:
-        missing = [i for i in ids if i not in self.pending]
+        missing = self.table.missing(ids)
         if missing:
             raise FailedPrecondition(
                 f"{len(missing)} id(s) are not pending on durable {self.rec.name!r} "
@@ -229,10 +216,7 @@ class DurableConsumer:
             ids = known
         if not ids:
             return _settled()
-        for i in ids:
-            p = self.pending.pop(i)
-            if p.session is not None:
-                p.session.in_flight -= 1
+        self.table.settle(ids)
         self._wake.set()
         return self._record(drop=ids)
 
@@ -244,53 +228,26 @@ class DurableConsumer:
             self.check_pending(ids)
         else:
             ids = [i for i in ids if i in self.pending]
-        now = time.monotonic()
-        for i in ids:
-            p = self.pending[i]
-            if p.session is not None:
-                p.session.in_flight -= 1
-                p.session = None
-            if delay <= 0:
-                p.deadline = 0.0
-                self.due.append(i)
-            else:
-                p.deadline = now + delay
+        self.table.nack(ids, delay, time.monotonic())
         self._wake.set()
 
     async def terminate(self, ids: list[int]) -> None:
         """Dead-letters pending ``ids`` now, without further deliveries."""
         ids = list(dict.fromkeys(ids))
         self.check_pending(ids)
-        for i in ids:
-            p = self.pending[i]
-            if p.session is not None:
-                p.session.in_flight -= 1
-                p.session = None
-            p.deadline = 0.0
+        self.table.stop_clocks(ids)
         await self._dead_letter(ids)
         self._wake.set()
 
     def redrive(self, ids: list[int]) -> Awaitable[None]:
         """Makes dead-lettered ``ids`` pending and due again."""
-        back = {i: 0 for i in ids if i not in self.pending}
-        for i in back:
-            self.pending[i] = _Pending(0, 0.0, None, None)
-            self.due.append(i)
+        back = self.table.restore(ids)
         self._wake.set()
         return self._record(put=back) if back else _settled()
 
     def expire(self, now: float) -> None:
         """Makes deliveries whose ack deadline (or nack delay) passed due again."""
-        found = False
-        for i, p in self.pending.items():
-            if p.deadline and p.deadline <= now:
-                if p.session is not None:
-                    p.session.in_flight -= 1
-                    p.session = None
-                p.deadline = 0.0
-                self.due.append(i)
-                found = True
-        if found:
+        if self.table.expire(now):
             self._wake.set()
 
     # -- the dispatch loop ------------------------------------------------------------------
@@ -338,7 +295,7 @@ class DurableConsumer:
         cap = self._capacity()
         if cap <= 0:
             return
-        if self.due:
+        if self.table.due:
             cap = await self._redeliver(cap)
         if cap <= 0:
             return
@@ -353,7 +310,7 @@ class DurableConsumer:
         # of what can go out now, in log order, instead of the first taking everything.
         share = math.ceil(min(cap, len(self.ready)) / len(live))
         deadline = time.monotonic() + self.rec.ack_wait_ms / 1000
-        pending = self.pending
+        table = self.table
         ready = self.ready
         handed: list[int] = []
         while ready and cap > 0:
@@ -366,10 +323,9 @@ class DurableConsumer:
             frames = []
             for _ in range(take):
                 _, i, frame = ready.popleft()
-                if i in pending:  # defensive: never hand out an id twice as a first delivery
-                    continue
-                pending[i] = _Pending(1, deadline, frame, session)
-                frames.append(frame)
+                # Defensive: never hand out an id twice as a first delivery.
+                if table.hand_out(i, frame, session, deadline):
+                    frames.append(frame)
                 handed.append(i)
             if frames:
                 session.in_flight += len(frames)
@@ -405,29 +361,22 @@ class DurableConsumer:
         dead: list[int] = []
         gone: list[int] = []
         attempts: dict[int, int] = {}
-        while self.due and cap > 0:
-            i = self.due.popleft()
-            p = self.pending.get(i)
-            if p is None or p.session is not None or p.deadline:
-                continue
+        table = self.table
+        while cap > 0 and (item := table.next_due()) is not None:
+            i, p = item
             if p.attempt >= self.rec.max_deliveries:
                 dead.append(i)
                 continue
             frame = p.frame or await self.host.fetch_frame(self.rec.org, i)
             if frame is None:  # trimmed by retention meanwhile
-                self.pending.pop(i, None)
+                table.settle([i])
                 gone.append(i)
                 continue
             session = self._pick()
             if session is None:
-                self.due.appendleft(i)
+                table.due.appendleft(i)
                 break
-            p.attempt += 1
-            p.frame = frame
-            p.session = session
-            backoff = min(2 ** (p.attempt - 1), 32)
-            p.deadline = now + self.rec.ack_wait_ms / 1000 * backoff
-            session.in_flight += 1
+            table.redeliver(p, frame, session, now, self.rec.ack_wait_ms / 1000)
             session.outbox.put(_reencode(frame, p.attempt))
             attempts[i] = p.attempt
             cap -= 1
@@ -439,10 +388,10 @@ class DurableConsumer:
 
     async def _dead_letter(self, ids: list[int]) -> None:
         now_ms = int(time.time() * 1000)
-        records = []
-        for i in ids:
-            p = self.pending.pop(i)
-            records.append(DeadLetterRecord(self.rec.org, self.rec.name, i, p.attempt, now_ms))
+        records = [
+            DeadLetterRecord(self.rec.org, self.rec.name, i, p.attempt, now_ms)
+            for i, p in zip(ids, self.table.settle(ids), strict=True)
+        ]
         await self.host.store.add_dead_letters(records)
         await self._record(drop=ids)
         await self.host.publish_dead_letters(self.rec, records)
