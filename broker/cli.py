@@ -130,7 +130,7 @@ def client_syntax() -> TextSyntax:
     from broker.positions import START_SYNTAX, parse_start
     from broker.v1 import broker_pb2
     from clients._cli import TextSyntax
-    from policy.durations import TimeError, parse_time
+    from policy.durations import DurationError, TimeError, parse_duration, parse_time
 
     def time(text: str) -> dt.datetime:
         try:
@@ -151,7 +151,13 @@ def client_syntax() -> TextSyntax:
             return dt.datetime.fromtimestamp(s.since_ms / 1000, dt.UTC)
         return "new"
 
-    return TextSyntax(time, start, START_SYNTAX)
+    def duration(text: str) -> float:
+        try:
+            return parse_duration(text)
+        except DurationError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}; {exc.hint}") from None
+
+    return TextSyntax(time, start, duration, START_SYNTAX)
 
 
 def build_parser() -> argparse.ArgumentParser:

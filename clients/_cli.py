@@ -53,6 +53,7 @@ class TextSyntax:
 
     time: Callable[[str], dt.datetime]
     start: Callable[[str], StartSpec]
+    duration: Callable[[str], float] = float
     start_help: str = "where to start"
 
 
@@ -98,7 +99,7 @@ def add_commands(
     p = subparsers.add_parser("request", help="send a request and print the reply")
     p.add_argument("subject")
     p.add_argument("data")
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--timeout", type=syntax.duration, default=5.0, help="5s, 500ms... (default 5s)")
     _common(p)
     p.set_defaults(func=_guard(_request))
 

@@ -41,6 +41,10 @@ def test_parse_time_and_start() -> None:
         syntax.time("yesterday")
     with pytest.raises(argparse.ArgumentTypeError, match="after:<id>"):
         syntax.start("after:x")
+    assert syntax.duration("500ms") == 0.5 and syntax.duration("2") == 2.0
+    assert parser().parse_args(["request", "a.b", "{}", "--timeout", "1m"]).timeout == 60.0
+    with pytest.raises(argparse.ArgumentTypeError, match="is not a duration"):
+        syntax.duration("soon")
 
 
 def test_commands_are_registered() -> None:
