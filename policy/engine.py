@@ -5,6 +5,10 @@ Combining: a subject no policy covers is allowed (effect ``default``). When poli
 every deny of every covering policy is tried first (deny overrides allow), then every
 require, then the allows; if no allow fires the action is denied (effect ``default``). Once
 allowed, the limits, routes, tags and duplicate rules of every covering policy apply.
+
+A subscription to a wildcard pattern reaches every policy whose patterns overlap it (``>``
+reaches ``billing.>``), and needs each of them to allow it on its own: otherwise a ``>``
+subscriber would receive the events of policies that never saw its subscription.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .model import Decision, DedupRule, Limit, Request, Route, Tag
 from .parser import PolicyParser
 from .runtime import no_rule as _no_rule
 from .runtime import with_effects as _with
-from .subjects import PatternTrie
+from .subjects import PatternTrie, is_literal, overlaps
 
 __all__ = ["MAX_SOURCE_BYTES", "PolicySet", "compile_policies"]
 
@@ -99,6 +103,7 @@ class PolicySet:
         "_combos",
         "_inputs",
         "_policies",
+        "_reach",
         "_sources",
         "_trie",
         "generated",
@@ -119,6 +124,7 @@ class PolicySet:
         self._cache: dict[str, Mapping[str, Decide]] = {}
         self._combos: dict[tuple[int, ...], Mapping[str, Decide]] = {(): _NO_POLICY}
         self._inputs: dict[tuple[int, ...], EventInputs] = {}
+        self._reach: dict[str, tuple[int, ...]] = {}
         self.warnings: tuple[PolicyError, ...] = tuple(warnings)
         self.generated = generated
         digest = hashlib.sha256()
@@ -148,6 +154,8 @@ class PolicySet:
 
     def decide(self, request: Request) -> Decision:
         """The decision on one request (pure, thread-safe)."""
+        if request.action == "subscribe" and not is_literal(request.subject):
+            return self._decide_wildcard(request)
         entry = self._cache.get(request.subject)
         if entry is None:
             entry = self._entry(request.subject)
@@ -156,8 +164,28 @@ class PolicySet:
             return _unknown(request)
         return fn(request)
 
-    def _entry(self, subject: str) -> Mapping[str, Decide]:
-        key = self._trie.lookup(subject)
+    def _reached(self, pattern: str) -> tuple[int, ...]:
+        """The policies whose patterns overlap a subscription ``pattern`` (cached)."""
+        hit = self._reach.get(pattern)
+        if hit is None:
+            hit = tuple(
+                i
+                for i, p in enumerate(self._policies)
+                if any(overlaps(pattern, q) for q in p.patterns)
+            )
+            if len(self._reach) < _CACHE_SIZE:
+                self._reach[pattern] = hit
+        return hit
+
+    def _decide_wildcard(self, request: Request) -> Decision:
+        key = self._reached(request.subject)
+        for i in key:
+            d = self._policies[i].fused["subscribe"](request)
+            if not d.allowed:
+                return d
+        return self._combo(key)["subscribe"](request)
+
+    def _combo(self, key: tuple[int, ...]) -> Mapping[str, Decide]:
         entry = self._combos.get(key)
         if entry is None:
             pols = [self._policies[i] for i in key]
@@ -167,6 +195,10 @@ class PolicySet:
                 entry = {a: _combine(pols, a) for a in A.ACTIONS}
             if len(self._combos) < _CACHE_SIZE:
                 self._combos[key] = entry
+        return entry
+
+    def _entry(self, subject: str) -> Mapping[str, Decide]:
+        entry = self._combo(self._trie.lookup(subject))
         cache = self._cache
         if len(cache) >= _CACHE_SIZE:
             # FIFO eviction; a race with another thread at worst evicts twice
@@ -193,8 +225,15 @@ class PolicySet:
         """Like :meth:`decide`, with ``trace`` naming every rule tried and its outcome."""
         from .explain import explain
 
-        pols = [self._policies[i] for i in self._trie.lookup(request.subject)]
-        return explain(pols, request)
+        if request.action == "subscribe" and not is_literal(request.subject):
+            key = self._reached(request.subject)
+            for i in key:  # as decide: each reached policy must allow on its own
+                d = explain([self._policies[i]], request)
+                if not d.allowed:
+                    return d
+        else:
+            key = self._trie.lookup(request.subject)
+        return explain([self._policies[i] for i in key], request)
 
 
 def compile_policies(sources: Mapping[str, str], parser: PolicyParser | None = None) -> PolicySet:

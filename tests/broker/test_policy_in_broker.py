@@ -194,6 +194,16 @@ async def test_subscribe_is_decided(env: Env) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await subscribe(env.stub, env.outsider, pattern="billing.>")
     assert error_info(exc.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "POLICY_DENIED")
+    # A wildcard reaching billing's subjects needs billing's permission too: ">" and "*.us"
+    # would otherwise receive its events; ">" also reaches audit's, which billing agents lack.
+    for who, pattern in ((env.outsider, ">"), (env.outsider, "*.us"), (env.billing, ">")):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await subscribe(env.stub, who, pattern=pattern)
+        assert error_info(exc.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "POLICY_DENIED")
+    # "*.us" reaches audit.us too; fin-bot holds billing and audit, so it may subscribe to ">".
+    for who, pattern in ((env.billing, "billing.*"), (env.finance, ">")):
+        allowed = await subscribe(env.stub, who, pattern=pattern)
+        await allowed.close()
 
 
 async def test_hot_swap_by_file_and_rpc_and_rollback(env: Env) -> None:
