@@ -81,9 +81,14 @@ class Config:
     def retention_rules(self) -> list[RetentionRule]:
         rules = []
         if self.retention_max_age or self.retention_max_events:
-            rules.append(
-                RetentionRule(">", int(self.retention_max_age * 1000), self.retention_max_events)
-            )
+            # Every subject: ">" leaves out the broker's "$" subjects (policy.subjects), so
+            # dead letters are named.
+            for pattern in (">", "$dlq.>"):
+                rules.append(
+                    RetentionRule(
+                        pattern, int(self.retention_max_age * 1000), self.retention_max_events
+                    )
+                )
         for item in self.retention:
             rules.append(
                 RetentionRule(

@@ -54,7 +54,8 @@ def test_retention_rules(tmp_path: Path) -> None:
     f.write_text('retention_max_age = "7d"\n[[retention]]\npattern = "audit.>"\nmax_events = 5\n')
     rules = load_config({}, config_file=str(f), env={}).retention_rules()
     assert rules[0].pattern == ">" and rules[0].max_age_ms == 7 * 86400 * 1000
-    assert rules[1].pattern == "audit.>" and rules[1].max_events == 5
+    assert rules[1].pattern == "$dlq.>" and rules[1].max_age_ms == 7 * 86400 * 1000
+    assert rules[2].pattern == "audit.>" and rules[2].max_events == 5
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,10 @@ def test_redacted_hides_secrets_and_url_passwords() -> None:
         },
         "api_key": "",  # an unset secret stays visibly unset
     }
+
+
+def test_global_retention_covers_dead_letters_too() -> None:
+    from broker.config import Config
+
+    rules = Config(retention_max_events=10).retention_rules()
+    assert [(r.pattern, r.max_events) for r in rules] == [(">", 10), ("$dlq.>", 10)]
