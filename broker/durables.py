@@ -137,10 +137,12 @@ class Durables:
             await c.stop()  # queues its last position; the store's close writes it
 
     def tick(self, now: float) -> None:
-        """Expires overdue deliveries (called every few tens of milliseconds)."""
+        """Expires overdue deliveries and writes each consumer's recent deliveries and
+        position (called every few tens of milliseconds)."""
         for c in self.consumers.values():
             if c.pending:
                 c.expire(now)
+            c.flush()
 
     def depths(self) -> list[tuple[str, int]]:
         return [

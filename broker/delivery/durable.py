@@ -3,8 +3,10 @@
 A consumer hands out at most ``max_in_flight`` unacked events and keeps the rest in the log,
 so it never overflows. Its state is a log position (everything behind it was handed out)
 plus a sparse pending table (delivered, unacknowledged ids and their attempts), both written
-incrementally through :meth:`broker.store.ConsumerStateStore.change_consumer`: a delivery
-inserts rows and moves the position, an ack deletes rows, a redelivery updates a row.
+incrementally through :meth:`broker.store.ConsumerStateStore.change_consumer`: an ack
+deletes a row, a redelivery updates one, and first deliveries are inserted (with the position
+moving past them) by :meth:`DurableConsumer.flush`, every 50 ms or at a unary ack, unless
+acked before.
 
 The pending ids' own states (in flight, waiting, due) live in
 :class:`~broker.delivery.pending.PendingTable`; this module dispatches: reads the log, takes
@@ -81,6 +83,9 @@ class DurableConsumer:
         """Where reading continues: everything behind it is in ``ready`` or handed out."""
         self.delivered_id = record.delivered_id
         self.deleted = False
+        self._young: set[int] = set()
+        """First deliveries not written yet (see :meth:`flush`)."""
+        self._written = record.position
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -117,27 +122,55 @@ class DurableConsumer:
             await asyncio.gather(self._task, return_exceptions=True)
         for s in self.sessions:
             s.outbox.close()
-        if not self.deleted:
-            # Positions advanced over events of other subjects are not written each time.
-            self._record(position=True)
+        self.flush()
+
+    def flush(self) -> Awaitable[None]:
+        """Writes the first deliveries not written yet and the position past them.
+
+        A first delivery is not written when it is handed out: most are acked within
+        milliseconds, and an ack of a delivery never written costs nothing. The stored
+        position stays before the oldest unwritten one, so a crash hands those out again
+        (at-least-once). The node flushes every consumer every 50 ms; a unary ack flushes at
+        once, so that the ack is stored when the call returns."""
+        if self.deleted or (not self._young and self.handed_out == self._written):
+            return _settled()
+        return self._record(flush=True)
 
     def _record(
         self,
         *,
-        delivered: Iterable[int] = (),
         put: dict[int, int] | None = None,
         drop: Iterable[int] = (),
-        position: bool = False,
+        flush: bool = False,
     ) -> Awaitable[None]:
         if self.deleted:
+            return _settled()
+        young = self._young
+        drops = []
+        for i in drop:
+            if i in young:
+                young.discard(i)  # never written: nothing to remove
+            else:
+                drops.append(i)
+        if put:
+            young.difference_update(put)  # written now, with its attempt
+        delivered: list[int] = []
+        position = None
+        if flush:
+            delivered = list(young)
+            young.clear()
+            here = self.handed_out
+            if delivered or here != self._written:
+                position = self._written = here
+        if not (drops or put or delivered or position):
             return _settled()
         return self.host.store.change_consumer(
             self.rec.org,
             self.rec.name,
-            delivered=list(delivered),
+            delivered=delivered,
             put=put,
-            drop=list(drop),
-            position=self.handed_out if position else None,
+            drop=drops,
+            position=position,
             delivered_id=self.delivered_id,
         )
 
@@ -218,7 +251,7 @@ class DurableConsumer:
             return _settled()
         self.table.settle(ids)
         self._wake.set()
-        return self._record(drop=ids)
+        return self._record(drop=ids, flush=strict)
 
     def nack(self, ids: list[int], delay: float, *, strict: bool = True) -> None:
         """Redelivers ``ids`` after ``delay`` seconds; strict or lenient as :meth:`ack`.
@@ -333,7 +366,7 @@ class DurableConsumer:
             cap -= take
         if handed:
             self.delivered_id = handed[-1]
-            self._record(delivered=handed, position=True)
+            self._young.update(handed)  # written by the next flush, unless acked before
         if self.ready:
             self._wake.set()
 

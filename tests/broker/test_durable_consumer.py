@@ -198,3 +198,22 @@ async def test_a_durable_created_after_a_position_skips_the_past(broker: Broker)
     new = await _publish(broker, "a.x", 1, tag="new")
     got = await _take(session, 2)
     assert [d.id for d in got] == [old[2], new[0]]
+
+
+async def test_flush_writes_first_deliveries_and_the_position_past_them(broker: Broker) -> None:
+    session = await broker.subscribe_durable(DEV_PRINCIPAL, "d", "a.>")
+    ids = await _publish(broker, "a.x", 3)
+    await _take(session, 3)
+    consumer = session.consumer
+    await consumer.flush()
+    rec = await _stored(broker, "d")
+    assert set(rec.pending) == set(ids) and rec.position == consumer.handed_out
+    # Delivered and acked on a stream before any flush: whether or not the ticker wrote them
+    # in between, they end up neither pending nor behind the stored position.
+    more = await _publish(broker, "a.x", 2, tag="more")
+    await _take(session, 2)
+    await consumer.ack(more, strict=False)
+    await consumer.flush()
+    rec = await _stored(broker, "d")
+    assert set(rec.pending) == set(ids) and rec.position == consumer.handed_out
+    assert rec.delivered_id == more[-1]
