@@ -3,13 +3,16 @@
 A key looks like ``lg_<key id>_<secret>``. The store keeps only the SHA-256 of the secret
 (the secret has 256 bits of entropy, so a slow hash buys nothing), so a key is shown once,
 when it is created. With no key configured the broker runs in an open dev mode on loopback
-only, where callers without a key act as ``default/anonymous`` with every role.
+only, where callers without a key act as ``default/anonymous`` with every role. The dev mode
+ends by itself once a key exists (``lockgate keys create`` beside a running broker): the
+broker looks at most once a second while anonymous calls arrive, so no restart is needed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -36,6 +39,8 @@ class Principal:
 
 DEV_PRINCIPAL = Principal("default", "anonymous", frozenset({"admin"}))
 _CACHE_SECONDS = 5.0
+_DEV_CHECK_SECONDS = 1.0
+log = logging.getLogger("lockgate.auth")
 
 
 def _hash(secret: str) -> str:
@@ -74,6 +79,7 @@ class Authenticator:
         self._store = store
         self.dev_mode = dev_mode
         self._cache: dict[str, tuple[float, Principal | None, str]] = {}
+        self._dev_checked = time.monotonic()
 
     @staticmethod
     def key_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
@@ -91,9 +97,22 @@ class Authenticator:
                 return text.strip()
         return None
 
+    async def _dev_mode_ended(self) -> bool:
+        """Whether a key was created since the broker started without one (then the open
+        dev mode ends for good: anonymous callers are refused from now on)."""
+        now = time.monotonic()
+        if now - self._dev_checked < _DEV_CHECK_SECONDS:
+            return False
+        self._dev_checked = now
+        if not any(not k.revoked for k in await self._store.list_keys()):
+            return False
+        self.dev_mode = False
+        log.warning("auth.dev_mode.ended: an API key exists now; calls without a key are refused")
+        return True
+
     async def authenticate(self, key: str | None) -> Principal:
         if key is None:
-            if self.dev_mode:
+            if self.dev_mode and not await self._dev_mode_ended():
                 return DEV_PRINCIPAL
             raise Unauthenticated(
                 "no API key was sent",

@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from broker.testing import RunningBroker, run_broker
-from broker.v1 import admin_pb2, broker_pb2
+from broker.v1 import admin_pb2, broker_pb2, broker_pb2_grpc
 from tests.broker.e2e_kit import (
     Metadata,
     Stubs,
@@ -28,6 +28,7 @@ from tests.broker.e2e_kit import (
     event,
     lockgate_cli,
     publish_batches,
+    publish_one,
     query_all,
     subscribe,
     unique,
@@ -314,3 +315,27 @@ async def test_dev_mode_is_off_once_keys_exist(keyed: Keyed, stubs: Stubs) -> No
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stubs.admin.ListDurables(admin_pb2.ListDurablesRequest(), timeout=10)
     assert error_info(exc.value)[:2] == (UNAUTHENTICATED, "UNAUTHENTICATED")
+
+
+async def test_dev_mode_ends_once_a_key_exists_without_a_restart() -> None:
+    """A broker started without keys serves anonymous callers; creating the first key beside
+    it (as the README tells an operator to) ends the dev mode within seconds, and the new key
+    works at once."""
+    with tempfile.TemporaryDirectory(prefix="lockgate-devmode-") as data_dir:
+        async with run_broker(data_dir) as rb, grpc.aio.insecure_channel(rb.target) as ch:
+            stub = broker_pb2_grpc.BrokerServiceStub(ch)
+            subject = unique("dev")
+            assert await publish_one(stub, subject) > 0  # anonymous, dev mode
+            key = await asyncio.to_thread(_create_key, data_dir, "acme", "first", "admin")
+
+            async def anonymous_refused() -> bool:
+                try:
+                    await publish_one(stub, subject)
+                except grpc.aio.AioRpcError as exc:
+                    code, reason, _ = error_info(exc)
+                    assert (code, reason) == (UNAUTHENTICATED, "UNAUTHENTICATED")
+                    return True
+                raise AssertionError("an anonymous publish is still accepted")
+
+            await eventually(anonymous_refused, timeout=15, what="the end of the dev mode")
+            assert await publish_one(stub, subject, metadata=auth(key)) > 0
