@@ -67,6 +67,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from broker.datadir import lock_data_dir
 
     config = _config(args)
+    if args.http:  # the quick start's one flag for the HTTP + WebSocket gateway
+        http = dict(config.gateways.get("http", {}))
+        http["listen"] = args.http
+        config.gateways = {**config.gateways, "http": http}
     starter: GatewayStarter | None = None
     if config.gateways:  # [gateways.*] tables: this process runs them (lockgate[gateways])
         from gateways.embedded import start_gateways
@@ -168,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the broker")
     _add_config_flags(p)
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the HTTP and WebSocket gateway here (pip install 'lockgate[gateways]')",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("config", help="print the effective configuration")

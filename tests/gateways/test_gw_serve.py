@@ -48,3 +48,33 @@ async def test_serve_refuses_an_unknown_gateway(tmp_path: Path) -> None:
         async with run_broker(extra_args=["--config", str(cfg)]):
             pass
     assert "is not a gateway" in str(exc.value)
+
+
+async def test_serve_http_flag_runs_http_and_websocket_on_one_port() -> None:
+    """The README's quick start: `lockgate serve --http 127.0.0.1:8080`, then curl and a
+    WebSocket client on that one port."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with (
+        run_broker(extra_args=["--http", f"127.0.0.1:{port}"]),
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{port}/v1/ws") as ws,
+    ):
+        await ws.send_json({"op": "subscribe", "pattern": "quick.>", "ref": 1})
+        ok = await ws.receive_json(timeout=10)
+        assert ok["op"] == "ok" and ok["ref"] == 1, ok
+        headers = {
+            "ce-id": "q1",
+            "ce-source": "/readme",
+            "ce-type": "demo",
+            "ce-specversion": "1.0",
+            "content-type": "application/json",
+        }
+        async with http.post(
+            f"{base}/v1/subjects/quick.start/events", data=b'{"n": 7}', headers=headers
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            (event_id,) = (await resp.json())["ids"]
+        frame = await ws.receive_json(timeout=10)
+        assert frame["op"] == "event" and frame["id"] == event_id, frame
+        assert frame["event"]["data"] == {"n": 7}
