@@ -53,7 +53,7 @@ class AdminServicer(Servicer):
             await self.broker.create_durable(p, request.name, request.pattern, options)
             return admin_pb2.CreateDurableResponse(durable=self._info(request.name, p.org))
 
-        return await self._unary(context, run, admin=True)
+        return await self._unary(context, run)  # the broker checks who may create
 
     async def ListDurables(
         self, request: admin_pb2.ListDurablesRequest, context: grpc.aio.ServicerContext

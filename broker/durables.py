@@ -21,7 +21,7 @@ from broker import wire
 from broker.auth import Principal
 from broker.config import Config
 from broker.delivery import DurableConsumer, DurableHost, DurableSession
-from broker.errors import FailedPrecondition, InvalidArgument, NotFound
+from broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from broker.history import History
 from broker.policyhook import PolicyGate
 from broker.positions import FROM_NEW, StartSpec, log_position, start_after
@@ -186,7 +186,16 @@ class Durables:
         with ``DURABLE_MISMATCH`` naming the setting. ``exact`` (an explicit create)
         compares every setting, unset ones as the broker's defaults; otherwise (binding a
         stream or a poll) only the pattern and the settings given are compared.
+
+        The permission is the same on every surface (Subscribe, Fetch, CreateDurable, HTTP,
+        WebSocket): whoever may subscribe to ``pattern`` may create a durable on it; a webhook
+        durable (``endpoint_url``) makes the broker call out, so it needs the admin role.
         """
+        if options.endpoint_url and not principal.is_admin:
+            raise PermissionDenied(
+                f"agent {principal.agent!r} lacks the admin role a webhook durable needs",
+                hint="use a key created with --role admin, or create it without endpoint_url",
+            )
         check_pattern(self.gate, principal, pattern)
         check_durable_name(name)
         key = (principal.org, name)

@@ -339,3 +339,26 @@ async def test_dev_mode_ends_once_a_key_exists_without_a_restart() -> None:
 
             await eventually(anonymous_refused, timeout=15, what="the end of the dev mode")
             assert await publish_one(stub, subject, metadata=auth(key)) > 0
+
+
+async def test_creating_a_durable_needs_what_subscribing_needs(keyed: Keyed, stubs: Stubs) -> None:
+    """CreateDurable asks what Subscribe(durable=...) and Fetch ask: the right to read the
+    pattern; only a webhook durable (the broker calls out) needs the admin role."""
+    md = keyed.md("acme_agent")
+    name = f"own-{uuid.uuid4().hex[:8]}"
+    created = await stubs.admin.CreateDurable(
+        admin_pb2.CreateDurableRequest(name=name, pattern=unique("own")), metadata=md, timeout=10
+    )
+    assert created.durable.name == name
+    hook = admin_pb2.CreateDurableRequest(
+        name=name + "-hook", pattern=unique("own"), endpoint_url="https://example.com/hook"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs.admin.CreateDurable(hook, metadata=md, timeout=10)
+    assert error_info(exc.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    admin = keyed.md("acme_admin")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs.admin.GetDurable(
+            admin_pb2.GetDurableRequest(name=name + "-hook"), metadata=admin, timeout=10
+        )
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND  # the refusal created nothing

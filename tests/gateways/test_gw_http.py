@@ -357,3 +357,22 @@ async def test_structured_body_with_ce_headers_is_structured(local: Local) -> No
         assert r.status == 200, await r.text()
     events, _ = await local.api.query(None, subject)
     assert [e.event.id for e in events] == ["a1"] and events[0].event.text_data == "1"
+
+
+async def test_creating_a_durable_needs_what_subscribing_needs(local: Local) -> None:
+    """The same permission as gRPC: an agent without the admin role may create a durable on a
+    pattern it may read; a webhook durable (the broker calls out) needs the admin role."""
+    from broker.auth import create_key
+
+    key, _ = await create_key(local.broker.store, "default", "worker", ["reader"])
+    headers = {"Authorization": f"Bearer {key}"}
+    name = unique("d")
+    url = f"{local.url}/v1/subscriptions/{name}"
+    resp = await local.session.put(url, json={"pattern": "jobs.>"}, headers=headers)
+    assert resp.status in (200, 201), await resp.text()
+    hook = {"pattern": "jobs.>", "endpoint_url": "http://127.0.0.1:9/hook"}
+    resp = await local.session.put(f"{url}-hook", json=hook, headers=headers)
+    assert resp.status == 403
+    problem = await resp.json()
+    assert problem["reason"] == "PERMISSION_DENIED" and "webhook" in problem["detail"]
+    assert [n for _, n in local.broker.consumers] == [name]
