@@ -16,12 +16,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from broker.auth import Authenticator, Principal
-from broker.delivery import DurableSession, EphemeralSubscription, Outbox
+from broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription, Outbox
 from broker.durables import DURABLE_DEFAULTS, DurableOptions
 from broker.errors import BrokerError
 from broker.node import Broker
@@ -40,6 +40,7 @@ __all__ = [
     "StartSpec",
     "StoredEvent",
     "Subscription",
+    "WebhookTarget",
 ]
 
 CloudEvent = cloudevent_pb2.CloudEvent
@@ -69,6 +70,15 @@ class DurableView:
     ack_wait: float
     max_deliveries: int
     max_in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """A durable with an ``endpoint_url``, as the in-process webhook dispatcher sees it."""
+
+    org: str
+    name: str
+    endpoint_url: str
 
 
 class Subscription(Protocol):
@@ -151,6 +161,11 @@ class BrokerAPI(Protocol):
     async def close(self) -> None: ...
 
 
+def _target(consumer: DurableConsumer) -> WebhookTarget | None:
+    r = consumer.rec
+    return WebhookTarget(r.org, r.name, r.endpoint_url) if r.endpoint_url else None
+
+
 def decode_deliveries(body: bytes) -> list[Delivery]:
     """The deliveries of a pre-encoded SubscribeResponse or FetchResponse body."""
     return list(broker_pb2.SubscribeResponse.FromString(body).deliveries) if body else []
@@ -216,12 +231,50 @@ class LocalAPI:
     """:class:`BrokerAPI` on a broker in this process, authenticated as the gRPC server
     authenticates (same :class:`~broker.auth.Authenticator`, same admin rule)."""
 
-    def __init__(self, broker: Broker, authenticator: Authenticator) -> None:
+    def __init__(
+        self, broker: Broker, authenticator: Authenticator, *, acting_for: Principal | None = None
+    ) -> None:
         self.broker = broker
         self.auth = authenticator
+        self._acting_for = acting_for
 
     async def principal(self, key: str | None) -> Principal:
+        if self._acting_for is not None:
+            return self._acting_for
         return await self.auth.authenticate(key)
+
+    # -- broker-side work: only the in-process webhook dispatcher, never a caller's request.
+    # Not in BrokerAPI: it spans orgs, which no key can do over gRPC (the standalone
+    # dispatcher lists one org's durables and polls them with Fetch instead).
+
+    def as_org(self, org: str) -> LocalAPI:
+        """This API acting for ``org`` without a key (the key argument is ignored)."""
+        return LocalAPI(self.broker, self.auth, acting_for=Principal(org, "$webhook", frozenset()))
+
+    def webhook_durables(self) -> list[WebhookTarget]:
+        """The durables of every org that have an ``endpoint_url``."""
+        return [t for c in list(self.broker.consumers.values()) if (t := _target(c)) is not None]
+
+    def on_webhook_durable(self, callback: Callable[[WebhookTarget], None]) -> Callable[[], None]:
+        """Calls ``callback`` for each durable created with an ``endpoint_url`` from now on;
+        returns the function that stops these calls."""
+
+        def created(consumer: DurableConsumer) -> None:
+            target = _target(consumer)
+            if target is not None:
+                callback(target)
+
+        hooks = self.broker.on_durable_created
+        hooks.append(created)
+        return lambda: hooks.remove(created) if created in hooks else None
+
+    def bind_webhook(self, target: WebhookTarget, limit: int) -> Subscription:
+        """Binds a ``webhook`` receiver to the durable: at most ``limit`` deliveries in flight,
+        and streams bound to the same durable take precedence. Raises NotFound when the
+        durable is gone; ack, nack and dead-letter with :meth:`acknowledge`."""
+        consumer = self.broker.durable(target.org, target.name)
+        session = consumer.attach(self.broker.config.max_message_bytes, limit=limit, kind="webhook")
+        return _LocalSubscription(self.broker, session.outbox, target.name, session=session)
 
     async def publish(
         self, key: str | None, subject: str, events: Sequence[CloudEvent]

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
+from broker.api import LocalAPI
 from broker.auth import Authenticator
 from broker.config import Config
 from broker.errors import BrokerError, FailedPrecondition
@@ -34,11 +35,11 @@ def _is_loopback(listen: str) -> bool:
 
 
 GatewayStarter = Callable[
-    [Broker, Authenticator, Mapping[str, object]], Awaitable[Callable[[], Awaitable[None]]]
+    [LocalAPI, Mapping[str, object]], Awaitable[Callable[[], Awaitable[None]]]
 ]
-"""Starts the ``[gateways.*]`` tables in this process; returns their stop function. The
-composition root (``lockgate serve``) passes ``gateways.embedded.start_gateways``: the broker
-never imports the gateways itself."""
+"""Starts the ``[gateways.*]`` tables in this process on the broker's public in-process API;
+returns their stop function. The composition root (``lockgate serve``) passes
+``gateways.embedded.start_gateways``: the broker never imports the gateways itself."""
 
 
 async def serve(
@@ -104,7 +105,7 @@ async def serve(
                 hint="start it with `lockgate serve`, which runs them",
             )
         try:
-            stop_gateways = await start_gateways(broker, auth, config.gateways)
+            stop_gateways = await start_gateways(LocalAPI(broker, auth), config.gateways)
         except BrokerError:
             await server.stop(0)
             await broker.stop()

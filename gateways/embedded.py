@@ -1,8 +1,8 @@
 """Runs the configured gateways inside ``lockgate serve`` (in-process, via ``LocalAPI``).
 
-Example (the broker's ``serve``)::
+Example (the composition root, ``lockgate serve``)::
 
-    stop_gateways = await start_gateways(broker, authenticator, doc.get("gateways", {}))
+    stop_gateways = await start_gateways(LocalAPI(broker, authenticator), config.gateways)
     ...
     await stop_gateways()
 
@@ -21,9 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from broker.api import LocalAPI
-from broker.auth import Authenticator
 from broker.config import ConfigError
-from broker.node import Broker
 from gateways._web import start_site
 from gateways.config import KINDS, listen_of, settings_for, ws_path
 from gateways.errors import missing_extra
@@ -44,16 +42,14 @@ def _section(config: Mapping[str, object], kind: str) -> Mapping[str, object] | 
     return None if value.get("enabled", True) is False else value
 
 
-async def start_gateways(
-    broker: Broker, authenticator: Authenticator, config_section: Mapping[str, object]
-) -> Stop:
-    """Starts every configured gateway; returns a function that stops them all."""
+async def start_gateways(api: LocalAPI, config_section: Mapping[str, object]) -> Stop:
+    """Starts every configured gateway on ``api`` (built by the composition root); returns a
+    function that stops them all."""
     unknown = sorted(set(config_section) - set(KINDS))
     if unknown:
         raise ConfigError(
             f"[gateways.{unknown[0]}] is not a gateway", hint="use " + ", ".join(KINDS)
         )
-    api = LocalAPI(broker, authenticator)
     stops: list[Stop] = []
 
     async def stop_all() -> None:
@@ -64,7 +60,7 @@ async def start_gateways(
                 log.exception("stopping a gateway failed")
 
     try:
-        await _start(broker, api, config_section, stops)
+        await _start(api, config_section, stops)
     except ImportError as exc:  # a configured gateway's optional extra is not installed
         await stop_all()
         raise missing_extra(exc) from None
@@ -74,9 +70,7 @@ async def start_gateways(
     return stop_all
 
 
-async def _start(
-    broker: Broker, api: LocalAPI, config: Mapping[str, object], stops: list[Stop]
-) -> None:
+async def _start(api: LocalAPI, config: Mapping[str, object], stops: list[Stop]) -> None:
     from gateways.http import build_app
     from gateways.websocket import add_ws_route
 
@@ -110,7 +104,7 @@ async def _start(
                 "[gateways.webhook] needs a secret to sign deliveries",
                 hint='set secret = "<random string>" (and share it with the receivers)',
             )
-        dispatcher = WebhookDispatcher(broker, settings)
+        dispatcher = WebhookDispatcher(api, settings)
         await dispatcher.start()
         stops.append(dispatcher.stop)
     red = _section(config, "redis")

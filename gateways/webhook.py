@@ -20,9 +20,10 @@ answer                              action
 anything else, timeout, no answer   nack, delayed by ``backoff`` (1 s, 2 s, 4 s ...)
 ==================================  =============================================
 
-:class:`WebhookDispatcher` runs in the broker's process: it binds a ``webhook`` session to
-each such durable (the existing ones at start and new ones via ``on_durable_created``);
-streams bound to the same durable take precedence (the delivery preference).
+:class:`WebhookDispatcher` runs in the broker's process, through ``broker.api.LocalAPI``: it
+binds a ``webhook`` receiver to each such durable (the existing ones at start and new ones as
+they are created), and acks, nacks and dead-letters with ``acknowledge``; streams bound to the
+same durable take precedence (the delivery preference).
 :class:`PollingWebhookDispatcher` does the same from a standalone process over gRPC (Fetch
 and Acknowledge). POSTs of one durable run concurrently (up to ``concurrency``), so a
 webhook receiver sees at-least-once delivery in roughly, not strictly, publish order.
@@ -31,21 +32,18 @@ webhook receiver sees at-least-once delivery in roughly, not strictly, publish o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from broker.api import Delivery, decode_deliveries
-from broker.delivery import DurableConsumer, DurableSession
+from broker.api import Delivery, LocalAPI, Subscription, WebhookTarget
 from broker.errors import BrokerError
-from broker.node import Broker
 from gateways._cebinary import to_binary
 from gateways._remote import RemoteAPI
 from gateways._report import UNENCODABLE, report_unencodable
@@ -175,64 +173,71 @@ class WebhookSender:
 class WebhookDispatcher:
     """Delivers the webhook durables of an in-process broker (see the module docstring)."""
 
-    def __init__(self, broker: Broker, settings: WebhookSettings) -> None:
-        self.broker = broker
+    def __init__(self, api: LocalAPI, settings: WebhookSettings) -> None:
+        self.api = api
         self.sender = WebhookSender(settings)
         self.settings = settings
-        self._runs: dict[tuple[str, str], tuple[DurableSession, asyncio.Task[None]]] = {}
+        self._runs: dict[tuple[str, str], tuple[Subscription, asyncio.Task[None]]] = {}
         self._posts: set[asyncio.Task[None]] = set()
+        self._unwatch: Callable[[], None] | None = None
         self.outcomes: list[tuple[int, Outcome]] = []
         """Recent (event id, outcome) pairs, newest last (at most 1000; for tests/metrics)."""
 
     async def start(self) -> None:
-        for consumer in list(self.broker.consumers.values()):
-            self.watch(consumer)
-        self.broker.on_durable_created.append(self.watch)
+        for target in self.api.webhook_durables():
+            self.watch(target)
+        self._unwatch = self.api.on_webhook_durable(self.watch)
 
-    def watch(self, consumer: DurableConsumer) -> None:
-        key = (consumer.rec.org, consumer.rec.name)
-        if not consumer.rec.endpoint_url or key in self._runs:
-            return
-        session = consumer.attach(
-            self.broker.config.max_message_bytes, limit=self.settings.concurrency, kind="webhook"
-        )
-        task = asyncio.create_task(self._run(consumer, session), name=f"webhook-{key[1]}")
-        self._runs[key] = (session, task)
-
-    async def _run(self, consumer: DurableConsumer, session: DurableSession) -> None:
-        while (body := await session.outbox.take()) is not None:
-            for d in decode_deliveries(body):
-                t = asyncio.create_task(self._deliver(consumer, d))
-                self._posts.add(t)
-                t.add_done_callback(self._posts.discard)
-        self._runs.pop((consumer.rec.org, consumer.rec.name), None)
-
-    async def _deliver(self, consumer: DurableConsumer, d: Delivery) -> None:
-        rec = consumer.rec
-        outcome = await self.sender.deliver(rec.endpoint_url, rec.org, rec.name, d)
-        self.outcomes.append((d.id, outcome))
-        del self.outcomes[:-1000]
-        if consumer.deleted:
+    def watch(self, target: WebhookTarget) -> None:
+        key = (target.org, target.name)
+        if key in self._runs:
             return
         try:
+            sub = self.api.bind_webhook(target, self.settings.concurrency)
+        except BrokerError as exc:  # deleted meanwhile
+            log.debug("webhook %s: %s", target.name, exc)
+            return
+        task = asyncio.create_task(self._run(target, sub), name=f"webhook-{target.name}")
+        self._runs[key] = (sub, task)
+
+    async def _run(self, target: WebhookTarget, sub: Subscription) -> None:
+        api = self.api.as_org(target.org)
+        try:
+            async for batch in sub:
+                for d in batch:
+                    t = asyncio.create_task(self._deliver(api, target, d))
+                    self._posts.add(t)
+                    t.add_done_callback(self._posts.discard)
+        except BrokerError as exc:  # the broker is shutting down
+            log.debug("webhook %s: %s", target.name, exc)
+        finally:
+            self._runs.pop((target.org, target.name), None)
+
+    async def _deliver(self, api: LocalAPI, target: WebhookTarget, d: Delivery) -> None:
+        name = target.name
+        outcome = await self.sender.deliver(target.endpoint_url, target.org, name, d)
+        self.outcomes.append((d.id, outcome))
+        del self.outcomes[:-1000]
+        try:
             if outcome.action == "ack":
-                consumer.ack([d.id])
+                await api.acknowledge(None, name, [d.id], [])
             elif outcome.action == "dead":
-                # What Acknowledge.term_ids does: dead-letter now, to $dlq.<durable>.
-                await consumer.terminate([d.id])
+                await api.acknowledge(None, name, [], [], term_ids=[d.id])
             else:
-                log.info("webhook %s: event %d %s", rec.name, d.id, outcome.detail or "retry")
-                consumer.nack([d.id], outcome.delay)
-        except BrokerError as exc:  # no longer pending (its ack wait ran out meanwhile)
-            log.debug("webhook %s: %s", rec.name, exc)
+                log.info("webhook %s: event %d %s", name, d.id, outcome.detail or "retry")
+                await api.acknowledge(None, name, [], [d.id], outcome.delay)
+        except BrokerError as exc:  # no longer pending (its ack wait ran out), or deleted
+            log.debug("webhook %s: %s", name, exc)
 
     async def stop(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.broker.on_durable_created.remove(self.watch)
-        for session, task in list(self._runs.values()):
-            session.consumer.detach(session)
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        runs = list(self._runs.values())
+        for sub, task in runs:
+            await sub.close()
             task.cancel()
-        tasks = [t for _, t in self._runs.values()] + list(self._posts)
+        tasks = [t for _, t in runs] + list(self._posts)
         for t in self._posts:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

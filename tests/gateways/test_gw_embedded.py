@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from broker.api import LocalAPI
 from broker.config import ConfigError
 from gateways.cli import add_commands
 from gateways.config import settings_for
@@ -28,8 +29,7 @@ async def test_start_gateways_serves_http_ws_and_webhooks(tmp_path: Path) -> Non
     async with local_broker(tmp_path) as env:
         port = free_port()
         stop = await start_gateways(
-            env.broker,
-            env.auth,
+            LocalAPI(env.broker, env.auth),
             {
                 "http": {"listen": f"127.0.0.1:{port}", "max_body_bytes": 2048},
                 "ws": {"heartbeat": "5s"},
@@ -57,7 +57,9 @@ async def test_http_alone_serves_the_websocket_too(tmp_path: Path) -> None:
     empty bearer token (`Bearer $KEY` with KEY unset) counts as no key in dev mode."""
     async with local_broker(tmp_path) as env:
         port = free_port()
-        stop = await start_gateways(env.broker, env.auth, {"http": {"listen": f"127.0.0.1:{port}"}})
+        stop = await start_gateways(
+            LocalAPI(env.broker, env.auth), {"http": {"listen": f"127.0.0.1:{port}"}}
+        )
         try:
             url = f"ws://127.0.0.1:{port}/v1/ws"
             async with (
@@ -80,7 +82,7 @@ async def test_bad_config_fails_clearly(tmp_path: Path) -> None:
         ]
         for section, text in cases:
             with pytest.raises(ConfigError) as info:
-                await start_gateways(env.broker, env.auth, section)
+                await start_gateways(LocalAPI(env.broker, env.auth), section)
             assert text in info.value.message and info.value.hint
 
 

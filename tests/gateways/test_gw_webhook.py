@@ -55,7 +55,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest_asyncio.fixture
 async def dispatcher(local: Local) -> AsyncIterator[WebhookDispatcher]:
     d = WebhookDispatcher(
-        local.broker, WebhookSettings(secret=SECRET, backoff=(0.2, 0.4), timeout=2.0)
+        local.api, WebhookSettings(secret=SECRET, backoff=(0.2, 0.4), timeout=2.0)
     )
     await d.start()
     yield d
