@@ -45,13 +45,13 @@ async def _broker(data_dir: str) -> tuple[Broker, Authenticator]:
 
 async def serve(port: int) -> None:
     """The child: a broker with the HTTP and WebSocket gateways on ``port``."""
+    from broker.api import LocalAPI
     from gateways.embedded import start_gateways
 
     with tempfile.TemporaryDirectory() as d:
         broker, auth = await _broker(d)
         stop = await start_gateways(
-            broker,
-            auth,
+            LocalAPI(broker, auth),
             {
                 "http": {"listen": f"127.0.0.1:{port}", "max_body_bytes": 8 << 20},
                 "ws": {"max_send_buffer": 64 << 20},
