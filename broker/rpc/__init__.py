@@ -1,0 +1,123 @@
+"""The gRPC services, in one style.
+
+Each service is a :class:`Servicer` whose methods carry the proto's own names; a unary
+method is written as ``async def GetEvent(self, request, principal, context)`` under
+:func:`unary`, which authenticates, checks the admin role when asked, and turns a
+:class:`BrokerError` into its rich status. :func:`service_handler` registers a servicer from
+its service descriptor (the handler kind per method comes from the proto), so a new RPC is
+one method and no registration code. Modules: ``broker_service`` (BrokerService),
+``admin_service`` (AdminService), ``policy_service`` (PolicyService); ``broker.server`` runs
+them with health and reflection.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+from google.protobuf import message_factory, timestamp_pb2
+
+from broker.auth import Authenticator, Principal
+from broker.errors import BrokerError, InvalidStart, PermissionDenied, to_status
+from broker.node import Broker
+from broker.positions import StartSpec
+from broker.v1 import broker_pb2
+
+__all__ = ["Servicer", "service_handler", "start_spec", "timestamp_ms", "unary"]
+
+T = TypeVar("T")
+Req = TypeVar("Req")
+S = TypeVar("S", bound="Servicer")
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def timestamp_ms(ts: timestamp_pb2.Timestamp, what: str) -> int:
+    """Unix milliseconds of a valid ``Timestamp``; :class:`InvalidStart` otherwise."""
+    if ts.nanos < 0 or ts.nanos >= 1_000_000_000 or not 0 <= ts.seconds <= 253402300799:
+        raise InvalidStart(f"{what} is not a valid timestamp", hint="use RFC 3339 times")
+    return int(ts.ToMilliseconds())
+
+
+def start_spec(start: broker_pb2.StartPosition) -> StartSpec:
+    since = timestamp_ms(start.since_time, "since_time") if start.HasField("since_time") else 0
+    return StartSpec(start.policy, since, start.after_id)
+
+
+def _require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise PermissionDenied(
+            f"agent {principal.agent!r} lacks the admin role",
+            hint="use a key created with --role admin",
+        )
+
+
+def unary(
+    *, admin: bool = False
+) -> Callable[
+    [Callable[[S, Req, Principal, Context], Awaitable[T]]],
+    Callable[[S, Req, Context], Awaitable[T]],
+]:
+    """A unary RPC: ``fn(self, request, principal, context)`` runs for an authenticated
+    caller (with the admin role when ``admin``); a :class:`BrokerError` becomes the status."""
+
+    def wrap(
+        fn: Callable[[S, Req, Principal, Context], Awaitable[T]],
+    ) -> Callable[[S, Req, Context], Awaitable[T]]:
+        @functools.wraps(fn)
+        async def method(self: S, request: Req, context: Context) -> T:
+            try:
+                principal = await self.principal(context)
+                if admin:
+                    _require_admin(principal)
+                return await fn(self, request, principal, context)
+            except BrokerError as err:
+                await context.abort_with_status(to_status(err))
+                raise AssertionError("unreachable") from err
+
+        return method
+
+    return wrap
+
+
+def service_handler(
+    servicer: object, service: Any, *, raw: Collection[str] = ()
+) -> grpc.GenericRpcHandler:
+    """The handler for ``service`` (a protobuf ``ServiceDescriptor``) served by the methods
+    of ``servicer`` named as the RPCs. Methods in ``raw`` answer with pre-encoded bytes
+    (see ``broker.wire``), so they are sent without serialising again."""
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for m in service.methods:
+        make = kinds[(m.client_streaming, m.server_streaming)]
+        request = message_class(m.input_type)
+        response = bytes if m.name in raw else message_class(m.output_type).SerializeToString
+        handlers[m.name] = make(
+            getattr(servicer, m.name),
+            request_deserializer=request.FromString,
+            response_serializer=response,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def message_class(descriptor: Any) -> Any:
+    """The generated class of a message descriptor."""
+    return message_factory.GetMessageClass(descriptor)
+
+
+class Servicer:
+    """Base of the services: the broker, the authenticator, and :meth:`principal`."""
+
+    def __init__(self, broker: Broker, auth: Authenticator) -> None:
+        self.broker = broker
+        self.auth = auth
+
+    async def principal(self, context: Context) -> Principal:
+        key = self.auth.key_from_metadata(context.invocation_metadata())
+        return await self.auth.authenticate(key)

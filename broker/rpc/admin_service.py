@@ -1,0 +1,109 @@
+"""``AdminService``: durables and dead letters (the admin role, but for CreateDurable,
+whose permission the broker decides as for a durable Subscribe)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from broker.auth import Principal
+from broker.durables import DurableOptions
+from broker.errors import BrokerError, InvalidArgument
+from broker.rpc import Context, Servicer, start_spec, unary
+from broker.v1 import admin_pb2
+
+__all__ = ["AdminService"]
+
+
+class AdminService(Servicer):
+    """``AdminService``: every call needs the admin role."""
+
+    def _info(self, name: str, org: str) -> admin_pb2.DurableInfo:
+        c = self.broker.durable(org, name)
+        rec = c.rec
+        info = admin_pb2.DurableInfo(
+            name=c.name,
+            pattern=rec.pattern,
+            ack_floor=c.ack_floor,
+            pending_count=len(c.pending),
+            connected=len(c.sessions),
+            max_deliveries=rec.max_deliveries,
+            max_in_flight=rec.max_in_flight,
+            delivered_id=c.delivered_id,
+            endpoint_url=rec.endpoint_url,
+        )
+        info.ack_wait.FromMilliseconds(rec.ack_wait_ms)
+        return info
+
+    @unary()  # the broker checks who may create
+    async def CreateDurable(
+        self, request: admin_pb2.CreateDurableRequest, p: Principal, context: Context
+    ) -> admin_pb2.CreateDurableResponse:
+        start = start_spec(request.start)
+        options = DurableOptions(
+            start=start,
+            max_in_flight=request.max_in_flight,
+            ack_wait=request.ack_wait.ToMilliseconds() / 1000,
+            max_deliveries=request.max_deliveries,
+            endpoint_url=request.endpoint_url,
+        )
+        await self.broker.create_durable(p, request.name, request.pattern, options)
+        return admin_pb2.CreateDurableResponse(durable=self._info(request.name, p.org))
+
+    @unary(admin=True)
+    async def ListDurables(
+        self, request: admin_pb2.ListDurablesRequest, p: Principal, context: Context
+    ) -> admin_pb2.ListDurablesResponse:
+        names = sorted(n for (org, n) in self.broker.consumers if org == p.org)
+        return admin_pb2.ListDurablesResponse(durables=[self._info(n, p.org) for n in names])
+
+    @unary(admin=True)
+    async def GetDurable(
+        self, request: admin_pb2.GetDurableRequest, p: Principal, context: Context
+    ) -> admin_pb2.GetDurableResponse:
+        info = self._info(request.name, p.org)
+        c = self.broker.durable(p.org, request.name)
+        resp = admin_pb2.GetDurableResponse(durable=info)
+        for i in sorted(c.pending)[:1000]:
+            resp.pending.add(id=i, attempt=c.pending[i].attempt)
+        return resp
+
+    @unary(admin=True)
+    async def DeleteDurable(
+        self, request: admin_pb2.DeleteDurableRequest, p: Principal, context: Context
+    ) -> admin_pb2.DeleteDurableResponse:
+        await self.broker.delete_durable(p.org, request.name)
+        return admin_pb2.DeleteDurableResponse()
+
+    @unary(admin=True)
+    async def ListDeadLetters(
+        self, request: admin_pb2.ListDeadLettersRequest, p: Principal, context: Context
+    ) -> admin_pb2.ListDeadLettersResponse:
+        after = (0, 0)
+        if request.page_token:
+            try:
+                a, b = request.page_token.split(":")
+                after = (int(a), int(b))
+            except ValueError:
+                raise InvalidArgument(
+                    "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
+                ) from None
+        if request.durable:
+            self.broker.durable(p.org, request.durable)
+        size = min(request.page_size or 100, 1000)
+        recs = await self.broker.store.list_dead_letters(p.org, request.durable, after, size)
+        resp = admin_pb2.ListDeadLettersResponse()
+        for r in recs:
+            dl = resp.dead_letters.add(id=r.id, durable=r.durable, attempts=r.attempts)
+            dl.dead_time.FromMilliseconds(r.dead_ms)
+            with contextlib.suppress(BrokerError):
+                dl.event.CopyFrom(await self.broker.get_event(p.org, r.id))
+        if len(recs) == size:
+            resp.next_page_token = f"{recs[-1].dead_ms}:{recs[-1].id}"
+        return resp
+
+    @unary(admin=True)
+    async def RedriveDeadLetters(
+        self, request: admin_pb2.RedriveDeadLettersRequest, p: Principal, context: Context
+    ) -> admin_pb2.RedriveDeadLettersResponse:
+        n = await self.broker.redrive(p.org, request.durable, list(request.ids) or None)
+        return admin_pb2.RedriveDeadLettersResponse(count=n)

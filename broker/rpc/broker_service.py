@@ -1,0 +1,278 @@
+"""``BrokerService``: publish, subscribe, request/reply, history and polling.
+
+``Subscribe`` and ``Fetch`` answer with pre-encoded bytes (see ``broker.wire``): they are
+registered raw, so fan-out costs a bytes join per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from broker import wire
+from broker.auth import Authenticator, Principal
+from broker.delivery import DurableSession, EphemeralSubscription
+from broker.durables import DurableOptions
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, Unavailable, to_status
+from broker.node import Broker
+from broker.pipeline import Prepared
+from broker.rpc import Context, Servicer, start_spec, timestamp_ms, unary
+from broker.v1 import broker_pb2
+
+__all__ = ["RAW_RESPONSES", "BrokerService"]
+
+RAW_RESPONSES = ("Subscribe", "Fetch")
+_PIPELINE_DEPTH = 64
+
+
+class BrokerService(Servicer):
+    """The broker's main service; :attr:`publish_streams` lets a drain reach every
+    Publish stream."""
+
+    publish_streams: set[asyncio.Queue[tuple[int, Prepared | BrokerError] | None]]
+
+    def __init__(self, broker: Broker, auth: Authenticator) -> None:
+        super().__init__(broker, auth)
+        self.publish_streams = set()
+
+    async def Publish(
+        self,
+        requests: AsyncIterator[broker_pb2.PublishRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[broker_pb2.PublishResponse]:
+        try:
+            principal = await self.principal(context)
+        except BrokerError as err:
+            await context.abort_with_status(to_status(err))
+            return
+        # Frames are admitted in arrival order (ids are assigned before the first await),
+        # stored concurrently so one group commit covers many, and answered in order; at most
+        # _PIPELINE_DEPTH frames are in flight. On drain, stop() puts a BrokerError in every
+        # stream's queue, so an idle publisher learns at once that it should reconnect.
+        results: asyncio.Queue[tuple[int, Prepared | BrokerError] | None] = asyncio.Queue()
+        window = asyncio.Semaphore(_PIPELINE_DEPTH)
+        broker = self.broker
+
+        async def read() -> None:
+            try:
+                async for req in requests:
+                    await window.acquire()
+                    try:
+                        prepared = await broker.prepare(principal, req.subject, req.events)
+                    except BrokerError as exc:
+                        results.put_nowait((req.batch_id, exc))
+                        return
+                    # Its store write is already queued; the responder awaits it in order.
+                    results.put_nowait((req.batch_id, prepared))
+            finally:
+                results.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        self.publish_streams.add(results)
+        try:
+            while (item := await results.get()) is not None:
+                window.release()
+                batch_id, staged = item
+                try:
+                    if isinstance(staged, BrokerError):
+                        raise staged
+                    outcome = await broker.commit(staged)
+                except BrokerError as exc:
+                    await context.abort_with_status(to_status(exc))
+                    return
+                resp = broker_pb2.PublishResponse(batch_id=batch_id, ids=outcome.ids)
+                if outcome.duplicates:
+                    resp.duplicate_indexes.extend(outcome.duplicates)
+                for i, rejection in outcome.errors:
+                    resp.errors.add(index=i, reason=rejection.reason, message=rejection.message)
+                yield resp
+            await reader
+        finally:
+            self.publish_streams.discard(results)
+            reader.cancel()
+
+    @unary()
+    async def PublishOne(
+        self, request: broker_pb2.PublishOneRequest, p: Principal, context: Context
+    ) -> broker_pb2.PublishOneResponse:
+        outcome = await self.broker.publish(p, request.subject, [request.event])
+        if outcome.errors:
+            raise outcome.errors[0][1]
+        return broker_pb2.PublishOneResponse(id=outcome.ids[0], duplicate=bool(outcome.duplicates))
+
+    async def Subscribe(
+        self,
+        requests: AsyncIterator[broker_pb2.SubscribeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[bytes]:
+        sub: EphemeralSubscription | None = None
+        session: DurableSession | None = None
+        reader: asyncio.Task[None] | None = None
+        try:
+            principal = await self.principal(context)
+            it = requests.__aiter__()
+            try:
+                first = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            if first.WhichOneof("kind") != "open":
+                raise InvalidArgument(
+                    "the first Subscribe message must be 'open'",
+                    reason="NOT_OPEN",
+                    hint="send SubscribeOpen before acks or nacks",
+                )
+            op = first.open
+            start = start_spec(op.start)
+            if op.durable:
+                options = DurableOptions(
+                    queue=op.queue_group,
+                    start=start,
+                    max_in_flight=op.max_in_flight,
+                    ack_wait=op.ack_wait.ToMilliseconds() / 1000,
+                    max_deliveries=op.max_deliveries,
+                )
+                session = await self.broker.subscribe_durable(
+                    principal, op.durable, op.pattern, options
+                )
+                outbox = session.outbox
+                name = op.durable
+            else:
+                sub = await self.broker.subscribe_ephemeral(
+                    principal, op.pattern, op.queue_group, op.max_in_flight, start
+                )
+                outbox = sub.outbox
+                name = sub.name
+            yield wire.subscribed_frame(name, self.broker.head)
+
+            async def read() -> None:
+                try:
+                    async for req in it:
+                        kind = req.WhichOneof("kind")
+                        if session is None:
+                            raise FailedPrecondition(
+                                "acks and nacks need a durable subscription",
+                                reason="UNKNOWN_DURABLE",
+                                hint="set 'durable' in SubscribeOpen to get at-least-once",
+                            )
+                        if kind == "ack":
+                            # No answer to wait for: stored with the next group commit.
+                            session.consumer.ack(list(req.ack.ids), strict=False)
+                        elif kind == "nack":
+                            session.consumer.nack(
+                                list(req.nack.ids),
+                                req.nack.delay.ToMilliseconds() / 1000,
+                                strict=False,
+                            )
+                        else:
+                            raise InvalidArgument(
+                                "a second 'open' on one stream", reason="ALREADY_OPEN"
+                            )
+                except BrokerError as err:
+                    outbox.close(err)
+                except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                    raise
+                else:
+                    # The client half-closed: end the stream once the outbox drains.
+                    outbox.close()
+
+            reader = asyncio.create_task(read())
+            delivered = self.broker.telemetry.delivered
+            while (body := await outbox.take()) is not None:
+                yield body
+                delivered.add(outbox.last_count)
+            if outbox.error is not None:
+                raise outbox.error
+            if self.broker.draining:
+                raise Unavailable(
+                    "the broker is shutting down", reason="SHUTTING_DOWN", hint="reconnect"
+                )
+        except BrokerError as err:
+            await context.abort_with_status(to_status(err))
+        finally:
+            if reader is not None:
+                reader.cancel()
+            if sub is not None:
+                self.broker.unsubscribe(sub)
+            if session is not None:
+                session.consumer.detach(session)
+
+    @unary()
+    async def Request(
+        self, request: broker_pb2.RequestRequest, p: Principal, context: Context
+    ) -> broker_pb2.RequestResponse:
+        timeout = request.timeout.ToMilliseconds() / 1000 or 5.0
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(0.0, remaining - 0.01))
+        reply = await self.broker.request(p, request.subject, request.event, timeout)
+        return broker_pb2.RequestResponse(event=reply)
+
+    @unary()
+    async def GetEvent(
+        self, request: broker_pb2.GetEventRequest, p: Principal, context: Context
+    ) -> broker_pb2.GetEventResponse:
+        return broker_pb2.GetEventResponse(event=await self.broker.get_event(p.org, request.id))
+
+    @unary()
+    async def QueryEvents(
+        self, request: broker_pb2.QueryEventsRequest, p: Principal, context: Context
+    ) -> broker_pb2.QueryEventsResponse:
+        after = request.after_id
+        if request.page_token:
+            if not request.page_token.isdigit():
+                raise InvalidArgument(
+                    "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
+                )
+            after = max(after, int(request.page_token))
+        size = min(request.page_size or 100, 1000)
+        start = (
+            timestamp_ms(request.start_time, "start_time") if request.HasField("start_time") else 0
+        )
+        end = timestamp_ms(request.end_time, "end_time") if request.HasField("end_time") else 0
+        events, last = await self.broker.query(
+            p.org,
+            request.pattern or ">",
+            after_id=after,
+            start_ms=start,
+            end_ms=end,
+            limit=size,
+        )
+        return broker_pb2.QueryEventsResponse(
+            events=events, next_page_token=str(last) if last else ""
+        )
+
+    @unary()
+    async def Fetch(
+        self, request: broker_pb2.FetchRequest, p: Principal, context: Context
+    ) -> bytes:
+        start = start_spec(request.start)
+        wait = request.wait.ToMilliseconds() / 1000
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, max(0.0, remaining - 0.05))
+        # FetchResponse.deliveries is field 2, like SubscribeResponse: frames as they are.
+        return await self.broker.fetch(
+            p,
+            request.durable,
+            request.max_events,
+            wait,
+            pattern=request.pattern,
+            start=start,
+        )
+
+    @unary()
+    async def Acknowledge(
+        self, request: broker_pb2.AcknowledgeRequest, p: Principal, context: Context
+    ) -> broker_pb2.AcknowledgeResponse:
+        if request.term_ids:
+            await self.broker.terminate(p, request.durable, list(request.term_ids))
+        await self.broker.acknowledge(
+            p,
+            request.durable,
+            list(request.ack_ids),
+            list(request.nack_ids),
+            request.nack_delay.ToMilliseconds() / 1000,
+        )
+        return broker_pb2.AcknowledgeResponse()

@@ -1,0 +1,89 @@
+"""``PolicyService``: hot swap of the policy set (the admin role)."""
+
+from __future__ import annotations
+
+from broker.auth import Authenticator, Principal
+from broker.errors import FailedPrecondition, NotFound
+from broker.node import Broker
+from broker.policies import PolicyManager
+from broker.rpc import Context, Servicer, unary
+from broker.store import PolicyVersionRecord
+from broker.v1 import policy_pb2
+
+__all__ = ["PolicyService"]
+
+
+class PolicyService(Servicer):
+    """``PolicyService``: hot swap of the policy set (admin role)."""
+
+    def __init__(self, broker: Broker, auth: Authenticator, policies: PolicyManager | None) -> None:
+        super().__init__(broker, auth)
+        self.policies = policies
+
+    def _manager(self) -> PolicyManager:
+        if self.policies is None:
+            raise FailedPrecondition(
+                "policies are not managed by this server", reason="NO_POLICIES"
+            )
+        return self.policies
+
+    @staticmethod
+    def _version(rec: PolicyVersionRecord) -> policy_pb2.PolicyVersion:
+        v = policy_pb2.PolicyVersion(
+            version=rec.version, active=rec.active, file_count=len(rec.files), origin=rec.origin
+        )
+        v.created_time.FromMilliseconds(rec.created_ms)
+        return v
+
+    @unary(admin=True)
+    async def PutPolicies(
+        self, request: policy_pb2.PutPoliciesRequest, p: Principal, context: Context
+    ) -> policy_pb2.PutPoliciesResponse:
+        files = {f.name: f.source for f in request.files}
+        ps = await self._manager().apply(files, "rpc", validate_only=request.validate_only)
+        resp = policy_pb2.PutPoliciesResponse(version=ps.version, applied=not request.validate_only)
+        for w in ps.warnings:
+            resp.problems.add(
+                file=w.file,
+                line=w.line,
+                column=w.column,
+                message=w.message,
+                hint=w.hint,
+                severity="warning",
+            )
+        return resp
+
+    @unary(admin=True)
+    async def GetPolicies(
+        self, request: policy_pb2.GetPoliciesRequest, p: Principal, context: Context
+    ) -> policy_pb2.GetPoliciesResponse:
+        versions = await self._manager().versions()
+        want = [
+            v for v in versions if (v.version == request.version if request.version else v.active)
+        ]
+        if not want:
+            raise NotFound(
+                f"policy version {request.version or '(running)'} does not exist",
+                reason="UNKNOWN_VERSION",
+            )
+        rec = want[0]
+        return policy_pb2.GetPoliciesResponse(
+            version=self._version(rec),
+            files=[policy_pb2.PolicyFile(name=n, source=t) for n, t in sorted(rec.files.items())],
+        )
+
+    @unary(admin=True)
+    async def ListPolicyVersions(
+        self, request: policy_pb2.ListPolicyVersionsRequest, p: Principal, context: Context
+    ) -> policy_pb2.ListPolicyVersionsResponse:
+        versions = await self._manager().versions()
+        return policy_pb2.ListPolicyVersionsResponse(versions=[self._version(v) for v in versions])
+
+    @unary(admin=True)
+    async def RollbackPolicies(
+        self, request: policy_pb2.RollbackPoliciesRequest, p: Principal, context: Context
+    ) -> policy_pb2.RollbackPoliciesResponse:
+        rec = await self._manager().rollback(request.version)
+        out = self._version(rec)
+        out.active = True
+        return policy_pb2.RollbackPoliciesResponse(version=out)
