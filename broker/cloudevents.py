@@ -43,6 +43,7 @@ from google.protobuf import timestamp_pb2
 
 from broker.errors import InvalidEvent
 from broker.v1 import cloudevent_pb2
+from policy.attributes import MAX_NAME_LENGTH, RESERVED_NAMES, is_extension_name
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -60,10 +61,6 @@ __all__ = [
 
 AttributeValue = cloudevent_pb2.CloudEvent.CloudEventAttributeValue
 
-MAX_NAME_LENGTH = 64
-RESERVED_NAMES = frozenset({"id", "source", "specversion", "type", "data"})
-
-_NAME = re.compile(rf"[a-z0-9]{{1,{MAX_NAME_LENGTH}}}\Z")
 # Control characters, surrogates and the noncharacters of every plane.
 _BAD_CHARS = re.compile(
     "[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
@@ -89,7 +86,7 @@ def is_name(name: str) -> bool:
     """True when ``name`` may name an extension attribute (see the module docstring)."""
     if name in _NAME_OK:
         return True
-    if _NAME.match(name) is None or name in RESERVED_NAMES:
+    if not is_extension_name(name):
         return False
     if len(_NAME_OK) < 4096:
         _NAME_OK.add(name)

@@ -31,10 +31,10 @@ deny/require but no allow for an action     warning
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 from . import ast as A
+from .attributes import NAME_RULE, is_extension_name
 from .checker import EVENT_STRING_ATTRS, Checker
 from .errors import PolicyError
 from .fmt import format_rule
@@ -42,7 +42,6 @@ from .subjects import PatternTrie, covers, overlaps, pattern_problem, subject_pr
 
 __all__ = ["check_policy", "check_set"]
 
-_EXT_NAME = re.compile(r"[a-z0-9]{1,20}\Z")
 _Add = Callable[[A.Policy, "A.Rule | A.Policy", str, str, str], None]
 
 
@@ -103,11 +102,11 @@ def _check_rule(ck: Checker, r: A.Rule) -> None:
             ck.error(r, "a duplicate window must be longer than 0")
     elif isinstance(r, A.TagRule):
         ck.infer(r.value)
-        if not _EXT_NAME.match(r.name) or r.name in (*EVENT_STRING_ATTRS, "time", "data"):
+        if not is_extension_name(r.name) or r.name in (*EVENT_STRING_ATTRS, "time", "data"):
             ck.error(
                 r,
                 f"{r.name!r} is not a CloudEvents extension name",
-                "use lowercase letters and digits (at most 20), not a core attribute",
+                f"use {NAME_RULE}, not a core attribute",
             )
 
 

@@ -11,11 +11,11 @@ Set-level checks (reachability, shadowing, conflicts, route loops) live in
 from __future__ import annotations
 
 import difflib
-import re
 
 import re2
 
 from . import ast as A
+from .attributes import NAME_RULE, is_extension_name
 from .durations import rfc3339_seconds
 from .errors import PolicyError
 
@@ -36,7 +36,6 @@ EVENT_STRING_ATTRS = (
 PRINCIPAL_ATTRS = ("org", "agent", "roles", "attrs")
 ROOTS = ("event", "principal", "action", "subject", "now")
 FUNCTIONS = ("exists", "size", "timestamp")
-_EXT_NAME = re.compile(r"[a-z0-9]{1,20}\Z")
 _ORDERED = ("number", "duration", "timestamp", "string")
 
 _RE2_OPTIONS = re2.Options()
@@ -169,11 +168,11 @@ class Checker:
             if len(rest) > 1:
                 self.error(e, f"event.{attr} has no attributes")
             return "timestamp" if attr == "time" else "string"
-        if not _EXT_NAME.match(attr):
+        if not is_extension_name(attr):
             self.error(
                 e,
                 f"unknown event attribute {attr!r}",
-                "extension attributes are lowercase letters and digits, at most 20",
+                f"extension attributes are {NAME_RULE}",
             )
         return "dyn"
 
