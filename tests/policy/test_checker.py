@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from policy import PolicyErrors
@@ -287,15 +289,32 @@ def test_number_string_error_text() -> None:
     )
 
 
-def test_set_checks_scale_with_unrelated_policies() -> None:
-    import time
+def test_set_checks_scale_with_unrelated_policies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The set checks compare a policy only with those whose patterns are near it (a trie),
+    so 2,000 unrelated policies cost about 2,000 pattern comparisons, not 4,000,000. Counted,
+    not timed: a timing bound fails on a busy machine."""
+    from policy import analysis
 
+    calls = 0
+
+    def counting(name: str) -> Callable[[str, str], bool]:
+        real = getattr(analysis, name)
+
+        def count(a: str, b: str) -> bool:
+            nonlocal calls
+            calls += 1
+            return bool(real(a, b))
+
+        return count
+
+    for name in ("covers", "overlaps"):
+        monkeypatch.setattr(analysis, name, counting(name))
+    n = 2000
     sources = {
         f"p{i}.policy": f'policy p{i} on "svc{i}.>" {{\n  deny publish\n'
         f'  deny subscribe when event.type == "x"\n}}\n'
-        for i in range(2000)
+        for i in range(n)
     }
-    t0 = time.perf_counter()
     ps = compile_policies(sources)
-    assert time.perf_counter() - t0 < 6.0  # quadratic checks took ~12 s here
-    assert len(ps.warnings) == 4000
+    assert len(ps.warnings) == 2 * n
+    assert calls <= 10 * n, f"{calls} pattern comparisons for {n} unrelated policies"
