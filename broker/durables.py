@@ -212,7 +212,7 @@ class Durables:
                     )
             return consumer
         if options.endpoint_url:
-            self.check_endpoint(options.endpoint_url)
+            await self.check_endpoint(options.endpoint_url)
         rec = self._record(principal.org, name, pattern, options)
         rec.position = await log_position(self.store, start_after(options.start, self._head()))
         await self.store.create_consumer(rec)
@@ -237,11 +237,13 @@ class Durables:
             endpoint_url=o.endpoint_url,
         )
 
-    def check_endpoint(self, url: str) -> None:
-        """Webhook URLs: http(s) only, and no private or loopback address unless allowed."""
+    async def check_endpoint(self, url: str) -> None:
+        """Webhook URLs: http(s) only, and no private or loopback address unless allowed.
+        The name is resolved in a thread: a slow DNS server must not stall the event loop."""
         from broker.webhooks import check_endpoint_url
 
-        check_endpoint_url(url, allow_private=self.config.webhook_allow_private)
+        allow = self.config.webhook_allow_private
+        await asyncio.to_thread(check_endpoint_url, url, allow_private=allow)
 
     async def subscribe(
         self,

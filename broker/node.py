@@ -283,9 +283,6 @@ class Broker:
         existing one with other settings is refused (``DURABLE_MISMATCH``)."""
         return await self.durables.create(principal, name, pattern, options)
 
-    def check_endpoint(self, url: str) -> None:
-        self.durables.check_endpoint(url)
-
     async def subscribe_durable(
         self,
         principal: Principal,

@@ -3,13 +3,21 @@ POST to. Every refusal is an ``InvalidArgument`` with a reason, never a tracebac
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 
+from broker.auth import DEV_PRINCIPAL as ADMIN
+from broker.config import Config
+from broker.durables import DurableOptions
 from broker.errors import InvalidArgument
+from broker.node import Broker
+from broker.store.sqlite import SqliteStore
 from broker.v1 import admin_pb2
 from broker.webhooks import check_endpoint_url
 from tests.broker.e2e_kit import Stubs, error_info, unique
@@ -172,3 +180,37 @@ async def test_create_durable_refuses_and_creates_nothing(
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stubs.admin.GetDurable(admin_pb2.GetDurableRequest(name=name), timeout=10)
     assert error_info(exc.value)[:2] == (grpc.StatusCode.NOT_FOUND, "UNKNOWN_DURABLE")
+
+
+async def test_a_slow_dns_answer_does_not_stall_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a webhook durable resolves its host off the event loop: while a resolver
+    takes 0.5 s, the loop keeps turning (it stalled for the whole lookup before)."""
+    resolve = _resolving_to("93.184.216.34")
+
+    def slow(*args: object, **kw: object) -> list[tuple[object, ...]]:
+        time.sleep(0.5)
+        return resolve(*args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    broker = Broker(Config(data_dir=str(tmp_path), fsync="never"), SqliteStore(tmp_path))
+    await broker.start()
+    try:
+        gaps: list[float] = []
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        options = DurableOptions(endpoint_url="https://hooks.example.com/in")
+        await broker.create_durable(ADMIN, "hooked", "jobs.>", options)
+        tick.cancel()
+        assert gaps and max(gaps) < 0.4, f"the loop stalled for {max(gaps):.2f} s"
+    finally:
+        await broker.stop()
