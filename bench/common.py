@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.wire import encode_varint
+from lockgate.broker.wire import encode_varint
 
 DATA_BYTES = 128
 SUBJECT = "bench.x"

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import redis.asyncio as aioredis
 
-from broker.auth import Authenticator
-from broker.config import Config
-from broker.node import Broker
-from broker.store.sqlite import SqliteStore
+from lockgate.broker.auth import Authenticator
+from lockgate.broker.config import Config
+from lockgate.broker.node import Broker
+from lockgate.broker.store.sqlite import SqliteStore
 
 REDIS_URL = os.environ.get("LOCKGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -45,8 +45,8 @@ async def _broker(data_dir: str) -> tuple[Broker, Authenticator]:
 
 async def serve(port: int) -> None:
     """The child: a broker with the HTTP and WebSocket gateways on ``port``."""
-    from broker.api import LocalAPI
-    from gateways.embedded import start_gateways
+    from lockgate.broker.api import LocalAPI
+    from lockgate.gateways.embedded import start_gateways
 
     with tempfile.TemporaryDirectory() as d:
         broker, auth = await _broker(d)
@@ -149,8 +149,8 @@ async def ws_fanout(url: str, conns: int, events: int, pace: float = 0.0) -> tup
 
 async def redis_rates(events: int) -> tuple[float, float]:
     """(redis-py XREADGROUP+XACK entries/s, RedisIngest entries/s) on the same stream."""
-    from broker.api import LocalAPI
-    from gateways.redis import RedisIngest, RedisSettings
+    from lockgate.broker.api import LocalAPI
+    from lockgate.gateways.redis import RedisIngest, RedisSettings
 
     r = aioredis.from_url(REDIS_URL)
     stream = f"lg:bench:{uuid.uuid4().hex[:8]}"

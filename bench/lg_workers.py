@@ -26,7 +26,7 @@ from bench.common import (
     stamp_of,
     stamped,
 )
-from broker.v1 import broker_pb2
+from lockgate.broker.v1 import broker_pb2
 
 _METHOD = "/broker.v1.BrokerService/"
 _OPTIONS = [
@@ -129,7 +129,7 @@ async def _run_tasks(args: Args, control: Control, publish: Callable[[], Any]) -
 
 async def client_publisher(args: Args, control: Control) -> Result:
     """``await c.publish()`` from ``tasks`` concurrent tasks (the client coalesces them)."""
-    from clients import Client
+    from lockgate.clients import Client
 
     data = stamped(0)
     async with Client(args["target"]) as c:

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policy import Principal, Request, compile_policies
+from lockgate.policy import Principal, Request, compile_policies
 
 RULE = (
     'deny publish when event.type == "payment.failed" and event.data.amount > 10000 '

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Args, Result
-from broker.testing import run_broker
+from lockgate.broker.testing import run_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"

@@ -20,8 +20,8 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import EventFactory, publish_frame, stamped
-from broker.testing import run_broker
-from broker.v1 import broker_pb2
+from lockgate.broker.testing import run_broker
+from lockgate.broker.v1 import broker_pb2
 
 _M = "/broker.v1.BrokerService/"
 

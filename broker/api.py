@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker.auth import Authenticator, Principal
-from broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription, Outbox
-from broker.durables import DURABLE_DEFAULTS, DurableOptions
-from broker.errors import BrokerError
-from broker.node import Broker
-from broker.positions import StartSpec
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.auth import Authenticator, Principal
+from lockgate.broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription, Outbox
+from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions
+from lockgate.broker.errors import BrokerError
+from lockgate.broker.node import Broker
+from lockgate.broker.positions import StartSpec
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = [
     "DURABLE_DEFAULTS",
@@ -193,7 +193,7 @@ class _LocalSubscription:
         if self._outbox.error is not None:
             raise self._outbox.error
         if self._broker.draining:
-            from broker.errors import Unavailable
+            from lockgate.broker.errors import Unavailable
 
             raise Unavailable(
                 "the broker is shutting down", reason="SHUTTING_DOWN", hint="reconnect"
@@ -201,7 +201,7 @@ class _LocalSubscription:
 
     def _consumer_session(self) -> DurableSession:
         if self._session is None:
-            from broker.errors import FailedPrecondition
+            from lockgate.broker.errors import FailedPrecondition
 
             raise FailedPrecondition(
                 "acks and nacks need a durable subscription",

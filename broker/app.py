@@ -9,15 +9,15 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
-from broker.api import LocalAPI
-from broker.auth import Authenticator
-from broker.config import Config
-from broker.errors import BrokerError, FailedPrecondition
-from broker.factory import build_backends
-from broker.node import Broker
-from broker.policies import PolicyManager
-from broker.policyhook import PolicyGate, SpamControls
-from broker.telemetry import setup_telemetry
+from lockgate.broker.api import LocalAPI
+from lockgate.broker.auth import Authenticator
+from lockgate.broker.config import Config
+from lockgate.broker.errors import BrokerError, FailedPrecondition
+from lockgate.broker.factory import build_backends
+from lockgate.broker.node import Broker
+from lockgate.broker.policies import PolicyManager
+from lockgate.broker.policyhook import PolicyGate, SpamControls
+from lockgate.broker.telemetry import setup_telemetry
 
 __all__ = ["GatewayStarter", "run", "serve"]
 
@@ -48,7 +48,7 @@ async def serve(
     ready: asyncio.Event | None = None,
     start_gateways: GatewayStarter | None = None,
 ) -> None:
-    from broker.server import BrokerServer  # grpc servers load only when serving
+    from lockgate.broker.server import BrokerServer  # grpc servers load only when serving
 
     setup_telemetry(config.telemetry, config.telemetry_interval)
     backends = build_backends(config)

@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.errors import Unauthenticated
-from broker.store import ApiKeyRecord, Store
+from lockgate.broker.errors import Unauthenticated
+from lockgate.broker.store import ApiKeyRecord, Store
 
 __all__ = ["DEV_PRINCIPAL", "Authenticator", "Principal", "create_key", "split_key"]
 

@@ -16,11 +16,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from broker.cli_errors import report
-from broker.config import Config, load_config, redacted
+from lockgate.broker.cli_errors import report
+from lockgate.broker.config import Config, load_config, redacted
 
 if TYPE_CHECKING:
-    from clients._cli import TextSyntax
+    from lockgate.clients._cli import TextSyntax
 
 __all__ = ["client_syntax", "main"]
 
@@ -63,8 +63,11 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from broker.app import GatewayStarter, run  # needs lockgate[server]; a missing extra says so
-    from broker.datadir import lock_data_dir
+    from lockgate.broker.app import (  # needs lockgate[server]; a missing extra says so
+        GatewayStarter,
+        run,
+    )
+    from lockgate.broker.datadir import lock_data_dir
 
     config = _config(args)
     if args.http:  # the quick start's one flag for the HTTP + WebSocket gateway
@@ -73,7 +76,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config.gateways = {**config.gateways, "http": http}
     starter: GatewayStarter | None = None
     if config.gateways:  # [gateways.*] tables: this process runs them (lockgate[gateways])
-        from gateways.embedded import start_gateways
+        from lockgate.gateways.embedded import start_gateways
 
         starter = start_gateways
     with lock_data_dir(config.data_dir):
@@ -87,9 +90,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 async def _cmd_keys(args: argparse.Namespace) -> int:
-    from broker.auth import create_key
-    from broker.errors import NotFound
-    from broker.store.sqlite import SqliteStore
+    from lockgate.broker.auth import create_key
+    from lockgate.broker.errors import NotFound
+    from lockgate.broker.store.sqlite import SqliteStore
 
     store = SqliteStore(_config(args).data_dir, fsync="always")
     await store.open()
@@ -119,8 +122,8 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
 
 def _cmd_policy(args: argparse.Namespace) -> int:
     # replay reads the broker's log, so it lives in the broker rather than in the pure policy/.
-    from broker.replay import replay_command
-    from policy.cli import main as policy_main
+    from lockgate.broker.replay import replay_command
+    from lockgate.policy.cli import main as policy_main
 
     return int(policy_main(list(args.rest), {"replay": replay_command()}))
 
@@ -130,11 +133,11 @@ def client_syntax() -> TextSyntax:
     commands, as the client's own types: the client package may not import them itself."""
     import datetime as dt
 
-    from broker.errors import InvalidStart
-    from broker.positions import START_SYNTAX, parse_start
-    from broker.v1 import broker_pb2
-    from clients._cli import TextSyntax
-    from policy.durations import DurationError, TimeError, parse_duration, parse_time
+    from lockgate.broker.errors import InvalidStart
+    from lockgate.broker.positions import START_SYNTAX, parse_start
+    from lockgate.broker.v1 import broker_pb2
+    from lockgate.clients._cli import TextSyntax
+    from lockgate.policy.durations import DurationError, TimeError, parse_duration, parse_time
 
     def time(text: str) -> dt.datetime:
         try:
@@ -201,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_policy)
 
-    from clients._cli import add_commands
-    from gateways.cli import add_commands as add_gateway_commands
+    from lockgate.clients._cli import add_commands
+    from lockgate.gateways.cli import add_commands as add_gateway_commands
 
     add_commands(sub, client_syntax())
     add_gateway_commands(sub)  # their optional packages load when a gateway starts

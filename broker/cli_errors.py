@@ -32,8 +32,8 @@ import argparse
 import sys
 from typing import TextIO
 
-from broker.errors import Reason
-from broker.extras import extra_for, missing_extra
+from lockgate.broker.errors import Reason
+from lockgate.broker.extras import extra_for, missing_extra
 
 __all__ = [
     "EXIT_CONFIG",
@@ -70,8 +70,8 @@ def report(exc: BaseException, out: TextIO | None = None) -> int:
     if isinstance(exc, ModuleNotFoundError) and extra_for(exc.name):
         exc = missing_extra("this command", exc)
     # Lazily, so that a failure of one package cannot hide another's error.
-    from broker.config import ConfigError
-    from broker.errors import BrokerError
+    from lockgate.broker.config import ConfigError
+    from lockgate.broker.errors import BrokerError
 
     if isinstance(exc, BrokerError):
         _say(out, exc.message, exc.hint)
@@ -93,13 +93,13 @@ def report(exc: BaseException, out: TextIO | None = None) -> int:
 
 
 def _report_client_or_policy(exc: BaseException, out: TextIO) -> int | None:
-    from clients._errors import LockgateError
+    from lockgate.clients._errors import LockgateError
 
     if isinstance(exc, LockgateError):
         _say(out, exc.message, exc.hint)
         return EXIT_FAILED
     try:
-        from policy.errors import PolicyErrors
+        from lockgate.policy.errors import PolicyErrors
     except ImportError:  # the client alone is installed: no policy can have failed
         return None
     if isinstance(exc, PolicyErrors):

@@ -41,9 +41,9 @@ from collections.abc import Mapping
 
 from google.protobuf import timestamp_pb2
 
-from broker.errors import InvalidEvent
-from broker.v1 import cloudevent_pb2
-from policy.attributes import MAX_NAME_LENGTH, RESERVED_NAMES, is_extension_name
+from lockgate.broker.errors import InvalidEvent
+from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.policy.attributes import MAX_NAME_LENGTH, RESERVED_NAMES, is_extension_name
 
 __all__ = [
     "MAX_NAME_LENGTH",

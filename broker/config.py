@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.errors import InvalidArgument
-from broker.store import RetentionRule
-from policy import durations
+from lockgate.broker.errors import InvalidArgument
+from lockgate.broker.store import RetentionRule
+from lockgate.policy import durations
 
 __all__ = [
     "BACKENDS",

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from broker.errors import FailedPrecondition, Reason
+from lockgate.broker.errors import FailedPrecondition, Reason
 
 __all__ = ["LOCK_FILE", "DataDirInUse", "lock_data_dir"]
 

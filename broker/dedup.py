@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from broker.ids import id_for_time_ms, time_ms_of
-from broker.store import Batch
-from broker.v1 import broker_pb2
+from lockgate.broker.ids import id_for_time_ms, time_ms_of
+from lockgate.broker.store import Batch
+from lockgate.broker.v1 import broker_pb2
 
 __all__ = ["DedupKey", "DedupWindow", "MemoryDedupWindow", "RecentLog"]
 

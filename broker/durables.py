@@ -17,17 +17,17 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from broker import wire
-from broker.auth import Principal
-from broker.config import Config
-from broker.delivery import DurableConsumer, DurableHost, DurableSession
-from broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from broker.history import History
-from broker.policyhook import PolicyGate
-from broker.positions import FROM_NEW, StartSpec, log_position, start_after
-from broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
-from broker.subscriptions import check_pattern
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker import wire
+from lockgate.broker.auth import Principal
+from lockgate.broker.config import Config
+from lockgate.broker.delivery import DurableConsumer, DurableHost, DurableSession
+from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from lockgate.broker.history import History
+from lockgate.broker.policyhook import PolicyGate
+from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, start_after
+from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
+from lockgate.broker.subscriptions import check_pattern
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = ["DURABLE_DEFAULTS", "DurableOptions", "Durables", "check_durable_name"]
 
@@ -240,7 +240,7 @@ class Durables:
     async def check_endpoint(self, url: str) -> None:
         """Webhook URLs: http(s) only, and no private or loopback address unless allowed.
         The name is resolved in a thread: a slow DNS server must not stall the event loop."""
-        from broker.webhooks import check_endpoint_url
+        from lockgate.broker.webhooks import check_endpoint_url
 
         allow = self.config.webhook_allow_private
         await asyncio.to_thread(check_endpoint_url, url, allow_private=allow)

@@ -36,7 +36,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from broker.v1.reasons import Reason
+from lockgate.broker.v1.reasons import Reason
 
 __all__ = [
     "DOMAIN",

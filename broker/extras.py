@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-from broker.errors import FailedPrecondition, Reason
+from lockgate.broker.errors import FailedPrecondition, Reason
 
 __all__ = ["EXTRAS", "extra_for", "missing_extra"]
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from broker.backbone import Backbone
-from broker.backbone.local import LocalBackbone
-from broker.config import Config, ConfigError
-from broker.dedup import DedupWindow, MemoryDedupWindow
-from broker.extras import missing_extra
-from broker.leases import Leases, LocalLeases
-from broker.limits import Limiter, LocalLimiter, RedisLimiter
-from broker.store import Store
+from lockgate.broker.backbone import Backbone
+from lockgate.broker.backbone.local import LocalBackbone
+from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
+from lockgate.broker.extras import missing_extra
+from lockgate.broker.leases import Leases, LocalLeases
+from lockgate.broker.limits import Limiter, LocalLimiter, RedisLimiter
+from lockgate.broker.store import Store
 
 __all__ = ["Backends", "build_backends", "build_limiter", "build_store"]
 
@@ -67,7 +67,7 @@ def _not_yet(setting: str, value: str, what: str, embedded: str) -> ConfigError:
 
 def build_store(config: Config) -> Store:
     if config.store == "sqlite":
-        from broker.store.sqlite import SqliteStore
+        from lockgate.broker.store.sqlite import SqliteStore
 
         return SqliteStore(config.data_dir, fsync=config.fsync)
     _require("asyncpg", "the PostgreSQL store")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from broker import wire
-from broker.errors import NotFound
-from broker.ids import id_for_time_ms, time_ms_of
-from broker.store import Batch, LogPosition
-from broker.subjects import compile_pattern, is_literal, validate_pattern
-from broker.v1 import broker_pb2
+from lockgate.broker import wire
+from lockgate.broker.errors import NotFound
+from lockgate.broker.ids import id_for_time_ms, time_ms_of
+from lockgate.broker.store import Batch, LogPosition
+from lockgate.broker.subjects import compile_pattern, is_literal, validate_pattern
+from lockgate.broker.v1 import broker_pb2
 
 __all__ = ["BatchReader", "History", "Sink", "stored_event"]
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from broker.errors import Unavailable
-from broker.extras import missing_extra
+from lockgate.broker.errors import Unavailable
+from lockgate.broker.extras import missing_extra
 
 if TYPE_CHECKING:
     import redis.asyncio

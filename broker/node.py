@@ -19,26 +19,26 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 
-from broker.auth import Principal
-from broker.backbone import Backbone, Notice
-from broker.backbone.local import LocalBackbone
-from broker.config import Config, ConfigError
-from broker.dedup import DedupWindow, MemoryDedupWindow
-from broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription
-from broker.durables import DURABLE_DEFAULTS, DurableOptions, Durables
-from broker.errors import BrokerError
-from broker.history import History
-from broker.ids import IdGenerator
-from broker.leases import Leases, LocalLeases, worker_id_lease
-from broker.pipeline import Pipeline, Prepared, PublishOutcome
-from broker.policyhook import PolicyGate
-from broker.positions import FROM_NEW, StartSpec, start_after
-from broker.requests import Requests
-from broker.router import Router
-from broker.store import ConsumerRecord, DeadLetterRecord, Store
-from broker.subscriptions import Ephemerals
-from broker.telemetry import Telemetry
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.auth import Principal
+from lockgate.broker.backbone import Backbone, Notice
+from lockgate.broker.backbone.local import LocalBackbone
+from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
+from lockgate.broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription
+from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, Durables
+from lockgate.broker.errors import BrokerError
+from lockgate.broker.history import History
+from lockgate.broker.ids import IdGenerator
+from lockgate.broker.leases import Leases, LocalLeases, worker_id_lease
+from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
+from lockgate.broker.policyhook import PolicyGate
+from lockgate.broker.positions import FROM_NEW, StartSpec, start_after
+from lockgate.broker.requests import Requests
+from lockgate.broker.router import Router
+from lockgate.broker.store import ConsumerRecord, DeadLetterRecord, Store
+from lockgate.broker.subscriptions import Ephemerals
+from lockgate.broker.telemetry import Telemetry
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = ["Broker", "DurableOptions", "Prepared", "PublishOutcome", "StartSpec"]
 

@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Protocol
 
-from broker import cloudevents, wire
-from broker.auth import Principal
-from broker.backbone import Backbone
-from broker.config import Config
-from broker.dedup import DedupKey, DedupWindow
-from broker.errors import BrokerError, EventTooLarge, InvalidEvent, Unavailable
-from broker.ids import IdGenerator
-from broker.policyhook import PolicyGate
-from broker.publisher import encode_publisher
-from broker.store import Batch, Store
-from broker.subjects import validate_subject
-from broker.telemetry import Span, Telemetry
-from broker.v1 import cloudevent_pb2
+from lockgate.broker import cloudevents, wire
+from lockgate.broker.auth import Principal
+from lockgate.broker.backbone import Backbone
+from lockgate.broker.config import Config
+from lockgate.broker.dedup import DedupKey, DedupWindow
+from lockgate.broker.errors import BrokerError, EventTooLarge, InvalidEvent, Unavailable
+from lockgate.broker.ids import IdGenerator
+from lockgate.broker.policyhook import PolicyGate
+from lockgate.broker.publisher import encode_publisher
+from lockgate.broker.store import Batch, Store
+from lockgate.broker.subjects import validate_subject
+from lockgate.broker.telemetry import Span, Telemetry
+from lockgate.broker.v1 import cloudevent_pb2
 
 __all__ = [
     "CommitListener",

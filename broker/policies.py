@@ -12,11 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-from broker.errors import InvalidArgument, NotFound
-from broker.policyhook import PolicyGate
-from broker.store import PolicyVersionRecord, Store
-from policy import PolicyErrors, PolicySet, compile_policies
-from policy.files import new_parser, read_policy_dir
+from lockgate.broker.errors import InvalidArgument, NotFound
+from lockgate.broker.policyhook import PolicyGate
+from lockgate.broker.store import PolicyVersionRecord, Store
+from lockgate.policy import PolicyErrors, PolicySet, compile_policies
+from lockgate.policy.files import new_parser, read_policy_dir
 
 __all__ = ["PolicyInvalid", "PolicyManager"]
 

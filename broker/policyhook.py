@@ -18,18 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
-from broker.auth import Principal
-from broker.errors import (
+from lockgate.broker.auth import Principal
+from lockgate.broker.errors import (
     AlreadyExists,
     BrokerError,
     FailedPrecondition,
     PermissionDenied,
     ResourceExhausted,
 )
-from broker.limits import BucketRequest, Grant, Limiter, LocalLimiter
-from broker.v1 import cloudevent_pb2
-from policy import DEDUP_BY_CONTENT, MISSING, Decision, PolicySet, Request, Tag
-from policy import Principal as PolicyPrincipal
+from lockgate.broker.limits import BucketRequest, Grant, Limiter, LocalLimiter
+from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.policy import DEDUP_BY_CONTENT, MISSING, Decision, PolicySet, Request, Tag
+from lockgate.policy import Principal as PolicyPrincipal
 
 __all__ = ["PolicyGate", "SpamControls", "Verdicts", "event_attributes", "json_payload"]
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from broker.errors import InvalidStart
-from broker.ids import id_for_time_ms, time_ms_of
-from broker.store import EventLog, LogPosition
-from broker.v1 import broker_pb2
-from policy.durations import TimeError, parse_time_ms
+from lockgate.broker.errors import InvalidStart
+from lockgate.broker.ids import id_for_time_ms, time_ms_of
+from lockgate.broker.store import EventLog, LogPosition
+from lockgate.broker.v1 import broker_pb2
+from lockgate.policy.durations import TimeError, parse_time_ms
 
 __all__ = [
     "FROM_NEW",

@@ -13,18 +13,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from broker.ids import id_for_time_ms
-from broker.policyhook import event_attributes, json_payload
-from broker.publisher import decode_publisher
-from broker.store import Batch
-from broker.store.sqlite import SqliteStore
-from broker.v1 import broker_pb2
-from policy import PolicySet, Principal, Request, compile_policies
-from policy.cli import ExtraCommand
-from policy.durations import RELATIVE_TIME, TimeError, parse_time_ms
-from policy.files import load_policy_dir, new_parser
-from policy.replay import diff_decisions
-from policy.subjects import is_system
+from lockgate.broker.ids import id_for_time_ms
+from lockgate.broker.policyhook import event_attributes, json_payload
+from lockgate.broker.publisher import decode_publisher
+from lockgate.broker.store import Batch
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import broker_pb2
+from lockgate.policy import PolicySet, Principal, Request, compile_policies
+from lockgate.policy.cli import ExtraCommand
+from lockgate.policy.durations import RELATIVE_TIME, TimeError, parse_time_ms
+from lockgate.policy.files import load_policy_dir, new_parser
+from lockgate.policy.replay import diff_decisions
+from lockgate.policy.subjects import is_system
 
 __all__ = ["add_replay_arguments", "replay_command", "requests_from_batches", "run_replay"]
 

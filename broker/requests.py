@@ -13,15 +13,15 @@ import asyncio
 import secrets
 from collections.abc import Callable
 
-from broker import wire
-from broker.auth import Principal
-from broker.backbone import Backbone
-from broker.config import Config
-from broker.errors import DeadlineExceeded, EventTooLarge, NotFound
-from broker.pipeline import check_event
-from broker.policyhook import PolicyGate
-from broker.subjects import validate_subject
-from broker.v1 import cloudevent_pb2
+from lockgate.broker import wire
+from lockgate.broker.auth import Principal
+from lockgate.broker.backbone import Backbone
+from lockgate.broker.config import Config
+from lockgate.broker.errors import DeadlineExceeded, EventTooLarge, NotFound
+from lockgate.broker.pipeline import check_event
+from lockgate.broker.policyhook import PolicyGate
+from lockgate.broker.subjects import validate_subject
+from lockgate.broker.v1 import cloudevent_pb2
 
 __all__ = ["Requests"]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker import wire
-from broker.subjects import PatternTrie
+from lockgate.broker import wire
+from lockgate.broker.subjects import PatternTrie
 
 __all__ = ["Router", "Target"]
 

@@ -12,15 +12,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker.auth import Authenticator
-from broker.errors import FailedPrecondition, Unavailable
-from broker.node import Broker
-from broker.policies import PolicyManager
-from broker.rpc import service_handler
-from broker.rpc.admin_service import AdminService
-from broker.rpc.broker_service import RAW_RESPONSES, BrokerService
-from broker.rpc.policy_service import PolicyService
-from broker.v1 import admin_pb2, broker_pb2, policy_pb2
+from lockgate.broker.auth import Authenticator
+from lockgate.broker.errors import FailedPrecondition, Unavailable
+from lockgate.broker.node import Broker
+from lockgate.broker.policies import PolicyManager
+from lockgate.broker.rpc import service_handler
+from lockgate.broker.rpc.admin_service import AdminService
+from lockgate.broker.rpc.broker_service import RAW_RESPONSES, BrokerService
+from lockgate.broker.rpc.policy_service import PolicyService
+from lockgate.broker.v1 import admin_pb2, broker_pb2, policy_pb2
 
 __all__ = ["BrokerServer"]
 

@@ -7,8 +7,8 @@ The rules themselves (validity, the ``$`` rule, matching, the trie) live in
 
 from __future__ import annotations
 
-from broker.errors import InvalidSubject, PermissionDenied
-from policy.subjects import (
+from lockgate.broker.errors import InvalidSubject, PermissionDenied
+from lockgate.policy.subjects import (
     MAX_SUBJECT_LENGTH,
     MAX_TOKENS,
     PatternTrie,

@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from broker.auth import Principal
-from broker.config import Config
-from broker.delivery import EphemeralSubscription
-from broker.errors import BrokerError
-from broker.history import History
-from broker.policyhook import PolicyGate
-from broker.positions import FROM_NEW, StartSpec, log_position, replays, start_after
-from broker.router import Router
-from broker.store import EventLog, LogPosition
-from broker.subjects import check_subscribe_pattern
-from broker.telemetry import Telemetry
+from lockgate.broker.auth import Principal
+from lockgate.broker.config import Config
+from lockgate.broker.delivery import EphemeralSubscription
+from lockgate.broker.errors import BrokerError
+from lockgate.broker.history import History
+from lockgate.broker.policyhook import PolicyGate
+from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, replays, start_after
+from lockgate.broker.router import Router
+from lockgate.broker.store import EventLog, LogPosition
+from lockgate.broker.subjects import check_subscribe_pattern
+from lockgate.broker.telemetry import Telemetry
 
 __all__ = ["Ephemerals", "check_pattern"]
 

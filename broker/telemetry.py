@@ -16,8 +16,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from broker.errors import InvalidArgument
-from broker.v1 import cloudevent_pb2
+from lockgate.broker.errors import InvalidArgument
+from lockgate.broker.v1 import cloudevent_pb2
 
 __all__ = ["Span", "Telemetry", "setup_telemetry"]
 

@@ -59,7 +59,7 @@ async def _start(args: Sequence[str], data_dir: str, port: int) -> RunningBroker
     cmd = [
         sys.executable,
         "-m",
-        "broker.cli",
+        "lockgate.broker.cli",
         "serve",
         "--listen",
         f"127.0.0.1:{port}",

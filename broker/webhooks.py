@@ -14,7 +14,7 @@ import ipaddress
 import socket
 import urllib.parse
 
-from broker.errors import InvalidArgument
+from lockgate.broker.errors import InvalidArgument
 
 __all__ = ["check_endpoint_url"]
 

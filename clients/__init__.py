@@ -3,7 +3,7 @@
 
 Example::
 
-    from clients import Client
+    from lockgate.clients import Client
 
     async with Client("127.0.0.1:50051") as c:
         await c.publish("greetings.en", {"text": "hello"})
@@ -11,7 +11,7 @@ Example::
 Importing this package never imports the broker's server modules.
 """
 
-from clients._admin import (
+from lockgate.clients._admin import (
     Admin,
     DeadLetter,
     DurableInfo,
@@ -22,10 +22,10 @@ from clients._admin import (
     PolicyUpdate,
     PolicyVersion,
 )
-from clients._backoff import Backoff
-from clients._client import Client
-from clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
-from clients._errors import (
+from lockgate.clients._backoff import Backoff
+from lockgate.clients._client import Client
+from lockgate.clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
+from lockgate.clients._errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -42,9 +42,9 @@ from clients._errors import (
     Unavailable,
     from_rpc_error,
 )
-from clients._message import Event, Message, PublishResult, StoredEvent
-from clients._subscription import Subscription
-from clients._webhook import WebhookSignatureError, verify_webhook
+from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
+from lockgate.clients._subscription import Subscription
+from lockgate.clients._webhook import WebhookSignatureError, verify_webhook
 
 __all__ = [
     "Admin",

@@ -21,10 +21,10 @@ from typing import TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message as _Message
 
-from broker.v1 import admin_pb2, policy_pb2
-from clients._channel import ADMIN, POLICY
-from clients._codec import StartSpec, to_duration, to_start_position
-from clients._message import StoredEvent
+from lockgate.broker.v1 import admin_pb2, policy_pb2
+from lockgate.clients._channel import ADMIN, POLICY
+from lockgate.clients._codec import StartSpec, to_duration, to_start_position
+from lockgate.clients._message import StoredEvent
 
 __all__ = [
     "Admin",

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.message import Message as _Message
 
-from clients._errors import Unavailable, from_rpc_error
+from lockgate.clients._errors import Unavailable, from_rpc_error
 
 __all__ = ["ADMIN", "BROKER", "POLICY", "Connection", "Metadata", "bearer"]
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import grpc
 
-from clients._client import Client
-from clients._codec import StartSpec
-from clients._errors import LockgateError, from_rpc_error
-from clients._message import Event, Message, StoredEvent
+from lockgate.clients._client import Client
+from lockgate.clients._codec import StartSpec
+from lockgate.clients._errors import LockgateError, from_rpc_error
+from lockgate.clients._message import Event, Message, StoredEvent
 
 __all__ = ["TextSyntax", "add_commands"]
 

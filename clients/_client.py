@@ -13,11 +13,11 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message as _Message
 
-from broker.v1 import broker_pb2, cloudevent_pb2
-from broker.v1.reasons import Reason
-from clients._admin import Admin
-from clients._channel import BROKER, Connection, bearer
-from clients._codec import (
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.v1.reasons import Reason
+from lockgate.clients._admin import Admin
+from lockgate.clients._channel import BROKER, Connection, bearer
+from lockgate.clients._codec import (
     AttributeValue,
     StartSpec,
     complete_cloudevent,
@@ -27,18 +27,18 @@ from clients._codec import (
     to_start_position,
     to_timestamp,
 )
-from clients._errors import (
+from lockgate.clients._errors import (
     InvalidEvent,
     LockgateError,
     RequestTimeout,
     error_for_reason,
     from_rpc_error,
 )
-from clients._message import Event, Message, PublishResult, StoredEvent
-from clients._publisher import MAX_EVENTS, Batch, PublishCall, Publisher
-from clients._pull import PullAcker
-from clients._subscription import SubscribeCall, Subscription
-from clients._wire import EventEncoder
+from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
+from lockgate.clients._publisher import MAX_EVENTS, Batch, PublishCall, Publisher
+from lockgate.clients._pull import PullAcker
+from lockgate.clients._subscription import SubscribeCall, Subscription
+from lockgate.clients._wire import EventEncoder
 
 __all__ = ["Client"]
 

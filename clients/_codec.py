@@ -38,7 +38,7 @@ from typing import TypeVar, cast, overload
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = [
     "AttributeValue",

@@ -40,7 +40,7 @@ from typing import cast
 
 import grpc
 
-from broker.v1.reasons import Reason
+from lockgate.broker.v1.reasons import Reason
 
 __all__ = [
     "AlreadyExists",

@@ -6,10 +6,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 
-from broker.v1 import broker_pb2, cloudevent_pb2
-from broker.v1.reasons import Reason
-from clients._codec import AttributeValue, decode_attributes, decode_data
-from clients._errors import LockgateError
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.v1.reasons import Reason
+from lockgate.clients._codec import AttributeValue, decode_attributes, decode_data
+from lockgate.clients._errors import LockgateError
 
 __all__ = ["Event", "Message", "PublishResult", "StoredEvent"]
 

@@ -20,11 +20,11 @@ from typing import Protocol
 
 import grpc
 
-from broker.v1 import broker_pb2
-from broker.v1.reasons import Reason
-from clients._backoff import Backoff
-from clients._errors import LockgateError, Unavailable, error_for_reason, from_rpc_error
-from clients._wire import encode_publish_request
+from lockgate.broker.v1 import broker_pb2
+from lockgate.broker.v1.reasons import Reason
+from lockgate.clients._backoff import Backoff
+from lockgate.clients._errors import LockgateError, Unavailable, error_for_reason, from_rpc_error
+from lockgate.clients._wire import encode_publish_request
 
 __all__ = ["Batch", "Publisher"]
 

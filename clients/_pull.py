@@ -7,8 +7,8 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from clients._errors import LockgateError
-from clients._message import Message
+from lockgate.clients._errors import LockgateError
+from lockgate.clients._message import Message
 
 __all__ = ["PullAcker"]
 

@@ -13,12 +13,12 @@ from typing import Protocol
 
 import grpc
 
-from broker.v1 import broker_pb2
-from broker.v1.reasons import Reason
-from clients._backoff import Backoff
-from clients._codec import to_duration
-from clients._errors import LockgateError, Unavailable, from_rpc_error
-from clients._message import Message
+from lockgate.broker.v1 import broker_pb2
+from lockgate.broker.v1.reasons import Reason
+from lockgate.clients._backoff import Backoff
+from lockgate.clients._codec import to_duration
+from lockgate.clients._errors import LockgateError, Unavailable, from_rpc_error
+from lockgate.clients._message import Message
 
 __all__ = ["Subscription"]
 

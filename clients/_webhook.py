@@ -6,7 +6,7 @@ sends ``X-Lockgate-Timestamp: <unix seconds>`` and ``X-Lockgate-Signature: v1=<h
 
 Example (aiohttp)::
 
-    from clients import WebhookSignatureError, verify_webhook
+    from lockgate.clients import WebhookSignatureError, verify_webhook
 
     async def receive(request):
         body = await request.read()
@@ -24,8 +24,8 @@ import hmac
 import time
 from collections.abc import Mapping
 
-from broker.v1.reasons import Reason
-from clients._errors import LockgateError
+from lockgate.broker.v1.reasons import Reason
+from lockgate.clients._errors import LockgateError
 
 __all__ = ["WebhookSignatureError", "verify_webhook"]
 

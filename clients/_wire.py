@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from broker.v1 import cloudevent_pb2
-from broker.wire import encode_varint, length_delimited
-from clients._codec import SPEC_VERSION, AttributeValue, encode_payload, fill_cloudevent
+from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.broker.wire import encode_varint, length_delimited
+from lockgate.clients._codec import SPEC_VERSION, AttributeValue, encode_payload, fill_cloudevent
 
 __all__ = ["EventEncoder", "encode_publish_request"]
 

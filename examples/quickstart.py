@@ -9,7 +9,7 @@ import asyncio
 import os
 from dataclasses import dataclass
 
-from clients import Client
+from lockgate.clients import Client
 
 
 @dataclass

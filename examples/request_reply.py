@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from clients import Client
+from lockgate.clients import Client
 
 
 async def responder(c: Client, ready: asyncio.Event) -> None:

@@ -22,10 +22,10 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from broker.cloudevents import check_name, is_name, set_from_text
-from broker.errors import InvalidEvent
-from broker.v1 import cloudevent_pb2
-from gateways._cejson import attribute_to_json, is_json_type
+from lockgate.broker.cloudevents import check_name, is_name, set_from_text
+from lockgate.broker.errors import InvalidEvent
+from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.gateways._cejson import attribute_to_json, is_json_type
 
 __all__ = [
     "Binding",

@@ -19,9 +19,9 @@ import binascii
 import json
 from collections.abc import Mapping
 
-from broker.cloudevents import check_name, set_from_text
-from broker.errors import InvalidEvent
-from broker.v1 import cloudevent_pb2
+from lockgate.broker.cloudevents import check_name, set_from_text
+from lockgate.broker.errors import InvalidEvent
+from lockgate.broker.v1 import cloudevent_pb2
 
 __all__ = [
     "JsonValue",

@@ -12,10 +12,10 @@ import json
 import time
 from collections.abc import Mapping
 
-from broker.api import CloudEvent
-from broker.errors import BrokerError, InvalidEvent
-from gateways._cejson import event_from_json
-from gateways._web import dumps, loads
+from lockgate.broker.api import CloudEvent
+from lockgate.broker.errors import BrokerError, InvalidEvent
+from lockgate.gateways._cejson import event_from_json
+from lockgate.gateways._web import dumps, loads
 
 __all__ = ["dead_letter_record", "parse_entry", "shorthand_event"]
 

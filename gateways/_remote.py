@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import duration_pb2, message
 
-from broker import errors as be
-from broker.api import (
+from lockgate.broker import errors as be
+from lockgate.broker.api import (
     DURABLE_DEFAULTS,
     FROM_NEW,
     Delivery,
@@ -35,12 +35,12 @@ from broker.api import (
     StoredEvent,
     decode_deliveries,
 )
-from broker.v1 import broker_pb2, cloudevent_pb2
-from clients import _errors as ce
-from clients._admin import Admin, DurableInfo
-from clients._channel import BROKER, Connection, bearer
-from clients._codec import StartSpec as ClientStart
-from clients._errors import LockgateError, error_for_reason, from_rpc_error
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.clients import _errors as ce
+from lockgate.clients._admin import Admin, DurableInfo
+from lockgate.clients._channel import BROKER, Connection, bearer
+from lockgate.clients._codec import StartSpec as ClientStart
+from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
 
 __all__ = ["RemoteAPI", "to_broker_error", "translate"]
 

@@ -30,7 +30,7 @@ from functools import cache
 
 from opentelemetry import metrics
 
-from clients._backoff import Backoff
+from lockgate.clients._backoff import Backoff
 
 __all__ = ["UNENCODABLE", "report_ingest_error", "report_unencodable", "supervise"]
 

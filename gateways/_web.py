@@ -10,21 +10,21 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from broker import positions
-from broker.api import Delivery, StoredEvent
-from broker.auth import Authenticator
-from broker.config import ConfigError, parse_duration
-from broker.errors import BrokerError, InvalidStart
-from broker.positions import FROM_NEW, StartSpec
-from gateways._cejson import JsonValue, event_to_json
-from gateways.errors import (
+from lockgate.broker import positions
+from lockgate.broker.api import Delivery, StoredEvent
+from lockgate.broker.auth import Authenticator
+from lockgate.broker.config import ConfigError, parse_duration
+from lockgate.broker.errors import BrokerError, InvalidStart
+from lockgate.broker.positions import FROM_NEW, StartSpec
+from lockgate.gateways._cejson import JsonValue, event_to_json
+from lockgate.gateways.errors import (
     InvalidParameter,
     MalformedJson,
     http_status,
     listen_failed,
     retry_after,
 )
-from policy import durations
+from lockgate.policy import durations
 
 __all__ = [
     "api_key",

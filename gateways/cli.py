@@ -20,10 +20,10 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from broker.config import ConfigError, read_toml
+from lockgate.broker.config import ConfigError, read_toml
 
 if TYPE_CHECKING:
-    from gateways._remote import RemoteAPI
+    from lockgate.gateways._remote import RemoteAPI
 
 __all__ = ["add_commands", "run_gateway"]
 
@@ -79,8 +79,8 @@ async def run_gateway(
     """Runs one standalone gateway against the broker at ``target`` until ``stop`` is set
     (or SIGTERM/SIGINT). Raises :class:`~broker.errors.BrokerError` for what stops it
     from starting (a busy port: LISTEN_FAILED; a missing extra: MISSING_EXTRA)."""
-    from gateways._remote import RemoteAPI
-    from gateways.errors import missing_extra
+    from lockgate.gateways._remote import RemoteAPI
+    from lockgate.gateways.errors import missing_extra
 
     api = RemoteAPI(target)
     stops: list[Callable[[], Awaitable[None]]] = [api.close]
@@ -109,14 +109,14 @@ async def _start(
     stops: list[Callable[[], Awaitable[None]]],
 ) -> str:
     """Starts the gateway (its stop functions go to ``stops``); returns where it listens."""
-    from gateways.config import listen_of, settings_for, ws_path
+    from lockgate.gateways.config import listen_of, settings_for, ws_path
 
     if kind in ("http", "ws"):
         from aiohttp import web
 
-        from gateways._web import start_site
-        from gateways.http import build_app
-        from gateways.websocket import add_ws_route
+        from lockgate.gateways._web import start_site
+        from lockgate.gateways.http import build_app
+        from lockgate.gateways.websocket import add_ws_route
 
         if kind == "http":
             app = build_app(api, settings_for("http", section))
@@ -129,19 +129,19 @@ async def _start(
         stops.append(runner.cleanup)
         return f" on {listen.rpartition(':')[0]}:{port}"
     if kind == "redis":
-        from gateways.redis import RedisIngest
+        from lockgate.gateways.redis import RedisIngest
 
         ingest = RedisIngest(api, settings_for("redis", section))
         await ingest.start()
         stops.append(ingest.stop)
     elif kind == "nats":
-        from gateways.nats import NatsGateway
+        from lockgate.gateways.nats import NatsGateway
 
         gw = NatsGateway(api, settings_for("nats", section))
         await gw.start()
         stops.append(gw.stop)
     else:
-        from gateways.webhook import PollingWebhookDispatcher
+        from lockgate.gateways.webhook import PollingWebhookDispatcher
 
         settings = settings_for("webhook", section)
         if not settings.secret:

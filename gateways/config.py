@@ -38,7 +38,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from broker.config import ConfigError, coerce
+from lockgate.broker.config import ConfigError, coerce
 
 __all__ = ["KINDS", "listen_of", "settings_for", "ws_path"]
 
@@ -47,11 +47,11 @@ S = TypeVar("S")
 # Each gateway's settings class, imported only when that gateway is configured: a gateway's
 # module needs its optional extra (aiohttp, redis, nats-py), the others' do not.
 KINDS: dict[str, tuple[str, str]] = {
-    "http": ("gateways.http", "HttpSettings"),
-    "ws": ("gateways.websocket", "WsSettings"),
-    "webhook": ("gateways.webhook", "WebhookSettings"),
-    "redis": ("gateways.redis", "RedisSettings"),
-    "nats": ("gateways.nats", "NatsSettings"),
+    "http": ("lockgate.gateways.http", "HttpSettings"),
+    "ws": ("lockgate.gateways.websocket", "WsSettings"),
+    "webhook": ("lockgate.gateways.webhook", "WebhookSettings"),
+    "redis": ("lockgate.gateways.redis", "RedisSettings"),
+    "nats": ("lockgate.gateways.nats", "NatsSettings"),
 }
 
 
@@ -90,7 +90,7 @@ def _coerce(kind: str, key: str, value: object, default: object) -> object:
     if key == "jetstream":
         if not isinstance(value, list):
             raise _fail(kind, key, value, "a list of tables")
-        from gateways.nats import JetStreamSource
+        from lockgate.gateways.nats import JetStreamSource
 
         try:
             return tuple(JetStreamSource(**v) for v in value)

@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from broker.api import LocalAPI
-from broker.config import ConfigError
-from gateways._web import start_site
-from gateways.config import KINDS, listen_of, settings_for, ws_path
-from gateways.errors import missing_extra
+from lockgate.broker.api import LocalAPI
+from lockgate.broker.config import ConfigError
+from lockgate.gateways._web import start_site
+from lockgate.gateways.config import KINDS, listen_of, settings_for, ws_path
+from lockgate.gateways.errors import missing_extra
 
 __all__ = ["start_gateways"]
 
@@ -71,8 +71,8 @@ async def start_gateways(api: LocalAPI, config_section: Mapping[str, object]) ->
 
 
 async def _start(api: LocalAPI, config: Mapping[str, object], stops: list[Stop]) -> None:
-    from gateways.http import build_app
-    from gateways.websocket import add_ws_route
+    from lockgate.gateways.http import build_app
+    from lockgate.gateways.websocket import add_ws_route
 
     http, ws = _section(config, "http"), _section(config, "ws")
     apps: dict[str, web.Application] = {}
@@ -96,7 +96,7 @@ async def _start(api: LocalAPI, config: Mapping[str, object], stops: list[Stop])
         log.info("gateway listening on %s (port %d)", listen, port)
     hook = _section(config, "webhook")
     if hook is not None:
-        from gateways.webhook import WebhookDispatcher
+        from lockgate.gateways.webhook import WebhookDispatcher
 
         settings = settings_for("webhook", hook)
         if not settings.secret:
@@ -109,14 +109,14 @@ async def _start(api: LocalAPI, config: Mapping[str, object], stops: list[Stop])
         stops.append(dispatcher.stop)
     red = _section(config, "redis")
     if red is not None:
-        from gateways.redis import RedisIngest
+        from lockgate.gateways.redis import RedisIngest
 
         ingest = RedisIngest(api, settings_for("redis", red))
         await ingest.start()
         stops.append(ingest.stop)
     nat = _section(config, "nats")
     if nat is not None:
-        from gateways.nats import NatsGateway
+        from lockgate.gateways.nats import NatsGateway
 
         gw = NatsGateway(api, settings_for("nats", nat))
         await gw.start()

@@ -19,8 +19,14 @@ from __future__ import annotations
 
 import grpc
 
-from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, InvalidEvent, Reason
-from broker.extras import missing_extra as broker_missing_extra
+from lockgate.broker.errors import (
+    BrokerError,
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidEvent,
+    Reason,
+)
+from lockgate.broker.extras import missing_extra as broker_missing_extra
 
 __all__ = [
     "HTTP_BY_CODE",

@@ -30,12 +30,12 @@ from typing import TypeVar, cast
 
 from aiohttp import web
 
-from broker.api import BrokerAPI, CloudEvent, Delivery, DurableOptions, StoredEvent
-from broker.errors import BrokerError
-from gateways._cebinary import from_binary, has_binary_headers, is_structured_type
-from gateways._cejson import JsonValue, event_from_json
-from gateways._report import UNENCODABLE, report_unencodable
-from gateways._web import (
+from lockgate.broker.api import BrokerAPI, CloudEvent, Delivery, DurableOptions, StoredEvent
+from lockgate.broker.errors import BrokerError
+from lockgate.gateways._cebinary import from_binary, has_binary_headers, is_structured_type
+from lockgate.gateways._cejson import JsonValue, event_from_json
+from lockgate.gateways._report import UNENCODABLE, report_unencodable
+from lockgate.gateways._web import (
     api_key,
     delivery_json,
     json_response,
@@ -48,7 +48,7 @@ from gateways._web import (
     problem,
     stored_json,
 )
-from gateways.errors import (
+from lockgate.gateways.errors import (
     BodyTooLarge,
     InvalidParameter,
     MalformedJson,
@@ -299,7 +299,7 @@ async def acks(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    from broker.errors import NotFound
+    from lockgate.broker.errors import NotFound
 
     return problem(NotFound(f"no route for {request.method} {request.path}", hint="see /v1/..."))
 

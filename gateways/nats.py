@@ -40,19 +40,19 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 
-from broker.api import BrokerAPI, CloudEvent, Subscription
-from broker.errors import BrokerError
-from clients._backoff import Backoff
-from gateways._cebinary import from_binary, is_structured_type, to_binary
-from gateways._cejson import event_from_json
-from gateways._ingest import dead_letter_record, parse_entry
-from gateways._report import (
+from lockgate.broker.api import BrokerAPI, CloudEvent, Subscription
+from lockgate.broker.errors import BrokerError
+from lockgate.clients._backoff import Backoff
+from lockgate.gateways._cebinary import from_binary, is_structured_type, to_binary
+from lockgate.gateways._cejson import event_from_json
+from lockgate.gateways._ingest import dead_letter_record, parse_entry
+from lockgate.gateways._report import (
     UNENCODABLE,
     report_ingest_error,
     report_unencodable,
     supervise,
 )
-from gateways._web import loads
+from lockgate.gateways._web import loads
 
 __all__ = ["JetStreamSource", "NatsGateway", "NatsSettings"]
 

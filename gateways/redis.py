@@ -40,11 +40,11 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from broker.api import BrokerAPI, CloudEvent
-from broker.errors import BrokerError
-from clients._backoff import Backoff
-from gateways._ingest import dead_letter_record, parse_entry
-from gateways._report import report_ingest_error, supervise
+from lockgate.broker.api import BrokerAPI, CloudEvent
+from lockgate.broker.errors import BrokerError
+from lockgate.clients._backoff import Backoff
+from lockgate.gateways._ingest import dead_letter_record, parse_entry
+from lockgate.gateways._report import report_ingest_error, supervise
 
 __all__ = ["RedisIngest", "RedisSettings"]
 
@@ -243,7 +243,7 @@ class RedisIngest:
             if raw is None:
                 with contextlib.suppress(RedisError):
                     shown = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
-                    from broker.errors import InvalidEvent
+                    from lockgate.broker.errors import InvalidEvent
 
                     await self._dead_letter(
                         f"stream:{stream}",

@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from broker.api import Delivery, LocalAPI, Subscription, WebhookTarget
-from broker.errors import BrokerError
-from gateways._cebinary import to_binary
-from gateways._remote import RemoteAPI
-from gateways._report import UNENCODABLE, report_unencodable
+from lockgate.broker.api import Delivery, LocalAPI, Subscription, WebhookTarget
+from lockgate.broker.errors import BrokerError
+from lockgate.gateways._cebinary import to_binary
+from lockgate.gateways._remote import RemoteAPI
+from lockgate.gateways._report import UNENCODABLE, report_unencodable
 
 __all__ = [
     "Outcome",

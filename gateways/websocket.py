@@ -37,12 +37,12 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
-from broker.api import BrokerAPI, Delivery, Subscription
-from broker.errors import BrokerError, FailedPrecondition, InvalidArgument
-from gateways._cejson import JsonValue, event_from_json
-from gateways._ingest import shorthand_event
-from gateways._report import UNENCODABLE, report_unencodable
-from gateways._web import (
+from lockgate.broker.api import BrokerAPI, Delivery, Subscription
+from lockgate.broker.errors import BrokerError, FailedPrecondition, InvalidArgument
+from lockgate.gateways._cejson import JsonValue, event_from_json
+from lockgate.gateways._ingest import shorthand_event
+from lockgate.gateways._report import UNENCODABLE, report_unencodable
+from lockgate.gateways._web import (
     api_key,
     delivery_json,
     dumps,
@@ -51,7 +51,7 @@ from gateways._web import (
     parse_id,
     parse_start,
 )
-from gateways.errors import InvalidParameter, MalformedJson
+from lockgate.gateways.errors import InvalidParameter, MalformedJson
 
 __all__ = ["WsSettings", "add_ws_route", "ws_handler"]
 
@@ -330,7 +330,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     try:
         key = api_key(request.headers) or request.query.get("api_key") or None
     except BrokerError as err:
-        from gateways._web import problem
+        from lockgate.gateways._web import problem
 
         return problem(err)
     ws = web.WebSocketResponse(heartbeat=settings.heartbeat, max_msg_size=settings.max_frame_bytes)

@@ -1,7 +1,7 @@
 """Lockgate policies: a small language that decides, for every event, allow or deny, and
 which limits, routes, tags and duplicate checks apply.
 
->>> from policy import compile_policies, Request, Principal
+>>> from lockgate.policy import compile_policies, Request, Principal
 >>> ps = compile_policies({"billing.policy": '''
 ... policy billing on "billing.>" {
 ...   allow publish when "billing" in principal.roles
@@ -46,7 +46,7 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'policy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"policy.{module}"), name)
+    value = getattr(importlib.import_module(f"lockgate.policy.{module}"), name)
     globals()[name] = value
     return value
 

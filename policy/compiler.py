@@ -77,7 +77,7 @@ def rule_identities(pol: A.Policy) -> list[str]:
     kept under it, so moving or reformatting a rule keeps them; ``file:line`` only names a
     rule in messages. Identical unlabelled rules get ``~2``, ``~3``... in order.
 
-    >>> from policy.parser import parse
+    >>> from lockgate.policy.parser import parse
     >>> [p] = parse('policy b on "b.>" { rate: limit publish 5 per second }')
     >>> rule_identities(p)
     ['b/rate']

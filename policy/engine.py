@@ -92,7 +92,7 @@ def _combine(pols: Sequence[CompiledPolicy], action: str) -> Decide:
 class PolicySet:
     """A loaded, checked and compiled set of policies.
 
-    >>> from policy import Principal, Request, compile_policies
+    >>> from lockgate.policy import Principal, Request, compile_policies
     >>> ps = compile_policies({"a.policy": 'policy a on "orders.>" { allow publish }'})
     >>> ps.decide(Request("publish", "orders.eu", Principal("acme", "bot", frozenset()))).allowed
     True

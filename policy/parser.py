@@ -301,7 +301,7 @@ class PolicyParser:
     __slots__ = ("_lark",)
 
     def __init__(self, *, cache: str | bool = False) -> None:
-        grammar = resources.files("policy").joinpath("grammar.lark").read_text("utf-8")
+        grammar = resources.files("lockgate.policy").joinpath("grammar.lark").read_text("utf-8")
         self._lark = Lark(
             grammar,
             parser="lalr",

@@ -1,6 +1,6 @@
 """Replay recorded requests through two policy sets and report the decisions that change.
 
->>> from policy import PolicySet, Request, Principal
+>>> from lockgate.policy import PolicySet, Request, Principal
 >>> r = Request("publish", "a.b", Principal("acme", "bot"))
 >>> diff_decisions(PolicySet.empty(), PolicySet.empty(), [r]).changed
 0

@@ -24,6 +24,12 @@ rm -f broker/v1/*_pb2*.py broker/v1/*_pb2*.pyi broker/v1/reasons.py
   --python_out=. --pyi_out=. --grpc_python_out=. \
   protos/broker/v1/*.proto
 for f in broker/v1/*_pb2*.py broker/v1/*_pb2*.pyi; do
+  # protoc names imports after the proto path (broker/v1); installed, they are lockgate.broker.v1
+  sed -i.bak -e 's/^from broker\.v1 import/from lockgate.broker.v1 import/' \
+    -e 's/^import broker\.v1\./import lockgate.broker.v1./' \
+    -e "s/'broker\.v1\.\([a-z0-9_]*_pb2\)'/'lockgate.broker.v1.\1'/" "$f" && rm -f "$f.bak"
+done
+for f in broker/v1/*_pb2*.py broker/v1/*_pb2*.pyi; do
   { echo "# Generated from protos/ by scripts/gen_protos.sh; do not edit."; cat "$f"; } > "$f.tmp"
   mv "$f.tmp" "$f"
 done

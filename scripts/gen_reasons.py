@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker.v1 import errors_pb2
+from lockgate.broker.v1 import errors_pb2
 
 PREFIX = "ERROR_REASON_"
 

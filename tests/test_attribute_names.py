@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.cloudevents import is_name
-from policy import PolicyErrors, compile_policies
+from lockgate.broker.cloudevents import is_name
+from lockgate.policy import PolicyErrors, compile_policies
 
 NAMES = ["traceparent", "123", "a" * 20, "b" * 21, "c" * 64, "d" * 65, "Ü", "ü", "has_under", "id"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.v1 import errors_pb2
-from broker.v1.reasons import Reason
+from lockgate.broker.v1 import errors_pb2
+from lockgate.broker.v1.reasons import Reason
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("broker", "clients", "gateways", "policy")
@@ -146,7 +146,9 @@ def test_readme_table_lists_the_registry_in_order() -> None:
     assert _readme_table_reasons() == _registry()
 
 
-@pytest.mark.parametrize("module", ["broker.errors", "clients._errors", "gateways.errors"])
+@pytest.mark.parametrize(
+    "module", ["lockgate.broker.errors", "lockgate.clients._errors", "lockgate.gateways.errors"]
+)
 def test_error_classes_default_to_registered_reasons(module: str) -> None:
     mod = __import__(module, fromlist=["_"])
     classes = [

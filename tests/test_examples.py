@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.testing import run_broker
+from lockgate.broker.testing import run_broker
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
 EXPECTED = {"quickstart.py": "True warn disk 91% full", "request_reply.py": "{'sum': 42}"}

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from broker.v1 import cloudevent_pb2
+from lockgate.broker.v1 import cloudevent_pb2
 
 __all__ = ["Backbone", "Member", "Notice", "NoticeKind"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.backbone import CloudEvent, Member, Notice
+from lockgate.broker.backbone import CloudEvent, Member, Notice
 
 __all__ = ["LocalBackbone"]
 

@@ -9,10 +9,10 @@
   waiting, due), backoff and redelivery bookkeeping.
 """
 
-from broker.delivery.durable import DurableConsumer, DurableSession
-from broker.delivery.ephemeral import EphemeralSubscription
-from broker.delivery.host import DurableHost, DurableStore
-from broker.delivery.outbox import Outbox
+from lockgate.broker.delivery.durable import DurableConsumer, DurableSession
+from lockgate.broker.delivery.ephemeral import EphemeralSubscription
+from lockgate.broker.delivery.host import DurableHost, DurableStore
+from lockgate.broker.delivery.outbox import Outbox
 
 __all__ = [
     "DurableConsumer",

@@ -21,14 +21,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Iterable
 
-from broker import wire
-from broker.delivery.host import DurableHost
-from broker.delivery.outbox import Outbox
-from broker.delivery.pending import Pending, PendingTable
-from broker.errors import BrokerError, FailedPrecondition
-from broker.store import Batch, ConsumerRecord, DeadLetterRecord, LogPosition
-from broker.subjects import compile_pattern
-from broker.v1 import broker_pb2
+from lockgate.broker import wire
+from lockgate.broker.delivery.host import DurableHost
+from lockgate.broker.delivery.outbox import Outbox
+from lockgate.broker.delivery.pending import Pending, PendingTable
+from lockgate.broker.errors import BrokerError, FailedPrecondition
+from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, LogPosition
+from lockgate.broker.subjects import compile_pattern
+from lockgate.broker.v1 import broker_pb2
 
 __all__ = ["DurableConsumer", "DurableSession"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from broker.delivery.outbox import Outbox
-from broker.errors import ResourceExhausted
+from lockgate.broker.delivery.outbox import Outbox
+from lockgate.broker.errors import ResourceExhausted
 
 __all__ = ["EphemeralSubscription"]
 

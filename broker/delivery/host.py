@@ -11,14 +11,14 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from broker.store import (
+from lockgate.broker.store import (
     ConsumerRecord,
     ConsumerStateStore,
     DeadLetterRecord,
     DeadLetterStore,
     EventLog,
 )
-from broker.telemetry import Telemetry
+from lockgate.broker.telemetry import Telemetry
 
 __all__ = ["DurableHost", "DurableStore"]
 

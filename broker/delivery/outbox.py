@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from broker.errors import BrokerError
+from lockgate.broker.errors import BrokerError
 
 __all__ = ["Outbox"]
 

@@ -19,11 +19,11 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 from google.protobuf import message_factory, timestamp_pb2
 
-from broker.auth import Authenticator, Principal
-from broker.errors import BrokerError, InvalidStart, PermissionDenied, to_status
-from broker.node import Broker
-from broker.positions import StartSpec
-from broker.v1 import broker_pb2
+from lockgate.broker.auth import Authenticator, Principal
+from lockgate.broker.errors import BrokerError, InvalidStart, PermissionDenied, to_status
+from lockgate.broker.node import Broker
+from lockgate.broker.positions import StartSpec
+from lockgate.broker.v1 import broker_pb2
 
 __all__ = ["Servicer", "service_handler", "start_spec", "timestamp_ms", "unary"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 
-from broker.auth import Principal
-from broker.durables import DurableOptions
-from broker.errors import BrokerError, InvalidArgument
-from broker.rpc import Context, Servicer, start_spec, unary
-from broker.v1 import admin_pb2
+from lockgate.broker.auth import Principal
+from lockgate.broker.durables import DurableOptions
+from lockgate.broker.errors import BrokerError, InvalidArgument
+from lockgate.broker.rpc import Context, Servicer, start_spec, unary
+from lockgate.broker.v1 import admin_pb2
 
 __all__ = ["AdminService"]
 

@@ -11,15 +11,21 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from broker import wire
-from broker.auth import Authenticator, Principal
-from broker.delivery import DurableSession, EphemeralSubscription
-from broker.durables import DurableOptions
-from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, Unavailable, to_status
-from broker.node import Broker
-from broker.pipeline import Prepared
-from broker.rpc import Context, Servicer, start_spec, timestamp_ms, unary
-from broker.v1 import broker_pb2
+from lockgate.broker import wire
+from lockgate.broker.auth import Authenticator, Principal
+from lockgate.broker.delivery import DurableSession, EphemeralSubscription
+from lockgate.broker.durables import DurableOptions
+from lockgate.broker.errors import (
+    BrokerError,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+    to_status,
+)
+from lockgate.broker.node import Broker
+from lockgate.broker.pipeline import Prepared
+from lockgate.broker.rpc import Context, Servicer, start_spec, timestamp_ms, unary
+from lockgate.broker.v1 import broker_pb2
 
 __all__ = ["RAW_RESPONSES", "BrokerService"]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from broker.auth import Authenticator, Principal
-from broker.errors import FailedPrecondition, NotFound
-from broker.node import Broker
-from broker.policies import PolicyManager
-from broker.rpc import Context, Servicer, unary
-from broker.store import PolicyVersionRecord
-from broker.v1 import policy_pb2
+from lockgate.broker.auth import Authenticator, Principal
+from lockgate.broker.errors import FailedPrecondition, NotFound
+from lockgate.broker.node import Broker
+from lockgate.broker.policies import PolicyManager
+from lockgate.broker.rpc import Context, Servicer, unary
+from lockgate.broker.store import PolicyVersionRecord
+from lockgate.broker.v1 import policy_pb2
 
 __all__ = ["PolicyService"]
 

@@ -21,8 +21,8 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from broker.ids import id_for_time_ms
-from broker.store import (
+from lockgate.broker.ids import id_for_time_ms
+from lockgate.broker.store import (
     ApiKeyRecord,
     Batch,
     DeadLetterRecord,
@@ -30,10 +30,10 @@ from broker.store import (
     PolicyVersionRecord,
     RetentionRule,
 )
-from broker.store.sqlite_consumers import SqliteConsumerState
-from broker.store.sqlite_engine import FSYNC_MODES
-from broker.store.sqlite_schema import position_after_id
-from broker.subjects import compile_pattern
+from lockgate.broker.store.sqlite_consumers import SqliteConsumerState
+from lockgate.broker.store.sqlite_engine import FSYNC_MODES
+from lockgate.broker.store.sqlite_schema import position_after_id
+from lockgate.broker.subjects import compile_pattern
 
 __all__ = ["FSYNC_MODES", "SqliteStore"]
 

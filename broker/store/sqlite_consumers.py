@@ -10,8 +10,8 @@ import os
 import sqlite3
 from collections.abc import Collection, Mapping
 
-from broker.store import ConsumerRecord, LogPosition
-from broker.store.sqlite_engine import SqliteEngine
+from lockgate.broker.store import ConsumerRecord, LogPosition
+from lockgate.broker.store.sqlite_engine import SqliteEngine
 
 __all__ = ["SqliteConsumerState"]
 

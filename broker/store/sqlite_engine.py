@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from broker.errors import FailedPrecondition, Unavailable
-from broker.store.sqlite_schema import ensure_schema
+from lockgate.broker.errors import FailedPrecondition, Unavailable
+from lockgate.broker.store.sqlite_schema import ensure_schema
 
 __all__ = ["FSYNC_MODES", "Op", "SqliteEngine"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from broker.errors import FailedPrecondition
+from lockgate.broker.errors import FailedPrecondition
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema", "position_after_id"]
 

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from broker.v1 import admin_pb2 as broker_dot_v1_dot_admin__pb2
+from lockgate.broker.v1 import admin_pb2 as broker_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -1,7 +1,7 @@
 # Generated from protos/ by scripts/gen_protos.sh; do not edit.
 import datetime
 
-from broker.v1 import cloudevent_pb2 as _cloudevent_pb2
+from lockgate.broker.v1 import cloudevent_pb2 as _cloudevent_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest_asyncio
 
-from broker.testing import RunningBroker, run_broker
+from lockgate.broker.testing import RunningBroker, run_broker
 from tests.broker.e2e_kit import Stubs
 
 

@@ -20,7 +20,13 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from broker.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, cloudevent_pb2
+from lockgate.broker.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    broker_pb2,
+    broker_pb2_grpc,
+    cloudevent_pb2,
+)
 
 __all__ = [
     "LOCKGATE",
@@ -288,7 +294,7 @@ async def assert_no_more(
 
 def lockgate_cli(*args: str) -> str:
     """Runs the ``lockgate`` command and returns its stdout."""
-    cmd = [LOCKGATE] if os.path.exists(LOCKGATE) else [sys.executable, "-m", "broker.cli"]
+    cmd = [LOCKGATE] if os.path.exists(LOCKGATE) else [sys.executable, "-m", "lockgate.broker.cli"]
     proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, f"lockgate {' '.join(args)}: {proc.stderr}"
     return proc.stdout

@@ -11,14 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from broker.backbone.local import LocalBackbone
-from broker.config import ConfigError, load_config
-from broker.dedup import MemoryDedupWindow
-from broker.errors import BrokerError, Reason
-from broker.factory import build_backends
-from broker.leases import LocalLeases
-from broker.limits import LocalLimiter, RedisLimiter
-from broker.store.sqlite import SqliteStore
+from lockgate.broker.backbone.local import LocalBackbone
+from lockgate.broker.config import ConfigError, load_config
+from lockgate.broker.dedup import MemoryDedupWindow
+from lockgate.broker.errors import BrokerError, Reason
+from lockgate.broker.factory import build_backends
+from lockgate.broker.leases import LocalLeases
+from lockgate.broker.limits import LocalLimiter, RedisLimiter
+from lockgate.broker.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_the_redis_limiter_is_built_from_the_setting(tmp_path: Path) -> None:
 def test_serve_with_a_cluster_backbone_says_why_and_exits_78(tmp_path: Path) -> None:
     args = ["serve", "--data-dir", str(tmp_path), "--backbone", "nats://127.0.0.1:4222"]
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args, "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "lockgate.broker.cli", *args, "--listen", "127.0.0.1:0"],
         capture_output=True,
         text=True,
         timeout=30,

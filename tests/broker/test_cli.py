@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.testing import run_broker
+from lockgate.broker.testing import run_broker
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ _NOT_INSTALLED = textwrap.dedent(
 
 def lockgate(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args],
+        [sys.executable, "-m", "lockgate.broker.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -154,7 +154,7 @@ def test_the_client_imports_without_the_server() -> None:
     proc = client_only(
         """
         import sys
-        import clients
+        from lockgate import clients
         top = clients.__name__.rpartition(".")[0]  # "lockgate" once installed under one name
         prefix = top + "." if top else ""
         ours = [m.removeprefix(prefix) for m in sys.modules if m.startswith(prefix)]
@@ -170,7 +170,7 @@ def test_the_client_imports_without_the_server() -> None:
 def test_serve_without_the_server_extra_names_it(tmp_path: Path) -> None:
     proc = client_only(
         f"""
-        from broker.cli import main
+        from lockgate.broker.cli import main
         sys.exit(main(["serve", "--data-dir", {str(tmp_path)!r}, "--listen", "127.0.0.1:0"]))
         """
     )
@@ -183,7 +183,7 @@ def test_serve_without_the_server_extra_names_it(tmp_path: Path) -> None:
 def test_client_commands_work_without_the_server_extra() -> None:
     proc = client_only(
         """
-        from broker.cli import main
+        from lockgate.broker.cli import main
         sys.exit(main(["pub", "x.y", "1", "--server", "127.0.0.1:1"]))
         """
     )
@@ -194,7 +194,7 @@ def test_client_commands_work_without_the_server_extra() -> None:
 def test_a_gateway_without_its_extra_names_it() -> None:
     proc = client_only(
         """
-        from broker.cli import main
+        from lockgate.broker.cli import main
         sys.exit(main(["gateway", "http", "--listen", "127.0.0.1:0"]))
         """
     )
@@ -208,7 +208,7 @@ def test_serve_with_gateway_tables_without_their_extra_names_it(tmp_path: Path) 
     config.write_text('[gateways.http]\nlisten = "127.0.0.1:0"\n')
     proc = client_only(
         f"""
-        from broker.cli import main
+        from lockgate.broker.cli import main
         sys.exit(main(["serve", "--config", {str(config)!r}, "--data-dir", {str(tmp_path)!r},
                        "--listen", "127.0.0.1:0"]))
         """,

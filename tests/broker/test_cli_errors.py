@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def lockgate(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args],
+        [sys.executable, "-m", "lockgate.broker.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

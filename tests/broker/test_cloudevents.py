@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.cloudevents import (
+from lockgate.broker.cloudevents import (
     MAX_NAME_LENGTH,
     check_attribute,
     check_attributes,
@@ -13,8 +13,8 @@ from broker.cloudevents import (
     is_uri_reference,
     parse_timestamp,
 )
-from broker.errors import InvalidEvent
-from broker.v1 import cloudevent_pb2
+from lockgate.broker.errors import InvalidEvent
+from lockgate.broker.v1 import cloudevent_pb2
 
 Value = cloudevent_pb2.CloudEvent.CloudEventAttributeValue
 

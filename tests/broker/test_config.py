@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigError, coerce, load_config, parse_duration, redacted
+from lockgate.broker.config import ConfigError, coerce, load_config, parse_duration, redacted
 
 
 def test_precedence_flags_over_file_over_env(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_coerce_says_what_it_expected(value: object, default: object, expected: 
 
 
 def test_gateway_settings_use_the_same_rule() -> None:
-    from gateways.config import settings_for
+    from lockgate.gateways.config import settings_for
 
     assert settings_for("redis", {"batch": "64"}).batch == 64  # as from a flag
     with pytest.raises(ConfigError, match=r"\[gateways.redis\] batch = 'many' is not an integer"):
@@ -125,7 +125,7 @@ def test_redacted_hides_secrets_and_url_passwords() -> None:
 
 
 def test_global_retention_covers_dead_letters_too() -> None:
-    from broker.config import Config
+    from lockgate.broker.config import Config
 
     rules = Config(retention_max_events=10).retention_rules()
     assert [(r.pattern, r.max_events) for r in rules] == [(">", 10), ("$dlq.>", 10)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.datadir import DataDirInUse, lock_data_dir
+from lockgate.broker.datadir import DataDirInUse, lock_data_dir
 
 
 def test_one_holder_at_a_time(tmp_path: Path) -> None:

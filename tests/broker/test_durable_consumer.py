@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.auth import DEV_PRINCIPAL
-from broker.config import Config
-from broker.delivery import DurableConsumer, DurableSession
-from broker.durables import DurableOptions
-from broker.errors import FailedPrecondition
-from broker.node import Broker, StartSpec
-from broker.store import ConsumerRecord
-from broker.store.sqlite import SqliteStore
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.auth import DEV_PRINCIPAL
+from lockgate.broker.config import Config
+from lockgate.broker.delivery import DurableConsumer, DurableSession
+from lockgate.broker.durables import DurableOptions
+from lockgate.broker.errors import FailedPrecondition
+from lockgate.broker.node import Broker, StartSpec
+from lockgate.broker.store import ConsumerRecord
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 from tests.support import eventually
 
 

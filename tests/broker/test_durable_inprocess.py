@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from broker.auth import DEV_PRINCIPAL
-from broker.config import Config
-from broker.node import Broker
-from broker.store.sqlite import SqliteStore
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.auth import DEV_PRINCIPAL
+from lockgate.broker.config import Config
+from lockgate.broker.node import Broker
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 
 def events(k: int, n: int) -> list[cloudevent_pb2.CloudEvent]:

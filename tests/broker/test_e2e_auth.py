@@ -16,8 +16,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from broker.testing import RunningBroker, run_broker
-from broker.v1 import admin_pb2, broker_pb2, broker_pb2_grpc
+from lockgate.broker.testing import RunningBroker, run_broker
+from lockgate.broker.v1 import admin_pb2, broker_pb2, broker_pb2_grpc
 from tests.broker.e2e_kit import (
     Metadata,
     Stubs,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from broker.v1 import broker_pb2
+from lockgate.broker.v1 import broker_pb2
 from tests.broker.e2e_kit import (
     CloudEvent,
     Stubs,

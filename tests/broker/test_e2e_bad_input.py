@@ -14,9 +14,9 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from broker.ids import id_for_time_ms
-from broker.testing import RunningBroker, run_broker
-from broker.v1 import admin_pb2, broker_pb2
+from lockgate.broker.ids import id_for_time_ms
+from lockgate.broker.testing import RunningBroker, run_broker
+from lockgate.broker.v1 import admin_pb2, broker_pb2
 from tests.broker.e2e_kit import (
     CloudEvent,
     Stubs,

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from broker.v1 import admin_pb2, broker_pb2
+from lockgate.broker.v1 import admin_pb2, broker_pb2
 from tests.broker.e2e_kit import Stubs, error_info, open_call, unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from google.protobuf import timestamp_pb2
 
-from broker.v1 import broker_pb2
+from lockgate.broker.v1 import broker_pb2
 from tests.broker.e2e_kit import Stubs, event, query_all, unique
 from tests.support import eventually
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from broker.testing import RunningBroker, run_broker
-from broker.v1 import broker_pb2
+from lockgate.broker.testing import RunningBroker, run_broker
+from lockgate.broker.v1 import broker_pb2
 from tests.broker.e2e_kit import (
     CloudEvent,
     Stubs,

@@ -14,8 +14,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from broker.testing import run_broker
-from broker.v1 import admin_pb2, broker_pb2
+from lockgate.broker.testing import run_broker
+from lockgate.broker.v1 import admin_pb2, broker_pb2
 from tests.broker.e2e_kit import (
     Stubs,
     Sub,

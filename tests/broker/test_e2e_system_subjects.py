@@ -8,8 +8,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from broker.testing import run_broker
-from broker.v1 import broker_pb2
+from lockgate.broker.testing import run_broker
+from lockgate.broker.v1 import broker_pb2
 from tests.broker.e2e_kit import Stubs, event, query_all, subscribe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import Reason
-from broker.extras import EXTRAS, extra_for, missing_extra
+from lockgate.broker.errors import Reason
+from lockgate.broker.extras import EXTRAS, extra_for, missing_extra
 
 ROOT = Path(__file__).resolve().parents[2]
 

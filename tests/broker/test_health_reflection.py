@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from broker.testing import RunningBroker
+from lockgate.broker.testing import RunningBroker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -40,7 +40,7 @@ async def test_reflection_lists_services(broker: RunningBroker) -> None:
 
 
 async def test_terminate_drains_with_exit_code_zero(tmp_path: object) -> None:
-    from broker.testing import run_broker
+    from lockgate.broker.testing import run_broker
 
     async with run_broker() as b:
         assert await b.terminate() == 0
@@ -54,8 +54,8 @@ async def test_terminate_ends_idle_streams_at_once() -> None:
     import asyncio
     import time
 
-    from broker.testing import run_broker
-    from broker.v1 import broker_pb2, broker_pb2_grpc
+    from lockgate.broker.testing import run_broker
+    from lockgate.broker.v1 import broker_pb2, broker_pb2_grpc
     from tests.broker.e2e_kit import error_info, event
 
     async with run_broker() as b, grpc.aio.insecure_channel(b.target) as ch:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from broker.ids import EPOCH_MS, IdGenerator, id_for_time_ms, time_ms_of
+from lockgate.broker.ids import EPOCH_MS, IdGenerator, id_for_time_ms, time_ms_of
 
 
 class FakeClock:

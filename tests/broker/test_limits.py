@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from broker.limits import BucketRequest, LocalLimiter, RedisLimiter
-from broker.testing import run_broker
+from lockgate.broker.limits import BucketRequest, LocalLimiter, RedisLimiter
+from lockgate.broker.testing import run_broker
 from tests.broker.e2e_kit import Stubs, error_info, publish_one, query_all, unique
 from tests.support import TcpProxy, eventually
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from broker.auth import DEV_PRINCIPAL
-from broker.backbone import Notice
-from broker.backbone.local import LocalBackbone
-from broker.config import Config, ConfigError
-from broker.leases import LocalLeases
-from broker.node import Broker
-from broker.store.sqlite import SqliteStore
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.auth import DEV_PRINCIPAL
+from lockgate.broker.backbone import Notice
+from lockgate.broker.backbone.local import LocalBackbone
+from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.leases import LocalLeases
+from lockgate.broker.node import Broker
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 from tests.support import eventually
 
 

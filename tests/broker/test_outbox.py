@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from broker.delivery import EphemeralSubscription, Outbox
-from broker.errors import ResourceExhausted
+from lockgate.broker.delivery import EphemeralSubscription, Outbox
+from lockgate.broker.errors import ResourceExhausted
 
 
 async def test_take_joins_chunks_up_to_the_message_size() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.delivery.pending import PendingTable, backoff_factor
+from lockgate.broker.delivery.pending import PendingTable, backoff_factor
 
 
 @dataclass

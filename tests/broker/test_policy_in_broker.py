@@ -15,10 +15,10 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from broker.auth import create_key
-from broker.store.sqlite import SqliteStore
-from broker.testing import RunningBroker, run_broker
-from broker.v1 import broker_pb2, broker_pb2_grpc, policy_pb2, policy_pb2_grpc
+from lockgate.broker.auth import create_key
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.testing import RunningBroker, run_broker
+from lockgate.broker.v1 import broker_pb2, broker_pb2_grpc, policy_pb2, policy_pb2_grpc
 from tests.broker.e2e_kit import Metadata, auth, error_info, event, query_all, subscribe
 from tests.support import eventually
 
@@ -291,7 +291,7 @@ async def test_replay_reports_changed_decisions(env: Env, tmp_path: Path) -> Non
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "broker.cli",
+        "lockgate.broker.cli",
         "policy",
         "replay",
         str(candidate),

@@ -9,12 +9,12 @@ import socket
 
 import pytest
 
-from broker.auth import Principal
-from broker.errors import BrokerError
-from broker.limits import LocalLimiter, RedisLimiter
-from broker.policyhook import PolicyGate, SpamControls, Verdicts
-from broker.v1 import cloudevent_pb2
-from policy import compile_policies
+from lockgate.broker.auth import Principal
+from lockgate.broker.errors import BrokerError
+from lockgate.broker.limits import LocalLimiter, RedisLimiter
+from lockgate.broker.policyhook import PolicyGate, SpamControls, Verdicts
+from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.policy import compile_policies
 
 CloudEvent = cloudevent_pb2.CloudEvent
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from broker import wire
-from broker.publisher import decode_publisher, encode_publisher
-from broker.replay import requests_from_batches
-from broker.store import Batch
-from broker.v1 import cloudevent_pb2
+from lockgate.broker import wire
+from lockgate.broker.publisher import decode_publisher, encode_publisher
+from lockgate.broker.replay import requests_from_batches
+from lockgate.broker.store import Batch
+from lockgate.broker.v1 import cloudevent_pb2
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from broker import wire
-from broker.delivery import EphemeralSubscription
-from broker.router import Router
+from lockgate.broker import wire
+from lockgate.broker.delivery import EphemeralSubscription
+from lockgate.broker.router import Router
 
 
 def _sub(

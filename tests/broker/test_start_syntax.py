@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.errors import InvalidStart
-from broker.positions import StartSpec, parse_start
-from broker.v1 import broker_pb2
+from lockgate.broker.errors import InvalidStart
+from lockgate.broker.positions import StartSpec, parse_start
+from lockgate.broker.v1 import broker_pb2
 
 NOW = 1_800_000_000.0
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from broker.app import serve
-from broker.config import Config
-from broker.datadir import lock_data_dir
-from broker.errors import BrokerError, Reason
-from broker.testing import run_broker
+from lockgate.broker.app import serve
+from lockgate.broker.config import Config
+from lockgate.broker.datadir import lock_data_dir
+from lockgate.broker.errors import BrokerError, Reason
+from lockgate.broker.testing import run_broker
 
 
 async def _refusal(config: Config) -> BrokerError:

@@ -10,13 +10,13 @@ from typing import Any, cast
 
 import pytest
 
-from broker.auth import DEV_PRINCIPAL
-from broker.config import Config
-from broker.errors import BrokerError, Unavailable
-from broker.node import Broker
-from broker.store import Batch, Store
-from broker.store.sqlite import SqliteStore
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.auth import DEV_PRINCIPAL
+from lockgate.broker.config import Config
+from lockgate.broker.errors import BrokerError, Unavailable
+from lockgate.broker.node import Broker
+from lockgate.broker.store import Batch, Store
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 
 class FailingStore:

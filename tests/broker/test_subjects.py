@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.errors import InvalidSubject, PermissionDenied
-from broker.subjects import (
+from lockgate.broker.errors import InvalidSubject, PermissionDenied
+from lockgate.broker.subjects import (
     MAX_SUBJECT_LENGTH,
     MAX_TOKENS,
     check_subscribe_pattern,

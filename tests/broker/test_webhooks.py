@@ -12,14 +12,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from broker.auth import DEV_PRINCIPAL as ADMIN
-from broker.config import Config
-from broker.durables import DurableOptions
-from broker.errors import InvalidArgument
-from broker.node import Broker
-from broker.store.sqlite import SqliteStore
-from broker.v1 import admin_pb2
-from broker.webhooks import check_endpoint_url
+from lockgate.broker.auth import DEV_PRINCIPAL as ADMIN
+from lockgate.broker.config import Config
+from lockgate.broker.durables import DurableOptions
+from lockgate.broker.errors import InvalidArgument
+from lockgate.broker.node import Broker
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import admin_pb2
+from lockgate.broker.webhooks import check_endpoint_url
 from tests.broker.e2e_kit import Stubs, error_info, unique
 
 

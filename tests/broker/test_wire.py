@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker import wire
-from broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker import wire
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 # Sizes around the 1- and 2-byte varint limits; the contents are opaque to the framing.
 SIZES = st.one_of(st.integers(0, 200), st.integers(16370, 16400))

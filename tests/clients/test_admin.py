@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 from google.protobuf.message import Message as ProtoMessage
 
-import clients
-from broker.testing import RunningBroker, run_broker
-from clients import Client
+from lockgate import clients
+from lockgate.broker.testing import RunningBroker, run_broker
+from lockgate.clients import Client
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

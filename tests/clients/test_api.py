@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import clients
+from lockgate import clients
 
 EXPECTED = [
     "Admin",
@@ -71,24 +71,32 @@ FORBIDDEN = (
     "gateways",
 )
 # All of the broker the client may load: the package itself, the stubs and the wire codec.
-ALLOWED_BROKER = ("broker", "broker.v1", "broker.wire")
+ALLOWED_BROKER = ("lockgate.broker", "lockgate.broker.v1", "lockgate.broker.wire")
 
 
 def test_importing_clients_does_not_import_the_server() -> None:
-    code = "import sys, json, clients, clients._cli; print(json.dumps(sorted(sys.modules)))"
+    code = (
+        "import sys, json, lockgate.clients, lockgate.clients._cli; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     ).stdout
     loaded = set(json.loads(out))
-    assert {"clients._client", "grpc", "broker.v1.broker_pb2", "broker.wire"} <= loaded
-    forbidden = {m for m in loaded if m.split(".")[0] in FORBIDDEN}
+    assert {
+        "lockgate.clients._client",
+        "grpc",
+        "lockgate.broker.v1.broker_pb2",
+        "lockgate.broker.wire",
+    } <= loaded
+    forbidden = {m for m in loaded if m.removeprefix("lockgate.").split(".")[0] in FORBIDDEN}
     assert not forbidden, forbidden
     server_modules = {
         m
         for m in loaded
-        if m.split(".")[0] == "broker"
+        if m.removeprefix("lockgate.").split(".")[0] == "broker"
         and m not in ALLOWED_BROKER
-        and not m.startswith("broker.v1.")
+        and not m.startswith("lockgate.broker.v1.")
     }
     assert not server_modules, server_modules

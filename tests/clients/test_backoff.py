@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clients import Backoff
-from clients._backoff import backoff_delay
+from lockgate.clients import Backoff
+from lockgate.clients._backoff import backoff_delay
 
 
 def test_doubles_up_to_the_maximum_without_jitter() -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-import clients
-from broker.testing import RunningBroker, run_broker
-from clients import Client, Message, Subscription
+from lockgate import clients
+from lockgate.broker.testing import RunningBroker, run_broker
+from lockgate.clients import Client, Message, Subscription
 from tests.support import TcpProxy, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -69,7 +69,7 @@ async def lockgate(*args: str | Path) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "broker.cli",
+        "lockgate.broker.cli",
         *map(str, args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

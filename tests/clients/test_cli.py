@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from broker.cli import client_syntax
-from broker.testing import run_broker
-from clients import LockgateError
-from clients._cli import add_commands
+from lockgate.broker.cli import client_syntax
+from lockgate.broker.testing import run_broker
+from lockgate.clients import LockgateError
+from lockgate.clients._cli import add_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def test_commands_are_registered() -> None:
 
 def test_unreachable_broker_prints_one_sentence_and_a_hint() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "broker.cli", "pub", "x.y", "1", "--server", "127.0.0.1:1"],
+        [sys.executable, "-m", "lockgate.broker.cli", "pub", "x.y", "1", "--server", "127.0.0.1:1"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -8,8 +8,8 @@ import datetime as dt
 import pydantic
 import pytest
 
-from broker.v1 import broker_pb2, cloudevent_pb2
-from clients._codec import (
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.clients._codec import (
     AttributeValue,
     complete_cloudevent,
     decode_attributes,

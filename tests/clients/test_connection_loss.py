@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from broker.testing import run_broker
-from clients import Client
+from lockgate.broker.testing import run_broker
+from lockgate.clients import Client
 from tests.support import TcpProxy, eventually
 
 pytestmark = pytest.mark.e2e

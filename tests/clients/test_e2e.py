@@ -12,13 +12,13 @@ import pydantic
 import pytest
 import pytest_asyncio
 
-import clients
-from broker.testing import run_broker
-from clients import Client, Message, Subscription
+from lockgate import clients
+from lockgate.broker.testing import run_broker
+from lockgate.clients import Client, Message, Subscription
 from tests.support import eventually
 
 if TYPE_CHECKING:
-    from broker.testing import RunningBroker
+    from lockgate.broker.testing import RunningBroker
 
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

@@ -6,9 +6,9 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
-import clients
-from broker.v1.reasons import Reason
-from clients._errors import error_for_reason, from_rpc_error
+from lockgate import clients
+from lockgate.broker.v1.reasons import Reason
+from lockgate.clients._errors import error_for_reason, from_rpc_error
 from tests.clients.status_kit import rich_status
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.v1 import broker_pb2, cloudevent_pb2
-from clients._codec import decode_attributes, decode_data, to_cloudevent
-from clients._wire import EventEncoder, encode_publish_request
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.clients._codec import decode_attributes, decode_data, to_cloudevent
+from lockgate.clients._wire import EventEncoder, encode_publish_request
 
 
 @dataclasses.dataclass

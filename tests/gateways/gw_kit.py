@@ -12,14 +12,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from broker.api import LocalAPI
-from broker.auth import Authenticator
-from broker.config import Config
-from broker.node import Broker
-from broker.store.sqlite import SqliteStore
-from broker.v1 import cloudevent_pb2
-from gateways._web import start_site
-from gateways.http import HttpSettings, build_app
+from lockgate.broker.api import LocalAPI
+from lockgate.broker.auth import Authenticator
+from lockgate.broker.config import Config
+from lockgate.broker.node import Broker
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.gateways._web import start_site
+from lockgate.gateways.http import HttpSettings, build_app
 
 __all__ = [
     "Local",
@@ -56,9 +56,9 @@ def malformed_event(i: int = 0) -> cloudevent_pb2.CloudEvent:
 def accept_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lets the in-process broker store malformed events, as brokers before the attribute
     rules did, so that tests can get one into the log and watch the egress skip it."""
-    import broker.cloudevents
+    import lockgate.broker.cloudevents
 
-    monkeypatch.setattr(broker.cloudevents, "check_attributes", lambda attributes: None)
+    monkeypatch.setattr(lockgate.broker.cloudevents, "check_attributes", lambda attributes: None)
 
 
 @dataclass
@@ -97,7 +97,7 @@ async def local_broker(
     api = LocalAPI(broker, auth)
     app = build_app(api, settings)
     if ws:
-        from gateways.websocket import WsSettings, add_ws_route
+        from lockgate.gateways.websocket import WsSettings, add_ws_route
 
         add_ws_route(app, api, ws if isinstance(ws, WsSettings) else WsSettings(heartbeat=1.0))
     runner, port = await start_site(app, "127.0.0.1:0")

@@ -6,10 +6,10 @@ import base64
 
 import pytest
 
-from broker.errors import InvalidEvent
-from broker.v1 import cloudevent_pb2
-from gateways._cebinary import from_binary, to_binary
-from gateways._cejson import event_from_json, event_to_json, is_json_type
+from lockgate.broker.errors import InvalidEvent
+from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.gateways._cebinary import from_binary, to_binary
+from lockgate.gateways._cejson import event_from_json, event_to_json, is_json_type
 
 BASE = {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}
 
@@ -208,7 +208,7 @@ def test_an_unencodable_event_raises_value_error() -> None:
 
 
 def test_an_entry_with_a_lone_surrogate_is_an_invalid_event() -> None:
-    from gateways._ingest import parse_entry
+    from lockgate.gateways._ingest import parse_entry
 
     with pytest.raises(InvalidEvent):
         parse_entry('{"data": "\\ud800"}', "id", "/s", "t")

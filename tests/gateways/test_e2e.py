@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from broker.api import DurableOptions
-from broker.testing import run_broker
-from gateways._remote import RemoteAPI
-from gateways.redis import RedisIngest, RedisSettings
+from lockgate.broker.api import DurableOptions
+from lockgate.broker.testing import run_broker
+from lockgate.gateways._remote import RemoteAPI
+from lockgate.gateways.redis import RedisIngest, RedisSettings
 from tests.gateways.gw_kit import unique
 from tests.support import eventually
 
@@ -25,7 +25,7 @@ async def _start_gateway(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "broker.cli",
+        "lockgate.broker.cli",
         "gateway",
         *args,
         stdout=asyncio.subprocess.PIPE,
@@ -157,9 +157,9 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
 ) -> None:
     from aiohttp import web
 
-    from clients._webhook import verify_webhook
-    from gateways._web import start_site
-    from gateways.webhook import PollingWebhookDispatcher, WebhookSettings
+    from lockgate.clients._webhook import verify_webhook
+    from lockgate.gateways._web import start_site
+    from lockgate.gateways.webhook import PollingWebhookDispatcher, WebhookSettings
 
     got: list[tuple[dict[str, str], bytes]] = []
     arrived = asyncio.Event()

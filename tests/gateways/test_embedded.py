@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from broker.api import LocalAPI
-from broker.config import ConfigError
-from gateways.cli import add_commands
-from gateways.config import settings_for
-from gateways.embedded import start_gateways
+from lockgate.broker.api import LocalAPI
+from lockgate.broker.config import ConfigError
+from lockgate.gateways.cli import add_commands
+from lockgate.gateways.config import settings_for
+from lockgate.gateways.embedded import start_gateways
 from tests.gateways.gw_kit import local_broker, unique
 
 
@@ -104,7 +104,7 @@ def test_cli_parses_each_kind(tmp_path: Path) -> None:
     args = parser.parse_args(
         ["gateway", "redis", "--broker", "h:1", "--stream", "s=t.u", "--list", "l=v"]
     )
-    from gateways.cli import _section
+    from lockgate.gateways.cli import _section
 
     assert _section(args)["streams"] == {"s": "t.u"} and args.broker == "h:1"
     cfg = tmp_path / "gw.toml"

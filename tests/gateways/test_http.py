@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateways.http import HttpSettings
+from lockgate.gateways.http import HttpSettings
 from tests.gateways.gw_kit import (
     Local,
     accept_malformed,
@@ -362,7 +362,7 @@ async def test_structured_body_with_ce_headers_is_structured(local: Local) -> No
 async def test_creating_a_durable_needs_what_subscribing_needs(local: Local) -> None:
     """The same permission as gRPC: an agent without the admin role may create a durable on a
     pattern it may read; a webhook durable (the broker calls out) needs the admin role."""
-    from broker.auth import create_key
+    from lockgate.broker.auth import create_key
 
     key, _ = await create_key(local.broker.store, "default", "worker", ["reader"])
     headers = {"Authorization": f"Bearer {key}"}

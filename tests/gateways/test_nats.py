@@ -11,7 +11,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from gateways.nats import JetStreamSource, NatsGateway, NatsSettings
+from lockgate.gateways.nats import JetStreamSource, NatsGateway, NatsSettings
 from tests.gateways.gw_kit import (
     Local,
     accept_malformed,

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from gateways.redis import RedisIngest, RedisSettings
+from lockgate.gateways.redis import RedisIngest, RedisSettings
 from tests.gateways.gw_kit import Local, count_events, unique
 from tests.support import eventually
 
@@ -122,7 +122,7 @@ async def test_stream_pending_entries_are_recovered_once(
     # The "crashed" run: read everything, stored the first three, acked nothing.
     got = await r.xreadgroup(settings.group, "c1", {stream: ">"}, count=100)
     first = got[0][1][:3]
-    from gateways._ingest import parse_entry
+    from lockgate.gateways._ingest import parse_entry
 
     events = [
         parse_entry(

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from broker import errors as be
-from broker.api import DurableOptions, StartSpec
-from broker.testing import RunningBroker, run_broker
-from broker.v1 import broker_pb2, cloudevent_pb2
-from clients._channel import Connection
-from gateways._remote import RemoteAPI
+from lockgate.broker import errors as be
+from lockgate.broker.api import DurableOptions, StartSpec
+from lockgate.broker.testing import RunningBroker, run_broker
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.clients._channel import Connection
+from lockgate.gateways._remote import RemoteAPI
 from tests.gateways.gw_kit import event, unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

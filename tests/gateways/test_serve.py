@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from broker.testing import run_broker
+from lockgate.broker.testing import run_broker
 
 pytestmark = pytest.mark.e2e
 

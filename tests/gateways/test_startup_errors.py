@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.testing import run_broker
+from lockgate.broker.testing import run_broker
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ def busy_port() -> Iterator[int]:
 
 def lockgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args],
+        [sys.executable, "-m", "lockgate.broker.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,10 +12,10 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from broker.api import DurableOptions, StoredEvent
-from clients._webhook import WebhookSignatureError, verify_webhook
-from gateways._web import start_site
-from gateways.webhook import WebhookDispatcher, WebhookSettings, sign
+from lockgate.broker.api import DurableOptions, StoredEvent
+from lockgate.clients._webhook import WebhookSignatureError, verify_webhook
+from lockgate.gateways._web import start_site
+from lockgate.gateways.webhook import WebhookDispatcher, WebhookSettings, sign
 from tests.gateways.gw_kit import Local, accept_malformed, event, malformed_event, unique
 from tests.support import eventually
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateways.websocket import WsSettings
+from lockgate.gateways.websocket import WsSettings
 from tests.gateways.gw_kit import (
     Local,
     accept_malformed,

@@ -14,9 +14,9 @@ import random
 import sys
 import time
 
-from policy import MISSING, Decision, PolicyErrors, Principal, Request
-from policy.errors import PolicyError
-from policy.fmt import shape
+from lockgate.policy import MISSING, Decision, PolicyErrors, Principal, Request
+from lockgate.policy.errors import PolicyError
+from lockgate.policy.fmt import shape
 from tests.policy.policy_helpers import compile_policies, format_source, parse
 
 VOCAB = [

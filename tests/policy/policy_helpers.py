@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from policy import MISSING, PolicySet, Principal, Request
-from policy import ast as A
-from policy.engine import compile_policies as _compile
-from policy.files import new_parser
-from policy.fmt import format_source as _format
+from lockgate.policy import MISSING, PolicySet, Principal, Request
+from lockgate.policy import ast as A
+from lockgate.policy.engine import compile_policies as _compile
+from lockgate.policy.files import new_parser
+from lockgate.policy.fmt import format_source as _format
 
 #: One parser for the whole session, as a long-lived caller (the broker, the CLI) holds one.
 PARSER = new_parser()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from policy import PolicyErrors
+from lockgate.policy import PolicyErrors
 from tests.policy.policy_helpers import compile_policies
 
 
@@ -293,7 +293,7 @@ def test_set_checks_scale_with_unrelated_policies(monkeypatch: pytest.MonkeyPatc
     """The set checks compare a policy only with those whose patterns are near it (a trie),
     so 2,000 unrelated policies cost about 2,000 pattern comparisons, not 4,000,000. Counted,
     not timed: a timing bound fails on a busy machine."""
-    from policy import analysis
+    from lockgate.policy import analysis
 
     calls = 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.cli import main as lockgate
+from lockgate.broker.cli import main as lockgate
 
 
 def main(argv: list[str]) -> int:

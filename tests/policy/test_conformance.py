@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from policy import PolicySet
+from lockgate.policy import PolicySet
 from tests.policy.policy_helpers import compile_policies, make_request
 
 _HERE = Path(__file__).parent / "conformance"

@@ -8,9 +8,11 @@ import pkgutil
 
 import pytest
 
-import policy
+from lockgate import policy
 
-MODULES = ["policy"] + [f"policy.{m.name}" for m in pkgutil.iter_modules(policy.__path__)]
+MODULES = [policy.__name__] + [
+    f"{policy.__name__}.{m.name}" for m in pkgutil.iter_modules(policy.__path__)
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy.durations import (
+from lockgate.policy.durations import (
     DurationError,
     TimeError,
     parse_duration,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import policy
-from policy import MISSING, PolicyErrors, PolicySet, Principal, Request, load_policy_dir
+from lockgate import policy
+from lockgate.policy import MISSING, PolicyErrors, PolicySet, Principal, Request, load_policy_dir
 from tests.policy.policy_helpers import compile_policies
 
 BILLING = """policy billing on "billing.>" {

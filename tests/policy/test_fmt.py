@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from policy.fmt import shape
+from lockgate.policy.fmt import shape
 from tests.policy.policy_helpers import format_source, parse
 
 _GROUPS = json.loads((Path(__file__).parent / "conformance" / "cases.json").read_text())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy import Decision, PolicyErrors, Principal, Request
+from lockgate.policy import Decision, PolicyErrors, Principal, Request
 from tests.policy.policy_helpers import compile_policies, format_source, parse
 
 BEFORE = """\

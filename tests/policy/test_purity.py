@@ -9,9 +9,9 @@ from pathlib import Path
 
 from lark import Lark
 
-import policy.engine
-import policy.parser
-from policy.parser import PolicyParser
+import lockgate.policy.engine
+import lockgate.policy.parser
+from lockgate.policy.parser import PolicyParser
 from tests.policy.policy_helpers import PARSER
 
 
@@ -24,7 +24,7 @@ def test_pure_helpers_import_without_lark() -> None:
 
 
 def test_no_process_wide_parser() -> None:
-    for module in (policy.parser, policy.engine):
+    for module in (lockgate.policy.parser, lockgate.policy.engine):
         assert not any(isinstance(v, Lark | PolicyParser) for v in vars(module).values())
 
 
@@ -34,5 +34,5 @@ def test_parsers_are_independent_and_reusable() -> None:
 
 
 def test_engine_reads_no_files() -> None:
-    source = Path(policy.engine.__file__).read_text("utf-8")
+    source = Path(lockgate.policy.engine.__file__).read_text("utf-8")
     assert "open(" not in source and "read_text" not in source and "pathlib" not in source

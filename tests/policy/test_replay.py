@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from policy import PolicySet, Principal, Request
-from policy.replay import diff_decisions
+from lockgate.policy import PolicySet, Principal, Request
+from lockgate.policy.replay import diff_decisions
 from tests.policy.policy_helpers import compile_policies
 
 P = Principal("acme", "a", frozenset({"billing"}))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from policy.subjects import (
+from lockgate.policy.subjects import (
     PatternTrie,
     compile_pattern,
     covers,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy import Principal, Request
+from lockgate.policy import Principal, Request
 from tests.policy.policy_helpers import compile_policies
 
 SETS = {

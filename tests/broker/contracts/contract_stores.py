@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from broker import wire
-from broker.ids import IdGenerator
-from broker.store import Batch, Store
-from broker.store.sqlite import SqliteStore
+from lockgate.broker import wire
+from lockgate.broker.ids import IdGenerator
+from lockgate.broker.store import Batch, Store
+from lockgate.broker.store.sqlite import SqliteStore
 
 __all__ = ["BACKENDS", "OpenStore", "make_batch", "open_store", "store"]
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 
-from broker.backbone import Backbone, CloudEvent, Notice
-from broker.backbone.local import LocalBackbone
+from lockgate.broker.backbone import Backbone, CloudEvent, Notice
+from lockgate.broker.backbone.local import LocalBackbone
 from tests.support import eventually
 
 BACKBONES: dict[str, Callable[[], Backbone]] = {"local": LocalBackbone}

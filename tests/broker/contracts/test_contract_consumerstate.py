@@ -3,7 +3,7 @@ position plus a sparse pending table, changed incrementally, surviving a reopen.
 
 from __future__ import annotations
 
-from broker.store import ConsumerRecord, ConsumerStateStore, LogPosition, Store
+from lockgate.broker.store import ConsumerRecord, ConsumerStateStore, LogPosition, Store
 from tests.broker.contracts.contract_stores import OpenStore, open_store, store
 
 __all__ = ["open_store", "store"]

@@ -6,9 +6,9 @@ import asyncio
 import dataclasses
 import time
 
-from broker import wire
-from broker.ids import IdGenerator, id_for_time_ms
-from broker.store import Batch, EventLog, LogPosition, RetentionRule
+from lockgate.broker import wire
+from lockgate.broker.ids import IdGenerator, id_for_time_ms
+from lockgate.broker.store import Batch, EventLog, LogPosition, RetentionRule
 from tests.broker.contracts.contract_stores import make_batch, open_store, store
 
 __all__ = ["open_store", "store"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.store import (
+from lockgate.broker.store import (
     ApiKeyRecord,
     DeadLetterRecord,
     DeadLetterStore,

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from broker.dedup import DedupWindow, MemoryDedupWindow
-from broker.ids import IdGenerator
-from broker.store import Batch
-from broker.store.sqlite import SqliteStore
-from broker.v1 import cloudevent_pb2
-from broker.wire import delivery_frames, subject_field
+from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
+from lockgate.broker.ids import IdGenerator
+from lockgate.broker.store import Batch
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.broker.wire import delivery_frames, subject_field
 
 
 class Clock:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from broker.leases import Leases, LocalLeases
+from lockgate.broker.leases import Leases, LocalLeases
 
 
 class Clock:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from broker import wire
-from broker.errors import FailedPrecondition
-from broker.ids import IdGenerator
-from broker.store import Batch, LogPosition
-from broker.store.sqlite import SqliteStore
+from lockgate.broker import wire
+from lockgate.broker.errors import FailedPrecondition
+from lockgate.broker.ids import IdGenerator
+from lockgate.broker.store import Batch, LogPosition
+from lockgate.broker.store.sqlite import SqliteStore
 
 _V1 = """
 CREATE TABLE batches (first_id INTEGER PRIMARY KEY, last_id INTEGER NOT NULL,
