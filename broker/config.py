@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockgate.broker.bounds import BOUNDS, shown
 from lockgate.broker.errors import InvalidArgument
 from lockgate.broker.store import RetentionRule
 from lockgate.policy import durations
@@ -230,6 +231,13 @@ def load_config(
             raise ConfigError(
                 f"{name} = {value!r} is not one of {shape}",
                 hint=f"{embedded} (the default) needs no server",
+            )
+    for name in ("ack_wait", "max_deliveries", "max_in_flight", "subscriber_buffer"):
+        low, high = BOUNDS[name]
+        if not low <= getattr(cfg, name) <= high:
+            raise ConfigError(
+                f"{name} = {getattr(cfg, name)!r} is out of range",
+                hint=f"use {shown(name, low)} to {shown(name, high)} (see README, Configuration)",
             )
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(

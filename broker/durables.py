@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from lockgate.broker import wire
 from lockgate.broker.auth import Principal
+from lockgate.broker.bounds import check_setting
 from lockgate.broker.config import Config
 from lockgate.broker.delivery import DurableConsumer, DurableHost, DurableSession
 from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -198,10 +199,11 @@ class Durables:
             )
         check_pattern(self.gate, principal, pattern)
         check_durable_name(name)
+        wanted = self._record(principal.org, name, pattern, options)  # checks the settings
         key = (principal.org, name)
         consumer = self.consumers.get(key)
         if consumer is not None:
-            differs = _difference(consumer.rec, self._record(principal.org, name, pattern, options))
+            differs = _difference(consumer.rec, wanted)
             for setting, have, want in differs:
                 if exact or setting == "pattern" or _given(options, setting):
                     raise FailedPrecondition(
@@ -213,7 +215,7 @@ class Durables:
             return consumer
         if options.endpoint_url:
             await self.check_endpoint(options.endpoint_url)
-        rec = self._record(principal.org, name, pattern, options)
+        rec = wanted
         rec.position = await log_position(self.store, start_after(options.start, self._head()))
         await self.store.create_consumer(rec)
         consumer = DurableConsumer(self.host, rec)
@@ -225,15 +227,23 @@ class Durables:
         return consumer
 
     def _record(self, org: str, name: str, pattern: str, o: DurableOptions) -> ConsumerRecord:
+        """The record ``o`` asks for, unset settings as the broker's defaults; a setting
+        outside :data:`~broker.bounds.BOUNDS` is refused with INVALID_SETTING."""
         cfg = self.config
+        ack_wait = o.ack_wait or cfg.ack_wait
+        max_deliveries = o.max_deliveries or cfg.max_deliveries
+        max_in_flight = o.max_in_flight or cfg.max_in_flight
+        check_setting("ack_wait", ack_wait)
+        check_setting("max_deliveries", max_deliveries)
+        check_setting("max_in_flight", max_in_flight)
         return ConsumerRecord(
             org=org,
             name=name,
             pattern=pattern,
             queue=o.queue,
-            ack_wait_ms=int((o.ack_wait or cfg.ack_wait) * 1000),
-            max_deliveries=o.max_deliveries or cfg.max_deliveries,
-            max_in_flight=o.max_in_flight or cfg.max_in_flight,
+            ack_wait_ms=int(ack_wait * 1000),
+            max_deliveries=max_deliveries,
+            max_in_flight=max_in_flight,
             endpoint_url=o.endpoint_url,
         )
 

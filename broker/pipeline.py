@@ -19,6 +19,7 @@ from typing import Protocol
 from lockgate.broker import cloudevents, wire
 from lockgate.broker.auth import Principal
 from lockgate.broker.backbone import Backbone
+from lockgate.broker.bounds import MAX_EVENT_ID, MAX_EVENT_SOURCE
 from lockgate.broker.config import Config
 from lockgate.broker.dedup import DedupKey, DedupWindow
 from lockgate.broker.errors import BrokerError, EventTooLarge, InvalidEvent, Unavailable
@@ -100,7 +101,12 @@ def check_event(ev: CloudEvent) -> BrokerError | None:
 
 
 def _check_required(ev: CloudEvent) -> BrokerError | None:
-    if ev.spec_version == "1.0" and ev.id and ev.source and ev.type:
+    if (
+        ev.spec_version == "1.0"
+        and ev.type
+        and 0 < len(ev.id) <= MAX_EVENT_ID
+        and 0 < len(ev.source) <= MAX_EVENT_SOURCE
+    ):
         return None  # the common case, in one test
     if not (ev.id or ev.source or ev.type or ev.spec_version or ev.attributes) and (
         ev.WhichOneof("data") is None
@@ -125,6 +131,17 @@ def _check_required(ev: CloudEvent) -> BrokerError | None:
             hint="every CloudEvent needs id, source, specversion and type",
             metadata={"missing": ",".join(missing)},
         )
+    for name, value, limit in (
+        ("id", ev.id, MAX_EVENT_ID),
+        ("source", ev.source, MAX_EVENT_SOURCE),
+    ):
+        if len(value) > limit:
+            return InvalidEvent(
+                f"the event's {name} has {len(value)} characters, more than {limit}",
+                reason="INVALID_EVENT",
+                hint=f"keep {name} to {limit} characters",
+                metadata={"attribute": name, "limit": str(limit)},
+            )
     if ev.spec_version != "1.0":
         return InvalidEvent(
             f"specversion {ev.spec_version!r} is not supported",
@@ -202,7 +219,12 @@ class Pipeline:
         std = list(map(_REQUIRED, events))
         err: BrokerError | None
         for i, (eid, source, type_, version, attrs) in enumerate(std):
-            if version == "1.0" and eid and source and type_:
+            if (
+                version == "1.0"
+                and type_
+                and 0 < len(eid) <= MAX_EVENT_ID
+                and 0 < len(source) <= MAX_EVENT_SOURCE
+            ):
                 if not attrs:
                     valid.append(i)
                     continue

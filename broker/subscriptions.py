@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from lockgate.broker.auth import Principal
+from lockgate.broker.bounds import check_setting
 from lockgate.broker.config import Config
 from lockgate.broker.delivery import EphemeralSubscription
 from lockgate.broker.errors import BrokerError
@@ -70,6 +71,8 @@ class Ephemerals:
         the head come first (as stored frames, no re-encoding), then live ones; an event
         stored while the replay runs may come twice."""
         check_pattern(self.gate, principal, pattern)
+        if buffer:
+            check_setting("max_in_flight", buffer)
         replay = replays(start)
         after = start_after(start, self._head()) if replay else 0  # validates first
         pos = await log_position(self.events, after) if replay else LogPosition(0)

@@ -31,6 +31,7 @@ from typing import TypeVar, cast
 from aiohttp import web
 
 from lockgate.broker.api import BrokerAPI, CloudEvent, Delivery, DurableOptions, StoredEvent
+from lockgate.broker.bounds import BOUNDS
 from lockgate.broker.errors import BrokerError
 from lockgate.gateways._cebinary import from_binary, has_binary_headers, is_structured_type
 from lockgate.gateways._cejson import JsonValue, event_from_json
@@ -75,6 +76,9 @@ class HttpSettings:
 
 
 SETTINGS = web.AppKey("lockgate_http_settings", HttpSettings)
+_MIF = int(BOUNDS["max_in_flight"][1])
+_ACK_WAIT = BOUNDS["ack_wait"][1]
+_MD = int(BOUNDS["max_deliveries"][1])
 
 
 @web.middleware
@@ -239,9 +243,10 @@ async def put_subscription(request: web.Request) -> web.Response:
         raise InvalidParameter("endpoint_url", str(endpoint), "an https:// URL")
     options = DurableOptions(
         start=parse_start(doc.get("start")),
-        max_in_flight=parse_int("max_in_flight", _str(doc.get("max_in_flight")), 0, 0, 1 << 20),
-        ack_wait=parse_duration_param("ack_wait", doc.get("ack_wait"), 0.0, 86400.0),
-        max_deliveries=parse_int("max_deliveries", _str(doc.get("max_deliveries")), 0, 0, 10_000),
+        # 0 leaves a setting to the broker's default; the broker refuses the rest out of BOUNDS.
+        max_in_flight=parse_int("max_in_flight", _str(doc.get("max_in_flight")), 0, 0, _MIF),
+        ack_wait=parse_duration_param("ack_wait", doc.get("ack_wait"), 0.0, _ACK_WAIT),
+        max_deliveries=parse_int("max_deliveries", _str(doc.get("max_deliveries")), 0, 0, _MD),
         endpoint_url=endpoint,
     )
     view = await request.app[API_KEY].create_durable(

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Iterable
 
 from lockgate.broker import wire
+from lockgate.broker.bounds import check_setting
 from lockgate.broker.delivery.host import DurableHost
 from lockgate.broker.delivery.outbox import Outbox
 from lockgate.broker.delivery.pending import Pending, PendingTable
@@ -256,6 +257,7 @@ class DurableConsumer:
     def nack(self, ids: list[int], delay: float, *, strict: bool = True) -> None:
         """Redelivers ``ids`` after ``delay`` seconds; strict or lenient as :meth:`ack`.
         Nothing is stored: the attempt counts when the redelivery happens."""
+        check_setting("nack_delay", delay)
         ids = list(dict.fromkeys(ids))
         if strict:
             self.check_pending(ids)

@@ -18,6 +18,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_EVENT_TOO_LARGE: _ClassVar[ErrorReason]
     ERROR_REASON_INVALID_START: _ClassVar[ErrorReason]
     ERROR_REASON_INVALID_DURABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_SETTING: _ClassVar[ErrorReason]
     ERROR_REASON_INVALID_ACK: _ClassVar[ErrorReason]
     ERROR_REASON_INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
     ERROR_REASON_NOT_OPEN: _ClassVar[ErrorReason]
@@ -79,6 +80,7 @@ ERROR_REASON_INVALID_EVENT: ErrorReason
 ERROR_REASON_EVENT_TOO_LARGE: ErrorReason
 ERROR_REASON_INVALID_START: ErrorReason
 ERROR_REASON_INVALID_DURABLE: ErrorReason
+ERROR_REASON_INVALID_SETTING: ErrorReason
 ERROR_REASON_INVALID_ACK: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
 ERROR_REASON_NOT_OPEN: ErrorReason

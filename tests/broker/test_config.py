@@ -129,3 +129,29 @@ def test_global_retention_covers_dead_letters_too() -> None:
 
     rules = Config(retention_max_events=10).retention_rules()
     assert [(r.pattern, r.max_events) for r in rules] == [(">", 10), ("$dlq.>", 10)]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ack_wait", "1ms"),
+        ("ack_wait", "13h"),
+        ("max_deliveries", "0"),
+        ("max_deliveries", "1001"),
+        ("max_in_flight", "100001"),
+        ("subscriber_buffer", "0"),
+        ("subscriber_buffer", "4294967296"),
+    ],
+)
+def test_delivery_defaults_are_bounded(name: str, value: str) -> None:
+    """The configured defaults obey the same floors and caps as the values a caller asks
+    for (broker/bounds.py), so a default can never be one the broker would refuse."""
+    with pytest.raises(ConfigError) as info:
+        load_config(env={f"LOCKGATE_{name.upper()}": value})
+    assert name in str(info.value) and "out of range" in str(info.value)
+
+
+def test_delivery_defaults_at_the_bounds_load() -> None:
+    env = {"LOCKGATE_ACK_WAIT": "100ms", "LOCKGATE_MAX_DELIVERIES": "1000"}
+    cfg = load_config(env={**env, "LOCKGATE_MAX_IN_FLIGHT": "100000"})
+    assert (cfg.ack_wait, cfg.max_deliveries, cfg.max_in_flight) == (0.1, 1000, 100_000)
