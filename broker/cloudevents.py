@@ -12,6 +12,9 @@ The rules (CloudEvents 1.0.2, ``spec.md`` "Attribute Naming Convention" and "Typ
   hard limit here is :data:`MAX_NAME_LENGTH` (64), which keeps ``ce-*`` headers sane.
   ``id``, ``source``, ``specversion``, ``type`` and ``data`` are not extension names: the
   first four are the event's own fields in the protobuf format, ``data`` is the payload.
+  Names starting with ``lockgate`` are the broker's own markers (``lockgateroutedfrom``,
+  ``lockgateoriginalsubject``, added after the checks): :func:`check_name` refuses them, so
+  no publisher can forge them; :func:`is_name` (the syntax, used on the way out) accepts them.
 * **Values** follow the type system: a String holds no control characters (U+0000-U+001F,
   U+007F-U+009F), no lone surrogates and no noncharacters; a URI is absolute (it has a
   scheme); a URI-reference is a URI or a relative reference; a Timestamp lies between
@@ -43,7 +46,13 @@ from google.protobuf import timestamp_pb2
 
 from lockgate.broker.errors import InvalidEvent
 from lockgate.broker.v1 import cloudevent_pb2
-from lockgate.policy.attributes import MAX_NAME_LENGTH, RESERVED_NAMES, is_extension_name
+from lockgate.policy.attributes import (
+    BROKER_PREFIX,
+    MAX_NAME_LENGTH,
+    RESERVED_NAMES,
+    is_broker_name,
+    is_extension_name,
+)
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -94,8 +103,16 @@ def is_name(name: str) -> bool:
 
 
 def check_name(name: str) -> InvalidEvent | None:
-    """The error for an invalid extension attribute name, or None."""
+    """The error for an extension attribute name a publisher may not use, or None: invalid,
+    reserved, or one of the broker's own (``lockgate…``)."""
     if is_name(name):
+        if is_broker_name(name):
+            return _invalid(
+                name,
+                f"attribute {name!r} belongs to the broker",
+                f"attribute names starting with {BROKER_PREFIX!r} are set by the broker only; "
+                "rename the attribute",
+            )
         return None
     if name in RESERVED_NAMES:
         return _invalid(

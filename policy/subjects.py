@@ -2,9 +2,11 @@
 token trie (pure, no I/O). The router, the store, the consumers and the policies all use it.
 
 A subject is dot-separated tokens, ``billing.invoices.eu``: at most 256 characters and 16
-tokens; tokens are non-empty and hold no whitespace, control character or ``.``. A pattern may
-use ``*`` for exactly one token and ``>`` as its last token for one or more trailing tokens,
-as in NATS; a concrete subject holds neither.
+tokens; tokens are non-empty and hold no ``.``, no space and no character that
+:meth:`str.isprintable` refuses: no whitespace (NBSP, U+2028, NEL), control (Cc: ANSI escapes,
+DEL), format (Cf: zero-width and bidi marks), surrogate, private-use or unassigned character.
+A pattern may use ``*`` for exactly one token and ``>`` as its last token for one or more
+trailing tokens, as in NATS; a concrete subject holds neither.
 
 The ``$`` rule: subjects whose first token starts with ``$`` belong to the broker
 (``$dlq.…``, ``$inbox.…``, ``$sys.…``). A pattern whose **first** token is a wildcard never
@@ -52,12 +54,13 @@ def is_system(subject: str) -> bool:
     return subject[:1] == "$"
 
 
-def _bad_character(text: str) -> bool:
-    # isprintable() is False for every whitespace but " " and for control characters, so the
-    # common case costs one C call; the loop only runs for text with unusual characters.
-    if text.isprintable():
-        return " " in text
-    return any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+def _bad_character(text: str) -> str | None:
+    """The first character a subject may not hold, or None. ``isprintable()`` is False for
+    exactly the Unicode categories Cc, Cf, Cs, Co, Cn, Zl, Zp and Zs but the ASCII space, so
+    the common case costs one C call and one ``in``."""
+    if text.isprintable() and " " not in text:
+        return None
+    return next(c for c in text if c == " " or not c.isprintable())
 
 
 def _common_problem(text: str) -> str | None:
@@ -65,8 +68,9 @@ def _common_problem(text: str) -> str | None:
         return "it is empty"
     if len(text) > MAX_SUBJECT_LENGTH:
         return f"it has {len(text)} characters, more than the limit of {MAX_SUBJECT_LENGTH}"
-    if _bad_character(text):
-        return "it contains whitespace or a control character"
+    bad = _bad_character(text)
+    if bad is not None:
+        return f"it contains U+{ord(bad):04X}, a whitespace, control or invisible character"
     tokens = text.split(".")
     if len(tokens) > MAX_TOKENS:
         return f"it has {len(tokens)} tokens, more than the limit of {MAX_TOKENS}"

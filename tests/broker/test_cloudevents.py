@@ -9,6 +9,7 @@ from lockgate.broker.cloudevents import (
     check_attribute,
     check_attributes,
     check_name,
+    is_name,
     is_uri,
     is_uri_reference,
     parse_timestamp,
@@ -31,6 +32,17 @@ def test_valid_names(name: str) -> None:
 def test_invalid_names(name: str) -> None:
     err = check_name(name)
     assert isinstance(err, InvalidEvent) and err.reason == "INVALID_EVENT" and err.hint
+
+
+@pytest.mark.parametrize("name", ["lockgate", "lockgateroutedfrom", "lockgateoriginalsubject"])
+def test_broker_names_are_refused(name: str) -> None:
+    assert is_name(name)  # a valid name (the broker's events carry it out) ...
+    err = check_name(name)  # ... that no publisher may set
+    assert isinstance(err, InvalidEvent) and err.reason == "INVALID_EVENT"
+    assert err.metadata == {"attribute": name} and "lockgate" in err.hint
+    value = Value(ce_string="orders")
+    assert check_attributes({"note": Value(ce_string="x"), name: value}) is not None
+    assert check_name("lockgat") is None and check_name("xlockgate") is None
 
 
 def test_uris() -> None:

@@ -98,3 +98,28 @@ async def test_valid_attributes_pass(stubs: Stubs) -> None:
     ev.attributes["note"].ce_string = "ünïcode"
     [resp] = await publish_batches(stubs.broker, subject, [[ev]])
     assert not resp.errors and resp.ids[0]
+
+
+# The broker's own markers: it adds lockgateroutedfrom (routes) and lockgateoriginal*/
+# lockgatedlq* (dead letters) after the checks; a publisher may not forge them.
+BROKER_NAMES = ["lockgateroutedfrom", "lockgateoriginalsubject", "lockgatedlqdurable", "lockgate"]
+
+
+@pytest.mark.parametrize("name", BROKER_NAMES)
+async def test_broker_attribute_names_are_refused(stubs: Stubs, name: str) -> None:
+    subject = unique("forged")
+    bad = event("bad")
+    bad.attributes[name].ce_string = "orders.paid"
+    [resp] = await publish_batches(stubs.broker, subject, [[event("good"), bad]])
+    assert [(e.index, e.reason) for e in resp.errors] == [(1, "INVALID_EVENT")]
+    assert name in resp.errors[0].message
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs.broker.PublishOne(
+            broker_pb2.PublishOneRequest(subject=subject, event=bad), timeout=10
+        )
+    code, reason, meta = error_info(exc.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_EVENT")
+    assert meta["attribute"] == name and meta["hint"]
+    stored = await query_all(stubs.broker, subject)
+    assert [s.event.text_data for s in stored] == ["good"]
+    assert not any(name in s.event.attributes for s in stored)

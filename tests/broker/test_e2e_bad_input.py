@@ -46,6 +46,14 @@ BAD_SUBJECTS = [
     ("star", lambda p: f"{p}.*"),
     ("gt", lambda p: f"{p}.>"),
     ("star-in-token", lambda p: f"{p}.a*b"),
+    ("ansi-escape", lambda p: f"{p}.\x1b[31mred"),
+    ("del", lambda p: f"{p}.a\x7fb"),
+    ("nbsp", lambda p: f"{p}.a\u00a0b"),
+    ("line-separator", lambda p: f"{p}.a\u2028b"),
+    ("nel", lambda p: f"{p}.a\x85b"),
+    ("zero-width-space", lambda p: f"{p}.a\u200bb"),
+    ("bidi-override", lambda p: f"{p}.\u202egpj"),
+    ("private-use", lambda p: f"{p}.a\ue000"),
 ]
 
 

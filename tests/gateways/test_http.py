@@ -297,6 +297,7 @@ BAD_STRUCTURED = [
     ("control-char", {"note": "a\u0001b"}),
     ("subject-boolean", {"subject": True}),
     ("name-non-ascii", {"ü": "x"}),
+    ("broker-marker", {"lockgateroutedfrom": "orders.paid"}),
 ]
 
 
@@ -325,6 +326,7 @@ BAD_HEADERS = [
     ("schema", {"ce-dataschema": "no scheme"}),
     ("utf8", {"ce-note": "%C0%A0"}),
     ("name", {"ce-no_underscores": "x"}),
+    ("broker-marker", {"ce-lockgateoriginalsubject": "orders.paid"}),
 ]
 
 
@@ -340,6 +342,21 @@ async def test_bad_binary_headers_are_refused(
         body = await r.json()
         assert r.status == 400 and r.content_type == "application/problem+json"
         assert body["reason"] == "INVALID_EVENT"
+    assert await count_events(local.api, subject) == 0
+
+
+@pytest.mark.parametrize("name", ["lockgateroutedfrom", "lockgateoriginalsubject"])
+async def test_broker_attribute_names_are_refused(local: Local, name: str) -> None:
+    subject = unique("hforged.")
+    url = f"{local.url}/v1/subjects/{subject}/events"
+    structured = json.dumps({**_CE, name: "orders.paid"})
+    async with local.session.post(url, data=structured, headers={"Content-Type": CE_JSON}) as r:
+        body = await problem(r, 400, "INVALID_EVENT")
+        assert body["metadata"] == {"attribute": name}
+    headers = {**{f"ce-{k}": v for k, v in _CE.items()}, f"ce-{name}": "orders.paid"}
+    async with local.session.post(url, data=b"{}", headers=headers) as r:
+        body = await problem(r, 400, "INVALID_EVENT")
+        assert body["metadata"] == {"attribute": name}
     assert await count_events(local.api, subject) == 0
 
 

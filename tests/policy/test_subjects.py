@@ -97,9 +97,9 @@ def test_overlaps(a: str, b: str, want: bool) -> None:
         ("a..b", "token 2 is empty"),
         ("a.>.b", "'>' may only be the last token"),
         ("a.b*", "token 'b*' mixes a wildcard with other characters"),
-        ("a b", "it contains whitespace or a control character"),
-        ("a\u00a0b", "it contains whitespace or a control character"),
-        ("a\x01b", "it contains whitespace or a control character"),
+        ("a b", "it contains U+0020, a whitespace, control or invisible character"),
+        ("a\u00a0b", "it contains U+00A0, a whitespace, control or invisible character"),
+        ("a\x01b", "it contains U+0001, a whitespace, control or invisible character"),
         ("a.*.>", None),
         ("$dlq.>", None),
         ("a.ü.é", None),
@@ -153,3 +153,32 @@ def test_subject_and_publish_problem(subject: str, problem: str | None, publish:
 )
 def test_subscribe_problem(pattern: str, allowed: bool) -> None:
     assert (subscribe_problem(pattern) is None) is allowed
+
+
+# Every character a subject may not hold, by kind: ASCII whitespace and controls, ANSI escapes,
+# DEL, C1 controls (NEL), Unicode separators (NBSP, U+2028/9, ideographic space), format
+# characters (zero-width space and joiner, BOM, bidi overrides and isolates, soft hyphen),
+# a lone surrogate, private use and an unassigned code point.
+_KIND = "a whitespace, control or invisible character"
+BAD_CHARACTERS = [
+    *"\t\n\v\f\r \x00\x1b\x7f\x85\x9f",
+    *"\u00a0\u1680\u2000\u2028\u2029\u202f\u3000",
+    *"\u00ad\u200b\u200d\u200e\u202e\u2066\ufeff",
+    "\ud800",
+    "\ue000",
+    "\U000f0000",
+    "\U000e0001",
+    "\u0378",
+]
+
+
+@pytest.mark.parametrize("char", BAD_CHARACTERS, ids=[f"U+{ord(c):04X}" for c in BAD_CHARACTERS])
+def test_invisible_and_control_characters_are_refused(char: str) -> None:
+    for text in (f"a.b{char}c", f"{char}a", f"a.{char}", f"a.*.{char}"):
+        assert pattern_problem(text) == f"it contains U+{ord(char):04X}, {_KIND}"
+        assert subject_problem(text) == publish_problem(text) == pattern_problem(text)
+
+
+@pytest.mark.parametrize("subject", ["a.ü.é", "日本.注文", "orders.€", "emoji.🎉", "a-b_c:d"])
+def test_printable_unicode_is_allowed(subject: str) -> None:
+    assert subject_problem(subject) is None
