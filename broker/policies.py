@@ -55,11 +55,32 @@ def read_dir(path: str) -> dict[str, str]:
 
 def _signature(path: str) -> tuple[tuple[str, float, int], ...]:
     root = Path(path)
-    if not root.is_dir():
-        return ()
-    return tuple(
-        (str(p), p.stat().st_mtime, p.stat().st_size) for p in sorted(root.rglob("*.policy"))
-    )
+    try:
+        if not root.is_dir():
+            return ()
+        return tuple(
+            (str(p), p.stat().st_mtime, p.stat().st_size) for p in sorted(root.rglob("*.policy"))
+        )
+    except OSError as exc:  # a file vanished between the listing and its stat, or no access
+        return (("", 0.0, hash(str(exc))),)
+
+
+def _refuse_empty(path: str, files: dict[str, str]) -> None:
+    """Fails closed: a directory without ``*.policy`` files or an empty file (a rewrite
+    caught half way) is not a policy set; only ``PutPolicies`` with no files means "none"."""
+    if not files:
+        raise InvalidArgument(
+            f"policy directory {path} is missing, unreadable or has no *.policy files",
+            reason="INVALID_CONFIG",
+            hint="to run without policies, put an empty set with PutPolicies",
+        )
+    empty = sorted(name for name, text in files.items() if not text.strip())
+    if empty:
+        raise InvalidArgument(
+            f"policy file(s) {', '.join(empty)} in {path} are empty",
+            reason="INVALID_CONFIG",
+            hint="write policy files atomically (a temporary file, then a rename)",
+        )
 
 
 class PolicyManager:
@@ -82,7 +103,21 @@ class PolicyManager:
     async def start(self, reload_interval: float = 1.0) -> None:
         if self.policy_dir:
             self._sig = _signature(self.policy_dir)
-            await self.apply(read_dir(self.policy_dir), "dir")
+            files = read_dir(self.policy_dir)
+            try:
+                _refuse_empty(self.policy_dir, files)
+            except InvalidArgument as err:
+                active = [v for v in await self.store.list_policy_versions() if v.active]
+                if active:  # the last good set survives a restart too
+                    log.error(
+                        "policy.reload.refused: %s; the stored set %s runs",
+                        err.message,
+                        active[0].version,
+                    )
+                    files = active[0].files
+                elif files:  # an empty file and nothing to fall back on
+                    raise
+            await self.apply(files, "dir")
             self._task = asyncio.create_task(self._watch(reload_interval), name="policy-watch")
         else:
             active = [v for v in await self.store.list_policy_versions() if v.active]
@@ -141,6 +176,16 @@ class PolicyManager:
                 continue
             self._sig = sig
             try:
-                await self.apply(read_dir(self.policy_dir), "dir")
+                files = read_dir(self.policy_dir)
+                _refuse_empty(self.policy_dir, files)
+                await self.apply(files, "dir")
             except InvalidArgument as err:
-                log.error("policy reload refused, the running set stays: %s", err.message)
+                log.error(
+                    "policy.reload.refused: policy reload refused, the running set stays: %s",
+                    err.message,
+                )
+            except OSError as exc:  # the watcher never dies: a dead one would freeze the set
+                log.error(
+                    "policy.reload.refused: policy reload refused, the running set stays: %s",
+                    exc,
+                )

@@ -276,6 +276,68 @@ async def test_file_change_reloads(env: Env) -> None:
     await eventually(allowed, interval=0.2, what="the changed policy file is reloaded")
 
 
+async def test_emptied_or_deleted_policy_files_fail_closed(env: Env) -> None:
+    """A truncated file (a non-atomic rewrite), a deleted file and a removed directory are
+    refused: the running set stays, so what it denies stays denied. Only PutPolicies with no
+    files means "no policies"."""
+    subject = f"billing.us.{uuid.uuid4().hex[:6]}"
+    out = env.broker.output
+
+    def count(text: bytes) -> int:
+        return sum(text in line for line in out)
+
+    async def refused_after(n: int) -> None:
+        await eventually(lambda: count(b"policy.reload.refused") > n, what="a refused reload")
+        code, reason, _ = await rejected(env, env.outsider, subject, json_event({}))
+        assert (code, reason) == ("PERMISSION_DENIED", "POLICY_DENIED")
+
+    async def restored() -> None:
+        running = count(b"(dir, 1 files)")
+        (env.policy_dir / "billing.policy").write_text(BILLING)
+        await eventually(lambda: count(b"(dir, 1 files)") > running, what="the file reloads")
+
+    before = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
+    await rejected(env, env.outsider, subject, json_event({}))
+    (env.policy_dir / "billing.policy").write_text("")
+    await refused_after(0)
+    await restored()
+    (env.policy_dir / "billing.policy").unlink()
+    await refused_after(1)
+    await restored()
+    (env.policy_dir / "billing.policy").unlink()
+    env.policy_dir.rmdir()
+    await refused_after(2)
+    now = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
+    assert now.version.version == before.version.version
+    # The operator's explicit "no policies": an empty set put over the API.
+    put = await env.policy.PutPolicies(policy_pb2.PutPoliciesRequest(), metadata=env.admin)
+    assert put.applied
+    assert await publish_one(env, env.outsider, subject, json_event({}))
+
+
+async def test_a_restart_over_an_emptied_policy_dir_keeps_the_stored_set(tmp_path: Path) -> None:
+    data, pdir = tmp_path / "data", tmp_path / "policies"
+    pdir.mkdir()
+    (pdir / "billing.policy").write_text(BILLING)
+    outsider = auth(await keys_create(str(data), "acme", "other-bot"))
+    args = ["--policy-dir", str(pdir)]
+    async with run_broker(data_dir=str(data), extra_args=args):
+        pass
+    (pdir / "billing.policy").unlink()
+    async with (
+        run_broker(data_dir=str(data), extra_args=args) as b,
+        grpc.aio.insecure_channel(b.target) as ch,
+    ):
+        assert any(b"policy.reload.refused" in line for line in b.output)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await broker_pb2_grpc.BrokerServiceStub(ch).PublishOne(
+                broker_pb2.PublishOneRequest(subject="billing.us.x", event=json_event({})),
+                metadata=outsider,
+                timeout=10,
+            )
+        assert error_info(exc.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "POLICY_DENIED")
+
+
 async def test_replay_reports_changed_decisions(env: Env, tmp_path: Path) -> None:
     subject = f"billing.us.{uuid.uuid4().hex[:6]}"
     for i in range(3):
