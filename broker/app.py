@@ -24,6 +24,18 @@ __all__ = ["GatewayStarter", "run", "serve"]
 log = logging.getLogger("lockgate")
 
 
+def _gateway_listens(gateways: Mapping[str, object]) -> list[str]:
+    """The ``listen`` of every enabled ``[gateways.*]`` table that names a host (an empty
+    host binds 127.0.0.1 there)."""
+    out = []
+    for table in gateways.values():
+        if isinstance(table, Mapping) and table.get("enabled", True) is not False:
+            listen = table.get("listen")
+            if isinstance(listen, str) and listen.rpartition(":")[0].strip("[]"):
+                out.append(listen)
+    return out
+
+
 def _is_loopback(listen: str) -> bool:
     host = listen.rsplit(":", 1)[0].strip("[]")
     if host in ("localhost", ""):
@@ -79,10 +91,13 @@ async def serve(
         raise
     keys = [k for k in await store.list_keys() if not k.revoked]
     dev_mode = not keys
-    if dev_mode and not _is_loopback(config.listen):
+    exposed = [config.listen, *_gateway_listens(config.gateways)]
+    insecure = [listen for listen in exposed if not _is_loopback(listen)]
+    if dev_mode and insecure:  # dev mode (keyless callers are admin) is loopback-only
+        await policies.stop()
         await broker.stop()
         raise FailedPrecondition(
-            f"refusing to listen on {config.listen} without API keys",
+            f"refusing to listen on {insecure[0]} without API keys",
             reason="INSECURE_LISTEN",
             hint="create a key with `lockgate keys create --org ORG --agent NAME`, "
             "or listen on 127.0.0.1",

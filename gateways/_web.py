@@ -3,9 +3,10 @@ JSON shapes of deliveries and stored events, and parameter parsing."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from lockgate.broker.positions import FROM_NEW, StartSpec
 from lockgate.gateways._cejson import JsonValue, event_to_json
 from lockgate.gateways.errors import (
     InvalidParameter,
+    KeyRequired,
     MalformedJson,
     http_status,
     listen_failed,
@@ -30,6 +32,7 @@ __all__ = [
     "api_key",
     "delivery_json",
     "dumps",
+    "is_loopback_host",
     "json_response",
     "loads",
     "parse_duration_param",
@@ -43,6 +46,7 @@ __all__ = [
     "stored_json",
 ]
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROBLEM_TYPE = "https://lockgate.dev/problems/"
 
 
@@ -201,6 +205,32 @@ def parse_start(raw: object) -> StartSpec:
     raise InvalidParameter("start", str(raw), positions.START_SYNTAX)
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (a listener's host or a peer's address) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+@web.middleware
+async def _network_needs_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On a non-loopback listener, keyless calls from other hosts are refused: behind the
+    gateway may be a broker in open dev mode, where a keyless caller is the admin."""
+    if not is_loopback_host(request.remote):
+        try:
+            key = api_key(request.headers) or request.query.get("api_key")
+        except BrokerError as err:
+            return problem(err)
+        if not key:
+            return problem(KeyRequired())
+    return await handler(request)
+
+
 async def start_site(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
     """Serves ``app`` on ``listen`` (HOST:PORT, port 0 picks one); returns the runner (call
     ``cleanup()`` to stop) and the bound port. Raises ``FailedPrecondition``
@@ -208,6 +238,8 @@ async def start_site(app: web.Application, listen: str) -> tuple[web.AppRunner, 
     host, _, port = listen.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
         raise InvalidParameter("listen", listen, "HOST:PORT, e.g. 127.0.0.1:8080")
+    if not is_loopback_host(host.strip("[]") or "127.0.0.1"):
+        app.middlewares.append(_network_needs_key)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port or 0))

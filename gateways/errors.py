@@ -10,6 +10,8 @@
         ├── InvalidParameter         reason INVALID_PARAMETER       HTTP 400
         └── InvalidEvent (broker.errors)
             └── UnencodableEvent     reason INVALID_EVENT           HTTP 422
+    └── Unauthenticated (broker.errors)
+        └── KeyRequired              reason UNAUTHENTICATED         HTTP 401
 
 Every other :class:`~broker.errors.BrokerError` maps by its reason (when the reason has an
 entry in ``HTTP_BY_REASON``) or else by its gRPC code (``HTTP_BY_CODE``).
@@ -25,6 +27,7 @@ from lockgate.broker.errors import (
     InvalidArgument,
     InvalidEvent,
     Reason,
+    Unauthenticated,
 )
 from lockgate.broker.extras import missing_extra as broker_missing_extra
 
@@ -33,6 +36,7 @@ __all__ = [
     "HTTP_BY_REASON",
     "BodyTooLarge",
     "InvalidParameter",
+    "KeyRequired",
     "MalformedJson",
     "UnencodableEvent",
     "UnsupportedMediaType",
@@ -51,6 +55,18 @@ class BodyTooLarge(InvalidArgument):
             f"the request body exceeds max_body_bytes of {limit} bytes",
             hint="send smaller batches, or raise [gateways.http] max_body_bytes",
             metadata={"limit": str(limit)},
+        )
+
+
+class KeyRequired(Unauthenticated):
+    """A keyless call from another host to a gateway on a non-loopback address: the broker's
+    open dev mode (no keys: every keyless caller is admin) is for loopback callers only, and a
+    gateway cannot see whether the broker has keys, so it never forwards such a call."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a call from the network needs an API key",
+            hint="send 'Authorization: Bearer <key>'; create one with `lockgate keys create`",
         )
 
 

@@ -4,6 +4,8 @@ the ``lockgate gateway`` command line."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ipaddress
 import json
 import socket
 from pathlib import Path
@@ -13,10 +15,12 @@ import pytest
 
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.config import ConfigError
-from lockgate.gateways.cli import add_commands
+from lockgate.broker.testing import run_broker
+from lockgate.gateways.cli import add_commands, run_gateway
 from lockgate.gateways.config import settings_for
 from lockgate.gateways.embedded import start_gateways
 from tests.gateways.gw_kit import local_broker, unique
+from tests.support import eventually
 
 
 def free_port() -> int:
@@ -114,3 +118,54 @@ def test_cli_parses_each_kind(tmp_path: Path) -> None:
     for kind in ("ws", "nats", "webhook"):
         assert parser.parse_args(["gateway", kind]).kind == kind
     json.dumps(vars(args), default=str)
+
+
+def network_address() -> str | None:
+    """This machine's non-loopback IPv4 address (a UDP connect sends nothing), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("198.51.100.1", 9))  # TEST-NET-2: routed, never reached
+        except OSError:
+            return None
+        ip = str(s.getsockname()[0])
+    return None if ipaddress.ip_address(ip).is_loopback else ip
+
+
+async def test_a_network_gateway_refuses_keyless_calls_from_other_hosts() -> None:
+    """`lockgate gateway http --listen 0.0.0.0` in front of a dev-mode broker: a keyless call
+    from another address would be the dev admin, so the gateway refuses it (it cannot see the
+    broker's keys); loopback callers keep dev mode, and a sent key goes on to the broker."""
+    host = network_address()
+    if host is None:
+        pytest.skip("this machine has no non-loopback address to call from")
+    port = free_port()
+    stop = asyncio.Event()
+    async with run_broker() as broker, aiohttp.ClientSession() as http:
+        section = {"listen": f"0.0.0.0:{port}"}
+        task = asyncio.create_task(run_gateway("http", broker.target, section, stop=stop))
+        try:
+            path = f":{port}/v1/events?subject={unique('net.')}"
+
+            async def loopback_ok() -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1{path}") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await eventually(loopback_ok, what="the gateway serves loopback callers")
+            async with http.get(f"http://{host}{path}") as resp:
+                body = await resp.json()
+                assert (resp.status, body["reason"]) == (401, "UNAUTHENTICATED")
+                assert body["detail"] == "a call from the network needs an API key"
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"http://{host}:{port}/v1/ws")
+            assert refused.value.status == 401
+            bogus = {"Authorization": "Bearer lg_000000000000_nope"}
+            async with http.get(f"http://{host}{path}", headers=bogus) as resp:
+                body = await resp.json()
+                assert (resp.status, body["reason"]) == (401, "UNAUTHENTICATED")
+                assert body["detail"] != "a call from the network needs an API key"
+        finally:
+            stop.set()
+            await task

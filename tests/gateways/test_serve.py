@@ -8,6 +8,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from lockgate.broker.auth import create_key
+from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.testing import run_broker
 
 pytestmark = pytest.mark.e2e
@@ -78,3 +80,40 @@ async def test_serve_http_flag_runs_http_and_websocket_on_one_port() -> None:
         frame = await ws.receive_json(timeout=10)
         assert frame["op"] == "event" and frame["id"] == event_id, frame
         assert frame["event"]["data"] == {"n": 7}
+
+
+@pytest.mark.parametrize("how", ["flag", "config", "ws"])
+async def test_serve_refuses_a_network_gateway_without_keys(tmp_path: Path, how: str) -> None:
+    """Dev mode (no keys: keyless callers are admin) is loopback-only on every listener: a
+    gateway on 0.0.0.0 is refused with the gRPC listen check's sentence (INSECURE_LISTEN)."""
+    port = free_port()
+    cfg = tmp_path / "lockgate.toml"
+    args = ["--http", f"0.0.0.0:{port}"]
+    if how != "flag":
+        table = "http" if how == "config" else "ws"
+        cfg.write_text(f'[gateways.{table}]\nlisten = "0.0.0.0:{port}"\n')
+        args = ["--config", str(cfg)]
+    with pytest.raises(RuntimeError) as exc:
+        async with run_broker(data_dir=str(tmp_path / "data"), extra_args=args):
+            pass
+    assert f"refusing to listen on 0.0.0.0:{port} without API keys" in str(exc.value)
+
+
+async def test_serve_allows_a_network_gateway_once_a_key_exists(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = SqliteStore(str(data), fsync="always")
+    await store.open()
+    try:
+        key, _ = await create_key(store, "acme", "ops", ["admin"])
+    finally:
+        await store.close()
+    port = free_port()
+    async with (
+        run_broker(data_dir=str(data), extra_args=["--http", f"0.0.0.0:{port}"]),
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"http://127.0.0.1:{port}/v1/events?subject=x.y"
+        async with http.get(url, headers={"Authorization": f"Bearer {key}"}) as resp:
+            assert resp.status == 200
+        async with http.get(url) as resp:
+            assert resp.status == 401
