@@ -221,14 +221,22 @@ def is_loopback_host(host: str | None) -> bool:
 async def _network_needs_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """On a non-loopback listener, keyless calls from other hosts are refused: behind the
     gateway may be a broker in open dev mode, where a keyless caller is the admin."""
-    if not is_loopback_host(request.remote):
-        try:
-            key = api_key(request.headers) or request.query.get("api_key")
-        except BrokerError as err:
-            return problem(err)
-        if not key:
+    try:
+        if network_call_without_key(request.remote, request.headers, request.query):
             return problem(KeyRequired())
+    except BrokerError as err:
+        return problem(err)
     return await handler(request)
+
+
+def network_call_without_key(
+    remote: str | None, headers: Mapping[str, str], query: Mapping[str, str]
+) -> bool:
+    """True for a call from another host that carries no API key (refused on a network
+    listener); raises the key's error when the authorization header is malformed."""
+    if is_loopback_host(remote):
+        return False
+    return not (api_key(headers) or query.get("api_key"))
 
 
 async def start_site(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:

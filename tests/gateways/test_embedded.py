@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import socket
 from pathlib import Path
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.config import ConfigError
 from lockgate.broker.testing import run_broker
+from lockgate.gateways._web import network_call_without_key, start_site
 from lockgate.gateways.cli import add_commands, run_gateway
 from lockgate.gateways.config import settings_for
 from lockgate.gateways.embedded import start_gateways
@@ -120,24 +121,31 @@ def test_cli_parses_each_kind(tmp_path: Path) -> None:
     json.dumps(vars(args), default=str)
 
 
-def network_address() -> str | None:
-    """This machine's non-loopback IPv4 address (a UDP connect sends nothing), or None."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("198.51.100.1", 9))  # TEST-NET-2: routed, never reached
-        except OSError:
-            return None
-        ip = str(s.getsockname()[0])
-    return None if ipaddress.ip_address(ip).is_loopback else ip
+@pytest.mark.parametrize(
+    ("remote", "headers", "query", "refused"),
+    [
+        ("192.0.2.7", {}, {}, True),  # another host, no key: would be the dev admin
+        ("2001:db8::7", {}, {}, True),
+        ("192.0.2.7", {"Authorization": "Bearer lg_a_b"}, {}, False),  # the broker checks it
+        ("192.0.2.7", {"x-api-key": "lg_a_b"}, {}, False),
+        ("192.0.2.7", {}, {"api_key": "lg_a_b"}, False),  # browsers' WebSocket
+        ("127.0.0.1", {}, {}, False),  # loopback keeps the dev mode
+        ("::1", {}, {}, False),
+        ("::ffff:127.0.0.1", {}, {}, False),
+        (None, {}, {}, True),  # an unknown peer is not trusted
+    ],
+)
+def test_which_calls_a_network_listener_refuses(
+    remote: str | None, headers: dict[str, str], query: dict[str, str], refused: bool
+) -> None:
+    """The rule a gateway on a non-loopback listener applies before anything else. Tested as a
+    function: this workplace sends no test traffic to non-loopback addresses."""
+    assert network_call_without_key(remote, headers, query) is refused
 
 
-async def test_a_network_gateway_refuses_keyless_calls_from_other_hosts() -> None:
-    """`lockgate gateway http --listen 0.0.0.0` in front of a dev-mode broker: a keyless call
-    from another address would be the dev admin, so the gateway refuses it (it cannot see the
-    broker's keys); loopback callers keep dev mode, and a sent key goes on to the broker."""
-    host = network_address()
-    if host is None:
-        pytest.skip("this machine has no non-loopback address to call from")
+async def test_a_network_gateway_installs_the_rule_and_serves_loopback() -> None:
+    """`lockgate gateway http --listen 0.0.0.0` in front of a dev-mode broker starts, and
+    loopback callers keep the dev mode."""
     port = free_port()
     stop = asyncio.Event()
     async with run_broker() as broker, aiohttp.ClientSession() as http:
@@ -154,18 +162,17 @@ async def test_a_network_gateway_refuses_keyless_calls_from_other_hosts() -> Non
                     return False
 
             await eventually(loopback_ok, what="the gateway serves loopback callers")
-            async with http.get(f"http://{host}{path}") as resp:
-                body = await resp.json()
-                assert (resp.status, body["reason"]) == (401, "UNAUTHENTICATED")
-                assert body["detail"] == "a call from the network needs an API key"
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await http.ws_connect(f"http://{host}:{port}/v1/ws")
-            assert refused.value.status == 401
-            bogus = {"Authorization": "Bearer lg_000000000000_nope"}
-            async with http.get(f"http://{host}{path}", headers=bogus) as resp:
-                body = await resp.json()
-                assert (resp.status, body["reason"]) == (401, "UNAUTHENTICATED")
-                assert body["detail"] != "a call from the network needs an API key"
         finally:
             stop.set()
             await task
+
+
+@pytest.mark.parametrize(("listen", "guarded"), [("0.0.0.0:0", True), ("127.0.0.1:0", False)])
+async def test_only_a_network_listener_gets_the_keyless_rule(listen: str, guarded: bool) -> None:
+    app = aiohttp.web.Application()
+    runner, _ = await start_site(app, listen)
+    try:
+        names = [getattr(m, "__name__", "") for m in app.middlewares]
+        assert ("_network_needs_key" in names) is guarded
+    finally:
+        await runner.cleanup()
