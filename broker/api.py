@@ -16,7 +16,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -179,13 +180,21 @@ class _LocalSubscription:
         name: str,
         sub: EphemeralSubscription | None = None,
         session: DurableSession | None = None,
+        until_revoked: Awaitable[BrokerError] | None = None,
     ) -> None:
         self._broker = broker
         self._outbox = outbox
+        self._watcher = (
+            None if until_revoked is None else asyncio.ensure_future(self._watch(until_revoked))
+        )
         self._sub = sub
         self._session = session
         self.name = name
         self.durable = session is not None
+
+    async def _watch(self, until_revoked: Awaitable[BrokerError]) -> None:
+        # A revoked key ends the subscription even while it is idle.
+        self._outbox.close(await until_revoked)
 
     async def __aiter__(self) -> AsyncIterator[list[Delivery]]:
         while (body := await self._outbox.take()) is not None:
@@ -218,6 +227,8 @@ class _LocalSubscription:
         self._consumer_session().consumer.nack(list(dict.fromkeys(ids)), delay)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._sub is not None:
             self._broker.unsubscribe(self._sub)
             self._sub = None
@@ -352,9 +363,14 @@ class LocalAPI:
         if durable:
             options = DurableOptions(queue=queue, start=start, max_in_flight=max_in_flight)
             session = await b.subscribe_durable(p, durable, pattern, options)
-            return _LocalSubscription(b, session.outbox, durable, session=session)
+            return _LocalSubscription(
+                b, session.outbox, durable, session=session, until_revoked=self._watch(key)
+            )
         sub = await b.subscribe_ephemeral(p, pattern, queue, max_in_flight, start)
-        return _LocalSubscription(b, sub.outbox, sub.name, sub=sub)
+        return _LocalSubscription(b, sub.outbox, sub.name, sub=sub, until_revoked=self._watch(key))
+
+    def _watch(self, key: str | None) -> Awaitable[BrokerError] | None:
+        return None if self._acting_for is not None else self.auth.until_revoked(key)
 
     async def create_durable(
         self, key: str | None, name: str, pattern: str, options: DurableOptions = DURABLE_DEFAULTS

@@ -10,6 +10,7 @@ broker looks at most once a second while anonymous calls arrive, so no restart i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -40,6 +41,7 @@ class Principal:
 DEV_PRINCIPAL = Principal("default", "anonymous", frozenset({"admin"}))
 _CACHE_SECONDS = 5.0
 _DEV_CHECK_SECONDS = 1.0
+_WATCH_SECONDS = 1.0
 log = logging.getLogger("lockgate.auth")
 
 
@@ -80,6 +82,12 @@ class Authenticator:
         self.dev_mode = dev_mode
         self._cache: dict[str, tuple[float, Principal | None, str]] = {}
         self._dev_checked = time.monotonic()
+        # Open streams: one refresher reads the revoked key ids at most once per
+        # _WATCH_SECONDS while any stream watches, and wakes them all (no read per stream).
+        self._revoked: frozenset[str] = frozenset()
+        self._changed = asyncio.Condition()
+        self._watchers = 0
+        self._refresher: asyncio.Task[None] | None = None
 
     @staticmethod
     def key_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
@@ -110,6 +118,52 @@ class Authenticator:
         log.warning("auth.dev_mode.ended: an API key exists now; calls without a key are refused")
         return True
 
+    async def _refresh(self) -> None:
+        while self._watchers:
+            await asyncio.sleep(_WATCH_SECONDS)
+            try:
+                keys = await self._store.list_keys()
+            except Exception:  # a store hiccup must not end the watch; try next round
+                log.exception("auth.watch.failed")
+                continue
+            self._revoked = frozenset(k.key_id for k in keys if k.revoked)
+            if self.dev_mode and any(not k.revoked for k in keys):
+                self.dev_mode = False
+                log.warning(
+                    "auth.dev_mode.ended: an API key exists now; calls without a key are refused"
+                )
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _cut(self, key: str | None) -> Unauthenticated | None:
+        if key is None:
+            if self.dev_mode:
+                return None
+            return Unauthenticated(
+                "the open dev mode ended: an API key exists now",
+                hint="reconnect with 'authorization: Bearer <key>'",
+            )
+        if split_key(key)[0] in self._revoked:
+            return Unauthenticated(
+                "the API key was revoked", hint="reconnect with a key that is not revoked"
+            )
+        return None
+
+    async def until_revoked(self, key: str | None) -> Unauthenticated:
+        """Waits while an open stream's key stays valid; returns the error to end it with once
+        the key is revoked (or, without a key, once the dev mode ended). All open streams share
+        one store read per second, so a revocation reaches them within the documented 5 s."""
+        self._watchers += 1
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.create_task(self._refresh())
+        try:
+            async with self._changed:
+                while (err := self._cut(key)) is None:
+                    await self._changed.wait()
+            return err
+        finally:
+            self._watchers -= 1
+
     async def authenticate(self, key: str | None) -> Principal:
         if key is None:
             if self.dev_mode and not await self._dev_mode_ended():
@@ -120,11 +174,15 @@ class Authenticator:
             )
         now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > now and split_key(key)[0] not in self._revoked:
             if hit[1] is None:
                 raise Unauthenticated(hit[2], hint="check the key, or create a new one")
             return hit[1]
         key_id, secret = split_key(key)
+        if key_id in self._revoked:
+            raise Unauthenticated(
+                "the API key was revoked", hint="check the key, or create a new one"
+            )
         record = await self._store.get_key(key_id)
         problem = ""
         principal: Principal | None = None

@@ -24,7 +24,9 @@ The server pings every ``heartbeat`` seconds (WebSocket ping frames) and closes 
 whose pong does not come. A socket that cannot keep up (its send buffer over
 ``max_send_buffer`` bytes, or one send blocked for ``send_timeout``) is closed with 1013 and
 the reason; an ephemeral subscription the broker cut off as a slow consumer closes it with
-1008. Either way the broker never waits for a socket: its outboxes decouple them.
+1008, and so does a subscription whose API key was revoked (or opened anonymously in the
+dev mode, which ended): within the 5 s a revocation takes. Either way the broker never
+waits for a socket: its outboxes decouple them.
 """
 
 from __future__ import annotations
@@ -317,7 +319,12 @@ class _Connection:
         except _SlowSocket as exc:
             await self._close(CLOSE_TRY_AGAIN, f"slow consumer: {exc}")
         except BrokerError as err:
-            code = CLOSE_POLICY if err.reason == "SLOW_CONSUMER" else CLOSE_TRY_AGAIN
+            # A slow consumer cut off, or a revoked key (or the end of the dev mode): policy.
+            code = (
+                CLOSE_POLICY
+                if err.reason in ("SLOW_CONSUMER", "UNAUTHENTICATED")
+                else CLOSE_TRY_AGAIN
+            )
             await self._error(None, err)
             await self._close(code, f"{err.reason}: {err.message}")
         except ConnectionError:

@@ -49,7 +49,8 @@ class BrokerService(Servicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[broker_pb2.PublishResponse]:
         try:
-            principal = await self.principal(context)
+            key = self.auth.key_from_metadata(context.invocation_metadata())
+            principal = await self.auth.authenticate(key)
         except BrokerError as err:
             await context.abort_with_status(to_status(err))
             return
@@ -75,7 +76,12 @@ class BrokerService(Servicer):
             finally:
                 results.put_nowait(None)
 
+        async def watch() -> None:
+            # A revoked key ends the stream even while it is idle; frames before it commit.
+            results.put_nowait((0, await self.auth.until_revoked(key)))
+
         reader = asyncio.create_task(read())
+        watcher = asyncio.create_task(watch())
         self.publish_streams.add(results)
         try:
             while (item := await results.get()) is not None:
@@ -98,6 +104,7 @@ class BrokerService(Servicer):
         finally:
             self.publish_streams.discard(results)
             reader.cancel()
+            watcher.cancel()
 
     @unary()
     async def PublishOne(
@@ -116,8 +123,10 @@ class BrokerService(Servicer):
         sub: EphemeralSubscription | None = None
         session: DurableSession | None = None
         reader: asyncio.Task[None] | None = None
+        watcher: asyncio.Task[None] | None = None
         try:
-            principal = await self.principal(context)
+            key = self.auth.key_from_metadata(context.invocation_metadata())
+            principal = await self.auth.authenticate(key)
             it = requests.__aiter__()
             try:
                 first = await it.__anext__()
@@ -183,7 +192,12 @@ class BrokerService(Servicer):
                     # The client half-closed: end the stream once the outbox drains.
                     outbox.close()
 
+            async def watch() -> None:
+                # Ends the stream once its key is revoked, idle or not.
+                outbox.close(await self.auth.until_revoked(key))
+
             reader = asyncio.create_task(read())
+            watcher = asyncio.create_task(watch())
             delivered = self.broker.telemetry.delivered
             while (body := await outbox.take()) is not None:
                 yield body
@@ -199,6 +213,8 @@ class BrokerService(Servicer):
         finally:
             if reader is not None:
                 reader.cancel()
+            if watcher is not None:
+                watcher.cancel()
             if sub is not None:
                 self.broker.unsubscribe(sub)
             if session is not None:

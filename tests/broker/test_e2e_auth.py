@@ -362,3 +362,69 @@ async def test_creating_a_durable_needs_what_subscribing_needs(keyed: Keyed, stu
             admin_pb2.GetDurableRequest(name=name + "-hook"), metadata=admin, timeout=10
         )
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND  # the refusal created nothing
+
+
+async def _open_streams(
+    stub: broker_pb2_grpc.BrokerServiceStub, md: Metadata | None
+) -> tuple[Sub, grpc.aio.StreamStreamCall]:
+    """A live Subscribe stream and a Publish stream that has had one frame answered."""
+    sub = await subscribe(stub, md, pattern=unique("open"))
+    pub = stub.Publish(metadata=md)
+    await pub.write(broker_pb2.PublishRequest(subject=unique("open"), events=[event()], batch_id=1))
+    assert (await asyncio.wait_for(pub.read(), 10)).batch_id == 1
+    return sub, pub
+
+
+async def _ended_unauthenticated(sub: Sub, pub: grpc.aio.StreamStreamCall, message: str) -> None:
+    """Both streams end with UNAUTHENTICATED within the documented 5 s (plus slack), idle."""
+    await eventually(lambda: sub.error is not None, timeout=15, what="the Subscribe stream ends")
+    assert sub.error is not None
+    code, reason, _ = error_info(sub.error)
+    assert (code, reason) == (UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert message in (sub.error.details() or "")
+    # Read without writing: the stream ends by itself (see _all_calls_fail on writing first).
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await asyncio.wait_for(pub.read(), 15)
+    assert error_info(exc.value)[:2] == (UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert message in (exc.value.details() or "")
+
+
+async def test_revoking_a_key_ends_its_open_streams() -> None:
+    """A Publish or Subscribe stream opened before a revocation does not outlive it: both are
+    ended, idle, within the documented time; another key's streams go on."""
+    with tempfile.TemporaryDirectory(prefix="lockgate-revoke-") as data_dir:
+        doomed, kept = await asyncio.gather(
+            asyncio.to_thread(_create_key, data_dir, "acme", "doomed"),
+            asyncio.to_thread(_create_key, data_dir, "acme", "kept"),
+        )
+        async with run_broker(data_dir) as rb, grpc.aio.insecure_channel(rb.target) as ch:
+            stub = broker_pb2_grpc.BrokerServiceStub(ch)
+            sub, pub = await _open_streams(stub, auth(doomed))
+            other_sub, other_pub = await _open_streams(stub, auth(kept))
+            out = await asyncio.to_thread(
+                lockgate_cli, "keys", "revoke", _key_id(doomed), "--data-dir", data_dir
+            )
+            assert "revoked" in out
+            await _ended_unauthenticated(sub, pub, "revoked")
+            # The other key's streams still publish and deliver.
+            subject = unique("kept")
+            live = await subscribe(stub, auth(kept), pattern=subject)
+            await other_pub.write(
+                broker_pb2.PublishRequest(subject=subject, events=[event()], batch_id=2)
+            )
+            assert (await asyncio.wait_for(other_pub.read(), 10)).batch_id == 2
+            assert len(await live.collect(1)) == 1
+            assert other_sub.error is None
+            await other_pub.done_writing()
+            await asyncio.gather(sub.close(), other_sub.close(), live.close())
+
+
+async def test_the_end_of_the_dev_mode_ends_anonymous_open_streams() -> None:
+    """Streams opened anonymously in the dev mode end once a key exists, like new calls."""
+    with tempfile.TemporaryDirectory(prefix="lockgate-devstreams-") as data_dir:
+        async with run_broker(data_dir) as rb, grpc.aio.insecure_channel(rb.target) as ch:
+            stub = broker_pb2_grpc.BrokerServiceStub(ch)
+            sub, pub = await _open_streams(stub, None)
+            await asyncio.to_thread(_create_key, data_dir, "acme", "first", "admin")
+            await _ended_unauthenticated(sub, pub, "dev mode ended")
+            await sub.close()

@@ -185,3 +185,30 @@ async def test_unencodable_event_is_skipped_not_silencing(
         assert [f["id"] for f in events] == [good, good]
     dead, _ = await local.api.query(None, f"$dlq.{durable}")
     assert [d.event.attributes["lockgateoriginalid"].ce_string for d in dead] == [bad]
+
+
+async def test_revoking_a_key_closes_its_sockets(local: Local) -> None:
+    """A socket subscribed with a key that is then revoked gets an UNAUTHENTICATED error frame
+    and a policy close within the documented 5 s, idle; another key's socket goes on."""
+    from lockgate.broker.auth import create_key
+
+    doomed, record = await create_key(local.broker.store, "default", "doomed", ["admin"])
+    kept, _ = await create_key(local.broker.store, "default", "kept", ["admin"])
+    subject = unique("wsr.")
+    url = f"{local.url}/v1/ws"
+    async with (
+        local.session.ws_connect(url, headers={"Authorization": f"Bearer {doomed}"}) as ws,
+        local.session.ws_connect(url, headers={"Authorization": f"Bearer {kept}"}) as other,
+    ):
+        for sock in (ws, other):
+            await sock.send_json({"op": "subscribe", "pattern": f"{subject}.>"})
+            assert (await frame(sock))["op"] == "ok"
+        assert await local.broker.store.revoke_key(record.key_id)
+        err = await frame(ws, timeout=15)
+        assert err["op"] == "error" and err["reason"] == "UNAUTHENTICATED", err
+        assert "revoked" in str(err["message"])
+        closed = await ws.receive(5)
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1008, closed
+        await other.send_json({"op": "publish", "subject": f"{subject}.a", "data": {}, "ref": 1})
+        got = [await frame(other), await frame(other)]
+        assert {f["op"] for f in got} == {"ok", "event"}, got
