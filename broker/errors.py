@@ -7,7 +7,8 @@
     │   ├── InvalidSubject           reason INVALID_SUBJECT
     │   ├── InvalidEvent             reasons MISSING_ATTRIBUTE, INVALID_EVENT, EMPTY_EVENT
     │   ├── EventTooLarge            reason EVENT_TOO_LARGE
-    │   └── InvalidStart             reason INVALID_START
+    │   ├── InvalidStart             reason INVALID_START
+    │   └── MalformedMessage         reason MALFORMED_MESSAGE
     ├── Unauthenticated              UNAUTHENTICATED, reason UNAUTHENTICATED
     ├── PermissionDenied             PERMISSION_DENIED, reasons PERMISSION_DENIED, POLICY_DENIED
     ├── AlreadyExists                ALREADY_EXISTS, reasons DUPLICATE_CONTENT, DUPLICATE_KEY
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidStart",
     "InvalidSubject",
+    "MalformedMessage",
     "NotFound",
     "PermissionDenied",
     "Reason",
@@ -122,6 +124,18 @@ class EventTooLarge(InvalidArgument):
 
 class InvalidStart(InvalidArgument):
     default_reason: str = Reason.INVALID_START
+
+
+class MalformedMessage(InvalidArgument):
+    """A gRPC request that is not a valid protobuf encoding of its message type."""
+
+    default_reason: str = Reason.MALFORMED_MESSAGE
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(
+            f"the request is not a valid {type_name} message",
+            hint="send the message encoded by a protobuf library from the published .proto",
+        )
 
 
 class Unauthenticated(BrokerError):

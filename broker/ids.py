@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["EPOCH_MS", "IdGenerator", "id_for_time_ms", "time_ms_of"]
+__all__ = ["EPOCH_MS", "MAX_ID", "IdGenerator", "id_for_time_ms", "time_ms_of"]
 
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 _WORKER_BITS = 10
@@ -20,6 +20,8 @@ _SEQ_BITS = 12
 _TIME_SHIFT = _WORKER_BITS + _SEQ_BITS
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
 MAX_WORKER = (1 << _WORKER_BITS) - 1
+MAX_ID = (1 << 63) - 1
+"""The largest id (41 + 10 + 12 bits; the stores hold signed 64-bit integers)."""
 
 
 def time_ms_of(event_id: int) -> int:
@@ -28,8 +30,9 @@ def time_ms_of(event_id: int) -> int:
 
 
 def id_for_time_ms(unix_ms: int) -> int:
-    """The smallest id that could be assigned at ``unix_ms`` (for time-range queries)."""
-    return max(0, unix_ms - EPOCH_MS) << _TIME_SHIFT
+    """The smallest id that could be assigned at ``unix_ms`` (for time-range queries);
+    :data:`MAX_ID` for a time after the id space ends (2093)."""
+    return min(MAX_ID, max(0, unix_ms - EPOCH_MS) << _TIME_SHIFT)
 
 
 class IdGenerator:

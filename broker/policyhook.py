@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
 from lockgate.broker.auth import Principal
+from lockgate.broker.cloudevents import timestamp_problem
 from lockgate.broker.errors import (
     AlreadyExists,
     BrokerError,
@@ -54,7 +55,12 @@ class SpamControls:
 def _attr_value(v: CloudEvent.CloudEventAttributeValue) -> object:
     kind = v.WhichOneof("attr")
     if kind == "ce_timestamp":
-        return v.ce_timestamp.ToJsonString()
+        problem = timestamp_problem(v.ce_timestamp)
+        if problem is None:
+            return v.ce_timestamp.ToJsonString()
+        # Not RFC 3339, so a rule that reads it fails closed (ingress refuses such events;
+        # this covers events stored before it did, replayed through a policy).
+        return f"invalid timestamp: {problem}"
     return getattr(v, kind) if kind else None
 
 

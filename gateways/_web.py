@@ -16,6 +16,7 @@ from lockgate.broker.api import Delivery, StoredEvent
 from lockgate.broker.auth import Authenticator
 from lockgate.broker.config import ConfigError, parse_duration
 from lockgate.broker.errors import BrokerError, InvalidStart
+from lockgate.broker.ids import MAX_ID
 from lockgate.broker.positions import FROM_NEW, StartSpec
 from lockgate.gateways._cejson import JsonValue, event_to_json
 from lockgate.gateways.errors import (
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 PROBLEM_TYPE = "https://lockgate.dev/problems/"
 
 
@@ -62,6 +64,8 @@ def loads(raw: bytes | str) -> object:
         raise MalformedJson("it is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise MalformedJson(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise MalformedJson("it is nested too deeply") from None
 
 
 def api_key(headers: Mapping[str, str]) -> str | None:
@@ -161,7 +165,7 @@ def parse_id(name: str, raw: object) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int | str):
         raise InvalidParameter(name, str(raw), "an event id (a string of digits)")
     text = str(raw)
-    if not text.isdigit() or int(text) <= 0 or int(text) >= 2**64:
+    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
         raise InvalidParameter(name, text, "an event id (a string of digits)")
     return int(text)
 
@@ -184,9 +188,12 @@ def parse_time_ms(name: str, raw: str | None) -> int:
     if not raw:
         return 0
     try:
-        return durations.parse_time_ms(raw)
+        ms = durations.parse_time_ms(raw)
     except durations.TimeError:
-        raise InvalidParameter(name, raw, "-1h, an RFC 3339 time or epoch milliseconds") from None
+        ms = -1
+    if not 0 <= ms <= _MAX_TIME_MS:
+        raise InvalidParameter(name, raw, "-1h, an RFC 3339 time or epoch milliseconds")
+    return ms
 
 
 def parse_start(raw: object) -> StartSpec:

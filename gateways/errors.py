@@ -8,6 +8,8 @@
         ├── UnsupportedMediaType     reason UNSUPPORTED_MEDIA_TYPE  HTTP 415
         ├── MalformedJson            reason MALFORMED_JSON          HTTP 400
         ├── InvalidParameter         reason INVALID_PARAMETER       HTTP 400
+        ├── MethodNotAllowed         reason METHOD_NOT_ALLOWED      HTTP 405
+        ├── HttpRefusal              reason INVALID_ARGUMENT        its HTTP status (aiohttp's)
         └── InvalidEvent (broker.errors)
             └── UnencodableEvent     reason INVALID_EVENT           HTTP 422
     └── Unauthenticated (broker.errors)
@@ -18,6 +20,8 @@ entry in ``HTTP_BY_REASON``) or else by its gRPC code (``HTTP_BY_CODE``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import grpc
 
@@ -35,9 +39,11 @@ __all__ = [
     "HTTP_BY_CODE",
     "HTTP_BY_REASON",
     "BodyTooLarge",
+    "HttpRefusal",
     "InvalidParameter",
     "KeyRequired",
     "MalformedJson",
+    "MethodNotAllowed",
     "UnencodableEvent",
     "UnsupportedMediaType",
     "http_status",
@@ -95,6 +101,29 @@ class InvalidParameter(InvalidArgument):
         super().__init__(f"parameter {name}={shown!r} is invalid", hint=f"give {expected}")
 
 
+class MethodNotAllowed(InvalidArgument):
+    default_reason: str = Reason.METHOD_NOT_ALLOWED
+    http_status = 405
+
+    def __init__(self, method: str, path: str, allowed: Collection[str]) -> None:
+        shown = path if len(path) <= 80 else path[:77] + "..."
+        super().__init__(
+            f"{shown} does not take {method}",
+            hint=f"use {', '.join(sorted(allowed))}",
+            metadata={"allow": ",".join(sorted(allowed))},
+        )
+
+
+class HttpRefusal(InvalidArgument):
+    """A request aiohttp itself refused (a 4xx of its own), with that status."""
+
+    def __init__(self, status: int, phrase: str) -> None:
+        super().__init__(
+            f"the request was refused: {phrase}", hint="see the HTTP API in the README"
+        )
+        self.http_status = status
+
+
 class UnencodableEvent(InvalidEvent):
     """A stored event that has no CloudEvents JSON form (stored before ingress validated
     attribute values); reads over gRPC return it as stored."""
@@ -136,7 +165,7 @@ HTTP_BY_CODE: dict[grpc.StatusCode, int] = {
 
 def http_status(err: BrokerError) -> int:
     """The HTTP status for ``err`` (500 for anything unmapped)."""
-    if isinstance(err, UnencodableEvent):
+    if isinstance(err, UnencodableEvent | MethodNotAllowed | HttpRefusal):
         return err.http_status
     return HTTP_BY_REASON.get(err.reason) or HTTP_BY_CODE.get(err.code, 500)
 

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -32,7 +33,7 @@ from aiohttp import web
 
 from lockgate.broker.api import BrokerAPI, CloudEvent, Delivery, DurableOptions, StoredEvent
 from lockgate.broker.bounds import BOUNDS
-from lockgate.broker.errors import BrokerError
+from lockgate.broker.errors import BrokerError, NotFound
 from lockgate.gateways._cebinary import from_binary, has_binary_headers, is_structured_type
 from lockgate.gateways._cejson import JsonValue, event_from_json
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
@@ -51,8 +52,10 @@ from lockgate.gateways._web import (
 )
 from lockgate.gateways.errors import (
     BodyTooLarge,
+    HttpRefusal,
     InvalidParameter,
     MalformedJson,
+    MethodNotAllowed,
     UnencodableEvent,
     UnsupportedMediaType,
 )
@@ -63,6 +66,7 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 API_KEY = web.AppKey("lockgate_api", BrokerAPI)
 T = TypeVar("T")
+log = logging.getLogger("lockgate.gateways.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -83,10 +87,26 @@ _MD = int(BOUNDS["max_deliveries"][1])
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is problem+json with a reason: the broker's errors, aiohttp's own
+    (no route, wrong method, ...) and, as INTERNAL, anything unforeseen."""
     try:
         return await handler(request)
     except BrokerError as err:
         return problem(err)
+    except web.HTTPMethodNotAllowed as exc:
+        resp = problem(MethodNotAllowed(request.method, request.path, exc.allowed_methods))
+        resp.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return resp
+    except web.HTTPNotFound:
+        where = f"{request.method} {request.path}"[:100]
+        return problem(NotFound(f"no route for {where}", hint="see the HTTP API in the README"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(HttpRefusal(exc.status, exc.reason))
+    except Exception:
+        log.exception("HTTP gateway: %s %s failed", request.method, request.path[:100])
+        return problem(BrokerError("the gateway failed unexpectedly", hint="report this bug"))
 
 
 async def _body(request: web.Request, limit: int) -> bytes:
@@ -301,12 +321,6 @@ async def acks(request: web.Request) -> web.Response:
         api_key(request.headers), request.match_info["durable"], ack, nack, delay
     )
     return json_response({"acked": len(ack), "nacked": len(nack)})
-
-
-async def not_found(request: web.Request) -> web.Response:
-    from lockgate.broker.errors import NotFound
-
-    return problem(NotFound(f"no route for {request.method} {request.path}", hint="see /v1/..."))
 
 
 def add_routes(app: web.Application) -> None:

@@ -12,15 +12,22 @@ them with health and reflection.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
-from google.protobuf import message_factory, timestamp_pb2
+from google.protobuf import message, message_factory, timestamp_pb2
 
 from lockgate.broker.auth import Authenticator, Principal
-from lockgate.broker.errors import BrokerError, InvalidStart, PermissionDenied, to_status
+from lockgate.broker.errors import (
+    BrokerError,
+    InvalidStart,
+    MalformedMessage,
+    PermissionDenied,
+    to_status,
+)
 from lockgate.broker.node import Broker
 from lockgate.broker.positions import StartSpec
 from lockgate.broker.v1 import broker_pb2
@@ -99,11 +106,58 @@ def service_handler(
         request = message_class(m.input_type)
         response = bytes if m.name in raw else message_class(m.output_type).SerializeToString
         handlers[m.name] = make(
-            getattr(servicer, m.name),
-            request_deserializer=request.FromString,
+            _decoding(getattr(servicer, m.name), request, m.client_streaming, m.server_streaming),
+            request_deserializer=None,
             response_serializer=response,
         )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _parse(cls: Any, raw: bytes) -> Any:
+    try:
+        return cls.FromString(raw)
+    except message.DecodeError as exc:
+        raise MalformedMessage(cls.DESCRIPTOR.full_name) from exc
+
+
+async def _parsed(cls: Any, raws: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    async for raw in raws:
+        yield _parse(cls, raw)
+
+
+def _decoding(fn: Any, cls: Any, client_streaming: bool, server_streaming: bool) -> Any:
+    """``fn`` fed with requests decoded here rather than by grpc (whose deserializer
+    failure answers UNKNOWN with the parser's text): a request that does not decode ends
+    the call with INVALID_ARGUMENT / MALFORMED_MESSAGE; in a request stream the
+    :class:`MalformedMessage` is raised by the iterator, where the servicer handles
+    :class:`BrokerError`."""
+    if server_streaming:
+
+        async def stream(raw: Any, context: Context) -> AsyncIterator[Any]:
+            if client_streaming:
+                request = _parsed(cls, raw)
+            else:
+                try:
+                    request = _parse(cls, raw)
+                except MalformedMessage as err:
+                    await context.abort_with_status(to_status(err))
+            # Closed explicitly, so the servicer's cleanup runs when the call ends.
+            async with contextlib.aclosing(fn(request, context)) as items:
+                async for item in items:
+                    yield item
+
+        return stream
+
+    async def method(raw: Any, context: Context) -> Any:
+        if client_streaming:
+            return await fn(_parsed(cls, raw), context)
+        try:
+            request = _parse(cls, raw)
+        except MalformedMessage as err:
+            await context.abort_with_status(to_status(err))
+        return await fn(request, context)
+
+    return method
 
 
 def message_class(descriptor: Any) -> Any:

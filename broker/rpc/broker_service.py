@@ -73,6 +73,8 @@ class BrokerService(Servicer):
                         return
                     # Its store write is already queued; the responder awaits it in order.
                     results.put_nowait((req.batch_id, prepared))
+            except BrokerError as exc:  # a frame that does not decode (MALFORMED_MESSAGE)
+                results.put_nowait((0, exc))
             finally:
                 results.put_nowait(None)
 

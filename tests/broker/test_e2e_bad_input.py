@@ -525,3 +525,41 @@ async def test_garbage_bytes_do_not_hurt_the_broker() -> None:
             assert resp.id
             assert [s.id for s in await query_all(stubs.broker, subject)] == [resp.id]
         assert b.proc.returncode is None
+
+
+# -- malformed protobuf --------------------------------------------------------------------
+
+_GARBAGE = b"\x0a\xff\xff"  # field 1, length-delimited, with a truncated length varint
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/broker.v1.BrokerService/PublishOne",
+        "/broker.v1.BrokerService/GetEvent",
+        "/broker.v1.AdminService/ListDurables",
+        "/broker.v1.PolicyService/GetPolicies",
+    ],
+)
+async def test_malformed_unary_request(stubs: Stubs, path: str) -> None:
+    call = stubs.channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(_GARBAGE, metadata=stubs.md)
+    code, reason, _ = error_info(info.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_MESSAGE")
+    assert "Wire format" not in (info.value.details() or "")
+
+
+@pytest.mark.parametrize("method", ["Publish", "Subscribe"])
+async def test_malformed_stream_request(stubs: Stubs, method: str) -> None:
+    call = stubs.channel.stream_stream(
+        f"/broker.v1.BrokerService/{method}", request_serializer=None, response_deserializer=None
+    )
+    stream = call(metadata=stubs.md)
+    await stream.write(_GARBAGE)
+    await stream.done_writing()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stream:
+            pass
+    code, reason, _ = error_info(info.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_MESSAGE")

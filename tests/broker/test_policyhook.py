@@ -211,3 +211,22 @@ async def test_a_limiter_that_is_down_fails_the_batch_closed() -> None:
 
 def test_the_local_limiter_is_the_default() -> None:
     assert isinstance(gate().limiter, LocalLimiter)
+
+
+@pytest.mark.parametrize(("seconds", "nanos"), [(253_402_300_800, 0), (-(10**15), 0), (0, -1)])
+async def test_an_out_of_range_timestamp_fails_closed(seconds: int, nanos: int) -> None:
+    # Ingress refuses these; events stored before it did reach the policy on replay.
+    source = """\
+policy orders on "orders.>" {
+  allow publish when "writer" in principal.roles
+  deny publish when event.time < timestamp("2000-01-01T00:00:00Z") because "too old"
+}
+"""
+    e = ev(1)
+    e.attributes["time"].ce_timestamp.seconds = seconds
+    e.attributes["time"].ce_timestamp.nanos = nanos
+    verdicts = await admit(gate(source), WRITER, "orders.eu", [e, ev(2)])
+    assert list(verdicts.rejected) == [0]
+    err = verdicts.rejected[0]
+    assert err.reason == "POLICY_DENIED", err
+    assert "orders.policy:3" in str(err.metadata) + err.message, err

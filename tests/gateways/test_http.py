@@ -393,3 +393,50 @@ async def test_creating_a_durable_needs_what_subscribing_needs(local: Local) -> 
     problem = await resp.json()
     assert problem["reason"] == "PERMISSION_DENIED" and "webhook" in problem["detail"]
     assert [n for _, n in local.broker.consumers] == [name]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/events/{2**63}",
+        f"/v1/events/{2**64 - 1}",
+        f"/v1/events/{2**64}",
+        f"/v1/events?since={10**20}",
+        f"/v1/events?until={10**20}",
+        f"/v1/events?after={2**64 - 1}",
+        f"/v1/events?after={2**63}",
+    ],
+)
+async def test_out_of_range_reads_are_problems(local: Local, path: str) -> None:
+    resp = await local.session.get(local.url + path)
+    assert resp.status in (400, 404), await resp.text()
+    await problem(resp, resp.status, "INVALID_PARAMETER" if resp.status == 400 else "NOT_FOUND")
+
+
+async def test_since_after_the_id_space_is_an_empty_page(local: Local) -> None:
+    # Ids end in 2093: a later time has no events (it overflowed the store's integers).
+    for query in ("since=2200-01-01T00:00:00Z", "until=2200-01-01T00:00:00Z&since=2199-01-01"):
+        resp = await local.session.get(f"{local.url}/v1/events?{query}")
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["events"] == []
+
+
+async def test_deeply_nested_json_is_a_problem(local: Local) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    resp = await post(local, unique("deep."), deep, CE_JSON)
+    await problem(resp, 400, "MALFORMED_JSON")
+    resp = await local.session.put(
+        f"{local.url}/v1/subscriptions/deep",
+        data=b'{"pattern":' + deep + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    await problem(resp, 400, "MALFORMED_JSON")
+
+
+async def test_wrong_method_and_unknown_path_are_problems(local: Local) -> None:
+    resp = await local.session.delete(f"{local.url}/v1/events")
+    body = await problem(resp, 405, "METHOD_NOT_ALLOWED")
+    assert resp.headers["Allow"] == "GET,HEAD"
+    assert "DELETE" in str(body["detail"])
+    resp = await local.session.get(f"{local.url}/v2/nothing")
+    await problem(resp, 404, "NOT_FOUND")
