@@ -199,6 +199,7 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
         Reason.INVALID_ARGUMENT,
         Reason.INVALID_START,
         Reason.INVALID_DURABLE,
+        Reason.INVALID_SETTING,
         Reason.INVALID_ACK,
         Reason.INVALID_PAGE_TOKEN,
         Reason.NOT_OPEN,
