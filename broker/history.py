@@ -12,7 +12,7 @@ from typing import Protocol
 
 from lockgate.broker import wire
 from lockgate.broker.errors import NotFound
-from lockgate.broker.ids import id_for_time_ms, time_ms_of
+from lockgate.broker.ids import MAX_ID, id_for_time_ms, time_ms_of
 from lockgate.broker.store import Batch, LogPosition
 from lockgate.broker.subjects import compile_pattern, is_literal, validate_pattern
 from lockgate.broker.v1 import broker_pb2
@@ -57,6 +57,8 @@ class History:
 
     async def fetch_frame(self, org: str, event_id: int) -> bytes | None:
         """The stored delivery frame of one event, or None when it is gone."""
+        if not 0 < event_id <= MAX_ID:  # no id lies outside 63 bits (nor fits SQLite's)
+            return None
         batch = await self.store.batch_containing(org, event_id)
         if batch is None:
             return None
@@ -66,7 +68,7 @@ class History:
         return None
 
     async def get_event(self, org: str, event_id: int) -> broker_pb2.StoredEvent:
-        batch = await self.store.batch_containing(org, event_id)
+        batch = await self.store.batch_containing(org, event_id) if 0 < event_id <= MAX_ID else None
         if batch is not None:
             for i, frame in wire.split_frames(batch.body):
                 if i == event_id:
@@ -88,6 +90,8 @@ class History:
         validate_pattern(pattern)
         match = compile_pattern(pattern)
         pos = max(after_id, id_for_time_ms(start_ms) - 1 if start_ms else 0)
+        if pos >= MAX_ID:
+            return [], 0  # after the last possible id: nothing (and no 64-bit overflow)
         end_id = id_for_time_ms(end_ms) if end_ms else 0
         if end_ms and end_id == 0:
             return [], 0  # an end before the ids' epoch (2024): no event is older than that

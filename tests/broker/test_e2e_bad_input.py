@@ -563,3 +563,19 @@ async def test_malformed_stream_request(stubs: Stubs, method: str) -> None:
             pass
     code, reason, _ = error_info(info.value)
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_MESSAGE")
+
+
+@pytest.mark.parametrize("big", [(1 << 63) - 1, 1 << 63, (1 << 64) - 1])
+async def test_ids_beyond_63_bits_read_as_nothing(stubs: Stubs, big: int) -> None:
+    """Ids are 63 bits; a larger one (uint64 on the wire) used to overflow SQLite and answer
+    UNKNOWN. GetEvent says NOT_FOUND; a query or page after it is an empty last page."""
+    b = stubs.broker
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await b.GetEvent(broker_pb2.GetEventRequest(id=big), timeout=10)
+    assert error_info(exc.value)[:2] == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
+    for req in (
+        broker_pb2.QueryEventsRequest(pattern=">", after_id=big),
+        broker_pb2.QueryEventsRequest(pattern=">", page_token=str(big)),
+    ):
+        resp = await b.QueryEvents(req, timeout=10)
+        assert (list(resp.events), resp.next_page_token) == ([], "")
