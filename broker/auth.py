@@ -109,29 +109,29 @@ class Authenticator:
         """Whether a key was created since the broker started without one (then the open
         dev mode ends for good: anonymous callers are refused from now on)."""
         now = time.monotonic()
-        if now - self._dev_checked < _DEV_CHECK_SECONDS:
-            return False
-        self._dev_checked = now
-        if not any(not k.revoked for k in await self._store.list_keys()):
-            return False
-        self.dev_mode = False
-        log.warning("auth.dev_mode.ended: an API key exists now; calls without a key are refused")
-        return True
+        if now - self._dev_checked >= _DEV_CHECK_SECONDS:
+            self._dev_checked = now
+            await self._read_keys()
+        return not self.dev_mode
+
+    async def _read_keys(self) -> None:
+        """The one read of the key table: the revoked ids, and the end of the dev mode."""
+        keys = await self._store.list_keys()
+        self._revoked = frozenset(k.key_id for k in keys if k.revoked)
+        if self.dev_mode and any(not k.revoked for k in keys):
+            self.dev_mode = False
+            log.warning(
+                "auth.dev_mode.ended: an API key exists now; calls without a key are refused"
+            )
 
     async def _refresh(self) -> None:
         while self._watchers:
             await asyncio.sleep(_WATCH_SECONDS)
             try:
-                keys = await self._store.list_keys()
+                await self._read_keys()
             except Exception:  # a store hiccup must not end the watch; try next round
                 log.exception("auth.watch.failed")
                 continue
-            self._revoked = frozenset(k.key_id for k in keys if k.revoked)
-            if self.dev_mode and any(not k.revoked for k in keys):
-                self.dev_mode = False
-                log.warning(
-                    "auth.dev_mode.ended: an API key exists now; calls without a key are refused"
-                )
             async with self._changed:
                 self._changed.notify_all()
 
