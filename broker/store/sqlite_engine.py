@@ -32,6 +32,9 @@ Op = Callable[[sqlite3.Connection], object]
 _log = logging.getLogger("lockgate.store")
 
 
+_OPEN_TRIES = 20  # about 10 s in all
+
+
 class SqliteEngine:
     """Group commit over one write connection, reads on another."""
 
@@ -80,7 +83,17 @@ class SqliteEngine:
             return conn
 
         try:
-            self._w = await self._run(self._wpool, setup)
+            # Two processes opening a new file at once (a broker and `lockgate keys`, or two
+            # `keys create`) can meet SQLITE_BUSY without the busy handler while one switches
+            # the file to WAL: retry for a bounded while rather than fail the open.
+            for attempt in range(_OPEN_TRIES):
+                try:
+                    self._w = await self._run(self._wpool, setup)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == _OPEN_TRIES - 1:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
             self._r = await self._run(self._rpool, self._connect)
         except sqlite3.Error as exc:
             raise FailedPrecondition(

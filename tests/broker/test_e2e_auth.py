@@ -428,3 +428,13 @@ async def test_the_end_of_the_dev_mode_ends_anonymous_open_streams() -> None:
             await asyncio.to_thread(_create_key, data_dir, "acme", "first", "admin")
             await _ended_unauthenticated(sub, pub, "dev mode ended")
             await sub.close()
+
+
+async def test_concurrent_key_creation_on_a_new_data_dir() -> None:
+    """Several `lockgate keys create` at once on a fresh data dir all succeed (they raced on
+    switching the new file to WAL and one failed with 'database is locked')."""
+    with tempfile.TemporaryDirectory(prefix="lockgate-keys-") as data_dir:
+        keys = await asyncio.gather(
+            *(asyncio.to_thread(_create_key, data_dir, "acme", f"a{i}") for i in range(6))
+        )
+        assert len(set(keys)) == 6
