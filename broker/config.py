@@ -14,6 +14,7 @@ from typing import Any
 
 from lockgate.broker.bounds import BOUNDS, shown
 from lockgate.broker.errors import InvalidArgument
+from lockgate.broker.quotas import QUOTA_DEFAULTS
 from lockgate.broker.store import RetentionRule
 from lockgate.policy import durations
 
@@ -61,6 +62,12 @@ class Config:
     max_deliveries: int = 5
     max_in_flight: int = 1000
     subscriber_buffer: int = 10_000
+    max_durables_per_org: int = QUOTA_DEFAULTS["max_durables_per_org"]
+    max_subscriptions_per_org: int = QUOTA_DEFAULTS["max_subscriptions_per_org"]
+    """Live subscriptions (ephemeral and durable streams, every surface) per org."""
+    max_connections_per_org: int = QUOTA_DEFAULTS["max_connections_per_org"]
+    """gRPC connections holding open streams, per org."""
+    max_streams_per_connection: int = QUOTA_DEFAULTS["max_streams_per_connection"]
     retention_max_age: float = 0.0
     retention_max_events: int = 0
     retention: list[dict[str, object]] = field(default_factory=list)
@@ -238,6 +245,12 @@ def load_config(
             raise ConfigError(
                 f"{name} = {getattr(cfg, name)!r} is out of range",
                 hint=f"use {shown(name, low)} to {shown(name, high)} (see README, Configuration)",
+            )
+    for name in QUOTA_DEFAULTS:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(
+                f"{name} = {getattr(cfg, name)!r} is negative",
+                hint="use a count, or 0 to turn the quota off (see README, Security)",
             )
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(

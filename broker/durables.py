@@ -26,6 +26,7 @@ from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound
 from lockgate.broker.history import History
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, start_after
+from lockgate.broker.quotas import OrgQuota
 from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import check_pattern
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
@@ -110,6 +111,7 @@ class Durables:
         head: Callable[[], int],
         publish_system: SystemPublish,
         changed: Callable[[str, str], None],
+        subscriptions: OrgQuota,
     ) -> None:
         self.host = host
         self.config = config
@@ -121,6 +123,15 @@ class Durables:
         self._changed = changed
         """Called with ``(org, name)`` when a durable is created, deleted or redriven."""
         self.consumers: dict[tuple[str, str], DurableConsumer] = {}
+        self.quota = OrgQuota(
+            "max_durables_per_org",
+            config.max_durables_per_org,
+            "durable subscriptions",
+            hint="delete durables no longer used (`lockgate durables delete`), or ask the "
+            "operator to raise max_durables_per_org",
+        )
+        self.subscriptions = subscriptions
+        """Live subscriptions per org (a bound stream is one), shared with the ephemerals."""
         self.on_created: list[Callable[[DurableConsumer], None]] = []
         self.log = logging.getLogger("lockgate.broker")
 
@@ -131,6 +142,7 @@ class Durables:
         for rec in await self.store.load_consumers():
             c = DurableConsumer(self.host, rec)
             self.consumers[(rec.org, rec.name)] = c
+            self.quota.add(rec.org)  # kept, even beyond a quota lowered since
             c.start()
 
     async def stop(self) -> None:
@@ -213,13 +225,19 @@ class Durables:
                         metadata={"setting": setting},
                     )
             return consumer
+        self.quota.check(principal.org)
         if options.endpoint_url:
             await self.check_endpoint(options.endpoint_url)
         rec = wanted
         rec.position = await log_position(self.store, start_after(options.start, self._head()))
+        # Checked again after the awaits: creates racing each other must not pass together.
+        self.quota.check(principal.org)
+        if key in self.consumers:
+            return await self.create(principal, name, pattern, options, exact=exact)
         await self.store.create_consumer(rec)
         consumer = DurableConsumer(self.host, rec)
         self.consumers[key] = consumer
+        self.quota.add(principal.org)
         consumer.start()
         for hook in self.on_created:
             hook(consumer)
@@ -264,7 +282,11 @@ class Durables:
     ) -> DurableSession:
         """Binds a stream to the durable ``name`` (created on first use)."""
         consumer = await self.create(principal, name, pattern, options, exact=False)
-        return consumer.attach(self.config.max_message_bytes)
+        org = principal.org
+        self.subscriptions.acquire(org)
+        session = consumer.attach(self.config.max_message_bytes)
+        session.on_detach = lambda: self.subscriptions.release(org)
+        return session
 
     async def fetch(
         self,
@@ -327,6 +349,7 @@ class Durables:
         c = self.get(org, name)
         c.deleted = True
         del self.consumers[(org, name)]
+        self.quota.release(org)
         await c.stop()
         await self.store.delete_consumer(org, name)
         self._changed(org, name)

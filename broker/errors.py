@@ -16,6 +16,7 @@
     │                                DURABLE_MISMATCH, INSECURE_LISTEN, MISSING_EXTRA, ...
     ├── NotFound                     NOT_FOUND, reasons NOT_FOUND, UNKNOWN_DURABLE, NO_RESPONDERS
     ├── ResourceExhausted            RESOURCE_EXHAUSTED, reasons RATE_LIMITED, SLOW_CONSUMER
+    │   └── QuotaExceeded            reason QUOTA_EXCEEDED (quota, limit)
     ├── DeadlineExceeded             DEADLINE_EXCEEDED, reason REQUEST_TIMEOUT
     └── Unavailable                  UNAVAILABLE, reasons STORE_UNAVAILABLE, SHUTTING_DOWN,
                                      LIMITER_UNAVAILABLE
@@ -53,6 +54,7 @@ __all__ = [
     "MalformedMessage",
     "NotFound",
     "PermissionDenied",
+    "QuotaExceeded",
     "Reason",
     "ResourceExhausted",
     "Unauthenticated",
@@ -166,6 +168,25 @@ class NotFound(BrokerError):
 class ResourceExhausted(BrokerError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason: str = Reason.RESOURCE_EXHAUSTED
+
+
+class QuotaExceeded(ResourceExhausted):
+    """An org (or a connection) holds as many of something as a quota setting allows.
+
+    >>> QuotaExceeded("max_durables_per_org", 2, "org 'acme'", "durable subscriptions").message
+    "org 'acme' holds 2 durable subscriptions, the most max_durables_per_org allows"
+    """
+
+    default_reason: str = Reason.QUOTA_EXCEEDED
+
+    def __init__(self, quota: str, limit: int, holder: str, what: str, *, hint: str = "") -> None:
+        super().__init__(
+            f"{holder} holds {limit} {what}, the most {quota} allows",
+            hint=hint or f"release some, or ask the operator to raise {quota}",
+            metadata={"quota": quota, "limit": str(limit)},
+        )
+        self.quota = quota
+        self.limit = limit
 
 
 class DeadlineExceeded(BrokerError):

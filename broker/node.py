@@ -33,6 +33,7 @@ from lockgate.broker.leases import Leases, LocalLeases, worker_id_lease
 from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, start_after
+from lockgate.broker.quotas import OrgQuota
 from lockgate.broker.requests import Requests
 from lockgate.broker.router import Router
 from lockgate.broker.store import ConsumerRecord, DeadLetterRecord, Store
@@ -78,6 +79,13 @@ class Broker:
         self.requests = Requests(
             config, self.policy, self.backbone, self.node_id, lambda: self.ids.next()
         )
+        subscriptions = OrgQuota(
+            "max_subscriptions_per_org",
+            config.max_subscriptions_per_org,
+            "live subscriptions",
+            hint="close subscriptions you no longer read, or ask the operator to raise "
+            "max_subscriptions_per_org",
+        )
         self.durables = Durables(
             self,
             config,
@@ -87,6 +95,7 @@ class Broker:
             lambda: self.pipeline.head,
             self.publish_system,
             self._durable_changed,
+            subscriptions,
         )
         self.pipeline = Pipeline(
             config,
@@ -105,6 +114,7 @@ class Broker:
             self.telemetry,
             lambda: self.pipeline.head,
             store,
+            subscriptions,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.telemetry.observe_depths(self.durables.depths)

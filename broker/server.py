@@ -67,6 +67,12 @@ class BrokerServer:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.so_reuseport", 0),
         ]
+        if cfg.max_streams_per_connection:
+            # HTTP/2's own bound on a connection's concurrent calls: our stream quota
+            # refuses Publish and Subscribe streams beyond max_streams_per_connection with a
+            # reason; this caps everything else a raw client could hold open on one
+            # connection (a client waits for a free slot, it gets no error).
+            opts.append(("grpc.max_concurrent_streams", cfg.max_streams_per_connection + 1000))
         server = grpc.aio.server(options=opts)
         server.add_generic_rpc_handlers(self._handlers())
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

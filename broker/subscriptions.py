@@ -19,6 +19,7 @@ from lockgate.broker.errors import BrokerError
 from lockgate.broker.history import History
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, replays, start_after
+from lockgate.broker.quotas import OrgQuota
 from lockgate.broker.router import Router
 from lockgate.broker.store import EventLog, LogPosition
 from lockgate.broker.subjects import check_subscribe_pattern
@@ -48,8 +49,11 @@ class Ephemerals:
         telemetry: Telemetry,
         head: Callable[[], int],
         log: EventLog,
+        quota: OrgQuota,
     ) -> None:
         self.config = config
+        self.quota = quota
+        """Live subscriptions per org, shared with the durable streams."""
         self.events = log
         self.gate = gate
         self.router = router
@@ -76,6 +80,7 @@ class Ephemerals:
         replay = replays(start)
         after = start_after(start, self._head()) if replay else 0  # validates first
         pos = await log_position(self.events, after) if replay else LogPosition(0)
+        self.quota.acquire(principal.org)  # released once it leaves _live
         sub = EphemeralSubscription(
             principal.org,
             pattern,
@@ -91,12 +96,21 @@ class Ephemerals:
             # staged from now on reaches it live (and may come twice, if it also commits
             # before the replay reads that far).
             committed = self.events.committed_seq()
-            await self.history.replay(sub.org, sub.pattern, sub.outbox, pos, committed)
+            try:
+                await self.history.replay(sub.org, sub.pattern, sub.outbox, pos, committed)
+            except BaseException:
+                self.unsubscribe(sub)  # the caller never got it, so never unsubscribes
+                raise
         return sub
 
-    def unsubscribe(self, sub: EphemeralSubscription) -> None:
+    def _leave(self, sub: EphemeralSubscription) -> None:
         self.router.remove(sub)
-        self._live.discard(sub)
+        if sub in self._live:
+            self._live.discard(sub)
+            self.quota.release(sub.org)
+
+    def unsubscribe(self, sub: EphemeralSubscription) -> None:
+        self._leave(sub)
         sub.outbox.close()
 
     def close_all(self, error: BrokerError) -> None:
@@ -107,5 +121,4 @@ class Ephemerals:
     def _on_slow(self, sub: EphemeralSubscription) -> None:
         self.telemetry.slow_consumers.add(1)
         self.log.warning("slow consumer %s on %s disconnected", sub.name, sub.pattern)
-        self.router.remove(sub)
-        self._live.discard(sub)
+        self._leave(sub)

@@ -15,6 +15,7 @@
     │   └── NoResponders                NO_RESPONDERS
     ├── RequestTimeout                  REQUEST_TIMEOUT, DEADLINE_EXCEEDED on a request
     ├── SlowConsumer                    SLOW_CONSUMER
+    ├── QuotaExceeded                   QUOTA_EXCEEDED (quota, limit)
     ├── Unavailable                     UNAVAILABLE, STORE_UNAVAILABLE, SHUTTING_DOWN,
     │                                   LIMITER_UNAVAILABLE
     └── FailedPrecondition              POLICY_REQUIREMENT, NOT_PENDING, DURABLE_MISMATCH, ...
@@ -52,6 +53,7 @@ __all__ = [
     "NoResponders",
     "NotFound",
     "PermissionDenied",
+    "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
     "SlowConsumer",
@@ -182,6 +184,23 @@ class SlowConsumer(LockgateError):
     default_reason: str = Reason.SLOW_CONSUMER
 
 
+class QuotaExceeded(LockgateError):
+    """An org or a connection holds as many durables, subscriptions, connections or streams
+    as the broker allows; ``quota`` names the setting and ``limit`` its value. Retrying does
+    not help until something is released (a durable deleted, a stream closed)."""
+
+    default_reason: str = Reason.QUOTA_EXCEEDED
+
+    @property
+    def quota(self) -> str:
+        return self.metadata.get("quota", "")
+
+    @property
+    def limit(self) -> int:
+        text = self.metadata.get("limit", "")
+        return int(text) if text.isdigit() else 0
+
+
 class Unavailable(LockgateError):
     """The broker cannot be reached, or a backend behind it failed closed."""
 
@@ -231,6 +250,7 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
     NoResponders: (Reason.NO_RESPONDERS,),
     RequestTimeout: (Reason.DEADLINE_EXCEEDED, Reason.REQUEST_TIMEOUT),
     SlowConsumer: (Reason.SLOW_CONSUMER,),
+    QuotaExceeded: (Reason.QUOTA_EXCEEDED,),
     Unavailable: (
         Reason.UNAVAILABLE,
         Reason.STORE_UNAVAILABLE,

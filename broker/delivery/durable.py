@@ -19,7 +19,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from lockgate.broker import wire
 from lockgate.broker.bounds import check_setting
@@ -54,6 +54,8 @@ class DurableSession:
         self.in_flight = 0
         self.limit = limit
         self.kind = kind
+        self.on_detach: Callable[[], None] | None = None
+        """Called once when the session is detached (releases its subscription quota)."""
 
 
 def _reencode(frame: bytes, attempt: int) -> bytes:
@@ -190,6 +192,9 @@ class DurableConsumer:
         with ``keep_pending`` (a poll), stays pending until acked or its deadline passes."""
         if session in self.sessions:
             self.sessions.remove(session)
+        release, session.on_detach = session.on_detach, None
+        if release is not None:
+            release()
         session.outbox.close()
         self.table.release(session, keep=keep_pending)
         self._wake.set()

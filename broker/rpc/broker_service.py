@@ -7,7 +7,7 @@ registered raw, so fan-out costs a bytes join per batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -24,6 +24,7 @@ from lockgate.broker.errors import (
 )
 from lockgate.broker.node import Broker
 from lockgate.broker.pipeline import Prepared
+from lockgate.broker.quotas import Connections
 from lockgate.broker.rpc import Context, Servicer, start_spec, timestamp_ms, unary
 from lockgate.broker.v1 import broker_pb2
 
@@ -42,15 +43,25 @@ class BrokerService(Servicer):
     def __init__(self, broker: Broker, auth: Authenticator) -> None:
         super().__init__(broker, auth)
         self.publish_streams = set()
+        cfg = broker.config
+        self.connections = Connections(cfg.max_connections_per_org, cfg.max_streams_per_connection)
+        """Open Publish and Subscribe streams by connection and org (the quotas)."""
 
     async def Publish(
         self,
         requests: AsyncIterator[broker_pb2.PublishRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[broker_pb2.PublishResponse]:
+        frames = requests.__aiter__()
         try:
             key = self.auth.key_from_metadata(context.invocation_metadata())
             principal = await self.auth.authenticate(key)
+            # Counted from its first frame, as Subscribe from its open message (see there).
+            try:
+                first = await frames.__anext__()
+            except StopAsyncIteration:
+                return
+            release = self.connections.open(principal.org, context.peer())
         except BrokerError as err:
             await context.abort_with_status(to_status(err))
             return
@@ -62,9 +73,14 @@ class BrokerService(Servicer):
         window = asyncio.Semaphore(_PIPELINE_DEPTH)
         broker = self.broker
 
+        async def arriving() -> AsyncIterator[broker_pb2.PublishRequest]:
+            yield first
+            async for req in frames:
+                yield req
+
         async def read() -> None:
             try:
-                async for req in requests:
+                async for req in arriving():
                     await window.acquire()
                     try:
                         prepared = await broker.prepare(principal, req.subject, req.events)
@@ -104,6 +120,7 @@ class BrokerService(Servicer):
                 yield resp
             await reader
         finally:
+            release()
             self.publish_streams.discard(results)
             reader.cancel()
             watcher.cancel()
@@ -126,6 +143,7 @@ class BrokerService(Servicer):
         session: DurableSession | None = None
         reader: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
+        release: Callable[[], None] | None = None
         try:
             key = self.auth.key_from_metadata(context.invocation_metadata())
             principal = await self.auth.authenticate(key)
@@ -134,6 +152,10 @@ class BrokerService(Servicer):
                 first = await it.__anext__()
             except StopAsyncIteration:
                 return
+            # Counted once the open message is read: refusing a stream whose first write is
+            # still in flight makes grpcio's client report INTERNAL instead of our status
+            # (grpc/grpc#36066). Streams not counted yet are bounded by max_concurrent_streams.
+            release = self.connections.open(principal.org, context.peer())
             if first.WhichOneof("kind") != "open":
                 raise InvalidArgument(
                     "the first Subscribe message must be 'open'",
@@ -213,6 +235,8 @@ class BrokerService(Servicer):
         except BrokerError as err:
             await context.abort_with_status(to_status(err))
         finally:
+            if release is not None:
+                release()
             if reader is not None:
                 reader.cancel()
             if watcher is not None:

@@ -34,6 +34,7 @@ EXPECTED = [
     "PolicyUpdate",
     "PolicyVersion",
     "PublishResult",
+    "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
     "SlowConsumer",
