@@ -295,7 +295,7 @@ class LocalAPI:
 
     async def get_event(self, key: str | None, event_id: int) -> StoredEvent:
         p = await self.principal(key)
-        return await self.broker.get_event(p.org, event_id)
+        return await self.broker.get_event(p, event_id)
 
     async def query(
         self,
@@ -309,7 +309,7 @@ class LocalAPI:
     ) -> tuple[list[StoredEvent], int]:
         p = await self.principal(key)
         return await self.broker.query(
-            p.org,
+            p,
             pattern or ">",
             after_id=after_id,
             start_ms=start_ms,

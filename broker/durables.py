@@ -26,6 +26,7 @@ from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound
 from lockgate.broker.history import History
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, start_after
+from lockgate.broker.publisher import encode_publisher
 from lockgate.broker.quotas import OrgQuota
 from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import check_pattern
@@ -212,6 +213,7 @@ class Durables:
         check_pattern(self.gate, principal, pattern)
         check_durable_name(name)
         wanted = self._record(principal.org, name, pattern, options)  # checks the settings
+        wanted.owner = encode_publisher(principal.agent, principal.roles)
         key = (principal.org, name)
         consumer = self.consumers.get(key)
         if consumer is not None:
@@ -284,7 +286,7 @@ class Durables:
         consumer = await self.create(principal, name, pattern, options, exact=False)
         org = principal.org
         self.subscriptions.acquire(org)
-        session = consumer.attach(self.config.max_message_bytes)
+        session = consumer.attach(self.config.max_message_bytes, principal=principal)
         session.on_detach = lambda: self.subscriptions.release(org)
         return session
 
@@ -305,8 +307,11 @@ class Durables:
             consumer = await self.create(principal, name, pattern, options, exact=False)
         else:
             consumer = self.get(principal.org, name)
+            check_pattern(self.gate, principal, consumer.rec.pattern)  # as binding with it
         max_events = max(1, min(max_events or 100, 10_000))
-        session = consumer.attach(self.config.max_message_bytes, limit=max_events, kind="poll")
+        session = consumer.attach(
+            self.config.max_message_bytes, limit=max_events, kind="poll", principal=principal
+        )
         try:
             await consumer.pump()
             try:

@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from lockgate.broker import wire
@@ -17,7 +18,11 @@ from lockgate.broker.store import Batch, LogPosition
 from lockgate.broker.subjects import compile_pattern, is_literal, validate_pattern
 from lockgate.broker.v1 import broker_pb2
 
-__all__ = ["BatchReader", "History", "Sink", "stored_event"]
+__all__ = ["BatchReader", "History", "Readable", "Sink", "stored_event"]
+
+Readable = Callable[[str], bool]
+"""Whether the reader may receive events of a concrete subject (``PolicyGate.reader``);
+None where nothing is filtered."""
 
 _PAGE = 64
 
@@ -67,9 +72,13 @@ class History:
                 return frame
         return None
 
-    async def get_event(self, org: str, event_id: int) -> broker_pb2.StoredEvent:
+    async def get_event(
+        self, org: str, event_id: int, readable: Readable | None = None
+    ) -> broker_pb2.StoredEvent:
+        """One stored event. One the reader may not read is NOT_FOUND, as another org's
+        is: the answer does not tell a denied event from a missing one."""
         batch = await self.store.batch_containing(org, event_id) if 0 < event_id <= MAX_ID else None
-        if batch is not None:
+        if batch is not None and (readable is None or readable(batch.subject)):
             for i, frame in wire.split_frames(batch.body):
                 if i == event_id:
                     return stored_event(batch, frame)
@@ -84,9 +93,10 @@ class History:
         start_ms: int = 0,
         end_ms: int = 0,
         limit: int = 100,
+        readable: Readable | None = None,
     ) -> tuple[list[broker_pb2.StoredEvent], int]:
-        """Events matching ``pattern``, oldest first; returns them and the last id scanned
-        (0 when the log is exhausted)."""
+        """Events matching ``pattern`` whose subject is ``readable``, oldest first; returns
+        them and the last id scanned (0 when the log is exhausted)."""
         validate_pattern(pattern)
         match = compile_pattern(pattern)
         pos = max(after_id, id_for_time_ms(start_ms) - 1 if start_ms else 0)
@@ -102,7 +112,7 @@ class History:
             if not batches:
                 return out, 0
             for b in batches:
-                if match(b.subject):
+                if match(b.subject) and (readable is None or readable(b.subject)):
                     for i, frame in wire.split_frames(b.body):
                         if i <= pos:
                             continue
@@ -117,11 +127,17 @@ class History:
         return out, pos
 
     async def replay(
-        self, org: str, pattern: str, sink: Sink, start: LogPosition, head: int
+        self,
+        org: str,
+        pattern: str,
+        sink: Sink,
+        start: LogPosition,
+        head: int,
+        readable: Readable | None = None,
     ) -> None:
-        """Puts the stored events of ``pattern`` from ``start`` up to the batch at sequence
-        ``head`` into ``sink``, in commit order, as stored frames (a whole batch is one
-        bytes copy)."""
+        """Puts the stored events of ``pattern`` whose subject is ``readable`` from
+        ``start`` up to the batch at sequence ``head`` into ``sink``, in commit order, as
+        stored frames (a whole batch is one bytes copy)."""
         match = compile_pattern(pattern)
         pos = start
         while pos.seq <= head:
@@ -129,7 +145,7 @@ class History:
             for b in batches:
                 if b.seq > head:
                     return
-                if match(b.subject):
+                if match(b.subject) and (readable is None or readable(b.subject)):
                     if not pos.includes(b.seq, b.first_id):
                         sink.put(b.body, b.count)  # the whole batch, as stored
                     else:

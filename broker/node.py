@@ -69,7 +69,7 @@ class Broker:
         self.node_id = f"{config.worker_id}-{secrets.token_hex(4)}"
         self.log = logging.getLogger("lockgate.broker")
         self.telemetry = Telemetry()
-        self.router = Router()
+        self.router = Router(self.policy.may_read)
         self.dedup: DedupWindow = dedup or MemoryDedupWindow(config.dedup_window)
         self.backbone: Backbone = backbone or LocalBackbone()
         self.leases: Leases = leases or LocalLeases()
@@ -197,6 +197,7 @@ class Broker:
         self.backbone.notify(Notice("durable_changed", self.node_id, org, name))
 
     def _policy_swapped(self, version: str) -> None:
+        self.router.forget_matches()  # they were filtered by the old set's read decisions
         self.backbone.notify(Notice("policy_swapped", self.node_id, name=version))
 
     # -- state the parts share ----------------------------------------------------------------
@@ -351,12 +352,18 @@ class Broker:
     async def fetch_frame(self, org: str, event_id: int) -> bytes | None:
         return await self.history.fetch_frame(org, event_id)
 
-    async def get_event(self, org: str, event_id: int) -> broker_pb2.StoredEvent:
-        return await self.history.get_event(org, event_id)
+    def may_read(self, principal: Principal, subject: str) -> bool:
+        """See :meth:`PolicyGate.may_read` (for durable consumers)."""
+        return self.policy.may_read(principal, subject)
+
+    async def get_event(self, principal: Principal, event_id: int) -> broker_pb2.StoredEvent:
+        """One event of the principal's org; NOT_FOUND also when its subject is one the
+        principal may not subscribe to (the answer does not reveal that it exists)."""
+        return await self.history.get_event(principal.org, event_id, self.policy.reader(principal))
 
     async def query(
         self,
-        org: str,
+        principal: Principal,
         pattern: str,
         *,
         after_id: int = 0,
@@ -364,7 +371,14 @@ class Broker:
         end_ms: int = 0,
         limit: int = 100,
     ) -> tuple[list[broker_pb2.StoredEvent], int]:
-        """See :meth:`History.query`."""
+        """See :meth:`History.query`: only events whose subject the principal may
+        subscribe to (a read decision per stored subject, as for every read)."""
         return await self.history.query(
-            org, pattern, after_id=after_id, start_ms=start_ms, end_ms=end_ms, limit=limit
+            principal.org,
+            pattern,
+            after_id=after_id,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+            readable=self.policy.reader(principal),
         )

@@ -81,6 +81,7 @@ class Verdicts:
 
 
 _TAG_CACHE: dict[tuple[Tag, ...], bytes] = {}
+_READS_CAP = 65_536
 
 
 def _tag_suffix(tags: tuple[Tag, ...]) -> bytes:
@@ -154,6 +155,9 @@ class PolicyGate:
         self.spam = spam
         self.on_swap: list[Callable[[str], None]] = []
         """Called with the new version after every swap (the node tells the others)."""
+        self._reads: dict[tuple[Principal, str], bool] = {}
+        """Read decisions of the running set by (principal, concrete subject); emptied by
+        every swap, so a decision never outlives the set that made it."""
 
     @property
     def active(self) -> bool:
@@ -166,6 +170,7 @@ class PolicyGate:
     def swap(self, policy_set: PolicySet | None) -> None:
         """Atomically replaces the running set (between two batches: one attribute store)."""
         self.policies = policy_set
+        self._reads = {}
         for hook in list(self.on_swap):
             hook(self.version)
 
@@ -292,6 +297,33 @@ class PolicyGate:
         who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
         decision = ps.decide(Request("subscribe", pattern, who))
         return None if decision.allowed else _denial(decision, "subscribe", pattern)
+
+    def may_read(self, principal: Principal, subject: str) -> bool:
+        """Whether ``principal`` may receive an event stored on the concrete ``subject``:
+        the subscribe decision on that subject. Every read surface asks this per delivered
+        subject (live routing of wildcard subscriptions, replays, durables, history), so a
+        wildcard never reaches past a deny. Memoized per (principal, subject) until the
+        next swap: a publish batch or a page of history costs a dict lookup, not a policy
+        evaluation (subscribe rules that test the clock are thus read once per set)."""
+        ps = self.policies
+        if ps is None:
+            return True
+        key = (principal, subject)
+        hit = self._reads.get(key)
+        if hit is None:
+            who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
+            hit = ps.decide(Request("subscribe", subject, who)).allowed
+            if len(self._reads) >= _READS_CAP:
+                self._reads = {}  # bounded: many principals x subjects start it over
+            self._reads[key] = hit
+        return hit
+
+    def reader(self, principal: Principal) -> Callable[[str], bool] | None:
+        """``may_read`` bound to ``principal``, or None while no policy set runs (nothing
+        to filter; callers skip the check)."""
+        if self.policies is None:
+            return None
+        return lambda subject: self.may_read(principal, subject)
 
 
 _Buckets = list[tuple[str, float, float]]

@@ -7,15 +7,23 @@ never receives the broker's own ``$`` subjects. Queue-group members share their 
 a batch is cut into one run of consecutive events per member (a single event goes to the next
 member in turn), so a batch of 500 tasks keeps every worker busy, and each member still sees
 its events in publish order.
+
+Read decisions hold per delivered subject: a target with a ``reader`` and a wildcard
+pattern is left out of a subject's match when its reader may not subscribe to that concrete
+subject (``>`` does not reach ``secret.payroll`` past a deny). The decision is taken when
+the (org, subject) match is built and cached with it, so routing costs nothing more per
+batch; the node forgets the matches when the policy set changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from lockgate.broker import wire
-from lockgate.broker.subjects import PatternTrie
+from lockgate.broker.auth import Principal
+from lockgate.broker.subjects import PatternTrie, is_literal
 
 __all__ = ["Router", "Target"]
 
@@ -26,6 +34,8 @@ class Target(Protocol):
     org: str
     pattern: str
     queue: str
+    reader: Principal | None
+    """Whose read permission the target's events need (None: not checked)."""
 
     def offer(self, frames: bytes, count: int, ids: list[int] | None) -> bool:
         """Takes ``count`` events already encoded as delivery frames; False when it cannot."""
@@ -41,8 +51,12 @@ class _Entry:
 _Match = tuple[tuple[Target, ...], tuple[list[Target], ...]]
 
 
+MayRead = Callable[[Principal, str], bool]
+
+
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, may_read: MayRead | None = None) -> None:
+        self._may_read = may_read
         self._orgs: dict[str, dict[str, _Entry]] = {}
         self._tries: dict[str, PatternTrie[str]] = {}  # per org: pattern -> itself
         self._cache: dict[tuple[str, str], _Match] = {}
@@ -87,17 +101,30 @@ class Router:
         groups: dict[str, list[Target]] = {}
         trie = self._tries.get(org)
         patterns = self._orgs.get(org, {})
+        may_read = self._may_read
         for pattern in trie.lookup(subject) if trie is not None else ():
             entry = patterns[pattern]
-            singles.extend(entry.singles)
+            if may_read is None or is_literal(pattern):
+                # A literal pattern's subscribe decision was on this very subject.
+                singles.extend(entry.singles)
+                for name, members in entry.groups.items():
+                    # The same group name on two matching patterns is still one group.
+                    groups.setdefault(name, []).extend(members)
+                continue
+            singles.extend(t for t in entry.singles if _reads(may_read, t, subject))
             for name, members in entry.groups.items():
-                # The same group name on two matching patterns is still one group.
-                groups.setdefault(name, []).extend(members)
+                allowed = [t for t in members if _reads(may_read, t, subject)]
+                if allowed:
+                    groups.setdefault(name, []).extend(allowed)
         result: _Match = (tuple(singles), tuple(groups.values()))
         if len(self._cache) > 65_536:
             self._cache.clear()
         self._cache[key] = result
         return result
+
+    def forget_matches(self) -> None:
+        """Drops the cached matches (their read decisions were the old policy set's)."""
+        self._cache.clear()
 
     def route(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
         """Offers one batch to every matching target; returns how many took some of it."""
@@ -139,3 +166,7 @@ class Router:
     def has_targets(self, org: str, subject: str) -> bool:
         singles, groups = self._match(org, subject)
         return bool(singles or groups)
+
+
+def _reads(may_read: MayRead, target: Target, subject: str) -> bool:
+    return target.reader is None or may_read(target.reader, subject)

@@ -87,6 +87,7 @@ class Ephemerals:
             queue,
             buffer or self.config.subscriber_buffer,
             self.config.max_message_bytes,
+            reader=principal,
         )
         sub.on_slow = self._on_slow
         self.router.add(sub)
@@ -97,7 +98,14 @@ class Ephemerals:
             # before the replay reads that far).
             committed = self.events.committed_seq()
             try:
-                await self.history.replay(sub.org, sub.pattern, sub.outbox, pos, committed)
+                await self.history.replay(
+                    sub.org,
+                    sub.pattern,
+                    sub.outbox,
+                    pos,
+                    committed,
+                    self.gate.reader(principal),  # the same per-subject decision as live routing
+                )
             except BaseException:
                 self.unsubscribe(sub)  # the caller never got it, so never unsubscribes
                 raise

@@ -11,6 +11,12 @@ acked before.
 The pending ids' own states (in flight, waiting, due) live in
 :class:`~broker.delivery.pending.PendingTable`; this module dispatches: reads the log, takes
 commits from memory, hands out first deliveries and redeliveries, and dead-letters.
+
+Read permission holds per delivered subject: a consumer takes only the batches whose subject
+its owner (who created it) may subscribe to, decided once per batch; a session bound by
+another principal of the org gets only events its own principal may read, decided per event
+while such a session is bound (an event none of the bound sessions may read waits for one
+that may).
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from lockgate.broker import wire
+from lockgate.broker.auth import Principal
 from lockgate.broker.bounds import check_setting
 from lockgate.broker.delivery.host import DurableHost
 from lockgate.broker.delivery.outbox import Outbox
 from lockgate.broker.delivery.pending import Pending, PendingTable
 from lockgate.broker.errors import BrokerError, FailedPrecondition
+from lockgate.broker.publisher import decode_publisher
 from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, LogPosition
 from lockgate.broker.subjects import compile_pattern
 from lockgate.broker.v1 import broker_pb2
@@ -48,6 +56,7 @@ class DurableSession:
         max_message_bytes: int,
         limit: int = 0,
         kind: str = "stream",
+        reader: Principal | None = None,
     ) -> None:
         self.consumer = consumer
         self.outbox = Outbox(max_message_bytes)
@@ -56,6 +65,9 @@ class DurableSession:
         self.kind = kind
         self.on_detach: Callable[[], None] | None = None
         """Called once when the session is detached (releases its subscription quota)."""
+        self.reader = reader
+        """The principal whose read permission each event needs, when it is not the
+        consumer's owner (None: the owner's, checked when the log was read)."""
 
 
 def _reencode(frame: bytes, attempt: int) -> bytes:
@@ -63,6 +75,10 @@ def _reencode(frame: bytes, attempt: int) -> bytes:
     d.attempt = attempt
     body = d.SerializeToString()
     return b"\x12" + wire.encode_varint(len(body)) + body
+
+
+def _subject_of(frame: bytes) -> str:
+    return broker_pb2.Delivery.FromString(wire.frame_body(frame)).subject
 
 
 def _settled() -> asyncio.Future[None]:
@@ -78,10 +94,14 @@ class DurableConsumer:
         self.host = host
         self.rec = record
         self.match = compile_pattern(record.pattern)
+        agent, roles = decode_publisher(record.owner)
+        self.owner = Principal(record.org, agent, roles)
+        """Whose read permission filters the log (see the module docstring)."""
         self.sessions: list[DurableSession] = []
         self.table = PendingTable(record.pending)
-        self.ready: deque[tuple[int, int, bytes]] = deque()
-        """(batch sequence, id, frame) read from the log or taken from commits, in log order."""
+        self.ready: deque[tuple[int, int, bytes, str]] = deque()
+        """(batch sequence, id, frame, subject) read from the log or taken from commits, in
+        log order."""
         self.position = record.position
         """Where reading continues: everything behind it is in ``ready`` or handed out."""
         self.delivered_id = record.delivered_id
@@ -102,7 +122,7 @@ class DurableConsumer:
     def handed_out(self) -> LogPosition:
         """Everything behind this was handed out (what the store keeps as the position)."""
         if self.ready:
-            seq, first, _ = self.ready[0]
+            seq, first, _, _ = self.ready[0]
             return LogPosition(seq, first - 1)
         return self.position
 
@@ -179,10 +199,28 @@ class DurableConsumer:
 
     # -- sessions ---------------------------------------------------------------------------
 
+    def wants(self, subject: str) -> bool:
+        """Whether a batch of ``subject`` is for this consumer: its pattern matches and its
+        owner may read it."""
+        return self.match(subject) and self.host.may_read(self.owner, subject)
+
     def attach(
-        self, max_message_bytes: int, *, limit: int = 0, kind: str = "stream"
+        self,
+        max_message_bytes: int,
+        *,
+        limit: int = 0,
+        kind: str = "stream",
+        principal: Principal | None = None,
     ) -> DurableSession:
-        session = DurableSession(self, max_message_bytes, limit, kind)
+        """Binds a receiver; ``principal`` is who binds it (None: the owner or the broker
+        itself), whose read permission then holds for each event it gets."""
+        reader = None
+        if principal is not None and (principal.agent, principal.roles) != (
+            self.owner.agent,
+            self.owner.roles,
+        ):
+            reader = principal
+        session = DurableSession(self, max_message_bytes, limit, kind, reader)
         self.sessions.append(session)
         self._wake.set()
         return session
@@ -211,14 +249,15 @@ class DurableConsumer:
             if seq > pos.seq:
                 self._wake.set()
             return
-        if batch.org == self.rec.org and self.match(batch.subject):
+        if batch.org == self.rec.org and self.wants(batch.subject):
             if len(self.ready) > self.rec.max_in_flight * 4 + 10_000:
                 # Too far behind to buffer: drop back to reading the log from the first
                 # event not yet handed out.
                 self.position = self.handed_out
                 self.ready.clear()
                 return
-            self.ready.extend((seq, i, f) for i, f in frames if not pos.includes(seq, i))
+            subject = batch.subject
+            self.ready.extend((seq, i, f, subject) for i, f in frames if not pos.includes(seq, i))
         self.position = LogPosition(seq + 1)
         self._wake.set()
 
@@ -296,17 +335,28 @@ class DurableConsumer:
         in_flight = sum(s.in_flight for s in self.sessions)
         return self.rec.max_in_flight - in_flight
 
-    def _live(self) -> list[DurableSession]:
+    def _live(self, subject: str | None = None) -> list[DurableSession]:
+        """The sessions that can take a delivery now (of ``subject``, when given: only
+        those whose reader may read it), streams before the webhook."""
         live = [
             s
             for s in self.sessions
             if not s.outbox.closed and (not s.limit or s.in_flight < s.limit)
         ]
+        if subject is not None:
+            live = [s for s in live if self._may_take(s, subject)]
         streams = [s for s in live if s.kind != "webhook"]
         return streams or live
 
-    def _pick(self) -> DurableSession | None:
-        live = self._live()
+    def _may_take(self, session: DurableSession, subject: str) -> bool:
+        return session.reader is None or self.host.may_read(session.reader, subject)
+
+    def _checked(self) -> bool:
+        """Whether a bound session reads with another principal than the owner's."""
+        return any(s.reader is not None for s in self.sessions)
+
+    def _pick(self, subject: str | None = None) -> DurableSession | None:
+        live = self._live(subject)
         if not live:
             return None
         self._turn += 1
@@ -353,16 +403,23 @@ class DurableConsumer:
         table = self.table
         ready = self.ready
         handed: list[int] = []
+        checked = self._checked()
         while ready and cap > 0:
-            session = self._pick()
+            head = ready[0][3] if checked else None
+            session = self._pick(head)
             if session is None:
-                break
+                break  # with a check: no bound session may read the next event; it waits
             take = min(cap, share, len(ready))
             if session.limit:
                 take = min(take, session.limit - session.in_flight)
             frames = []
-            for _ in range(take):
-                _, i, frame = ready.popleft()
+            taken = 0
+            while taken < take and ready:
+                subject = ready[0][3]
+                if checked and subject != head and not self._may_take(session, subject):
+                    break
+                _, i, frame, _ = ready.popleft()
+                taken += 1
                 # Defensive: never hand out an id twice as a first delivery.
                 if table.hand_out(i, frame, session, deadline):
                     frames.append(frame)
@@ -370,7 +427,7 @@ class DurableConsumer:
             if frames:
                 session.in_flight += len(frames)
                 session.outbox.put(b"".join(frames), len(frames))
-            cap -= take
+            cap -= taken
         if handed:
             self.delivered_id = handed[-1]
             self._young.update(handed)  # written by the next flush, unless acked before
@@ -385,9 +442,10 @@ class DurableConsumer:
             pos = self.position
             if b.seq < pos.seq:
                 continue
-            if self.match(b.subject):
+            if self.wants(b.subject):
+                subject = b.subject
                 self.ready.extend(
-                    (b.seq, i, f)
+                    (b.seq, i, f, subject)
                     for i, f in wire.split_frames(b.body)
                     if not pos.includes(b.seq, i)
                 )
@@ -402,6 +460,7 @@ class DurableConsumer:
         gone: list[int] = []
         attempts: dict[int, int] = {}
         table = self.table
+        checked = self._checked()
         while cap > 0 and (item := table.next_due()) is not None:
             i, p = item
             if p.attempt >= self.rec.max_deliveries:
@@ -412,7 +471,7 @@ class DurableConsumer:
                 table.settle([i])
                 gone.append(i)
                 continue
-            session = self._pick()
+            session = self._pick(_subject_of(frame) if checked else None)
             if session is None:
                 table.due.appendleft(i)
                 break

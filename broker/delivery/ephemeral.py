@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+from lockgate.broker.auth import Principal
 from lockgate.broker.delivery.outbox import Outbox
 from lockgate.broker.errors import ResourceExhausted
 
@@ -21,9 +22,17 @@ class EphemeralSubscription:
     """At-most-once: routed frames go straight to the outbox, up to ``buffer`` events."""
 
     def __init__(
-        self, org: str, pattern: str, queue: str, buffer: int, max_message_bytes: int
+        self,
+        org: str,
+        pattern: str,
+        queue: str,
+        buffer: int,
+        max_message_bytes: int,
+        reader: Principal | None = None,
     ) -> None:
         self.org = org
+        self.reader = reader
+        """Who subscribed: routing checks their read permission per subject."""
         self.pattern = pattern
         self.queue = queue
         self.name = f"eph-{next(_names)}"

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from lockgate.broker.auth import Principal
 from lockgate.broker.store import (
     ConsumerRecord,
     ConsumerStateStore,
@@ -36,6 +37,9 @@ class DurableHost(Protocol):
 
     @property
     def log(self) -> logging.Logger: ...
+
+    def may_read(self, principal: Principal, subject: str) -> bool:
+        """Whether ``principal`` may receive events of the concrete ``subject``."""
 
     async def fetch_frame(self, org: str, event_id: int) -> bytes | None:
         """The stored delivery frame of ``event_id`` (None once retention removed it)."""

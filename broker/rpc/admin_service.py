@@ -96,7 +96,7 @@ class AdminService(Servicer):
             dl = resp.dead_letters.add(id=r.id, durable=r.durable, attempts=r.attempts)
             dl.dead_time.FromMilliseconds(r.dead_ms)
             with contextlib.suppress(BrokerError):
-                dl.event.CopyFrom(await self.broker.get_event(p.org, r.id))
+                dl.event.CopyFrom(await self.broker.get_event(p, r.id))
         if len(recs) == size:
             resp.next_page_token = f"{recs[-1].dead_ms}:{recs[-1].id}"
         return resp

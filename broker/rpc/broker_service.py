@@ -261,7 +261,7 @@ class BrokerService(Servicer):
     async def GetEvent(
         self, request: broker_pb2.GetEventRequest, p: Principal, context: Context
     ) -> broker_pb2.GetEventResponse:
-        return broker_pb2.GetEventResponse(event=await self.broker.get_event(p.org, request.id))
+        return broker_pb2.GetEventResponse(event=await self.broker.get_event(p, request.id))
 
     @unary()
     async def QueryEvents(
@@ -280,7 +280,7 @@ class BrokerService(Servicer):
         )
         end = timestamp_ms(request.end_time, "end_time") if request.HasField("end_time") else 0
         events, last = await self.broker.query(
-            p.org,
+            p,
             request.pattern or ">",
             after_id=after,
             start_ms=start,

@@ -88,6 +88,10 @@ class ConsumerRecord:
     endpoint_url: str = ""
     delivered_id: int = 0
     """The id of the last event handed out for the first time (for display)."""
+    owner: str = ""
+    """Who created it (agent and roles, as ``broker.publisher`` encodes them): the durable
+    reads with their permission. "" for durables created before it was recorded: they read
+    as an agent without roles."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ def _consumer_row(r: ConsumerRecord) -> tuple[str, str, str, int, int, int]:
         "max_deliveries": r.max_deliveries,
         "max_in_flight": r.max_in_flight,
         "endpoint_url": r.endpoint_url,
+        "owner": r.owner,
     }
     seq, pos_id = r.position
     return (r.org, r.name, json.dumps(config), seq, pos_id, r.delivered_id)
@@ -121,6 +122,7 @@ class SqliteConsumerState(SqliteEngine):
                         max_deliveries=cfg["max_deliveries"],
                         max_in_flight=cfg["max_in_flight"],
                         endpoint_url=cfg.get("endpoint_url", ""),
+                        owner=cfg.get("owner", ""),
                         position=LogPosition(seq, pos_id),
                         pending=pending.get((org, name), {}),
                         delivered_id=delivered,

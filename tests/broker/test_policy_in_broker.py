@@ -133,7 +133,7 @@ async def test_decisions_become_statuses_and_nothing_is_stored(env: Env) -> None
         "POLICY_REQUIREMENT",
         "billing.policy:7",
     )
-    assert await query_all(env.stub, subject, env.admin) == []
+    assert await query_all(env.stub, subject, env.finance) == []
     # The exception of the deny: finance may publish it.
     assert await publish_one(
         env, env.finance, subject, json_event({"amount": 50_000}, "payment.failed")
@@ -155,7 +155,7 @@ async def test_batch_mixes_allowed_and_denied(env: Env) -> None:
     assert resp.batch_id == 9
     assert resp.ids[0] and resp.ids[2] and not resp.ids[1]
     assert [(e.index, e.reason) for e in resp.errors] == [(1, "POLICY_REQUIREMENT")]
-    assert len(await query_all(env.stub, subject, env.admin)) == 2
+    assert len(await query_all(env.stub, subject, env.finance)) == 2
 
 
 async def test_limit_returns_retry_after(env: Env) -> None:
@@ -181,7 +181,7 @@ async def test_route_copy_and_tag_and_policy_version(env: Env) -> None:
         assert copy.event.attributes["lockgateroutedfrom"].ce_string == subject
         assert copy.id != eid
         stored = (
-            await env.stub.GetEvent(broker_pb2.GetEventRequest(id=eid), metadata=env.admin)
+            await env.stub.GetEvent(broker_pb2.GetEventRequest(id=eid), metadata=env.finance)
         ).event
         assert stored.event.attributes["priority"].ce_string == "high"
         running = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)

@@ -230,3 +230,19 @@ policy orders on "orders.>" {
     err = verdicts.rejected[0]
     assert err.reason == "POLICY_DENIED", err
     assert "orders.policy:3" in str(err.metadata) + err.message, err
+
+
+def test_read_decisions_are_memoized_per_principal_and_subject_until_a_swap() -> None:
+    src = (
+        'policy s on "secret.>" { allow publish allow subscribe when "auditor" in principal.roles }'
+    )
+    g = PolicyGate(compile_policies({"s.policy": src}))
+    plain = Principal("o", "bot", frozenset())
+    auditor = Principal("o", "aud", frozenset({"auditor"}))
+    assert not g.may_read(plain, "secret.payroll") and g.may_read(auditor, "secret.payroll")
+    assert g.may_read(plain, "public.x")  # no policy covers it: the default allow
+    assert len(g._reads) == 3
+    g.swap(compile_policies({"s.policy": 'policy s on "secret.>" { allow subscribe }'}))
+    assert not g._reads and g.may_read(plain, "secret.payroll")
+    g.swap(None)
+    assert g.reader(plain) is None and g.may_read(plain, "secret.payroll")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lockgate.broker import wire
+from lockgate.broker.auth import Principal
 from lockgate.broker.delivery import EphemeralSubscription
 from lockgate.broker.router import Router
 
@@ -84,3 +85,31 @@ async def test_a_full_member_passes_its_share_on() -> None:
     # The full member was cut off as a slow consumer; nothing was lost on the way.
     assert full.outbox.closed
     assert await _received(roomy) == ids
+
+
+async def test_wildcard_targets_get_only_subjects_their_reader_may_read() -> None:
+    """Read decisions per delivered subject, taken once per (org, subject) match and cached
+    with it; a literal pattern's subscribe decision was on that subject, so it is not asked."""
+    asked: list[tuple[str, str]] = []
+    denied = {"secret.payroll"}
+
+    def may_read(p: Principal, subject: str) -> bool:
+        asked.append((p.agent, subject))
+        return subject not in denied
+
+    r = Router(may_read)
+    who = Principal("o", "bot", frozenset())
+    wide = EphemeralSubscription("o", ">", "", 1000, 1 << 20, reader=who)
+    exact = EphemeralSubscription("o", "secret.payroll", "", 1000, 1 << 20, reader=who)
+    r.add(wide)
+    r.add(exact)
+    for n in range(3):  # three batches, one decision
+        body, ids = _batch("secret.payroll", 10 + n, 1)
+        r.route("o", "secret.payroll", body, 1, ids)
+    assert await _received(wide) == [] and await _received(exact) == [10, 11, 12]
+    assert asked == [("bot", "secret.payroll")]
+    denied.clear()
+    r.forget_matches()  # a new policy set: decisions are taken again
+    body, ids = _batch("secret.payroll", 20, 1)
+    r.route("o", "secret.payroll", body, 1, ids)
+    assert await _received(wide) == [20]

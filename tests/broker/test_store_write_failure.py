@@ -60,7 +60,7 @@ async def test_failed_write_acks_nothing_and_a_retry_is_accepted(tmp_path: Path)
         again = await broker.publish(DEV_PRINCIPAL, "sw.a", [event("e1")])
         assert (again.ids, again.duplicates) == ([retry.ids[0]], [0])
 
-        stored, _ = await broker.query("default", "sw.>")
+        stored, _ = await broker.query(DEV_PRINCIPAL, "sw.>")
         assert [(e.id, e.event.id) for e in stored] == list(
             zip(retry.ids, ["e1", "e2"], strict=True)
         )
