@@ -14,7 +14,7 @@ from typing import Protocol
 from lockgate.broker import wire
 from lockgate.broker.errors import NotFound
 from lockgate.broker.ids import MAX_ID, id_for_time_ms, time_ms_of
-from lockgate.broker.store import Batch, LogPosition
+from lockgate.broker.store import Batch, LogPosition, LogScan
 from lockgate.broker.subjects import compile_pattern, is_literal, validate_pattern
 from lockgate.broker.v1 import broker_pb2
 
@@ -25,6 +25,10 @@ Readable = Callable[[str], bool]
 None where nothing is filtered."""
 
 _PAGE = 64
+_STEPS = 16
+"""Index steps (``SCAN_BUDGET`` batches each) one history page may take before it answers
+with what it found and a cursor: a wildcard that matches little of a large org returns
+short pages quickly instead of holding the store's reader."""
 
 
 class BatchReader(Protocol):
@@ -37,6 +41,20 @@ class BatchReader(Protocol):
     async def batch_containing(self, org: str, event_id: int) -> Batch | None: ...
 
     async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]: ...
+
+    async def scan_log(
+        self, org: str, start: LogPosition, match: Callable[[str], bool], *, limit: int = 64
+    ) -> LogScan: ...
+
+    async def scan_batches(
+        self,
+        org: str,
+        after_id: int,
+        match: Callable[[str], bool],
+        *,
+        before_id: int = 0,
+        limit: int = 64,
+    ) -> LogScan: ...
 
 
 class Sink(Protocol):
@@ -107,12 +125,20 @@ class History:
             return [], 0  # an end before the ids' epoch (2024): no event is older than that
         literal = pattern if is_literal(pattern) else None
         out: list[broker_pb2.StoredEvent] = []
+        steps = 0
         while len(out) < limit:
-            batches = await self.store.read_batches(org, pos, subject=literal, limit=_PAGE)
-            if not batches:
-                return out, 0
+            if literal is not None:  # the (org, subject, id) index holds exactly these
+                batches = await self.store.read_batches(org, pos, subject=literal, limit=_PAGE)
+                if not batches:
+                    return out, 0
+            else:
+                # A wildcard walks the org's (org, id) index in bounded steps; a page that
+                # spent its budget without filling up ends early with a cursor.
+                scan = await self.store.scan_batches(org, pos, match, before_id=end_id, limit=_PAGE)
+                batches = scan.batches
+                steps += 1
             for b in batches:
-                if match(b.subject) and (readable is None or readable(b.subject)):
+                if readable is None or readable(b.subject):
                     for i, frame in wire.split_frames(b.body):
                         if i <= pos:
                             continue
@@ -124,6 +150,12 @@ class History:
                 if end_id and b.first_id >= end_id:
                     return out, 0
                 pos = max(pos, b.last_id)
+            if literal is None:
+                pos = max(pos, scan.next)
+                if scan.done:
+                    return out, 0
+                if steps >= _STEPS:
+                    return out, pos  # may be a short (even empty) page: the cursor goes on
         return out, pos
 
     async def replay(
@@ -141,11 +173,11 @@ class History:
         match = compile_pattern(pattern)
         pos = start
         while pos.seq <= head:
-            batches = await self.store.read_log(org, pos, limit=_PAGE)
-            for b in batches:
+            scan = await self.store.scan_log(org, pos, match, limit=_PAGE)
+            for b in scan.batches:
                 if b.seq > head:
                     return
-                if match(b.subject) and (readable is None or readable(b.subject)):
+                if readable is None or readable(b.subject):
                     if not pos.includes(b.seq, b.first_id):
                         sink.put(b.body, b.count)  # the whole batch, as stored
                     else:
@@ -155,5 +187,7 @@ class History:
                         if frames:
                             sink.put(b"".join(frames), len(frames))
                 pos = LogPosition(b.seq + 1)
-            if len(batches) < _PAGE:
+            if scan.done:
                 return
+            if scan.next > pos.seq:
+                pos = LogPosition(scan.next)  # past the batches that did not match

@@ -448,7 +448,9 @@ class Client:
                     return
                 count += 1
                 yield StoredEvent(stored, model)
-            if not page.next_page_token or not page.events:
+            # A wildcard page over a large log may be short, even empty, with a cursor:
+            # only a page without one is the last.
+            if not page.next_page_token:
                 return
             request.page_token = page.next_page_token
 

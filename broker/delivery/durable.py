@@ -436,13 +436,17 @@ class DurableConsumer:
 
     async def _read_log(self) -> None:
         head = self.host.store.committed_seq()
-        batches = await self.host.store.read_log(self.rec.org, self.position, limit=_LOG_PAGE)
-        for b in batches:
+        # A bounded, index-driven step: the pattern is matched in the store's scan, so a
+        # durable catching up on a large org reads only the batches it wants.
+        scan = await self.host.store.scan_log(
+            self.rec.org, self.position, self.match, limit=_LOG_PAGE
+        )
+        for b in scan.batches:
             # Read after the await: commits taken from memory meanwhile moved the position.
             pos = self.position
             if b.seq < pos.seq:
                 continue
-            if self.wants(b.subject):
+            if self.host.may_read(self.owner, b.subject):
                 subject = b.subject
                 self.ready.extend(
                     (b.seq, i, f, subject)
@@ -450,7 +454,9 @@ class DurableConsumer:
                     if not pos.includes(b.seq, i)
                 )
             self.position = LogPosition(b.seq + 1)
-        if len(batches) < _LOG_PAGE and self.position.seq <= head:
+        if scan.next > self.position.seq:
+            self.position = LogPosition(scan.next)  # past what did not match
+        if scan.done and self.position.seq <= head:
             self.position = LogPosition(head + 1)
         self._wake.set()
 

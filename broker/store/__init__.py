@@ -16,11 +16,12 @@ commit after one with a larger id.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 __all__ = [
+    "SCAN_BUDGET",
     "ApiKeyRecord",
     "Batch",
     "ConsumerRecord",
@@ -30,6 +31,7 @@ __all__ = [
     "EventLog",
     "KeyStore",
     "LogPosition",
+    "LogScan",
     "PolicyVersionRecord",
     "PolicyVersionStore",
     "RetentionRule",
@@ -68,6 +70,23 @@ class LogPosition(NamedTuple):
     def includes(self, batch_seq: int, event_id: int) -> bool:
         """Whether the event ``event_id`` of the batch at ``batch_seq`` is behind this."""
         return batch_seq < self.seq or (batch_seq == self.seq and event_id <= self.id)
+
+
+class LogScan(NamedTuple):
+    """One bounded step of a filtered read of the log (see :meth:`EventLog.scan_log`)."""
+
+    batches: list[Batch]
+    """The batches found whose subject matched, in the order read."""
+    next: int
+    """Where the next step starts: a sequence (``scan_log``) or an id (``scan_batches``)."""
+    done: bool
+    """The step reached the end of what is stored: nothing lies beyond ``next`` yet."""
+
+
+SCAN_BUDGET = 4096
+"""Batches a filtered read looks at in one step, matched or not: a pattern that matches
+little of a large org costs a bounded step, and the reader serves other reads between
+steps."""
 
 
 @dataclass(slots=True)
@@ -156,6 +175,34 @@ class EventLog(Protocol):
     async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]:
         """Batches of ``org`` not wholly behind ``start``, in commit order (tailing). The
         first may hold events behind ``start``: the caller skips them."""
+
+    async def scan_log(
+        self,
+        org: str,
+        start: LogPosition,
+        match: Callable[[str], bool],
+        *,
+        limit: int = 64,
+        budget: int = SCAN_BUDGET,
+    ) -> LogScan:
+        """Like :meth:`read_log`, for the batches whose subject ``match`` accepts (a pure
+        function: it may run on the store's thread), looking at no more than ``budget``
+        batches; ``next`` is the sequence after the last one looked at. Index-driven:
+        the cost of a step does not grow with the size of the org."""
+
+    async def scan_batches(
+        self,
+        org: str,
+        after_id: int,
+        match: Callable[[str], bool],
+        *,
+        before_id: int = 0,
+        limit: int = 64,
+        budget: int = SCAN_BUDGET,
+    ) -> LogScan:
+        """Like :meth:`read_batches` for the subjects ``match`` accepts, by id, below
+        ``before_id`` (0: no bound), looking at no more than ``budget`` batches; ``next``
+        is the last id of the last batch looked at (every id up to it was considered)."""
 
     async def position_after_id(self, event_id: int) -> LogPosition:
         """The position after which every event with a larger id lies (a start position

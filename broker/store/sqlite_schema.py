@@ -4,8 +4,10 @@
 and kept a durable's state as one JSON blob (cursor id + whole pending map); opening such a
 file upgrades it in place, in one transaction: batches get sequences in id order (the order
 version 1 assumed they committed in), each durable's cursor id becomes the position after
-that id, and its pending map becomes rows. A file written by a newer version is refused
-with a sentence rather than misread.
+that id, and its pending map becomes rows. Version 3 adds the covering indexes that filtered
+reads of one org walk in log order and in id order (``batches_org_seq``, ``batches_org_id``):
+opening a version 2 file builds them. A file written by a newer version is refused with a
+sentence rather than misread.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from lockgate.broker.errors import FailedPrecondition
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema", "position_after_id"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -32,6 +34,8 @@ CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_org_subject ON batches (org, subject, first_id);
+CREATE INDEX IF NOT EXISTS batches_org_seq ON batches (org, seq, subject);
+CREATE INDEX IF NOT EXISTS batches_org_id ON batches (org, first_id, last_id, subject);
 CREATE TABLE IF NOT EXISTS consumers (
     org TEXT NOT NULL,
     name TEXT NOT NULL,

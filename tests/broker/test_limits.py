@@ -147,6 +147,7 @@ policy deduped on "dd.>" {
 
 policy open on "open.>" {
   allow publish
+  allow subscribe
 }
 """
 

@@ -125,3 +125,32 @@ async def test_retention(store: EventLog) -> None:
     later = int(time.time() * 1000) + 3_600_000
     assert await store.trim([RetentionRule(">", 60_000, 0)], later) == 10
     assert await store.read_batches("o", 0) == []
+
+
+async def test_filtered_scans_in_log_and_id_order(store: EventLog) -> None:
+    gen = IdGenerator(0)
+    batches = [
+        make_batch(gen, "acme", f"{'hit' if n % 3 == 0 else 'miss'}.{n}", 2) for n in range(9)
+    ]
+    other = make_batch(gen, "globex", "hit.x", 1)
+    await store.append([*batches[:5], other])
+    await store.append(batches[5:])
+    hits = [b for b in batches if b.subject.startswith("hit.")]
+
+    def hit(subject: str) -> bool:
+        return subject.startswith("hit.")
+
+    step = await store.scan_log("acme", LogPosition(0), hit, limit=64, budget=4)
+    assert _same(step.batches, hits[:2]) and not step.done  # 4 looked at: hits 0 and 3
+    rest = await store.scan_log("acme", LogPosition(step.next), hit, limit=64, budget=100)
+    assert _same(rest.batches, hits[2:]) and rest.done
+    first = await store.scan_log("acme", LogPosition(0), hit, limit=1, budget=100)
+    assert _same(first.batches, hits[:1]) and not first.done
+    assert first.next == first.batches[0].seq + 1
+    # By id: a cursor inside a batch still finds the rest of that batch.
+    by_id = await store.scan_batches("acme", hits[1].first_id, hit, limit=64)
+    assert _same(by_id.batches, hits[1:]) and by_id.done
+    below = await store.scan_batches("acme", 0, hit, before_id=hits[2].first_id, limit=64)
+    assert _same(below.batches, hits[:2]) and below.done
+    capped = await store.scan_batches("acme", 0, hit, limit=64, budget=4)
+    assert _same(capped.batches, hits[:2]) and capped.next == batches[3].last_id

@@ -89,3 +89,23 @@ async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
 def test_fsync_mode_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fsync must be one of"):
         SqliteStore(tmp_path, fsync="sometimes")
+
+
+async def test_a_version_2_file_gets_the_scan_indexes(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path)
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(tmp_path / "lockgate.db")
+    conn.execute("DROP INDEX batches_org_seq")
+    conn.execute("DROP INDEX batches_org_id")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    s = SqliteStore(tmp_path)
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(tmp_path / "lockgate.db")
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    assert {"batches_org_seq", "batches_org_id"} <= names and version == 3
