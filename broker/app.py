@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.auth import Authenticator
-from lockgate.broker.config import Config
+from lockgate.broker.config import Config, ListenerLimits
 from lockgate.broker.errors import BrokerError, FailedPrecondition
 from lockgate.broker.factory import build_backends
+from lockgate.broker.fdbudget import raise_open_file_limit
 from lockgate.broker.node import Broker
 from lockgate.broker.policies import PolicyManager
 from lockgate.broker.policyhook import PolicyGate, SpamControls
@@ -47,11 +48,12 @@ def _is_loopback(listen: str) -> bool:
 
 
 GatewayStarter = Callable[
-    [LocalAPI, Mapping[str, object]], Awaitable[Callable[[], Awaitable[None]]]
+    [LocalAPI, Mapping[str, object], ListenerLimits], Awaitable[Callable[[], Awaitable[None]]]
 ]
-"""Starts the ``[gateways.*]`` tables in this process on the broker's public in-process API;
-returns their stop function. The composition root (``lockgate serve``) passes
-``gateways.embedded.start_gateways``: the broker never imports the gateways itself."""
+"""Starts the ``[gateways.*]`` tables in this process on the broker's public in-process API,
+the HTTP/WebSocket listeners within the ``http_*`` limits; returns their stop function. The
+composition root (``lockgate serve``) passes ``gateways.embedded.start_gateways``: the broker
+never imports the gateways itself."""
 
 
 async def serve(
@@ -120,7 +122,9 @@ async def serve(
                 hint="start it with `lockgate serve`, which runs them",
             )
         try:
-            stop_gateways = await start_gateways(LocalAPI(broker, auth), config.gateways)
+            stop_gateways = await start_gateways(
+                LocalAPI(broker, auth), config.gateways, config.listener_limits()
+            )
         except BrokerError:
             await server.stop(0)
             await broker.stop()
@@ -163,6 +167,9 @@ def run(config: Config, *, start_gateways: GatewayStarter | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # Connections hold descriptors: take the whole allowance (the gateways get a share of it).
+    soft = raise_open_file_limit()
+    log.info("open-file limit %d", soft)
     try:
         import uvloop
 

@@ -22,6 +22,7 @@ __all__ = [
     "BACKENDS",
     "Config",
     "ConfigError",
+    "ListenerLimits",
     "coerce",
     "load_config",
     "parse_duration",
@@ -41,6 +42,27 @@ def parse_duration(text: str | float | int) -> float:
         return durations.parse_duration(text)
     except durations.DurationError as exc:
         raise ConfigError(str(exc), hint=exc.hint) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """The bounds of every HTTP and WebSocket gateway listener of a process (``lockgate
+    serve``'s ``[gateways.*]`` and ``lockgate gateway http|ws``): the ``http_*`` settings.
+
+    A connection that is slow on purpose (slowloris) holds a file descriptor; these bound how
+    long and how many, so that the gRPC port, the store and the backbone keep theirs.
+    """
+
+    header_timeout: float = 15.0
+    """Seconds a connection has to send a complete request line and headers, from its
+    opening or from the end of its previous response (so also the keep-alive idle time)."""
+    body_timeout: float = 30.0
+    """Seconds a request has to send its whole body, once its headers arrived."""
+    max_connections: int = 0
+    """Open connections of all the process's listeners together; 0 (the default) is half of
+    the open-file limit (``broker.fdbudget``), the other half left to gRPC and the rest."""
+    max_connections_per_address: int = 64
+    """Open connections from one client IP address."""
 
 
 @dataclass
@@ -80,6 +102,12 @@ class Config:
     gateways: dict[str, dict[str, object]] = field(default_factory=dict)
     """``[gateways.http]``, ``[gateways.redis]``...: gateways run inside ``lockgate serve``
     (TOML only; see gateways/README.md)."""
+    http_header_timeout: float = 15.0
+    """See :class:`ListenerLimits` (every HTTP/WebSocket gateway listener)."""
+    http_body_timeout: float = 30.0
+    http_max_connections: int = 0
+    """0: half of the process's open-file limit (raised to its hard limit at start)."""
+    http_max_connections_per_address: int = 64
     log_level: str = "info"
     telemetry: str = "off"
     telemetry_interval: float = 60.0
@@ -110,6 +138,14 @@ class Config:
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
+    def listener_limits(self) -> ListenerLimits:
+        return ListenerLimits(
+            self.http_header_timeout,
+            self.http_body_timeout,
+            self.http_max_connections,
+            self.http_max_connections_per_address,
+        )
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 BACKENDS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -128,6 +164,8 @@ _DURATIONS = {
     "policy_reload_interval",
     "telemetry_interval",
     "spam_duplicate_window",
+    "http_header_timeout",
+    "http_body_timeout",
 }
 
 
@@ -251,6 +289,18 @@ def load_config(
             raise ConfigError(
                 f"{name} = {getattr(cfg, name)!r} is negative",
                 hint="use a count, or 0 to turn the quota off (see README, Security)",
+            )
+    for name in ("http_header_timeout", "http_body_timeout"):
+        if not 0 < getattr(cfg, name) <= 3600:
+            raise ConfigError(
+                f"{name} = {getattr(cfg, name)!r} is out of range",
+                hint="use a duration from 1ms to 1h (the defaults are 15s and 30s)",
+            )
+    for name in ("http_max_connections", "http_max_connections_per_address"):
+        if getattr(cfg, name) < (0 if name == "http_max_connections" else 1):
+            raise ConfigError(
+                f"{name} = {getattr(cfg, name)!r} is out of range",
+                hint="use a positive number (http_max_connections = 0: from the open-file limit)",
             )
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(

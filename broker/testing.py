@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["RunningBroker", "run_broker"]
@@ -32,6 +32,7 @@ class RunningBroker:
     data_dir: str
     args: list[str] = field(default_factory=list)
     output: list[bytes] = field(default_factory=list)
+    open_files: int = 0
 
     @property
     def target(self) -> str:
@@ -51,11 +52,26 @@ class RunningBroker:
 
     async def restart(self) -> None:
         """Starts a new process on the same port and data dir (after terminate or kill)."""
-        new = await _start(self.args, self.data_dir, self.port)
+        new = await _start(self.args, self.data_dir, self.port, self.open_files)
         self.proc, self.port, self.output = new.proc, new.port, new.output
 
 
-async def _start(args: Sequence[str], data_dir: str, port: int) -> RunningBroker:
+def _limit_open_files(n: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that gives the child ``n`` open files, soft and hard (0: inherit)."""
+    if not n:
+        return None
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return limit
+
+
+async def _start(
+    args: Sequence[str], data_dir: str, port: int, open_files: int = 0
+) -> RunningBroker:
     cmd = [
         sys.executable,
         "-m",
@@ -69,7 +85,11 @@ async def _start(args: Sequence[str], data_dir: str, port: int) -> RunningBroker
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+        *cmd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        preexec_fn=_limit_open_files(open_files),
     )
     output: list[bytes] = []
     assert proc.stdout is not None
@@ -90,7 +110,9 @@ async def _start(args: Sequence[str], data_dir: str, port: int) -> RunningBroker
         m = _READY.search(line)
         if m:
             break
-    rb = RunningBroker(proc, m.group(1).decode(), int(m.group(2)), data_dir, list(args), output)
+    rb = RunningBroker(
+        proc, m.group(1).decode(), int(m.group(2)), data_dir, list(args), output, open_files
+    )
 
     async def drain() -> None:
         assert proc.stdout is not None
@@ -103,14 +125,19 @@ async def _start(args: Sequence[str], data_dir: str, port: int) -> RunningBroker
 
 @contextlib.asynccontextmanager
 async def run_broker(
-    data_dir: str | None = None, extra_args: Sequence[str] = (), port: int = 0
+    data_dir: str | None = None,
+    extra_args: Sequence[str] = (),
+    port: int = 0,
+    *,
+    open_files: int = 0,
 ) -> AsyncIterator[RunningBroker]:
-    """Runs ``lockgate serve`` on an ephemeral port until the block ends."""
+    """Runs ``lockgate serve`` on an ephemeral port until the block ends (with ``open_files``
+    as its soft and hard limit of open files, when given)."""
     tmp = None
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="lockgate-test-")
         data_dir = tmp.name
-    rb = await _start(list(extra_args), data_dir, port)
+    rb = await _start(list(extra_args), data_dir, port, open_files)
     try:
         yield rb
     finally:

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -28,6 +29,9 @@ from lockgate.gateways.errors import (
     retry_after,
 )
 from lockgate.policy import durations
+
+if TYPE_CHECKING:
+    from lockgate.gateways._guard import ConnectionGuard
 
 __all__ = [
     "api_key",
@@ -246,17 +250,26 @@ def network_call_without_key(
     return not (api_key(headers) or query.get("api_key"))
 
 
-async def start_site(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
-    """Serves ``app`` on ``listen`` (HOST:PORT, port 0 picks one); returns the runner (call
-    ``cleanup()`` to stop) and the bound port. Raises ``FailedPrecondition``
-    (LISTEN_FAILED) when the address cannot be bound."""
+async def start_site(
+    app: web.Application, listen: str, guard: ConnectionGuard | None = None
+) -> tuple[web.AppRunner, int]:
+    """Serves ``app`` on ``listen`` (HOST:PORT, port 0 picks one) within ``guard``'s limits
+    (one guard for all the listeners of a process; a new one with the default limits when
+    None); returns the runner (call ``cleanup()`` to stop) and the bound port. Raises
+    ``FailedPrecondition`` (LISTEN_FAILED) when the address cannot be bound."""
+    from lockgate.gateways._guard import LIMITS, ConnectionGuard
+
     host, _, port = listen.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
         raise InvalidParameter("listen", listen, "HOST:PORT, e.g. 127.0.0.1:8080")
     if not is_loopback_host(host.strip("[]") or "127.0.0.1"):
         app.middlewares.append(_network_needs_key)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    guard = guard or ConnectionGuard()
+    app[LIMITS] = guard.limits
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **guard.runner_options())
     await runner.setup()
+    assert runner.server is not None  # set by setup()
+    guard.install(runner.server)
     site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port or 0))
     try:
         await site.start()

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from lockgate.broker.config import ConfigError, read_toml
+from lockgate.broker.config import ConfigError, ListenerLimits, load_config, read_toml
 
 if TYPE_CHECKING:
     from lockgate.gateways._remote import RemoteAPI
@@ -75,10 +75,12 @@ async def run_gateway(
     api_key: str | None = None,
     *,
     stop: asyncio.Event | None = None,
+    limits: ListenerLimits | None = None,
 ) -> None:
     """Runs one standalone gateway against the broker at ``target`` until ``stop`` is set
-    (or SIGTERM/SIGINT). Raises :class:`~broker.errors.BrokerError` for what stops it
-    from starting (a busy port: LISTEN_FAILED; a missing extra: MISSING_EXTRA)."""
+    (or SIGTERM/SIGINT), an HTTP/WebSocket listener within ``limits``. Raises
+    :class:`~broker.errors.BrokerError` for what stops it from starting (a busy port:
+    LISTEN_FAILED; a missing extra: MISSING_EXTRA)."""
     from lockgate.gateways._remote import RemoteAPI
     from lockgate.gateways.errors import missing_extra
 
@@ -86,7 +88,7 @@ async def run_gateway(
     stops: list[Callable[[], Awaitable[None]]] = [api.close]
     try:
         try:
-            where = await _start(kind, api, section, api_key, stops)
+            where = await _start(kind, api, section, api_key, stops, limits)
         except ImportError as exc:  # the gateway's optional extra is not installed
             raise missing_extra(exc) from None
         print(f"lockgate gateway {kind} ready{where}", flush=True)
@@ -107,6 +109,7 @@ async def _start(
     section: dict[str, Any],
     api_key: str | None,
     stops: list[Callable[[], Awaitable[None]]],
+    limits: ListenerLimits | None,
 ) -> str:
     """Starts the gateway (its stop functions go to ``stops``); returns where it listens."""
     from lockgate.gateways.config import listen_of, settings_for, ws_path
@@ -114,6 +117,7 @@ async def _start(
     if kind in ("http", "ws"):
         from aiohttp import web
 
+        from lockgate.gateways._guard import ConnectionGuard
         from lockgate.gateways._web import start_site
         from lockgate.gateways.http import build_app
         from lockgate.gateways.websocket import add_ws_route
@@ -125,7 +129,7 @@ async def _start(
             app = web.Application()
             add_ws_route(app, api, settings_for("ws", section), ws_path(section))
         listen = listen_of(section) or "127.0.0.1:8080"
-        runner, port = await start_site(app, listen)
+        runner, port = await start_site(app, listen, ConnectionGuard(limits))
         stops.append(runner.cleanup)
         return f" on {listen.rpartition(':')[0]}:{port}"
     if kind == "redis":
@@ -157,9 +161,14 @@ async def _start(
 
 def _cmd(args: argparse.Namespace) -> int:
     # Failures raise; `lockgate` prints them (broker/cli_errors.py) with its exit codes.
+    from lockgate.broker.fdbudget import raise_open_file_limit
+
     section = _section(args)
     api_key = args.api_key or os.environ.get("LOCKGATE_API_KEY")
-    asyncio.run(run_gateway(args.kind, args.broker, section, api_key))
+    # The http_* limits: LOCKGATE_HTTP_* variables and the file's [broker] (or top-level) keys.
+    limits = load_config(config_file=args.config_file).listener_limits()
+    raise_open_file_limit()  # the listener's share of descriptors is taken from the whole
+    asyncio.run(run_gateway(args.kind, args.broker, section, api_key, limits=limits))
     return 0
 
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from lockgate.broker.api import LocalAPI
-from lockgate.broker.config import ConfigError
+from lockgate.broker.config import ConfigError, ListenerLimits
 from lockgate.gateways._web import start_site
 from lockgate.gateways.config import KINDS, listen_of, settings_for, ws_path
 from lockgate.gateways.errors import missing_extra
@@ -42,9 +42,12 @@ def _section(config: Mapping[str, object], kind: str) -> Mapping[str, object] | 
     return None if value.get("enabled", True) is False else value
 
 
-async def start_gateways(api: LocalAPI, config_section: Mapping[str, object]) -> Stop:
-    """Starts every configured gateway on ``api`` (built by the composition root); returns a
-    function that stops them all."""
+async def start_gateways(
+    api: LocalAPI, config_section: Mapping[str, object], limits: ListenerLimits | None = None
+) -> Stop:
+    """Starts every configured gateway on ``api`` (built by the composition root), the
+    HTTP/WebSocket listeners within ``limits`` (all of them together); returns a function
+    that stops them all."""
     unknown = sorted(set(config_section) - set(KINDS))
     if unknown:
         raise ConfigError(
@@ -60,7 +63,7 @@ async def start_gateways(api: LocalAPI, config_section: Mapping[str, object]) ->
                 log.exception("stopping a gateway failed")
 
     try:
-        await _start(api, config_section, stops)
+        await _start(api, config_section, stops, limits)
     except ImportError as exc:  # a configured gateway's optional extra is not installed
         await stop_all()
         raise missing_extra(exc) from None
@@ -70,7 +73,13 @@ async def start_gateways(api: LocalAPI, config_section: Mapping[str, object]) ->
     return stop_all
 
 
-async def _start(api: LocalAPI, config: Mapping[str, object], stops: list[Stop]) -> None:
+async def _start(
+    api: LocalAPI,
+    config: Mapping[str, object],
+    stops: list[Stop],
+    limits: ListenerLimits | None,
+) -> None:
+    from lockgate.gateways._guard import ConnectionGuard
     from lockgate.gateways.http import build_app
     from lockgate.gateways.websocket import add_ws_route
 
@@ -90,8 +99,9 @@ async def _start(api: LocalAPI, config: Mapping[str, object], stops: list[Stop])
             raise ConfigError("[gateways.ws] needs a listen", hint='listen = "127.0.0.1:8081"')
         app = apps.setdefault(listen, web.Application())
         add_ws_route(app, api, settings_for("ws", ws), ws_path(ws))
+    guard = ConnectionGuard(limits)  # one count for all listeners: one descriptor budget
     for listen, app in apps.items():
-        runner, port = await start_site(app, listen)
+        runner, port = await start_site(app, listen, guard)
         stops.append(runner.cleanup)
         log.info("gateway listening on %s (port %d)", listen, port)
     hook = _section(config, "webhook")

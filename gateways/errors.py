@@ -14,6 +14,10 @@
             └── UnencodableEvent     reason INVALID_EVENT           HTTP 422
     └── Unauthenticated (broker.errors)
         └── KeyRequired              reason UNAUTHENTICATED         HTTP 401
+    └── DeadlineExceeded (broker.errors)
+        └── BodyTimeout              reason REQUEST_TIMEOUT         HTTP 408
+    └── ResourceExhausted (broker.errors)
+        └── TooManyConnections       reason RESOURCE_EXHAUSTED      HTTP 503
 
 Every other :class:`~broker.errors.BrokerError` maps by its reason (when the reason has an
 entry in ``HTTP_BY_REASON``) or else by its gRPC code (``HTTP_BY_CODE``).
@@ -27,10 +31,12 @@ import grpc
 
 from lockgate.broker.errors import (
     BrokerError,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     InvalidEvent,
     Reason,
+    ResourceExhausted,
     Unauthenticated,
 )
 from lockgate.broker.extras import missing_extra as broker_missing_extra
@@ -38,12 +44,14 @@ from lockgate.broker.extras import missing_extra as broker_missing_extra
 __all__ = [
     "HTTP_BY_CODE",
     "HTTP_BY_REASON",
+    "BodyTimeout",
     "BodyTooLarge",
     "HttpRefusal",
     "InvalidParameter",
     "KeyRequired",
     "MalformedJson",
     "MethodNotAllowed",
+    "TooManyConnections",
     "UnencodableEvent",
     "UnsupportedMediaType",
     "http_status",
@@ -61,6 +69,34 @@ class BodyTooLarge(InvalidArgument):
             f"the request body exceeds max_body_bytes of {limit} bytes",
             hint="send smaller batches, or raise [gateways.http] max_body_bytes",
             metadata={"limit": str(limit)},
+        )
+
+
+class BodyTimeout(DeadlineExceeded):
+    """A request body that did not arrive within ``http_body_timeout`` (a slow or stalled
+    sender holds a connection; the connection is closed after this answer)."""
+
+    http_status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within http_body_timeout of {seconds:g}s",
+            hint="send the body at once, or raise http_body_timeout",
+            metadata={"timeout": f"{seconds:g}s"},
+        )
+
+
+class TooManyConnections(ResourceExhausted):
+    """A connection beyond ``http_max_connections`` (all listeners of the process) or
+    ``http_max_connections_per_address``; it is answered and closed at once."""
+
+    http_status = 503
+
+    def __init__(self, setting: str, limit: int) -> None:
+        super().__init__(
+            f"the gateway holds {setting} = {limit} connections already",
+            hint="reuse connections (keep-alive) and retry later",
+            metadata={"limit": str(limit), "setting": setting, "retry_after": "1"},
         )
 
 
@@ -165,7 +201,9 @@ HTTP_BY_CODE: dict[grpc.StatusCode, int] = {
 
 def http_status(err: BrokerError) -> int:
     """The HTTP status for ``err`` (500 for anything unmapped)."""
-    if isinstance(err, UnencodableEvent | MethodNotAllowed | HttpRefusal):
+    if isinstance(
+        err, UnencodableEvent | MethodNotAllowed | HttpRefusal | BodyTimeout | TooManyConnections
+    ):
         return err.http_status
     return HTTP_BY_REASON.get(err.reason) or HTTP_BY_CODE.get(err.code, 500)
 

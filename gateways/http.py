@@ -36,6 +36,7 @@ from lockgate.broker.bounds import BOUNDS
 from lockgate.broker.errors import BrokerError, NotFound
 from lockgate.gateways._cebinary import from_binary, has_binary_headers, is_structured_type
 from lockgate.gateways._cejson import JsonValue, event_from_json
+from lockgate.gateways._guard import read_body
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
 from lockgate.gateways._web import (
     api_key,
@@ -51,6 +52,7 @@ from lockgate.gateways._web import (
     stored_json,
 )
 from lockgate.gateways.errors import (
+    BodyTimeout,
     BodyTooLarge,
     HttpRefusal,
     InvalidParameter,
@@ -91,6 +93,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     (no route, wrong method, ...) and, as INTERNAL, anything unforeseen."""
     try:
         return await handler(request)
+    except (BodyTimeout, BodyTooLarge) as err:
+        resp = problem(err)
+        resp.force_close()  # the rest of the body is not worth waiting for
+        return resp
     except BrokerError as err:
         return problem(err)
     except web.HTTPMethodNotAllowed as exc:
@@ -109,17 +115,6 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem(BrokerError("the gateway failed unexpectedly", hint="report this bug"))
 
 
-async def _body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(limit)
-    buf = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        buf += chunk
-        if len(buf) > limit:
-            raise BodyTooLarge(limit)
-    return bytes(buf)
-
-
 def _base_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
@@ -128,7 +123,7 @@ async def _json_body(request: web.Request) -> dict[str, object]:
     base = _base_type(request)
     if base not in ("application/json", ""):
         raise UnsupportedMediaType(base, "application/json")
-    doc = loads(await _body(request, request.app[SETTINGS].max_body_bytes) or b"{}")
+    doc = loads(await read_body(request, request.app[SETTINGS].max_body_bytes) or b"{}")
     if not isinstance(doc, dict):
         raise MalformedJson("expected a JSON object")
     return doc
@@ -146,7 +141,7 @@ async def publish(request: web.Request) -> web.Response:
     if not structured and not has_binary_headers(request.headers.items()):
         raise UnsupportedMediaType(base, f"ce-* headers (binary mode), {STRUCTURED} or {BATCH}")
     key = api_key(request.headers)
-    raw = await _body(request, settings.max_body_bytes)
+    raw = await read_body(request, settings.max_body_bytes)
     parsed: list[CloudEvent | BrokerError] = []
     if not structured:
         parsed.append(_attempt(lambda: from_binary(request.headers.items(), raw)))

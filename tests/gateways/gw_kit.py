@@ -14,10 +14,11 @@ from aiohttp import web
 
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.auth import Authenticator
-from lockgate.broker.config import Config
+from lockgate.broker.config import Config, ListenerLimits
 from lockgate.broker.node import Broker
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.v1 import cloudevent_pb2
+from lockgate.gateways._guard import ConnectionGuard
 from lockgate.gateways._web import start_site
 from lockgate.gateways.http import HttpSettings, build_app
 
@@ -82,6 +83,7 @@ async def local_broker(
     *,
     settings: HttpSettings | None = None,
     ws: object = True,
+    limits: ListenerLimits | None = None,
     **config: object,
 ) -> AsyncIterator[Local]:
     cfg = Config(
@@ -100,7 +102,7 @@ async def local_broker(
         from lockgate.gateways.websocket import WsSettings, add_ws_route
 
         add_ws_route(app, api, ws if isinstance(ws, WsSettings) else WsSettings(heartbeat=1.0))
-    runner, port = await start_site(app, "127.0.0.1:0")
+    runner, port = await start_site(app, "127.0.0.1:0", ConnectionGuard(limits))
     session = aiohttp.ClientSession()
     try:
         yield Local(broker, auth, api, f"http://127.0.0.1:{port}", session, app)

@@ -1,0 +1,157 @@
+"""Bounds on the HTTP and WebSocket listeners of a process (slowloris and connection floods).
+
+One :class:`ConnectionGuard` per process counts the open connections of all its listeners,
+in total and per client address; a connection beyond ``http_max_connections`` or
+``http_max_connections_per_address`` is answered ``503`` (problem+json, reason
+RESOURCE_EXHAUSTED) and closed before its request is read. The caps come from the
+file-descriptor budget (``broker.fdbudget``), so the gRPC port keeps descriptors however many
+sockets the gateways are offered.
+
+The time bounds are aiohttp's and ours:
+
+- ``http_header_timeout`` is aiohttp's ``keepalive_timeout``: aiohttp arms it when a
+  connection opens and after every response, and closes a connection that has not sent a
+  complete request head by then (bytes that trickle in do not rearm it);
+- ``http_body_timeout`` bounds reading a request body (``read_body``); the answer is 408 and
+  the connection closes;
+- aiohttp bounds a request's head in size (``max_line_size``, ``max_field_size``,
+  ``max_headers``: 8 KiB lines and fields, 128 headers) and reads what a refused body still
+  sends for at most ``lingering_time``;
+- a WebSocket is pinged every ``heartbeat`` and closed when the pong does not come.
+
+Example::
+
+    guard = ConnectionGuard(config.listener_limits())
+    runner, port = await start_site(app, "0.0.0.0:8080", guard)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from lockgate.broker.config import ListenerLimits
+from lockgate.broker.fdbudget import gateway_connection_cap, open_file_limit
+from lockgate.gateways._web import dumps, problem_json
+from lockgate.gateways.errors import BodyTimeout, BodyTooLarge, TooManyConnections
+
+__all__ = ["LIMITS", "ConnectionGuard", "read_body"]
+
+log = logging.getLogger("lockgate.gateways")
+LIMITS = web.AppKey("lockgate_listener_limits", ListenerLimits)
+LINGERING_TIME = 2.0
+"""Seconds aiohttp goes on reading (and dropping) a body its handler did not read."""
+
+
+def _refusal(err: TooManyConnections) -> bytes:
+    body = dumps(problem_json(err)).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class ConnectionGuard:
+    """Counts the connections of every listener it is installed on (one guard per process)."""
+
+    def __init__(self, limits: ListenerLimits | None = None, *, soft_limit: int = -1) -> None:
+        self.limits = limits or ListenerLimits()
+        soft = open_file_limit() if soft_limit < 0 else soft_limit
+        self.max_connections = gateway_connection_cap(self.limits.max_connections, soft)
+        self.per_address = self.limits.max_connections_per_address
+        self.open = 0
+        self.refused = 0
+        self._by_address: collections.Counter[str] = collections.Counter()
+        self._admitted: dict[object, str] = {}
+        self._total_refusal = _refusal(
+            TooManyConnections("http_max_connections", self.max_connections)
+        )
+        self._address_refusal = _refusal(
+            TooManyConnections("http_max_connections_per_address", self.per_address)
+        )
+
+    def runner_options(self) -> dict[str, Any]:
+        """The ``web.AppRunner`` options that carry the time bounds."""
+        return {"keepalive_timeout": self.limits.header_timeout, "lingering_time": LINGERING_TIME}
+
+    def install(self, server: web.Server) -> None:
+        """Counts ``server``'s connections (a runner's, after ``setup()``) and refuses those
+        beyond the limits."""
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            self._admit(handler, transport)
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            self._release(handler)
+            lost(handler, exc)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _admit(self, handler: object, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        refusal = None
+        if self.open >= self.max_connections:
+            refusal = self._total_refusal
+        elif self._by_address[address] >= self.per_address:
+            refusal = self._address_refusal
+        if refusal is not None:
+            self.refused += 1
+            if self.refused & (self.refused - 1) == 0:  # 1, 2, 4, 8...: a flood logs little
+                log.warning(
+                    "gateway.connection.refused: %d connection(s) refused so far "
+                    "(open %d of %d; %s has %d of %d)",
+                    self.refused,
+                    self.open,
+                    self.max_connections,
+                    address,
+                    self._by_address[address],
+                    self.per_address,
+                )
+            transport.write(refusal)
+            transport.close()
+            return
+        self.open += 1
+        self._by_address[address] += 1
+        self._admitted[handler] = address
+
+    def _release(self, handler: object) -> None:
+        address = self._admitted.pop(handler, None)
+        if address is None:
+            return
+        self.open -= 1
+        self._by_address[address] -= 1
+        if not self._by_address[address]:
+            del self._by_address[address]
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes (else :class:`BodyTooLarge`) and within
+    the listener's ``http_body_timeout`` (else :class:`BodyTimeout`)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit)
+    seconds = request.app.get(LIMITS, _DEFAULT).body_timeout
+    buf = bytearray()
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                buf += chunk
+                if len(buf) > limit:
+                    raise BodyTooLarge(limit)
+    except TimeoutError:
+        raise BodyTimeout(seconds) from None
+    return bytes(buf)
+
+
+_DEFAULT = ListenerLimits()
