@@ -168,8 +168,7 @@ def run(config: Config, *, start_gateways: GatewayStarter | None = None) -> int:
         stream=sys.stderr,
     )
     # Connections hold descriptors: take the whole allowance (the gateways get a share of it).
-    soft = raise_open_file_limit()
-    log.info("open-file limit %d", soft)
+    raise_open_file_limit()
     try:
         import uvloop
 
