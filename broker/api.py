@@ -249,10 +249,14 @@ class LocalAPI:
         self.auth = authenticator
         self._acting_for = acting_for
 
-    async def principal(self, key: str | None) -> Principal:
-        if self._acting_for is not None:
-            return self._acting_for
-        return await self.auth.authenticate(key)
+    async def principal(self, key: str | None, action: str) -> Principal:
+        """The caller, once it may do ``action`` in its org (``broker.permissions``: the same
+        table the gRPC services apply, so each surface grants the same)."""
+        p = self._acting_for
+        if p is None:
+            p = await self.auth.authenticate(key)
+        self.broker.permissions.authorize(p, action, p.org)
+        return p
 
     # -- broker-side work: only the in-process webhook dispatcher, never a caller's request.
     # Not in BrokerAPI: it spans orgs, which no key can do over gRPC (the standalone
@@ -290,11 +294,11 @@ class LocalAPI:
     async def publish(
         self, key: str | None, subject: str, events: Sequence[CloudEvent]
     ) -> PublishResult:
-        out = await self.broker.publish(await self.principal(key), subject, events)
+        out = await self.broker.publish(await self.principal(key, "publish"), subject, events)
         return PublishResult(out.ids, out.duplicates, out.errors)
 
     async def get_event(self, key: str | None, event_id: int) -> StoredEvent:
-        p = await self.principal(key)
+        p = await self.principal(key, "history.read")
         return await self.broker.get_event(p, event_id)
 
     async def query(
@@ -307,7 +311,7 @@ class LocalAPI:
         end_ms: int = 0,
         limit: int = 100,
     ) -> tuple[list[StoredEvent], int]:
-        p = await self.principal(key)
+        p = await self.principal(key, "history.read")
         return await self.broker.query(
             p,
             pattern or ">",
@@ -327,7 +331,7 @@ class LocalAPI:
         pattern: str = "",
         start: StartSpec = FROM_NEW,
     ) -> list[Delivery]:
-        p = await self.principal(key)
+        p = await self.principal(key, "durable.consume")
         body = await self.broker.fetch(p, durable, max_events, wait, pattern=pattern, start=start)
         return decode_deliveries(body)
 
@@ -341,7 +345,7 @@ class LocalAPI:
         *,
         term_ids: Sequence[int] = (),
     ) -> None:
-        p = await self.principal(key)
+        p = await self.principal(key, "durable.consume")
         if term_ids:  # as BrokerService.Acknowledge
             await self.broker.terminate(p, durable, list(dict.fromkeys(term_ids)))
         await self.broker.acknowledge(
@@ -358,7 +362,7 @@ class LocalAPI:
         start: StartSpec = FROM_NEW,
         max_in_flight: int = 0,
     ) -> Subscription:
-        p = await self.principal(key)
+        p = await self.principal(key, "subscribe")
         b = self.broker
         if durable:
             options = DurableOptions(queue=queue, start=start, max_in_flight=max_in_flight)
@@ -375,7 +379,7 @@ class LocalAPI:
     async def create_durable(
         self, key: str | None, name: str, pattern: str, options: DurableOptions = DURABLE_DEFAULTS
     ) -> DurableView:
-        p = await self.principal(key)  # the permission rule is the broker's (Durables.create)
+        p = await self.principal(key, "durable.create")  # webhook ones: Durables.create
         c = await self.broker.create_durable(p, name, pattern, options)
         r = c.rec
         return DurableView(

@@ -42,6 +42,8 @@ _SERVE_FLAGS = (
     ("retention_max_events", int, "keep at most this many events per subject (default: all)"),
     ("policy_dir", str, "directory of *.policy files (reloaded when they change)"),
     ("policy_reload_interval", str, "how often to look for changed policy files (default 1s)"),
+    ("policy_default_deny", str, "'*' or org1,org2: subjects no policy covers are denied"),
+    ("admin_org", str, "org whose admin keys administer the whole broker (default 'default')"),
     ("limiter", str, "local (default) | redis://HOST:PORT/DB to share limits between nodes"),
     ("spam_max_per_minute", int, "events per sender per minute (default: off)"),
     ("spam_duplicate_window", str, "refuse the same content from one sender within (off)"),

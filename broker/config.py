@@ -95,6 +95,12 @@ class Config:
     retention: list[dict[str, object]] = field(default_factory=list)
     policy_dir: str = ""
     policy_reload_interval: float = 1.0
+    policy_default_deny: str = ""
+    """Orgs whose subjects no policy covers are denied rather than allowed: ``"*"`` for every
+    org, or org names separated by commas; empty (the default): none."""
+    admin_org: str = "default"
+    """The org whose ``admin`` keys administer the whole broker (``broker.permissions``);
+    ``admin`` in any other org administers that org only."""
     limiter: str = "local"
     spam_max_per_minute: int = 0
     spam_duplicate_window: float = 0.0

@@ -22,8 +22,9 @@ from lockgate.broker.auth import Principal
 from lockgate.broker.bounds import check_setting
 from lockgate.broker.config import Config
 from lockgate.broker.delivery import DurableConsumer, DurableHost, DurableSession
-from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound
 from lockgate.broker.history import History
+from lockgate.broker.permissions import Permissions
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, start_after
 from lockgate.broker.publisher import encode_publisher
@@ -123,6 +124,7 @@ class Durables:
         self._publish_system = publish_system
         self._changed = changed
         """Called with ``(org, name)`` when a durable is created, deleted or redriven."""
+        self.permissions = Permissions(config.admin_org)
         self.consumers: dict[tuple[str, str], DurableConsumer] = {}
         self.quota = OrgQuota(
             "max_durables_per_org",
@@ -203,13 +205,11 @@ class Durables:
 
         The permission is the same on every surface (Subscribe, Fetch, CreateDurable, HTTP,
         WebSocket): whoever may subscribe to ``pattern`` may create a durable on it; a webhook
-        durable (``endpoint_url``) makes the broker call out, so it needs the admin role.
+        durable (``endpoint_url``) makes the broker call out, so it needs the org-admin role
+        (``durable.webhook`` in ``broker.permissions``).
         """
-        if options.endpoint_url and not principal.is_admin:
-            raise PermissionDenied(
-                f"agent {principal.agent!r} lacks the admin role a webhook durable needs",
-                hint="use a key created with --role admin, or create it without endpoint_url",
-            )
+        if options.endpoint_url:
+            self.permissions.authorize(principal, "durable.webhook", principal.org)
         check_pattern(self.gate, principal, pattern)
         check_durable_name(name)
         wanted = self._record(principal.org, name, pattern, options)  # checks the settings

@@ -30,6 +30,7 @@ from lockgate.broker.errors import BrokerError
 from lockgate.broker.history import History
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.leases import Leases, LocalLeases, worker_id_lease
+from lockgate.broker.permissions import Permissions
 from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, start_after
@@ -67,6 +68,8 @@ class Broker:
         self.store = store
         self.policy = policy or PolicyGate()
         self.node_id = f"{config.worker_id}-{secrets.token_hex(4)}"
+        self.permissions = Permissions(config.admin_org)
+        """Who may do what (the one table); every surface asks it."""
         self.log = logging.getLogger("lockgate.broker")
         self.telemetry = Telemetry()
         self.router = Router(self.policy.may_read)

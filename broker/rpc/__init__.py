@@ -2,12 +2,14 @@
 
 Each service is a :class:`Servicer` whose methods carry the proto's own names; a unary
 method is written as ``async def GetEvent(self, request, principal, context)`` under
-:func:`unary`, which authenticates, checks the admin role when asked, and turns a
-:class:`BrokerError` into its rich status. :func:`service_handler` registers a servicer from
-its service descriptor (the handler kind per method comes from the proto), so a new RPC is
-one method and no registration code. Modules: ``broker_service`` (BrokerService),
-``admin_service`` (AdminService), ``policy_service`` (PolicyService); ``broker.server`` runs
-them with health and reflection.
+:func:`unary`, which authenticates, authorizes by the one table (``broker.permissions``:
+``RPC_ACTIONS`` names each method's action), and turns a :class:`BrokerError` into its rich
+status; streaming methods call :meth:`Servicer.authorized` with their name themselves.
+:func:`service_handler` registers a servicer from its service descriptor (the handler kind
+per method comes from the proto), so a new RPC is one method, one line in ``RPC_ACTIONS``
+(serving refuses a method without one), and no registration code. Modules:
+``broker_service`` (BrokerService), ``admin_service`` (AdminService), ``policy_service``
+(PolicyService); ``broker.server`` runs them with health and reflection.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from lockgate.broker.errors import (
     BrokerError,
     InvalidStart,
     MalformedMessage,
-    PermissionDenied,
     to_status,
 )
 from lockgate.broker.node import Broker
+from lockgate.broker.permissions import RPC_ACTIONS
 from lockgate.broker.positions import StartSpec
 from lockgate.broker.v1 import broker_pb2
 
@@ -52,22 +54,13 @@ def start_spec(start: broker_pb2.StartPosition) -> StartSpec:
     return StartSpec(start.policy, since, start.after_id)
 
 
-def _require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise PermissionDenied(
-            f"agent {principal.agent!r} lacks the admin role",
-            hint="use a key created with --role admin",
-        )
-
-
-def unary(
-    *, admin: bool = False
-) -> Callable[
+def unary() -> Callable[
     [Callable[[S, Req, Principal, Context], Awaitable[T]]],
     Callable[[S, Req, Context], Awaitable[T]],
 ]:
     """A unary RPC: ``fn(self, request, principal, context)`` runs for an authenticated
-    caller (with the admin role when ``admin``); a :class:`BrokerError` becomes the status."""
+    caller that may do the method's action (``RPC_ACTIONS``); a :class:`BrokerError`
+    becomes the status."""
 
     def wrap(
         fn: Callable[[S, Req, Principal, Context], Awaitable[T]],
@@ -75,9 +68,7 @@ def unary(
         @functools.wraps(fn)
         async def method(self: S, request: Req, context: Context) -> T:
             try:
-                principal = await self.principal(context)
-                if admin:
-                    _require_admin(principal)
+                principal = await self.principal(context, fn.__name__, request)
                 return await fn(self, request, principal, context)
             except BrokerError as err:
                 await context.abort_with_status(to_status(err))
@@ -102,6 +93,10 @@ def service_handler(
     }
     handlers = {}
     for m in service.methods:
+        if f"/{service.full_name}/{m.name}" not in RPC_ACTIONS:
+            raise LookupError(
+                f"{service.full_name}/{m.name} has no entry in broker.permissions.RPC_ACTIONS"
+            )
         make = kinds[(m.client_streaming, m.server_streaming)]
         request = message_class(m.input_type)
         response = bytes if m.name in raw else message_class(m.output_type).SerializeToString
@@ -166,12 +161,32 @@ def message_class(descriptor: Any) -> Any:
 
 
 class Servicer:
-    """Base of the services: the broker, the authenticator, and :meth:`principal`."""
+    """Base of the services: the broker, the authenticator, and :meth:`principal`;
+    ``SERVICE`` is the proto's full service name."""
+
+    SERVICE = ""
+    BROKER_WIDE = False
+    """True when the service's calls act on the whole broker unless the request names an
+    org (``PolicyService``: the global set); else they act on the caller's org."""
 
     def __init__(self, broker: Broker, auth: Authenticator) -> None:
         self.broker = broker
         self.auth = auth
 
-    async def principal(self, context: Context) -> Principal:
+    async def principal(self, context: Context, method: str, request: object) -> Principal:
+        """The authenticated caller of the unary ``method``, once :meth:`authorized`."""
         key = self.auth.key_from_metadata(context.invocation_metadata())
-        return await self.auth.authenticate(key)
+        return self.authorized(await self.auth.authenticate(key), method, request)
+
+    def authorized(self, principal: Principal, method: str, request: object = None) -> Principal:
+        """``principal``, once it may do the action of ``method`` (``RPC_ACTIONS``): on the
+        org its request names in an ``org`` field (empty: the whole broker), else on its own
+        org (on the whole broker for a ``BROKER_WIDE`` service)."""
+        action = RPC_ACTIONS[f"/{self.SERVICE}/{method}"]
+        descriptor = getattr(request, "DESCRIPTOR", None)
+        if descriptor is not None and "org" in descriptor.fields_by_name:
+            org: str | None = getattr(request, "org", "") or None
+        else:
+            org = None if self.BROKER_WIDE else principal.org
+        self.broker.permissions.authorize(principal, action, org)
+        return principal

@@ -1,5 +1,5 @@
-"""``AdminService``: durables and dead letters (the admin role, but for CreateDurable,
-whose permission the broker decides as for a durable Subscribe)."""
+"""``AdminService``: durables and dead letters of the caller's org (permissions: the one
+table in ``broker.permissions``; CreateDurable is an agent's, as for a durable Subscribe)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ __all__ = ["AdminService"]
 
 
 class AdminService(Servicer):
-    """``AdminService``: every call needs the admin role."""
+    """``AdminService``: the caller's org's durables and dead letters."""
+
+    SERVICE = "broker.v1.AdminService"
 
     def _info(self, name: str, org: str) -> admin_pb2.DurableInfo:
         c = self.broker.durable(org, name)
@@ -34,7 +36,7 @@ class AdminService(Servicer):
         info.ack_wait.FromMilliseconds(rec.ack_wait_ms)
         return info
 
-    @unary()  # the broker checks who may create
+    @unary()
     async def CreateDurable(
         self, request: admin_pb2.CreateDurableRequest, p: Principal, context: Context
     ) -> admin_pb2.CreateDurableResponse:
@@ -49,14 +51,14 @@ class AdminService(Servicer):
         await self.broker.create_durable(p, request.name, request.pattern, options)
         return admin_pb2.CreateDurableResponse(durable=self._info(request.name, p.org))
 
-    @unary(admin=True)
+    @unary()
     async def ListDurables(
         self, request: admin_pb2.ListDurablesRequest, p: Principal, context: Context
     ) -> admin_pb2.ListDurablesResponse:
         names = sorted(n for (org, n) in self.broker.consumers if org == p.org)
         return admin_pb2.ListDurablesResponse(durables=[self._info(n, p.org) for n in names])
 
-    @unary(admin=True)
+    @unary()
     async def GetDurable(
         self, request: admin_pb2.GetDurableRequest, p: Principal, context: Context
     ) -> admin_pb2.GetDurableResponse:
@@ -67,14 +69,14 @@ class AdminService(Servicer):
             resp.pending.add(id=i, attempt=c.pending[i].attempt)
         return resp
 
-    @unary(admin=True)
+    @unary()
     async def DeleteDurable(
         self, request: admin_pb2.DeleteDurableRequest, p: Principal, context: Context
     ) -> admin_pb2.DeleteDurableResponse:
         await self.broker.delete_durable(p.org, request.name)
         return admin_pb2.DeleteDurableResponse()
 
-    @unary(admin=True)
+    @unary()
     async def ListDeadLetters(
         self, request: admin_pb2.ListDeadLettersRequest, p: Principal, context: Context
     ) -> admin_pb2.ListDeadLettersResponse:
@@ -101,7 +103,7 @@ class AdminService(Servicer):
             resp.next_page_token = f"{recs[-1].dead_ms}:{recs[-1].id}"
         return resp
 
-    @unary(admin=True)
+    @unary()
     async def RedriveDeadLetters(
         self, request: admin_pb2.RedriveDeadLettersRequest, p: Principal, context: Context
     ) -> admin_pb2.RedriveDeadLettersResponse:

@@ -38,6 +38,7 @@ class BrokerService(Servicer):
     """The broker's main service; :attr:`publish_streams` lets a drain reach every
     Publish stream."""
 
+    SERVICE = "broker.v1.BrokerService"
     publish_streams: set[asyncio.Queue[tuple[int, Prepared | BrokerError] | None]]
 
     def __init__(self, broker: Broker, auth: Authenticator) -> None:
@@ -55,7 +56,7 @@ class BrokerService(Servicer):
         frames = requests.__aiter__()
         try:
             key = self.auth.key_from_metadata(context.invocation_metadata())
-            principal = await self.auth.authenticate(key)
+            principal = self.authorized(await self.auth.authenticate(key), "Publish")
             # Counted from its first frame, as Subscribe from its open message (see there).
             try:
                 first = await frames.__anext__()
@@ -146,7 +147,7 @@ class BrokerService(Servicer):
         release: Callable[[], None] | None = None
         try:
             key = self.auth.key_from_metadata(context.invocation_metadata())
-            principal = await self.auth.authenticate(key)
+            principal = self.authorized(await self.auth.authenticate(key), "Subscribe")
             it = requests.__aiter__()
             try:
                 first = await it.__anext__()

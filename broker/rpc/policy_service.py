@@ -16,6 +16,9 @@ __all__ = ["PolicyService"]
 class PolicyService(Servicer):
     """``PolicyService``: hot swap of the policy set (admin role)."""
 
+    SERVICE = "broker.v1.PolicyService"
+    BROKER_WIDE = True
+
     def __init__(self, broker: Broker, auth: Authenticator, policies: PolicyManager | None) -> None:
         super().__init__(broker, auth)
         self.policies = policies
@@ -35,7 +38,7 @@ class PolicyService(Servicer):
         v.created_time.FromMilliseconds(rec.created_ms)
         return v
 
-    @unary(admin=True)
+    @unary()
     async def PutPolicies(
         self, request: policy_pb2.PutPoliciesRequest, p: Principal, context: Context
     ) -> policy_pb2.PutPoliciesResponse:
@@ -53,7 +56,7 @@ class PolicyService(Servicer):
             )
         return resp
 
-    @unary(admin=True)
+    @unary()
     async def GetPolicies(
         self, request: policy_pb2.GetPoliciesRequest, p: Principal, context: Context
     ) -> policy_pb2.GetPoliciesResponse:
@@ -72,14 +75,14 @@ class PolicyService(Servicer):
             files=[policy_pb2.PolicyFile(name=n, source=t) for n, t in sorted(rec.files.items())],
         )
 
-    @unary(admin=True)
+    @unary()
     async def ListPolicyVersions(
         self, request: policy_pb2.ListPolicyVersionsRequest, p: Principal, context: Context
     ) -> policy_pb2.ListPolicyVersionsResponse:
         versions = await self._manager().versions()
         return policy_pb2.ListPolicyVersionsResponse(versions=[self._version(v) for v in versions])
 
-    @unary(admin=True)
+    @unary()
     async def RollbackPolicies(
         self, request: policy_pb2.RollbackPoliciesRequest, p: Principal, context: Context
     ) -> policy_pb2.RollbackPoliciesResponse:
