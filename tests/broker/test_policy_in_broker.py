@@ -71,6 +71,8 @@ class Env:
     outsider: Metadata
     admin: Metadata
     policy_dir: Path
+    ops: Metadata
+    """The broker's admin (admin in the admin_org): the global policy set is theirs."""
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -84,6 +86,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         "finance": await keys_create(str(data), "acme", "fin-bot", "billing", "finance", "audit"),
         "outsider": await keys_create(str(data), "acme", "other-bot"),
         "admin": await keys_create(str(data), "acme", "ops", "admin"),
+        "ops": await keys_create(str(data), "default", "ops", "admin"),
     }
     args = ["--policy-dir", str(pdir), "--policy-reload-interval", "0.2s"]
     async with (
@@ -96,6 +99,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             policy_pb2_grpc.PolicyServiceStub(ch),
             *(auth(keys[k]) for k in ("billing", "finance", "outsider", "admin")),
             pdir,
+            auth(keys["ops"]),
         )
 
 
@@ -184,7 +188,7 @@ async def test_route_copy_and_tag_and_policy_version(env: Env) -> None:
             await env.stub.GetEvent(broker_pb2.GetEventRequest(id=eid), metadata=env.finance)
         ).event
         assert stored.event.attributes["priority"].ce_string == "high"
-        running = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
+        running = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.ops)
         assert stored.policy_version == running.version.version
     finally:
         await audit.close()
@@ -208,18 +212,18 @@ async def test_subscribe_is_decided(env: Env) -> None:
 
 async def test_hot_swap_by_file_and_rpc_and_rollback(env: Env) -> None:
     subject = f"billing.us.{uuid.uuid4().hex[:6]}"
-    before = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
+    before = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.ops)
     # A broken file is refused; the running set stays.
     (env.policy_dir / "broken.policy").write_text('policy x on "x.>" { allow publsh }\n')
     await eventually(lambda: any(b"policy reload refused" in line for line in env.broker.output))
-    now = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
+    now = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.ops)
     assert now.version.version == before.version.version
     (env.policy_dir / "broken.policy").unlink()
     # validate_only with errors: INVALID_ARGUMENT / POLICY_INVALID with line and column.
     bad = [policy_pb2.PolicyFile(name="b.policy", source='policy b on "b.>" { allow jump }')]
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await env.policy.PutPolicies(
-            policy_pb2.PutPoliciesRequest(files=bad, validate_only=True), metadata=env.admin
+            policy_pb2.PutPoliciesRequest(files=bad, validate_only=True), metadata=env.ops
         )
     code, reason, _ = error_info(exc.value)
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "POLICY_INVALID")
@@ -231,21 +235,21 @@ async def test_hot_swap_by_file_and_rpc_and_rollback(env: Env) -> None:
         )
     ]
     checked = await env.policy.PutPolicies(
-        policy_pb2.PutPoliciesRequest(files=open_set, validate_only=True), metadata=env.admin
+        policy_pb2.PutPoliciesRequest(files=open_set, validate_only=True), metadata=env.ops
     )
     assert not checked.applied
     await rejected(env, env.outsider, subject, json_event({}))
     put = await env.policy.PutPolicies(
-        policy_pb2.PutPoliciesRequest(files=open_set), metadata=env.admin
+        policy_pb2.PutPoliciesRequest(files=open_set), metadata=env.ops
     )
     assert put.applied
     assert await publish_one(env, env.outsider, subject, event("anything"))
     versions = await env.policy.ListPolicyVersions(
-        policy_pb2.ListPolicyVersionsRequest(), metadata=env.admin
+        policy_pb2.ListPolicyVersionsRequest(), metadata=env.ops
     )
     assert [v.version for v in versions.versions if v.active] == [put.version]
     back = await env.policy.RollbackPolicies(
-        policy_pb2.RollbackPoliciesRequest(version=before.version.version), metadata=env.admin
+        policy_pb2.RollbackPoliciesRequest(version=before.version.version), metadata=env.ops
     )
     assert back.version.version == before.version.version
     code, reason, _ = await rejected(env, env.outsider, subject, json_event({}))
@@ -296,7 +300,7 @@ async def test_emptied_or_deleted_policy_files_fail_closed(env: Env) -> None:
         (env.policy_dir / "billing.policy").write_text(BILLING)
         await eventually(lambda: count(b"(dir, 1 files)") > running, what="the file reloads")
 
-    before = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
+    before = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.ops)
     await rejected(env, env.outsider, subject, json_event({}))
     (env.policy_dir / "billing.policy").write_text("")
     await refused_after(0)
@@ -307,10 +311,10 @@ async def test_emptied_or_deleted_policy_files_fail_closed(env: Env) -> None:
     (env.policy_dir / "billing.policy").unlink()
     env.policy_dir.rmdir()
     await refused_after(2)
-    now = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.admin)
+    now = await env.policy.GetPolicies(policy_pb2.GetPoliciesRequest(), metadata=env.ops)
     assert now.version.version == before.version.version
     # The operator's explicit "no policies": an empty set put over the API.
-    put = await env.policy.PutPolicies(policy_pb2.PutPoliciesRequest(), metadata=env.admin)
+    put = await env.policy.PutPolicies(policy_pb2.PutPoliciesRequest(), metadata=env.ops)
     assert put.applied
     assert await publish_one(env, env.outsider, subject, json_event({}))
 
