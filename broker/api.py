@@ -27,6 +27,7 @@ from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions
 from lockgate.broker.errors import BrokerError
 from lockgate.broker.node import Broker
 from lockgate.broker.positions import StartSpec
+from lockgate.broker.tls import CERTIFIED_CALLER
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = [
@@ -254,7 +255,7 @@ class LocalAPI:
         table the gRPC services apply, so each surface grants the same)."""
         p = self._acting_for
         if p is None:
-            p = await self.auth.authenticate(key)
+            p = await self.auth.authenticate(key, certificate=CERTIFIED_CALLER.get())
         self.broker.permissions.authorize(p, action, p.org)
         return p
 
@@ -374,7 +375,9 @@ class LocalAPI:
         return _LocalSubscription(b, sub.outbox, sub.name, sub=sub, until_revoked=self._watch(key))
 
     def _watch(self, key: str | None) -> Awaitable[BrokerError] | None:
-        return None if self._acting_for is not None else self.auth.until_revoked(key)
+        if self._acting_for is not None:
+            return None
+        return self.auth.until_revoked(key, certified=CERTIFIED_CALLER.get() is not None)
 
     async def create_durable(
         self, key: str | None, name: str, pattern: str, options: DurableOptions = DURABLE_DEFAULTS

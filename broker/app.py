@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.auth import Authenticator
@@ -19,22 +20,34 @@ from lockgate.broker.node import Broker
 from lockgate.broker.policies import PolicyManager
 from lockgate.broker.policyhook import PolicyGate, SpamControls
 from lockgate.broker.telemetry import setup_telemetry
+from lockgate.broker.tls import ServerTLS, refusal_of_plaintext
 
 __all__ = ["GatewayStarter", "run", "serve"]
 
 log = logging.getLogger("lockgate")
 
 
-def _gateway_listens(gateways: Mapping[str, object]) -> list[str]:
+def _gateway_listens(gateways: Mapping[str, object]) -> list[tuple[str, bool]]:
     """The ``listen`` of every enabled ``[gateways.*]`` table that names a host (an empty
-    host binds 127.0.0.1 there)."""
+    host binds 127.0.0.1 there), and whether the table sets its own TLS certificate."""
     out = []
     for table in gateways.values():
         if isinstance(table, Mapping) and table.get("enabled", True) is not False:
             listen = table.get("listen")
             if isinstance(listen, str) and listen.rpartition(":")[0].strip("[]"):
-                out.append(listen)
+                out.append((listen, bool(table.get("tls_server_cert"))))
     return out
+
+
+def _plaintext_network_listens(config: Config, tls: ServerTLS | None) -> list[str]:
+    """The non-loopback listeners that would serve plain text (gateways inherit the broker's
+    TLS unless their table names its own certificate)."""
+    listens = [(config.listen, False), *_gateway_listens(config.gateways)]
+    return [
+        listen
+        for listen, own_tls in listens
+        if not _is_loopback(listen) and tls is None and not own_tls
+    ]
 
 
 def _is_loopback(listen: str) -> bool:
@@ -47,13 +60,22 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
-GatewayStarter = Callable[
-    [LocalAPI, Mapping[str, object], ListenerLimits], Awaitable[Callable[[], Awaitable[None]]]
-]
-"""Starts the ``[gateways.*]`` tables in this process on the broker's public in-process API,
-the HTTP/WebSocket listeners within the ``http_*`` limits; returns their stop function. The
-composition root (``lockgate serve``) passes ``gateways.embedded.start_gateways``: the broker
-never imports the gateways itself."""
+class GatewayStarter(Protocol):
+    """Starts the ``[gateways.*]`` tables in this process on the broker's public in-process
+    API, the HTTP/WebSocket listeners within the ``http_*`` limits and with the broker's TLS
+    (``tls``, None for plain text); returns their stop function. The composition root
+    (``lockgate serve``) passes ``gateways.embedded.start_gateways``: the broker never imports
+    the gateways itself."""
+
+    def __call__(
+        self,
+        api: LocalAPI,
+        config: Mapping[str, object],
+        limits: ListenerLimits | None = None,
+        /,
+        *,
+        tls: ServerTLS | None = None,
+    ) -> Awaitable[Callable[[], Awaitable[None]]]: ...
 
 
 async def serve(
@@ -64,6 +86,8 @@ async def serve(
 ) -> None:
     from lockgate.broker.server import BrokerServer  # grpc servers load only when serving
 
+    tls = ServerTLS.from_config(config)  # unreadable files fail here, before anything opens
+    plaintext = _plaintext_network_listens(config, tls)
     setup_telemetry(config.telemetry, config.telemetry_interval)
     backends = build_backends(config)
     store = backends.store
@@ -93,21 +117,40 @@ async def serve(
         raise
     keys = [k for k in await store.list_keys() if not k.revoked]
     dev_mode = not keys
-    exposed = [config.listen, *_gateway_listens(config.gateways)]
+    exposed = [config.listen, *(listen for listen, _ in _gateway_listens(config.gateways))]
     insecure = [listen for listen in exposed if not _is_loopback(listen)]
+    refusal = None
     if dev_mode and insecure:  # dev mode (keyless callers are admin) is loopback-only
-        await policies.stop()
-        await broker.stop()
-        raise FailedPrecondition(
+        refusal = FailedPrecondition(
             f"refusing to listen on {insecure[0]} without API keys",
             reason="INSECURE_LISTEN",
             hint="create a key with `lockgate keys create --org ORG --agent NAME`, "
             "or listen on 127.0.0.1",
         )
-    auth = Authenticator(store, dev_mode=dev_mode)
+    elif plaintext and not config.insecure_plaintext:
+        refusal = FailedPrecondition(
+            refusal_of_plaintext(plaintext),
+            reason="INSECURE_LISTEN",
+            hint="set tls_server_cert and tls_server_key (--tls-server-cert, --tls-server-key), "
+            "or pass --insecure-plaintext if a trusted network or proxy protects this port",
+        )
+    if refusal is not None:
+        await policies.stop()
+        await broker.stop()
+        await backends.close()
+        raise refusal
+    if plaintext:
+        log.warning(
+            "serve.insecure_plaintext: %s serve plain text on the network "
+            "(--insecure-plaintext): keys and events cross it in clear",
+            ", ".join(plaintext),
+        )
+    auth = Authenticator(
+        store, dev_mode=dev_mode, identities=tls.identities if tls is not None else None
+    )
     server = BrokerServer(broker, auth, policies)
     try:
-        port = await server.start(config.listen)
+        port = await server.start(config.listen, tls)
     except BrokerError:
         await policies.stop()
         await broker.stop()
@@ -123,7 +166,7 @@ async def serve(
             )
         try:
             stop_gateways = await start_gateways(
-                LocalAPI(broker, auth), config.gateways, config.listener_limits()
+                LocalAPI(broker, auth), config.gateways, config.listener_limits(), tls=tls
             )
         except BrokerError:
             await server.stop(0)
@@ -136,11 +179,12 @@ async def serve(
             "default/anonymous with the admin role; create keys with `lockgate keys create`"
         )
     log.info(
-        "lockgate listening on %s:%d data_dir=%s fsync=%s",
+        "lockgate listening on %s:%d data_dir=%s fsync=%s tls=%s",
         host,
         port,
         config.data_dir,
         config.fsync,
+        "off" if tls is None else "mutual" if tls.mutual else "on",
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,9 +18,13 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lockgate.broker.errors import Unauthenticated
 from lockgate.broker.store import ApiKeyRecord, Store
+
+if TYPE_CHECKING:
+    from lockgate.broker.tls import ClientIdentities
 
 __all__ = ["DEV_PRINCIPAL", "Authenticator", "Principal", "create_key", "split_key"]
 
@@ -77,9 +81,13 @@ class Authenticator:
     """Maps request metadata to a :class:`Principal`, caching key look-ups briefly so that a
     revocation takes effect within seconds without a store read per call."""
 
-    def __init__(self, store: Store, *, dev_mode: bool) -> None:
+    def __init__(
+        self, store: Store, *, dev_mode: bool, identities: ClientIdentities | None = None
+    ) -> None:
         self._store = store
         self.dev_mode = dev_mode
+        self.identities = identities
+        """Maps verified client certificates to principals (mTLS; broker.tls)."""
         self._cache: dict[str, tuple[float, Principal | None, str]] = {}
         self._dev_checked = time.monotonic()
         # Open streams: one refresher reads the revoked key ids at most once per
@@ -135,9 +143,9 @@ class Authenticator:
             async with self._changed:
                 self._changed.notify_all()
 
-    def _cut(self, key: str | None) -> Unauthenticated | None:
+    def _cut(self, key: str | None, certified: bool = False) -> Unauthenticated | None:
         if key is None:
-            if self.dev_mode:
+            if self.dev_mode or certified:  # a certificate is checked at the handshake
                 return None
             return Unauthenticated(
                 "the open dev mode ended: an API key exists now",
@@ -149,22 +157,42 @@ class Authenticator:
             )
         return None
 
-    async def until_revoked(self, key: str | None) -> Unauthenticated:
+    async def until_revoked(self, key: str | None, *, certified: bool = False) -> Unauthenticated:
         """Waits while an open stream's key stays valid; returns the error to end it with once
-        the key is revoked (or, without a key, once the dev mode ended). All open streams share
-        one store read per second, so a revocation reaches them within the documented 5 s."""
+        the key is revoked (or, without a key, once the dev mode ended; a stream of a client
+        certificate without a key is never cut). All open streams share one store read per
+        second, so a revocation reaches them within the documented 5 s."""
         self._watchers += 1
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.create_task(self._refresh())
         try:
             async with self._changed:
-                while (err := self._cut(key)) is None:
+                while (err := self._cut(key, certified)) is None:
                     await self._changed.wait()
             return err
         finally:
             self._watchers -= 1
 
-    async def authenticate(self, key: str | None) -> Principal:
+    async def authenticate(
+        self, key: str | None, *, certificate: Principal | None = None
+    ) -> Principal:
+        """The caller of ``key`` and/or a verified client ``certificate`` (mTLS).
+
+        A certificate alone is its principal. A key beside a certificate wins (its agent and
+        roles), but only when it belongs to the certificate's org: a key of another org is
+        refused, so a stolen key cannot leave the org that the certificate proves.
+        """
+        if certificate is not None:
+            if key is None:
+                return certificate
+            keyed = await self.authenticate(key)
+            if keyed.org != certificate.org:
+                raise Unauthenticated(
+                    f"the API key is of org {keyed.org!r} but the client certificate of "
+                    f"org {certificate.org!r}",
+                    hint="send a key of the certificate's org, or no key",
+                )
+            return keyed
         if key is None:
             if self.dev_mode and not await self._dev_mode_ended():
                 return DEV_PRINCIPAL

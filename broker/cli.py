@@ -48,6 +48,12 @@ _SERVE_FLAGS = (
     ("spam_max_per_minute", int, "events per sender per minute (default: off)"),
     ("spam_duplicate_window", str, "refuse the same content from one sender within (off)"),
     ("webhook_allow_private", str, "true to allow webhook URLs on private addresses"),
+    ("tls_server_cert", str, "PEM certificate (chain) of every listener: TLS (re-read on change)"),
+    ("tls_server_key", str, "PEM private key of --tls-server-cert"),
+    ("tls_client_ca", str, "PEM CA file: require client certificates signed by it (mTLS)"),
+    ("tls_client_identity", str, "SAN template naming the caller (lockgate://{org}/{agent})"),
+    ("tls_client_orgs", str, "orgs a client certificate may name, comma-separated (any)"),
+    ("tls_client_roles", str, "roles of client-certificate callers, comma-separated (none)"),
     ("log_level", str, "debug | info | warning | error"),
     ("telemetry", str, "off (default) | console: OpenTelemetry spans and metrics"),
 )
@@ -57,10 +63,18 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="config_file", help="TOML file ([broker] table)")
     for name, kind, text in _SERVE_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    p.add_argument(
+        "--insecure-plaintext",
+        dest="insecure_plaintext",
+        action="store_const",
+        const="true",
+        help="allow non-loopback listeners without TLS (keys and events in clear text)",
+    )
 
 
 def _config(args: argparse.Namespace) -> Config:
     flags = {name: getattr(args, name, None) for name, _, _ in _SERVE_FLAGS}
+    flags["insecure_plaintext"] = getattr(args, "insecure_plaintext", None)
     return load_config(flags, config_file=getattr(args, "config_file", None))
 
 

@@ -114,6 +114,19 @@ class Config:
     http_max_connections: int = 0
     """0: half of the process's open-file limit (raised to its hard limit at start)."""
     http_max_connections_per_address: int = 64
+    tls_server_cert: str = ""
+    """PEM certificate chain of every listener (gRPC and gateways); TLS when set."""
+    tls_server_key: str = ""
+    tls_client_ca: str = ""
+    """PEM CA certificates: when set, every TLS caller must present a certificate they signed
+    (mTLS), and its SAN names the caller (broker.tls)."""
+    tls_client_identity: str = "lockgate://{org}/{agent}"
+    tls_client_orgs: list[str] = field(default_factory=list)
+    """The orgs a client certificate may name (empty: any)."""
+    tls_client_roles: list[str] = field(default_factory=list)
+    """The roles of a client certificate's principal (none: a plain agent)."""
+    insecure_plaintext: bool = False
+    """Allow a non-loopback listener without TLS (keys and events cross the network in clear)."""
     log_level: str = "info"
     telemetry: str = "off"
     telemetry_interval: float = 60.0
@@ -221,7 +234,20 @@ def coerce(value: object, default: object, *, duration: bool = False) -> object:
     return value
 
 
+_NAME_LISTS = {"tls_client_orgs", "tls_client_roles"}
+"""Lists of names: a variable or flag gives them comma-separated."""
+
+
 def _coerce(name: str, value: object, origin: str) -> object:
+    if name in _NAME_LISTS and isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if name in _NAME_LISTS and not (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    ):
+        raise ConfigError(
+            f"{origin}: {name} = {value!r} is not a list of names",
+            hint='e.g. ["acme", "globex"] in TOML, or acme,globex in a variable or flag',
+        )
     try:
         return coerce(value, getattr(Config(), name), duration=name in _DURATIONS)
     except ValueError as exc:

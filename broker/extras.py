@@ -27,6 +27,7 @@ EXTRAS: dict[str, str] = {
     "grpc_health": "server",
     "grpc_reflection": "server",
     "uvloop": "server",
+    "cryptography": "server",
     "aiohttp": "gateways",
     "redis": "redis",
     "nats": "nats",

@@ -20,6 +20,7 @@ from lockgate.broker.rpc import service_handler
 from lockgate.broker.rpc.admin_service import AdminService
 from lockgate.broker.rpc.broker_service import RAW_RESPONSES, BrokerService
 from lockgate.broker.rpc.policy_service import PolicyService
+from lockgate.broker.tls import ServerTLS
 from lockgate.broker.v1 import admin_pb2, broker_pb2, policy_pb2
 
 __all__ = ["BrokerServer"]
@@ -56,7 +57,8 @@ class BrokerServer:
             service_handler(self.policy_api, policy_service),
         )
 
-    async def start(self, listen: str) -> int:
+    async def start(self, listen: str, tls: ServerTLS | None = None) -> int:
+        """Listens on ``listen`` (TLS with ``tls``; its files are re-read when they change)."""
         cfg = self.broker.config
         opts = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes + 64 * 1024),
@@ -83,7 +85,10 @@ class BrokerServer:
         )
         reflection.enable_server_reflection(names, server)
         try:
-            self.port = server.add_insecure_port(listen)
+            if tls is not None:
+                self.port = server.add_secure_port(listen, tls.grpc_credentials())
+            else:
+                self.port = server.add_insecure_port(listen)
         except RuntimeError:  # grpcio's way of saying the bind failed
             self.port = 0
         if not self.port:

@@ -39,15 +39,18 @@ from lockgate.clients._errors import (
     RateLimited,
     RequestTimeout,
     SlowConsumer,
+    TLSError,
     Unauthenticated,
     Unavailable,
     from_rpc_error,
 )
 from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
 from lockgate.clients._subscription import Subscription
+from lockgate.clients._tls import TLS
 from lockgate.clients._webhook import WebhookSignatureError, verify_webhook
 
 __all__ = [
+    "TLS",
     "Admin",
     "AlreadyExists",
     "AttributeValue",
@@ -79,6 +82,7 @@ __all__ = [
     "StartSpec",
     "StoredEvent",
     "Subscription",
+    "TLSError",
     "Unauthenticated",
     "Unavailable",
     "WebhookSignatureError",

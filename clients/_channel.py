@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -24,6 +25,7 @@ import grpc
 from google.protobuf.message import Message as _Message
 
 from lockgate.clients._errors import Unavailable, from_rpc_error
+from lockgate.clients._tls import TLS, diagnose, split_target
 
 __all__ = ["ADMIN", "BROKER", "POLICY", "Connection", "Metadata", "bearer"]
 
@@ -88,8 +90,16 @@ class Connection:
         *,
         max_message_bytes: int = 1 << 20,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TLS | None = None,
     ) -> None:
+        """``target`` is ``HOST:PORT``, or ``grpcs://HOST:PORT`` for TLS with the system's
+        CAs unless ``tls`` names others; ``credentials`` (any gRPC channel credentials)
+        overrides both."""
+        target, wants_tls = split_target(target)
+        if wants_tls and tls is None:
+            tls = TLS()
         self.target = target
+        self.tls = tls
         options: list[tuple[str, Any]] = [
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),
@@ -103,6 +113,10 @@ class Connection:
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2_000),
         ]
+        if credentials is None and tls is not None:
+            credentials = tls.credentials()
+            options += tls.channel_options()
+        self._secure = credentials is not None
         if credentials is not None:
             self.channel = grpc.aio.secure_channel(target, credentials, options)
         else:
@@ -111,14 +125,37 @@ class Connection:
         self._raw: dict[str, Callable[..., Awaitable[bytes]]] = {}
 
     async def wait_ready(self, timeout: float) -> None:
-        """Wait until the broker answers; :class:`Unavailable` after ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(self.channel.channel_ready(), timeout)
-        except TimeoutError:
-            raise Unavailable(
-                f"cannot reach the broker at {self.target}",
-                hint="start it with `lockgate serve`, or pass the right --server / target",
-            ) from None
+        """Wait until the broker answers; :class:`Unavailable` after ``timeout`` seconds, or
+        :class:`TLSError` as soon as a failed connection shows a TLS cause (a plain-text client
+        on a TLS port and the reverse, an untrusted certificate, a refused client one)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        probed = -1.0
+        while True:
+            state = self.channel.get_state(try_to_connect=True)
+            if state == grpc.ChannelConnectivity.READY:
+                return
+            now = loop.time()
+            remaining = deadline - now
+            if remaining <= 0:
+                raise Unavailable(
+                    f"cannot reach the broker at {self.target}",
+                    hint="start it with `lockgate serve`, or pass the right --server / target",
+                )
+            failed = state == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+            # Own credentials (not TLS files) cannot be replayed by the diagnosis.
+            known = self.tls is not None or not self._secure
+            if failed and known and now - probed >= 1.0:
+                # gRPC says only "failed to connect"; ask the port whether TLS is the cause.
+                probed = now
+                problem = await diagnose(self.target, self.tls, min(remaining, 3.0))
+                if problem is not None:
+                    raise problem
+                continue
+            wait = min(deadline - loop.time(), 1.0)
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.channel.wait_for_state_change(state), wait)
 
     async def close(self) -> None:
         await self.channel.close(None)

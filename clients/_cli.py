@@ -34,6 +34,7 @@ from lockgate.clients._client import Client
 from lockgate.clients._codec import StartSpec
 from lockgate.clients._errors import LockgateError, from_rpc_error
 from lockgate.clients._message import Event, Message, StoredEvent
+from lockgate.clients._tls import add_tls_arguments, tls_from_args
 
 __all__ = ["TextSyntax", "add_commands"]
 
@@ -63,7 +64,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
         default=os.environ.get("LOCKGATE_SERVER", "127.0.0.1:50051"),
-        help="broker address HOST:PORT (env LOCKGATE_SERVER; default 127.0.0.1:50051)",
+        help="broker address HOST:PORT, grpcs://HOST:PORT for TLS "
+        "(env LOCKGATE_SERVER; default 127.0.0.1:50051)",
     )
     p.add_argument(
         "--api-key",
@@ -71,6 +73,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("LOCKGATE_API_KEY"),
         help="API key (env LOCKGATE_API_KEY)",
     )
+    add_tls_arguments(p)
 
 
 def add_commands(
@@ -149,7 +152,13 @@ def _guard(handler: Handler) -> Handler:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.server, args.api_key, connect_timeout=3.0, max_reconnect_attempts=None)
+    return Client(
+        args.server,
+        args.api_key,
+        connect_timeout=3.0,
+        max_reconnect_attempts=None,
+        tls=tls_from_args(args),
+    )
 
 
 def _parse_data(text: str) -> object:

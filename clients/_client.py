@@ -38,6 +38,7 @@ from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
 from lockgate.clients._publisher import MAX_EVENTS, Batch, PublishCall, Publisher
 from lockgate.clients._pull import PullAcker
 from lockgate.clients._subscription import SubscribeCall, Subscription
+from lockgate.clients._tls import TLS
 from lockgate.clients._wire import EventEncoder
 
 __all__ = ["Client"]
@@ -68,7 +69,12 @@ class Client:
         max_reconnect_attempts: int | None = None,
         source: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TLS | bool | None = None,
     ) -> None:
+        """``target`` is ``HOST:PORT``, or ``grpcs://HOST:PORT`` for TLS. ``tls`` is a
+        :class:`TLS` (CA file, and a client certificate and key for mTLS), ``True`` for TLS
+        with the system's CAs, or None/False for plain text unless the target says
+        ``grpcs://``. A failed handshake raises :class:`TLSError` naming the cause."""
         self.target = target
         self.connect_timeout = connect_timeout
         self.max_message_bytes = max_message_bytes
@@ -76,6 +82,7 @@ class Client:
         self.max_reconnect_attempts = max_reconnect_attempts
         self.source = source or default_source()
         self._credentials = credentials
+        self._tls = TLS() if tls is True else tls or None
         self._metadata = bearer(api_key)
         self._conn: Connection | None = None
         self._publisher: Publisher | None = None
@@ -93,7 +100,10 @@ class Client:
         if self._conn is not None:
             return self
         conn = Connection(
-            self.target, max_message_bytes=self.max_message_bytes, credentials=self._credentials
+            self.target,
+            max_message_bytes=self.max_message_bytes,
+            credentials=self._credentials,
+            tls=self._tls,
         )
         if self.connect_timeout is not None:
             try:

@@ -17,7 +17,8 @@
     ├── SlowConsumer                    SLOW_CONSUMER
     ├── QuotaExceeded                   QUOTA_EXCEEDED (quota, limit)
     ├── Unavailable                     UNAVAILABLE, STORE_UNAVAILABLE, SHUTTING_DOWN,
-    │                                   LIMITER_UNAVAILABLE
+    │   │                               LIMITER_UNAVAILABLE
+    │   └── TLSError                    TLS_HANDSHAKE_FAILED
     └── FailedPrecondition              POLICY_REQUIREMENT, NOT_PENDING, DURABLE_MISMATCH, ...
 
 Reasons are the names of ``broker.v1.ErrorReason`` (:class:`broker.v1.reasons.Reason`), the one
@@ -57,6 +58,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "SlowConsumer",
+    "TLSError",
     "Unauthenticated",
     "Unavailable",
     "error_for_reason",
@@ -207,6 +209,13 @@ class Unavailable(LockgateError):
     default_reason: str = Reason.UNAVAILABLE
 
 
+class TLSError(Unavailable):
+    """The TLS handshake with the broker failed: a plain-text client on a TLS port or the
+    reverse, an untrusted broker certificate, a refused client certificate."""
+
+    default_reason: str = Reason.TLS_HANDSHAKE_FAILED
+
+
 class FailedPrecondition(LockgateError):
     """The operation does not fit the current state (a policy requirement, an id not pending)."""
 
@@ -251,6 +260,7 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
     RequestTimeout: (Reason.DEADLINE_EXCEEDED, Reason.REQUEST_TIMEOUT),
     SlowConsumer: (Reason.SLOW_CONSUMER,),
     QuotaExceeded: (Reason.QUOTA_EXCEEDED,),
+    TLSError: (Reason.TLS_HANDSHAKE_FAILED,),
     Unavailable: (
         Reason.UNAVAILABLE,
         Reason.STORE_UNAVAILABLE,

@@ -41,6 +41,7 @@ from lockgate.clients._admin import Admin, DurableInfo
 from lockgate.clients._channel import BROKER, Connection, bearer
 from lockgate.clients._codec import StartSpec as ClientStart
 from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
+from lockgate.clients._tls import TLS
 
 __all__ = ["RemoteAPI", "to_broker_error", "translate"]
 
@@ -155,9 +156,13 @@ class _RemoteSubscription:
 class RemoteAPI:
     """:class:`~broker.api.BrokerAPI` over the client's connection to ``target`` (HOST:PORT)."""
 
-    def __init__(self, target: str, *, max_message_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, target: str, *, max_message_bytes: int = 64 << 20, tls: TLS | None = None
+    ) -> None:
+        """``target`` is HOST:PORT or grpcs://HOST:PORT; ``tls`` the client's CA file and
+        certificate (mTLS) for a broker with TLS."""
         self.target = target
-        self._conn = Connection(target, max_message_bytes=max_message_bytes)
+        self._conn = Connection(target, max_message_bytes=max_message_bytes, tls=tls)
         # Deliveries stay pre-framed bytes, decoded once into the gateways' Delivery messages.
         self._publish = self._conn.stream_stream(
             BROKER + "Publish",

@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from lockgate.broker import positions
 from lockgate.broker.api import Delivery, StoredEvent
@@ -19,6 +20,7 @@ from lockgate.broker.config import ConfigError, parse_duration
 from lockgate.broker.errors import BrokerError, InvalidStart
 from lockgate.broker.ids import MAX_ID
 from lockgate.broker.positions import FROM_NEW, StartSpec
+from lockgate.broker.tls import CERTIFIED_CALLER, ClientIdentities, ServerTLS, peer_of_ssl
 from lockgate.gateways._cejson import JsonValue, event_to_json
 from lockgate.gateways.errors import (
     InvalidParameter,
@@ -231,9 +233,13 @@ def is_loopback_host(host: str | None) -> bool:
 @web.middleware
 async def _network_needs_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """On a non-loopback listener, keyless calls from other hosts are refused: behind the
-    gateway may be a broker in open dev mode, where a keyless caller is the admin."""
+    gateway may be a broker in open dev mode, where a keyless caller is the admin. A caller
+    that a client certificate names (mTLS) is not keyless."""
     try:
-        if network_call_without_key(request.remote, request.headers, request.query):
+        certified = CERTIFIED_CALLER.get() is not None
+        if network_call_without_key(
+            request.remote, request.headers, request.query, certified=certified
+        ):
             return problem(KeyRequired())
     except BrokerError as err:
         return problem(err)
@@ -241,27 +247,64 @@ async def _network_needs_key(request: web.Request, handler: Handler) -> web.Stre
 
 
 def network_call_without_key(
-    remote: str | None, headers: Mapping[str, str], query: Mapping[str, str]
+    remote: str | None,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    *,
+    certified: bool = False,
 ) -> bool:
-    """True for a call from another host that carries no API key (refused on a network
-    listener); raises the key's error when the authorization header is malformed."""
-    if is_loopback_host(remote):
+    """True for a call from another host that carries no API key and no client certificate
+    (refused on a network listener); raises the key's error when the authorization header
+    is malformed."""
+    if is_loopback_host(remote) or certified:
         return False
     return not (api_key(headers) or query.get("api_key"))
 
 
+def _certified_caller(identities: ClientIdentities) -> Middleware:
+    """The middleware of an mTLS listener: the caller its verified certificate names is the
+    request's :data:`~broker.tls.CERTIFIED_CALLER` (LocalAPI authenticates with it)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        try:
+            caller = identities.of_peer(peer_of_ssl(ssl_object))
+        except BrokerError as err:
+            return problem(err)
+        token = CERTIFIED_CALLER.set(caller)
+        try:
+            return await handler(request)
+        finally:
+            CERTIFIED_CALLER.reset(token)
+
+    return middleware
+
+
 async def start_site(
-    app: web.Application, listen: str, guard: ConnectionGuard | None = None
+    app: web.Application,
+    listen: str,
+    guard: ConnectionGuard | None = None,
+    *,
+    tls: ServerTLS | None = None,
+    certified_callers: bool = True,
 ) -> tuple[web.AppRunner, int]:
     """Serves ``app`` on ``listen`` (HOST:PORT, port 0 picks one) within ``guard``'s limits
     (one guard for all the listeners of a process; a new one with the default limits when
-    None); returns the runner (call ``cleanup()`` to stop) and the bound port. Raises
-    ``FailedPrecondition`` (LISTEN_FAILED) when the address cannot be bound."""
+    None), over TLS with ``tls``; returns the runner (call ``cleanup()`` to stop) and the
+    bound port. With client certificates (mTLS) and ``certified_callers``, the caller a
+    certificate names is the request's (in-process gateways; a standalone one only checks
+    them, see gateways/cli.py). Raises ``FailedPrecondition`` (LISTEN_FAILED) when the
+    address cannot be bound."""
     from lockgate.gateways._guard import LIMITS, ConnectionGuard
 
     host, _, port = listen.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
         raise InvalidParameter("listen", listen, "HOST:PORT, e.g. 127.0.0.1:8080")
+    if tls is not None and tls.identities is not None and certified_callers:
+        # First, so that every later middleware and handler sees the caller.
+        app.middlewares.insert(0, _certified_caller(tls.identities))
     if not is_loopback_host(host.strip("[]") or "127.0.0.1"):
         app.middlewares.append(_network_needs_key)
     guard = guard or ConnectionGuard()
@@ -270,7 +313,12 @@ async def start_site(
     await runner.setup()
     assert runner.server is not None  # set by setup()
     guard.install(runner.server)
-    site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port or 0))
+    site = web.TCPSite(
+        runner,
+        host.strip("[]") or "127.0.0.1",
+        int(port or 0),
+        ssl_context=tls.ssl_context() if tls is not None else None,
+    )
     try:
         await site.start()
     except OSError as exc:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lockgate.broker.config import ConfigError, ListenerLimits, load_config, read_toml
+from lockgate.clients._tls import TLS, add_tls_arguments, tls_from_args
 
 if TYPE_CHECKING:
     from lockgate.gateways._remote import RemoteAPI
@@ -52,6 +53,10 @@ def _section(args: argparse.Namespace) -> dict[str, Any]:
         "secret": getattr(args, "secret", None) or os.environ.get("LOCKGATE_WEBHOOK_SECRET"),
         "dead_letter": getattr(args, "dead_letter", None),
     }
+    for key in ("tls_server_cert", "tls_server_key", "tls_client_ca"):
+        flags[key] = getattr(args, key, None)
+    if getattr(args, "insecure_plaintext", False):
+        flags["insecure_plaintext"] = True
     section.update({k: v for k, v in flags.items() if v is not None})
     for flag, key in (
         ("list", "lists"),
@@ -76,15 +81,17 @@ async def run_gateway(
     *,
     stop: asyncio.Event | None = None,
     limits: ListenerLimits | None = None,
+    tls: TLS | None = None,
 ) -> None:
-    """Runs one standalone gateway against the broker at ``target`` until ``stop`` is set
-    (or SIGTERM/SIGINT), an HTTP/WebSocket listener within ``limits``. Raises
-    :class:`~broker.errors.BrokerError` for what stops it from starting (a busy port:
-    LISTEN_FAILED; a missing extra: MISSING_EXTRA)."""
+    """Runs one standalone gateway against the broker at ``target`` (``tls``: the client TLS
+    to it) until ``stop`` is set (or SIGTERM/SIGINT), an HTTP/WebSocket listener within
+    ``limits``. Raises :class:`~broker.errors.BrokerError` for what stops it from starting (a
+    busy port: LISTEN_FAILED; a non-loopback listener without TLS: INSECURE_LISTEN; a missing
+    extra: MISSING_EXTRA)."""
     from lockgate.gateways._remote import RemoteAPI
     from lockgate.gateways.errors import missing_extra
 
-    api = RemoteAPI(target)
+    api = RemoteAPI(target, tls=tls)
     stops: list[Callable[[], Awaitable[None]]] = [api.close]
     try:
         try:
@@ -112,13 +119,15 @@ async def _start(
     limits: ListenerLimits | None,
 ) -> str:
     """Starts the gateway (its stop functions go to ``stops``); returns where it listens."""
-    from lockgate.gateways.config import listen_of, settings_for, ws_path
+    from lockgate.gateways.config import listen_of, settings_for, tls_of, ws_path
 
     if kind in ("http", "ws"):
         from aiohttp import web
 
+        from lockgate.broker.errors import FailedPrecondition
+        from lockgate.broker.tls import refusal_of_plaintext
         from lockgate.gateways._guard import ConnectionGuard
-        from lockgate.gateways._web import start_site
+        from lockgate.gateways._web import is_loopback_host, start_site
         from lockgate.gateways.http import build_app
         from lockgate.gateways.websocket import add_ws_route
 
@@ -129,7 +138,20 @@ async def _start(
             app = web.Application()
             add_ws_route(app, api, settings_for("ws", section), ws_path(section))
         listen = listen_of(section) or "127.0.0.1:8080"
-        runner, port = await start_site(app, listen, ConnectionGuard(limits))
+        tls = tls_of(section)
+        host = listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+        if tls is None and not is_loopback_host(host) and not section.get("insecure_plaintext"):
+            raise FailedPrecondition(
+                refusal_of_plaintext([listen]),
+                reason="INSECURE_LISTEN",
+                hint="pass --tls-server-cert and --tls-server-key, or --insecure-plaintext if "
+                "a trusted network or proxy protects this port",
+            )
+        # A standalone gateway checks client certificates but cannot vouch for them to the
+        # broker: its callers still authenticate with API keys (README, Security).
+        runner, port = await start_site(
+            app, listen, ConnectionGuard(limits), tls=tls, certified_callers=False
+        )
         stops.append(runner.cleanup)
         return f" on {listen.rpartition(':')[0]}:{port}"
     if kind == "redis":
@@ -168,7 +190,8 @@ def _cmd(args: argparse.Namespace) -> int:
     # The http_* limits: LOCKGATE_HTTP_* variables and the file's [broker] (or top-level) keys.
     limits = load_config(config_file=args.config_file).listener_limits()
     raise_open_file_limit()  # the listener's share of descriptors is taken from the whole
-    asyncio.run(run_gateway(args.kind, args.broker, section, api_key, limits=limits))
+    tls = tls_from_args(args)
+    asyncio.run(run_gateway(args.kind, args.broker, section, api_key, limits=limits, tls=tls))
     return 0
 
 
@@ -185,11 +208,29 @@ def add_commands(subparsers: Any) -> None:
     }
     for kind in KINDS:
         q = kinds.add_parser(kind, help=helps[kind])
-        q.add_argument("--broker", default="127.0.0.1:50051", help="broker HOST:PORT")
+        q.add_argument(
+            "--broker", default="127.0.0.1:50051", help="broker HOST:PORT (grpcs:// for TLS)"
+        )
+        add_tls_arguments(q)
         q.add_argument("--config", dest="config_file", help="TOML file ([gateways.<kind>])")
         q.add_argument("--api-key", dest="api_key", help="key for ingest/webhook (or env)")
         if kind in ("http", "ws"):
             q.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080)")
+            q.add_argument(
+                "--tls-server-cert", dest="tls_server_cert", help="PEM certificate: HTTPS/WSS"
+            )
+            q.add_argument("--tls-server-key", dest="tls_server_key", help="its PEM key")
+            q.add_argument(
+                "--tls-client-ca",
+                dest="tls_client_ca",
+                help="require client certificates signed by this CA",
+            )
+            q.add_argument(
+                "--insecure-plaintext",
+                dest="insecure_plaintext",
+                action="store_true",
+                help="allow a non-loopback --listen without TLS",
+            )
         if kind == "http":
             q.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
         if kind in ("redis", "nats"):

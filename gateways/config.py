@@ -39,8 +39,9 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from lockgate.broker.config import ConfigError, coerce
+from lockgate.broker.tls import DEFAULT_IDENTITY, ServerTLS
 
-__all__ = ["KINDS", "listen_of", "settings_for", "ws_path"]
+__all__ = ["KINDS", "TLS_KEYS", "listen_of", "settings_for", "tls_of", "ws_path"]
 
 S = TypeVar("S")
 
@@ -63,7 +64,15 @@ def settings_class(kind: str) -> type[Any]:
 
 
 # Keys that belong to the runner, not to a settings class.
-_RUNNER_KEYS = {"listen", "path", "api_key", "enabled"}
+TLS_KEYS = (
+    "tls_server_cert",
+    "tls_server_key",
+    "tls_client_ca",
+    "tls_client_identity",
+    "tls_client_orgs",
+    "tls_client_roles",
+)
+_RUNNER_KEYS = {"listen", "path", "api_key", "enabled", "insecure_plaintext", *TLS_KEYS}
 _DURATIONS = {
     "max_wait",
     "heartbeat",
@@ -136,3 +145,33 @@ def listen_of(section: Mapping[str, object]) -> str:
 
 def ws_path(section: Mapping[str, object]) -> str:
     return str(section.get("path") or "/v1/ws")
+
+
+def tls_of(section: Mapping[str, object], default: ServerTLS | None = None) -> ServerTLS | None:
+    """The TLS of a listener: its table's own ``tls_*`` keys when it sets a certificate, key
+    or client CA, else ``default`` (in ``lockgate serve``, the broker's)."""
+    if not any(section.get(k) for k in ("tls_server_cert", "tls_server_key", "tls_client_ca")):
+        return default
+
+    def text(key: str, fallback: str = "") -> str:
+        value = section.get(key, fallback)
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r} is not a string", hint="a path to a PEM file")
+        return value
+
+    def names(key: str) -> list[str]:
+        value = section.get(key, [])
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} = {value!r} is not a list of names", hint='["acme"]')
+        return value
+
+    return ServerTLS.from_settings(
+        cert=text("tls_server_cert"),
+        key=text("tls_server_key"),
+        client_ca=text("tls_client_ca"),
+        identity=text("tls_client_identity", DEFAULT_IDENTITY),
+        orgs=names("tls_client_orgs"),
+        roles=names("tls_client_roles"),
+    )

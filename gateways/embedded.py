@@ -22,8 +22,9 @@ from aiohttp import web
 
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.config import ConfigError, ListenerLimits
+from lockgate.broker.tls import ServerTLS
 from lockgate.gateways._web import start_site
-from lockgate.gateways.config import KINDS, listen_of, settings_for, ws_path
+from lockgate.gateways.config import KINDS, listen_of, settings_for, tls_of, ws_path
 from lockgate.gateways.errors import missing_extra
 
 __all__ = ["start_gateways"]
@@ -43,10 +44,15 @@ def _section(config: Mapping[str, object], kind: str) -> Mapping[str, object] | 
 
 
 async def start_gateways(
-    api: LocalAPI, config_section: Mapping[str, object], limits: ListenerLimits | None = None
+    api: LocalAPI,
+    config_section: Mapping[str, object],
+    limits: ListenerLimits | None = None,
+    *,
+    tls: ServerTLS | None = None,
 ) -> Stop:
     """Starts every configured gateway on ``api`` (built by the composition root), the
-    HTTP/WebSocket listeners within ``limits`` (all of them together); returns a function
+    HTTP/WebSocket listeners within ``limits`` (all of them together) and with ``tls`` (the
+    broker's) unless a table names its own; returns a function
     that stops them all."""
     unknown = sorted(set(config_section) - set(KINDS))
     if unknown:
@@ -63,7 +69,7 @@ async def start_gateways(
                 log.exception("stopping a gateway failed")
 
     try:
-        await _start(api, config_section, stops, limits)
+        await _start(api, config_section, stops, limits, tls)
     except ImportError as exc:  # a configured gateway's optional extra is not installed
         await stop_all()
         raise missing_extra(exc) from None
@@ -78,6 +84,7 @@ async def _start(
     config: Mapping[str, object],
     stops: list[Stop],
     limits: ListenerLimits | None,
+    tls: ServerTLS | None = None,
 ) -> None:
     from lockgate.gateways._guard import ConnectionGuard
     from lockgate.gateways.http import build_app
@@ -85,9 +92,11 @@ async def _start(
 
     http, ws = _section(config, "http"), _section(config, "ws")
     apps: dict[str, web.Application] = {}
+    tables: dict[str, Mapping[str, object]] = {}  # the table whose tls_* a listener uses
     if http is not None:
         listen = listen_of(http) or "127.0.0.1:8080"
         apps[listen] = build_app(api, settings_for("http", http))
+        tables[listen] = http
     if http is not None and ws is None and "ws" not in config:
         # As the standalone HTTP gateway: /v1/ws on the HTTP listener unless [gateways.ws]
         # says otherwise (or disables it).
@@ -98,10 +107,11 @@ async def _start(
         if not listen:
             raise ConfigError("[gateways.ws] needs a listen", hint='listen = "127.0.0.1:8081"')
         app = apps.setdefault(listen, web.Application())
+        tables.setdefault(listen, ws)
         add_ws_route(app, api, settings_for("ws", ws), ws_path(ws))
     guard = ConnectionGuard(limits)  # one count for all listeners: one descriptor budget
     for listen, app in apps.items():
-        runner, port = await start_site(app, listen, guard)
+        runner, port = await start_site(app, listen, guard, tls=tls_of(tables[listen], tls))
         stops.append(runner.cleanup)
         log.info("gateway listening on %s (port %d)", listen, port)
     hook = _section(config, "webhook")

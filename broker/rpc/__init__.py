@@ -173,10 +173,16 @@ class Servicer:
         self.broker = broker
         self.auth = auth
 
+    def certificate(self, context: Context) -> Principal | None:
+        """The caller a verified client certificate names (mTLS), or None without one."""
+        identities = self.auth.identities
+        return None if identities is None else identities.of_grpc(context.auth_context())
+
     async def principal(self, context: Context, method: str, request: object) -> Principal:
         """The authenticated caller of the unary ``method``, once :meth:`authorized`."""
         key = self.auth.key_from_metadata(context.invocation_metadata())
-        return self.authorized(await self.auth.authenticate(key), method, request)
+        principal = await self.auth.authenticate(key, certificate=self.certificate(context))
+        return self.authorized(principal, method, request)
 
     def authorized(self, principal: Principal, method: str, request: object = None) -> Principal:
         """``principal``, once it may do the action of ``method`` (``RPC_ACTIONS``): on the

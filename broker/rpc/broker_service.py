@@ -56,7 +56,9 @@ class BrokerService(Servicer):
         frames = requests.__aiter__()
         try:
             key = self.auth.key_from_metadata(context.invocation_metadata())
-            principal = self.authorized(await self.auth.authenticate(key), "Publish")
+            cert = self.certificate(context)
+            principal = await self.auth.authenticate(key, certificate=cert)
+            principal = self.authorized(principal, "Publish")
             # Counted from its first frame, as Subscribe from its open message (see there).
             try:
                 first = await frames.__anext__()
@@ -97,7 +99,8 @@ class BrokerService(Servicer):
 
         async def watch() -> None:
             # A revoked key ends the stream even while it is idle; frames before it commit.
-            results.put_nowait((0, await self.auth.until_revoked(key)))
+            revoked = await self.auth.until_revoked(key, certified=cert is not None)
+            results.put_nowait((0, revoked))
 
         reader = asyncio.create_task(read())
         watcher = asyncio.create_task(watch())
@@ -147,7 +150,9 @@ class BrokerService(Servicer):
         release: Callable[[], None] | None = None
         try:
             key = self.auth.key_from_metadata(context.invocation_metadata())
-            principal = self.authorized(await self.auth.authenticate(key), "Subscribe")
+            cert = self.certificate(context)
+            principal = await self.auth.authenticate(key, certificate=cert)
+            principal = self.authorized(principal, "Subscribe")
             it = requests.__aiter__()
             try:
                 first = await it.__anext__()
@@ -219,7 +224,7 @@ class BrokerService(Servicer):
 
             async def watch() -> None:
                 # Ends the stream once its key is revoked, idle or not.
-                outbox.close(await self.auth.until_revoked(key))
+                outbox.close(await self.auth.until_revoked(key, certified=cert is not None))
 
             reader = asyncio.create_task(read())
             watcher = asyncio.create_task(watch())

@@ -69,6 +69,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_CLOSED: _ClassVar[ErrorReason]
     ERROR_REASON_PROTOCOL_ERROR: _ClassVar[ErrorReason]
     ERROR_REASON_NO_REPLY_TO: _ClassVar[ErrorReason]
+    ERROR_REASON_TLS_HANDSHAKE_FAILED: _ClassVar[ErrorReason]
     ERROR_REASON_MISSING_SIGNATURE: _ClassVar[ErrorReason]
     ERROR_REASON_BAD_SIGNATURE: _ClassVar[ErrorReason]
     ERROR_REASON_STALE_SIGNATURE: _ClassVar[ErrorReason]
@@ -134,6 +135,7 @@ ERROR_REASON_NOT_CONNECTED: ErrorReason
 ERROR_REASON_CLOSED: ErrorReason
 ERROR_REASON_PROTOCOL_ERROR: ErrorReason
 ERROR_REASON_NO_REPLY_TO: ErrorReason
+ERROR_REASON_TLS_HANDSHAKE_FAILED: ErrorReason
 ERROR_REASON_MISSING_SIGNATURE: ErrorReason
 ERROR_REASON_BAD_SIGNATURE: ErrorReason
 ERROR_REASON_STALE_SIGNATURE: ErrorReason

@@ -41,6 +41,8 @@ EXPECTED = [
     "StartSpec",
     "StoredEvent",
     "Subscription",
+    "TLS",
+    "TLSError",
     "Unauthenticated",
     "Unavailable",
     "WebhookSignatureError",

@@ -149,7 +149,7 @@ async def test_a_network_gateway_installs_the_rule_and_serves_loopback() -> None
     port = free_port()
     stop = asyncio.Event()
     async with run_broker() as broker, aiohttp.ClientSession() as http:
-        section = {"listen": f"0.0.0.0:{port}"}
+        section = {"listen": f"0.0.0.0:{port}", "insecure_plaintext": True}
         task = asyncio.create_task(run_gateway("http", broker.target, section, stop=stop))
         try:
             path = f":{port}/v1/events?subject={unique('net.')}"

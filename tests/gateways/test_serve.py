@@ -109,7 +109,10 @@ async def test_serve_allows_a_network_gateway_once_a_key_exists(tmp_path: Path) 
         await store.close()
     port = free_port()
     async with (
-        run_broker(data_dir=str(data), extra_args=["--http", f"0.0.0.0:{port}"]),
+        run_broker(
+            data_dir=str(data),
+            extra_args=["--http", f"0.0.0.0:{port}", "--insecure-plaintext"],
+        ),
         aiohttp.ClientSession() as http,
     ):
         url = f"http://127.0.0.1:{port}/v1/events?subject=x.y"
