@@ -71,7 +71,7 @@ SCENARIOS: list[Scenario] = [
         Side(
             "lockgate",
             "lockgate",
-            ("lg-sub", {"max_in_flight": 200_000}),
+            ("lg-sub", {"max_in_flight": 100_000}),
             [("lg-batch-pub", {"batch": 500, "window": 8})],
         ),
         Side("nats core", "nats", ("nats-sub", {}), [("nats-pub", {})]),
@@ -86,13 +86,13 @@ SCENARIOS: list[Scenario] = [
         Side(
             "lockgate",
             "lockgate",
-            ("lg-sub", {"max_in_flight": 200_000}),
+            ("lg-sub", {"max_in_flight": 100_000}),
             [_tasks("lg-client-pub")],
         ),
         Side(
             "grpc unary",
             "lockgate",
-            ("lg-sub", {"max_in_flight": 200_000}),
+            ("lg-sub", {"max_in_flight": 100_000}),
             [_tasks("lg-unary-pub")],
         ),
         ">= 100,000/s (raw unary ~7,000/s)",
@@ -125,14 +125,14 @@ SCENARIOS: list[Scenario] = [
         Side(
             "policy on",
             "lockgate",
-            ("lg-sub", {"max_in_flight": 200_000}),
+            ("lg-sub", {"max_in_flight": 100_000}),
             [("lg-batch-pub", {"batch": 500, "window": 8})],
             policies=TEN_RULES,
         ),
         Side(
             "policy off",
             "lockgate",
-            ("lg-sub", {"max_in_flight": 200_000}),
+            ("lg-sub", {"max_in_flight": 100_000}),
             [("lg-batch-pub", {"batch": 500, "window": 8})],
         ),
         ">= 0.9x of the same broker without policies",

@@ -84,6 +84,10 @@ class Config:
     max_deliveries: int = 5
     max_in_flight: int = 1000
     subscriber_buffer: int = 10_000
+    subscriber_max_bytes: int = 64 << 20
+    """Bytes queued for one ephemeral subscriber before it is cut off (SLOW_CONSUMER)."""
+    max_in_flight_bytes: int = 64 << 20
+    """Bytes of unacknowledged deliveries (and of events read ahead) one durable holds."""
     max_durables_per_org: int = QUOTA_DEFAULTS["max_durables_per_org"]
     max_subscriptions_per_org: int = QUOTA_DEFAULTS["max_subscriptions_per_org"]
     """Live subscriptions (ephemeral and durable streams, every surface) per org."""
@@ -315,6 +319,13 @@ def load_config(
             raise ConfigError(
                 f"{name} = {getattr(cfg, name)!r} is out of range",
                 hint=f"use {shown(name, low)} to {shown(name, high)} (see README, Configuration)",
+            )
+    for name in ("subscriber_max_bytes", "max_in_flight_bytes"):
+        if getattr(cfg, name) < cfg.max_message_bytes:
+            raise ConfigError(
+                f"{name} = {getattr(cfg, name)!r} is less than max_message_bytes "
+                f"({cfg.max_message_bytes})",
+                hint="a budget must hold at least one message (see README, Security)",
             )
     for name in QUOTA_DEFAULTS:
         if getattr(cfg, name) < 0:

@@ -143,7 +143,7 @@ class Durables:
     async def load(self) -> None:
         """Starts the consumers the store remembers."""
         for rec in await self.store.load_consumers():
-            c = DurableConsumer(self.host, rec)
+            c = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes)
             self.consumers[(rec.org, rec.name)] = c
             self.quota.add(rec.org)  # kept, even beyond a quota lowered since
             c.start()
@@ -237,7 +237,7 @@ class Durables:
         if key in self.consumers:
             return await self.create(principal, name, pattern, options, exact=exact)
         await self.store.create_consumer(rec)
-        consumer = DurableConsumer(self.host, rec)
+        consumer = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes)
         self.consumers[key] = consumer
         self.quota.add(principal.org)
         consumer.start()

@@ -87,6 +87,7 @@ class Ephemerals:
             queue,
             buffer or self.config.subscriber_buffer,
             self.config.max_message_bytes,
+            self.config.subscriber_max_bytes,
             reader=principal,
         )
         sub.on_slow = self._on_slow

@@ -90,9 +90,16 @@ def _settled() -> asyncio.Future[None]:
 class DurableConsumer:
     """At-least-once delivery of one named durable subscription to its bound sessions."""
 
-    def __init__(self, host: DurableHost, record: ConsumerRecord) -> None:
+    def __init__(
+        self, host: DurableHost, record: ConsumerRecord, max_bytes: int = 64 << 20
+    ) -> None:
         self.host = host
         self.rec = record
+        self.max_bytes = max_bytes
+        """Bytes of frames held for unacknowledged deliveries, and (apart) of frames read
+        ahead in ``ready``: past it, nothing more is handed out until acks free some, and
+        commits are left in the log instead of memory."""
+        self._ready_bytes = 0
         self.match = compile_pattern(record.pattern)
         agent, roles = decode_publisher(record.owner)
         self.owner = Principal(record.org, agent, roles)
@@ -250,14 +257,19 @@ class DurableConsumer:
                 self._wake.set()
             return
         if batch.org == self.rec.org and self.wants(batch.subject):
-            if len(self.ready) > self.rec.max_in_flight * 4 + 10_000:
+            if (
+                len(self.ready) > self.rec.max_in_flight * 4 + 10_000
+                or self._ready_bytes > self.max_bytes
+            ):
                 # Too far behind to buffer: drop back to reading the log from the first
                 # event not yet handed out.
                 self.position = self.handed_out
                 self.ready.clear()
+                self._ready_bytes = 0
                 return
             subject = batch.subject
             self.ready.extend((seq, i, f, subject) for i, f in frames if not pos.includes(seq, i))
+            self._ready_bytes += len(batch.body)  # the frames, unless some were handed out
         self.position = LogPosition(seq + 1)
         self._wake.set()
 
@@ -402,9 +414,10 @@ class DurableConsumer:
         deadline = time.monotonic() + self.rec.ack_wait_ms / 1000
         table = self.table
         ready = self.ready
+        budget = self.max_bytes
         handed: list[int] = []
         checked = self._checked()
-        while ready and cap > 0:
+        while ready and cap > 0 and table.bytes < budget:
             head = ready[0][3] if checked else None
             session = self._pick(head)
             if session is None:
@@ -414,11 +427,12 @@ class DurableConsumer:
                 take = min(take, session.limit - session.in_flight)
             frames = []
             taken = 0
-            while taken < take and ready:
+            while taken < take and ready and table.bytes < budget:
                 subject = ready[0][3]
                 if checked and subject != head and not self._may_take(session, subject):
                     break
                 _, i, frame, _ = ready.popleft()
+                self._ready_bytes -= len(frame)
                 taken += 1
                 # Defensive: never hand out an id twice as a first delivery.
                 if table.hand_out(i, frame, session, deadline):
@@ -428,10 +442,12 @@ class DurableConsumer:
                 session.in_flight += len(frames)
                 session.outbox.put(b"".join(frames), len(frames))
             cap -= taken
+        if not ready:
+            self._ready_bytes = 0
         if handed:
             self.delivered_id = handed[-1]
             self._young.update(handed)  # written by the next flush, unless acked before
-        if self.ready:
+        if self.ready and table.bytes < budget:  # at the budget, an ack wakes it
             self._wake.set()
 
     async def _read_log(self) -> None:
@@ -453,6 +469,7 @@ class DurableConsumer:
                     for i, f in wire.split_frames(b.body)
                     if not pos.includes(b.seq, i)
                 )
+                self._ready_bytes += len(b.body)
             self.position = LogPosition(b.seq + 1)
         if scan.next > self.position.seq:
             self.position = LogPosition(scan.next)  # past what did not match
@@ -472,6 +489,9 @@ class DurableConsumer:
             if p.attempt >= self.rec.max_deliveries:
                 dead.append(i)
                 continue
+            if p.frame is None and table.bytes >= self.max_bytes:
+                table.due.appendleft(i)  # its frame would pass the byte budget: after acks
+                break
             frame = p.frame or await self.host.fetch_frame(self.rec.org, i)
             if frame is None:  # trimmed by retention meanwhile
                 table.settle([i])

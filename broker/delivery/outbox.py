@@ -26,6 +26,8 @@ class Outbox:
         self.closed = False
         self.buffered = 0
         """Events put and not yet taken."""
+        self.bytes = 0
+        """Bytes put and not yet taken (what the subscriber's byte budget bounds)."""
         self.last_count = 0
         """Events in the body the last :meth:`take` returned."""
         self._counts: deque[int] = deque()
@@ -34,12 +36,17 @@ class Outbox:
         self._chunks.append(frames)
         self._counts.append(count)
         self.buffered += count
+        self.bytes += len(frames)
         self._ready.set()
 
     def close(self, error: BrokerError | None = None) -> None:
         if not self.closed:
             self.closed = True
             self.error = error
+            if error is not None:  # nothing more is sent: free it now, not when the stream ends
+                self._chunks.clear()
+                self._counts.clear()
+                self.buffered = self.bytes = 0
             self._ready.set()
 
     async def take(self) -> bytes | None:
@@ -60,5 +67,6 @@ class Outbox:
             size += len(chunk)
             out.append(chunk)
         self.buffered -= count
+        self.bytes -= size
         self.last_count = count
         return out[0] if len(out) == 1 else b"".join(out)

@@ -47,6 +47,8 @@ class PendingTable:
             i: Pending(a, 0.0, None, None) for i, a in attempts.items()
         }
         self.due: deque[int] = deque(sorted(attempts))
+        self.bytes = 0
+        """Bytes of the frames held for redelivery (what ``max_in_flight_bytes`` bounds)."""
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -65,6 +67,7 @@ class PendingTable:
         if event_id in self.entries:
             return False
         self.entries[event_id] = Pending(1, deadline, frame, holder)
+        self.bytes += len(frame)
         return True
 
     def settle(self, ids: list[int]) -> list[Pending]:
@@ -74,6 +77,8 @@ class PendingTable:
             p = self.entries.pop(i)
             if p.session is not None:
                 p.session.in_flight -= 1
+            if p.frame is not None:
+                self.bytes -= len(p.frame)
             out.append(p)
         return out
 
@@ -141,6 +146,8 @@ class PendingTable:
     def redeliver(self, p: Pending, frame: bytes, holder: Holder, now: float, wait: float) -> None:
         """Hands ``p`` out again: the next attempt, with the backed-off deadline."""
         p.attempt += 1
+        if p.frame is None:
+            self.bytes += len(frame)
         p.frame = frame
         p.session = holder
         p.deadline = now + wait * backoff_factor(p.attempt)
