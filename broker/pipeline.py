@@ -1,6 +1,7 @@
 """The publish path for one batch: validate -> decide -> limit -> identify -> stage -> commit.
 
 :meth:`Pipeline.prepare` runs everything up to the store write and queues that write;
+when the store has it, the batches go to the ephemeral subscribers (deliver after commit);
 :meth:`Pipeline.commit` awaits it and hands the batches to the durable consumers. Callers
 that pipeline (the Publish stream) await ``prepare`` in arrival order, so ids and delivery
 order follow publish order, and run ``commit`` concurrently so one group commit covers many
@@ -9,6 +10,7 @@ batches. See ../shared/DESIGN.md, "The journey of one event".
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Sequence
@@ -60,6 +62,8 @@ class StagedBatch:
     """One batch staged for the store: what is written, and what commit hands on."""
 
     batch: Batch
+    ids: list[int]
+    """The events' ids, in order (for the ephemeral fan-out after the commit)."""
     frames: list[tuple[int, bytes]]
     """``(id, frame)`` per event for the durable consumers; empty when there were none at
     staging time (commit then splits the body if one appeared meanwhile)."""
@@ -300,7 +304,7 @@ class Pipeline:
                 out.ids[i] = event_id
         # Queued before any further await, so store order is staging order.
         if prepared.staged:
-            prepared.stored = self.store.append([s.batch for s in prepared.staged])
+            prepared.stored = self._store(prepared.staged)
         ids_out = out.ids
         await self.dedup.remember([(key, ids_out[i]) for key, i in seen.items() if ids_out[i]])
         for i in out.duplicates:
@@ -341,10 +345,7 @@ class Pipeline:
         body = b"".join(encoded)
         batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.gate.version, body, publisher)
         frames = list(zip(ids, encoded, strict=True)) if self.listener.wants_frames() else []
-        prepared.staged.append(StagedBatch(batch, frames))
-        # Ephemeral (at-most-once) delivery starts now, on every node; durable delivery reads
-        # what is stored.
-        self.backbone.fan_out(org, subject, body, len(ids), ids)
+        prepared.staged.append(StagedBatch(batch, ids, frames))
         if ids[-1] > self.head:
             self.head = ids[-1]
         return ids
@@ -384,6 +385,25 @@ class Pipeline:
                     prepared.outcome.ids[i] = event_id
         return keep_idx, keep_raw
 
+    def _store(self, staged: list[StagedBatch]) -> asyncio.Future[list[int]]:
+        """Queues the write of ``staged``; once it is stored, and only then, its batches go
+        to the ephemeral subscribers of every node (deliver after commit: no subscriber sees
+        an event its publisher was told failed). The fan-out hangs on the store's answer, not
+        on the publisher's coroutine, so a publisher that goes away does not take it along;
+        stores answer in commit order, so subscribers get batches in commit order."""
+        stored = asyncio.ensure_future(self.store.append([s.batch for s in staged]))
+        backbone = self.backbone
+
+        def fan_out(done: asyncio.Future[list[int]]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            for s in staged:
+                b = s.batch
+                backbone.fan_out(b.org, b.subject, b.body, b.count, s.ids)
+
+        stored.add_done_callback(fan_out)
+        return stored
+
     async def commit(self, prepared: Prepared) -> PublishOutcome:
         """Step 6 (store, group commit) and the hand-over to durable consumers. When the
         write fails nothing is acknowledged and the publish's dedup keys are forgotten, so
@@ -412,5 +432,5 @@ class Pipeline:
         validate_subject(subject, allow_system=True)
         prepared = Prepared(PublishOutcome([]))
         self._stage(prepared, org, subject, [e.SerializeToString() for e in events])
-        prepared.stored = self.store.append([s.batch for s in prepared.staged])
+        prepared.stored = self._store(prepared.staged)
         await self.commit(prepared)

@@ -95,8 +95,9 @@ class Ephemerals:
         self._live.add(sub)
         if replay:
             # The log up to what is committed once the subscription is routed: a batch
-            # staged from now on reaches it live (and may come twice, if it also commits
-            # before the replay reads that far).
+            # whose commit completes from now on reaches it live (batches go to ephemeral
+            # subscribers once stored); one committed whose fan-out has not run yet comes
+            # both ways, as may one stored while the replay runs.
             committed = self.events.committed_seq()
             try:
                 await self.history.replay(

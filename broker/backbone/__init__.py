@@ -68,8 +68,8 @@ class Backbone(Protocol):
     def leave(self, member: Member) -> None: ...
 
     def fan_out(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> None:
-        """Hands a staged batch to the ephemeral subscribers of every node, in staging order
-        per sender (called synchronously on the publish path; must not block)."""
+        """Hands a stored batch to the ephemeral subscribers of every node, in commit order
+        per sender (called synchronously once the store has it; must not block)."""
 
     async def request(
         self, origin: str, org: str, subject: str, frame: bytes, ids: list[int]

@@ -1,5 +1,6 @@
 """A failed store write acknowledges nothing and forgets the batch's dedup keys, so the
-publisher's retry of the same (source, id) is accepted and stored once."""
+publisher's retry of the same (source, id) is accepted and stored once; no subscriber,
+durable or ephemeral, ever sees the events of the failed write (deliver after commit)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ async def test_failed_write_acks_nothing_and_a_retry_is_accepted(tmp_path: Path)
     await broker.start()
     try:
         session = await broker.subscribe_durable(DEV_PRINCIPAL, "w", "sw.>")
+        live = await broker.subscribe_ephemeral(DEV_PRINCIPAL, "sw.>", "")
         store.failing = True
         committed = store.committed_seq()
         with pytest.raises(BrokerError) as exc:
@@ -69,5 +71,12 @@ async def test_failed_write_acks_nothing_and_a_retry_is_accepted(tmp_path: Path)
         assert body is not None
         got = [d.id for d in broker_pb2.SubscribeResponse.FromString(body).deliveries]
         assert got == retry.ids
+        # Nor does an ephemeral subscriber (deliver after commit): its first delivery is
+        # the retry, never the events whose publish failed.
+        body = await asyncio.wait_for(live.outbox.take(), 5)
+        assert body is not None
+        first = [d.id for d in broker_pb2.SubscribeResponse.FromString(body).deliveries]
+        assert first == retry.ids
+        broker.unsubscribe(live)
     finally:
         await broker.stop()
