@@ -42,11 +42,13 @@ from lockgate.clients._channel import BROKER, Connection, bearer
 from lockgate.clients._codec import StartSpec as ClientStart
 from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
 from lockgate.clients._tls import TLS
+from lockgate.gateways._slices import by_bytes, publish_in_slices
 
 __all__ = ["RemoteAPI", "to_broker_error", "translate"]
 
 CloudEvent = cloudevent_pb2.CloudEvent
 M = TypeVar("M", bound=message.Message)
+_REQUEST_OVERHEAD = 256  # a PublishRequest's subject framing, batch id and grpc's own bytes
 
 _BY_CODE: dict[grpc.StatusCode, type[be.BrokerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: be.InvalidArgument,
@@ -89,7 +91,17 @@ def to_broker_error(err: LockgateError) -> be.BrokerError:
 
 
 def translate(err: grpc.RpcError) -> be.BrokerError:
-    """The broker error a gRPC error stands for (see :func:`to_broker_error`)."""
+    """The broker error a gRPC error stands for (see :func:`to_broker_error`); grpc's own
+    refusal of a message over the broker's ``max_message_bytes`` (no reason of ours: it
+    answered 429 with grpc's text) is EVENT_TOO_LARGE, 413 over HTTP."""
+    details = err.details() if isinstance(err, grpc.aio.AioRpcError | grpc.Call) else ""
+    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or ""):
+        return be.InvalidArgument(
+            "the request is larger than the broker's max_message_bytes",
+            reason=be.Reason.EVENT_TOO_LARGE,
+            hint="send smaller events, or give the gateway the broker's max_message_bytes "
+            "(LOCKGATE_MAX_MESSAGE_BYTES or its --config)",
+        )
     return to_broker_error(from_rpc_error(err))
 
 
@@ -157,11 +169,18 @@ class RemoteAPI:
     """:class:`~broker.api.BrokerAPI` over the client's connection to ``target`` (HOST:PORT)."""
 
     def __init__(
-        self, target: str, *, max_message_bytes: int = 64 << 20, tls: TLS | None = None
+        self,
+        target: str,
+        *,
+        max_message_bytes: int = 64 << 20,
+        tls: TLS | None = None,
+        broker_max_message_bytes: int = 1 << 20,
     ) -> None:
         """``target`` is HOST:PORT or grpcs://HOST:PORT; ``tls`` the client's CA file and
-        certificate (mTLS) for a broker with TLS."""
+        certificate (mTLS) for a broker with TLS; ``broker_max_message_bytes`` the broker's
+        ``max_message_bytes``: publishes are cut into requests under it."""
         self.target = target
+        self.broker_max_message_bytes = broker_max_message_bytes
         self._conn = Connection(target, max_message_bytes=max_message_bytes, tls=tls)
         # Deliveries stay pre-framed bytes, decoded once into the gateways' Delivery messages.
         self._publish = self._conn.stream_stream(
@@ -200,7 +219,19 @@ class RemoteAPI:
     async def publish(
         self, key: str | None, subject: str, events: Sequence[CloudEvent]
     ) -> PublishResult:
-        req = broker_pb2.PublishRequest(subject=subject, events=list(events), batch_id=1)
+        """Publishes ``events`` in as many requests as the broker's ``max_message_bytes``
+        needs (an HTTP batch may be far larger than one gRPC message); an event that alone
+        exceeds it is refused here (EVENT_TOO_LARGE) and never sent."""
+        budget = self.broker_max_message_bytes - len(subject.encode()) - _REQUEST_OVERHEAD
+        slices, too_large = by_bytes(events, budget)
+        return await publish_in_slices(
+            lambda part: self._publish_one(key, subject, part), events, slices, too_large
+        )
+
+    async def _publish_one(
+        self, key: str | None, subject: str, events: list[CloudEvent]
+    ) -> PublishResult:
+        req = broker_pb2.PublishRequest(subject=subject, events=events, batch_id=1)
         try:
             call: Any = self._publish(iter([req]), metadata=bearer(key))
             resp: broker_pb2.PublishResponse | None = await anext(aiter(call), None)

@@ -82,16 +82,18 @@ async def run_gateway(
     stop: asyncio.Event | None = None,
     limits: ListenerLimits | None = None,
     tls: TLS | None = None,
+    broker_max_message_bytes: int = 1 << 20,
 ) -> None:
     """Runs one standalone gateway against the broker at ``target`` (``tls``: the client TLS
     to it) until ``stop`` is set (or SIGTERM/SIGINT), an HTTP/WebSocket listener within
-    ``limits``. Raises :class:`~broker.errors.BrokerError` for what stops it from starting (a
-    busy port: LISTEN_FAILED; a non-loopback listener without TLS: INSECURE_LISTEN; a missing
-    extra: MISSING_EXTRA)."""
+    ``limits``, publishing in requests under the broker's ``max_message_bytes``. Raises
+    :class:`~broker.errors.BrokerError` for what stops it from starting (a busy port:
+    LISTEN_FAILED; a non-loopback listener without TLS: INSECURE_LISTEN; a missing extra:
+    MISSING_EXTRA)."""
     from lockgate.gateways._remote import RemoteAPI
     from lockgate.gateways.errors import missing_extra
 
-    api = RemoteAPI(target, tls=tls)
+    api = RemoteAPI(target, tls=tls, broker_max_message_bytes=broker_max_message_bytes)
     stops: list[Callable[[], Awaitable[None]]] = [api.close]
     try:
         try:
@@ -187,11 +189,22 @@ def _cmd(args: argparse.Namespace) -> int:
 
     section = _section(args)
     api_key = args.api_key or os.environ.get("LOCKGATE_API_KEY")
-    # The http_* limits: LOCKGATE_HTTP_* variables and the file's [broker] (or top-level) keys.
-    limits = load_config(config_file=args.config_file).listener_limits()
+    # The http_* limits and the broker's max_message_bytes: LOCKGATE_* variables and the
+    # file's [broker] (or top-level) keys, as the broker reads them.
+    config = load_config(config_file=args.config_file)
     raise_open_file_limit()  # the listener's share of descriptors is taken from the whole
     tls = tls_from_args(args)
-    asyncio.run(run_gateway(args.kind, args.broker, section, api_key, limits=limits, tls=tls))
+    asyncio.run(
+        run_gateway(
+            args.kind,
+            args.broker,
+            section,
+            api_key,
+            limits=config.listener_limits(),
+            tls=tls,
+            broker_max_message_bytes=config.max_message_bytes,
+        )
+    )
     return 0
 
 

@@ -303,10 +303,26 @@ def _lit_str(e: A.Literal) -> str:
     return text_of(v.seconds if isinstance(v, A.Duration | A.Timestamp) else v)
 
 
+_CHUNK_LINES = 2000
+
+
+def _chunks(lines: list[str]) -> list[list[str]]:
+    """``lines`` (top-level ``def``s only) cut at function starts into pieces of about
+    :data:`_CHUNK_LINES`: ``compile()`` holds the GIL for all of its input, and a 1 MiB set in
+    one piece held it (and so the broker's event loop, compiling in a thread) for a second."""
+    out: list[list[str]] = [[]]
+    for ln in lines:
+        if ln.startswith("def ") and len(out[-1]) >= _CHUNK_LINES:
+            out.append([])
+        out[-1].append(ln)
+    return out
+
+
 def _load_module(mod: _Module, name: str) -> dict[str, object]:
-    source = "\n".join(mod.lines) + "\n"
     ns: dict[str, object] = {**HELPERS, **mod.c.ns}
-    exec(compile(source, name, "exec"), ns)  # source built from AST nodes only
+    for chunk in _chunks(mod.lines):  # functions find each other in ns when called
+        source = "\n".join(chunk) + "\n"
+        exec(compile(source, name, "exec"), ns)  # source built from AST nodes only
     return ns
 
 
