@@ -22,6 +22,7 @@ from lockgate.broker.auth import Principal
 from lockgate.broker.bounds import check_setting
 from lockgate.broker.config import Config
 from lockgate.broker.delivery import DurableConsumer, DurableHost, DurableSession
+from lockgate.broker.delivery.recent import RecentCommits
 from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound
 from lockgate.broker.history import History
 from lockgate.broker.permissions import Permissions
@@ -135,6 +136,8 @@ class Durables:
         )
         self.subscriptions = subscriptions
         """Live subscriptions per org (a bound stream is one), shared with the ephemerals."""
+        self.recent = RecentCommits()
+        """The last committed batches, for consumers a little behind the head."""
         self.on_created: list[Callable[[DurableConsumer], None]] = []
         self.log = logging.getLogger("lockgate.broker")
 
@@ -143,7 +146,7 @@ class Durables:
     async def load(self) -> None:
         """Starts the consumers the store remembers."""
         for rec in await self.store.load_consumers():
-            c = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes)
+            c = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
             self.consumers[(rec.org, rec.name)] = c
             self.quota.add(rec.org)  # kept, even beyond a quota lowered since
             c.start()
@@ -158,6 +161,7 @@ class Durables:
         for c in self.consumers.values():
             if c.pending:
                 c.expire(now)
+            c.poke()
             c.flush()
 
     def depths(self) -> list[tuple[str, int]]:
@@ -172,6 +176,7 @@ class Durables:
         return bool(self.consumers)
 
     def on_commit(self, batch: Batch, seq: int, frames: list[tuple[int, bytes]]) -> None:
+        self.recent.add(batch, seq, frames)
         for c in list(self.consumers.values()):
             c.on_commit(batch, seq, frames)
 
@@ -237,7 +242,7 @@ class Durables:
         if key in self.consumers:
             return await self.create(principal, name, pattern, options, exact=exact)
         await self.store.create_consumer(rec)
-        consumer = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes)
+        consumer = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
         self.consumers[key] = consumer
         self.quota.add(principal.org)
         consumer.start()

@@ -7,6 +7,8 @@
   them; a consumer depends on :class:`~broker.delivery.host.DurableHost`, not on the broker.
 - :mod:`broker.delivery.pending`: a consumer's pending ids and their states (in flight,
   waiting, due), backoff and redelivery bookkeeping.
+- :mod:`broker.delivery.recent`: the node's most recent commits in memory, read by a
+  consumer a little behind the head instead of the store.
 """
 
 from lockgate.broker.delivery.durable import DurableConsumer, DurableSession

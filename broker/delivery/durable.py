@@ -4,9 +4,11 @@ A consumer hands out at most ``max_in_flight`` unacked events and keeps the rest
 so it never overflows. Its state is a log position (everything behind it was handed out)
 plus a sparse pending table (delivered, unacknowledged ids and their attempts), both written
 incrementally through :meth:`broker.store.ConsumerStateStore.change_consumer`: an ack
-deletes a row, a redelivery updates one, and first deliveries are inserted (with the position
-moving past them) by :meth:`DurableConsumer.flush`, every 50 ms or at a unary ack, unless
-acked before.
+deletes a row, a redelivery updates one. A first delivery gets no row while it is young
+(under :data:`WRITE_AFTER`): most are acked within milliseconds, and the stored position
+stays before the oldest young one still unacked, so a crash hands it out again from the log.
+:meth:`DurableConsumer.flush` (every 50 ms, and at once for a unary ack) moves the stored
+position up to there, and inserts rows for the first deliveries that grew old unacked.
 
 The pending ids' own states (in flight, waiting, due) live in
 :class:`~broker.delivery.pending.PendingTable`; this module dispatches: reads the log, takes
@@ -33,6 +35,7 @@ from lockgate.broker.bounds import check_setting
 from lockgate.broker.delivery.host import DurableHost
 from lockgate.broker.delivery.outbox import Outbox
 from lockgate.broker.delivery.pending import Pending, PendingTable
+from lockgate.broker.delivery.recent import RecentCommits
 from lockgate.broker.errors import BrokerError, FailedPrecondition
 from lockgate.broker.publisher import decode_publisher
 from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, LogPosition
@@ -42,6 +45,14 @@ from lockgate.broker.v1 import broker_pb2
 __all__ = ["DurableConsumer", "DurableSession"]
 
 _LOG_PAGE = 64
+"""Batches per read when the consumer reads the log instead of taking commits from memory."""
+
+WRITE_AFTER = 1.0
+"""Seconds a first delivery may stay unacked without a row in the store. Until then the
+stored position stays before it (a crash delivers it, and whatever was delivered after it,
+again); after that the next flush writes its row and the position moves past it. So an ack
+on a stream is stored at most this long (plus a flush interval) after its event's delivery,
+or a flush interval after the ack, whichever is later."""
 """Batches per read when the consumer reads the log instead of taking commits from memory."""
 
 
@@ -81,6 +92,18 @@ def _subject_of(frame: bytes) -> str:
     return broker_pb2.Delivery.FromString(wire.frame_body(frame)).subject
 
 
+class _Run:
+    """First deliveries handed out together, in log order: while young, unwritten."""
+
+    __slots__ = ("at", "ids", "next")
+
+    def __init__(self, at: float, ids: list[int]) -> None:
+        self.at = at
+        self.ids = ids
+        self.next = 0
+        """Index of the first id that may still be young (those before it are not)."""
+
+
 def _settled() -> asyncio.Future[None]:
     fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     fut.set_result(None)
@@ -91,9 +114,15 @@ class DurableConsumer:
     """At-least-once delivery of one named durable subscription to its bound sessions."""
 
     def __init__(
-        self, host: DurableHost, record: ConsumerRecord, max_bytes: int = 64 << 20
+        self,
+        host: DurableHost,
+        record: ConsumerRecord,
+        max_bytes: int = 64 << 20,
+        recent: RecentCommits | None = None,
     ) -> None:
         self.host = host
+        self.recent = recent if recent is not None else RecentCommits()
+        """The node's recent commits, read before the store when the consumer is behind."""
         self.rec = record
         self.max_bytes = max_bytes
         """Bytes of frames held for unacknowledged deliveries, and (apart) of frames read
@@ -113,13 +142,20 @@ class DurableConsumer:
         """Where reading continues: everything behind it is in ``ready`` or handed out."""
         self.delivered_id = record.delivered_id
         self.deleted = False
-        self._young: set[int] = set()
-        """First deliveries not written yet (see :meth:`flush`)."""
+        self._young: dict[int, int] = {}
+        """First deliveries not written and not acked yet -> their batch sequences."""
+        self._runs: deque[_Run] = deque()
+        """The young ids by hand-out time (and so in log order); acked ones are skipped."""
         self._written = record.position
+        """The position last given to the store."""
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._turn = 0
+        self._awaited = 0
+        """A committed sequence the consumer found neither in ``recent`` nor handed over
+        at the last tick (see :meth:`poke`); 0: none."""
+        self._from_store = False
 
     @property
     def name(self) -> str:
@@ -152,19 +188,46 @@ class DurableConsumer:
             await asyncio.gather(self._task, return_exceptions=True)
         for s in self.sessions:
             s.outbox.close()
-        self.flush()
+        self.flush(force=True)
 
-    def flush(self) -> Awaitable[None]:
-        """Writes the first deliveries not written yet and the position past them.
+    def flush(self, *, force: bool = False) -> Awaitable[None]:
+        """Writes the position up to the oldest young first delivery still unacked, and a
+        row for each first delivery unacked for :data:`WRITE_AFTER` (with ``force``: for
+        every one, and the position past all handed out).
 
         A first delivery is not written when it is handed out: most are acked within
         milliseconds, and an ack of a delivery never written costs nothing. The stored
-        position stays before the oldest unwritten one, so a crash hands those out again
-        (at-least-once). The node flushes every consumer every 50 ms; a unary ack flushes at
-        once, so that the ack is stored when the call returns."""
+        position stays before the oldest unwritten one, so a crash hands it and those after
+        it out again (at-least-once). The node flushes every consumer every 50 ms; a unary
+        ack and a dead letter flush with ``force``, so that they are stored at once."""
         if self.deleted or (not self._young and self.handed_out == self._written):
             return _settled()
-        return self._record(flush=True)
+        return self._record(flush=True, force=force)
+
+    def _grown_old(self, now: float) -> list[int]:
+        """Takes the young ids handed out before ``now - WRITE_AFTER`` out of the young."""
+        young, runs = self._young, self._runs
+        old: list[int] = []
+        cutoff = now - WRITE_AFTER
+        while runs and runs[0].at <= cutoff:
+            run = runs.popleft()
+            old.extend(i for i in run.ids[run.next :] if young.pop(i, None) is not None)
+        return old
+
+    def _oldest_young(self) -> LogPosition | None:
+        """The position just before the oldest young id (None: none is young)."""
+        young, runs = self._young, self._runs
+        while runs:
+            run = runs[0]
+            ids, n = run.ids, run.next
+            while n < len(ids):
+                seq = young.get(ids[n])
+                if seq is not None:
+                    run.next = n
+                    return LogPosition(seq, ids[n] - 1)
+                n += 1
+            runs.popleft()
+        return None
 
     def _record(
         self,
@@ -172,25 +235,29 @@ class DurableConsumer:
         put: dict[int, int] | None = None,
         drop: Iterable[int] = (),
         flush: bool = False,
+        force: bool = False,
     ) -> Awaitable[None]:
         if self.deleted:
             return _settled()
         young = self._young
         drops = []
         for i in drop:
-            if i in young:
-                young.discard(i)  # never written: nothing to remove
-            else:
-                drops.append(i)
+            if young.pop(i, None) is None:
+                drops.append(i)  # written before: its row goes (a young one has none)
         if put:
-            young.difference_update(put)  # written now, with its attempt
+            for i in put:
+                young.pop(i, None)  # written now, with its attempt
         delivered: list[int] = []
         position = None
         if flush:
-            delivered = list(young)
-            young.clear()
-            here = self.handed_out
-            if delivered or here != self._written:
+            if force:
+                delivered = list(young)
+                young.clear()
+                self._runs.clear()
+            else:
+                delivered = self._grown_old(time.monotonic())
+            here = self._oldest_young() or self.handed_out
+            if here != self._written:
                 position = self._written = here
         if not (drops or put or delivered or position):
             return _settled()
@@ -248,9 +315,9 @@ class DurableConsumer:
 
     def on_commit(self, batch: Batch, seq: int, frames: list[tuple[int, bytes]]) -> None:
         """Batch ``seq`` was committed. Take it from memory when it is the next batch of the
-        log; a batch behind the position was read from the log already (the store makes
-        rows readable before the publisher's coroutine resumes), and one beyond it means
-        the consumer is behind: it reads the log."""
+        log; a batch behind the position was read already (the store makes rows readable
+        before the publisher's coroutine resumes), and one beyond it means the consumer is
+        behind: it reads the recent commits (or the log)."""
         pos = self.position
         if seq != pos.seq:
             if seq > pos.seq:
@@ -261,17 +328,28 @@ class DurableConsumer:
                 len(self.ready) > self.rec.max_in_flight * 4 + 10_000
                 or self._ready_bytes > self.max_bytes
             ):
-                # Too far behind to buffer: drop back to reading the log from the first
-                # event not yet handed out.
-                self.position = self.handed_out
-                self.ready.clear()
-                self._ready_bytes = 0
+                # Enough buffered: leave the position here and read on from the recent
+                # commits (or the log) once the buffer has gone out.
+                self._wake.set()
                 return
             subject = batch.subject
             self.ready.extend((seq, i, f, subject) for i, f in frames if not pos.includes(seq, i))
             self._ready_bytes += len(batch.body)  # the frames, unless some were handed out
         self.position = LogPosition(seq + 1)
         self._wake.set()
+
+    def poke(self) -> None:
+        """From the node's ticker. A committed batch is normally handed over by its
+        publisher's coroutine moments after the commit; one that is still missing a tick
+        later (that coroutine went away in between) is read from the store."""
+        seq = self.position.seq
+        if self.ready or seq > self.host.store.committed_seq() or self.recent.since(seq, 1):
+            self._awaited = 0  # nothing awaited, or at hand once the consumer has room
+        elif self._awaited == seq:
+            self._from_store = True
+            self._wake.set()
+        else:
+            self._awaited = seq
 
     def wake(self) -> None:
         self._wake.set()
@@ -308,7 +386,7 @@ class DurableConsumer:
             return _settled()
         self.table.settle(ids)
         self._wake.set()
-        return self._record(drop=ids, flush=strict)
+        return self._record(drop=ids, flush=strict, force=strict)
 
     def nack(self, ids: list[int], delay: float, *, strict: bool = True) -> None:
         """Redelivers ``ids`` after ``delay`` seconds; strict or lenient as :meth:`ack`.
@@ -417,6 +495,8 @@ class DurableConsumer:
         budget = self.max_bytes
         handed: list[int] = []
         checked = self._checked()
+        fresh: list[int] = []
+        young = self._young
         while ready and cap > 0 and table.bytes < budget:
             head = ready[0][3] if checked else None
             session = self._pick(head)
@@ -431,12 +511,15 @@ class DurableConsumer:
                 subject = ready[0][3]
                 if checked and subject != head and not self._may_take(session, subject):
                     break
-                _, i, frame, _ = ready.popleft()
+                seq, i, frame, _ = ready.popleft()
                 self._ready_bytes -= len(frame)
                 taken += 1
-                # Defensive: never hand out an id twice as a first delivery.
+                # Defensive: never hand out an id twice as a first delivery (one that is
+                # pending after a restart is due again, as a redelivery).
                 if table.hand_out(i, frame, session, deadline):
                     frames.append(frame)
+                    young[i] = seq  # written by a flush once old, unless acked before
+                    fresh.append(i)
                 handed.append(i)
             if frames:
                 session.in_flight += len(frames)
@@ -446,17 +529,33 @@ class DurableConsumer:
             self._ready_bytes = 0
         if handed:
             self.delivered_id = handed[-1]
-            self._young.update(handed)  # written by the next flush, unless acked before
+        if fresh:
+            self._runs.append(_Run(time.monotonic(), fresh))
         if self.ready and table.bytes < budget:  # at the budget, an ack wakes it
             self._wake.set()
 
     async def _read_log(self) -> None:
+        pos = self.position
+        recent = None if self._from_store else self.recent.since(pos.seq, _LOG_PAGE)
+        if recent is not None:
+            # In memory: nothing awaited, so no commit can slip past meanwhile. Empty: the
+            # next batch is committed but not handed over yet; on_commit brings it.
+            for seq, b, frames in recent:
+                if b.org == self.rec.org and self.wants(b.subject):
+                    subject = b.subject
+                    self.ready.extend(
+                        (seq, i, f, subject) for i, f in frames if not pos.includes(seq, i)
+                    )
+                    self._ready_bytes += len(b.body)
+                pos = self.position = LogPosition(seq + 1)
+            if recent:
+                self._wake.set()
+            return
+        self._from_store = False
         head = self.host.store.committed_seq()
         # A bounded, index-driven step: the pattern is matched in the store's scan, so a
         # durable catching up on a large org reads only the batches it wants.
-        scan = await self.host.store.scan_log(
-            self.rec.org, self.position, self.match, limit=_LOG_PAGE
-        )
+        scan = await self.host.store.scan_log(self.rec.org, pos, self.match, limit=_LOG_PAGE)
         for b in scan.batches:
             # Read after the await: commits taken from memory meanwhile moved the position.
             pos = self.position
@@ -518,6 +617,7 @@ class DurableConsumer:
             for i, p in zip(ids, self.table.settle(ids), strict=True)
         ]
         await self.host.store.add_dead_letters(records)
-        await self._record(drop=ids)
+        # Forced: a young one must not come back from the log after a crash.
+        await self._record(drop=ids, flush=True, force=True)
         await self.host.publish_dead_letters(self.rec, records)
         self.host.telemetry.dead_lettered.add(len(records))

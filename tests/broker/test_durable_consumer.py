@@ -5,19 +5,22 @@ which is what a restarted broker loads)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lockgate.broker.auth import DEV_PRINCIPAL
 from lockgate.broker.config import Config
 from lockgate.broker.delivery import DurableConsumer, DurableSession
+from lockgate.broker.delivery.durable import WRITE_AFTER
 from lockgate.broker.durables import DurableOptions
 from lockgate.broker.errors import FailedPrecondition
 from lockgate.broker.node import Broker, StartSpec
-from lockgate.broker.store import ConsumerRecord
+from lockgate.broker.store import ConsumerRecord, LogPosition
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 from tests.support import eventually
@@ -200,12 +203,14 @@ async def test_a_durable_created_after_a_position_skips_the_past(broker: Broker)
     assert [d.id for d in got] == [old[2], new[0]]
 
 
-async def test_flush_writes_first_deliveries_and_the_position_past_them(broker: Broker) -> None:
+async def test_a_forced_flush_writes_first_deliveries_and_the_position_past_them(
+    broker: Broker,
+) -> None:
     session = await broker.subscribe_durable(DEV_PRINCIPAL, "d", "a.>")
     ids = await _publish(broker, "a.x", 3)
     await _take(session, 3)
     consumer = session.consumer
-    await consumer.flush()
+    await consumer.flush(force=True)
     rec = await _stored(broker, "d")
     assert set(rec.pending) == set(ids) and rec.position == consumer.handed_out
     # Delivered and acked on a stream before any flush: whether or not the ticker wrote them
@@ -213,7 +218,185 @@ async def test_flush_writes_first_deliveries_and_the_position_past_them(broker: 
     more = await _publish(broker, "a.x", 2, tag="more")
     await _take(session, 2)
     await consumer.ack(more, strict=False)
-    await consumer.flush()
+    await consumer.flush(force=True)
     rec = await _stored(broker, "d")
     assert set(rec.pending) == set(ids) and rec.position == consumer.handed_out
     assert rec.delivered_id == more[-1]
+
+
+async def test_young_first_deliveries_get_no_rows_and_hold_the_stored_position(
+    broker: Broker,
+) -> None:
+    session = await broker.subscribe_durable(DEV_PRINCIPAL, "d", "a.>")
+    ids = await _publish(broker, "a.x", 4)
+    seq = broker.store.committed_seq()  # the batch holding them
+    await _take(session, 4)
+    consumer = session.consumer
+    await consumer.flush()  # what the ticker does
+    rec = await _stored(broker, "d")
+    # Nothing written for them: the position stays before the oldest one unacked.
+    assert rec.pending == {} and rec.position == LogPosition(seq, ids[0] - 1)
+    # Stream acks of the first two: stored by the next flush, as the position moving on.
+    await consumer.ack(ids[:2], strict=False)
+    await consumer.flush()
+    rec = await _stored(broker, "d")
+    assert rec.pending == {} and rec.position == LogPosition(seq, ids[2] - 1)
+    # Acking the last one first changes nothing stored; then the oldest: up to the last.
+    await consumer.ack([ids[3]], strict=False)
+    await consumer.flush()
+    assert (await _stored(broker, "d")).position == LogPosition(seq, ids[2] - 1)
+    await consumer.ack([ids[2]], strict=False)
+    await consumer.flush()
+    rec = await _stored(broker, "d")
+    assert rec.pending == {} and rec.position == consumer.handed_out == LogPosition(seq + 1)
+
+
+async def test_a_delivery_unacked_past_write_after_gets_its_row(broker: Broker) -> None:
+    session = await broker.subscribe_durable(DEV_PRINCIPAL, "d", "a.>")
+    ids = await _publish(broker, "a.x", 3)
+    await _take(session, 3)
+    consumer = session.consumer
+    await consumer.ack([ids[1]], strict=False)
+    started = time.monotonic()
+
+    async def written() -> bool:
+        rec = await _stored(broker, "d")
+        assert set(rec.pending) == {ids[0], ids[2]}
+        return rec.position == consumer.handed_out
+
+    # The ticker writes them once they are WRITE_AFTER old, and not before.
+    await eventually(written, timeout=WRITE_AFTER + 5)
+    assert time.monotonic() - started >= WRITE_AFTER - 0.1
+    await consumer.ack([ids[0], ids[2]], strict=False)  # rows: deleted by the next commit
+
+    async def gone() -> bool:
+        return (await _stored(broker, "d")).pending == {}
+
+    await eventually(gone, timeout=5)
+
+
+def _crash_copy(live: Path, to: Path) -> Path:
+    """The data directory as a kill -9 at this moment leaves it: the database and its WAL
+    as the operating system has them (every commit is written there before it is acked)."""
+    to.mkdir()
+    for name in ("lockgate.db", "lockgate.db-wal"):
+        if (live / name).exists():
+            shutil.copyfile(live / name, to / name)
+    return to
+
+
+async def test_a_crash_redelivers_only_what_was_delivered_within_write_after(
+    tmp_path: Path,
+) -> None:
+    broker = _broker(tmp_path / "live")
+    await broker.start()
+    try:
+        session = await broker.subscribe_durable(DEV_PRINCIPAL, "d", "a.>")
+        consumer = session.consumer
+        old = await _publish(broker, "a.x", 4, tag="old")
+        old_seq = broker.store.committed_seq()
+        await _take(session, 4)
+        await consumer.ack(old[:2], strict=False)  # two acked, two never
+        old_acked_at = time.monotonic()
+
+        async def old_settled() -> bool:
+            # Older than WRITE_AFTER: the unacked ones have rows, the acked ones are behind
+            # the stored position.
+            rec = await _stored(broker, "d")
+            assert set(rec.pending) == set(old[2:])
+            return rec.position.includes(old_seq, old[-1])
+
+        await eventually(old_settled, timeout=WRITE_AFTER + 5)
+        assert time.monotonic() - old_acked_at <= WRITE_AFTER + 2
+        young = await _publish(broker, "a.x", 4, tag="young")
+        await _take(session, 4)
+        await consumer.ack(young[:2], strict=False)
+        await consumer.flush()  # a tick: the position moves up to young[2], no rows
+        crashed = _crash_copy(tmp_path / "live", tmp_path / "crashed")
+    finally:
+        await broker.stop()
+
+    broker = _broker(crashed)
+    await broker.start()
+    try:
+        session = broker.durable("default", "d").attach(broker.config.max_message_bytes)
+        got = await _take(session, 4)
+        marker = await _publish(broker, "a.x", 1, tag="marker")
+        got += await _take(session, 1)
+        # Nothing acked more than WRITE_AFTER before the crash comes again, nothing unacked
+        # is lost: the old unacked ones are redeliveries (attempt 2); the young ones come
+        # again from the log as first deliveries, the acked ones among them included.
+        assert [(d.id, d.attempt) for d in got] == [
+            (old[2], 2),
+            (old[3], 2),
+            (young[2], 1),
+            (young[3], 1),
+            (marker[0], 1),
+        ]
+    finally:
+        await broker.stop()
+
+
+async def test_a_consumer_behind_reads_recent_commits_from_memory(tmp_path: Path) -> None:
+    broker = _broker(tmp_path)
+    await broker.start()
+    reads: list[int] = []
+    """Sequences of the batches read from the store."""
+    store = broker.store
+    scan_log = store.scan_log
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        scan = await scan_log(*args, **kwargs)
+        reads.extend(b.seq for b in scan.batches)
+        return scan
+
+    store.scan_log = counted  # type: ignore[method-assign]
+    try:
+        session = await broker.subscribe_durable(
+            DEV_PRINCIPAL, "d", "a.>", DurableOptions(max_in_flight=5)
+        )
+        consumer = session.consumer
+        first = await _publish(broker, "a.x", 1, tag="first")
+        assert [d.id for d in await _take(session, 1)] == first  # at the head
+        await consumer.ack(first, strict=False)
+        reads.clear()  # a new durable on an empty log may read it once
+        # Far more than the consumer buffers (max_in_flight * 4 + 10,000): it stops taking
+        # commits as they come and reads on from the node's recent commits.
+        ids: list[int] = []
+        for n in range(14):
+            ids += await _publish(broker, "a.x", 1000, tag=f"b{n}")
+        assert consumer.position.seq <= broker.store.committed_seq()
+        got: list[int] = []
+        async with asyncio.timeout(20):
+            while len(got) < len(ids):
+                body = await session.outbox.take()
+                assert body is not None
+                batch = [d.id for d in broker_pb2.SubscribeResponse.FromString(body).deliveries]
+                got += batch
+                await consumer.ack(batch, strict=False)
+        assert got == ids and reads == []
+    finally:
+        await broker.stop()
+
+
+async def test_a_commit_never_handed_over_is_read_from_the_store(broker: Broker) -> None:
+    session = await broker.subscribe_durable(DEV_PRINCIPAL, "d", "a.>")
+    first = await _publish(broker, "a.x", 1, tag="first")
+    assert [d.id for d in await _take(session, 1)] == first  # idle, at the head
+    listener = broker.pipeline.listener
+
+    class Deaf:
+        """A publisher whose coroutine went away between the commit and the hand-over."""
+
+        def wants_frames(self) -> bool:
+            return False
+
+        def on_commit(self, *args: object) -> None:
+            raise AssertionError("not handed over")
+
+    broker.pipeline.listener = Deaf()
+    ids = await _publish(broker, "a.x", 2)
+    broker.pipeline.listener = listener
+    # No further commit wakes the consumer: the ticker notices the missing batch.
+    got = await _take(session, 2)
+    assert [d.id for d in got] == ids

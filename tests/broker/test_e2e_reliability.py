@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from lockgate.broker.delivery.durable import WRITE_AFTER
 from lockgate.broker.testing import RunningBroker, run_broker
 from lockgate.broker.v1 import broker_pb2
 from tests.broker.e2e_kit import (
@@ -153,9 +154,11 @@ async def test_durable_resumes_after_restart_without_acked_events(stop: str) -> 
             await sub.ack(ids[:50])
             await eventually(lambda: _pending(stubs, name, 50))
             if stop == "kill":
-                # Applied acks reach the disk at most 50 ms later (the consumer-state save
-                # loop), and nothing observable says when: the crash must come after that.
-                await asyncio.sleep(0.2)
+                # Stream acks reach the disk at most WRITE_AFTER after the delivery (plus a
+                # 50 ms flush), and the unacked half gets its rows then; nothing observable
+                # says when, so the crash comes after that (the in-process tests in
+                # test_durable_consumer.py watch the stored state instead).
+                await asyncio.sleep(WRITE_AFTER + 0.3)
             await sub.close()
         if stop == "terminate":
             assert await b.terminate() == 0
