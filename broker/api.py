@@ -21,18 +21,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from lockgate.broker import audit
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription, Outbox
 from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions
-from lockgate.broker.errors import BrokerError
+from lockgate.broker.errors import BrokerError, PermissionDenied, Unauthenticated
 from lockgate.broker.node import Broker
 from lockgate.broker.positions import StartSpec
+from lockgate.broker.store import AuditQuery, AuditRecord
 from lockgate.broker.tls import CERTIFIED_CALLER
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 __all__ = [
     "DURABLE_DEFAULTS",
     "FROM_NEW",
+    "AuditRecord",
     "BrokerAPI",
     "Delivery",
     "DurableOptions",
@@ -160,6 +163,23 @@ class BrokerAPI(Protocol):
         self, key: str | None, name: str, pattern: str, options: DurableOptions = DURABLE_DEFAULTS
     ) -> DurableView: ...
 
+    async def audit(
+        self,
+        key: str | None,
+        *,
+        after_id: int = 0,
+        start_ms: int = 0,
+        end_ms: int = 0,
+        org: str = "",
+        agent: str = "",
+        action: str = "",
+        outcome: str = "",
+        limit: int = 100,
+    ) -> tuple[list[AuditRecord], int]:
+        """A page of audit records (the admin role), oldest first, and the cursor (an id)
+        for the next page, 0 on the last; see AuditService.ListAuditRecords."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -255,8 +275,20 @@ class LocalAPI:
         table the gRPC services apply, so each surface grants the same)."""
         p = self._acting_for
         if p is None:
-            p = await self.auth.authenticate(key, certificate=CERTIFIED_CALLER.get())
-        self.broker.permissions.authorize(p, action, p.org)
+            # The gateway in front entered its surface and the peer (audit.enter): the
+            # audit log's records of this call name who it is, or record the refusal.
+            try:
+                p = await self.auth.authenticate(key, certificate=CERTIFIED_CALLER.get())
+            except Unauthenticated as err:
+                audit.authenticated(None, audit.credential_id(key))
+                self.broker.audit.auth_failed(err)
+                raise
+            audit.authenticated(p, audit.credential_id(key))
+        try:
+            self.broker.permissions.authorize(p, action, p.org)
+        except PermissionDenied as err:
+            self.broker.audit.denied("access", action, err)
+            raise
         return p
 
     # -- broker-side work: only the in-process webhook dispatcher, never a caller's request.
@@ -393,6 +425,35 @@ class LocalAPI:
             r.max_deliveries,
             r.max_in_flight,
         )
+
+    async def audit(
+        self,
+        key: str | None,
+        *,
+        after_id: int = 0,
+        start_ms: int = 0,
+        end_ms: int = 0,
+        org: str = "",
+        agent: str = "",
+        action: str = "",
+        outcome: str = "",
+        limit: int = 100,
+    ) -> tuple[list[AuditRecord], int]:
+        scope = await self.audit_reader(key, org)
+        limit = min(limit or 100, 1000)
+        query = AuditQuery(after_id, start_ms, end_ms, scope, agent, action, outcome, limit)
+        records = await self.broker.store.query_audit(query)
+        return records, records[-1].id if len(records) == limit else 0
+
+    async def audit_reader(self, key: str | None, org: str) -> str | None:
+        """The org whose audit records the caller may read when asking for ``org`` (None:
+        every org), or PERMISSION_DENIED (recorded too)."""
+        p = await self.principal(key, "audit.read")
+        try:
+            return audit.audit_scope(p, org, self.broker.permissions)
+        except PermissionDenied as err:
+            self.broker.audit.denied("access", "audit.read", err)
+            raise
 
     async def close(self) -> None:
         return None

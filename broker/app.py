@@ -12,7 +12,7 @@ from typing import Protocol
 
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.auth import Authenticator
-from lockgate.broker.config import Config, ListenerLimits
+from lockgate.broker.config import Config, ListenerLimits, redacted
 from lockgate.broker.errors import BrokerError, FailedPrecondition
 from lockgate.broker.factory import build_backends
 from lockgate.broker.fdbudget import raise_open_file_limit
@@ -109,6 +109,7 @@ async def serve(
     except BaseException:
         await backends.close()
         raise
+    await broker.audit.config_loaded(redacted(config.as_dict()))  # type: ignore[arg-type]
     policies = PolicyManager(gate, store, config.policy_dir)
     try:
         await policies.start(config.policy_reload_interval)

@@ -54,6 +54,8 @@ _SERVE_FLAGS = (
     ("tls_client_identity", str, "SAN template naming the caller (lockgate://{org}/{agent})"),
     ("tls_client_orgs", str, "orgs a client certificate may name, comma-separated (any)"),
     ("tls_client_roles", str, "roles of client-certificate callers, comma-separated (none)"),
+    ("audit_retention", str, "remove audit records older than this (default 90d; 0: keep)"),
+    ("audit_window", str, "alike denials within it share one audit record (default 10s)"),
     ("log_level", str, "debug | info | warning | error"),
     ("telemetry", str, "off (default) | console: OpenTelemetry spans and metrics"),
 )
@@ -106,6 +108,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 async def _cmd_keys(args: argparse.Namespace) -> int:
+    from lockgate.broker.audit import cli_record
     from lockgate.broker.auth import create_key
     from lockgate.broker.errors import NotFound
     from lockgate.broker.store.sqlite import SqliteStore
@@ -115,6 +118,8 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
     try:
         if args.keys_cmd == "create":
             key, rec = await create_key(store, args.org, args.agent, args.role or [])
+            detail = {"org": rec.org, "agent": rec.agent, "roles": ",".join(rec.roles)}
+            await store.append_audit([cli_record("key.create", target=rec.key_id, detail=detail)])
             print(key)
             print(
                 f"created key {rec.key_id} for {rec.org}/{rec.agent} roles="
@@ -126,7 +131,10 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
                 state = "revoked" if k.revoked else "active"
                 print(f"{k.key_id}\t{k.org}\t{k.agent}\t{','.join(k.roles) or '-'}\t{state}")
         elif args.keys_cmd == "revoke":
-            if not await store.revoke_key(args.key_id):
+            revoked = await store.revoke_key(args.key_id)
+            outcome = "ok" if revoked else "failed"
+            await store.append_audit([cli_record("key.revoke", outcome, target=args.key_id)])
+            if not revoked:
                 raise NotFound(
                     f"no key with id {args.key_id}", hint="list them with `lockgate keys list`"
                 )

@@ -109,6 +109,10 @@ class Config:
     spam_max_per_minute: int = 0
     spam_duplicate_window: float = 0.0
     webhook_allow_private: bool = False
+    audit_retention: float = 90 * 86_400.0
+    """Audit records older than this are removed (0: kept for ever)."""
+    audit_window: float = 10.0
+    """Alike denials and authentication failures within it share one audit record."""
     gateways: dict[str, dict[str, object]] = field(default_factory=dict)
     """``[gateways.http]``, ``[gateways.redis]``...: gateways run inside ``lockgate serve``
     (TOML only; see gateways/README.md)."""
@@ -189,6 +193,8 @@ _DURATIONS = {
     "spam_duplicate_window",
     "http_header_timeout",
     "http_body_timeout",
+    "audit_retention",
+    "audit_window",
 }
 
 
@@ -345,6 +351,12 @@ def load_config(
                 f"{name} = {getattr(cfg, name)!r} is out of range",
                 hint="use a positive number (http_max_connections = 0: from the open-file limit)",
             )
+    if not 0.05 <= cfg.audit_window <= 3600 or cfg.audit_retention < 0:
+        raise ConfigError(
+            f"audit_window = {cfg.audit_window:g}s or audit_retention = "
+            f"{cfg.audit_retention:g}s is out of range",
+            hint="audit_window is 50ms to 1h; audit_retention is a duration (0: keep for ever)",
+        )
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(
             f"fsync = {cfg.fsync!r} is not one of always, os, never",

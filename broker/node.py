@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 
+from lockgate.broker.audit import AuditLog
 from lockgate.broker.auth import Principal
 from lockgate.broker.backbone import Backbone, Notice
 from lockgate.broker.backbone.local import LocalBackbone
@@ -67,6 +68,8 @@ class Broker:
         self.config = config
         self.store = store
         self.policy = policy or PolicyGate()
+        self.audit = AuditLog(store, retention=config.audit_retention, window=config.audit_window)
+        self.policy.audit = self.audit
         self.node_id = f"{config.worker_id}-{secrets.token_hex(4)}"
         self.permissions = Permissions(config.admin_org)
         """Who may do what (the one table); every surface asks it."""
@@ -127,8 +130,10 @@ class Broker:
     async def start(self) -> None:
         """Opens the store, takes the worker id's lease, and starts serving."""
         await self.store.open()
+        await self.audit.start()
         worker = worker_id_lease(self.config.worker_id)
         if not await self.leases.acquire(worker, self.node_id, _LEASE_TTL):
+            await self.audit.stop()
             await self.store.close()
             raise ConfigError(
                 f"worker id {self.config.worker_id} is in use by another node",
@@ -156,6 +161,7 @@ class Broker:
         await self.dedup.close()
         for name in (worker_id_lease(self.config.worker_id), _RETENTION):
             await self.leases.release(name, self.node_id)
+        await self.audit.stop()
         await self.store.close()
 
     async def _ticker(self) -> None:

@@ -94,6 +94,7 @@ ACTIONS: Final = _table(
     Action("policy.read", ORG_ADMIN, "read a policy set and its versions"),
     Action("policy.write", ORG_ADMIN, "put or roll back a policy set"),
     Action("keys.manage", ORG_ADMIN, "create, list and revoke API keys"),
+    Action("audit.read", ORG_ADMIN, "read the audit log"),
 )
 
 #: Every gRPC method (``/package.Service/Method``) -> its action. A request with an ``org``
@@ -118,6 +119,8 @@ RPC_ACTIONS: Final = MappingProxyType(
         "/broker.v1.PolicyService/GetPolicies": "policy.read",
         "/broker.v1.PolicyService/ListPolicyVersions": "policy.read",
         "/broker.v1.PolicyService/RollbackPolicies": "policy.write",
+        # Its org_filter is a filter, not the org acted on: audit_scope applies it.
+        "/broker.v1.AuditService/ListAuditRecords": "audit.read",
     }
 )
 
@@ -132,6 +135,7 @@ HTTP_ACTIONS: Final = MappingProxyType(
         ("PUT", "/v1/subscriptions/{durable}"): "durable.create",
         ("GET", "/v1/subscriptions/{durable}/events"): "durable.consume",
         ("POST", "/v1/subscriptions/{durable}/acks"): "durable.consume",
+        ("GET", "/v1/audit"): "audit.read",
         ("GET", "/v1/ws"): "",
     }
 )

@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from lockgate.broker.errors import InvalidArgument, NotFound
+from lockgate.broker.errors import BrokerError, InvalidArgument, NotFound
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.store import PolicyVersionRecord, Store
 from lockgate.policy import PolicyErrors, PolicySet, compile_policies
@@ -21,6 +21,8 @@ from lockgate.policy.files import new_parser, read_policy_dir
 __all__ = ["PolicyInvalid", "PolicyManager"]
 
 log = logging.getLogger("lockgate.policy")
+_AUDITED = {"rpc": "policy.put", "rollback": "policy.rollback", "dir": "policy.reload"}
+"""The audit log's action for a set applied from each origin (a restart changes nothing)."""
 
 
 class PolicyInvalid(InvalidArgument):
@@ -83,6 +85,10 @@ def _refuse_empty(path: str, files: dict[str, str]) -> None:
         )
 
 
+def _refusal(err: BrokerError) -> dict[str, str]:
+    return {"reason": err.reason, "message": err.message[:1000]}
+
+
 class PolicyManager:
     """Owns the gate's policy set; ``compile`` is the only way a set gets in."""
 
@@ -112,6 +118,7 @@ class PolicyManager:
             except InvalidArgument as err:
                 active = [v for v in await self.store.list_policy_versions() if v.active]
                 if active:  # the last good set survives a restart too
+                    self.gate.audit.record("policy.reload", "failed", detail=_refusal(err))
                     log.error(
                         "policy.reload.refused: %s; the stored set %s runs",
                         err.message,
@@ -139,13 +146,21 @@ class PolicyManager:
 
         Compiling runs in a worker thread: a 1 MiB set takes seconds of CPU, and on the event
         loop it held every publish that long. The running set decides until the swap, one
-        attribute store on the loop (policies are pure: the compiled set shares nothing)."""
+        attribute store on the loop (policies are pure: the compiled set shares nothing).
+        A change or a refused one is recorded in the audit log, as the caller in context."""
         async with self._applying:
             return await self._apply(files, origin, validate_only)
 
     async def _apply(self, files: dict[str, str], origin: str, validate_only: bool) -> PolicySet:
-        ps = await asyncio.to_thread(self.compile, files)
+        action = "" if validate_only else _AUDITED.get(origin, "")
+        try:
+            ps = await asyncio.to_thread(self.compile, files)
+        except PolicyInvalid as err:
+            if action:
+                self.gate.audit.record(action, "failed", detail=_refusal(err))
+            raise
         if not validate_only:
+            previous = self.gate.version
             record = PolicyVersionRecord(
                 ps.version,
                 int(time.time() * 1000),
@@ -155,6 +170,9 @@ class PolicyManager:
             await self.store.save_policy_version(record, activate=True)
             self.gate.swap(ps)
             log.info("policy set %s is running (%s, %d files)", record.version, origin, len(files))
+            if action:
+                detail = {"previous": previous, "files": ",".join(sorted(files))[:1000]}
+                self.gate.audit.record(action, target=ps.version, detail=detail)
         return ps
 
     async def versions(self) -> list[PolicyVersionRecord]:
@@ -170,6 +188,7 @@ class PolicyManager:
         else:
             found = [v for v in versions if v.version == version]
             if not found:
+                self.gate.audit.record("policy.rollback", "failed", target=version)
                 raise NotFound(
                     f"policy version {version!r} does not exist",
                     reason="UNKNOWN_VERSION",
@@ -195,8 +214,11 @@ class PolicyManager:
                     "policy.reload.refused: policy reload refused, the running set stays: %s",
                     err.message,
                 )
+                if not isinstance(err, PolicyInvalid):  # apply recorded those
+                    self.gate.audit.record("policy.reload", "failed", detail=_refusal(err))
             except OSError as exc:  # the watcher never dies: a dead one would freeze the set
                 log.error(
                     "policy.reload.refused: policy reload refused, the running set stays: %s",
                     exc,
                 )
+                self.gate.audit.record("policy.reload", "failed", detail={"message": str(exc)})

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
+from lockgate.broker.audit import AuditLog
 from lockgate.broker.auth import Principal
 from lockgate.broker.cloudevents import timestamp_problem
 from lockgate.broker.errors import (
@@ -78,6 +79,8 @@ class Verdicts:
     """Decisions made, by effect (for the decisions metric)."""
     all_tags: bytes = b""
     """Set instead of ``tags`` when one decision covered the whole batch."""
+    denials: list[tuple[BrokerError, int]] = field(default_factory=list)
+    """Each policy denial and how many events it refused (for the audit log)."""
 
 
 _TAG_CACHE: dict[tuple[Tag, ...], bytes] = {}
@@ -153,6 +156,8 @@ class PolicyGate:
         self.policies = policy_set
         self.limiter: Limiter = limiter or LocalLimiter()
         self.spam = spam
+        self.audit = AuditLog(None)
+        """Where denials are recorded (the node sets its own; without one, nowhere)."""
         self.on_swap: list[Callable[[str], None]] = []
         """Called with the new version after every swap (the node tells the others)."""
         self._reads: dict[tuple[Principal, str], bool] = {}
@@ -208,6 +213,10 @@ class PolicyGate:
         for i in rejected:
             verdicts.routes.pop(i, None)
             verdicts.tags.pop(i, None)
+        for err, n in verdicts.denials:
+            self.audit.denied(
+                action, subject, err, n, principal=principal, policy_version=self.version
+            )
         return verdicts
 
     def _spam(
@@ -296,7 +305,11 @@ class PolicyGate:
 
         who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
         decision = ps.decide(Request("subscribe", pattern, who))
-        return None if decision.allowed else _denial(decision, "subscribe", pattern)
+        if decision.allowed:
+            return None
+        err = _denial(decision, "subscribe", pattern)
+        self.audit.denied("subscribe", pattern, err, principal=principal, policy_version=ps.version)
+        return err
 
     def may_read(self, principal: Principal, subject: str) -> bool:
         """Whether ``principal`` may receive an event stored on the concrete ``subject``:
@@ -428,7 +441,9 @@ def _apply(
         decision, idxs = out.decision, out.indexes
         effects[decision.effect] = effects.get(decision.effect, 0) + len(idxs)
         if not decision.allowed:
-            verdicts.rejected.update(dict.fromkeys(idxs, _denial(decision, action, subject)))
+            err = _denial(decision, action, subject)
+            verdicts.rejected.update(dict.fromkeys(idxs, err))
+            verdicts.denials.append((err, len(idxs)))
             continue
         if out.buckets:
             limits.append((out.buckets, idxs))

@@ -18,10 +18,11 @@ from lockgate.broker.node import Broker
 from lockgate.broker.policies import PolicyManager
 from lockgate.broker.rpc import service_handler
 from lockgate.broker.rpc.admin_service import AdminService
+from lockgate.broker.rpc.audit_service import AuditService
 from lockgate.broker.rpc.broker_service import RAW_RESPONSES, BrokerService
 from lockgate.broker.rpc.policy_service import PolicyService
 from lockgate.broker.tls import ServerTLS
-from lockgate.broker.v1 import admin_pb2, broker_pb2, policy_pb2
+from lockgate.broker.v1 import admin_pb2, audit_pb2, broker_pb2, policy_pb2
 
 __all__ = ["BrokerServer"]
 
@@ -30,13 +31,14 @@ _SERVICES = (
     broker_pb2.DESCRIPTOR.services_by_name["BrokerService"],
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 _HEALTH_NAMES = ("", *(s.full_name for s in _SERVICES))
 
 
 class BrokerServer:
     """Serves one :class:`Broker` over gRPC: BrokerService, AdminService, PolicyService,
-    health and reflection."""
+    AuditService, health and reflection."""
 
     def __init__(
         self, broker: Broker, auth: Authenticator, policies: PolicyManager | None = None
@@ -45,16 +47,18 @@ class BrokerServer:
         self.service = BrokerService(broker, auth)
         self.admin = AdminService(broker, auth)
         self.policy_api = PolicyService(broker, auth, policies)
+        self.audit_api = AuditService(broker, auth)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
     def _handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
-        broker_service, admin_service, policy_service = _SERVICES
+        broker_service, admin_service, policy_service, audit_service = _SERVICES
         return (
             service_handler(self.service, broker_service, raw=RAW_RESPONSES),
             service_handler(self.admin, admin_service),
             service_handler(self.policy_api, policy_service),
+            service_handler(self.audit_api, audit_service),
         )
 
     async def start(self, listen: str, tls: ServerTLS | None = None) -> int:

@@ -1,5 +1,5 @@
 """Lockgate's Python client: publish, subscribe, request/reply and history over gRPC, and
-``client.admin`` for durables, dead letters and policies.
+``client.admin`` for durables, dead letters, policies and the audit log.
 
 Example::
 
@@ -13,6 +13,7 @@ Importing this package never imports the broker's server modules.
 
 from lockgate.clients._admin import (
     Admin,
+    AuditRecord,
     DeadLetter,
     DurableInfo,
     DurableState,
@@ -54,6 +55,7 @@ __all__ = [
     "Admin",
     "AlreadyExists",
     "AttributeValue",
+    "AuditRecord",
     "Backoff",
     "Client",
     "DeadLetter",

@@ -27,11 +27,12 @@ from google.protobuf.message import Message as _Message
 from lockgate.clients._errors import Unavailable, from_rpc_error
 from lockgate.clients._tls import TLS, diagnose, split_target
 
-__all__ = ["ADMIN", "BROKER", "POLICY", "Connection", "Metadata", "bearer"]
+__all__ = ["ADMIN", "AUDIT", "BROKER", "POLICY", "Connection", "Metadata", "bearer"]
 
 BROKER = "/broker.v1.BrokerService/"
 ADMIN = "/broker.v1.AdminService/"
 POLICY = "/broker.v1.PolicyService/"
+AUDIT = "/broker.v1.AuditService/"
 
 Metadata = tuple[tuple[str, str], ...]
 _R = TypeVar("_R", bound=_Message)

@@ -1,4 +1,4 @@
-"""The client-side ``lockgate`` commands: pub, sub, request, history, dlq, durables.
+"""The client-side ``lockgate`` commands: pub, sub, request, history, dlq, durables, audit.
 
 ``broker/cli.py`` calls :func:`add_commands` with its subparsers; every handler is ``async`` and
 returns an exit code. Failures raise ``LockgateError`` (gRPC errors are translated here), which
@@ -10,6 +10,7 @@ Example::
     lockgate pub orders.created '{"order": 7}'
     lockgate sub 'orders.>' --durable billing --ack --count 10
     lockgate history 'orders.>' --since -1h --limit 20
+    lockgate audit --since 1h --action policy --json
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from lockgate.clients._admin import AuditRecord
 from lockgate.clients._client import Client
 from lockgate.clients._codec import StartSpec
 from lockgate.clients._errors import LockgateError, from_rpc_error
@@ -134,6 +136,19 @@ def add_commands(
         q.add_argument("name")
         _common(q)
     p.set_defaults(func=_guard(_durables))
+
+    p = subparsers.add_parser("audit", help="read the audit log (admin role)")
+    since_help = "1h (that long ago), -1h, or a time (RFC 3339, date)"
+    p.add_argument("--since", type=_ago(syntax), help=since_help)
+    p.add_argument("--until", type=_ago(syntax), help=since_help)
+    p.add_argument("--org", help="only this org's records (default: every org you may read)")
+    p.add_argument("--agent")
+    p.add_argument("--action", help="an action and those below it: policy, policy.put, auth...")
+    p.add_argument("--outcome", choices=("ok", "denied", "failed"))
+    p.add_argument("--limit", type=int, help="stop after N records")
+    p.add_argument("--json", action="store_true", help="JSON lines (the export format)")
+    _common(p)
+    p.set_defaults(func=_guard(_audit))
 
 
 def _guard(handler: Handler) -> Handler:
@@ -330,4 +345,72 @@ async def _durables(args: argparse.Namespace) -> int:
         else:
             await c.admin.delete_durable(args.name)
             _print({"deleted": args.name})
+    return 0
+
+
+def _ago(syntax: TextSyntax) -> Callable[[str], dt.datetime]:
+    """A time in the one syntax, or a bare duration meaning that long ago (``1h``)."""
+
+    def parse(text: str) -> dt.datetime:
+        try:
+            return syntax.time(text)
+        except argparse.ArgumentTypeError:
+            try:
+                seconds = syntax.duration(text)
+            except (argparse.ArgumentTypeError, ValueError):
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is neither a time nor a duration; write 1h, -1h or a time"
+                ) from None
+            return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+
+    return parse
+
+
+def audit_json(r: AuditRecord) -> dict[str, Any]:
+    """One audit record, as the HTTP gateway's ``GET /v1/audit`` shows it."""
+    return {
+        "id": str(r.id),
+        "time": r.time.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "org": r.org,
+        "agent": r.agent,
+        "credential": r.credential,
+        "action": r.action,
+        "target": r.target,
+        "outcome": r.outcome,
+        "surface": r.surface,
+        "peer": r.peer,
+        "count": r.count,
+        "detail": dict(r.detail),
+    }
+
+
+def _audit_line(r: AuditRecord) -> str:
+    who = f"{r.org}/{r.agent}" if r.org or r.agent else "-"
+    if r.credential:
+        who += f" ({r.credential})"
+    where = f"{r.surface} {r.peer}".strip()
+    extra = " ".join(f"{k}={v}" for k, v in sorted(r.detail.items()))
+    times = f" x{r.count}" if r.count != 1 else ""
+    when = r.time.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return f"{when} {r.outcome:<6} {r.action} {r.target or '-'}{times} by {who} via {where} {extra}"
+
+
+async def _audit(args: argparse.Namespace) -> int:
+    seen = 0
+    async with _client(args) as c:
+        async for r in c.admin.audit(
+            since=args.since,
+            until=args.until,
+            org=args.org,
+            agent=args.agent,
+            action=args.action,
+            outcome=args.outcome,
+        ):
+            if args.json:
+                _print(audit_json(r))
+            else:
+                print(_audit_line(r).rstrip(), flush=True)
+            seen += 1
+            if args.limit is not None and seen >= args.limit:
+                break
     return 0

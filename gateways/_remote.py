@@ -27,6 +27,7 @@ from lockgate.broker import errors as be
 from lockgate.broker.api import (
     DURABLE_DEFAULTS,
     FROM_NEW,
+    AuditRecord,
     Delivery,
     DurableOptions,
     DurableView,
@@ -35,10 +36,10 @@ from lockgate.broker.api import (
     StoredEvent,
     decode_deliveries,
 )
-from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.v1 import audit_pb2, broker_pb2, cloudevent_pb2
 from lockgate.clients import _errors as ce
 from lockgate.clients._admin import Admin, DurableInfo
-from lockgate.clients._channel import BROKER, Connection, bearer
+from lockgate.clients._channel import AUDIT, BROKER, Connection, bearer
 from lockgate.clients._codec import StartSpec as ClientStart
 from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
 from lockgate.clients._tls import TLS
@@ -360,6 +361,54 @@ class RemoteAPI:
         return DurableView(
             d.name, d.pattern, d.endpoint_url, d.ack_wait, d.max_deliveries, d.max_in_flight
         )
+
+    async def audit(
+        self,
+        key: str | None,
+        *,
+        after_id: int = 0,
+        start_ms: int = 0,
+        end_ms: int = 0,
+        org: str = "",
+        agent: str = "",
+        action: str = "",
+        outcome: str = "",
+        limit: int = 100,
+    ) -> tuple[list[AuditRecord], int]:
+        req = audit_pb2.ListAuditRecordsRequest(
+            org_filter=org,
+            agent=agent,
+            action=action,
+            outcome=outcome,
+            page_size=limit,
+            page_token=str(after_id) if after_id else "",
+        )
+        if start_ms:
+            req.since_time.FromMilliseconds(start_ms)
+        if end_ms:
+            req.until_time.FromMilliseconds(end_ms)
+        resp = await self._unary(
+            key, AUDIT + "ListAuditRecords", req, audit_pb2.ListAuditRecordsResponse
+        )
+        records = [
+            AuditRecord(
+                r.time.ToMilliseconds(),
+                r.action,
+                r.outcome,
+                r.org,
+                r.agent,
+                r.credential,
+                r.target,
+                r.surface,
+                r.peer,
+                r.count,
+                dict(r.detail),
+                r.id,
+            )
+            for r in resp.records
+        ]
+        token = resp.next_page_token
+        return records, int(token) if token.isdigit() else 0
 
     async def list_durables(self, key: str | None) -> list[DurableInfo]:
         """The durables ``key`` may see (the webhook dispatcher polls those with endpoints)."""

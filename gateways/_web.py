@@ -3,6 +3,7 @@ JSON shapes of deliveries and stored events, and parameter parsing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import json
 import time
@@ -14,7 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from lockgate.broker import positions
-from lockgate.broker.api import Delivery, StoredEvent
+from lockgate.broker.api import AuditRecord, Delivery, StoredEvent
 from lockgate.broker.auth import Authenticator
 from lockgate.broker.config import ConfigError, parse_duration
 from lockgate.broker.errors import BrokerError, InvalidStart
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "api_key",
+    "audit_json",
     "delivery_json",
     "dumps",
     "is_loopback_host",
@@ -142,6 +144,26 @@ def delivery_json(d: Delivery) -> dict[str, JsonValue]:
     if d.reply_to:
         out["reply_to"] = d.reply_to
     return out
+
+
+def audit_json(r: AuditRecord) -> dict[str, JsonValue]:
+    """One audit record, as ``lockgate audit --json`` prints it too: the id a string (as
+    every id), the time RFC 3339 in UTC with milliseconds."""
+    when = dt.datetime.fromtimestamp(r.time_ms / 1000, dt.UTC)
+    return {
+        "id": str(r.id),
+        "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "org": r.org,
+        "agent": r.agent,
+        "credential": r.credential,
+        "action": r.action,
+        "target": r.target,
+        "outcome": r.outcome,
+        "surface": r.surface,
+        "peer": r.peer,
+        "count": r.count,
+        "detail": dict(r.detail),
+    }
 
 
 def stored_json(e: StoredEvent) -> dict[str, JsonValue]:

@@ -8,6 +8,7 @@ Routes (all under ``/v1``; the API key as ``Authorization: Bearer <key>``)::
     PUT  /v1/subscriptions/{durable}            create a durable (admin)
     GET  /v1/subscriptions/{durable}/events?wait=30s&max=100    long poll
     POST /v1/subscriptions/{durable}/acks       {"ack": [...], "nack": [...], "nack_delay": "5s"}
+    GET  /v1/audit?since=&until=&org=&agent=&action=&outcome=&after=&limit=    (admin)
 
 Publish answers 200 when every event was accepted (duplicates count as accepted), 207
 (Multi-Status) when some were rejected, and the rejection's own status (400, 403, 413, 429,
@@ -33,6 +34,7 @@ from typing import TypeVar, cast
 from aiohttp import web
 
 from lockgate.broker.api import BrokerAPI, CloudEvent, Delivery, DurableOptions, StoredEvent
+from lockgate.broker.audit import enter
 from lockgate.broker.bounds import BOUNDS
 from lockgate.broker.errors import BrokerError, NotFound
 from lockgate.gateways._cebinary import from_binary, has_binary_headers, is_structured_type
@@ -42,6 +44,7 @@ from lockgate.gateways._report import UNENCODABLE, report_unencodable
 from lockgate.gateways._slices import by_count, publish_in_slices
 from lockgate.gateways._web import (
     api_key,
+    audit_json,
     delivery_json,
     json_response,
     loads,
@@ -95,6 +98,7 @@ _MD = int(BOUNDS["max_deliveries"][1])
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer is problem+json with a reason: the broker's errors, aiohttp's own
     (no route, wrong method, ...) and, as INTERNAL, anything unforeseen."""
+    enter("http", request.remote or "")  # where this request's audit records come from
     try:
         return await handler(request)
     except (BodyTimeout, BodyTooLarge) as err:
@@ -337,6 +341,26 @@ async def acks(request: web.Request) -> web.Response:
     return json_response({"acked": len(ack), "nacked": len(nack)})
 
 
+async def audit_records(request: web.Request) -> web.Response:
+    """A page of the audit log (the admin role), oldest first; ``next`` is the cursor."""
+    q = request.query
+    after_raw = q.get("after", "")
+    records, last = await request.app[API_KEY].audit(
+        api_key(request.headers),
+        after_id=parse_id("after", after_raw) if after_raw else 0,
+        start_ms=parse_time_ms("since", q.get("since")),
+        end_ms=parse_time_ms("until", q.get("until")),
+        org=q.get("org", ""),
+        agent=q.get("agent", ""),
+        action=q.get("action", ""),
+        outcome=q.get("outcome", ""),
+        limit=parse_int("limit", q.get("limit"), 100, 1, 1000),
+    )
+    return json_response(
+        {"records": [audit_json(r) for r in records], "next": str(last) if last else None}
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/subjects/{subject}/events", publish)
     app.router.add_get("/v1/events/{id}", get_event)
@@ -344,6 +368,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/v1/subscriptions/{durable}", put_subscription)
     app.router.add_get("/v1/subscriptions/{durable}/events", poll)
     app.router.add_post("/v1/subscriptions/{durable}/acks", acks)
+    app.router.add_get("/v1/audit", audit_records)
 
 
 def build_app(api: BrokerAPI, settings: HttpSettings | None = None) -> web.Application:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from aiohttp import WSMsgType, web
 
 from lockgate.broker.api import BrokerAPI, Delivery, Subscription
+from lockgate.broker.audit import enter
 from lockgate.broker.errors import BrokerError, FailedPrecondition, InvalidArgument
 from lockgate.gateways._cejson import JsonValue, event_from_json
 from lockgate.gateways._ingest import shorthand_event
@@ -334,6 +335,7 @@ class _Connection:
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     api = request.app[WS_API]
     settings = request.app[WS_SETTINGS]
+    enter("ws", request.remote or "")  # the socket's audit records come from here
     try:
         key = api_key(request.headers) or request.query.get("api_key") or None
     except BrokerError as err:

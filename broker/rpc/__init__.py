@@ -22,11 +22,14 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 from google.protobuf import message, message_factory, timestamp_pb2
 
+from lockgate.broker import audit
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.errors import (
     BrokerError,
     InvalidStart,
     MalformedMessage,
+    PermissionDenied,
+    Unauthenticated,
     to_status,
 )
 from lockgate.broker.node import Broker
@@ -180,9 +183,22 @@ class Servicer:
 
     async def principal(self, context: Context, method: str, request: object) -> Principal:
         """The authenticated caller of the unary ``method``, once :meth:`authorized`."""
-        key = self.auth.key_from_metadata(context.invocation_metadata())
-        principal = await self.auth.authenticate(key, certificate=self.certificate(context))
-        return self.authorized(principal, method, request)
+        return self.authorized(await self.authenticated(context), method, request)
+
+    async def authenticated(self, context: Context) -> Principal:
+        """The caller; who it is and from where go to the audit log's context (so the
+        call's records name them), a refusal to the audit log."""
+        audit.enter("grpc", context.peer())
+        key: str | None = None
+        try:
+            key = self.auth.key_from_metadata(context.invocation_metadata())
+            principal = await self.auth.authenticate(key, certificate=self.certificate(context))
+        except Unauthenticated as err:
+            audit.authenticated(None, audit.credential_id(key))
+            self.broker.audit.auth_failed(err)
+            raise
+        audit.authenticated(principal, audit.credential_id(key))
+        return principal
 
     def authorized(self, principal: Principal, method: str, request: object = None) -> Principal:
         """``principal``, once it may do the action of ``method`` (``RPC_ACTIONS``): on the
@@ -194,5 +210,9 @@ class Servicer:
             org: str | None = getattr(request, "org", "") or None
         else:
             org = None if self.BROKER_WIDE else principal.org
-        self.broker.permissions.authorize(principal, action, org)
+        try:
+            self.broker.permissions.authorize(principal, action, org)
+        except PermissionDenied as err:
+            self.broker.audit.denied("access", action, err)
+            raise
         return principal

@@ -74,6 +74,7 @@ class AdminService(Servicer):
         self, request: admin_pb2.DeleteDurableRequest, p: Principal, context: Context
     ) -> admin_pb2.DeleteDurableResponse:
         await self.broker.delete_durable(p.org, request.name)
+        self.broker.audit.record("durable.delete", target=request.name)
         return admin_pb2.DeleteDurableResponse()
 
     @unary()
@@ -108,4 +109,6 @@ class AdminService(Servicer):
         self, request: admin_pb2.RedriveDeadLettersRequest, p: Principal, context: Context
     ) -> admin_pb2.RedriveDeadLettersResponse:
         n = await self.broker.redrive(p.org, request.durable, list(request.ids) or None)
+        detail = {"count": str(n), "ids": ",".join(map(str, request.ids[:100])) or "all"}
+        self.broker.audit.record("dlq.redrive", target=request.durable, detail=detail)
         return admin_pb2.RedriveDeadLettersResponse(count=n)

@@ -55,10 +55,9 @@ class BrokerService(Servicer):
     ) -> AsyncIterator[broker_pb2.PublishResponse]:
         frames = requests.__aiter__()
         try:
-            key = self.auth.key_from_metadata(context.invocation_metadata())
             cert = self.certificate(context)
-            principal = await self.auth.authenticate(key, certificate=cert)
-            principal = self.authorized(principal, "Publish")
+            principal = self.authorized(await self.authenticated(context), "Publish")
+            key = self.auth.key_from_metadata(context.invocation_metadata())
             # Counted from its first frame, as Subscribe from its open message (see there).
             try:
                 first = await frames.__anext__()
@@ -149,10 +148,9 @@ class BrokerService(Servicer):
         watcher: asyncio.Task[None] | None = None
         release: Callable[[], None] | None = None
         try:
-            key = self.auth.key_from_metadata(context.invocation_metadata())
             cert = self.certificate(context)
-            principal = await self.auth.authenticate(key, certificate=cert)
-            principal = self.authorized(principal, "Subscribe")
+            principal = self.authorized(await self.authenticated(context), "Subscribe")
+            key = self.auth.key_from_metadata(context.invocation_metadata())
             it = requests.__aiter__()
             try:
                 first = await it.__anext__()

@@ -2,7 +2,8 @@
 
 Each role is its own Protocol so that backends can be mixed (the log on NATS JetStream,
 consumer state and metadata on PostgreSQL): :class:`EventLog`, :class:`ConsumerStateStore`,
-:class:`DeadLetterStore`, :class:`KeyStore`, :class:`PolicyVersionStore`. :class:`Store` is
+:class:`DeadLetterStore`, :class:`KeyStore`, :class:`PolicyVersionStore`, :class:`AuditStore`.
+:class:`Store` is
 all of them with a life cycle; ``SqliteStore`` (the embedded default) implements it.
 
 The log keeps events in *batches*: one row per published batch per subject whose ``body``
@@ -23,6 +24,9 @@ from typing import NamedTuple, Protocol
 __all__ = [
     "SCAN_BUDGET",
     "ApiKeyRecord",
+    "AuditQuery",
+    "AuditRecord",
+    "AuditStore",
     "Batch",
     "ConsumerRecord",
     "ConsumerStateStore",
@@ -142,6 +146,48 @@ class PolicyVersionRecord:
     origin: str
     files: dict[str, str]
     active: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One entry of the audit log: who (``org``, ``agent``, ``credential``: an API key id),
+    what (``action``, ``target``), when (``time_ms``), from where (``surface``: grpc, http,
+    ws, cli or broker; ``peer``: the caller's address) and the ``outcome`` (ok, denied,
+    failed). ``count`` > 1: that many alike actions aggregated into one record (see
+    ``broker.audit``); ``detail`` carries the rest (the denying rule, a policy version...)."""
+
+    time_ms: int
+    action: str
+    outcome: str = "ok"
+    org: str = ""
+    agent: str = ""
+    credential: str = ""
+    target: str = ""
+    surface: str = ""
+    peer: str = ""
+    count: int = 1
+    detail: Mapping[str, str] = field(default_factory=dict)
+    id: int = 0
+    """Given by the store when it is written: increasing in write order, never reused."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit records to read: those with an id above ``after_id`` (the paging cursor),
+    a time in ``[start_ms, end_ms)`` (0: unbounded), of ``org`` (None: every org) and, when
+    not empty, of ``agent``, ``outcome`` and ``action`` (the action itself or any below it:
+    ``policy`` matches ``policy.put``); oldest first, or newest first with ``newest_first``
+    (then ``after_id`` is an upper bound: ids below it)."""
+
+    after_id: int = 0
+    start_ms: int = 0
+    end_ms: int = 0
+    org: str | None = None
+    agent: str = ""
+    action: str = ""
+    outcome: str = ""
+    limit: int = 100
+    newest_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +324,28 @@ class PolicyVersionStore(Protocol):
         """Every version, newest first."""
 
 
-class Store(EventLog, ConsumerStateStore, DeadLetterStore, KeyStore, PolicyVersionStore, Protocol):
+class AuditStore(Protocol):
+    """The audit log's records (written in batches by ``broker.audit.AuditLog``)."""
+
+    async def append_audit(self, records: Sequence[AuditRecord]) -> None:
+        """Stores ``records`` in order, each with a new id above every earlier one."""
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """At most ``query.limit`` records that ``query`` selects, by id."""
+
+    async def trim_audit(self, before_ms: int) -> int:
+        """Removes the records older than ``before_ms``; returns how many."""
+
+
+class Store(
+    EventLog,
+    ConsumerStateStore,
+    DeadLetterStore,
+    KeyStore,
+    PolicyVersionStore,
+    AuditStore,
+    Protocol,
+):
     """Every role, with a life cycle: what one backend (SQLite) provides alone."""
 
     async def open(self) -> None: ...

@@ -6,8 +6,9 @@ file upgrades it in place, in one transaction: batches get sequences in id order
 version 1 assumed they committed in), each durable's cursor id becomes the position after
 that id, and its pending map becomes rows. Version 3 adds the covering indexes that filtered
 reads of one org walk in log order and in id order (``batches_org_seq``, ``batches_org_id``):
-opening a version 2 file builds them. A file written by a newer version is refused with a
-sentence rather than misread.
+opening a version 2 file builds them. Version 4 adds the audit log's table (created by the
+same upgrade step: every table is ``CREATE ... IF NOT EXISTS``). A file written by a newer
+version is refused with a sentence rather than misread.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lockgate.broker.errors import FailedPrecondition
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema", "position_after_id"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -76,6 +77,22 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_ms INTEGER NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    org TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    surface TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time_ms);
+CREATE INDEX IF NOT EXISTS audit_org ON audit (org, id);
 """
 
 _SEQ_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS batches_seq ON batches (seq)"

@@ -13,6 +13,7 @@ EXPECTED = [
     "Admin",
     "AlreadyExists",
     "AttributeValue",
+    "AuditRecord",
     "Backoff",
     "Client",
     "DeadLetter",

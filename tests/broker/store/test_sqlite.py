@@ -12,8 +12,9 @@ import pytest
 from lockgate.broker import wire
 from lockgate.broker.errors import FailedPrecondition
 from lockgate.broker.ids import IdGenerator
-from lockgate.broker.store import Batch, LogPosition
+from lockgate.broker.store import AuditQuery, AuditRecord, Batch, LogPosition
 from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.store.sqlite_schema import SCHEMA_VERSION
 
 _V1 = """
 CREATE TABLE batches (first_id INTEGER PRIMARY KEY, last_id INTEGER NOT NULL,
@@ -76,6 +77,31 @@ async def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
     await s.close()
 
 
+async def test_a_version_3_file_gains_the_audit_table(tmp_path: Path) -> None:
+    gen = IdGenerator(0)
+    s = SqliteStore(tmp_path)
+    await s.open()
+    await s.append([make_batch(gen, "o", "x.y", 2)])
+    await s.close()
+    # What version 3 wrote: the same tables without the audit log's.
+    conn = sqlite3.connect(tmp_path / "lockgate.db")
+    conn.execute("DROP TABLE audit")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    s = SqliteStore(tmp_path)
+    await s.open()
+    try:
+        assert len(await s.read_log("o", LogPosition(0))) == 1
+        await s.append_audit([AuditRecord(1, "policy.put")])
+        assert [r.action for r in await s.query_audit(AuditQuery())] == ["policy.put"]
+    finally:
+        await s.close()
+    conn = sqlite3.connect(tmp_path / "lockgate.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    conn.close()
+
+
 async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "lockgate.db")
     conn.execute("PRAGMA user_version = 99")
@@ -108,4 +134,4 @@ async def test_a_version_2_file_gets_the_scan_indexes(tmp_path: Path) -> None:
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
-    assert {"batches_org_seq", "batches_org_id"} <= names and version == 3
+    assert {"batches_org_seq", "batches_org_id"} <= names and version == SCHEMA_VERSION

@@ -1,0 +1,82 @@
+"""``AuditService``: reading the audit log (the admin role; see ``broker.audit``)."""
+
+from __future__ import annotations
+
+from lockgate.broker.audit import audit_scope
+from lockgate.broker.auth import Principal
+from lockgate.broker.errors import InvalidArgument, PermissionDenied
+from lockgate.broker.rpc import Context, Servicer, timestamp_ms, unary
+from lockgate.broker.store import AuditQuery, AuditRecord
+from lockgate.broker.v1 import audit_pb2
+
+__all__ = ["AuditService", "audit_message"]
+
+MAX_PAGE = 1000
+
+
+def audit_message(rec: AuditRecord) -> audit_pb2.AuditRecord:
+    m = audit_pb2.AuditRecord(
+        id=rec.id,
+        org=rec.org,
+        agent=rec.agent,
+        credential=rec.credential,
+        action=rec.action,
+        target=rec.target,
+        outcome=rec.outcome,
+        surface=rec.surface,
+        peer=rec.peer,
+        count=rec.count,
+        detail=dict(rec.detail),
+    )
+    m.time.FromMilliseconds(rec.time_ms)
+    return m
+
+
+def page_after(token: str) -> int:
+    """The id a page token stands for (the last record of the previous page)."""
+    if not token:
+        return 0
+    if not token.isdigit() or int(token) >= 1 << 63:
+        raise InvalidArgument(
+            "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
+        )
+    return int(token)
+
+
+class AuditService(Servicer):
+    """``AuditService``: the admin role reads every org's records, an org-admin its own
+    (``audit_scope``, the rule the HTTP route applies too)."""
+
+    SERVICE = "broker.v1.AuditService"
+
+    @unary()
+    async def ListAuditRecords(
+        self, request: audit_pb2.ListAuditRecordsRequest, p: Principal, context: Context
+    ) -> audit_pb2.ListAuditRecordsResponse:
+        try:
+            scope = audit_scope(p, request.org_filter, self.broker.permissions)
+        except PermissionDenied as err:
+            self.broker.audit.denied("access", "audit.read", err)
+            raise
+        since = (
+            timestamp_ms(request.since_time, "since_time") if request.HasField("since_time") else 0
+        )
+        until = (
+            timestamp_ms(request.until_time, "until_time") if request.HasField("until_time") else 0
+        )
+        size = min(request.page_size or 100, MAX_PAGE)
+        query = AuditQuery(
+            after_id=page_after(request.page_token),
+            start_ms=since,
+            end_ms=until,
+            org=scope,
+            agent=request.agent,
+            action=request.action,
+            outcome=request.outcome,
+            limit=size,
+        )
+        records = await self.broker.store.query_audit(query)
+        resp = audit_pb2.ListAuditRecordsResponse(records=[audit_message(r) for r in records])
+        if len(records) == size:
+            resp.next_page_token = str(records[-1].id)
+        return resp
