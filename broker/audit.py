@@ -116,10 +116,12 @@ def cli_record(
     outcome: str = "ok",
     *,
     target: str = "",
+    org: str = "",
     detail: Mapping[str, str] | None = None,
 ) -> AuditRecord:
     """A record of a ``lockgate`` command that writes the store itself (``keys``): its peer
-    is the operating-system user who ran it."""
+    is the operating-system user who ran it, its org the one the action concerns (so that
+    org's administrator reads it too)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a bare container)
@@ -128,6 +130,7 @@ def cli_record(
         int(time.time() * 1000),
         action,
         outcome,
+        org=org,
         target=target,
         surface="cli",
         peer=f"local:{user}",

@@ -119,7 +119,8 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
         if args.keys_cmd == "create":
             key, rec = await create_key(store, args.org, args.agent, args.role or [])
             detail = {"org": rec.org, "agent": rec.agent, "roles": ",".join(rec.roles)}
-            await store.append_audit([cli_record("key.create", target=rec.key_id, detail=detail)])
+            created = cli_record("key.create", target=rec.key_id, org=rec.org, detail=detail)
+            await store.append_audit([created])
             print(key)
             print(
                 f"created key {rec.key_id} for {rec.org}/{rec.agent} roles="
@@ -131,9 +132,13 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
                 state = "revoked" if k.revoked else "active"
                 print(f"{k.key_id}\t{k.org}\t{k.agent}\t{','.join(k.roles) or '-'}\t{state}")
         elif args.keys_cmd == "revoke":
+            known = await store.get_key(args.key_id)
             revoked = await store.revoke_key(args.key_id)
             outcome = "ok" if revoked else "failed"
-            await store.append_audit([cli_record("key.revoke", outcome, target=args.key_id)])
+            org = known.org if known is not None else ""
+            await store.append_audit(
+                [cli_record("key.revoke", outcome, target=args.key_id, org=org)]
+            )
             if not revoked:
                 raise NotFound(
                     f"no key with id {args.key_id}", hint="list them with `lockgate keys list`"

@@ -162,9 +162,10 @@ async def test_keys_created_and_revoked_with_the_cli_are_recorded(audited: Audit
         ("acme", "spare"),
     }
     assert all(r.surface == "cli" and r.peer.startswith("local:") for r in created)
+    assert all(r.org == r.detail["org"] and r.agent == "" for r in created)  # the key's org
     assert next(r for r in created if r.detail["agent"] == "ops").detail["roles"] == "admin"
     (revoked,) = [r for r in recs if r.action == "key.revoke"]
-    assert (revoked.target, revoked.outcome) == (spare_id, "ok")
+    assert (revoked.target, revoked.outcome, revoked.org) == (spare_id, "ok", "acme")
     for r in recs:  # secrets never reach the log
         assert all(k.split("_")[2] not in str(r) for k in audited.keys.values())
 
