@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lockgate.broker.bounds import BOUNDS, shown
+from lockgate.broker.dedup import DEFAULT_MAX_BYTES as DEDUP_MAX_BYTES
 from lockgate.broker.errors import InvalidArgument
 from lockgate.broker.quotas import QUOTA_DEFAULTS
 from lockgate.broker.store import RetentionRule
@@ -80,6 +81,8 @@ class Config:
     max_message_bytes: int = 1 << 20
     max_event_bytes: int = 1 << 20
     dedup_window: float = 120.0
+    dedup_max_bytes: int = DEDUP_MAX_BYTES
+    """Memory budget of the dedup index; when full, the window is shortened (with a warning)."""
     ack_wait: float = 30.0
     max_deliveries: int = 5
     max_in_flight: int = 1000
@@ -326,6 +329,11 @@ def load_config(
                 f"{name} = {getattr(cfg, name)!r} is out of range",
                 hint=f"use {shown(name, low)} to {shown(name, high)} (see README, Configuration)",
             )
+    if cfg.dedup_max_bytes < 1 << 20:
+        raise ConfigError(
+            f"dedup_max_bytes = {cfg.dedup_max_bytes!r} is less than 1 MiB",
+            hint="about 140 bytes per event in the window (see README, Security)",
+        )
     for name in ("subscriber_max_bytes", "max_in_flight_bytes"):
         if getattr(cfg, name) < cfg.max_message_bytes:
             raise ConfigError(

@@ -99,5 +99,5 @@ def build_backends(config: Config) -> Backends:
         backbone=backbone,
         limiter=build_limiter(config),
         leases=LocalLeases(),
-        dedup=MemoryDedupWindow(config.dedup_window),
+        dedup=MemoryDedupWindow(config.dedup_window, max_bytes=config.dedup_max_bytes),
     )

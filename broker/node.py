@@ -76,7 +76,9 @@ class Broker:
         self.log = logging.getLogger("lockgate.broker")
         self.telemetry = Telemetry()
         self.router = Router(self.policy.may_read)
-        self.dedup: DedupWindow = dedup or MemoryDedupWindow(config.dedup_window)
+        self.dedup: DedupWindow = dedup or MemoryDedupWindow(
+            config.dedup_window, max_bytes=config.dedup_max_bytes
+        )
         self.backbone: Backbone = backbone or LocalBackbone()
         self.leases: Leases = leases or LocalLeases()
         self.notice_listeners: list[Callable[[Notice], None]] = []
