@@ -220,8 +220,19 @@ async def test_denied_publishes_and_subscriptions_name_the_rule(audited: Audited
         ) as r,
     ):
         assert r.status == 403
-    recs = await _eventually_records(audited, lambda r: len(r) >= 3, outcome="denied", agent="a1")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(
+            f"{audited.http}/v1/ws", headers={"authorization": "Bearer " + audited.keys["agent"]}
+        ) as ws,
+    ):
+        await ws.send_json({"op": "subscribe", "pattern": "secret.ws", "ref": 1})
+        answer = await ws.receive_json(timeout=10)
+        assert answer["op"] != "ok" and answer.get("reason") == "POLICY_DENIED", answer
+    recs = await _eventually_records(audited, lambda r: len(r) >= 4, outcome="denied", agent="a1")
     by_target = {r.target: r for r in recs}
+    ws_sub = by_target["secret.ws"]
+    assert (ws_sub.action, ws_sub.surface, ws_sub.peer) == ("subscribe", "ws", "127.0.0.1")
     pub, sub, http_pub = by_target["secret.pay"], by_target["secret.>"], by_target["secret.http"]
     assert (pub.action, sub.action, http_pub.action) == ("publish", "subscribe", "publish")
     for r in (pub, sub, http_pub):

@@ -95,3 +95,20 @@ async def test_an_unreachable_broker_is_unavailable() -> None:
             await remote.get_event(None, 1)
     finally:
         await remote.close()
+
+
+async def test_the_audit_log_through_the_client(api: RemoteAPI) -> None:
+    """A standalone gateway's GET /v1/audit reads through ``AuditService`` (dev mode: the
+    anonymous caller is the broker's admin)."""
+    records, cursor = await api.audit(None, action="config", limit=1)
+    [rec] = records
+    assert (rec.action, rec.outcome, rec.surface, rec.count) == ("config.load", "ok", "broker", 1)
+    assert rec.id > 0 and rec.time_ms > 0 and "settings" in rec.detail
+    assert cursor == rec.id  # a full page: the cursor of the next
+    rest, last = await api.audit(None, action="config", after_id=cursor, limit=1)
+    assert (rest, last) == ([], 0)
+    # The broker's admin reads any org: a filter that selects nothing is an empty page.
+    assert await api.audit(None, org="globex", agent="x", start_ms=1, end_ms=2) == ([], 0)
+    with pytest.raises(be.InvalidArgument) as bad:
+        await api.audit(None, after_id=2**63)
+    assert bad.value.reason == "INVALID_PAGE_TOKEN"
