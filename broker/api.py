@@ -104,6 +104,17 @@ class Subscription(Protocol):
 class BrokerAPI(Protocol):
     """The broker's public API (see protos/broker/v1/broker.proto and admin.proto)."""
 
+    async def check_credential(self, key: str | None) -> None:
+        """Raises :class:`~broker.errors.Unauthenticated` unless ``key`` (an API key, a
+        token, or None in the dev mode) authenticates now: a connection that lives on (a
+        WebSocket) is refused at its start rather than at its first operation."""
+        ...
+
+    def until_revoked(self, key: str | None) -> Awaitable[BrokerError]:
+        """Completes, with the error to close a long-lived connection with, once ``key`` is
+        revoked or expires (within the documented 5 s); never for a credential that holds."""
+        ...
+
     async def publish(
         self, key: str | None, subject: str, events: Sequence[CloudEvent]
     ) -> PublishResult: ...
@@ -290,6 +301,14 @@ class LocalAPI:
             self.broker.audit.denied("access", action, err)
             raise
         return p
+
+    async def check_credential(self, key: str | None) -> None:
+        await self.principal(key)
+
+    def until_revoked(self, key: str | None) -> Awaitable[BrokerError]:
+        if self._acting_for is not None:
+            return asyncio.get_running_loop().create_future()  # never: it acts for the broker
+        return self.auth.until_revoked(key)
 
     # -- broker-side work: only the in-process webhook dispatcher, never a caller's request.
     # Not in BrokerAPI: it spans orgs, which no key can do over gRPC (the standalone

@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.auth import Authenticator
@@ -23,6 +23,9 @@ from lockgate.broker.telemetry import setup_telemetry
 from lockgate.broker.tls import ServerTLS, refusal_of_plaintext
 
 __all__ = ["GatewayStarter", "run", "serve"]
+
+if TYPE_CHECKING:
+    from lockgate.broker.tokens import TokenVerifier
 
 log = logging.getLogger("lockgate")
 
@@ -60,6 +63,17 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
+def _token_verifier(config: Config) -> TokenVerifier | None:
+    """The verifier of the trusted token issuers: the configured ones and, unless turned
+    off, the local one (``lockgate tokens issue``); None when there are none."""
+    from lockgate.broker.tokens import TokenVerifier, local_issuer, parse_issuers
+
+    issuers = parse_issuers(config.auth_issuers, clock_skew=config.auth_clock_skew)
+    if config.auth_local_issuer:
+        issuers.append(local_issuer(config.data_dir, config.auth_clock_skew))
+    return TokenVerifier(issuers) if issuers else None
+
+
 class GatewayStarter(Protocol):
     """Starts the ``[gateways.*]`` tables in this process on the broker's public in-process
     API, the HTTP/WebSocket listeners within the ``http_*`` limits and with the broker's TLS
@@ -89,6 +103,7 @@ async def serve(
     tls = ServerTLS.from_config(config)  # unreadable files fail here, before anything opens
     plaintext = _plaintext_network_listens(config, tls)
     setup_telemetry(config.telemetry, config.telemetry_interval)
+    tokens = _token_verifier(config)  # checks [[auth.issuers]] before anything starts
     backends = build_backends(config)
     store = backends.store
     gate = PolicyGate(
@@ -117,7 +132,8 @@ async def serve(
         await broker.stop()
         raise
     keys = [k for k in await store.list_keys() if not k.revoked]
-    dev_mode = not keys
+    # Dev mode (keyless callers are admin) only while nothing could authenticate anyone.
+    dev_mode = not keys and (tokens is None or not tokens.has_signing_key())
     exposed = [config.listen, *(listen for listen, _ in _gateway_listens(config.gateways))]
     insecure = [listen for listen in exposed if not _is_loopback(listen)]
     refusal = None
@@ -146,13 +162,20 @@ async def serve(
             "(--insecure-plaintext): keys and events cross it in clear",
             ", ".join(plaintext),
         )
+    if tokens is not None:
+        await tokens.start()
     auth = Authenticator(
-        store, dev_mode=dev_mode, identities=tls.identities if tls is not None else None
+        store,
+        dev_mode=dev_mode,
+        identities=tls.identities if tls is not None else None,
+        tokens=tokens,
     )
     server = BrokerServer(broker, auth, policies)
     try:
         port = await server.start(config.listen, tls)
     except BrokerError:
+        if tokens is not None:
+            await tokens.close()
         await policies.stop()
         await broker.stop()
         raise
@@ -200,6 +223,8 @@ async def serve(
     if stop_gateways is not None:
         await stop_gateways()
     await server.stop(config.drain_timeout)
+    if tokens is not None:
+        await tokens.close()
     await policies.stop()
     await broker.stop()
     await backends.close()

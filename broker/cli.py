@@ -107,9 +107,49 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown_ms(ms: int) -> str:
+    """A Unix-ms time as RFC 3339 UTC, to the second ("never" for 0)."""
+    import datetime as dt
+
+    if not ms:
+        return "never"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _expires_ms(args: argparse.Namespace) -> int | None:
+    """``--ttl`` or ``--expires`` as Unix ms (None: neither was given)."""
+    import time
+
+    from lockgate.broker.config import parse_duration
+    from lockgate.broker.errors import InvalidArgument
+    from lockgate.policy.durations import TimeError, parse_time
+
+    if args.ttl and args.expires:
+        raise InvalidArgument("give --ttl or --expires, not both", hint="--ttl 30d")
+    if args.ttl:
+        ttl = parse_duration(args.ttl)
+        if ttl <= 0:
+            raise InvalidArgument(f"--ttl {args.ttl} is not a positive duration", hint="--ttl 30d")
+        return int((time.time() + ttl) * 1000)
+    if args.expires:
+        try:
+            at = parse_time(args.expires)
+        except TimeError as exc:
+            raise InvalidArgument(f"--expires: {exc}", hint=exc.hint) from None
+        if at <= time.time():
+            raise InvalidArgument(
+                f"--expires {args.expires} is in the past", hint="--expires 2027-01-01"
+            )
+        return int(at * 1000)
+    return None
+
+
 async def _cmd_keys(args: argparse.Namespace) -> int:
+    import time
+
     from lockgate.broker.audit import cli_record
-    from lockgate.broker.auth import create_key
+    from lockgate.broker.auth import create_key, rotate_key
+    from lockgate.broker.config import parse_duration
     from lockgate.broker.errors import NotFound
     from lockgate.broker.store.sqlite import SqliteStore
 
@@ -117,20 +157,74 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
     await store.open()
     try:
         if args.keys_cmd == "create":
-            key, rec = await create_key(store, args.org, args.agent, args.role or [])
-            detail = {"org": rec.org, "agent": rec.agent, "roles": ",".join(rec.roles)}
+            expires = _expires_ms(args) or 0
+            key, rec = await create_key(
+                store, args.org, args.agent, args.role or [], expires_ms=expires
+            )
+            detail = {
+                "org": rec.org,
+                "agent": rec.agent,
+                "roles": ",".join(rec.roles),
+                "expires": _shown_ms(rec.expires_ms),
+            }
             created = cli_record("key.create", target=rec.key_id, org=rec.org, detail=detail)
             await store.append_audit([created])
             print(key)
             print(
                 f"created key {rec.key_id} for {rec.org}/{rec.agent} roles="
-                f"{','.join(rec.roles) or '-'}; it is shown only once",
+                f"{','.join(rec.roles) or '-'} expires={_shown_ms(rec.expires_ms)}; "
+                "it is shown only once",
+                file=sys.stderr,
+            )
+        elif args.keys_cmd == "rotate":
+            grace = parse_duration(args.grace)
+            expires_ms = _expires_ms(args)
+            try:
+                key, rec, old_ends = await rotate_key(
+                    store, args.key_id, grace=grace, expires_ms=expires_ms
+                )
+            except NotFound:
+                known = await store.get_key(args.key_id)
+                failed = cli_record(
+                    "key.rotate",
+                    "failed",
+                    target=args.key_id,
+                    org=known.org if known is not None else "",
+                )
+                await store.append_audit([failed])
+                raise
+            detail = {
+                "org": rec.org,
+                "agent": rec.agent,
+                "roles": ",".join(rec.roles),
+                "new_key": rec.key_id,
+                "old_key_until": _shown_ms(old_ends),
+                "expires": _shown_ms(rec.expires_ms),
+            }
+            rotated = cli_record("key.rotate", target=args.key_id, org=rec.org, detail=detail)
+            await store.append_audit([rotated])
+            print(key)
+            print(
+                f"rotated key {args.key_id} to {rec.key_id} for {rec.org}/{rec.agent} "
+                f"(expires={_shown_ms(rec.expires_ms)}); the old key works until "
+                f"{_shown_ms(old_ends)}; the new key is shown only once",
                 file=sys.stderr,
             )
         elif args.keys_cmd == "list":
+            now = time.time() * 1000
+            print("KEY_ID\tORG\tAGENT\tROLES\tSTATE\tEXPIRES\tREPLACED_BY")
             for k in await store.list_keys():
-                state = "revoked" if k.revoked else "active"
-                print(f"{k.key_id}\t{k.org}\t{k.agent}\t{','.join(k.roles) or '-'}\t{state}")
+                state = "active"
+                if k.revoked:
+                    state = "revoked"
+                elif k.expires_ms and k.expires_ms <= now:
+                    state = "expired"
+                elif k.replaced_by:
+                    state = "rotating"  # works until its grace period ends
+                print(
+                    f"{k.key_id}\t{k.org}\t{k.agent}\t{','.join(k.roles) or '-'}\t{state}"
+                    f"\t{_shown_ms(k.expires_ms)}\t{k.replaced_by or '-'}"
+                )
         elif args.keys_cmd == "revoke":
             known = await store.get_key(args.key_id)
             revoked = await store.revoke_key(args.key_id)
@@ -146,6 +240,31 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
             print(f"revoked {args.key_id}")
     finally:
         await store.close()
+    return 0
+
+
+def _cmd_tokens(args: argparse.Namespace) -> int:
+    from lockgate.broker.local_tokens import (
+        LOCAL_ISSUER,
+        issue_token,
+        load_or_create_key,
+        public_jwks,
+    )
+
+    data_dir = _config(args).data_dir
+    if args.tokens_cmd == "issue":
+        from lockgate.broker.config import parse_duration
+
+        ttl = parse_duration(args.ttl)
+        token = issue_token(data_dir, args.org, args.agent, args.role or [], ttl=ttl)
+        print(token)
+        print(
+            f"issued a token for {args.org}/{args.agent} roles={','.join(args.role or []) or '-'}"
+            f" valid for {args.ttl} (issuer {LOCAL_ISSUER}, key in {data_dir})",
+            file=sys.stderr,
+        )
+    elif args.tokens_cmd == "jwks":
+        print(json.dumps(public_jwks(load_or_create_key(data_dir)), indent=2))
     return 0
 
 
@@ -221,13 +340,34 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--org", required=True)
     kc.add_argument("--agent", required=True)
     kc.add_argument("--role", action="append", help="repeatable; 'admin' for admin RPCs")
-    ks.add_parser("list", help="list keys (ids only, never secrets)")
+    ks.add_parser("list", help="list keys (ids, state and expiry; never secrets)")
     kr = ks.add_parser("revoke", help="revoke a key")
     kr.add_argument("key_id")
+    kt = ks.add_parser(
+        "rotate", help="a new key for the same org, agent and roles; the old one works --grace"
+    )
+    kt.add_argument("key_id")
+    kt.add_argument("--grace", default="1h", help="how long the old key keeps working (1h)")
+    for q in (kc, kt):
+        q.add_argument("--ttl", help="the key stops working after this long (e.g. 30d)")
+        q.add_argument("--expires", help="the key stops working at this TIME (e.g. 2027-01-01)")
     for q in ks.choices.values():
         q.add_argument("--data-dir", dest="data_dir")
         q.add_argument("--config", dest="config_file")
     p.set_defaults(func=_cmd_keys)
+
+    p = sub.add_parser("tokens", help="issue short-lived JWTs signed by this broker's local key")
+    ts = p.add_subparsers(dest="tokens_cmd", required=True)
+    ti = ts.add_parser("issue", help="print a token (the broker trusts it as issuer 'local')")
+    ti.add_argument("--org", required=True)
+    ti.add_argument("--agent", required=True)
+    ti.add_argument("--role", action="append", help="repeatable; 'admin' for admin RPCs")
+    ti.add_argument("--ttl", default="1h", help="lifetime, 1s to 30d (default 1h)")
+    ts.add_parser("jwks", help="print the public JWKS of the local signing key")
+    for q in ts.choices.values():
+        q.add_argument("--data-dir", dest="data_dir")
+        q.add_argument("--config", dest="config_file")
+    p.set_defaults(func=_cmd_tokens)
 
     p = sub.add_parser("policy", help="check, fmt, test, explain, replay policies", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

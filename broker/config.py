@@ -143,6 +143,12 @@ class Config:
     telemetry_interval: float = 60.0
     keepalive_time: float = 30.0
     drain_timeout: float = 10.0
+    auth_clock_skew: float = 30.0
+    """``[auth] clock_skew``: how far a token's ``exp`` and ``nbf`` may be off (clocks drift)."""
+    auth_local_issuer: bool = True
+    """``[auth] local_issuer``: trust the tokens of ``lockgate tokens issue``."""
+    auth_issuers: list[dict[str, object]] = field(default_factory=list)
+    """``[[auth.issuers]]``: trusted JWT issuers (TOML only; see README, Security)."""
 
     def retention_rules(self) -> list[RetentionRule]:
         rules = []
@@ -198,7 +204,9 @@ _DURATIONS = {
     "http_body_timeout",
     "audit_retention",
     "audit_window",
+    "auth_clock_skew",
 }
+_TOML_ONLY = ("retention", "gateways", "auth_issuers")
 
 
 def coerce(value: object, default: object, *, duration: bool = False) -> object:
@@ -292,7 +300,7 @@ def load_config(
     for key, raw in env.items():
         if key.startswith("LOCKGATE_"):
             name = key[len("LOCKGATE_") :].lower()
-            if name in _FIELDS and name not in ("retention", "gateways"):
+            if name in _FIELDS and name not in _TOML_ONLY:
                 values[name] = _coerce(name, raw, f"environment {key}")
     path = config_file or env.get("LOCKGATE_CONFIG")
     if path:
@@ -302,8 +310,18 @@ def load_config(
         if not isinstance(gateways, dict):
             raise ConfigError(f"config file {path}: [gateways] must be a table of tables")
         values["gateways"] = gateways
+        auth = doc.get("auth", section.get("auth", {}))
+        if not isinstance(auth, dict):
+            raise ConfigError(f"config file {path}: [auth] must be a table")
+        for name, raw in auth.items():
+            if f"auth_{name}" not in _FIELDS:
+                raise ConfigError(
+                    f"config file {path}: unknown setting {name!r} in [auth]",
+                    hint="[auth] takes clock_skew, local_issuer and [[auth.issuers]] tables",
+                )
+            values[f"auth_{name}"] = _coerce(f"auth_{name}", raw, f"config file {path} [auth]")
         for name, raw in section.items():
-            if name == "gateways":
+            if name in ("gateways", "auth"):
                 continue
             if name not in _FIELDS:
                 raise ConfigError(
@@ -364,6 +382,11 @@ def load_config(
             f"audit_window = {cfg.audit_window:g}s or audit_retention = "
             f"{cfg.audit_retention:g}s is out of range",
             hint="audit_window is 50ms to 1h; audit_retention is a duration (0: keep for ever)",
+        )
+    if not 0 <= cfg.auth_clock_skew <= 300:
+        raise ConfigError(
+            f"auth_clock_skew = {cfg.auth_clock_skew:g} s is out of range",
+            hint="use 0s to 5m; a few seconds to a minute is usual",
         )
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(

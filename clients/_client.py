@@ -51,7 +51,7 @@ class Client:
 
     Example::
 
-        async with Client("127.0.0.1:50051", api_key="lg_...") as c:
+        async with Client("127.0.0.1:50051", api_key="lg_...") as c:  # or a JWT
             event_id = await c.publish("billing.invoices", {"total": 10})
             async for msg in c.subscribe("billing.>", durable="ledger"):
                 print(msg.data)

@@ -252,7 +252,12 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
         Reason.EMPTY_EVENT,
     ),
     PermissionDenied: (Reason.PERMISSION_DENIED, Reason.POLICY_DENIED),
-    Unauthenticated: (Reason.UNAUTHENTICATED,),
+    Unauthenticated: (
+        Reason.UNAUTHENTICATED,
+        Reason.CREDENTIAL_EXPIRED,
+        Reason.CREDENTIAL_REVOKED,
+        Reason.TOKEN_INVALID,
+    ),
     AlreadyExists: (Reason.ALREADY_EXISTS, Reason.DUPLICATE_CONTENT, Reason.DUPLICATE_KEY),
     RateLimited: (Reason.RATE_LIMITED, Reason.RESOURCE_EXHAUSTED),
     NotFound: (Reason.NOT_FOUND, Reason.UNKNOWN_DURABLE, Reason.UNKNOWN_VERSION),
@@ -298,7 +303,7 @@ _BY_CODE: dict[grpc.StatusCode, type[LockgateError]] = {
 }
 
 _HINTS: dict[type[LockgateError], str] = {
-    Unauthenticated: "pass api_key= (or --api-key / LOCKGATE_API_KEY) with a valid key",
+    Unauthenticated: "pass api_key= (or --api-key / LOCKGATE_API_KEY) with a valid key or token",
     Unavailable: "check that the broker runs (start it with `lockgate serve`)",
 }
 

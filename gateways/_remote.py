@@ -45,7 +45,9 @@ from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_e
 from lockgate.clients._tls import TLS
 from lockgate.gateways._slices import by_bytes, publish_in_slices
 
-__all__ = ["RemoteAPI", "to_broker_error", "translate"]
+__all__ = ["CREDENTIAL_POLL_SECONDS", "RemoteAPI", "to_broker_error", "translate"]
+
+CREDENTIAL_POLL_SECONDS = 5.0
 
 CloudEvent = cloudevent_pb2.CloudEvent
 M = TypeVar("M", bound=message.Message)
@@ -242,6 +244,24 @@ class RemoteAPI:
             raise be.Unavailable("the broker closed the publish stream")
         errors = [(e.index, _event_error(e.reason, e.message)) for e in resp.errors]
         return PublishResult(list(resp.ids), list(resp.duplicate_indexes), errors)
+
+    async def check_credential(self, key: str | None) -> None:
+        # The broker authenticates before it looks anything up, and no event has id 0: any
+        # answer but UNAUTHENTICATED (NOT_FOUND, PERMISSION_DENIED) means the key holds.
+        with contextlib.suppress(be.NotFound, be.PermissionDenied, be.InvalidArgument):
+            await self.get_event(key, 0)
+
+    async def until_revoked(self, key: str | None) -> be.BrokerError:
+        """Asks the broker every :data:`CREDENTIAL_POLL_SECONDS` (one cheap call per long-lived
+        connection); a broker that cannot be reached is not a revocation."""
+        while True:
+            await asyncio.sleep(CREDENTIAL_POLL_SECONDS)
+            try:
+                await self.check_credential(key)
+            except be.Unauthenticated as err:
+                return err
+            except be.BrokerError:
+                continue
 
     async def get_event(self, key: str | None, event_id: int) -> StoredEvent:
         req = broker_pb2.GetEventRequest(id=event_id)

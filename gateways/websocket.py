@@ -24,8 +24,9 @@ The server pings every ``heartbeat`` seconds (WebSocket ping frames) and closes 
 whose pong does not come. A socket that cannot keep up (its send buffer over
 ``max_send_buffer`` bytes, or one send blocked for ``send_timeout``) is closed with 1013 and
 the reason; an ephemeral subscription the broker cut off as a slow consumer closes it with
-1008, and so does a subscription whose API key was revoked (or opened anonymously in the
-dev mode, which ended): within the 5 s a revocation takes. Either way the broker never
+1008, and so does a socket whose credential was revoked or expired (or opened anonymously in
+the dev mode, which ended), with or without subscriptions: within the 5 s a revocation takes.
+A bad credential is refused at the upgrade with 401 problem+json. Either way the broker never
 waits for a socket: its outboxes decouple them.
 """
 
@@ -116,6 +117,7 @@ class _Connection:
         self.pumps: dict[str, asyncio.Task[None]] = {}
         self.pending: dict[int, Subscription] = {}
         self.closing = False
+        self.ended = False
 
     async def run(self) -> None:
         try:
@@ -126,6 +128,20 @@ class _Connection:
                     await self._error(None, MalformedJson("binary frames are not accepted"))
         finally:
             await self._shutdown()
+
+    async def close_when_revoked(self) -> None:
+        """Closes the socket (1008) once its credential is revoked or expires, with or
+        without subscriptions (theirs end the same way, each with an error frame)."""
+        await self._end(await self.api.until_revoked(self.key), CLOSE_POLICY)
+
+    async def _end(self, err: BrokerError, code: int) -> None:
+        """One error frame and a close, once: a revocation reaches the socket's watcher and
+        each of its subscriptions at the same moment."""
+        if self.ended:
+            return
+        self.ended = True
+        await self._error(None, err)
+        await self._close(code, f"{err.reason}: {err.message}")
 
     async def _shutdown(self) -> None:
         for t in self.pumps.values():
@@ -323,11 +339,10 @@ class _Connection:
             # A slow consumer cut off, or a revoked key (or the end of the dev mode): policy.
             code = (
                 CLOSE_POLICY
-                if err.reason in ("SLOW_CONSUMER", "UNAUTHENTICATED")
+                if err.reason == "SLOW_CONSUMER" or err.code.name == "UNAUTHENTICATED"
                 else CLOSE_TRY_AGAIN
             )
-            await self._error(None, err)
-            await self._close(code, f"{err.reason}: {err.message}")
+            await self._end(err, code)
         except ConnectionError:
             await self._close(CLOSE_TRY_AGAIN, "connection lost")
 
@@ -338,13 +353,21 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     enter("ws", request.remote or "")  # the socket's audit records come from here
     try:
         key = api_key(request.headers) or request.query.get("api_key") or None
+        # A bad credential is refused at the upgrade (401 problem+json), not at the first
+        # operation: a socket is never opened for a caller who cannot use it.
+        await api.check_credential(key)
     except BrokerError as err:
         from lockgate.gateways._web import problem
 
         return problem(err)
     ws = web.WebSocketResponse(heartbeat=settings.heartbeat, max_msg_size=settings.max_frame_bytes)
     await ws.prepare(request)
-    await _Connection(ws, request, api, key, settings).run()
+    conn = _Connection(ws, request, api, key, settings)
+    watcher = asyncio.create_task(conn.close_when_revoked())
+    try:
+        await conn.run()
+    finally:
+        watcher.cancel()
     return ws
 
 

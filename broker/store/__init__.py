@@ -135,6 +135,11 @@ class ApiKeyRecord:
     roles: tuple[str, ...]
     created_ms: int
     revoked: bool = False
+    expires_ms: int = 0
+    """When the key stops working (Unix ms; 0: never): ``--ttl``, or the end of the grace
+    period after a rotation."""
+    replaced_by: str = ""
+    """The id of the key that replaced it (``lockgate keys rotate``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +319,11 @@ class KeyStore(Protocol):
     async def list_keys(self) -> list[ApiKeyRecord]: ...
 
     async def revoke_key(self, key_id: str) -> bool: ...
+
+    async def rotate_key(self, key_id: str, new: ApiKeyRecord, old_expires_ms: int) -> bool:
+        """Stores ``new`` and, in the same transaction, marks ``key_id`` replaced by it and
+        expiring at ``old_expires_ms`` (or earlier, if it expired sooner already). False (and
+        nothing stored) when ``key_id`` does not exist or is revoked."""
 
 
 class PolicyVersionStore(Protocol):

@@ -81,6 +81,12 @@ def _by_id(b: Batch) -> int:
     return b.first_id
 
 
+_KEY_COLUMNS = (
+    "key_id, secret_hash, org, agent, roles, created_ms, revoked, expires_ms, replaced_by"
+)
+_KEY_ROW = "(?,?,?,?,?,?,?,?,?)"
+
+
 class SqliteStore(SqliteConsumerState):
     """The embedded :class:`broker.store.Store`."""
 
@@ -300,30 +306,77 @@ class SqliteStore(SqliteConsumerState):
             json.dumps(list(record.roles)),
             record.created_ms,
             int(record.revoked),
+            record.expires_ms,
+            record.replaced_by,
         )
 
         def op(c: sqlite3.Connection) -> None:
-            c.execute("INSERT OR REPLACE INTO api_keys VALUES (?,?,?,?,?,?,?)", row)
+            c.execute(f"INSERT OR REPLACE INTO api_keys ({_KEY_COLUMNS}) VALUES {_KEY_ROW}", row)
 
         await self._submit(op)
 
     @staticmethod
-    def _key(row: tuple[str, str, str, str, str, int, int]) -> ApiKeyRecord:
+    def _key(row: tuple[str, str, str, str, str, int, int, int, str]) -> ApiKeyRecord:
         return ApiKeyRecord(
-            row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5], bool(row[6])
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            tuple(json.loads(row[4])),
+            row[5],
+            bool(row[6]),
+            row[7],
+            row[8],
         )
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
         def q(c: sqlite3.Connection) -> ApiKeyRecord | None:
-            row = c.execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+            row = c.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)
+            ).fetchone()
             return None if row is None else self._key(row)
 
         return await self._read(q)
 
     async def list_keys(self) -> list[ApiKeyRecord]:
         return await self._read(
-            lambda c: [self._key(r) for r in c.execute("SELECT * FROM api_keys ORDER BY 6")]
+            lambda c: [
+                self._key(r)
+                for r in c.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_ms")
+            ]
         )
+
+    async def rotate_key(self, key_id: str, new: ApiKeyRecord, old_expires_ms: int) -> bool:
+        row = (
+            new.key_id,
+            new.secret_hash,
+            new.org,
+            new.agent,
+            json.dumps(list(new.roles)),
+            new.created_ms,
+            int(new.revoked),
+            new.expires_ms,
+            new.replaced_by,
+        )
+        found: list[bool] = []
+
+        def op(c: sqlite3.Connection) -> None:
+            # One transaction (the writer's): the new key exists exactly when the old one
+            # is marked replaced. An expiry already sooner than the grace end stays.
+            cur = c.execute(
+                "UPDATE api_keys SET replaced_by = ?, expires_ms = CASE "
+                "WHEN expires_ms > 0 AND expires_ms < ? THEN expires_ms ELSE ? END "
+                "WHERE key_id = ? AND revoked = 0",
+                (new.key_id, old_expires_ms, old_expires_ms, key_id),
+            )
+            found.append(cur.rowcount > 0)
+            if cur.rowcount:
+                c.execute(
+                    f"INSERT OR REPLACE INTO api_keys ({_KEY_COLUMNS}) VALUES {_KEY_ROW}", row
+                )
+
+        await self._submit(op)
+        return found[0]
 
     async def revoke_key(self, key_id: str) -> bool:
         found: list[bool] = []

@@ -7,8 +7,9 @@ version 1 assumed they committed in), each durable's cursor id becomes the posit
 that id, and its pending map becomes rows. Version 3 adds the covering indexes that filtered
 reads of one org walk in log order and in id order (``batches_org_seq``, ``batches_org_id``):
 opening a version 2 file builds them. Version 4 adds the audit log's table (created by the
-same upgrade step: every table is ``CREATE ... IF NOT EXISTS``). A file written by a newer
-version is refused with a sentence rather than misread.
+same upgrade step: every table is ``CREATE ... IF NOT EXISTS``). Version 5 gives API keys an
+expiry and the id of the key that replaced them (two columns with defaults: "never", "none").
+A file written by a newer version is refused with a sentence rather than misread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from lockgate.broker.errors import FailedPrecondition
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema", "position_after_id"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -75,7 +76,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     agent TEXT NOT NULL,
     roles TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    expires_ms INTEGER NOT NULL DEFAULT 0,
+    replaced_by TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -148,6 +151,14 @@ def _upgrade_from_1(c: sqlite3.Connection) -> None:
         c.execute("DROP TABLE consumers_v1")
 
 
+def _upgrade_keys(c: sqlite3.Connection) -> None:
+    columns = _columns(c, "api_keys")
+    if columns and "expires_ms" not in columns:
+        c.execute("ALTER TABLE api_keys ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0")
+    if columns and "replaced_by" not in columns:
+        c.execute("ALTER TABLE api_keys ADD COLUMN replaced_by TEXT NOT NULL DEFAULT ''")
+
+
 def ensure_schema(c: sqlite3.Connection, path: object) -> None:
     """Creates the tables, or upgrades an older file, or refuses a newer one."""
     version = int(c.execute("PRAGMA user_version").fetchone()[0])
@@ -167,6 +178,7 @@ def ensure_schema(c: sqlite3.Connection, path: object) -> None:
         ).fetchone()
         if old is not None:
             _upgrade_from_1(c)
+        _upgrade_keys(c)
         _create_tables(c)
         c.execute(_SEQ_INDEX)
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -191,14 +191,14 @@ async def test_revoked_key_stops_working_within_seconds(keyed: Keyed, stubs: Stu
         try:
             await publish()
         except grpc.aio.AioRpcError as err:
-            assert error_info(err)[:2] == (UNAUTHENTICATED, "UNAUTHENTICATED")
+            assert error_info(err)[:2] == (UNAUTHENTICATED, "CREDENTIAL_REVOKED")
             return True
         return False
 
     await eventually(refused, timeout=7, interval=0.25, what="the revoked key is refused")
     # Stays refused, on every RPC.
     assert await _all_calls_fail(stubs, auth(key), subject) == {
-        ("UNAUTHENTICATED", "UNAUTHENTICATED")
+        ("UNAUTHENTICATED", "CREDENTIAL_REVOKED")
     }
 
 
@@ -375,17 +375,19 @@ async def _open_streams(
     return sub, pub
 
 
-async def _ended_unauthenticated(sub: Sub, pub: grpc.aio.StreamStreamCall, message: str) -> None:
+async def _ended_unauthenticated(
+    sub: Sub, pub: grpc.aio.StreamStreamCall, message: str, reason: str = "UNAUTHENTICATED"
+) -> None:
     """Both streams end with UNAUTHENTICATED within the documented 5 s (plus slack), idle."""
     await eventually(lambda: sub.error is not None, timeout=15, what="the Subscribe stream ends")
     assert sub.error is not None
-    code, reason, _ = error_info(sub.error)
-    assert (code, reason) == (UNAUTHENTICATED, "UNAUTHENTICATED")
+    code, got, _ = error_info(sub.error)
+    assert (code, got) == (UNAUTHENTICATED, reason)
     assert message in (sub.error.details() or "")
     # Read without writing: the stream ends by itself (see _all_calls_fail on writing first).
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await asyncio.wait_for(pub.read(), 15)
-    assert error_info(exc.value)[:2] == (UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert error_info(exc.value)[:2] == (UNAUTHENTICATED, reason)
     assert message in (exc.value.details() or "")
 
 
@@ -405,7 +407,7 @@ async def test_revoking_a_key_ends_its_open_streams() -> None:
                 lockgate_cli, "keys", "revoke", _key_id(doomed), "--data-dir", data_dir
             )
             assert "revoked" in out
-            await _ended_unauthenticated(sub, pub, "revoked")
+            await _ended_unauthenticated(sub, pub, "revoked", "CREDENTIAL_REVOKED")
             # The other key's streams still publish and deliver.
             subject = unique("kept")
             live = await subscribe(stub, auth(kept), pattern=subject)

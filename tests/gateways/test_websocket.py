@@ -205,10 +205,78 @@ async def test_revoking_a_key_closes_its_sockets(local: Local) -> None:
             assert (await frame(sock))["op"] == "ok"
         assert await local.broker.store.revoke_key(record.key_id)
         err = await frame(ws, timeout=15)
-        assert err["op"] == "error" and err["reason"] == "UNAUTHENTICATED", err
+        assert err["op"] == "error" and err["reason"] == "CREDENTIAL_REVOKED", err
         assert "revoked" in str(err["message"])
         closed = await ws.receive(5)
         assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1008, closed
         await other.send_json({"op": "publish", "subject": f"{subject}.a", "data": {}, "ref": 1})
         got = [await frame(other), await frame(other)]
         assert {f["op"] for f in got} == {"ok", "event"}, got
+
+
+async def _upgrade_refused(local: Local, headers: dict[str, str], reason: str) -> None:
+    """The upgrade request itself answers 401 problem+json with ``reason``: no socket opens."""
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        **headers,
+    }
+    async with local.session.get(f"{local.url}/v1/ws", headers=upgrade) as resp:
+        assert resp.status == 401, await resp.text()
+        assert resp.content_type == "application/problem+json"
+        body = json.loads(await resp.text())
+        assert body["reason"] == reason, body
+    with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+        async with local.session.ws_connect(f"{local.url}/v1/ws", headers=headers):
+            pass
+    assert exc.value.status == 401
+
+
+async def test_a_bad_credential_is_refused_at_the_upgrade(local: Local) -> None:
+    from lockgate.broker.auth import create_key
+
+    _, revoked = await create_key(local.broker.store, "default", "gone", ["admin"])
+    assert await local.broker.store.revoke_key(revoked.key_id)
+    expired, _ = await create_key(local.broker.store, "default", "old", [], expires_ms=1)
+    good, _ = await create_key(local.broker.store, "default", "ok", [])
+    local.auth.dev_mode = False
+    try:
+        await _upgrade_refused(local, {}, "UNAUTHENTICATED")
+        await _upgrade_refused(local, {"Authorization": "Bearer lg_nope_nope"}, "UNAUTHENTICATED")
+        await _upgrade_refused(local, {"Authorization": "Bearer a.b.c"}, "TOKEN_INVALID")
+        await _upgrade_refused(local, {"Authorization": f"Bearer {expired}"}, "CREDENTIAL_EXPIRED")
+        gone = f"lg_{revoked.key_id}_x"
+        await _upgrade_refused(local, {"Authorization": f"Bearer {gone}"}, "UNAUTHENTICATED")
+        # A good key opens the socket (in the header or the query).
+        async with local.session.ws_connect(f"{local.url}/v1/ws?api_key={good}") as ws:
+            await ws.send_json({"op": "publish", "subject": unique("wsok."), "data": {}})
+            assert (await frame(ws))["op"] == "ok"
+    finally:
+        local.auth.dev_mode = True
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+async def test_a_socket_without_subscriptions_closes_when_its_key_ends(
+    local: Local, how: str
+) -> None:
+    """Not only subscriptions: an idle socket that only publishes is closed too (1008), with
+    an error frame, when its key is revoked or reaches its expiry."""
+    from lockgate.broker.auth import create_key
+
+    expires = int((time.time() + 2) * 1000) if how == "expired" else 0
+    key, record = await create_key(
+        local.broker.store, "default", "idle", ["admin"], expires_ms=expires
+    )
+    url = f"{local.url}/v1/ws"
+    async with local.session.ws_connect(url, headers={"Authorization": f"Bearer {key}"}) as ws:
+        await ws.send_json({"op": "publish", "subject": unique("wsi."), "data": {}, "ref": 1})
+        assert (await frame(ws))["op"] == "ok"
+        if how == "revoked":
+            assert await local.broker.store.revoke_key(record.key_id)
+        err = await frame(ws, timeout=15)
+        want = "CREDENTIAL_REVOKED" if how == "revoked" else "CREDENTIAL_EXPIRED"
+        assert err["op"] == "error" and err["reason"] == want, err
+        closed = await ws.receive(5)
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1008, closed

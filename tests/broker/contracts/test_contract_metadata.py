@@ -39,6 +39,33 @@ async def test_keys(store: KeyStore) -> None:
     assert await store.get_key("nope") is None
 
 
+async def test_key_expiry_and_rotation(store: KeyStore) -> None:
+    old = ApiKeyRecord("k1", "h1", "acme", "a1", ("admin", "reader"), 1, expires_ms=9_000)
+    await store.put_key(old)
+    assert await store.get_key("k1") == old
+    new = ApiKeyRecord("k2", "h2", "acme", "a1", ("admin", "reader"), 2, expires_ms=50_000)
+    # The grace end is later than the old key's own expiry: the sooner one stays.
+    assert await store.rotate_key("k1", new, 10_000)
+    assert await store.get_key("k2") == new
+    got = await store.get_key("k1")
+    assert got is not None and (got.expires_ms, got.replaced_by) == (9_000, "k2")
+    newer = ApiKeyRecord("k3", "h3", "acme", "a1", ("admin", "reader"), 3)
+    assert await store.rotate_key("k2", newer, 20_000)
+    got = await store.get_key("k2")
+    assert got is not None and (got.expires_ms, got.replaced_by) == (20_000, "k3")
+    assert [(k.key_id, k.expires_ms) for k in await store.list_keys()] == [
+        ("k1", 9_000),
+        ("k2", 20_000),
+        ("k3", 0),
+    ]
+    # Unknown or revoked keys are not rotated, and nothing is stored for them.
+    lost = ApiKeyRecord("k4", "h4", "acme", "a1", (), 4)
+    assert not await store.rotate_key("nope", lost, 1)
+    assert await store.revoke_key("k3")
+    assert not await store.rotate_key("k3", lost, 1)
+    assert await store.get_key("k4") is None
+
+
 async def test_policy_versions(store: PolicyVersionStore) -> None:
     v1 = PolicyVersionRecord("aaa", 1, "dir", {"a.policy": "x"})
     v2 = PolicyVersionRecord("bbb", 2, "rpc", {"a.policy": "y"})

@@ -98,7 +98,30 @@ async def test_a_version_3_file_gains_the_audit_table(tmp_path: Path) -> None:
     finally:
         await s.close()
     conn = sqlite3.connect(tmp_path / "lockgate.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+async def test_a_version_4_file_gets_key_expiry(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "lockgate.db")
+    conn.execute(
+        "CREATE TABLE api_keys (key_id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, "
+        "org TEXT NOT NULL, agent TEXT NOT NULL, roles TEXT NOT NULL, "
+        "created_ms INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0)"
+    )
+    conn.execute("INSERT INTO api_keys VALUES ('k1', 'h', 'acme', 'a1', '[\"admin\"]', 5, 0)")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    s = SqliteStore(tmp_path)
+    await s.open()
+    try:
+        (key,) = await s.list_keys()
+        assert (key.key_id, key.roles, key.expires_ms, key.replaced_by) == ("k1", ("admin",), 0, "")
+    finally:
+        await s.close()
+    conn = sqlite3.connect(tmp_path / "lockgate.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
 
 
