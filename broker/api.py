@@ -303,12 +303,14 @@ class LocalAPI:
         return p
 
     async def check_credential(self, key: str | None) -> None:
-        await self.principal(key)
+        if self._acting_for is None:  # who the caller is; what it may do is asked per action
+            await self.auth.authenticate(key, certificate=CERTIFIED_CALLER.get())
 
     def until_revoked(self, key: str | None) -> Awaitable[BrokerError]:
-        if self._acting_for is not None:
-            return asyncio.get_running_loop().create_future()  # never: it acts for the broker
-        return self.auth.until_revoked(key)
+        watch = self._watch(key)
+        if watch is None:  # it acts for the broker: never
+            return asyncio.get_running_loop().create_future()
+        return watch
 
     # -- broker-side work: only the in-process webhook dispatcher, never a caller's request.
     # Not in BrokerAPI: it spans orgs, which no key can do over gRPC (the standalone
