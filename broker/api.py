@@ -286,15 +286,7 @@ class LocalAPI:
         table the gRPC services apply, so each surface grants the same)."""
         p = self._acting_for
         if p is None:
-            # The gateway in front entered its surface and the peer (audit.enter): the
-            # audit log's records of this call name who it is, or record the refusal.
-            try:
-                p = await self.auth.authenticate(key, certificate=CERTIFIED_CALLER.get())
-            except Unauthenticated as err:
-                audit.authenticated(None, audit.credential_id(key))
-                self.broker.audit.auth_failed(err)
-                raise
-            audit.authenticated(p, audit.credential_id(key))
+            p = await self._authenticated(key)
         try:
             self.broker.permissions.authorize(p, action, p.org)
         except PermissionDenied as err:
@@ -302,9 +294,21 @@ class LocalAPI:
             raise
         return p
 
+    async def _authenticated(self, key: str | None) -> Principal:
+        # The gateway in front entered its surface and the peer (audit.enter): the audit
+        # log's records of this call name who it is, or record the refusal.
+        try:
+            p = await self.auth.authenticate(key, certificate=CERTIFIED_CALLER.get())
+        except Unauthenticated as err:
+            audit.authenticated(None, audit.credential_id(key))
+            self.broker.audit.auth_failed(err)
+            raise
+        audit.authenticated(p, audit.credential_id(key))
+        return p
+
     async def check_credential(self, key: str | None) -> None:
         if self._acting_for is None:  # who the caller is; what it may do is asked per action
-            await self.auth.authenticate(key, certificate=CERTIFIED_CALLER.get())
+            await self._authenticated(key)
 
     def until_revoked(self, key: str | None) -> Awaitable[BrokerError]:
         watch = self._watch(key)
