@@ -28,6 +28,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from typing import NamedTuple
 
 from lockgate.broker import wire
 from lockgate.broker.auth import Principal
@@ -88,20 +89,24 @@ def _reencode(frame: bytes, attempt: int) -> bytes:
     return b"\x12" + wire.encode_varint(len(body)) + body
 
 
+def _entries(
+    seq: int, frames: list[tuple[int, bytes]], subject: str, pos: LogPosition
+) -> list[tuple[int, int, bytes, str]]:
+    """``ready`` entries for the frames of batch ``seq`` not behind ``pos``."""
+    if pos.seq != seq or not pos.id:  # none of them is behind: no test per event
+        return [(seq, i, f, subject) for i, f in frames]
+    return [(seq, i, f, subject) for i, f in frames if i > pos.id]
+
+
 def _subject_of(frame: bytes) -> str:
     return broker_pb2.Delivery.FromString(wire.frame_body(frame)).subject
 
 
-class _Run:
-    """First deliveries handed out together, in log order: while young, unwritten."""
+class _Run(NamedTuple):
+    """First deliveries handed out together (at ``at``, monotonic), in log order."""
 
-    __slots__ = ("at", "ids", "next")
-
-    def __init__(self, at: float, ids: list[int]) -> None:
-        self.at = at
-        self.ids = ids
-        self.next = 0
-        """Index of the first id that may still be young (those before it are not)."""
+    at: float
+    ids: list[int]
 
 
 def _settled() -> asyncio.Future[None]:
@@ -143,9 +148,10 @@ class DurableConsumer:
         self.delivered_id = record.delivered_id
         self.deleted = False
         self._young: dict[int, int] = {}
-        """First deliveries not written and not acked yet -> their batch sequences."""
+        """First deliveries not written and not acked yet -> their batch sequences, in
+        hand-out order (log order)."""
         self._runs: deque[_Run] = deque()
-        """The young ids by hand-out time (and so in log order); acked ones are skipped."""
+        """First deliveries by hand-out time; acked ones are skipped when they grow old."""
         self._written = record.position
         """The position last given to the store."""
         self._wake = asyncio.Event()
@@ -210,23 +216,14 @@ class DurableConsumer:
         old: list[int] = []
         cutoff = now - WRITE_AFTER
         while runs and runs[0].at <= cutoff:
-            run = runs.popleft()
-            old.extend(i for i in run.ids[run.next :] if young.pop(i, None) is not None)
+            old.extend(i for i in runs.popleft().ids if young.pop(i, None) is not None)
         return old
 
     def _oldest_young(self) -> LogPosition | None:
-        """The position just before the oldest young id (None: none is young)."""
-        young, runs = self._young, self._runs
-        while runs:
-            run = runs[0]
-            ids, n = run.ids, run.next
-            while n < len(ids):
-                seq = young.get(ids[n])
-                if seq is not None:
-                    run.next = n
-                    return LogPosition(seq, ids[n] - 1)
-                n += 1
-            runs.popleft()
+        """The position just before the oldest young id (None: none is young). The young
+        are kept in hand-out order, which is log order, so it is the first."""
+        for i, seq in self._young.items():
+            return LogPosition(seq, i - 1)
         return None
 
     def _record(
@@ -333,7 +330,7 @@ class DurableConsumer:
                 self._wake.set()
                 return
             subject = batch.subject
-            self.ready.extend((seq, i, f, subject) for i, f in frames if not pos.includes(seq, i))
+            self.ready.extend(_entries(seq, frames, subject, pos))
             self._ready_bytes += len(batch.body)  # the frames, unless some were handed out
         self.position = LogPosition(seq + 1)
         self._wake.set()
@@ -378,7 +375,8 @@ class DurableConsumer:
         if strict:
             self.check_pending(ids)
         else:
-            known = [i for i in ids if i in self.pending]
+            entries = self.table.entries
+            known = [i for i in ids if i in entries]
             if len(known) < len(ids):
                 self.host.telemetry.stale_acks.add(len(ids) - len(known))
             ids = known
@@ -396,7 +394,8 @@ class DurableConsumer:
         if strict:
             self.check_pending(ids)
         else:
-            ids = [i for i in ids if i in self.pending]
+            entries = self.table.entries
+            ids = [i for i in ids if i in entries]
         self.table.nack(ids, delay, time.monotonic())
         self._wake.set()
 
@@ -493,10 +492,12 @@ class DurableConsumer:
         table = self.table
         ready = self.ready
         budget = self.max_bytes
-        handed: list[int] = []
+        last = 0
         checked = self._checked()
         fresh: list[int] = []
         young = self._young
+        entries = table.entries
+        popped = 0
         while ready and cap > 0 and table.bytes < budget:
             head = ready[0][3] if checked else None
             session = self._pick(head)
@@ -505,30 +506,36 @@ class DurableConsumer:
             take = min(cap, share, len(ready))
             if session.limit:
                 take = min(take, session.limit - session.in_flight)
-            frames = []
+            frames: list[bytes] = []
             taken = 0
-            while taken < take and ready and table.bytes < budget:
-                subject = ready[0][3]
-                if checked and subject != head and not self._may_take(session, subject):
-                    break
+            room = budget - table.bytes
+            size = 0
+            # Per-event work: PendingTable.hand_out inlined (this loop runs for every event).
+            while taken < take and ready and size < room:
+                if checked:
+                    subject = ready[0][3]
+                    if subject != head and not self._may_take(session, subject):
+                        break
                 seq, i, frame, _ = ready.popleft()
-                self._ready_bytes -= len(frame)
+                popped += len(frame)
                 taken += 1
+                last = i
                 # Defensive: never hand out an id twice as a first delivery (one that is
                 # pending after a restart is due again, as a redelivery).
-                if table.hand_out(i, frame, session, deadline):
+                if i not in entries:
+                    entries[i] = Pending(1, deadline, frame, session)
+                    size += len(frame)
                     frames.append(frame)
                     young[i] = seq  # written by a flush once old, unless acked before
                     fresh.append(i)
-                handed.append(i)
+            table.bytes += size
             if frames:
                 session.in_flight += len(frames)
                 session.outbox.put(b"".join(frames), len(frames))
             cap -= taken
-        if not ready:
-            self._ready_bytes = 0
-        if handed:
-            self.delivered_id = handed[-1]
+        self._ready_bytes = self._ready_bytes - popped if ready else 0
+        if last:
+            self.delivered_id = last
         if fresh:
             self._runs.append(_Run(time.monotonic(), fresh))
         if self.ready and table.bytes < budget:  # at the budget, an ack wakes it
@@ -543,9 +550,7 @@ class DurableConsumer:
             for seq, b, frames in recent:
                 if b.org == self.rec.org and self.wants(b.subject):
                     subject = b.subject
-                    self.ready.extend(
-                        (seq, i, f, subject) for i, f in frames if not pos.includes(seq, i)
-                    )
+                    self.ready.extend(_entries(seq, frames, b.subject, pos))
                     self._ready_bytes += len(b.body)
                 pos = self.position = LogPosition(seq + 1)
             if recent:
