@@ -59,6 +59,9 @@ class ListenerLimits:
     opening or from the end of its previous response (so also the keep-alive idle time)."""
     body_timeout: float = 30.0
     """Seconds a request has to send its whole body, once its headers arrived."""
+    send_timeout: float = 30.0
+    """Seconds an answer may wait for a peer that reads none of it (slow read); then the
+    connection is aborted."""
     max_connections: int = 0
     """Open connections of all the process's listeners together; 0 (the default) is half of
     the open-file limit (``broker.fdbudget``), the other half left to gRPC and the rest."""
@@ -122,6 +125,7 @@ class Config:
     http_header_timeout: float = 15.0
     """See :class:`ListenerLimits` (every HTTP/WebSocket gateway listener)."""
     http_body_timeout: float = 30.0
+    http_send_timeout: float = 30.0
     http_max_connections: int = 0
     """0: half of the process's open-file limit (raised to its hard limit at start)."""
     http_max_connections_per_address: int = 64
@@ -178,6 +182,7 @@ class Config:
         return ListenerLimits(
             self.http_header_timeout,
             self.http_body_timeout,
+            self.http_send_timeout,
             self.http_max_connections,
             self.http_max_connections_per_address,
         )
@@ -205,6 +210,7 @@ _DURATIONS = {
     "audit_retention",
     "audit_window",
     "auth_clock_skew",
+    "http_send_timeout",
 }
 _TOML_ONLY = ("retention", "gateways", "auth_issuers")
 
@@ -365,11 +371,11 @@ def load_config(
                 f"{name} = {getattr(cfg, name)!r} is negative",
                 hint="use a count, or 0 to turn the quota off (see README, Security)",
             )
-    for name in ("http_header_timeout", "http_body_timeout"):
+    for name in ("http_header_timeout", "http_body_timeout", "http_send_timeout"):
         if not 0 < getattr(cfg, name) <= 3600:
             raise ConfigError(
                 f"{name} = {getattr(cfg, name)!r} is out of range",
-                hint="use a duration from 1ms to 1h (the defaults are 15s and 30s)",
+                hint="use a duration from 1ms to 1h (the defaults are 15s, 30s and 30s)",
             )
     for name in ("http_max_connections", "http_max_connections_per_address"):
         if getattr(cfg, name) < (0 if name == "http_max_connections" else 1):

@@ -17,7 +17,10 @@ The time bounds are aiohttp's and ours:
 - aiohttp bounds a request's head in size (``max_line_size``, ``max_field_size``,
   ``max_headers``: 8 KiB lines and fields, 128 headers) and reads what a refused body still
   sends for at most ``lingering_time``;
-- a WebSocket is pinged every ``heartbeat`` and closed when the pong does not come.
+- a WebSocket is pinged every ``heartbeat`` and closed when the pong does not come;
+- ``http_send_timeout`` bounds a slow read: a connection whose unsent answer has not shrunk
+  for that long (a peer that reads nothing while an answer larger than the socket buffers
+  waits) is aborted by a watchdog that looks at every connection once a second.
 
 Example::
 
@@ -69,8 +72,12 @@ class ConnectionGuard:
         self.per_address = self.limits.max_connections_per_address
         self.open = 0
         self.refused = 0
+        self.stalled = 0
+        """Connections aborted for a slow read."""
         self._by_address: collections.Counter[str] = collections.Counter()
-        self._admitted: dict[object, str] = {}
+        self._admitted: dict[object, tuple[str, asyncio.Transport]] = {}
+        self._unsent: dict[object, tuple[int, float]] = {}  # buffered bytes, and since when
+        self._watchdog: asyncio.Task[None] | None = None
         self._total_refusal = _refusal(
             TooManyConnections("http_max_connections", self.max_connections)
         )
@@ -124,16 +131,51 @@ class ConnectionGuard:
             return
         self.open += 1
         self._by_address[address] += 1
-        self._admitted[handler] = address
+        self._admitted[handler] = (address, transport)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._watch(), name="gateway-send-watchdog"
+            )
 
     def _release(self, handler: object) -> None:
-        address = self._admitted.pop(handler, None)
-        if address is None:
+        admitted = self._admitted.pop(handler, None)
+        self._unsent.pop(handler, None)
+        if admitted is None:
             return
+        address = admitted[0]
+        if not self._admitted and self._watchdog is not None:  # nothing left to watch
+            self._watchdog.cancel()
+            self._watchdog = None
         self.open -= 1
         self._by_address[address] -= 1
         if not self._by_address[address]:
             del self._by_address[address]
+
+    async def _watch(self) -> None:
+        """Aborts connections whose unsent bytes have not shrunk for ``send_timeout``; ends
+        when no connection is left (the next one starts it again)."""
+        loop = asyncio.get_running_loop()
+        timeout = self.limits.send_timeout
+        while self._admitted:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = loop.time()
+            for handler, (address, transport) in list(self._admitted.items()):
+                size = transport.get_write_buffer_size()
+                last = self._unsent.get(handler)
+                if not size:
+                    self._unsent.pop(handler, None)
+                elif last is None or size < last[0]:
+                    self._unsent[handler] = (size, now)  # moving: the clock starts again
+                elif now - last[1] >= timeout:
+                    self.stalled += 1
+                    log.warning(
+                        "gateway.connection.stalled: %s read none of %d bytes for %gs; aborted",
+                        address,
+                        size,
+                        timeout,
+                    )
+                    self._unsent.pop(handler, None)
+                    transport.abort()
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -70,6 +70,7 @@ class Local:
     url: str
     session: aiohttp.ClientSession
     app: web.Application
+    guard: ConnectionGuard
 
 
 async def count_events(api: LocalAPI, pattern: str = ">") -> int:
@@ -102,10 +103,11 @@ async def local_broker(
         from lockgate.gateways.websocket import WsSettings, add_ws_route
 
         add_ws_route(app, api, ws if isinstance(ws, WsSettings) else WsSettings(heartbeat=1.0))
-    runner, port = await start_site(app, "127.0.0.1:0", ConnectionGuard(limits))
+    guard = ConnectionGuard(limits)
+    runner, port = await start_site(app, "127.0.0.1:0", guard)
     session = aiohttp.ClientSession()
     try:
-        yield Local(broker, auth, api, f"http://127.0.0.1:{port}", session, app)
+        yield Local(broker, auth, api, f"http://127.0.0.1:{port}", session, app, guard)
     finally:
         await session.close()
         await runner.cleanup()

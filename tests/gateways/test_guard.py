@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from lockgate.broker.config import ListenerLimits
 from lockgate.broker.fdbudget import gateway_connection_cap
 from lockgate.gateways._guard import ConnectionGuard
-from tests.gateways.gw_kit import Local, local_broker
+from tests.gateways.gw_kit import Local, event, local_broker
 from tests.support.waiting import eventually
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -227,6 +228,32 @@ async def test_websocket_upgrades_without_frames_are_bounded(tmp_path: Path) -> 
         for reader, writer in conns:
             await _until_closed(reader, timeout=10)
             writer.close()
+
+
+async def test_a_client_that_never_reads_its_answer_is_cut_off(tmp_path: Path) -> None:
+    """Slow read: an answer larger than the socket buffers to a client that reads nothing
+    holds its handler on the write (the header timeout does not run then); without progress
+    for http_send_timeout the connection is aborted."""
+    async with gateway(tmp_path, send_timeout=1.0, header_timeout=60) as env:
+        subject = "fat.x"
+        for n in range(10):  # 1,000 events of 8 KB: an 8 MB page, more than the buffers hold
+            events = [event(n * 100 + i, data='"' + "z" * 8000 + '"') for i in range(100)]
+            await env.api.publish(None, subject, events)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", _port(env)))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(
+            f"GET /v1/events?subject={subject}&limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        await eventually(lambda: env.guard.stalled == 1, timeout=20, what="a stalled read cut")
+        got = len(await _until_closed(reader, timeout=10))
+        writer.close()
+        assert got < 8_000_000, got
+        # A reading client gets the whole page through the same gateway.
+        async with env.session.get(f"{env.url}/v1/events?subject={subject}&limit=1000") as r:
+            assert len((await r.json())["events"]) == 1000
 
 
 def test_the_cap_is_a_share_of_the_open_file_limit() -> None:
