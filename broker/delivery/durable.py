@@ -47,6 +47,10 @@ __all__ = ["DurableConsumer", "DurableSession"]
 
 _LOG_PAGE = 64
 """Batches per read when the consumer reads the log instead of taking commits from memory."""
+_REDELIVER_STEP = 256
+"""Redeliveries re-encoded between two yields to the event loop: a round of a durable's
+whole window (up to 100,000 events, several microseconds each) would otherwise hold the loop,
+and every org's publishes, for the length of the round."""
 
 WRITE_AFTER = 1.0
 """Seconds a first delivery may stay unacked without a row in the store. Until then the
@@ -588,7 +592,15 @@ class DurableConsumer:
         attempts: dict[int, int] = {}
         table = self.table
         checked = self._checked()
-        while cap > 0 and (item := table.next_due()) is not None:
+        step = 0
+        while cap > 0:
+            if step == _REDELIVER_STEP:
+                step = 0
+                await asyncio.sleep(0)  # others run between steps (fairness between orgs)
+            item = table.next_due()
+            if item is None:
+                break
+            step += 1
             i, p = item
             if p.attempt >= self.rec.max_deliveries:
                 dead.append(i)

@@ -113,3 +113,47 @@ async def test_a_durable_holds_at_most_its_bytes_in_flight(tmp_path: Path) -> No
         assert len(got) == len(set(got)) == 40 and got == sorted(got)
     finally:
         await broker.stop()
+
+
+async def test_a_round_of_redeliveries_yields_to_other_tasks(tmp_path: Path) -> None:
+    """Fairness: 3,000 events due at once go out in steps, with the event loop free between
+    them, so another org's publish is not held for the whole round."""
+    cfg = Config(data_dir=str(tmp_path), fsync="never")
+    broker = Broker(cfg, SqliteStore(tmp_path, fsync="never"))
+    await broker.start()
+    try:
+        options = DurableOptions(max_in_flight=5000)
+        session = await broker.subscribe_durable(DEV_PRINCIPAL, "round", "r.>", options)
+        consumer = session.consumer
+        for k in range(6):
+            await broker.publish(DEV_PRINCIPAL, "r.x", _events(500, 10, f"r{k}"))
+        ids: list[int] = []
+        async with asyncio.timeout(10):
+            while len(ids) < 3000:
+                body = await session.outbox.take()
+                assert body is not None
+                ids += [d.id for d in broker_pb2.SubscribeResponse.FromString(body).deliveries]
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        seen: list[int] = []
+        put = session.outbox.put
+
+        def counting_put(frames: bytes, count: int = 1) -> None:
+            seen.append(ticks)
+            put(frames, count)
+
+        session.outbox.put = counting_put  # type: ignore[method-assign]
+        task = asyncio.create_task(ticker())
+        consumer.nack(ids, 0.0)  # all 3,000 due at once
+        await eventually(lambda: len(seen) == 3000, timeout=10)
+        task.cancel()
+        # The ticker ran between steps of the round: one run of 3,000 would see one value.
+        assert len(set(seen)) >= 3000 // 256
+    finally:
+        await broker.stop()
