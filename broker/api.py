@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,7 +25,7 @@ from typing import Protocol
 from lockgate.broker import audit
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription, Outbox
-from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions
+from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, webhook_secrets_in_use
 from lockgate.broker.errors import BrokerError, PermissionDenied, Unauthenticated
 from lockgate.broker.node import Broker
 from lockgate.broker.positions import StartSpec
@@ -75,6 +76,8 @@ class DurableView:
     ack_wait: float
     max_deliveries: int
     max_in_flight: int
+    webhook_secret: str = ""
+    """A webhook durable's signing secret, only from the call that created it (shown once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +344,15 @@ class LocalAPI:
         hooks.append(created)
         return lambda: hooks.remove(created) if created in hooks else None
 
+    def webhook_secrets(self, org: str, name: str) -> list[str]:
+        """The secrets a delivery of webhook durable ``name`` is signed with now (the current
+        one, and a rotated-out one during its grace); empty for a durable from before
+        secrets were per durable, or one that is gone."""
+        consumer = self.broker.consumers.get((org, name))
+        if consumer is None:
+            return []
+        return webhook_secrets_in_use(consumer.rec, int(time.time() * 1000))
+
     def bind_webhook(self, target: WebhookTarget, limit: int) -> Subscription:
         """Binds a ``webhook`` receiver to the durable: at most ``limit`` deliveries in flight,
         and streams bound to the same durable take precedence. Raises NotFound when the
@@ -442,6 +454,7 @@ class LocalAPI:
         p = await self.principal(key, "durable.create")  # webhook ones: Durables.create
         c = await self.broker.create_durable(p, name, pattern, options)
         r = c.rec
+        secret, c.new_secret = c.new_secret, ""  # shown once, to the call that created it
         return DurableView(
             r.name,
             r.pattern,
@@ -449,6 +462,7 @@ class LocalAPI:
             r.ack_wait_ms / 1000,
             r.max_deliveries,
             r.max_in_flight,
+            secret,
         )
 
     async def audit(

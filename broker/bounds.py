@@ -24,10 +24,11 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "ack_wait": (0.1, 12 * HOUR),
     "max_deliveries": (1, 1000),
     "nack_delay": (0.0, 12 * HOUR),
+    "webhook_secret_grace": (0.0, 7 * 24 * HOUR),
 }
 """Inclusive (lowest, highest) per setting; durations in seconds."""
 
-_DURATIONS = {"ack_wait", "nack_delay"}
+_DURATIONS = {"ack_wait", "nack_delay", "webhook_secret_grace"}
 
 MAX_EVENT_ID = 1024
 """Characters of a CloudEvents ``id``: the dedup index keeps it for the window."""

@@ -13,7 +13,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +37,14 @@ from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import check_pattern
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
-__all__ = ["DURABLE_DEFAULTS", "DurableOptions", "Durables", "check_durable_name"]
+__all__ = [
+    "DURABLE_DEFAULTS",
+    "DurableOptions",
+    "Durables",
+    "check_durable_name",
+    "new_webhook_secret",
+    "webhook_secrets_in_use",
+]
 
 CloudEvent = cloudevent_pb2.CloudEvent
 SystemPublish = Callable[[str, str, Sequence[CloudEvent]], Awaitable[None]]
@@ -90,6 +100,18 @@ def _given(options: DurableOptions, setting: str) -> bool:
         if shown == setting and option:
             return bool(getattr(options, option))
     return False
+
+
+def new_webhook_secret() -> str:
+    """A webhook durable's signing secret: ``whsec_`` and the base64 of 24 random bytes (the
+    Standard Webhooks form; ``clients.verify_webhook`` takes it as it is)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def webhook_secrets_in_use(rec: ConsumerRecord, now_ms: int) -> list[str]:
+    """The secrets a delivery of ``rec`` is signed with now: the current one, and rotated-out
+    ones until their grace ends."""
+    return [s for s, until in rec.webhook_secrets if until == 0 or until > now_ms]
 
 
 def check_durable_name(name: str) -> None:
@@ -241,8 +263,13 @@ class Durables:
         self.quota.check(principal.org)
         if key in self.consumers:
             return await self.create(principal, name, pattern, options, exact=exact)
+        secret = ""
+        if rec.endpoint_url:
+            secret = new_webhook_secret()
+            rec.webhook_secrets = [(secret, 0)]
         await self.store.create_consumer(rec)
         consumer = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
+        consumer.new_secret = secret  # shown once, by the call that created it
         self.consumers[key] = consumer
         self.quota.add(principal.org)
         consumer.start()
@@ -271,6 +298,26 @@ class Durables:
             max_in_flight=max_in_flight,
             endpoint_url=o.endpoint_url,
         )
+
+    async def rotate_webhook_secret(self, org: str, name: str, grace: float) -> str:
+        """A new signing secret for webhook durable ``name``, returned once; the current one
+        goes on signing beside it for ``grace`` seconds (receivers switch meanwhile)."""
+        c = self.get(org, name)
+        if not c.rec.endpoint_url:
+            raise FailedPrecondition(
+                f"durable {name!r} has no endpoint_url, so no webhook secret",
+                reason="FAILED_PRECONDITION",
+                hint="only webhook durables sign their deliveries",
+            )
+        check_setting("webhook_secret_grace", grace)
+        now_ms = int(time.time() * 1000)
+        until = now_ms + int(grace * 1000)
+        kept = [(s, u) for s, u in c.rec.webhook_secrets if u == 0 or u > now_ms]
+        secret = new_webhook_secret()
+        c.rec.webhook_secrets = [(secret, 0), *[(s, u or until) for s, u in kept][:4]]
+        await self.store.save_consumer_config(c.rec)
+        self._changed(org, name)
+        return secret
 
     async def check_endpoint(self, url: str) -> None:
         """Webhook URLs: http(s) only, and no private or loopback address unless allowed.

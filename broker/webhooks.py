@@ -16,15 +16,16 @@ import urllib.parse
 
 from lockgate.broker.errors import InvalidArgument
 
-__all__ = ["check_endpoint_url"]
+__all__ = ["check_endpoint_url", "is_public_address"]
 
 
-def _public(addr: str) -> bool:
+def is_public_address(addr: str) -> bool:
+    """Whether an IP address is one a webhook may reach without ``webhook_allow_private``."""
     ip = ipaddress.ip_address(addr.split("%")[0])
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
         if embedded is not None:
-            return _public(str(embedded))
+            return is_public_address(str(embedded))
     return ip.is_global and not (
         ip.is_private
         or ip.is_loopback
@@ -63,7 +64,7 @@ def check_endpoint_url(url: str, *, allow_private: bool = False) -> None:
             reason="INVALID_ENDPOINT",
         ) from None
     for info in infos:
-        if not _public(str(info[4][0])):
+        if not is_public_address(str(info[4][0])):
             raise InvalidArgument(
                 f"endpoint_url {url!r} points at a private or loopback address",
                 reason="PRIVATE_ENDPOINT",

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ class DurableInfo:
     """The highest id handed to a subscriber."""
     endpoint_url: str
     """The webhook endpoint, when deliveries are POSTed there."""
+    webhook_secret: str = ""
+    """A webhook durable's signing secret: set only by the :meth:`create_durable` call that
+    created it (it is not shown again; :meth:`rotate_webhook_secret` gives a new one)."""
 
     @classmethod
     def _of(cls, m: admin_pb2.DurableInfo) -> DurableInfo:
@@ -246,7 +250,26 @@ class Admin:
         response = await self._call(
             ADMIN + "CreateDurable", request, admin_pb2.CreateDurableResponse
         )
-        return DurableInfo._of(response.durable)
+        info = DurableInfo._of(response.durable)
+        if response.webhook_secret:
+            info = dataclasses.replace(info, webhook_secret=response.webhook_secret)
+        return info
+
+    async def rotate_webhook_secret(
+        self, name: str, *, grace: float | dt.timedelta | None = None
+    ) -> str:
+        """A new signing secret for webhook durable ``name`` (shown once); the old one keeps
+        signing beside it for ``grace`` (default 24 hours) while receivers switch.
+
+        >>> secret = await c.admin.rotate_webhook_secret("invoices", grace=3600)
+        """
+        request = admin_pb2.RotateWebhookSecretRequest(name=name)
+        if grace is not None:
+            request.grace.CopyFrom(to_duration(grace))
+        response = await self._call(
+            ADMIN + "RotateWebhookSecret", request, admin_pb2.RotateWebhookSecretResponse
+        )
+        return response.webhook_secret
 
     async def list_durables(self) -> list[DurableInfo]:
         """The org's durable subscriptions, by name."""

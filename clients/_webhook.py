@@ -1,8 +1,19 @@
-"""Verify Lockgate webhook signatures on the receiving side (no server code imported).
+"""Lockgate webhook signatures, on the Standard Webhooks scheme (no server code imported).
 
-The broker signs every webhook POST with HMAC-SHA256 over ``f"{timestamp}.{body}"`` and
-sends ``X-Lockgate-Timestamp: <unix seconds>`` and ``X-Lockgate-Signature: v1=<hex>``
-(several comma-separated ``v1=`` values while a secret rotates).
+Every webhook POST carries the event as a CloudEvent in structured mode
+(``Content-Type: application/cloudevents+json``): its attributes, its data, and the broker's
+``lockgatesubject``, ``lockgateorg``, ``lockgatedurable`` and ``lockgateattempt``, all in the
+body, so everything a receiver acts on is signed. The signature covers the message id, the
+timestamp and the body::
+
+    webhook-id: <event id>
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, f"{id}.{timestamp}.{body}")>
+
+Several space-separated ``v1,`` values are sent while a secret rotates. Each webhook durable
+has its own secret (``whsec_`` and base64 of the key bytes, returned once when the durable
+is created or its secret rotated); any other secret string is used as its UTF-8 bytes. Any
+Standard Webhooks library verifies these too.
 
 Example (aiohttp)::
 
@@ -14,11 +25,14 @@ Example (aiohttp)::
             verify_webhook(SECRET, request.headers, body)
         except WebhookSignatureError as exc:
             return web.Response(status=401, text=str(exc))
+        event = json.loads(body)  # check event["lockgateorg"] is the org you expect
         ...
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -27,10 +41,12 @@ from collections.abc import Mapping
 from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._errors import LockgateError
 
-__all__ = ["WebhookSignatureError", "verify_webhook"]
+__all__ = ["WebhookSignatureError", "sign_webhook", "verify_webhook", "webhook_key"]
 
-SIGNATURE_HEADER = "x-lockgate-signature"
-TIMESTAMP_HEADER = "x-lockgate-timestamp"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"
 
 
 class WebhookSignatureError(LockgateError):
@@ -38,6 +54,26 @@ class WebhookSignatureError(LockgateError):
     BAD_SIGNATURE or STALE_SIGNATURE."""
 
     default_reason: str = Reason.BAD_SIGNATURE
+
+
+def webhook_key(secret: str | bytes) -> bytes:
+    """The HMAC key of a secret: the bytes a ``whsec_`` secret encodes, else its UTF-8 bytes."""
+    if isinstance(secret, bytes):
+        return secret
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return secret.encode()
+
+
+def sign_webhook(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One ``webhook-signature`` entry: ``v1,`` and the base64 HMAC-SHA256 of
+    ``f"{msg_id}.{timestamp}.{body}"``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    mac = hmac.new(webhook_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -59,31 +95,32 @@ def verify_webhook(
     now: float | None = None,
 ) -> None:
     """Checks a webhook's signature; raises :class:`WebhookSignatureError` when it is missing,
-    does not match ``secret``, or its timestamp is more than ``tolerance`` seconds away."""
+    does not match ``secret`` (the id, the timestamp or any byte of the body changed), or its
+    timestamp is more than ``tolerance`` seconds away."""
+    msg_id = _header(headers, ID_HEADER)
     sig = _header(headers, SIGNATURE_HEADER)
     ts_text = _header(headers, TIMESTAMP_HEADER)
-    if not sig or not ts_text:
+    if not sig or not ts_text or not msg_id:
         raise WebhookSignatureError(
-            "the request lacks X-Lockgate-Signature or X-Lockgate-Timestamp",
+            "the request lacks webhook-id, webhook-timestamp or webhook-signature",
             reason=Reason.MISSING_SIGNATURE,
-            hint="only accept webhook POSTs that carry both headers",
+            hint="only accept webhook POSTs that carry all three headers",
         )
     try:
         ts = int(ts_text.strip())
     except ValueError:
         raise WebhookSignatureError(
-            f"X-Lockgate-Timestamp {ts_text[:20]!r} is not a number of seconds",
+            f"webhook-timestamp {ts_text[:20]!r} is not a number of seconds",
             reason=Reason.BAD_SIGNATURE,
             hint="the header holds unix seconds",
         ) from None
-    key = secret.encode() if isinstance(secret, str) else secret
-    expected = hmac.new(key, f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    offered = [p.strip()[3:] for p in sig.split(",") if p.strip().startswith("v1=")]
+    expected = sign_webhook(secret, msg_id, ts, body)
+    offered = [p for p in sig.split() if p.startswith("v1,")]
     if not any(hmac.compare_digest(expected, o) for o in offered):
         raise WebhookSignatureError(
-            "the webhook signature does not match the body",
+            "the webhook signature does not match its id, timestamp and body",
             reason=Reason.BAD_SIGNATURE,
-            hint="check the secret; verify the raw body bytes, before any JSON parsing",
+            hint="check the durable's secret; verify the raw body bytes, before any JSON parsing",
         )
     age = (time.time() if now is None else now) - ts
     if abs(age) > tolerance:

@@ -379,7 +379,13 @@ class RemoteAPI:
             endpoint_url=o.endpoint_url,
         )
         return DurableView(
-            d.name, d.pattern, d.endpoint_url, d.ack_wait, d.max_deliveries, d.max_in_flight
+            d.name,
+            d.pattern,
+            d.endpoint_url,
+            d.ack_wait,
+            d.max_deliveries,
+            d.max_in_flight,
+            d.webhook_secret,
         )
 
     async def audit(

@@ -15,6 +15,7 @@ for the keys.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -118,12 +119,12 @@ async def _start(
     if hook is not None:
         from lockgate.gateways.webhook import WebhookDispatcher
 
-        settings = settings_for("webhook", hook)
-        if not settings.secret:
-            raise ConfigError(
-                "[gateways.webhook] needs a secret to sign deliveries",
-                hint='set secret = "<random string>" (and share it with the receivers)',
-            )
+        # Each webhook durable signs with its own secret; the broker's webhook_allow_private
+        # decides the connect-time address check too.
+        settings = dataclasses.replace(
+            settings_for("webhook", hook),
+            allow_private=api.broker.config.webhook_allow_private,
+        )
         dispatcher = WebhookDispatcher(api, settings)
         await dispatcher.start()
         stops.append(dispatcher.stop)

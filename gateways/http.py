@@ -298,6 +298,8 @@ async def put_subscription(request: web.Request) -> web.Response:
             "ack_wait": view.ack_wait,
             "max_deliveries": view.max_deliveries,
             "max_in_flight": view.max_in_flight,
+            # Set only by the call that created a webhook durable: shown once.
+            **({"webhook_secret": view.webhook_secret} if view.webhook_secret else {}),
         }
     )
 

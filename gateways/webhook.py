@@ -1,15 +1,27 @@
 """Webhook delivery: POST each event of a durable with an ``endpoint_url``, signed.
 
-Every delivery is one POST in the CloudEvents HTTP binary mode (``ce-*`` headers, the data as
-the body), signed with HMAC-SHA256 over ``f"{timestamp}.{body}"``::
+Every delivery is one POST of the CloudEvent in structured mode (``application/cloudevents+json``:
+attributes, data, and the broker's ``lockgatesubject``, ``lockgateorg``, ``lockgatedurable``,
+``lockgatedeliveryid`` and ``lockgateattempt``, all in the body), signed on the Standard
+Webhooks scheme, so that everything a receiver acts on is signed::
 
-    X-Lockgate-Timestamp: 1714564800
-    X-Lockgate-Signature: v1=<hex digest>
+    webhook-id: <event id>
+    webhook-timestamp: 1714564800
+    webhook-signature: v1,<base64 HMAC-SHA256 of f"{id}.{timestamp}.{body}">
 
-with the org's secret (``[gateways.webhook.org_secrets]``) or the configured ``secret``;
-receivers check it with :func:`clients.verify_webhook`. Outcomes, all through the durable's
-own ack machinery, so redelivery, ``max_deliveries`` and the ``$dlq.<durable>`` dead letters
-apply exactly as for streams:
+In the broker's process each webhook durable signs with its own secret (generated when it is
+created, returned once, rotated with ``RotateWebhookSecret``; during a rotation's grace both
+sign); a durable from before secrets were per durable signs with its org's
+``[gateways.webhook.org_secrets]`` entry, or is not delivered. The standalone dispatcher signs
+with its configured ``secret`` (it serves the one org its key belongs to). Receivers check
+with :func:`clients.verify_webhook`.
+
+The endpoint's address is checked when the POST connects, every time: the name is resolved
+and only public addresses are connected to (unless ``webhook_allow_private``), so a name that
+resolved publicly when the durable was created and privately later (DNS rebinding) is
+refused; redirects are never followed (a 3xx is a failed attempt). Outcomes, all through the
+durable's own ack machinery, so redelivery, ``max_deliveries`` and the ``$dlq.<durable>`` dead
+letters apply exactly as for streams:
 
 ==================================  =============================================
 answer                              action
@@ -33,29 +45,38 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
-import hmac
+import ipaddress
+import json
 import logging
+import socket
 import time
-from collections.abc import Callable, Mapping
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from lockgate.broker.api import Delivery, LocalAPI, Subscription, WebhookTarget
 from lockgate.broker.errors import BrokerError
-from lockgate.gateways._cebinary import to_binary
+from lockgate.broker.webhooks import is_public_address
+from lockgate.clients._webhook import sign_webhook
+from lockgate.gateways._cejson import event_to_json
 from lockgate.gateways._remote import RemoteAPI
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
 
 __all__ = [
+    "GuardedResolver",
     "Outcome",
     "PollingWebhookDispatcher",
+    "PrivateAddress",
     "WebhookDispatcher",
     "WebhookSender",
     "WebhookSettings",
-    "sign",
 ]
+
+CONTENT_TYPE = "application/cloudevents+json"
 
 log = logging.getLogger("lockgate.gateways.webhook")
 
@@ -70,15 +91,50 @@ class WebhookSettings:
     backoff: tuple[float, ...] = (1.0, 2.0, 4.0)
     concurrency: int = 16
     max_retry_after: float = 3600.0
+    allow_private: bool = False
+    """Connect to private, loopback and other non-public addresses (the broker's
+    ``webhook_allow_private``, which ``lockgate serve`` passes on)."""
 
-    def secret_for(self, org: str) -> str:
-        return self.org_secrets.get(org) or self.secret
+
+class PrivateAddress(OSError):
+    """The endpoint's name resolved to no address the dispatcher may connect to."""
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-Lockgate-Signature`` value: ``v1=`` and the HMAC-SHA256 hex digest."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
+class GuardedResolver(AbstractResolver):
+    """Resolves with ``base`` and keeps only public addresses (unless ``allow_private``), so
+    the connector connects to exactly the addresses checked, at every connection: a name
+    that resolves privately later (DNS rebinding) is refused at that moment."""
+
+    def __init__(self, allow_private: bool, base: AbstractResolver | None = None) -> None:
+        self.allow_private = allow_private
+        self.base = base or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self.base.resolve(host, port, family)
+        if self.allow_private:
+            return found
+        kept = [r for r in found if is_public_address(r["host"])]
+        if not kept:
+            raise PrivateAddress(f"{host} resolves to no public address, and private ones are off")
+        return kept
+
+    async def close(self) -> None:
+        await self.base.close()
+
+
+def _literal_refused(url: str, allow_private: bool) -> str:
+    """Why a URL whose host is an IP literal may not be connected to ("" if it may): the
+    connector does not resolve literals, so they are checked here."""
+    if allow_private:
+        return ""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return ""  # a name: the resolver checks it
+    return "" if is_public_address(host) else f"{host} is not a public address"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,15 +165,18 @@ def _retry_after(value: str | None, limit: float) -> float | None:
 class WebhookSender:
     """Signs and POSTs one delivery and classifies the answer (no broker state here)."""
 
-    def __init__(self, settings: WebhookSettings) -> None:
+    def __init__(self, settings: WebhookSettings, resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self._http: aiohttp.ClientSession | None = None
+        self.resolver = GuardedResolver(settings.allow_private, resolver)
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
                 headers={"User-Agent": "lockgate-webhook/1"},
+                trust_env=False,  # no proxy from the environment: the address checked is the peer
             )
         return self._http
 
@@ -130,37 +189,60 @@ class WebhookSender:
         b = self.settings.backoff or (1.0,)
         return b[min(max(attempt, 1), len(b)) - 1]
 
-    def request(self, org: str, durable: str, d: Delivery) -> tuple[dict[str, str], bytes]:
-        """The signed POST of one delivery; raises one of ``UNENCODABLE`` for an event
-        that has no binary-mode form."""
-        headers, body = to_binary(d.event)
-        ts = int(time.time())
-        headers["X-Lockgate-Timestamp"] = str(ts)
-        headers["X-Lockgate-Signature"] = sign(self.settings.secret_for(org), ts, body)
-        headers["X-Lockgate-Delivery"] = str(d.id)
-        headers["X-Lockgate-Attempt"] = str(d.attempt or 1)
-        headers["X-Lockgate-Subject"] = d.subject
-        headers["X-Lockgate-Durable"] = durable
-        return headers, body
+    def request(
+        self, org: str, durable: str, d: Delivery, secrets: Sequence[str]
+    ) -> tuple[dict[str, str], bytes]:
+        """The signed POST of one delivery (one signature per secret in use); raises one of
+        ``UNENCODABLE`` for an event that has no structured-mode form."""
+        doc = event_to_json(d.event)
+        doc["lockgatesubject"] = d.subject
+        if org:
+            doc["lockgateorg"] = org
+        doc["lockgatedurable"] = durable
+        doc["lockgatedeliveryid"] = str(d.id)
+        doc["lockgateattempt"] = d.attempt or 1
+        body = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        raw = body.encode()
+        msg_id, ts = str(d.id), int(time.time())
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": " ".join(sign_webhook(s, msg_id, ts, raw) for s in secrets),
+        }
+        return headers, raw
 
-    async def deliver(self, url: str, org: str, durable: str, d: Delivery) -> Outcome:
+    async def deliver(
+        self, url: str, org: str, durable: str, d: Delivery, secrets: Sequence[str]
+    ) -> Outcome:
+        retry = self.backoff(d.attempt or 1)
+        if not secrets:
+            return Outcome("nack", retry, 0, "no secret to sign with: rotate the durable's secret")
         try:
-            headers, body = self.request(org, durable, d)
+            headers, body = self.request(org, durable, d, secrets)
         except UNENCODABLE as exc:
             report_unencodable("webhook", d.id, d.subject, exc)
             return Outcome("dead", detail=f"the event cannot be encoded: {exc}")
-        retry = self.backoff(d.attempt or 1)
-        # An event without a content type is sent without one (aiohttp would add
-        # application/octet-stream to a bytes body).
-        skip = () if "content-type" in headers else ("Content-Type",)
+        refused = _literal_refused(url, self.settings.allow_private)
+        if refused:
+            return Outcome("nack", retry, 0, f"PrivateAddress: {refused}")
         try:
             async with self.http().post(
-                url, data=body, headers=headers, skip_auto_headers=skip
+                url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
                 after = _retry_after(resp.headers.get("Retry-After"), self.settings.max_retry_after)
+        except aiohttp.ClientConnectorError as exc:
+            # aiohttp wraps what the resolver raised: name the refusal, not a DNS failure.
+            cause = exc.os_error if isinstance(exc.os_error, PrivateAddress) else exc
+            return Outcome("nack", retry, 0, f"{type(cause).__name__}: {cause}")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Outcome("nack", retry, 0, f"{type(exc).__name__}: {exc}")
+        if 300 <= status < 400:
+            # Never followed: a redirect could lead anywhere, private addresses included.
+            return Outcome(
+                "nack", retry, status, f"the endpoint redirected ({status}); not followed"
+            )
         if 200 <= status < 300:
             return Outcome("ack", status=status)
         if status == 410:
@@ -213,9 +295,20 @@ class WebhookDispatcher:
         finally:
             self._runs.pop((target.org, target.name), None)
 
+    def secrets(self, target: WebhookTarget) -> list[str]:
+        """The durable's secrets in use; for a durable from before they were per durable,
+        its org's configured secret (never one shared by every org)."""
+        found = self.api.webhook_secrets(target.org, target.name)
+        if found:
+            return found
+        legacy = self.settings.org_secrets.get(target.org)
+        return [legacy] if legacy else []
+
     async def _deliver(self, api: LocalAPI, target: WebhookTarget, d: Delivery) -> None:
         name = target.name
-        outcome = await self.sender.deliver(target.endpoint_url, target.org, name, d)
+        outcome = await self.sender.deliver(
+            target.endpoint_url, target.org, name, d, self.secrets(target)
+        )
         self.outcomes.append((d.id, outcome))
         del self.outcomes[:-1000]
         try:
@@ -283,8 +376,9 @@ class PollingWebhookDispatcher:
         while True:
             try:
                 batch = await self.api.fetch(self.key, name, self.settings.concurrency, 5.0)
+                secrets = [self.settings.secret]
                 outcomes = await asyncio.gather(
-                    *(self.sender.deliver(url, "", name, d) for d in batch)
+                    *(self.sender.deliver(url, "", name, d, secrets) for d in batch)
                 )
                 pairs = list(zip(batch, outcomes, strict=True))
                 ack = [d.id for d, o in pairs if o.action == "ack"]

@@ -151,6 +151,9 @@ class DurableConsumer:
         """Where reading continues: everything behind it is in ``ready`` or handed out."""
         self.delivered_id = record.delivered_id
         self.deleted = False
+        self.new_secret = ""
+        """A webhook durable's secret, set by the create that made it and taken (emptied) by
+        that call's answer: a secret is shown once."""
         self._young: dict[int, int] = {}
         """First deliveries not written and not acked yet -> their batch sequences, in
         hand-out order (log order)."""

@@ -48,8 +48,22 @@ class AdminService(Servicer):
             max_deliveries=request.max_deliveries,
             endpoint_url=request.endpoint_url,
         )
-        await self.broker.create_durable(p, request.name, request.pattern, options)
-        return admin_pb2.CreateDurableResponse(durable=self._info(request.name, p.org))
+        c = await self.broker.create_durable(p, request.name, request.pattern, options)
+        secret, c.new_secret = c.new_secret, ""  # shown once
+        return admin_pb2.CreateDurableResponse(
+            durable=self._info(request.name, p.org), webhook_secret=secret
+        )
+
+    @unary()
+    async def RotateWebhookSecret(
+        self, request: admin_pb2.RotateWebhookSecretRequest, p: Principal, context: Context
+    ) -> admin_pb2.RotateWebhookSecretResponse:
+        grace = request.grace.ToMilliseconds() / 1000 if request.HasField("grace") else 86_400.0
+        secret = await self.broker.durables.rotate_webhook_secret(p.org, request.name, grace)
+        self.broker.audit.record(
+            "webhook_secret.rotate", target=request.name, detail={"grace": f"{grace:g}s"}
+        )
+        return admin_pb2.RotateWebhookSecretResponse(webhook_secret=secret)
 
     @unary()
     async def ListDurables(

@@ -115,6 +115,9 @@ class ConsumerRecord:
     """Who created it (agent and roles, as ``broker.publisher`` encodes them): the durable
     reads with their permission. "" for durables created before it was recorded: they read
     as an agent without roles."""
+    webhook_secrets: list[tuple[str, int]] = field(default_factory=list)
+    """A webhook durable's signing secrets: the current one (until 0) first, then rotated-out
+    ones with the time (ms) they stop being used. Deliveries are signed with each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +279,9 @@ class ConsumerStateStore(Protocol):
         """Writes ``record`` whole (configuration, position, pending), replacing any."""
 
     async def load_consumers(self) -> list[ConsumerRecord]: ...
+
+    async def save_consumer_config(self, record: ConsumerRecord) -> None:
+        """Writes the configuration of ``record`` (not its position nor pending table)."""
 
     async def delete_consumer(self, org: str, name: str) -> bool:
         """Removes the consumer, its pending rows and its dead letters."""

@@ -34,6 +34,7 @@ def _consumer_row(r: ConsumerRecord) -> tuple[str, str, str, int, int, int]:
         "max_in_flight": r.max_in_flight,
         "endpoint_url": r.endpoint_url,
         "owner": r.owner,
+        "webhook_secrets": [list(s) for s in r.webhook_secrets],
     }
     seq, pos_id = r.position
     return (r.org, r.name, json.dumps(config), seq, pos_id, r.delivered_id)
@@ -123,6 +124,9 @@ class SqliteConsumerState(SqliteEngine):
                         max_in_flight=cfg["max_in_flight"],
                         endpoint_url=cfg.get("endpoint_url", ""),
                         owner=cfg.get("owner", ""),
+                        webhook_secrets=[
+                            (str(s), int(u)) for s, u in cfg.get("webhook_secrets", [])
+                        ],
                         position=LogPosition(seq, pos_id),
                         pending=pending.get((org, name), {}),
                         delivered_id=delivered,
@@ -131,6 +135,16 @@ class SqliteConsumerState(SqliteEngine):
             return out
 
         return await self._read(q)
+
+    async def save_consumer_config(self, record: ConsumerRecord) -> None:
+        org, name, config, *_ = _consumer_row(record)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE consumers SET config = ? WHERE org = ? AND name = ?", (config, org, name)
+            )
+
+        await self._submit(op)
 
     async def delete_consumer(self, org: str, name: str) -> bool:
         self._changes.pop((org, name), None)

@@ -55,10 +55,26 @@ class CreateDurableRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., pattern: _Optional[str] = ..., start: _Optional[_Union[_broker_pb2.StartPosition, _Mapping]] = ..., max_in_flight: _Optional[int] = ..., ack_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_deliveries: _Optional[int] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
 
 class CreateDurableResponse(_message.Message):
-    __slots__ = ("durable",)
+    __slots__ = ("durable", "webhook_secret")
     DURABLE_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
     durable: DurableInfo
-    def __init__(self, durable: _Optional[_Union[DurableInfo, _Mapping]] = ...) -> None: ...
+    webhook_secret: str
+    def __init__(self, durable: _Optional[_Union[DurableInfo, _Mapping]] = ..., webhook_secret: _Optional[str] = ...) -> None: ...
+
+class RotateWebhookSecretRequest(_message.Message):
+    __slots__ = ("name", "grace")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRACE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    grace: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., grace: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class RotateWebhookSecretResponse(_message.Message):
+    __slots__ = ("webhook_secret",)
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
+    webhook_secret: str
+    def __init__(self, webhook_secret: _Optional[str] = ...) -> None: ...
 
 class PendingDelivery(_message.Message):
     __slots__ = ("id", "attempt", "deadline")

@@ -66,6 +66,11 @@ class AdminServiceStub:
                 request_serializer=broker_dot_v1_dot_admin__pb2.RedriveDeadLettersRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_admin__pb2.RedriveDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/broker.v1.AdminService/RotateWebhookSecret',
+                request_serializer=broker_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_admin__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -116,6 +121,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateWebhookSecret(self, request, context):
+        """RotateWebhookSecret gives a webhook durable a new signing secret, returned
+        once; the old one keeps signing beside it for the grace period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +161,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RedriveDeadLetters,
                     request_deserializer=broker_dot_v1_dot_admin__pb2.RedriveDeadLettersRequest.FromString,
                     response_serializer=broker_dot_v1_dot_admin__pb2.RedriveDeadLettersResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=broker_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_admin__pb2.RotateWebhookSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +331,33 @@ class AdminService:
             '/broker.v1.AdminService/RedriveDeadLetters',
             broker_dot_v1_dot_admin__pb2.RedriveDeadLettersRequest.SerializeToString,
             broker_dot_v1_dot_admin__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AdminService/RotateWebhookSecret',
+            broker_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.SerializeToString,
+            broker_dot_v1_dot_admin__pb2.RotateWebhookSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -141,3 +141,25 @@ async def test_admin_needs_a_connected_client(broker: RunningBroker) -> None:
 async def test_the_facade_keeps_only_the_data_plane() -> None:
     for moved in ("create_durable", "list_durables", "get_durable", "list_dead_letters", "redrive"):
         assert not hasattr(Client, moved), moved
+
+
+async def test_a_webhook_durable_shows_its_secret_once_and_rotates_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over gRPC: CreateDurable answers the generated secret only when it creates the durable;
+    RotateWebhookSecret answers a new one; a durable without an endpoint has none to rotate."""
+    monkeypatch.setenv("LOCKGATE_WEBHOOK_ALLOW_PRIVATE", "true")  # the URL is never called
+    async with run_broker() as b, Client(b.target, connect_timeout=10) as c:
+        name = _name("hook")
+        info = await c.admin.create_durable(name, "hook.>", endpoint_url="http://127.0.0.1:9/h")
+        assert info.webhook_secret.startswith("whsec_")
+        again = await c.admin.create_durable(name, "hook.>", endpoint_url="http://127.0.0.1:9/h")
+        assert again.webhook_secret == ""
+        assert all(d.webhook_secret == "" for d in await c.admin.list_durables())
+        new = await c.admin.rotate_webhook_secret(name, grace=60)
+        assert new.startswith("whsec_") and new != info.webhook_secret
+        plain = _name("plain")
+        await c.admin.create_durable(plain, "plain.>")
+        with pytest.raises(clients.LockgateError) as exc:
+            await c.admin.rotate_webhook_secret(plain)
+        assert exc.value.reason == "FAILED_PRECONDITION"

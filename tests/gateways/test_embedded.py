@@ -82,7 +82,7 @@ async def test_bad_config_fails_clearly(tmp_path: Path) -> None:
         cases = [
             ({"smtp": {}}, "not a gateway"),
             ({"http": {"listen": "127.0.0.1:0", "max_body": 1}}, "no setting 'max_body'"),
-            ({"webhook": {}}, "needs a secret"),
+            ({"webhook": {"secrett": "x"}}, "no setting 'secrett'"),
             ({"ws": {"heartbeat": "soon"}, "http": {}}, "a duration"),
         ]
         for section, text in cases:
