@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
@@ -173,3 +174,25 @@ async def test_http_history_routes_filter_too(env: Env) -> None:
     assert "ops.news" in listed and not listed & {"secret.payroll", "ops.payroll"}
     status, body = _http_get(env, f"/v1/events/{env.ids['secret.payroll']}")
     assert (status, body.get("reason")) == (404, "NOT_FOUND")
+
+
+async def test_websocket_replay_and_live_deliver_only_readable_subjects(env: Env) -> None:
+    url = env.http.replace("http://", "ws://") + "/v1/ws"
+    headers = {"Authorization": "Bearer " + env.plain_key}
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=headers) as ws:
+        await ws.send_json({"op": "subscribe", "pattern": "ops.*", "start": "all", "ref": 1})
+        ok = await ws.receive_json(timeout=10)
+        assert ok["op"] == "ok", ok
+        marker = await env.stub.PublishOne(
+            broker_pb2.PublishOneRequest(subject="ops.marker", event=event("m")),
+            metadata=env.auditor,
+            timeout=10,
+        )
+        seen: list[str] = []
+        while True:  # everything before the marker, replayed and live, then the marker
+            msg = await ws.receive_json(timeout=10)
+            assert msg["op"] == "event", msg
+            seen.append(msg["subject"])
+            if msg["id"] == str(marker.id):
+                break
+        assert "ops.payroll" not in seen and "ops.news" in seen
