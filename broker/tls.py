@@ -354,18 +354,12 @@ class ServerTLS:
     # -- asyncio (aiohttp) ----------------------------------------------------------------------
 
     def _build(self, pair: _Pair) -> ssl.SSLContext:
-        import tempfile
-
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        # load_cert_chain reads files only: hand it the bytes already read and checked.
-        with tempfile.TemporaryDirectory(prefix="lockgate-tls-") as tmp:
-            cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-            with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-                f.write(pair.key)
-            with open(cert_path, "wb") as f:
-                f.write(pair.cert)
-            ctx.load_cert_chain(cert_path, key_path)
+        # From the files themselves (load_cert_chain reads paths only; no copy of the key
+        # anywhere else). OpenSSL checks that the key fits the certificate, so a set that
+        # changed again since it was read and checked fails here and the previous one stays.
+        ctx.load_cert_chain(self.files.cert, self.files.key)
         if pair.client_ca is not None:
             ctx.load_verify_locations(cadata=pair.client_ca.decode())
             ctx.verify_mode = ssl.CERT_REQUIRED

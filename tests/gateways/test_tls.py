@@ -123,6 +123,21 @@ async def test_mtls_on_the_http_gateway_names_the_caller(tmp_path: Path) -> None
             (event_id,) = (await r.json())["ids"]
         async with http.get(f"{base}/v1/events/{event_id}", ssl=ctx) as r:
             assert (await r.json())["event"]["agent"] == "bot"
+        # The WebSocket on the same listener: the certificate's caller subscribes and publishes.
+        async with http.ws_connect(f"wss://127.0.0.1:{port}/v1/ws", ssl=ctx) as ws:
+            await ws.send_json({"op": "subscribe", "pattern": "who.>", "ref": 1})
+            assert (await ws.receive_json(timeout=10))["op"] == "ok"
+            await ws.send_json({"op": "publish", "subject": "who.ws", "data": {}, "ref": 2})
+            frames = [await ws.receive_json(timeout=10) for _ in range(2)]
+            (delivered,) = [f for f in frames if f["op"] == "event"]
+            assert delivered["event"]["agent"] == "bot"
+        # ...and a certificate that names nobody is refused at the upgrade.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with http.ws_connect(
+                f"wss://127.0.0.1:{port}/v1/ws", ssl=pki.client_context(nosan)
+            ):
+                pass
+        assert refused.value.status == 401
         # A certificate with no SAN is verified but names nobody: 401 with the reason.
         async with http.get(f"{base}/v1/events/{event_id}", ssl=pki.client_context(nosan)) as r:
             assert r.status == 401
