@@ -109,6 +109,7 @@ async def serve(
     gate = PolicyGate(
         limiter=backends.limiter,
         spam=SpamControls(config.spam_max_per_minute, config.spam_duplicate_window),
+        default_deny=config.policy_default_deny,
     )
     broker = Broker(
         config,

@@ -13,8 +13,8 @@ import asyncio
 import inspect
 import json
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lockgate.broker.cli_errors import report
 from lockgate.broker.config import Config, load_config, redacted
@@ -269,11 +269,28 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
-    # replay reads the broker's log, so it lives in the broker rather than in the pure policy/.
+    # replay reads the broker's log, so it lives in the broker rather than in the pure policy/;
+    # push, versions and rollback talk to a broker with the client.
     from lockgate.broker.replay import replay_command
+    from lockgate.clients._cli import POLICY_COMMANDS
+    from lockgate.policy.cli import ExtraCommand
     from lockgate.policy.cli import main as policy_main
+    from lockgate.policy.files import read_policy_dir
 
-    return int(policy_main(list(args.rest), {"replay": replay_command()}))
+    def runner(
+        handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+    ) -> Callable[[argparse.Namespace], int]:
+        def run(ns: argparse.Namespace) -> int:
+            if getattr(ns, "dir", None) is not None:
+                ns.files = read_policy_dir(ns.dir)
+            return asyncio.run(handler(ns))
+
+        return run
+
+    extra = {"replay": replay_command()}
+    for name, (text, arguments, handler) in POLICY_COMMANDS.items():
+        extra[name] = ExtraCommand(text, arguments, runner(handler))
+    return int(policy_main(list(args.rest), extra))
 
 
 def client_syntax() -> TextSyntax:

@@ -197,9 +197,14 @@ class Permissions:
             else f"in org {org!r}"
         )
         if needs == ADMIN:
-            hint = f"use a key with the admin role in org {self.admin_org!r}" + (
-                f", or act on org {principal.org!r} only" if role == ORG_ADMIN else ""
-            )
+            hint = f"use a key with the admin role in org {self.admin_org!r}"
+            if role == ORG_ADMIN and action.startswith("policy."):
+                hint += (
+                    f", or manage org {principal.org!r}'s own set "
+                    f"(the request's org; lockgate policy push --org {principal.org})"
+                )
+            elif role == ORG_ADMIN:
+                hint += f", or act on org {principal.org!r} only"
         else:
             hint = "use a key created with --role org-admin (or admin) in this org"
         raise PermissionDenied(

@@ -343,7 +343,8 @@ class Pipeline:
         ids = self.ids.next_block(len(raws))
         encoded = wire.delivery_frames(ids, wire.subject_field(subject), raws, suffix)
         body = b"".join(encoded)
-        batch = Batch(ids[0], ids[-1], org, subject, len(ids), self.gate.version, body, publisher)
+        version = self.gate.version_of(org)
+        batch = Batch(ids[0], ids[-1], org, subject, len(ids), version, body, publisher)
         frames = list(zip(ids, encoded, strict=True)) if self.listener.wants_frames() else []
         prepared.staged.append(StagedBatch(batch, ids, frames))
         if ids[-1] > self.head:

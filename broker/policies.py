@@ -1,8 +1,11 @@
-"""The policy set's life: load at start, reload on file change, versions, put and roll back.
+"""The policy sets' life: load at start, reload on file change, versions, put and roll back.
 
-Every version the broker runs is kept in the store (content-hashed), so ``RollbackPolicies``
-and ``ListPolicyVersions`` survive restarts, and each stored batch records the version that
-admitted it. A set that fails its checks is refused whole; the running one stays.
+There is the global set (the operator's: ``--policy-dir`` or ``PutPolicies`` without an
+org) and each org's own set (``PutPolicies`` with ``org``; see ``broker.orgpolicies`` for
+how the two decide together). Every version the broker runs is kept in the store
+(content-hashed, per set), so ``RollbackPolicies`` and ``ListPolicyVersions`` survive
+restarts, and each stored batch records the versions that admitted it. A set that fails its
+checks is refused whole; the running one stays.
 """
 
 from __future__ import annotations
@@ -133,6 +136,11 @@ class PolicyManager:
             active = [v for v in await self.store.list_policy_versions() if v.active]
             if active:
                 await self.apply(active[0].files, "restart")
+        for org, rec in sorted((await self.store.active_org_policies()).items()):
+            try:
+                self.gate.swap_org(org, self.compile(rec.files))
+            except PolicyInvalid as err:  # fail closed: no start with an org's set missing
+                raise PolicyInvalid(f"org {org!r}: {err.message}", 1) from None
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -140,24 +148,29 @@ class PolicyManager:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def apply(
-        self, files: dict[str, str], origin: str, *, validate_only: bool = False
+        self, files: dict[str, str], origin: str, *, validate_only: bool = False, org: str = ""
     ) -> PolicySet:
-        """Compiles ``files`` and, unless ``validate_only``, swaps them in; returns the set.
+        """Compiles ``files`` and, unless ``validate_only``, swaps them in as the global set
+        (or as ``org``'s own); returns the set.
 
         Compiling runs in a worker thread: a 1 MiB set takes seconds of CPU, and on the event
         loop it held every publish that long. The running set decides until the swap, one
         attribute store on the loop (policies are pure: the compiled set shares nothing).
-        A change or a refused one is recorded in the audit log, as the caller in context."""
+        A change or a refused one is recorded in the audit log, as the caller in context
+        (an org's set: ``org`` in its detail, ``ORG:VERSION`` as its target)."""
         async with self._applying:
-            return await self._apply(files, origin, validate_only)
+            return await self._apply(files, origin, validate_only, org)
 
-    async def _apply(self, files: dict[str, str], origin: str, validate_only: bool) -> PolicySet:
+    async def _apply(
+        self, files: dict[str, str], origin: str, validate_only: bool, org: str = ""
+    ) -> PolicySet:
         action = "" if validate_only else _AUDITED.get(origin, "")
+        scope = {"org": org} if org else {}
         try:
             ps = await asyncio.to_thread(self.compile, files)
         except PolicyInvalid as err:
             if action:
-                self.gate.audit.record(action, "failed", detail=_refusal(err))
+                self.gate.audit.record(action, "failed", detail={**_refusal(err), **scope})
             raise
         if not validate_only:
             previous = self.gate.version
@@ -167,19 +180,30 @@ class PolicyManager:
                 origin,
                 dict(files),
             )
-            await self.store.save_policy_version(record, activate=True)
-            self.gate.swap(ps)
-            log.info("policy set %s is running (%s, %d files)", record.version, origin, len(files))
+            await self.store.save_policy_version(record, activate=True, org=org)
+            if org:
+                previous = self.gate.version_of(org)
+                self.gate.swap_org(org, ps)
+            else:
+                self.gate.swap(ps)
+            log.info(
+                "policy set %s is running (%s%s, %d files)",
+                record.version,
+                origin,
+                f", org {org}" if org else "",
+                len(files),
+            )
             if action:
-                detail = {"previous": previous, "files": ",".join(sorted(files))[:1000]}
-                self.gate.audit.record(action, target=ps.version, detail=detail)
+                detail = {"previous": previous, "files": ",".join(sorted(files))[:1000], **scope}
+                target = f"{org}:{ps.version}" if org else ps.version
+                self.gate.audit.record(action, target=target, detail=detail)
         return ps
 
-    async def versions(self) -> list[PolicyVersionRecord]:
-        return await self.store.list_policy_versions()
+    async def versions(self, org: str = "") -> list[PolicyVersionRecord]:
+        return await self.store.list_policy_versions(org)
 
-    async def rollback(self, version: str) -> PolicyVersionRecord:
-        versions = await self.versions()
+    async def rollback(self, version: str, org: str = "") -> PolicyVersionRecord:
+        versions = await self.versions(org)
         if not version:
             older = [v for v in versions if not v.active]
             if not older:
@@ -188,14 +212,16 @@ class PolicyManager:
         else:
             found = [v for v in versions if v.version == version]
             if not found:
-                self.gate.audit.record("policy.rollback", "failed", target=version)
+                self.gate.audit.record(
+                    "policy.rollback", "failed", target=f"{org}:{version}" if org else version
+                )
                 raise NotFound(
                     f"policy version {version!r} does not exist",
                     reason="UNKNOWN_VERSION",
                     hint="list them with ListPolicyVersions",
                 )
             target = found[0]
-        await self.apply(target.files, "rollback")
+        await self.apply(target.files, "rollback", org=org)
         return target
 
     async def _watch(self, interval: float) -> None:

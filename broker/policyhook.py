@@ -1,12 +1,15 @@
 """Steps 3 and 4 of the publish path: the broker's side of the policy engine.
 
-``PolicyGate`` holds the running :class:`PolicySet` (swapped atomically between two
-batches by rebinding one attribute), turns CloudEvents into the engine's ``Request``, turns
+``PolicyGate`` holds the running global :class:`PolicySet` and each org's own set (swapped
+atomically between two batches by rebinding attributes; ``broker.orgpolicies`` combines
+them per org, with default deny), turns CloudEvents into the engine's ``Request``, turns
 ``Decision`` s into broker errors, and applies the effects that need state: limits (token
 buckets, local or Redis), duplicate rules, tags, routes, and the spam controls (a per-minute
 allowance per sender and duplicate-content detection per sender and content hash).
 
-With no policy set and no spam control ``active`` is False and the publish path skips it.
+With no policy set, no default deny and no spam control ``active`` is False and the
+publish path skips it. :meth:`PolicyGate.check_subscribe` answers "may this principal
+subscribe to (or read) this subject or pattern" for every surface.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from lockgate.broker.errors import (
     ResourceExhausted,
 )
 from lockgate.broker.limits import BucketRequest, Grant, Limiter, LocalLimiter
+from lockgate.broker.orgpolicies import Decider, OrgPolicies
 from lockgate.broker.v1 import cloudevent_pb2
 from lockgate.policy import DEDUP_BY_CONTENT, MISSING, Decision, PolicySet, Request, Tag
 from lockgate.policy import Principal as PolicyPrincipal
@@ -152,32 +156,77 @@ class PolicyGate:
         *,
         limiter: Limiter | None = None,
         spam: SpamControls = SpamControls(),
+        default_deny: str = "",
     ) -> None:
         self.policies = policy_set
+        """The global set (the operator's)."""
+        self.org_policies: dict[str, PolicySet] = {}
+        """Each org's own set, by org."""
         self.limiter: Limiter = limiter or LocalLimiter()
         self.spam = spam
         self.audit = AuditLog(None)
         """Where denials are recorded (the node sets its own; without one, nowhere)."""
+        names = {o.strip() for o in default_deny.split(",") if o.strip()}
+        self.deny_all = "*" in names
+        self.deny_orgs = frozenset(names - {"*"})
         self.on_swap: list[Callable[[str], None]] = []
         """Called with the new version after every swap (the node tells the others)."""
         self._reads: dict[tuple[Principal, str], bool] = {}
-        """Read decisions of the running set by (principal, concrete subject); emptied by
+        """Read decisions of the running sets by (principal, concrete subject); emptied by
         every swap, so a decision never outlives the set that made it."""
+        self._decider: Decider | None = None
+        self._deciders: dict[str, Decider] = {}
+        self._rebuild()
 
     @property
     def active(self) -> bool:
-        return self.policies is not None or self.spam.on
+        return self._decider is not None or bool(self._deciders) or self.spam.on
 
     @property
     def version(self) -> str:
+        """The global set's version."""
         return self.policies.version if self.policies is not None else "none"
 
-    def swap(self, policy_set: PolicySet | None) -> None:
-        """Atomically replaces the running set (between two batches: one attribute store)."""
-        self.policies = policy_set
+    def version_of(self, org: str) -> str:
+        """The version that decides ``org``'s events (the global set's, and the org's)."""
+        d = self._deciders.get(org)
+        return d.version if d is not None else self.version
+
+    def decider(self, org: str) -> Decider | None:
+        """What decides ``org``'s requests: the global set alone for most orgs (see
+        ``broker.orgpolicies``); ``None`` when nothing does (everything is allowed)."""
+        return self._deciders.get(org, self._decider)
+
+    def _rebuild(self) -> None:
+        g = self.policies
+        self._decider = OrgPolicies(g, None, "", default_deny=True) if self.deny_all else g
+        self._deciders = {
+            org: OrgPolicies(
+                g,
+                self.org_policies.get(org),
+                org,
+                default_deny=self.deny_all or org in self.deny_orgs,
+            )
+            for org in set(self.org_policies) | self.deny_orgs
+        }
         self._reads = {}
+
+    def swap(self, policy_set: PolicySet | None) -> None:
+        """Atomically replaces the running global set (between two batches)."""
+        self.policies = policy_set
+        self._rebuild()
         for hook in list(self.on_swap):
             hook(self.version)
+
+    def swap_org(self, org: str, policy_set: PolicySet | None) -> None:
+        """Atomically replaces ``org``'s own set (``None`` or an empty set: none)."""
+        if policy_set is None or not policy_set.policy_names:
+            self.org_policies.pop(org, None)
+        else:
+            self.org_policies[org] = policy_set
+        self._rebuild()
+        for hook in list(self.on_swap):
+            hook(self.version_of(org))
 
     # -- publish, request -------------------------------------------------------------------
 
@@ -199,7 +248,7 @@ class PolicyGate:
         # decided alike is charged in one step rather than per event.
         limits: list[tuple[_Buckets, list[int]]] = []
         dedups: dict[int, list[tuple[str, float]]] = {}
-        ps = self.policies
+        ps = self._deciders.get(principal.org, self._decider)
         if ps is not None:
             _decide_batch(
                 ps, principal, subject, events, indexes, action, verdicts, limits, dedups, std
@@ -299,10 +348,11 @@ class PolicyGate:
     # -- subscribe --------------------------------------------------------------------------
 
     def check_subscribe(self, principal: Principal, pattern: str) -> BrokerError | None:
-        ps = self.policies
+        """``None`` when ``principal`` may subscribe to ``pattern`` (a subject or a pattern;
+        for a subject, this is whether it may read that subject), else the refusal."""
+        ps = self._deciders.get(principal.org, self._decider)
         if ps is None:
             return None
-
         who = PolicyPrincipal(principal.org, principal.agent, principal.roles)
         decision = ps.decide(Request("subscribe", pattern, who))
         if decision.allowed:
@@ -318,7 +368,7 @@ class PolicyGate:
         wildcard never reaches past a deny. Memoized per (principal, subject) until the
         next swap: a publish batch or a page of history costs a dict lookup, not a policy
         evaluation (subscribe rules that test the clock are thus read once per set)."""
-        ps = self.policies
+        ps = self._deciders.get(principal.org, self._decider)
         if ps is None:
             return True
         key = (principal, subject)
@@ -334,7 +384,7 @@ class PolicyGate:
     def reader(self, principal: Principal) -> Callable[[str], bool] | None:
         """``may_read`` bound to ``principal``, or None while no policy set runs (nothing
         to filter; callers skip the check)."""
-        if self.policies is None:
+        if self.decider(principal.org) is None:
             return None
         return lambda subject: self.may_read(principal, subject)
 
@@ -353,7 +403,7 @@ class _Outcome:
 
 
 def _outcome(
-    ps: PolicySet, action: str, subject: str, who: PolicyPrincipal, ev: CloudEvent, now: float
+    ps: Decider, action: str, subject: str, who: PolicyPrincipal, ev: CloudEvent, now: float
 ) -> tuple[_Outcome, bool]:
     """Decides one event; the flag says whether the decision may be shared (the data was
     not read, so it depends only on attributes, principal, subject and time)."""
@@ -367,7 +417,7 @@ def _outcome(
 
 
 def _decide_batch(
-    ps: PolicySet,
+    ps: Decider,
     principal: Principal,
     subject: str,
     events: Sequence[CloudEvent],

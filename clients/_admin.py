@@ -1,8 +1,10 @@
 """``client.admin``: durables, dead letters, policies and the audit log, in the client's own
 types.
 
-The calls need the ``admin`` role (or the open dev mode). Results are small frozen dataclasses,
-never generated protobuf messages, so callers do not depend on the wire classes.
+The calls need the ``org-admin`` role in the caller's org (durables, dead letters, the org's
+own policy set) or the broker's ``admin`` (the global policy set), or the open dev mode.
+Results are small frozen dataclasses, never generated protobuf messages, so callers do not
+depend on the wire classes.
 
 Example::
 
@@ -329,15 +331,17 @@ class Admin:
     # -- policies -----------------------------------------------------------------------------
 
     async def put_policies(
-        self, files: Mapping[str, str], *, validate_only: bool = False
+        self, files: Mapping[str, str], *, validate_only: bool = False, org: str = ""
     ) -> PolicyUpdate:
-        """Check a whole policy set (file name -> source) and, unless ``validate_only``, run it.
+        """Check a whole policy set (file name -> source) and, unless ``validate_only``, run it:
+        the broker's global set, or ``org``'s own set (that org's ``org-admin`` may).
 
         A set with errors raises :class:`~clients.InvalidArgument` (reason ``POLICY_INVALID``).
         """
         request = policy_pb2.PutPoliciesRequest(
             files=[policy_pb2.PolicyFile(name=n, source=s) for n, s in files.items()],
             validate_only=validate_only,
+            org=org,
         )
         response = await self._call(POLICY + "PutPolicies", request, policy_pb2.PutPoliciesResponse)
         problems = [
@@ -346,30 +350,34 @@ class Admin:
         ]
         return PolicyUpdate(response.version, response.applied, problems)
 
-    async def get_policies(self, version: str | None = None) -> PolicySet:
-        """The files of a policy version (the running one without ``version``)."""
+    async def get_policies(self, version: str | None = None, *, org: str = "") -> PolicySet:
+        """The files of a policy version (the running one without ``version``) of the global
+        set, or of ``org``'s own."""
         response = await self._call(
             POLICY + "GetPolicies",
-            policy_pb2.GetPoliciesRequest(version=version or ""),
+            policy_pb2.GetPoliciesRequest(version=version or "", org=org),
             policy_pb2.GetPoliciesResponse,
         )
         files = {f.name: f.source for f in response.files}
         return PolicySet(PolicyVersion._of(response.version), files)
 
-    async def list_policy_versions(self) -> list[PolicyVersion]:
-        """The policy set's versions, newest first."""
+    async def list_policy_versions(self, *, org: str = "") -> list[PolicyVersion]:
+        """The versions of the global policy set (or of ``org``'s own), newest first."""
         response = await self._call(
             POLICY + "ListPolicyVersions",
-            policy_pb2.ListPolicyVersionsRequest(),
+            policy_pb2.ListPolicyVersionsRequest(org=org),
             policy_pb2.ListPolicyVersionsResponse,
         )
         return [PolicyVersion._of(v) for v in response.versions]
 
-    async def rollback_policies(self, version: str | None = None) -> PolicyVersion:
-        """Run an earlier version again (the one before the running one without ``version``)."""
+    async def rollback_policies(
+        self, version: str | None = None, *, org: str = ""
+    ) -> PolicyVersion:
+        """Run an earlier version again (the one before the running one without ``version``)
+        of the global set, or of ``org``'s own."""
         response = await self._call(
             POLICY + "RollbackPolicies",
-            policy_pb2.RollbackPoliciesRequest(version=version or ""),
+            policy_pb2.RollbackPoliciesRequest(version=version or "", org=org),
             policy_pb2.RollbackPoliciesResponse,
         )
         return PolicyVersion._of(response.version)

@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -38,9 +38,9 @@ from lockgate.clients._errors import LockgateError, from_rpc_error
 from lockgate.clients._message import Event, Message, StoredEvent
 from lockgate.clients._tls import add_tls_arguments, tls_from_args
 
-__all__ = ["TextSyntax", "add_commands"]
+__all__ = ["POLICY_COMMANDS", "TextSyntax", "add_commands"]
 
-Handler = Callable[[argparse.Namespace], Awaitable[int]]
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 # A value that starts with "-" and a digit ("-1h") is a value, as argparse already does for "-1".
 _NEGATIVE_VALUE = re.compile(r"^-\d")
 
@@ -414,3 +414,74 @@ async def _audit(args: argparse.Namespace) -> int:
             if args.limit is not None and seen >= args.limit:
                 break
     return 0
+
+
+# -- lockgate policy push | versions | rollback ------------------------------------------------
+# ``lockgate policy`` belongs to the pure policy package; these three talk to a broker, so
+# ``lockgate`` (the composition root) registers them there, and reads the directory for push
+# with the one policy-file reader (``args.files``).
+
+
+def _policy_org(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--org",
+        default="",
+        help="the org whose own set to act on (its org-admin may); default: the global set "
+        "(the broker's admin)",
+    )
+    _common(p)
+
+
+def _push_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="directory of *.policy files: the whole set")
+    p.add_argument("--validate-only", action="store_true", help="check only, do not run it")
+    _policy_org(p)
+
+
+def _rollback_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("version", nargs="?", default="", help="default: the one before the running")
+    _policy_org(p)
+
+
+async def _push(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        update = await c.admin.put_policies(
+            args.files, validate_only=args.validate_only, org=args.org
+        )
+    for problem in update.problems:
+        print(f"{problem.file}:{problem.line}:{problem.column}: {problem.message}", file=sys.stderr)
+    _print({"version": update.version, "applied": update.applied, "org": args.org})
+    return 0
+
+
+async def _versions(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        for v in await c.admin.list_policy_versions(org=args.org):
+            _print(_record_json(v))
+    return 0
+
+
+async def _rollback(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        _print(_record_json(await c.admin.rollback_policies(args.version or None, org=args.org)))
+    return 0
+
+
+#: ``lockgate policy`` subcommands that talk to a broker: name -> (help, arguments, handler).
+POLICY_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
+    "push": (
+        "check a directory's set on the broker and run it (PutPolicies)",
+        _push_arguments,
+        _guard(_push),
+    ),
+    "versions": (
+        "list the versions of a policy set (ListPolicyVersions)",
+        _policy_org,
+        _guard(_versions),
+    ),
+    "rollback": (
+        "run an earlier version of a policy set again (RollbackPolicies)",
+        _rollback_arguments,
+        _guard(_rollback),
+    ),
+}

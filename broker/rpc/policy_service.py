@@ -1,4 +1,5 @@
-"""``PolicyService``: hot swap of the policy set (the admin role)."""
+"""``PolicyService``: hot swap of the global policy set (the broker's admin) and of each
+org's own set (``org``: that org's org-admin, or the broker's admin)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ __all__ = ["PolicyService"]
 
 
 class PolicyService(Servicer):
-    """``PolicyService``: hot swap of the policy set (admin role)."""
+    """``PolicyService``: the policy sets; a request's ``org`` names an org's own set, and
+    without one it acts on the whole broker's (see ``Servicer.authorized``)."""
 
     SERVICE = "broker.v1.PolicyService"
     BROKER_WIDE = True
@@ -43,7 +45,9 @@ class PolicyService(Servicer):
         self, request: policy_pb2.PutPoliciesRequest, p: Principal, context: Context
     ) -> policy_pb2.PutPoliciesResponse:
         files = {f.name: f.source for f in request.files}
-        ps = await self._manager().apply(files, "rpc", validate_only=request.validate_only)
+        ps = await self._manager().apply(
+            files, "rpc", validate_only=request.validate_only, org=request.org
+        )
         resp = policy_pb2.PutPoliciesResponse(version=ps.version, applied=not request.validate_only)
         for w in ps.warnings:
             resp.problems.add(
@@ -60,7 +64,7 @@ class PolicyService(Servicer):
     async def GetPolicies(
         self, request: policy_pb2.GetPoliciesRequest, p: Principal, context: Context
     ) -> policy_pb2.GetPoliciesResponse:
-        versions = await self._manager().versions()
+        versions = await self._manager().versions(request.org)
         want = [
             v for v in versions if (v.version == request.version if request.version else v.active)
         ]
@@ -79,14 +83,14 @@ class PolicyService(Servicer):
     async def ListPolicyVersions(
         self, request: policy_pb2.ListPolicyVersionsRequest, p: Principal, context: Context
     ) -> policy_pb2.ListPolicyVersionsResponse:
-        versions = await self._manager().versions()
+        versions = await self._manager().versions(request.org)
         return policy_pb2.ListPolicyVersionsResponse(versions=[self._version(v) for v in versions])
 
     @unary()
     async def RollbackPolicies(
         self, request: policy_pb2.RollbackPoliciesRequest, p: Principal, context: Context
     ) -> policy_pb2.RollbackPoliciesResponse:
-        rec = await self._manager().rollback(request.version)
+        rec = await self._manager().rollback(request.version, request.org)
         out = self._version(rec)
         out.active = True
         return policy_pb2.RollbackPoliciesResponse(version=out)

@@ -333,11 +333,19 @@ class KeyStore(Protocol):
 
 
 class PolicyVersionStore(Protocol):
-    async def save_policy_version(self, record: PolicyVersionRecord, *, activate: bool) -> None:
-        """Keeps a version (once per content hash) and, with ``activate``, marks it running."""
+    """The versions of the global policy set (``org`` empty) and of each org's own set."""
 
-    async def list_policy_versions(self) -> list[PolicyVersionRecord]:
-        """Every version, newest first."""
+    async def save_policy_version(
+        self, record: PolicyVersionRecord, *, activate: bool, org: str = ""
+    ) -> None:
+        """Keeps a version (once per content hash and org) and, with ``activate``, marks it
+        the running one of its set."""
+
+    async def list_policy_versions(self, org: str = "") -> list[PolicyVersionRecord]:
+        """Every version of one set, newest first."""
+
+    async def active_org_policies(self) -> dict[str, PolicyVersionRecord]:
+        """The running version of each org that has a set of its own."""
 
 
 class AuditStore(Protocol):

@@ -390,10 +390,23 @@ class SqliteStore(SqliteConsumerState):
 
     # -- policy versions --------------------------------------------------------------------
 
-    async def save_policy_version(self, record: PolicyVersionRecord, *, activate: bool) -> None:
+    async def save_policy_version(
+        self, record: PolicyVersionRecord, *, activate: bool, org: str = ""
+    ) -> None:
         files = json.dumps(record.files, sort_keys=True)
 
         def op(c: sqlite3.Connection) -> None:
+            if org:
+                c.execute(
+                    "INSERT OR IGNORE INTO org_policy_versions VALUES (?,?,?,?,?,0)",
+                    (org, record.version, record.created_ms, record.origin, files),
+                )
+                if activate:
+                    c.execute(
+                        "UPDATE org_policy_versions SET active = (version = ?) WHERE org = ?",
+                        (record.version, org),
+                    )
+                return
             c.execute(
                 "INSERT OR IGNORE INTO policy_versions VALUES (?,?,?,?,0)",
                 (record.version, record.created_ms, record.origin, files),
@@ -403,12 +416,19 @@ class SqliteStore(SqliteConsumerState):
 
         await self._submit(op)
 
-    async def list_policy_versions(self) -> list[PolicyVersionRecord]:
+    async def list_policy_versions(self, org: str = "") -> list[PolicyVersionRecord]:
         def q(c: sqlite3.Connection) -> list[PolicyVersionRecord]:
-            rows = c.execute(
-                "SELECT version, created_ms, origin, files, active FROM policy_versions "
-                "ORDER BY created_ms DESC, rowid DESC"
-            )
+            if org:
+                rows = c.execute(
+                    "SELECT version, created_ms, origin, files, active FROM org_policy_versions "
+                    "WHERE org = ? ORDER BY created_ms DESC, rowid DESC",
+                    (org,),
+                )
+            else:
+                rows = c.execute(
+                    "SELECT version, created_ms, origin, files, active FROM policy_versions "
+                    "ORDER BY created_ms DESC, rowid DESC"
+                )
             return [PolicyVersionRecord(v, t, o, json.loads(f), bool(a)) for v, t, o, f, a in rows]
 
         return await self._read(q)
@@ -512,6 +532,18 @@ class SqliteStore(SqliteConsumerState):
 
         await self._submit(op)
         return removed[0]
+
+    async def active_org_policies(self) -> dict[str, PolicyVersionRecord]:
+        def q(c: sqlite3.Connection) -> dict[str, PolicyVersionRecord]:
+            rows = c.execute(
+                "SELECT org, version, created_ms, origin, files FROM org_policy_versions "
+                "WHERE active = 1"
+            )
+            return {
+                org: PolicyVersionRecord(v, t, o, json.loads(f), True) for org, v, t, o, f in rows
+            }
+
+        return await self._read(q)
 
     # -- retention --------------------------------------------------------------------------
 

@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS policy_versions (
     files TEXT NOT NULL,
     active INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS org_policy_versions (
+    org TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    files TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (org, version)
+);
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id TEXT PRIMARY KEY,
     secret_hash TEXT NOT NULL,
@@ -170,6 +179,9 @@ def ensure_schema(c: sqlite3.Connection, path: object) -> None:
             hint="run the Lockgate version that wrote it, or start with another --data-dir",
         )
     if version == SCHEMA_VERSION:
+        # Tables added since this version was written (CREATE ... IF NOT EXISTS): a new
+        # table needs no upgrade step.
+        _create_tables(c)
         return
     c.execute("BEGIN IMMEDIATE")
     try:

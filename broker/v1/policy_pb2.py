@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/policy.proto\x12\tbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\nPolicyFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"l\n\rPolicyProblem\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04hint\x18\x05 \x01(\t\x12\x10\n\x08severity\x18\x06 \x01(\t\"\x86\x01\n\rPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x12\n\nfile_count\x18\x04 \x01(\r\x12\x0e\n\x06origin\x18\x05 \x01(\t\"Q\n\x12PutPoliciesRequest\x12$\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x15.broker.v1.PolicyFile\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"c\n\x13PutPoliciesResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12*\n\x08problems\x18\x03 \x03(\x0b\x32\x18.broker.v1.PolicyProblem\"%\n\x12GetPoliciesRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"f\n\x13GetPoliciesResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.broker.v1.PolicyVersion\x12$\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x15.broker.v1.PolicyFile\"\x1b\n\x19ListPolicyVersionsRequest\"H\n\x1aListPolicyVersionsResponse\x12*\n\x08versions\x18\x01 \x03(\x0b\x32\x18.broker.v1.PolicyVersion\"*\n\x17RollbackPoliciesRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"E\n\x18RollbackPoliciesResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.broker.v1.PolicyVersion2\xeb\x02\n\rPolicyService\x12L\n\x0bPutPolicies\x12\x1d.broker.v1.PutPoliciesRequest\x1a\x1e.broker.v1.PutPoliciesResponse\x12L\n\x0bGetPolicies\x12\x1d.broker.v1.GetPoliciesRequest\x1a\x1e.broker.v1.GetPoliciesResponse\x12\x61\n\x12ListPolicyVersions\x12$.broker.v1.ListPolicyVersionsRequest\x1a%.broker.v1.ListPolicyVersionsResponse\x12[\n\x10RollbackPolicies\x12\".broker.v1.RollbackPoliciesRequest\x1a#.broker.v1.RollbackPoliciesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/policy.proto\x12\tbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\nPolicyFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"l\n\rPolicyProblem\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04hint\x18\x05 \x01(\t\x12\x10\n\x08severity\x18\x06 \x01(\t\"\x86\x01\n\rPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x12\n\nfile_count\x18\x04 \x01(\r\x12\x0e\n\x06origin\x18\x05 \x01(\t\"^\n\x12PutPoliciesRequest\x12$\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x15.broker.v1.PolicyFile\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\x12\x0b\n\x03org\x18\x03 \x01(\t\"c\n\x13PutPoliciesResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12*\n\x08problems\x18\x03 \x03(\x0b\x32\x18.broker.v1.PolicyProblem\"2\n\x12GetPoliciesRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03org\x18\x02 \x01(\t\"f\n\x13GetPoliciesResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.broker.v1.PolicyVersion\x12$\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x15.broker.v1.PolicyFile\"(\n\x19ListPolicyVersionsRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\"H\n\x1aListPolicyVersionsResponse\x12*\n\x08versions\x18\x01 \x03(\x0b\x32\x18.broker.v1.PolicyVersion\"7\n\x17RollbackPoliciesRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03org\x18\x02 \x01(\t\"E\n\x18RollbackPoliciesResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.broker.v1.PolicyVersion2\xeb\x02\n\rPolicyService\x12L\n\x0bPutPolicies\x12\x1d.broker.v1.PutPoliciesRequest\x1a\x1e.broker.v1.PutPoliciesResponse\x12L\n\x0bGetPolicies\x12\x1d.broker.v1.GetPoliciesRequest\x1a\x1e.broker.v1.GetPoliciesResponse\x12\x61\n\x12ListPolicyVersions\x12$.broker.v1.ListPolicyVersionsRequest\x1a%.broker.v1.ListPolicyVersionsResponse\x12[\n\x10RollbackPolicies\x12\".broker.v1.RollbackPoliciesRequest\x1a#.broker.v1.RollbackPoliciesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,21 +40,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLICYVERSION']._serialized_start=225
   _globals['_POLICYVERSION']._serialized_end=359
   _globals['_PUTPOLICIESREQUEST']._serialized_start=361
-  _globals['_PUTPOLICIESREQUEST']._serialized_end=442
-  _globals['_PUTPOLICIESRESPONSE']._serialized_start=444
-  _globals['_PUTPOLICIESRESPONSE']._serialized_end=543
-  _globals['_GETPOLICIESREQUEST']._serialized_start=545
-  _globals['_GETPOLICIESREQUEST']._serialized_end=582
-  _globals['_GETPOLICIESRESPONSE']._serialized_start=584
-  _globals['_GETPOLICIESRESPONSE']._serialized_end=686
-  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_start=688
-  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_end=715
-  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_start=717
-  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_end=789
-  _globals['_ROLLBACKPOLICIESREQUEST']._serialized_start=791
-  _globals['_ROLLBACKPOLICIESREQUEST']._serialized_end=833
-  _globals['_ROLLBACKPOLICIESRESPONSE']._serialized_start=835
-  _globals['_ROLLBACKPOLICIESRESPONSE']._serialized_end=904
-  _globals['_POLICYSERVICE']._serialized_start=907
-  _globals['_POLICYSERVICE']._serialized_end=1270
+  _globals['_PUTPOLICIESREQUEST']._serialized_end=455
+  _globals['_PUTPOLICIESRESPONSE']._serialized_start=457
+  _globals['_PUTPOLICIESRESPONSE']._serialized_end=556
+  _globals['_GETPOLICIESREQUEST']._serialized_start=558
+  _globals['_GETPOLICIESREQUEST']._serialized_end=608
+  _globals['_GETPOLICIESRESPONSE']._serialized_start=610
+  _globals['_GETPOLICIESRESPONSE']._serialized_end=712
+  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_start=714
+  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_end=754
+  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_start=756
+  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_end=828
+  _globals['_ROLLBACKPOLICIESREQUEST']._serialized_start=830
+  _globals['_ROLLBACKPOLICIESREQUEST']._serialized_end=885
+  _globals['_ROLLBACKPOLICIESRESPONSE']._serialized_start=887
+  _globals['_ROLLBACKPOLICIESRESPONSE']._serialized_end=956
+  _globals['_POLICYSERVICE']._serialized_start=959
+  _globals['_POLICYSERVICE']._serialized_end=1322
 # @@protoc_insertion_point(module_scope)

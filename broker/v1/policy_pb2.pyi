@@ -49,12 +49,14 @@ class PolicyVersion(_message.Message):
     def __init__(self, version: _Optional[str] = ..., created_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., file_count: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class PutPoliciesRequest(_message.Message):
-    __slots__ = ("files", "validate_only")
+    __slots__ = ("files", "validate_only", "org")
     FILES_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ORG_FIELD_NUMBER: _ClassVar[int]
     files: _containers.RepeatedCompositeFieldContainer[PolicyFile]
     validate_only: bool
-    def __init__(self, files: _Optional[_Iterable[_Union[PolicyFile, _Mapping]]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    org: str
+    def __init__(self, files: _Optional[_Iterable[_Union[PolicyFile, _Mapping]]] = ..., validate_only: _Optional[bool] = ..., org: _Optional[str] = ...) -> None: ...
 
 class PutPoliciesResponse(_message.Message):
     __slots__ = ("version", "applied", "problems")
@@ -67,10 +69,12 @@ class PutPoliciesResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., applied: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[PolicyProblem, _Mapping]]] = ...) -> None: ...
 
 class GetPoliciesRequest(_message.Message):
-    __slots__ = ("version",)
+    __slots__ = ("version", "org")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ORG_FIELD_NUMBER: _ClassVar[int]
     version: str
-    def __init__(self, version: _Optional[str] = ...) -> None: ...
+    org: str
+    def __init__(self, version: _Optional[str] = ..., org: _Optional[str] = ...) -> None: ...
 
 class GetPoliciesResponse(_message.Message):
     __slots__ = ("version", "files")
@@ -81,8 +85,10 @@ class GetPoliciesResponse(_message.Message):
     def __init__(self, version: _Optional[_Union[PolicyVersion, _Mapping]] = ..., files: _Optional[_Iterable[_Union[PolicyFile, _Mapping]]] = ...) -> None: ...
 
 class ListPolicyVersionsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("org",)
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    def __init__(self, org: _Optional[str] = ...) -> None: ...
 
 class ListPolicyVersionsResponse(_message.Message):
     __slots__ = ("versions",)
@@ -91,10 +97,12 @@ class ListPolicyVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[PolicyVersion, _Mapping]]] = ...) -> None: ...
 
 class RollbackPoliciesRequest(_message.Message):
-    __slots__ = ("version",)
+    __slots__ = ("version", "org")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ORG_FIELD_NUMBER: _ClassVar[int]
     version: str
-    def __init__(self, version: _Optional[str] = ...) -> None: ...
+    org: str
+    def __init__(self, version: _Optional[str] = ..., org: _Optional[str] = ...) -> None: ...
 
 class RollbackPoliciesResponse(_message.Message):
     __slots__ = ("version",)

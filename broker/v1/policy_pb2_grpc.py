@@ -27,7 +27,7 @@ if _version_not_supported:
 
 
 class PolicyServiceStub:
-    """PolicyService manages the broker's policy set.
+    """PolicyService manages the broker's policy sets.
     """
 
     def __init__(self, channel):
@@ -59,7 +59,7 @@ class PolicyServiceStub:
 
 
 class PolicyServiceServicer:
-    """PolicyService manages the broker's policy set.
+    """PolicyService manages the broker's policy sets.
     """
 
     def PutPolicies(self, request, context):
@@ -123,7 +123,7 @@ def add_PolicyServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PolicyService:
-    """PolicyService manages the broker's policy set.
+    """PolicyService manages the broker's policy sets.
     """
 
     @staticmethod
