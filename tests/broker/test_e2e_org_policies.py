@@ -17,7 +17,14 @@ import pytest
 import pytest_asyncio
 
 from lockgate.broker.testing import RunningBroker, run_broker
-from lockgate.broker.v1 import broker_pb2, broker_pb2_grpc, policy_pb2, policy_pb2_grpc
+from lockgate.broker.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    broker_pb2,
+    broker_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+)
 from tests.broker.e2e_kit import (
     LOCKGATE,
     Metadata,
@@ -28,6 +35,7 @@ from tests.broker.e2e_kit import (
     query_all,
 )
 from tests.broker.test_policy_in_broker import keys_create
+from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -46,6 +54,7 @@ class Env:
     broker: RunningBroker
     stub: broker_pb2_grpc.BrokerServiceStub
     policy: policy_pb2_grpc.PolicyServiceStub
+    audit: audit_pb2_grpc.AuditServiceStub
     keys: dict[str, str]
     data_dir: str
 
@@ -57,7 +66,7 @@ class Env:
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     data = str(tmp_path / "data")
     keys = {name: await keys_create(data, *spec) for name, spec in KEYS.items()}
-    args = ["--policy-default-deny", "globex"]
+    args = ["--policy-default-deny", "globex", "--audit-window", "300ms"]
     async with (
         run_broker(data_dir=data, extra_args=args) as b,
         grpc.aio.insecure_channel(b.target) as ch,
@@ -66,6 +75,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             b,
             broker_pb2_grpc.BrokerServiceStub(ch),
             policy_pb2_grpc.PolicyServiceStub(ch),
+            audit_pb2_grpc.AuditServiceStub(ch),
             keys,
             data,
         )
@@ -147,6 +157,17 @@ async def test_an_org_admin_manages_only_its_own_set(env: Env) -> None:
     assert acme_ev.id == acme_id and "owned" not in acme_ev.event.attributes
     assert evil_ev.id == evil_id and evil_ev.event.attributes["owned"].ce_string == "yes"
     assert "+evil:" in evil_ev.policy_version and "+" not in acme_ev.policy_version
+
+    # The change is in the audit log, which evil's admin reads for its org.
+    async def recorded() -> list[audit_pb2.AuditRecord] | None:
+        resp = await env.audit.ListAuditRecords(
+            audit_pb2.ListAuditRecordsRequest(action="policy.put"), metadata=env.md("evil_admin")
+        )
+        return [r for r in resp.records if r.target == f"evil:{version}"] or None
+
+    version = resp.version
+    (rec,) = await eventually(recorded, timeout=20)
+    assert (rec.org, rec.agent, rec.outcome, rec.detail["org"]) == ("evil", "boss", "ok", "evil")
     # The broker's admin may manage any org's set, and the global one.
     got = await env.policy.GetPolicies(
         policy_pb2.GetPoliciesRequest(org="evil"), metadata=env.md("ops")
