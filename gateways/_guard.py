@@ -33,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from lockgate.broker.config import ListenerLimits
 from lockgate.broker.fdbudget import gateway_connection_cap, open_file_limit
@@ -48,6 +50,38 @@ log = logging.getLogger("lockgate.gateways")
 LIMITS = web.AppKey("lockgate_listener_limits", ListenerLimits)
 LINGERING_TIME = 2.0
 """Seconds aiohttp goes on reading (and dropping) a body its handler did not read."""
+
+
+class _PeerErrors(logging.Filter):
+    """aiohttp logs each malformed request (huge head, bad syntax) at ERROR with a traceback:
+    a flood of them would be a flood of tracebacks. Here they are one line each, a warning,
+    at most one a second, with the count of those left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next = 0.0
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self._dropped += 1
+            return False
+        self._next = now + 1.0
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):  # the peer's fault, not ours: no traceback
+            record.msg = f"gateway.request.malformed: {record.getMessage()}: {exc}"[:400]
+            record.args = ()
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if self._dropped:
+            record.msg = f"{record.msg} ({self._dropped} more since, not logged)"
+            self._dropped = 0
+        return True
+
+
+PROTOCOL_LOG = logging.getLogger("lockgate.gateways.protocol")
+PROTOCOL_LOG.addFilter(_PeerErrors())
 
 
 def _refusal(err: TooManyConnections) -> bytes:
@@ -87,7 +121,11 @@ class ConnectionGuard:
 
     def runner_options(self) -> dict[str, Any]:
         """The ``web.AppRunner`` options that carry the time bounds."""
-        return {"keepalive_timeout": self.limits.header_timeout, "lingering_time": LINGERING_TIME}
+        return {
+            "keepalive_timeout": self.limits.header_timeout,
+            "lingering_time": LINGERING_TIME,
+            "logger": PROTOCOL_LOG,
+        }
 
     def install(self, server: web.Server) -> None:
         """Counts ``server``'s connections (a runner's, after ``setup()``) and refuses those

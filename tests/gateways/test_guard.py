@@ -158,6 +158,24 @@ async def test_huge_heads_are_refused_and_closed(tmp_path: Path, head: bytes) ->
         assert raw.split(b" ", 2)[1] in (b"400", b"431"), raw[:200]
 
 
+async def test_a_flood_of_malformed_requests_logs_little_and_no_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with gateway(tmp_path) as env:
+        for _ in range(30):
+            reader, writer = await _connect(env)
+            writer.write(b"GET /v1/events HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+            assert (await _until_closed(reader, timeout=10)).split(b" ", 2)[1] == b"400"
+            writer.close()
+    # Not aiohttp's own logger (a traceback each); ours, at most one a second (the last
+    # test's line may have used this second's).
+    assert not [r for r in caplog.records if r.name.startswith("aiohttp")]
+    records = [r for r in caplog.records if r.name == "lockgate.gateways.protocol"]
+    assert len(records) <= 5, [r.getMessage() for r in records]
+    assert all(r.exc_info is None and r.levelname == "WARNING" for r in records)
+    assert all("gateway.request.malformed" in r.getMessage() for r in records)
+
+
 async def test_connections_beyond_the_per_address_limit_are_refused_others_get_in(
     tmp_path: Path,
 ) -> None:
