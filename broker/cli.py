@@ -243,13 +243,15 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_tokens(args: argparse.Namespace) -> int:
+async def _cmd_tokens(args: argparse.Namespace) -> int:
+    from lockgate.broker.audit import cli_record, credential_id
     from lockgate.broker.local_tokens import (
         LOCAL_ISSUER,
         issue_token,
         load_or_create_key,
         public_jwks,
     )
+    from lockgate.broker.store.sqlite import SqliteStore
 
     data_dir = _config(args).data_dir
     if args.tokens_cmd == "issue":
@@ -257,6 +259,22 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
 
         ttl = parse_duration(args.ttl)
         token = issue_token(data_dir, args.org, args.agent, args.role or [], ttl=ttl)
+        # A credential was made: the audit log names it as the broker names it when used.
+        detail = {
+            "org": args.org,
+            "agent": args.agent,
+            "roles": ",".join(sorted(set(args.role or []))),
+            "ttl": args.ttl,
+        }
+        store = SqliteStore(data_dir, fsync="always")
+        await store.open()
+        try:
+            issued = cli_record(
+                "token.issue", target=credential_id(token), org=args.org, detail=detail
+            )
+            await store.append_audit([issued])
+        finally:
+            await store.close()
         print(token)
         print(
             f"issued a token for {args.org}/{args.agent} roles={','.join(args.role or []) or '-'}"

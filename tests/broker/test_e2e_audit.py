@@ -106,6 +106,21 @@ async def audited() -> AsyncIterator[Audited]:
         keys = {}
         for name, spec in specs.items():  # one at a time: each is a process on the store
             keys[name] = await asyncio.to_thread(_key, data_dir, *spec)
+        keys["token"] = (
+            await asyncio.to_thread(
+                lockgate_cli,
+                "tokens",
+                "issue",
+                "--org",
+                "acme",
+                "--agent",
+                "t1",
+                "--ttl",
+                "1h",
+                "--data-dir",
+                data_dir,
+            )
+        ).strip()
         port = free_port()
         args = [
             "--policy-dir",
@@ -468,3 +483,31 @@ async def test_cli_and_http_export_the_same_json_lines(audited: Audited) -> None
         _cli, "audit", "--action", "key.revoke", "--server", audited.broker.target, "--api-key", key
     )
     assert text.returncode == 0 and "key.revoke" in text.stdout and "via cli local:" in text.stdout
+
+
+async def test_rotations_and_issued_tokens_are_recorded(audited: Audited) -> None:
+    globex_id = audited.keys["globex"].split("_")[1]
+    await asyncio.to_thread(
+        lockgate_cli, "keys", "rotate", globex_id, "--grace", "1h", "--data-dir", audited.data_dir
+    )
+    stub = broker_pb2_grpc.BrokerServiceStub(audited.channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # the token works, the policy denies
+        await stub.PublishOne(
+            broker_pb2.PublishOneRequest(subject="secret.tok", event=event()),
+            metadata=audited.md("token"),
+            timeout=10,
+        )
+    assert error_info(err.value)[1] == "POLICY_DENIED"
+    recs = await _eventually_records(
+        audited,
+        lambda r: {x.action for x in r} >= {"key.rotate", "token.issue", "publish"},
+    )
+    (rotated,) = [r for r in recs if r.action == "key.rotate"]
+    assert (rotated.target, rotated.org, rotated.outcome) == (globex_id, "globex", "ok")
+    assert rotated.detail["new_key"] and rotated.detail["new_key"] != globex_id
+    (issued,) = [r for r in recs if r.action == "token.issue"]
+    assert (issued.org, issued.detail["agent"], issued.detail["ttl"]) == ("acme", "t1", "1h")
+    assert issued.target.startswith("sha256:") and audited.keys["token"] not in str(issued)
+    used = next(r for r in recs if r.action == "publish" and r.target == "secret.tok")
+    # The token is named alike where it was issued and where it was used.
+    assert (used.agent, used.credential) == ("t1", issued.target)
