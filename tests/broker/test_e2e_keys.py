@@ -16,6 +16,8 @@ import grpc
 import pytest
 
 from lockgate import clients
+from lockgate.broker.store import AuditQuery
+from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.testing import run_broker
 from lockgate.broker.v1 import broker_pb2, broker_pb2_grpc
 from tests.broker.e2e_kit import LOCKGATE, auth, error_info, event, lockgate_cli, subscribe, unique
@@ -151,6 +153,19 @@ async def test_a_rotated_key_works_for_its_grace_period_then_stops(tmp_path: Pat
         async with clients.Client(rb.target, api_key=old) as c:
             with pytest.raises(clients.Unauthenticated):
                 await c.publish(unique("rot"), {"n": 3})
+    # The rotation is in the audit log: the old key, the new one, and when the old one stopped.
+    store = SqliteStore(data)
+    await store.open()
+    try:
+        (rec,) = await store.query_audit(AuditQuery(action="key.rotate"))
+    finally:
+        await store.close()
+    assert (rec.outcome, rec.org, rec.target, rec.detail["new_key"]) == (
+        "ok",
+        "acme",
+        old_id,
+        new_id,
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,10 @@ with the broker's own error classes and reasons, as ``LocalAPI`` does (real brok
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -112,3 +114,47 @@ async def test_the_audit_log_through_the_client(api: RemoteAPI) -> None:
     with pytest.raises(be.InvalidArgument) as bad:
         await api.audit(None, after_id=2**63)
     assert bad.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_credentials_are_checked_and_watched_through_the_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a standalone WebSocket gateway asks at an upgrade and while a socket is open: the
+    broker's own verdict on the key (its reason kept), and the end of a revoked key."""
+    from lockgate.broker.auth import create_key
+    from lockgate.broker.store.sqlite import SqliteStore
+    from lockgate.gateways import _remote
+
+    monkeypatch.setattr(_remote, "CREDENTIAL_POLL_SECONDS", 0.2)
+    store = SqliteStore(str(tmp_path), fsync="always")
+    await store.open()
+    try:
+        key, record = await create_key(store, "acme", "gw", [])
+        expired, _ = await create_key(store, "acme", "old", [], expires_ms=1)
+    finally:
+        await store.close()
+    async with run_broker(data_dir=str(tmp_path)) as b:
+        remote = RemoteAPI(b.target)
+        try:
+            await remote.check_credential(key)
+            for bad, reason in [
+                (None, "UNAUTHENTICATED"),
+                (expired, "CREDENTIAL_EXPIRED"),
+                ("a.b.c", "TOKEN_INVALID"),
+            ]:
+                with pytest.raises(be.Unauthenticated) as exc:
+                    await remote.check_credential(bad)
+                assert exc.value.reason == reason
+            watch = asyncio.ensure_future(remote.until_revoked(key))
+            await asyncio.sleep(0.5)
+            assert not watch.done()
+            store = SqliteStore(str(tmp_path), fsync="always")
+            await store.open()
+            try:
+                assert await store.revoke_key(record.key_id)
+            finally:
+                await store.close()
+            err = await asyncio.wait_for(watch, 15)
+            assert err.reason == "CREDENTIAL_REVOKED"
+        finally:
+            await remote.close()
