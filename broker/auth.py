@@ -45,15 +45,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: their org, their agent name and their roles."""
+    """Who is calling: their org, their agent name and their roles (what the roles allow is
+    decided in one place, :mod:`lockgate.broker.permissions`)."""
 
     org: str
     agent: str
     roles: frozenset[str]
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.roles
 
 
 DEV_PRINCIPAL = Principal("default", "anonymous", frozenset({"admin"}))
