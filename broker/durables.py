@@ -24,6 +24,7 @@ from lockgate.broker import wire
 from lockgate.broker.auth import Principal
 from lockgate.broker.bounds import check_setting
 from lockgate.broker.config import Config
+from lockgate.broker.deadletters import ORIGINAL_SUBJECT, is_dead_letter
 from lockgate.broker.delivery import DurableConsumer, DurableHost, DurableSession
 from lockgate.broker.delivery.recent import RecentCommits
 from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -432,7 +433,11 @@ class Durables:
             ev.attributes["lockgatedlqdurable"].ce_string = rec.name
             ev.attributes["lockgatedlqattempts"].ce_integer = r.attempts
             ev.attributes["lockgateoriginalid"].ce_string = str(r.id)
-            ev.attributes["lockgateoriginalsubject"].ce_string = d.subject
+            # Readers need this subject's read permission (broker.deadletters). A dead letter
+            # dead-lettered again keeps the first one (the broker wrote it); any other event's
+            # attribute is the publisher's word, so it is overwritten.
+            if not is_dead_letter(d.subject) or ORIGINAL_SUBJECT not in ev.attributes:
+                ev.attributes[ORIGINAL_SUBJECT].ce_string = d.subject
             events.append(ev)
         if events:
             await self._publish_system(rec.org, f"$dlq.{rec.name}", events)

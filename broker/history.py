@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from lockgate.broker import wire
+from lockgate.broker.deadletters import is_dead_letter, may_read_dead_letter
 from lockgate.broker.errors import NotFound
 from lockgate.broker.ids import MAX_ID, id_for_time_ms, time_ms_of
 from lockgate.broker.store import Batch, LogPosition, LogScan
@@ -99,6 +100,12 @@ class History:
         if batch is not None and (readable is None or readable(batch.subject)):
             for i, frame in wire.split_frames(batch.body):
                 if i == event_id:
+                    if (
+                        readable is not None
+                        and is_dead_letter(batch.subject)
+                        and not may_read_dead_letter(readable, frame)
+                    ):
+                        break  # a dead letter of a subject the reader may not read
                     return stored_event(batch, frame)
         raise NotFound(f"event {event_id} does not exist", reason="NOT_FOUND")
 
@@ -139,11 +146,14 @@ class History:
                 steps += 1
             for b in batches:
                 if readable is None or readable(b.subject):
+                    dlq = readable if is_dead_letter(b.subject) else None
                     for i, frame in wire.split_frames(b.body):
                         if i <= pos:
                             continue
                         if end_id and i >= end_id:
                             return out, 0
+                        if dlq is not None and not may_read_dead_letter(dlq, frame):
+                            continue
                         out.append(stored_event(b, frame))
                         if len(out) >= limit:
                             return out, i
@@ -178,11 +188,15 @@ class History:
                 if b.seq > head:
                     return
                 if readable is None or readable(b.subject):
-                    if not pos.includes(b.seq, b.first_id):
+                    dlq = readable if is_dead_letter(b.subject) else None
+                    if dlq is None and not pos.includes(b.seq, b.first_id):
                         sink.put(b.body, b.count)  # the whole batch, as stored
                     else:
                         frames = [
-                            f for i, f in wire.split_frames(b.body) if not pos.includes(b.seq, i)
+                            f
+                            for i, f in wire.split_frames(b.body)
+                            if not pos.includes(b.seq, i)
+                            and (dlq is None or may_read_dead_letter(dlq, f))
                         ]
                         if frames:
                             sink.put(b"".join(frames), len(frames))

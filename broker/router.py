@@ -23,6 +23,7 @@ from typing import Protocol
 
 from lockgate.broker import wire
 from lockgate.broker.auth import Principal
+from lockgate.broker.deadletters import is_dead_letter, original_subject
 from lockgate.broker.subjects import PatternTrie, is_literal
 
 __all__ = ["Router", "Target"]
@@ -129,6 +130,8 @@ class Router:
     def route(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
         """Offers one batch to every matching target; returns how many took some of it."""
         singles, groups = self._match(org, subject)
+        if self._may_read is not None and is_dead_letter(subject) and (singles or groups):
+            return self._route_dead_letters(singles, groups, frames)
         taken = 0
         for target in singles:
             taken += target.offer(frames, count, ids)
@@ -161,6 +164,33 @@ class Router:
             body = b"".join(f for _, f in run)
             self._turn += 1  # each run starts at the next member
             taken += self._offer_one(members, body, len(run), [i for i, _ in run])
+        return taken
+
+    def _route_dead_letters(
+        self, singles: tuple[Target, ...], groups: tuple[list[Target], ...], frames: bytes
+    ) -> int:
+        """A ``$dlq`` batch: each target gets the dead letters whose original subject its
+        reader may read too (a queue group: each event to the next member that may)."""
+        may_read = self._may_read
+        assert may_read is not None
+        # The original subject of each event, decoded once per batch (dead letters only).
+        split = [(i, f, original_subject(f)) for i, f in wire.split_frames(frames)]
+
+        def reads(t: Target, orig: str) -> bool:
+            return t.reader is None or (bool(orig) and may_read(t.reader, orig))
+
+        taken = 0
+        for target in singles:
+            run = [(i, f) for i, f, orig in split if reads(target, orig)]
+            if run:
+                body = b"".join(f for _, f in run)
+                taken += target.offer(body, len(run), [i for i, _ in run])
+        for members in groups:
+            for i, f, orig in split:
+                allowed = [t for t in members if reads(t, orig)]
+                if allowed:
+                    self._turn += 1
+                    taken += self._offer_one(allowed, f, 1, [i])
         return taken
 
     def has_targets(self, org: str, subject: str) -> bool:

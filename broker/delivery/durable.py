@@ -33,6 +33,7 @@ from typing import NamedTuple
 from lockgate.broker import wire
 from lockgate.broker.auth import Principal
 from lockgate.broker.bounds import check_setting
+from lockgate.broker.deadletters import is_dead_letter, may_read_dead_letter
 from lockgate.broker.delivery.host import DurableHost
 from lockgate.broker.delivery.outbox import Outbox
 from lockgate.broker.delivery.pending import Pending, PendingTable
@@ -337,7 +338,7 @@ class DurableConsumer:
                 self._wake.set()
                 return
             subject = batch.subject
-            self.ready.extend(_entries(seq, frames, subject, pos))
+            self.ready.extend(self._owned(_entries(seq, frames, subject, pos), subject))
             self._ready_bytes += len(batch.body)  # the frames, unless some were handed out
         self.position = LogPosition(seq + 1)
         self._wake.set()
@@ -431,7 +432,19 @@ class DurableConsumer:
         in_flight = sum(s.in_flight for s in self.sessions)
         return self.rec.max_in_flight - in_flight
 
-    def _live(self, subject: str | None = None) -> list[DurableSession]:
+    def _owned(
+        self, entries: list[tuple[int, int, bytes, str]], subject: str
+    ) -> list[tuple[int, int, bytes, str]]:
+        """``entries`` less, on a ``$dlq`` subject, the dead letters whose original subject
+        the owner may not read."""
+        if not is_dead_letter(subject):
+            return entries
+        owner = self.owner
+        return [
+            e for e in entries if may_read_dead_letter(lambda s: self.host.may_read(owner, s), e[2])
+        ]
+
+    def _live(self, subject: str | None = None, frame: bytes = b"") -> list[DurableSession]:
         """The sessions that can take a delivery now (of ``subject``, when given: only
         those whose reader may read it), streams before the webhook."""
         live = [
@@ -440,19 +453,28 @@ class DurableConsumer:
             if not s.outbox.closed and (not s.limit or s.in_flight < s.limit)
         ]
         if subject is not None:
-            live = [s for s in live if self._may_take(s, subject)]
+            live = [s for s in live if self._may_take(s, subject, frame)]
         streams = [s for s in live if s.kind != "webhook"]
         return streams or live
 
-    def _may_take(self, session: DurableSession, subject: str) -> bool:
-        return session.reader is None or self.host.may_read(session.reader, subject)
+    def _may_take(self, session: DurableSession, subject: str, frame: bytes = b"") -> bool:
+        """Whether the session's reader may read an event of ``subject`` (a dead letter,
+        ``frame``: its original subject too)."""
+        reader = session.reader
+        if reader is None:
+            return True
+        if not self.host.may_read(reader, subject):
+            return False
+        if frame and is_dead_letter(subject):
+            return may_read_dead_letter(lambda s: self.host.may_read(reader, s), frame)
+        return True
 
     def _checked(self) -> bool:
         """Whether a bound session reads with another principal than the owner's."""
         return any(s.reader is not None for s in self.sessions)
 
-    def _pick(self, subject: str | None = None) -> DurableSession | None:
-        live = self._live(subject)
+    def _pick(self, subject: str | None = None, frame: bytes = b"") -> DurableSession | None:
+        live = self._live(subject, frame)
         if not live:
             return None
         self._turn += 1
@@ -507,7 +529,7 @@ class DurableConsumer:
         popped = 0
         while ready and cap > 0 and table.bytes < budget:
             head = ready[0][3] if checked else None
-            session = self._pick(head)
+            session = self._pick(head, ready[0][2] if checked else b"")
             if session is None:
                 break  # with a check: no bound session may read the next event; it waits
             take = min(cap, share, len(ready))
@@ -521,7 +543,9 @@ class DurableConsumer:
             while taken < take and ready and size < room:
                 if checked:
                     subject = ready[0][3]
-                    if subject != head and not self._may_take(session, subject):
+                    if (subject != head or is_dead_letter(subject)) and not self._may_take(
+                        session, subject, ready[0][2]
+                    ):
                         break
                 seq, i, frame, _ = ready.popleft()
                 popped += len(frame)
@@ -557,7 +581,7 @@ class DurableConsumer:
             for seq, b, frames in recent:
                 if b.org == self.rec.org and self.wants(b.subject):
                     subject = b.subject
-                    self.ready.extend(_entries(seq, frames, b.subject, pos))
+                    self.ready.extend(self._owned(_entries(seq, frames, b.subject, pos), subject))
                     self._ready_bytes += len(b.body)
                 pos = self.position = LogPosition(seq + 1)
             if recent:
@@ -576,9 +600,14 @@ class DurableConsumer:
             if self.host.may_read(self.owner, b.subject):
                 subject = b.subject
                 self.ready.extend(
-                    (b.seq, i, f, subject)
-                    for i, f in wire.split_frames(b.body)
-                    if not pos.includes(b.seq, i)
+                    self._owned(
+                        [
+                            (b.seq, i, f, subject)
+                            for i, f in wire.split_frames(b.body)
+                            if not pos.includes(b.seq, i)
+                        ],
+                        subject,
+                    )
                 )
                 self._ready_bytes += len(b.body)
             self.position = LogPosition(b.seq + 1)
@@ -616,7 +645,7 @@ class DurableConsumer:
                 table.settle([i])
                 gone.append(i)
                 continue
-            session = self._pick(_subject_of(frame) if checked else None)
+            session = self._pick(_subject_of(frame) if checked else None, frame)
             if session is None:
                 table.due.appendleft(i)
                 break
