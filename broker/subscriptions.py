@@ -15,7 +15,7 @@ from lockgate.broker.auth import Principal
 from lockgate.broker.bounds import check_setting
 from lockgate.broker.config import Config
 from lockgate.broker.delivery import EphemeralSubscription
-from lockgate.broker.errors import BrokerError
+from lockgate.broker.errors import BrokerError, ResourceExhausted
 from lockgate.broker.history import History
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, replays, start_after
@@ -35,6 +35,29 @@ def check_pattern(gate: PolicyGate, principal: Principal, pattern: str) -> None:
         err = gate.check_subscribe(principal, pattern)
         if err is not None:
             raise err
+
+
+class _Budgeted:
+    """A replay's sink: the subscriber's outbox, up to its byte budget. The replay runs
+    before the subscriber reads anything, so a replay that would pass the budget is refused
+    (``SLOW_CONSUMER``) instead of held whole in the broker's memory."""
+
+    def __init__(self, sub: EphemeralSubscription, max_bytes: int) -> None:
+        self.box = sub.outbox
+        self.pattern = sub.pattern
+        self.max_bytes = max_bytes
+
+    def put(self, frames: bytes, count: int = 1) -> None:
+        if self.box.bytes + len(frames) > self.max_bytes:
+            raise ResourceExhausted(
+                f"the replay of {self.pattern!r} holds more than the subscriber's budget of "
+                f"{self.max_bytes} bytes",
+                reason="SLOW_CONSUMER",
+                hint="start later, read the log with QueryEvents, or use a durable "
+                "subscription (it reads the log as it goes)",
+                metadata={"max_bytes": str(self.max_bytes)},
+            )
+        self.box.put(frames, count)
 
 
 class Ephemerals:
@@ -73,7 +96,8 @@ class Ephemerals:
     ) -> EphemeralSubscription:
         """An at-most-once subscription. With a replaying ``start`` the stored events up to
         the head come first (as stored frames, no re-encoding), then live ones; an event
-        stored while the replay runs may come twice."""
+        stored while the replay runs may come twice. A replay bigger than
+        ``subscriber_max_bytes`` is refused with ``SLOW_CONSUMER`` (it is queued whole)."""
         check_pattern(self.gate, principal, pattern)
         if buffer:
             check_setting("max_in_flight", buffer)
@@ -103,13 +127,16 @@ class Ephemerals:
                 await self.history.replay(
                     sub.org,
                     sub.pattern,
-                    sub.outbox,
+                    _Budgeted(sub, self.config.subscriber_max_bytes),
                     pos,
                     committed,
                     self.gate.reader(principal),  # the same per-subject decision as live routing
                 )
-            except BaseException:
+            except BaseException as exc:
                 self.unsubscribe(sub)  # the caller never got it, so never unsubscribes
+                if isinstance(exc, ResourceExhausted):
+                    self.telemetry.slow_consumers.add(1)
+                    self.log.warning("replay of %s refused: %s", pattern, exc.message)
                 raise
         return sub
 

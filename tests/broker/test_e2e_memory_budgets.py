@@ -30,6 +30,8 @@ from tests.broker.e2e_kit import (
     lockgate_cli,
     open_call,
     publish_batches,
+    publish_one,
+    subscribe,
     unique,
 )
 from tests.support import eventually
@@ -186,3 +188,31 @@ async def test_a_redelivery_storm_does_not_fail_another_orgs_publishes(
         # The storm is bounded: each of evil's 2,000 pending events comes at most once per
         # ack_wait (and backs off from there).
         assert redelivered <= 2000 * (elapsed / 0.1 + 1)
+
+
+async def test_a_replay_bigger_than_the_budget_is_refused_a_smaller_one_served(
+    budgeted: Budgeted,
+) -> None:
+    """An ephemeral replay is queued whole before the subscriber reads: one that would pass
+    ``subscriber_max_bytes`` is refused with SLOW_CONSUMER (not held in memory); one within
+    it arrives whole and in order."""
+    async with grpc.aio.insecure_channel(budgeted.broker.target) as ch:
+        s = Stubs(ch)
+        big = unique("bigreplay")
+        responses = await publish_batches(s.broker, big, _big_batches(4), budgeted.acme)
+        assert all(not r.errors for r in responses)  # ~3.8 MB stored: past the 2 MiB budget
+        all_ = broker_pb2.StartPosition(policy=broker_pb2.START_POLICY_ALL)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            call, _ = await open_call(s.broker, budgeted.acme, pattern=big, start=all_)
+            await asyncio.wait_for(call.read(), 30)
+        code, reason, meta = error_info(exc.value)
+        assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SLOW_CONSUMER")
+        assert meta["max_bytes"] == str(BUDGET)
+
+        small = unique("smallreplay")
+        ids = [await publish_one(s.broker, small, f"e{n}", budgeted.acme) for n in range(5)]
+        sub = await subscribe(s.broker, budgeted.acme, pattern=small, start=all_)
+        try:
+            assert [d.id for d in await sub.collect(5, 10)] == ids
+        finally:
+            await sub.close()
