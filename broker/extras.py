@@ -28,6 +28,7 @@ EXTRAS: dict[str, str] = {
     "grpc_reflection": "server",
     "uvloop": "server",
     "cryptography": "server",
+    "jwt": "server",
     "aiohttp": "gateways",
     "redis": "redis",
     "nats": "nats",
