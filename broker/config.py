@@ -67,6 +67,9 @@ class ListenerLimits:
     the open-file limit (``broker.fdbudget``), the other half left to gRPC and the rest."""
     max_connections_per_address: int = 64
     """Open connections from one client IP address."""
+    tls_handshake_timeout: float = 10.0
+    """Seconds a connection to a TLS listener has to finish its handshake (it is counted
+    against the connection limits from its TCP accept)."""
 
 
 @dataclass
@@ -129,6 +132,8 @@ class Config:
     http_max_connections: int = 0
     """0: half of the process's open-file limit (raised to its hard limit at start)."""
     http_max_connections_per_address: int = 64
+    http_tls_handshake_timeout: float = 10.0
+    """Seconds a TLS gateway connection has to finish its handshake (see ListenerLimits)."""
     tls_server_cert: str = ""
     """PEM certificate chain of every listener (gRPC and gateways); TLS when set."""
     tls_server_key: str = ""
@@ -185,6 +190,7 @@ class Config:
             self.http_send_timeout,
             self.http_max_connections,
             self.http_max_connections_per_address,
+            self.http_tls_handshake_timeout,
         )
 
 
@@ -211,6 +217,7 @@ _DURATIONS = {
     "audit_window",
     "auth_clock_skew",
     "http_send_timeout",
+    "http_tls_handshake_timeout",
 }
 _TOML_ONLY = ("retention", "gateways", "auth_issuers")
 
@@ -371,11 +378,16 @@ def load_config(
                 f"{name} = {getattr(cfg, name)!r} is negative",
                 hint="use a count, or 0 to turn the quota off (see README, Security)",
             )
-    for name in ("http_header_timeout", "http_body_timeout", "http_send_timeout"):
+    for name in (
+        "http_header_timeout",
+        "http_body_timeout",
+        "http_send_timeout",
+        "http_tls_handshake_timeout",
+    ):
         if not 0 < getattr(cfg, name) <= 3600:
             raise ConfigError(
                 f"{name} = {getattr(cfg, name)!r} is out of range",
-                hint="use a duration from 1ms to 1h (the defaults are 15s, 30s and 30s)",
+                hint="use a duration from 1ms to 1h (the defaults are 15s, 30s, 30s and 10s)",
             )
     for name in ("http_max_connections", "http_max_connections_per_address"):
         if getattr(cfg, name) < (0 if name == "http_max_connections" else 1):

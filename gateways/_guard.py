@@ -17,6 +17,10 @@ The time bounds are aiohttp's and ours:
 - aiohttp bounds a request's head in size (``max_line_size``, ``max_field_size``,
   ``max_headers``: 8 KiB lines and fields, 128 headers) and reads what a refused body still
   sends for at most ``lingering_time``;
+- on a TLS listener a connection is counted from its TCP accept, before its handshake, and
+  ``http_tls_handshake_timeout`` bounds the handshake (asyncio's default is 60 s): a client
+  that connects and never sends a ClientHello holds its descriptor that long at most, and
+  within the limits; one beyond them is closed at once (it has no TLS yet for a 503);
 - a WebSocket is pinged every ``heartbeat`` and closed when the pong does not come;
 - ``http_send_timeout`` bounds a slow read: a connection whose unsent answer has not shrunk
   for that long (a peer that reads nothing while an answer larger than the socket buffers
@@ -33,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
+import ssl
 import time
 from typing import Any
 
@@ -109,9 +115,11 @@ class ConnectionGuard:
         self.stalled = 0
         """Connections aborted for a slow read."""
         self._by_address: collections.Counter[str] = collections.Counter()
-        self._admitted: dict[object, tuple[str, asyncio.Transport]] = {}
+        self._admitted: dict[object, tuple[str, asyncio.Transport | None]] = {}
+        """Counted connections: the address, and the transport (None during a handshake)."""
         self._unsent: dict[object, tuple[int, float]] = {}  # buffered bytes, and since when
         self._watchdog: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._total_refusal = _refusal(
             TooManyConnections("http_max_connections", self.max_connections)
         )
@@ -134,7 +142,10 @@ class ConnectionGuard:
 
         def connection_made(handler: Any, transport: asyncio.Transport) -> None:
             made(handler, transport)
-            self._admit(handler, transport)
+            if handler in self._admitted:  # counted at its TCP accept (TLS): now encrypted
+                self._admitted[handler] = (self._admitted[handler][0], transport)
+            else:
+                self._admit(handler, transport)
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
             self._release(handler)
@@ -143,9 +154,60 @@ class ConnectionGuard:
         server.connection_made = connection_made  # type: ignore[method-assign]
         server.connection_lost = connection_lost  # type: ignore[method-assign]
 
+    async def serve_tls(
+        self, listener: socket.socket, server: web.Server, context: ssl.SSLContext
+    ) -> None:
+        """Accepts ``listener``'s connections until cancelled: each is counted (or closed,
+        beyond the limits) at its TCP accept, then its handshake runs within
+        ``tls_handshake_timeout`` and ``server``'s HTTP handler takes over."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors (EMFILE): give the others a moment
+                log.warning("gateway.accept.failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            handler = server()
+            if self._count(handler, address, None) is not None:
+                conn.close()  # no TLS yet to carry a 503
+                continue
+            task = loop.create_task(self._handshake(conn, handler, context))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(
+        self, conn: socket.socket, handler: asyncio.Protocol, context: ssl.SSLContext
+    ) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: handler,
+                conn,
+                ssl=context,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout,
+            )
+        except BaseException as exc:  # timeout, a bad ClientHello, a reset, cancellation
+            # The handler never started, so nothing else releases its place.
+            self._release(handler)
+            conn.close()
+            if not isinstance(exc, Exception):
+                raise
+            log.debug("gateway.tls.handshake.failed: %s", exc)
+
     def _admit(self, handler: object, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        refusal = self._count(handler, address, transport)
+        if refusal is not None:
+            transport.write(refusal)
+            transport.close()
+
+    def _count(
+        self, handler: object, address: str, transport: asyncio.Transport | None
+    ) -> bytes | None:
+        """Counts a connection of ``address``; beyond the limits, it is not counted and the
+        answer to refuse it with is returned."""
         refusal = None
         if self.open >= self.max_connections:
             refusal = self._total_refusal
@@ -164,9 +226,7 @@ class ConnectionGuard:
                     self._by_address[address],
                     self.per_address,
                 )
-            transport.write(refusal)
-            transport.close()
-            return
+            return refusal
         self.open += 1
         self._by_address[address] += 1
         self._admitted[handler] = (address, transport)
@@ -174,6 +234,7 @@ class ConnectionGuard:
             self._watchdog = asyncio.get_running_loop().create_task(
                 self._watch(), name="gateway-send-watchdog"
             )
+        return None
 
     def _release(self, handler: object) -> None:
         admitted = self._admitted.pop(handler, None)
@@ -189,6 +250,11 @@ class ConnectionGuard:
         if not self._by_address[address]:
             del self._by_address[address]
 
+    def cancel_handshakes(self) -> None:
+        """Ends the handshakes under way (a listener stops)."""
+        for task in list(self._handshakes):
+            task.cancel()
+
     async def _watch(self) -> None:
         """Aborts connections whose unsent bytes have not shrunk for ``send_timeout``; ends
         when no connection is left (the next one starts it again)."""
@@ -198,6 +264,8 @@ class ConnectionGuard:
             await asyncio.sleep(min(1.0, timeout / 4))
             now = loop.time()
             for handler, (address, transport) in list(self._admitted.items()):
+                if transport is None:  # handshaking: its own timeout bounds it
+                    continue
                 size = transport.get_write_buffer_size()
                 last = self._unsent.get(handler)
                 if not size:

@@ -3,9 +3,13 @@ JSON shapes of deliveries and stored events, and parameter parsing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import json
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
@@ -304,6 +308,54 @@ def _certified_caller(identities: ClientIdentities) -> Middleware:
     return middleware
 
 
+class _TLSSite(web.BaseSite):
+    """A TLS listener whose connections the guard counts from their TCP accept, with a
+    bounded handshake (aiohttp's TCPSite hands the context to asyncio, whose server counts
+    nothing before a handshake ends and waits 60 s for one)."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        bind: tuple[str, int],
+        guard: ConnectionGuard,
+        context: ssl.SSLContext,
+    ) -> None:
+        super().__init__(runner)
+        self._bind, self._guard, self._context = bind, guard, context
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self.port = bind[1]
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._bind[0]}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        host, port = self._bind
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if host == "localhost":
+            host = "127.0.0.1"
+        listener = socket.create_server((host, port), family=family, backlog=128)
+        listener.setblocking(False)
+        self._listener, self.port = listener, int(listener.getsockname()[1])
+        self._accepting = asyncio.get_running_loop().create_task(
+            self._guard.serve_tls(listener, server, self._context), name="gateway-tls-accept"
+        )
+
+    async def stop(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        if self._listener is not None:
+            self._listener.close()
+        self._guard.cancel_handshakes()
+        await super().stop()
+
+
 async def start_site(
     app: web.Application,
     listen: str,
@@ -335,17 +387,19 @@ async def start_site(
     await runner.setup()
     assert runner.server is not None  # set by setup()
     guard.install(runner.server)
-    site = web.TCPSite(
-        runner,
-        host.strip("[]") or "127.0.0.1",
-        int(port or 0),
-        ssl_context=tls.ssl_context() if tls is not None else None,
-    )
+    bind = (host.strip("[]") or "127.0.0.1", int(port or 0))
+    site: web.BaseSite
+    if tls is not None:
+        site = _TLSSite(runner, bind, guard, tls.ssl_context())
+    else:
+        site = web.TCPSite(runner, *bind)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
         raise listen_failed(listen, exc) from None
+    if isinstance(site, _TLSSite):
+        return runner, site.port
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     bound = int(sockets[0].getsockname()[1]) if sockets else int(port or 0)
