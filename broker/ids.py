@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["EPOCH_MS", "MAX_ID", "IdGenerator", "id_for_time_ms", "time_ms_of"]
+__all__ = ["EPOCH_MS", "MAX_ID", "IdGenerator", "id_for_time_ms", "parse_decimal", "time_ms_of"]
 
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 _WORKER_BITS = 10
@@ -22,6 +22,22 @@ _SEQ_MASK = (1 << _SEQ_BITS) - 1
 MAX_WORKER = (1 << _WORKER_BITS) - 1
 MAX_ID = (1 << 63) - 1
 """The largest id (41 + 10 + 12 bits; the stores hold signed 64-bit integers)."""
+
+
+def parse_decimal(text: str, hi: int) -> int | None:
+    """``text`` as a number from 0 to ``hi`` when it is ASCII digits only, else None.
+
+    ``str.isdigit`` alone lets "²" (which ``int`` refuses) and other scripts' digits through,
+    and ``int`` refuses more than 4,300 digits: callers got ``ValueError`` where they meant
+    to answer INVALID_ARGUMENT.
+
+    >>> parse_decimal("42", 100), parse_decimal("²", 100), parse_decimal("101", 100)
+    (42, None, None)
+    """
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(hi)):
+        return None
+    value = int(text)
+    return value if value <= hi else None
 
 
 def time_ms_of(event_id: int) -> int:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from lockgate.broker.errors import InvalidStart
-from lockgate.broker.ids import id_for_time_ms, time_ms_of
+from lockgate.broker.ids import id_for_time_ms, parse_decimal, time_ms_of
 from lockgate.broker.store import EventLog, LogPosition
 from lockgate.broker.v1 import broker_pb2
 from lockgate.policy.durations import TimeError, parse_time_ms
@@ -98,7 +98,7 @@ def parse_start(text: str, *, now: float | None = None) -> StartSpec:
         return StartSpec(broker_pb2.START_POLICY_ALL)
     kind, colon, rest = word.partition(":")
     if colon and kind in ("after", "id"):
-        if not rest.isdigit() or not 0 < int(rest) < 2**64:
+        if not parse_decimal(rest, 2**64 - 1):
             raise InvalidStart(f"start {text!r} needs an event id after {kind}:", hint=START_SYNTAX)
         return StartSpec(broker_pb2.START_POLICY_AFTER_ID, after_id=int(rest))
     when = t[len("since:") :] if colon and kind == "since" else t

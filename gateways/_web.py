@@ -23,7 +23,7 @@ from lockgate.broker.api import AuditRecord, Delivery, StoredEvent
 from lockgate.broker.auth import Authenticator
 from lockgate.broker.config import ConfigError, parse_duration
 from lockgate.broker.errors import BrokerError, InvalidStart
-from lockgate.broker.ids import MAX_ID
+from lockgate.broker.ids import MAX_ID, parse_decimal
 from lockgate.broker.positions import FROM_NEW, StartSpec
 from lockgate.broker.tls import CERTIFIED_CALLER, ClientIdentities, ServerTLS, peer_of_ssl
 from lockgate.gateways._cejson import JsonValue, event_to_json
@@ -197,9 +197,10 @@ def parse_id(name: str, raw: object) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int | str):
         raise InvalidParameter(name, str(raw), "an event id (a string of digits)")
     text = str(raw)
-    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
-        raise InvalidParameter(name, text, "an event id (a string of digits)")
-    return int(text)
+    value = parse_decimal(text, MAX_ID)
+    if not value:
+        raise InvalidParameter(name, text[:100], "an event id (a string of digits)")
+    return value
 
 
 def parse_duration_param(name: str, raw: object, default: float, hi: float) -> float:
@@ -224,7 +225,7 @@ def parse_time_ms(name: str, raw: str | None) -> int:
     except durations.TimeError:
         ms = -1
     if not 0 <= ms <= _MAX_TIME_MS:
-        raise InvalidParameter(name, raw, "-1h, an RFC 3339 time or epoch milliseconds")
+        raise InvalidParameter(name, raw[:100], "-1h, an RFC 3339 time or epoch milliseconds")
     return ms
 
 

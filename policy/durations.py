@@ -113,6 +113,9 @@ def parse_time(text: str, *, now: float | None = None) -> float:
             raise TimeError(text) from None
         return (time.time() if now is None else now) - ago
     if t.isdigit():
+        # ASCII only ("²" is a digit to isdigit, not to int), and few enough for int.
+        if not t.isascii() or len(t) > 20:
+            raise TimeError(text[:100], "is not a time in epoch milliseconds")
         return int(t) / 1000
     try:
         dt = datetime.fromisoformat(t.upper())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lockgate.broker.audit import audit_scope
 from lockgate.broker.auth import Principal
 from lockgate.broker.errors import InvalidArgument, PermissionDenied
+from lockgate.broker.ids import MAX_ID, parse_decimal
 from lockgate.broker.rpc import Context, Servicer, timestamp_ms, unary
 from lockgate.broker.store import AuditQuery, AuditRecord
 from lockgate.broker.v1 import audit_pb2
@@ -36,11 +37,12 @@ def page_after(token: str) -> int:
     """The id a page token stands for (the last record of the previous page)."""
     if not token:
         return 0
-    if not token.isdigit() or int(token) >= 1 << 63:
+    after = parse_decimal(token, MAX_ID)
+    if after is None:
         raise InvalidArgument(
             "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
         )
-    return int(token)
+    return after
 
 
 class AuditService(Servicer):

@@ -22,6 +22,7 @@ from lockgate.broker.errors import (
     Unavailable,
     to_status,
 )
+from lockgate.broker.ids import parse_decimal
 from lockgate.broker.node import Broker
 from lockgate.broker.pipeline import Prepared
 from lockgate.broker.quotas import Connections
@@ -273,11 +274,12 @@ class BrokerService(Servicer):
     ) -> broker_pb2.QueryEventsResponse:
         after = request.after_id
         if request.page_token:
-            if not request.page_token.isdigit():
+            token = parse_decimal(request.page_token, (1 << 64) - 1)
+            if token is None:
                 raise InvalidArgument(
                     "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
                 )
-            after = max(after, int(request.page_token))
+            after = max(after, token)
         size = min(request.page_size or 100, 1000)
         start = (
             timestamp_ms(request.start_time, "start_time") if request.HasField("start_time") else 0

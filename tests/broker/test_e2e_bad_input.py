@@ -579,3 +579,45 @@ async def test_ids_beyond_63_bits_read_as_nothing(stubs: Stubs, big: int) -> Non
     ):
         resp = await b.QueryEvents(req, timeout=10)
         assert (list(resp.events), resp.next_page_token) == ([], "")
+
+
+@pytest.mark.parametrize("token", ["\u00b2", "\u0661\u0662", "9" * 5000, str(1 << 64), "-1"])
+async def test_page_tokens_that_are_not_ours(stubs: Stubs, token: str) -> None:
+    """ "²" is a digit to str.isdigit but not to int, and int refuses 5,000 digits: both
+    answered UNKNOWN with a raw ValueError; now INVALID_PAGE_TOKEN, on history and audit."""
+    from lockgate.broker.v1 import audit_pb2, audit_pb2_grpc
+
+    calls = [
+        stubs.broker.QueryEvents(
+            broker_pb2.QueryEventsRequest(pattern=">", page_token=token), timeout=10
+        ),
+        audit_pb2_grpc.AuditServiceStub(stubs.channel).ListAuditRecords(
+            audit_pb2.ListAuditRecordsRequest(page_token=token), timeout=10
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert error_info(exc.value)[:2] == (INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+
+
+async def test_audit_pages_out_of_range(stubs: Stubs) -> None:
+    from lockgate.broker.v1 import audit_pb2, audit_pb2_grpc
+
+    audit = audit_pb2_grpc.AuditServiceStub(stubs.channel)
+    # A page size beyond the cap is the cap; a time far ahead is an empty last page.
+    far = timestamp_pb2.Timestamp(seconds=253402300000)
+    resp = await audit.ListAuditRecords(
+        audit_pb2.ListAuditRecordsRequest(page_size=(1 << 32) - 1, since_time=far), timeout=10
+    )
+    assert (list(resp.records), resp.next_page_token) == ([], "")
+    for bad in (
+        timestamp_pb2.Timestamp(seconds=-1),
+        timestamp_pb2.Timestamp(seconds=1 << 62),
+        timestamp_pb2.Timestamp(seconds=0, nanos=-1),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await audit.ListAuditRecords(
+                audit_pb2.ListAuditRecordsRequest(until_time=bad), timeout=10
+            )
+        assert error_info(exc.value)[0] == INVALID_ARGUMENT

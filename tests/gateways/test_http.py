@@ -440,3 +440,35 @@ async def test_wrong_method_and_unknown_path_are_problems(local: Local) -> None:
     assert "DELETE" in str(body["detail"])
     resp = await local.session.get(f"{local.url}/v2/nothing")
     await problem(resp, 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/audit?after=%C2%B2",  # "²": a digit to str.isdigit, not to int (was a 500)
+        "/v1/audit?after=%D9%A1%D9%A2",  # Arabic-Indic "12": digits, but not ours
+        f"/v1/audit?after={'9' * 5000}",  # more digits than int reads (was a 500)
+        f"/v1/audit?after={2**63}",
+        "/v1/audit?since=%C2%B2",
+        f"/v1/audit?since={'9' * 5000}",
+        "/v1/audit?until=10000-01-01",
+        "/v1/audit?since=-99999999999999999999d",
+        "/v1/audit?limit=100000",
+        "/v1/audit?limit=-1",
+        "/v1/audit?limit=1e3",
+        "/v1/events/%C2%B2",
+        "/v1/events?after=%C2%B2",
+        f"/v1/events?since={'9' * 5000}",
+    ],
+)
+async def test_bad_query_parameters_are_problems(local: Local, path: str) -> None:
+    resp = await local.session.get(local.url + path)
+    assert resp.status == 400, await resp.text()
+    body = await problem(resp, 400, "INVALID_PARAMETER")
+    assert len(str(body)) < 2000  # the bad value is not echoed whole
+
+
+async def test_audit_far_ahead_is_an_empty_page(local: Local) -> None:
+    resp = await local.session.get(f"{local.url}/v1/audit?since=9999-12-31T00:00:00Z&limit=1000")
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json()) == {"records": [], "next": None}
