@@ -51,6 +51,7 @@ from lockgate.broker.local_tokens import (
 __all__ = [
     "ALGORITHMS",
     "KID_REFETCH_SECONDS",
+    "MAX_TOKEN_BYTES",
     "IssuerSettings",
     "TokenVerifier",
     "VerifiedToken",
@@ -63,6 +64,9 @@ ALGORITHMS = ("EdDSA", "ES256", "RS256")
 KID_REFETCH_SECONDS = 1.0
 _FETCH_TIMEOUT = 5.0
 _MAX_JWKS_BYTES = 1 << 20
+MAX_TOKEN_BYTES = 16 * 1024
+"""Longer bearer tokens are refused before they are parsed (the transports cap a header near
+8 KiB anyway; this bounds what the caches and the parser ever see, roles included)."""
 _CACHE_SIZE = 10_000
 _NEGATIVE_SIZE = 1024
 _NEGATIVE_SECONDS = 5.0
@@ -299,8 +303,19 @@ class _IssuerKeys:
             raw = Path(s.jwks_file).read_bytes()[:_MAX_JWKS_BYTES]
         elif s.jwks_url:
             req = urllib.request.Request(s.jwks_url, headers={"Accept": "application/json"})
+            # The whole fetch within _FETCH_TIMEOUT, not each read: an issuer that sends a
+            # byte now and then never trips the socket timeout.
+            deadline = time.monotonic() + _FETCH_TIMEOUT
+            buf = bytearray()
             with urllib.request.urlopen(req, timeout=_FETCH_TIMEOUT) as resp:
-                raw = resp.read(_MAX_JWKS_BYTES + 1)
+                while len(buf) <= _MAX_JWKS_BYTES:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the JWKS did not arrive within {_FETCH_TIMEOUT:g}s")
+                    chunk = resp.read1(1 << 16)
+                    if not chunk:
+                        break
+                    buf += chunk
+            raw = bytes(buf)
             if len(raw) > _MAX_JWKS_BYTES:
                 raise ValueError(f"the JWKS is over {_MAX_JWKS_BYTES} bytes")
         else:
@@ -320,7 +335,8 @@ class _IssuerKeys:
             self._tried = time.monotonic()
             s = self.settings
             try:
-                doc = await asyncio.to_thread(self._read)
+                # Bounded here too: a head trickled byte by byte holds the thread's read.
+                doc = await asyncio.wait_for(asyncio.to_thread(self._read), 2 * _FETCH_TIMEOUT)
                 keys = []
                 for item in doc["keys"]:
                     # Keys of other types or uses (encryption keys in an OIDC JWKS) are
@@ -468,6 +484,11 @@ class TokenVerifier:
     async def verify(self, token: str) -> VerifiedToken:
         """The verified token; raises :class:`Unauthenticated` (reason TOKEN_INVALID or
         CREDENTIAL_EXPIRED) with the sentence that says what is wrong."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _invalid(
+                f"the bearer token is over {MAX_TOKEN_BYTES} bytes",
+                hint="ask the issuer for a smaller token (fewer roles or claims)",
+            )
         now = time.time()
         hit = self._cache.get(token)
         # A key withdrawn from the issuer's JWKS withdraws its tokens too.
