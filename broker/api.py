@@ -287,9 +287,7 @@ class LocalAPI:
     async def principal(self, key: str | None, action: str) -> Principal:
         """The caller, once it may do ``action`` in its org (``broker.permissions``: the same
         table the gRPC services apply, so each surface grants the same)."""
-        p = self._acting_for
-        if p is None:
-            p = await self._authenticated(key)
+        p = self._acting_for or await self._authenticated(key)
         try:
             self.broker.permissions.authorize(p, action, p.org)
         except PermissionDenied as err:
@@ -478,21 +476,11 @@ class LocalAPI:
         outcome: str = "",
         limit: int = 100,
     ) -> tuple[list[AuditRecord], int]:
-        scope = await self.audit_reader(key, org)
-        limit = min(limit or 100, 1000)
-        query = AuditQuery(after_id, start_ms, end_ms, scope, agent, action, outcome, limit)
-        records = await self.broker.store.query_audit(query)
-        return records, records[-1].id if len(records) == limit else 0
-
-    async def audit_reader(self, key: str | None, org: str) -> str | None:
-        """The org whose audit records the caller may read when asking for ``org`` (None:
-        every org), or PERMISSION_DENIED (recorded too)."""
-        p = await self.principal(key, "audit.read")
-        try:
-            return audit.audit_scope(p, org, self.broker.permissions)
-        except PermissionDenied as err:
-            self.broker.audit.denied("access", "audit.read", err)
-            raise
+        p = self._acting_for or await self._authenticated(key)
+        query = AuditQuery(after_id, start_ms, end_ms, None, agent, action, outcome, limit)
+        return await audit.read_page(
+            self.broker.store, self.broker.audit, self.broker.permissions, p, org, query
+        )
 
     async def close(self) -> None:
         return None

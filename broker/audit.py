@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from lockgate.broker.auth import Principal
-from lockgate.broker.errors import BrokerError
+from lockgate.broker.errors import BrokerError, PermissionDenied
 from lockgate.broker.permissions import ADMIN, Permissions
 from lockgate.broker.store import AuditQuery, AuditRecord, AuditStore
 
@@ -56,6 +56,7 @@ __all__ = [
     "credential_id",
     "current_actor",
     "enter",
+    "read_page",
 ]
 
 log = logging.getLogger("lockgate.audit")
@@ -148,6 +149,31 @@ def audit_scope(principal: Principal, org: str, permissions: Permissions) -> str
     wanted = org or principal.org
     permissions.authorize(principal, "audit.read", wanted)
     return wanted
+
+
+MAX_PAGE = 1000
+"""The most records one page of the audit log holds, whatever the caller asks."""
+
+
+async def read_page(
+    store: AuditStore,
+    log: AuditLog,
+    permissions: Permissions,
+    principal: Principal,
+    org: str,
+    query: AuditQuery,
+) -> tuple[list[AuditRecord], int]:
+    """A page of the records ``principal`` may read when asking for ``org`` (``audit_scope``;
+    a refusal is recorded), at most ``MAX_PAGE``, and the cursor for the next page (0 on the
+    last): what every surface (gRPC, HTTP, a standalone gateway through gRPC) answers."""
+    try:
+        scope = audit_scope(principal, org, permissions)
+    except PermissionDenied as err:
+        log.denied("access", "audit.read", err)
+        raise
+    limit = min(query.limit or 100, MAX_PAGE)
+    records = await store.query_audit(dataclasses.replace(query, org=scope, limit=limit))
+    return records, records[-1].id if len(records) == limit else 0
 
 
 def _host(peer: str) -> str:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from lockgate.broker.audit import audit_scope
+from lockgate.broker.audit import read_page
 from lockgate.broker.auth import Principal
-from lockgate.broker.errors import InvalidArgument, PermissionDenied
+from lockgate.broker.errors import InvalidArgument
 from lockgate.broker.ids import MAX_ID, parse_decimal
 from lockgate.broker.rpc import Context, Servicer, timestamp_ms, unary
 from lockgate.broker.store import AuditQuery, AuditRecord
 from lockgate.broker.v1 import audit_pb2
 
 __all__ = ["AuditService", "audit_message"]
-
-MAX_PAGE = 1000
 
 
 def audit_message(rec: AuditRecord) -> audit_pb2.AuditRecord:
@@ -55,30 +53,25 @@ class AuditService(Servicer):
     async def ListAuditRecords(
         self, request: audit_pb2.ListAuditRecordsRequest, p: Principal, context: Context
     ) -> audit_pb2.ListAuditRecordsResponse:
-        try:
-            scope = audit_scope(p, request.org_filter, self.broker.permissions)
-        except PermissionDenied as err:
-            self.broker.audit.denied("access", "audit.read", err)
-            raise
         since = (
             timestamp_ms(request.since_time, "since_time") if request.HasField("since_time") else 0
         )
         until = (
             timestamp_ms(request.until_time, "until_time") if request.HasField("until_time") else 0
         )
-        size = min(request.page_size or 100, MAX_PAGE)
         query = AuditQuery(
             after_id=page_after(request.page_token),
             start_ms=since,
             end_ms=until,
-            org=scope,
             agent=request.agent,
             action=request.action,
             outcome=request.outcome,
-            limit=size,
+            limit=request.page_size,
         )
-        records = await self.broker.store.query_audit(query)
+        b = self.broker
+        org = request.org_filter
+        records, last = await read_page(b.store, b.audit, b.permissions, p, org, query)
         resp = audit_pb2.ListAuditRecordsResponse(records=[audit_message(r) for r in records])
-        if len(records) == size:
-            resp.next_page_token = str(records[-1].id)
+        if last:
+            resp.next_page_token = str(last)
         return resp
