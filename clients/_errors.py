@@ -338,6 +338,17 @@ def from_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError) -> LockgateError:
     if info is not None:
         reason, metadata = info
         err = error_for_reason(reason, details, metadata=metadata)
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        # grpc's own refusal of a message over a size limit (the client's or the broker's
+        # max_message_bytes) carries no reason of ours and the code of a rate limit; no
+        # retry cures it, so it is an invalid request, EVENT_TOO_LARGE, as the broker's own.
+        err = InvalidEvent(
+            "the request is larger than the broker's max_message_bytes allows",
+            reason=Reason.EVENT_TOO_LARGE,
+            hint="send less in one call: smaller events or batches, a smaller policy set (a "
+            "standalone gateway learns the broker's limit from LOCKGATE_MAX_MESSAGE_BYTES)",
+        )
+        code = grpc.StatusCode.INVALID_ARGUMENT
     else:
         cls = _BY_CODE.get(code, LockgateError) if code is not None else LockgateError
         name = code.name if code is not None else Reason.UNKNOWN

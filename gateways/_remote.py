@@ -94,17 +94,8 @@ def to_broker_error(err: LockgateError) -> be.BrokerError:
 
 
 def translate(err: grpc.RpcError) -> be.BrokerError:
-    """The broker error a gRPC error stands for (see :func:`to_broker_error`); grpc's own
-    refusal of a message over the broker's ``max_message_bytes`` (no reason of ours: it
-    answered 429 with grpc's text) is EVENT_TOO_LARGE, 413 over HTTP."""
-    details = err.details() if isinstance(err, grpc.aio.AioRpcError | grpc.Call) else ""
-    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or ""):
-        return be.InvalidArgument(
-            "the request is larger than the broker's max_message_bytes",
-            reason=be.Reason.EVENT_TOO_LARGE,
-            hint="send smaller events, or give the gateway the broker's max_message_bytes "
-            "(LOCKGATE_MAX_MESSAGE_BYTES or its --config)",
-        )
+    """The broker error a gRPC error stands for (see :func:`to_broker_error`; grpc's own
+    refusal of a message over ``max_message_bytes`` is EVENT_TOO_LARGE, 413 over HTTP)."""
     return to_broker_error(from_rpc_error(err))
 
 

@@ -91,6 +91,33 @@ def test_from_rpc_error_falls_back_to_code() -> None:
     assert weird.code == grpc.StatusCode.DATA_LOSS and "DATA_LOSS" in weird.message
 
 
+def test_grpcs_size_refusal_is_event_too_large_not_a_rate_limit() -> None:
+    # grpc refuses a message over a size limit with RESOURCE_EXHAUSTED and its own text; a
+    # rate limit would tell the caller to retry a request that can never pass.
+    for text in (
+        "CLIENT: Sent message larger than max (10485836 vs. 1114112)",
+        "Received message larger than max (2000000 vs. 1048576)",
+    ):
+        err = from_rpc_error(
+            grpc.aio.AioRpcError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                text,
+                None,
+            )
+        )
+        assert isinstance(err, clients.InvalidEvent) and err.reason == "EVENT_TOO_LARGE"
+        assert not isinstance(err, clients.RateLimited)
+        assert "larger than max" not in err.message and "smaller" in err.hint
+    plain = from_rpc_error(
+        grpc.aio.AioRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), grpc.aio.Metadata(), "", None
+        )
+    )
+    assert isinstance(plain, clients.RateLimited)
+
+
 def test_rpc_status_detail_helper_is_consistent() -> None:
     status = rich_status(grpc.StatusCode.NOT_FOUND, "NO_RESPONDERS", "nobody")
     assert rpc_status.to_status is not None and status.code == grpc.StatusCode.NOT_FOUND
