@@ -163,3 +163,9 @@ async def test_a_webhook_durable_shows_its_secret_once_and_rotates_it(
         with pytest.raises(clients.LockgateError) as exc:
             await c.admin.rotate_webhook_secret(plain)
         assert exc.value.reason == "FAILED_PRECONDITION"
+        for grace in (-1.0, 8 * 86_400.0):  # no negative grace, at most 7 days
+            with pytest.raises(clients.InvalidArgument) as bad:
+                await c.admin.rotate_webhook_secret(name, grace=grace)
+            assert bad.value.reason == "INVALID_SETTING"
+        with pytest.raises(clients.NotFound):
+            await c.admin.rotate_webhook_secret(_name("nobody"))
