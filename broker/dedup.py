@@ -1,8 +1,9 @@
 """The dedup window: which ``(org, source, id)`` were accepted lately, and under which id.
 
 A publisher that retries an event it already sent gets the first id back instead of a second
-copy. :class:`MemoryDedupWindow` is the embedded window (one process); a shared one (NATS KV,
-Redis) implements the same :class:`DedupWindow` Protocol for many nodes.
+copy. :class:`MemoryDedupWindow` is the embedded window (one process); the shared one
+(:class:`broker.dedup_redis.RedisDedupWindow`) implements the same :class:`DedupWindow`
+Protocol for many nodes.
 
 Example::
 
@@ -64,9 +65,12 @@ class DedupWindow(Protocol):
     so a retry of an event that was never acknowledged is accepted.
 
     Between ``lookup`` and ``remember`` the embedded window cannot be raced (neither
-    suspends, and one event loop runs the node). A shared window can: two nodes may accept
-    the same key at the same instant, so a shared implementation should make ``remember``
-    first-writer-wins per key and the pipeline may then report the loser as a duplicate.
+    suspends, and one event loop runs the node). A shared window can (two nodes may see the
+    same key at the same instant), so a shared window *claims* in ``lookup`` every key it
+    answers 0 for: the caller then appends that event and must ``remember`` or ``forget``
+    the key, and a concurrent ``lookup`` of a claimed key elsewhere waits for that outcome
+    (see :mod:`broker.dedup_redis`). Claiming before the append is what stores a publish
+    retried through another node once.
     """
 
     async def open(self, log: RecentLog) -> None:
@@ -75,7 +79,8 @@ class DedupWindow(Protocol):
     async def close(self) -> None: ...
 
     async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
-        """The id accepted for each key, 0 where the key is not in the window."""
+        """The id accepted for each key, 0 where the key is not in the window (a shared
+        window claims those keys for the caller)."""
 
     async def remember(self, entries: Sequence[tuple[DedupKey, int]]) -> None:
         """Records accepted keys with their ids (one call per batch)."""

@@ -2,7 +2,7 @@
 
 ``store``, ``backbone`` and ``limiter`` (see :class:`broker.config.Config`) each name the
 embedded default or a cluster service by URL. :func:`build_backends` builds them, with the
-dedup window and the leases that go with the backbone. A cluster value whose package is not
+dedup window and the leases that go with the limiter. A cluster value whose package is not
 installed names the extra to install; one this version does not implement yet says so, as a
 configuration error rather than a failure at the first publish.
 
@@ -22,12 +22,13 @@ from lockgate.broker.backbone import Backbone
 from lockgate.broker.backbone.local import LocalBackbone
 from lockgate.broker.config import Config, ConfigError
 from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
+from lockgate.broker.dedup_redis import RedisDedupWindow
 from lockgate.broker.extras import missing_extra
 from lockgate.broker.leases import Leases, LocalLeases
 from lockgate.broker.limits import Limiter, LocalLimiter, RedisLimiter
 from lockgate.broker.store import Store
 
-__all__ = ["Backends", "build_backends", "build_limiter", "build_store"]
+__all__ = ["Backends", "build_backends", "build_limiter", "build_shared", "build_store"]
 
 
 @dataclass(slots=True)
@@ -92,12 +93,22 @@ def build_backends(config: Config) -> Backends:
     """The backends ``config`` names (validated by :func:`broker.config.load_config`)."""
     store = build_store(config)
     backbone = build_backbone(config)
-    # The dedup window and the leases follow the backbone: in-process with the local one,
-    # shared (NATS KV) with a cluster one.
+    leases, dedup = build_shared(config)
     return Backends(
         store=store,
         backbone=backbone,
         limiter=build_limiter(config),
-        leases=LocalLeases(),
-        dedup=MemoryDedupWindow(config.dedup_window, max_bytes=config.dedup_max_bytes),
+        leases=leases,
+        dedup=dedup,
     )
+
+
+def build_shared(config: Config) -> tuple[Leases, DedupWindow]:
+    """The leases and the dedup window follow the limiter: in this process with the local
+    one, shared in Redis with a Redis one (Redis down already fails publishes closed, so
+    they add no new way to fail)."""
+    if config.limiter == "local":
+        window = MemoryDedupWindow(config.dedup_window, max_bytes=config.dedup_max_bytes)
+        return LocalLeases(), window
+    # The worker-id lease moves to Redis with the node's lease handling (next change).
+    return LocalLeases(), RedisDedupWindow(config.limiter, config.dedup_window)

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from lockgate.broker.errors import Unavailable
-from lockgate.broker.extras import missing_extra
+from lockgate.broker.redisconn import REDIS_ERRORS, connect, redis_failed
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -175,27 +174,17 @@ class RedisLimiter:
     """Buckets in Redis under ``prefix``; ``url`` like ``redis://127.0.0.1:6379/0``."""
 
     def __init__(self, url: str, *, prefix: str = "lockgate:") -> None:
-        try:
-            import redis.asyncio as aioredis
-        except ImportError as exc:  # the optional extra
-            raise missing_extra("the Redis limiter", exc) from None
-        self._redis: redis.asyncio.Redis = aioredis.Redis.from_url(url)
+        self._redis: redis.asyncio.Redis = connect(url, "the Redis limiter")
         self._prefix = prefix
         self._take = self._redis.register_script(_TAKE)
         self._seen = self._redis.register_script(_SEEN)
 
     async def _call(self, script: object, keys: list[str], args: list[object]) -> list[int]:
-        import redis.exceptions
-
         try:
             # register_script's Script runs EVALSHA and loads the script on NOSCRIPT.
             return [int(x) for x in await script(keys=keys, args=args)]  # type: ignore[operator]
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise Unavailable(
-                f"the Redis limiter failed: {exc}",
-                reason="LIMITER_UNAVAILABLE",
-                hint="check the Redis server; limits fail closed while it is down",
-            ) from exc
+        except REDIS_ERRORS as exc:
+            raise redis_failed("the Redis limiter", exc) from exc
 
     async def take(self, requests: Sequence[BucketRequest]) -> list[Grant]:
         if not requests:

@@ -1,0 +1,150 @@
+"""The Redis dedup window between nodes: a key claimed by one node's lookup makes another
+node's lookup wait for the outcome (the id, or the claim's release when the append failed),
+so a publish retried through another node is stored once and a failed append never marks an
+event as seen; Redis down fails closed like the limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import pytest_asyncio
+
+from lockgate.broker.auth import DEV_PRINCIPAL
+from lockgate.broker.config import Config
+from lockgate.broker.dedup_redis import RedisDedupWindow
+from lockgate.broker.errors import BrokerError, Unavailable
+from lockgate.broker.node import Broker
+from lockgate.broker.store import Batch, Store
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import cloudevent_pb2
+from tests.support import eventually
+
+
+@pytest_asyncio.fixture
+async def two(redis_url: str) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedupWindow]]:
+    prefix = f"lockgate-test:{uuid.uuid4().hex}:"
+    a = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=0.5)
+    b = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=0.5)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+K = ("acme", "/src", "e1")
+
+
+async def test_a_claim_makes_the_other_node_wait_for_the_id(
+    two: tuple[RedisDedupWindow, RedisDedupWindow],
+) -> None:
+    a, b = two
+    assert await a.lookup([K]) == [0]  # a appends it
+    waiting = asyncio.create_task(b.lookup([K, ("acme", "/src", "e2")]))
+    await eventually(lambda: b.waits > 0, what="b meets a's claim")
+    assert not waiting.done()
+    await a.remember([(K, 42)])
+    assert await asyncio.wait_for(waiting, 5) == [42, 0]
+
+
+async def test_a_forgotten_claim_goes_to_the_other_node(
+    two: tuple[RedisDedupWindow, RedisDedupWindow],
+) -> None:
+    a, b = two
+    assert await a.lookup([K]) == [0]
+    waiting = asyncio.create_task(b.lookup([K]))
+    await eventually(lambda: b.waits > 0, what="b meets a's claim")
+    await a.forget([K])  # a's append failed
+    assert await asyncio.wait_for(waiting, 5) == [0]  # b claimed it: b appends it
+    await b.remember([(K, 43)])
+    assert await a.lookup([K]) == [43]
+
+
+async def test_a_claim_left_by_a_dead_node_runs_out(
+    two: tuple[RedisDedupWindow, RedisDedupWindow],
+) -> None:
+    a, b = two
+    assert await a.lookup([K]) == [0]  # and a dies before its append
+    assert await asyncio.wait_for(b.lookup([K]), 5) == [0]
+    assert b.waits > 0  # it waited for the claim to run out
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_redis_down_fails_closed() -> None:
+    window = RedisDedupWindow(f"redis://127.0.0.1:{closed_port()}/0", 60.0)
+    try:
+        for call in (
+            window.lookup([K]),
+            window.remember([(K, 1)]),
+            window.forget([K]),
+        ):
+            with pytest.raises(Unavailable) as exc:
+                await call
+            assert exc.value.reason == "LIMITER_UNAVAILABLE"
+            assert exc.value.message.startswith("the Redis dedup window failed: ")
+    finally:
+        await window.close()
+
+
+class FailingStore:
+    """A real store whose batch writes fail while ``failing`` is set."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.failing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def append(self, batches: Sequence[Batch]) -> Any:
+        if not self.failing:
+            return self.inner.append(batches)
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        fut.set_exception(Unavailable("the disk is full", reason="STORE_UNAVAILABLE"))
+        return fut
+
+
+def event(eid: str) -> cloudevent_pb2.CloudEvent:
+    return cloudevent_pb2.CloudEvent(id=eid, source="/src", spec_version="1.0", type="t")
+
+
+async def test_a_publish_retried_on_another_node_is_stored_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    prefix = f"lockgate-test:{uuid.uuid4().hex}:"
+    nodes = []
+    for n, worker in (("a", 1), ("b", 2)):
+        (tmp_path / n).mkdir()
+        store = FailingStore(SqliteStore(tmp_path / n, fsync="never"))
+        window = RedisDedupWindow(redis_url, 60.0, prefix=prefix)
+        config = Config(data_dir=str(tmp_path / n), worker_id=worker)
+        nodes.append((Broker(config, cast(Store, store), dedup=window), store))
+    (a, a_store), (b, _) = nodes
+    await a.start()
+    await b.start()
+    try:
+        a_store.failing = True  # a failed append never marks an event as seen
+        with pytest.raises(BrokerError):
+            await a.publish(DEV_PRINCIPAL, "dd.x", [event("e1")])
+        first = await b.publish(DEV_PRINCIPAL, "dd.x", [event("e1"), event("e2")])
+        assert first.duplicates == [] and all(first.ids)
+        a_store.failing = False
+        again = await a.publish(DEV_PRINCIPAL, "dd.x", [event("e2"), event("e3")])
+        assert again.duplicates == [0]
+        assert again.ids[0] == first.ids[1]
+        stored_a, _ = await a.query(DEV_PRINCIPAL, "dd.>")
+        stored_b, _ = await b.query(DEV_PRINCIPAL, "dd.>")
+        assert [e.event.id for e in stored_b] == ["e1", "e2"]
+        assert [e.event.id for e in stored_a] == ["e3"]
+    finally:
+        await b.stop()
+        await a.stop()
