@@ -5,6 +5,8 @@ consumer state and metadata on PostgreSQL): :class:`EventLog`, :class:`ConsumerS
 :class:`DeadLetterStore`, :class:`KeyStore`, :class:`PolicyVersionStore`, :class:`AuditStore`.
 :class:`Store` is
 all of them with a life cycle; ``SqliteStore`` (the embedded default) implements it.
+:class:`MetadataStore` is every role but the log, with a life cycle: what ``PgStore``
+(``broker.store.postgres``, cluster mode) implements beside the JetStream log.
 
 The log keeps events in *batches*: one row per published batch per subject whose ``body``
 is the concatenation of the events' delivery frames (see ``broker.wire``), so a write is
@@ -36,6 +38,7 @@ __all__ = [
     "KeyStore",
     "LogPosition",
     "LogScan",
+    "MetadataStore",
     "PolicyVersionRecord",
     "PolicyVersionStore",
     "RetentionRule",
@@ -361,8 +364,7 @@ class AuditStore(Protocol):
         """Removes the records older than ``before_ms``; returns how many."""
 
 
-class Store(
-    EventLog,
+class MetadataStore(
     ConsumerStateStore,
     DeadLetterStore,
     KeyStore,
@@ -370,8 +372,12 @@ class Store(
     AuditStore,
     Protocol,
 ):
-    """Every role, with a life cycle: what one backend (SQLite) provides alone."""
+    """Every role but the log, with a life cycle: the broker's state beside its events."""
 
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class Store(EventLog, MetadataStore, Protocol):
+    """Every role, with a life cycle: what one backend (SQLite) provides alone."""

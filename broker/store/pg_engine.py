@@ -19,15 +19,27 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar, cast
 
 import asyncpg
 
 from lockgate.broker.errors import FailedPrecondition, Reason, Unavailable
 
-__all__ = ["CONNECT_TIMEOUT", "connect_pool", "migrate", "pg_errors", "redact_dsn"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "PgDatabase",
+    "PgOp",
+    "connect_pool",
+    "migrate",
+    "pg_errors",
+    "redact_dsn",
+]
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to open one connection before PostgreSQL counts as unreachable."""
@@ -151,3 +163,122 @@ async def migrate(pool: asyncpg.Pool, component: str, steps: Sequence[str]) -> N
                     component,
                     version + 1,
                 )
+
+
+PgOp = Callable[[asyncpg.Connection], Awaitable[object]]
+"""A write, run inside a group commit's transaction; its result is what its future gives."""
+
+
+class PgDatabase:
+    """One component's database: the pool, its migrations at :meth:`open`, and a group
+    commit. Writes queued with :meth:`_enqueue` run in call order, whatever accumulated
+    while the previous transaction ran in one transaction on one connection (so a burst of
+    writes costs one round of commit); reads run on any pooled connection.
+
+    ``pool``: share an open pool (it stays open at :meth:`close`); otherwise :meth:`open`
+    connects to ``dsn`` and :meth:`close` closes what it opened.
+    """
+
+    def __init__(
+        self,
+        dsn: str = "",
+        *,
+        component: str,
+        steps: Sequence[str],
+        pool: asyncpg.Pool | None = None,
+        max_size: int = 10,
+    ) -> None:
+        if not dsn and pool is None:
+            raise ValueError("a PostgreSQL database needs a dsn or a pool")
+        self._dsn = dsn
+        self._component = component
+        self._steps = tuple(steps)
+        self._pool: asyncpg.Pool | None = pool
+        self._own_pool = pool is None
+        self._max_size = max_size
+        self._queue: list[tuple[PgOp, asyncio.Future[object]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "the PostgreSQL store is not open"
+        return self._pool
+
+    async def open(self) -> None:
+        if self._pool is None:
+            self._pool = await connect_pool(self._dsn, max_size=self._max_size)
+        try:
+            await migrate(self._pool, self._component, self._steps)
+        except BaseException:
+            if self._own_pool:
+                await self._pool.close()
+                self._pool = None
+            raise
+        self._writer = asyncio.create_task(
+            self._write_loop(), name=f"lockgate-pg-{self._component}-writer"
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._wake.set()
+            while self._queue:
+                await asyncio.gather(*(f for _, f in list(self._queue)), return_exceptions=True)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        if self._own_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def _enqueue(self, op: PgOp) -> asyncio.Future[object]:
+        """Queues ``op`` for the next group commit; its future gives what ``op`` returned."""
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if self._closed or self._writer is None:
+            fut.set_exception(
+                Unavailable("the PostgreSQL store is closed", reason=Reason.STORE_UNAVAILABLE)
+            )
+            return fut
+        self._queue.append((op, fut))
+        self._wake.set()
+        return fut
+
+    async def _submit(self, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Queues ``op`` and waits until its group commits: what ``op`` returned."""
+        return cast(T, await self._enqueue(op))
+
+    def _before_commit(self) -> None:
+        """Runs on the event loop when the writer takes the queued work for a commit."""
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                work, self._queue = self._queue, []
+                self._before_commit()
+                try:
+                    async with (
+                        pg_errors("write"),
+                        self.pool.acquire() as conn,
+                        conn.transaction(),
+                    ):
+                        results = [await op(conn) for op, _ in work]
+                except Unavailable as err:
+                    # The whole group failed (one transaction): every writer hears it, and
+                    # the loop goes on with what is queued next.
+                    for _, fut in work:
+                        if not fut.done():
+                            fut.set_exception(err)
+                    continue
+                for (_, fut), result in zip(work, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+
+    async def _read(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async with pg_errors(what), self.pool.acquire() as conn:
+            return await fn(conn)

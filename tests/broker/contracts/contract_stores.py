@@ -1,8 +1,13 @@
 """The store implementations every store contract suite runs against.
 
-A backend joins by adding one entry to ``BACKENDS``: an async context manager that opens a
-store keeping its data under the given directory (or in its server, keyed by that directory
-name), so that opening it twice shows what survives a restart.
+Two registries. ``BACKENDS``: backends of every role (:class:`Store`), which every suite runs
+on, the EventLog's included. ``METADATA_BACKENDS``: backends of the metadata roles
+(:class:`MetadataStore`: consumer state, dead letters, keys, policy versions, audit), which
+the role suites run on: every full backend, plus those that hold only these roles (PostgreSQL:
+its log is JetStream's). A backend joins with one entry: given the test's request and its
+temporary directory, it returns an opener, a callable giving an async context manager that
+opens the store on this test's data (a directory, or a fresh database of its server), so
+that opening it twice shows what survives a restart.
 """
 
 from __future__ import annotations
@@ -10,22 +15,34 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from lockgate.broker import wire
 from lockgate.broker.ids import IdGenerator
-from lockgate.broker.store import Batch, Store
+from lockgate.broker.store import Batch, MetadataStore, Store
 from lockgate.broker.store.sqlite import SqliteStore
 
-__all__ = ["BACKENDS", "OpenStore", "make_batch", "open_store", "store"]
+__all__ = [
+    "BACKENDS",
+    "METADATA_BACKENDS",
+    "OpenMetadata",
+    "OpenStore",
+    "make_batch",
+    "metadata",
+    "open_metadata",
+    "open_store",
+    "store",
+]
 
+S = TypeVar("S", bound=MetadataStore)
 OpenStore = Callable[[], AbstractAsyncContextManager[Store]]
+OpenMetadata = Callable[[], AbstractAsyncContextManager[MetadataStore]]
 
 
 @asynccontextmanager
-async def _sqlite(where: Path) -> AsyncIterator[Store]:
-    s = SqliteStore(where, fsync="os")
+async def _opened(s: S) -> AsyncIterator[S]:
     await s.open()
     try:
         yield s
@@ -33,21 +50,54 @@ async def _sqlite(where: Path) -> AsyncIterator[Store]:
         await s.close()
 
 
-BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Store]]] = {
+def _sqlite(request: pytest.FixtureRequest, where: Path) -> OpenStore:
+    return lambda: _opened(SqliteStore(where, fsync="os"))
+
+
+def _postgres(request: pytest.FixtureRequest, where: Path) -> OpenMetadata:
+    from lockgate.broker.store.postgres import PgStore
+
+    dsn: str = request.getfixturevalue("pg_fresh_dsn")  # a new database for this test
+    return lambda: _opened(PgStore(dsn, max_size=4))
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], OpenStore]] = {
     "sqlite": _sqlite,
 }
+METADATA_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], OpenMetadata]] = {
+    **BACKENDS,
+    "postgres": _postgres,
+}
+
+# The server a backend needs, so that `-m "not postgres"` deselects its runs.
+_MARKS = {"postgres": pytest.mark.postgres}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+def _params(names: object) -> list[object]:
+    return [pytest.param(n, marks=_MARKS.get(n, ())) for n in sorted(names)]  # type: ignore[call-overload]
+
+
+@pytest.fixture(params=_params(BACKENDS))
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
-    """Opens the parametrised backend on this test's data; call it again to reopen."""
-    backend = BACKENDS[request.param]
-    return lambda: backend(tmp_path)
+    """Opens the parametrised full backend on this test's data; call it again to reopen."""
+    return BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture
 async def store(open_store: OpenStore) -> AsyncIterator[Store]:
     async with open_store() as s:
+        yield s
+
+
+@pytest.fixture(params=_params(METADATA_BACKENDS))
+def open_metadata(request: pytest.FixtureRequest, tmp_path: Path) -> OpenMetadata:
+    """Opens the parametrised metadata backend on this test's data; call it again to reopen."""
+    return METADATA_BACKENDS[request.param](request, tmp_path)
+
+
+@pytest.fixture
+async def metadata(open_metadata: OpenMetadata) -> AsyncIterator[MetadataStore]:
+    async with open_metadata() as s:
         yield s
 
 
