@@ -45,7 +45,7 @@ from lockgate.clients._errors import (
     Unavailable,
     from_rpc_error,
 )
-from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
+from lockgate.clients._message import Event, Message, MessageBatch, PublishResult, StoredEvent
 from lockgate.clients._subscription import Subscription
 from lockgate.clients._tls import TLS
 from lockgate.clients._webhook import WebhookSignatureError, verify_webhook
@@ -68,6 +68,7 @@ __all__ = [
     "InvalidSubject",
     "LockgateError",
     "Message",
+    "MessageBatch",
     "NoResponders",
     "NotFound",
     "PendingDelivery",

@@ -36,6 +36,7 @@ from lockgate.clients._errors import (
 )
 from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
 from lockgate.clients._publisher import MAX_EVENTS, Batch, PublishCall, Publisher
+from lockgate.clients._publisher import WINDOW as PUBLISH_WINDOW
 from lockgate.clients._pull import PullAcker
 from lockgate.clients._subscription import SubscribeCall, Subscription
 from lockgate.clients._tls import TLS
@@ -67,6 +68,7 @@ class Client:
         max_message_bytes: int = 1 << 20,
         publish_timeout: float = 30.0,
         max_reconnect_attempts: int | None = None,
+        publish_window: int = PUBLISH_WINDOW,
         source: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         tls: TLS | bool | None = None,
@@ -74,12 +76,16 @@ class Client:
         """``target`` is ``HOST:PORT``, or ``grpcs://HOST:PORT`` for TLS. ``tls`` is a
         :class:`TLS` (CA file, and a client certificate and key for mTLS), ``True`` for TLS
         with the system's CAs, or None/False for plain text unless the target says
-        ``grpcs://``. A failed handshake raises :class:`TLSError` naming the cause."""
+        ``grpcs://``. A failed handshake raises :class:`TLSError` naming the cause.
+        ``publish_window`` is how many publish frames may be unanswered at once."""
         self.target = target
         self.connect_timeout = connect_timeout
         self.max_message_bytes = max_message_bytes
         self.publish_timeout = publish_timeout
         self.max_reconnect_attempts = max_reconnect_attempts
+        if publish_window < 1:
+            raise ValueError(f"publish_window is at least 1 frame, not {publish_window}")
+        self.publish_window = publish_window
         self.source = source or default_source()
         self._credentials = credentials
         self._tls = TLS() if tls is True else tls or None
@@ -128,6 +134,7 @@ class Client:
             publish_timeout=self.publish_timeout,
             max_frame_bytes=min(900 * 1024, self.max_message_bytes - 16 * 1024),
             max_reconnect_attempts=self.max_reconnect_attempts,
+            window=self.publish_window,
         )
         return self
 
@@ -254,20 +261,54 @@ class Client:
         >>> results = await c.publish_batch("logs.app", ["a", "b", {"level": "warn"}])
         >>> [r.id for r in results if r.ok]
         """
+        return await self._batch_results(await self._queue_batch(subject, items, type, source))
+
+    async def publish_batch_async(
+        self,
+        subject: str,
+        items: Sequence[object],
+        *,
+        type: str = "lockgate.event",
+        source: str | None = None,
+    ) -> asyncio.Future[list[PublishResult]]:
+        """Queue a batch and return a future of its results without waiting for the broker.
+
+        Pipelined publishing from one task, as JetStream's ``publish_async``: up to
+        ``publish_window`` frames are unanswered at once, and this waits only while the
+        window is full (back-pressure). Batches of one subject are stored in call order.
+        Await the futures, or :meth:`flush`, to see the outcomes.
+
+        >>> futures = [await c.publish_batch_async("logs.app", chunk) for chunk in chunks]
+        >>> await c.flush()
+        >>> failed = [r for f in futures for r in f.result() if not r.ok]
+        """
+        chunks = await self._queue_batch(subject, items, type, source)
+        return asyncio.ensure_future(self._batch_results(chunks))
+
+    async def flush(self) -> None:
+        """Wait until every publish queued so far is answered by the broker (or failed)."""
+        if self._publisher is not None:
+            await self._publisher.drain()
+
+    async def _queue_batch(
+        self, subject: str, items: Sequence[object], type: str, source: str | None
+    ) -> list[Batch]:
         self._require()
         publisher = self._publisher
         assert publisher is not None
         src = source or self.source
+        encode = self._encoder.encode
         events = [
             complete_cloudevent(item, type=type, source=src).SerializeToString()
             if isinstance(item, cloudevent_pb2.CloudEvent)
-            else self._encoder.encode(item, type=type, source=src, id=self._new_id())
+            else encode(item, type=type, source=src, id=self._new_id())
             for item in items
         ]
         for raw in events:
             if len(raw) > self._max_event_bytes:
                 raise self._too_large(len(raw))
-        # Fresh frames, so this call's events stay together; all sent before awaiting any.
+        await publisher.room()
+        # Fresh frames, so this call's events stay together; all queued before awaiting any.
         chunks: list[Batch] = []
         batch: Batch | None = None
         for raw in events:
@@ -283,6 +324,10 @@ class Client:
             batch.nbytes += len(raw)
         for batch in chunks:
             batch.nbytes = publisher.max_frame_bytes + 1  # full: no publish() joins it
+        return chunks
+
+    @staticmethod
+    async def _batch_results(chunks: list[Batch]) -> list[PublishResult]:
         results: list[PublishResult] = []
         for batch in chunks:
             try:
@@ -290,8 +335,12 @@ class Client:
             except asyncio.CancelledError:
                 await batch.rewait()
             dups = batch.duplicates
+            errors = batch.errors
+            if not errors and not dups:
+                results += map(PublishResult, batch.ids)
+                continue
             for i in range(len(batch)):
-                err = batch.errors.get(i)
+                err = errors.get(i)
                 if err is not None:
                     results.append(
                         PublishResult(0, error=error_for_reason(err.reason, err.message))

@@ -260,9 +260,18 @@ def content_type(event: CloudEvent) -> str:
     return value.ce_string if value is not None else ""
 
 
+_JSON_TYPES: dict[str, bool] = {}
+
+
 def _is_json(ctype: str) -> bool:
-    base = ctype.split(";", 1)[0].strip().lower()
-    return base == APPLICATION_JSON or base.endswith("+json") or base == "text/json"
+    # Cached: a subscriber sees a handful of content types, and this runs per decoded event.
+    known = _JSON_TYPES.get(ctype)
+    if known is None:
+        base = ctype.split(";", 1)[0].strip().lower()
+        known = base == APPLICATION_JSON or base.endswith("+json") or base == "text/json"
+        if len(_JSON_TYPES) < 1024:
+            _JSON_TYPES[ctype] = known
+    return known
 
 
 @overload
@@ -280,12 +289,12 @@ def decode_data(event: CloudEvent, model: type[T] | None = None) -> object:
     kind = event.WhichOneof("data")
     if model is not None:
         return _to_model(event, kind, model)
-    if kind == "text_data":
-        text = event.text_data
-        return json.loads(text) if _is_json(content_type(event)) else text
-    if kind == "binary_data":
-        data = event.binary_data
-        return json.loads(data) if _is_json(content_type(event)) else data
+    if kind == "text_data" or kind == "binary_data":
+        data = getattr(event, kind)
+        ctype = event.attributes.get("datacontenttype")
+        if ctype is not None and _is_json(ctype.ce_string):
+            return json.loads(data)
+        return data
     if kind == "proto_data":
         return event.proto_data
     return None

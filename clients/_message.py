@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 
@@ -11,7 +12,7 @@ from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._codec import AttributeValue, decode_attributes, decode_data
 from lockgate.clients._errors import LockgateError
 
-__all__ = ["Event", "Message", "PublishResult", "StoredEvent"]
+__all__ = ["Event", "Message", "MessageBatch", "PublishResult", "StoredEvent"]
 
 _UNSET: object = object()
 T = TypeVar("T")
@@ -21,7 +22,9 @@ class _Acker(Protocol):
     """What a Message needs from its subscription."""
 
     def _ack(self, id: int) -> None: ...
+    def _ack_many(self, ids: list[int]) -> None: ...
     def _nack(self, id: int, delay: float | dt.timedelta | None) -> None: ...
+    def _nack_many(self, ids: list[int], delay: float | dt.timedelta | None) -> None: ...
     async def _respond(self, reply_to: str, data: object, request: Message) -> int: ...
 
 
@@ -34,12 +37,17 @@ class Event:
         print(reply.data, reply.type, reply.source)
     """
 
-    __slots__ = ("_data", "_model", "event")
+    __slots__ = ("_data", "_event", "_model")
 
     def __init__(self, event: cloudevent_pb2.CloudEvent, model: type[object] | None = None):
-        self.event = event
+        self._event = event
         self._model = model
         self._data: object = _UNSET
+
+    @property
+    def event(self) -> cloudevent_pb2.CloudEvent:
+        """The CloudEvent as received (a protobuf message)."""
+        return self._event
 
     @property
     def data(self) -> object:
@@ -84,6 +92,9 @@ class Event:
 class Message(Event):
     """One delivery from a subscription.
 
+    Cheap to make: it holds the received ``Delivery`` and reads its fields (and decodes the
+    payload) only when asked, so a consumer pays for what it looks at.
+
     Example::
 
         async for msg in client.subscribe("orders.>", durable="billing"):
@@ -91,25 +102,49 @@ class Message(Event):
             await msg.ack()
     """
 
-    __slots__ = ("_sub", "attempt", "id", "reply_to", "subject")
+    __slots__ = ("_delivery", "_sub")
 
     def __init__(
         self, sub: _Acker, delivery: broker_pb2.Delivery, model: type[object] | None = None
     ):
-        super().__init__(delivery.event, model)
+        # Event.__init__ is skipped on purpose: this runs once per received event.
         self._sub = sub
-        self.id: int = delivery.id
-        self.subject: str = delivery.subject
-        self.attempt: int = delivery.attempt
-        self.reply_to: str = delivery.reply_to
+        self._delivery = delivery
+        self._model = model
+        self._data = _UNSET
+
+    @property
+    def event(self) -> cloudevent_pb2.CloudEvent:
+        """The CloudEvent as received (a protobuf message)."""
+        return self._delivery.event
+
+    @property
+    def id(self) -> int:
+        """The id the broker assigned when it stored the event."""
+        return self._delivery.id
+
+    @property
+    def subject(self) -> str:
+        """The subject it was published on."""
+        return self._delivery.subject
+
+    @property
+    def attempt(self) -> int:
+        """1 for a first delivery, more for redeliveries (durable subscriptions)."""
+        return self._delivery.attempt
+
+    @property
+    def reply_to(self) -> str:
+        """The subject a reply goes to, for a request; ``""`` otherwise."""
+        return self._delivery.reply_to
 
     async def ack(self) -> None:
         """Acknowledge it (durable subscriptions; a no-op otherwise). Acks are sent in batches."""
-        self._sub._ack(self.id)
+        self._sub._ack(self._delivery.id)
 
     async def nack(self, delay: float | dt.timedelta | None = None) -> None:
         """Ask for redelivery, after ``delay`` (seconds or a timedelta) if given."""
-        self._sub._nack(self.id, delay)
+        self._sub._nack(self._delivery.id, delay)
 
     async def respond(self, data: object) -> int:
         """Publish ``data`` as the reply to this request; returns the reply's assigned id."""
@@ -122,6 +157,32 @@ class Message(Event):
 
     def __repr__(self) -> str:
         return f"Message(id={self.id}, subject={self.subject!r}, attempt={self.attempt})"
+
+
+class MessageBatch(list[Message]):
+    """The messages one read of a subscription found waiting, with acks for all of them.
+
+    Example::
+
+        async for batch in sub.batches():
+            for msg in batch:
+                handle(msg.data)
+            await batch.ack()       # one ack frame for the whole batch
+    """
+
+    __slots__ = ("_sub",)
+
+    def __init__(self, sub: _Acker, messages: Iterable[Message]) -> None:
+        super().__init__(messages)
+        self._sub = sub
+
+    async def ack(self) -> None:
+        """Acknowledge every message of the batch (durable subscriptions; a no-op otherwise)."""
+        self._sub._ack_many([m._delivery.id for m in self])
+
+    async def nack(self, delay: float | dt.timedelta | None = None) -> None:
+        """Ask for redelivery of every message of the batch, after ``delay`` if given."""
+        self._sub._nack_many([m._delivery.id for m in self], delay)
 
 
 class StoredEvent(Event):

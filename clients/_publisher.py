@@ -6,6 +6,13 @@ flusher sends every open batch as one ``PublishRequest`` (at most ``MAX_EVENTS``
 reader task resolves each batch when its ``PublishResponse`` comes back. All publishers of a batch
 await one shared future and read their result by position, so the per-event work is one append.
 
+At most ``window`` frames are unanswered at a time (as JetStream's ``publish_async`` bounds its
+pending acks): while the window is full the flusher waits for answers, and events published
+meanwhile gather in the open batches, so a busy stream sends fewer, larger frames. Frames go out
+in the order their first event was published and the broker answers them in order, so the
+events of one subject are stored in publish order. :meth:`Publisher.room` is the back-pressure
+for callers that queue whole batches without awaiting them (``Client.publish_batch_async``).
+
 When the stream breaks with UNAVAILABLE, the stream is re-opened and every unanswered batch is sent
 again with the same CloudEvent ``id`` and ``source``: the broker's dedup window turns the resend
 into ``duplicate`` results, giving at-least-once publishing without duplicates in the log.
@@ -32,6 +39,8 @@ log = logging.getLogger("lockgate.client")
 
 MAX_EVENTS = 1000
 MAX_FRAME_BYTES = 900 * 1024
+WINDOW = 16
+"""Frames unanswered on the stream at most (the broker itself pipelines up to 64 per stream)."""
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
 
@@ -148,8 +157,12 @@ class Publisher:
         publish_timeout: float = 30.0,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         max_reconnect_attempts: int | None = None,
+        window: int = WINDOW,
     ) -> None:
+        if window < 1:
+            raise ValueError(f"the publish window is at least 1 frame, not {window}")
         self._open_call = open_call
+        self.window = window
         self.publish_timeout = publish_timeout
         self.max_frame_bytes = max_frame_bytes
         self.max_reconnect_attempts = max_reconnect_attempts
@@ -159,6 +172,7 @@ class Publisher:
         self._inflight: dict[int, Batch] = {}  # batch_id -> sent, unanswered
         self._next_batch_id = 1
         self._wake = asyncio.Event()
+        self._answers = asyncio.Event()  # set whenever a frame is answered or failed
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.frames_sent = 0
@@ -186,6 +200,22 @@ class Publisher:
             self._wake.set()
         batch.nbytes += nbytes
         return batch
+
+    def backlog(self) -> int:
+        """Frames queued or unanswered."""
+        return len(self._queue) + len(self._inflight)
+
+    async def room(self) -> None:
+        """Returns once fewer than ``window`` frames are queued or unanswered."""
+        while self.backlog() >= self.window and not self._closed:
+            self._answers.clear()
+            await self._answers.wait()
+
+    async def drain(self) -> None:
+        """Returns once every frame queued so far is answered (or failed)."""
+        pending = [b.future for b in [*self._queue, *self._inflight.values()]]
+        if pending:
+            await asyncio.wait(pending)
 
     # -- the stream ---------------------------------------------------------------------------
 
@@ -249,8 +279,14 @@ class Publisher:
                 await self._wake.wait()
             # One loop turn lets every publisher that is ready append to the open batches.
             await asyncio.sleep(0)
-            batches, self._queue = self._queue, []
-            self._open.clear()
+            while len(self._inflight) >= self.window:
+                self._answers.clear()
+                await self._answers.wait()  # the open batches keep filling meanwhile
+            room = self.window - len(self._inflight)
+            batches, self._queue = self._queue[:room], self._queue[room:]
+            for batch in batches:
+                if self._open.get(batch.subject) is batch:
+                    del self._open[batch.subject]  # sent: later events go to a new batch
             # Every batch is in flight before the first write: if a write fails or is cancelled,
             # the unwritten ones are re-queued with the unanswered ones, never lost.
             frames = []
@@ -270,6 +306,7 @@ class Publisher:
             if batch is not None:
                 batch.resolve(response)
             self._answered += 1
+            self._answers.set()
         # The server ended the stream without an error: treat it as a broken connection.
         raise Unavailable("the broker closed the publish stream", reason=Reason.UNAVAILABLE)
 
@@ -284,6 +321,7 @@ class Publisher:
             else:
                 keep.append(batch)
         self._queue = keep
+        self._answers.set()
 
     def _expire_inflight(self) -> None:
         """Fail sent batches the broker has not answered within ``publish_timeout``."""
@@ -296,6 +334,8 @@ class Publisher:
                     hint="the broker may be overloaded; retry, or raise publish_timeout",
                 )
             )
+        if late:
+            self._answers.set()
 
     def _fail_all(self, exc: LockgateError) -> None:
         for batch in [*self._queue, *self._inflight.values()]:
@@ -303,6 +343,7 @@ class Publisher:
         self._queue.clear()
         self._inflight.clear()
         self._open.clear()
+        self._answers.set()
 
     async def close(self, timeout: float | None = 5.0) -> None:
         """Wait (up to ``timeout``) for unanswered batches, then stop."""

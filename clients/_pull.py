@@ -42,8 +42,16 @@ class PullAcker:
         self._acks.append(id)
         self._schedule()
 
+    def _ack_many(self, ids: list[int]) -> None:
+        self._acks.extend(ids)
+        self._schedule()
+
     def _nack(self, id: int, delay: float | dt.timedelta | None) -> None:
         self._nacks.setdefault(delay, []).append(id)
+        self._schedule()
+
+    def _nack_many(self, ids: list[int], delay: float | dt.timedelta | None) -> None:
+        self._nacks.setdefault(delay, []).extend(ids)
         self._schedule()
 
     async def _respond(self, reply_to: str, data: object, request: Message) -> int:

@@ -7,7 +7,8 @@ import contextlib
 import datetime as dt
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from itertools import repeat
 from types import TracebackType
 from typing import Protocol
 
@@ -18,7 +19,7 @@ from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._backoff import Backoff
 from lockgate.clients._codec import to_duration
 from lockgate.clients._errors import LockgateError, Unavailable, from_rpc_error
-from lockgate.clients._message import Message
+from lockgate.clients._message import Message, MessageBatch
 
 __all__ = ["Subscription"]
 
@@ -39,6 +40,7 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 
 class Subscription:
     """An async iterator of :class:`Message`, live once opened; close it when done.
+    :meth:`batches` iterates by batch instead.
 
     Example::
 
@@ -128,6 +130,37 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Message:
+        buffer = self._buffer
+        if not buffer:
+            await self._until_buffered()
+        return buffer.popleft()
+
+    async def batches(self) -> AsyncIterator[MessageBatch]:
+        """Every message received and not yet taken, a batch at a time (never empty).
+
+        Cheaper than one ``async for`` step per message when a consumer handles many at
+        once; :meth:`MessageBatch.ack` acks them all in one frame.
+
+        Example::
+
+            async for batch in sub.batches():
+                store([m.data for m in batch])
+                await batch.ack()
+        """
+        buffer = self._buffer
+        while True:
+            try:
+                if not buffer:
+                    await self._until_buffered()
+            except StopAsyncIteration:
+                return
+            batch = MessageBatch(self, buffer)
+            buffer.clear()
+            yield batch
+
+    async def _until_buffered(self) -> None:
+        """Returns once a message is buffered; raises the subscription's error, or
+        StopAsyncIteration once it is closed."""
         if self._task is None:
             await self.start()
         while not self._buffer:
@@ -140,7 +173,6 @@ class Subscription:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._buffer.popleft()
 
     def pending(self) -> int:
         """Messages received and not yet taken by the iterator."""
@@ -157,9 +189,17 @@ class Subscription:
             self._ack_ids.append(id)
             self._outbox.set()
 
+    def _ack_many(self, ids: list[int]) -> None:
+        if self.durable and ids:
+            self._ack_ids.extend(ids)
+            self._outbox.set()
+
     def _nack(self, id: int, delay: float | dt.timedelta | None) -> None:
-        if self.durable:
-            nack = broker_pb2.Nack(ids=[id])
+        self._nack_many([id], delay)
+
+    def _nack_many(self, ids: list[int], delay: float | dt.timedelta | None) -> None:
+        if self.durable and ids:
+            nack = broker_pb2.Nack(ids=ids)
             if delay:
                 nack.delay.CopyFrom(to_duration(delay))
             self._nacks.append(nack)
@@ -256,9 +296,9 @@ class Subscription:
             await asyncio.sleep(delay)
 
     def _receive(self, response: broker_pb2.SubscribeResponse) -> None:
-        if response.deliveries:
-            model = self._model
-            self._buffer.extend(Message(self, d, model) for d in response.deliveries)
+        deliveries = response.deliveries
+        if deliveries:
+            self._buffer.extend(map(Message, repeat(self), deliveries, repeat(self._model)))
             self._wake()
 
     def _fail(self, error: BaseException) -> None:

@@ -26,6 +26,7 @@ EXPECTED = [
     "InvalidSubject",
     "LockgateError",
     "Message",
+    "MessageBatch",
     "NoResponders",
     "NotFound",
     "PendingDelivery",

@@ -236,6 +236,64 @@ async def test_publish_timeout_argument(broker: RunningBroker) -> None:
             await asyncio.wait_for(c.publish(subject, 2), 5)
 
 
+# -- pipelined publishing ----------------------------------------------------------------------
+
+
+async def test_pipelined_batches_keep_their_order_per_subject(broker: RunningBroker) -> None:
+    subject = unique("pipe")
+    async with Client(broker.target, publish_window=3) as c, c.subscribe(subject) as sub:
+        futures = [
+            await c.publish_batch_async(subject, list(range(i, i + 50))) for i in range(0, 1000, 50)
+        ]
+        await c.flush()
+        assert all(f.done() for f in futures)
+        ids = [r.id for f in futures for r in f.result()]
+        assert ids == sorted(ids) and len(set(ids)) == 1000  # stored in call order
+        got = [await next_msg(sub) for _ in range(1000)]
+    assert [m.data for m in got] == list(range(1000))
+    assert [m.id for m in got] == ids
+
+
+async def test_a_full_window_holds_the_next_batch_back(broker: RunningBroker) -> None:
+    subject = unique("window")
+    async with TcpProxy(broker.target) as proxy, Client(proxy.target, publish_window=2) as c:
+        await c.publish(subject, "warm")  # the stream is open
+        proxy.stall(to_server=False)  # the broker stores, its answers never arrive
+        first = [await c.publish_batch_async(subject, [i]) for i in range(2)]
+        single = asyncio.ensure_future(c.publish(subject, "single"))
+        third = asyncio.ensure_future(c.publish_batch_async(subject, [2]))
+        await eventually(lambda: c.frames_sent == 3)  # the warm-up frame and both batches
+        for _ in range(5):  # loop turns for the flusher to send more, were it allowed to
+            await asyncio.sleep(0)
+        # Two frames are unanswered: the plain publish waits in its open batch, and the
+        # batch call waits before queueing.
+        assert c.frames_sent == 3 and not single.done() and not third.done()
+        proxy.resume()
+        await proxy.cut()  # the unanswered frames are resent on a new connection
+        results = await asyncio.wait_for(asyncio.gather(*first, await third), 10)
+        assert [len(r) for r in results] == [1, 1, 1] and all(r[0].ok for r in results)
+        await asyncio.wait_for(single, 10)
+        events = [e.data async for e in c.query_events(subject)]
+    assert events == ["warm", 0, 1, "single", 2]  # in call order, nothing stored twice
+
+
+async def test_a_rejection_in_a_pipelined_batch_reaches_its_own_caller(
+    broker: RunningBroker,
+) -> None:
+    subject = unique("rej")
+    async with Client(broker.target, publish_window=2) as c:
+        good = await c.publish_batch_async(subject, ["a", "b"])
+        bad_subject = await c.publish_batch_async("bad..subject", ["c"])
+        mixed = await c.publish_batch_async(subject, ["d", "e"], type="reject")
+        after = await c.publish_batch_async(subject, ["f"])
+        await c.flush()
+    assert [r.ok for r in good.result()] == [True, True]
+    assert [r.ok for r in after.result()] == [True]
+    (refused,) = bad_subject.result()
+    assert isinstance(refused.error, clients.InvalidSubject)
+    assert [type(r.error) for r in mixed.result()] == [clients.PermissionDenied] * 2
+
+
 # -- subscriptions and requests -----------------------------------------------------------------
 
 

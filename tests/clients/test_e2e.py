@@ -145,6 +145,43 @@ async def test_durable_ack_nack_and_redelivery(client: Client) -> None:
         await client.admin.get_durable(name)
 
 
+async def test_batches_ack_and_nack_a_whole_batch(client: Client) -> None:
+    subject, name = unique("batches"), unique("b").replace(".", "-")
+    sub = await client.subscription(subject, durable=name, start="all", ack_wait=30)
+    try:
+        ids = [r.id for r in await client.publish_batch(subject, list(range(10)))]
+        batches = sub.batches()
+        first = await asyncio.wait_for(anext(batches), 5)
+        nacked = [m.id for m in first]
+        assert nacked == ids[: len(first)] and first[0].data == 0
+        await first.nack()  # the whole batch comes back, attempt 2
+        ids += [r.id for r in await client.publish_batch(subject, list(range(10, 50)))]
+        acked: dict[int, int] = {}
+        while len(acked) < 50:
+            batch = await asyncio.wait_for(anext(batches), 5)
+            assert batch, "a batch is never empty"
+            acked.update((m.id, m.attempt) for m in batch)
+            await batch.ack()
+        assert sorted(acked) == ids
+        assert {acked[i] for i in nacked} == {2}
+        assert {acked[i] for i in ids if i not in nacked} == {1}
+
+        async def nothing_pending() -> bool:
+            return (await client.admin.get_durable(name)).durable.pending_count == 0
+
+        await eventually(nothing_pending)
+    finally:
+        await sub.close()
+        await client.admin.delete_durable(name)
+    assert [b async for b in sub.batches()] == []  # a closed subscription ends the iteration
+
+
+async def test_subscription_error_reaches_batches(client: Client) -> None:
+    sub = client.subscribe("bad..>")
+    with pytest.raises(clients.InvalidSubject):
+        await anext(sub.batches())
+
+
 async def test_durable_with_default_start_gets_new_events(client: Client) -> None:
     subject, name = unique("durnew"), unique("dn").replace(".", "-")
     async with client.subscribe(subject, durable=name) as sub:
