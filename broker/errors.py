@@ -42,6 +42,7 @@ from lockgate.broker.v1.reasons import Reason
 
 __all__ = [
     "DOMAIN",
+    "MAX_STATUS_MESSAGE",
     "AlreadyExists",
     "BrokerError",
     "DeadlineExceeded",
@@ -199,13 +200,31 @@ class Unavailable(BrokerError):
     default_reason: str = Reason.UNAVAILABLE
 
 
+MAX_STATUS_MESSAGE = 1500
+"""UTF-8 bytes of a status message (and of each ErrorInfo value) we send: the message goes
+twice into the trailers (``grpc-message``, percent-encoded, and ``grpc-status-details-bin``),
+and a caller's gRPC refuses trailers over 8-16 KiB as RESOURCE_EXHAUSTED with neither our
+code nor our reason (a policy error quoting a 40 KB source line did)."""
+_MAX_META_VALUE = 512
+
+
+def _bounded(text: str, limit: int) -> str:
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    cut = raw[: limit - 64].decode(errors="ignore")
+    return f"{cut}… ({len(raw) - len(cut.encode())} more bytes not shown)"
+
+
 def to_status(err: BrokerError) -> grpc.Status:
-    """The rich gRPC status for ``err``: its code, its sentence and an ``ErrorInfo``."""
-    meta = dict(err.metadata)
+    """The rich gRPC status for ``err``: its code, its sentence and an ``ErrorInfo``
+    (bounded, see :data:`MAX_STATUS_MESSAGE`)."""
+    meta = {k: _bounded(v, _MAX_META_VALUE) for k, v in err.metadata.items()}
     if err.hint:
-        meta["hint"] = err.hint
+        meta["hint"] = _bounded(err.hint, _MAX_META_VALUE)
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=meta)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+    message = _bounded(err.message, MAX_STATUS_MESSAGE)
+    status = status_pb2.Status(code=err.code.value[0], message=message, details=[detail])
     return rpc_status.to_status(status)

@@ -14,6 +14,7 @@ subscribe to (or read) this subject or pattern" for every surface.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -250,7 +251,7 @@ class PolicyGate:
         dedups: dict[int, list[tuple[str, float]]] = {}
         ps = self._deciders.get(principal.org, self._decider)
         if ps is not None:
-            _decide_batch(
+            await _decide_batch(
                 ps, principal, subject, events, indexes, action, verdicts, limits, dedups, std
             )
         if self.spam.on:
@@ -416,7 +417,13 @@ def _outcome(
     return _Outcome(decision, buckets, suffix), request.data is MISSING
 
 
-def _decide_batch(
+_SLICE = 0.01
+"""Seconds of per-event decisions before the loop gets a turn. An org's administrator puts
+its own set: 10,000 rules on ``>`` cost 0.6 ms a decision, so one batch of 5,000 distinct
+events held every other org's publishes for 3 s when decided in one go."""
+
+
+async def _decide_batch(
     ps: Decider,
     principal: Principal,
     subject: str,
@@ -446,6 +453,8 @@ def _decide_batch(
             return
     outcomes: list[_Outcome] = []
     memo: dict[object, _Outcome] = {}
+    clock = time.monotonic
+    slice_end = clock() + _SLICE
     for i, ev, key in zip(indexes, picked, keys, strict=True):
         hit = memo.get(key)
         if hit is None:
@@ -453,6 +462,10 @@ def _decide_batch(
             outcomes.append(hit)
             if shareable:
                 memo[key] = hit
+            if clock() > slice_end:
+                # Another batch decided meanwhile sees its own set; this one keeps ``ps``.
+                await asyncio.sleep(0)
+                slice_end = clock() + _SLICE
         hit.indexes.append(i)
     _apply(outcomes, events, action, subject, verdicts, limits, dedups)
 

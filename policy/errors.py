@@ -48,8 +48,9 @@ class PolicyError(Exception):
         head = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
         parts = [head]
         if self.source_line:
-            parts.append("  " + self.source_line.rstrip("\n"))
-            parts.append("  " + " " * max(self.column - 1, 0) + "^")
+            line, caret = _window(self.source_line.rstrip("\n"), max(self.column - 1, 0))
+            parts.append("  " + line)
+            parts.append("  " + " " * caret + "^")
         if self.hint:
             parts.append(f"  hint: {self.hint}")
         return "\n".join(parts)
@@ -70,6 +71,23 @@ class PolicyError(Exception):
             self.source_line = lines[self.line - 1]
             self.args = (self.render(),)
         return self
+
+
+_WINDOW = 72
+"""Characters of a long source line shown on each side of the caret."""
+
+
+def _window(line: str, caret: int) -> tuple[str, int]:
+    """The part of ``line`` around ``caret`` and the caret's place in it: a line of 200,000
+    characters (a generated or hostile set) would otherwise be copied into every message,
+    and a gRPC status that large is refused by the caller's transport, reason and all."""
+    if len(line) <= 2 * _WINDOW + 16:
+        return line, caret
+    start = max(0, caret - _WINDOW)
+    end = min(len(line), caret + _WINDOW)
+    head = "…" if start > 0 else ""
+    tail = "…" if end < len(line) else ""
+    return head + line[start:end] + tail, caret - start + len(head)
 
 
 @functools.lru_cache(maxsize=4)

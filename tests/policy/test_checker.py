@@ -318,3 +318,19 @@ def test_set_checks_scale_with_unrelated_policies(monkeypatch: pytest.MonkeyPatc
     ps = compile_policies(sources)
     assert len(ps.warnings) == 2 * n
     assert calls <= 10 * n, f"{calls} pattern comparisons for {n} unrelated policies"
+
+
+def test_a_long_source_line_is_shown_around_the_caret() -> None:
+    """A 200,000-character line is not copied into the message (which travels in a gRPC
+    status the caller's transport refuses beyond 16 KiB)."""
+    src = 'policy d on "a.>" {\n  deny publish when ' + "not " * 50_000 + "true\n}\n"
+    with pytest.raises(PolicyErrors) as info:
+        compile_policies({"d.policy": src})
+    err = info.value.errors[0]
+    rendered = str(err)
+    assert len(rendered) < 400, len(rendered)
+    _, line, caret = rendered.splitlines()[:3]
+    assert line.startswith("  …") and line.endswith("…")
+    # The caret still points at the column the head names.
+    shown = line[caret.index("^")]
+    assert shown == err.source_line[err.column - 1]
