@@ -1,0 +1,265 @@
+"""The message logger: copies the cluster log (JetStream) into PostgreSQL, one row per event.
+
+Every node runs one :class:`MessageLogger`; they share the durable pull consumer
+``lockgate-logger``, so JetStream hands each batch message to one of them. A logger fetches
+messages, decodes them into rows (``broker.historydb.rows``), writes them in one transaction
+(``broker.historydb.writer``: COPY, then INSERT ... ON CONFLICT DO NOTHING) and acks the
+messages only after the commit. PostgreSQL down: the write is retried with backoff (the
+messages are kept in progress meanwhile, so JetStream does not hand them to another logger),
+nothing is acked, and publishing is not affected (the logger is off the publish path). A
+logger that dies before its ack leaves its messages to be handed out again after the ack
+wait; the rows they hold are already there or not, never twice.
+
+A message that is not a batch (a foreign publisher on the log's subjects, a damaged body) is
+logged and terminated: retrying it would block the logger for ever.
+
+The lag is the number of log messages (batches) stored but not yet logged: the stream's last
+sequence minus the consumer's ack floor, refreshed every ``lag_interval`` seconds.
+
+Example::
+
+    logger = MessageLogger(nc, pool)
+    await logger.start()
+    ...
+    print(logger.lag)
+    await logger.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+
+import asyncpg
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from lockgate.broker.backbone.logformat import LOG_PREFIX, LOG_STREAM, BadLogMessage, decode_batch
+from lockgate.broker.errors import BrokerError
+from lockgate.broker.historydb.rows import BadBatch, EventRow, event_rows
+from lockgate.broker.historydb.writer import HistoryWriter
+
+__all__ = ["LOGGER_DURABLE", "LoggerStats", "MessageLogger"]
+
+LOGGER_DURABLE = "lockgate-logger"
+
+_log = logging.getLogger("lockgate.history.logger")
+
+# PostgreSQL gone or refusing (asyncpg's errors, a socket's, a timeout, the engine's
+# translation of them), and a schema this version cannot use (BrokerError): retried.
+_WRITE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+    BrokerError,
+)
+
+
+@dataclass(slots=True)
+class LoggerStats:
+    """What one logger did since it started (for status and tests)."""
+
+    messages: int = 0
+    """Log messages (batches) written and acked."""
+    events: int = 0
+    """Rows inserted (an event written before by any logger is not counted again)."""
+    skipped: int = 0
+    """Messages terminated because they are not batches."""
+    write_failures: int = 0
+    """Failed write attempts (each retried)."""
+    last_error: str = ""
+
+
+@dataclass(slots=True)
+class _Work:
+    msgs: list[Msg]
+    rows: list[EventRow]
+
+
+class MessageLogger:
+    """Copies the log stream into the history table of ``pool``; see the module."""
+
+    def __init__(
+        self,
+        nc: Client,
+        pool: asyncpg.Pool,
+        *,
+        stream: str = LOG_STREAM,
+        durable: str = LOGGER_DURABLE,
+        fetch_size: int = 256,
+        ack_wait: float = 30.0,
+        retry_min: float = 0.1,
+        retry_max: float = 5.0,
+        lag_interval: float = 1.0,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.writer = HistoryWriter(pool)
+        self.stream = stream
+        self.durable = durable
+        self.fetch_size = fetch_size
+        self.ack_wait = ack_wait
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.lag_interval = lag_interval
+        self.stats = LoggerStats()
+        self.lag: int | None = None
+        """Batches stored in the stream but not yet logged (None until first measured)."""
+        self.stored_seq = 0
+        """The stream's last sequence at the last measurement."""
+        self.logged_seq = 0
+        """The consumer's ack floor at the last measurement."""
+        self._queue: asyncio.Queue[_Work] = asyncio.Queue(maxsize=2)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._stopping = asyncio.Event()
+
+    # -- life cycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Starts fetching and writing in the background (returns at once: PostgreSQL or
+        the stream being unavailable now is retried, not an error)."""
+        self._stopping.clear()
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop(), name="history-logger-fetch"),
+            asyncio.create_task(self._write_loop(), name="history-logger-write"),
+            asyncio.create_task(self._lag_loop(), name="history-logger-lag"),
+        ]
+
+    async def stop(self) -> None:
+        """Stops; what was fetched and not committed is handed out again by JetStream."""
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+        if self._sub is not None:
+            # The consumer stays (it is shared and durable); this client's interest goes.
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    # -- the loops ----------------------------------------------------------------------------
+    async def _sleep(self, attempt: int) -> None:
+        delay = min(self.retry_max, self.retry_min * 2**attempt) * (0.5 + random.random() / 2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_ack_pending=max(1000, self.fetch_size * 8),
+            filter_subject=f"{LOG_PREFIX}.>",
+        )
+        attempt = 0
+        while True:
+            try:
+                return await self.js.pull_subscribe(
+                    f"{LOG_PREFIX}.>", durable=self.durable, stream=self.stream, config=config
+                )
+            except (nats.errors.Error, OSError) as exc:
+                _log.warning("history.logger.subscribe_failed: %s", exc or type(exc).__name__)
+                await self._sleep(attempt)
+                attempt += 1
+
+    async def _fetch_loop(self) -> None:
+        sub = self._sub = await self._subscribe()
+        attempt = 0
+        while True:
+            try:
+                msgs = await sub.fetch(self.fetch_size, timeout=1.0)
+            except nats.errors.TimeoutError:
+                attempt = 0
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                _log.warning("history.logger.fetch_failed: %s", exc or type(exc).__name__)
+                await self._sleep(attempt)
+                attempt += 1
+                continue
+            attempt = 0
+            await self._queue.put(self._decode(msgs))
+
+    def _decode(self, msgs: list[Msg]) -> _Work:
+        good: list[Msg] = []
+        rows: list[EventRow] = []
+        for m in msgs:
+            seq = 0
+            try:
+                seq = m.metadata.sequence.stream
+                rows += event_rows(decode_batch(m.subject, m.headers, m.data, seq))
+            except (BadLogMessage, BadBatch) as exc:
+                _log.error("history.logger.bad_message: %s (stream seq %s)", exc, seq)
+                self.stats.skipped += 1
+                asyncio.create_task(m.term())  # noqa: RUF006 - fire and forget, like ack
+                continue
+            good.append(m)
+        return _Work(good, rows)
+
+    async def _write_loop(self) -> None:
+        prepared = False
+        while True:
+            work = await self._queue.get()
+            attempt = 0
+            while True:
+                try:
+                    if not prepared:
+                        await self.writer.prepare()
+                        prepared = True
+                    inserted = await self.writer.write(work.rows)
+                    break
+                except Exception as exc:
+                    self.stats.write_failures += 1
+                    self.stats.last_error = str(exc) or type(exc).__name__
+                    if isinstance(exc, _WRITE_ERRORS):
+                        _log.warning("history.logger.write_failed: %s", self.stats.last_error)
+                    else:  # a bug, not an outage: say so loudly, and keep the loop alive
+                        _log.exception("history.logger.write_error")
+                    # Keep the messages ours while we retry (or JetStream gives them to
+                    # another logger after the ack wait, which is harmless but wasted).
+                    for m in work.msgs:
+                        with contextlib.suppress(nats.errors.Error, OSError):
+                            await m.in_progress()
+                    await self._sleep(attempt)
+                    attempt += 1
+            for m in work.msgs:
+                try:
+                    await m.ack()
+                except (nats.errors.Error, OSError) as exc:
+                    # Not acked: handed out again later, and written again as nothing.
+                    _log.warning("history.logger.ack_failed: %s", exc or type(exc).__name__)
+            self.stats.messages += len(work.msgs)
+            self.stats.events += inserted
+
+    async def _lag_loop(self) -> None:
+        while True:
+            await self.measure_lag()
+            await asyncio.sleep(self.lag_interval)
+
+    async def measure_lag(self) -> int | None:
+        """Reads the stream's last sequence and the consumer's ack floor now; returns the
+        lag (None when the stream or the consumer cannot be read)."""
+        try:
+            stream = await self.js.stream_info(self.stream)
+            consumer = await self.js.consumer_info(self.stream, self.durable)
+        except (nats.errors.Error, nats.js.errors.Error, OSError):
+            return self.lag
+        self.stored_seq = stream.state.last_seq
+        floor = consumer.ack_floor.stream_seq if consumer.ack_floor is not None else 0
+        self.logged_seq = floor or 0
+        # Before the first message, or when old ones were purged, the floor is behind the
+        # stream's first sequence: what was purged is not lag.
+        first = max(stream.state.first_seq - 1, 0)
+        self.lag = max(0, self.stored_seq - max(self.logged_seq, first))
+        return self.lag

@@ -1,0 +1,58 @@
+"""A stored batch becomes one row per event (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lockgate.broker import wire
+from lockgate.broker.historydb.rows import BadBatch, event_bytes, event_rows, is_json_type
+from lockgate.broker.store import Batch
+from tests.broker.historydb.conftest import event, make_batch
+
+
+def test_each_event_becomes_a_row_with_its_attributes() -> None:
+    a = event("a-1", '{"n": 1}', "application/json")
+    a.attributes["time"].ce_string = "2025-03-01T12:00:00.123456Z"
+    b = event("b-2", b"\x00\xff", "application/octet-stream")
+    batch = make_batch("acme", "orders.eu", [a, b], policy="v7")
+    batch = Batch(**{**{f: getattr(batch, f) for f in batch.__slots__}, "seq": 42})
+    rows = event_rows(batch)
+    assert [r[0] for r in rows] == [batch.first_id, batch.last_id]
+    first = rows[0]
+    assert first[1:8] == ("acme", "orders.eu", 42, "a-1", "/test", "t.created", 1740830400123456)
+    assert first[8:10] == ("v7", "application/json")
+    assert first[10] == a.SerializeToString()
+    assert first[11] == '{"n": 1}'
+    second = rows[1]
+    assert second[7] is None and second[11] is None  # no time; not JSON
+
+
+def test_json_by_content_type() -> None:
+    assert is_json_type(None) and is_json_type("application/json")
+    assert is_json_type("application/vnd.x+json; charset=utf-8")
+    assert not is_json_type("text/plain")
+
+
+def test_a_nul_in_an_id_does_not_reach_postgresql() -> None:
+    rows = event_rows(make_batch("acme", "s", [event("a\x00b", "x\x00")]))
+    assert rows[0][4] == "a\ufffdb" and rows[0][11] is None
+
+
+def test_the_event_bytes_come_out_of_the_frame_as_stored() -> None:
+    raw = event("x", "hi").SerializeToString() + b"\x2a\x00"  # bytes a policy appended
+    frame = wire.delivery_frame(99, wire.subject_field("s"), raw)
+    assert event_bytes(frame) == (99, raw)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x12\x05\x08\x01",  # ends inside the frame
+        b"\x12\x03\x0d\x00\x00",  # a fixed32 field
+        wire.delivery_frame(7, wire.subject_field("s"), b"\xff\xff"),  # not a CloudEvent
+    ],
+)
+def test_a_body_that_is_not_frames_is_refused(body: bytes) -> None:
+    batch = Batch(1, 1, "acme", "s", 1, "v", body)
+    with pytest.raises(BadBatch):
+        event_rows(batch)
