@@ -127,19 +127,6 @@ async def _run_tasks(args: Args, control: Control, publish: Callable[[], Any]) -
     return _pub_result(total, total, elapsed, cpu0)
 
 
-async def client_publisher(args: Args, control: Control) -> Result:
-    """``await c.publish()`` from ``tasks`` concurrent tasks (the client coalesces them)."""
-    from lockgate.clients import Client
-
-    data = stamped(0)
-    async with Client(args["target"]) as c:
-        await c.publish(SUBJECT, data)  # warm the stream up
-        emit("READY")
-        out = await _run_tasks(args, control, lambda: c.publish(SUBJECT, data))
-        out["frames"] = c.frames_sent
-    return out
-
-
 async def unary_publisher(args: Args, control: Control) -> Result:
     """Raw grpcio: unary ``PublishOne``, one event per call, from ``tasks`` tasks."""
     channel = await _channel(args["target"])

@@ -62,6 +62,66 @@ async def core_publisher(args: Args, control: Control) -> Result:
     return _pub_result(sent, elapsed, cpu0)
 
 
+async def task_publisher(args: Args, control: Control) -> Result:
+    """``await nc.publish()`` from ``tasks`` concurrent tasks."""
+    nc = await nats.connect(args["url"])
+    data = stamped(0)
+    stop, counts = asyncio.Event(), []
+
+    async def loop() -> None:
+        n = 0
+        while not stop.is_set():
+            await nc.publish(SUBJECT, data)
+            n += 1
+            if not n % 100:
+                await asyncio.sleep(0)  # nc.publish never yields: let the other tasks run
+        counts.append(n)
+
+    emit("READY")
+    await control.go()
+    cpu0, t0 = cpu_seconds(), now_ns()
+    tasks = [asyncio.create_task(loop()) for _ in range(args["tasks"])]
+    await asyncio.sleep(args["duration"])
+    stop.set()
+    await asyncio.gather(*tasks)
+    await nc.flush()
+    elapsed = (now_ns() - t0) / 1e9
+    await nc.close()
+    return _pub_result(sum(counts), elapsed, cpu0)
+
+
+async def responder(args: Args, control: Control) -> Result:
+    """Answers every request on ``bench.>`` with its own data (``msg.respond``)."""
+    nc = await nats.connect(args["url"])
+    counter = Counter()
+
+    async def on_msg(msg: Msg) -> None:
+        counter.add(1)
+        await msg.respond(msg.data)
+
+    await nc.subscribe(PATTERN, cb=on_msg, **_LIMITS)
+    await nc.flush()
+    emit("READY")
+    cpu0 = cpu_seconds()
+    await receive_until_stopped(asyncio.Event().wait(), counter, control)
+    out = _sub_result(counter, cpu0, [])
+    await nc.close()
+    return out
+
+
+async def requester(args: Args, control: Control) -> Result:
+    """``await nc.request()`` at a steady ``rate`` (each in its own task); round-trip times."""
+    from bench.client_workers import request_loop
+
+    nc = await nats.connect(args["url"])
+    await nc.request(SUBJECT, stamped(0), timeout=5)
+    emit("READY")
+    await control.go()
+    out = await request_loop(args, lambda: nc.request(SUBJECT, stamped(0), timeout=5))
+    await nc.close()
+    return out
+
+
 async def latency_publisher(args: Args, control: Control) -> Result:
     """Single messages at a steady ``rate``."""
     nc = await nats.connect(args["url"])

@@ -53,8 +53,30 @@ def describe(r: Result, kind: str) -> str:
             head += f", {r['events_per_frame']:.0f} events/frame"
         head += ")"
     cpu = f"cpu server {r['cpu_server']:.0%} pub {r['cpu_pub']:.0%} sub {min(r['cpu_sub'], 9):.0%}"
+    if "cpu_us_server" in r:
+        cpu += f" = {cpu_per_event(r)} us/event"
     errors = f" ERRORS: {'; '.join(r['errors'])}" if r.get("errors") else ""
     return f"{head}; {cpu}{errors}"
+
+
+def cpu_per_event(r: Result) -> str:
+    """CPU microseconds per delivered event: server/publisher/subscriber."""
+    return "/".join(f"{r[f'cpu_us_{who}']:.1f}" for who in ("server", "pub", "sub"))
+
+
+def cpu_median(results: list[Result]) -> str:
+    """Median CPU per event of each process over the runs, ``server/pub/sub`` microseconds."""
+    parts = []
+    for who in ("server", "pub", "sub"):
+        v = values(results, f"cpu_us_{who}")
+        parts.append(f"{statistics.median(v):.1f}" if v else "-")
+    return "/".join(parts)
+
+
+def _verdict(sc: Scenario, ok: bool) -> str:
+    if sc.target.startswith("none"):
+        return sc.target
+    return f"{sc.target} {'PASS' if ok else 'FAIL'}"
 
 
 def values(results: list[Result], key: str) -> list[float]:
@@ -79,27 +101,42 @@ def rows_for(sc: Scenario, lg: list[Result], base: list[Result]) -> list[list[st
                 fmt_stat(a, "rate"),
                 f"{label} {fmt_stat(b, 'rate')}",
                 ratio(a, b),
-                f"{sc.target} {'PASS' if ok else 'FAIL'}",
+                cpu_median(lg) + " | " + cpu_median(base),
+                _verdict(sc, ok),
             ]
         ]
     rows = []
     for key, limit in (("p50_us", sc.max_p50_us), ("p99_us", sc.max_p99_us)):
         a, b = Stat.of(values(lg, key)), Stat.of(values(base, key))
-        verdict = "PASS" if a.median <= limit else "FAIL"
+        if key == "p50_us" and sc.max_p50_ratio:
+            ok, goal = a.median <= sc.max_p50_ratio * b.median, f"<= {sc.max_p50_ratio:g}x base"
+        else:
+            ok, goal = a.median <= limit, f"<= {limit:,.0f} us"
+        verdict = (
+            sc.target if sc.target.startswith("none") else f"{goal} {'PASS' if ok else 'FAIL'}"
+        )
         rows.append(
             [
                 f"{sc.name} {key[:3]}",
                 fmt_stat(a, "us"),
                 f"{label} {fmt_stat(b, 'us')}",
                 ratio(a, b),
-                f"<= {limit:,.0f} us {verdict}",
+                cpu_median(lg) + " | " + cpu_median(base),
+                verdict,
             ]
         )
     return rows
 
 
 def table(rows: list[list[str]]) -> str:
-    head = ["scenario", "lockgate median (min-max)", "baseline median (min-max)", "ratio", "target"]
+    head = [
+        "scenario",
+        "lockgate median (min-max)",
+        "baseline median (min-max)",
+        "ratio",
+        "cpu us/event srv/pub/sub lg | base",
+        "target",
+    ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     line = "+".join("-" * (w + 2) for w in widths)
 

@@ -82,7 +82,10 @@ async def _safe_run(side: object, args: argparse.Namespace, tmp: Path) -> Result
 
 def _summary(sc: Scenario, lg: list[Result], base: list[Result]) -> list[str]:
     rows = rows_for(sc, lg, base)
-    return [f"{r[0]}: lockgate {r[1]} | {r[2]} | ratio {r[3]} | {r[4]}" for r in rows]
+    return [
+        f"{r[0]}: lockgate {r[1]} | {r[2]} | ratio {r[3]} | cpu us/event {r[4]} | {r[5]}"
+        for r in rows
+    ]
 
 
 async def profile_batched(args: argparse.Namespace, tmp: Path) -> None:

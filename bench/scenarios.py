@@ -37,6 +37,7 @@ class Scenario:
     min_ratio: float = 0.0  # throughput: lockgate / baseline
     max_p50_us: float = 0.0  # latency
     max_p99_us: float = 0.0
+    max_p50_ratio: float = 0.0  # latency: p50 at most this times the baseline's
     notes: list[str] = field(default_factory=list)
 
 
@@ -63,50 +64,60 @@ policy bench on "bench.>" {
 """
 
 
+_CLIENT_PUB = ("client-batch-pub", {"batch": 500, "window": 8})
+_RAW_PUB = ("lg-batch-pub", {"batch": 500, "window": 8})
+_BIG = {"max_in_flight": 100_000}
+
+# Headline scenarios use the public client (lockgate.clients) on both sides, as the baselines use
+# nats-py; the `ceiling` ones drive the broker with hand-encoded frames on raw grpcio stubs.
 SCENARIOS: list[Scenario] = [
     Scenario(
         "batched",
-        "batched publish -> ephemeral subscriber, durable log on",
+        "client publish_batch_async (500 events, 8 frames in flight) -> client subscriber "
+        "(async for msg in sub)",
         "throughput",
-        Side(
-            "lockgate",
-            "lockgate",
-            ("lg-sub", {"max_in_flight": 100_000}),
-            [("lg-batch-pub", {"batch": 500, "window": 8})],
-        ),
+        Side("lockgate", "lockgate", ("client-sub", {}), [_CLIENT_PUB]),
         Side("nats core", "nats", ("nats-sub", {}), [("nats-pub", {})]),
         ">= 200,000/s and >= 1.0x nats core",
         min_rate=200_000,
         min_ratio=1.0,
     ),
     Scenario(
-        "plain",
-        "plain await c.publish() from 64 tasks -> subscriber",
+        "batches",
+        "as batched, the subscriber iterating sub.batches()",
         "throughput",
-        Side(
-            "lockgate",
-            "lockgate",
-            ("lg-sub", {"max_in_flight": 100_000}),
-            [_tasks("lg-client-pub")],
-        ),
-        Side(
-            "grpc unary",
-            "lockgate",
-            ("lg-sub", {"max_in_flight": 100_000}),
-            [_tasks("lg-unary-pub")],
-        ),
-        ">= 100,000/s (raw unary ~7,000/s)",
+        Side("lockgate", "lockgate", ("client-sub", {"batches": True}), [_CLIENT_PUB]),
+        Side("nats core", "nats", ("nats-sub", {}), [("nats-pub", {})]),
+        ">= 200,000/s and >= 1.0x nats core",
+        min_rate=200_000,
+        min_ratio=1.0,
+    ),
+    Scenario(
+        "ceiling",
+        "broker ceiling: raw-stub batched publish -> raw-stub subscriber (buffer 100,000)",
+        "throughput",
+        Side("lockgate", "lockgate", ("lg-sub", _BIG), [_RAW_PUB]),
+        Side("nats core", "nats", ("nats-sub", {}), [("nats-pub", {})]),
+        "none (the broker's own ceiling, not what a user sees)",
+    ),
+    Scenario(
+        "plain",
+        "plain await c.publish() from 64 tasks -> client subscriber",
+        "throughput",
+        Side("lockgate", "lockgate", ("client-sub", {}), [_tasks("client-task-pub")]),
+        Side("nats core", "nats", ("nats-sub", {}), [_tasks("nats-task-pub")]),
+        ">= 100,000/s",
         min_rate=100_000,
     ),
     Scenario(
         "durable",
-        "durable: acked publishes -> durable subscriber acking every event",
+        "durable: client publish_batch_async -> client durable subscriber, batch.ack() per batch",
         "throughput",
         Side(
             "lockgate",
             "lockgate",
-            ("lg-sub", {"durable": "bench-d", "max_in_flight": 5000}),
-            [("lg-batch-pub", {"batch": 500, "window": 8})],
+            ("client-sub", {"durable": "bench-d", "max_in_flight": 5000, "batches": True}),
+            [_CLIENT_PUB],
         ),
         Side(
             "jetstream",
@@ -120,27 +131,36 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         "policy",
-        "batched publish with a 10-rule policy set on, against off",
+        "broker ceiling with a 10-rule policy set on, against off (raw stubs)",
         "throughput",
-        Side(
-            "policy on",
-            "lockgate",
-            ("lg-sub", {"max_in_flight": 100_000}),
-            [("lg-batch-pub", {"batch": 500, "window": 8})],
-            policies=TEN_RULES,
-        ),
-        Side(
-            "policy off",
-            "lockgate",
-            ("lg-sub", {"max_in_flight": 100_000}),
-            [("lg-batch-pub", {"batch": 500, "window": 8})],
-        ),
+        Side("policy on", "lockgate", ("lg-sub", _BIG), [_RAW_PUB], policies=TEN_RULES),
+        Side("policy off", "lockgate", ("lg-sub", _BIG), [_RAW_PUB]),
         ">= 0.9x of the same broker without policies",
         min_ratio=0.9,
     ),
     Scenario(
         "latency",
-        "latency at 2,000 events/s, ephemeral subscriber",
+        "latency at 2,000 events/s, one c.publish() per event -> client subscriber",
+        "latency",
+        Side(
+            "lockgate",
+            "lockgate",
+            ("client-sub", {"latency": True}),
+            [("client-latency-pub", {"rate": 2000})],
+        ),
+        Side(
+            "nats core",
+            "nats",
+            ("nats-sub", {"latency": True}),
+            [("nats-latency-pub", {"rate": 2000})],
+        ),
+        "p50 <= 300 us, p99 <= 1 ms",
+        max_p50_us=300,
+        max_p99_us=1000,
+    ),
+    Scenario(
+        "latency-ceiling",
+        "broker ceiling: latency at 2,000 events/s, raw-stub one-event frames -> raw subscriber",
         "latency",
         Side(
             "lockgate",
@@ -154,9 +174,22 @@ SCENARIOS: list[Scenario] = [
             ("nats-sub", {"latency": True}),
             [("nats-latency-pub", {"rate": 2000})],
         ),
-        "p50 <= 300 us, p99 <= 1 ms",
+        "none (the broker's own ceiling)",
         max_p50_us=300,
         max_p99_us=1000,
+    ),
+    Scenario(
+        "request",
+        "request/reply round trip at 1,000/s: c.request() -> client responder msg.respond()",
+        "latency",
+        Side(
+            "lockgate", "lockgate", ("client-responder", {}), [("client-requester", {"rate": 1000})]
+        ),
+        Side("nats core", "nats", ("nats-responder", {}), [("nats-requester", {"rate": 1000})]),
+        "p50 <= 2x nats-py's, p99 <= 2 ms",
+        max_p50_us=0,  # judged against the baseline: see report.rows_for
+        max_p99_us=2000,
+        max_p50_ratio=2.0,
     ),
 ]
 
@@ -236,4 +269,12 @@ async def _measure(sub: Worker, pubs: list[Worker], server_pid: int) -> Result:
     )
     if "frames" in pub:
         result["events_per_frame"] = published / max(pub["frames"], 1)
+    if "samples" in pub:  # request/reply: the requester timed the round trips
+        for key in ("p50_us", "p90_us", "p99_us", "max_us", "samples"):
+            result[key] = pub[key]
+    rate = float(result.get("rate") or 0.0)
+    if rate > 0:
+        # CPU per delivered event, per process: the figure least moved by other load.
+        for who in ("server", "pub", "sub"):
+            result[f"cpu_us_{who}"] = result[f"cpu_{who}"] / rate * 1e6
     return result

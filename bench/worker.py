@@ -8,17 +8,25 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 
-from bench import lg_workers, nats_workers
+from bench import client_workers, lg_workers, nats_workers
 from bench.common import Args, Control, Result, emit
 
 Role = Callable[[Args, Control], Awaitable[Result]]
 
 ROLES: dict[str, Role] = {
     "lg-batch-pub": lg_workers.batch_publisher,
-    "lg-client-pub": lg_workers.client_publisher,
     "lg-unary-pub": lg_workers.unary_publisher,
     "lg-latency-pub": lg_workers.latency_publisher,
     "lg-sub": lg_workers.subscriber,
+    "client-batch-pub": client_workers.batch_publisher,
+    "client-task-pub": client_workers.task_publisher,
+    "client-latency-pub": client_workers.latency_publisher,
+    "client-sub": client_workers.subscriber,
+    "client-responder": client_workers.responder,
+    "client-requester": client_workers.requester,
+    "nats-task-pub": nats_workers.task_publisher,
+    "nats-responder": nats_workers.responder,
+    "nats-requester": nats_workers.requester,
     "nats-pub": nats_workers.core_publisher,
     "nats-latency-pub": nats_workers.latency_publisher,
     "nats-sub": nats_workers.core_subscriber,
