@@ -30,7 +30,7 @@ _SERVE_FLAGS = (
     ("backbone", str, "local (default: one process) | nats://HOST:4222 (many nodes)"),
     ("data_dir", str, "directory of the embedded store (default ./lockgate-data)"),
     ("fsync", str, "os (default: survives a broker crash) | always (also power loss) | never"),
-    ("worker_id", int, "0-1023, unique per broker node (goes into every id)"),
+    ("worker_id", int, "0-1023, unique per node (default: leased in cluster mode, else 0)"),
     ("max_message_bytes", int, "largest gRPC message (default 1 MiB)"),
     ("max_event_bytes", int, "largest event (default 1 MiB)"),
     ("dedup_window", str, "window for (source, id) dedup (default 2m)"),

@@ -15,6 +15,7 @@ from typing import Any
 from lockgate.broker.bounds import BOUNDS, shown
 from lockgate.broker.dedup import DEFAULT_MAX_BYTES as DEDUP_MAX_BYTES
 from lockgate.broker.errors import InvalidArgument
+from lockgate.broker.ids import MAX_WORKER
 from lockgate.broker.quotas import QUOTA_DEFAULTS
 from lockgate.broker.store import RetentionRule
 from lockgate.policy import durations
@@ -83,7 +84,9 @@ class Config:
     """``local`` (one process) or ``nats://…`` (many nodes)."""
     data_dir: str = "./lockgate-data"
     fsync: str = "os"
-    worker_id: int = 0
+    worker_id: int = -1
+    """0-1023: the worker id in every id this node issues, unique per node; -1 (the default):
+    0 for a node alone, a free one leased from Redis in cluster mode (``broker.workerid``)."""
     max_message_bytes: int = 1 << 20
     max_event_bytes: int = 1 << 20
     dedup_window: float = 120.0
@@ -360,6 +363,11 @@ def load_config(
                 f"{name} = {getattr(cfg, name)!r} is out of range",
                 hint=f"use {shown(name, low)} to {shown(name, high)} (see README, Configuration)",
             )
+    if not -1 <= cfg.worker_id <= MAX_WORKER:
+        raise ConfigError(
+            f"worker_id = {cfg.worker_id!r} is out of range",
+            hint=f"use 0 to {MAX_WORKER}, or leave it unset (one is leased in cluster mode)",
+        )
     if cfg.dedup_max_bytes < 1 << 20:
         raise ConfigError(
             f"dedup_max_bytes = {cfg.dedup_max_bytes!r} is less than 1 MiB",

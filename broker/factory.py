@@ -24,7 +24,7 @@ from lockgate.broker.config import Config, ConfigError
 from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
 from lockgate.broker.dedup_redis import RedisDedupWindow
 from lockgate.broker.extras import missing_extra
-from lockgate.broker.leases import Leases, LocalLeases
+from lockgate.broker.leases import Leases, LocalLeases, RedisLeases
 from lockgate.broker.limits import Limiter, LocalLimiter, RedisLimiter
 from lockgate.broker.store import Store
 
@@ -110,5 +110,4 @@ def build_shared(config: Config) -> tuple[Leases, DedupWindow]:
     if config.limiter == "local":
         window = MemoryDedupWindow(config.dedup_window, max_bytes=config.dedup_max_bytes)
         return LocalLeases(), window
-    # The worker-id lease moves to Redis with the node's lease handling (next change).
-    return LocalLeases(), RedisDedupWindow(config.limiter, config.dedup_window)
+    return RedisLeases(config.limiter), RedisDedupWindow(config.limiter, config.dedup_window)

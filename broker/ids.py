@@ -54,14 +54,21 @@ def id_for_time_ms(unix_ms: int) -> int:
 class IdGenerator:
     """Issues ids for one worker; not thread-safe (the broker calls it from its event loop)."""
 
-    __slots__ = ("_clock", "_last_ms", "_seq", "_worker")
+    __slots__ = ("_clock", "_guard", "_last_ms", "_seq", "_worker")
 
     def __init__(
-        self, worker_id: int = 0, *, clock: Callable[[], float] | None = None, floor: int = 0
+        self,
+        worker_id: int = 0,
+        *,
+        clock: Callable[[], float] | None = None,
+        floor: int = 0,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         if not 0 <= worker_id <= MAX_WORKER:
             raise ValueError(f"worker id {worker_id} is outside 0..{MAX_WORKER}")
         self._worker = worker_id << _SEQ_BITS
+        # ``guard``: raises when the worker id may not be used now (its lease is not held).
+        self._guard = guard
         self._clock = clock or time.time
         # ``floor``: the highest id already stored, so a restart after the clock stepped back
         # still issues larger ids.
@@ -70,6 +77,8 @@ class IdGenerator:
 
     def next_block(self, count: int) -> list[int]:
         """``count`` consecutive-in-order ids (the publish path takes one block per batch)."""
+        if self._guard is not None:
+            self._guard()
         out: list[int] = []
         now_ms = int(self._clock() * 1000) - EPOCH_MS
         last = self._last_ms

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
 
@@ -30,7 +32,7 @@ from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, Durables
 from lockgate.broker.errors import BrokerError
 from lockgate.broker.history import History
 from lockgate.broker.ids import IdGenerator
-from lockgate.broker.leases import Leases, LocalLeases, worker_id_lease
+from lockgate.broker.leases import Leases, LocalLeases
 from lockgate.broker.permissions import Permissions
 from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
 from lockgate.broker.policyhook import PolicyGate
@@ -42,6 +44,7 @@ from lockgate.broker.store import ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import Ephemerals
 from lockgate.broker.telemetry import Telemetry
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.workerid import WorkerIds
 
 __all__ = ["Broker", "DurableOptions", "Prepared", "PublishOutcome", "StartSpec"]
 
@@ -70,7 +73,8 @@ class Broker:
         self.policy = policy or PolicyGate()
         self.audit = AuditLog(store, retention=config.audit_retention, window=config.audit_window)
         self.policy.audit = self.audit
-        self.node_id = f"{config.worker_id}-{secrets.token_hex(4)}"
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        """This node among the others (lease holder, backbone origin)."""
         self.permissions = Permissions(config.admin_org)
         """Who may do what (the one table); every surface asks it."""
         self.log = logging.getLogger("lockgate.broker")
@@ -81,6 +85,13 @@ class Broker:
         )
         self.backbone: Backbone = backbone or LocalBackbone()
         self.leases: Leases = leases or LocalLeases()
+        self.worker = WorkerIds(
+            self.leases,
+            self.node_id,
+            pinned=config.worker_id if config.worker_id >= 0 else None,
+            shared=config.limiter != "local",
+        )
+        """The worker id this node issues ids with, under its lease."""
         self.notice_listeners: list[Callable[[Notice], None]] = []
         """Called with every notice another node sends."""
         self.history = History(store)
@@ -130,18 +141,17 @@ class Broker:
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Opens the store, takes the worker id's lease, and starts serving."""
+        """Opens the store, takes a worker id's lease, and starts serving."""
         await self.store.open()
         await self.audit.start()
-        worker = worker_id_lease(self.config.worker_id)
-        if not await self.leases.acquire(worker, self.node_id, _LEASE_TTL):
+        try:
+            await self.worker.take()
+        except ConfigError:
             await self.audit.stop()
             await self.store.close()
-            raise ConfigError(
-                f"worker id {self.config.worker_id} is in use by another node",
-                hint="give every node its own --worker-id (0-1023)",
-            )
-        await self.pipeline.open()
+            raise
+        await self.pipeline.open(self.worker.worker_id, self.worker.check)
+        self.worker.on_change = self.pipeline.use_worker
         await self.dedup.open(self.store)
         await self.durables.load()
         self.backbone.join(self)
@@ -161,8 +171,11 @@ class Broker:
             self.policy.on_swap.remove(self._policy_swapped)
         await self.durables.stop()
         await self.dedup.close()
-        for name in (worker_id_lease(self.config.worker_id), _RETENTION):
-            await self.leases.release(name, self.node_id)
+        await self.worker.release()
+        try:
+            await self.leases.release(_RETENTION, self.node_id)
+        except BrokerError as exc:  # it runs out on its own
+            self.log.warning("retention lease not released: %s", exc.message)
         await self.audit.stop()
         await self.store.close()
 
@@ -172,13 +185,14 @@ class Broker:
             self.durables.tick(time.monotonic())
 
     async def _lease_loop(self) -> None:
-        """Keeps the worker id's lease, and trims the log while holding the retention one."""
+        """Keeps the worker id's lease (retried every second while it has none), and trims
+        the log while holding the retention one."""
         rules = self.config.retention_rules()
-        worker = worker_id_lease(self.config.worker_id)
         while True:
+            if not await self.worker.renew():
+                await asyncio.sleep(1.0)
+                continue
             try:
-                if not await self.leases.acquire(worker, self.node_id, _LEASE_TTL):
-                    self.log.error("lost the lease on worker id %d", self.config.worker_id)
                 if rules and await self.leases.acquire(_RETENTION, self.node_id, _LEASE_TTL):
                     removed = await self.store.trim(rules, int(time.time() * 1000))
                     if removed:

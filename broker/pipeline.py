@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Protocol
@@ -180,15 +180,22 @@ class Pipeline:
         self.backbone = backbone
         self.telemetry = telemetry
         self.listener = listener
-        self.ids = IdGenerator(config.worker_id)
+        self.ids = IdGenerator()
         self.head = 0
         """The highest id assigned."""
         self.draining = False
+        self._guard: Callable[[], None] | None = None
 
-    async def open(self) -> None:
-        """Picks up where the store left off (after the store is open)."""
+    async def open(self, worker_id: int, guard: Callable[[], None] | None = None) -> None:
+        """Picks up where the store left off (after the store is open); ids are issued with
+        ``worker_id`` while ``guard`` (the worker id's lease) does not raise."""
         self.head = await self.store.last_id()
-        self.ids = IdGenerator(self.config.worker_id, floor=self.head)
+        self._guard = guard
+        self.use_worker(worker_id)
+
+    def use_worker(self, worker_id: int) -> None:
+        """Issues ids with ``worker_id`` from now on (a node that took another one)."""
+        self.ids = IdGenerator(worker_id, floor=self.head, guard=self._guard)
 
     async def publish(
         self, principal: Principal, subject: str, events: Sequence[CloudEvent]
