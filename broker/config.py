@@ -82,6 +82,13 @@ class Config:
     """``sqlite`` (embedded, under ``data_dir``) or ``postgresql://…``."""
     backbone: str = "local"
     """``local`` (one process) or ``nats://…`` (many nodes)."""
+    backbone_replicas: int = 1
+    """Replicas of the JetStream log stream (cluster mode): 1 here, 3 in production."""
+    backbone_stream: str = "LOCKGATE_LOG"
+    """The JetStream stream holding the log (cluster mode)."""
+    backbone_prefix: str = "lg"
+    """The first letters of every NATS subject of the cluster: ``lglog.`` (the log),
+    ``lgfan.``, ``lgreq.``, ``lgnotice.``; two clusters on one NATS need two prefixes."""
     data_dir: str = "./lockgate-data"
     fsync: str = "os"
     worker_id: int = -1
@@ -414,6 +421,17 @@ def load_config(
             f"auth_clock_skew = {cfg.auth_clock_skew:g} s is out of range",
             hint="use 0s to 5m; a few seconds to a minute is usual",
         )
+    if not 1 <= cfg.backbone_replicas <= 5:
+        raise ConfigError(
+            f"backbone_replicas = {cfg.backbone_replicas!r} is out of range",
+            hint="JetStream keeps 1 to 5 replicas of a stream (3 in production)",
+        )
+    for name in ("backbone_stream", "backbone_prefix"):
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", getattr(cfg, name)):
+            raise ConfigError(
+                f"{name} = {getattr(cfg, name)!r} is not a NATS name",
+                hint="use 1 to 32 letters, digits, '_' or '-'",
+            )
     if cfg.fsync not in ("always", "os", "never"):
         raise ConfigError(
             f"fsync = {cfg.fsync!r} is not one of always, os, never",

@@ -44,7 +44,13 @@ class BatchReader(Protocol):
     async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]: ...
 
     async def scan_log(
-        self, org: str, start: LogPosition, match: Callable[[str], bool], *, limit: int = 64
+        self,
+        org: str,
+        start: LogPosition,
+        match: Callable[[str], bool],
+        *,
+        limit: int = 64,
+        pattern: str | None = None,
     ) -> LogScan: ...
 
     async def scan_batches(
@@ -183,7 +189,7 @@ class History:
         match = compile_pattern(pattern)
         pos = start
         while pos.seq <= head:
-            scan = await self.store.scan_log(org, pos, match, limit=_PAGE)
+            scan = await self.store.scan_log(org, pos, match, limit=_PAGE, pattern=pattern)
             for b in scan.batches:
                 if b.seq > head:
                     return

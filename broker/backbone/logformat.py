@@ -85,17 +85,21 @@ def org_of_token(token: str) -> str:
     return "" if token == "~" else unquote(token, errors="strict")
 
 
-def log_subject(org: str, subject: str) -> str:
-    """The log subject of ``subject`` in ``org``."""
-    return f"{LOG_PREFIX}.{org_token(org)}.{subject}"
+def log_subject(org: str, subject: str, *, prefix: str = LOG_PREFIX) -> str:
+    """The log subject of ``subject`` in ``org``. ``prefix``: the setting
+    ``backbone_prefix`` + ``log`` (two clusters, or two tests, on one NATS)."""
+    return f"{prefix}.{org_token(org)}.{subject}"
 
 
-def log_filter(org: str, pattern: str = ">") -> str:
-    """The JetStream filter subject of a subject pattern of ``org`` (same ``*``/``>``)."""
-    return f"{LOG_PREFIX}.{org_token(org)}.{pattern}"
+def log_filter(org: str | None, pattern: str = ">", *, prefix: str = LOG_PREFIX) -> str:
+    """The JetStream filter subject of a subject pattern of ``org`` (same ``*``/``>``;
+    ``org`` None: every org). A pattern whose first token is a wildcard leaves out the
+    broker's ``$`` subjects and NATS's does not: the filter is a superset, readers still
+    match each subject."""
+    return f"{prefix}.{'*' if org is None else org_token(org)}.{pattern}"
 
 
-def encode_batch(batch: Batch) -> tuple[str, dict[str, str], bytes]:
+def encode_batch(batch: Batch, *, prefix: str = LOG_PREFIX) -> tuple[str, dict[str, str], bytes]:
     """The log message of ``batch``: subject, headers, body."""
     headers = {
         _H_FIRST: str(batch.first_id),
@@ -105,7 +109,7 @@ def encode_batch(batch: Batch) -> tuple[str, dict[str, str], bytes]:
         _H_PUBLISHER: quote(batch.publisher, safe=_HEADER_SAFE),
         _H_MSG_ID: str(batch.first_id),
     }
-    return log_subject(batch.org, batch.subject), headers, batch.body
+    return log_subject(batch.org, batch.subject, prefix=prefix), headers, batch.body
 
 
 def _int(headers: Mapping[str, str], name: str) -> int:
@@ -116,14 +120,20 @@ def _int(headers: Mapping[str, str], name: str) -> int:
 
 
 def decode_batch(
-    subject: str, headers: Mapping[str, str] | None, body: bytes, seq: int = 0
+    subject: str,
+    headers: Mapping[str, str] | None,
+    body: bytes,
+    seq: int = 0,
+    *,
+    prefix: str = LOG_PREFIX,
 ) -> Batch:
     """The batch of one log message (``seq``: its stream sequence); raises
-    :class:`BadLogMessage` when it is not one."""
-    prefix, _, rest = subject.partition(".")
+    :class:`BadLogMessage` when it is not one. A headers-only message (``body`` empty)
+    gives the batch's ids and count without its events."""
+    head, _, rest = subject.partition(".")
     token, _, event_subject = rest.partition(".")
-    if prefix != LOG_PREFIX or not token or not event_subject:
-        raise BadLogMessage(f"subject {subject!r} is not {LOG_PREFIX}.<org>.<subject>")
+    if head != prefix or not token or not event_subject:
+        raise BadLogMessage(f"subject {subject!r} is not {prefix}.<org>.<subject>")
     if headers is None:
         raise BadLogMessage(f"the message on {subject!r} has no headers")
     try:

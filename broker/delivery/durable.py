@@ -591,7 +591,9 @@ class DurableConsumer:
         head = self.host.store.committed_seq()
         # A bounded, index-driven step: the pattern is matched in the store's scan, so a
         # durable catching up on a large org reads only the batches it wants.
-        scan = await self.host.store.scan_log(self.rec.org, pos, self.match, limit=_LOG_PAGE)
+        scan = await self.host.store.scan_log(
+            self.rec.org, pos, self.match, limit=_LOG_PAGE, pattern=self.rec.pattern
+        )
         for b in scan.batches:
             # Read after the await: commits taken from memory meanwhile moved the position.
             pos = self.position

@@ -241,11 +241,14 @@ class EventLog(Protocol):
         *,
         limit: int = 64,
         budget: int = SCAN_BUDGET,
+        pattern: str | None = None,
     ) -> LogScan:
         """Like :meth:`read_log`, for the batches whose subject ``match`` accepts (a pure
         function: it may run on the store's thread), looking at no more than ``budget``
         batches; ``next`` is the sequence after the last one looked at. Index-driven:
-        the cost of a step does not grow with the size of the org."""
+        the cost of a step does not grow with the size of the org. ``pattern``: the
+        subject pattern ``match`` was compiled from, when there is one, which a store may
+        use to filter on its server (JetStream) before ``match`` decides."""
 
     async def scan_batches(
         self,

@@ -142,6 +142,7 @@ class SqliteStore(SqliteConsumerState):
         *,
         limit: int = 64,
         budget: int = SCAN_BUDGET,
+        pattern: str | None = None,
     ) -> LogScan:
         def q(c: sqlite3.Connection) -> LogScan:
             # The (org, seq, subject) index alone: no row, no body, no sort is read until

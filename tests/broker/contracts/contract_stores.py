@@ -12,6 +12,7 @@ that opening it twice shows what survives a restart.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -21,16 +22,21 @@ import pytest
 
 from lockgate.broker import wire
 from lockgate.broker.ids import IdGenerator
-from lockgate.broker.store import Batch, MetadataStore, Store
+from lockgate.broker.store import Batch, EventLog, MetadataStore, Store
 from lockgate.broker.store.sqlite import SqliteStore
 
 __all__ = [
     "BACKENDS",
+    "HISTORY_ELSEWHERE",
     "METADATA_BACKENDS",
+    "OpenLog",
     "OpenMetadata",
     "OpenStore",
+    "event_log",
+    "history_log",
     "make_batch",
     "metadata",
+    "open_log",
     "open_metadata",
     "open_store",
     "store",
@@ -99,6 +105,66 @@ def open_metadata(request: pytest.FixtureRequest, tmp_path: Path) -> OpenMetadat
 async def metadata(open_metadata: OpenMetadata) -> AsyncIterator[MetadataStore]:
     async with open_metadata() as s:
         yield s
+
+
+OpenLog = Callable[[], AbstractAsyncContextManager[EventLog]]
+
+
+@asynccontextmanager
+async def _jetstream(url: str, name: str) -> AsyncIterator[EventLog]:
+    from lockgate.broker.store.jetstream import JetStreamLog
+
+    log = JetStreamLog(url, stream=name, root=name.lower())
+    await log.open()
+    try:
+        yield log
+    finally:
+        await log.close()
+
+
+async def _delete_stream(url: str, name: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=5)
+    finally:
+        await nc.close()
+
+
+HISTORY_ELSEWHERE = {"jetstream"}
+"""Logs whose history reads by id (``read_batches``, ``scan_batches``, ``batch_containing``)
+another store serves: the cluster's come from PostgreSQL (the message logger)."""
+
+
+@pytest.fixture(params=[*_params(BACKENDS), pytest.param("jetstream", marks=pytest.mark.nats)])
+async def open_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenLog]:
+    """Opens the parametrised event log (every full backend, and the cluster's JetStream log
+    on a fresh stream, deleted afterwards) on this test's data; call it again to reopen."""
+    if request.param != "jetstream":
+        yield BACKENDS[request.param](request, tmp_path)
+        return
+    url: str = request.getfixturevalue("nats_url")
+    name = "LGT_" + uuid.uuid4().hex[:12]
+    try:
+        yield lambda: _jetstream(url, name)
+    finally:
+        await _delete_stream(url, name)
+
+
+@pytest.fixture
+async def event_log(open_log: OpenLog) -> AsyncIterator[EventLog]:
+    async with open_log() as log:
+        yield log
+
+
+@pytest.fixture
+async def history_log(request: pytest.FixtureRequest, open_log: OpenLog) -> AsyncIterator[EventLog]:
+    """The log, for a test of its history reads: skipped where those live elsewhere."""
+    if request.node.callspec.params["open_log"] in HISTORY_ELSEWHERE:
+        pytest.skip("this log's history reads are served by PostgreSQL (the message logger)")
+    async with open_log() as log:
+        yield log
 
 
 def make_batch(gen: IdGenerator, org: str, subject: str, n: int) -> Batch:
