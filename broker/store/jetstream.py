@@ -471,7 +471,7 @@ class JetStreamLog:
         the consumer's filter holds the org (and ``pattern`` when given), so what it skips
         costs nothing here; ``budget`` bounds the messages looked at in this step."""
         name, pending = await self._consumer(
-            log_filter(org, pattern, self.root), self._start(start.seq)
+            log_filter(org, pattern or ">", prefix=self.root), self._start(start.seq)
         )
         found: list[Batch] = []
         nxt = start.seq
@@ -511,7 +511,7 @@ class JetStreamLog:
         since = time_ms_of(event_id) - _MARGIN_MS
         when = datetime.datetime.fromtimestamp(max(since, 0) / 1000, datetime.UTC)
         name, pending = await self._consumer(
-            log_filter(None, None, self.root),
+            log_filter(None, prefix=self.root),
             {"deliver_policy": "by_start_time", "opt_start_time": when.isoformat()},
             headers_only=True,
         )
@@ -539,7 +539,7 @@ class JetStreamLog:
             if after_id
             else {"deliver_policy": "all"}
         )
-        name, pending = await self._consumer(log_filter(None, None, self.root), start)
+        name, pending = await self._consumer(log_filter(None, prefix=self.root), start)
         out: list[Batch] = []
         try:
             while pending and len(out) < 10_000:
