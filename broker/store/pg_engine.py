@@ -200,6 +200,8 @@ class PgDatabase:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        self._working: list[tuple[PgOp, asyncio.Future[object]]] = []
+        """The work of the transaction in progress."""
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -221,16 +223,19 @@ class PgDatabase:
         )
 
     async def close(self) -> None:
+        """Waits for every queued write (those queued meanwhile too), then closes."""
         if self._closed:
             return
         self._closed = True
         if self._writer is not None:
-            self._wake.set()
-            while self._queue:
-                await asyncio.gather(*(f for _, f in list(self._queue)), return_exceptions=True)
+            while self._queue or self._working:
+                pending = [f for _, f in (*self._queue, *self._working)]
+                await asyncio.gather(*pending, return_exceptions=True)
+            # Idle now (nothing queued, no transaction open): cancelling loses nothing.
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+            self._writer = None
         if self._own_pool and self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -238,7 +243,7 @@ class PgDatabase:
     def _enqueue(self, op: PgOp) -> asyncio.Future[object]:
         """Queues ``op`` for the next group commit; its future gives what ``op`` returned."""
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        if self._closed or self._writer is None:
+        if self._writer is None:
             fut.set_exception(
                 Unavailable("the PostgreSQL store is closed", reason=Reason.STORE_UNAVAILABLE)
             )
@@ -260,6 +265,7 @@ class PgDatabase:
             self._wake.clear()
             while self._queue:
                 work, self._queue = self._queue, []
+                self._working = work
                 self._before_commit()
                 try:
                     async with (
@@ -268,16 +274,19 @@ class PgDatabase:
                         conn.transaction(),
                     ):
                         results = [await op(conn) for op, _ in work]
-                except Unavailable as err:
-                    # The whole group failed (one transaction): every writer hears it, and
-                    # the loop goes on with what is queued next.
+                except Exception as exc:
+                    # The whole group failed (one transaction): every writer hears it
+                    # (Unavailable, or an op's own error), and the loop goes on with what
+                    # is queued next.
                     for _, fut in work:
                         if not fut.done():
-                            fut.set_exception(err)
+                            fut.set_exception(exc)
+                    self._working = []
                     continue
                 for (_, fut), result in zip(work, results, strict=True):
                     if not fut.done():
                         fut.set_result(result)
+                self._working = []
 
     async def _read(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         async with pg_errors(what), self.pool.acquire() as conn:

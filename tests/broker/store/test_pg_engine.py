@@ -6,10 +6,18 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import asyncpg
 import pytest
 
 from lockgate.broker.errors import FailedPrecondition, Unavailable
-from lockgate.broker.store.pg_engine import connect_pool, migrate, pg_errors, redact_dsn
+from lockgate.broker.store.pg_engine import (
+    PgDatabase,
+    PgOp,
+    connect_pool,
+    migrate,
+    pg_errors,
+    redact_dsn,
+)
 
 # Each step fails when run twice (no IF NOT EXISTS), so a step applied twice shows.
 STEPS = [
@@ -125,3 +133,47 @@ async def test_failures_after_connecting_are_unavailable(pg_fresh_dsn: str) -> N
 def test_redact_dsn() -> None:
     assert redact_dsn("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert redact_dsn("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+async def test_close_waits_for_the_writes_in_progress(pg_fresh_dsn: str) -> None:
+    db = PgDatabase(pg_fresh_dsn, component="t", steps=["CREATE TABLE t (x int)"])
+    await db.open()
+
+    def insert(x: int) -> PgOp:
+        async def op(c: asyncpg.Connection) -> int:
+            await c.execute("INSERT INTO t VALUES ($1)", x)
+            return x
+
+        return op
+
+    first = db._enqueue(insert(1))
+    await asyncio.sleep(0)  # the writer takes it: nothing queued, a transaction under way
+    assert not db._queue and db._working
+    await db.close()
+    assert await first == 1
+    conn = await asyncpg.connect(pg_fresh_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM t") == 1
+    finally:
+        await conn.close()
+
+
+async def test_a_failing_write_fails_its_group_and_the_writer_goes_on(pg_fresh_dsn: str) -> None:
+    db = PgDatabase(pg_fresh_dsn, component="t", steps=["CREATE TABLE t (x int)"])
+    await db.open()
+    try:
+
+        async def broken(c: asyncpg.Connection) -> None:
+            await c.execute("INSERT INTO t VALUES (1)")
+            raise ValueError("a bug in an op")
+
+        async def fine(c: asyncpg.Connection) -> int:
+            await c.execute("INSERT INTO t VALUES (2)")
+            return int(await c.fetchval("SELECT count(*) FROM t"))
+
+        together = [db._enqueue(broken), db._enqueue(fine)]  # one group: one transaction
+        results = await asyncio.gather(*together, return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in results)
+        assert await db._submit(fine) == 1  # the group was rolled back whole
+    finally:
+        await db.close()
