@@ -300,9 +300,7 @@ class Durables:
             endpoint_url=o.endpoint_url,
         )
 
-    async def rotate_webhook_secret(self, org: str, name: str, grace: float) -> str:
-        """A new signing secret for webhook durable ``name``, returned once; the current one
-        goes on signing beside it for ``grace`` seconds (receivers switch meanwhile)."""
+    def _webhook(self, org: str, name: str) -> DurableConsumer:
         c = self.get(org, name)
         if not c.rec.endpoint_url:
             raise FailedPrecondition(
@@ -310,6 +308,17 @@ class Durables:
                 reason="FAILED_PRECONDITION",
                 hint="only webhook durables sign their deliveries",
             )
+        return c
+
+    def webhook_secrets(self, org: str, name: str) -> list[str]:
+        """The secrets webhook durable ``name`` signs with now, newest first."""
+        c = self._webhook(org, name)
+        return webhook_secrets_in_use(c.rec, int(time.time() * 1000))
+
+    async def rotate_webhook_secret(self, org: str, name: str, grace: float) -> str:
+        """A new signing secret for webhook durable ``name``, returned once; the current one
+        goes on signing beside it for ``grace`` seconds (receivers switch meanwhile)."""
+        c = self._webhook(org, name)
         check_setting("webhook_secret_grace", grace)
         now_ms = int(time.time() * 1000)
         until = now_ms + int(grace * 1000)

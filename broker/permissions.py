@@ -116,6 +116,7 @@ RPC_ACTIONS: Final = MappingProxyType(
         "/broker.v1.AdminService/ListDeadLetters": "dead_letters.manage",
         "/broker.v1.AdminService/RedriveDeadLetters": "dead_letters.manage",
         "/broker.v1.AdminService/RotateWebhookSecret": "durable.webhook",
+        "/broker.v1.AdminService/GetWebhookSecrets": "durable.webhook",
         "/broker.v1.PolicyService/PutPolicies": "policy.write",
         "/broker.v1.PolicyService/GetPolicies": "policy.read",
         "/broker.v1.PolicyService/ListPolicyVersions": "policy.read",

@@ -22,6 +22,7 @@ from lockgate.clients._admin import (
     PolicySet,
     PolicyUpdate,
     PolicyVersion,
+    WebhookSecrets,
 )
 from lockgate.clients._backoff import Backoff
 from lockgate.clients._client import Client
@@ -88,6 +89,7 @@ __all__ = [
     "TLSError",
     "Unauthenticated",
     "Unavailable",
+    "WebhookSecrets",
     "WebhookSignatureError",
     "decode_data",
     "from_rpc_error",

@@ -41,6 +41,7 @@ __all__ = [
     "PolicySet",
     "PolicyUpdate",
     "PolicyVersion",
+    "WebhookSecrets",
 ]
 
 _R = TypeVar("_R", bound=_Message)
@@ -150,6 +151,16 @@ class PolicyVersion:
     @classmethod
     def _of(cls, m: policy_pb2.PolicyVersion) -> PolicyVersion:
         return cls(m.version, _time(m.created_time), m.active, m.file_count, m.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSecrets:
+    """What a webhook durable's deliveries are signed with, and the org they name."""
+
+    org: str
+    secrets: list[str]
+    """Newest first; two during a rotation's grace; none for a durable from before secrets
+    were per durable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +283,19 @@ class Admin:
             ADMIN + "RotateWebhookSecret", request, admin_pb2.RotateWebhookSecretResponse
         )
         return response.webhook_secret
+
+    async def webhook_secrets(self, name: str) -> WebhookSecrets:
+        """The secrets webhook durable ``name`` signs with now, and its org: what a standalone
+        dispatcher (``lockgate gateway webhook``) signs with. Each call is audited.
+
+        >>> (await c.admin.webhook_secrets("invoices")).org
+        """
+        response = await self._call(
+            ADMIN + "GetWebhookSecrets",
+            admin_pb2.GetWebhookSecretsRequest(name=name),
+            admin_pb2.GetWebhookSecretsResponse,
+        )
+        return WebhookSecrets(response.org, list(response.webhook_secrets))
 
     async def list_durables(self) -> list[DurableInfo]:
         """The org's durable subscriptions, by name."""

@@ -38,7 +38,7 @@ from lockgate.broker.api import (
 )
 from lockgate.broker.v1 import audit_pb2, broker_pb2, cloudevent_pb2
 from lockgate.clients import _errors as ce
-from lockgate.clients._admin import Admin, DurableInfo
+from lockgate.clients._admin import Admin, DurableInfo, WebhookSecrets
 from lockgate.clients._channel import AUDIT, BROKER, Connection, bearer
 from lockgate.clients._codec import StartSpec as ClientStart
 from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
@@ -430,6 +430,10 @@ class RemoteAPI:
     async def list_durables(self, key: str | None) -> list[DurableInfo]:
         """The durables ``key`` may see (the webhook dispatcher polls those with endpoints)."""
         return await self._admin(key).list_durables()
+
+    async def webhook_secrets(self, key: str | None, name: str) -> WebhookSecrets:
+        """What webhook durable ``name`` signs with, and its org (the dispatcher's)."""
+        return await self._admin(key).webhook_secrets(name)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

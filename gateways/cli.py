@@ -171,12 +171,9 @@ async def _start(
     else:
         from lockgate.gateways.webhook import PollingWebhookDispatcher
 
+        # Each durable's secrets and org come from the broker; ``secret`` only signs for a
+        # durable from before secrets were per durable.
         settings = settings_for("webhook", section)
-        if not settings.secret:
-            raise ConfigError(
-                "the webhook gateway needs a secret to sign deliveries",
-                hint="pass --secret or set LOCKGATE_WEBHOOK_SECRET",
-            )
         dispatcher = PollingWebhookDispatcher(api, api_key, settings)
         await dispatcher.start()
         stops.append(dispatcher.stop)
@@ -256,5 +253,9 @@ def add_commands(subparsers: Any) -> None:
             q.add_argument("--subject", action="append", help="NATS_SUBJECT=SUBJECT")
             q.add_argument("--egress", action="append", help="PATTERN=NATS_SUBJECT")
         if kind == "webhook":
-            q.add_argument("--secret", help="signing secret (or LOCKGATE_WEBHOOK_SECRET)")
+            q.add_argument(
+                "--secret",
+                help="signs only durables from before per-durable secrets, which the broker "
+                "gives (or LOCKGATE_WEBHOOK_SECRET)",
+            )
         q.set_defaults(func=_cmd)

@@ -12,7 +12,7 @@
     heartbeat = "20s"
 
     [gateways.webhook]
-    secret = "..."             # required
+    secret = "..."             # standalone: durables from before per-durable secrets
     org_secrets = { acme = "..." }
     backoff = ["1s", "2s", "4s"]
 

@@ -12,9 +12,11 @@ Webhooks scheme, so that everything a receiver acts on is signed::
 In the broker's process each webhook durable signs with its own secret (generated when it is
 created, returned once, rotated with ``RotateWebhookSecret``; during a rotation's grace both
 sign); a durable from before secrets were per durable signs with its org's
-``[gateways.webhook.org_secrets]`` entry, or is not delivered. The standalone dispatcher signs
-with its configured ``secret`` (it serves the one org its key belongs to). Receivers check
-with :func:`clients.verify_webhook`.
+``[gateways.webhook.org_secrets]`` entry, or is not delivered. The standalone dispatcher
+(:class:`PollingWebhookDispatcher`) gets each durable's secrets and org from the broker
+(``GetWebhookSecrets``) and signs and names the org exactly as the broker's own does (one
+:class:`WebhookSender`); for a durable from before, its configured ``secret`` stands for its
+key's org. Receivers check with :func:`clients.verify_webhook`.
 
 The endpoint's address is checked when the POST connects, every time: the name is resolved
 and only public addresses are connected to (unless ``webhook_allow_private``), so a name that
@@ -61,6 +63,7 @@ from aiohttp.resolver import DefaultResolver
 from lockgate.broker.api import Delivery, LocalAPI, Subscription, WebhookTarget
 from lockgate.broker.errors import BrokerError
 from lockgate.broker.webhooks import is_public_address
+from lockgate.clients._admin import WebhookSecrets
 from lockgate.clients._webhook import sign_webhook
 from lockgate.gateways._cejson import event_to_json
 from lockgate.gateways._remote import RemoteAPI
@@ -74,6 +77,7 @@ __all__ = [
     "WebhookDispatcher",
     "WebhookSender",
     "WebhookSettings",
+    "signing_secrets",
 ]
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -160,6 +164,13 @@ def _retry_after(value: str | None, limit: float) -> float | None:
     except (TypeError, ValueError):
         return None
     return min(max(0.0, when.timestamp() - time.time()), limit)
+
+
+def signing_secrets(found: Sequence[str], legacy: str) -> list[str]:
+    """What a delivery is signed with: the durable's own secrets; for a durable from before
+    they were per durable, its org's configured ``legacy`` secret (never one shared by every
+    org); none (the delivery waits) without either."""
+    return list(found) if found else [legacy] if legacy else []
 
 
 class WebhookSender:
@@ -299,10 +310,7 @@ class WebhookDispatcher:
         """The durable's secrets in use; for a durable from before they were per durable,
         its org's configured secret (never one shared by every org)."""
         found = self.api.webhook_secrets(target.org, target.name)
-        if found:
-            return found
-        legacy = self.settings.org_secrets.get(target.org)
-        return [legacy] if legacy else []
+        return signing_secrets(found, self.settings.org_secrets.get(target.org, ""))
 
     async def _deliver(self, api: LocalAPI, target: WebhookTarget, d: Delivery) -> None:
         name = target.name
@@ -340,8 +348,10 @@ class WebhookDispatcher:
 
 class PollingWebhookDispatcher:
     """Webhook delivery from a standalone process: lists the org's durables that have an
-    ``endpoint_url`` (AdminService, so ``api_key`` needs the admin role) every
-    ``refresh`` seconds and long-polls each with Fetch, acking over Acknowledge.
+    ``endpoint_url`` (AdminService, so ``api_key`` needs the org-admin role) every
+    ``refresh`` seconds and long-polls each with Fetch, acking over Acknowledge. Each
+    durable's secrets and org come from the broker (``GetWebhookSecrets``, read again after
+    ``refresh`` seconds, so a rotation reaches the deliveries within that time).
 
     A poll counts as a bound receiver, so while this runs it takes events that an in-process
     dispatcher would also take; run one or the other. ``410 Gone`` (and an event that cannot
@@ -355,6 +365,7 @@ class PollingWebhookDispatcher:
         self.sender = WebhookSender(settings)
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._main: asyncio.Task[None] | None = None
+        self._signing: dict[str, tuple[float, WebhookSecrets]] = {}
         self.refresh = 5.0
 
     async def start(self) -> None:
@@ -376,9 +387,14 @@ class PollingWebhookDispatcher:
         while True:
             try:
                 batch = await self.api.fetch(self.key, name, self.settings.concurrency, 5.0)
-                secrets = [self.settings.secret]
+                if not batch:
+                    continue
+                signing = await self.signing(name)
+                org = signing.org
+                legacy = self.settings.org_secrets.get(org, "") or self.settings.secret
+                secrets = signing_secrets(signing.secrets, legacy)
                 outcomes = await asyncio.gather(
-                    *(self.sender.deliver(url, "", name, d, secrets) for d in batch)
+                    *(self.sender.deliver(url, org, name, d, secrets) for d in batch)
                 )
                 pairs = list(zip(batch, outcomes, strict=True))
                 ack = [d.id for d, o in pairs if o.action == "ack"]
@@ -391,9 +407,19 @@ class PollingWebhookDispatcher:
             except BrokerError as exc:
                 if exc.reason == "UNKNOWN_DURABLE":
                     self._loops.pop(name, None)
+                    self._signing.pop(name, None)
                     return
                 log.warning("webhook %s: %s", name, exc)
                 await asyncio.sleep(1.0)
+
+    async def signing(self, name: str) -> WebhookSecrets:
+        """Durable ``name``'s secrets and org, as the broker said at most ``refresh`` ago."""
+        now = time.monotonic()
+        hit = self._signing.get(name)
+        if hit is None or now - hit[0] >= self.refresh:
+            hit = (now, await self.api.webhook_secrets(self.key, name))
+            self._signing[name] = hit
+        return hit[1]
 
     async def stop(self) -> None:
         tasks = [*self._loops.values(), *([self._main] if self._main else [])]

@@ -66,6 +66,16 @@ class AdminService(Servicer):
         return admin_pb2.RotateWebhookSecretResponse(webhook_secret=secret)
 
     @unary()
+    async def GetWebhookSecrets(
+        self, request: admin_pb2.GetWebhookSecretsRequest, p: Principal, context: Context
+    ) -> admin_pb2.GetWebhookSecretsResponse:
+        secrets = self.broker.durables.webhook_secrets(p.org, request.name)
+        # Read, not shown once: the org-admin who may rotate a secret may read it too, but
+        # every read is recorded (a standalone dispatcher reads once a batch: aggregated).
+        self.broker.audit.record("webhook_secret.read", target=request.name)
+        return admin_pb2.GetWebhookSecretsResponse(org=p.org, webhook_secrets=secrets)
+
+    @unary()
     async def ListDurables(
         self, request: admin_pb2.ListDurablesRequest, p: Principal, context: Context
     ) -> admin_pb2.ListDurablesResponse:

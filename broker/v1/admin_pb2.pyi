@@ -76,6 +76,20 @@ class RotateWebhookSecretResponse(_message.Message):
     webhook_secret: str
     def __init__(self, webhook_secret: _Optional[str] = ...) -> None: ...
 
+class GetWebhookSecretsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetWebhookSecretsResponse(_message.Message):
+    __slots__ = ("org", "webhook_secrets")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_SECRETS_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    webhook_secrets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, org: _Optional[str] = ..., webhook_secrets: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class PendingDelivery(_message.Message):
     __slots__ = ("id", "attempt", "deadline")
     ID_FIELD_NUMBER: _ClassVar[int]

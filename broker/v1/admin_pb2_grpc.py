@@ -71,6 +71,11 @@ class AdminServiceStub:
                 request_serializer=broker_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_admin__pb2.RotateWebhookSecretResponse.FromString,
                 _registered_method=True)
+        self.GetWebhookSecrets = channel.unary_unary(
+                '/broker.v1.AdminService/GetWebhookSecrets',
+                request_serializer=broker_dot_v1_dot_admin__pb2.GetWebhookSecretsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_admin__pb2.GetWebhookSecretsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -129,6 +134,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWebhookSecrets(self, request, context):
+        """GetWebhookSecrets gives a webhook durable's signing secrets in use and its
+        org, for a standalone webhook dispatcher (`lockgate gateway webhook`), which
+        signs as the broker's own does; each call is in the audit log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +180,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RotateWebhookSecret,
                     request_deserializer=broker_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.FromString,
                     response_serializer=broker_dot_v1_dot_admin__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'GetWebhookSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookSecrets,
+                    request_deserializer=broker_dot_v1_dot_admin__pb2.GetWebhookSecretsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_admin__pb2.GetWebhookSecretsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +377,33 @@ class AdminService:
             '/broker.v1.AdminService/RotateWebhookSecret',
             broker_dot_v1_dot_admin__pb2.RotateWebhookSecretRequest.SerializeToString,
             broker_dot_v1_dot_admin__pb2.RotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AdminService/GetWebhookSecrets',
+            broker_dot_v1_dot_admin__pb2.GetWebhookSecretsRequest.SerializeToString,
+            broker_dot_v1_dot_admin__pb2.GetWebhookSecretsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,7 @@ EXPECTED = [
     "TLSError",
     "Unauthenticated",
     "Unavailable",
+    "WebhookSecrets",
     "WebhookSignatureError",
     "decode_data",
     "from_rpc_error",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -153,51 +154,102 @@ async def test_broker_restart_under_redis_stream_ingest(redis_url: str) -> None:
 
 
 async def test_standalone_webhook_dispatcher_polls_a_real_broker(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The standalone dispatcher signs with the durable's own secrets and names its org, as
+    the broker's own dispatcher does: both come from the broker (GetWebhookSecrets), with no
+    secret configured; a rotation reaches the deliveries after ``refresh``."""
     from aiohttp import web
 
+    from lockgate.clients import Client, FailedPrecondition, NotFound, PermissionDenied
     from lockgate.clients._webhook import verify_webhook
     from lockgate.gateways._web import start_site
     from lockgate.gateways.webhook import PollingWebhookDispatcher, WebhookSettings
+    from tests.broker.test_policy_in_broker import keys_create
+    from tests.gateways.gw_kit import event
 
     got: list[tuple[dict[str, str], bytes]] = []
-    arrived = asyncio.Event()
 
     async def handle(request: web.Request) -> web.Response:
         got.append((dict(request.headers), await request.read()))
-        arrived.set()
         return web.Response(status=204)
 
     app = web.Application()
     app.router.add_post("/hook", handle)
     runner, port = await start_site(app, "127.0.0.1:0")
     monkeypatch.setenv("LOCKGATE_WEBHOOK_ALLOW_PRIVATE", "true")
+    data = str(tmp_path / "data")
+    acme = await keys_create(data, "acme", "lead", "org-admin")
+    agent = await keys_create(data, "acme", "worker")
+    evil = await keys_create(data, "evil", "boss", "org-admin")
     try:
-        async with run_broker() as b:
+        async with run_broker(data_dir=data) as b:
             api = RemoteAPI(b.target)
             subject, durable = unique("pw."), unique("d")
             hook = DurableOptions(endpoint_url=f"http://127.0.0.1:{port}/hook")
-            await api.create_durable(None, durable, subject, hook)
-            settings = WebhookSettings(secret="k", allow_private=True)  # a loopback receiver
-            dispatcher = PollingWebhookDispatcher(api, None, settings)
+            view = await api.create_durable(acme, durable, subject, hook)
+            secret = view.webhook_secret
+            assert secret.startswith("whsec_")
+            settings = WebhookSettings(allow_private=True)  # no secret: the broker's
+            dispatcher = PollingWebhookDispatcher(api, acme, settings)
+            dispatcher.refresh = 0.2
             await dispatcher.start()
             try:
-                from tests.gateways.gw_kit import event
-
-                await api.publish(None, subject, [event(1, data='{"w": 1}')])
-                await asyncio.wait_for(arrived.wait(), 10)
+                await api.publish(acme, subject, [event(1, data='{"w": 1}')])
+                await eventually(lambda: len(got) == 1)
                 headers, body = got[0]
-                verify_webhook("k", headers, body)
-                assert json.loads(body)["data"] == {"w": 1}
+                verify_webhook(secret, headers, body)
+                doc = json.loads(body)
+                assert doc["data"] == {"w": 1}
+                assert (doc["lockgateorg"], doc["lockgatedurable"], doc["lockgatesubject"]) == (
+                    "acme",
+                    durable,
+                    subject,
+                )
 
                 async def acked() -> bool:  # nothing comes back from a fetch
-                    info = next(d for d in await api.list_durables(None) if d.name == durable)
+                    info = next(d for d in await api.list_durables(acme) if d.name == durable)
                     return info.pending_count == 0
 
                 await eventually(acked, interval=0.1)
+                async with Client(b.target, api_key=acme) as c:
+                    new = await c.admin.rotate_webhook_secret(durable, grace=3600)
+
+                async def signed_with_the_new_one() -> bool:
+                    await api.publish(acme, subject, [event(2)])
+                    await eventually(lambda: len(got) >= 2)
+                    try:
+                        verify_webhook(new, *got[-1])
+                    except Exception:
+                        return False
+                    return True
+
+                await eventually(signed_with_the_new_one, interval=0.3)
+                verify_webhook(secret, *got[-1])  # the old one signs beside it (its grace)
             finally:
                 await dispatcher.stop()
                 await api.close()
+            # Who may read a durable's secrets: its org's org-admin only.
+            async with Client(b.target, api_key=agent) as c:
+                with pytest.raises(PermissionDenied) as denied:
+                    await c.admin.webhook_secrets(durable)
+                assert denied.value.reason == "PERMISSION_DENIED"
+            async with Client(b.target, api_key=evil) as c:
+                with pytest.raises(NotFound) as missing:  # evil's namespace has no such one
+                    await c.admin.webhook_secrets(durable)
+                assert missing.value.reason == "UNKNOWN_DURABLE"
+            async with Client(b.target, api_key=acme) as c:
+                plain = unique("plain")
+                await c.admin.create_durable(plain, subject)
+                with pytest.raises(FailedPrecondition):
+                    await c.admin.webhook_secrets(plain)
+                ws = await c.admin.webhook_secrets(durable)
+                assert (ws.org, ws.secrets) == ("acme", [new, secret])
+
+                async def audited() -> set[tuple[str, str]]:
+                    reads = [r async for r in c.admin.audit(action="webhook_secret.read")]
+                    return {(r.org, r.target) for r in reads}
+
+                assert await eventually(audited) == {("acme", durable)}
     finally:
         await runner.cleanup()
