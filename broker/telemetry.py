@@ -105,6 +105,21 @@ class Telemetry:
             "lockgate.queue.depth", callbacks=[cb], unit="{event}"
         )
 
+    def observe_history_lag(self, lag: Callable[[], int | None]) -> None:
+        """Registers the message logger's lag gauge: log batches stored in JetStream and not
+        yet in PostgreSQL (``lag`` returns None before its first measurement)."""
+
+        def cb(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            value = lag()
+            return [] if value is None else [metrics.Observation(value)]
+
+        metrics.get_meter("lockgate.broker").create_observable_gauge(
+            "lockgate.history.lag",
+            callbacks=[cb],
+            unit="{batch}",
+            description="batches stored in the log and not yet in the PostgreSQL history",
+        )
+
     def start_publish(
         self, subject: str, count: int, first: cloudevent_pb2.CloudEvent | None
     ) -> Span:

@@ -45,6 +45,7 @@ from lockgate.broker.backbone.logformat import LOG_PREFIX, LOG_STREAM, BadLogMes
 from lockgate.broker.errors import BrokerError
 from lockgate.broker.historydb.rows import BadBatch, EventRow, event_rows
 from lockgate.broker.historydb.writer import HistoryWriter
+from lockgate.broker.telemetry import Telemetry
 
 __all__ = ["LOGGER_DURABLE", "LoggerStats", "MessageLogger"]
 
@@ -99,6 +100,7 @@ class MessageLogger:
         retry_min: float = 0.1,
         retry_max: float = 5.0,
         lag_interval: float = 1.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
@@ -121,6 +123,8 @@ class MessageLogger:
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
+        if telemetry is not None:
+            telemetry.observe_history_lag(lambda: self.lag)
 
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -252,11 +256,14 @@ class MessageLogger:
         lag (None when the stream or the consumer cannot be read)."""
         try:
             stream = await self.js.stream_info(self.stream)
-            consumer = await self.js.consumer_info(self.stream, self.durable)
+            try:
+                consumer = await self.js.consumer_info(self.stream, self.durable)
+                floor = consumer.ack_floor.stream_seq if consumer.ack_floor is not None else 0
+            except nats.js.errors.NotFoundError:
+                floor = 0  # no logger has started yet: nothing is logged
         except (nats.errors.Error, nats.js.errors.Error, OSError):
             return self.lag
         self.stored_seq = stream.state.last_seq
-        floor = consumer.ack_floor.stream_seq if consumer.ack_floor is not None else 0
         self.logged_seq = floor or 0
         # Before the first message, or when old ones were purged, the floor is behind the
         # stream's first sequence: what was purged is not lag.

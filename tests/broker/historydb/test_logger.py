@@ -6,11 +6,16 @@ import json
 from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from nats.aio.client import Client
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from lockgate.broker.historydb.logger import MessageLogger
 from lockgate.broker.store.pg_engine import connect_pool
+from lockgate.broker.telemetry import Telemetry
 from tests.broker.historydb.conftest import append, event, make_batch
 from tests.support import eventually
 
@@ -104,3 +109,34 @@ async def test_a_message_that_is_not_a_batch_is_skipped_not_retried(
         assert logger.stats.skipped == 2
     finally:
         await logger.stop()
+
+
+async def test_the_lag_is_a_metric(
+    nc: Client, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    monkeypatch.setattr(otel_metrics, "get_meter", provider.get_meter)
+    await append(nc, make_batch("acme", "m", [event("1")]))
+    await append(nc, make_batch("acme", "m", [event("2")]))
+    logger = MessageLogger(nc, pool, telemetry=Telemetry())
+    assert await logger.measure_lag() == 2  # measured before it runs: nothing logged yet
+
+    def lag() -> list[int]:
+        data = reader.get_metrics_data()
+        return [
+            int(p.value)
+            for rm in (data.resource_metrics if data else [])
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "lockgate.history.lag"
+            for p in m.data.data_points
+        ]
+
+    assert lag() == [2]
+    await logger.start()
+    try:
+        await eventually(lambda: lag() == [0], what="the lag metric at 0")
+    finally:
+        await logger.stop()
+        provider.shutdown()
