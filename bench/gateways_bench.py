@@ -38,7 +38,7 @@ REDIS_URL = os.environ.get("LOCKGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 
 async def _broker(data_dir: str) -> tuple[Broker, Authenticator]:
     store = SqliteStore(data_dir, fsync="os")
-    broker = Broker(Config(data_dir=data_dir, fsync="os", subscriber_buffer=1_000_000), store)
+    broker = Broker(Config(data_dir=data_dir, fsync="os"), store)
     await broker.start()
     return broker, Authenticator(store, dev_mode=True)
 

@@ -20,7 +20,7 @@ HOUR = 3600.0
 
 BOUNDS: dict[str, tuple[float, float]] = {
     "max_in_flight": (1, 100_000),
-    "subscriber_buffer": (1, 100_000),
+    "subscriber_write_deadline": (0.1, HOUR),
     "ack_wait": (0.1, 12 * HOUR),
     "max_deliveries": (1, 1000),
     "nack_delay": (0.0, 12 * HOUR),
@@ -28,7 +28,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 """Inclusive (lowest, highest) per setting; durations in seconds."""
 
-_DURATIONS = {"ack_wait", "nack_delay", "webhook_secret_grace"}
+_DURATIONS = {"ack_wait", "nack_delay", "webhook_secret_grace", "subscriber_write_deadline"}
 
 MAX_EVENT_ID = 1024
 """Characters of a CloudEvents ``id``: the dedup index keeps it for the window."""

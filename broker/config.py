@@ -102,9 +102,11 @@ class Config:
     ack_wait: float = 30.0
     max_deliveries: int = 5
     max_in_flight: int = 1000
-    subscriber_buffer: int = 10_000
     subscriber_max_bytes: int = 64 << 20
     """Bytes queued for one ephemeral subscriber before it is cut off (SLOW_CONSUMER)."""
+    subscriber_write_deadline: float = 10.0
+    """Seconds an ephemeral subscriber may take nothing while events wait for it before it is
+    cut off (SLOW_CONSUMER), as NATS's write_deadline."""
     max_in_flight_bytes: int = 64 << 20
     """Bytes of unacknowledged deliveries (and of events read ahead) one durable holds."""
     max_durables_per_org: int = QUOTA_DEFAULTS["max_durables_per_org"]
@@ -215,6 +217,7 @@ they look (``broker.factory`` builds them)."""
 _DURATIONS = {
     "dedup_window",
     "ack_wait",
+    "subscriber_write_deadline",
     "retention_max_age",
     "keepalive_time",
     "drain_timeout",
@@ -363,7 +366,7 @@ def load_config(
                 f"{name} = {value!r} is not one of {shape}",
                 hint=f"{embedded} (the default) needs no server",
             )
-    for name in ("ack_wait", "max_deliveries", "max_in_flight", "subscriber_buffer"):
+    for name in ("ack_wait", "max_deliveries", "max_in_flight", "subscriber_write_deadline"):
         low, high = BOUNDS[name]
         if not low <= getattr(cfg, name) <= high:
             raise ConfigError(

@@ -109,9 +109,9 @@ class Ephemerals:
             principal.org,
             pattern,
             queue,
-            buffer or self.config.subscriber_buffer,
             self.config.max_message_bytes,
             self.config.subscriber_max_bytes,
+            self.config.subscriber_write_deadline,
             reader=principal,
         )
         sub.on_slow = self._on_slow

@@ -8,7 +8,9 @@ ever waits for a subscriber.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 
 from lockgate.broker.errors import BrokerError
 
@@ -18,7 +20,8 @@ __all__ = ["Outbox"]
 class Outbox:
     """Frames waiting to be written to one stream."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._chunks: deque[bytes] = deque()
         self._ready = asyncio.Event()
         self._max = max_message_bytes
@@ -31,8 +34,15 @@ class Outbox:
         self.last_count = 0
         """Events in the body the last :meth:`take` returned."""
         self._counts: deque[int] = deque()
+        self._waiting_since = 0.0  # since when frames wait without the stream taking any
+
+    def stalled(self) -> float:
+        """Seconds frames have been waiting without the stream taking any (0 when empty)."""
+        return self._clock() - self._waiting_since if self._chunks else 0.0
 
     def put(self, frames: bytes, count: int = 1) -> None:
+        if not self._chunks:
+            self._waiting_since = self._clock()
         self._chunks.append(frames)
         self._counts.append(count)
         self.buffered += count
@@ -69,4 +79,5 @@ class Outbox:
         self.buffered -= count
         self.bytes -= size
         self.last_count = count
+        self._waiting_since = self._clock()
         return out[0] if len(out) == 1 else b"".join(out)

@@ -448,7 +448,7 @@ async def test_durable_resumes_where_it_stopped_whatever_the_start(stubs: Stubs)
 
 async def test_slow_consumer_is_cut_off_and_publisher_completes() -> None:
     async with (
-        run_broker(extra_args=["--subscriber-buffer", "1000"]) as b,
+        run_broker(extra_args=["--subscriber-max-bytes", str(2 << 20)]) as b,
         grpc.aio.insecure_channel(b.target) as ch,
         grpc.aio.insecure_channel(b.target) as sub_ch,
     ):
@@ -471,6 +471,20 @@ async def test_slow_consumer_is_cut_off_and_publisher_completes() -> None:
         code, reason, _ = error_info(exc.value)
         assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SLOW_CONSUMER")
         assert b.proc.returncode is None
+
+
+async def test_a_burst_does_not_cut_a_subscriber_that_reads(stubs: Stubs) -> None:
+    """Slow consumers are judged by bytes and time, not by a count of events: 25,000 events (25 MB)
+    queued at once (more than twice the 10,000 an event count once allowed) reach a
+    subscriber that reads them all moments later."""
+    subject = unique("burst")
+    call, subscribed = await open_call(stubs.broker, pattern=subject)
+    batches = [[event(b"x" * 1000) for _ in range(500)] for _ in range(50)]  # 25 MB
+    responses = await publish_batches(stubs.broker, subject, batches)
+    assert all(not r.errors for r in responses)
+    got = await Sub(call, subscribed).collect(25_000, 30)
+    assert len(got) == 25_000
+    call.cancel()
 
 
 # -- retention ----------------------------------------------------------------------------

@@ -50,13 +50,51 @@ async def test_close_with_an_error_drops_what_is_left() -> None:
     assert await box.take() is None
 
 
-async def test_an_ephemeral_subscription_is_cut_off_past_its_buffer() -> None:
-    sub = EphemeralSubscription("o", "a.>", "", buffer=3, max_message_bytes=1024)
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_reading_subscriber_is_never_cut_for_how_many_events_wait() -> None:
+    clock = FakeClock()
+    sub = EphemeralSubscription("o", "a.>", "", 1024, max_bytes=1 << 30, clock=clock)
+    for _ in range(100):  # a burst: 100,000 events queued at once, well inside the budget
+        assert sub.offer(b"x" * 1000, 1000, None)
+        clock.now += 0.01
+    assert sub.outbox.buffered == 100_000
+    for _ in range(20):  # it keeps taking, slower than the deadline apart in all, never cut
+        clock.now += 5.0
+        assert await sub.outbox.take()
+        assert sub.offer(b"y" * 10, 1, None)
+    assert not sub.outbox.closed
+
+
+async def test_a_subscriber_that_takes_nothing_past_the_write_deadline_is_cut() -> None:
+    clock = FakeClock()
+    sub = EphemeralSubscription("o", "a.>", "", 1024, write_deadline=2.0, clock=clock)
     slow: list[EphemeralSubscription] = []
     sub.on_slow = slow.append
     assert sub.offer(b"12", 2, None)
-    assert not sub.offer(b"34", 2, None)  # 4 > 3 events behind
+    clock.now += 1.5
+    assert sub.offer(b"34", 2, None)  # waiting 1.5 s: within the deadline
+    clock.now += 1.0
+    assert not sub.offer(b"5", 1, None)  # 2.5 s without a take
     assert slow == [sub] and sub.outbox.closed
-    assert sub.outbox.error is not None and sub.outbox.error.reason == "SLOW_CONSUMER"
-    assert not sub.offer(b"5", 1, None)  # closed: refuses without reporting again
+    err = sub.outbox.error
+    assert err is not None and err.reason == "SLOW_CONSUMER"
+    assert "took nothing for 2.5 s" in err.message and err.metadata["write_deadline"] == "2"
+    assert not sub.offer(b"6", 1, None)  # closed: refuses without reporting again
     assert slow == [sub]
+
+
+async def test_an_idle_subscriber_is_not_stalled() -> None:
+    clock = FakeClock()
+    sub = EphemeralSubscription("o", "a.>", "", 1024, write_deadline=2.0, clock=clock)
+    assert sub.offer(b"1", 1, None)
+    assert await sub.outbox.take() == b"1"
+    clock.now += 3600  # nothing was waiting meanwhile
+    assert sub.offer(b"2", 1, None)
+    assert sub.outbox.stalled() == 0.0

@@ -144,7 +144,7 @@ async def test_durables_count_after_a_restart(tmp_path: Path) -> None:
 
 
 async def test_subscriptions_per_org_in_process(tmp_path: Path) -> None:
-    broker = await _broker(tmp_path, max_subscriptions_per_org=3, subscriber_buffer=1)
+    broker = await _broker(tmp_path, max_subscriptions_per_org=3, subscriber_max_bytes=60)
     try:
         one = await broker.subscribe_ephemeral(EVIL, "a.>", "")
         two = await broker.subscribe_ephemeral(EVIL, "b.>", "")

@@ -8,10 +8,8 @@ from lockgate.broker.delivery import EphemeralSubscription
 from lockgate.broker.router import Router
 
 
-def _sub(
-    pattern: str, queue: str = "", org: str = "o", buffer: int = 1000
-) -> EphemeralSubscription:
-    return EphemeralSubscription(org, pattern, queue, buffer, 1 << 20)
+def _sub(pattern: str, queue: str = "", org: str = "o") -> EphemeralSubscription:
+    return EphemeralSubscription(org, pattern, queue, 1 << 20)
 
 
 def _batch(subject: str, first: int, n: int) -> tuple[bytes, list[int]]:
@@ -76,7 +74,7 @@ async def test_single_events_go_round_robin() -> None:
 
 async def test_a_full_member_passes_its_share_on() -> None:
     r = Router()
-    full = _sub("t.>", "g", buffer=1)
+    full = EphemeralSubscription("o", "t.>", "g", 1 << 20, max_bytes=10)
     roomy = _sub("t.>", "g")
     r.add(full)
     r.add(roomy)
@@ -99,8 +97,8 @@ async def test_wildcard_targets_get_only_subjects_their_reader_may_read() -> Non
 
     r = Router(may_read)
     who = Principal("o", "bot", frozenset())
-    wide = EphemeralSubscription("o", ">", "", 1000, 1 << 20, reader=who)
-    exact = EphemeralSubscription("o", "secret.payroll", "", 1000, 1 << 20, reader=who)
+    wide = EphemeralSubscription("o", ">", "", 1 << 20, reader=who)
+    exact = EphemeralSubscription("o", "secret.payroll", "", 1 << 20, reader=who)
     r.add(wide)
     r.add(exact)
     for n in range(3):  # three batches, one decision

@@ -132,7 +132,7 @@ async def _read_small_frame(reader: asyncio.StreamReader) -> dict[str, object]:
 
 async def test_slow_socket_is_dropped_and_the_broker_goes_on(tmp_path: Path) -> None:
     settings = WsSettings(heartbeat=30, max_send_buffer=64 << 10, send_timeout=0.5)
-    async with local_broker(tmp_path, ws=settings, subscriber_buffer=100_000) as env:
+    async with local_broker(tmp_path, ws=settings) as env:
         subject = unique("slow.")
         port = int(env.url.rsplit(":", 1)[1])
         reader, writer = await _raw_ws(port, {"op": "subscribe", "pattern": subject})
