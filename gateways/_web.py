@@ -357,6 +357,21 @@ class _TLSSite(web.BaseSite):
         await super().stop()
 
 
+SERVER_NAME = "lockgate"
+"""The ``Server`` header of every answer: aiohttp's default names its version and Python's,
+which tells a scanner which advisories to try."""
+
+
+def _hide_server_version() -> None:
+    # aiohttp fills ``Server`` from this module global when a response has none, for its own
+    # answers too (a 400 for a bad request head comes from inside aiohttp, before any
+    # handler, middleware or on_response_prepare signal): the one place that covers them all.
+    # tests/gateways/test_server_header.py fails if an aiohttp upgrade moves it.
+    import aiohttp.web_response
+
+    aiohttp.web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
+
+
 async def start_site(
     app: web.Application,
     listen: str,
@@ -374,6 +389,7 @@ async def start_site(
     address cannot be bound."""
     from lockgate.gateways._guard import LIMITS, ConnectionGuard
 
+    _hide_server_version()
     host, _, port = listen.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
         raise InvalidParameter("listen", listen, "HOST:PORT, e.g. 127.0.0.1:8080")
