@@ -30,6 +30,7 @@ import asyncpg
 from lockgate.broker.errors import FailedPrecondition, Reason, Unavailable
 
 __all__ = [
+    "COMMAND_TIMEOUT",
     "CONNECT_TIMEOUT",
     "PgDatabase",
     "PgOp",
@@ -43,6 +44,11 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to open one connection before PostgreSQL counts as unreachable."""
+
+COMMAND_TIMEOUT = 30.0
+"""Seconds a statement may take (a migration step excepted) before it fails."""
+
+_STEP_TIMEOUT = 3600.0  # a migration step may rewrite a large table
 
 # One key for every component: migrations are rare and short, and the lock also guards the
 # creation of lockgate_schema itself (two CREATE TABLE IF NOT EXISTS at once can collide).
@@ -105,12 +111,19 @@ async def connect_pool(
     min_size: int = 1,
     max_size: int = 10,
     timeout: float = CONNECT_TIMEOUT,
+    command_timeout: float = COMMAND_TIMEOUT,
 ) -> asyncpg.Pool:
     """A pool of connections to ``dsn``, with ``min_size`` opened now: PostgreSQL that does
     not answer within ``timeout`` seconds (or refuses us) is ``Unavailable``
-    (STORE_UNAVAILABLE) with one sentence naming the server (never its password)."""
+    (STORE_UNAVAILABLE) with one sentence naming the server (never its password). A
+    statement bounded by ``command_timeout`` seconds: a server that stops answering (a
+    network that drops packets) fails the statement rather than hold its caller."""
     pool = asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=60
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        command_timeout=command_timeout,
     )
     try:
         # The connect timeout bounds each connection; this bounds the whole opening (a
@@ -156,7 +169,7 @@ async def migrate(pool: asyncpg.Pool, component: str, steps: Sequence[str]) -> N
                     )
                 if version == len(steps):
                     return
-                await conn.execute(steps[version])
+                await conn.execute(steps[version], timeout=_STEP_TIMEOUT)
                 await conn.execute(
                     "INSERT INTO lockgate_schema (component, version) VALUES ($1, $2) "
                     "ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
@@ -187,6 +200,7 @@ class PgDatabase:
         steps: Sequence[str],
         pool: asyncpg.Pool | None = None,
         max_size: int = 10,
+        command_timeout: float = COMMAND_TIMEOUT,
     ) -> None:
         if not dsn and pool is None:
             raise ValueError("a PostgreSQL database needs a dsn or a pool")
@@ -196,6 +210,7 @@ class PgDatabase:
         self._pool: asyncpg.Pool | None = pool
         self._own_pool = pool is None
         self._max_size = max_size
+        self._command_timeout = command_timeout
         self._queue: list[tuple[PgOp, asyncio.Future[object]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -210,7 +225,9 @@ class PgDatabase:
 
     async def open(self) -> None:
         if self._pool is None:
-            self._pool = await connect_pool(self._dsn, max_size=self._max_size)
+            self._pool = await connect_pool(
+                self._dsn, max_size=self._max_size, command_timeout=self._command_timeout
+            )
         try:
             await migrate(self._pool, self._component, self._steps)
         except BaseException:
@@ -270,7 +287,7 @@ class PgDatabase:
                 try:
                     async with (
                         pg_errors("write"),
-                        self.pool.acquire() as conn,
+                        self.pool.acquire(timeout=self._command_timeout) as conn,
                         conn.transaction(),
                     ):
                         results = [await op(conn) for op, _ in work]
@@ -289,5 +306,5 @@ class PgDatabase:
                 self._working = []
 
     async def _read(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        async with pg_errors(what), self.pool.acquire() as conn:
+        async with pg_errors(what), self.pool.acquire(timeout=self._command_timeout) as conn:
             return await fn(conn)

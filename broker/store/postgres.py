@@ -36,7 +36,7 @@ from lockgate.broker.store import (
     AuditRecord,
     PolicyVersionRecord,
 )
-from lockgate.broker.store.pg_engine import PgDatabase
+from lockgate.broker.store.pg_engine import COMMAND_TIMEOUT, PgDatabase
 from lockgate.broker.store.postgres_consumers import PgConsumerState, PgDeadLetters
 from lockgate.broker.store.postgres_schema import STEPS
 
@@ -303,12 +303,26 @@ class PgStore(PgConsumerState, PgDeadLetters, PgKeys, PgPolicyVersions, PgAudit)
     """The metadata roles (:class:`broker.store.MetadataStore`) on PostgreSQL.
 
     ``pool``: share an open pool (the message logger's, say); otherwise :meth:`open`
-    connects to ``dsn`` with up to ``max_size`` connections.
+    connects to ``dsn`` with up to ``max_size`` connections. A write or read that waits
+    longer than ``command_timeout`` seconds for PostgreSQL (or for a free connection) is
+    ``Unavailable``.
     """
 
     COMPONENT = "metadata"
 
     def __init__(
-        self, dsn: str = "", *, pool: asyncpg.Pool | None = None, max_size: int = 10
+        self,
+        dsn: str = "",
+        *,
+        pool: asyncpg.Pool | None = None,
+        max_size: int = 10,
+        command_timeout: float = COMMAND_TIMEOUT,
     ) -> None:
-        super().__init__(dsn, component=self.COMPONENT, steps=STEPS, pool=pool, max_size=max_size)
+        super().__init__(
+            dsn,
+            component=self.COMPONENT,
+            steps=STEPS,
+            pool=pool,
+            max_size=max_size,
+            command_timeout=command_timeout,
+        )

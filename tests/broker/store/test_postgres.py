@@ -136,3 +136,32 @@ async def test_a_shared_pool_stays_open(pg_fresh_dsn: str) -> None:
         assert await pool.fetchval("SELECT count(*) FROM api_keys") == 1
     finally:
         await pool.close()
+
+
+async def test_a_silent_postgres_fails_writes_in_bounded_time(pg_fresh_dsn: str) -> None:
+    parts = urllib.parse.urlsplit(pg_fresh_dsn)
+    async with TcpProxy(f"{parts.hostname}:{parts.port or 5432}") as proxy:
+        store = PgStore(_via(proxy, pg_fresh_dsn), max_size=2, command_timeout=0.5)
+        await store.open()
+        try:
+            await store.put_key(_key("k1"))
+            proxy.stall()  # connections stay open, nothing comes back
+            with pytest.raises(Unavailable) as info:
+                await store.put_key(_key("k2"))
+            assert info.value.reason == "STORE_UNAVAILABLE"
+            with pytest.raises(Unavailable):
+                await store.get_key("k1")
+            proxy.resume()
+            await proxy.cut()  # the stalled connections go; new ones forward again
+
+            async def written() -> bool:
+                try:
+                    await store.put_key(_key("k3"))
+                except Unavailable:
+                    return False
+                return True
+
+            await eventually(written)
+            assert await store.get_key("k1") == _key("k1")
+        finally:
+            await store.close()

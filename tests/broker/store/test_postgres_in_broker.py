@@ -98,9 +98,13 @@ async def test_acks_and_dead_letters_are_stored(broker: Broker) -> None:
     async def dead_letters() -> list[DeadLetterRecord]:
         return await broker.store.list_dead_letters("default", "d", (0, 0), 10)
 
-    (dead,) = await eventually(dead_letters)  # written behind the dead-lettering
+    async def settled() -> bool:
+        # The dead letter is stored first, then its pending row goes.
+        return (await _stored(broker, "d")).pending == {}
+
+    (dead,) = await eventually(dead_letters)
     assert (dead.id, dead.attempts) == (ids[2], 2)
-    assert (await _stored(broker, "d")).pending == {}
+    await eventually(settled)
     assert await broker.redrive("default", "d", None) == 1
     (back,) = await _take(session, 1)
     assert back.id == ids[2]
