@@ -14,7 +14,7 @@ from lockgate.broker.api import LocalAPI
 from lockgate.broker.auth import Authenticator
 from lockgate.broker.config import Config, ListenerLimits, redacted
 from lockgate.broker.errors import BrokerError, FailedPrecondition
-from lockgate.broker.factory import build_backends
+from lockgate.broker.factory import build_backends, cluster_mode
 from lockgate.broker.fdbudget import raise_open_file_limit
 from lockgate.broker.node import Broker
 from lockgate.broker.policies import PolicyManager
@@ -132,6 +132,12 @@ async def serve(
     except BrokerError:
         await broker.stop()
         raise
+    if cluster_mode(config):
+        # Another node's PutPolicies or rollback: its notice, or the poll, brings it here.
+        policies.follow_store(config.policy_reload_interval)
+        broker.notice_listeners.append(
+            lambda notice: policies.nudge() if notice.kind == "policy_swapped" else None
+        )
     keys = [k for k in await store.list_keys() if not k.revoked]
     # Dev mode (keyless callers are admin) only while nothing could authenticate anyone.
     dev_mode = not keys and (tokens is None or not tokens.has_signing_key())

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lockgate.broker.errors import NotFound, Reason, Unauthenticated
-from lockgate.broker.store import ApiKeyRecord, Store
+from lockgate.broker.store import ApiKeyRecord, KeyStore, Store
 
 if TYPE_CHECKING:
     from lockgate.broker.tls import ClientIdentities
@@ -120,7 +120,7 @@ def _new_key(
 
 
 async def create_key(
-    store: Store, org: str, agent: str, roles: Sequence[str], *, expires_ms: int = 0
+    store: KeyStore, org: str, agent: str, roles: Sequence[str], *, expires_ms: int = 0
 ) -> tuple[str, ApiKeyRecord]:
     """Creates a key (expiring at ``expires_ms``, Unix ms; 0: never); returns the full key
     (shown once) and its stored record."""
@@ -130,7 +130,7 @@ async def create_key(
 
 
 async def rotate_key(
-    store: Store, key_id: str, *, grace: float, expires_ms: int | None = None
+    store: KeyStore, key_id: str, *, grace: float, expires_ms: int | None = None
 ) -> tuple[str, ApiKeyRecord, int]:
     """Replaces a key with a new one for the same org, agent and roles; the old key keeps
     working for ``grace`` seconds (then stops, as if expired). The new key expires at

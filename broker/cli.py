@@ -20,6 +20,7 @@ from lockgate.broker.cli_errors import report
 from lockgate.broker.config import Config, load_config, redacted
 
 if TYPE_CHECKING:
+    from lockgate.broker.store import MetadataStore
     from lockgate.clients._cli import TextSyntax
 
 __all__ = ["client_syntax", "main"]
@@ -46,6 +47,10 @@ _SERVE_FLAGS = (
     ("policy_default_deny", str, "'*' or org1,org2: subjects no policy covers are denied"),
     ("admin_org", str, "org whose admin keys administer the whole broker (default 'default')"),
     ("limiter", str, "local (default) | redis://HOST:PORT/DB to share limits between nodes"),
+    ("limiter_prefix", str, "first letters of every Redis key (default 'lockgate:')"),
+    ("backbone_stream", str, "JetStream stream of the log (default LOCKGATE_LOG)"),
+    ("backbone_prefix", str, "first letters of the cluster's NATS subjects (default 'lg')"),
+    ("backbone_replicas", int, "replicas of the log stream: 1 (default), 3 in production"),
     ("spam_max_per_minute", int, "events per sender per minute (default: off)"),
     ("spam_duplicate_window", str, "refuse the same content from one sender within (off)"),
     ("webhook_allow_private", str, "true to allow webhook URLs on private addresses"),
@@ -152,9 +157,17 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
     from lockgate.broker.auth import create_key, rotate_key
     from lockgate.broker.config import parse_duration
     from lockgate.broker.errors import NotFound
-    from lockgate.broker.store.sqlite import SqliteStore
 
-    store = SqliteStore(_config(args).data_dir, fsync="always")
+    config = _config(args)
+    store: MetadataStore
+    if config.store == "sqlite":
+        from lockgate.broker.store.sqlite import SqliteStore
+
+        store = SqliteStore(config.data_dir, fsync="always")
+    else:  # a cluster's keys live in its PostgreSQL database (the metadata store)
+        from lockgate.broker.store.postgres import PgStore
+
+        store = PgStore(config.store, max_size=2)
     await store.open()
     try:
         if args.keys_cmd == "create":
@@ -389,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--expires", help="the key stops working at this TIME (e.g. 2027-01-01)")
     for q in ks.choices.values():
         q.add_argument("--data-dir", dest="data_dir")
+        q.add_argument("--store", dest="store", help="postgresql://…: a cluster's keys")
         q.add_argument("--config", dest="config_file")
     p.set_defaults(func=_cmd_keys)
 

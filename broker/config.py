@@ -127,6 +127,9 @@ class Config:
     """The org whose ``admin`` keys administer the whole broker (``broker.permissions``);
     ``admin`` in any other org administers that org only."""
     limiter: str = "local"
+    limiter_prefix: str = "lockgate:"
+    """The first letters of every Redis key (limits, the dedup window, leases): two
+    clusters on one Redis need two prefixes."""
     spam_max_per_minute: int = 0
     spam_duplicate_window: float = 0.0
     webhook_allow_private: bool = False

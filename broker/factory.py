@@ -28,7 +28,15 @@ from lockgate.broker.leases import Leases, LocalLeases, RedisLeases
 from lockgate.broker.limits import Limiter, LocalLimiter, RedisLimiter
 from lockgate.broker.store import Store
 
-__all__ = ["Backends", "build_backends", "build_limiter", "build_shared", "build_store"]
+__all__ = [
+    "Backends",
+    "build_backends",
+    "build_limiter",
+    "build_shared",
+    "build_store",
+    "check_mix",
+    "cluster_mode",
+]
 
 
 @dataclass(slots=True)
@@ -66,13 +74,53 @@ def _not_yet(setting: str, value: str, what: str, embedded: str) -> ConfigError:
     )
 
 
+def cluster_mode(config: Config) -> bool:
+    """Cluster mode: the NATS backbone, the PostgreSQL store and the Redis limiter, all
+    three (checked by :func:`check_mix`)."""
+    return config.backbone != "local" and config.store != "sqlite" and config.limiter != "local"
+
+
+def check_mix(config: Config) -> None:
+    """Refuses a partial cluster: a NATS backbone or a PostgreSQL store without the other
+    two (a Redis limiter alone shares limits between embedded nodes, as before)."""
+    if (config.backbone == "local" and config.store == "sqlite") or cluster_mode(config):
+        return
+    missing = [
+        f"{name} = {shape}"
+        for name, shape, unset in (
+            ("backbone", "nats://HOST:4222", config.backbone == "local"),
+            ("store", "postgresql://USER@HOST/DB", config.store == "sqlite"),
+            ("limiter", "redis://HOST:6379/0", config.limiter == "local"),
+        )
+        if unset
+    ]
+    given = "backbone" if config.backbone != "local" else "store"
+    raise ConfigError(
+        f"{given} = {getattr(config, given)!r} needs cluster mode, which also needs "
+        f"{' and '.join(missing)}: the nodes share the log (NATS JetStream), their state "
+        "(PostgreSQL) and their limits, dedup window and leases (Redis), all three",
+        hint="set backbone, store and limiter together (README, Running a cluster), or "
+        "none of backbone and store for the embedded broker",
+    )
+
+
 def build_store(config: Config) -> Store:
     if config.store == "sqlite":
         from lockgate.broker.store.sqlite import SqliteStore
 
         return SqliteStore(config.data_dir, fsync=config.fsync)
     _require("asyncpg", "the PostgreSQL store")
-    raise _not_yet("store", config.store, "the PostgreSQL store", "sqlite")
+    _require("nats", "the NATS backbone")
+    from lockgate.broker.store.cluster import ClusterStore
+    from lockgate.broker.store.jetstream import JetStreamLog
+
+    log = JetStreamLog(
+        config.backbone,
+        stream=config.backbone_stream,
+        root=f"{config.backbone_prefix}log",
+        replicas=config.backbone_replicas,
+    )
+    return ClusterStore(config.store, log)
 
 
 def build_backbone(config: Config) -> Backbone:
@@ -86,11 +134,19 @@ def build_limiter(config: Config) -> Limiter:
     if config.limiter == "local":
         return LocalLimiter()
     _require("redis", "the Redis limiter")
-    return RedisLimiter(config.limiter)
+    return RedisLimiter(config.limiter, prefix=config.limiter_prefix)
 
 
 def build_backends(config: Config) -> Backends:
     """The backends ``config`` names (validated by :func:`broker.config.load_config`)."""
+    for name, module, what in (
+        ("store", "asyncpg", "the PostgreSQL store"),
+        ("backbone", "nats", "the NATS backbone"),
+        ("limiter", "redis", "the Redis limiter"),
+    ):
+        if getattr(config, name) not in ("sqlite", "local"):
+            _require(module, what)
+    check_mix(config)
     store = build_store(config)
     backbone = build_backbone(config)
     leases, dedup = build_shared(config)
@@ -110,4 +166,8 @@ def build_shared(config: Config) -> tuple[Leases, DedupWindow]:
     if config.limiter == "local":
         window = MemoryDedupWindow(config.dedup_window, max_bytes=config.dedup_max_bytes)
         return LocalLeases(), window
-    return RedisLeases(config.limiter), RedisDedupWindow(config.limiter, config.dedup_window)
+    prefix = config.limiter_prefix
+    return (
+        RedisLeases(config.limiter, prefix=prefix),
+        RedisDedupWindow(config.limiter, config.dedup_window, prefix=prefix),
+    )

@@ -11,6 +11,7 @@ checks is refused whole; the running one stays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -105,6 +106,9 @@ class PolicyManager:
         # One compile at a time (the parser is not shared between threads), and sets go in
         # in the order they were given.
         self._applying = asyncio.Lock()
+        self._follow_task: asyncio.Task[None] | None = None
+        self._nudged = asyncio.Event()
+        self._org_loaded: dict[str, str] = {}
 
     def compile(self, files: dict[str, str]) -> PolicySet:
         try:
@@ -143,9 +147,45 @@ class PolicyManager:
                 raise PolicyInvalid(f"org {org!r}: {err.message}", 1) from None
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._follow_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    def follow_store(self, interval: float = 1.0) -> None:
+        """Cluster mode: the store is shared, and a set another node put or rolled back is
+        its active version there. Loads the active versions when :meth:`nudge` d (a
+        ``policy_swapped`` notice) and every ``interval`` (a lost notice costs a second)."""
+        self._follow_task = asyncio.create_task(self._follow(interval), name="policy-follow")
+
+    def nudge(self) -> None:
+        self._nudged.set()
+
+    async def _follow(self, interval: float) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), interval)
+            self._nudged.clear()
+            try:
+                await self.load_active()
+            except BrokerError as exc:  # the store is away: the running sets stay
+                log.warning("policy.follow.failed: %s", exc.message)
+
+    async def load_active(self) -> None:
+        """Swaps in the store's active global and per-org versions where they differ from
+        the running ones (nothing is stored or audited: the node that put them did)."""
+        async with self._applying:
+            active = [v for v in await self.store.list_policy_versions() if v.active]
+            if active and active[0].version != self.gate.version:
+                self.gate.swap(await asyncio.to_thread(self.compile, active[0].files))
+                log.info("policy set %s is running (from the store)", active[0].version)
+            for org, rec in sorted((await self.store.active_org_policies()).items()):
+                running = self.gate.org_policies.get(org)
+                loaded = running.version if running is not None else self._org_loaded.get(org)
+                if loaded != rec.version:
+                    self.gate.swap_org(org, await asyncio.to_thread(self.compile, rec.files))
+                    self._org_loaded[org] = rec.version  # an empty set runs as none
+                    log.info("policy set %s of org %s runs (from the store)", rec.version, org)
 
     async def apply(
         self, files: dict[str, str], origin: str, *, validate_only: bool = False, org: str = ""

@@ -94,6 +94,7 @@ class MessageLogger:
         pool: asyncpg.Pool,
         *,
         stream: str = LOG_STREAM,
+        prefix: str = LOG_PREFIX,
         durable: str = LOGGER_DURABLE,
         fetch_size: int = 256,
         ack_wait: float = 30.0,
@@ -106,6 +107,8 @@ class MessageLogger:
         self.js: JetStreamContext = nc.jetstream()
         self.writer = HistoryWriter(pool)
         self.stream = stream
+        self.prefix = prefix
+        """The log's subject prefix (``backbone_prefix`` + ``log``)."""
         self.durable = durable
         self.fetch_size = fetch_size
         self.ack_wait = ack_wait
@@ -165,13 +168,13 @@ class MessageLogger:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
             max_ack_pending=max(1000, self.fetch_size * 8),
-            filter_subject=f"{LOG_PREFIX}.>",
+            filter_subject=f"{self.prefix}.>",
         )
         attempt = 0
         while True:
             try:
                 return await self.js.pull_subscribe(
-                    f"{LOG_PREFIX}.>", durable=self.durable, stream=self.stream, config=config
+                    f"{self.prefix}.>", durable=self.durable, stream=self.stream, config=config
                 )
             except (nats.errors.Error, OSError) as exc:
                 _log.warning("history.logger.subscribe_failed: %s", exc or type(exc).__name__)
@@ -202,7 +205,8 @@ class MessageLogger:
             seq = 0
             try:
                 seq = m.metadata.sequence.stream
-                rows += event_rows(decode_batch(m.subject, m.headers, m.data, seq))
+                batch = decode_batch(m.subject, m.headers, m.data, seq, prefix=self.prefix)
+                rows += event_rows(batch)
             except (BadLogMessage, BadBatch) as exc:
                 _log.error("history.logger.bad_message: %s (stream seq %s)", exc, seq)
                 self.stats.skipped += 1

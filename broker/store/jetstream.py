@@ -158,6 +158,11 @@ class JetStreamLog:
 
     # -- life cycle -------------------------------------------------------------------------
 
+    @property
+    def nc(self) -> Any:
+        """The NATS connection (open): the message logger shares it."""
+        return self._nc
+
     async def open(self) -> None:
         import nats
 

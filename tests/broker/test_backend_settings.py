@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import grpc
@@ -58,19 +57,30 @@ def test_an_unknown_backend_is_invalid_config(setting: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("setting", "value", "module"),
-    [("store", "postgresql://lg@db/x", "asyncpg"), ("backbone", "nats://n:4222", "nats")],
+    ("settings", "missing"),
+    [
+        ({"backbone": "nats://n:4222"}, "store = postgresql://USER@HOST/DB and limiter ="),
+        ({"store": "postgresql://lg@db/x"}, "backbone = nats://HOST:4222 and limiter ="),
+        (
+            {"store": "postgresql://lg@db/x", "backbone": "nats://n:4222"},
+            "also needs limiter = redis://HOST:6379/0:",
+        ),
+        (
+            {"backbone": "nats://n:4222", "limiter": "redis://r:6379/0"},
+            "also needs store = postgresql://USER@HOST/DB:",
+        ),
+    ],
 )
-def test_a_cluster_backend_not_built_yet_is_a_configuration_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: str, value: str, module: str
+def test_a_partial_cluster_is_refused_in_one_sentence(
+    tmp_path: Path, settings: dict[str, str], missing: str
 ) -> None:
-    monkeypatch.setitem(sys.modules, module, types.ModuleType(module))  # the extra is there
-    config = load_config({setting: value, "data_dir": str(tmp_path)}, env={})
+    config = load_config({**settings, "data_dir": str(tmp_path)}, env={})
     with pytest.raises(ConfigError) as exc:
         build_backends(config)
     assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert exc.value.reason == Reason.INVALID_CONFIG
-    assert "does not have yet" in exc.value.message and setting in exc.value.message
+    assert "needs cluster mode" in exc.value.message and missing in exc.value.message
+    assert exc.value.message.count(". ") == 0  # one sentence
 
 
 @pytest.mark.parametrize(
@@ -117,6 +127,6 @@ def test_serve_with_a_cluster_backbone_says_why_and_exits_78(tmp_path: Path) -> 
     assert proc.returncode == 78, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith(
-        "lockgate: backbone = 'nats://127.0.0.1:4222' asks for the NATS backbone"
+        "lockgate: backbone = 'nats://127.0.0.1:4222' needs cluster mode"
     ), proc.stderr
-    assert "hint: use backbone = 'local'" in proc.stderr
+    assert "hint: set backbone, store and limiter together" in proc.stderr

@@ -1,0 +1,169 @@
+"""The cluster's store: every role of :class:`broker.store.Store` over three engines.
+
+- the log (append, commit order, tailing, retention): the JetStream stream
+  (:class:`~broker.store.jetstream.JetStreamLog`);
+- the metadata roles (durables, dead letters, keys, policy versions, audit): PostgreSQL
+  (:class:`~broker.store.postgres.PgStore`, which this class is);
+- history reads by id (``read_batches``, ``scan_batches``, ``batch_containing``): the
+  message logger's table in the same database, which this store also fills: its
+  :class:`~broker.historydb.logger.MessageLogger` runs from :meth:`open` to :meth:`close`
+  (every node runs one; JetStream hands each batch to one of them).
+
+Example::
+
+    store = ClusterStore("postgresql://lg@db/lockgate", JetStreamLog("nats://n:4222"))
+    await store.open()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from lockgate.broker.store import SCAN_BUDGET, Batch, LogPosition, LogScan, RetentionRule
+from lockgate.broker.store.jetstream import JetStreamLog
+from lockgate.broker.store.postgres import PgStore
+
+__all__ = ["ClusterStore", "HistoryReads"]
+
+log = logging.getLogger("lockgate.store.cluster")
+
+
+class HistoryReads(Protocol):
+    """What ``broker.history.History`` reads by id, from the message logger's table."""
+
+    async def read_batches(
+        self, org: str, after_id: int, *, subject: str | None = None, limit: int = 256
+    ) -> list[Batch]: ...
+
+    async def scan_batches(
+        self,
+        org: str,
+        after_id: int,
+        match: Callable[[str], bool],
+        *,
+        before_id: int = 0,
+        limit: int = 64,
+        budget: int = SCAN_BUDGET,
+    ) -> LogScan: ...
+
+    async def batch_containing(self, org: str, event_id: int) -> Batch | None: ...
+
+
+class ClusterStore(PgStore):
+    """A :class:`broker.store.Store` on JetStream (the log) and PostgreSQL (the rest)."""
+
+    def __init__(self, dsn: str, log: JetStreamLog, *, max_size: int = 10) -> None:
+        super().__init__(dsn, max_size=max_size)
+        self.log = log
+        self._history: HistoryReads | None = None
+        self._logger: object | None = None
+        self.logger_lag: Callable[[], int | None] = lambda: None
+        """Batches stored in the stream and not yet in PostgreSQL (None: not measured)."""
+
+    async def open(self) -> None:
+        from lockgate.broker.historydb.logger import MessageLogger
+        from lockgate.broker.historydb.reader import PgHistoryReader
+        from lockgate.broker.historydb.writer import HistoryWriter
+
+        await super().open()
+        try:
+            await self.log.open()
+            # The history table exists before the first read (the migration takes an
+            # advisory lock: nodes starting together run it once).
+            await HistoryWriter(self.pool).prepare()
+            self._history = PgHistoryReader(self.pool)
+            logger = MessageLogger(
+                self.log.nc, self.pool, stream=self.log.stream, prefix=self.log.root
+            )
+            await logger.start()
+        except BaseException:
+            await self.log.close()
+            await super().close()
+            raise
+        self._logger = logger
+        self.logger_lag = lambda: logger.lag
+
+    async def close(self) -> None:
+        from lockgate.broker.historydb.logger import MessageLogger
+
+        if isinstance(self._logger, MessageLogger):
+            await self._logger.stop()
+        self._logger = None
+        await self.log.close()
+        await super().close()
+
+    # -- the log: JetStream -----------------------------------------------------------------
+
+    def append(self, batches: Sequence[Batch]) -> Awaitable[list[int]]:
+        return self.log.append(batches)
+
+    def committed_seq(self) -> int:
+        return self.log.committed_seq()
+
+    async def last_id(self) -> int:
+        return await self.log.last_id()
+
+    async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]:
+        return await self.log.read_log(org, start, limit=limit)
+
+    async def scan_log(
+        self,
+        org: str,
+        start: LogPosition,
+        match: Callable[[str], bool],
+        *,
+        limit: int = 64,
+        budget: int = SCAN_BUDGET,
+        pattern: str | None = None,
+    ) -> LogScan:
+        return await self.log.scan_log(
+            org, start, match, limit=limit, budget=budget, pattern=pattern
+        )
+
+    async def position_after_id(self, event_id: int) -> LogPosition:
+        return await self.log.position_after_id(event_id)
+
+    async def recent_batches(self, after_id: int) -> list[Batch]:
+        return await self.log.recent_batches(after_id)
+
+    async def trim(self, rules: Sequence[RetentionRule], now_ms: int) -> int:
+        """The log's retention, and the history's: whole days older than the longest age
+        of a rule that bounds every subject (``>``) are dropped."""
+        from lockgate.broker.historydb.schema import drop_days_before
+
+        removed = await self.log.trim(rules, now_ms)
+        if any(r.pattern == ">" and r.max_age_ms for r in rules):
+            longest = max(r.max_age_ms for r in rules)
+            await drop_days_before(self.pool, now_ms - longest)
+        return removed
+
+    # -- history: the message logger's table ------------------------------------------------
+
+    def _reads(self) -> HistoryReads:
+        if self._history is None:
+            raise RuntimeError("the cluster store is not open")
+        return self._history
+
+    async def read_batches(
+        self, org: str, after_id: int, *, subject: str | None = None, limit: int = 256
+    ) -> list[Batch]:
+        return await self._reads().read_batches(org, after_id, subject=subject, limit=limit)
+
+    async def scan_batches(
+        self,
+        org: str,
+        after_id: int,
+        match: Callable[[str], bool],
+        *,
+        before_id: int = 0,
+        limit: int = 64,
+        budget: int = SCAN_BUDGET,
+    ) -> LogScan:
+        return await self._reads().scan_batches(
+            org, after_id, match, before_id=before_id, limit=limit, budget=budget
+        )
+
+    async def batch_containing(self, org: str, event_id: int) -> Batch | None:
+        return await self._reads().batch_containing(org, event_id)
