@@ -101,6 +101,7 @@ class MessageLogger:
         retry_min: float = 0.1,
         retry_max: float = 5.0,
         lag_interval: float = 1.0,
+        writers: int = 2,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.nc = nc
@@ -122,7 +123,12 @@ class MessageLogger:
         """The stream's last sequence at the last measurement."""
         self.logged_seq = 0
         """The consumer's ack floor at the last measurement."""
-        self._queue: asyncio.Queue[_Work] = asyncio.Queue(maxsize=2)
+        self.writers = max(1, writers)
+        # Decoded batches waiting for a writer: while PostgreSQL runs one transaction per
+        # writer, the next fetch is decoded (this is the pipeline, and its memory bound).
+        self._queue: asyncio.Queue[_Work] = asyncio.Queue(maxsize=self.writers)
+        self._prepared = False
+        self._prepare_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
@@ -136,7 +142,10 @@ class MessageLogger:
         self._stopping.clear()
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="history-logger-fetch"),
-            asyncio.create_task(self._write_loop(), name="history-logger-write"),
+            *(
+                asyncio.create_task(self._write_loop(), name=f"history-logger-write-{n}")
+                for n in range(self.writers)
+            ),
             asyncio.create_task(self._lag_loop(), name="history-logger-lag"),
         ]
 
@@ -177,7 +186,7 @@ class MessageLogger:
                     f"{self.prefix}.>", durable=self.durable, stream=self.stream, config=config
                 )
             except (nats.errors.Error, OSError) as exc:
-                _log.warning("history.logger.subscribe_failed: %s", exc or type(exc).__name__)
+                _log.warning("history.logger.subscribe_failed: %s %s", type(exc).__name__, exc)
                 await self._sleep(attempt)
                 attempt += 1
 
@@ -187,11 +196,11 @@ class MessageLogger:
         while True:
             try:
                 msgs = await sub.fetch(self.fetch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nothing to fetch: idle
                 attempt = 0
                 continue
             except (nats.errors.Error, OSError) as exc:
-                _log.warning("history.logger.fetch_failed: %s", exc or type(exc).__name__)
+                _log.warning("history.logger.fetch_failed: %s %s", type(exc).__name__, exc)
                 await self._sleep(attempt)
                 attempt += 1
                 continue
@@ -215,16 +224,21 @@ class MessageLogger:
             good.append(m)
         return _Work(good, rows)
 
+    async def prepare(self) -> None:
+        """Migrates the history schema and creates the partitions ahead now (the write
+        loops do it at their first write otherwise, retrying while PostgreSQL is away)."""
+        async with self._prepare_lock:
+            if not self._prepared:
+                await self.writer.prepare()
+                self._prepared = True
+
     async def _write_loop(self) -> None:
-        prepared = False
         while True:
             work = await self._queue.get()
             attempt = 0
             while True:
                 try:
-                    if not prepared:
-                        await self.writer.prepare()
-                        prepared = True
+                    await self.prepare()
                     inserted = await self.writer.write(work.rows)
                     break
                 except Exception as exc:

@@ -56,3 +56,18 @@ def test_a_body_that_is_not_frames_is_refused(body: bytes) -> None:
     batch = Batch(1, 1, "acme", "s", 1, "v", body)
     with pytest.raises(BadBatch):
         event_rows(batch)
+
+
+def test_frames_of_any_layout_and_ids_across_runs_of_128() -> None:
+    base = (1 << 60) + 120  # the ids cross a multiple of 128: the varint's high bytes change
+    ids = list(range(base, base + 20))
+    raw = [event(str(i)).SerializeToString() for i in ids]
+    sf = wire.subject_field("s")
+    frames = wire.delivery_frames(ids[:10], sf, raw[:10])
+    frames.append(wire.delivery_frame(ids[10], sf, raw[10], attempt=3, reply_to="$inbox.x"))
+    frames.append(wire.delivery_frame(5, sf, raw[11]))  # a short id: another layout
+    frames += wire.delivery_frames(ids[12:], sf, raw[12:])
+    batch = Batch(5, ids[-1], "acme", "s", 20, "v", b"".join(frames))
+    rows = event_rows(batch)
+    assert [r[0] for r in rows] == [*ids[:11], 5, *ids[12:]]
+    assert [r[10] for r in rows] == raw
