@@ -133,7 +133,9 @@ async def subscriber(args: Args, control: Control) -> Result:
                 if durable:
                     await msg.ack()
                 if latency:
-                    counter.latencies_ns.append(t - stamp_of(msg.data))  # type: ignore[arg-type]
+                    stamp = stamp_of(msg.data)  # type: ignore[arg-type]
+                    counter.latencies_ns.append(t - stamp)
+                    counter.samples.append((msg.id, stamp, t))
 
         async def by_batch() -> None:
             async for batch in sub.batches():

@@ -107,6 +107,8 @@ class Counter:
     first_batch: int = 0
     last_ns: int = 0
     latencies_ns: list[int] = field(default_factory=list)
+    samples: list[tuple[int, int, int]] = field(default_factory=list)
+    """Latency runs: (event id, sent at, received at) for the stage breakdown."""
     at_stop: int = 0
     stop_ns: int = 0
 
@@ -125,6 +127,8 @@ class Counter:
         window_ns = max(self.stop_ns - self.first_ns, 1)
         rate = (self.at_stop - self.first_batch) / (window_ns / 1e9) if self.at_stop > 1 else 0.0
         out: Result = {"received": self.count, "received_at_stop": self.at_stop, "rate": rate}
+        if self.samples:
+            out["samples_by_id"] = self.samples
         lat = sorted(self.latencies_ns[skip_latencies:])
         if lat:
             out.update(

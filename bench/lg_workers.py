@@ -238,7 +238,10 @@ async def _receive(
                     await call.write(broker_pb2.SubscribeRequest(ack=broker_pb2.Ack(ids=ids)))
                 t = counter.add(len(ids))
             if latency:
-                counter.latencies_ns.extend(t - stamp_of(d.event.binary_data) for d in deliveries)
+                for d in deliveries:
+                    stamp = stamp_of(d.event.binary_data)
+                    counter.latencies_ns.append(t - stamp)
+                    counter.samples.append((d.id, stamp, t))
     except grpc.aio.AioRpcError as exc:
         errors.append(f"{exc.code().name}: {exc.details()}")
     except asyncio.InvalidStateError:  # an ack written after the broker ended the stream

@@ -56,6 +56,7 @@ class Worker:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
                 cwd=ROOT,
+                limit=64 << 20,  # a latency run's RESULT line carries every sample
             )
         return cls(role, proc, log)
 

@@ -26,6 +26,8 @@ from bench.common import Result
 from bench.profiling import format_top, top_self
 from bench.report import describe, rows_for, table
 from bench.scenarios import SCENARIOS, Scenario, run_side
+from bench.stages import describe as stages_line
+from bench.stages import median_of as stages_median
 
 PROFILES = Path(__file__).resolve().parent / "profiles"
 
@@ -44,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="after the batched scenario, one extra Lockgate run under py-spy; writes "
-        "bench/profiles/broker-batched.speedscope.json and a top-15 summary",
+        help="after each scenario, one extra Lockgate run with the broker under py-spy; writes "
+        "bench/profiles/broker-SCENARIO.speedscope.json and a top-15 summary",
     )
     p.add_argument(
         "--broker-arg",
@@ -68,8 +70,12 @@ async def run_scenario(
             r = await _safe_run(side, args, tmp)
             out.append(r)
             print(f"  run {i} {side.label:<10} {describe(r, sc.kind)}", flush=True)
+            if r.get("stages"):
+                print(f"        {stages_line(r['stages'])}", flush=True)
     for line in _summary(sc, lg, base):
         print("  " + line, flush=True)
+    if any(r.get("stages") for r in lg):
+        print("  " + stages_median(lg), flush=True)
     return lg, base
 
 
@@ -88,15 +94,15 @@ def _summary(sc: Scenario, lg: list[Result], base: list[Result]) -> list[str]:
     ]
 
 
-async def profile_batched(args: argparse.Namespace, tmp: Path) -> None:
-    sc = next(s for s in SCENARIOS if s.name == "batched")
+async def profile(sc: Scenario, args: argparse.Namespace, tmp: Path) -> None:
+    """One extra Lockgate run of ``sc`` with the broker under py-spy."""
     PROFILES.mkdir(exist_ok=True)
-    out = PROFILES / "broker-batched.speedscope.json"
-    print(f"\n== profile: one batched run with the broker under py-spy -> {out}", flush=True)
+    out = PROFILES / f"broker-{sc.name}.speedscope.json"
+    print(f"\n== profile: one {sc.name} run with the broker under py-spy -> {out}", flush=True)
     r = await run_side(sc.lockgate, args.duration, tmp, args.broker_arg, profile=out)
     print(f"  profiled run: {describe(r, sc.kind)}")
     summary = format_top(top_self(out))
-    (PROFILES / "broker-batched-top.txt").write_text(summary + "\n")
+    (PROFILES / f"broker-{sc.name}-top.txt").write_text(summary + "\n")
     print("  broker: top 15 functions by self time (py-spy, idle excluded)")
     print("\n".join("    " + line for line in summary.splitlines()), flush=True)
 
@@ -121,8 +127,8 @@ async def main(args: argparse.Namespace) -> int:
             lg, base = await run_scenario(sc, args, tmp)
             rows += rows_for(sc, lg, base)
             dump[sc.name] = {"lockgate": lg, sc.baseline.label: base}
-            if sc.name == "batched" and args.profile:
-                await profile_batched(args, tmp)
+            if args.profile:
+                await profile(sc, args, tmp)
     print(f"\n{_machine()}\n" + table(rows))
     if args.json:
         args.json.write_text(json.dumps({"when": time.time(), "scenarios": dump}, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from bench.common import Args, Result, now_ns
 from bench.procs import PySpy, Worker, cpu_of, lockgate_server, nats_server
+from bench.stages import breakdown
 
 Server = Callable[[Path], contextlib.AbstractAsyncContextManager[tuple[dict[str, Any], int]]]
 
@@ -23,6 +25,7 @@ class Side:
     sub: tuple[str, Args]
     pubs: list[tuple[str, Args]]
     policies: str = ""  # a policy file the broker loads for this side (--policy-dir)
+    stages: bool = False  # record the broker's stage times (LOCKGATE_STAGE_LOG), latency runs
 
 
 @dataclass
@@ -147,6 +150,7 @@ SCENARIOS: list[Scenario] = [
             "lockgate",
             ("client-sub", {"latency": True}),
             [("client-latency-pub", {"rate": 2000})],
+            stages=True,
         ),
         Side(
             "nats core",
@@ -237,14 +241,27 @@ async def run_side(
     side: Side, duration: float, tmp: Path, broker_args: list[str], profile: Path | None = None
 ) -> Result:
     """Starts a fresh server, the subscriber, then the publishers; returns the metrics."""
-    async with _server(side, broker_args)(tmp) as (conn, server_pid):
-        spy = await PySpy.attach(server_pid, profile) if profile is not None else None
-        try:
-            async with _workers(side, conn, duration, tmp) as (sub, pubs):
-                return await _measure(sub, pubs, server_pid)
-        finally:
-            if spy is not None:
-                await spy.stop()
+    stage_log = tmp / f"stages-{os.urandom(4).hex()}.jsonl" if side.stages else None
+    if stage_log is not None:
+        os.environ["LOCKGATE_STAGE_LOG"] = str(stage_log)  # inherited by the broker only
+    try:
+        server = _server(side, broker_args)(tmp)
+        async with server as (conn, server_pid):
+            os.environ.pop("LOCKGATE_STAGE_LOG", None)
+            spy = await PySpy.attach(server_pid, profile) if profile is not None else None
+            try:
+                async with _workers(side, conn, duration, tmp) as (sub, pubs):
+                    result = await _measure(sub, pubs, server_pid)
+            finally:
+                if spy is not None:
+                    await spy.stop()
+    finally:
+        os.environ.pop("LOCKGATE_STAGE_LOG", None)
+    samples = result.pop("samples_by_id", None)
+    if stage_log is not None and samples and stage_log.exists():  # written as the broker exits
+        result["stages"] = breakdown(stage_log, samples)
+        stage_log.unlink()
+    return result
 
 
 async def _measure(sub: Worker, pubs: list[Worker], server_pid: int) -> Result:

@@ -265,10 +265,14 @@ class Broker:
         return await self.pipeline.publish(principal, subject, events)
 
     async def prepare(
-        self, principal: Principal, subject: str, events: Sequence[CloudEvent]
+        self,
+        principal: Principal,
+        subject: str,
+        events: Sequence[CloudEvent],
+        received: int = 0,
     ) -> Prepared:
         """See :meth:`Pipeline.prepare`."""
-        return await self.pipeline.prepare(principal, subject, events)
+        return await self.pipeline.prepare(principal, subject, events, received)
 
     async def commit(self, prepared: Prepared) -> PublishOutcome:
         """See :meth:`Pipeline.commit`."""

@@ -28,6 +28,8 @@ from lockgate.broker.errors import BrokerError, EventTooLarge, InvalidEvent, Una
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.publisher import encode_publisher
+from lockgate.broker.stages import STAGES
+from lockgate.broker.stages import now as stage_now
 from lockgate.broker.store import Batch, Store
 from lockgate.broker.subjects import validate_subject
 from lockgate.broker.telemetry import Span, Telemetry
@@ -82,6 +84,9 @@ class Prepared:
     stored: Awaitable[list[int]] | None = None
     """The store's write of the staged batches, queued when they were staged; it gives
     their log sequences."""
+    marks: list[int] = field(default_factory=list)
+    """Stage times when ``broker.stages`` records them: received, validated, decided,
+    identified (stored and routed are added when the store answers)."""
 
 
 class CommitListener(Protocol):
@@ -204,9 +209,14 @@ class Pipeline:
         return await self.commit(await self.prepare(principal, subject, events))
 
     async def prepare(
-        self, principal: Principal, subject: str, events: Sequence[CloudEvent]
+        self,
+        principal: Principal,
+        subject: str,
+        events: Sequence[CloudEvent],
+        received: int = 0,
     ) -> Prepared:
-        """Steps 2-5 and ephemeral routing; the store write is queued, not awaited."""
+        """Steps 2-5 and ephemeral routing; the store write is queued, not awaited.
+        ``received`` (``broker.stages`` time) starts the stage record when it is on."""
         # One Python wrapper per event for the whole pipeline: indexing a parsed repeated
         # field builds a new one on every access.
         events = list(events)
@@ -246,6 +256,9 @@ class Pipeline:
                 valid.append(i)
             else:
                 out.errors.append((i, err))
+        timed = STAGES.enabled and received > 0
+        if timed:
+            prepared.marks = [received, stage_now()]
         if subject.startswith("$inbox."):
             self._reply(org, subject, events, valid, out)
             return prepared
@@ -261,6 +274,8 @@ class Pipeline:
             if verdicts.rejected:
                 out.errors.extend(verdicts.rejected.items())
                 valid = [i for i in valid if i not in verdicts.rejected]
+        if timed:
+            prepared.marks.append(stage_now())
         # Policy tags are encoded attribute entries appended to the stored event (see
         # Verdicts); when every event gets the same ones the framing appends them.
         extra = len(suffix)
@@ -311,7 +326,9 @@ class Pipeline:
                 out.ids[i] = event_id
         # Queued before any further await, so store order is staging order.
         if prepared.staged:
-            prepared.stored = self._store(prepared.staged)
+            if timed:
+                prepared.marks.append(stage_now())
+            prepared.stored = self._store(prepared.staged, prepared.marks)
         ids_out = out.ids
         await self.dedup.remember([(key, ids_out[i]) for key, i in seen.items() if ids_out[i]])
         for i in out.duplicates:
@@ -393,7 +410,9 @@ class Pipeline:
                     prepared.outcome.ids[i] = event_id
         return keep_idx, keep_raw
 
-    def _store(self, staged: list[StagedBatch]) -> asyncio.Future[list[int]]:
+    def _store(
+        self, staged: list[StagedBatch], marks: list[int] | None = None
+    ) -> asyncio.Future[list[int]]:
         """Queues the write of ``staged``; once it is stored, and only then, its batches go
         to the ephemeral subscribers of every node (deliver after commit: no subscriber sees
         an event its publisher was told failed). The fan-out hangs on the store's answer, not
@@ -405,9 +424,14 @@ class Pipeline:
         def fan_out(done: asyncio.Future[list[int]]) -> None:
             if done.cancelled() or done.exception() is not None:
                 return
+            stored_at = stage_now() if marks else 0
             for s in staged:
                 b = s.batch
                 backbone.fan_out(b.org, b.subject, b.body, b.count, s.ids)
+            if marks:
+                routed_at = stage_now()
+                for s in staged:
+                    STAGES.batch(s.ids[0], (*marks, stored_at, routed_at))
 
         stored.add_done_callback(fan_out)
         return stored

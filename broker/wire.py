@@ -18,6 +18,7 @@ __all__ = [
     "delivery_frame",
     "delivery_frames",
     "encode_varint",
+    "first_id",
     "frame_body",
     "length_delimited",
     "read_varint",
@@ -185,6 +186,12 @@ def split_frames(body: bytes) -> list[tuple[int, bytes]]:
         pos += length
         out.append((event_id, body[start:pos]))
     return out
+
+
+def first_id(body: bytes) -> int:
+    """The id of the first delivery in a body of :func:`delivery_frame` s."""
+    _, pos = read_varint(body, 1)
+    return read_varint(body, pos + 1)[0]
 
 
 def frame_body(frame: bytes) -> bytes:

@@ -27,6 +27,8 @@ from lockgate.broker.node import Broker
 from lockgate.broker.pipeline import Prepared
 from lockgate.broker.quotas import Connections
 from lockgate.broker.rpc import Context, Servicer, start_spec, timestamp_ms, unary
+from lockgate.broker.stages import STAGES
+from lockgate.broker.stages import now as stage_now
 from lockgate.broker.v1 import broker_pb2
 
 __all__ = ["RAW_RESPONSES", "BrokerService"]
@@ -84,9 +86,12 @@ class BrokerService(Servicer):
         async def read() -> None:
             try:
                 async for req in arriving():
+                    received = stage_now() if STAGES.enabled else 0
                     await window.acquire()
                     try:
-                        prepared = await broker.prepare(principal, req.subject, req.events)
+                        prepared = await broker.prepare(
+                            principal, req.subject, req.events, received
+                        )
                     except BrokerError as exc:
                         results.put_nowait((req.batch_id, exc))
                         return
@@ -229,6 +234,8 @@ class BrokerService(Servicer):
             watcher = asyncio.create_task(watch())
             delivered = self.broker.telemetry.delivered
             while (body := await outbox.take()) is not None:
+                if STAGES.enabled:
+                    STAGES.sent(wire.first_id(body), stage_now())
                 yield body
                 delivered.add(outbox.last_count)
             if outbox.error is not None:
