@@ -95,6 +95,8 @@ ACTIONS: Final = _table(
     Action("policy.write", ORG_ADMIN, "put or roll back a policy set"),
     Action("keys.manage", ORG_ADMIN, "create, list and revoke API keys"),
     Action("audit.read", ORG_ADMIN, "read the audit log"),
+    Action("conversation.use", AGENT, "take part in conversations (as their rules allow)"),
+    Action("conversation.keys", AGENT, "publish and read encryption keys of conversations"),
 )
 
 #: Every gRPC method (``/package.Service/Method``) -> its action. A request with an ``org``
@@ -123,6 +125,26 @@ RPC_ACTIONS: Final = MappingProxyType(
         "/broker.v1.PolicyService/RollbackPolicies": "policy.write",
         # Its org_filter is a filter, not the org acted on: audit_scope applies it.
         "/broker.v1.AuditService/ListAuditRecords": "audit.read",
+        # Who may do what inside a conversation (participant, owner, admin) is the
+        # conversation's own rule (broker.conversations), checked after this.
+        "/broker.v1.ConversationService/CreateConversation": "conversation.use",
+        "/broker.v1.ConversationService/GetConversation": "conversation.use",
+        "/broker.v1.ConversationService/ListConversations": "conversation.use",
+        "/broker.v1.ConversationService/InviteMembers": "conversation.use",
+        "/broker.v1.ConversationService/JoinConversation": "conversation.use",
+        "/broker.v1.ConversationService/LeaveConversation": "conversation.use",
+        "/broker.v1.ConversationService/RemoveMember": "conversation.use",
+        "/broker.v1.ConversationService/CloseConversation": "conversation.use",
+        "/broker.v1.ConversationService/SendMessage": "conversation.use",
+        "/broker.v1.ConversationService/GetHistory": "conversation.use",
+        "/broker.v1.ConversationService/MarkReceipts": "conversation.use",
+        "/broker.v1.ConversationService/GetReceipts": "conversation.use",
+        "/broker.v1.ConversationService/SetTyping": "conversation.use",
+        "/broker.v1.ConversationService/GetPresence": "conversation.use",
+        "/broker.v1.ConversationService/PublishKey": "conversation.keys",
+        "/broker.v1.ConversationService/GetKeys": "conversation.keys",
+        "/broker.v1.ConversationService/PutGroupKeys": "conversation.keys",
+        "/broker.v1.ConversationService/GetGroupKeys": "conversation.keys",
     }
 )
 

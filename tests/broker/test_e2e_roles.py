@@ -24,7 +24,14 @@ from lockgate.broker.permissions import RPC_ACTIONS, Permissions
 from lockgate.broker.rpc import message_class
 from lockgate.broker.rpc.policy_service import PolicyService
 from lockgate.broker.testing import RunningBroker, run_broker
-from lockgate.broker.v1 import admin_pb2, audit_pb2, broker_pb2, broker_pb2_grpc, policy_pb2
+from lockgate.broker.v1 import (
+    admin_pb2,
+    audit_pb2,
+    broker_pb2,
+    broker_pb2_grpc,
+    conversation_pb2,
+    policy_pb2,
+)
 from tests.broker.e2e_kit import auth, error_info, event, lockgate_cli, unique
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -34,6 +41,7 @@ SERVICES = [
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"],
 ]
 BROKER_WIDE = {"broker.v1.PolicyService": PolicyService.BROKER_WIDE}
 # (org, agent, roles) of each key; "default" is the broker's admin_org.
