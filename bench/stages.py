@@ -21,14 +21,18 @@ def breakdown(stage_log: Path, samples: list[list[int]], skip: int = 200) -> Res
     """Per stage p50/p99/max in microseconds over the samples ``[id, sent_ns, received_ns]``."""
     batches: dict[int, list[int]] = {}
     sent: dict[int, int] = {}
+    pauses: list[tuple[int, int, float]] = []
     for line in stage_log.read_text().splitlines():
         row = json.loads(line)
         if "batch" in row:
             first, *marks = row["batch"]
             batches[first] = marks
-        else:
+        elif "sent" in row:
             first, at = row["sent"]
             sent.setdefault(first, at)
+        else:
+            gen, start, end = row["gc"]
+            pauses.append((gen, start, (end - start) / 1e3))
     spans: dict[str, list[float]] = {s: [] for s in STAGES}
     for event_id, stamp, got in samples[skip:]:
         marks, out = batches.get(event_id), sent.get(event_id)
@@ -38,6 +42,16 @@ def breakdown(stage_log: Path, samples: list[list[int]], skip: int = 200) -> Res
         for name, a, b in zip(STAGES, points, points[1:], strict=False):
             spans[name].append((b - a) / 1e3)
     result: Result = {}
+    # Pauses from the first published batch on (not startup's, nor broker/heap.py's own).
+    begin = min((m[0] for m in batches.values()), default=0)
+    in_run = [(g, p) for g, start, p in pauses if start >= begin]
+    if in_run:
+        result["gc"] = {
+            "n": len(in_run),
+            "max": max(p for _, p in in_run),
+            "full": sum(1 for g, _ in in_run if g == 2),
+            "total": sum(p for _, p in in_run),
+        }
     for name, values in spans.items():
         if values:
             values.sort()
@@ -52,9 +66,18 @@ def breakdown(stage_log: Path, samples: list[list[int]], skip: int = 200) -> Res
 
 def describe(stages: Result) -> str:
     """One line: each stage's p50/p99 (max) in microseconds."""
-    return "stages us p50/p99 (max): " + ", ".join(
-        f"{name} {s['p50']:,.0f}/{s['p99']:,.0f} ({s['max']:,.0f})" for name, s in stages.items()
+    line = "stages us p50/p99 (max): " + ", ".join(
+        f"{name} {s['p50']:,.0f}/{s['p99']:,.0f} ({s['max']:,.0f})"
+        for name, s in stages.items()
+        if name != "gc"
     )
+    gc = stages.get("gc")
+    if gc:
+        line += (
+            f"; broker gc: {gc['n']} pauses ({gc['full']} full), longest {gc['max']:,.0f} us,"
+            f" {gc['total'] / 1e3:,.1f} ms in all"
+        )
+    return line
 
 
 def median_of(runs: list[Result]) -> str:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from lockgate.broker import heap
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.auth import Authenticator
 from lockgate.broker.config import Config, ListenerLimits, redacted
@@ -221,6 +222,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    heap.settle()  # startup's objects out of the collector's walks (see broker/heap.py)
     # The line tests and tools wait for (like nats-server's "Server is ready").
     print(f"lockgate ready on {host}:{port}", flush=True)
     if ready is not None:

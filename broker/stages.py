@@ -4,7 +4,8 @@ Off unless the environment variable ``LOCKGATE_STAGE_LOG`` names a file: then ev
 batch records when its frame was read (``received``), validated, decided (policies), identified
 (dedup and ids), stored (the group commit answered) and routed (queued for the ephemeral
 subscribers), and every body a subscriber stream sent records when grpc took it (``sent``);
-the file gets one JSON object per line at exit. Times are ``time.monotonic_ns()``, one clock
+the garbage collector's pauses are recorded too (generation, start, end); the file gets one
+JSON object per line at exit. Times are ``time.monotonic_ns()``, one clock
 for every process on a Linux machine, so ``bench/run.py`` joins them by event id with the
 publisher's send time and the subscriber's receive time. Off, it costs one attribute read per
 batch.
@@ -17,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 from pathlib import Path
@@ -37,6 +39,18 @@ class StageLog:
         self.enabled = bool(path)
         self._batches: list[tuple[int, ...]] = []
         self._sent: list[tuple[int, int]] = []
+        self._gc: list[tuple[int, int, int]] = []
+        self._gc_start = 0
+
+    def watch_gc(self) -> None:
+        """Record every collection's pause from now on."""
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = monotonic_ns()
+        elif len(self._gc) < _MAX_ROWS:
+            self._gc.append((info["generation"], self._gc_start, monotonic_ns()))
 
     def batch(self, first_id: int, marks: tuple[int, ...]) -> None:
         """``marks``: received, validated, decided, identified, stored, routed."""
@@ -55,9 +69,12 @@ class StageLog:
                 out.write(json.dumps({"batch": row}) + "\n")
             for row in self._sent:
                 out.write(json.dumps({"sent": row}) + "\n")
+            for pause in self._gc:
+                out.write(json.dumps({"gc": pause}) + "\n")
 
 
 STAGES = StageLog(os.environ.get("LOCKGATE_STAGE_LOG", ""))
 """The process's stage log (a diagnostic: one per process, like the environment it reads)."""
 if STAGES.enabled:
+    STAGES.watch_gc()
     atexit.register(STAGES.dump)

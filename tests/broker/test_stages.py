@@ -3,6 +3,7 @@ breakdown: off by default, and when on, one row per stored batch in stage order.
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -26,6 +27,19 @@ def test_off_unless_a_file_is_named() -> None:
     log = stages.StageLog()
     assert not log.enabled
     log.dump()  # nothing to write, no file
+
+
+def test_collector_pauses_are_recorded(tmp_path: Path) -> None:
+    log = stages.StageLog(str(tmp_path / "gc.jsonl"))
+    log.watch_gc()
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(log._on_gc)
+    log.dump()
+    rows = [json.loads(line) for line in Path(log.path).read_text().splitlines()]
+    (generation, start, end) = rows[-1]["gc"]
+    assert generation == 2 and start <= end
 
 
 def test_first_id_reads_the_first_delivery_of_a_body() -> None:
