@@ -2,7 +2,8 @@
 
 Each role is its own Protocol so that backends can be mixed (the log on NATS JetStream,
 consumer state and metadata on PostgreSQL): :class:`EventLog`, :class:`ConsumerStateStore`,
-:class:`DeadLetterStore`, :class:`KeyStore`, :class:`PolicyVersionStore`, :class:`AuditStore`.
+:class:`DeadLetterStore`, :class:`KeyStore`, :class:`PolicyVersionStore`, :class:`AuditStore`,
+:class:`ConversationStore`.
 :class:`Store` is
 all of them with a life cycle; ``SqliteStore`` (the embedded default) implements it.
 :class:`MetadataStore` is every role but the log, with a life cycle: what ``PgStore``
@@ -25,6 +26,7 @@ from typing import NamedTuple, Protocol
 
 __all__ = [
     "SCAN_BUDGET",
+    "AgentKeyRecord",
     "ApiKeyRecord",
     "AuditQuery",
     "AuditRecord",
@@ -32,15 +34,20 @@ __all__ = [
     "Batch",
     "ConsumerRecord",
     "ConsumerStateStore",
+    "ConversationRecord",
+    "ConversationStore",
     "DeadLetterRecord",
     "DeadLetterStore",
     "EventLog",
+    "GroupKeyRecord",
     "KeyStore",
     "LogPosition",
     "LogScan",
+    "MemberRecord",
     "MetadataStore",
     "PolicyVersionRecord",
     "PolicyVersionStore",
+    "ReceiptRecord",
     "RetentionRule",
     "Store",
 ]
@@ -199,6 +206,71 @@ class AuditQuery:
     outcome: str = ""
     limit: int = 100
     newest_first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """One participant of a conversation: ``role`` is "owner", "admin" or "member"."""
+
+    agent: str
+    role: str
+    joined_ms: int
+    invited_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    """A conversation of ``org`` and its participants now (``kind``: "direct", "group" or
+    "broadcast"; ``closed_ms`` 0 while open; ``key_epoch`` the group key's current epoch)."""
+
+    org: str
+    conversation_id: str
+    kind: str
+    owner: str
+    created_ms: int
+    members: tuple[MemberRecord, ...]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    closed_ms: int = 0
+    key_epoch: int = 0
+    history_for_new_members: bool = False
+    open: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRecord:
+    """Up to where ``agent`` got a conversation's messages (ids; 0: none yet)."""
+
+    agent: str
+    delivered_id: int
+    read_id: int
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKeyRecord:
+    """An agent's entry in the key directory, stored as given (the broker never checks
+    the signature: clients do)."""
+
+    org: str
+    agent: str
+    public_key: bytes
+    identity_key: bytes
+    signature: bytes
+    published_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKeyRecord:
+    """A conversation's group key of ``epoch`` sealed to ``agent`` by ``sealed_by``."""
+
+    org: str
+    conversation_id: str
+    epoch: int
+    agent: str
+    sealed_key: bytes
+    sealed_by: str
+    signature: bytes
+    created_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,12 +439,55 @@ class AuditStore(Protocol):
         """Removes the records older than ``before_ms``; returns how many."""
 
 
+class ConversationStore(Protocol):
+    """Conversations' metadata: the conversations and their participants, receipts, the
+    key directory and sealed group keys (messages are events in the log)."""
+
+    async def save_conversation(self, record: ConversationRecord) -> None:
+        """Stores ``record`` and makes its participants exactly ``record.members``."""
+
+    async def load_conversations(self) -> list[ConversationRecord]:
+        """Every conversation, with its participants."""
+
+    async def get_conversation(self, org: str, conversation_id: str) -> ConversationRecord | None:
+        """One conversation, or None."""
+
+    async def mark_receipt(
+        self,
+        org: str,
+        conversation_id: str,
+        agent: str,
+        delivered_id: int,
+        read_id: int,
+        now_ms: int,
+    ) -> ReceiptRecord:
+        """Moves ``agent``'s receipt forward (never back; a read implies delivered)."""
+
+    async def list_receipts(self, org: str, conversation_id: str) -> list[ReceiptRecord]:
+        """Every receipt of the conversation, by agent."""
+
+    async def put_agent_key(self, record: AgentKeyRecord) -> None:
+        """Stores (or replaces) an agent's key directory entry."""
+
+    async def get_agent_keys(self, org: str, agents: Sequence[str]) -> list[AgentKeyRecord]:
+        """The entries of those of ``agents`` that have one, by agent."""
+
+    async def put_group_keys(self, records: Sequence[GroupKeyRecord]) -> None:
+        """Stores sealed group keys (replacing one for the same epoch and agent)."""
+
+    async def get_group_keys(
+        self, org: str, conversation_id: str, agent: str, min_epoch: int
+    ) -> list[GroupKeyRecord]:
+        """``agent``'s sealed keys of the conversation from ``min_epoch`` on, by epoch."""
+
+
 class MetadataStore(
     ConsumerStateStore,
     DeadLetterStore,
     KeyStore,
     PolicyVersionStore,
     AuditStore,
+    ConversationStore,
     Protocol,
 ):
     """Every role but the log, with a life cycle: the broker's state beside its events."""

@@ -38,6 +38,7 @@ from lockgate.broker.store import (
 )
 from lockgate.broker.store.pg_engine import COMMAND_TIMEOUT, PgDatabase
 from lockgate.broker.store.postgres_consumers import PgConsumerState, PgDeadLetters
+from lockgate.broker.store.postgres_conversations import PgConversations
 from lockgate.broker.store.postgres_schema import STEPS
 
 __all__ = ["PgAudit", "PgKeys", "PgPolicyVersions", "PgStore"]
@@ -299,7 +300,7 @@ class PgAudit(PgDatabase):
         return await self._submit(op)
 
 
-class PgStore(PgConsumerState, PgDeadLetters, PgKeys, PgPolicyVersions, PgAudit):
+class PgStore(PgConversations, PgConsumerState, PgDeadLetters, PgKeys, PgPolicyVersions, PgAudit):
     """The metadata roles (:class:`broker.store.MetadataStore`) on PostgreSQL.
 
     ``pool``: share an open pool (the message logger's, say); otherwise :meth:`open`

@@ -35,6 +35,7 @@ from lockgate.broker.store import (
     RetentionRule,
 )
 from lockgate.broker.store.sqlite_consumers import SqliteConsumerState
+from lockgate.broker.store.sqlite_conversations import SqliteConversations
 from lockgate.broker.store.sqlite_engine import FSYNC_MODES
 from lockgate.broker.store.sqlite_schema import position_after_id
 from lockgate.broker.subjects import compile_pattern
@@ -87,7 +88,7 @@ _KEY_COLUMNS = (
 _KEY_ROW = "(?,?,?,?,?,?,?,?,?)"
 
 
-class SqliteStore(SqliteConsumerState):
+class SqliteStore(SqliteConsumerState, SqliteConversations):
     """The embedded :class:`broker.store.Store`."""
 
     # -- the log ----------------------------------------------------------------------------

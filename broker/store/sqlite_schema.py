@@ -9,6 +9,9 @@ reads of one org walk in log order and in id order (``batches_org_seq``, ``batch
 opening a version 2 file builds them. Version 4 adds the audit log's table (created by the
 same upgrade step: every table is ``CREATE ... IF NOT EXISTS``). Version 5 gives API keys an
 expiry and the id of the key that replaced them (two columns with defaults: "never", "none").
+The conversations' tables (``conversations``, ``conversation_members``,
+``conversation_receipts``, ``agent_keys``, ``group_keys``) are new tables of version 5,
+created on open like any table added since.
 A file written by a newer version is refused with a sentence rather than misread.
 """
 
@@ -105,6 +108,57 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time_ms);
 CREATE INDEX IF NOT EXISTS audit_org ON audit (org, id);
+CREATE TABLE IF NOT EXISTS conversations (
+    org TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    closed_ms INTEGER NOT NULL,
+    key_epoch INTEGER NOT NULL,
+    history_for_new INTEGER NOT NULL,
+    open INTEGER NOT NULL,
+    PRIMARY KEY (org, id)
+);
+CREATE TABLE IF NOT EXISTS conversation_members (
+    org TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    role TEXT NOT NULL,
+    joined_ms INTEGER NOT NULL,
+    invited_by TEXT NOT NULL,
+    PRIMARY KEY (org, conversation_id, agent)
+);
+CREATE TABLE IF NOT EXISTS conversation_receipts (
+    org TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    delivered_id INTEGER NOT NULL,
+    read_id INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (org, conversation_id, agent)
+);
+CREATE TABLE IF NOT EXISTS agent_keys (
+    org TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    public_key BLOB NOT NULL,
+    identity_key BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    published_ms INTEGER NOT NULL,
+    PRIMARY KEY (org, agent)
+);
+CREATE TABLE IF NOT EXISTS group_keys (
+    org TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    sealed_key BLOB NOT NULL,
+    sealed_by TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (org, conversation_id, agent, epoch)
+);
 """
 
 _SEQ_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS batches_seq ON batches (seq)"
