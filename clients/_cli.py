@@ -66,8 +66,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
         default=os.environ.get("LOCKGATE_SERVER", "127.0.0.1:50051"),
-        help="broker address HOST:PORT, grpcs://HOST:PORT for TLS "
-        "(env LOCKGATE_SERVER; default 127.0.0.1:50051)",
+        help="broker address HOST:PORT, grpcs://HOST:PORT for TLS, or several separated by "
+        "commas to fail over between (env LOCKGATE_SERVER; default 127.0.0.1:50051)",
     )
     p.add_argument(
         "--api-key",

@@ -6,9 +6,9 @@ import asyncio
 import datetime as dt
 import os
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message as _Message
@@ -16,6 +16,7 @@ from google.protobuf.message import Message as _Message
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._admin import Admin
+from lockgate.clients._backoff import Backoff
 from lockgate.clients._channel import BROKER, Connection, bearer
 from lockgate.clients._codec import (
     AttributeValue,
@@ -31,20 +32,23 @@ from lockgate.clients._errors import (
     InvalidEvent,
     LockgateError,
     RequestTimeout,
+    Unavailable,
     error_for_reason,
     from_rpc_error,
 )
 from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
-from lockgate.clients._publisher import MAX_EVENTS, Batch, PublishCall, Publisher
+from lockgate.clients._publisher import MAX_EVENTS, Batch, Publisher
 from lockgate.clients._publisher import WINDOW as PUBLISH_WINDOW
 from lockgate.clients._pull import PullAcker
-from lockgate.clients._subscription import SubscribeCall, Subscription
+from lockgate.clients._subscription import Subscription
+from lockgate.clients._targets import Targets, parse_targets
 from lockgate.clients._tls import TLS
 from lockgate.clients._wire import EventEncoder
 
 __all__ = ["Client"]
 
 _R = TypeVar("_R", bound=_Message)
+_T = TypeVar("_T")
 
 
 class Client:
@@ -61,7 +65,7 @@ class Client:
 
     def __init__(
         self,
-        target: str = "127.0.0.1:50051",
+        target: str | Sequence[str] = "127.0.0.1:50051",
         api_key: str | None = None,
         *,
         connect_timeout: float | None = 10.0,
@@ -77,8 +81,15 @@ class Client:
         :class:`TLS` (CA file, and a client certificate and key for mTLS), ``True`` for TLS
         with the system's CAs, or None/False for plain text unless the target says
         ``grpcs://``. A failed handshake raises :class:`TLSError` naming the cause.
-        ``publish_window`` is how many publish frames may be unanswered at once."""
-        self.target = target
+        ``publish_window`` is how many publish frames may be unanswered at once.
+
+        Several targets (a list, or ``"HOST:PORT,HOST:PORT"``) are brokers to fail over
+        between: the client connects to the first that answers, and when the current one
+        answers UNAVAILABLE it moves to the next, with backoff; unary calls and publishes
+        are retried there (publishes with their event ids, which the broker de-duplicates)
+        and subscriptions re-open there (a durable by its name, an ephemeral one from new
+        events). See :mod:`clients._targets`."""
+        self._targets = Targets(parse_targets(target), self._new_connection)
         self.connect_timeout = connect_timeout
         self.max_message_bytes = max_message_bytes
         self.publish_timeout = publish_timeout
@@ -90,7 +101,8 @@ class Client:
         self._credentials = credentials
         self._tls = TLS() if tls is True else tls or None
         self._metadata = bearer(api_key)
-        self._conn: Connection | None = None
+        self._connected = False
+        self._streams: dict[tuple[Connection, str], Callable[..., object]] = {}
         self._publisher: Publisher | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._encoder = EventEncoder()
@@ -101,42 +113,79 @@ class Client:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def connect(self) -> Client:
-        """Open the channel and wait until the broker answers (``connect_timeout``)."""
-        if self._conn is not None:
-            return self
-        conn = Connection(
-            self.target,
+    @property
+    def target(self) -> str:
+        """The broker the client talks to now (the first of several until a failover)."""
+        return self._targets.target
+
+    @property
+    def targets(self) -> list[str]:
+        """Every broker the client may fail over to, in order."""
+        return list(self._targets.targets)
+
+    @property
+    def failovers(self) -> int:
+        """How many times the client moved to another target after a failure."""
+        return self._targets.failovers
+
+    def _new_connection(self, target: str) -> Connection:
+        return Connection(
+            target,
             max_message_bytes=self.max_message_bytes,
             credentials=self._credentials,
             tls=self._tls,
         )
-        if self.connect_timeout is not None:
-            try:
-                await conn.wait_ready(self.connect_timeout)
-            except BaseException:
-                await conn.close()
-                raise
-        self._conn = conn
-        channel = conn.channel
-        self._publish_stream: Callable[..., PublishCall] = channel.stream_stream(
+
+    async def connect(self) -> Client:
+        """Open the channel and wait until the broker answers (``connect_timeout``); with
+        several targets, the first that answers."""
+        if self._connected:
+            return self
+        try:
+            await self._targets.ready(self.connect_timeout)
+        except BaseException:
+            await self._targets.close()
+            raise
+        self._connected = True
+        open_publish, publish_broken = self._opener(
             BROKER + "Publish",
             _identity,  # frames are encoded by clients._wire
             broker_pb2.PublishResponse.FromString,
         )
-        self._subscribe_stream: Callable[..., SubscribeCall] = channel.stream_stream(
-            BROKER + "Subscribe",
-            broker_pb2.SubscribeRequest.SerializeToString,
-            broker_pb2.SubscribeResponse.FromString,
-        )
         self._publisher = Publisher(
-            lambda: self._publish_stream(None, metadata=self._metadata),
+            open_publish,
             publish_timeout=self.publish_timeout,
             max_frame_bytes=min(900 * 1024, self.max_message_bytes - 16 * 1024),
             max_reconnect_attempts=self.max_reconnect_attempts,
             window=self.publish_window,
+            on_broken=publish_broken,
         )
         return self
+
+    def _opener(
+        self,
+        method: str,
+        serializer: Callable[[Any], bytes],
+        deserializer: Callable[[bytes], Any],
+    ) -> tuple[Callable[[], Any], Callable[[], None]]:
+        """A stream opener on the current target, and the report that the connection of its
+        last stream broke (for :meth:`Targets.broken`)."""
+        used: list[Connection] = []
+
+        def open_call() -> Any:
+            conn = self._require()
+            used[:] = [conn]
+            key = (conn, method)
+            multi = self._streams.get(key)
+            if multi is None:
+                multi = self._streams[key] = conn.stream_stream(method, serializer, deserializer)
+            return multi(None, metadata=self._metadata)
+
+        def broken() -> None:
+            if used:
+                self._targets.broken(used[0])
+
+        return open_call, broken
 
     async def close(self) -> None:
         """Wait briefly for unanswered publishes, close subscriptions, then the channel."""
@@ -146,9 +195,10 @@ class Client:
             await acker.flush()
         if self._publisher is not None:
             await self._publisher.close()
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self._connected:
+            self._connected = False
+            self._streams.clear()
+            await self._targets.close()
 
     async def __aenter__(self) -> Client:
         return await self.connect()
@@ -177,13 +227,37 @@ class Client:
         return Admin(self._unary)
 
     def _require(self) -> Connection:
-        if self._conn is None:
+        if not self._connected:
             raise LockgateError(
                 "the client is not connected",
                 reason=Reason.NOT_CONNECTED,
                 hint="use `async with Client(...) as c:` or `await c.connect()`",
             )
-        return self._conn
+        return self._targets.current
+
+    async def _failover(self, call: Callable[[Connection], Awaitable[_T]]) -> _T:
+        """``call`` on the current target; with several targets, UNAVAILABLE moves to the
+        next one and ``call`` is tried again there, with backoff, for up to
+        ``connect_timeout`` (10 s without one). A single target fails as before (gRPC
+        itself retries the idempotent calls, see clients._channel)."""
+        backoff: Backoff | None = None
+        deadline = 0.0
+        while True:
+            conn = self._require()
+            try:
+                return await call(conn)
+            except Unavailable:
+                if len(self._targets.targets) < 2:
+                    raise
+                loop = asyncio.get_running_loop()
+                if backoff is None:
+                    backoff = Backoff()
+                    deadline = loop.time() + (self.connect_timeout or 10.0)
+                delay = backoff.next_delay()
+                if loop.time() + delay > deadline:
+                    raise
+                self._targets.broken(conn)
+                await asyncio.sleep(delay)
 
     # -- publish ------------------------------------------------------------------------------
 
@@ -384,12 +458,18 @@ class Client:
             request.start.CopyFrom(position)
         if ack_wait is not None:
             request.ack_wait.CopyFrom(to_duration(ack_wait))
+        open_call, broken = self._opener(
+            BROKER + "Subscribe",
+            broker_pb2.SubscribeRequest.SerializeToString,
+            broker_pb2.SubscribeResponse.FromString,
+        )
         sub: Subscription = Subscription(
-            lambda: self._subscribe_stream(None, metadata=self._metadata),
+            open_call,
             request,
             self._reply,
             model=model,
             max_reconnect_attempts=self.max_reconnect_attempts,
+            on_broken=broken,
         )
         self._subscriptions.add(sub)
         return sub
@@ -446,21 +526,25 @@ class Client:
         >>> reply = await c.request("math.add", [1, 2], timeout=2)
         >>> reply.data
         """
-        call = self._require().unary_callable(BROKER + "Request", broker_pb2.RequestResponse)
         req = broker_pb2.RequestRequest(
             subject=subject,
             event=to_cloudevent(data, type=type, source=self.source),
             timeout=to_duration(timeout),
         )
-        try:
-            response = await call(req, timeout=timeout + 1.0, metadata=self._metadata)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise RequestTimeout(
-                    f"no reply to the request on {subject} within {timeout}s",
-                    hint="check that a responder subscribes to it, or raise the timeout",
-                ) from exc
-            raise from_rpc_error(exc) from exc
+
+        async def send(conn: Connection) -> broker_pb2.RequestResponse:
+            call = conn.unary_callable(BROKER + "Request", broker_pb2.RequestResponse)
+            try:
+                return await call(req, timeout=timeout + 1.0, metadata=self._metadata)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise RequestTimeout(
+                        f"no reply to the request on {subject} within {timeout}s",
+                        hint="check that a responder subscribes to it, or raise the timeout",
+                    ) from exc
+                raise from_rpc_error(exc) from exc
+
+        response = await self._failover(send)
         return Event(response.event, model)
 
     # -- history ------------------------------------------------------------------------------
@@ -573,8 +657,10 @@ class Client:
         *,
         timeout: float | None = None,
     ) -> _R:
-        return await self._require().unary(
-            method, request, response_type, metadata=self._metadata, timeout=timeout
+        return await self._failover(
+            lambda conn: conn.unary(
+                method, request, response_type, metadata=self._metadata, timeout=timeout
+            )
         )
 
 

@@ -158,10 +158,14 @@ class Publisher:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         max_reconnect_attempts: int | None = None,
         window: int = WINDOW,
+        on_broken: Callable[[], None] | None = None,
     ) -> None:
+        """``on_broken`` is told when the stream broke in a way a retry may cure
+        (UNAVAILABLE), before the retry: the client fails over to another target then."""
         if window < 1:
             raise ValueError(f"the publish window is at least 1 frame, not {window}")
         self._open_call = open_call
+        self._on_broken = on_broken
         self.window = window
         self.publish_timeout = publish_timeout
         self.max_frame_bytes = max_frame_bytes
@@ -268,6 +272,8 @@ class Publisher:
                 self._fail_all(_unavailable(error))
                 continue
             self._expire(error)
+            if self._on_broken is not None and error is not None:
+                self._on_broken()
             log.info("publish stream broke (%s); reconnecting in %.2fs", error, delay)
             await asyncio.sleep(delay)
             self._wake.set()

@@ -62,8 +62,12 @@ class Subscription:
         *,
         model: type[object] | None = None,
         max_reconnect_attempts: int | None = None,
+        on_broken: Callable[[], None] | None = None,
     ) -> None:
+        """``on_broken`` is told when the stream broke in a way a retry may cure, before
+        it is re-opened (the client fails over to another target then)."""
         self._open_call = open_call
+        self._on_broken = on_broken
         self._request = request
         self._publish = publish
         self._model = model
@@ -287,6 +291,8 @@ class Subscription:
                 self._fail(error)
                 return
             self.reconnects += 1
+            if self._on_broken is not None and _reason(error) != Reason.NOT_PENDING:
+                self._on_broken()
             if not self.durable:
                 # An ephemeral subscription cannot resume: it continues with new events.
                 self._request.start.CopyFrom(
