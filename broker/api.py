@@ -133,8 +133,10 @@ class BrokerAPI(Protocol):
         start_ms: int = 0,
         end_ms: int = 0,
         limit: int = 100,
+        cloudevent_id: str = "",
     ) -> tuple[list[StoredEvent], int]:
-        """A page of events and the cursor (an id) for the next one, 0 on the last page."""
+        """A page of events and the cursor (an id) for the next one, 0 on the last page;
+        ``cloudevent_id``: only events with that CloudEvents id."""
         ...
 
     async def fetch(
@@ -378,6 +380,7 @@ class LocalAPI:
         start_ms: int = 0,
         end_ms: int = 0,
         limit: int = 100,
+        cloudevent_id: str = "",
     ) -> tuple[list[StoredEvent], int]:
         p = await self.principal(key, "history.read")
         return await self.broker.query(
@@ -387,6 +390,7 @@ class LocalAPI:
             start_ms=start_ms,
             end_ms=end_ms,
             limit=min(limit or 100, 1000),
+            cloudevent_id=cloudevent_id,
         )
 
     async def fetch(

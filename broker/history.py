@@ -9,7 +9,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lockgate.broker import wire
 from lockgate.broker.deadletters import is_dead_letter, may_read_dead_letter
@@ -19,7 +19,7 @@ from lockgate.broker.store import Batch, LogPosition, LogScan
 from lockgate.broker.subjects import compile_pattern, is_literal, validate_pattern
 from lockgate.broker.v1 import broker_pb2
 
-__all__ = ["BatchReader", "History", "Readable", "Sink", "stored_event"]
+__all__ = ["BatchReader", "CloudEventIndex", "History", "Readable", "Sink", "stored_event"]
 
 Readable = Callable[[str], bool]
 """Whether the reader may receive events of a concrete subject (``PolicyGate.reader``);
@@ -62,6 +62,16 @@ class BatchReader(Protocol):
         before_id: int = 0,
         limit: int = 64,
     ) -> LogScan: ...
+
+
+@runtime_checkable
+class CloudEventIndex(Protocol):
+    """A store that finds events by CloudEvents id through an index (the PostgreSQL
+    history); without one, :meth:`History.query` looks at each event's id as it scans."""
+
+    async def batches_by_cloudevent_id(
+        self, org: str, cloudevent_id: str, after_id: int, *, before_id: int = 0, limit: int = 64
+    ) -> list[Batch]: ...
 
 
 class Sink(Protocol):
@@ -125,9 +135,11 @@ class History:
         end_ms: int = 0,
         limit: int = 100,
         readable: Readable | None = None,
+        cloudevent_id: str = "",
     ) -> tuple[list[broker_pb2.StoredEvent], int]:
-        """Events matching ``pattern`` whose subject is ``readable``, oldest first; returns
-        them and the last id scanned (0 when the log is exhausted)."""
+        """Events matching ``pattern`` whose subject is ``readable`` (and, when given, whose
+        CloudEvents id is ``cloudevent_id``), oldest first; returns them and the last id
+        scanned (0 when the log is exhausted)."""
         validate_pattern(pattern)
         match = compile_pattern(pattern)
         pos = max(after_id, id_for_time_ms(start_ms) - 1 if start_ms else 0)
@@ -137,13 +149,24 @@ class History:
         if end_ms and end_id == 0:
             return [], 0  # an end before the ids' epoch (2024): no event is older than that
         literal = pattern if is_literal(pattern) else None
+        indexed = bool(cloudevent_id) and isinstance(self.store, CloudEventIndex)
         out: list[broker_pb2.StoredEvent] = []
         steps = 0
         while len(out) < limit:
-            if literal is not None:  # the (org, subject, id) index holds exactly these
+            if indexed:  # the (org, ce_id) index holds exactly these, of any subject
+                assert isinstance(self.store, CloudEventIndex)
+                found = await self.store.batches_by_cloudevent_id(
+                    org, cloudevent_id, pos, before_id=end_id, limit=_PAGE
+                )
+                if not found:
+                    return out, 0
+                batches = [b for b in found if match(b.subject)]
+                steps += 1
+            elif literal is not None:  # the (org, subject, id) index holds exactly these
                 batches = await self.store.read_batches(org, pos, subject=literal, limit=_PAGE)
                 if not batches:
                     return out, 0
+                steps += 1
             else:
                 # A wildcard walks the org's (org, id) index in bounded steps; a page that
                 # spent its budget without filling up ends early with a cursor.
@@ -160,18 +183,27 @@ class History:
                             return out, 0
                         if dlq is not None and not may_read_dead_letter(dlq, frame):
                             continue
-                        out.append(stored_event(b, frame))
+                        se = stored_event(b, frame)
+                        if cloudevent_id and se.event.id != cloudevent_id:
+                            continue
+                        out.append(se)
                         if len(out) >= limit:
                             return out, i
                 if end_id and b.first_id >= end_id:
                     return out, 0
                 pos = max(pos, b.last_id)
-            if literal is None:
+            if indexed:
+                pos = max(pos, found[-1].last_id)  # past those the pattern did not match
+                if len(found) < _PAGE:
+                    return out, 0
+            elif literal is None:
                 pos = max(pos, scan.next)
                 if scan.done:
                     return out, 0
-                if steps >= _STEPS:
-                    return out, pos  # may be a short (even empty) page: the cursor goes on
+            if steps >= _STEPS and (literal is None or cloudevent_id):
+                # May be a short (even empty) page: the cursor goes on. A literal subject
+                # filtered by CloudEvents id without an index reads in bounded steps too.
+                return out, pos
         return out, pos
 
     async def replay(

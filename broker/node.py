@@ -399,6 +399,7 @@ class Broker:
         start_ms: int = 0,
         end_ms: int = 0,
         limit: int = 100,
+        cloudevent_id: str = "",
     ) -> tuple[list[broker_pb2.StoredEvent], int]:
         """See :meth:`History.query`: only events whose subject the principal may
         subscribe to (a read decision per stored subject, as for every read)."""
@@ -410,4 +411,5 @@ class Broker:
             end_ms=end_ms,
             limit=limit,
             readable=self.policy.reader(principal),
+            cloudevent_id=cloudevent_id,
         )

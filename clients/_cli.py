@@ -114,6 +114,9 @@ def add_commands(
     p.add_argument("--until", type=syntax.time, help="-1h, -2d or an RFC 3339 time")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--id", type=int, help="show the one event with this id")
+    p.add_argument(
+        "--cloudevent-id", default="", help="only events with this CloudEvents id (a UUID...)"
+    )
     _common(p)
     p.set_defaults(func=_guard(_history))
 
@@ -319,6 +322,7 @@ async def _history(args: argparse.Namespace) -> int:
             until=args.until,
             page_size=min(max(args.limit, 1), 1000),
             limit=args.limit,
+            cloudevent_id=args.cloudevent_id,
         ):
             _print(_event_json(ev))
     return 0

@@ -566,14 +566,19 @@ class Client:
         page_size: int = 100,
         limit: int | None = None,
         model: type[object] | None = None,
+        cloudevent_id: str = "",
     ) -> AsyncIterator[StoredEvent]:
-        """Stored events matching ``pattern``, oldest first, fetched a page at a time.
+        """Stored events matching ``pattern``, oldest first, fetched a page at a time;
+        ``cloudevent_id``: only those with that CloudEvents id (a producer's UUID).
 
         >>> async for ev in c.query_events("orders.>", since=timedelta(hours=1)):
         ...     print(ev.id, ev.data)
         """
         request = broker_pb2.QueryEventsRequest(
-            pattern=pattern, after_id=after_id or 0, page_size=page_size
+            pattern=pattern,
+            after_id=after_id or 0,
+            page_size=page_size,
+            cloudevent_id=cloudevent_id,
         )
         if since is not None:
             if isinstance(since, dt.timedelta):

@@ -268,8 +268,11 @@ class RemoteAPI:
         start_ms: int = 0,
         end_ms: int = 0,
         limit: int = 100,
+        cloudevent_id: str = "",
     ) -> tuple[list[StoredEvent], int]:
-        req = broker_pb2.QueryEventsRequest(pattern=pattern, after_id=after_id, page_size=limit)
+        req = broker_pb2.QueryEventsRequest(
+            pattern=pattern, after_id=after_id, page_size=limit, cloudevent_id=cloudevent_id
+        )
         if start_ms:
             req.start_time.FromMilliseconds(start_ms)
         if end_ms:

@@ -4,7 +4,7 @@ Routes (all under ``/v1``; the API key as ``Authorization: Bearer <key>``)::
 
     POST /v1/subjects/{subject}/events          publish: binary, structured or batched mode
     GET  /v1/events/{id}                        one stored event
-    GET  /v1/events?subject=&since=&until=&after=&limit=    a page; "next" is the cursor
+    GET  /v1/events?subject=&since=&until=&after=&limit=&cloudevent_id=   a page; "next": cursor
     PUT  /v1/subscriptions/{durable}            create a durable (admin)
     GET  /v1/subscriptions/{durable}/events?wait=30s&max=100    long poll
     POST /v1/subscriptions/{durable}/acks       {"ack": [...], "nack": [...], "nack_delay": "5s"}
@@ -250,6 +250,7 @@ async def query_events(request: web.Request) -> web.Response:
         start_ms=parse_time_ms("since", q.get("since")),
         end_ms=parse_time_ms("until", q.get("until")),
         limit=parse_int("limit", q.get("limit"), 100, 1, 1000),
+        cloudevent_id=q.get("cloudevent_id", ""),
     )
     encoded, skipped = _encoded(events, stored_json)
     body: dict[str, JsonValue] = {"events": encoded, "next": str(last) if last else None}

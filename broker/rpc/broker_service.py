@@ -299,6 +299,7 @@ class BrokerService(Servicer):
             start_ms=start,
             end_ms=end,
             limit=size,
+            cloudevent_id=request.cloudevent_id,
         )
         return broker_pb2.QueryEventsResponse(
             events=events, next_page_token=str(last) if last else ""

@@ -237,20 +237,22 @@ class GetEventResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[StoredEvent, _Mapping]] = ...) -> None: ...
 
 class QueryEventsRequest(_message.Message):
-    __slots__ = ("pattern", "start_time", "end_time", "after_id", "page_size", "page_token")
+    __slots__ = ("pattern", "start_time", "end_time", "after_id", "page_size", "page_token", "cloudevent_id")
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     AFTER_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CLOUDEVENT_ID_FIELD_NUMBER: _ClassVar[int]
     pattern: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     after_id: int
     page_size: int
     page_token: str
-    def __init__(self, pattern: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_id: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    cloudevent_id: str
+    def __init__(self, pattern: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_id: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., cloudevent_id: _Optional[str] = ...) -> None: ...
 
 class QueryEventsResponse(_message.Message):
     __slots__ = ("events", "next_page_token")

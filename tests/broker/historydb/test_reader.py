@@ -71,13 +71,26 @@ async def both(
 
 
 async def all_pages(
-    h: History, org: str, pattern: str, *, start_ms: int = 0, end_ms: int = 0, limit: int = 5
+    h: History,
+    org: str,
+    pattern: str,
+    *,
+    start_ms: int = 0,
+    end_ms: int = 0,
+    limit: int = 5,
+    cloudevent_id: str = "",
 ) -> list[bytes]:
     out: list[bytes] = []
     after = 0
     for _ in range(500):
         events, after = await h.query(
-            org, pattern, after_id=after, start_ms=start_ms, end_ms=end_ms, limit=limit
+            org,
+            pattern,
+            after_id=after,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+            cloudevent_id=cloudevent_id,
         )
         assert len(events) <= limit
         out += [e.SerializeToString() for e in events]
@@ -139,3 +152,22 @@ async def test_by_cloudevents_id_in_every_partition(
     assert len(days) >= 2
     assert await reader.batches_by_cloudevent_id("acme", "ce-7", found[0].first_id) == found[1:]
     assert await reader.batches_by_cloudevent_id("acme", "nope", 0) == []
+
+
+async def test_query_by_cloudevents_id_as_on_the_embedded_log(
+    both: tuple[History, History, PgHistoryReader],
+) -> None:
+    """The embedded log looks at every event's id as it scans; PostgreSQL uses its index;
+    the pattern, the time range and the cursor apply alike."""
+    embedded, pg, _ = both
+    for ce in ("ce-7", "ce-0", "nope"):
+        for pattern in (">", "orders.*", "billing.eu"):
+            for start, end in [(0, 0), (T0 + DAY, 0), (0, T0 + 2 * DAY)]:
+                expected = await all_pages(
+                    embedded, "acme", pattern, start_ms=start, end_ms=end, cloudevent_id=ce
+                )
+                got = await all_pages(
+                    pg, "acme", pattern, start_ms=start, end_ms=end, limit=1, cloudevent_id=ce
+                )
+                assert got == expected, (ce, pattern, start, end)
+    assert await all_pages(pg, "acme", ">", cloudevent_id="ce-7")
