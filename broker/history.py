@@ -19,7 +19,15 @@ from lockgate.broker.store import Batch, LogPosition, LogScan
 from lockgate.broker.subjects import compile_pattern, is_literal, validate_pattern
 from lockgate.broker.v1 import broker_pb2
 
-__all__ = ["BatchReader", "CloudEventIndex", "History", "Readable", "Sink", "stored_event"]
+__all__ = [
+    "BatchReader",
+    "CloudEventIndex",
+    "History",
+    "HistoryLagSource",
+    "Readable",
+    "Sink",
+    "stored_event",
+]
 
 Readable = Callable[[str], bool]
 """Whether the reader may receive events of a concrete subject (``PolicyGate.reader``);
@@ -72,6 +80,14 @@ class CloudEventIndex(Protocol):
     async def batches_by_cloudevent_id(
         self, org: str, cloudevent_id: str, after_id: int, *, before_id: int = 0, limit: int = 64
     ) -> list[Batch]: ...
+
+
+@runtime_checkable
+class HistoryLagSource(Protocol):
+    """A store whose history is copied from the log by a message logger (cluster mode)."""
+
+    def history_lag(self) -> int | None:
+        """Log batches stored and not yet in the history (None: not measured yet)."""
 
 
 class Sink(Protocol):

@@ -30,7 +30,7 @@ from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
 from lockgate.broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription
 from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, Durables
 from lockgate.broker.errors import BrokerError
-from lockgate.broker.history import History
+from lockgate.broker.history import History, HistoryLagSource
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.leases import Leases, LocalLeases
 from lockgate.broker.permissions import Permissions
@@ -137,6 +137,8 @@ class Broker:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.telemetry.observe_depths(self.durables.depths)
+        if isinstance(store, HistoryLagSource):
+            self.telemetry.observe_history_lag(store.history_lag)
 
     # -- life cycle -------------------------------------------------------------------------
 

@@ -50,6 +50,10 @@ class HistoryReads(Protocol):
 
     async def batch_containing(self, org: str, event_id: int) -> Batch | None: ...
 
+    async def batches_by_cloudevent_id(
+        self, org: str, cloudevent_id: str, after_id: int, *, before_id: int = 0, limit: int = 64
+    ) -> list[Batch]: ...
+
 
 class ClusterStore(PgStore):
     """A :class:`broker.store.Store` on JetStream (the log) and PostgreSQL (the rest)."""
@@ -167,3 +171,15 @@ class ClusterStore(PgStore):
 
     async def batch_containing(self, org: str, event_id: int) -> Batch | None:
         return await self._reads().batch_containing(org, event_id)
+
+    async def batches_by_cloudevent_id(
+        self, org: str, cloudevent_id: str, after_id: int, *, before_id: int = 0, limit: int = 64
+    ) -> list[Batch]:
+        """``broker.history.CloudEventIndex``: the (org, ce_id) index of the history."""
+        return await self._reads().batches_by_cloudevent_id(
+            org, cloudevent_id, after_id, before_id=before_id, limit=limit
+        )
+
+    def history_lag(self) -> int | None:
+        """``broker.history.HistoryLagSource``: the message logger's lag (batches)."""
+        return self.logger_lag()
