@@ -29,11 +29,16 @@ async def test_history_by_cloudevent_id_and_the_lag(nats_url: str, pg_fresh_dsn:
             body = b"".join(wire.delivery_frames(ids, wire.subject_field(subject), raw))
             batches.append(Batch(ids[0], ids[-1], "acme", subject, len(ids), "v1", body))
         await store.append(batches)
-        await eventually(lambda: store.history_lag() == 0, what="the history caught up")
         history = History(store)
-        events, cursor = await history.query("acme", ">", cloudevent_id="u-1")
-        assert [e.id for e in events] == [batches[0].first_id, batches[1].first_id]
-        assert cursor == 0
+
+        async def by_id() -> list[int] | None:
+            events, cursor = await history.query("acme", ">", cloudevent_id="u-1")
+            assert cursor == 0
+            return [e.id for e in events] if len(events) == 2 else None
+
+        found = await eventually(by_id, what="both events logged")
+        assert found == [batches[0].first_id, batches[1].first_id]
+        await eventually(lambda: store.history_lag() == 0, what="the lag at 0")
         events, _ = await history.query("acme", "orders.*", cloudevent_id="u-1")
         assert [e.id for e in events] == [batches[0].first_id]
         events, _ = await history.query("globex", ">", cloudevent_id="u-1")
