@@ -24,7 +24,12 @@ from typing import Protocol
 
 from lockgate.broker import audit
 from lockgate.broker.auth import Authenticator, Principal
-from lockgate.broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription, Outbox
+from lockgate.broker.delivery import (
+    BoundSession,
+    DurableConsumer,
+    EphemeralSubscription,
+    Outbox,
+)
 from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, webhook_secrets_in_use
 from lockgate.broker.errors import BrokerError, PermissionDenied, Unauthenticated
 from lockgate.broker.node import Broker
@@ -216,7 +221,7 @@ class _LocalSubscription:
         outbox: Outbox,
         name: str,
         sub: EphemeralSubscription | None = None,
-        session: DurableSession | None = None,
+        session: BoundSession | None = None,
         until_revoked: Awaitable[BrokerError] | None = None,
     ) -> None:
         self._broker = broker
@@ -245,7 +250,7 @@ class _LocalSubscription:
                 "the broker is shutting down", reason="SHUTTING_DOWN", hint="reconnect"
             )
 
-    def _consumer_session(self) -> DurableSession:
+    def _consumer_session(self) -> BoundSession:
         if self._session is None:
             from lockgate.broker.errors import FailedPrecondition
 
@@ -258,10 +263,10 @@ class _LocalSubscription:
 
     async def ack(self, ids: Sequence[int]) -> None:
         # Unique ids: the broker's ack pops each id once (a repeated id is a KeyError there).
-        await self._consumer_session().consumer.ack(list(dict.fromkeys(ids)))
+        await self._consumer_session().ack(list(dict.fromkeys(ids)), strict=True)
 
     async def nack(self, ids: Sequence[int], delay: float = 0.0) -> None:
-        self._consumer_session().consumer.nack(list(dict.fromkeys(ids)), delay)
+        await self._consumer_session().nack(list(dict.fromkeys(ids)), delay, strict=True)
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -270,7 +275,7 @@ class _LocalSubscription:
             self._broker.unsubscribe(self._sub)
             self._sub = None
         if self._session is not None:
-            self._session.consumer.detach(self._session)
+            self._session.close()
             self._session = None
         self._outbox.close()
 

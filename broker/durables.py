@@ -19,15 +19,16 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lockgate.broker import wire
 from lockgate.broker.auth import Principal
 from lockgate.broker.bounds import check_setting
 from lockgate.broker.config import Config
 from lockgate.broker.deadletters import ORIGINAL_SUBJECT, is_dead_letter
-from lockgate.broker.delivery import DurableConsumer, DurableHost, DurableSession
+from lockgate.broker.delivery import BoundSession, DurableConsumer, DurableHost
 from lockgate.broker.delivery.recent import RecentCommits
-from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound
+from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from lockgate.broker.history import History
 from lockgate.broker.permissions import Permissions
 from lockgate.broker.policyhook import PolicyGate
@@ -37,6 +38,9 @@ from lockgate.broker.quotas import OrgQuota
 from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import check_pattern
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+
+if TYPE_CHECKING:
+    from lockgate.broker.durable_relay import DurableRelay
 
 __all__ = [
     "DURABLE_DEFAULTS",
@@ -163,20 +167,45 @@ class Durables:
         """The last committed batches, for consumers a little behind the head."""
         self.on_created: list[Callable[[DurableConsumer], None]] = []
         self.log = logging.getLogger("lockgate.broker")
+        self.relay: DurableRelay | None = None
+        """Set in a cluster (durables shared by the nodes): this node then runs only the
+        durables whose lease it holds, and relays to the owners of the others."""
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Starts the consumers the store remembers."""
+        """Starts the consumers the store remembers (in a cluster: none; each is taken on
+        by the node that needs it, see ``broker.durable_relay``)."""
+        if self.relay is not None:
+            self.relay.start()
+            return
         for rec in await self.store.load_consumers():
-            c = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
-            self.consumers[(rec.org, rec.name)] = c
-            self.quota.add(rec.org)  # kept, even beyond a quota lowered since
-            c.start()
+            self.adopt(rec)
+
+    def adopt(self, rec: ConsumerRecord) -> DurableConsumer:
+        """Runs the stored durable ``rec`` in this node."""
+        c = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
+        self.consumers[(rec.org, rec.name)] = c
+        self.quota.add(rec.org)  # kept, even beyond a quota lowered since
+        c.start()
+        return c
+
+    async def disown(self, org: str, name: str) -> None:
+        """Stops running durable ``name`` here (another node took it on)."""
+        c = self.consumers.pop((org, name), None)
+        if c is not None:
+            self.quota.release(org)
+            await c.stop()
 
     async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
         for c in self.consumers.values():
             await c.stop()  # queues its last position; the store's close writes it
+        if self.relay is not None:
+            # The next owner loads what was pending here: stored before the lease goes.
+            await asyncio.gather(*(c.flush(force=True) for c in self.consumers.values()))
+            await self.relay.release_all()
 
     def tick(self, now: float) -> None:
         """Expires overdue deliveries and writes each consumer's recent deliveries and
@@ -224,6 +253,53 @@ class Durables:
         *,
         exact: bool = True,
     ) -> DurableConsumer:
+        """The durable ``name``, created with ``options`` when it does not exist (see
+        :meth:`_create`); in a cluster, on the node that runs it. A durable another node
+        runs is answered with a copy of its settings, not a running consumer."""
+        relay = self.relay
+        if relay is None:
+            return await self._create(principal, name, pattern, options, exact=exact)
+        route = await relay.route(principal.org, name)
+        if not isinstance(route, str):
+            return await self.bind_here(principal, name, pattern, options, route, exact=exact)
+        from lockgate.broker.durable_relay import _options_out, record_view
+
+        args = {"pattern": pattern, "options": _options_out(options)}
+        answer = await relay.forward(principal, name, "create", args)
+        rec, secret = record_view(principal.org, name, answer)
+        view = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
+        view.new_secret = secret
+        return view
+
+    async def bind_here(
+        self,
+        principal: Principal,
+        name: str,
+        pattern: str,
+        options: DurableOptions,
+        route: DurableConsumer | None,
+        *,
+        exact: bool = False,
+    ) -> DurableConsumer:
+        """(In a cluster.) The durable this node runs (``route``), checked against
+        ``pattern`` and ``options``; ``route`` None: created here (this node holds its lease;
+        given up again when the create fails)."""
+        try:
+            return await self._create(principal, name, pattern, options, exact=exact)
+        except BaseException:
+            if route is None and self.relay is not None:
+                await self.relay.let_go(principal.org, name)
+            raise
+
+    async def _create(
+        self,
+        principal: Principal,
+        name: str,
+        pattern: str,
+        options: DurableOptions = DURABLE_DEFAULTS,
+        *,
+        exact: bool = True,
+    ) -> DurableConsumer:
         """The durable ``name``, created with ``options`` when it does not exist.
 
         An existing durable is returned when its settings agree; one that differs fails
@@ -263,7 +339,7 @@ class Durables:
         # Checked again after the awaits: creates racing each other must not pass together.
         self.quota.check(principal.org)
         if key in self.consumers:
-            return await self.create(principal, name, pattern, options, exact=exact)
+            return await self._create(principal, name, pattern, options, exact=exact)
         secret = ""
         if rec.endpoint_url:
             secret = new_webhook_secret()
@@ -343,14 +419,37 @@ class Durables:
         name: str,
         pattern: str,
         options: DurableOptions = DURABLE_DEFAULTS,
-    ) -> DurableSession:
+    ) -> BoundSession:
         """Binds a stream to the durable ``name`` (created on first use)."""
-        consumer = await self.create(principal, name, pattern, options, exact=False)
         org = principal.org
+        if self.relay is not None:
+            self.subscriptions.acquire(org)
+            try:
+                stream = await self.relay.subscribe(
+                    principal, name, pattern, options, self.config.max_message_bytes
+                )
+            except BaseException:
+                self.subscriptions.release(org)
+                raise
+            stream.on_close.append(lambda: self.subscriptions.release(org))
+            return stream
+        consumer = await self.create(principal, name, pattern, options, exact=False)
         self.subscriptions.acquire(org)
         session = consumer.attach(self.config.max_message_bytes, principal=principal)
         session.on_detach = lambda: self.subscriptions.release(org)
         return session
+
+    async def _here(self, org: str, name: str) -> DurableConsumer | str:
+        """The consumer of ``name`` in this node, or (in a cluster) the node running it;
+        UNKNOWN_DURABLE when there is none."""
+        relay = self.relay
+        if relay is None:
+            return self.get(org, name)
+        route = await relay.route(org, name)
+        if route is None:
+            await relay.let_go(org, name)
+            return self.get(org, name)  # raises
+        return route
 
     async def fetch(
         self,
@@ -364,11 +463,29 @@ class Durables:
     ) -> bytes:
         """Polling delivery: up to ``max_events`` deliveries as encoded frames ("" if none
         arrived within ``wait``). They stay pending until acked, as with a stream."""
+        relay = self.relay
+        where: DurableConsumer | str | None
+        if relay is not None:
+            where = await relay.route(principal.org, name)
+            if isinstance(where, str):
+                args = {
+                    "max": max_events,
+                    "wait": wait,
+                    "pattern": pattern,
+                    "start": [start.policy, start.since_ms, start.after_id],
+                }
+                return await relay.forward(principal, name, "fetch", args, timeout=wait + 10)
         if pattern:
             options = DurableOptions(start=start)
-            consumer = await self.create(principal, name, pattern, options, exact=False)
+            if relay is not None and not isinstance(where, str):
+                consumer = await self.bind_here(principal, name, pattern, options, where)
+            else:
+                consumer = await self.create(principal, name, pattern, options, exact=False)
         else:
-            consumer = self.get(principal.org, name)
+            found = await self._here(principal.org, name)
+            if isinstance(found, str):  # moved meanwhile
+                raise Unavailable(f"durable {name!r} has moved to another node", hint="retry")
+            consumer = found
             check_pattern(self.gate, principal, consumer.rec.pattern)  # as binding with it
         max_events = max(1, min(max_events or 100, 10_000))
         session = consumer.attach(
@@ -390,6 +507,10 @@ class Durables:
 
     async def terminate(self, principal: Principal, name: str, ids: list[int]) -> None:
         """Dead-letters pending deliveries of a durable now (all or nothing)."""
+        found = await self._here(principal.org, name)
+        if isinstance(found, str) and self.relay is not None:
+            await self.relay.forward(principal, name, "ack", {"term": ids, "ack": [], "nack": []})
+            return
         await self.get(principal.org, name).terminate(ids)
 
     async def acknowledge(
@@ -402,6 +523,11 @@ class Durables:
     ) -> None:
         """Acks and nacks by durable name; all-or-nothing (see ``DurableConsumer.ack``).
         The acks are stored when this returns."""
+        found = await self._here(principal.org, name)
+        if isinstance(found, str) and self.relay is not None:
+            args = {"ack": ack_ids, "nack": nack_ids, "delay": nack_delay}
+            await self.relay.forward(principal, name, "ack", args)
+            return
         consumer = self.get(principal.org, name)
         both = set(ack_ids) & set(nack_ids)
         if both:
@@ -413,15 +539,28 @@ class Durables:
             await consumer.ack(ack_ids)
 
     async def delete(self, org: str, name: str) -> None:
+        found = await self._here(org, name)
+        if isinstance(found, str) and self.relay is not None:
+            await self.relay.forward(Principal(org, "", frozenset()), name, "delete", {})
+            return
         c = self.get(org, name)
         c.deleted = True
         del self.consumers[(org, name)]
         self.quota.release(org)
         await c.stop()
         await self.store.delete_consumer(org, name)
+        if self.relay is not None:
+            await self.relay.let_go(org, name)
         self._changed(org, name)
 
     async def redrive(self, org: str, name: str, ids: Sequence[int] | None) -> int:
+        found = await self._here(org, name)
+        if isinstance(found, str) and self.relay is not None:
+            args = {"ids": None if ids is None else list(ids)}
+            answer = await self.relay.forward(
+                Principal(org, "", frozenset()), name, "redrive", args
+            )
+            return int(answer)
         c = self.get(org, name)
         removed = await self.store.remove_dead_letters(org, name, ids or None)
         await c.redrive(removed)

@@ -39,6 +39,9 @@ class Leases(Protocol):
     async def release(self, name: str, holder: str) -> None:
         """Gives ``name`` up now (nothing happens unless ``holder`` has it)."""
 
+    async def holder(self, name: str) -> str | None:
+        """Who holds ``name`` now (None: nobody)."""
+
     async def close(self) -> None: ...
 
 
@@ -61,6 +64,12 @@ class LocalLeases:
         current = self._held.get(name)
         if current is not None and current[0] == holder:
             del self._held[name]
+
+    async def holder(self, name: str) -> str | None:
+        current = self._held.get(name)
+        if current is None or current[1] <= self._clock():
+            return None
+        return current[0]
 
     async def close(self) -> None:
         self._held.clear()
@@ -113,6 +122,13 @@ class RedisLeases:
             await self._release(keys=[self._prefix + name], args=[holder])
         except REDIS_ERRORS as exc:
             raise redis_failed(_WHAT, exc) from exc
+
+    async def holder(self, name: str) -> str | None:
+        try:
+            value = await self._redis.get(self._prefix + name)
+        except REDIS_ERRORS as exc:
+            raise redis_failed(_WHAT, exc) from exc
+        return None if value is None else value.decode() if isinstance(value, bytes) else value
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -27,7 +27,8 @@ from lockgate.broker.backbone import Backbone, Notice
 from lockgate.broker.backbone.local import LocalBackbone
 from lockgate.broker.config import Config, ConfigError
 from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
-from lockgate.broker.delivery import DurableConsumer, DurableSession, EphemeralSubscription
+from lockgate.broker.delivery import BoundSession, DurableConsumer, EphemeralSubscription
+from lockgate.broker.durable_relay import DurableRelay, encode
 from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, Durables
 from lockgate.broker.errors import BrokerError
 from lockgate.broker.history import History, HistoryLagSource
@@ -67,13 +68,17 @@ class Broker:
         dedup: DedupWindow | None = None,
         backbone: Backbone | None = None,
         leases: Leases | None = None,
+        shared_durables: bool | None = None,
     ) -> None:
+        """``shared_durables``: whether other nodes serve the durables of this node's store
+        too (cluster mode; default: when the store is not the embedded one)."""
         self.config = config
         self.store = store
         self.policy = policy or PolicyGate()
         self.audit = AuditLog(store, retention=config.audit_retention, window=config.audit_window)
         self.policy.audit = self.audit
-        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        host = socket.gethostname().replace(".", "-")  # one token of a NATS subject
+        self.node_id = f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
         """This node among the others (lease holder, backbone origin)."""
         self.permissions = Permissions(config.admin_org)
         """Who may do what (the one table); every surface asks it."""
@@ -116,6 +121,10 @@ class Broker:
             self._durable_changed,
             subscriptions,
         )
+        if config.store != "sqlite" if shared_durables is None else shared_durables:
+            self.durables.relay = DurableRelay(
+                self.node_id, self.backbone, self.leases, self.durables
+            )
         self.pipeline = Pipeline(
             config,
             store,
@@ -214,6 +223,23 @@ class Broker:
     def deliver_reply(self, org: str, inbox: str, event: CloudEvent) -> bool:
         return self.requests.reply(org, inbox, event)
 
+    def on_message(self, body: bytes) -> None:
+        if self.durables.relay is not None:
+            self.durables.relay.on_message(body)
+
+    async def on_call(self, body: bytes) -> bytes:
+        if self.durables.relay is None:
+            return encode(
+                {
+                    "error": {
+                        "code": "UNAVAILABLE",
+                        "reason": "UNAVAILABLE",
+                        "message": "this node shares no durables",
+                    }
+                }
+            )
+        return await self.durables.relay.on_call(body)
+
     def on_notice(self, notice: Notice) -> None:
         # One node has nothing to reload; a cluster node reloads the durable or the active
         # policy version from the shared store here.
@@ -311,6 +337,8 @@ class Broker:
         for c in self.durables.consumers.values():
             for s in c.sessions:
                 s.outbox.close(error)
+        if self.durables.relay is not None:
+            self.durables.relay.close_all(error)
 
     # -- durables ---------------------------------------------------------------------------
 
@@ -331,7 +359,7 @@ class Broker:
         name: str,
         pattern: str,
         options: DurableOptions = DURABLE_DEFAULTS,
-    ) -> DurableSession:
+    ) -> BoundSession:
         """Binds a stream to the durable ``name`` (created on first use)."""
         return await self.durables.subscribe(principal, name, pattern, options)
 

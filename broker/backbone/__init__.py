@@ -1,8 +1,10 @@
 """How the nodes of one Lockgate reach each other: the :class:`Backbone` Protocol.
 
-Three things cross between nodes: staged batches for the ephemeral (at-most-once)
-subscribers connected to other nodes, requests and their replies, and notices (a policy set
-was swapped, a durable changed). Each node joins the backbone with its :class:`Member` side;
+Four things cross between nodes: staged batches for the ephemeral (at-most-once)
+subscribers connected to other nodes, requests and their replies, notices (a policy set
+was swapped, a durable changed), and messages addressed to one node (:meth:`Backbone.send`,
+:meth:`Backbone.call`: a durable's relays and its owner, see ``broker.durable_relay``).
+Each node joins the backbone with its :class:`Member` side;
 the embedded :class:`~broker.backbone.local.LocalBackbone` connects the nodes of one process,
 a cluster backbone (core NATS) the nodes of many.
 
@@ -54,6 +56,13 @@ class Member(Protocol):
 
     def on_notice(self, notice: Notice) -> None: ...
 
+    def on_message(self, body: bytes) -> None:
+        """A message another node sent to this one with :meth:`Backbone.send`."""
+
+    async def on_call(self, body: bytes) -> bytes:
+        """The answer to a :meth:`Backbone.call` another node made to this one (errors are
+        part of the answer: the backbone only carries bytes)."""
+
 
 class Backbone(Protocol):
     """The links between nodes. Delivery over it is at-most-once, like ephemeral
@@ -83,3 +92,15 @@ class Backbone(Protocol):
 
     def notify(self, notice: Notice) -> None:
         """Tells every other node (not ``notice.origin``)."""
+
+    def send(self, node: str, body: bytes) -> None:
+        """Hands ``body`` to the member whose ``node_id`` is ``node`` (its
+        :meth:`Member.on_message`), later, never in the caller's frame. At most once, and in
+        send order between one pair of nodes; dropped when no such node is there. Must not
+        block. (On NATS: a publish to ``lgnode.<node>``, which that node subscribes to.)"""
+
+    async def call(self, node: str, body: bytes, timeout: float) -> bytes:
+        """The answer of node ``node``'s :meth:`Member.on_call` to ``body``. Raises
+        ``Unavailable`` when no such node is there or it does not answer within ``timeout``
+        seconds. (On NATS: a request to ``lgnode.<node>.call``; no responders is the
+        ``Unavailable``.)"""

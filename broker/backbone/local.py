@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from lockgate.broker.backbone import CloudEvent, Member, Notice
+from lockgate.broker.errors import Unavailable
 
 __all__ = ["LocalBackbone"]
 
@@ -50,3 +53,32 @@ class LocalBackbone:
         for m in list(self._members):
             if m.node_id != notice.origin:
                 m.on_notice(notice)
+
+    def _member(self, node: str) -> Member | None:
+        for m in self._members:
+            if m.node_id == node:
+                return m
+        return None
+
+    def send(self, node: str, body: bytes) -> None:
+        m = self._member(node)
+        if m is not None:
+            # Later, as over a network: the sender's frame never runs the receiver's code;
+            # call_soon keeps the send order.
+            asyncio.get_running_loop().call_soon(_deliver, self, m, body)
+
+    async def call(self, node: str, body: bytes, timeout: float) -> bytes:
+        m = self._member(node)
+        if m is None:
+            raise Unavailable(f"node {node} is not on the backbone", hint="retry")
+        try:
+            return await asyncio.wait_for(m.on_call(body), timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"node {node} did not answer within {timeout:g} s", hint="retry"
+            ) from None
+
+
+def _deliver(backbone: LocalBackbone, member: Member, body: bytes) -> None:
+    if member in backbone._members:  # it may have left meanwhile
+        member.on_message(body)

@@ -11,12 +11,13 @@
   consumer a little behind the head instead of the store.
 """
 
-from lockgate.broker.delivery.durable import DurableConsumer, DurableSession
+from lockgate.broker.delivery.durable import BoundSession, DurableConsumer, DurableSession
 from lockgate.broker.delivery.ephemeral import EphemeralSubscription
 from lockgate.broker.delivery.host import DurableHost, DurableStore
 from lockgate.broker.delivery.outbox import Outbox
 
 __all__ = [
+    "BoundSession",
     "DurableConsumer",
     "DurableHost",
     "DurableSession",

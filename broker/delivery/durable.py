@@ -28,7 +28,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from lockgate.broker import wire
 from lockgate.broker.auth import Principal
@@ -44,7 +44,7 @@ from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, LogPo
 from lockgate.broker.subjects import compile_pattern
 from lockgate.broker.v1 import broker_pb2
 
-__all__ = ["DurableConsumer", "DurableSession"]
+__all__ = ["BoundSession", "DurableConsumer", "DurableSession"]
 
 _LOG_PAGE = 64
 """Batches per read when the consumer reads the log instead of taking commits from memory."""
@@ -62,10 +62,28 @@ or a flush interval after the ack, whichever is later."""
 """Batches per read when the consumer reads the log instead of taking commits from memory."""
 
 
+class BoundSession(Protocol):
+    """What a stream bound to a durable uses: the deliveries' outbox, acks, nacks and the
+    end. A :class:`DurableSession` of a consumer in this node, or a relay to the node that
+    runs the consumer (``broker.durable_relay``)."""
+
+    outbox: Outbox
+
+    def ack(self, ids: list[int], *, strict: bool = False) -> Awaitable[None]:
+        """See :meth:`DurableConsumer.ack` (lenient by default, as on a stream)."""
+
+    def nack(self, ids: list[int], delay: float, *, strict: bool = False) -> Awaitable[None]:
+        """See :meth:`DurableConsumer.nack`."""
+
+    def close(self) -> None:
+        """Unbinds the stream; what it held is due again."""
+
+
 class DurableSession:
     """One receiver bound to a durable consumer: a gRPC or WebSocket stream (``stream``), a
     poll (``poll``) or the webhook dispatcher (``webhook``). Streams are preferred: the
-    webhook only gets events while no stream is bound (an agent's delivery preference)."""
+    webhook only gets events while no stream is bound (an agent's delivery preference).
+    ``outbox``: where its deliveries go (default: a new one; a relay's forwards them)."""
 
     def __init__(
         self,
@@ -74,9 +92,10 @@ class DurableSession:
         limit: int = 0,
         kind: str = "stream",
         reader: Principal | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.consumer = consumer
-        self.outbox = Outbox(max_message_bytes)
+        self.outbox = outbox if outbox is not None else Outbox(max_message_bytes)
         self.in_flight = 0
         self.limit = limit
         self.kind = kind
@@ -85,6 +104,16 @@ class DurableSession:
         self.reader = reader
         """The principal whose read permission each event needs, when it is not the
         consumer's owner (None: the owner's, checked when the log was read)."""
+
+    def ack(self, ids: list[int], *, strict: bool = False) -> Awaitable[None]:
+        return self.consumer.ack(ids, strict=strict)
+
+    def nack(self, ids: list[int], delay: float, *, strict: bool = False) -> Awaitable[None]:
+        self.consumer.nack(ids, delay, strict=strict)
+        return _settled()
+
+    def close(self) -> None:
+        self.consumer.detach(self)
 
 
 def _reencode(frame: bytes, attempt: int) -> bytes:
@@ -290,6 +319,7 @@ class DurableConsumer:
         limit: int = 0,
         kind: str = "stream",
         principal: Principal | None = None,
+        outbox: Outbox | None = None,
     ) -> DurableSession:
         """Binds a receiver; ``principal`` is who binds it (None: the owner or the broker
         itself), whose read permission then holds for each event it gets."""
@@ -299,7 +329,7 @@ class DurableConsumer:
             self.owner.roles,
         ):
             reader = principal
-        session = DurableSession(self, max_message_bytes, limit, kind, reader)
+        session = DurableSession(self, max_message_bytes, limit, kind, reader, outbox)
         self.sessions.append(session)
         self._wake.set()
         return session

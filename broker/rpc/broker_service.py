@@ -13,7 +13,7 @@ import grpc
 
 from lockgate.broker import wire
 from lockgate.broker.auth import Authenticator, Principal
-from lockgate.broker.delivery import DurableSession, EphemeralSubscription
+from lockgate.broker.delivery import BoundSession, EphemeralSubscription
 from lockgate.broker.durables import DurableOptions
 from lockgate.broker.errors import (
     BrokerError,
@@ -149,7 +149,7 @@ class BrokerService(Servicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bytes]:
         sub: EphemeralSubscription | None = None
-        session: DurableSession | None = None
+        session: BoundSession | None = None
         reader: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
         release: Callable[[], None] | None = None
@@ -207,13 +207,9 @@ class BrokerService(Servicer):
                             )
                         if kind == "ack":
                             # No answer to wait for: stored with the next group commit.
-                            session.consumer.ack(list(req.ack.ids), strict=False)
+                            session.ack(list(req.ack.ids))
                         elif kind == "nack":
-                            session.consumer.nack(
-                                list(req.nack.ids),
-                                req.nack.delay.ToMilliseconds() / 1000,
-                                strict=False,
-                            )
+                            session.nack(list(req.nack.ids), req.nack.delay.ToMilliseconds() / 1000)
                         else:
                             raise InvalidArgument(
                                 "a second 'open' on one stream", reason="ALREADY_OPEN"
@@ -256,7 +252,7 @@ class BrokerService(Servicer):
             if sub is not None:
                 self.broker.unsubscribe(sub)
             if session is not None:
-                session.consumer.detach(session)
+                session.close()
 
     @unary()
     async def Request(

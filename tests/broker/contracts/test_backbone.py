@@ -1,5 +1,6 @@
 """The contract of :class:`broker.backbone.Backbone`, for every implementation: fan-out,
-request routing and replies, and notices between the members that joined it.
+request routing and replies, notices between the members that joined it, and messages and
+calls addressed to one node (a durable's owner and its relays, ``broker.durable_relay``).
 
 A cluster backbone (NATS) joins by adding its factory to ``BACKBONES``; the members here are
 recording stand-ins for nodes, so the contract holds without a broker.
@@ -7,6 +8,7 @@ recording stand-ins for nodes, so the contract holds without a broker.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -14,6 +16,7 @@ import pytest_asyncio
 
 from lockgate.broker.backbone import Backbone, CloudEvent, Notice
 from lockgate.broker.backbone.local import LocalBackbone
+from lockgate.broker.errors import Unavailable
 from tests.support import eventually
 
 BACKBONES: dict[str, Callable[[], Backbone]] = {"local": LocalBackbone}
@@ -28,6 +31,7 @@ class Node:
         self.batches: list[tuple[str, str, bytes, int, list[int]]] = []
         self.inboxes: dict[str, list[CloudEvent]] = {}
         self.notices: list[Notice] = []
+        self.messages: list[bytes] = []
 
     def deliver(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
         self.batches.append((org, subject, frames, count, ids))
@@ -44,6 +48,12 @@ class Node:
 
     def on_notice(self, notice: Notice) -> None:
         self.notices.append(notice)
+
+    def on_message(self, body: bytes) -> None:
+        self.messages.append(body)
+
+    async def on_call(self, body: bytes) -> bytes:
+        return b"answer to " + body
 
 
 @pytest_asyncio.fixture(params=sorted(BACKBONES))
@@ -102,3 +112,38 @@ async def test_notices_reach_the_other_members(backbone: Backbone) -> None:
     backbone.notify(notice)
     await eventually(lambda: b.notices == [notice] and c.notices == [notice])
     assert a.notices == []
+
+
+async def test_messages_reach_the_one_node_in_order(backbone: Backbone) -> None:
+    a, b = Node("a"), Node("b")
+    backbone.join(a)
+    backbone.join(b)
+    for n in range(5):
+        backbone.send("b", bytes([n]))
+    assert b.messages == []  # later, never in the sender's frame
+    backbone.send("nobody", b"x")  # dropped
+    await eventually(lambda: b.messages == [bytes([n]) for n in range(5)])
+    assert a.messages == []
+
+
+async def test_a_call_is_answered_by_the_one_node(backbone: Backbone) -> None:
+    a, b = Node("a"), Node("b")
+    backbone.join(a)
+    backbone.join(b)
+    assert await backbone.call("b", b"q", 5.0) == b"answer to q"
+    backbone.leave(b)
+    with pytest.raises(Unavailable):
+        await backbone.call("b", b"q", 5.0)
+
+
+class Silent(Node):
+    async def on_call(self, body: bytes) -> bytes:
+        await asyncio.Event().wait()  # never answers
+        return b""
+
+
+async def test_a_call_nobody_answers_in_time_is_unavailable(backbone: Backbone) -> None:
+    backbone.join(Silent("s"))
+    with pytest.raises(Unavailable) as exc:
+        await backbone.call("s", b"q", 0.05)
+    assert exc.value.reason == "UNAVAILABLE"

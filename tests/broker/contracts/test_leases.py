@@ -89,11 +89,15 @@ async def test_one_holder_at_a_time(subject: Subject) -> None:
 
 async def test_release_hands_it_over(subject: Subject) -> None:
     leases, ttl = subject.leases, subject.ttl(100)
+    assert await leases.holder("w") is None
     assert await leases.acquire("w", "node-a", ttl)
+    assert await leases.holder("w") == "node-a"
     await leases.release("w", "node-b")  # not the holder: nothing happens
     assert not await leases.acquire("w", "node-b", ttl)
     await leases.release("w", "node-a")
+    assert await leases.holder("w") is None
     assert await leases.acquire("w", "node-b", ttl)
+    assert await leases.holder("w") == "node-b"
     await leases.release("nobody-holds-this", "node-a")
 
 
@@ -105,7 +109,9 @@ async def test_an_unrenewed_lease_runs_out(subject: Subject) -> None:
     assert await leases.acquire("w", "node-a", ttl)  # renewed: runs to 10 - slack + 10
     await subject.wait(10 - slack)
     assert not await leases.acquire("w", "node-b", ttl)
+    assert await leases.holder("w") == "node-a"
     await subject.wait(slack + 1)
+    assert await leases.holder("w") is None
     assert await leases.acquire("w", "node-b", ttl)
 
 
