@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -39,9 +39,11 @@ from lockgate.broker.api import (
 from lockgate.broker.v1 import audit_pb2, broker_pb2, cloudevent_pb2
 from lockgate.clients import _errors as ce
 from lockgate.clients._admin import Admin, DurableInfo, WebhookSecrets
+from lockgate.clients._backoff import Backoff
 from lockgate.clients._channel import AUDIT, BROKER, Connection, bearer
 from lockgate.clients._codec import StartSpec as ClientStart
 from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
+from lockgate.clients._targets import Targets, parse_targets
 from lockgate.clients._tls import TLS
 from lockgate.gateways._slices import by_bytes, publish_in_slices
 
@@ -51,6 +53,10 @@ CREDENTIAL_POLL_SECONDS = 5.0
 
 CloudEvent = cloudevent_pb2.CloudEvent
 M = TypeVar("M", bound=message.Message)
+T = TypeVar("T")
+FAILOVER_SECONDS = 5.0
+"""How long a call is tried on the next targets, with several, before its UNAVAILABLE stands."""
+_PUBLISH_RESPONSE = broker_pb2.PublishResponse.FromString
 _REQUEST_OVERHEAD = 256  # a PublishRequest's subject framing, batch id and grpc's own bytes
 
 _BY_CODE: dict[grpc.StatusCode, type[be.BrokerError]] = {
@@ -134,9 +140,15 @@ def _identity(raw: bytes) -> bytes:
 
 
 class _RemoteSubscription:
-    def __init__(self, call: grpc.aio.StreamStreamCall, requests: asyncio.Queue[object]) -> None:
+    def __init__(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        requests: asyncio.Queue[object],
+        broken: Callable[[], None] = lambda: None,
+    ) -> None:
         self._call = call
         self._requests = requests
+        self._broken = broken
         self.name = ""
         self.durable = False
 
@@ -145,6 +157,8 @@ class _RemoteSubscription:
             while (body := await self._call.read()) is not grpc.aio.EOF:
                 yield decode_deliveries(body)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._broken()  # whoever subscribes again gets the next target
             if exc.code() != grpc.StatusCode.CANCELLED:
                 raise translate(exc) from exc
 
@@ -160,7 +174,8 @@ class _RemoteSubscription:
 
 
 class RemoteAPI:
-    """:class:`~broker.api.BrokerAPI` over the client's connection to ``target`` (HOST:PORT)."""
+    """:class:`~broker.api.BrokerAPI` over the client's connection to ``target`` (HOST:PORT,
+    or several separated by commas: the gateways' ``--broker`` list)."""
 
     def __init__(
         self,
@@ -170,21 +185,64 @@ class RemoteAPI:
         tls: TLS | None = None,
         broker_max_message_bytes: int = 1 << 20,
     ) -> None:
-        """``target`` is HOST:PORT or grpcs://HOST:PORT; ``tls`` the client's CA file and
-        certificate (mTLS) for a broker with TLS; ``broker_max_message_bytes`` the broker's
+        """``target`` is HOST:PORT or grpcs://HOST:PORT, or several separated by commas to
+        fail over between as the client does (clients._targets: a call that meets
+        UNAVAILABLE is tried again on the next target, with backoff, for up to
+        :data:`FAILOVER_SECONDS`; a publish keeps its event ids, so the broker's duplicate
+        window stores a retried one once); ``tls`` the client's CA file and certificate
+        (mTLS) for a broker with TLS; ``broker_max_message_bytes`` the broker's
         ``max_message_bytes``: publishes are cut into requests under it."""
-        self.target = target
         self.broker_max_message_bytes = broker_max_message_bytes
-        self._conn = Connection(target, max_message_bytes=max_message_bytes, tls=tls)
+        self._targets = Targets(
+            parse_targets(target),
+            lambda t: Connection(t, max_message_bytes=max_message_bytes, tls=tls),
+        )
+        self._streams: dict[tuple[Connection, str], Any] = {}
+
+    @property
+    def target(self) -> str:
+        """The broker in use (the first of several until a failover)."""
+        return self._targets.target
+
+    @property
+    def _conn(self) -> Connection:
+        return self._targets.current
+
+    def _stream(self, conn: Connection, method: str) -> Any:
         # Deliveries stay pre-framed bytes, decoded once into the gateways' Delivery messages.
-        self._publish = self._conn.stream_stream(
-            BROKER + "Publish",
-            broker_pb2.PublishRequest.SerializeToString,
-            broker_pb2.PublishResponse.FromString,
-        )
-        self._subscribe = self._conn.stream_stream(
-            BROKER + "Subscribe", broker_pb2.SubscribeRequest.SerializeToString, _identity
-        )
+        key = (conn, method)
+        multi = self._streams.get(key)
+        if multi is None:
+            de: Callable[[bytes], object] = _PUBLISH_RESPONSE if method == "Publish" else _identity
+            ser = (
+                broker_pb2.PublishRequest.SerializeToString
+                if method == "Publish"
+                else broker_pb2.SubscribeRequest.SerializeToString
+            )
+            multi = self._streams[key] = conn.stream_stream(BROKER + method, ser, de)
+        return multi
+
+    async def _failover(self, call: Callable[[Connection], Awaitable[T]]) -> T:
+        """``call`` on the current target; with several, UNAVAILABLE moves to the next and
+        tries again there (as :meth:`clients.Client._failover`)."""
+        backoff: Backoff | None = None
+        deadline = 0.0
+        while True:
+            conn = self._conn
+            try:
+                return await call(conn)
+            except be.Unavailable:
+                if len(self._targets.targets) < 2:
+                    raise
+                loop = asyncio.get_running_loop()
+                if backoff is None:
+                    backoff = Backoff()
+                    deadline = loop.time() + FAILOVER_SECONDS
+                delay = backoff.next_delay()
+                if loop.time() + delay > deadline:
+                    raise
+                self._targets.broken(conn)
+                await asyncio.sleep(delay)
 
     async def _unary(
         self,
@@ -195,12 +253,16 @@ class RemoteAPI:
         *,
         timeout: float | None = None,
     ) -> M:
-        try:
-            return await self._conn.unary(
-                method, request, response_type, metadata=bearer(key), timeout=timeout
-            )
-        except LockgateError as exc:
-            raise to_broker_error(exc) from exc
+
+        async def once(conn: Connection) -> M:
+            try:
+                return await conn.unary(
+                    method, request, response_type, metadata=bearer(key), timeout=timeout
+                )
+            except LockgateError as exc:
+                raise to_broker_error(exc) from exc
+
+        return await self._failover(once)
 
     def _admin(self, key: str | None) -> Admin:
         """``client.admin`` for the caller's key, raising the broker's errors."""
@@ -226,13 +288,18 @@ class RemoteAPI:
         self, key: str | None, subject: str, events: list[CloudEvent]
     ) -> PublishResult:
         req = broker_pb2.PublishRequest(subject=subject, events=events, batch_id=1)
-        try:
-            call: Any = self._publish(iter([req]), metadata=bearer(key))
-            resp: broker_pb2.PublishResponse | None = await anext(aiter(call), None)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc) from exc
-        if resp is None:
-            raise be.Unavailable("the broker closed the publish stream")
+
+        async def once(conn: Connection) -> broker_pb2.PublishResponse:
+            try:
+                call: Any = self._stream(conn, "Publish")(iter([req]), metadata=bearer(key))
+                resp: broker_pb2.PublishResponse | None = await anext(aiter(call), None)
+            except grpc.aio.AioRpcError as exc:
+                raise translate(exc) from exc
+            if resp is None:
+                raise be.Unavailable("the broker closed the publish stream")
+            return resp
+
+        resp = await self._failover(once)
         errors = [(e.index, _event_error(e.reason, e.message)) for e in resp.errors]
         return PublishResult(list(resp.ids), list(resp.duplicate_indexes), errors)
 
@@ -298,13 +365,16 @@ class RemoteAPI:
             pattern=pattern,
             start=_start(start),
         )
-        try:
-            body = await self._conn.unary_raw(
-                BROKER + "Fetch", req, metadata=bearer(key), timeout=wait + 10
-            )
-        except LockgateError as exc:
-            raise to_broker_error(exc) from exc
-        return decode_deliveries(body)
+
+        async def once(conn: Connection) -> bytes:
+            try:
+                return await conn.unary_raw(
+                    BROKER + "Fetch", req, metadata=bearer(key), timeout=wait + 10
+                )
+            except LockgateError as exc:
+                raise to_broker_error(exc) from exc
+
+        return decode_deliveries(await self._failover(once))
 
     async def acknowledge(
         self,
@@ -335,7 +405,6 @@ class RemoteAPI:
         start: StartSpec = FROM_NEW,
         max_in_flight: int = 0,
     ) -> _RemoteSubscription:
-        requests: asyncio.Queue[object] = asyncio.Queue()
         op = broker_pb2.SubscribeOpen(
             pattern=pattern,
             queue_group=queue,
@@ -343,18 +412,25 @@ class RemoteAPI:
             start=_start(start),
             max_in_flight=max_in_flight,
         )
-        await requests.put(broker_pb2.SubscribeRequest(open=op))
 
-        async def gen() -> AsyncIterator[object]:
-            while True:
-                yield await requests.get()
+        async def once(conn: Connection) -> tuple[_RemoteSubscription, bytes]:
+            requests: asyncio.Queue[object] = asyncio.Queue()
+            await requests.put(broker_pb2.SubscribeRequest(open=op))
 
-        call = self._subscribe(gen(), metadata=bearer(key))
-        sub = _RemoteSubscription(call, requests)
-        try:
-            first = broker_pb2.SubscribeResponse.FromString(await call.read())
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc) from exc
+            async def gen() -> AsyncIterator[object]:
+                while True:
+                    yield await requests.get()
+
+            call = self._stream(conn, "Subscribe")(gen(), metadata=bearer(key))
+            sub = _RemoteSubscription(call, requests, lambda: self._targets.broken(conn))
+            try:
+                return sub, await call.read()
+            except grpc.aio.AioRpcError as exc:
+                call.cancel()
+                raise translate(exc) from exc
+
+        sub, raw = await self._failover(once)
+        first = broker_pb2.SubscribeResponse.FromString(raw)
         sub.name = first.subscribed.name
         sub.durable = bool(durable)
         return sub
@@ -440,4 +516,4 @@ class RemoteAPI:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self._conn.close()
+            await self._targets.close()

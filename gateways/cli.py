@@ -219,7 +219,10 @@ def add_commands(subparsers: Any) -> None:
     for kind in KINDS:
         q = kinds.add_parser(kind, help=helps[kind])
         q.add_argument(
-            "--broker", default="127.0.0.1:50051", help="broker HOST:PORT (grpcs:// for TLS)"
+            "--broker",
+            default="127.0.0.1:50051",
+            help="broker HOST:PORT (grpcs:// for TLS), or several separated by commas to fail "
+            "over between",
         )
         add_tls_arguments(q)
         q.add_argument("--config", dest="config_file", help="TOML file ([gateways.<kind>])")
