@@ -28,6 +28,7 @@ from lockgate.broker.store.postgres import PgStore
 __all__ = ["ClusterStore", "HistoryReads"]
 
 log = logging.getLogger("lockgate.store.cluster")
+_LOGGER_ACK_WAIT = 5.0
 
 
 class HistoryReads(Protocol):
@@ -78,8 +79,15 @@ class ClusterStore(PgStore):
             # advisory lock: nodes starting together run it once).
             await HistoryWriter(self.pool).prepare()
             self._history = PgHistoryReader(self.pool)
+            # A node killed with batches fetched and not written: another node's logger
+            # gets them after ack_wait, so it is short (a write retried meanwhile sends
+            # in-progress; one written twice is inserted once).
             logger = MessageLogger(
-                self.log.nc, self.pool, stream=self.log.stream, prefix=self.log.root
+                self.log.nc,
+                self.pool,
+                stream=self.log.stream,
+                prefix=self.log.root,
+                ack_wait=_LOGGER_ACK_WAIT,
             )
             await logger.start()
         except BaseException:

@@ -218,7 +218,8 @@ class JetStreamLog:
         log.warning("store.jetstream.error: %s", exc)
 
     async def _on_disconnect(self) -> None:
-        log.warning("store.jetstream.disconnected from %s", self.url)
+        if self._tasks:  # not at close
+            log.warning("store.jetstream.disconnected from %s", self.url)
 
     async def _api(self, subject: str, body: dict[str, object] | None = None) -> dict[str, Any]:
         """One JetStream API request; its error (or no answer) is STORE_UNAVAILABLE."""
