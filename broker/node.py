@@ -403,6 +403,11 @@ class Broker:
 
     # -- request / reply, history -------------------------------------------------------------
 
+    def history_lag(self) -> int | None:
+        """Log batches not yet in the PostgreSQL history (None: no message logger here, or
+        it has not measured yet)."""
+        return self.store.history_lag() if isinstance(self.store, HistoryLagSource) else None
+
     async def request(
         self, principal: Principal, subject: str, event: CloudEvent, timeout: float
     ) -> CloudEvent:

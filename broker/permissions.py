@@ -95,6 +95,7 @@ ACTIONS: Final = _table(
     Action("policy.write", ORG_ADMIN, "put or roll back a policy set"),
     Action("keys.manage", ORG_ADMIN, "create, list and revoke API keys"),
     Action("audit.read", ORG_ADMIN, "read the audit log"),
+    Action("status.read", ORG_ADMIN, "read the node's status (the history's lag)"),
     Action("conversation.use", AGENT, "take part in conversations (as their rules allow)"),
     Action("conversation.keys", AGENT, "publish and read encryption keys of conversations"),
 )
@@ -119,6 +120,7 @@ RPC_ACTIONS: Final = MappingProxyType(
         "/broker.v1.AdminService/RedriveDeadLetters": "dead_letters.manage",
         "/broker.v1.AdminService/RotateWebhookSecret": "durable.webhook",
         "/broker.v1.AdminService/GetWebhookSecrets": "durable.webhook",
+        "/broker.v1.AdminService/GetStatus": "status.read",
         "/broker.v1.PolicyService/PutPolicies": "policy.write",
         "/broker.v1.PolicyService/GetPolicies": "policy.read",
         "/broker.v1.PolicyService/ListPolicyVersions": "policy.read",

@@ -36,6 +36,7 @@ __all__ = [
     "DeadLetter",
     "DurableInfo",
     "DurableState",
+    "NodeStatus",
     "PendingDelivery",
     "PolicyProblem",
     "PolicySet",
@@ -111,6 +112,17 @@ class DurableState:
 
     durable: DurableInfo
     pending: list[PendingDelivery] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """The node a call reached: its id, its store (``sqlite`` or ``cluster``) and, in
+    cluster mode, the log batches not yet in the PostgreSQL history (None: no history
+    logger there, or not measured yet)."""
+
+    node_id: str
+    store: str
+    history_lag: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +308,13 @@ class Admin:
             admin_pb2.GetWebhookSecretsResponse,
         )
         return WebhookSecrets(response.org, list(response.webhook_secrets))
+
+    async def status(self) -> NodeStatus:
+        """The status of the node this client reached (the ``org-admin`` role)."""
+        r = await self._call(
+            ADMIN + "GetStatus", admin_pb2.GetStatusRequest(), admin_pb2.GetStatusResponse
+        )
+        return NodeStatus(r.node_id, r.store, r.history_lag if r.history_lag_known else None)
 
     async def list_durables(self) -> list[DurableInfo]:
         """The org's durable subscriptions, by name."""

@@ -1,4 +1,5 @@
-"""The client-side ``lockgate`` commands: pub, sub, request, history, dlq, durables, audit.
+"""The client-side ``lockgate`` commands: pub, sub, request, history, dlq, durables, status,
+audit.
 
 ``broker/cli.py`` calls :func:`add_commands` with its subparsers; every handler is ``async`` and
 returns an exit code. Failures raise ``LockgateError`` (gRPC errors are translated here), which
@@ -139,6 +140,10 @@ def add_commands(
         q.add_argument("name")
         _common(q)
     p.set_defaults(func=_guard(_durables))
+
+    p = subparsers.add_parser("status", help="the node's status: its id, store, history lag")
+    _common(p)
+    p.set_defaults(func=_guard(_status))
 
     p = subparsers.add_parser("audit", help="read the audit log (admin role)")
     since_help = "1h (that long ago), -1h, or a time (RFC 3339, date)"
@@ -325,6 +330,13 @@ async def _history(args: argparse.Namespace) -> int:
             cloudevent_id=args.cloudevent_id,
         ):
             _print(_event_json(ev))
+    return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    async with _client(args) as c:
+        s = await c.admin.status()
+        _print({"node": s.node_id, "store": s.store, "history_lag": s.history_lag})
     return 0
 
 

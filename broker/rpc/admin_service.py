@@ -76,6 +76,19 @@ class AdminService(Servicer):
         return admin_pb2.GetWebhookSecretsResponse(org=p.org, webhook_secrets=secrets)
 
     @unary()
+    async def GetStatus(
+        self, request: admin_pb2.GetStatusRequest, p: Principal, context: Context
+    ) -> admin_pb2.GetStatusResponse:
+        lag = self.broker.history_lag()
+        return admin_pb2.GetStatusResponse(
+            node_id=self.broker.node_id,
+            # Never the store's URL: it may carry a password.
+            store="sqlite" if self.broker.config.store == "sqlite" else "cluster",
+            history_lag_known=lag is not None,
+            history_lag=lag or 0,
+        )
+
+    @unary()
     async def ListDurables(
         self, request: admin_pb2.ListDurablesRequest, p: Principal, context: Context
     ) -> admin_pb2.ListDurablesResponse:

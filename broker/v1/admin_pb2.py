@@ -28,51 +28,55 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62roker/v1/admin.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/broker.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x0b\x44urableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x11\n\tack_floor\x18\x03 \x01(\x04\x12\x15\n\rpending_count\x18\x04 \x01(\r\x12\x11\n\tconnected\x18\x05 \x01(\r\x12+\n\x08\x61\x63k_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x07 \x01(\r\x12\x15\n\rmax_in_flight\x18\x08 \x01(\r\x12\x14\n\x0c\x64\x65livered_id\x18\t \x01(\x04\x12\x14\n\x0c\x65ndpoint_url\x18\n \x01(\t\"\xd0\x01\n\x14\x43reateDurableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0b\x32\x18.broker.v1.StartPosition\x12\x15\n\rmax_in_flight\x18\x04 \x01(\r\x12+\n\x08\x61\x63k_wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x06 \x01(\r\x12\x14\n\x0c\x65ndpoint_url\x18\x07 \x01(\t\"X\n\x15\x43reateDurableResponse\x12\'\n\x07\x64urable\x18\x01 \x01(\x0b\x32\x16.broker.v1.DurableInfo\x12\x16\n\x0ewebhook_secret\x18\x02 \x01(\t\"T\n\x1aRotateWebhookSecretRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"5\n\x1bRotateWebhookSecretResponse\x12\x16\n\x0ewebhook_secret\x18\x01 \x01(\t\"(\n\x18GetWebhookSecretsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x19GetWebhookSecretsResponse\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x17\n\x0fwebhook_secrets\x18\x02 \x03(\t\"\\\n\x0fPendingDelivery\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x15\n\x13ListDurablesRequest\"@\n\x14ListDurablesResponse\x12(\n\x08\x64urables\x18\x01 \x03(\x0b\x32\x16.broker.v1.DurableInfo\"!\n\x11GetDurableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"j\n\x12GetDurableResponse\x12\'\n\x07\x64urable\x18\x01 \x01(\x0b\x32\x16.broker.v1.DurableInfo\x12+\n\x07pending\x18\x02 \x03(\x0b\x32\x1a.broker.v1.PendingDelivery\"$\n\x14\x44\x65leteDurableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDurableResponse\"\x91\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x64urable\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12-\n\tdead_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x16.broker.v1.StoredEvent\"P\n\x16ListDeadLettersRequest\x12\x0f\n\x07\x64urable\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x17ListDeadLettersResponse\x12+\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x15.broker.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x19RedriveDeadLettersRequest\x12\x0f\n\x07\x64urable\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\"+\n\x1aRedriveDeadLettersResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r2\xd5\x05\n\x0c\x41\x64minService\x12R\n\rCreateDurable\x12\x1f.broker.v1.CreateDurableRequest\x1a .broker.v1.CreateDurableResponse\x12O\n\x0cListDurables\x12\x1e.broker.v1.ListDurablesRequest\x1a\x1f.broker.v1.ListDurablesResponse\x12I\n\nGetDurable\x12\x1c.broker.v1.GetDurableRequest\x1a\x1d.broker.v1.GetDurableResponse\x12R\n\rDeleteDurable\x12\x1f.broker.v1.DeleteDurableRequest\x1a .broker.v1.DeleteDurableResponse\x12X\n\x0fListDeadLetters\x12!.broker.v1.ListDeadLettersRequest\x1a\".broker.v1.ListDeadLettersResponse\x12\x61\n\x12RedriveDeadLetters\x12$.broker.v1.RedriveDeadLettersRequest\x1a%.broker.v1.RedriveDeadLettersResponse\x12\x64\n\x13RotateWebhookSecret\x12%.broker.v1.RotateWebhookSecretRequest\x1a&.broker.v1.RotateWebhookSecretResponse\x12^\n\x11GetWebhookSecrets\x12#.broker.v1.GetWebhookSecretsRequest\x1a$.broker.v1.GetWebhookSecretsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62roker/v1/admin.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/broker.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"c\n\x11GetStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\x19\n\x11history_lag_known\x18\x03 \x01(\x08\x12\x13\n\x0bhistory_lag\x18\x04 \x01(\x04\"\xf1\x01\n\x0b\x44urableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x11\n\tack_floor\x18\x03 \x01(\x04\x12\x15\n\rpending_count\x18\x04 \x01(\r\x12\x11\n\tconnected\x18\x05 \x01(\r\x12+\n\x08\x61\x63k_wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x07 \x01(\r\x12\x15\n\rmax_in_flight\x18\x08 \x01(\r\x12\x14\n\x0c\x64\x65livered_id\x18\t \x01(\x04\x12\x14\n\x0c\x65ndpoint_url\x18\n \x01(\t\"\xd0\x01\n\x14\x43reateDurableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\'\n\x05start\x18\x03 \x01(\x0b\x32\x18.broker.v1.StartPosition\x12\x15\n\rmax_in_flight\x18\x04 \x01(\r\x12+\n\x08\x61\x63k_wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_deliveries\x18\x06 \x01(\r\x12\x14\n\x0c\x65ndpoint_url\x18\x07 \x01(\t\"X\n\x15\x43reateDurableResponse\x12\'\n\x07\x64urable\x18\x01 \x01(\x0b\x32\x16.broker.v1.DurableInfo\x12\x16\n\x0ewebhook_secret\x18\x02 \x01(\t\"T\n\x1aRotateWebhookSecretRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"5\n\x1bRotateWebhookSecretResponse\x12\x16\n\x0ewebhook_secret\x18\x01 \x01(\t\"(\n\x18GetWebhookSecretsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x19GetWebhookSecretsResponse\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x17\n\x0fwebhook_secrets\x18\x02 \x03(\t\"\\\n\x0fPendingDelivery\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x15\n\x13ListDurablesRequest\"@\n\x14ListDurablesResponse\x12(\n\x08\x64urables\x18\x01 \x03(\x0b\x32\x16.broker.v1.DurableInfo\"!\n\x11GetDurableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"j\n\x12GetDurableResponse\x12\'\n\x07\x64urable\x18\x01 \x01(\x0b\x32\x16.broker.v1.DurableInfo\x12+\n\x07pending\x18\x02 \x03(\x0b\x32\x1a.broker.v1.PendingDelivery\"$\n\x14\x44\x65leteDurableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDurableResponse\"\x91\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x64urable\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12-\n\tdead_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x16.broker.v1.StoredEvent\"P\n\x16ListDeadLettersRequest\x12\x0f\n\x07\x64urable\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x17ListDeadLettersResponse\x12+\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x15.broker.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x19RedriveDeadLettersRequest\x12\x0f\n\x07\x64urable\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\"+\n\x1aRedriveDeadLettersResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r2\x9d\x06\n\x0c\x41\x64minService\x12R\n\rCreateDurable\x12\x1f.broker.v1.CreateDurableRequest\x1a .broker.v1.CreateDurableResponse\x12O\n\x0cListDurables\x12\x1e.broker.v1.ListDurablesRequest\x1a\x1f.broker.v1.ListDurablesResponse\x12I\n\nGetDurable\x12\x1c.broker.v1.GetDurableRequest\x1a\x1d.broker.v1.GetDurableResponse\x12R\n\rDeleteDurable\x12\x1f.broker.v1.DeleteDurableRequest\x1a .broker.v1.DeleteDurableResponse\x12X\n\x0fListDeadLetters\x12!.broker.v1.ListDeadLettersRequest\x1a\".broker.v1.ListDeadLettersResponse\x12\x61\n\x12RedriveDeadLetters\x12$.broker.v1.RedriveDeadLettersRequest\x1a%.broker.v1.RedriveDeadLettersResponse\x12\x64\n\x13RotateWebhookSecret\x12%.broker.v1.RotateWebhookSecretRequest\x1a&.broker.v1.RotateWebhookSecretResponse\x12^\n\x11GetWebhookSecrets\x12#.broker.v1.GetWebhookSecretsRequest\x1a$.broker.v1.GetWebhookSecretsResponse\x12\x46\n\tGetStatus\x12\x1b.broker.v1.GetStatusRequest\x1a\x1c.broker.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lockgate.broker.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DURABLEINFO']._serialized_start=126
-  _globals['_DURABLEINFO']._serialized_end=367
-  _globals['_CREATEDURABLEREQUEST']._serialized_start=370
-  _globals['_CREATEDURABLEREQUEST']._serialized_end=578
-  _globals['_CREATEDURABLERESPONSE']._serialized_start=580
-  _globals['_CREATEDURABLERESPONSE']._serialized_end=668
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=670
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=754
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=756
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=809
-  _globals['_GETWEBHOOKSECRETSREQUEST']._serialized_start=811
-  _globals['_GETWEBHOOKSECRETSREQUEST']._serialized_end=851
-  _globals['_GETWEBHOOKSECRETSRESPONSE']._serialized_start=853
-  _globals['_GETWEBHOOKSECRETSRESPONSE']._serialized_end=918
-  _globals['_PENDINGDELIVERY']._serialized_start=920
-  _globals['_PENDINGDELIVERY']._serialized_end=1012
-  _globals['_LISTDURABLESREQUEST']._serialized_start=1014
-  _globals['_LISTDURABLESREQUEST']._serialized_end=1035
-  _globals['_LISTDURABLESRESPONSE']._serialized_start=1037
-  _globals['_LISTDURABLESRESPONSE']._serialized_end=1101
-  _globals['_GETDURABLEREQUEST']._serialized_start=1103
-  _globals['_GETDURABLEREQUEST']._serialized_end=1136
-  _globals['_GETDURABLERESPONSE']._serialized_start=1138
-  _globals['_GETDURABLERESPONSE']._serialized_end=1244
-  _globals['_DELETEDURABLEREQUEST']._serialized_start=1246
-  _globals['_DELETEDURABLEREQUEST']._serialized_end=1282
-  _globals['_DELETEDURABLERESPONSE']._serialized_start=1284
-  _globals['_DELETEDURABLERESPONSE']._serialized_end=1307
-  _globals['_DEADLETTER']._serialized_start=1310
-  _globals['_DEADLETTER']._serialized_end=1455
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1457
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1537
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1539
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1634
-  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=1636
-  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=1693
-  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=1695
-  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=1738
-  _globals['_ADMINSERVICE']._serialized_start=1741
-  _globals['_ADMINSERVICE']._serialized_end=2466
+  _globals['_GETSTATUSREQUEST']._serialized_start=125
+  _globals['_GETSTATUSREQUEST']._serialized_end=143
+  _globals['_GETSTATUSRESPONSE']._serialized_start=145
+  _globals['_GETSTATUSRESPONSE']._serialized_end=244
+  _globals['_DURABLEINFO']._serialized_start=247
+  _globals['_DURABLEINFO']._serialized_end=488
+  _globals['_CREATEDURABLEREQUEST']._serialized_start=491
+  _globals['_CREATEDURABLEREQUEST']._serialized_end=699
+  _globals['_CREATEDURABLERESPONSE']._serialized_start=701
+  _globals['_CREATEDURABLERESPONSE']._serialized_end=789
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=791
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=875
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=877
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=930
+  _globals['_GETWEBHOOKSECRETSREQUEST']._serialized_start=932
+  _globals['_GETWEBHOOKSECRETSREQUEST']._serialized_end=972
+  _globals['_GETWEBHOOKSECRETSRESPONSE']._serialized_start=974
+  _globals['_GETWEBHOOKSECRETSRESPONSE']._serialized_end=1039
+  _globals['_PENDINGDELIVERY']._serialized_start=1041
+  _globals['_PENDINGDELIVERY']._serialized_end=1133
+  _globals['_LISTDURABLESREQUEST']._serialized_start=1135
+  _globals['_LISTDURABLESREQUEST']._serialized_end=1156
+  _globals['_LISTDURABLESRESPONSE']._serialized_start=1158
+  _globals['_LISTDURABLESRESPONSE']._serialized_end=1222
+  _globals['_GETDURABLEREQUEST']._serialized_start=1224
+  _globals['_GETDURABLEREQUEST']._serialized_end=1257
+  _globals['_GETDURABLERESPONSE']._serialized_start=1259
+  _globals['_GETDURABLERESPONSE']._serialized_end=1365
+  _globals['_DELETEDURABLEREQUEST']._serialized_start=1367
+  _globals['_DELETEDURABLEREQUEST']._serialized_end=1403
+  _globals['_DELETEDURABLERESPONSE']._serialized_start=1405
+  _globals['_DELETEDURABLERESPONSE']._serialized_end=1428
+  _globals['_DEADLETTER']._serialized_start=1431
+  _globals['_DEADLETTER']._serialized_end=1576
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1578
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1658
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1660
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1755
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=1757
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=1814
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=1816
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=1859
+  _globals['_ADMINSERVICE']._serialized_start=1862
+  _globals['_ADMINSERVICE']._serialized_end=2659
 # @@protoc_insertion_point(module_scope)

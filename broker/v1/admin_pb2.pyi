@@ -12,6 +12,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("node_id", "store", "history_lag_known", "history_lag")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_LAG_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_LAG_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    store: str
+    history_lag_known: bool
+    history_lag: int
+    def __init__(self, node_id: _Optional[str] = ..., store: _Optional[str] = ..., history_lag_known: _Optional[bool] = ..., history_lag: _Optional[int] = ...) -> None: ...
+
 class DurableInfo(_message.Message):
     __slots__ = ("name", "pattern", "ack_floor", "pending_count", "connected", "ack_wait", "max_deliveries", "max_in_flight", "delivered_id", "endpoint_url")
     NAME_FIELD_NUMBER: _ClassVar[int]

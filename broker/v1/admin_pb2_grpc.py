@@ -76,6 +76,11 @@ class AdminServiceStub:
                 request_serializer=broker_dot_v1_dot_admin__pb2.GetWebhookSecretsRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_admin__pb2.GetWebhookSecretsResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/broker.v1.AdminService/GetStatus',
+                request_serializer=broker_dot_v1_dot_admin__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_admin__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -143,6 +148,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """GetStatus describes the node the caller reached: its id, its store and, in
+        cluster mode, how far the PostgreSQL history is behind the log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +198,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetWebhookSecrets,
                     request_deserializer=broker_dot_v1_dot_admin__pb2.GetWebhookSecretsRequest.FromString,
                     response_serializer=broker_dot_v1_dot_admin__pb2.GetWebhookSecretsResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=broker_dot_v1_dot_admin__pb2.GetStatusRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_admin__pb2.GetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +422,33 @@ class AdminService:
             '/broker.v1.AdminService/GetWebhookSecrets',
             broker_dot_v1_dot_admin__pb2.GetWebhookSecretsRequest.SerializeToString,
             broker_dot_v1_dot_admin__pb2.GetWebhookSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.AdminService/GetStatus',
+            broker_dot_v1_dot_admin__pb2.GetStatusRequest.SerializeToString,
+            broker_dot_v1_dot_admin__pb2.GetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

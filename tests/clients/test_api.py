@@ -28,6 +28,7 @@ EXPECTED = [
     "Message",
     "MessageBatch",
     "NoResponders",
+    "NodeStatus",
     "NotFound",
     "PendingDelivery",
     "PermissionDenied",

@@ -1,0 +1,71 @@
+"""``lockgate status`` (AdminService.GetStatus): the node's id, its store and the history's
+lag (null on the embedded store, which has no message logger); an agent is refused in one
+sentence. The cluster side (a lag that is a number) is tested on the cluster store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from lockgate.broker.testing import run_broker
+from lockgate.clients import Client, PermissionDenied
+from tests.broker.e2e_kit import lockgate_cli
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_status_of_an_embedded_node_and_an_agent_refused() -> None:
+    with tempfile.TemporaryDirectory(prefix="lockgate-status-") as data_dir:
+        out = await asyncio.to_thread(
+            lockgate_cli, "keys", "create", "--org", "acme", "--agent", "w", "--data-dir", data_dir
+        )
+        agent_key = out.strip().splitlines()[0]
+        admin = await asyncio.to_thread(
+            lockgate_cli,
+            *("keys", "create", "--org", "acme", "--agent", "lead", "--role", "org-admin"),
+            *("--data-dir", data_dir),
+        )
+        admin_key = admin.strip().splitlines()[0]
+        async with run_broker(data_dir=data_dir) as b:
+            env = {**os.environ, "LOCKGATE_API_KEY": admin_key}
+            ok = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "lockgate.broker.cli", "status", "--server", b.target],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                timeout=60,
+                env=env,
+            )
+            assert ok.returncode == 0, ok.stderr
+            status = json.loads(ok.stdout)
+            assert status["store"] == "sqlite" and status["history_lag"] is None
+            assert status["node"]  # worker id and a random suffix
+
+            async with Client(b.target, api_key=agent_key) as c:
+                with pytest.raises(PermissionDenied):
+                    await c.admin.status()
+            env["LOCKGATE_API_KEY"] = agent_key
+            refused = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "lockgate.broker.cli", "status", "--server", b.target],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                timeout=60,
+                env=env,
+            )
+            assert refused.returncode != 0
+            first = refused.stderr.strip().splitlines()[0]
+            assert first.startswith("lockgate: acme/w (agent) may not read the node's status")
+            assert first.endswith("needs the org-admin role")
+            assert "Traceback" not in refused.stderr
