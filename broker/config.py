@@ -115,6 +115,15 @@ class Config:
     max_connections_per_org: int = QUOTA_DEFAULTS["max_connections_per_org"]
     """gRPC connections holding open streams, per org."""
     max_streams_per_connection: int = QUOTA_DEFAULTS["max_streams_per_connection"]
+    max_group_members: int = 256
+    """Participants of one group or broadcast conversation, the owner included (GROUP_FULL)."""
+    presence_grace: float = 5.0
+    """Seconds an agent stays online after its last live subscription ends, so that a
+    reconnect does not flap."""
+    typing_ttl: float = 5.0
+    """Seconds a typing indicator lasts unless renewed; then a typing-off is sent."""
+    typing_per_second: float = 2.0
+    """Typing indicators per sender per second (bursts of 5); more are RATE_LIMITED."""
     retention_max_age: float = 0.0
     retention_max_events: int = 0
     retention: list[dict[str, object]] = field(default_factory=list)
@@ -232,6 +241,8 @@ _DURATIONS = {
     "audit_retention",
     "audit_window",
     "auth_clock_skew",
+    "presence_grace",
+    "typing_ttl",
     "http_send_timeout",
     "http_tls_handshake_timeout",
 }

@@ -21,11 +21,13 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
+from lockgate.broker import wire
 from lockgate.broker.audit import AuditLog
 from lockgate.broker.auth import Principal
 from lockgate.broker.backbone import Backbone, Notice
 from lockgate.broker.backbone.local import LocalBackbone
 from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.conversations import Conversations
 from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
 from lockgate.broker.delivery import BoundSession, DurableConsumer, EphemeralSubscription
 from lockgate.broker.durable_relay import DurableRelay, encode
@@ -34,6 +36,7 @@ from lockgate.broker.errors import BrokerError
 from lockgate.broker.history import History, HistoryLagSource
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.leases import Leases, LocalLeases
+from lockgate.broker.limits import Limiter
 from lockgate.broker.permissions import Permissions
 from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
 from lockgate.broker.policyhook import PolicyGate
@@ -148,6 +151,11 @@ class Broker:
         self.telemetry.observe_depths(self.durables.depths)
         if isinstance(store, HistoryLagSource):
             self.telemetry.observe_history_lag(store.history_lag)
+        self.conversations = Conversations(self, store, config)
+        """Conversations: their participants decide who reads their subjects."""
+        self.policy.conversations = self.conversations
+        self._live: set[EphemeralSubscription] = set()
+        """Live subscriptions counted in their agent's presence."""
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -164,6 +172,7 @@ class Broker:
         await self.pipeline.open(self.worker.worker_id, self.worker.check)
         self.worker.on_change = self.pipeline.use_worker
         await self.dedup.open(self.store)
+        await self.conversations.load()
         await self.durables.load()
         self.backbone.join(self)
         self.policy.on_swap.append(self._policy_swapped)
@@ -180,6 +189,7 @@ class Broker:
         self.backbone.leave(self)
         if self._policy_swapped in self.policy.on_swap:
             self.policy.on_swap.remove(self._policy_swapped)
+        self.conversations.close_timers()
         await self.durables.stop()
         await self.dedup.close()
         await self.worker.release()
@@ -326,10 +336,16 @@ class Broker:
         start: StartSpec = FROM_NEW,
     ) -> EphemeralSubscription:
         """See :meth:`Ephemerals.subscribe`."""
-        return await self.ephemerals.subscribe(principal, pattern, queue, buffer, start)
+        sub = await self.ephemerals.subscribe(principal, pattern, queue, buffer, start)
+        self._live.add(sub)
+        self.conversations.connected(principal)  # a live subscription: presence
+        return sub
 
     def unsubscribe(self, sub: EphemeralSubscription) -> None:
         self.ephemerals.unsubscribe(sub)
+        if sub in self._live and sub.reader is not None:
+            self._live.discard(sub)
+            self.conversations.disconnected(sub.reader)
 
     def close_streams(self, error: BrokerError) -> None:
         """Ends every subscriber stream of this node with ``error`` (on drain)."""
@@ -339,6 +355,37 @@ class Broker:
                 s.outbox.close(error)
         if self.durables.relay is not None:
             self.durables.relay.close_all(error)
+
+    # -- conversations (their Host) ----------------------------------------------------------
+
+    @property
+    def limiter(self) -> Limiter:
+        return self.policy.limiter
+
+    async def publish_owned(
+        self, principal: Principal, subject: str, event: CloudEvent
+    ) -> tuple[int, bool, BrokerError | None]:
+        prepared = await self.pipeline.prepare(principal, subject, [event], owned=True)
+        out = await self.pipeline.commit(prepared)
+        if out.errors:
+            return 0, False, out.errors[0][1]
+        return out.ids[0], bool(out.duplicates), None
+
+    def notify_live(self, org: str, subject: str, event: CloudEvent) -> None:
+        ids = self.ids.next_block(1)
+        raw = event.SerializeToString()
+        (frame,) = wire.delivery_frames(ids, wire.subject_field(subject), [raw])
+        self.backbone.fan_out(org, subject, frame, 1, ids)
+
+    def reads_changed(self) -> None:
+        self.router.forget_matches()
+
+    async def read_stored(
+        self, org: str, subject: str, after_id: int, start_ms: int, limit: int
+    ) -> tuple[list[broker_pb2.StoredEvent], int]:
+        return await self.history.query(
+            org, subject, after_id=after_id, start_ms=start_ms, limit=limit
+        )
 
     # -- durables ---------------------------------------------------------------------------
 

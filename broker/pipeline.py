@@ -214,9 +214,13 @@ class Pipeline:
         subject: str,
         events: Sequence[CloudEvent],
         received: int = 0,
+        *,
+        owned: bool = False,
     ) -> Prepared:
         """Steps 2-5 and ephemeral routing; the store write is queued, not awaited.
-        ``received`` (``broker.stages`` time) starts the stage record when it is on."""
+        ``received`` (``broker.stages`` time) starts the stage record when it is on.
+        ``owned``: a broker-owned ``$`` subject whose own rule was applied by the caller
+        (a conversation's participants), so the policies do not decide it."""
         # One Python wrapper per event for the whole pipeline: indexing a parsed repeated
         # field builds a new one on every access.
         events = list(events)
@@ -228,7 +232,7 @@ class Pipeline:
                 "the broker is shutting down", reason="SHUTTING_DOWN", hint="retry on another node"
             )
         try:
-            validate_subject(subject)
+            validate_subject(subject, allow_system=owned)
         except BrokerError as exc:
             out.errors = [(i, exc) for i in range(n)]
             return prepared
@@ -266,7 +270,7 @@ class Pipeline:
         routes: dict[int, list[tuple[str, str]]] = {}
         tags: dict[int, bytes] = {}
         suffix = b""
-        if gate.active and valid:
+        if gate.active and valid and not owned:
             verdicts = await gate.admit(principal, subject, events, valid, std=std)
             routes, tags, suffix = verdicts.routes, verdicts.tags, verdicts.all_tags
             for effect, count in verdicts.effects.items():

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
+from typing import Protocol
 
 from lockgate.broker.audit import AuditLog
 from lockgate.broker.auth import Principal
@@ -38,7 +39,14 @@ from lockgate.broker.v1 import cloudevent_pb2
 from lockgate.policy import DEDUP_BY_CONTENT, MISSING, Decision, PolicySet, Request, Tag
 from lockgate.policy import Principal as PolicyPrincipal
 
-__all__ = ["PolicyGate", "SpamControls", "Verdicts", "event_attributes", "json_payload"]
+__all__ = [
+    "ConversationReads",
+    "PolicyGate",
+    "SpamControls",
+    "Verdicts",
+    "event_attributes",
+    "json_payload",
+]
 
 log = logging.getLogger("lockgate.policy")
 CloudEvent = cloudevent_pb2.CloudEvent
@@ -177,6 +185,9 @@ class PolicyGate:
         every swap, so a decision never outlives the set that made it."""
         self._decider: Decider | None = None
         self._deciders: dict[str, Decider] = {}
+        self.conversations: ConversationReads | None = None
+        """Who reads ``$conv.`` subjects: a conversation's participants, and no one else
+        whatever the policies say (the node sets it)."""
         self._rebuild()
 
     @property
@@ -368,7 +379,11 @@ class PolicyGate:
         subject (live routing of wildcard subscriptions, replays, durables, history), so a
         wildcard never reaches past a deny. Memoized per (principal, subject) until the
         next swap: a publish batch or a page of history costs a dict lookup, not a policy
-        evaluation (subscribe rules that test the clock are thus read once per set)."""
+        evaluation (subscribe rules that test the clock are thus read once per set).
+        A conversation's subject (``$conv.``) is read by its participants only."""
+        if subject[:6] == "$conv.":
+            convs = self.conversations
+            return convs is not None and convs.may_read(principal, subject)
         ps = self._deciders.get(principal.org, self._decider)
         if ps is None:
             return True
@@ -385,12 +400,20 @@ class PolicyGate:
     def reader(self, principal: Principal) -> Callable[[str], bool] | None:
         """``may_read`` bound to ``principal``, or None while no policy set runs (nothing
         to filter; callers skip the check)."""
-        if self.decider(principal.org) is None:
+        if self.decider(principal.org) is None and self.conversations is None:
             return None
         return lambda subject: self.may_read(principal, subject)
 
 
 _Buckets = list[tuple[str, float, float]]
+
+
+class ConversationReads(Protocol):
+    """``broker.conversations.Conversations`` as the gate sees it."""
+
+    def may_read(self, principal: Principal, subject: str) -> bool: ...
+
+    def subscribe_problem(self, principal: Principal, pattern: str) -> BrokerError | None: ...
 
 
 @dataclass(slots=True)

@@ -105,8 +105,9 @@ class Router:
         may_read = self._may_read
         for pattern in trie.lookup(subject) if trie is not None else ():
             entry = patterns[pattern]
-            if may_read is None or is_literal(pattern):
-                # A literal pattern's subscribe decision was on this very subject.
+            if may_read is None or (is_literal(pattern) and pattern[:6] != "$conv."):
+                # A literal pattern's subscribe decision was on this very subject (not so a
+                # conversation's: its participants change while subscriptions stay).
                 singles.extend(entry.singles)
                 for name, members in entry.groups.items():
                     # The same group name on two matching patterns is still one group.

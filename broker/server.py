@@ -20,9 +20,10 @@ from lockgate.broker.rpc import service_handler
 from lockgate.broker.rpc.admin_service import AdminService
 from lockgate.broker.rpc.audit_service import AuditService
 from lockgate.broker.rpc.broker_service import RAW_RESPONSES, BrokerService
+from lockgate.broker.rpc.conversation_service import ConversationService
 from lockgate.broker.rpc.policy_service import PolicyService
 from lockgate.broker.tls import ServerTLS
-from lockgate.broker.v1 import admin_pb2, audit_pb2, broker_pb2, policy_pb2
+from lockgate.broker.v1 import admin_pb2, audit_pb2, broker_pb2, conversation_pb2, policy_pb2
 
 __all__ = ["BrokerServer"]
 
@@ -32,6 +33,7 @@ _SERVICES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"],
 )
 _HEALTH_NAMES = ("", *(s.full_name for s in _SERVICES))
 
@@ -48,17 +50,19 @@ class BrokerServer:
         self.admin = AdminService(broker, auth)
         self.policy_api = PolicyService(broker, auth, policies)
         self.audit_api = AuditService(broker, auth)
+        self.conversations = ConversationService(broker, auth)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
     def _handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
-        broker_service, admin_service, policy_service, audit_service = _SERVICES
+        broker_service, admin_service, policy_service, audit_service, conv_service = _SERVICES
         return (
             service_handler(self.service, broker_service, raw=RAW_RESPONSES),
             service_handler(self.admin, admin_service),
             service_handler(self.policy_api, policy_service),
             service_handler(self.audit_api, audit_service),
+            service_handler(self.conversations, conv_service),
         )
 
     async def start(self, listen: str, tls: ServerTLS | None = None) -> int:

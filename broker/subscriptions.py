@@ -31,6 +31,10 @@ __all__ = ["Ephemerals", "check_pattern"]
 def check_pattern(gate: PolicyGate, principal: Principal, pattern: str) -> None:
     """Raises unless ``principal`` may subscribe to ``pattern`` (ephemeral or durable)."""
     check_subscribe_pattern(pattern)
+    if gate.conversations is not None:
+        problem = gate.conversations.subscribe_problem(principal, pattern)
+        if problem is not None:
+            raise problem
     if gate.active:
         err = gate.check_subscribe(principal, pattern)
         if err is not None:

@@ -12,7 +12,8 @@ The ``$`` rule: subjects whose first token starts with ``$`` belong to the broke
 (``$dlq.…``, ``$inbox.…``, ``$sys.…``). A pattern whose **first** token is a wildcard never
 matches them (the MQTT rule), so ``>`` does not receive dead letters; name them explicitly
 (``$dlq.>``, ``$dlq.orders``). Clients publish to ``$`` subjects only for replies
-(``$inbox.…``) and subscribe only to ``$dlq.…`` and ``$inbox.…``.
+(``$inbox.…``) and subscribe only to ``$dlq.…``, ``$inbox.…`` and ``$conv.…`` (a
+conversation's subjects, which the broker lets its participants alone read).
 
 Problems are returned as sentences ("token 2 is empty"), never raised: the broker turns them
 into its ``InvalidSubject`` error, the policy checker into a load error.
@@ -120,8 +121,8 @@ def pattern_problem(pattern: str) -> str | None:
 
 def subscribe_problem(pattern: str) -> str | None:
     """Why a client may not subscribe to ``pattern`` (already valid), or None: of the broker's
-    ``$`` subjects only dead letters and reply inboxes can be subscribed to."""
-    if is_system(pattern) and not pattern.startswith(("$dlq.", "$inbox.")):
+    ``$`` subjects only dead letters, reply inboxes and conversations can be subscribed to."""
+    if is_system(pattern) and not pattern.startswith(("$dlq.", "$inbox.", "$conv.")):
         return f"subject {pattern!r} belongs to the broker"
     return None
 
