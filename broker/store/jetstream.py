@@ -57,7 +57,7 @@ _PULL = 256
 _DEDUP_WINDOW_S = 120.0
 _POLL_S = 0.25
 """How often the newest stream sequence is read, so that ``committed_seq`` follows other
-nodes' commits too."""
+nodes' commits even when the tail (below) missed them."""
 _HINT = "check that the NATS server (with JetStream) is reachable; the publish may be retried"
 
 
@@ -155,6 +155,7 @@ class JetStreamLog:
         self._inbox = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._max_age_s = -1.0
+        self._tail = ""
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class JetStreamLog:
             raise _unavailable(f"connect to {self.url}", exc) from exc
         self._inbox = self._nc.new_inbox()
         await self._nc.subscribe(self._inbox + ".a.*", cb=self._on_ack)
+        await self._nc.subscribe(self._inbox + ".t", cb=self._on_tail)
         # A NATS cluster that has just started answers JetStream requests once it has
         # elected its meta leader: nodes started with it wait a little.
         deadline = asyncio.get_running_loop().time() + max(self.timeout, 15.0)
@@ -193,6 +195,8 @@ class JetStreamLog:
                 log.info("store.jetstream.waiting: %s", exc)
                 await asyncio.sleep(0.25)
         self._committed = max(self._committed, await self._last_seq())
+        with contextlib.suppress(Unavailable):  # the poll retries it
+            await self._start_tail()
         self._tasks = [
             asyncio.create_task(self._writer(), name="jetstream-log-writer"),
             asyncio.create_task(self._poll(), name="jetstream-log-poll"),
@@ -209,6 +213,8 @@ class JetStreamLog:
             if entry.error is None and entry.left:
                 entry.error = _unavailable("store a batch", "the log was closed")
         self._settle()
+        if self._nc is not None and self._tail:
+            await self._drop(self._tail)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -276,12 +282,48 @@ class JetStreamLog:
             raise _unavailable("read the stream", info["error"].get("description"))
         return int(info["state"]["last_seq"])
 
+    async def _start_tail(self) -> None:
+        """A push consumer of every batch's headers from now on: other nodes' commits move
+        ``committed_seq`` as they are stored (durables tailing the log see them at once).
+        Replaced when the poll finds it behind (a reconnect, a NATS server lost)."""
+        if self._tail:
+            await self._drop(self._tail)
+        made = await self._api(
+            f"CONSUMER.CREATE.{self.stream}",
+            {
+                "stream_name": self.stream,
+                "config": {
+                    "deliver_policy": "new",
+                    "ack_policy": "none",
+                    "filter_subject": f"{self.root}.>",
+                    "deliver_subject": self._inbox + ".t",
+                    "headers_only": True,
+                    "mem_storage": True,
+                    "num_replicas": 1,
+                    "inactive_threshold": int(10e9),
+                },
+            },
+        )
+        self._tail = str(made.get("name", ""))
+
+    async def _on_tail(self, msg: Any) -> None:
+        if msg.reply:  # heartbeats and flow control carry no reply subject
+            with contextlib.suppress(Exception):
+                self._committed = max(self._committed, msg.metadata.sequence.stream)
+
     async def _poll(self) -> None:
         delay = _POLL_S
+        behind = 0
         while True:
             await asyncio.sleep(delay)
             try:
-                self._committed = max(self._committed, await self._last_seq())
+                before = self._committed
+                last = await self._last_seq()
+                self._committed = max(self._committed, last)
+                behind = behind + 1 if last > before else 0
+                if behind >= 4 or not self._tail:
+                    behind = 0
+                    await self._start_tail()
                 delay = _POLL_S
             except Unavailable as exc:
                 log.warning("store.jetstream.poll: %s", exc)

@@ -56,6 +56,19 @@ async def test_a_retried_batch_is_stored_once(nats_url: str) -> None:
             await log._api(f"STREAM.DELETE.{name}")
 
 
+async def test_another_nodes_commits_move_the_committed_sequence(nats_url: str) -> None:
+    name = "LGT_" + uuid.uuid4().hex[:12]
+    async with _log(nats_url, name) as here, _log(nats_url, name) as there:
+        try:
+            gen = IdGenerator(0)
+            for _ in range(3):
+                (seq,) = await here.append([make_batch(gen, "acme", "orders", 1)])
+                await eventually(lambda s=seq: there.committed_seq() >= s)  # type: ignore[misc]
+            assert [b.seq for b in await there.read_log("acme", LogPosition(0))] == [1, 2, 3]
+        finally:
+            await here._api(f"STREAM.DELETE.{name}")
+
+
 async def test_no_stream_fails_closed(nats_url: str) -> None:
     name = "LGT_" + uuid.uuid4().hex[:12]
     async with _log(nats_url, name, timeout=2.0) as log:
