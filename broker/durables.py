@@ -439,6 +439,23 @@ class Durables:
         session.on_detach = lambda: self.subscriptions.release(org)
         return session
 
+    async def view(self, org: str, name: str) -> DurableConsumer:
+        """The durable as this node can show it: its consumer here or, in a cluster when
+        another node (or none) runs it, a copy built from the store (its pending as last
+        written, no sessions). UNKNOWN_DURABLE when there is none."""
+        c = self.consumers.get((org, name))
+        if c is None and self.relay is not None:
+            for rec in await self.store.load_consumers():
+                if (rec.org, rec.name) == (org, name):
+                    return DurableConsumer(self.host, rec, self.config.max_in_flight_bytes)
+        return self.get(org, name)
+
+    async def names(self, org: str) -> list[str]:
+        """The names of ``org``'s durables (in a cluster: all of them, from the store)."""
+        if self.relay is None:
+            return sorted(n for (o, n) in self.consumers if o == org)
+        return sorted(r.name for r in await self.store.load_consumers() if r.org == org)
+
     async def _here(self, org: str, name: str) -> DurableConsumer | str:
         """The consumer of ``name`` in this node, or (in a cluster) the node running it;
         UNKNOWN_DURABLE when there is none."""

@@ -442,6 +442,13 @@ class Broker:
     def durable(self, org: str, name: str) -> DurableConsumer:
         return self.durables.get(org, name)
 
+    async def durable_view(self, org: str, name: str) -> DurableConsumer:
+        """See :meth:`Durables.view` (what describe and list show, on any node)."""
+        return await self.durables.view(org, name)
+
+    async def durable_names(self, org: str) -> list[str]:
+        return await self.durables.names(org)
+
     async def delete_durable(self, org: str, name: str) -> None:
         await self.durables.delete(org, name)
 

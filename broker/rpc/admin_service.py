@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 
 from lockgate.broker.auth import Principal
+from lockgate.broker.delivery import DurableConsumer
 from lockgate.broker.durables import DurableOptions
-from lockgate.broker.errors import BrokerError, InvalidArgument
+from lockgate.broker.errors import BrokerError, InvalidArgument, NotFound
 from lockgate.broker.rpc import Context, Servicer, start_spec, unary
 from lockgate.broker.v1 import admin_pb2
 
@@ -19,8 +20,10 @@ class AdminService(Servicer):
 
     SERVICE = "broker.v1.AdminService"
 
-    def _info(self, name: str, org: str) -> admin_pb2.DurableInfo:
-        c = self.broker.durable(org, name)
+    async def _info(self, name: str, org: str) -> admin_pb2.DurableInfo:
+        return self._describe(await self.broker.durable_view(org, name))
+
+    def _describe(self, c: DurableConsumer) -> admin_pb2.DurableInfo:
         rec = c.rec
         info = admin_pb2.DurableInfo(
             name=c.name,
@@ -51,7 +54,7 @@ class AdminService(Servicer):
         c = await self.broker.create_durable(p, request.name, request.pattern, options)
         secret, c.new_secret = c.new_secret, ""  # shown once
         return admin_pb2.CreateDurableResponse(
-            durable=self._info(request.name, p.org), webhook_secret=secret
+            durable=await self._info(request.name, p.org), webhook_secret=secret
         )
 
     @unary()
@@ -92,16 +95,18 @@ class AdminService(Servicer):
     async def ListDurables(
         self, request: admin_pb2.ListDurablesRequest, p: Principal, context: Context
     ) -> admin_pb2.ListDurablesResponse:
-        names = sorted(n for (org, n) in self.broker.consumers if org == p.org)
-        return admin_pb2.ListDurablesResponse(durables=[self._info(n, p.org) for n in names])
+        infos = []
+        for n in await self.broker.durable_names(p.org):
+            with contextlib.suppress(NotFound):  # deleted meanwhile
+                infos.append(await self._info(n, p.org))
+        return admin_pb2.ListDurablesResponse(durables=infos)
 
     @unary()
     async def GetDurable(
         self, request: admin_pb2.GetDurableRequest, p: Principal, context: Context
     ) -> admin_pb2.GetDurableResponse:
-        info = self._info(request.name, p.org)
-        c = self.broker.durable(p.org, request.name)
-        resp = admin_pb2.GetDurableResponse(durable=info)
+        c = await self.broker.durable_view(p.org, request.name)
+        resp = admin_pb2.GetDurableResponse(durable=self._describe(c))
         for i in sorted(c.pending)[:1000]:
             resp.pending.add(id=i, attempt=c.pending[i].attempt)
         return resp
@@ -128,7 +133,7 @@ class AdminService(Servicer):
                     "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
                 ) from None
         if request.durable:
-            self.broker.durable(p.org, request.durable)
+            await self.broker.durable_view(p.org, request.durable)
         size = min(request.page_size or 100, 1000)
         recs = await self.broker.store.list_dead_letters(p.org, request.durable, after, size)
         resp = admin_pb2.ListDeadLettersResponse()

@@ -271,3 +271,36 @@ async def test_a_vanished_relay_leaves_its_deliveries_to_other_streams(cluster: 
     again = await take(on_c, 3)
     assert sorted(d.id for d in again) == ids
     assert all(d.attempt == 2 for d in again)
+
+
+async def test_any_node_creates_describes_and_lists_a_durable(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    options = DurableOptions(max_deliveries=7)
+    await a.create_durable(DEV_PRINCIPAL, "s", "s.>", options)
+    # On b, which does not run it: the owner checks the create and answers its settings.
+    same = await b.create_durable(DEV_PRINCIPAL, "s", "s.>", options)
+    assert (same.rec.pattern, same.rec.max_deliveries) == ("s.>", 7)
+    with pytest.raises(FailedPrecondition) as exc:
+        await b.create_durable(DEV_PRINCIPAL, "s", "s.>", DurableOptions(max_deliveries=3))
+    assert exc.value.reason == "DURABLE_MISMATCH"
+    assert (ORG, "s") not in b.consumers
+    stream = await a.subscribe_durable(DEV_PRINCIPAL, "s", "s.>")
+    ids = await publish(b, "s.x", 2, "s")
+    await take(stream, 2)
+    a.durable(ORG, "s").flush(force=True)
+    # Described and listed on b from the store (pending as last written).
+    assert await b.durable_names(ORG) == ["s"]
+    await eventually(
+        lambda: _pending(b, "s", set(ids)), what="b's view shows a's pending deliveries"
+    )
+    seen = await b.durable_view(ORG, "s")
+    assert seen.rec.max_deliveries == 7
+    with pytest.raises(NotFound):
+        await b.durable_view(ORG, "none")
+    # Deleted through b: gone everywhere.
+    await b.delete_durable(ORG, "s")
+    assert await a.durable_names(ORG) == [] and (ORG, "s") not in a.consumers
+
+
+async def _pending(node: Broker, name: str, ids: set[int]) -> bool:
+    return set((await node.durable_view(ORG, name)).pending) == ids
