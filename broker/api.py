@@ -24,6 +24,7 @@ from typing import Protocol
 
 from lockgate.broker import audit
 from lockgate.broker.auth import Authenticator, Principal
+from lockgate.broker.configstore import ConfigChange
 from lockgate.broker.delivery import (
     BoundSession,
     DurableConsumer,
@@ -34,7 +35,7 @@ from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, webhook_s
 from lockgate.broker.errors import BrokerError, PermissionDenied, Unauthenticated
 from lockgate.broker.node import Broker
 from lockgate.broker.positions import StartSpec
-from lockgate.broker.store import AuditQuery, AuditRecord
+from lockgate.broker.store import AuditQuery, AuditRecord, BackboneRecord, ConfigVersionRecord
 from lockgate.broker.tls import CERTIFIED_CALLER
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
@@ -42,7 +43,10 @@ __all__ = [
     "DURABLE_DEFAULTS",
     "FROM_NEW",
     "AuditRecord",
+    "BackboneRecord",
     "BrokerAPI",
+    "ConfigChange",
+    "ConfigVersionRecord",
     "Delivery",
     "DurableOptions",
     "DurableView",
@@ -200,6 +204,35 @@ class BrokerAPI(Protocol):
         """A page of audit records (the admin role), oldest first, and the cursor (an id)
         for the next page, 0 on the last; see AuditService.ListAuditRecords."""
         ...
+
+    # The backbone registry and the config store (the broker's admin; registry.proto and
+    # config.proto).
+
+    async def list_backbones(self, key: str | None) -> list[BackboneRecord]: ...
+
+    async def get_backbone(self, key: str | None, backbone_id: str) -> BackboneRecord: ...
+
+    async def put_backbone(
+        self, key: str | None, record: BackboneRecord, *, create: bool
+    ) -> BackboneRecord:
+        """Creates (``create``) or updates the record ``record.id``; returns it as stored."""
+        ...
+
+    async def delete_backbone(self, key: str | None, backbone_id: str) -> None: ...
+
+    async def get_config(self, key: str | None, version: int = 0) -> ConfigVersionRecord | None:
+        """The running version (or ``version``); None before the first change."""
+        ...
+
+    async def set_config(
+        self, key: str | None, changes: Sequence[ConfigChange], expected_version: int = 0
+    ) -> ConfigVersionRecord: ...
+
+    async def config_versions(
+        self, key: str | None, limit: int = 100
+    ) -> list[ConfigVersionRecord]: ...
+
+    async def rollback_config(self, key: str | None, version: int = 0) -> ConfigVersionRecord: ...
 
     async def close(self) -> None: ...
 
@@ -490,6 +523,43 @@ class LocalAPI:
         return await audit.read_page(
             self.broker.store, self.broker.audit, self.broker.permissions, p, org, query
         )
+
+    async def list_backbones(self, key: str | None) -> list[BackboneRecord]:
+        await self.principal(key, "registry.read")
+        return await self.broker.registry.list()
+
+    async def get_backbone(self, key: str | None, backbone_id: str) -> BackboneRecord:
+        await self.principal(key, "registry.read")
+        return await self.broker.registry.get(backbone_id)
+
+    async def put_backbone(
+        self, key: str | None, record: BackboneRecord, *, create: bool
+    ) -> BackboneRecord:
+        await self.principal(key, "registry.write")
+        registry = self.broker.registry
+        return await (registry.create(record) if create else registry.update(record))
+
+    async def delete_backbone(self, key: str | None, backbone_id: str) -> None:
+        await self.principal(key, "registry.write")
+        await self.broker.registry.delete(backbone_id)
+
+    async def get_config(self, key: str | None, version: int = 0) -> ConfigVersionRecord | None:
+        await self.principal(key, "config.read")
+        return await self.broker.settings.get(version)
+
+    async def set_config(
+        self, key: str | None, changes: Sequence[ConfigChange], expected_version: int = 0
+    ) -> ConfigVersionRecord:
+        await self.principal(key, "config.write")
+        return await self.broker.settings.set(changes, expected_version=expected_version)
+
+    async def config_versions(self, key: str | None, limit: int = 100) -> list[ConfigVersionRecord]:
+        await self.principal(key, "config.read")
+        return await self.broker.settings.versions(limit)
+
+    async def rollback_config(self, key: str | None, version: int = 0) -> ConfigVersionRecord:
+        await self.principal(key, "config.write")
+        return await self.broker.settings.rollback(version)
 
     async def close(self) -> None:
         return None

@@ -25,10 +25,23 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "max_deliveries": (1, 1000),
     "nack_delay": (0.0, 12 * HOUR),
     "webhook_secret_grace": (0.0, 7 * 24 * HOUR),
+    # The config store's settings (broker.livesettings) beside the ones above.
+    "publish_rate": (0.001, 1e9),
+    "publish_burst": (1, 1e9),
+    "subscriber_max_bytes": (1 << 20, 1 << 30),
+    "backoff": (1, 64),
+    "retention_max_age": (0.0, 100 * 365 * 24 * HOUR),
+    "retention_max_events": (0, 1 << 53),
 }
 """Inclusive (lowest, highest) per setting; durations in seconds."""
 
-_DURATIONS = {"ack_wait", "nack_delay", "webhook_secret_grace", "subscriber_write_deadline"}
+_DURATIONS = {
+    "ack_wait",
+    "nack_delay",
+    "webhook_secret_grace",
+    "subscriber_write_deadline",
+    "retention_max_age",
+}
 
 MAX_EVENT_ID = 1024
 """Characters of a CloudEvents ``id``: the dedup index keeps it for the window."""

@@ -1,4 +1,4 @@
-"""``lockgate``: serve, config, keys, policy, and the client and gateway commands.
+"""``lockgate``: serve, config, keys, policy, backbones, and the client and gateway commands.
 
 The one composition root: it alone imports every package (lazily, so that the client commands
 work with the client's dependencies only). Every command raises; :func:`main` prints a failure
@@ -379,9 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("config", help="print the effective configuration")
+    from lockgate.clients._cli_cluster import add_backbone_commands, add_config_commands
+
+    p = sub.add_parser(
+        "config",
+        help="print the node's start-up settings; get|set|history|rollback: the config store",
+    )
     _add_config_flags(p)
     p.set_defaults(func=_cmd_config)
+    add_config_commands(p)
+    add_backbone_commands(sub)
 
     p = sub.add_parser("keys", help="create, list and revoke API keys")
     ks = p.add_subparsers(dest="keys_cmd", required=True)

@@ -30,6 +30,7 @@ from lockgate.broker.delivery import BoundSession, DurableConsumer, DurableHost
 from lockgate.broker.delivery.recent import RecentCommits
 from lockgate.broker.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from lockgate.broker.history import History
+from lockgate.broker.livesettings import LiveSettings
 from lockgate.broker.permissions import Permissions
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, start_after
@@ -142,8 +143,11 @@ class Durables:
         publish_system: SystemPublish,
         changed: Callable[[str, str], None],
         subscriptions: OrgQuota,
+        live: LiveSettings | None = None,
     ) -> None:
         self.host = host
+        self.live = live or LiveSettings(config)
+        """The config store's running settings: new durables' defaults, backoff."""
         self.config = config
         self.store = store
         self.gate = gate
@@ -185,6 +189,7 @@ class Durables:
     def adopt(self, rec: ConsumerRecord) -> DurableConsumer:
         """Runs the stored durable ``rec`` in this node."""
         c = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
+        self._follow(c)
         self.consumers[(rec.org, rec.name)] = c
         self.quota.add(rec.org)  # kept, even beyond a quota lowered since
         c.start()
@@ -346,6 +351,7 @@ class Durables:
             rec.webhook_secrets = [(secret, 0)]
         await self.store.create_consumer(rec)
         consumer = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
+        self._follow(consumer)
         consumer.new_secret = secret  # shown once, by the call that created it
         self.consumers[key] = consumer
         self.quota.add(principal.org)
@@ -355,12 +361,18 @@ class Durables:
         self._changed(principal.org, name)
         return consumer
 
+    def _follow(self, consumer: DurableConsumer) -> None:
+        """Its redelivery backoff follows the config store, live."""
+        pattern, live = consumer.rec.pattern, self.live
+        consumer.backoff = lambda: live.backoff(pattern)
+
     def _record(self, org: str, name: str, pattern: str, o: DurableOptions) -> ConsumerRecord:
-        """The record ``o`` asks for, unset settings as the broker's defaults; a setting
-        outside :data:`~broker.bounds.BOUNDS` is refused with INVALID_SETTING."""
+        """The record ``o`` asks for, unset settings as the broker's defaults (the config
+        store's for ``pattern``, else the node's); a setting outside
+        :data:`~broker.bounds.BOUNDS` is refused with INVALID_SETTING."""
         cfg = self.config
-        ack_wait = o.ack_wait or cfg.ack_wait
-        max_deliveries = o.max_deliveries or cfg.max_deliveries
+        ack_wait = o.ack_wait or self.live.ack_wait(pattern)
+        max_deliveries = o.max_deliveries or self.live.max_deliveries(pattern)
         max_in_flight = o.max_in_flight or cfg.max_in_flight
         check_setting("ack_wait", ack_wait)
         check_setting("max_deliveries", max_deliveries)

@@ -27,6 +27,7 @@ from lockgate.broker.auth import Principal
 from lockgate.broker.backbone import Backbone, Notice
 from lockgate.broker.backbone.local import LocalBackbone
 from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.configstore import ConfigManager
 from lockgate.broker.conversations import Conversations
 from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
 from lockgate.broker.delivery import BoundSession, DurableConsumer, EphemeralSubscription
@@ -37,11 +38,13 @@ from lockgate.broker.history import History, HistoryLagSource
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.leases import Leases, LocalLeases
 from lockgate.broker.limits import Limiter
+from lockgate.broker.livesettings import LiveSettings
 from lockgate.broker.permissions import Permissions
 from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, start_after
 from lockgate.broker.quotas import OrgQuota
+from lockgate.broker.registry import BackboneRegistry
 from lockgate.broker.requests import Requests
 from lockgate.broker.router import Router
 from lockgate.broker.store import ConsumerRecord, DeadLetterRecord, Store
@@ -57,6 +60,8 @@ _RETENTION = "retention"
 _LEASE_TTL = 15.0
 """Seconds a lease lasts unless renewed; renewed every ``_LEASE_EVERY``."""
 _LEASE_EVERY = 5.0
+_FOLLOW_EVERY = 1.0
+"""Seconds between two reads of the config store and the registry (behind the notices)."""
 
 
 class Broker:
@@ -83,6 +88,21 @@ class Broker:
         host = socket.gethostname().replace(".", "-")  # one token of a NATS subject
         self.node_id = f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
         """This node among the others (lease holder, backbone origin)."""
+        self.live = LiveSettings(config)
+        """The config store's running version: what it changes reads it live."""
+        self.policy.live = self.live
+        self.settings = ConfigManager(
+            store,
+            self.live,
+            self.audit,
+            lambda v: self.backbone.notify(Notice("config_changed", self.node_id, name=str(v))),
+        )
+        self.registry = BackboneRegistry(
+            store,
+            self.audit,
+            lambda i: self.backbone.notify(Notice("registry_changed", self.node_id, name=i)),
+        )
+        """The backbone registry: ``registry.backbone_for(org)``, ``registry.on_change``."""
         self.permissions = Permissions(config.admin_org)
         """Who may do what (the one table); every surface asks it."""
         self.log = logging.getLogger("lockgate.broker")
@@ -123,6 +143,7 @@ class Broker:
             self.publish_system,
             self._durable_changed,
             subscriptions,
+            self.live,
         )
         if config.store != "sqlite" if shared_durables is None else shared_durables:
             self.durables.relay = DurableRelay(
@@ -146,7 +167,9 @@ class Broker:
             lambda: self.pipeline.head,
             store,
             subscriptions,
+            self.live,
         )
+        self._follow_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.telemetry.observe_depths(self.durables.depths)
         if isinstance(store, HistoryLagSource):
@@ -169,6 +192,14 @@ class Broker:
             await self.audit.stop()
             await self.store.close()
             raise
+        try:
+            await self.settings.reload()
+            await self.registry.reload()
+        except BaseException:
+            await self.worker.release()
+            await self.audit.stop()
+            await self.store.close()
+            raise
         await self.pipeline.open(self.worker.worker_id, self.worker.check)
         self.worker.on_change = self.pipeline.use_worker
         await self.dedup.open(self.store)
@@ -179,10 +210,13 @@ class Broker:
         self._tasks = [
             asyncio.create_task(self._ticker(), name="lockgate-ticker"),
             asyncio.create_task(self._lease_loop(), name="lockgate-leases"),
+            asyncio.create_task(self._follow_loop(), name="lockgate-follow"),
         ]
 
     async def stop(self) -> None:
         self.draining = True
+        if self._follow_task is not None:
+            self._tasks.append(self._follow_task)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -208,11 +242,12 @@ class Broker:
     async def _lease_loop(self) -> None:
         """Keeps the worker id's lease (retried every second while it has none), and trims
         the log while holding the retention one."""
-        rules = self.config.retention_rules()
         while True:
             if not await self.worker.renew():
                 await asyncio.sleep(1.0)
                 continue
+            # The node's own rules and the config store's, as they are now.
+            rules = self.config.retention_rules() + self.live.retention_rules()
             try:
                 if rules and await self.leases.acquire(_RETENTION, self.node_id, _LEASE_TTL):
                     removed = await self.store.trim(rules, int(time.time() * 1000))
@@ -221,6 +256,20 @@ class Broker:
             except BrokerError as exc:
                 self.log.error("retention failed: %s", exc)
             await asyncio.sleep(_LEASE_EVERY)
+
+    async def _follow_loop(self) -> None:
+        """Reads the config store and the registry every second: the safety net behind a
+        lost notice (they are small reads)."""
+        while True:
+            await asyncio.sleep(_FOLLOW_EVERY)
+            await self._follow()
+
+    async def _follow(self) -> None:
+        try:
+            await self.settings.reload()
+            await self.registry.reload()
+        except BrokerError as exc:  # the store is down: the running settings stay
+            self.log.error("config.follow.failed: %s", exc)
 
     # -- the backbone's side (Member) ---------------------------------------------------------
 
@@ -252,7 +301,12 @@ class Broker:
 
     def on_notice(self, notice: Notice) -> None:
         # One node has nothing to reload; a cluster node reloads the durable or the active
-        # policy version from the shared store here.
+        # policy version from the shared store here. The config store and the registry are
+        # read again at once (one read in flight at a time; the poll covers the rest).
+        if notice.kind in ("config_changed", "registry_changed") and (
+            self._follow_task is None or self._follow_task.done()
+        ):
+            self._follow_task = asyncio.create_task(self._follow(), name="lockgate-follow-now")
         for listener in list(self.notice_listeners):
             listener(notice)
 

@@ -14,7 +14,8 @@ agent      publish, request, subscribe, read history, create and consume durable
            own org, as the policies allow (a key without either admin role)
 org-admin  also its own org's durables, dead letters, webhook durables and policy set
            (role ``org-admin``; or ``admin`` in any org other than ``admin_org``)
-admin      the whole broker: every org's policy set and durables, the global policy set
+admin      the whole broker: every org's policy set and durables, the global policy set,
+           the backbone registry and the config store
            (role ``admin`` in the org ``admin_org``, ``default`` unless configured; the open
            dev mode's ``default/anonymous`` is one)
 ========== ===============================================================================
@@ -98,6 +99,10 @@ ACTIONS: Final = _table(
     Action("status.read", ORG_ADMIN, "read the node's status (the history's lag)"),
     Action("conversation.use", AGENT, "take part in conversations (as their rules allow)"),
     Action("conversation.keys", AGENT, "publish and read encryption keys of conversations"),
+    Action("registry.read", ADMIN, "read the backbone registry"),
+    Action("registry.write", ADMIN, "create, update and delete backbone records"),
+    Action("config.read", ADMIN, "read the config store and its versions"),
+    Action("config.write", ADMIN, "change or roll back the config store"),
 )
 
 #: Every gRPC method (``/package.Service/Method``) -> its action. A request with an ``org``
@@ -147,6 +152,15 @@ RPC_ACTIONS: Final = MappingProxyType(
         "/broker.v1.ConversationService/GetKeys": "conversation.keys",
         "/broker.v1.ConversationService/PutGroupKeys": "conversation.keys",
         "/broker.v1.ConversationService/GetGroupKeys": "conversation.keys",
+        "/broker.v1.RegistryService/CreateBackbone": "registry.write",
+        "/broker.v1.RegistryService/GetBackbone": "registry.read",
+        "/broker.v1.RegistryService/UpdateBackbone": "registry.write",
+        "/broker.v1.RegistryService/DeleteBackbone": "registry.write",
+        "/broker.v1.RegistryService/ListBackbones": "registry.read",
+        "/broker.v1.ConfigService/GetConfig": "config.read",
+        "/broker.v1.ConfigService/SetConfig": "config.write",
+        "/broker.v1.ConfigService/ListConfigVersions": "config.read",
+        "/broker.v1.ConfigService/RollbackConfig": "config.write",
     }
 )
 
@@ -162,6 +176,15 @@ HTTP_ACTIONS: Final = MappingProxyType(
         ("GET", "/v1/subscriptions/{durable}/events"): "durable.consume",
         ("POST", "/v1/subscriptions/{durable}/acks"): "durable.consume",
         ("GET", "/v1/audit"): "audit.read",
+        ("GET", "/v1/backbones"): "registry.read",
+        ("POST", "/v1/backbones"): "registry.write",
+        ("GET", "/v1/backbones/{id}"): "registry.read",
+        ("PUT", "/v1/backbones/{id}"): "registry.write",
+        ("DELETE", "/v1/backbones/{id}"): "registry.write",
+        ("GET", "/v1/config"): "config.read",
+        ("PATCH", "/v1/config"): "config.write",
+        ("GET", "/v1/config/versions"): "config.read",
+        ("POST", "/v1/config/rollback"): "config.write",
         ("GET", "/v1/ws"): "",
     }
 )

@@ -41,6 +41,7 @@ from lockgate.policy import Principal as PolicyPrincipal
 
 __all__ = [
     "ConversationReads",
+    "LiveLimits",
     "PolicyGate",
     "SpamControls",
     "Verdicts",
@@ -156,6 +157,17 @@ def json_payload(ev: CloudEvent) -> bytes | None:
     return _payload(ev)
 
 
+class LiveLimits(Protocol):
+    """The config store's rate limits (``broker.livesettings.LiveSettings``)."""
+
+    @property
+    def has_limits(self) -> bool: ...
+
+    def buckets(self, org: str, subject: str) -> list[tuple[str, float, float]]:
+        """``(key, rate per second, burst)`` of each bucket a publish on ``subject`` takes."""
+        ...
+
+
 class PolicyGate:
     """The running policy set plus the state its effects need."""
 
@@ -178,6 +190,8 @@ class PolicyGate:
         names = {o.strip() for o in default_deny.split(",") if o.strip()}
         self.deny_all = "*" in names
         self.deny_orgs = frozenset(names - {"*"})
+        self.live: LiveLimits | None = None
+        """The config store's per-pattern rate limits (the node sets its own)."""
         self.on_swap: list[Callable[[str], None]] = []
         """Called with the new version after every swap (the node tells the others)."""
         self._reads: dict[tuple[Principal, str], bool] = {}
@@ -192,7 +206,12 @@ class PolicyGate:
 
     @property
     def active(self) -> bool:
-        return self._decider is not None or bool(self._deciders) or self.spam.on
+        return (
+            self._decider is not None
+            or bool(self._deciders)
+            or self.spam.on
+            or (self.live is not None and self.live.has_limits)
+        )
 
     @property
     def version(self) -> str:
@@ -267,6 +286,11 @@ class PolicyGate:
             )
         if self.spam.on:
             self._spam(principal, events, indexes, rejected, limits, dedups)
+        live = self.live
+        if live is not None and live.has_limits and action == "publish":
+            buckets = live.buckets(principal.org, subject)
+            if buckets:
+                limits.append((buckets, [i for i in indexes if i not in rejected]))
         if limits:
             await self._charge(limits, rejected)
         if dedups:

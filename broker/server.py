@@ -20,10 +20,20 @@ from lockgate.broker.rpc import service_handler
 from lockgate.broker.rpc.admin_service import AdminService
 from lockgate.broker.rpc.audit_service import AuditService
 from lockgate.broker.rpc.broker_service import RAW_RESPONSES, BrokerService
+from lockgate.broker.rpc.config_service import ConfigService
 from lockgate.broker.rpc.conversation_service import ConversationService
 from lockgate.broker.rpc.policy_service import PolicyService
+from lockgate.broker.rpc.registry_service import RegistryService
 from lockgate.broker.tls import ServerTLS
-from lockgate.broker.v1 import admin_pb2, audit_pb2, broker_pb2, conversation_pb2, policy_pb2
+from lockgate.broker.v1 import (
+    admin_pb2,
+    audit_pb2,
+    broker_pb2,
+    config_pb2,
+    conversation_pb2,
+    policy_pb2,
+    registry_pb2,
+)
 
 __all__ = ["BrokerServer"]
 
@@ -34,13 +44,15 @@ _SERVICES = (
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
     conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"],
+    registry_pb2.DESCRIPTOR.services_by_name["RegistryService"],
+    config_pb2.DESCRIPTOR.services_by_name["ConfigService"],
 )
 _HEALTH_NAMES = ("", *(s.full_name for s in _SERVICES))
 
 
 class BrokerServer:
     """Serves one :class:`Broker` over gRPC: BrokerService, AdminService, PolicyService,
-    AuditService, health and reflection."""
+    AuditService, RegistryService, ConfigService, health and reflection."""
 
     def __init__(
         self, broker: Broker, auth: Authenticator, policies: PolicyManager | None = None
@@ -51,18 +63,30 @@ class BrokerServer:
         self.policy_api = PolicyService(broker, auth, policies)
         self.audit_api = AuditService(broker, auth)
         self.conversations = ConversationService(broker, auth)
+        self.registry_api = RegistryService(broker, auth)
+        self.config_api = ConfigService(broker, auth)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
     def _handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
-        broker_service, admin_service, policy_service, audit_service, conv_service = _SERVICES
+        (
+            broker_service,
+            admin_service,
+            policy_service,
+            audit_service,
+            conv_service,
+            registry,
+            config,
+        ) = _SERVICES
         return (
             service_handler(self.service, broker_service, raw=RAW_RESPONSES),
             service_handler(self.admin, admin_service),
             service_handler(self.policy_api, policy_service),
             service_handler(self.audit_api, audit_service),
             service_handler(self.conversations, conv_service),
+            service_handler(self.registry_api, registry),
+            service_handler(self.config_api, config),
         )
 
     async def start(self, listen: str, tls: ServerTLS | None = None) -> int:

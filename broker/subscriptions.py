@@ -17,6 +17,7 @@ from lockgate.broker.config import Config
 from lockgate.broker.delivery import EphemeralSubscription
 from lockgate.broker.errors import BrokerError, ResourceExhausted
 from lockgate.broker.history import History
+from lockgate.broker.livesettings import LiveSettings
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, replays, start_after
 from lockgate.broker.quotas import OrgQuota
@@ -77,8 +78,11 @@ class Ephemerals:
         head: Callable[[], int],
         log: EventLog,
         quota: OrgQuota,
+        live: LiveSettings | None = None,
     ) -> None:
         self.config = config
+        self.live = live or LiveSettings(config)
+        """The config store's running settings (the buffer of a new subscriber)."""
         self.quota = quota
         """Live subscriptions per org, shared with the durable streams."""
         self.events = log
@@ -109,13 +113,14 @@ class Ephemerals:
         after = start_after(start, self._head()) if replay else 0  # validates first
         pos = await log_position(self.events, after) if replay else LogPosition(0)
         self.quota.acquire(principal.org)  # released once it leaves _live
+        max_bytes = self.live.subscriber_max_bytes(pattern)
         sub = EphemeralSubscription(
             principal.org,
             pattern,
             queue,
             self.config.max_message_bytes,
-            self.config.subscriber_max_bytes,
-            self.config.subscriber_write_deadline,
+            max_bytes,
+            self.live.subscriber_write_deadline(pattern),
             reader=principal,
         )
         sub.on_slow = self._on_slow
@@ -131,7 +136,7 @@ class Ephemerals:
                 await self.history.replay(
                     sub.org,
                     sub.pattern,
-                    _Budgeted(sub, self.config.subscriber_max_bytes),
+                    _Budgeted(sub, max_bytes),
                     pos,
                     committed,
                     self.gate.reader(principal),  # the same per-subject decision as live routing

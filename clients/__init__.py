@@ -27,6 +27,13 @@ from lockgate.clients._admin import (
 )
 from lockgate.clients._backoff import Backoff
 from lockgate.clients._client import Client
+from lockgate.clients._cluster import (
+    Backbone,
+    ClusterAdmin,
+    ConfigChange,
+    ConfigSetting,
+    ConfigVersion,
+)
 from lockgate.clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
 from lockgate.clients._errors import (
     AlreadyExists,
@@ -58,8 +65,13 @@ __all__ = [
     "AlreadyExists",
     "AttributeValue",
     "AuditRecord",
+    "Backbone",
     "Backoff",
     "Client",
+    "ClusterAdmin",
+    "ConfigChange",
+    "ConfigSetting",
+    "ConfigVersion",
     "DeadLetter",
     "DurableInfo",
     "DurableState",

@@ -27,6 +27,7 @@ from google.protobuf.message import Message as _Message
 
 from lockgate.broker.v1 import admin_pb2, audit_pb2, policy_pb2
 from lockgate.clients._channel import ADMIN, AUDIT, POLICY
+from lockgate.clients._cluster import ClusterAdmin
 from lockgate.clients._codec import StartSpec, to_duration, to_start_position
 from lockgate.clients._message import StoredEvent
 
@@ -232,8 +233,9 @@ class PolicySet:
     files: dict[str, str] = field(default_factory=dict)
 
 
-class Admin:
-    """The administrative calls of a :class:`~clients.Client`; get it as ``client.admin``."""
+class Admin(ClusterAdmin):
+    """The administrative calls of a :class:`~clients.Client`; get it as ``client.admin``
+    (the backbone registry and the config store: see :class:`~clients.ClusterAdmin`)."""
 
     def __init__(self, unary: Callable[..., Awaitable[_Message]]) -> None:
         self._unary = unary

@@ -28,6 +28,9 @@ from lockgate.broker.api import (
     DURABLE_DEFAULTS,
     FROM_NEW,
     AuditRecord,
+    BackboneRecord,
+    ConfigChange,
+    ConfigVersionRecord,
     Delivery,
     DurableOptions,
     DurableView,
@@ -41,6 +44,9 @@ from lockgate.clients import _errors as ce
 from lockgate.clients._admin import Admin, DurableInfo, WebhookSecrets
 from lockgate.clients._backoff import Backoff
 from lockgate.clients._channel import AUDIT, BROKER, Connection, bearer
+from lockgate.clients._cluster import Backbone
+from lockgate.clients._cluster import ConfigChange as ClientChange
+from lockgate.clients._cluster import ConfigVersion as ClientVersion
 from lockgate.clients._codec import StartSpec as ClientStart
 from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
 from lockgate.clients._targets import Targets, parse_targets
@@ -506,6 +512,49 @@ class RemoteAPI:
         token = resp.next_page_token
         return records, int(token) if token.isdigit() else 0
 
+    # -- the backbone registry and the config store (client.admin's calls, broker types) --------
+
+    async def list_backbones(self, key: str | None) -> list[BackboneRecord]:
+        return [_backbone(b) for b in await self._admin(key).list_backbones()]
+
+    async def get_backbone(self, key: str | None, backbone_id: str) -> BackboneRecord:
+        return _backbone(await self._admin(key).get_backbone(backbone_id))
+
+    async def put_backbone(
+        self, key: str | None, record: BackboneRecord, *, create: bool
+    ) -> BackboneRecord:
+        b = Backbone(
+            record.id,
+            record.endpoint,
+            record.orgs,
+            record.clusters,
+            record.region,
+            record.version,
+            record.status,
+        )
+        admin = self._admin(key)
+        return _backbone(await (admin.create_backbone(b) if create else admin.update_backbone(b)))
+
+    async def delete_backbone(self, key: str | None, backbone_id: str) -> None:
+        await self._admin(key).delete_backbone(backbone_id)
+
+    async def get_config(self, key: str | None, version: int = 0) -> ConfigVersionRecord | None:
+        v = await self._admin(key).get_config(version)
+        return _config_version(v) if v.version else None
+
+    async def set_config(
+        self, key: str | None, changes: Sequence[ConfigChange], expected_version: int = 0
+    ) -> ConfigVersionRecord:
+        sent = [ClientChange(c.pattern, c.name, c.value, c.unset) for c in changes]
+        v = await self._admin(key).set_config(sent, expected_version=expected_version)
+        return _config_version(v)
+
+    async def config_versions(self, key: str | None, limit: int = 100) -> list[ConfigVersionRecord]:
+        return [_config_version(v) for v in await self._admin(key).list_config_versions(limit)]
+
+    async def rollback_config(self, key: str | None, version: int = 0) -> ConfigVersionRecord:
+        return _config_version(await self._admin(key).rollback_config(version))
+
     async def list_durables(self, key: str | None) -> list[DurableInfo]:
         """The durables ``key`` may see (the webhook dispatcher polls those with endpoints)."""
         return await self._admin(key).list_durables()
@@ -517,3 +566,30 @@ class RemoteAPI:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self._targets.close()
+
+
+def _ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _backbone(b: Backbone) -> BackboneRecord:
+    return BackboneRecord(
+        b.id,
+        b.endpoint,
+        b.org_ids,
+        b.cluster_ids,
+        b.region,
+        b.version,
+        b.status,
+        _ms(b.created_time),
+        _ms(b.updated_time),
+    )
+
+
+def _config_version(v: ClientVersion) -> ConfigVersionRecord:
+    settings: dict[str, dict[str, str]] = {}
+    for s in v.settings:
+        settings.setdefault(s.pattern, {})[s.name] = s.value
+    return ConfigVersionRecord(
+        v.version, _ms(v.created_time), v.author, v.origin, settings, v.detail
+    )

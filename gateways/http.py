@@ -9,6 +9,8 @@ Routes (all under ``/v1``; the API key as ``Authorization: Bearer <key>``)::
     GET  /v1/subscriptions/{durable}/events?wait=30s&max=100    long poll
     POST /v1/subscriptions/{durable}/acks       {"ack": [...], "nack": [...], "nack_delay": "5s"}
     GET  /v1/audit?since=&until=&org=&agent=&action=&outcome=&after=&limit=    (admin)
+    /v1/backbones[/{id}], /v1/config[/versions|/rollback]   the registry and the config
+                                                store (admin; see gateways._cluster_http)
 
 Publish answers 200 when every event was accepted (duplicates count as accepted), 207
 (Multi-Status) when some were rejected, and the rejection's own status (400, 403, 413, 429,
@@ -39,6 +41,7 @@ from lockgate.broker.bounds import BOUNDS
 from lockgate.broker.errors import BrokerError, NotFound
 from lockgate.gateways._cebinary import from_binary, has_binary_headers, is_structured_type
 from lockgate.gateways._cejson import JsonValue, event_from_json
+from lockgate.gateways._cluster_http import add_cluster_routes
 from lockgate.gateways._guard import read_body
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
 from lockgate.gateways._slices import by_count, publish_in_slices
@@ -372,6 +375,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/subscriptions/{durable}/events", poll)
     app.router.add_post("/v1/subscriptions/{durable}/acks", acks)
     app.router.add_get("/v1/audit", audit_records)
+    add_cluster_routes(app, lambda request: request.app[API_KEY], _json_body)
 
 
 def build_app(api: BrokerAPI, settings: HttpSettings | None = None) -> web.Application:

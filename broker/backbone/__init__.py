@@ -25,7 +25,7 @@ from lockgate.broker.v1 import cloudevent_pb2
 __all__ = ["Backbone", "Member", "Notice", "NoticeKind"]
 
 CloudEvent = cloudevent_pb2.CloudEvent
-NoticeKind = Literal["policy_swapped", "durable_changed"]
+NoticeKind = Literal["policy_swapped", "durable_changed", "config_changed", "registry_changed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,8 @@ class Notice:
     origin: str
     org: str = ""
     name: str = ""
-    """The durable's name (``durable_changed``) or the policy version (``policy_swapped``)."""
+    """The durable's name (``durable_changed``), the policy version (``policy_swapped``), the
+    config store's version (``config_changed``) or a backbone's id (``registry_changed``)."""
 
 
 class Member(Protocol):

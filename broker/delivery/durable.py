@@ -163,6 +163,8 @@ class DurableConsumer:
         self.recent = recent if recent is not None else RecentCommits()
         """The node's recent commits, read before the store when the consumer is behind."""
         self.rec = record
+        self.backoff: Callable[[], int] = lambda: 32
+        """The longest redelivery wait in ack waits (the node's live setting ``backoff``)."""
         self.max_bytes = max_bytes
         """Bytes of frames held for unacknowledged deliveries, and (apart) of frames read
         ahead in ``ready``: past it, nothing more is handed out until acks free some, and
@@ -681,7 +683,7 @@ class DurableConsumer:
             if session is None:
                 table.due.appendleft(i)
                 break
-            table.redeliver(p, frame, session, now, self.rec.ack_wait_ms / 1000)
+            table.redeliver(p, frame, session, now, self.rec.ack_wait_ms / 1000, self.backoff())
             session.outbox.put(_reencode(frame, p.attempt))
             attempts[i] = p.attempt
             cap -= 1

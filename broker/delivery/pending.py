@@ -33,9 +33,10 @@ class Pending:
     session: Holder | None
 
 
-def backoff_factor(attempt: int) -> int:
-    """How many ack waits delivery ``attempt`` may stay unacked: 1, 2, 4, ... 32."""
-    return 1 << max(0, min(attempt - 1, 5))
+def backoff_factor(attempt: int, most: int = 32) -> int:
+    """How many ack waits delivery ``attempt`` may stay unacked: 1, 2, 4, ... up to ``most``
+    (32 by default; the config store's ``backoff``)."""
+    return min(1 << max(0, min(attempt - 1, 16)), max(1, most))
 
 
 class PendingTable:
@@ -143,12 +144,15 @@ class PendingTable:
                 return i, p
         return None
 
-    def redeliver(self, p: Pending, frame: bytes, holder: Holder, now: float, wait: float) -> None:
-        """Hands ``p`` out again: the next attempt, with the backed-off deadline."""
+    def redeliver(
+        self, p: Pending, frame: bytes, holder: Holder, now: float, wait: float, most: int = 32
+    ) -> None:
+        """Hands ``p`` out again: the next attempt, with the backed-off deadline (at most
+        ``most`` ack waits)."""
         p.attempt += 1
         if p.frame is None:
             self.bytes += len(frame)
         p.frame = frame
         p.session = holder
-        p.deadline = now + wait * backoff_factor(p.attempt)
+        p.deadline = now + wait * backoff_factor(p.attempt, most)
         holder.in_flight += 1

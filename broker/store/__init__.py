@@ -3,7 +3,9 @@
 Each role is its own Protocol so that backends can be mixed (the log on NATS JetStream,
 consumer state and metadata on PostgreSQL): :class:`EventLog`, :class:`ConsumerStateStore`,
 :class:`DeadLetterStore`, :class:`KeyStore`, :class:`PolicyVersionStore`, :class:`AuditStore`,
-:class:`ConversationStore`.
+:class:`ConversationStore`,
+:class:`RegistryStore` (the backbone registry), :class:`ConfigStore` (the versioned live
+settings).
 :class:`Store` is
 all of them with a life cycle; ``SqliteStore`` (the embedded default) implements it.
 :class:`MetadataStore` is every role but the log, with a life cycle: what ``PgStore``
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 __all__ = [
     "SCAN_BUDGET",
@@ -31,7 +33,10 @@ __all__ = [
     "AuditQuery",
     "AuditRecord",
     "AuditStore",
+    "BackboneRecord",
     "Batch",
+    "ConfigStore",
+    "ConfigVersionRecord",
     "ConsumerRecord",
     "ConsumerStateStore",
     "ConversationRecord",
@@ -48,6 +53,8 @@ __all__ = [
     "PolicyVersionRecord",
     "PolicyVersionStore",
     "ReceiptRecord",
+    "RegistryConflict",
+    "RegistryStore",
     "RetentionRule",
     "Store",
 ]
@@ -282,6 +289,48 @@ class RetentionRule:
     max_events: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BackboneRecord:
+    """One backbone of the registry: its unique ``id``, the orgs and clusters it serves, its
+    public ``endpoint`` and metadata (``region``, ``version``, ``status``); times in Unix ms,
+    set by the store (``created_ms`` kept on update)."""
+
+    id: str
+    endpoint: str
+    orgs: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
+    region: str = ""
+    version: str = ""
+    status: str = "active"
+    created_ms: int = 0
+    updated_ms: int = 0
+
+
+class RegistryConflict(NamedTuple):
+    """Why a registry write was not made: ``exists`` (the id is taken), ``missing`` (no such
+    id to update) or ``org`` (``org`` is pinned to ``backbone`` already)."""
+
+    kind: Literal["exists", "missing", "org"]
+    org: str = ""
+    backbone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigVersionRecord:
+    """One version of the live settings: the whole document, ``settings[pattern][name] =
+    value`` (pattern ``""``: the global settings; values as text, checked before they were
+    stored), numbered from 1 in write order, with who wrote it (``author``), how
+    (``origin``: set, rollback) and when."""
+
+    version: int
+    created_ms: int
+    author: str
+    origin: str
+    settings: Mapping[str, Mapping[str, str]]
+    detail: str = ""
+    """What changed, one line (``rollback to 3``, ``set orders.>: publish_rate=10``)."""
+
+
 class EventLog(Protocol):
     """The log of stored batches."""
 
@@ -481,6 +530,41 @@ class ConversationStore(Protocol):
         """``agent``'s sealed keys of the conversation from ``min_epoch`` on, by epoch."""
 
 
+class RegistryStore(Protocol):
+    """The backbone registry: one record per backbone; an org is pinned to one backbone at
+    most (a write that would pin it twice is not made)."""
+
+    async def put_backbone(
+        self, record: BackboneRecord, *, create: bool
+    ) -> RegistryConflict | None:
+        """Creates (``create``) or replaces the record ``record.id``, in one transaction with
+        the checks: None when written; else why not (nothing written). The store sets
+        ``updated_ms`` to now and ``created_ms`` to now on create, keeps it on update."""
+
+    async def get_backbone(self, backbone_id: str) -> BackboneRecord | None: ...
+
+    async def list_backbones(self) -> list[BackboneRecord]:
+        """Every record, by id."""
+
+    async def delete_backbone(self, backbone_id: str) -> bool:
+        """False when there was no such record."""
+
+
+class ConfigStore(Protocol):
+    """The versions of the live settings (the config store), newest last; never rewritten."""
+
+    async def add_config_version(self, record: ConfigVersionRecord) -> bool:
+        """Stores ``record`` unless its version number exists already (False: another writer
+        took it; read the newest and try again). Numbers are written in order, so the newest
+        version is the running one."""
+
+    async def config_version(self, version: int = 0) -> ConfigVersionRecord | None:
+        """The version ``version`` (0: the newest), None when there is none."""
+
+    async def list_config_versions(self, limit: int = 100) -> list[ConfigVersionRecord]:
+        """At most ``limit`` versions, newest first."""
+
+
 class MetadataStore(
     ConsumerStateStore,
     DeadLetterStore,
@@ -488,6 +572,8 @@ class MetadataStore(
     PolicyVersionStore,
     AuditStore,
     ConversationStore,
+    RegistryStore,
+    ConfigStore,
     Protocol,
 ):
     """Every role but the log, with a life cycle: the broker's state beside its events."""

@@ -39,6 +39,7 @@ from lockgate.broker.store import (
 from lockgate.broker.store.pg_engine import COMMAND_TIMEOUT, PgDatabase
 from lockgate.broker.store.postgres_consumers import PgConsumerState, PgDeadLetters
 from lockgate.broker.store.postgres_conversations import PgConversations
+from lockgate.broker.store.postgres_meta import PgRegistry
 from lockgate.broker.store.postgres_schema import STEPS
 
 __all__ = ["PgAudit", "PgKeys", "PgPolicyVersions", "PgStore"]
@@ -300,7 +301,15 @@ class PgAudit(PgDatabase):
         return await self._submit(op)
 
 
-class PgStore(PgConversations, PgConsumerState, PgDeadLetters, PgKeys, PgPolicyVersions, PgAudit):
+class PgStore(
+    PgConversations,
+    PgConsumerState,
+    PgDeadLetters,
+    PgKeys,
+    PgPolicyVersions,
+    PgAudit,
+    PgRegistry,
+):
     """The metadata roles (:class:`broker.store.MetadataStore`) on PostgreSQL.
 
     ``pool``: share an open pool (the message logger's, say); otherwise :meth:`open`

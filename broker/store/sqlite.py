@@ -1,7 +1,8 @@
 """The embedded store: SQLite in WAL mode under ``--data-dir``.
 
 ``SqliteStore`` is every role of :class:`broker.store.Store` on one file: the log and the
-metadata here, consumer state in ``sqlite_consumers.py``, the group commit in
+metadata here, consumer state in ``sqlite_consumers.py``, the backbone registry and the
+config store in ``sqlite_meta.py``, the group commit in
 ``sqlite_engine.py``, tables and upgrades in ``sqlite_schema.py``.
 
 ``fsync`` policy: ``os`` (SQLite ``synchronous=NORMAL`` in WAL mode, the default: every commit
@@ -37,6 +38,7 @@ from lockgate.broker.store import (
 from lockgate.broker.store.sqlite_consumers import SqliteConsumerState
 from lockgate.broker.store.sqlite_conversations import SqliteConversations
 from lockgate.broker.store.sqlite_engine import FSYNC_MODES
+from lockgate.broker.store.sqlite_meta import SqliteMetadata
 from lockgate.broker.store.sqlite_schema import position_after_id
 from lockgate.broker.subjects import compile_pattern
 
@@ -88,7 +90,7 @@ _KEY_COLUMNS = (
 _KEY_ROW = "(?,?,?,?,?,?,?,?,?)"
 
 
-class SqliteStore(SqliteConsumerState, SqliteConversations):
+class SqliteStore(SqliteConsumerState, SqliteConversations, SqliteMetadata):
     """The embedded :class:`broker.store.Store`."""
 
     # -- the log ----------------------------------------------------------------------------

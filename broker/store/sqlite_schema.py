@@ -12,6 +12,8 @@ expiry and the id of the key that replaced them (two columns with defaults: "nev
 The conversations' tables (``conversations``, ``conversation_members``,
 ``conversation_receipts``, ``agent_keys``, ``group_keys``) are new tables of version 5,
 created on open like any table added since.
+The backbone registry (``backbones``) and the config store (``config_versions``) are new
+tables in version 5 (no upgrade step: ``CREATE TABLE IF NOT EXISTS`` at every open).
 A file written by a newer version is refused with a sentence rather than misread.
 """
 
@@ -158,6 +160,29 @@ CREATE TABLE IF NOT EXISTS group_keys (
     signature BLOB NOT NULL,
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (org, conversation_id, agent, epoch)
+);
+CREATE TABLE IF NOT EXISTS backbones (
+    id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    orgs TEXT NOT NULL,
+    clusters TEXT NOT NULL,
+    region TEXT NOT NULL,
+    version TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS backbone_orgs (
+    org TEXT PRIMARY KEY,
+    backbone_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS config_versions (
+    version INTEGER PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    author TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
 );
 """
 

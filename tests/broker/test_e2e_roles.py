@@ -22,15 +22,19 @@ from google.protobuf import message
 from lockgate.broker.auth import Principal
 from lockgate.broker.permissions import RPC_ACTIONS, Permissions
 from lockgate.broker.rpc import message_class
+from lockgate.broker.rpc.config_service import ConfigService
 from lockgate.broker.rpc.policy_service import PolicyService
+from lockgate.broker.rpc.registry_service import RegistryService
 from lockgate.broker.testing import RunningBroker, run_broker
 from lockgate.broker.v1 import (
     admin_pb2,
     audit_pb2,
     broker_pb2,
     broker_pb2_grpc,
+    config_pb2,
     conversation_pb2,
     policy_pb2,
+    registry_pb2,
 )
 from tests.broker.e2e_kit import auth, error_info, event, lockgate_cli, unique
 
@@ -42,8 +46,10 @@ SERVICES = [
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
     conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"],
+    registry_pb2.DESCRIPTOR.services_by_name["RegistryService"],
+    config_pb2.DESCRIPTOR.services_by_name["ConfigService"],
 ]
-BROKER_WIDE = {"broker.v1.PolicyService": PolicyService.BROKER_WIDE}
+BROKER_WIDE = {s.SERVICE: s.BROKER_WIDE for s in (PolicyService, RegistryService, ConfigService)}
 # (org, agent, roles) of each key; "default" is the broker's admin_org.
 WHO = {
     "admin": ("default", "ops", ("admin",)),

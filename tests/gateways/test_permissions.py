@@ -94,6 +94,12 @@ def _call(method: str, path: str) -> tuple[str, dict[str, object] | None]:
         body = {"ack": []}
     elif path.endswith("/events") and method == "POST":
         body = _CE
+    elif path.startswith("/v1/backbones") and method in ("POST", "PUT"):
+        body = {"id": unique("bb").replace(".", "-"), "endpoint": "nats://127.0.0.1:4222"}
+    elif path == "/v1/config" and method == "PATCH":
+        body = {"changes": [{"name": "backoff", "value": "4"}]}
+    elif path == "/v1/config/rollback":
+        body = {}
     return concrete + ("?wait=0s" if concrete.endswith("/events") and method == "GET" else ""), body
 
 
