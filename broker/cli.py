@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "config",
         help="print the node's start-up settings; get|set|history|rollback: the config store",
+        allow_abbrev=False,  # its subcommands' options (--limit) are not its own (--limiter)
     )
     _add_config_flags(p)
     p.set_defaults(func=_cmd_config)
