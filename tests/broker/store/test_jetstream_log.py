@@ -19,6 +19,7 @@ from lockgate.broker.store import LogPosition
 from lockgate.broker.store.jetstream import JetStreamLog, events_past_age, events_past_count
 from tests.broker.contracts.contract_stores import make_batch
 from tests.support.nats_servers import nats_cluster
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
 
@@ -100,6 +101,37 @@ async def test_nats_down_fails_closed_then_resumes(tmp_path: Path) -> None:
         await eventually(appended, timeout=15)
         got = await log.read_log("acme", LogPosition(0))
         assert got[0].seq == stored
+
+
+async def test_a_silent_backbone_fails_closed_then_resumes(nats_url: str) -> None:
+    """NATS stops answering (a stalled link, the connection still open): the append fails
+    with STORE_UNAVAILABLE once its ack is overdue, never acknowledged; a new link
+    resumes."""
+    name = "LGT_" + uuid.uuid4().hex[:12]
+    async with (
+        TcpProxy(nats_url.removeprefix("nats://")) as proxy,
+        _log(f"nats://{proxy.target}", name, timeout=1.0) as log,
+    ):
+        try:
+            gen = IdGenerator(0)
+            await log.append([make_batch(gen, "acme", "a", 1)])
+            proxy.stall()
+            with pytest.raises(Unavailable) as err:
+                await log.append([make_batch(gen, "acme", "a", 1)])
+            assert err.value.reason == "STORE_UNAVAILABLE"
+            proxy.resume()
+            await proxy.cut()  # the client notices and reconnects
+
+            async def appended() -> bool:
+                with contextlib.suppress(Unavailable):
+                    await log.append([make_batch(gen, "acme", "a", 1)])
+                    return True
+                return False
+
+            await eventually(appended, timeout=15)
+        finally:
+            with contextlib.suppress(Unavailable):
+                await log._api(f"STREAM.DELETE.{name}")
 
 
 async def test_r3_stream_loses_a_server_under_load(tmp_path: Path) -> None:
