@@ -231,6 +231,8 @@ class Pipeline:
             raise Unavailable(
                 "the broker is shutting down", reason="SHUTTING_DOWN", hint="retry on another node"
             )
+        if self._guard is not None:
+            self._guard()  # no worker id to issue ids with: refused before anything is claimed
         try:
             validate_subject(subject, allow_system=owned)
         except BrokerError as exc:
@@ -320,14 +322,18 @@ class Pipeline:
         prepared.span = self.telemetry.start_publish(subject, len(accepted), events[accepted[0]])
         prepared.keys = keys
         publisher = publisher_of(principal)
-        if routes:
-            accepted, raws = self._apply_routes(
-                prepared, org, subject, accepted, raws, routes, publisher, suffix
-            )
-        if accepted:
-            ids = self._stage(prepared, org, subject, raws, publisher, suffix)
-            for i, event_id in zip(accepted, ids, strict=True):
-                out.ids[i] = event_id
+        try:
+            if routes:
+                accepted, raws = self._apply_routes(
+                    prepared, org, subject, accepted, raws, routes, publisher, suffix
+                )
+            if accepted:
+                ids = self._stage(prepared, org, subject, raws, publisher, suffix)
+                for i, event_id in zip(accepted, ids, strict=True):
+                    out.ids[i] = event_id
+        except BrokerError:  # the worker id's lease ran out meanwhile: nothing was staged
+            await self.dedup.forget(keys)
+            raise
         # Queued before any further await, so store order is staging order.
         if prepared.staged:
             if timed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -23,7 +24,7 @@ from lockgate.broker.delivery import BoundSession
 from lockgate.broker.durable_relay import RelayedStream
 from lockgate.broker.durables import DurableOptions
 from lockgate.broker.errors import FailedPrecondition, NotFound
-from lockgate.broker.leases import LocalLeases
+from lockgate.broker.leases import Leases, LocalLeases, RedisLeases
 from lockgate.broker.node import Broker
 from lockgate.broker.store import Store
 from lockgate.broker.store.sqlite import SqliteStore
@@ -51,12 +52,22 @@ class SharedStore:
 
 
 class Cluster:
-    def __init__(self, tmp: Path) -> None:
+    """Nodes on one backbone and one store; their leases are one LocalLeases, or (with
+    ``redis_url``) each node's own RedisLeases client on one fresh prefix, as processes."""
+
+    def __init__(self, tmp: Path, redis_url: str = "") -> None:
         self.tmp = tmp
         self.store = SqliteStore(tmp, fsync="never")
         self.backbone = LocalBackbone()
-        self.leases = LocalLeases()
+        self.local = LocalLeases()
+        self.redis_url = redis_url
+        self.prefix = f"lockgate-test:{uuid.uuid4().hex}:"
         self.nodes: list[Broker] = []
+
+    def leases(self) -> Leases:
+        if self.redis_url:
+            return RedisLeases(self.redis_url, prefix=self.prefix)
+        return self.local
 
     async def start(self, n: int) -> list[Broker]:
         await self.store.open()
@@ -66,7 +77,7 @@ class Cluster:
                 config,
                 cast(Store, SharedStore(self.store)),
                 backbone=self.backbone,
-                leases=self.leases,
+                leases=self.leases(),
                 shared_durables=True,
             )
             await node.start()
@@ -75,15 +86,31 @@ class Cluster:
 
     async def stop(self) -> None:
         for node in self.nodes:
-            if node.draining:
-                continue
-            await node.stop()
+            if not node.draining:
+                await node.stop()
+            if self.redis_url:
+                await node.leases.close()
         await self.store.close()
 
 
 @pytest_asyncio.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     c = Cluster(tmp_path)
+    yield c
+    await c.stop()
+
+
+@pytest_asyncio.fixture
+async def redis_cluster(tmp_path: Path, redis_url: str) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path, redis_url)
+    yield c
+    await c.stop()
+
+
+@pytest_asyncio.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
+async def either_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    c = Cluster(tmp_path, url)
     yield c
     await c.stop()
 
@@ -209,8 +236,10 @@ async def test_nacks_deadlines_and_dead_letters_are_the_owners(cluster: Cluster)
     assert back.id == eid
 
 
-async def test_stopping_the_owner_moves_the_durable_and_its_pending(cluster: Cluster) -> None:
-    a, b, c = await cluster.start(3)
+async def test_stopping_the_owner_moves_the_durable_and_its_pending(
+    either_cluster: Cluster,
+) -> None:
+    a, b, c = await either_cluster.start(3)
     await a.create_durable(DEV_PRINCIPAL, "m", "m.>")
     stream = await b.subscribe_durable(DEV_PRINCIPAL, "m", "m.>")
     ids = await publish(c, "m.x", 3, "k")
@@ -243,8 +272,8 @@ async def crash(node: Broker) -> None:
     node.draining = True  # the fixture does not stop it
 
 
-async def test_a_crashed_owner_leaves_its_pending_to_a_survivor(cluster: Cluster) -> None:
-    a, b, c = await cluster.start(3)
+async def test_a_crashed_owner_leaves_its_pending_to_a_survivor(redis_cluster: Cluster) -> None:
+    a, b, c = await redis_cluster.start(3)  # the leases in Redis, as in a real cluster
     await a.create_durable(DEV_PRINCIPAL, "k", "k.>")
     stream = await b.subscribe_durable(DEV_PRINCIPAL, "k", "k.>")
     ids = await publish(c, "k.x", 4, "k")
