@@ -430,6 +430,13 @@ async def test_registry_and_config_over_http(env: Env) -> None:
             assert "subscriber_max_bytes" in doc["detail"]
         async with http.patch(f"{env.http}/v1/config", json=change, headers=lead) as resp:
             assert resp.status == 403
+        for junk in ({"changes": "all"}, {"changes": [{"name": "backoff", "value": [1]}]}):
+            async with http.patch(f"{env.http}/v1/config", json=junk, headers=admin) as resp:
+                doc = await resp.json()
+                assert (resp.status, doc["reason"]) == (400, "INVALID_PARAMETER")
+        async with http.post(f"{env.http}/v1/backbones", json={"id": _id()}, headers=admin) as resp:
+            doc = await resp.json()
+            assert (resp.status, doc["reason"]) == (400, "INVALID_PARAMETER")  # no endpoint
         async with http.get(f"{env.http}/v1/config/versions?limit=2", headers=admin) as resp:
             versions = (await resp.json())["versions"]
             assert versions[0]["version"] == version and versions[0]["active"]

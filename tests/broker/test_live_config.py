@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from lockgate.broker.auth import DEV_PRINCIPAL
+from lockgate.broker.auth import DEV_PRINCIPAL, Principal
 from lockgate.broker.backbone.local import LocalBackbone
 from lockgate.broker.config import Config
 from lockgate.broker.configstore import ConfigChange
@@ -65,6 +65,9 @@ async def test_a_rate_limit_set_on_one_node_limits_publishes_on_the_other(
     assert err.reason == "RATE_LIMITED" and err.metadata["rule"] == "config:orders.>"
     # Other subjects and other orgs have their own buckets.
     assert (await b.publish(DEV_PRINCIPAL, "billing.eu", [event("b1")])).errors == []
+    globex = Principal("globex", "g1", frozenset())
+    out = await b.publish(globex, "orders.eu", [event("g1"), event("g2"), event("g3")])
+    assert [i for i, _ in out.errors] == [2]  # its own burst of 2, untouched by default's
     # Rolled back to before the limit: publishes flow again on both nodes.
     back = await b.settings.rollback()
     await eventually(lambda: a.live.version == back.version)

@@ -158,3 +158,34 @@ async def test_credentials_are_checked_and_watched_through_the_broker(
             assert err.reason == "CREDENTIAL_REVOKED"
         finally:
             await remote.close()
+
+
+async def test_registry_and_config_store_through_the_client(api: RemoteAPI) -> None:
+    """A standalone gateway's /v1/backbones and /v1/config go through client.admin: records
+    come back as the broker's types, refusals as the broker's classes with their reasons."""
+    from lockgate.broker.api import BackboneRecord, ConfigChange
+
+    bid = unique("bb-").replace(".", "")
+    rec = BackboneRecord(bid, "nats://127.0.0.1:4222", (bid,), ("k",), "eu", "2.10")
+    made = await api.put_backbone(None, rec, create=True)
+    assert (made.id, made.orgs, made.clusters, made.status) == (bid, (bid,), ("k",), "active")
+    assert made.created_ms > 0 and made.updated_ms >= made.created_ms
+    assert bid in [b.id for b in await api.list_backbones(None)]
+    with pytest.raises(be.AlreadyExists):
+        await api.put_backbone(None, rec, create=True)
+    await api.delete_backbone(None, bid)
+    with pytest.raises(be.NotFound) as gone:
+        await api.get_backbone(None, bid)
+    assert gone.value.reason == "NOT_FOUND"
+    pattern = unique("rmcfg.") + ".>"
+    v = await api.set_config(None, [ConfigChange(pattern, "max_deliveries", "4")])
+    got = await api.get_config(None)
+    assert got is not None and got.version == v.version
+    assert got.settings[pattern] == {"max_deliveries": "4"}
+    with pytest.raises(be.InvalidArgument) as bad:
+        await api.set_config(None, [ConfigChange(pattern, "max_deliveries", "x")])
+    assert (
+        bad.value.reason == "INVALID_SETTING" and bad.value.metadata["setting"] == "max_deliveries"
+    )
+    back = await api.rollback_config(None)
+    assert [x.version for x in await api.config_versions(None, 2)] == [back.version, v.version]
