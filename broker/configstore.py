@@ -111,6 +111,8 @@ class ConfigManager:
         return True
 
     def _swap(self, values: dict[str, dict[str, float]], version: int) -> None:
+        if version < self.live.version:
+            return  # a newer one is running already (two changes of this node crossed)
         self.live.swap(values, version)
         for hook in list(self.on_swap):
             hook(version)

@@ -4,6 +4,7 @@ each setting reaches the part it changes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -208,3 +209,22 @@ def test_the_most_specific_pattern_wins() -> None:
     assert live.max_deliveries("a.>") == 3
     assert live.max_deliveries("z") == 2
     assert live.buckets("acme", "a.b.c") == []  # no rate set
+
+
+async def test_changes_made_at_once_all_land_and_the_newest_runs(
+    pair: tuple[Broker, Broker],
+) -> None:
+    a, b = pair
+    names = ("ack_wait", "max_deliveries", "backoff", "retention_max_events")
+    values = ("20s", "7", "3", "50")
+    made = await asyncio.gather(
+        *(
+            node.settings.set([ConfigChange("", n, v)])
+            for node, n, v in zip((a, b, a, b), names, values, strict=True)
+        )
+    )
+    assert sorted(v.version for v in made) == [1, 2, 3, 4]  # one number each, none lost
+    newest = await a.settings.get()
+    assert newest is not None and newest.settings[""] == dict(zip(names, values, strict=True))
+    await eventually(lambda: a.live.version == b.live.version == 4)
+    assert a.live.backoff("x") == 3 and b.live.max_deliveries("x") == 7
