@@ -125,6 +125,29 @@ async def nats_server(tmp: Path) -> AsyncIterator[tuple[dict[str, Any], int]]:
         shutil.rmtree(store, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def grpc_floor(tmp: Path) -> AsyncIterator[tuple[dict[str, Any], int]]:
+    """The minimal grpcio relay of bench/grpc_floor.py on a free port: ({"target": ...}, pid)."""
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bench.grpc_floor", str(port)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        if b"floor ready" not in line:
+            raise RuntimeError(f"the grpc floor server did not start: {line!r}")
+        yield {"target": f"127.0.0.1:{port}"}, proc.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        await proc.wait()
+
+
 async def _nats_ready(proc: asyncio.subprocess.Process) -> None:
     assert proc.stderr is not None
     seen: list[bytes] = []

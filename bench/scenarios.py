@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Args, Result, now_ns
-from bench.procs import PySpy, Worker, cpu_of, lockgate_server, nats_server
+from bench.procs import PySpy, Worker, cpu_of, grpc_floor, lockgate_server, nats_server
 from bench.stages import breakdown
 
 Server = Callable[[Path], contextlib.AbstractAsyncContextManager[tuple[dict[str, Any], int]]]
@@ -21,7 +21,7 @@ class Side:
     """One system under test: a server, one subscriber, some publishers."""
 
     label: str
-    server: str  # "lockgate" | "nats"
+    server: str  # "lockgate" | "nats" | "floor" (bench/grpc_floor.py)
     sub: tuple[str, Args]
     pubs: list[tuple[str, Args]]
     policies: str = ""  # a policy file the broker loads for this side (--policy-dir)
@@ -183,6 +183,33 @@ SCENARIOS: list[Scenario] = [
         max_p99_us=1000,
     ),
     Scenario(
+        "floor-latency",
+        "the latency-ceiling broker side against the grpcio floor (bench/grpc_floor.py: a "
+        "minimal grpcio relay, same wire, same raw workers, nothing else)",
+        "latency",
+        Side(
+            "lockgate",
+            "lockgate",
+            ("lg-sub", {"latency": True}),
+            [("lg-latency-pub", {"rate": 2000})],
+        ),
+        Side(
+            "grpc floor",
+            "floor",
+            ("lg-sub", {"latency": True}),
+            [("lg-latency-pub", {"rate": 2000})],
+        ),
+        "none (what grpcio alone costs)",
+    ),
+    Scenario(
+        "floor-batched",
+        "the ceiling broker side against the grpcio floor relaying the same 500-event frames",
+        "throughput",
+        Side("lockgate", "lockgate", ("lg-sub", _BIG), [_RAW_PUB]),
+        Side("grpc floor", "floor", ("lg-sub", _BIG), [_RAW_PUB]),
+        "none (what grpcio alone costs)",
+    ),
+    Scenario(
         "request",
         "request/reply round trip at 1,000/s: c.request() -> client responder msg.respond()",
         "latency",
@@ -211,7 +238,7 @@ def _server(side: Side, broker_args: list[str]) -> Server:
             return lockgate_server(tmp, args)
 
         return start
-    return nats_server
+    return grpc_floor if side.server == "floor" else nats_server
 
 
 @contextlib.asynccontextmanager

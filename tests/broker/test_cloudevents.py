@@ -134,3 +134,17 @@ def test_check_attributes_reports_the_first_problem() -> None:
     ev.attributes["time"].ce_timestamp.nanos = -3
     err = check_attributes(ev.attributes)
     assert err is not None and err.metadata["attribute"] == "time"
+
+
+def test_a_string_found_valid_once_is_not_checked_again_and_masks_nothing() -> None:
+    good = {"datacontenttype": Value(ce_string="application/x-cached")}
+    assert check_attributes(good) is None
+    assert check_attributes(good) is None  # from the cache of valid (name, string) pairs
+    # The same name with a value of another kind is checked in full.
+    bad_kind = {"datacontenttype": Value(ce_integer=3)}
+    assert check_attributes(bad_kind) is not None
+    # A refused string is never cached: refused every time.
+    bad = {"datacontenttype": Value(ce_string="not a media type")}
+    for _ in range(2):
+        err = check_attributes(bad)
+        assert err is not None and err.metadata["attribute"] == "datacontenttype"
