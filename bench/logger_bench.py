@@ -35,6 +35,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import nats
@@ -127,6 +128,20 @@ async def fill(url: str, batches: list[Batch]) -> None:
     await nc.close()
 
 
+def _cpu_of(pid: int) -> float:
+    """Seconds of CPU a process used so far (user + system), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _backends(pool: asyncpg.Pool) -> list[int]:
+    rows = await pool.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    return [r["pid"] for r in rows]
+
+
 async def drain(url: str, dsn: str, events: int, size: int) -> dict[str, float]:
     nc = await nats.connect(url)
     await nc.jetstream().add_stream(StreamConfig(name=LOG_STREAM, subjects=["lglog.>"]))
@@ -137,17 +152,27 @@ async def drain(url: str, dsn: str, events: int, size: int) -> dict[str, float]:
     pool = await connect_pool(dsn, min_size=1, max_size=4)
     logger = MessageLogger(nc, pool, lag_interval=0.2)
     await logger.prepare()  # the schema is not part of the figure
+    before = {pid: _cpu_of(pid) for pid in await _backends(pool)}
+    cpu0 = time.process_time()
     start = time.perf_counter()
     await logger.start()
     while logger.stats.messages < len(batches):
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start
+    py_cpu = time.process_time() - cpu0
+    pg_cpu = sum(_cpu_of(pid) - before.get(pid, 0.0) for pid in await _backends(pool))
     await logger.stop()
     stored = await pool.fetchval("SELECT count(*) FROM history_events")
     await pool.close()
     await nc.close()
     assert stored == events, (stored, events)
-    return {"events": events, "seconds": elapsed, "events_per_s": events / elapsed}
+    return {
+        "events": events,
+        "seconds": elapsed,
+        "events_per_s": events / elapsed,
+        "logger_cpu_us_per_event": py_cpu / events * 1e6,
+        "postgres_cpu_us_per_event": pg_cpu / events * 1e6,
+    }
 
 
 def publisher_main(url: str, rate: int, duration: float, size: int) -> None:
@@ -158,6 +183,7 @@ def publisher_main(url: str, rate: int, duration: float, size: int) -> None:
         js = nc.jetstream()
         per_s = rate / size
         batches = make_batches(int(per_s * duration) + 1, size, worker=9)
+        print("publishing", flush=True)
         start = time.perf_counter()
         for n, b in enumerate(batches):
             due = start + n / per_s
@@ -167,6 +193,8 @@ def publisher_main(url: str, rate: int, duration: float, size: int) -> None:
             subject, headers, body = encode_batch(b)
             await js.publish_async(subject, body, headers=headers)
         await js.publish_async_completed()
+        took = time.perf_counter() - start
+        print(f"published {len(batches) * size / took:.0f}/s", flush=True)
         await nc.close()
 
     asyncio.run(run())
@@ -180,18 +208,30 @@ async def steady(url: str, dsn: str, rate: int, duration: float, size: int) -> d
     await logger.prepare()
     await logger.start()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--publisher", url, str(rate), str(duration), str(size)
+        sys.executable,
+        __file__,
+        "--publisher",
+        url,
+        str(rate),
+        str(duration),
+        str(size),
+        stdout=asyncio.subprocess.PIPE,
     )
+    assert proc.stdout is not None
+    await proc.stdout.readline()  # "publishing": the batches are built, the clock starts
     samples: list[int] = []
     t0 = time.perf_counter()
-    while proc.returncode is None:
-        await asyncio.sleep(1.0)
-        samples.append(await logger.measure_lag() or 0)
-        if time.perf_counter() - t0 > duration + 60:
-            proc.kill()
-        with_rc = proc.returncode
-        if with_rc is not None:
+    while proc.returncode is None and time.perf_counter() - t0 < duration + 60:
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 1.0)
+        except TimeoutError:
+            samples.append(await logger.measure_lag() or 0)
+            continue
+        if line.startswith(b"published"):
+            published = line.decode().split()[1]
             break
+    else:
+        published = "?"
     await proc.wait()
     stop = time.perf_counter()
     while (await logger.measure_lag() or 0) > 0 and time.perf_counter() - stop < 60:
@@ -202,8 +242,12 @@ async def steady(url: str, dsn: str, rate: int, duration: float, size: int) -> d
     stored = await pool.fetchval("SELECT count(*) FROM history_events")
     await pool.close()
     await nc.close()
+    third = max(1, len(samples) // 3)
     return {
         "rate": rate,
+        "published": published,
+        "lag_first_third_mean_events": sum(samples[:third]) / third * size,
+        "lag_last_third_mean_events": sum(samples[-third:]) / third * size,
         "lag_samples_batches": samples,
         "lag_events_max": max(samples, default=0) * size,
         "catch_up_s": round(catch_up, 2),
@@ -231,7 +275,9 @@ async def main() -> None:
             r = await drain(url, dsn, args.events, args.batch_size)
         print(
             f"drain: {r['events']:,.0f} events in {r['seconds']:.1f} s = "
-            f"{r['events_per_s']:,.0f} events/s",
+            f"{r['events_per_s']:,.0f} events/s; CPU per event: logger "
+            f"{r['logger_cpu_us_per_event']:.1f} us, PostgreSQL "
+            f"{r['postgres_cpu_us_per_event']:.1f} us",
             flush=True,
         )
     if args.phase in ("rate", "both"):

@@ -44,6 +44,10 @@ EventRow = tuple[int, str, str, int, str, str, str, int | None, str, str | None,
 
 _CloudEvent = cloudevent_pb2.CloudEvent
 
+# 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the CloudEvents (RFC 3339) range.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
 
 class BadBatch(ValueError):
     """A batch body that does not hold delivery frames (the logger skips it, logged)."""
@@ -107,6 +111,8 @@ def _time_us(attr: _CloudEvent.CloudEventAttributeValue) -> int | None:
             return None
     else:
         return None
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
+        return None  # outside what PostgreSQL (and Python) can hold: better no time than none
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 

@@ -1,12 +1,14 @@
 """Writing decoded batches into ``history_events``: exactly once, in one transaction.
 
-The rows go by COPY (binary, the fastest way in) into a session-private staging table,
-then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves them into the partitioned table:
-a batch JetStream hands out again (a logger died before its ack, or it acked late) adds
-nothing. PostgreSQL computes the stored time from the id and decides whether a payload that
-claims to be JSON is JSON: the first attempt casts straight to ``jsonb``; when one payload
-is not valid JSON (or holds what ``jsonb`` refuses, such as ``\\u0000``) that attempt rolls
-back to a savepoint and the batch goes again through a forgiving cast (slower, rare).
+The rows go by COPY (binary, the fastest way in) straight into the partitioned table, in a
+savepoint. Two things make that attempt fail, both rare: an event stored before (JetStream
+handed a batch out again because a logger died before its ack, or acked late) and a payload
+that claims to be JSON and is not (or holds what ``jsonb`` refuses, such as ``\\u0000``).
+Then the savepoint rolls back and the rows go the slow, forgiving way: COPY into a
+session-private staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` with a
+cast to ``jsonb`` that yields null where the payload is not JSON. Either way an event is
+stored once, and the whole write is one transaction. (The staging path alone costs
+PostgreSQL about 18 us of CPU per event here, the direct COPY 12.)
 
 Example::
 
@@ -17,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 
@@ -64,8 +67,41 @@ ON CONFLICT DO NOTHING
 """
 
 
-_INSERT_FAST = _insert("data_text::jsonb")
 _INSERT_FORGIVING = _insert("lockgate_jsonb_or_null(data_text)")
+
+_TABLE_COLUMNS = (
+    "id",
+    "stored_at",
+    "org",
+    "subject",
+    "seq",
+    "ce_id",
+    "source",
+    "type",
+    "ce_time",
+    "policy_version",
+    "content_type",
+    "event",
+    "data",
+)
+_UNIX = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _table_rows(rows: Sequence[EventRow]) -> list[tuple[object, ...]]:
+    """``rows`` as the table's columns (the stored time computed once per millisecond)."""
+    out: list[tuple[object, ...]] = []
+    append = out.append
+    last_ms = -1
+    at = _UNIX
+    for r in rows:
+        ms = time_ms_of(r[0])
+        if ms != last_ms:
+            last_ms, at = ms, _UNIX + dt.timedelta(milliseconds=ms)
+        us = r[7]
+        ce_time = None if us is None else _UNIX + dt.timedelta(microseconds=us)
+        append((r[0], at, r[1], r[2], r[3], r[4], r[5], r[6], ce_time, *r[8:]))
+    return out
+
 
 # "no partition of relation ... found for row": a day dropped (retention) or created by
 # nobody since this writer cached what exists.
@@ -117,13 +153,17 @@ class HistoryWriter:
             await self._ensure(range(first, last + 1))
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(_CREATE_STAGING)
-                await conn.copy_records_to_table(_STAGING, records=rows, columns=ROW_COLUMNS)
                 try:
                     async with conn.transaction():  # a savepoint
-                        status = await conn.execute(_INSERT_FAST)
-                except asyncpg.DataError:
-                    status = await conn.execute(_INSERT_FORGIVING)
+                        await conn.copy_records_to_table(
+                            TABLE, records=_table_rows(rows), columns=_TABLE_COLUMNS
+                        )
+                    return len(rows)
+                except (asyncpg.UniqueViolationError, asyncpg.DataError):
+                    pass  # stored before, or not JSON after all: the forgiving way below
+                await conn.execute(_CREATE_STAGING)
+                await conn.copy_records_to_table(_STAGING, records=rows, columns=ROW_COLUMNS)
+                status = await conn.execute(_INSERT_FORGIVING)
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", "") == _NO_PARTITION:
                 self._days.clear()  # refreshed on the retry

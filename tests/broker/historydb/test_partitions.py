@@ -18,7 +18,7 @@ from lockgate.broker.historydb.schema import (
     partition_days,
 )
 from lockgate.broker.historydb.writer import DAYS_AHEAD, HistoryWriter
-from lockgate.broker.ids import id_for_time_ms
+from lockgate.broker.ids import id_for_time_ms, time_ms_of
 from lockgate.broker.store import Batch
 from lockgate.broker.store.pg_engine import connect_pool
 from tests.broker.historydb.conftest import event
@@ -69,9 +69,14 @@ async def test_a_write_is_all_or_nothing_and_once(pg_fresh_dsn: str) -> None:
         await writer.prepare()
         b = batch_at(_ms(2026, 6, 1), 4)
         assert await writer.write(event_rows(b)) == 4
-        assert await writer.write(event_rows(b)) == 0
+        assert await writer.write(event_rows(b)) == 0  # the direct COPY fails, nothing added
+        # Half of it stored before, half new (two messages of one fetch, one redelivered).
+        c = batch_at(_ms(2026, 6, 1) + 1, 2)
+        assert await writer.write([*event_rows(b)[2:], *event_rows(c)]) == 2
         # JSON and not-JSON mixed in one write: the forgiving path keeps every row.
-        raw = [event("j", '{"a": 1}'), event("t", "plain text"), event("n", '"\\u0000"')]
+        timed = event("j", '{"a": 1}')
+        timed.attributes["time"].ce_string = "2025-03-01T12:00:00.123456Z"
+        raw = [timed, event("t", "plain text"), event("n", '"\\u0000"')]
         ids = [b.last_id + 1, b.last_id + 2, b.last_id + 3]
         body = b"".join(
             wire.delivery_frames(ids, wire.subject_field("s"), [e.SerializeToString() for e in raw])
@@ -79,11 +84,25 @@ async def test_a_write_is_all_or_nothing_and_once(pg_fresh_dsn: str) -> None:
         mixed = Batch(ids[0], ids[-1], "acme", "s", 3, "v", body)
         assert await writer.write(event_rows(mixed)) == 3
         data = await pool.fetch(
-            "SELECT ce_id, data::text FROM history_events WHERE id >= $1 ORDER BY id", ids[0]
+            "SELECT ce_id, data::text FROM history_events WHERE id = ANY($1) ORDER BY id", ids
         )
         assert [tuple(r) for r in data] == [("j", '{"a": 1}'), ("t", None), ("n", None)]
-        stored = await pool.fetchval("SELECT stored_at FROM history_events WHERE id = $1", ids[0])
+        stored, ce_time = await pool.fetchrow(
+            "SELECT stored_at, ce_time FROM history_events WHERE id = $1", ids[0]
+        )
         assert abs(stored.timestamp() * 1000 - _ms(2026, 6, 1)) < 5
+        assert ce_time == dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+        # The same through the direct COPY (every payload JSON): the same columns.
+        fast = event("f", "[1]")
+        fast.attributes["time"].ce_string = "2025-03-01T12:00:00.123456Z"
+        fid = ids[-1] + 1
+        body = wire.delivery_frame(fid, wire.subject_field("s"), fast.SerializeToString())
+        assert await writer.write(event_rows(Batch(fid, fid, "acme", "s", 1, "v", body))) == 1
+        row = await pool.fetchrow("SELECT * FROM history_events WHERE id = $1", fid)
+        assert row["ce_time"] == ce_time and row["data"] == "[1]"
+        assert row["stored_at"] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(
+            milliseconds=time_ms_of(fid)
+        )
     finally:
         await pool.close()
 

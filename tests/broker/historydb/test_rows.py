@@ -27,6 +27,12 @@ def test_each_event_becomes_a_row_with_its_attributes() -> None:
     assert second[7] is None and second[11] is None  # no time; not JSON
 
 
+def test_a_time_outside_rfc_3339_years_is_left_out() -> None:
+    ev = event("x")
+    ev.attributes["time"].ce_timestamp.seconds = 253_402_300_800  # year 10000
+    assert event_rows(make_batch("acme", "s", [ev]))[0][7] is None
+
+
 def test_json_by_content_type() -> None:
     assert is_json_type(None) and is_json_type("application/json")
     assert is_json_type("application/vnd.x+json; charset=utf-8")
