@@ -1,25 +1,27 @@
 """One stored batch -> one row per event for the history table (pure: no I/O).
 
-A row is what the message logger COPYs into its staging table: the broker id, org, subject,
-the batch's stream sequence, the CloudEvents id, source and type, the event's ``time`` (Unix
-microseconds, None when absent), the policy version, the content type, the event bytes as
-stored, and the payload's text when it claims to be JSON (PostgreSQL decides whether it is:
-see ``broker.historydb.writer``). The stored time is not in the row: it is the id's time,
-computed by PostgreSQL from the id.
+A row is what the message logger COPYs into the history table (:data:`ROW_COLUMNS`): the
+broker id, the stored time (the id's time), org, subject, the batch's stream sequence, the
+CloudEvents id, source and type, the event's ``time`` (None when absent), the policy
+version, the content type, the event bytes as stored, and the payload's text when it claims
+to be JSON (PostgreSQL decides whether it is: see ``broker.historydb.writer``).
 
 Example::
 
     rows = event_rows(batch)
-    await conn.copy_records_to_table("lg_history_in", records=rows, columns=ROW_COLUMNS)
+    await conn.copy_records_to_table("history_events", records=rows, columns=ROW_COLUMNS)
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from google.protobuf.message import DecodeError
 
 from lockgate.broker import wire
 from lockgate.broker.cloudevents import parse_timestamp
 from lockgate.broker.errors import InvalidEvent
+from lockgate.broker.ids import EPOCH_MS, id_for_time_ms
 from lockgate.broker.store import Batch
 from lockgate.broker.v1 import cloudevent_pb2
 
@@ -27,21 +29,38 @@ __all__ = ["ROW_COLUMNS", "BadBatch", "EventRow", "event_bytes", "event_rows", "
 
 ROW_COLUMNS = (
     "id",
+    "stored_at",
     "org",
     "subject",
     "seq",
     "ce_id",
     "source",
     "type",
-    "ce_time_us",
+    "ce_time",
     "policy_version",
     "content_type",
     "event",
-    "data_text",
+    "data",
 )
+"""The history table's columns, in the order of an :data:`EventRow`."""
 
-EventRow = tuple[int, str, str, int, str, str, str, int | None, str, str | None, bytes, str | None]
+EventRow = tuple[
+    int,
+    dt.datetime,
+    str,
+    str,
+    int,
+    str,
+    str,
+    str,
+    dt.datetime | None,
+    str,
+    str | None,
+    bytes,
+    str | None,
+]
 
+_UNIX = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _CloudEvent = cloudevent_pb2.CloudEvent
 
 # 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the CloudEvents (RFC 3339) range.
@@ -100,7 +119,10 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
-def _time_us(attr: _CloudEvent.CloudEventAttributeValue) -> int | None:
+_TIME_SHIFT = id_for_time_ms(EPOCH_MS + 1).bit_length() - 1
+
+
+def _time(attr: _CloudEvent.CloudEventAttributeValue) -> dt.datetime | None:
     kind = attr.WhichOneof("attr")
     if kind == "ce_timestamp":
         ts = attr.ce_timestamp
@@ -113,7 +135,7 @@ def _time_us(attr: _CloudEvent.CloudEventAttributeValue) -> int | None:
         return None
     if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
         return None  # outside what PostgreSQL (and Python) can hold: better no time than none
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
+    return _UNIX + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def _data_text(event: _CloudEvent) -> str | None:
@@ -194,21 +216,28 @@ def event_rows(batch: Batch) -> list[EventRow]:
     append = out.append
     parse = _CloudEvent.FromString
     json_types = _JSON_TYPES
+    shift = _TIME_SHIFT
+    last_ms = -1
+    stored_at = _UNIX
     for event_id, raw in _frames(batch):
+        ms = event_id >> shift
+        if ms != last_ms:  # the ids of a batch share a few milliseconds
+            last_ms = ms
+            stored_at = _UNIX + dt.timedelta(milliseconds=ms + EPOCH_MS)
         try:
             ev = parse(raw)
         except DecodeError as exc:
             raise BadBatch(f"event bytes are not a CloudEvent: {exc}") from None
         attrs = ev.attributes
         content_type: str | None = None
-        ce_time: int | None = None
+        ce_time: dt.datetime | None = None
         if attrs:
             ct = attrs.get("datacontenttype")
             if ct is not None:
                 content_type = _text(ct.ce_string)
             t = attrs.get("time")
             if t is not None:
-                ce_time = _time_us(t)
+                ce_time = _time(t)
         is_json = json_types.get(content_type)
         if is_json is None:
             is_json = is_json_type(content_type)
@@ -220,6 +249,7 @@ def event_rows(batch: Batch) -> list[EventRow]:
         append(
             (
                 event_id,
+                stored_at,
                 org,
                 subject,
                 seq,

@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 
@@ -35,7 +34,7 @@ from lockgate.broker.historydb.schema import (
     is_partitioned,
     partition_days,
 )
-from lockgate.broker.ids import EPOCH_MS, id_for_time_ms, time_ms_of
+from lockgate.broker.ids import time_ms_of
 from lockgate.broker.store.pg_engine import migrate
 
 __all__ = ["DAYS_AHEAD", "HistoryWriter"]
@@ -44,64 +43,22 @@ DAYS_AHEAD = 2
 """Days after today whose partitions are created ahead (at start, then hourly)."""
 
 _STAGING = "lg_history_in"
-_TIME_SHIFT = id_for_time_ms(EPOCH_MS + 1).bit_length() - 1
 
 _CREATE_STAGING = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
-    id bigint, org text, subject text, seq bigint, ce_id text, source text, type text,
-    ce_time_us bigint, policy_version text, content_type text, event bytea, data_text text
+    id bigint, stored_at timestamptz, org text, subject text, seq bigint, ce_id text,
+    source text, type text, ce_time timestamptz, policy_version text, content_type text,
+    event bytea, data text
 ) ON COMMIT DELETE ROWS
 """
 
-
-def _insert(data: str) -> str:
-    return f"""
-INSERT INTO {TABLE} (id, stored_at, org, subject, seq, ce_id, source, type, ce_time,
-                     policy_version, content_type, event, data)
-SELECT id, timestamptz 'epoch' + ((id >> {_TIME_SHIFT}) + {EPOCH_MS}) * interval '1 ms',
-       org, subject, seq, ce_id, source, type,
-       timestamptz 'epoch' + ce_time_us * interval '1 microsecond',
-       policy_version, content_type, event, {data}
+_COLUMNS = ", ".join(ROW_COLUMNS)
+_INSERT_FORGIVING = f"""
+INSERT INTO {TABLE} ({_COLUMNS})
+SELECT {", ".join("lockgate_jsonb_or_null(data)" if c == "data" else c for c in ROW_COLUMNS)}
 FROM {_STAGING}
 ON CONFLICT DO NOTHING
 """
-
-
-_INSERT_FORGIVING = _insert("lockgate_jsonb_or_null(data_text)")
-
-_TABLE_COLUMNS = (
-    "id",
-    "stored_at",
-    "org",
-    "subject",
-    "seq",
-    "ce_id",
-    "source",
-    "type",
-    "ce_time",
-    "policy_version",
-    "content_type",
-    "event",
-    "data",
-)
-_UNIX = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _table_rows(rows: Sequence[EventRow]) -> list[tuple[object, ...]]:
-    """``rows`` as the table's columns (the stored time computed once per millisecond)."""
-    out: list[tuple[object, ...]] = []
-    append = out.append
-    last_ms = -1
-    at = _UNIX
-    for r in rows:
-        ms = time_ms_of(r[0])
-        if ms != last_ms:
-            last_ms, at = ms, _UNIX + dt.timedelta(milliseconds=ms)
-        us = r[7]
-        ce_time = None if us is None else _UNIX + dt.timedelta(microseconds=us)
-        append((r[0], at, r[1], r[2], r[3], r[4], r[5], r[6], ce_time, *r[8:]))
-    return out
-
 
 # "no partition of relation ... found for row": a day dropped (retention) or created by
 # nobody since this writer cached what exists.
@@ -155,9 +112,7 @@ class HistoryWriter:
             async with self.pool.acquire() as conn, conn.transaction():
                 try:
                     async with conn.transaction():  # a savepoint
-                        await conn.copy_records_to_table(
-                            TABLE, records=_table_rows(rows), columns=_TABLE_COLUMNS
-                        )
+                        await conn.copy_records_to_table(TABLE, records=rows, columns=ROW_COLUMNS)
                     return len(rows)
                 except (asyncpg.UniqueViolationError, asyncpg.DataError):
                     pass  # stored before, or not JSON after all: the forgiving way below

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from lockgate.broker import wire
 from lockgate.broker.historydb.rows import BadBatch, event_bytes, event_rows, is_json_type
+from lockgate.broker.ids import time_ms_of
 from lockgate.broker.store import Batch
 from tests.broker.historydb.conftest import event, make_batch
 
@@ -19,18 +22,22 @@ def test_each_event_becomes_a_row_with_its_attributes() -> None:
     rows = event_rows(batch)
     assert [r[0] for r in rows] == [batch.first_id, batch.last_id]
     first = rows[0]
-    assert first[1:8] == ("acme", "orders.eu", 42, "a-1", "/test", "t.created", 1740830400123456)
-    assert first[8:10] == ("v7", "application/json")
-    assert first[10] == a.SerializeToString()
-    assert first[11] == '{"n": 1}'
+    assert first[1] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(
+        milliseconds=time_ms_of(batch.first_id)
+    )
+    assert first[2:8] == ("acme", "orders.eu", 42, "a-1", "/test", "t.created")
+    assert first[8] == dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    assert first[9:11] == ("v7", "application/json")
+    assert first[11] == a.SerializeToString()
+    assert first[12] == '{"n": 1}'
     second = rows[1]
-    assert second[7] is None and second[11] is None  # no time; not JSON
+    assert second[8] is None and second[12] is None  # no time; not JSON
 
 
 def test_a_time_outside_rfc_3339_years_is_left_out() -> None:
     ev = event("x")
     ev.attributes["time"].ce_timestamp.seconds = 253_402_300_800  # year 10000
-    assert event_rows(make_batch("acme", "s", [ev]))[0][7] is None
+    assert event_rows(make_batch("acme", "s", [ev]))[0][8] is None
 
 
 def test_json_by_content_type() -> None:
@@ -41,7 +48,7 @@ def test_json_by_content_type() -> None:
 
 def test_a_nul_in_an_id_does_not_reach_postgresql() -> None:
     rows = event_rows(make_batch("acme", "s", [event("a\x00b", "x\x00")]))
-    assert rows[0][4] == "a\ufffdb" and rows[0][11] is None
+    assert rows[0][5] == "a\ufffdb" and rows[0][12] is None
 
 
 def test_the_event_bytes_come_out_of_the_frame_as_stored() -> None:
@@ -76,4 +83,4 @@ def test_frames_of_any_layout_and_ids_across_runs_of_128() -> None:
     batch = Batch(5, ids[-1], "acme", "s", 20, "v", b"".join(frames))
     rows = event_rows(batch)
     assert [r[0] for r in rows] == [*ids[:11], 5, *ids[12:]]
-    assert [r[10] for r in rows] == raw
+    assert [r[11] for r in rows] == raw
