@@ -126,7 +126,13 @@ def build_store(config: Config) -> Store:
 def build_backbone(config: Config) -> Backbone:
     if config.backbone == "local":
         return LocalBackbone()
-    return LocalBackbone()  # TEMP
+    _require("nats", "the NATS backbone")
+    try:
+        module = importlib.import_module("lockgate.broker.backbone.nats")
+    except ImportError:  # until the NATS backbone lands
+        raise _not_yet("backbone", config.backbone, "the NATS backbone", "local") from None
+    backbone: Backbone = module.NatsBackbone(config.backbone, prefix=config.backbone_prefix)
+    return backbone
 
 
 def build_limiter(config: Config) -> Limiter:
