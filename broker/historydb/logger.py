@@ -255,14 +255,18 @@ class MessageLogger:
                             await m.in_progress()
                     await self._sleep(attempt)
                     attempt += 1
-            for m in work.msgs:
-                try:
-                    await m.ack()
-                except (nats.errors.Error, OSError) as exc:
-                    # Not acked: handed out again later, and written again as nothing.
-                    _log.warning("history.logger.ack_failed: %s", exc or type(exc).__name__)
+            await self._ack(work.msgs)
             self.stats.messages += len(work.msgs)
             self.stats.events += inserted
+
+    async def _ack(self, msgs: list[Msg]) -> None:
+        """Acks ``msgs``, whose rows are committed."""
+        for m in msgs:
+            try:
+                await m.ack()
+            except (nats.errors.Error, OSError) as exc:
+                # Not acked: handed out again later, and written again as nothing.
+                _log.warning("history.logger.ack_failed: %s", exc or type(exc).__name__)
 
     async def _lag_loop(self) -> None:
         while True:

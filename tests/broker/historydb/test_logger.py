@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from opentelemetry import metrics as otel_metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -140,3 +141,34 @@ async def test_the_lag_is_a_metric(
     finally:
         await logger.stop()
         provider.shutdown()
+
+
+class _DiesBeforeItsAck(MessageLogger):
+    """A logger whose node dies between its commit and its ack."""
+
+    died = False
+
+    async def _ack(self, msgs: list[Msg]) -> None:
+        self.died = True  # after the commit; no ack reaches NATS
+
+
+async def test_a_batch_committed_but_never_acked_comes_back_and_adds_nothing(
+    nc: Client, pool: asyncpg.Pool
+) -> None:
+    await append(nc, make_batch("acme", "crash", [event(str(i)) for i in range(50)]))
+    one = _DiesBeforeItsAck(nc, pool, ack_wait=1.0)
+    await one.start()
+    try:
+        await eventually(lambda: one.died, what="committed, not acked")
+    finally:
+        await one.stop()
+    assert await pool.fetchval("SELECT count(*) FROM history_events") == 50
+    two = MessageLogger(nc, pool, ack_wait=1.0)
+    await two.start()  # JetStream hands the batch out again after the ack wait
+    try:
+        await eventually(lambda: two.stats.messages == 1, what="the batch again")
+        await eventually(lambda: _lag_zero(two), what="lag 0")
+        assert two.stats.events == 0
+        assert await pool.fetchval("SELECT count(*) FROM history_events") == 50
+    finally:
+        await two.stop()
