@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from lockgate.broker import wire
 from lockgate.broker.audit import AuditLog
 from lockgate.broker.auth import Principal
-from lockgate.broker.backbone import Backbone, Notice
+from lockgate.broker.backbone import Backbone, Interest, InterestWatcher, Notice
 from lockgate.broker.backbone.local import LocalBackbone
 from lockgate.broker.config import Config, ConfigError
 from lockgate.broker.configstore import ConfigManager
@@ -273,8 +273,25 @@ class Broker:
 
     # -- the backbone's side (Member) ---------------------------------------------------------
 
-    def deliver(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
-        return self.router.route(org, subject, frames, count, ids)
+    def deliver(
+        self,
+        org: str,
+        subject: str,
+        frames: bytes,
+        count: int,
+        ids: list[int],
+        *,
+        queues: bool = True,
+    ) -> int:
+        return self.router.route(org, subject, frames, count, ids, queues=queues)
+
+    def deliver_to(
+        self, interest: Interest, subject: str, frames: bytes, count: int, ids: list[int]
+    ) -> int:
+        return self.router.route_to(interest, subject, frames, count, ids)
+
+    def watch(self, watcher: InterestWatcher | None) -> None:
+        self.router.watch(watcher)
 
     def listens(self, org: str, subject: str) -> bool:
         return self.router.has_targets(org, subject)
@@ -389,8 +406,13 @@ class Broker:
         buffer: int = 0,
         start: StartSpec = FROM_NEW,
     ) -> EphemeralSubscription:
-        """See :meth:`Ephemerals.subscribe`."""
+        """See :meth:`Ephemerals.subscribe`; live on every node once it returns."""
         sub = await self.ephemerals.subscribe(principal, pattern, queue, buffer, start)
+        try:
+            await self.backbone.settle()
+        except BaseException:
+            self.ephemerals.unsubscribe(sub)  # the caller never got it, so never unsubscribes
+            raise
         self._live.add(sub)
         self.conversations.connected(principal)  # a live subscription: presence
         return sub

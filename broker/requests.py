@@ -65,7 +65,8 @@ class Requests:
         if len(raw) > self.config.max_event_bytes:
             raise EventTooLarge(len(raw), self.config.max_event_bytes)
         org = principal.org
-        inbox = f"$inbox.{secrets.token_hex(8)}"
+        # The inbox names this node, so a reply published on any node finds its way here.
+        inbox = f"$inbox.{self.node_id}.{secrets.token_hex(8)}"
         fut: asyncio.Future[CloudEvent] = asyncio.get_running_loop().create_future()
         self._inboxes[(org, inbox)] = fut
         try:

@@ -13,6 +13,11 @@ pattern is left out of a subject's match when its reader may not subscribe to th
 subject (``>`` does not reach ``secret.payroll`` past a deny). The decision is taken when
 the (org, subject) match is built and cached with it, so routing costs nothing more per
 batch; the node forgets the matches when the policy set changes.
+
+A cluster backbone watches the router's interests (:meth:`Router.watch`: which patterns have
+subscribers on their own, which have members of which queue group) to subscribe on NATS only
+to what this node needs, and hands a batch to one interest (:meth:`Router.route_to`): the
+subscribers of one pattern, or one queue group that NATS picked this node for.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Protocol
 
 from lockgate.broker import wire
 from lockgate.broker.auth import Principal
+from lockgate.broker.backbone import Interest, InterestWatcher
 from lockgate.broker.deadletters import is_dead_letter, original_subject
 from lockgate.broker.subjects import PatternTrie, is_literal
 
@@ -61,7 +67,21 @@ class Router:
         self._orgs: dict[str, dict[str, _Entry]] = {}
         self._tries: dict[str, PatternTrie[str]] = {}  # per org: pattern -> itself
         self._cache: dict[tuple[str, str], _Match] = {}
+        self._names: dict[tuple[str, str], tuple[str, ...]] = {}  # the group names of _cache
         self._turn = 0
+        self._watcher: InterestWatcher | None = None
+
+    def watch(self, watcher: InterestWatcher | None) -> None:
+        """Tells ``watcher`` every current interest, then each one that comes or goes."""
+        self._watcher = watcher
+        if watcher is None:
+            return
+        for org, patterns in list(self._orgs.items()):
+            for pattern, entry in list(patterns.items()):
+                if entry.singles:
+                    watcher(Interest(org, pattern), True)
+                for queue in list(entry.groups):
+                    watcher(Interest(org, pattern, queue), True)
 
     def add(self, target: Target) -> None:
         patterns = self._orgs.setdefault(target.org, {})
@@ -69,29 +89,31 @@ class Router:
         if entry is None:
             entry = patterns[target.pattern] = _Entry()
             self._tries.setdefault(target.org, PatternTrie()).add(target.pattern, target.pattern)
-        if target.queue:
-            entry.groups.setdefault(target.queue, []).append(target)
-        else:
-            entry.singles.append(target)
+        members = entry.groups.setdefault(target.queue, []) if target.queue else entry.singles
+        members.append(target)
         self._cache.clear()
+        self._names.clear()
+        if len(members) == 1 and self._watcher is not None:
+            self._watcher(Interest(target.org, target.pattern, target.queue), True)
 
     def remove(self, target: Target) -> None:
         patterns = self._orgs.get(target.org, {})
         entry = patterns.get(target.pattern)
         if entry is None:
             return
-        if target.queue:
-            members = entry.groups.get(target.queue, [])
-            if target in members:
-                members.remove(target)
-            if not members:
-                entry.groups.pop(target.queue, None)
-        elif target in entry.singles:
-            entry.singles.remove(target)
+        members = entry.groups.get(target.queue, []) if target.queue else entry.singles
+        if target not in members:
+            return
+        members.remove(target)
+        if target.queue and not members:
+            entry.groups.pop(target.queue, None)
         if not entry.singles and not entry.groups:
             del patterns[target.pattern]
             self._tries[target.org].remove(target.pattern, target.pattern)
         self._cache.clear()
+        self._names.clear()
+        if not members and self._watcher is not None:
+            self._watcher(Interest(target.org, target.pattern, target.queue), False)
 
     def _match(self, org: str, subject: str) -> _Match:
         key = (org, subject)
@@ -121,16 +143,56 @@ class Router:
         result: _Match = (tuple(singles), tuple(groups.values()))
         if len(self._cache) > 65_536:
             self._cache.clear()
+            self._names.clear()
         self._cache[key] = result
+        self._names[key] = tuple(groups)
         return result
 
     def forget_matches(self) -> None:
         """Drops the cached matches (their read decisions were the old policy set's)."""
         self._cache.clear()
+        self._names.clear()
 
-    def route(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
-        """Offers one batch to every matching target; returns how many took some of it."""
+    def route(
+        self,
+        org: str,
+        subject: str,
+        frames: bytes,
+        count: int,
+        ids: list[int],
+        *,
+        queues: bool = True,
+    ) -> int:
+        """Offers one batch to every matching target (``queues=False``: but the members of
+        queue groups); returns how many took some of it."""
         singles, groups = self._match(org, subject)
+        return self._dispatch(subject, singles, groups if queues else (), frames, count, ids)
+
+    def route_to(
+        self, interest: Interest, subject: str, frames: bytes, count: int, ids: list[int]
+    ) -> int:
+        """Offers one batch to the targets of one interest: those of exactly its pattern on
+        their own, or its queue group (of every pattern that matches ``subject``)."""
+        org = interest.org
+        singles, groups = self._match(org, subject)
+        if interest.queue:
+            names = self._names.get((org, subject), ())
+            if interest.queue not in names:
+                return 0
+            group = groups[names.index(interest.queue)]
+            return self._dispatch(subject, (), (group,), frames, count, ids)
+        own = tuple(t for t in singles if t.pattern == interest.pattern)
+        return self._dispatch(subject, own, (), frames, count, ids) if own else 0
+
+    def _dispatch(
+        self,
+        subject: str,
+        singles: tuple[Target, ...],
+        groups: tuple[list[Target], ...],
+        frames: bytes,
+        count: int,
+        ids: list[int],
+    ) -> int:
         if self._may_read is not None and is_dead_letter(subject) and (singles or groups):
             return self._route_dead_letters(singles, groups, frames)
         taken = 0

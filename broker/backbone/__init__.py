@@ -6,7 +6,9 @@ was swapped, a durable changed), and messages addressed to one node (:meth:`Back
 :meth:`Backbone.call`: a durable's relays and its owner, see ``broker.durable_relay``).
 Each node joins the backbone with its :class:`Member` side;
 the embedded :class:`~broker.backbone.local.LocalBackbone` connects the nodes of one process,
-a cluster backbone (core NATS) the nodes of many.
+a cluster backbone (:class:`~broker.backbone.nats.NatsBackbone`, core NATS) the nodes of many.
+A cluster backbone carries to a node only what its subscribers listen to: a member tells it
+its :class:`Interest` (what patterns and queue groups have subscribers there) as it changes.
 
 Example::
 
@@ -17,12 +19,13 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from lockgate.broker.v1 import cloudevent_pb2
 
-__all__ = ["Backbone", "Member", "Notice", "NoticeKind"]
+__all__ = ["Backbone", "Interest", "InterestWatcher", "Member", "Notice", "NoticeKind"]
 
 CloudEvent = cloudevent_pb2.CloudEvent
 NoticeKind = Literal["policy_swapped", "durable_changed", "config_changed", "registry_changed"]
@@ -40,14 +43,50 @@ class Notice:
     config store's version (``config_changed``) or a backbone's id (``registry_changed``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """Subscribers of one node to ``pattern`` in ``org``: those on their own (``queue`` empty)
+    or the members of the queue group ``queue``."""
+
+    org: str
+    pattern: str
+    queue: str = ""
+
+
+InterestWatcher = Callable[[Interest, bool], None]
+"""Told ``(interest, True)`` when a node gains its first subscriber of an interest and
+``(interest, False)`` when it loses its last."""
+
+
 class Member(Protocol):
     """A node as the backbone sees it: where deliveries for its clients go."""
 
     node_id: str
 
-    def deliver(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> int:
+    def deliver(
+        self,
+        org: str,
+        subject: str,
+        frames: bytes,
+        count: int,
+        ids: list[int],
+        *,
+        queues: bool = True,
+    ) -> int:
         """Offers a batch of delivery frames to this node's ephemeral subscribers; returns
-        how many subscriptions took it."""
+        how many subscriptions took it. ``queues=False`` leaves the queue groups' members
+        out (a cluster backbone picks one node per group and uses :meth:`deliver_to`)."""
+
+    def deliver_to(
+        self, interest: Interest, subject: str, frames: bytes, count: int, ids: list[int]
+    ) -> int:
+        """Offers a batch to the subscribers behind one interest only: with ``queue`` empty
+        those of exactly ``pattern`` on their own, else one member per event of the group
+        ``queue`` (its members of every pattern that matches ``subject``)."""
+
+    def watch(self, watcher: InterestWatcher | None) -> None:
+        """Tells ``watcher`` every interest this node has now, then each change, until it
+        is called again (``None``: stop)."""
 
     def listens(self, org: str, subject: str) -> bool:
         """Whether a subscriber on this node would receive ``subject`` (a responder)."""
@@ -76,6 +115,11 @@ class Backbone(Protocol):
     def join(self, member: Member) -> None: ...
 
     def leave(self, member: Member) -> None: ...
+
+    async def settle(self) -> None:
+        """Returns once the interest the members declared so far has reached the other
+        nodes, so that what is published anywhere from now on finds its subscribers (a node
+        awaits it before it tells a client its subscription is live)."""
 
     def fan_out(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> None:
         """Hands a stored batch to the ephemeral subscribers of every node, in commit order

@@ -30,6 +30,9 @@ class LocalBackbone:
         if member in self._members:
             self._members.remove(member)
 
+    async def settle(self) -> None:
+        return None  # every member is called directly: nothing to propagate
+
     def fan_out(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> None:
         for m in self._members:
             m.deliver(org, subject, frames, count, ids)
