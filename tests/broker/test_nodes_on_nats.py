@@ -21,12 +21,12 @@ from lockgate.broker.backbone import Notice
 from lockgate.broker.backbone.nats import NatsBackbone
 from lockgate.broker.config import Config
 from lockgate.broker.delivery import EphemeralSubscription
-from lockgate.broker.errors import NotFound
+from lockgate.broker.errors import NotFound, Unavailable
 from lockgate.broker.leases import LocalLeases
 from lockgate.broker.node import Broker
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
-from tests.support import eventually
+from tests.support import TcpProxy, eventually
 from tests.support.nats_servers import NatsCluster, find_nats_server, free_port
 
 pytestmark = pytest.mark.nats
@@ -234,3 +234,83 @@ async def test_notices_reach_the_other_nodes_only(nodes: list[Broker]) -> None:
     assert len(heard[a.node_id]) == len(heard[b.node_id]) == 1
     [durable] = [x for x in heard[c.node_id] if x.kind == "durable_changed"]
     assert (durable.name, durable.org) == ("told", "default")
+
+
+async def test_the_backbone_unreachable_fails_in_bounded_time_and_resumes(
+    tmp_path: Path, natsd: str
+) -> None:
+    """Node ``a`` reaches NATS through a fault-injecting proxy, ``b`` directly."""
+    prefix = f"t{secrets.token_hex(4)}"
+    store = SharedStore(SqliteStore(tmp_path, fsync="never"))
+    leases = LocalLeases()
+    async with TcpProxy(natsd.removeprefix("nats://")) as proxy:
+        backbones = [
+            NatsBackbone(f"nats://{proxy.target}", prefix=prefix, answer_timeout=1),
+            NatsBackbone(natsd, prefix=prefix, answer_timeout=1),
+        ]
+        nodes: list[Broker] = []
+        for worker, bb in enumerate(backbones, 1):
+            await bb.open()
+            config = Config(data_dir=str(tmp_path), worker_id=worker)
+            nodes.append(Broker(config, store, backbone=bb, leases=leases))  # type: ignore[arg-type]
+            await nodes[-1].start()
+        a, b = nodes
+        a_bb = backbones[0]
+        try:
+            sub = await b.subscribe_ephemeral(DEV_PRINCIPAL, "up.>", "")
+            responder = await b.subscribe_ephemeral(DEV_PRINCIPAL, "ask.x", "")
+            seen: list[int] = []
+            want = (await a.publish(DEV_PRINCIPAL, "up.x", [event("1")])).ids
+            await eventually(lambda: got_all(sub, seen, want))
+
+            # NATS is gone: a request and a subscription fail at once, a batch is stored but
+            # not carried to the other node (counted, not queued for later).
+            await proxy.down()
+            await eventually(lambda: not a_bb.connected)
+            with pytest.raises(Unavailable):
+                await asyncio.wait_for(a.request(DEV_PRINCIPAL, "ask.x", event("q"), 5), 5)
+            with pytest.raises(Unavailable):
+                await asyncio.wait_for(a.subscribe_ephemeral(DEV_PRINCIPAL, "late.>", ""), 5)
+            assert a.router.has_targets("default", "late.x") is False  # not left behind
+            dropped = a_bb.dropped
+            await a.publish(DEV_PRINCIPAL, "up.x", [event("2")])
+            assert a_bb.dropped > dropped
+
+            # NATS hears nothing (a stalled link, not yet noticed): bounded by answer_timeout.
+            proxy.up()
+            await eventually(lambda: a_bb.connected)
+            proxy.stall()
+            with pytest.raises(Unavailable):
+                await asyncio.wait_for(a.request(DEV_PRINCIPAL, "ask.x", event("q"), 5), 5)
+
+            # Back: the node reconnects on its own and carries batches and requests again.
+            proxy.resume()
+            before = proxy.connections
+            await proxy.cut()
+            await eventually(lambda: proxy.connections > before and a_bb.connected)
+            await eventually(lambda: settled(a_bb))  # its subscriptions are on NATS again
+            again = (await a.publish(DEV_PRINCIPAL, "up.x", [event("3")])).ids
+            await eventually(lambda: got_all(sub, seen, want + again))  # "2" never came
+
+            async def answer() -> None:
+                body = await responder.outbox.take()
+                assert body is not None
+                [d] = broker_pb2.SubscribeResponse.FromString(body).deliveries
+                await b.publish(DEV_PRINCIPAL, d.reply_to, [event("pong")])
+
+            task = asyncio.create_task(answer())
+            reply = await a.request(DEV_PRINCIPAL, "ask.x", event("q"), 5)
+            await task
+            assert reply.id == "pong"
+        finally:
+            for n, bb in zip(reversed(nodes), reversed(backbones), strict=False):
+                await n.stop()
+                await bb.close()
+
+
+async def settled(backbone: NatsBackbone) -> bool:
+    try:
+        await backbone.settle()
+    except Unavailable:
+        return False
+    return True
