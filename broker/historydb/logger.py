@@ -131,7 +131,6 @@ class MessageLogger:
         self._prepare_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: JetStreamContext.PullSubscription | None = None
-        self._stopping = asyncio.Event()
         if telemetry is not None:
             telemetry.observe_history_lag(lambda: self.lag)
 
@@ -139,7 +138,6 @@ class MessageLogger:
     async def start(self) -> None:
         """Starts fetching and writing in the background (returns at once: PostgreSQL or
         the stream being unavailable now is retried, not an error)."""
-        self._stopping.clear()
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="history-logger-fetch"),
             *(
@@ -151,12 +149,11 @@ class MessageLogger:
 
     async def stop(self) -> None:
         """Stops; what was fetched and not committed is handed out again by JetStream."""
-        self._stopping.set()
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if not isinstance(outcome, (asyncio.CancelledError, type(None))):
+                _log.error("history.logger.loop_failed: %r", outcome)
         self._tasks = []
         if self._sub is not None:
             # The consumer stays (it is shared and durable); this client's interest goes.
@@ -166,9 +163,10 @@ class MessageLogger:
 
     # -- the loops ----------------------------------------------------------------------------
     async def _sleep(self, attempt: int) -> None:
-        delay = min(self.retry_max, self.retry_min * 2**attempt) * (0.5 + random.random() / 2)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+        """Backoff before retry ``attempt`` (0, 1, ...): doubling up to ``retry_max``, with
+        jitter so that nodes coming back do not retry in step."""
+        backoff = self.retry_min * 2 ** min(attempt, 30)  # no float overflow, ever
+        await asyncio.sleep(min(self.retry_max, backoff) * (0.5 + random.random() / 2))
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
         config = ConsumerConfig(

@@ -172,3 +172,8 @@ async def test_a_batch_committed_but_never_acked_comes_back_and_adds_nothing(
         assert await pool.fetchval("SELECT count(*) FROM history_events") == 50
     finally:
         await two.stop()
+
+
+async def test_the_backoff_stays_bounded_however_long_the_outage(nc: Client) -> None:
+    logger = MessageLogger(nc, None, retry_min=0.001, retry_max=0.002)  # type: ignore[arg-type]
+    await logger._sleep(100_000)  # an outage of days: still a short, finite sleep
