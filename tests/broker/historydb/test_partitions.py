@@ -119,3 +119,11 @@ async def test_a_write_that_fails_commits_none_of_its_rows(pg_fresh_dsn: str) ->
         assert await pool.fetchval("SELECT count(*) FROM history_events") == 0
     finally:
         await pool.close()
+
+
+async def test_retention_before_the_schema_exists_drops_nothing(pg_fresh_dsn: str) -> None:
+    pool = await connect_pool(pg_fresh_dsn, min_size=1, max_size=1)
+    try:
+        assert await drop_days_before(pool, _ms(2026, 1, 1)) == 0
+    finally:
+        await pool.close()
