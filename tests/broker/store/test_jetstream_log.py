@@ -166,7 +166,7 @@ async def test_r3_stream_loses_a_server_under_load(tmp_path: Path) -> None:
         leader = info["cluster"]["leader"]
         nats.kill(int(leader[1:]))
         before = len(acked)
-        await eventually(lambda: len(acked) >= before + 400, timeout=15)
+        await eventually(lambda: len(acked) >= before + 200, timeout=15)
         stop.set()
         await asyncio.gather(*tasks)
 
