@@ -3,7 +3,7 @@
 ``store``, ``backbone`` and ``limiter`` (see :class:`broker.config.Config`) each name the
 embedded default or a cluster service by URL. :func:`build_backends` builds them, with the
 dedup window and the leases that go with the limiter. A cluster value whose package is not
-installed names the extra to install; one this version does not implement yet says so, as a
+installed names the extra to install; a partial cluster is refused in one sentence, as a
 configuration error rather than a failure at the first publish.
 
 Example::
@@ -67,13 +67,6 @@ def _require(module: str, what: str) -> None:
         raise missing_extra(what, exc) from None
 
 
-def _not_yet(setting: str, value: str, what: str, embedded: str) -> ConfigError:
-    return ConfigError(
-        f"{setting} = {value!r} asks for {what}, which this version of Lockgate does not have yet",
-        hint=f"use {setting} = {embedded!r} (the default)",
-    )
-
-
 def cluster_mode(config: Config) -> bool:
     """Cluster mode: the NATS backbone, the PostgreSQL store and the Redis limiter, all
     three (checked by :func:`check_mix`)."""
@@ -127,12 +120,9 @@ def build_backbone(config: Config) -> Backbone:
     if config.backbone == "local":
         return LocalBackbone()
     _require("nats", "the NATS backbone")
-    try:
-        module = importlib.import_module("lockgate.broker.backbone.nats")
-    except ImportError:  # until the NATS backbone lands
-        raise _not_yet("backbone", config.backbone, "the NATS backbone", "local") from None
-    backbone: Backbone = module.NatsBackbone(config.backbone, prefix=config.backbone_prefix)
-    return backbone
+    from lockgate.broker.backbone.nats import NatsBackbone
+
+    return NatsBackbone(config.backbone, prefix=config.backbone_prefix)
 
 
 def build_limiter(config: Config) -> Limiter:

@@ -130,25 +130,3 @@ def test_serve_with_a_cluster_backbone_says_why_and_exits_78(tmp_path: Path) -> 
         "lockgate: backbone = 'nats://127.0.0.1:4222' needs cluster mode"
     ), proc.stderr
     assert "hint: set backbone, store and limiter together" in proc.stderr
-
-
-def test_cluster_mode_without_the_nats_backbone_says_not_yet(tmp_path: Path) -> None:
-    """All three cluster values: the store is built; a version without the NATS backbone
-    says so in one sentence (never a local backbone standing in: nodes would not meet)."""
-    import importlib.util
-
-    if importlib.util.find_spec("lockgate.broker.backbone.nats") is not None:
-        pytest.skip("the NATS backbone is here")
-    config = load_config(
-        {
-            "backbone": "nats://127.0.0.1:4222",
-            "store": "postgresql://lg@127.0.0.1/x",
-            "limiter": "redis://127.0.0.1:6379/0",
-        },
-        env={},
-    )
-    with pytest.raises(ConfigError) as exc:
-        build_backends(config)
-    assert "the NATS backbone, which this version of Lockgate does not have yet" in (
-        exc.value.message
-    )
