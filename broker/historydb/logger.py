@@ -51,6 +51,9 @@ __all__ = ["LOGGER_DURABLE", "LoggerStats", "MessageLogger"]
 
 LOGGER_DURABLE = "lockgate-logger"
 
+_YIELD_EVERY = 256
+"""Events decoded between two yields to the event loop."""
+
 _log = logging.getLogger("lockgate.history.logger")
 
 # PostgreSQL gone or refusing (asyncpg's errors, a socket's, a timeout, the engine's
@@ -203,11 +206,12 @@ class MessageLogger:
                 attempt += 1
                 continue
             attempt = 0
-            await self._queue.put(self._decode(msgs))
+            await self._queue.put(await self._decode(msgs))
 
-    def _decode(self, msgs: list[Msg]) -> _Work:
+    async def _decode(self, msgs: list[Msg]) -> _Work:
         good: list[Msg] = []
         rows: list[EventRow] = []
+        since_yield = 0
         for m in msgs:
             seq = 0
             try:
@@ -217,9 +221,16 @@ class MessageLogger:
             except (BadLogMessage, BadBatch) as exc:
                 _log.error("history.logger.bad_message: %s (stream seq %s)", exc, seq)
                 self.stats.skipped += 1
-                asyncio.create_task(m.term())  # noqa: RUF006 - fire and forget, like ack
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await m.term()
                 continue
             good.append(m)
+            since_yield += batch.count
+            if since_yield >= _YIELD_EVERY:
+                # The logger shares the node's event loop with the publish path: a fetch of
+                # tens of thousands of events is decoded in slices of about a millisecond.
+                since_yield = 0
+                await asyncio.sleep(0)
         return _Work(good, rows)
 
     async def prepare(self) -> None:
