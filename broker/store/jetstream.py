@@ -39,7 +39,7 @@ from lockgate.broker.backbone.logformat import (
     encode_batch,
     log_filter,
 )
-from lockgate.broker.errors import Unavailable
+from lockgate.broker.errors import BrokerError, InvalidArgument, Unavailable
 from lockgate.broker.ids import id_for_time_ms, time_ms_of
 from lockgate.broker.store import SCAN_BUDGET, Batch, LogPosition, LogScan, RetentionRule
 from lockgate.broker.subjects import compile_pattern
@@ -58,6 +58,8 @@ _DEDUP_WINDOW_S = 120.0
 _POLL_S = 0.25
 """How often the newest stream sequence is read, so that ``committed_seq`` follows other
 nodes' commits even when the tail (below) missed them."""
+_HEADER_ROOM = 1024
+"""Bytes of a log message's max_payload kept for its headers."""
 _HINT = "check that the NATS server (with JetStream) is reachable; the publish may be retried"
 
 
@@ -107,7 +109,7 @@ class _Append:
     future: asyncio.Future[list[int]]
     seqs: list[int]
     left: int
-    error: Unavailable | None = None
+    error: BrokerError | None = None
     ids: list[int] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
 
@@ -342,6 +344,21 @@ class JetStreamLog:
             self._settle()
             return entry.future
         msgs = []
+        room = self._nc.max_payload - _HEADER_ROOM
+        for batch in batches:
+            if len(batch.body) > room:
+                # Not retryable: the same batch never fits (a NATS server's max_payload is
+                # 1 MiB unless configured; a publish frame near max_message_bytes needs more).
+                entry.error = InvalidArgument(
+                    f"a batch of {len(batch.body)} bytes is larger than the NATS server's "
+                    f"max_payload of {self._nc.max_payload} bytes",
+                    reason=Reason.EVENT_TOO_LARGE,
+                    hint="publish smaller frames, or raise max_payload in the NATS server's "
+                    "configuration (8MB is usual) above max_message_bytes",
+                    metadata={"size": str(len(batch.body)), "limit": str(room)},
+                )
+                self._settle()
+                return entry.future
         for n, batch in enumerate(batches):
             number = next(self._numbers)
             self._waiting[number] = (entry, n)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.broker.errors import Unavailable
+from lockgate.broker import wire
+from lockgate.broker.errors import InvalidArgument, Unavailable
 from lockgate.broker.ids import IdGenerator
-from lockgate.broker.store import LogPosition
+from lockgate.broker.store import Batch, LogPosition
 from lockgate.broker.store.jetstream import JetStreamLog, events_past_age, events_past_count
 from tests.broker.contracts.contract_stores import make_batch
 from tests.support.nats_servers import nats_cluster
@@ -68,6 +69,25 @@ async def test_another_nodes_commits_move_the_committed_sequence(nats_url: str) 
             assert [b.seq for b in await there.read_log("acme", LogPosition(0))] == [1, 2, 3]
         finally:
             await here._api(f"STREAM.DELETE.{name}")
+
+
+async def test_a_batch_over_the_servers_max_payload_is_refused_not_retried(
+    nats_url: str,
+) -> None:
+    name = "LGT_" + uuid.uuid4().hex[:12]
+    async with _log(nats_url, name) as log:
+        try:
+            limit = log.nc.max_payload
+            (i,) = IdGenerator(0).next_block(1)
+            body = wire.delivery_frame(i, wire.subject_field("big"), b"\x0a" + b"x" * limit)
+            with pytest.raises(InvalidArgument) as err:
+                await log.append([Batch(i, i, "acme", "big", 1, "v1", body)])
+            assert err.value.reason == "EVENT_TOO_LARGE"
+            assert "max_payload" in err.value.message
+            (seq,) = await log.append([make_batch(IdGenerator(1), "acme", "small", 1)])
+            assert seq == 1  # nothing was stored for it
+        finally:
+            await log._api(f"STREAM.DELETE.{name}")
 
 
 async def test_no_stream_fails_closed(nats_url: str) -> None:
