@@ -161,6 +161,23 @@ async def _promises(cluster: Cluster) -> None:
         await eventually(lambda: _has(history(globex1, ">"), {marker}))
         assert not set(await history(globex1, ">")) & set(ids)  # none of acme's
 
+        # One durable served by streams on two other nodes: every event delivered and acked.
+        work1 = await acme1.subscription("jobs.>", durable="work")
+        work2 = await acme2.subscription("jobs.>", durable="work")
+        worked: list[Message] = []
+
+        async def work(sub: object) -> None:
+            async for msg in sub:  # type: ignore[attr-defined]
+                worked.append(msg)
+                await msg.ack()
+
+        workers = [asyncio.create_task(work(work1)), asyncio.create_task(work(work2))]
+        jobs = {await pub.publish(f"jobs.{n % 3}", {"n": n}) for n in range(30)}
+        await eventually(lambda: {m.id for m in worked} >= jobs, timeout=20)
+        assert {m.id for m in worked} == jobs
+        for task in workers:
+            task.cancel()
+
         # A policy set put through one node is in force on every node.
         shut = 'policy shut on "orders.shut.>" { deny publish }\n'
         await admin.admin.put_policies({"shut.policy": shut})
