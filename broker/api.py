@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from google.protobuf import message as google_message
+
 from lockgate.broker import audit
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.configstore import ConfigChange
@@ -32,12 +34,20 @@ from lockgate.broker.delivery import (
     Outbox,
 )
 from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, webhook_secrets_in_use
-from lockgate.broker.errors import BrokerError, PermissionDenied, Unauthenticated
+from lockgate.broker.errors import (
+    BrokerError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from lockgate.broker.node import Broker
+from lockgate.broker.permissions import RPC_ACTIONS
 from lockgate.broker.positions import StartSpec
 from lockgate.broker.store import AuditQuery, AuditRecord, BackboneRecord, ConfigVersionRecord
 from lockgate.broker.tls import CERTIFIED_CALLER
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+
+Message = google_message.Message
 
 __all__ = [
     "DURABLE_DEFAULTS",
@@ -187,6 +197,11 @@ class BrokerAPI(Protocol):
     async def create_durable(
         self, key: str | None, name: str, pattern: str, options: DurableOptions = DURABLE_DEFAULTS
     ) -> DurableView: ...
+
+    async def conversation(self, key: str | None, method: str, request: Message) -> Message:
+        """Calls ``ConversationService.<method>`` (protos/broker/v1/conversation.proto) with
+        its request message; returns its response message (the WebSocket chat frames)."""
+        ...
 
     async def audit(
         self,
@@ -504,6 +519,15 @@ class LocalAPI:
             r.max_in_flight,
             secret,
         )
+
+    async def conversation(self, key: str | None, method: str, request: Message) -> Message:
+        from lockgate.broker.rpc.conversation_service import call_in_process
+
+        path = f"/broker.v1.ConversationService/{method}"
+        if path not in RPC_ACTIONS:
+            raise InvalidArgument(f"ConversationService has no method {method!r}")
+        p = await self.principal(key, RPC_ACTIONS[path])
+        return await call_in_process(self.broker, p, method, request)
 
     async def audit(
         self,

@@ -178,6 +178,7 @@ class Broker:
         """Conversations: their participants decide who reads their subjects."""
         self.policy.conversations = self.conversations
         self._live: set[EphemeralSubscription] = set()
+        self._reloads: set[asyncio.Future[None]] = set()
         """Live subscriptions counted in their agent's presence."""
 
     # -- life cycle -------------------------------------------------------------------------
@@ -324,8 +325,20 @@ class Broker:
             self._follow_task is None or self._follow_task.done()
         ):
             self._follow_task = asyncio.create_task(self._follow(), name="lockgate-follow-now")
+        if notice.kind == "conversation_changed":
+            task = asyncio.ensure_future(self._reload_conversation(notice.org, notice.name))
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
         for listener in list(self.notice_listeners):
             listener(notice)
+
+    async def _reload_conversation(self, org: str, conversation_id: str) -> None:
+        try:
+            await self.conversations.reload(org, conversation_id)
+        except BrokerError as exc:
+            # Its next change (or this node's restart) loads it; meanwhile reads of it here
+            # follow the participants this node knew.
+            self.log.error("conversation %s not reloaded: %s", conversation_id, exc.message)
 
     def _durable_changed(self, org: str, name: str) -> None:
         self.backbone.notify(Notice("durable_changed", self.node_id, org, name))
@@ -455,6 +468,9 @@ class Broker:
 
     def reads_changed(self) -> None:
         self.router.forget_matches()
+
+    def conversation_changed(self, org: str, conversation_id: str) -> None:
+        self.backbone.notify(Notice("conversation_changed", self.node_id, org, conversation_id))
 
     async def read_stored(
         self, org: str, subject: str, after_id: int, start_ms: int, limit: int

@@ -197,6 +197,11 @@ WS_ACTIONS: Final = MappingProxyType(
         "publish": "publish",
         "ack": "durable.consume",
         "nack": "durable.consume",
+        # Chat frames: the ConversationService methods they call (its actions).
+        "join": "conversation.use",
+        "leave": "conversation.use",
+        "send": "conversation.use",
+        "typing": "conversation.use",
     }
 )
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, message
+from google.protobuf import duration_pb2, message, message_factory
 
 from lockgate.broker import errors as be
 from lockgate.broker.api import (
@@ -39,7 +39,7 @@ from lockgate.broker.api import (
     StoredEvent,
     decode_deliveries,
 )
-from lockgate.broker.v1 import audit_pb2, broker_pb2, cloudevent_pb2
+from lockgate.broker.v1 import audit_pb2, broker_pb2, cloudevent_pb2, conversation_pb2
 from lockgate.clients import _errors as ce
 from lockgate.clients._admin import Admin, DurableInfo, WebhookSecrets
 from lockgate.clients._backoff import Backoff
@@ -63,6 +63,7 @@ T = TypeVar("T")
 FAILOVER_SECONDS = 5.0
 """How long a call is tried on the next targets, with several, before its UNAVAILABLE stands."""
 _PUBLISH_RESPONSE = broker_pb2.PublishResponse.FromString
+_CONVERSATIONS = conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"]
 _REQUEST_OVERHEAD = 256  # a PublishRequest's subject framing, batch id and grpc's own bytes
 
 _BY_CODE: dict[grpc.StatusCode, type[be.BrokerError]] = {
@@ -554,6 +555,15 @@ class RemoteAPI:
 
     async def rollback_config(self, key: str | None, version: int = 0) -> ConfigVersionRecord:
         return _config_version(await self._admin(key).rollback_config(version))
+
+    async def conversation(
+        self, key: str | None, method: str, request: message.Message
+    ) -> message.Message:
+        m = _CONVERSATIONS.methods_by_name.get(method)
+        if m is None:
+            raise be.InvalidArgument(f"ConversationService has no method {method!r}")
+        response: type[message.Message] = message_factory.GetMessageClass(m.output_type)
+        return await self._unary(key, f"/{_CONVERSATIONS.full_name}/{method}", request, response)
 
     async def list_durables(self, key: str | None) -> list[DurableInfo]:
         """The durables ``key`` may see (the webhook dispatcher polls those with endpoints)."""

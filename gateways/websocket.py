@@ -9,6 +9,10 @@ Client frames (``ref`` is optional and echoed in the answer)::
     {"op": "publish", "subject": "orders.eu", "data": {...}, "type"?: "...", "source"?: "..."}
     {"op": "ack", "ids": ["<id>", ...]}
     {"op": "nack", "ids": ["<id>", ...], "delay"?: "5s"}
+    {"op": "join", "conversation": "<id>", "last_n"?: 20, "since"?: RFC 3339}
+    {"op": "leave", "conversation": "<id>"}
+    {"op": "send", "conversation": "<id>", "text" | "data" (base64), "encryption"?: {...}}
+    {"op": "typing", "conversation": "<id>", "typing": true | false}
 
 Server frames::
 
@@ -16,6 +20,8 @@ Server frames::
     {"op": "error", "ref", "reason", "message", "hint"}
     {"op": "event", "subscription", "id", "subject", "attempt", "event": {CloudEvent JSON}}
     {"op": "skipped", "subscription", "id", "subject", "reason", "message"}
+    {"op": "message" | "user_joined" | "user_left" | "typing" | "presence" | "receipt" |
+     "conversation", "conversation", ...}   (a joined room's chat frames, ``_chat``)
 
 A stored event that has no CloudEvents JSON form is skipped (a ``skipped`` frame; a durable
 subscription dead-letters it to ``$dlq.<durable>``), and the events behind it keep coming.
@@ -43,6 +49,7 @@ from aiohttp import WSMsgType, web
 from lockgate.broker.api import BrokerAPI, Delivery, Subscription
 from lockgate.broker.audit import enter
 from lockgate.broker.errors import BrokerError, FailedPrecondition, InvalidArgument
+from lockgate.gateways import _chat
 from lockgate.gateways._cejson import JsonValue, event_from_json
 from lockgate.gateways._ingest import shorthand_event
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
@@ -116,6 +123,8 @@ class _Connection:
         self.subs: dict[str, Subscription] = {}
         self.pumps: dict[str, asyncio.Task[None]] = {}
         self.pending: dict[int, Subscription] = {}
+        self.rooms: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
+        """Joined conversations: their ``$conv.<id>.>`` subscription and its pump."""
         self.closing = False
         self.ended = False
 
@@ -151,6 +160,9 @@ class _Connection:
             with contextlib.suppress(BrokerError):
                 await sub.close()
         self.subs.clear()
+        for cid in list(self.rooms):
+            with contextlib.suppress(BrokerError):
+                await self._leave_room(cid)
 
     async def _send(self, value: object) -> None:
         """Sends ``value`` (a str is sent as it is, anything else as JSON)."""
@@ -207,9 +219,13 @@ class _Connection:
                 answer = await self._publish(doc)
             elif op in ("ack", "nack"):
                 answer = await self._ack(doc, op)
+            elif op in ("join", "leave", "send", "typing"):
+                answer = await self._chat(doc, op)
             else:
                 raise InvalidParameter(
-                    "op", str(op), "subscribe, unsubscribe, publish, ack or nack"
+                    "op",
+                    str(op),
+                    "subscribe, unsubscribe, publish, ack, nack, join, leave, send or typing",
                 )
         except BrokerError as err:
             await self._error(ref, err)
@@ -220,8 +236,79 @@ class _Connection:
         with contextlib.suppress(_SlowSocket, ConnectionError):
             await self._send(answer)
 
+    async def _chat(self, doc: dict[str, object], op: str) -> dict[str, JsonValue]:
+        api, key = self.api, self.key
+        if op == "send":
+            sent = await api.conversation(key, "SendMessage", _chat.send_request(doc))
+            assert isinstance(sent, _chat.pb.SendMessageResponse)
+            return {"id": str(sent.id), "duplicate": sent.duplicate}
+        if op == "typing":
+            await api.conversation(key, "SetTyping", _chat.typing_request(doc))
+            return {}
+        if op == "leave":
+            req = _chat.leave_request(doc)
+            await api.conversation(key, "LeaveConversation", req)
+            await self._leave_room(req.conversation_id)
+            return {"conversation": req.conversation_id}
+        join = _chat.join_request(doc)
+        cid = join.conversation_id
+        if cid not in self.rooms:
+            self._room_budget()
+        joined = await api.conversation(key, "JoinConversation", join)
+        assert isinstance(joined, _chat.pb.JoinConversationResponse)
+        if cid not in self.rooms:
+            # Subscribed after the join, so the history answer and the live frames meet: a
+            # message stored in between may come twice (once in each), never not at all.
+            sub = await api.subscribe(key, f"$conv.{cid}.>")
+            self.rooms[cid] = (sub, asyncio.create_task(self._room_pump(cid, sub)))
+        return {
+            "conversation": _chat.conversation_json(joined.conversation),
+            "messages": [_chat.message_json(m) for m in joined.messages],
+        }
+
+    def _room_budget(self) -> None:
+        if len(self.subs) + len(self.rooms) >= self.settings.max_subscriptions:
+            raise InvalidArgument(
+                f"a socket holds at most {self.settings.max_subscriptions} subscriptions and rooms",
+                reason="TOO_MANY_SUBSCRIPTIONS",
+                hint="leave or unsubscribe first, or open another socket",
+            )
+
+    async def _leave_room(self, cid: str) -> None:
+        room = self.rooms.pop(cid, None)
+        if room is None:
+            return
+        sub, task = room
+        # Closed first: its pump then ends by itself even when the cancel is lost (Python
+        # 3.11's wait_for swallows a cancel that meets a finished send).
+        await sub.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _room_pump(self, cid: str, sub: Subscription) -> None:
+        try:
+            async for batch in sub:
+                for d in batch:
+                    try:
+                        frame = _chat.chat_frame(d)
+                    except (ValueError, KeyError) as exc:
+                        report_unencodable("ws", d.id, d.subject, exc)
+                        continue
+                    await self._send(frame)
+        except _SlowSocket as exc:
+            await self._close(CLOSE_TRY_AGAIN, f"slow consumer: {exc}")
+        except BrokerError as err:
+            code = (
+                CLOSE_POLICY
+                if err.reason == "SLOW_CONSUMER" or err.code.name == "UNAUTHENTICATED"
+                else CLOSE_TRY_AGAIN
+            )
+            await self._end(err, code)
+        except ConnectionError:
+            await self._close(CLOSE_TRY_AGAIN, "connection lost")
+
     async def _subscribe(self, doc: dict[str, object]) -> dict[str, JsonValue]:
-        if len(self.subs) >= self.settings.max_subscriptions:
+        if len(self.subs) + len(self.rooms) >= self.settings.max_subscriptions:
             raise InvalidArgument(
                 f"a socket holds at most {self.settings.max_subscriptions} subscriptions",
                 reason="TOO_MANY_SUBSCRIPTIONS",

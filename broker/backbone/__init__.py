@@ -28,7 +28,13 @@ from lockgate.broker.v1 import cloudevent_pb2
 __all__ = ["Backbone", "Interest", "InterestWatcher", "Member", "Notice", "NoticeKind"]
 
 CloudEvent = cloudevent_pb2.CloudEvent
-NoticeKind = Literal["policy_swapped", "durable_changed", "config_changed", "registry_changed"]
+NoticeKind = Literal[
+    "policy_swapped",
+    "durable_changed",
+    "config_changed",
+    "registry_changed",
+    "conversation_changed",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +46,8 @@ class Notice:
     org: str = ""
     name: str = ""
     """The durable's name (``durable_changed``), the policy version (``policy_swapped``), the
-    config store's version (``config_changed``) or a backbone's id (``registry_changed``)."""
+    config store's version (``config_changed``), a backbone's id (``registry_changed``) or a
+    conversation's id (``conversation_changed``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,9 @@ class Host(Protocol):
     def reads_changed(self) -> None:
         """Membership changed: cached read decisions are stale."""
 
+    def conversation_changed(self, org: str, conversation_id: str) -> None:
+        """Tells the other nodes to reload the conversation (cluster mode)."""
+
     async def read_stored(
         self, org: str, subject: str, after_id: int, start_ms: int, limit: int
     ) -> tuple[list[broker_pb2.StoredEvent], int]:
@@ -224,6 +227,13 @@ class Conversations:
     async def _save(self, rec: ConversationRecord) -> None:
         await self.store.save_conversation(rec)
         self._put(rec)
+        self.host.conversation_changed(rec.org, rec.conversation_id)
+
+    async def reload(self, org: str, conversation_id: str) -> None:
+        """Takes another node's change from the store (its notice names the conversation)."""
+        rec = await self.store.get_conversation(org, conversation_id)
+        if rec is not None:
+            self._put(rec)
 
     async def _lifecycle(
         self, principal: Principal, rec: ConversationRecord, kind: str, **data: object

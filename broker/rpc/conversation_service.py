@@ -4,15 +4,26 @@ presence, over :class:`broker.conversations.Conversations` (whose rules decide w
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from typing import cast
 
-from lockgate.broker.auth import Principal
+from google.protobuf import message
+
+from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.errors import InvalidArgument
 from lockgate.broker.ids import MAX_ID, parse_decimal
-from lockgate.broker.rpc import Context, Servicer, timestamp_ms, unary
+from lockgate.broker.node import Broker
+from lockgate.broker.rpc import Context, Servicer, message_class, timestamp_ms, unary
 from lockgate.broker.store import ConversationRecord, ReceiptRecord
 from lockgate.broker.v1 import broker_pb2, conversation_pb2
 
-__all__ = ["ConversationService", "conversation_message", "message_of"]
+__all__ = [
+    "ConversationService",
+    "call_in_process",
+    "conversation_message",
+    "message_of",
+    "response_class",
+]
 
 pb = conversation_pb2
 _TYPES = {
@@ -330,3 +341,23 @@ class ConversationService(Servicer):
             if st.since_ms:
                 m.since_time.FromMilliseconds(st.since_ms)
         return out
+
+
+_SERVICE = conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"]
+
+
+def response_class(method: str) -> type[message.Message]:
+    """The response message class of ``ConversationService.<method>``."""
+    return message_class(_SERVICE.methods_by_name[method].output_type)  # type: ignore[no-any-return]
+
+
+async def call_in_process(
+    broker: Broker, principal: Principal, method: str, request: message.Message
+) -> message.Message:
+    """Runs one method for an authorized caller without gRPC (the in-process gateways): the
+    servicer's own body, so each surface applies the same rules and mapping."""
+    body: Callable[..., Awaitable[message.Message]] = getattr(
+        ConversationService, method
+    ).__wrapped__
+    servicer = ConversationService(broker, cast(Authenticator, None))
+    return await body(servicer, request, principal, None)

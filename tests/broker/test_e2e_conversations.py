@@ -531,3 +531,83 @@ async def test_presence_with_a_grace_period(env: Env) -> None:
 
 async def _is(value: object, want: int) -> bool:
     return await value == want  # type: ignore[misc]
+
+
+async def _frame(
+    ws: aiohttp.ClientWebSocketResponse, op: str, **match: object
+) -> dict[str, object]:
+    """The next frame of ``op`` whose fields include ``match`` (others are passed over)."""
+    while True:
+        msg: dict[str, object] = await ws.receive_json(timeout=10)
+        if msg["op"] == op and all(msg.get(k) == v for k, v in match.items()):
+            return msg
+        assert msg["op"] != "error", msg
+
+
+async def test_websocket_chat_frames(env: Env) -> None:
+    md = env.md
+    room = await _group(env, "bob", open=True)
+    cid = room.conversation_id
+    before = await _send(env, "ann", cid, b"before dee")
+    url = env.http.replace("http://", "ws://") + "/v1/ws"
+    async with aiohttp.ClientSession() as http:
+
+        async def sock(who: str) -> aiohttp.ClientWebSocketResponse:
+            return await http.ws_connect(url, headers={"Authorization": "Bearer " + env.keys[who]})
+
+        ann, bob, dee, cy = [await sock(w) for w in ("ann", "bob", "dee", "cy")]
+        await ann.send_json({"op": "join", "conversation": cid, "last_n": 5, "ref": 1})
+        joined = await _frame(ann, "ok", ref=1)
+        assert [m["id"] for m in joined["messages"]] == [str(before)]  # type: ignore[index]
+        assert joined["conversation"]["type"] == "group"  # type: ignore[index]
+        await bob.send_json({"op": "join", "conversation": cid, "ref": 1})
+        await _frame(bob, "ok", ref=1)
+        # dee joins the open room by itself: a member from now on, history from its join.
+        await dee.send_json({"op": "join", "conversation": cid, "last_n": 5, "ref": 1})
+        dee_join = await _frame(dee, "ok", ref=1)
+        assert dee_join["messages"] == []
+        assert (await _frame(ann, "user_joined"))["agent"] == "dee"
+        await bob.send_json({"op": "send", "conversation": cid, "text": "hi all", "ref": 2})
+        sent = await _frame(bob, "ok", ref=2)
+        for ws in (ann, dee):
+            msg = await _frame(ws, "message", id=sent["id"])
+            assert (msg["sender"], msg["data"]) == ("bob", "aGkgYWxs")  # base64 of "hi all"
+        await bob.send_json({"op": "typing", "conversation": cid, "typing": True})
+        assert (await _frame(ann, "typing", agent="bob"))["typing"] is True
+        assert (await _frame(ann, "typing", agent="bob"))["typing"] is False  # expired
+        await dee.send_json({"op": "leave", "conversation": cid, "ref": 3})
+        await _frame(dee, "ok", ref=3)
+        assert (await _frame(ann, "user_left"))["agent"] == "dee"
+        # cy is not in a closed group: join, send and typing are refused with the reason.
+        closed = await _group(env, "bob")
+        for op in ("join", "send", "typing"):
+            frame = {"op": op, "conversation": closed.conversation_id, "text": "x", "ref": op}
+            await cy.send_json(frame)
+            err = await _frame(cy, "error", ref=op)
+            assert err["reason"] == "NOT_PARTICIPANT", err
+        await cy.send_json({"op": "send", "conversation": cid, "ref": "bad"})
+        assert (await _frame(cy, "error", ref="bad"))["reason"] == "INVALID_PARAMETER"
+        for ws in (ann, bob, dee, cy):
+            await ws.close()
+    hist = await env.conv.GetHistory(
+        pb.GetHistoryRequest(conversation_id=cid), metadata=md["bob"], timeout=10
+    )
+    assert [m.data for m in hist.messages] == [b"before dee", b"hi all"]
+
+
+async def test_history_for_new_members(env: Env) -> None:
+    md = env.md
+    for open_history in (False, True):
+        g = await _group(env, "bob", history_for_new_members=open_history)
+        cid = g.conversation_id
+        old = await _send(env, "ann", cid, b"old")
+        await env.conv.InviteMembers(
+            pb.InviteMembersRequest(conversation_id=cid, agents=["cy"]),
+            metadata=md["ann"],
+            timeout=10,
+        )
+        new = await _send(env, "ann", cid, b"new")
+        hist = await env.conv.GetHistory(
+            pb.GetHistoryRequest(conversation_id=cid), metadata=md["cy"], timeout=10
+        )
+        assert [m.id for m in hist.messages] == ([old, new] if open_history else [new])

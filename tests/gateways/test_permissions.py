@@ -146,7 +146,8 @@ async def test_a_webhook_durable_needs_an_org_admin_on_http(tmp_path: Path, who:
 
 @pytest.mark.parametrize("who", list(WHO))
 async def test_websocket_frames_with_each_role(tmp_path: Path, who: str) -> None:
-    assert set(WS_ACTIONS) == {"subscribe", "unsubscribe", "publish", "ack", "nack"}
+    chat = {"join", "leave", "send", "typing"}
+    assert set(WS_ACTIONS) == {"subscribe", "unsubscribe", "publish", "ack", "nack"} | chat
     async with _env(tmp_path) as env:
         headers = {"Authorization": f"Bearer {env.keys[who]}"}
         async with env.session.ws_connect(env.url + "/v1/ws", headers=headers) as ws:
@@ -157,3 +158,10 @@ async def test_websocket_frames_with_each_role(tmp_path: Path, who: str) -> None
                 await ws.send_json(frame)
                 answer = await ws.receive_json(timeout=10)
                 assert (answer["op"] == "ok") == _allowed(who, WS_ACTIONS[op]), answer
+            # Every role may take part in conversations: a chat frame for one that does
+            # not exist gets past the roles table to the conversation's own answer.
+            for op in sorted(chat):
+                await ws.send_json({"op": op, "conversation": "c" + "0" * 20, "text": "x"})
+                answer = await ws.receive_json(timeout=10)
+                assert _allowed(who, WS_ACTIONS[op])
+                assert answer["reason"] == "UNKNOWN_CONVERSATION", answer

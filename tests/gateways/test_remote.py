@@ -189,3 +189,25 @@ async def test_registry_and_config_store_through_the_client(api: RemoteAPI) -> N
     )
     back = await api.rollback_config(None)
     assert [x.version for x in await api.config_versions(None, 2)] == [back.version, v.version]
+
+
+async def test_conversation_calls_reach_the_conversation_service(api: RemoteAPI) -> None:
+    """The chat frames' calls: one method by name, its answer or its reason (dev mode)."""
+    from lockgate.broker.v1 import conversation_pb2 as pb
+
+    created = await api.conversation(
+        None,
+        "CreateConversation",
+        pb.CreateConversationRequest(type=pb.CONVERSATION_TYPE_GROUP, open=True),
+    )
+    assert isinstance(created, pb.CreateConversationResponse)
+    cid = created.conversation.conversation_id
+    sent = await api.conversation(
+        None, "SendMessage", pb.SendMessageRequest(conversation_id=cid, data=b"x")
+    )
+    assert isinstance(sent, pb.SendMessageResponse) and sent.id
+    with pytest.raises(be.NotFound) as unknown:
+        await api.conversation(None, "GetConversation", pb.GetConversationRequest())
+    assert unknown.value.reason == "UNKNOWN_CONVERSATION"
+    with pytest.raises(be.InvalidArgument):
+        await api.conversation(None, "NoSuchMethod", pb.GetConversationRequest())

@@ -1,0 +1,51 @@
+"""Conversations on two nodes sharing a store and a backbone (as cluster nodes share
+PostgreSQL and NATS): a membership change on one node reaches the other's read decisions
+through its notice, so a member removed on node A stops receiving on node B."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from lockgate.broker.auth import Principal
+from lockgate.broker.backbone.local import LocalBackbone
+from lockgate.broker.config import Config
+from lockgate.broker.leases import LocalLeases
+from lockgate.broker.node import Broker
+from lockgate.broker.store import Store
+from lockgate.broker.store.sqlite import SqliteStore
+from tests.broker.test_durables_across_nodes import SharedStore
+from tests.support import eventually
+
+ANN = Principal("acme", "ann", frozenset())
+BOB = Principal("acme", "bob", frozenset())
+
+
+async def test_membership_changes_reach_the_other_node(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path, fsync="never")
+    await store.open()
+    backbone, leases = LocalBackbone(), LocalLeases()
+    nodes = [
+        Broker(
+            Config(data_dir=str(tmp_path), worker_id=i + 1),
+            cast(Store, SharedStore(store)),
+            backbone=backbone,
+            leases=leases,
+        )
+        for i in range(2)
+    ]
+    for n in nodes:
+        await n.start()
+    try:
+        a, b = nodes
+        rec = await a.conversations.create(ANN, "group", ["bob"], {})
+        subject = f"$conv.{rec.conversation_id}.msg"
+        await eventually(lambda: b.may_read(BOB, subject), what="node B knows bob")
+        assert b.conversations.conversation(BOB, rec.conversation_id).owner == "ann"
+        await a.conversations.remove(ANN, rec.conversation_id, "bob")
+        await eventually(lambda: not b.may_read(BOB, subject), what="node B forgot bob")
+        assert b.may_read(ANN, subject)
+    finally:
+        for n in nodes:
+            await n.stop()
+        await store.close()
