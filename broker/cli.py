@@ -380,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     from lockgate.clients._cli_cluster import add_backbone_commands, add_config_commands
+    from lockgate.clients._cli_deploy import add_deploy_commands
 
     p = sub.add_parser(
         "config",
@@ -389,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=_cmd_config)
     add_config_commands(p)
-    add_backbone_commands(sub)
+    add_deploy_commands(add_backbone_commands(sub))
 
     p = sub.add_parser("keys", help="create, list and revoke API keys")
     ks = p.add_subparsers(dest="keys_cmd", required=True)

@@ -35,6 +35,7 @@ from lockgate.clients._cluster import (
     ConfigVersion,
 )
 from lockgate.clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
+from lockgate.clients._deploy import BackboneDeployer, Deployment, HelmError
 from lockgate.clients._errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -66,6 +67,7 @@ __all__ = [
     "AttributeValue",
     "AuditRecord",
     "Backbone",
+    "BackboneDeployer",
     "Backoff",
     "Client",
     "ClusterAdmin",
@@ -73,10 +75,12 @@ __all__ = [
     "ConfigSetting",
     "ConfigVersion",
     "DeadLetter",
+    "Deployment",
     "DurableInfo",
     "DurableState",
     "Event",
     "FailedPrecondition",
+    "HelmError",
     "InvalidArgument",
     "InvalidEvent",
     "InvalidSubject",
