@@ -148,6 +148,7 @@ class NatsBackbone:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._logged: dict[str, float] = {}
+        self._last_error = ""
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -178,10 +179,13 @@ class NatsBackbone:
                 self._connect_timeout,
             )
         except Exception as exc:  # nats-py raises its own, OSError and TimeoutError
+            self._closing = True  # no "disconnected" line for a connection never made
             await _quietly_close(nc)
+            self._closing = False
+            why = self._last_error or _why(exc)  # connect retries until the timeout
             raise Unavailable(
-                f"the NATS backbone at {_shown(self.url)} cannot be reached: "
-                f"{_why(exc) or 'no answer within ' + format(self._connect_timeout, 'g') + ' s'}",
+                f"the NATS backbone at {_shown(self.url)} cannot be reached within "
+                f"{self._connect_timeout:g} s" + (f": {why}" if why != "TimeoutError" else ""),
                 hint="start NATS or correct the backbone URL (nats://HOST:4222)",
             ) from None
         self._nc = nc
@@ -607,6 +611,7 @@ class NatsBackbone:
     # -- nats-py's callbacks --------------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = _why(exc)
         self._warn("backbone.nats.error", "%s", _why(exc))
 
     async def _on_disconnected(self) -> None:

@@ -331,3 +331,12 @@ async def settled(backbone: NatsBackbone) -> bool:
     except Unavailable:
         return False
     return True
+
+
+async def test_an_unreachable_nats_at_start_is_one_sentence() -> None:
+    backbone = NatsBackbone(f"nats://127.0.0.1:{free_port()}", connect_timeout=1)
+    with pytest.raises(Unavailable) as exc:
+        await backbone.open()
+    assert exc.value.message.startswith("the NATS backbone at nats://127.0.0.1:")
+    assert "cannot be reached within 1 s" in exc.value.message
+    assert exc.value.reason == "UNAVAILABLE" and "start NATS" in exc.value.hint
