@@ -251,7 +251,7 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
         Reason.EVENT_TOO_LARGE,
         Reason.EMPTY_EVENT,
     ),
-    PermissionDenied: (Reason.PERMISSION_DENIED, Reason.POLICY_DENIED),
+    PermissionDenied: (Reason.PERMISSION_DENIED, Reason.POLICY_DENIED, Reason.NOT_PARTICIPANT),
     Unauthenticated: (
         Reason.UNAUTHENTICATED,
         Reason.CREDENTIAL_EXPIRED,
@@ -260,11 +260,16 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
     ),
     AlreadyExists: (Reason.ALREADY_EXISTS, Reason.DUPLICATE_CONTENT, Reason.DUPLICATE_KEY),
     RateLimited: (Reason.RATE_LIMITED, Reason.RESOURCE_EXHAUSTED),
-    NotFound: (Reason.NOT_FOUND, Reason.UNKNOWN_DURABLE, Reason.UNKNOWN_VERSION),
+    NotFound: (
+        Reason.NOT_FOUND,
+        Reason.UNKNOWN_DURABLE,
+        Reason.UNKNOWN_VERSION,
+        Reason.UNKNOWN_CONVERSATION,
+    ),
     NoResponders: (Reason.NO_RESPONDERS,),
     RequestTimeout: (Reason.DEADLINE_EXCEEDED, Reason.REQUEST_TIMEOUT),
     SlowConsumer: (Reason.SLOW_CONSUMER,),
-    QuotaExceeded: (Reason.QUOTA_EXCEEDED,),
+    QuotaExceeded: (Reason.QUOTA_EXCEEDED, Reason.GROUP_FULL),
     TLSError: (Reason.TLS_HANDSHAKE_FAILED,),
     Unavailable: (
         Reason.UNAVAILABLE,
@@ -284,6 +289,9 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
         Reason.DATA_DIR_IN_USE,
         Reason.DATA_DIR_UNUSABLE,
         Reason.NO_POLICIES,
+        Reason.CONVERSATION_CLOSED,
+        Reason.IMMUTABLE_CONVERSATION,
+        Reason.STALE_EPOCH,
     ),
 }
 _BY_REASON: dict[str, type[LockgateError]] = {
