@@ -211,6 +211,10 @@ class Broker:
         self._tasks = [
             asyncio.create_task(self._ticker(), name="lockgate-ticker"),
             asyncio.create_task(self._lease_loop(), name="lockgate-leases"),
+            asyncio.create_task(
+                self.conversations.keep_presence(self.leases, self.node_id),
+                name="lockgate-presence",
+            ),
             asyncio.create_task(self._follow_loop(), name="lockgate-follow"),
         ]
 

@@ -4,7 +4,8 @@ themselves. Pure bookkeeping on the event loop's timers: what to announce is han
 
 An agent is online while it holds at least one live subscription (a gRPC Subscribe stream or
 a WebSocket subscription) on this node; when its last one ends it stays online for
-``grace`` seconds, so a reconnect within the grace period announces nothing.
+``grace`` seconds, so a reconnect within the grace period announces nothing. Across nodes
+the conversations service keeps a lease per online agent (``Conversations.keep_presence``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class PresenceBoard:
 
     def state(self, who: Agent) -> PresenceState:
         return self._state.get(who) or PresenceState(False, 0)
+
+    def online(self) -> list[Agent]:
+        """The agents online here now (live, or within their grace period)."""
+        return [who for who, st in self._state.items() if st.online]
 
     def close(self) -> None:
         for h in self._leaving.values():

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
@@ -40,6 +41,7 @@ from lockgate.broker.errors import (
     ResourceExhausted,
 )
 from lockgate.broker.ids import id_for_time_ms
+from lockgate.broker.leases import Leases
 from lockgate.broker.limits import BucketRequest, Limiter
 from lockgate.broker.store import (
     AgentKeyRecord,
@@ -113,6 +115,10 @@ def _unknown(cid: str) -> BrokerError:
     )
 
 
+def _presence_lease(org: str, agent: str) -> str:
+    return f"presence/{org}/{agent}"
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -144,6 +150,9 @@ class Conversations:
         self._members: dict[tuple[str, str], frozenset[str]] = {}
         self._mine: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
         self.presence = PresenceBoard(config.presence_grace, self._presence_changed)
+        self._leases: Leases | None = None
+        self._node_id = ""
+        self._releases: set[asyncio.Future[None]] = set()
         self.typing = TypingTimers(config.typing_ttl, self._typing_expired)
 
     # -- membership in memory ---------------------------------------------------------------
@@ -621,6 +630,12 @@ class Conversations:
 
     def _presence_changed(self, who: tuple[str, str], online: bool) -> None:
         org, agent = who
+        if not online and self._leases is not None:
+            task = asyncio.ensure_future(
+                self._leases.release(_presence_lease(org, agent), self._node_id)
+            )
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
         for cid in sorted(self._mine.get(who, ())):
             self._notice(
                 org,
@@ -630,9 +645,34 @@ class Conversations:
                 {"agent": agent, "status": "online" if online else "offline"},
             )
 
-    def presence_of(self, principal: Principal, cid: str) -> list[tuple[str, PresenceState]]:
+    async def presence_of(self, principal: Principal, cid: str) -> list[tuple[str, PresenceState]]:
+        """Each participant's presence: online here, or online on another node (it holds
+        the agent's presence lease, renewed while the agent is online there: a node that
+        dies lets it run out within ``presence_grace``)."""
         rec = self._get(principal, cid)
-        return [(m.agent, self.presence.state((rec.org, m.agent))) for m in rec.members]
+        out = []
+        for m in rec.members:
+            st = self.presence.state((rec.org, m.agent))
+            leases = self._leases
+            lease = _presence_lease(rec.org, m.agent)
+            if not st.online and leases is not None and await leases.holder(lease) is not None:
+                st = PresenceState(True, 0)
+            out.append((m.agent, st))
+        return out
+
+    async def keep_presence(self, leases: Leases, node_id: str) -> None:
+        """Holds a lease ``presence/<org>/<agent>`` for each agent online on this node,
+        renewed three times a grace period and released when the agent goes offline here, so
+        every node answers presence alike (runs until cancelled)."""
+        self._leases, self._node_id = leases, node_id
+        grace = self.config.presence_grace
+        while True:
+            for org, agent in self.presence.online():
+                try:
+                    await leases.acquire(_presence_lease(org, agent), node_id, grace)
+                except BrokerError as exc:
+                    log.warning("presence lease of %s/%s not renewed: %s", org, agent, exc)
+            await asyncio.sleep(max(0.05, grace / 3))
 
     def close_timers(self) -> None:
         self.presence.close()

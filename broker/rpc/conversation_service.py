@@ -333,7 +333,7 @@ class ConversationService(Servicer):
         self, request: conversation_pb2.GetPresenceRequest, p: Principal, context: Context
     ) -> conversation_pb2.GetPresenceResponse:
         out = pb.GetPresenceResponse()
-        for agent, st in self.broker.conversations.presence_of(p, request.conversation_id):
+        for agent, st in await self.broker.conversations.presence_of(p, request.conversation_id):
             m = out.presence.add(
                 agent=agent,
                 status=pb.PRESENCE_STATUS_ONLINE if st.online else pb.PRESENCE_STATUS_OFFLINE,

@@ -4,6 +4,7 @@ through its notice, so a member removed on node A stops receiving on node B."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import cast
 
@@ -49,3 +50,45 @@ async def test_membership_changes_reach_the_other_node(tmp_path: Path) -> None:
         for n in nodes:
             await n.stop()
         await store.close()
+
+
+async def test_presence_is_shared_and_a_dead_node_lets_it_run_out(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path, fsync="never")
+    await store.open()
+    backbone, leases = LocalBackbone(), LocalLeases()
+    nodes = [
+        Broker(
+            Config(data_dir=str(tmp_path), worker_id=i + 1, presence_grace=0.5),
+            cast(Store, SharedStore(store)),
+            backbone=backbone,
+            leases=leases,
+        )
+        for i in range(2)
+    ]
+    for n in nodes:
+        await n.start()
+    try:
+        a, b = nodes
+        rec = await a.conversations.create(ANN, "group", ["bob"], {})
+        cid = rec.conversation_id
+        await eventually(lambda: b.may_read(ANN, f"$conv.{cid}.msg"))
+
+        async def bob_on_b() -> bool:
+            got = dict(await b.conversations.presence_of(ANN, cid))
+            return got["bob"].online
+
+        assert not await bob_on_b()
+        await a.subscribe_ephemeral(BOB, "bob.inbox", "")  # bob is connected to node A
+        await eventually(bob_on_b, what="node B sees bob online")
+        # Node A dies: its tasks stop without releasing anything.
+        for t in a._tasks:
+            t.cancel()
+        await eventually(lambda: _not(bob_on_b()), timeout=10, what="bob offline on B")
+    finally:
+        for n in nodes:
+            await n.stop()
+        await store.close()
+
+
+async def _not(value: Awaitable[bool]) -> bool:
+    return not await value
