@@ -233,7 +233,11 @@ class DurableConsumer:
             await asyncio.gather(self._task, return_exceptions=True)
         for s in self.sessions:
             s.outbox.close()
-        self.flush(force=True)
+        try:
+            # Awaited: in a cluster the next owner loads this state once the lease goes.
+            await self.flush(force=True)
+        except BrokerError as exc:
+            self.host.log.warning("durable %s: its last state was not stored: %s", self.name, exc)
 
     def flush(self, *, force: bool = False) -> Awaitable[None]:
         """Writes the position up to the oldest young first delivery still unacked, and a

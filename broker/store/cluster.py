@@ -178,7 +178,12 @@ class ClusterStore(PgStore):
         )
 
     async def batch_containing(self, org: str, event_id: int) -> Batch | None:
-        return await self._reads().batch_containing(org, event_id)
+        found = await self._reads().batch_containing(org, event_id)
+        if found is None:
+            # Not in the history yet (the message logger lags behind the log): a durable's
+            # new owner redelivering its pending events must not take them for trimmed.
+            found = await self.log.batch_containing(org, event_id)
+        return found
 
     async def batches_by_cloudevent_id(
         self, org: str, cloudevent_id: str, after_id: int, *, before_id: int = 0, limit: int = 64

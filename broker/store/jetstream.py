@@ -594,6 +594,18 @@ class JetStreamLog:
             await self._drop(name)
         return LogPosition(max(self._committed, await self._last_seq()) + 1, 0)
 
+    async def batch_containing(self, org: str, event_id: int) -> Batch | None:
+        """The batch of ``org`` holding ``event_id``, read from the log (for what the
+        history has not logged yet): from the first batch holding an id at or above it, a
+        bounded look at the org's next batches (another node's clock may order them a
+        little differently)."""
+        start = await self.position_after_id(max(0, event_id - 1))
+        scan = await self.scan_log(org, LogPosition(start.seq), _everything, limit=64, budget=256)
+        for b in scan.batches:
+            if b.first_id <= event_id <= b.last_id:
+                return b
+        return None
+
     async def recent_batches(self, after_id: int) -> list[Batch]:
         """Every org's batches above ``after_id`` (at most 10,000, by id): the dedup window's
         rebuild. A cluster with the shared (Redis) window does not need it."""

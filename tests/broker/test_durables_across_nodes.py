@@ -8,6 +8,7 @@ the pending events again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -132,6 +133,28 @@ async def take(session: BoundSession, n: int, timeout: float = 10) -> list[broke
             body = await session.outbox.take()
             assert body is not None, "the stream ended"
             out.extend(broker_pb2.SubscribeResponse.FromString(body).deliveries)
+    return out
+
+
+async def take_any(streams: list[BoundSession], n: int) -> list[broker_pb2.Delivery]:
+    """``n`` deliveries from whichever of ``streams`` gets them."""
+    out: list[broker_pb2.Delivery] = []
+
+    async def drain(stream: BoundSession) -> None:
+        while len(out) < n:
+            body = await stream.outbox.take()
+            assert body is not None, "the stream ended"
+            out.extend(broker_pb2.SubscribeResponse.FromString(body).deliveries)
+
+    tasks = [asyncio.create_task(drain(s)) for s in streams]
+    try:
+        await eventually(lambda: len(out) >= n or any(t.done() for t in tasks))
+        for t in tasks:
+            if t.done():
+                t.result()  # raises what ended it
+    finally:
+        for t in tasks:
+            t.cancel()
     return out
 
 
@@ -333,3 +356,51 @@ async def test_any_node_creates_describes_and_lists_a_durable(cluster: Cluster) 
 
 async def _pending(node: Broker, name: str, ids: set[int]) -> bool:
     return set((await node.durable_view(ORG, name)).pending) == ids
+
+
+async def test_on_the_cluster_store_durables_move_between_nodes(
+    tmp_path: Path, nats_url: str, pg_fresh_dsn: str, redis_url: str
+) -> None:
+    """As processes would: each node its own ClusterStore (JetStream log, PostgreSQL) and
+    RedisLeases client; the durable's owner reads the other nodes' commits from the log."""
+    from lockgate.broker.store.cluster import ClusterStore
+    from lockgate.broker.store.jetstream import JetStreamLog
+
+    stream = "LGT_" + uuid.uuid4().hex[:12]
+    backbone, prefix = LocalBackbone(), f"lockgate-test:{uuid.uuid4().hex}:"
+    nodes: list[Broker] = []
+    for i in range(3):
+        log = JetStreamLog(nats_url, stream=stream, root=stream.lower())
+        config = Config(data_dir=str(tmp_path), worker_id=i + 1, store=pg_fresh_dsn)
+        store = ClusterStore(pg_fresh_dsn, log, max_size=3)
+        leases = RedisLeases(redis_url, prefix=prefix)
+        nodes.append(Broker(config, store, backbone=backbone, leases=leases))
+        await nodes[-1].start()
+    a, b, c = nodes
+    try:
+        assert a.durables.relay is not None  # a cluster store: the durables are shared
+        on_b = await b.subscribe_durable(DEV_PRINCIPAL, "j", "j.>")  # b takes it on
+        on_c = await c.subscribe_durable(DEV_PRINCIPAL, "j", "j.>")  # c relays to b
+        ids = await publish(a, "j.x", 6, "j")  # committed by a, read by b from the log
+        got = await take_any([on_b, on_c], 6)
+        assert sorted(d.id for d in got) == ids
+        await b.acknowledge(DEV_PRINCIPAL, "j", ids, [])
+        more = await publish(c, "j.x", 2, "k")
+        await eventually(lambda: set(b.durable(ORG, "j").pending) == set(more))
+        await b.stop()  # b stores what is pending and gives the durable up; c takes it on
+        redelivered: set[int] = set()
+        async with asyncio.timeout(10):
+            while redelivered != set(more):
+                redelivered |= {d.id for d in await take(on_c, 1) if d.attempt >= 2}
+        assert owner_of([a, c], "j") is c
+    finally:
+        for n in nodes:
+            if not n.draining:
+                await n.stop()
+            await n.leases.close()
+        import nats
+
+        nc = await nats.connect(nats_url)
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(stream)
+        await nc.close()
