@@ -35,13 +35,25 @@ from lockgate.clients._cluster import (
     ConfigVersion,
 )
 from lockgate.clients._codec import AttributeValue, StartSpec, decode_data, to_cloudevent
+from lockgate.clients._conversations import (
+    AgentKey,
+    Conversation,
+    ConversationMessage,
+    Conversations,
+    Participant,
+    Presence,
+    Receipt,
+    SendResult,
+)
 from lockgate.clients._deploy import BackboneDeployer, Deployment, HelmError
 from lockgate.clients._errors import (
     AlreadyExists,
+    DecryptionError,
     FailedPrecondition,
     InvalidArgument,
     InvalidEvent,
     InvalidSubject,
+    KeyMismatch,
     LockgateError,
     NoResponders,
     NotFound,
@@ -53,8 +65,10 @@ from lockgate.clients._errors import (
     TLSError,
     Unauthenticated,
     Unavailable,
+    UnsafeKeystore,
     from_rpc_error,
 )
+from lockgate.clients._keystore import Keystore
 from lockgate.clients._message import Event, Message, MessageBatch, PublishResult, StoredEvent
 from lockgate.clients._subscription import Subscription
 from lockgate.clients._tls import TLS
@@ -63,6 +77,7 @@ from lockgate.clients._webhook import WebhookSignatureError, verify_webhook
 __all__ = [
     "TLS",
     "Admin",
+    "AgentKey",
     "AlreadyExists",
     "AttributeValue",
     "AuditRecord",
@@ -74,7 +89,11 @@ __all__ = [
     "ConfigChange",
     "ConfigSetting",
     "ConfigVersion",
+    "Conversation",
+    "ConversationMessage",
+    "Conversations",
     "DeadLetter",
+    "DecryptionError",
     "Deployment",
     "DurableInfo",
     "DurableState",
@@ -84,22 +103,28 @@ __all__ = [
     "InvalidArgument",
     "InvalidEvent",
     "InvalidSubject",
+    "KeyMismatch",
+    "Keystore",
     "LockgateError",
     "Message",
     "MessageBatch",
     "NoResponders",
     "NodeStatus",
     "NotFound",
+    "Participant",
     "PendingDelivery",
     "PermissionDenied",
     "PolicyProblem",
     "PolicySet",
     "PolicyUpdate",
     "PolicyVersion",
+    "Presence",
     "PublishResult",
     "QuotaExceeded",
     "RateLimited",
+    "Receipt",
     "RequestTimeout",
+    "SendResult",
     "SlowConsumer",
     "StartSpec",
     "StoredEvent",
@@ -107,6 +132,7 @@ __all__ = [
     "TLSError",
     "Unauthenticated",
     "Unavailable",
+    "UnsafeKeystore",
     "WebhookSecrets",
     "WebhookSignatureError",
     "decode_data",

@@ -28,6 +28,7 @@ from lockgate.clients._codec import (
     to_start_position,
     to_timestamp,
 )
+from lockgate.clients._conversations import Conversations
 from lockgate.clients._errors import (
     InvalidEvent,
     LockgateError,
@@ -36,6 +37,7 @@ from lockgate.clients._errors import (
     error_for_reason,
     from_rpc_error,
 )
+from lockgate.clients._keystore import Keystore
 from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
 from lockgate.clients._publisher import MAX_EVENTS, Batch, Publisher
 from lockgate.clients._publisher import WINDOW as PUBLISH_WINDOW
@@ -76,6 +78,7 @@ class Client:
         source: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         tls: TLS | bool | None = None,
+        keystore: Keystore | str | os.PathLike[str] | None = None,
     ) -> None:
         """``target`` is ``HOST:PORT``, or ``grpcs://HOST:PORT`` for TLS. ``tls`` is a
         :class:`TLS` (CA file, and a client certificate and key for mTLS), ``True`` for TLS
@@ -88,7 +91,10 @@ class Client:
         answers UNAVAILABLE it moves to the next, with backoff; unary calls and publishes
         are retried there (publishes with their event ids, which the broker de-duplicates)
         and subscriptions re-open there (a durable by its name, an ephemeral one from new
-        events). See :mod:`clients._targets`."""
+        events). See :mod:`clients._targets`.
+
+        ``keystore`` is this agent's :class:`Keystore` (or its file's path, created when
+        missing) for the end-to-end encrypted ``client.conversations``."""
         self._targets = Targets(parse_targets(target), self._new_connection)
         self.connect_timeout = connect_timeout
         self.max_message_bytes = max_message_bytes
@@ -110,6 +116,8 @@ class Client:
         self._id_prefix = os.urandom(8).hex()
         self._id_counter = 0
         self._max_event_bytes = max_message_bytes - 1024
+        self._keystore_spec = keystore
+        self._conversations: Conversations | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -225,6 +233,20 @@ class Client:
         ...     print(d.name, d.pending_count)
         """
         return Admin(self._unary)
+
+    @property
+    def conversations(self) -> Conversations:
+        """Direct, group and broadcast conversations, end-to-end encrypted with the keys of
+        ``keystore=`` (:mod:`clients._conversations`).
+
+        >>> conv = await c.conversations.create("group", ["bob", "cy"])
+        >>> await c.conversations.send(conv.id, {"text": "hi"})
+        """
+        if self._conversations is None:
+            spec = self._keystore_spec
+            ks = spec if spec is None or isinstance(spec, Keystore) else Keystore.open(spec)
+            self._conversations = Conversations(self, ks)
+        return self._conversations
 
     def _require(self) -> Connection:
         if not self._connected:

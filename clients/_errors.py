@@ -7,19 +7,24 @@
     │   ├── InvalidSubject              INVALID_SUBJECT
     │   └── InvalidEvent                INVALID_EVENT, MISSING_ATTRIBUTE, EVENT_TOO_LARGE,
     │                                   EMPTY_EVENT
-    ├── PermissionDenied                PERMISSION_DENIED, POLICY_DENIED
+    ├── PermissionDenied                PERMISSION_DENIED, POLICY_DENIED, NOT_PARTICIPANT
     ├── Unauthenticated                 UNAUTHENTICATED
     ├── AlreadyExists                   ALREADY_EXISTS, DUPLICATE_CONTENT, DUPLICATE_KEY
     ├── RateLimited                     RATE_LIMITED, RESOURCE_EXHAUSTED (retry_after seconds)
-    ├── NotFound                        NOT_FOUND, UNKNOWN_DURABLE, UNKNOWN_VERSION
+    ├── NotFound                        NOT_FOUND, UNKNOWN_DURABLE, UNKNOWN_VERSION,
+    │   │                               UNKNOWN_CONVERSATION
     │   └── NoResponders                NO_RESPONDERS
     ├── RequestTimeout                  REQUEST_TIMEOUT, DEADLINE_EXCEEDED on a request
     ├── SlowConsumer                    SLOW_CONSUMER
-    ├── QuotaExceeded                   QUOTA_EXCEEDED (quota, limit)
+    ├── QuotaExceeded                   QUOTA_EXCEEDED (quota, limit), GROUP_FULL
     ├── Unavailable                     UNAVAILABLE, STORE_UNAVAILABLE, SHUTTING_DOWN,
     │   │                               LIMITER_UNAVAILABLE
     │   └── TLSError                    TLS_HANDSHAKE_FAILED
-    └── FailedPrecondition              POLICY_REQUIREMENT, NOT_PENDING, DURABLE_MISMATCH, ...
+    ├── FailedPrecondition              POLICY_REQUIREMENT, NOT_PENDING, DURABLE_MISMATCH, ...
+    │                                   STALE_EPOCH, CONVERSATION_CLOSED, IMMUTABLE_CONVERSATION
+    ├── DecryptionError                 DECRYPTION_FAILED (client side)
+    ├── KeyMismatch                     KEY_MISMATCH (client side)
+    └── UnsafeKeystore                  UNSAFE_KEYSTORE (client side)
 
 Reasons are the names of ``broker.v1.ErrorReason`` (:class:`broker.v1.reasons.Reason`), the one
 registry shared with the broker and the gateways. Errors from the broker carry a
@@ -46,10 +51,12 @@ from lockgate.broker.v1.reasons import Reason
 
 __all__ = [
     "AlreadyExists",
+    "DecryptionError",
     "FailedPrecondition",
     "InvalidArgument",
     "InvalidEvent",
     "InvalidSubject",
+    "KeyMismatch",
     "LockgateError",
     "NoResponders",
     "NotFound",
@@ -61,6 +68,7 @@ __all__ = [
     "TLSError",
     "Unauthenticated",
     "Unavailable",
+    "UnsafeKeystore",
     "error_for_reason",
     "from_rpc_error",
 ]
@@ -222,6 +230,27 @@ class FailedPrecondition(LockgateError):
     default_reason: str = Reason.FAILED_PRECONDITION
 
 
+class DecryptionError(LockgateError):
+    """A conversation message or a sealed group key does not decrypt with the caller's keys:
+    tampered bytes, a key the caller never held (an epoch after it left), or a copy sealed
+    to someone else. Raised by the client, never by the broker."""
+
+    default_reason: str = Reason.DECRYPTION_FAILED
+
+
+class KeyMismatch(LockgateError):
+    """A key directory entry is not what it should be: its signature does not verify, or its
+    identity key differs from the one pinned on first use (the directory swapped a key)."""
+
+    default_reason: str = Reason.KEY_MISMATCH
+
+
+class UnsafeKeystore(LockgateError):
+    """The local keystore file is readable by its group or by others."""
+
+    default_reason: str = Reason.UNSAFE_KEYSTORE
+
+
 _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
     InvalidArgument: (
         Reason.INVALID_ARGUMENT,
@@ -293,6 +322,9 @@ _BY_CLASS: dict[type[LockgateError], tuple[Reason, ...]] = {
         Reason.IMMUTABLE_CONVERSATION,
         Reason.STALE_EPOCH,
     ),
+    DecryptionError: (Reason.DECRYPTION_FAILED,),
+    KeyMismatch: (Reason.KEY_MISMATCH,),
+    UnsafeKeystore: (Reason.UNSAFE_KEYSTORE,),
 }
 _BY_REASON: dict[str, type[LockgateError]] = {
     reason: cls for cls, reasons in _BY_CLASS.items() for reason in reasons
