@@ -12,7 +12,14 @@ import pytest
 from lockgate.broker.testing import run_broker
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
-EXPECTED = {"quickstart.py": "True warn disk 91% full", "request_reply.py": "{'sum': 42}"}
+EXPECTED = {
+    "quickstart.py": "True warn disk 91% full",
+    "request_reply.py": "{'sum': 42}",
+    "encrypted_group.py": "bob reads: {'text': 'hello, both of you'}\n"
+    "cy reads (epoch 1): {'text': 'hello, both of you'}\n"
+    "cy reads (epoch 2): {'text': 'bob has left'}\n"
+    "bob cannot decrypt what was sent after it left",
+}
 
 
 @pytest.mark.e2e
@@ -22,7 +29,7 @@ async def test_example_runs(script: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(script),
-            env=dict(os.environ, LOCKGATE_SERVER=b.target),
+            env=dict(os.environ, LOCKGATE_SERVER=b.target, LOCKGATE_DATA_DIR=b.data_dir),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
