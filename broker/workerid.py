@@ -67,6 +67,9 @@ class WorkerIds:
         """The id held (or last held); valid only while :meth:`check` passes."""
         self._until = -1.0  # local time until which the lease is surely ours
         self._problem = "it has not taken one yet"
+        self._reason: str | None = None
+        """The reason of the lease server's failure, when that is why none is held (an
+        unreachable Redis: LIMITER_UNAVAILABLE, as the limiter's own refusals say)."""
         self.on_change: Callable[[int], None] = lambda _: None
         """Called with the new worker id when the node moves to another one."""
 
@@ -76,6 +79,7 @@ class WorkerIds:
             return
         raise Unavailable(
             f"this node holds no worker id to issue ids with ({self._problem})",
+            reason=self._reason,
             hint="publish through another node; this one resumes when it holds a worker id",
         )
 
@@ -97,7 +101,7 @@ class WorkerIds:
                     "in cluster mode (each node then leases a free one)",
                 )
         except Unavailable as exc:
-            self._problem = exc.message
+            self._problem, self._reason = exc.message, exc.reason
             log.error("worker.lease.unavailable: %s", exc.message)
 
     async def renew(self) -> bool:
@@ -108,17 +112,19 @@ class WorkerIds:
                 return True
             self._until = -1.0
             self._problem = f"the lease on worker id {self.worker_id} went to another node"
+            self._reason = None
             log.error("worker.lease.lost: %s", self._problem)
             if self._pinned is None and self._shared:
                 return await self._search()
         except (Unavailable, ConfigError) as exc:
             self._problem = exc.message
+            self._reason = exc.reason if isinstance(exc, Unavailable) else None
             log.error("worker.lease.unavailable: %s", exc.message)
         return False
 
     async def release(self) -> None:
         self._until = -1.0
-        self._problem = "it is stopping"
+        self._problem, self._reason = "it is stopping", None
         try:
             await self._leases.release(worker_id_lease(self.worker_id), self._holder)
         except BrokerError as exc:  # it runs out on its own
