@@ -14,6 +14,8 @@ from PostgreSQL; the cluster store puts the two together.
   stream's sequence is ``Batch.seq``.
 - **reads** create a short-lived pull consumer (no acks, in memory) filtered server-side by
   org, and by the subscription's pattern when the caller names it, and pull bounded steps.
+- **committed_seq** follows every node's commits: its own acks, a headers-only push consumer
+  tailing the stream, and a poll of the stream's last sequence every 250 ms behind it.
 - **retention**: the stream's ``max_age`` is the longest rule's when a ``>`` rule bounds
   every subject; narrower rules purge per subject by filter.
 """
