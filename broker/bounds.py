@@ -32,6 +32,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "backoff": (1, 64),
     "retention_max_age": (0.0, 100 * 365 * 24 * HOUR),
     "retention_max_events": (0, 1 << 53),
+    "max_group_members": (2, 100_000),
 }
 """Inclusive (lowest, highest) per setting; durations in seconds."""
 

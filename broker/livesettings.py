@@ -22,6 +22,8 @@ backoff              the longest ack wait of a redelivery, as a multiple of ack_
                      doubles per attempt up to it; 1: no backoff): every durable, live
 retention_max_age    retention rules (a global one covers every subject and dead letters)
 retention_max_events
+max_group_members    the participants of one group or broadcast conversation (global, or
+                     for ``$conv.>``), checked at create, invite and join
 =================== ======================================================================
 
 Per-pattern values of the scalar settings go to what the pattern covers: the most specific
@@ -80,6 +82,7 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("backoff", 0, "longest redelivery wait, as a multiple of ack_wait (1: none)"),
         Setting("retention_max_age", 0.0, "drop events older than this", duration=True),
         Setting("retention_max_events", 0, "keep at most this many events per subject"),
+        Setting("max_group_members", 0, "participants of a group or broadcast conversation"),
     )
 }
 """Every setting the config store takes."""
@@ -236,6 +239,10 @@ class LiveSettings:
     def backoff(self, pattern: str) -> int:
         v = self.value("backoff", pattern)
         return int(v) if v is not None else 32
+
+    def max_group_members(self) -> int:
+        v = self.value("max_group_members", "$conv.>")
+        return int(v) if v is not None else self.config.max_group_members
 
     def retention_rules(self) -> list[RetentionRule]:
         """The store's retention rules (the node adds its own start-up ones)."""

@@ -177,6 +177,7 @@ class Broker:
         self.conversations = Conversations(self, store, config)
         """Conversations: their participants decide who reads their subjects."""
         self.policy.conversations = self.conversations
+        self.conversations.limits = self.live.max_group_members
         self._live: set[EphemeralSubscription] = set()
         self._reloads: set[asyncio.Future[None]] = set()
         """Live subscriptions counted in their agent's presence."""

@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -149,6 +149,8 @@ class Conversations:
         self._convs: dict[tuple[str, str], ConversationRecord] = {}
         self._members: dict[tuple[str, str], frozenset[str]] = {}
         self._mine: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
+        self.limits: Callable[[], int] = lambda: config.max_group_members
+        """The group limit now (the node reads it from the config store, live)."""
         self.presence = PresenceBoard(config.presence_grace, self._presence_changed)
         self._leases: Leases | None = None
         self._node_id = ""
@@ -213,7 +215,7 @@ class Conversations:
             )
 
     def _limit(self, count: int) -> None:
-        limit = self.config.max_group_members
+        limit = self.limits()
         if count > limit:
             raise ResourceExhausted(
                 f"a conversation of {count} participants passes max_group_members of {limit}",

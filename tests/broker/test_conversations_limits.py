@@ -1,0 +1,39 @@
+"""The group limit comes from the config store when it sets one (live, globally or for
+``$conv.>``), else from the node's ``max_group_members``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lockgate.broker.auth import Principal
+from lockgate.broker.config import Config
+from lockgate.broker.configstore import ConfigChange
+from lockgate.broker.errors import InvalidArgument, ResourceExhausted
+from lockgate.broker.node import Broker
+from lockgate.broker.store.sqlite import SqliteStore
+
+ANN = Principal("acme", "ann", frozenset())
+
+
+async def test_the_config_store_sets_the_group_limit(tmp_path: Path) -> None:
+    node = Broker(Config(data_dir=str(tmp_path), max_group_members=3), SqliteStore(tmp_path))
+    await node.start()
+    try:
+        convs = node.conversations
+        rec = await convs.create(ANN, "group", ["b", "c"], {})  # 3: the node's limit
+        with pytest.raises(ResourceExhausted) as full:
+            await convs.invite(ANN, rec.conversation_id, ["d"], "member")
+        assert (full.value.reason, full.value.metadata["limit"]) == ("GROUP_FULL", "3")
+        await node.settings.set([ConfigChange("", "max_group_members", "4")])
+        await convs.invite(ANN, rec.conversation_id, ["d"], "member")
+        await node.settings.set([ConfigChange("$conv.>", "max_group_members", "2")])
+        with pytest.raises(ResourceExhausted) as scoped:
+            await convs.create(ANN, "broadcast", ["b", "c"], {})
+        assert scoped.value.metadata["limit"] == "2"
+        with pytest.raises(InvalidArgument) as bad:
+            await node.settings.set([ConfigChange("", "max_group_members", "1")])
+        assert bad.value.reason == "INVALID_SETTING"
+    finally:
+        await node.stop()
