@@ -203,9 +203,31 @@ async def _has(ids: object, want: set[int]) -> bool:
 async def _kill_9_under_load(cluster: Cluster) -> None:
     """Publishers on two nodes, one of them given a second node to fail over to; the first
     node is killed: both carry on (one through its second node), and every event either
-    was told stored is stored (history read on the third node)."""
+    was told stored is stored (history read on the third node). A durable has streams on
+    the first node (which never acks) and the second: what the first held is redelivered
+    to the second."""
     n0, n1, n2 = cluster.nodes
     k = cluster.keys
+    holder, worker, jobs_pub = [await _client(n, k["acme"]) for n in (n0, n1, n2)]
+    held: list[Message] = []
+    done: set[int] = set()
+
+    async def hold(sub: object) -> None:
+        async for msg in sub:  # type: ignore[attr-defined]
+            held.append(msg)  # never acked: pending when its node dies
+
+    async def work(sub: object) -> None:
+        async for msg in sub:  # type: ignore[attr-defined]
+            done.add(msg.id)
+            await msg.ack()
+
+    durable = {"durable": "kjobs", "ack_wait": 2.0}
+    streams = [
+        asyncio.create_task(hold(await holder.subscription("kjobs.>", **durable))),  # type: ignore[arg-type]
+        asyncio.create_task(work(await worker.subscription("kjobs.>", **durable))),  # type: ignore[arg-type]
+    ]
+    jobs = {await jobs_pub.publish(f"kjobs.{n % 3}", {"n": n}) for n in range(40)}
+    await eventually(lambda: held and len(held) + len(done) >= len(jobs))
     acked: dict[str, list[int]] = {"zero": [], "one": []}
     stop = asyncio.Event()
 
@@ -231,6 +253,14 @@ async def _kill_9_under_load(cluster: Cluster) -> None:
     await eventually(lambda: all(len(acked[n]) >= before[n] + 50 for n in acked), timeout=20)
     stop.set()
     await asyncio.gather(*tasks)
+    # The durable's pending events on the dead node: redelivered to the live stream.
+    await eventually(lambda: done >= jobs, timeout=20)
+    for task in streams:
+        task.cancel()
+    for client in (worker, jobs_pub):
+        await client.close()
+    with contextlib.suppress(Exception):  # its node is gone
+        await asyncio.wait_for(holder.close(), 5)
     reader = await _client(n2, k["acme"])
     try:
 
