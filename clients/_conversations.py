@@ -31,6 +31,7 @@ Keys (see :mod:`clients._e2e` for the schemes):
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
 import datetime as dt
@@ -281,6 +282,9 @@ class _State:
     events_after: int = 0
     stale: bool = False
     keys: dict[int, bytes] = field(default_factory=dict)
+    running: asyncio.Future[None] | None = None
+    pending: asyncio.Future[None] | None = None
+    rotating: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Conversations:
@@ -523,15 +527,20 @@ class Conversations:
 
     # -- group keys -----------------------------------------------------------------------------
 
-    async def _seal_new_epoch(self, st: _State) -> None:
-        e2e = self._crypto()
-        conv = st.conversation
-        epoch = conv.key_epoch + 1
-        key: bytes = e2e.new_group_key()
-        await self._put_keys(st, epoch, key, conv.agents)
-        st.keys[epoch] = key
-        st.stale = False
-        st.conversation = dataclasses.replace(conv, key_epoch=epoch)
+    async def _seal_new_epoch(self, st: _State, *, only_if_stale: bool = False) -> None:
+        # One rotation at a time per conversation in this client: two concurrent ones would
+        # both seal epoch N+1, the second overwriting the first's envelopes.
+        async with st.rotating:
+            if only_if_stale and not st.stale:
+                return
+            e2e = self._crypto()
+            conv = st.conversation
+            epoch = conv.key_epoch + 1
+            key: bytes = e2e.new_group_key()
+            await self._put_keys(st, epoch, key, conv.agents)
+            st.keys[epoch] = key
+            st.stale = False
+            st.conversation = dataclasses.replace(st.conversation, key_epoch=epoch)
 
     async def _put_keys(self, st: _State, epoch: int, key: bytes, agents: Sequence[str]) -> None:
         e2e = self._crypto()
@@ -596,7 +605,19 @@ class Conversations:
 
     async def _sync(self, st: _State) -> None:
         """Read the conversation's lifecycle events since the last seen: a departure after
-        the last key rotation makes the key stale."""
+        the last key rotation makes the key stale.
+
+        Concurrent sends share one read, but only one that starts after they were called
+        (the next one, queued behind a read in flight), so none misses an event stored
+        before it was called."""
+        if st.pending is None:
+            st.pending = asyncio.ensure_future(self._sync_next(st, st.running))
+        await asyncio.shield(st.pending)
+
+    async def _sync_next(self, st: _State, before: asyncio.Future[None] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        st.running, st.pending = st.pending, None
         cid = st.conversation.id
         changed = False
         async for ev in self._client.query_events(
@@ -661,7 +682,7 @@ class Conversations:
                     reason=Reason.STALE_EPOCH,
                     hint=f"wait for {st.conversation.owner}'s client to rotate the key",
                 )
-            await self._seal_new_epoch(st)
+            await self._seal_new_epoch(st, only_if_stale=True)
         if st.conversation.key_epoch == 0:
             raise FailedPrecondition(
                 f"{conv.id} has no group key", hint="create it with encrypted=True"
@@ -755,8 +776,7 @@ class Conversations:
                 yield await self._open(st, ConversationMessage._of_event(m.id, m.event))
             elif m.type in _DEPARTURES and me and st.conversation.owner == me:
                 await self._sync(st)
-                if st.stale:
-                    await self._seal_new_epoch(st)
+                await self._seal_new_epoch(st, only_if_stale=True)
 
     # -- receipts, typing, presence -------------------------------------------------------------
 

@@ -9,6 +9,7 @@ a key swapped in the directory is a KeyMismatch.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 import uuid
@@ -267,3 +268,50 @@ async def test_receipts_and_presence(env: Env) -> None:
     assert receipts["bob"].read_id == sent.id and receipts["bob"].delivered_id == sent.id
     await bob.conversations.typing(conv.id)
     assert {p.agent for p in await ann.conversations.presence(conv.id)} == {"ann", "bob"}
+
+
+async def test_owner_iterating_messages_rotates_when_a_member_leaves(env: Env) -> None:
+    ann, bob, cy = (env.clients[a] for a in ("ann", "bob", "cy"))
+    conv = await ann.conversations.create("group", ["bob", "cy"])
+    await ann.conversations.send(conv.id, "first")
+    seen: list[ConversationMessage] = []
+
+    async def follow() -> None:
+        async for m in ann.conversations.messages(conv.id, start="all"):
+            seen.append(m)
+
+    task = asyncio.create_task(follow())
+    try:
+        await eventually(lambda: len(seen) == 1)
+        await bob.conversations.leave(conv.id)
+
+        async def rotated() -> bool:
+            return (await cy.conversations.get(conv.id)).key_epoch == 2
+
+        await eventually(rotated)
+        await cy.conversations.send(conv.id, "no longer stale")  # cy need not wait for a send
+        await eventually(lambda: [m.data for m in seen] == ["first", "no longer stale"])
+    finally:
+        task.cancel()
+
+
+async def test_encryption_without_a_keystore_is_one_sentence(env: Env) -> None:
+    async with Client(env.broker.target, api_key=env.keys["dee"]) as plain:
+        with pytest.raises(FailedPrecondition, match="needs a keystore") as err:
+            await plain.conversations.create("group", ["ann"])
+        assert "keystore=" in err.value.hint
+        conv = await plain.conversations.create("group", ["ann"], encrypted=False)
+        await plain.conversations.send(conv.id, "in the clear", encrypt=False)
+        assert _texts(await _history(plain, conv.id)) == ["in the clear"]
+
+
+async def test_concurrent_sends_after_a_leave_rotate_once(env: Env) -> None:
+    ann, bob, cy = (env.clients[a] for a in ("ann", "bob", "cy"))
+    conv = await ann.conversations.create("group", ["bob", "cy"])
+    await ann.conversations.send(conv.id, "warm")  # ann has read the events once
+    await bob.conversations.leave(conv.id)
+    texts = [f"m{i}" for i in range(10)]
+    await asyncio.gather(*(ann.conversations.send(conv.id, t) for t in texts))
+    assert (await cy.conversations.get(conv.id)).key_epoch == 2
+    got = await _history(cy, conv.id)
+    assert sorted(_texts(got)[1:]) == texts and {m.epoch for m in got[1:]} == {2}
