@@ -113,6 +113,7 @@ RPC_ACTIONS: Final = MappingProxyType(
         "/broker.v1.BrokerService/PublishOne": "publish",
         "/broker.v1.BrokerService/Subscribe": "subscribe",
         "/broker.v1.BrokerService/Request": "request",
+        "/broker.v1.BrokerService/RequestStream": "request",
         "/broker.v1.BrokerService/GetEvent": "history.read",
         "/broker.v1.BrokerService/QueryEvents": "history.read",
         "/broker.v1.BrokerService/Fetch": "durable.consume",

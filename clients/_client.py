@@ -35,13 +35,13 @@ from lockgate.clients._errors import (
     RequestTimeout,
     Unavailable,
     error_for_reason,
-    from_rpc_error,
 )
 from lockgate.clients._keystore import Keystore
 from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
 from lockgate.clients._publisher import MAX_EVENTS, Batch, Publisher
 from lockgate.clients._publisher import WINDOW as PUBLISH_WINDOW
 from lockgate.clients._pull import PullAcker
+from lockgate.clients._requests import Requester
 from lockgate.clients._subscription import Subscription
 from lockgate.clients._targets import Targets, parse_targets
 from lockgate.clients._tls import TLS
@@ -110,6 +110,7 @@ class Client:
         self._connected = False
         self._streams: dict[tuple[Connection, str], Callable[..., object]] = {}
         self._publisher: Publisher | None = None
+        self._requester: Requester | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._encoder = EventEncoder()
         self._pull_ackers: dict[str, PullAcker] = {}
@@ -168,6 +169,12 @@ class Client:
             window=self.publish_window,
             on_broken=publish_broken,
         )
+        open_requests, _ = self._opener(
+            BROKER + "RequestStream",
+            broker_pb2.RequestStreamRequest.SerializeToString,
+            broker_pb2.RequestStreamResponse.FromString,
+        )
+        self._requester = Requester(open_requests)
         return self
 
     def _opener(
@@ -203,6 +210,8 @@ class Client:
             await acker.flush()
         if self._publisher is not None:
             await self._publisher.close()
+        if self._requester is not None:
+            await self._requester.close()
         if self._connected:
             self._connected = False
             self._streams.clear()
@@ -548,26 +557,16 @@ class Client:
         >>> reply = await c.request("math.add", [1, 2], timeout=2)
         >>> reply.data
         """
-        req = broker_pb2.RequestRequest(
-            subject=subject,
-            event=to_cloudevent(data, type=type, source=self.source),
-            timeout=to_duration(timeout),
-        )
+        self._require()
+        requester = self._requester
+        assert requester is not None
+        event = to_cloudevent(data, type=type, source=self.source)
 
-        async def send(conn: Connection) -> broker_pb2.RequestResponse:
-            call = conn.unary_callable(BROKER + "Request", broker_pb2.RequestResponse)
-            try:
-                return await call(req, timeout=timeout + 1.0, metadata=self._metadata)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise RequestTimeout(
-                        f"no reply to the request on {subject} within {timeout}s",
-                        hint="check that a responder subscribes to it, or raise the timeout",
-                    ) from exc
-                raise from_rpc_error(exc) from exc
+        async def send(conn: Connection) -> cloudevent_pb2.CloudEvent:
+            # One RequestStream carries every request of the client (clients._requests).
+            return await requester.request(subject, event, timeout)
 
-        response = await self._failover(send)
-        return Event(response.event, model)
+        return Event(await self._failover(send), model)
 
     # -- history ------------------------------------------------------------------------------
 

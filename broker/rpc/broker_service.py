@@ -35,6 +35,7 @@ __all__ = ["RAW_RESPONSES", "BrokerService"]
 
 RAW_RESPONSES = ("Subscribe", "Fetch")
 _PIPELINE_DEPTH = 64
+_REQUESTS_IN_FLIGHT = 1000
 
 
 class BrokerService(Servicer):
@@ -253,6 +254,69 @@ class BrokerService(Servicer):
                 self.broker.unsubscribe(sub)
             if session is not None:
                 session.close()
+
+    async def RequestStream(
+        self,
+        requests: AsyncIterator[broker_pb2.RequestStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[broker_pb2.RequestStreamResponse]:
+        """Requests on one stream, each answered as its reply comes; at most
+        ``_REQUESTS_IN_FLIGHT`` wait at a time (then the stream is not read: back-pressure)."""
+        try:
+            cert = self.certificate(context)
+            principal = self.authorized(await self.authenticated(context), "RequestStream")
+            key = self.auth.key_from_metadata(context.invocation_metadata())
+            release = self.connections.open(principal.org, context.peer())
+        except BrokerError as err:
+            await context.abort_with_status(to_status(err))
+            return
+        answers: asyncio.Queue[broker_pb2.RequestStreamResponse | BrokerError | None]
+        answers = asyncio.Queue()
+        room = asyncio.Semaphore(_REQUESTS_IN_FLIGHT)
+        pending: set[asyncio.Task[None]] = set()
+        broker = self.broker
+
+        async def answer(rid: int, req: broker_pb2.RequestRequest) -> None:
+            try:
+                timeout = req.timeout.ToMilliseconds() / 1000 or 5.0
+                reply = await broker.request(principal, req.subject, req.event, timeout)
+                answers.put_nowait(broker_pb2.RequestStreamResponse(request_id=rid, event=reply))
+            except BrokerError as exc:
+                error = broker_pb2.RequestError(reason=exc.reason, message=exc.message)
+                answers.put_nowait(broker_pb2.RequestStreamResponse(request_id=rid, error=error))
+            finally:
+                room.release()
+
+        async def read() -> None:
+            try:
+                async for item in requests:
+                    await room.acquire()
+                    task = asyncio.create_task(answer(item.request_id, item.request))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                await asyncio.gather(*pending)  # half-closed: answer what was asked
+            except BrokerError as exc:  # a message that does not decode (MALFORMED_MESSAGE)
+                answers.put_nowait(exc)
+            finally:
+                answers.put_nowait(None)
+
+        async def watch() -> None:
+            answers.put_nowait(await self.auth.until_revoked(key, certified=cert is not None))
+
+        reader = asyncio.create_task(read())
+        watcher = asyncio.create_task(watch())
+        try:
+            while (item := await answers.get()) is not None:
+                if isinstance(item, BrokerError):
+                    await context.abort_with_status(to_status(item))
+                    return
+                yield item
+        finally:
+            release()
+            reader.cancel()
+            watcher.cancel()
+            for task in pending:
+                task.cancel()
 
     @unary()
     async def Request(

@@ -210,6 +210,32 @@ class RequestResponse(_message.Message):
     event: _cloudevent_pb2.CloudEvent
     def __init__(self, event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ...) -> None: ...
 
+class RequestStreamRequest(_message.Message):
+    __slots__ = ("request_id", "request")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    request: RequestRequest
+    def __init__(self, request_id: _Optional[int] = ..., request: _Optional[_Union[RequestRequest, _Mapping]] = ...) -> None: ...
+
+class RequestStreamResponse(_message.Message):
+    __slots__ = ("request_id", "event", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    event: _cloudevent_pb2.CloudEvent
+    error: RequestError
+    def __init__(self, request_id: _Optional[int] = ..., event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ..., error: _Optional[_Union[RequestError, _Mapping]] = ...) -> None: ...
+
+class RequestError(_message.Message):
+    __slots__ = ("reason", "message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    message: str
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class StoredEvent(_message.Message):
     __slots__ = ("id", "subject", "event", "stored_time", "policy_version")
     ID_FIELD_NUMBER: _ClassVar[int]

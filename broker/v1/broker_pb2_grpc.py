@@ -56,6 +56,11 @@ class BrokerServiceStub:
                 request_serializer=broker_dot_v1_dot_broker__pb2.RequestRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_broker__pb2.RequestResponse.FromString,
                 _registered_method=True)
+        self.RequestStream = channel.stream_stream(
+                '/broker.v1.BrokerService/RequestStream',
+                request_serializer=broker_dot_v1_dot_broker__pb2.RequestStreamRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_broker__pb2.RequestStreamResponse.FromString,
+                _registered_method=True)
         self.GetEvent = channel.unary_unary(
                 '/broker.v1.BrokerService/GetEvent',
                 request_serializer=broker_dot_v1_dot_broker__pb2.GetEventRequest.SerializeToString,
@@ -116,6 +121,17 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestStream(self, request_iterator, context):
+        """RequestStream is Request for a client that makes many: one long-lived
+        stream, each request told apart by its request_id and answered on the
+        stream as its reply comes (in any order), without a call set up per
+        request. A request's refusal (NO_RESPONDERS, REQUEST_TIMEOUT, ...) is its
+        answer's error; a status ends the stream only for the stream itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetEvent(self, request, context):
         """GetEvent reads one stored event by its assigned id.
         """
@@ -170,6 +186,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.Request,
                     request_deserializer=broker_dot_v1_dot_broker__pb2.RequestRequest.FromString,
                     response_serializer=broker_dot_v1_dot_broker__pb2.RequestResponse.SerializeToString,
+            ),
+            'RequestStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.RequestStream,
+                    request_deserializer=broker_dot_v1_dot_broker__pb2.RequestStreamRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_broker__pb2.RequestStreamResponse.SerializeToString,
             ),
             'GetEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEvent,
@@ -301,6 +322,33 @@ class BrokerService:
             '/broker.v1.BrokerService/Request',
             broker_dot_v1_dot_broker__pb2.RequestRequest.SerializeToString,
             broker_dot_v1_dot_broker__pb2.RequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/broker.v1.BrokerService/RequestStream',
+            broker_dot_v1_dot_broker__pb2.RequestStreamRequest.SerializeToString,
+            broker_dot_v1_dot_broker__pb2.RequestStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

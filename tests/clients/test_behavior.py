@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -355,6 +355,70 @@ async def test_no_responders_fails_at_once(broker: RunningBroker) -> None:
     assert info.value.reason == "NO_RESPONDERS"
 
 
+async def test_concurrent_requests_share_one_stream_and_each_gets_its_own_answer(
+    broker: RunningBroker,
+) -> None:
+    subject = unique("many")
+    async with Client(broker.target) as c, Client(broker.target) as responder_client:
+        sub = await responder_client.subscription(subject)
+        replying: set[asyncio.Future[None]] = set()
+
+        async def respond() -> None:
+            async for msg in sub:
+                n = msg.data
+                assert isinstance(n, int)
+                # Answer out of order: the later requests of a burst first.
+                replying.add(asyncio.ensure_future(_later(msg.respond(n * 2), 0.01 * (n % 3))))
+
+        task = asyncio.ensure_future(respond())
+        try:
+            nobody = unique("nobody")
+            answers = await asyncio.gather(
+                *(c.request(subject, n, timeout=10) for n in range(50)),
+                c.request(nobody, "x", timeout=5),
+                return_exceptions=True,
+            )
+        finally:
+            task.cancel()
+    *replies, refused = answers
+    assert [r.data for r in replies] == [2 * n for n in range(50)]  # type: ignore[union-attr]
+    assert isinstance(refused, clients.NoResponders)  # only the refused request fails
+
+
+async def _later(coro: Awaitable[object], delay: float) -> None:
+    await asyncio.sleep(delay)
+    await coro
+
+
+async def test_a_broken_request_stream_fails_its_requests_and_the_next_opens_another(
+    broker: RunningBroker,
+) -> None:
+    subject = unique("cut")
+    async with (
+        TcpProxy(broker.target) as proxy,
+        Client(proxy.target) as c,
+        Client(broker.target) as responder_client,
+        responder_client.subscribe(subject) as sub,  # listens, answers only later
+    ):
+        await sub.start()
+        waiting = asyncio.ensure_future(c.request(subject, "lost", timeout=30))
+        await anext(sub)  # the request reached the responder: it is in flight
+        await proxy.cut()
+        with pytest.raises(clients.Unavailable):
+            await asyncio.wait_for(waiting, 10)
+
+        async def answer() -> None:
+            async for msg in sub:
+                await msg.respond("back")
+
+        task = asyncio.ensure_future(answer())
+        try:
+            reply = await asyncio.wait_for(c.request(subject, "again", timeout=10), 15)
+        finally:
+            task.cancel()
+    assert reply.data == "back"
+
+
 # -- auth ---------------------------------------------------------------------------------------
 
 
@@ -382,3 +446,11 @@ async def test_bad_api_key_fails_publishes_without_retrying(
         assert c.frames_sent == frames  # no reconnect storm on a permanent error
     async with Client(broker.target, api_key=key) as good:
         assert await stored(good, subject) == []
+
+
+async def test_bad_api_key_refuses_requests(keyed: tuple[RunningBroker, str]) -> None:
+    broker, key = keyed
+    key_id = key.split("_")[1]
+    async with Client(broker.target, api_key=f"lg_{key_id}_wrongsecret") as c:
+        with pytest.raises(clients.Unauthenticated):
+            await asyncio.wait_for(c.request(unique("auth"), "hi", timeout=2), 10)

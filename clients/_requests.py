@@ -1,0 +1,135 @@
+"""Request/reply on one long-lived ``RequestStream``: requests told apart by id, answered as
+their replies come, no call set up per request (the unary ``Request`` costs several times a
+stream message in grpcio)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import grpc
+
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.clients._errors import (
+    RequestTimeout,
+    Unavailable,
+    error_for_reason,
+    from_rpc_error,
+)
+
+__all__ = ["RequestCall", "Requester"]
+
+
+class RequestCall(Protocol):
+    """The part of a ``RequestStream`` call the requester uses (a ``grpc.aio`` call)."""
+
+    async def write(self, request: broker_pb2.RequestStreamRequest) -> None: ...
+    def __aiter__(self) -> AsyncIterator[broker_pb2.RequestStreamResponse]: ...
+    def cancel(self) -> bool: ...
+
+
+class Requester:
+    """Owns the stream and the requests waiting on it; a broken stream fails the requests it
+    carried (a request is not resent: its responder may already have acted) and the next
+    request opens a new one."""
+
+    def __init__(self, open_call: Callable[[], RequestCall]) -> None:
+        self._open_call = open_call
+        self._call: RequestCall | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        # grpc.aio takes one write at a time on a stream: requests queue for the writer task.
+        self._outgoing: asyncio.Queue[broker_pb2.RequestStreamRequest] = asyncio.Queue()
+        # request_id -> the stream it went on and its caller's future
+        self._waiting: dict[int, tuple[RequestCall, asyncio.Future[cloudevent_pb2.CloudEvent]]] = {}
+        self._ids = itertools.count(1)
+
+    async def request(
+        self, subject: str, event: cloudevent_pb2.CloudEvent, timeout: float
+    ) -> cloudevent_pb2.CloudEvent:
+        """The first reply to ``event`` on ``subject``; raises the request's refusal."""
+        call = self._stream()
+        rid = next(self._ids)
+        fut: asyncio.Future[cloudevent_pb2.CloudEvent] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = (call, fut)
+        req = broker_pb2.RequestRequest(subject=subject, event=event)
+        req.timeout.FromNanoseconds(round(timeout * 1e9))
+        try:
+            if self._call is call:
+                self._outgoing.put_nowait(
+                    broker_pb2.RequestStreamRequest(request_id=rid, request=req)
+                )
+            else:  # broken between opening and now
+                fut.set_exception(Unavailable("the broker ended the request stream"))
+            # The broker answers REQUEST_TIMEOUT itself at ``timeout``; the margin covers a
+            # broker that cannot answer at all.
+            return await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no reply to the request on {subject} within {timeout}s",
+                hint="check that a responder subscribes to it, or raise the timeout",
+            ) from None
+        finally:
+            self._waiting.pop(rid, None)
+
+    def _stream(self) -> RequestCall:
+        if self._call is None:
+            call = self._call = self._open_call()
+            loop = asyncio.get_running_loop()
+            self._outgoing = asyncio.Queue()
+            self._reader = loop.create_task(self._read(call))
+            self._writer = loop.create_task(self._write(call, self._outgoing))
+        return self._call
+
+    async def _write(
+        self, call: RequestCall, outgoing: asyncio.Queue[broker_pb2.RequestStreamRequest]
+    ) -> None:
+        try:
+            while True:
+                await call.write(await outgoing.get())
+        except (grpc.RpcError, asyncio.InvalidStateError) as exc:
+            self._broken(call, exc)
+
+    async def _read(self, call: RequestCall) -> None:
+        try:
+            async for answer in call:
+                waiting = self._waiting.get(answer.request_id)
+                if waiting is None or waiting[1].done():
+                    continue  # its caller gave up
+                fut = waiting[1]
+                if answer.HasField("error"):
+                    err = answer.error
+                    fut.set_exception(error_for_reason(err.reason, err.message))
+                else:
+                    fut.set_result(answer.event)
+            self._broken(call, None)
+        except grpc.RpcError as exc:
+            self._broken(call, exc)
+
+    def _broken(self, call: RequestCall, exc: BaseException | None) -> None:
+        """Fails every waiting request with why the stream ended; the next opens a new one."""
+        if self._call is call:
+            self._call = None
+        call.cancel()
+        if isinstance(exc, grpc.RpcError):
+            error = from_rpc_error(exc)
+        else:
+            error = Unavailable("the broker ended the request stream")
+        for on, fut in self._waiting.values():
+            if on is call and not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # its caller may have gone: never "never retrieved"
+
+    async def close(self) -> None:
+        call, tasks = self._call, (self._reader, self._writer)
+        self._call = self._reader = self._writer = None
+        if call is not None:
+            call.cancel()
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+                    await task
