@@ -20,7 +20,7 @@ from lockgate.broker.fdbudget import raise_open_file_limit
 from lockgate.broker.node import Broker
 from lockgate.broker.policies import PolicyManager
 from lockgate.broker.policyhook import PolicyGate, SpamControls
-from lockgate.broker.telemetry import setup_telemetry
+from lockgate.broker.telemetry_export import TelemetrySettings, setup_telemetry
 from lockgate.broker.tls import ServerTLS, refusal_of_plaintext
 
 __all__ = ["GatewayStarter", "run", "serve"]
@@ -99,11 +99,32 @@ async def serve(
     ready: asyncio.Event | None = None,
     start_gateways: GatewayStarter | None = None,
 ) -> None:
+    export = setup_telemetry(
+        TelemetrySettings(
+            config.telemetry,
+            config.telemetry_interval,
+            config.metrics_listen,
+            config.otlp_endpoint,
+            config.otlp_protocol,
+            config.trace_sample_ratio,
+        )
+    )
+    try:
+        await _serve(config, ready, start_gateways, export.metrics_address)
+    finally:
+        export.close()
+
+
+async def _serve(
+    config: Config,
+    ready: asyncio.Event | None,
+    start_gateways: GatewayStarter | None,
+    metrics_address: tuple[str, int] | None,
+) -> None:
     from lockgate.broker.server import BrokerServer  # grpc servers load only when serving
 
     tls = ServerTLS.from_config(config)  # unreadable files fail here, before anything opens
     plaintext = _plaintext_network_listens(config, tls)
-    setup_telemetry(config.telemetry, config.telemetry_interval)
     tokens = _token_verifier(config)  # checks [[auth.issuers]] before anything starts
     backends = build_backends(config)
     store = backends.store
@@ -222,6 +243,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if metrics_address is not None:
+        log.info("metrics on http://%s:%d/metrics", *metrics_address)
     heap.settle()  # startup's objects out of the collector's walks (see broker/heap.py)
     # The line tests and tools wait for (like nats-server's "Server is ready").
     print(f"lockgate ready on {host}:{port}", flush=True)

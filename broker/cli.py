@@ -64,6 +64,10 @@ _SERVE_FLAGS = (
     ("audit_window", str, "alike denials within it share one audit record (default 10s)"),
     ("log_level", str, "debug | info | warning | error"),
     ("telemetry", str, "off (default) | console: OpenTelemetry spans and metrics"),
+    ("metrics_listen", str, "loopback HOST:PORT serving Prometheus /metrics (default: none)"),
+    ("otlp_endpoint", str, "OpenTelemetry collector for spans and metrics (default: none)"),
+    ("otlp_protocol", str, "grpc (default, :4317) | http (http/protobuf, :4318)"),
+    ("trace_sample_ratio", float, "share of new traces recorded, 0-1 (default 1)"),
 )
 
 

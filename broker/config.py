@@ -174,6 +174,14 @@ class Config:
     log_level: str = "info"
     telemetry: str = "off"
     telemetry_interval: float = 60.0
+    metrics_listen: str = ""
+    """Loopback HOST:PORT of a Prometheus ``/metrics`` listener (empty: none)."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry collector that receives spans and metrics (empty: no OTLP export)."""
+    otlp_protocol: str = "grpc"
+    """grpc (collector port 4317) | http (http/protobuf, port 4318)."""
+    trace_sample_ratio: float = 1.0
+    """Share of new traces recorded (a publisher's sampled trace is always continued)."""
     keepalive_time: float = 30.0
     drain_timeout: float = 10.0
     auth_clock_skew: float = 30.0

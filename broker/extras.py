@@ -24,6 +24,7 @@ EXTRAS: dict[str, str] = {
     "lark": "server",
     "re2": "server",
     "opentelemetry": "server",
+    "prometheus_client": "server",
     "grpc_health": "server",
     "grpc_reflection": "server",
     "uvloop": "server",

@@ -1,58 +1,27 @@
 """OpenTelemetry: spans for publish and deliver, metrics for rates, latencies, depths and
 policy decisions. Instrumentation is per batch, never per event, so it costs a few
-microseconds per frame. With ``telemetry = "off"`` (default) the API's no-op providers are
-used; ``"console"`` installs the SDK with console exporters (spans as they end, metrics every
-``telemetry_interval``). Trace context travels in the event's ``traceparent`` attribute
+microseconds per frame. :mod:`broker.telemetry_export` installs the SDK providers the
+settings ask for (console, Prometheus ``/metrics``, OTLP); otherwise the API's no-op providers
+serve these instruments. Trace context travels in the event's ``traceparent`` attribute
 (CloudEvents distributed-tracing extension): a publish span continues the publisher's trace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from lockgate.broker.errors import InvalidArgument
 from lockgate.broker.v1 import cloudevent_pb2
 
-__all__ = ["Span", "Telemetry", "setup_telemetry"]
+__all__ = ["Span", "Telemetry"]
 
 Span = trace.Span
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-
-
-def setup_telemetry(mode: str, interval: float = 60.0) -> None:
-    """Installs global providers for ``mode`` ("off" or "console")."""
-    if mode == "off":
-        return
-    if mode != "console":
-        raise InvalidArgument(
-            f"telemetry = {mode!r} is not one of off, console",
-            reason="INVALID_CONFIG",
-            hint="point an OpenTelemetry collector at the console output, or use off",
-        )
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import (
-        ConsoleMetricExporter,
-        PeriodicExportingMetricReader,
-    )
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-    resource = Resource.create({"service.name": "lockgate"})
-    tp = TracerProvider(resource=resource)
-    tp.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    trace.set_tracer_provider(tp)
-    reader = PeriodicExportingMetricReader(
-        ConsoleMetricExporter(), export_interval_millis=int(interval * 1000)
-    )
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
 
 
 def _parent(event: cloudevent_pb2.CloudEvent | None) -> Context | None:
@@ -144,17 +113,3 @@ class Telemetry:
             span.record_exception(error)
             span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
         span.end()
-
-    @contextmanager
-    def deliver_span(self, pattern: str, subscription: str) -> Iterator[trace.Span]:
-        with self.tracer.start_as_current_span(
-            f"deliver {pattern}",
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "lockgate",
-                "messaging.operation.type": "deliver",
-                "messaging.destination.name": pattern,
-                "messaging.consumer.group.name": subscription,
-            },
-        ) as span:
-            yield span
