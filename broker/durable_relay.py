@@ -61,6 +61,7 @@ __all__ = [
     "LEASE_TTL",
     "RENEW_EVERY",
     "SILENT_AFTER",
+    "WEBHOOK_EVERY",
     "DurableRelay",
     "RelayedStream",
     "decode",
@@ -74,6 +75,8 @@ RENEW_EVERY = 1.0
 """How often the owner renews, and a relay holds its sessions and checks the owner."""
 SILENT_AFTER = 3.5
 """Seconds after which the owner unbinds the sessions of a relay it no longer hears."""
+WEBHOOK_EVERY = 5
+"""Every how many rounds a node looks for webhook durables that nobody runs."""
 _CALL_TIMEOUT = 10.0
 log = logging.getLogger("lockgate.durables")
 
@@ -392,7 +395,7 @@ class DurableRelay:
             for rec in await self.durables.store.load_consumers():
                 if (rec.org, rec.name) == key:
                     log.info("durable.owner.took: %s/%s", org, name)
-                    return self.durables.adopt(rec)
+                    return self.durables.adopt(rec, announce=True)
             return None
 
     async def let_go(self, org: str, name: str) -> None:
@@ -548,14 +551,29 @@ class DurableRelay:
         for owner, keys in held.items():
             self.send(owner, {"op": "hold", "relay": self.node_id, "keys": keys})
 
+    async def _claim_webhooks(self) -> None:
+        """Takes on the webhook durables nobody runs: their receiver is the dispatcher of
+        the node that runs them, so one that no stream needs must still have an owner."""
+        for rec in await self.durables.store.load_consumers():
+            key = (rec.org, rec.name)
+            if (
+                rec.endpoint_url
+                and key not in self.durables.consumers
+                and await self.leases.holder(durable_lease(*key)) is None
+                and await self.route(*key) is None  # deleted meanwhile
+            ):
+                await self.let_go(*key)
+
     async def _run(self) -> None:
-        while True:
+        for turn in itertools.count():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RENEW_EVERY)
             self._wake.clear()
             try:
                 await self._renew()
                 await self._check_streams()
+                if turn % WEBHOOK_EVERY == 0:
+                    await self._claim_webhooks()
             except BrokerError as exc:
                 log.error("durable.relay.failed: %s", exc.message)
 

@@ -186,13 +186,17 @@ class Durables:
         for rec in await self.store.load_consumers():
             self.adopt(rec)
 
-    def adopt(self, rec: ConsumerRecord) -> DurableConsumer:
-        """Runs the stored durable ``rec`` in this node."""
+    def adopt(self, rec: ConsumerRecord, *, announce: bool = False) -> DurableConsumer:
+        """Runs the stored durable ``rec`` in this node; ``announce``: tells ``on_created``
+        (a cluster node taking it on: this node's webhook dispatcher then serves it)."""
         c = DurableConsumer(self.host, rec, self.config.max_in_flight_bytes, self.recent)
         self._follow(c)
         self.consumers[(rec.org, rec.name)] = c
         self.quota.add(rec.org)  # kept, even beyond a quota lowered since
         c.start()
+        if announce:
+            for hook in self.on_created:
+                hook(c)
         return c
 
     async def disown(self, org: str, name: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 import pytest_asyncio
 
+from lockgate.broker import durable_relay
 from lockgate.broker.auth import DEV_PRINCIPAL
 from lockgate.broker.backbone.local import LocalBackbone
 from lockgate.broker.config import Config
@@ -70,10 +71,10 @@ class Cluster:
             return RedisLeases(self.redis_url, prefix=self.prefix)
         return self.local
 
-    async def start(self, n: int) -> list[Broker]:
+    async def start(self, n: int, **settings: Any) -> list[Broker]:
         await self.store.open()
         for i in range(n):
-            config = Config(data_dir=str(self.tmp), worker_id=i + 1)
+            config = Config(data_dir=str(self.tmp), worker_id=i + 1, **settings)
             node = Broker(
                 config,
                 cast(Store, SharedStore(self.store)),
@@ -404,3 +405,20 @@ async def test_on_the_cluster_store_durables_move_between_nodes(
         with contextlib.suppress(Exception):
             await nc.jetstream().delete_stream(stream)
         await nc.close()
+
+
+async def test_a_webhook_durable_no_stream_needs_still_gets_an_owner(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its receiver is the webhook dispatcher of the node running it (told through
+    ``on_durable_created``), so when its owner stops another node takes it on."""
+    monkeypatch.setattr(durable_relay, "WEBHOOK_EVERY", 1)
+    a, b = await cluster.start(2, webhook_allow_private=True)
+    hook = DurableOptions(endpoint_url="http://127.0.0.1:9/hook")
+    await a.create_durable(DEV_PRINCIPAL, "hook", "h.>", hook)
+    assert (ORG, "hook") in a.consumers
+    told: list[str] = []
+    b.on_durable_created.append(lambda c: told.append(c.name))
+    await a.stop()
+    await eventually(lambda: (ORG, "hook") in b.consumers, what="b runs the webhook durable")
+    assert told == ["hook"]
