@@ -271,7 +271,9 @@ class _LocalSubscription:
         sub: EphemeralSubscription | None = None,
         session: BoundSession | None = None,
         until_revoked: Awaitable[BrokerError] | None = None,
+        principal: Principal | None = None,
     ) -> None:
+        self._principal = principal
         self._broker = broker
         self._outbox = outbox
         self._watcher = (
@@ -323,7 +325,10 @@ class _LocalSubscription:
             self._broker.unsubscribe(self._sub)
             self._sub = None
         if self._session is not None:
-            self._session.close()
+            if self._principal is not None:
+                self._broker.unbind_durable(self._principal, self._session)
+            else:
+                self._session.close()
             self._session = None
         self._outbox.close()
 
@@ -493,7 +498,12 @@ class LocalAPI:
             options = DurableOptions(queue=queue, start=start, max_in_flight=max_in_flight)
             session = await b.subscribe_durable(p, durable, pattern, options)
             return _LocalSubscription(
-                b, session.outbox, durable, session=session, until_revoked=self._watch(key)
+                b,
+                session.outbox,
+                durable,
+                session=session,
+                until_revoked=self._watch(key),
+                principal=p,
             )
         sub = await b.subscribe_ephemeral(p, pattern, queue, max_in_flight, start)
         return _LocalSubscription(b, sub.outbox, sub.name, sub=sub, until_revoked=self._watch(key))

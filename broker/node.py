@@ -504,8 +504,16 @@ class Broker:
         pattern: str,
         options: DurableOptions = DURABLE_DEFAULTS,
     ) -> BoundSession:
-        """Binds a stream to the durable ``name`` (created on first use)."""
-        return await self.durables.subscribe(principal, name, pattern, options)
+        """Binds a stream to the durable ``name`` (created on first use); the stream counts
+        in its agent's presence until it is closed."""
+        session = await self.durables.subscribe(principal, name, pattern, options)
+        self.conversations.connected(principal)
+        return session
+
+    def unbind_durable(self, principal: Principal, session: BoundSession) -> None:
+        """Closes a stream's session from :meth:`subscribe_durable` (and its presence)."""
+        session.close()
+        self.conversations.disconnected(principal)
 
     async def fetch(
         self,

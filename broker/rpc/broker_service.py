@@ -253,7 +253,7 @@ class BrokerService(Servicer):
             if sub is not None:
                 self.broker.unsubscribe(sub)
             if session is not None:
-                session.close()
+                self.broker.unbind_durable(principal, session)
 
     async def RequestStream(
         self,

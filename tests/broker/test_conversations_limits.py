@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from lockgate.broker.configstore import ConfigChange
 from lockgate.broker.errors import InvalidArgument, ResourceExhausted
 from lockgate.broker.node import Broker
 from lockgate.broker.store.sqlite import SqliteStore
+from tests.support import eventually
 
 ANN = Principal("acme", "ann", frozenset())
 
@@ -37,3 +39,26 @@ async def test_the_config_store_sets_the_group_limit(tmp_path: Path) -> None:
         assert bad.value.reason == "INVALID_SETTING"
     finally:
         await node.stop()
+
+
+async def test_a_durable_stream_counts_in_presence(tmp_path: Path) -> None:
+    node = Broker(Config(data_dir=str(tmp_path), presence_grace=0.2), SqliteStore(tmp_path))
+    await node.start()
+    try:
+        rec = await node.conversations.create(ANN, "group", ["bob"], {})
+        bob = Principal("acme", "bob", frozenset())
+
+        async def bob_online() -> bool:
+            got = dict(await node.conversations.presence_of(ANN, rec.conversation_id))
+            return got["bob"].online
+
+        session = await node.subscribe_durable(bob, "bob-feed", "$conv.>")
+        assert await bob_online()
+        node.unbind_durable(bob, session)
+        await eventually(lambda: _not(bob_online()), what="bob offline after the grace")
+    finally:
+        await node.stop()
+
+
+async def _not(value: Awaitable[bool]) -> bool:
+    return not await value
