@@ -64,6 +64,7 @@ _SERVE_FLAGS = (
     ("audit_window", str, "alike denials within it share one audit record (default 10s)"),
     ("log_level", str, "debug | info | warning | error"),
     ("telemetry", str, "off (default) | console: OpenTelemetry spans and metrics"),
+    ("telemetry_interval", str, "how often metrics go to the console or OTLP (default 60s)"),
     ("metrics_listen", str, "loopback HOST:PORT serving Prometheus /metrics (default: none)"),
     ("otlp_endpoint", str, "OpenTelemetry collector for spans and metrics (default: none)"),
     ("otlp_protocol", str, "grpc (default, :4317) | http (http/protobuf, :4318)"),
