@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -17,6 +16,7 @@ from lockgate.broker.config import Config, ListenerLimits, redacted
 from lockgate.broker.errors import BrokerError, FailedPrecondition
 from lockgate.broker.factory import build_backends, cluster_mode
 from lockgate.broker.fdbudget import raise_open_file_limit
+from lockgate.broker.logjson import setup_logging
 from lockgate.broker.node import Broker
 from lockgate.broker.policies import PolicyManager
 from lockgate.broker.policyhook import PolicyGate, SpamControls
@@ -228,11 +228,11 @@ async def _serve(
     host = config.listen.rsplit(":", 1)[0]
     if dev_mode:
         log.warning(
-            "open dev mode: no API keys exist, so every caller on loopback is "
+            "serve.dev_mode: no API keys exist, so every caller on loopback is "
             "default/anonymous with the admin role; create keys with `lockgate keys create`"
         )
     log.info(
-        "lockgate listening on %s:%d data_dir=%s fsync=%s tls=%s",
+        "serve.listening: lockgate listening on %s:%d data_dir=%s fsync=%s tls=%s",
         host,
         port,
         config.data_dir,
@@ -244,14 +244,14 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if metrics_address is not None:
-        log.info("metrics on http://%s:%d/metrics", *metrics_address)
+        log.info("serve.metrics: metrics on http://%s:%d/metrics", *metrics_address)
     heap.settle()  # startup's objects out of the collector's walks (see broker/heap.py)
     # The line tests and tools wait for (like nats-server's "Server is ready").
     print(f"lockgate ready on {host}:{port}", flush=True)
     if ready is not None:
         ready.set()
     await stop.wait()
-    log.info("draining (grace %.1fs)", config.drain_timeout)
+    log.info("serve.draining: grace %.1fs", config.drain_timeout)
     if stop_gateways is not None:
         await stop_gateways()
     await server.stop(config.drain_timeout)
@@ -260,15 +260,11 @@ async def _serve(
     await policies.stop()
     await broker.stop()
     await backends.close()
-    log.info("stopped")
+    log.info("serve.stopped")
 
 
 def run(config: Config, *, start_gateways: GatewayStarter | None = None) -> int:
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(config.log_level, config.log_format)
     # Connections hold descriptors: take the whole allowance (the gateways get a share of it).
     raise_open_file_limit()
     try:

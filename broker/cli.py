@@ -63,6 +63,7 @@ _SERVE_FLAGS = (
     ("audit_retention", str, "remove audit records older than this (default 90d; 0: keep)"),
     ("audit_window", str, "alike denials within it share one audit record (default 10s)"),
     ("log_level", str, "debug | info | warning | error"),
+    ("log_format", str, "text (default) | json: JSON lines with an event name and trace id"),
     ("telemetry", str, "off (default) | console: OpenTelemetry spans and metrics"),
     ("telemetry_interval", str, "how often metrics go to the console or OTLP (default 60s)"),
     ("metrics_listen", str, "loopback HOST:PORT serving Prometheus /metrics (default: none)"),

@@ -172,6 +172,8 @@ class Config:
     insecure_plaintext: bool = False
     """Allow a non-loopback listener without TLS (keys and events cross the network in clear)."""
     log_level: str = "info"
+    log_format: str = "text"
+    """text | json: one JSON object per line with a stable ``event`` name and the trace id."""
     telemetry: str = "off"
     telemetry_interval: float = 60.0
     metrics_listen: str = ""
