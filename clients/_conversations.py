@@ -47,6 +47,7 @@ from lockgate.clients._codec import decode_data, encode_payload, to_timestamp
 from lockgate.clients._errors import (
     DecryptionError,
     FailedPrecondition,
+    InvalidArgument,
     KeyMismatch,
     LockgateError,
     NotFound,
@@ -767,16 +768,42 @@ class Conversations:
         self, conversation_id: str, *, start: str | int = "new"
     ) -> AsyncIterator[ConversationMessage]:
         """New messages as they arrive, decrypted (``error`` set on those that do not). The
-        owner's client also rotates the group key when it sees a member leave."""
+        owner's client also keeps the group key: it rotates it when it sees a member leave,
+        and seals it to an agent that joined an open room by itself."""
         st = await self._load(conversation_id)
         me = await self._ready() if self._keystore is not None else ""
         msg_subject = f"$conv.{conversation_id}.msg"
         async for m in self._client.subscribe(f"$conv.{conversation_id}.>", start=start):
             if m.subject == msg_subject:
                 yield await self._open(st, ConversationMessage._of_event(m.id, m.event))
-            elif m.type in _DEPARTURES and me and st.conversation.owner == me:
+            elif not me or st.conversation.owner != me:
+                continue
+            elif m.type in _DEPARTURES:
                 await self._sync(st)
                 await self._seal_new_epoch(st, only_if_stale=True)
+            elif m.type == "conversation.member_joined":
+                await self._share_with_joiner(st, m.data)
+
+    async def _share_with_joiner(self, st: _State, data: object) -> None:
+        if not isinstance(data, dict):
+            return
+        who = data.get("agent")
+        if not isinstance(who, str) or data.get("by") != who:
+            return  # invited: invite() sealed the key already
+        conv = (await self._load_fresh(st)).conversation
+        if conv.key_epoch == 0 or who not in conv.agents:
+            return  # a plaintext room, or it left again
+        try:
+            async with st.rotating:
+                epoch = st.conversation.key_epoch
+                await self._put_keys(st, epoch, await self._group_key(st, epoch), [who])
+        except (FailedPrecondition, InvalidArgument):
+            # It left, or the key moved on meanwhile: the next rotation seals to whoever
+            # is a member then.
+            return
+
+    async def _load_fresh(self, st: _State) -> _State:
+        return self._state(await self.get(st.conversation.id))
 
     # -- receipts, typing, presence -------------------------------------------------------------
 

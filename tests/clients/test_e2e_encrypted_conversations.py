@@ -315,3 +315,31 @@ async def test_concurrent_sends_after_a_leave_rotate_once(env: Env) -> None:
     assert (await cy.conversations.get(conv.id)).key_epoch == 2
     got = await _history(cy, conv.id)
     assert sorted(_texts(got)[1:]) == texts and {m.epoch for m in got[1:]} == {2}
+
+
+async def test_owner_seals_the_key_to_an_agent_that_joins_an_open_room(env: Env) -> None:
+    ann, dee = env.clients["ann"], env.clients["dee"]
+    room = await ann.conversations.create("group", ["bob"], open=True)
+    seen: list[ConversationMessage] = []
+
+    async def follow() -> None:
+        async for m in ann.conversations.messages(room.id, start="all"):
+            seen.append(m)
+
+    task = asyncio.create_task(follow())
+    try:
+        await ann.conversations.send(room.id, "welcome")
+        await eventually(lambda: len(seen) == 1)
+        await dee.conversations.join(room.id)
+
+        async def dee_sends() -> bool:
+            try:
+                await dee.conversations.send(room.id, "hi from dee")
+            except DecryptionError:
+                return False  # no key sealed to dee yet
+            return True
+
+        await eventually(dee_sends)
+        await eventually(lambda: [m.data for m in seen] == ["welcome", "hi from dee"])
+    finally:
+        task.cancel()
