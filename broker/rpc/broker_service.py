@@ -7,6 +7,7 @@ registered raw, so fan-out costs a bytes join per batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -35,6 +36,7 @@ __all__ = ["RAW_RESPONSES", "BrokerService"]
 
 RAW_RESPONSES = ("Subscribe", "Fetch")
 _PIPELINE_DEPTH = 64
+_log = logging.getLogger("lockgate.broker")
 _REQUESTS_IN_FLIGHT = 1000
 
 
@@ -283,6 +285,12 @@ class BrokerService(Servicer):
                 answers.put_nowait(broker_pb2.RequestStreamResponse(request_id=rid, event=reply))
             except BrokerError as exc:
                 error = broker_pb2.RequestError(reason=exc.reason, message=exc.message)
+                answers.put_nowait(broker_pb2.RequestStreamResponse(request_id=rid, error=error))
+            except Exception:  # a bug must answer its request, not leave it to the timeout
+                _log.exception("request %d on %s failed", rid, req.subject)
+                error = broker_pb2.RequestError(
+                    reason="INTERNAL", message="the broker failed to handle the request"
+                )
                 answers.put_nowait(broker_pb2.RequestStreamResponse(request_id=rid, error=error))
             finally:
                 room.release()
