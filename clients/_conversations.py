@@ -37,19 +37,33 @@ import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.message import Message as _Message
 
-from lockgate.broker.v1 import cloudevent_pb2, conversation_pb2
+from lockgate.broker.v1 import conversation_pb2
 from lockgate.broker.v1.reasons import Reason
-from lockgate.clients._codec import decode_data, encode_payload, to_timestamp
+from lockgate.clients._codec import encode_payload, to_timestamp
+from lockgate.clients._conversation_models import (
+    EPOCH0,
+    KIND,
+    ROLE,
+    AgentKey,
+    Conversation,
+    ConversationKind,
+    ConversationMessage,
+    Participant,
+    Presence,
+    Receipt,
+    SendResult,
+    receipt_of,
+    time_of,
+)
 from lockgate.clients._errors import (
     DecryptionError,
     FailedPrecondition,
     InvalidArgument,
     KeyMismatch,
-    LockgateError,
     NotFound,
     PermissionDenied,
 )
@@ -72,207 +86,7 @@ __all__ = [
 pb = conversation_pb2
 SERVICE = "/broker.v1.ConversationService/"
 _R = TypeVar("_R", bound=_Message)
-_T = TypeVar("_T")
-ConversationKind = Literal["direct", "group", "broadcast"]
-_KIND = {
-    "direct": pb.CONVERSATION_TYPE_DIRECT,
-    "group": pb.CONVERSATION_TYPE_GROUP,
-    "broadcast": pb.CONVERSATION_TYPE_BROADCAST,
-}
-_KIND_OF = {v: k for k, v in _KIND.items()}
-_ROLE = {"member": pb.PARTICIPANT_ROLE_MEMBER, "admin": pb.PARTICIPANT_ROLE_ADMIN}
-_ROLE_OF = {
-    pb.PARTICIPANT_ROLE_UNSPECIFIED: "member",
-    pb.PARTICIPANT_ROLE_MEMBER: "member",
-    pb.PARTICIPANT_ROLE_ADMIN: "admin",
-    pb.PARTICIPANT_ROLE_OWNER: "owner",
-}
-_EPOCH0 = dt.datetime.fromtimestamp(0, dt.UTC)
 _DEPARTURES = ("conversation.member_left", "conversation.member_removed")
-
-
-def _time(ts: Any) -> dt.datetime:
-    return ts.ToDatetime(tzinfo=dt.UTC) if ts.seconds or ts.nanos else _EPOCH0
-
-
-@dataclass(frozen=True, slots=True)
-class Participant:
-    """One agent of a conversation: ``role`` is owner, admin or member."""
-
-    agent: str
-    role: str
-    joined_time: dt.datetime
-    invited_by: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    """A conversation as the broker describes it."""
-
-    id: str
-    type: ConversationKind
-    owner: str
-    participants: tuple[Participant, ...]
-    metadata: dict[str, str]
-    created_time: dt.datetime
-    key_epoch: int
-    """The current group key epoch (0: none, a direct or plaintext conversation)."""
-    history_for_new_members: bool = False
-    open: bool = False
-    closed: bool = False
-    subject_prefix: str = ""
-
-    @property
-    def agents(self) -> list[str]:
-        """The participants' names, the owner first."""
-        return [p.agent for p in self.participants]
-
-    @classmethod
-    def _of(cls, m: conversation_pb2.Conversation) -> Conversation:
-        return cls(
-            m.conversation_id,
-            _KIND_OF.get(m.type, "group"),  # type: ignore[arg-type]
-            m.owner,
-            tuple(
-                Participant(
-                    p.agent, _ROLE_OF.get(p.role, "member"), _time(p.joined_time), p.invited_by
-                )
-                for p in m.participants
-            ),
-            dict(m.metadata),
-            _time(m.created_time),
-            m.key_epoch,
-            m.history_for_new_members,
-            m.open,
-            m.HasField("closed_time"),
-            m.subject_prefix,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationMessage:
-    """One message, decrypted when it could be (``error`` says why not).
-
-    ``plaintext`` is the decrypted bytes (``None`` when ``error`` is set, or when the message
-    was read with ``decrypt=False``); ``ciphertext`` the bytes as the broker stores them.
-    ``data`` decodes the plaintext by its content type (JSON, text or bytes), ``data_as`` into
-    a pydantic model or dataclass.
-    """
-
-    id: int
-    conversation_id: str
-    sender: str
-    sent_time: dt.datetime
-    content_type: str
-    scheme: str
-    """``xchacha20-poly1305`` (group), ``x25519-sealedbox`` (direct) or ``""`` (plaintext)."""
-    key_type: str
-    epoch: int
-    message_key: str
-    ciphertext: bytes
-    plaintext: bytes | None = None
-    error: LockgateError | None = None
-
-    @property
-    def encrypted(self) -> bool:
-        return bool(self.scheme)
-
-    def _event(self) -> cloudevent_pb2.CloudEvent:
-        if self.error is not None:
-            raise self.error
-        if self.plaintext is None:
-            raise DecryptionError(f"message {self.id} was read without decrypting it")
-        if self.content_type.split(";", 1)[0].strip().lower().startswith("text/"):
-            ev = cloudevent_pb2.CloudEvent(text_data=self.plaintext.decode(errors="replace"))
-        else:
-            ev = cloudevent_pb2.CloudEvent(binary_data=self.plaintext)
-        ev.attributes["datacontenttype"].ce_string = self.content_type
-        return ev
-
-    @property
-    def data(self) -> object:
-        """The plaintext decoded by its content type (raises ``error`` if it did not decrypt)."""
-        return decode_data(self._event())
-
-    def data_as(self, model: type[_T]) -> _T:
-        """The plaintext validated into ``model`` (a pydantic model or a dataclass)."""
-        return decode_data(self._event(), model)
-
-    @classmethod
-    def _of(cls, m: conversation_pb2.ConversationMessage) -> ConversationMessage:
-        enc = m.encryption_metadata
-        return cls(
-            m.id,
-            m.conversation_id,
-            m.sender,
-            _time(m.sent_time),
-            m.content_type,
-            enc.scheme,
-            enc.key_type,
-            enc.epoch,
-            m.message_key,
-            m.data,
-            None if enc.scheme else m.data,
-        )
-
-    @classmethod
-    def _of_event(cls, id: int, ev: cloudevent_pb2.CloudEvent) -> ConversationMessage:
-        def attr(name: str) -> str:
-            return ev.attributes[name].ce_string if name in ev.attributes else ""
-
-        epoch = attr("encepoch")
-        scheme = attr("encscheme")
-        data = ev.binary_data or ev.text_data.encode()
-        return cls(
-            id,
-            attr("convid"),
-            attr("convsender"),
-            dt.datetime.now(dt.UTC),
-            attr("datacontenttype"),
-            scheme,
-            attr("enckeytype"),
-            int(epoch) if epoch.isdigit() else 0,
-            ev.id,
-            data,
-            None if scheme else data,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """The broker's Snowflake id of a sent message; ``duplicate`` when its key repeated."""
-
-    id: int
-    duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """Up to where one participant received and read a conversation's messages."""
-
-    agent: str
-    delivered_id: int
-    read_id: int
-    updated_time: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Presence:
-    """Whether a participant is online (a live stream or WebSocket, with a grace period)."""
-
-    agent: str
-    online: bool
-    since_time: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AgentKey:
-    """A verified key directory entry (its identity key pinned on first use)."""
-
-    agent: str
-    public_key: bytes
-    identity_key: bytes
-    published_time: dt.datetime
 
 
 @dataclass
@@ -356,7 +170,7 @@ class Conversations:
         ks.pin(resp.key.agent, ks.identity_key)
         self._me = resp.key.agent
         key = AgentKey(
-            resp.key.agent, ks.public_key, ks.identity_key, _time(resp.key.published_time)
+            resp.key.agent, ks.public_key, ks.identity_key, time_of(resp.key.published_time)
         )
         self._keys[self._me] = key
         return key
@@ -375,7 +189,7 @@ class Conversations:
                 e2e.verify_directory_entry(k.agent, k.public_key, k.identity_key, k.signature)
                 ks.pin(k.agent, k.identity_key)
                 self._keys[k.agent] = AgentKey(
-                    k.agent, k.public_key, k.identity_key, _time(k.published_time)
+                    k.agent, k.public_key, k.identity_key, time_of(k.published_time)
                 )
         return {a: self._keys[a] for a in agents if a in self._keys}
 
@@ -418,7 +232,7 @@ class Conversations:
         resp = await self._call(
             "CreateConversation",
             pb.CreateConversationRequest(
-                type=_KIND[type],
+                type=KIND[type],
                 participants=list(participants),
                 metadata=metadata or {},
                 history_for_new_members=history_for_new_members,
@@ -464,7 +278,7 @@ class Conversations:
         resp = await self._call(
             "InviteMembers",
             pb.InviteMembersRequest(
-                conversation_id=conversation_id, agents=list(agents), role=_ROLE[role]
+                conversation_id=conversation_id, agents=list(agents), role=ROLE[role]
             ),
             pb.InviteMembersResponse,
         )
@@ -724,7 +538,7 @@ class Conversations:
             return await self._load(conversation_id)
         except (PermissionDenied, NotFound):
             # A departed member still decrypts with the keys it kept (or learns it cannot).
-            stub = Conversation(conversation_id, "group", "", (), {}, _EPOCH0, 0)
+            stub = Conversation(conversation_id, "group", "", (), {}, EPOCH0, 0)
             return self._state(stub)
 
     async def _open(self, st: _State, message: ConversationMessage) -> ConversationMessage:
@@ -818,7 +632,7 @@ class Conversations:
             ),
             pb.MarkReceiptsResponse,
         )
-        return _receipt(resp.receipt)
+        return receipt_of(resp.receipt)
 
     async def receipts(self, conversation_id: str) -> builtins.list[Receipt]:
         """Per participant, up to where it received and read ("who read up to where")."""
@@ -827,7 +641,7 @@ class Conversations:
             pb.GetReceiptsRequest(conversation_id=conversation_id),
             pb.GetReceiptsResponse,
         )
-        return [_receipt(r) for r in resp.receipts]
+        return [receipt_of(r) for r in resp.receipts]
 
     async def typing(self, conversation_id: str, typing: bool = True) -> None:
         """Start (or stop) a typing indicator; never stored, it ends by itself."""
@@ -845,10 +659,6 @@ class Conversations:
             pb.GetPresenceResponse,
         )
         return [
-            Presence(p.agent, p.status == pb.PRESENCE_STATUS_ONLINE, _time(p.since_time))
+            Presence(p.agent, p.status == pb.PRESENCE_STATUS_ONLINE, time_of(p.since_time))
             for p in resp.presence
         ]
-
-
-def _receipt(r: conversation_pb2.Receipt) -> Receipt:
-    return Receipt(r.agent, r.delivered_id, r.read_id, _time(r.updated_time))
