@@ -330,6 +330,8 @@ class Broker:
             self._follow_task is None or self._follow_task.done()
         ):
             self._follow_task = asyncio.create_task(self._follow(), name="lockgate-follow-now")
+        if notice.kind == "presence_online":
+            self.conversations.remote_online(notice.org, notice.name)
         if notice.kind == "conversation_changed":
             task = asyncio.ensure_future(self._reload_conversation(notice.org, notice.name))
             self._reloads.add(task)
@@ -473,6 +475,9 @@ class Broker:
 
     def reads_changed(self) -> None:
         self.router.forget_matches()
+
+    def presence_seen(self, org: str, agent: str) -> None:
+        self.backbone.notify(Notice("presence_online", self.node_id, org, agent))
 
     def conversation_changed(self, org: str, conversation_id: str) -> None:
         self.backbone.notify(Notice("conversation_changed", self.node_id, org, conversation_id))

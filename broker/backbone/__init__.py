@@ -32,6 +32,7 @@ NoticeKind = Literal[
     "policy_swapped",
     "durable_changed",
     "config_changed",
+    "presence_online",
     "registry_changed",
     "conversation_changed",
 ]
@@ -46,8 +47,8 @@ class Notice:
     org: str = ""
     name: str = ""
     """The durable's name (``durable_changed``), the policy version (``policy_swapped``), the
-    config store's version (``config_changed``), a backbone's id (``registry_changed``) or a
-    conversation's id (``conversation_changed``)."""
+    config store's version (``config_changed``), a backbone's id (``registry_changed``), a
+    conversation's id (``conversation_changed``) or an agent now online (``presence_online``)."""
 
 
 @dataclass(frozen=True, slots=True)

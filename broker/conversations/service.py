@@ -88,6 +88,9 @@ class Host(Protocol):
     def conversation_changed(self, org: str, conversation_id: str) -> None:
         """Tells the other nodes to reload the conversation (cluster mode)."""
 
+    def presence_seen(self, org: str, agent: str) -> None:
+        """Tells the other nodes that the agent came online here (they watch its lease)."""
+
     async def read_stored(
         self, org: str, subject: str, after_id: int, start_ms: int, limit: int
     ) -> tuple[list[broker_pb2.StoredEvent], int]:
@@ -117,6 +120,10 @@ def _unknown(cid: str) -> BrokerError:
 
 def _presence_lease(org: str, agent: str) -> str:
     return f"presence/{org}/{agent}"
+
+
+def _offline_lease(org: str, agent: str) -> str:
+    return f"presence-offline/{org}/{agent}"
 
 
 def _now_ms() -> int:
@@ -155,6 +162,9 @@ class Conversations:
         self._leases: Leases | None = None
         self._node_id = ""
         self._releases: set[asyncio.Future[None]] = set()
+        self._remote: set[tuple[str, str]] = set()
+        """Agents another node announced online: whose offline this node may have to
+        announce should that node die."""
         self.typing = TypingTimers(config.typing_ttl, self._typing_expired)
 
     # -- membership in memory ---------------------------------------------------------------
@@ -631,13 +641,20 @@ class Conversations:
         self.presence.disconnected((principal.org, principal.agent))
 
     def _presence_changed(self, who: tuple[str, str], online: bool) -> None:
-        org, agent = who
-        if not online and self._leases is not None:
-            task = asyncio.ensure_future(
-                self._leases.release(_presence_lease(org, agent), self._node_id)
-            )
+        if self._leases is None:
+            self._announce(who, online)
+        elif online:
+            self._announce(who, True)
+            task = asyncio.ensure_future(self._came_online(who))
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
+        else:
+            task = asyncio.ensure_future(self._went_offline(who))
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+
+    def _announce(self, who: tuple[str, str], online: bool) -> None:
+        org, agent = who
         for cid in sorted(self._mine.get(who, ())):
             self._notice(
                 org,
@@ -674,7 +691,59 @@ class Conversations:
                     await leases.acquire(_presence_lease(org, agent), node_id, grace)
                 except BrokerError as exc:
                     log.warning("presence lease of %s/%s not renewed: %s", org, agent, exc)
+            for who in list(self._remote):
+                try:
+                    await self._watch_remote(who)
+                except BrokerError as exc:
+                    log.warning("presence of %s/%s not checked: %s", *who, exc)
             await asyncio.sleep(max(0.05, grace / 3))
+
+    def remote_online(self, org: str, agent: str) -> None:
+        """Another node announced the agent online (its ``presence_online`` notice)."""
+        self._remote.add((org, agent))
+
+    async def _watch_remote(self, who: tuple[str, str]) -> None:
+        """An agent online elsewhere whose lease ran out went offline with no announcement
+        from its node (it died): one node, the one that takes the announcement's lease,
+        announces it."""
+        assert self._leases is not None
+        if self.presence.state(who).online:
+            self._remote.discard(who)  # this node speaks for it now
+            return
+        if await self._leases.holder(_presence_lease(*who)) is not None:
+            return
+        self._remote.discard(who)
+        if await self._leases.acquire(
+            _offline_lease(*who), self._node_id, self.config.presence_grace
+        ):
+            self._announce(who, False)
+
+    async def _came_online(self, who: tuple[str, str]) -> None:
+        """Takes the agent's presence lease before telling the other nodes, so none of them
+        finds it without one and takes it for gone."""
+        assert self._leases is not None
+        try:
+            await self._leases.acquire(
+                _presence_lease(*who), self._node_id, self.config.presence_grace
+            )
+        except BrokerError as exc:
+            log.warning("presence lease of %s/%s not taken: %s", *who, exc)
+        self.host.presence_seen(*who)
+
+    async def _went_offline(self, who: tuple[str, str]) -> None:
+        """This node's agent went offline: announced once (the announcement's lease keeps
+        the other nodes from announcing it too), then its presence lease is given up."""
+        assert self._leases is not None
+        org, agent = who
+        try:
+            if await self._leases.acquire(
+                _offline_lease(org, agent), self._node_id, self.config.presence_grace
+            ):
+                self._announce(who, False)
+            await self._leases.release(_presence_lease(org, agent), self._node_id)
+        except BrokerError as exc:
+            log.warning("presence of %s/%s not released: %s", org, agent, exc)
+            self._announce(who, False)
 
     def close_timers(self) -> None:
         self.presence.close()

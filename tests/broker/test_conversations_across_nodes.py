@@ -4,10 +4,13 @@ through its notice, so a member removed on node A stops receiving on node B."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import cast
 
+from lockgate.broker.api import decode_deliveries
 from lockgate.broker.auth import Principal
 from lockgate.broker.backbone.local import LocalBackbone
 from lockgate.broker.config import Config
@@ -78,12 +81,26 @@ async def test_presence_is_shared_and_a_dead_node_lets_it_run_out(tmp_path: Path
             return got["bob"].online
 
         assert not await bob_on_b()
+        watch = await b.subscribe_ephemeral(ANN, f"$conv.{cid}.presence", "")
         await a.subscribe_ephemeral(BOB, "bob.inbox", "")  # bob is connected to node A
         await eventually(bob_on_b, what="node B sees bob online")
         # Node A dies: its tasks stop without releasing anything.
         for t in a._tasks:
             t.cancel()
         await eventually(lambda: _not(bob_on_b()), timeout=10, what="bob offline on B")
+        # Node B announced it (A could not): online from A, then offline from B, once each.
+        seen: list[str] = []
+
+        async def collect() -> None:
+            while (body := await watch.outbox.take()) is not None:
+                for d in decode_deliveries(body):
+                    body_ = json.loads(d.event.text_data)
+                    seen.append(f"{body_['agent']} {body_['status']}")
+
+        collector = asyncio.create_task(collect())
+        await eventually(lambda: "bob offline" in seen, what="the offline notice")
+        collector.cancel()
+        assert seen == ["ann online", "bob online", "bob offline"]
     finally:
         for n in nodes:
             await n.stop()
