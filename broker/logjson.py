@@ -26,8 +26,8 @@ __all__ = ["JsonFormatter", "setup_logging"]
 
 _FORMATS = ("text", "json")
 _TEXT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-# "history.logger.write_failed: ..." or a message that is only the name.
-_NAMED = re.compile(r"^([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)(?::\s*|$)")
+# "history.logger.write_failed: ...", "gateway.ingest.error source=...", or only the name.
+_NAMED = re.compile(r"^([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)(?::\s*|\s+|$)")
 
 
 def _trace_ids() -> tuple[str, str] | None:

@@ -172,6 +172,12 @@ class Broker:
         self._follow_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.telemetry.observe_depths(self.durables.depths)
+        self.telemetry.observe_subscriptions(
+            lambda: (
+                ("ephemeral", self.ephemerals.count()),
+                ("durable", len(self.durables.consumers)),
+            )
+        )
         if isinstance(store, HistoryLagSource):
             self.telemetry.observe_history_lag(store.history_lag)
         self.conversations = Conversations(self, store, config)

@@ -94,6 +94,10 @@ class Ephemerals:
         self.log = logging.getLogger("lockgate.broker")
         self._live: set[EphemeralSubscription] = set()
 
+    def count(self) -> int:
+        """Live ephemeral subscriptions (a metric reads it from the exporter's thread)."""
+        return len(self._live)
+
     async def subscribe(
         self,
         principal: Principal,

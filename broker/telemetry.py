@@ -74,6 +74,19 @@ class Telemetry:
             "lockgate.queue.depth", callbacks=[cb], unit="{event}"
         )
 
+    def observe_subscriptions(self, counts: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Registers a gauge of live subscriptions by kind (``(kind, count)`` pairs)."""
+
+        def cb(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            return [metrics.Observation(n, {"kind": kind}) for kind, n in counts()]
+
+        metrics.get_meter("lockgate.broker").create_observable_gauge(
+            "lockgate.subscriptions",
+            callbacks=[cb],
+            unit="{subscription}",
+            description="live ephemeral subscriptions and active durables",
+        )
+
     def observe_history_lag(self, lag: Callable[[], int | None]) -> None:
         """Registers the message logger's lag gauge: log batches stored in JetStream and not
         yet in PostgreSQL (``lag`` returns None before its first measurement)."""

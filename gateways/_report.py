@@ -25,14 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
 
 from opentelemetry import metrics
 
 from lockgate.clients._backoff import Backoff
 
-__all__ = ["UNENCODABLE", "report_ingest_error", "report_unencodable", "supervise"]
+__all__ = [
+    "UNENCODABLE",
+    "observe_connections",
+    "report_ingest_error",
+    "report_unencodable",
+    "supervise",
+]
 
 log = logging.getLogger("lockgate.gateways")
 
@@ -54,6 +60,31 @@ def _counters() -> tuple[metrics.Counter, metrics.Counter]:
             unit="{error}",
             description="errors an ingest loop survived",
         ),
+    )
+
+
+def observe_connections(open_now: Callable[[], int], refused: Callable[[], int]) -> None:
+    """Gauges of the HTTP/WebSocket listeners' open connections and a counter of those
+    refused at their limits (read when the metrics are collected)."""
+    meter = metrics.get_meter("lockgate.gateways")
+
+    def opened(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        return [metrics.Observation(open_now(), {"surface": "http"})]
+
+    def refusals(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        return [metrics.Observation(refused(), {"surface": "http"})]
+
+    meter.create_observable_gauge(
+        "lockgate.gateway.connections",
+        callbacks=[opened],
+        unit="{connection}",
+        description="open connections of the HTTP and WebSocket listeners",
+    )
+    meter.create_observable_counter(
+        "lockgate.gateway.connections.refused",
+        callbacks=[refusals],
+        unit="{connection}",
+        description="connections refused at the listeners' limits",
     )
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.config import ConfigError, ListenerLimits
 from lockgate.broker.tls import ServerTLS
+from lockgate.gateways._report import observe_connections
 from lockgate.gateways._web import start_site
 from lockgate.gateways.config import KINDS, listen_of, settings_for, tls_of, ws_path
 from lockgate.gateways.errors import missing_extra
@@ -111,6 +112,7 @@ async def _start(
         tables.setdefault(listen, ws)
         add_ws_route(app, api, settings_for("ws", ws), ws_path(ws))
     guard = ConnectionGuard(limits)  # one count for all listeners: one descriptor budget
+    observe_connections(lambda: guard.open, lambda: guard.refused)
     for listen, app in apps.items():
         runner, port = await start_site(app, listen, guard, tls=tls_of(tables[listen], tls))
         stops.append(runner.cleanup)

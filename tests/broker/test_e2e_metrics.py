@@ -52,7 +52,8 @@ def _total(scrape: Scrape, name: str, **labels: str) -> float:
 
 
 async def test_metrics_move_with_traffic() -> None:
-    async with run_broker(extra_args=["--metrics-listen", "127.0.0.1:0"]) as b:
+    args = ["--metrics-listen", "127.0.0.1:0", "--http", "127.0.0.1:0"]
+    async with run_broker(extra_args=args) as b:
         url = await eventually(lambda: _metrics_url(b) if b.output else None)
         before = await asyncio.to_thread(_scrape, url)
         async with grpc.aio.insecure_channel(b.target) as ch:
@@ -83,6 +84,9 @@ async def test_metrics_move_with_traffic() -> None:
             buckets = after["lockgate_publish_duration_seconds_bucket"]
             assert any(labels.get("le") == "+Inf" for labels, _ in buckets)
             assert max(v for _, v in after["lockgate_queue_depth"]) >= 15
+            assert _total(after, "lockgate_subscriptions", kind="ephemeral") >= 1
+            assert _total(after, "lockgate_subscriptions", kind="durable") >= 1
+            assert "lockgate_gateway_connections" in after  # the HTTP listener's
             await sub.close()
             await durable.close()
 
