@@ -229,6 +229,15 @@ class Durables:
             for (org, name), c in self.consumers.items()
         ]
 
+    def lags(self) -> list[tuple[str, int]]:
+        """Per durable, the log batches after its read position up to the head (batches of
+        subjects it does not match count too: it has still to scan past them)."""
+        head = self._head()
+        return [
+            (f"durable:{org}/{name}", max(0, head + 1 - c.position.seq))
+            for (org, name), c in list(self.consumers.items())
+        ]
+
     # -- the publish path's hand-over (CommitListener) ------------------------------------------
 
     def wants_frames(self) -> bool:

@@ -172,6 +172,7 @@ class Broker:
         self._follow_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.telemetry.observe_depths(self.durables.depths)
+        self.telemetry.observe_durable_lag(self.durables.lags)
         self.telemetry.observe_subscriptions(
             lambda: (
                 ("ephemeral", self.ephemerals.count()),

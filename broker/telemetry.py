@@ -74,6 +74,19 @@ class Telemetry:
             "lockgate.queue.depth", callbacks=[cb], unit="{event}"
         )
 
+    def observe_durable_lag(self, lags: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Registers a gauge of the durables' lag behind the log's head (``(name, batches)``)."""
+
+        def cb(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            return [metrics.Observation(v, {"lockgate.queue": k}) for k, v in lags()]
+
+        metrics.get_meter("lockgate.broker").create_observable_gauge(
+            "lockgate.durable.lag",
+            callbacks=[cb],
+            unit="{batch}",
+            description="log batches a durable has not read yet",
+        )
+
     def observe_subscriptions(self, counts: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Registers a gauge of live subscriptions by kind (``(kind, count)`` pairs)."""
 

@@ -60,7 +60,8 @@ async def test_metrics_move_with_traffic() -> None:
             stub = broker_pb2_grpc.BrokerServiceStub(ch)
             subject = unique("metrics")
             sub = await subscribe(stub, pattern=subject)
-            durable = await subscribe(stub, pattern=subject, durable=unique("d").replace(".", "-"))
+            name = unique("d").replace(".", "-")
+            durable = await subscribe(stub, pattern=subject, durable=name)
             batches = [[event(str(i)) for i in range(5)] for _ in range(3)]
             await publish_batches(stub, subject, batches)
             assert len(await sub.collect(15)) == 15
@@ -85,6 +86,8 @@ async def test_metrics_move_with_traffic() -> None:
             assert any(labels.get("le") == "+Inf" for labels, _ in buckets)
             assert max(v for _, v in after["lockgate_queue_depth"]) >= 15
             assert _total(after, "lockgate_subscriptions", kind="ephemeral") >= 1
+            lags = after["lockgate_durable_lag"]  # at the head, or a few batches behind it
+            assert any(labels["lockgate_queue"] == f"durable:default/{name}" for labels, _ in lags)
             assert _total(after, "lockgate_subscriptions", kind="durable") >= 1
             assert "lockgate_gateway_connections" in after  # the HTTP listener's
             await sub.close()
