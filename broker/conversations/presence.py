@@ -4,18 +4,30 @@ themselves. Pure bookkeeping on the event loop's timers: what to announce is han
 
 An agent is online while it holds at least one live subscription (a gRPC Subscribe stream or
 a WebSocket subscription) on this node; when its last one ends it stays online for
-``grace`` seconds, so a reconnect within the grace period announces nothing. Across nodes
-the conversations service keeps a lease per online agent (``Conversations.keep_presence``).
+``grace`` seconds, so a reconnect within the grace period announces nothing.
+
+Across nodes (:class:`SharedPresence`) a node holds a lease ``presence/<org>/<agent>`` for
+each agent online on it, renewed three times a grace period, so every node answers alike and
+a node that dies lets its agents' leases run out within the grace period; the other nodes
+watch the agents it announced online (notice ``presence_online``) and one of them, the one
+that takes the lease ``presence-offline/<org>/<agent>``, announces the dead node's agents
+offline. A node announcing its own agent offline takes that lease too, so no one repeats it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["PresenceBoard", "PresenceState", "TypingTimers"]
+from lockgate.broker.errors import BrokerError
+from lockgate.broker.leases import Leases
+
+__all__ = ["PresenceBoard", "PresenceState", "SharedPresence", "TypingTimers"]
+
+log = logging.getLogger("lockgate.conversations")
 
 Agent = tuple[str, str]
 """(org, agent)."""
@@ -77,6 +89,113 @@ class PresenceBoard:
         for h in self._leaving.values():
             h.cancel()
         self._leaving.clear()
+
+
+def _presence_lease(who: Agent) -> str:
+    return f"presence/{who[0]}/{who[1]}"
+
+
+def _offline_lease(who: Agent) -> str:
+    return f"presence-offline/{who[0]}/{who[1]}"
+
+
+class SharedPresence:
+    """This node's :class:`PresenceBoard` made one view with the other nodes' through
+    leases (see the module). ``announce(who, online)`` sends the notices; ``tell_others(who)``
+    sends the ``presence_online`` notice. Until :meth:`run` starts, it is this node alone."""
+
+    def __init__(
+        self,
+        grace: float,
+        announce: Callable[[Agent, bool], None],
+        tell_others: Callable[[Agent], None],
+    ) -> None:
+        self.grace = grace
+        self.board = PresenceBoard(grace, self._changed)
+        self._announce = announce
+        self._tell_others = tell_others
+        self._leases: Leases | None = None
+        self._node_id = ""
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._remote: set[Agent] = set()
+        """Agents another node announced online: whose offline this node may have to
+        announce should that node die."""
+
+    async def state(self, who: Agent) -> PresenceState:
+        """Online here, or online on another node (it holds the agent's lease)."""
+        st = self.board.state(who)
+        leases = self._leases
+        if not st.online and leases is not None and await leases.holder(_presence_lease(who)):
+            return PresenceState(True, 0)
+        return st
+
+    async def run(self, leases: Leases, node_id: str) -> None:
+        """Renews the leases of this node's online agents and watches the others' agents,
+        three times a grace period (runs until cancelled)."""
+        self._leases, self._node_id = leases, node_id
+        while True:
+            for who in self.board.online():
+                try:
+                    await leases.acquire(_presence_lease(who), node_id, self.grace)
+                except BrokerError as exc:
+                    log.warning("presence lease of %s/%s not renewed: %s", *who, exc)
+            for who in list(self._remote):
+                try:
+                    await self._watch_remote(who)
+                except BrokerError as exc:
+                    log.warning("presence of %s/%s not checked: %s", *who, exc)
+            await asyncio.sleep(max(0.05, self.grace / 3))
+
+    def remote_online(self, who: Agent) -> None:
+        self._remote.add(who)
+
+    def _changed(self, who: Agent, online: bool) -> None:
+        if self._leases is None:
+            self._announce(who, online)
+            return
+        if online:
+            self._announce(who, True)
+        task = asyncio.ensure_future(self._came_online(who) if online else self._went_offline(who))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_remote(self, who: Agent) -> None:
+        """An agent online elsewhere whose lease ran out went offline with no announcement
+        from its node (it died): the node that takes the announcement's lease announces."""
+        assert self._leases is not None
+        if self.board.state(who).online:
+            self._remote.discard(who)  # this node speaks for it now
+            return
+        if await self._leases.holder(_presence_lease(who)) is not None:
+            return
+        self._remote.discard(who)
+        if await self._leases.acquire(_offline_lease(who), self._node_id, self.grace):
+            self._announce(who, False)
+
+    async def _came_online(self, who: Agent) -> None:
+        """Takes the agent's lease before telling the other nodes, so none of them finds it
+        without one and takes it for gone."""
+        assert self._leases is not None
+        try:
+            await self._leases.acquire(_presence_lease(who), self._node_id, self.grace)
+        except BrokerError as exc:
+            log.warning("presence lease of %s/%s not taken: %s", *who, exc)
+        self._tell_others(who)
+
+    async def _went_offline(self, who: Agent) -> None:
+        """Announced once (the announcement's lease keeps the other nodes from repeating
+        it), then the agent's lease is given up."""
+        assert self._leases is not None
+        try:
+            if await self._leases.acquire(_offline_lease(who), self._node_id, self.grace):
+                self._announce(who, False)
+            await self._leases.release(_presence_lease(who), self._node_id)
+        except BrokerError as exc:
+            log.warning("presence of %s/%s not released: %s", *who, exc)
+            self._announce(who, False)
+
+    def close(self) -> None:
+        self.board.close()
 
 
 class TypingTimers:

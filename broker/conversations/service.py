@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import logging
@@ -31,7 +30,12 @@ from typing import Protocol
 from lockgate.broker.auth import Principal
 from lockgate.broker.config import Config
 from lockgate.broker.conversations import subjects as cs
-from lockgate.broker.conversations.presence import PresenceBoard, PresenceState, TypingTimers
+from lockgate.broker.conversations.presence import (
+    PresenceBoard,
+    PresenceState,
+    SharedPresence,
+    TypingTimers,
+)
 from lockgate.broker.errors import (
     BrokerError,
     FailedPrecondition,
@@ -118,14 +122,6 @@ def _unknown(cid: str) -> BrokerError:
     )
 
 
-def _presence_lease(org: str, agent: str) -> str:
-    return f"presence/{org}/{agent}"
-
-
-def _offline_lease(org: str, agent: str) -> str:
-    return f"presence-offline/{org}/{agent}"
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -158,13 +154,10 @@ class Conversations:
         self._mine: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
         self.limits: Callable[[], int] = lambda: config.max_group_members
         """The group limit now (the node reads it from the config store, live)."""
-        self.presence = PresenceBoard(config.presence_grace, self._presence_changed)
-        self._leases: Leases | None = None
-        self._node_id = ""
-        self._releases: set[asyncio.Future[None]] = set()
-        self._remote: set[tuple[str, str]] = set()
-        """Agents another node announced online: whose offline this node may have to
-        announce should that node die."""
+        self.shared = SharedPresence(
+            config.presence_grace, self._announce, lambda who: host.presence_seen(*who)
+        )
+        self.presence: PresenceBoard = self.shared.board
         self.typing = TypingTimers(config.typing_ttl, self._typing_expired)
 
     # -- membership in memory ---------------------------------------------------------------
@@ -640,20 +633,8 @@ class Conversations:
     def disconnected(self, principal: Principal) -> None:
         self.presence.disconnected((principal.org, principal.agent))
 
-    def _presence_changed(self, who: tuple[str, str], online: bool) -> None:
-        if self._leases is None:
-            self._announce(who, online)
-        elif online:
-            self._announce(who, True)
-            task = asyncio.ensure_future(self._came_online(who))
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
-        else:
-            task = asyncio.ensure_future(self._went_offline(who))
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
-
     def _announce(self, who: tuple[str, str], online: bool) -> None:
+        """Sends a presence notice to each conversation of the agent."""
         org, agent = who
         for cid in sorted(self._mine.get(who, ())):
             self._notice(
@@ -665,86 +646,18 @@ class Conversations:
             )
 
     async def presence_of(self, principal: Principal, cid: str) -> list[tuple[str, PresenceState]]:
-        """Each participant's presence: online here, or online on another node (it holds
-        the agent's presence lease, renewed while the agent is online there: a node that
-        dies lets it run out within ``presence_grace``)."""
+        """Each participant's presence, as every node answers it (``SharedPresence``)."""
         rec = self._get(principal, cid)
-        out = []
-        for m in rec.members:
-            st = self.presence.state((rec.org, m.agent))
-            leases = self._leases
-            lease = _presence_lease(rec.org, m.agent)
-            if not st.online and leases is not None and await leases.holder(lease) is not None:
-                st = PresenceState(True, 0)
-            out.append((m.agent, st))
-        return out
+        return [(m.agent, await self.shared.state((rec.org, m.agent))) for m in rec.members]
 
     async def keep_presence(self, leases: Leases, node_id: str) -> None:
-        """Holds a lease ``presence/<org>/<agent>`` for each agent online on this node,
-        renewed three times a grace period and released when the agent goes offline here, so
-        every node answers presence alike (runs until cancelled)."""
-        self._leases, self._node_id = leases, node_id
-        grace = self.config.presence_grace
-        while True:
-            for org, agent in self.presence.online():
-                try:
-                    await leases.acquire(_presence_lease(org, agent), node_id, grace)
-                except BrokerError as exc:
-                    log.warning("presence lease of %s/%s not renewed: %s", org, agent, exc)
-            for who in list(self._remote):
-                try:
-                    await self._watch_remote(who)
-                except BrokerError as exc:
-                    log.warning("presence of %s/%s not checked: %s", *who, exc)
-            await asyncio.sleep(max(0.05, grace / 3))
+        """See :meth:`SharedPresence.run` (runs until cancelled)."""
+        await self.shared.run(leases, node_id)
 
     def remote_online(self, org: str, agent: str) -> None:
         """Another node announced the agent online (its ``presence_online`` notice)."""
-        self._remote.add((org, agent))
-
-    async def _watch_remote(self, who: tuple[str, str]) -> None:
-        """An agent online elsewhere whose lease ran out went offline with no announcement
-        from its node (it died): one node, the one that takes the announcement's lease,
-        announces it."""
-        assert self._leases is not None
-        if self.presence.state(who).online:
-            self._remote.discard(who)  # this node speaks for it now
-            return
-        if await self._leases.holder(_presence_lease(*who)) is not None:
-            return
-        self._remote.discard(who)
-        if await self._leases.acquire(
-            _offline_lease(*who), self._node_id, self.config.presence_grace
-        ):
-            self._announce(who, False)
-
-    async def _came_online(self, who: tuple[str, str]) -> None:
-        """Takes the agent's presence lease before telling the other nodes, so none of them
-        finds it without one and takes it for gone."""
-        assert self._leases is not None
-        try:
-            await self._leases.acquire(
-                _presence_lease(*who), self._node_id, self.config.presence_grace
-            )
-        except BrokerError as exc:
-            log.warning("presence lease of %s/%s not taken: %s", *who, exc)
-        self.host.presence_seen(*who)
-
-    async def _went_offline(self, who: tuple[str, str]) -> None:
-        """This node's agent went offline: announced once (the announcement's lease keeps
-        the other nodes from announcing it too), then its presence lease is given up."""
-        assert self._leases is not None
-        org, agent = who
-        try:
-            if await self._leases.acquire(
-                _offline_lease(org, agent), self._node_id, self.config.presence_grace
-            ):
-                self._announce(who, False)
-            await self._leases.release(_presence_lease(org, agent), self._node_id)
-        except BrokerError as exc:
-            log.warning("presence of %s/%s not released: %s", org, agent, exc)
-            self._announce(who, False)
+        self.shared.remote_online((org, agent))
 
     def close_timers(self) -> None:
-        self.presence.close()
+        self.shared.close()
         self.typing.close()
