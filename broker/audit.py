@@ -485,4 +485,4 @@ class AuditLog:
             cutoff = int((time.time() - self.retention) * 1000)
             removed = await self._store.trim_audit(cutoff)
             if removed:
-                log.info("audit retention removed %d records", removed)
+                log.info("audit.retention.removed: %d records", removed)

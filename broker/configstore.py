@@ -107,7 +107,11 @@ class ConfigManager:
             self.live.version = -rec.version  # logged once
             return False
         self._swap(values, rec.version)
-        log.info("config version %d is running (%s)", rec.version, rec.detail or rec.origin)
+        log.info(
+            "config.running: config version %d is running (%s)",
+            rec.version,
+            rec.detail or rec.origin,
+        )
         return True
 
     def _swap(self, values: dict[str, dict[str, float]], version: int) -> None:
@@ -214,7 +218,7 @@ class ConfigManager:
         self.audit.record(
             action, target=str(rec.version), detail={"change": rec.detail, "origin": rec.origin}
         )
-        log.info("config version %d is running (%s)", rec.version, rec.detail)
+        log.info("config.running: config version %d is running (%s)", rec.version, rec.detail)
         self._changed(rec.version)
 
 

@@ -243,7 +243,7 @@ class Broker:
         try:
             await self.leases.release(_RETENTION, self.node_id)
         except BrokerError as exc:  # it runs out on its own
-            self.log.warning("retention lease not released: %s", exc.message)
+            self.log.warning("retention.lease.release_failed: %s", exc.message)
         await self.audit.stop()
         await self.store.close()
 
@@ -265,9 +265,9 @@ class Broker:
                 if rules and await self.leases.acquire(_RETENTION, self.node_id, _LEASE_TTL):
                     removed = await self.store.trim(rules, int(time.time() * 1000))
                     if removed:
-                        self.log.info("retention removed %d events", removed)
+                        self.log.info("retention.removed: %d events", removed)
             except BrokerError as exc:
-                self.log.error("retention failed: %s", exc)
+                self.log.error("retention.failed: %s", exc)
             await asyncio.sleep(_LEASE_EVERY)
 
     async def _follow_loop(self) -> None:
@@ -352,7 +352,7 @@ class Broker:
         except BrokerError as exc:
             # Its next change (or this node's restart) loads it; meanwhile reads of it here
             # follow the participants this node knew.
-            self.log.error("conversation %s not reloaded: %s", conversation_id, exc.message)
+            self.log.error("conversation.reload_failed: %s: %s", conversation_id, exc.message)
 
     def _durable_changed(self, org: str, name: str) -> None:
         self.backbone.notify(Notice("durable_changed", self.node_id, org, name))

@@ -178,14 +178,20 @@ class PolicyManager:
             active = [v for v in await self.store.list_policy_versions() if v.active]
             if active and active[0].version != self.gate.version:
                 self.gate.swap(await asyncio.to_thread(self.compile, active[0].files))
-                log.info("policy set %s is running (from the store)", active[0].version)
+                log.info(
+                    "policy.running: policy set %s is running (from the store)", active[0].version
+                )
             for org, rec in sorted((await self.store.active_org_policies()).items()):
                 running = self.gate.org_policies.get(org)
                 loaded = running.version if running is not None else self._org_loaded.get(org)
                 if loaded != rec.version:
                     self.gate.swap_org(org, await asyncio.to_thread(self.compile, rec.files))
                     self._org_loaded[org] = rec.version  # an empty set runs as none
-                    log.info("policy set %s of org %s runs (from the store)", rec.version, org)
+                    log.info(
+                        "policy.org.running: policy set %s of org %s runs (from the store)",
+                        rec.version,
+                        org,
+                    )
 
     async def apply(
         self, files: dict[str, str], origin: str, *, validate_only: bool = False, org: str = ""
@@ -227,7 +233,7 @@ class PolicyManager:
             else:
                 self.gate.swap(ps)
             log.info(
-                "policy set %s is running (%s%s, %d files)",
+                "policy.running: policy set %s is running (%s%s, %d files)",
                 record.version,
                 origin,
                 f", org {org}" if org else "",

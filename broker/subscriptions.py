@@ -149,7 +149,7 @@ class Ephemerals:
                 self.unsubscribe(sub)  # the caller never got it, so never unsubscribes
                 if isinstance(exc, ResourceExhausted):
                     self.telemetry.slow_consumers.add(1)
-                    self.log.warning("replay of %s refused: %s", pattern, exc.message)
+                    self.log.warning("subscription.replay.refused: %s: %s", pattern, exc.message)
                 raise
         return sub
 
@@ -170,5 +170,9 @@ class Ephemerals:
 
     def _on_slow(self, sub: EphemeralSubscription) -> None:
         self.telemetry.slow_consumers.add(1)
-        self.log.warning("slow consumer %s on %s disconnected", sub.name, sub.pattern)
+        self.log.warning(
+            "subscription.slow_consumer.cut: slow consumer %s on %s disconnected",
+            sub.name,
+            sub.pattern,
+        )
         self._leave(sub)

@@ -68,7 +68,7 @@ async def start_gateways(
             try:
                 await stop()
             except Exception:  # stop the others whatever one of them does
-                log.exception("stopping a gateway failed")
+                log.exception("gateway.stop_failed")
 
     try:
         await _start(api, config_section, stops, limits, tls)
@@ -116,7 +116,7 @@ async def _start(
     for listen, app in apps.items():
         runner, port = await start_site(app, listen, guard, tls=tls_of(tables[listen], tls))
         stops.append(runner.cleanup)
-        log.info("gateway listening on %s (port %d)", listen, port)
+        log.info("gateway.listening: %s (port %d)", listen, port)
     hook = _section(config, "webhook")
     if hook is not None:
         from lockgate.gateways.webhook import WebhookDispatcher

@@ -122,7 +122,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return problem(HttpRefusal(exc.status, exc.reason))
     except Exception:
-        log.exception("HTTP gateway: %s %s failed", request.method, request.path[:100])
+        log.exception("gateway.http.failed: %s %s", request.method, request.path[:100])
         return problem(BrokerError("the gateway failed unexpectedly", hint="report this bug"))
 
 

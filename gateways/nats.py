@@ -277,7 +277,7 @@ class NatsGateway:
                 try:
                     await sub.ack(list(dict.fromkeys(sent)))
                 except BrokerError as exc:  # e.g. redelivered meanwhile: it goes out again
-                    log.warning("nats egress: %s", exc)
+                    log.warning("gateway.nats.egress_failed: %s", exc)
                 self.metrics["egress"] += len(sent)
         finally:
             self._egress.remove(sub)

@@ -288,7 +288,7 @@ class WebhookDispatcher:
         try:
             sub = self.api.bind_webhook(target, self.settings.concurrency)
         except BrokerError as exc:  # deleted meanwhile
-            log.debug("webhook %s: %s", target.name, exc)
+            log.debug("webhook.error: %s: %s", target.name, exc)
             return
         task = asyncio.create_task(self._run(target, sub), name=f"webhook-{target.name}")
         self._runs[key] = (sub, task)
@@ -302,7 +302,7 @@ class WebhookDispatcher:
                     self._posts.add(t)
                     t.add_done_callback(self._posts.discard)
         except BrokerError as exc:  # the broker is shutting down
-            log.debug("webhook %s: %s", target.name, exc)
+            log.debug("webhook.error: %s: %s", target.name, exc)
         finally:
             self._runs.pop((target.org, target.name), None)
 
@@ -325,10 +325,12 @@ class WebhookDispatcher:
             elif outcome.action == "dead":
                 await api.acknowledge(None, name, [], [], term_ids=[d.id])
             else:
-                log.info("webhook %s: event %d %s", name, d.id, outcome.detail or "retry")
+                log.info(
+                    "webhook.delivery.retry: %s: event %d %s", name, d.id, outcome.detail or "retry"
+                )
                 await api.acknowledge(None, name, [], [d.id], outcome.delay)
         except BrokerError as exc:  # no longer pending (its ack wait ran out), or deleted
-            log.debug("webhook %s: %s", name, exc)
+            log.debug("webhook.error: %s: %s", name, exc)
 
     async def stop(self) -> None:
         if self._unwatch is not None:
@@ -380,7 +382,7 @@ class PollingWebhookDispatcher:
                             self._poll(info.name, info.endpoint_url)
                         )
             except BrokerError as exc:
-                log.warning("webhook: listing durables failed: %s", exc)
+                log.warning("webhook.list_failed: %s", exc)
             await asyncio.sleep(self.refresh)
 
     async def _poll(self, name: str, url: str) -> None:
@@ -409,7 +411,7 @@ class PollingWebhookDispatcher:
                     self._loops.pop(name, None)
                     self._signing.pop(name, None)
                     return
-                log.warning("webhook %s: %s", name, exc)
+                log.warning("webhook.error: %s: %s", name, exc)
                 await asyncio.sleep(1.0)
 
     async def signing(self, name: str) -> WebhookSecrets:

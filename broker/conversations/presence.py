@@ -138,12 +138,12 @@ class SharedPresence:
                 try:
                     await leases.acquire(_presence_lease(who), node_id, self.grace)
                 except BrokerError as exc:
-                    log.warning("presence lease of %s/%s not renewed: %s", *who, exc)
+                    log.warning("presence.lease.renew_failed: %s/%s: %s", *who, exc)
             for who in list(self._remote):
                 try:
                     await self._watch_remote(who)
                 except BrokerError as exc:
-                    log.warning("presence of %s/%s not checked: %s", *who, exc)
+                    log.warning("presence.check_failed: %s/%s: %s", *who, exc)
             await asyncio.sleep(max(0.05, self.grace / 3))
 
     def remote_online(self, who: Agent) -> None:
@@ -179,7 +179,7 @@ class SharedPresence:
         try:
             await self._leases.acquire(_presence_lease(who), self._node_id, self.grace)
         except BrokerError as exc:
-            log.warning("presence lease of %s/%s not taken: %s", *who, exc)
+            log.warning("presence.lease.take_failed: %s/%s: %s", *who, exc)
         self._tell_others(who)
 
     async def _went_offline(self, who: Agent) -> None:
@@ -191,7 +191,7 @@ class SharedPresence:
                 self._announce(who, False)
             await self._leases.release(_presence_lease(who), self._node_id)
         except BrokerError as exc:
-            log.warning("presence of %s/%s not released: %s", *who, exc)
+            log.warning("presence.release_failed: %s/%s: %s", *who, exc)
             self._announce(who, False)
 
     def close(self) -> None:

@@ -266,7 +266,7 @@ class Conversations:
         subject = cs.subject_of(rec.conversation_id, cs.EVENTS)
         _, _, err = await self.host.publish_owned(principal, subject, ev)
         if err is not None:
-            log.error("conversation event %s not stored: %s", kind, err)
+            log.error("conversation.event.not_stored: %s: %s", kind, err)
 
     async def create(
         self,

@@ -237,7 +237,11 @@ class DurableConsumer:
             # Awaited: in a cluster the next owner loads this state once the lease goes.
             await self.flush(force=True)
         except BrokerError as exc:
-            self.host.log.warning("durable %s: its last state was not stored: %s", self.name, exc)
+            self.host.log.warning(
+                "durable.state.not_stored: durable %s: its last state was not stored: %s",
+                self.name,
+                exc,
+            )
 
     def flush(self, *, force: bool = False) -> Awaitable[None]:
         """Writes the position up to the oldest young first delivery still unacked, and a
@@ -529,7 +533,7 @@ class DurableConsumer:
                 async with self._lock:
                     await self._dispatch()
             except BrokerError as exc:
-                self.host.log.warning("durable %s: %s", self.rec.name, exc)
+                self.host.log.warning("durable.error: durable %s: %s", self.rec.name, exc)
                 await asyncio.sleep(0.5)
                 self._wake.set()
 

@@ -287,7 +287,7 @@ class BrokerService(Servicer):
                 error = broker_pb2.RequestError(reason=exc.reason, message=exc.message)
                 answers.put_nowait(broker_pb2.RequestStreamResponse(request_id=rid, error=error))
             except Exception:  # a bug must answer its request, not leave it to the timeout
-                _log.exception("request %d on %s failed", rid, req.subject)
+                _log.exception("request.failed: request %d on %s failed", rid, req.subject)
                 error = broker_pb2.RequestError(
                     reason="INTERNAL", message="the broker failed to handle the request"
                 )

@@ -30,7 +30,7 @@ def _log_failure(fut: asyncio.Future[object]) -> None:
     # Acks on a stream are not awaited by anyone: the failure is logged here, and the
     # deliveries they settled come again after a takeover or restart (at-least-once).
     if not fut.cancelled() and fut.exception() is not None:
-        _log.error("writing consumer state failed: %s", fut.exception())
+        _log.error("store.consumer_state.write_failed: %s", fut.exception())
 
 
 def _config(r: ConsumerRecord) -> str:

@@ -22,7 +22,7 @@ def _log_failure(fut: asyncio.Future[object]) -> None:
     # Acks on a stream are not awaited by anyone: the failure is logged here, and the
     # deliveries they settled come again after a restart (at-least-once).
     if not fut.cancelled() and fut.exception() is not None:
-        _log.error("writing consumer state failed: %s", fut.exception())
+        _log.error("store.consumer_state.write_failed: %s", fut.exception())
 
 
 def _consumer_row(r: ConsumerRecord) -> tuple[str, str, str, int, int, int]:

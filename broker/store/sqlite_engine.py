@@ -122,7 +122,7 @@ class SqliteEngine:
                 if wal.exists() and wal.stat().st_size > 16 << 20:
                     await self._read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)"))
             except (OSError, Unavailable) as exc:
-                _log.warning("checkpoint failed: %s", exc)
+                _log.warning("store.sqlite.checkpoint_failed: %s", exc)
 
     async def close(self) -> None:
         if self._closed:
