@@ -108,3 +108,27 @@ def test_a_network_metrics_listener_is_refused(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "metrics_listen = '0.0.0.0:9464' is not a loopback HOST:PORT" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_policy_decisions_and_rate_limit_refusals_are_counted(tmp_path: Path) -> None:
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    (pdir / "m.policy").write_text(
+        'policy m on "m.>" {\n  allow publish\n  l: limit publish 2 per hour\n}\n'
+    )
+    args = ["--metrics-listen", "127.0.0.1:0", "--policy-dir", str(pdir)]
+    async with run_broker(extra_args=args) as b, grpc.aio.insecure_channel(b.target) as ch:
+        url = await eventually(lambda: _metrics_url(b) if b.output else None)
+        stub = broker_pb2_grpc.BrokerServiceStub(ch)
+        (resp,) = await publish_batches(stub, "m.x", [[event(str(i)) for i in range(5)]])
+        refused = len(resp.errors)
+        assert refused == 3, resp
+
+        def counted() -> Scrape | None:
+            s = _scrape(url)
+            return s if _total(s, "lockgate_events_rejected_total") >= refused else None
+
+        after = await eventually(lambda: asyncio.to_thread(counted))
+        assert _total(after, "lockgate_events_rejected_total", reason="RATE_LIMITED") == refused
+        assert _total(after, "lockgate_policy_decisions_total") >= 5
+        assert _total(after, "lockgate_events_published_total") == 2
