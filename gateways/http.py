@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -165,6 +165,8 @@ async def publish(request: web.Request) -> web.Response:
     errors: list[tuple[int, BrokerError]] = [
         (i, p) for i, p in enumerate(parsed) if isinstance(p, BrokerError)
     ]
+    if events and "traceparent" in request.headers:
+        _continue_trace(events, request.headers)
     if events:
         api = request.app[API_KEY]
         # In slices, so that a huge batch is many short turns of the broker's loop.
@@ -189,6 +191,17 @@ async def publish(request: web.Request) -> web.Response:
     if len(errors) < len(parsed):
         return json_response(body, 207)
     return problem(errors[0][1], body)
+
+
+def _continue_trace(events: list[CloudEvent], headers: Mapping[str, str]) -> None:
+    """The request's W3C ``traceparent``/``tracestate`` headers become the attributes of the
+    events that carry none (the CloudEvents distributed-tracing extension), so the broker's
+    publish span continues the HTTP caller's trace."""
+    for ev in events:
+        if "traceparent" not in ev.attributes:
+            ev.attributes["traceparent"].ce_string = headers["traceparent"]
+            if "tracestate" in headers and "tracestate" not in ev.attributes:
+                ev.attributes["tracestate"].ce_string = headers["tracestate"]
 
 
 def _parse(

@@ -221,6 +221,11 @@ class WebhookSender:
             "webhook-timestamp": str(ts),
             "webhook-signature": " ".join(sign_webhook(s, msg_id, ts, raw) for s in secrets),
         }
+        # The W3C trace context of the publisher as HTTP headers too (the CloudEvents
+        # distributed-tracing extension), so the endpoint's server span continues the trace.
+        for name in ("traceparent", "tracestate"):
+            if name in d.event.attributes:
+                headers[name] = d.event.attributes[name].ce_string
         return headers, raw
 
     async def deliver(
