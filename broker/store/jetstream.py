@@ -12,10 +12,8 @@ from PostgreSQL; the cluster store puts the two together.
   calls in call order. A batch whose ack does not come within ``timeout`` (NATS down, no
   stream leader) fails with STORE_UNAVAILABLE: it is never acknowledged unstored. The
   stream's sequence is ``Batch.seq``.
-- **reads** pull bounded steps from a pull consumer (no acks, in memory) filtered
-  server-side by org, and by the subscription's pattern when the caller names it. A read's
-  consumer is kept for 5 s, so a reader going on from where it stopped (a durable's owner
-  tailing the log) pays one pull per step, not a consumer's creation and removal.
+- **reads** create a short-lived pull consumer (no acks, in memory) filtered server-side by
+  org, and by the subscription's pattern when the caller names it, and pull bounded steps.
 - **committed_seq** follows every node's commits: its own acks, a headers-only push consumer
   tailing the stream, and a poll of the stream's last sequence every 250 ms behind it.
 - **retention**: the stream's ``max_age`` is the longest rule's when a ``>`` rule bounds
@@ -31,7 +29,7 @@ import datetime
 import itertools
 import json
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,9 +60,6 @@ _DEDUP_WINDOW_S = 120.0
 _POLL_S = 0.25
 """How often the newest stream sequence is read, so that ``committed_seq`` follows other
 nodes' commits even when the tail (below) missed them."""
-_CURSOR_IDLE = 5.0
-"""Seconds a read's consumer is kept for the next read (the server removes it after 10)."""
-_CURSORS = 256
 _HEADER_ROOM = 1024
 """Bytes of a log message's max_payload kept for its headers."""
 _HINT = "check that the NATS server (with JetStream) is reachable; the publish may be retried"
@@ -121,20 +116,6 @@ class _Append:
     timer: asyncio.TimerHandle | None = None
 
 
-class _Gone(Exception):
-    """A pull found no consumer of that name (it was removed while idle)."""
-
-
-@dataclass(slots=True)
-class _Cursor:
-    """A read's consumer kept for the next read that starts where it stands."""
-
-    name: str
-    next_seq: int
-    done: bool
-    used: float
-
-
 @dataclass(slots=True)
 class _Msg:
     subject: str
@@ -179,8 +160,6 @@ class JetStreamLog:
         self._tasks: list[asyncio.Task[None]] = []
         self._max_age_s = -1.0
         self._tail = ""
-        self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
-        self._drops: set[asyncio.Task[None]] = set()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -240,12 +219,6 @@ class JetStreamLog:
         self._settle()
         if self._nc is not None and self._tail:
             await self._drop(self._tail)
-        for cursor in list(self._cursors.values()):
-            await self._drop(cursor.name)
-        self._cursors.clear()
-        for task in list(self._drops):
-            with contextlib.suppress(Exception):
-                await task
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -500,11 +473,9 @@ class JetStreamLog:
         with contextlib.suppress(Exception):
             await self._nc.publish(f"$JS.API.CONSUMER.DELETE.{self.stream}.{name}", b"")
 
-    async def _pull(self, name: str, n: int, *, kept: bool = False) -> list[_Msg]:
+    async def _pull(self, name: str, n: int) -> list[_Msg]:
         """Up to ``n`` messages the consumer has now (no waiting for new ones). Pulled
-        messages keep their stored subject, so each pull has its own inbox. ``kept``: a
-        consumer kept from an earlier read, which may be gone (the server ignores a pull
-        for a consumer it does not have): no answer within a second means that."""
+        messages keep their stored subject, so each pull has its own inbox."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def take(msg: Any) -> None:
@@ -522,21 +493,16 @@ class JetStreamLog:
             raise _unavailable("read the log", exc) from exc
         out: list[_Msg] = []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (min(1.0, self.timeout) if kept else self.timeout)
+        deadline = loop.time() + self.timeout
         try:
             while len(out) < n:
                 left = deadline - loop.time()
                 try:
                     msg = await asyncio.wait_for(queue.get(), max(left, 0))
                 except TimeoutError:
-                    if kept and not out:
-                        raise _Gone(name) from None
                     raise _unavailable("read the log", "no answer to a pull") from None
                 headers = dict(msg.headers or {})
-                status = headers.get("Status")
-                if status in ("503", "409"):  # no such consumer (any more)
-                    raise _Gone(name)
-                if status:  # 404 no messages, 408 expired: the pull is over
+                if "Status" in headers:  # 404 no messages, 408 expired: the pull is over
                     break
                 meta = msg.metadata
                 out.append(
@@ -571,83 +537,31 @@ class JetStreamLog:
         """Batches of ``org`` from ``start`` whose subject ``match`` accepts, in commit order:
         the consumer's filter holds the org (and ``pattern`` when given), so what it skips
         costs nothing here; ``budget`` bounds the messages looked at in this step."""
-        key = log_filter(org, pattern or ">", prefix=self.root)
-        cursor = self._take_cursor(key, start.seq)
-        if cursor is None:
-            name, pending = await self._consumer(key, self._start(start.seq))
-        else:
-            name, pending = cursor.name, -1  # unknown until pulled
+        name, pending = await self._consumer(
+            log_filter(org, pattern or ">", prefix=self.root), self._start(start.seq)
+        )
         found: list[Batch] = []
         nxt = start.seq
         looked = 0
-        whole = True  # every pulled message was looked at: the consumer stands at nxt
         try:
             while pending and looked < budget and len(found) < limit:
-                want = min(budget - looked, limit - len(found) if pattern else _PULL)
-                if pending > 0:
-                    want = min(want, pending)
-                try:
-                    msgs = await self._pull(name, want, kept=cursor is not None)
-                except _Gone:
-                    if cursor is None:
-                        raise
-                    cursor = None  # idle too long (the server removed it): a new one
-                    name, pending = await self._consumer(key, self._start(nxt))
-                    continue
+                want = min(budget - looked, limit - len(found) if pattern else _PULL, pending)
+                msgs = await self._pull(name, want)
                 if not msgs:
                     pending = 0
                     break
-                for n, m in enumerate(msgs):
+                for m in msgs:
                     looked += 1
-                    pending = m.pending
-                    if m.seq < start.seq:
-                        continue  # a kept consumer may stand before start
                     nxt = m.seq + 1
+                    pending = m.pending
                     batch = self._decode(m)
                     if batch is not None and batch.org == org and match(batch.subject):
                         found.append(batch)
                         if len(found) >= limit:
-                            whole = n == len(msgs) - 1
                             break
-        except BaseException:
-            await self._drop(name)
-            raise
-        if whole:
-            self._keep_cursor(key, _Cursor(name, nxt, pending == 0, self._loop_time()))
-        else:
+        finally:
             await self._drop(name)
         return LogScan(found, nxt, pending == 0)
-
-    def _loop_time(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def _take_cursor(self, key: str, start: int) -> _Cursor | None:
-        """A kept consumer of ``key`` that can serve a read from ``start``: one that stands
-        there, or one that had delivered everything (it delivers only what comes after, all
-        of it past ``start``'s predecessors or skipped). Readers tailing the log (a durable's
-        owner) reuse theirs, so a step costs one pull instead of a consumer's life."""
-        cursor = self._cursors.pop(key, None)
-        if cursor is None:
-            return None
-        fresh = self._loop_time() - cursor.used < _CURSOR_IDLE
-        if fresh and (start == cursor.next_seq or (cursor.done and start > cursor.next_seq)):
-            return cursor
-        self._drop_later(cursor.name)
-        return None
-
-    def _keep_cursor(self, key: str, cursor: _Cursor) -> None:
-        old = self._cursors.pop(key, None)
-        if old is not None:
-            self._drop_later(old.name)
-        self._cursors[key] = cursor
-        while len(self._cursors) > _CURSORS:
-            _, evicted = self._cursors.popitem(last=False)
-            self._drop_later(evicted.name)
-
-    def _drop_later(self, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._drop(name))
-        self._drops.add(task)
-        task.add_done_callback(self._drops.discard)
 
     def _decode(self, m: _Msg) -> Batch | None:
         """The batch of a pulled message (headers only: no events), or None for one this

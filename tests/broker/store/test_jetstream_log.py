@@ -90,50 +90,6 @@ async def test_a_batch_over_the_servers_max_payload_is_refused_not_retried(
             await log._api(f"STREAM.DELETE.{name}")
 
 
-async def test_tailing_reads_keep_their_consumer(nats_url: str) -> None:
-    """A reader that goes on from where its last read ended (a durable's owner) reuses that
-    read's consumer; one that starts elsewhere, or whose kept consumer vanished, gets a new
-    one; the answers are those of fresh reads."""
-    name = "LGT_" + uuid.uuid4().hex[:12]
-    async with _log(nats_url, name) as log:
-        try:
-            gen = IdGenerator(0)
-            await log.append([make_batch(gen, "acme", f"s.{n % 2}", 1) for n in range(6)])
-
-            def every(subject: str) -> bool:
-                return True
-
-            async def consumers() -> int:
-                return int((await log._api(f"STREAM.INFO.{name}"))["state"]["consumer_count"])
-
-            first = await log.scan_log("acme", LogPosition(0), every, limit=2, pattern="s.>")
-            count = await consumers()
-            second = await log.scan_log("acme", LogPosition(first.next), every, limit=2)
-            second = await log.scan_log(
-                "acme", LogPosition(first.next), every, limit=2, pattern="s.>"
-            )
-            assert [b.seq for b in first.batches + second.batches] == [1, 2, 3, 4]
-            third = await log.scan_log(
-                "acme", LogPosition(second.next), every, limit=64, pattern="s.>"
-            )
-            assert [b.seq for b in third.batches] == [5, 6] and third.done
-            assert await consumers() <= count + 1  # the pattern-less read kept its own
-            # Done: the kept consumer serves a start past its end (after a new commit).
-            (seq,) = await log.append([make_batch(gen, "acme", "s.0", 1)])
-            fourth = await log.scan_log("acme", LogPosition(seq), every, pattern="s.>")
-            assert [b.seq for b in fourth.batches] == [seq]
-            # Elsewhere: a fresh consumer, the same answer as ever.
-            again = await log.scan_log("acme", LogPosition(2), every, limit=2, pattern="s.>")
-            assert [b.seq for b in again.batches] == [2, 3]
-            # A kept consumer removed behind the reader's back: recreated, nothing lost.
-            for cursor in log._cursors.values():
-                await log._api(f"CONSUMER.DELETE.{name}.{cursor.name}")
-            rest = await log.scan_log("acme", LogPosition(again.next), every, pattern="s.>")
-            assert [b.seq for b in rest.batches] == [4, 5, 6, seq]
-        finally:
-            await log._api(f"STREAM.DELETE.{name}")
-
-
 async def test_no_stream_fails_closed(nats_url: str) -> None:
     name = "LGT_" + uuid.uuid4().hex[:12]
     async with _log(nats_url, name, timeout=2.0) as log:
