@@ -173,7 +173,7 @@ async def _promises(cluster: Cluster) -> None:
 
         workers = [asyncio.create_task(work(work1)), asyncio.create_task(work(work2))]
         jobs = {await pub.publish(f"jobs.{n % 3}", {"n": n}) for n in range(30)}
-        await eventually(lambda: {m.id for m in worked} >= jobs, timeout=20)
+        await eventually(lambda: {m.id for m in worked} >= jobs, timeout=30)
         assert {m.id for m in worked} == jobs
         for task in workers:
             task.cancel()
