@@ -26,14 +26,30 @@ from lockgate.broker.v1 import cloudevent_pb2
 from tests.support import eventually
 
 
-@pytest_asyncio.fixture
-async def two(redis_url: str) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedupWindow]]:
+async def _pair(
+    redis_url: str, claim: float
+) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedupWindow]]:
     prefix = f"lockgate-test:{uuid.uuid4().hex}:"
-    a = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=0.5)
-    b = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=0.5)
+    a = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=claim)
+    b = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=claim)
     yield a, b
     await a.close()
     await b.close()
+
+
+@pytest_asyncio.fixture
+async def two(redis_url: str) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedupWindow]]:
+    # A claim that outlives the test's steps on a loaded machine: with 0.5 s it ran out
+    # before a remembered the id, and b claimed the event itself.
+    async for pair in _pair(redis_url, claim=30.0):
+        yield pair
+
+
+@pytest_asyncio.fixture
+async def two_short(redis_url: str) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedupWindow]]:
+    """Claims that run out soon (for the dead node's claim)."""
+    async for pair in _pair(redis_url, claim=0.5):
+        yield pair
 
 
 K = ("acme", "/src", "e1")
@@ -65,9 +81,9 @@ async def test_a_forgotten_claim_goes_to_the_other_node(
 
 
 async def test_a_claim_left_by_a_dead_node_runs_out(
-    two: tuple[RedisDedupWindow, RedisDedupWindow],
+    two_short: tuple[RedisDedupWindow, RedisDedupWindow],
 ) -> None:
-    a, b = two
+    a, b = two_short
     assert await a.lookup([K]) == [0]  # and a dies before its append
     assert await asyncio.wait_for(b.lookup([K]), 5) == [0]
     assert b.waits > 0  # it waited for the claim to run out
