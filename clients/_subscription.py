@@ -20,6 +20,7 @@ from lockgate.clients._backoff import Backoff
 from lockgate.clients._codec import to_duration
 from lockgate.clients._errors import LockgateError, Unavailable, from_rpc_error
 from lockgate.clients._message import Message, MessageBatch
+from lockgate.clients._tracing import receive_span
 
 __all__ = ["Subscription"]
 
@@ -304,6 +305,7 @@ class Subscription:
     def _receive(self, response: broker_pb2.SubscribeResponse) -> None:
         deliveries = response.deliveries
         if deliveries:
+            receive_span(deliveries, self.name if self.durable else "")
             self._buffer.extend(map(Message, repeat(self), deliveries, repeat(self._model)))
             self._wake()
 
