@@ -32,10 +32,13 @@ __all__ = ["Ephemerals", "check_pattern"]
 def check_pattern(gate: PolicyGate, principal: Principal, pattern: str) -> None:
     """Raises unless ``principal`` may subscribe to ``pattern`` (ephemeral or durable)."""
     check_subscribe_pattern(pattern)
-    if gate.conversations is not None:
+    if gate.conversations is not None and pattern.startswith("$conv."):
+        # A conversation's subjects: its participants decide, not the policies (nor an
+        # org's default deny, which no policy rule could lift for them).
         problem = gate.conversations.subscribe_problem(principal, pattern)
         if problem is not None:
             raise problem
+        return
     if gate.active:
         err = gate.check_subscribe(principal, pattern)
         if err is not None:

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
 
+from lockgate.broker.api import decode_deliveries
 from lockgate.broker.auth import Principal
 from lockgate.broker.config import Config
 from lockgate.broker.configstore import ConfigChange
-from lockgate.broker.errors import InvalidArgument, ResourceExhausted
+from lockgate.broker.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from lockgate.broker.node import Broker
+from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.store.sqlite import SqliteStore
 from tests.support import eventually
 
@@ -62,3 +65,24 @@ async def test_a_durable_stream_counts_in_presence(tmp_path: Path) -> None:
 
 async def _not(value: Awaitable[bool]) -> bool:
     return not await value
+
+
+async def test_default_deny_does_not_shut_conversations(tmp_path: Path) -> None:
+    """An org under default deny still reads its conversations: the participant rule decides
+    ``$conv.`` subjects, and no policy could name them."""
+    node = Broker(
+        Config(data_dir=str(tmp_path)), SqliteStore(tmp_path), PolicyGate(default_deny="*")
+    )
+    await node.start()
+    try:
+        rec = await node.conversations.create(ANN, "group", ["bob"], {})
+        bob = Principal("acme", "bob", frozenset())
+        sub = await node.subscribe_ephemeral(bob, "$conv.>", "")
+        sent = await node.conversations.send(ANN, rec.conversation_id, b"x", "", {})
+        body = await asyncio.wait_for(sub.outbox.take(), 10)
+        assert body is not None and sent.id in [d.id for d in decode_deliveries(body)]
+        with pytest.raises(PermissionDenied) as denied:  # the policies still rule the rest
+            await node.subscribe_ephemeral(bob, "orders.>", "")
+        assert denied.value.reason == "POLICY_DENIED"
+    finally:
+        await node.stop()
