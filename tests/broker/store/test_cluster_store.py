@@ -48,7 +48,9 @@ async def test_log_metadata_and_history(nats_url: str, pg_fresh_dsn: str) -> Non
             found = await eventually(lambda: store.batch_containing("acme", a.first_id + 1))
             assert found is not None and found.subject == "orders.eu"
             assert await store.batch_containing("globex", a.first_id + 1) is None
-            got = await store.read_batches("acme", 0)
+            # batch_containing also finds batches in the JetStream log (a new durable owner
+            # must see what the logger has not written yet): wait for the history itself.
+            got = await eventually(lambda: store.read_batches("acme", 0))
             assert [x.first_id for x in got] == [a.first_id]
             # The metadata roles are PostgreSQL's.
             await store.put_key(ApiKeyRecord("k1", "h", "acme", "bot", ("admin",), 1))
