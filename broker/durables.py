@@ -224,9 +224,11 @@ class Durables:
             c.flush()
 
     def depths(self) -> list[tuple[str, int]]:
+        # The metric readers call this from their own threads: list() copies the dict in one
+        # step under the GIL, so a durable added meanwhile cannot break the iteration.
         return [
             (f"durable:{org}/{name}", len(c.pending) + len(c.ready))
-            for (org, name), c in self.consumers.items()
+            for (org, name), c in list(self.consumers.items())
         ]
 
     def lags(self) -> list[tuple[str, int]]:
