@@ -37,7 +37,8 @@ def _pub_result(published: int, sent: int, elapsed: float, cpu0: float, **extra:
 
 async def batch_publisher(args: Args, control: Control) -> Result:
     """``publish_batch_async`` of ``batch`` events in a loop from one task: up to ``window``
-    frames unanswered (the client's back-pressure), results checked at the end."""
+    frames unanswered (the client's back-pressure), results checked at the end. With ``rate``
+    (events/s) the batches are paced to it: a fixed offered load (bench/cluster_bench.py)."""
     data = stamped(0)
     items = [data] * args["batch"]
     async with Client(args["target"], publish_window=args["window"]) as c:
@@ -47,6 +48,9 @@ async def batch_publisher(args: Args, control: Control) -> Result:
         cpu0, t0 = cpu_seconds(), now_ns()
         end = t0 + int(args["duration"] * 1e9)
         futures = []
+        if args.get("rate"):
+            async for _ in paced(args["rate"] / args["batch"], args["duration"]):
+                futures.append(await c.publish_batch_async(SUBJECT, items))
         while now_ns() < end:
             futures.append(await c.publish_batch_async(SUBJECT, items))
         await c.flush()
