@@ -56,6 +56,12 @@ _MARGIN_MS = 2_000
 stream's times by the server's, and batches commit moments out of id order."""
 _PULL = 256
 """Messages one pull asks for when the caller's filter is not exact."""
+_PULL_EXPIRES_NS = 500_000_000
+"""A no-wait pull's expiry. nats-server 2.9 answers "no messages" at once only when its
+count of the consumer's pending messages is 0; a filtered consumer's count can be ahead of
+what is there (the last message said 1 pending, none came), and such a pull was never
+answered (the read failed with "no answer to a pull" after ``timeout``). With an expiry
+the server answers 408 then; messages that are there are delivered at once either way."""
 _DEDUP_WINDOW_S = 120.0
 _POLL_S = 0.25
 """How often the newest stream sequence is read, so that ``committed_seq`` follows other
@@ -486,7 +492,7 @@ class JetStreamLog:
             sub = await self._nc.subscribe(inbox, cb=take)
             await self._nc.publish(
                 f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{name}",
-                json.dumps({"batch": n, "no_wait": True}).encode(),
+                json.dumps({"batch": n, "no_wait": True, "expires": _PULL_EXPIRES_NS}).encode(),
                 reply=inbox,
             )
         except Exception as exc:
