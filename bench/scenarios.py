@@ -310,6 +310,7 @@ async def _measure(sub: Worker, pubs: list[Worker], server_pid: int) -> Result:
         cpu_pub=pub.get("cpu", 0.0),
         cpu_sub=result.get("cpu", 0.0),
         errors=errors,
+        wall=wall,
     )
     if "frames" in pub:
         result["events_per_frame"] = published / max(pub["frames"], 1)
