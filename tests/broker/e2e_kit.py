@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -290,6 +292,23 @@ async def assert_no_more(
         f"expected only the marker {marker}, got {[(d.id, d.attempt) for d in got]}"
     )
     return marker
+
+
+def lockgate_cli_in_process(*args: str) -> str:
+    """Runs ``lockgate ARGS`` through the CLI's entry point in this process (no interpreter
+    start, a second or more on a loaded machine) and returns its stdout: for a fixture's
+    setup (keys, tokens), not for tests of the command itself. Call it from a thread (the
+    command runs its own event loop), one at a time (it redirects sys.stdout)."""
+    from lockgate.broker import cli
+
+    out = io.StringIO()
+    with _IN_PROCESS, contextlib.redirect_stdout(out):
+        code = cli.main(list(args))
+    assert code == 0, f"lockgate {' '.join(args)} exited {code}"
+    return out.getvalue()
+
+
+_IN_PROCESS = threading.Lock()
 
 
 def lockgate_cli(*args: str) -> str:

@@ -31,7 +31,15 @@ from lockgate.broker.v1 import (
     policy_pb2,
     policy_pb2_grpc,
 )
-from tests.broker.e2e_kit import LOCKGATE, Metadata, auth, error_info, event, lockgate_cli
+from tests.broker.e2e_kit import (
+    LOCKGATE,
+    Metadata,
+    auth,
+    error_info,
+    event,
+    lockgate_cli,
+    lockgate_cli_in_process,
+)
 from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -84,7 +92,7 @@ class Audited:
 
 def _key(data_dir: str, org: str, agent: str, *roles: str) -> str:
     role_args = [a for r in roles for a in ("--role", r)]
-    out = lockgate_cli(
+    out = lockgate_cli_in_process(
         "keys", "create", "--org", org, "--agent", agent, *role_args, "--data-dir", data_dir
     )
     return out.strip().splitlines()[0]
@@ -104,11 +112,12 @@ async def audited() -> AsyncIterator[Audited]:
             "spare": ("acme", "spare"),
         }
         keys = {}
-        for name, spec in specs.items():  # one at a time: each is a process on the store
+        # In-process (the commands' process boundary is the tests' revoke and rotate).
+        for name, spec in specs.items():
             keys[name] = await asyncio.to_thread(_key, data_dir, *spec)
         keys["token"] = (
             await asyncio.to_thread(
-                lockgate_cli,
+                lockgate_cli_in_process,
                 "tokens",
                 "issue",
                 "--org",

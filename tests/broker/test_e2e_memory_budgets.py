@@ -27,7 +27,7 @@ from tests.broker.e2e_kit import (
     auth,
     error_info,
     event,
-    lockgate_cli,
+    lockgate_cli_in_process,
     open_call,
     publish_batches,
     publish_one,
@@ -54,7 +54,7 @@ class Budgeted:
 
 
 def _key(data_dir: str, org: str, *role: str) -> str:
-    out = lockgate_cli(
+    out = lockgate_cli_in_process(  # a fixture's keys: no interpreter start for each
         "keys", "create", "--org", org, "--agent", "a", *role, "--data-dir", data_dir
     )
     return out.strip().splitlines()[0]
@@ -63,11 +63,9 @@ def _key(data_dir: str, org: str, *role: str) -> str:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def budgeted() -> AsyncIterator[Budgeted]:
     with tempfile.TemporaryDirectory(prefix="lockgate-budget-") as data_dir:
-        evil, acme, admin = await asyncio.gather(
-            asyncio.to_thread(_key, data_dir, "evil"),
-            asyncio.to_thread(_key, data_dir, "acme"),
-            asyncio.to_thread(_key, data_dir, "acme", "--role", "admin"),
-        )
+        evil = await asyncio.to_thread(_key, data_dir, "evil")
+        acme = await asyncio.to_thread(_key, data_dir, "acme")
+        admin = await asyncio.to_thread(_key, data_dir, "acme", "--role", "admin")
         conf = Path(data_dir) / "budgets.toml"
         conf.write_text(
             f"[broker]\nsubscriber_max_bytes = {BUDGET}\nmax_in_flight_bytes = {BUDGET}\n"
