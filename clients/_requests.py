@@ -91,6 +91,12 @@ class Requester:
             while True:
                 await call.write(await outgoing.get())
         except (grpc.RpcError, asyncio.InvalidStateError) as exc:
+            # A write fails once the call has ended, sometimes with grpc core's bare
+            # "Internal error from Core" rather than the status the broker ended it with
+            # (an UNAUTHENTICATED key, say): the reader gets that status, so it speaks first.
+            reader = self._reader
+            if reader is not None and not reader.done():
+                await asyncio.wait({reader}, timeout=1.0)
             self._broken(call, exc)
 
     async def _read(self, call: RequestCall) -> None:
