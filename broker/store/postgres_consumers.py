@@ -20,6 +20,7 @@ import asyncpg
 
 from lockgate.broker.store import ConsumerRecord, DeadLetterRecord, LogPosition
 from lockgate.broker.store.pg_engine import PgDatabase
+from lockgate.broker.store.statechanges import StateChanges
 
 __all__ = ["PgConsumerState", "PgDeadLetters"]
 
@@ -67,19 +68,6 @@ def _record(row: asyncpg.Record, pending: dict[int, int]) -> ConsumerRecord:
     )
 
 
-class _StateChanges:
-    """Consumer-state changes not yet written, per consumer (see ``sqlite_consumers``)."""
-
-    __slots__ = ("drop", "fresh", "position", "put")
-
-    def __init__(self) -> None:
-        self.put: dict[int, int] = {}
-        self.fresh: set[int] = set()
-        """Ids first put since the last write: no row exists for them yet."""
-        self.drop: set[int] = set()
-        self.position: tuple[int, int, int] | None = None
-
-
 _PUT_PENDING = (
     "INSERT INTO consumer_pending (org, name, id, attempt) "
     "SELECT $1, $2, i, a FROM unnest($3::bigint[], $4::int[]) AS p(i, a) "
@@ -90,7 +78,7 @@ _PUT_PENDING = (
 
 
 async def _write_changes(
-    c: asyncpg.Connection, changes: dict[tuple[str, str], _StateChanges]
+    c: asyncpg.Connection, changes: dict[tuple[str, str], StateChanges]
 ) -> None:
     for (org, name), ch in changes.items():
         if ch.drop:
@@ -118,8 +106,8 @@ class PgConsumerState(PgDatabase):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._changes: dict[tuple[str, str], _StateChanges] = {}
-        self._changes_taken: list[dict[tuple[str, str], _StateChanges]] | None = None
+        self._changes: dict[tuple[str, str], StateChanges] = {}
+        self._changes_taken: list[dict[tuple[str, str], StateChanges]] | None = None
         self._changes_fut: asyncio.Future[object] | None = None
 
     def _before_commit(self) -> None:
@@ -210,25 +198,12 @@ class PgConsumerState(PgDatabase):
     ) -> asyncio.Future[None]:
         ch = self._changes.get((org, name))
         if ch is None:
-            ch = self._changes[(org, name)] = _StateChanges()
-        for i in delivered:
-            if i not in ch.drop:
-                ch.fresh.add(i)
-            ch.put[i] = 1
-        if put:
-            for i, attempt in put.items():
-                ch.drop.discard(i)
-                ch.put[i] = attempt
-        for i in drop:
-            ch.put.pop(i, None)
-            if i in ch.fresh:
-                ch.fresh.discard(i)  # never written: nothing to delete
-            else:
-                ch.drop.add(i)
-        if position is not None:
-            ch.position = (position.seq, position.id, delivered_id)
+            ch = self._changes[(org, name)] = StateChanges()
+        ch.record(
+            delivered=delivered, put=put, drop=drop, position=position, delivered_id=delivered_id
+        )
         if self._changes_fut is None:
-            taken: list[dict[tuple[str, str], _StateChanges]] = []
+            taken: list[dict[tuple[str, str], StateChanges]] = []
             self._changes_taken = taken
 
             async def op(c: asyncpg.Connection) -> None:

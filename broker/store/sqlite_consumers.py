@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 
 from lockgate.broker.store import ConsumerRecord, LogPosition
 from lockgate.broker.store.sqlite_engine import SqliteEngine
+from lockgate.broker.store.statechanges import StateChanges
 
 __all__ = ["SqliteConsumerState"]
 
@@ -40,24 +41,7 @@ def _consumer_row(r: ConsumerRecord) -> tuple[str, str, str, int, int, int]:
     return (r.org, r.name, json.dumps(config), seq, pos_id, r.delivered_id)
 
 
-class _StateChanges:
-    """Consumer-state changes not yet written, per consumer, drained into one transaction.
-
-    A delivery acked before its row was written cancels out: under load most deliveries
-    never touch the disk as rows, only the position moves.
-    """
-
-    __slots__ = ("drop", "fresh", "position", "put")
-
-    def __init__(self) -> None:
-        self.put: dict[int, int] = {}
-        self.fresh: set[int] = set()
-        """Ids first put since the last write: no row exists for them yet."""
-        self.drop: set[int] = set()
-        self.position: tuple[int, int, int] | None = None
-
-
-def _write_changes(c: sqlite3.Connection, changes: dict[tuple[str, str], _StateChanges]) -> None:
+def _write_changes(c: sqlite3.Connection, changes: dict[tuple[str, str], StateChanges]) -> None:
     for (org, name), ch in changes.items():
         if ch.drop:
             c.executemany(
@@ -82,8 +66,8 @@ class SqliteConsumerState(SqliteEngine):
 
     def __init__(self, data_dir: str | os.PathLike[str], *, fsync: str = "os") -> None:
         super().__init__(data_dir, fsync=fsync)
-        self._changes: dict[tuple[str, str], _StateChanges] = {}
-        self._changes_taken: list[dict[tuple[str, str], _StateChanges]] | None = None
+        self._changes: dict[tuple[str, str], StateChanges] = {}
+        self._changes_taken: list[dict[tuple[str, str], StateChanges]] | None = None
         self._changes_fut: asyncio.Future[object] | None = None
 
     def _before_commit(self) -> None:
@@ -170,25 +154,12 @@ class SqliteConsumerState(SqliteEngine):
     ) -> asyncio.Future[None]:
         ch = self._changes.get((org, name))
         if ch is None:
-            ch = self._changes[(org, name)] = _StateChanges()
-        for i in delivered:
-            if i not in ch.drop:
-                ch.fresh.add(i)
-            ch.put[i] = 1
-        if put:
-            for i, attempt in put.items():
-                ch.drop.discard(i)
-                ch.put[i] = attempt
-        for i in drop:
-            ch.put.pop(i, None)
-            if i in ch.fresh:
-                ch.fresh.discard(i)  # never written: nothing to delete
-            else:
-                ch.drop.add(i)
-        if position is not None:
-            ch.position = (position.seq, position.id, delivered_id)
+            ch = self._changes[(org, name)] = StateChanges()
+        ch.record(
+            delivered=delivered, put=put, drop=drop, position=position, delivered_id=delivered_id
+        )
         if self._changes_fut is None:
-            taken: list[dict[tuple[str, str], _StateChanges]] = []
+            taken: list[dict[tuple[str, str], StateChanges]] = []
             self._changes_taken = taken
             self._changes_fut = self._enqueue(lambda c: _write_changes(c, taken[0]))
             self._changes_fut.add_done_callback(_log_failure)

@@ -1,0 +1,28 @@
+"""The write-behind merge rule both stores use (broker/store/statechanges.py)."""
+
+from __future__ import annotations
+
+from lockgate.broker.store import LogPosition
+from lockgate.broker.store.statechanges import StateChanges
+
+
+def test_a_delivery_acked_before_it_was_written_leaves_nothing_to_write() -> None:
+    ch = StateChanges()
+    ch.record(delivered=[41, 42])
+    ch.record(drop=[41])
+    assert ch.put == {42: 1} and ch.fresh == {42} and not ch.drop
+
+
+def test_an_ack_of_a_written_row_deletes_it_and_a_redelivery_restores_it() -> None:
+    ch = StateChanges()
+    ch.record(drop=[7])  # written by an earlier transaction
+    assert ch.drop == {7} and not ch.put
+    ch.record(put={7: 3})  # redriven before the delete was written
+    assert ch.put == {7: 3} and not ch.drop
+
+
+def test_a_redelivery_sets_the_attempt_and_the_position_moves() -> None:
+    ch = StateChanges()
+    ch.record(delivered=[5], position=LogPosition(3, 5), delivered_id=5)
+    ch.record(put={5: 2}, position=LogPosition(4, 0), delivered_id=9)
+    assert ch.put == {5: 2} and ch.position == (4, 0, 9)
