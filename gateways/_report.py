@@ -121,6 +121,11 @@ async def supervise(source: str, run: Callable[[], Awaitable[None]], backoff: Ba
             backoff.reset()
             delay = backoff.next_delay()
         except Exception as exc:  # the loop must outlive whatever its libraries raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A library turned our cancel into its own error (redis-py's reads can):
+                # stopping must still stop, or the caller's stop() waits for ever.
+                raise asyncio.CancelledError from exc
             delay = backoff.next_delay()
             report_ingest_error(source, exc, delay)
         await asyncio.sleep(delay)
