@@ -158,6 +158,10 @@ def encode_ids(ids: list[int]) -> str:
     """
     if not ids:
         return ""
+    first, last = ids[0], ids[-1]
+    if last - first == len(ids) - 1:
+        # Ids rise within a batch, so this is one run: no walk over every id per fan-out.
+        return f"{first}-{last}" if last != first else str(first)
     runs: list[str] = []
     start = prev = ids[0]
     for i in ids[1:]:
