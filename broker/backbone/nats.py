@@ -40,7 +40,6 @@ import itertools
 import logging
 import secrets
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from lockgate.broker.backbone.natsformat import (
     node_of_inbox,
     text_of_header,
 )
+from lockgate.broker.config import redact_url
 from lockgate.broker.errors import Unavailable
 from lockgate.broker.extras import missing_extra
 
@@ -650,13 +650,9 @@ def _why(exc: BaseException) -> str:
 
 
 def _shown(url: str) -> str:
-    """``url`` without a password (logged and shown in errors)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """``url`` without its credentials (logged and shown in errors): a NATS URL's user part
+    may be a bare token."""
+    return redact_url(url, user_is_secret=True)
 
 
 async def _quietly_close(nc: Client) -> None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar, cast
 
 import asyncpg
 
+from lockgate.broker.config import redact_url
 from lockgate.broker.errors import FailedPrecondition, Reason, Unavailable
 
 __all__ = [
@@ -74,17 +74,7 @@ _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*_BACKEND_ERRORS, ValueError
 
 def redact_dsn(dsn: str) -> str:
     """``dsn`` without its password, for messages and logs."""
-    try:
-        parts = urllib.parse.urlsplit(dsn)
-    except ValueError:
-        return "the configured PostgreSQL"
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
+    return redact_url(dsn)
 
 
 @asynccontextmanager

@@ -155,3 +155,15 @@ def test_delivery_defaults_at_the_bounds_load() -> None:
     env = {"LOCKGATE_ACK_WAIT": "100ms", "LOCKGATE_MAX_DELIVERIES": "1000"}
     cfg = load_config(env={**env, "LOCKGATE_MAX_IN_FLIGHT": "100000"})
     assert (cfg.ack_wait, cfg.max_deliveries, cfg.max_in_flight) == (0.1, 1000, 100_000)
+
+
+def test_redact_url_hides_passwords_and_nats_tokens() -> None:
+    from lockgate.broker.config import redact_url
+
+    assert redact_url("postgresql://u:pw@h:5432/d") == "postgresql://u:<redacted>@h:5432/d"
+    assert redact_url("postgresql://u@h/d") == "postgresql://u@h/d"
+    assert redact_url("redis://:pw@h:6379/0") == "redis://:<redacted>@h:6379/0"
+    # NATS takes a bare token as the user: all of it goes.
+    assert redact_url("nats://s3cr3t@h:4222", user_is_secret=True) == "nats://<redacted>@h:4222"
+    assert redact_url("nats://a:b@h:4222", user_is_secret=True) == "nats://<redacted>@h:4222"
+    assert redact_url("nats://h:4222", user_is_secret=True) == "nats://h:4222"

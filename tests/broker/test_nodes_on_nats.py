@@ -340,3 +340,11 @@ async def test_an_unreachable_nats_at_start_is_one_sentence() -> None:
     assert exc.value.message.startswith("the NATS backbone at nats://127.0.0.1:")
     assert "cannot be reached within 1 s" in exc.value.message
     assert exc.value.reason == "UNAVAILABLE" and "start NATS" in exc.value.hint
+
+
+async def test_a_nats_token_in_the_url_is_never_shown() -> None:
+    backbone = NatsBackbone(f"nats://s3cr3tT0ken@127.0.0.1:{free_port()}", connect_timeout=1)
+    with pytest.raises(Unavailable) as exc:
+        await backbone.open()
+    assert "s3cr3tT0ken" not in exc.value.message
+    assert "nats://<redacted>@127.0.0.1:" in exc.value.message

@@ -106,7 +106,7 @@ async def test_unreachable_postgres_is_unavailable() -> None:
     with pytest.raises(Unavailable) as info:
         await connect_pool(dsn, timeout=2)
     assert info.value.reason == "STORE_UNAVAILABLE"
-    assert info.value.message.startswith("cannot connect to PostgreSQL at postgresql://lg:***@")
+    assert info.value.message.startswith("cannot connect to PostgreSQL at postgresql://lg:<redacted>@")
     assert "s3cret" not in str(info.value)
 
 
@@ -131,7 +131,7 @@ async def test_failures_after_connecting_are_unavailable(pg_fresh_dsn: str) -> N
 
 
 def test_redact_dsn() -> None:
-    assert redact_dsn("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redact_dsn("postgresql://u:pw@h:5432/d") == "postgresql://u:<redacted>@h:5432/d"
     assert redact_dsn("postgresql://u@h/d") == "postgresql://u@h/d"
 
 
