@@ -41,6 +41,7 @@ from lockgate.broker.backbone.logformat import (
     encode_batch,
     log_filter,
 )
+from lockgate.broker.config import redact_url
 from lockgate.broker.errors import BrokerError, InvalidArgument, Unavailable
 from lockgate.broker.ids import id_for_time_ms, time_ms_of
 from lockgate.broker.store import SCAN_BUDGET, Batch, LogPosition, LogScan, RetentionRule
@@ -175,20 +176,30 @@ class JetStreamLog:
         return self._nc
 
     async def open(self) -> None:
-        import nats
+        from nats.aio.client import Client
 
+        nc = Client()
         try:
-            self._nc = await nats.connect(
-                servers=self.url.split(","),
-                name=f"lockgate-log-{self.stream}",
-                connect_timeout=self.timeout,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnect,
+            # nats-py retries a first connect for ever with max_reconnect_attempts=-1:
+            # the whole opening is bounded, as the backbone's is.
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=self.url.split(","),
+                    name=f"lockgate-log-{self.stream}",
+                    connect_timeout=max(1, int(self.timeout)),
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,  # type: ignore[arg-type]
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnect,
+                ),
+                self.timeout,
             )
         except Exception as exc:  # nats raises several kinds (OSError, NoServersError)
-            raise _unavailable(f"connect to {self.url}", exc) from exc
+            with contextlib.suppress(Exception):
+                await nc.close()
+            shown = redact_url(self.url, user_is_secret=True)
+            raise _unavailable(f"connect to {shown}", exc) from exc
+        self._nc = nc
         self._inbox = self._nc.new_inbox()
         await self._nc.subscribe(self._inbox + ".a.*", cb=self._on_ack)
         await self._nc.subscribe(self._inbox + ".t", cb=self._on_tail)
@@ -235,7 +246,9 @@ class JetStreamLog:
 
     async def _on_disconnect(self) -> None:
         if self._tasks:  # not at close
-            log.warning("store.jetstream.disconnected from %s", self.url)
+            log.warning(
+                "store.jetstream.disconnected from %s", redact_url(self.url, user_is_secret=True)
+            )
 
     async def _api(self, subject: str, body: dict[str, object] | None = None) -> dict[str, Any]:
         """One JetStream API request; its error (or no answer) is STORE_UNAVAILABLE."""

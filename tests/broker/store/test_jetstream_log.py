@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.broker import wire
-from lockgate.broker.errors import InvalidArgument, Unavailable
+from lockgate.broker.errors import BrokerError, InvalidArgument, Unavailable
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.store import Batch, LogPosition
 from lockgate.broker.store.jetstream import JetStreamLog, events_past_age, events_past_count
@@ -205,3 +205,16 @@ async def test_r3_stream_loses_a_server_under_load(tmp_path: Path) -> None:
         stored = await eventually(read_all, timeout=15)
         lost = {i: s for i, s in acked.items() if stored.get(i) != s}
         assert not lost, f"{len(lost)} acknowledged batches missing ({failures} failed appends)"
+
+
+async def test_a_nats_token_in_the_url_is_never_shown() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = JetStreamLog(f"nats://s3cr3tT0ken@127.0.0.1:{port}", stream="LGT_TOKEN")
+    with pytest.raises(BrokerError) as exc:
+        await log.open()
+    assert "s3cr3tT0ken" not in str(exc.value)
+    assert "<redacted>@127.0.0.1" in exc.value.message

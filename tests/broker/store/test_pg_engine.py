@@ -106,7 +106,9 @@ async def test_unreachable_postgres_is_unavailable() -> None:
     with pytest.raises(Unavailable) as info:
         await connect_pool(dsn, timeout=2)
     assert info.value.reason == "STORE_UNAVAILABLE"
-    assert info.value.message.startswith("cannot connect to PostgreSQL at postgresql://lg:<redacted>@")
+    assert info.value.message.startswith(
+        "cannot connect to PostgreSQL at postgresql://lg:<redacted>@"
+    )
     assert "s3cret" not in str(info.value)
 
 
