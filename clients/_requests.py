@@ -22,6 +22,9 @@ from lockgate.clients._errors import (
 
 __all__ = ["RequestCall", "Requester"]
 
+# How long a failed write waits for the reader to report the status the call ended with.
+_READER_GRACE = 10.0
+
 
 class RequestCall(Protocol):
     """The part of a ``RequestStream`` call the requester uses (a ``grpc.aio`` call)."""
@@ -94,9 +97,11 @@ class Requester:
             # A write fails once the call has ended, sometimes with grpc core's bare
             # "Internal error from Core" rather than the status the broker ended it with
             # (an UNAUTHENTICATED key, say): the reader gets that status, so it speaks first.
+            # The call has ended, so the reader ends promptly; the bound only covers a grpc
+            # that never tells it (a loaded machine took over a second to schedule it).
             reader = self._reader
             if reader is not None and not reader.done():
-                await asyncio.wait({reader}, timeout=1.0)
+                await asyncio.wait({reader}, timeout=_READER_GRACE)
             self._broken(call, exc)
 
     async def _read(self, call: RequestCall) -> None:
