@@ -64,6 +64,8 @@ CloudEvent = cloudevent_pb2.CloudEvent
 KINDS = ("direct", "group", "broadcast")
 _MAX_METADATA = 32
 _MAX_AGENTS = 1000
+# How far back a "last N" read first looks (see Conversations._last).
+_LAST_N_FIRST_WINDOW_MS = 60_000
 _MAX_PAGE = 1000
 
 
@@ -477,15 +479,28 @@ class Conversations:
             return await self.host.read_stored(
                 rec.org, subject, after, start_ms, min(limit, _MAX_PAGE)
             )
-        keep: collections.deque[broker_pb2.StoredEvent] = collections.deque(
-            maxlen=min(last_n, _MAX_PAGE)
-        )
+        return await self._last(rec.org, subject, after, start_ms, min(last_n, _MAX_PAGE)), 0
+
+    async def _last(
+        self, org: str, subject: str, floor: int, start_ms: int, n: int
+    ) -> list[broker_pb2.StoredEvent]:
+        """The newest ``n`` messages above ``floor``. The log reads oldest first, so the read
+        starts a minute back and widens eightfold until it holds ``n`` or reaches the floor:
+        its cost follows the recent traffic, not the length of the conversation."""
+        window = _LAST_N_FIRST_WINDOW_MS
         while True:
-            page, cursor = await self.host.read_stored(rec.org, subject, after, start_ms, _MAX_PAGE)
-            keep.extend(page)
-            if not cursor:
-                return list(keep), 0
-            after = cursor
+            since = id_for_time_ms(_now_ms() - window) - 1
+            after = max(floor, since)
+            keep: collections.deque[broker_pb2.StoredEvent] = collections.deque(maxlen=n)
+            while True:
+                page, cursor = await self.host.read_stored(org, subject, after, start_ms, _MAX_PAGE)
+                keep.extend(page)
+                if not cursor:
+                    break
+                after = cursor
+            if len(keep) >= n or since <= floor:
+                return list(keep)
+            window *= 8
 
     # -- keys -------------------------------------------------------------------------------
 
