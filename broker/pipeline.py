@@ -275,8 +275,7 @@ class Pipeline:
         if gate.active and valid and not owned:
             verdicts = await gate.admit(principal, subject, events, valid, std=std)
             routes, tags, suffix = verdicts.routes, verdicts.tags, verdicts.all_tags
-            for effect, count in verdicts.effects.items():
-                self.telemetry.decisions.add(count, {"effect": effect})
+            self.telemetry.count_decisions(verdicts.effects)
             if verdicts.rejected:
                 out.errors.extend(verdicts.rejected.items())
                 valid = [i for i in valid if i not in verdicts.rejected]

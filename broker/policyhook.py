@@ -89,8 +89,10 @@ class Verdicts:
     rejected: dict[int, BrokerError] = field(default_factory=dict)
     routes: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     tags: dict[int, bytes] = field(default_factory=dict)
-    effects: dict[str, int] = field(default_factory=dict)
-    """Decisions made, by effect (for the decisions metric)."""
+    effects: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Events decided, by ``(effect, rule)``: the deciding rule as ``Decision.rule`` names it
+    (``file:line``, ``org/file:line`` for an org's own set, ``""`` when no rule decided), for
+    the decisions metric."""
     all_tags: bytes = b""
     """Set instead of ``tags`` when one decision covered the whole batch."""
     denials: list[tuple[BrokerError, int]] = field(default_factory=list)
@@ -549,7 +551,8 @@ def _apply(
     effects = verdicts.effects
     for out in outcomes:
         decision, idxs = out.decision, out.indexes
-        effects[decision.effect] = effects.get(decision.effect, 0) + len(idxs)
+        key = (decision.effect, decision.rule)
+        effects[key] = effects.get(key, 0) + len(idxs)
         if not decision.allowed:
             err = _denial(decision, action, subject)
             verdicts.rejected.update(dict.fromkeys(idxs, err))

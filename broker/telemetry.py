@@ -8,7 +8,7 @@ serve these instruments. Trace context travels in the event's ``traceparent`` at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -17,11 +17,17 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from lockgate.broker.v1 import cloudevent_pb2
 
-__all__ = ["Span", "Telemetry"]
+__all__ = ["RULE_LABELS", "Span", "Telemetry"]
 
 Span = trace.Span
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+RULE_LABELS = 200
+"""Distinct ``rule`` label values of the decisions metric per process; decisions by rules
+met after that count under ``rule="other"``. Rules come from the operator's and the orgs'
+policy files (``file:line``, ``org/file:line``) and an edit moves a line, so their number
+grows with edits and orgs: the cap keeps a scrape's size bounded whatever the tenants write."""
 
 
 def _parent(event: cloudevent_pb2.CloudEvent | None) -> Context | None:
@@ -52,8 +58,12 @@ class Telemetry:
             "lockgate.publish.duration", unit="s", description="batch admission to store ack"
         )
         self.decisions = meter.create_counter(
-            "lockgate.policy.decisions", unit="{decision}", description="decisions, by effect"
+            "lockgate.policy.decisions",
+            unit="{decision}",
+            description="events decided, by effect and deciding rule",
         )
+        self._decision_labels: dict[tuple[str, str], dict[str, str]] = {}
+        self._rules: set[str] = set()
         self.slow_consumers = meter.create_counter(
             "lockgate.consumers.slow", unit="{subscription}", description="cut off, too slow"
         )
@@ -63,6 +73,27 @@ class Telemetry:
         self.stale_acks = meter.create_counter(
             "lockgate.acks.stale", unit="{ack}", description="acks for ids no longer pending"
         )
+
+    def count_decisions(self, effects: Mapping[tuple[str, str], int]) -> None:
+        """Counts one batch's decisions (``{(effect, rule): events}``, rule ``""`` when no
+        rule decided: label ``none``), with at most :data:`RULE_LABELS` rule values."""
+        for key, n in effects.items():
+            labels = self._decision_labels.get(key)
+            if labels is None:
+                labels = {"effect": key[0], "rule": self._rule_label(key[1])}
+                if len(self._decision_labels) < 4 * RULE_LABELS:
+                    self._decision_labels[key] = labels
+            self.decisions.add(n, labels)
+
+    def _rule_label(self, rule: str) -> str:
+        if not rule:
+            return "none"
+        if rule in self._rules:
+            return rule
+        if len(self._rules) < RULE_LABELS:
+            self._rules.add(rule)
+            return rule
+        return "other"
 
     def observe_depths(self, depths: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Registers a gauge of queue depths (``(name, depth)`` pairs, e.g. durable pending)."""

@@ -130,5 +130,17 @@ async def test_policy_decisions_and_rate_limit_refusals_are_counted(tmp_path: Pa
 
         after = await eventually(lambda: asyncio.to_thread(counted))
         assert _total(after, "lockgate_events_rejected_total", reason="RATE_LIMITED") == refused
-        assert _total(after, "lockgate_policy_decisions_total") >= 5
+        # One decision for the alike batch, counted per event under the rule that made it.
         assert _total(after, "lockgate_events_published_total") == 2
+        assert (
+            _total(after, "lockgate_policy_decisions_total", effect="allow", rule="m.policy:2") == 5
+        )
+        (resp,) = await publish_batches(stub, "other.x", [[event("u")]])
+        assert not resp.errors, resp
+
+        def uncovered() -> Scrape | None:
+            s = _scrape(url)
+            return s if _total(s, "lockgate_policy_decisions_total", rule="none") == 1 else None
+
+        after = await eventually(lambda: asyncio.to_thread(uncovered))
+        assert _total(after, "lockgate_policy_decisions_total", effect="default") == 1

@@ -83,7 +83,7 @@ async def test_an_alike_batch_is_decided_once_and_tagged_as_a_whole() -> None:
     events = [ev(1), ev(2), ev(3)]
     v = await admit(g, NOBODY, "t.eu", events)
     assert v.rejected == {} and v.routes == {}
-    assert v.effects == {"allow": 3}
+    assert v.effects == {("allow", "orders.policy:2"): 3}
     assert v.tags == {} and v.all_tags  # one decision covered the batch
     assert tag(v, 2, events[2], "region") == "eu"
 
@@ -120,12 +120,19 @@ async def test_a_principal_without_an_allow_is_denied_by_default() -> None:
     v = await admit(gate(), NOBODY, "orders.eu", [ev(1), ev(2)])
     assert reasons(v) == {0: "POLICY_DENIED", 1: "POLICY_DENIED"}
     assert v.rejected[0].metadata["effect"] == "default"
+    assert v.effects == {("default", ""): 2}
+
+
+async def test_decisions_are_counted_by_effect_and_deciding_rule() -> None:
+    events = [ev(1), ev(2, type="order.forged"), ev(3)]
+    v = await admit(gate(), WRITER, "orders.eu", events)
+    assert v.effects == {("allow", "orders.policy:2"): 2, ("deny", "orders.policy:4"): 1}
 
 
 async def test_only_the_given_indexes_are_decided() -> None:
     # Events the broker already refused (validation) are not decided, charged or tagged.
     v = await admit(gate(), WRITER, "orders.eu", [ev(1), ev(2, type="order.forged"), ev(3)], [0, 2])
-    assert v.rejected == {} and v.effects == {"allow": 2}
+    assert v.rejected == {} and v.effects == {("allow", "orders.policy:2"): 2}
 
 
 async def test_the_limit_refuses_the_events_beyond_it_per_agent() -> None:
