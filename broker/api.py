@@ -44,6 +44,7 @@ from lockgate.broker.node import Broker
 from lockgate.broker.permissions import RPC_ACTIONS
 from lockgate.broker.positions import StartSpec
 from lockgate.broker.store import AuditQuery, AuditRecord, BackboneRecord, ConfigVersionRecord
+from lockgate.broker.telemetry_export import prometheus_text
 from lockgate.broker.tls import CERTIFIED_CALLER
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
@@ -218,6 +219,11 @@ class BrokerAPI(Protocol):
     ) -> tuple[list[AuditRecord], int]:
         """A page of audit records (the admin role), oldest first, and the cursor (an id)
         for the next page, 0 on the last; see AuditService.ListAuditRecords."""
+        ...
+
+    async def metrics(self, key: str | None) -> tuple[bytes, str]:
+        """The broker's metrics in the Prometheus text format and its content type (the
+        admin role)."""
         ...
 
     # The backbone registry and the config store (the broker's admin; registry.proto and
@@ -557,6 +563,10 @@ class LocalAPI:
         return await audit.read_page(
             self.broker.store, self.broker.audit, self.broker.permissions, p, org, query
         )
+
+    async def metrics(self, key: str | None) -> tuple[bytes, str]:
+        await self.principal(key, "metrics.read")
+        return await asyncio.to_thread(prometheus_text)
 
     async def list_backbones(self, key: str | None) -> list[BackboneRecord]:
         await self.principal(key, "registry.read")

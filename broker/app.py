@@ -43,6 +43,11 @@ def _gateway_listens(gateways: Mapping[str, object]) -> list[tuple[str, bool]]:
     return out
 
 
+def _http_gateway(gateways: Mapping[str, object]) -> bool:
+    table = gateways.get("http")
+    return isinstance(table, Mapping) and table.get("enabled", True) is not False
+
+
 def _plaintext_network_listens(config: Config, tls: ServerTLS | None) -> list[str]:
     """The non-loopback listeners that would serve plain text (gateways inherit the broker's
     TLS unless their table names its own certificate)."""
@@ -107,6 +112,8 @@ async def serve(
             config.otlp_endpoint,
             config.otlp_protocol,
             config.trace_sample_ratio,
+            # The in-process HTTP gateway serves /metrics (admin role) from the same reader.
+            prometheus=_http_gateway(config.gateways),
         )
     )
     try:

@@ -97,6 +97,7 @@ ACTIONS: Final = _table(
     Action("keys.manage", ORG_ADMIN, "create, list and revoke API keys"),
     Action("audit.read", ORG_ADMIN, "read the audit log"),
     Action("status.read", ORG_ADMIN, "read the node's status (the history's lag)"),
+    Action("metrics.read", ADMIN, "read the broker's metrics (/metrics on the HTTP gateway)"),
     Action("conversation.use", AGENT, "take part in conversations (as their rules allow)"),
     Action("conversation.keys", AGENT, "publish and read encryption keys of conversations"),
     Action("registry.read", ADMIN, "read the backbone registry"),
@@ -187,6 +188,7 @@ HTTP_ACTIONS: Final = MappingProxyType(
         ("GET", "/v1/config/versions"): "config.read",
         ("POST", "/v1/config/rollback"): "config.write",
         ("GET", "/v1/ws"): "",
+        ("GET", "/metrics"): "metrics.read",
     }
 )
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.trace.export import SpanExporter
 
-__all__ = ["TelemetryExport", "TelemetrySettings", "setup_telemetry"]
+__all__ = ["TelemetryExport", "TelemetrySettings", "prometheus_text", "setup_telemetry"]
 
 log = logging.getLogger("lockgate.telemetry")
 
@@ -42,6 +42,9 @@ class TelemetrySettings:
     otlp_endpoint: str = ""
     otlp_protocol: str = "grpc"
     trace_sample_ratio: float = 1.0
+    prometheus: bool = False
+    """Collect for :func:`prometheus_text` (the HTTP gateway's ``/metrics``) without a
+    listener of its own; ``metrics_listen`` implies it."""
 
 
 @dataclass
@@ -134,7 +137,7 @@ def setup_telemetry(s: TelemetrySettings) -> TelemetryExport:
     """Installs the global providers the settings ask for (none: the API's no-ops stay)."""
     _check(s)
     out = TelemetryExport()
-    if s.mode == "off" and not s.metrics_listen and not s.otlp_endpoint:
+    if s.mode == "off" and not s.metrics_listen and not s.otlp_endpoint and not s.prometheus:
         return out
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.resources import Resource
@@ -162,11 +165,13 @@ def setup_telemetry(s: TelemetrySettings) -> TelemetryExport:
         spans, reader = _otlp(s)
         span_exporters.append(spans)
         readers.append(reader)
-    if s.metrics_listen:
+    if s.metrics_listen or s.prometheus:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        readers.append(PrometheusMetricReader())  # collected into prometheus_client's REGISTRY
+    if s.metrics_listen:
         from prometheus_client import start_http_server
 
-        readers.append(PrometheusMetricReader())
         host, _, port = s.metrics_listen.rpartition(":")
         server, thread = start_http_server(int(port), host.strip("[]"))
         out._server, out._thread = server, thread
@@ -184,3 +189,12 @@ def setup_telemetry(s: TelemetrySettings) -> TelemetryExport:
     metrics.set_meter_provider(mp)
     out._closers.append(mp)
     return out
+
+
+def prometheus_text() -> tuple[bytes, str]:
+    """The process's metrics in the Prometheus text format and its content type (what the
+    ``metrics_listen`` listener serves). Blocking: the gauges' callbacks run here, so call it
+    off the event loop, as that listener's threads do."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -465,6 +465,14 @@ class RemoteAPI:
             d.webhook_secret,
         )
 
+    async def metrics(self, key: str | None) -> tuple[bytes, str]:
+        # This process is not the broker: its registry holds none of the broker's metrics.
+        raise be.NotFound(
+            "a gateway in its own process does not serve the broker's metrics",
+            hint="scrape /metrics on the HTTP gateway of `lockgate serve --http`, "
+            "or the broker's --metrics-listen",
+        )
+
     async def audit(
         self,
         key: str | None,

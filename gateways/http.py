@@ -9,6 +9,7 @@ Routes (all under ``/v1``; the API key as ``Authorization: Bearer <key>``)::
     GET  /v1/subscriptions/{durable}/events?wait=30s&max=100    long poll
     POST /v1/subscriptions/{durable}/acks       {"ack": [...], "nack": [...], "nack_delay": "5s"}
     GET  /v1/audit?since=&until=&org=&agent=&action=&outcome=&after=&limit=    (admin)
+    GET  /metrics                               the broker's Prometheus metrics (admin)
     /v1/backbones[/{id}], /v1/config[/versions|/rollback]   the registry and the config
                                                 store (admin; see gateways._cluster_http)
 
@@ -389,6 +390,14 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/subscriptions/{durable}/acks", acks)
     app.router.add_get("/v1/audit", audit_records)
     add_cluster_routes(app, lambda request: request.app[API_KEY], _json_body)
+    app.router.add_get("/metrics", metrics)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The broker's Prometheus metrics (the admin role: the same credentials as the API)."""
+    body, content_type = await request.app[API_KEY].metrics(api_key(request.headers))
+    # aiohttp's content_type takes no parameters; the Prometheus type carries a version.
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def build_app(api: BrokerAPI, settings: HttpSettings | None = None) -> web.Application:

@@ -1,14 +1,18 @@
 """Prometheus ``/metrics`` of a real ``lockgate serve`` under traffic, read with the
 Prometheus text-format parser: the counters move by what was published and delivered, the
 publish latency is a histogram, a durable's depth is a gauge. A non-loopback
-``metrics_listen`` is refused in one sentence."""
+``metrics_listen`` is refused in one sentence. The HTTP gateway's ``/metrics`` serves the
+same to the admin role and refuses other keys (problem+json)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lockgate.broker.testing import RunningBroker, run_broker
 from lockgate.broker.v1 import broker_pb2_grpc
-from tests.broker.e2e_kit import event, publish_batches, subscribe, unique
+from tests.broker.e2e_kit import (
+    auth,
+    event,
+    lockgate_cli_in_process,
+    publish_batches,
+    subscribe,
+    unique,
+)
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -34,9 +45,10 @@ def _metrics_url(b: RunningBroker) -> str:
     raise AssertionError("no metrics line in the broker's output")
 
 
-def _scrape(url: str) -> Scrape:
+def _scrape(url: str, key: str | None = None) -> Scrape:
     """``{sample name: [(labels, value)]}`` of one scrape."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
         text = resp.read().decode()
     out: Scrape = {}
     for family in text_string_to_metric_families(text):
@@ -144,3 +156,55 @@ async def test_policy_decisions_and_rate_limit_refusals_are_counted(tmp_path: Pa
 
         after = await eventually(lambda: asyncio.to_thread(uncovered))
         assert _total(after, "lockgate_policy_decisions_total", effect="default") == 1
+
+
+def _refusal(url: str, key: str) -> tuple[int, str, dict[str, object]]:
+    """Status, content type and body of a refused scrape."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=5)
+    err = caught.value
+    return err.code, err.headers.get_content_type(), json.loads(err.read())
+
+
+def _key(data_dir: str, org: str, agent: str, *roles: str) -> str:
+    role_args = [a for r in roles for a in ("--role", r)]
+    out = lockgate_cli_in_process(
+        "keys", "create", "--org", org, "--agent", agent, *role_args, "--data-dir", data_dir
+    )
+    return out.strip().splitlines()[0]
+
+
+async def test_the_http_gateway_serves_metrics_to_the_admin_only(tmp_path: Path) -> None:
+    admin = await asyncio.to_thread(_key, str(tmp_path), "default", "ops", "admin")
+    lead = await asyncio.to_thread(_key, str(tmp_path), "acme", "lead", "org-admin")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with (
+        run_broker(data_dir=str(tmp_path), extra_args=["--http", f"127.0.0.1:{port}"]) as b,
+        grpc.aio.insecure_channel(b.target) as ch,
+    ):
+        before = await asyncio.to_thread(_scrape, url, admin)
+        stub = broker_pb2_grpc.BrokerServiceStub(ch)
+        subject = unique("gwmetrics")
+        await publish_batches(stub, subject, [[event(str(i)) for i in range(4)]], auth(lead))
+
+        def moved() -> Scrape | None:
+            after = _scrape(url, admin)
+            published = _total(after, "lockgate_events_published_total") - _total(
+                before, "lockgate_events_published_total"
+            )
+            return after if published == 4 else None
+
+        after = await eventually(lambda: asyncio.to_thread(moved))
+        assert _total(after, "lockgate_gateway_connections", surface="http") >= 1
+        status, kind, doc = await asyncio.to_thread(_refusal, url, lead)
+        assert (status, kind, doc["reason"]) == (
+            403,
+            "application/problem+json",
+            "PERMISSION_DENIED",
+        )
+        status, kind, doc = await asyncio.to_thread(_refusal, url, "lg_not-a-key")
+        assert (status, kind, doc["reason"]) == (401, "application/problem+json", "UNAUTHENTICATED")

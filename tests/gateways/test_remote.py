@@ -211,3 +211,8 @@ async def test_conversation_calls_reach_the_conversation_service(api: RemoteAPI)
     assert unknown.value.reason == "UNKNOWN_CONVERSATION"
     with pytest.raises(be.InvalidArgument):
         await api.conversation(None, "NoSuchMethod", pb.GetConversationRequest())
+
+
+async def test_the_broker_metrics_are_not_served_by_a_remote_gateway(api: RemoteAPI) -> None:
+    with pytest.raises(be.NotFound, match="does not serve the broker's metrics"):
+        await api.metrics(None)
