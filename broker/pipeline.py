@@ -463,7 +463,7 @@ class Pipeline:
         for s, seq in zip(prepared.staged, seqs, strict=True):
             if listener.wants_frames():
                 listener.on_commit(s.batch, seq, s.frames or wire.split_frames(s.batch.body))
-            self.telemetry.published.add(s.batch.count)
+            self.telemetry.count_published(s.batch.org, s.batch.count)
         self.telemetry.publish_duration.record(time.perf_counter() - prepared.started)
         self.telemetry.end_publish(prepared.span, None)
         return prepared.outcome

@@ -90,6 +90,11 @@ class Connections:
     def connections(self, org: str) -> int:
         return len(self._orgs.get(org, ()))
 
+    def by_org(self) -> list[tuple[str, int]]:
+        """``(org, connections)`` of every org with an open stream (callable from the
+        metric readers' threads: the copy is one C call)."""
+        return [(org, len(peers)) for org, peers in list(self._orgs.items())]
+
     def open(self, org: str, peer: str) -> Callable[[], None]:
         """Counts a stream of ``org`` on ``peer``; returns its release (call it once).
 

@@ -17,7 +17,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from lockgate.broker.v1 import cloudevent_pb2
 
-__all__ = ["RULE_LABELS", "Span", "Telemetry"]
+__all__ = ["ORG_LABELS", "RULE_LABELS", "CappedLabel", "Span", "Telemetry"]
 
 Span = trace.Span
 
@@ -28,6 +28,38 @@ RULE_LABELS = 200
 met after that count under ``rule="other"``. Rules come from the operator's and the orgs'
 policy files (``file:line``, ``org/file:line``) and an edit moves a line, so their number
 grows with edits and orgs: the cap keeps a scrape's size bounded whatever the tenants write."""
+
+ORG_LABELS = 100
+"""Distinct ``org`` label values per process (published events, gRPC connections); orgs met
+after that count under ``org="other"``. Orgs come from keys and tokens, which a deployment
+with many tenants has thousands of: the first hundred seen get a series of their own."""
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+)  # fmt: skip
+"""Seconds: the SDK's default boundaries are for milliseconds (0 to 10,000)."""
+
+
+class CappedLabel:
+    """Label values that keep their own series until ``cap`` distinct ones were seen; later
+    ones read ``other`` (and ``""`` reads ``none``). A value keeps its label for life."""
+
+    __slots__ = ("_seen", "cap")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if not value:
+            return "none"
+        if value in self._seen:
+            return value
+        if len(self._seen) < self.cap:
+            self._seen.add(value)
+            return value
+        return "other"
 
 
 def _parent(event: cloudevent_pb2.CloudEvent | None) -> Context | None:
@@ -55,15 +87,26 @@ class Telemetry:
             "lockgate.events.delivered", unit="{event}", description="events sent to subscribers"
         )
         self.publish_duration = meter.create_histogram(
-            "lockgate.publish.duration", unit="s", description="batch admission to store ack"
+            "lockgate.publish.duration",
+            unit="s",
+            description="batch admission to store ack",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
         )
+        self.delivery_latency = meter.create_histogram(
+            "lockgate.delivery.latency",
+            unit="s",
+            description="from a batch's admission (its first id's time) to its send, by kind",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )
+        self.org_label = CappedLabel(ORG_LABELS)
+        self._org_labels: dict[str, dict[str, str]] = {}
         self.decisions = meter.create_counter(
             "lockgate.policy.decisions",
             unit="{decision}",
             description="events decided, by effect and deciding rule",
         )
         self._decision_labels: dict[tuple[str, str], dict[str, str]] = {}
-        self._rules: set[str] = set()
+        self._rule_label = CappedLabel(RULE_LABELS)
         self.slow_consumers = meter.create_counter(
             "lockgate.consumers.slow", unit="{subscription}", description="cut off, too slow"
         )
@@ -85,15 +128,35 @@ class Telemetry:
                     self._decision_labels[key] = labels
             self.decisions.add(n, labels)
 
-    def _rule_label(self, rule: str) -> str:
-        if not rule:
-            return "none"
-        if rule in self._rules:
-            return rule
-        if len(self._rules) < RULE_LABELS:
-            self._rules.add(rule)
-            return rule
-        return "other"
+    def count_published(self, org: str, count: int) -> None:
+        """Counts one stored batch of ``org`` (at most :data:`ORG_LABELS` org values)."""
+        labels = self._org_labels.get(org)
+        if labels is None:
+            labels = {"org": self.org_label(org)}
+            if len(self._org_labels) < 4 * ORG_LABELS:
+                self._org_labels[org] = labels
+        self.published.add(count, labels)
+
+    def observe_grpc_connections(self, by_org: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Registers the gauge of gRPC connections holding open streams, per org (``(org,
+        connections)`` pairs; orgs past :data:`ORG_LABELS` are summed as ``other``)."""
+
+        def cb(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            sums: dict[str, int] = {}
+            for org, n in by_org():
+                label = self.org_label(org)
+                sums[label] = sums.get(label, 0) + n
+            return [
+                metrics.Observation(n, {"surface": "grpc", "org": org}) for org, n in sums.items()
+            ]
+
+        metrics.get_meter("lockgate.broker").create_observable_gauge(
+            "lockgate.connections",
+            callbacks=[cb],
+            unit="{connection}",
+            description="gRPC connections holding open streams (Publish, Subscribe, "
+            "RequestStream), per org",
+        )
 
     def observe_depths(self, depths: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Registers a gauge of queue depths (``(name, depth)`` pairs, e.g. durable pending)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -23,7 +24,7 @@ from lockgate.broker.errors import (
     Unavailable,
     to_status,
 )
-from lockgate.broker.ids import parse_decimal
+from lockgate.broker.ids import parse_decimal, time_ms_of
 from lockgate.broker.node import Broker
 from lockgate.broker.pipeline import Prepared
 from lockgate.broker.quotas import Connections
@@ -53,6 +54,7 @@ class BrokerService(Servicer):
         cfg = broker.config
         self.connections = Connections(cfg.max_connections_per_org, cfg.max_streams_per_connection)
         """Open Publish and Subscribe streams by connection and org (the quotas)."""
+        broker.telemetry.observe_grpc_connections(self.connections.by_org)
 
     async def Publish(
         self,
@@ -232,11 +234,17 @@ class BrokerService(Servicer):
             reader = asyncio.create_task(read())
             watcher = asyncio.create_task(watch())
             delivered = self.broker.telemetry.delivered
+            latency = self.broker.telemetry.delivery_latency
+            kind = {"kind": "durable" if session is not None else "ephemeral"}
             while (body := await outbox.take()) is not None:
+                first_id = wire.first_id(body)
                 if STAGES.enabled:
-                    STAGES.sent(wire.first_id(body), stage_now())
+                    STAGES.sent(first_id, stage_now())
                 yield body
                 delivered.add(outbox.last_count)
+                # An id holds the millisecond it was issued at (admission): one figure per
+                # batch, its first event's, which waited the longest.
+                latency.record(max(0.0, time.time() - time_ms_of(first_id) / 1000), kind)
             if outbox.error is not None:
                 raise outbox.error
             if self.broker.draining:

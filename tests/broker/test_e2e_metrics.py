@@ -102,6 +102,18 @@ async def test_metrics_move_with_traffic() -> None:
             assert any(labels["lockgate_queue"] == f"durable:default/{name}" for labels, _ in lags)
             assert _total(after, "lockgate_subscriptions", kind="durable") >= 1
             assert "lockgate_gateway_connections" in after  # the HTTP listener's
+            # Per kind, one figure per delivered batch (3 batches each, or fewer when the
+            # outbox coalesced them).
+            for kind in ("ephemeral", "durable"):
+                sent = _total(after, "lockgate_delivery_latency_seconds_count", kind=kind)
+                assert (
+                    sent - _total(before, "lockgate_delivery_latency_seconds_count", kind=kind) >= 1
+                )
+            latencies = after["lockgate_delivery_latency_seconds_bucket"]
+            assert {labels["le"] for labels, _ in latencies} >= {"0.001", "1.0", "+Inf"}
+            # Two open Subscribe streams of org default, on one connection.
+            assert _total(after, "lockgate_connections", surface="grpc", org="default") == 1
+            assert _total(after, "lockgate_events_published_total", org="default") >= 15
             await sub.close()
             await durable.close()
 
