@@ -353,7 +353,9 @@ class Durables:
         if options.endpoint_url:
             await self.check_endpoint(options.endpoint_url)
         rec = wanted
-        rec.position = await log_position(self.store, start_after(options.start, self._head()))
+        rec.position = await log_position(
+            self.store, start_after(options.start, self._head()), rec.org
+        )
         # Checked again after the awaits: creates racing each other must not pass together.
         self.quota.check(principal.org)
         if key in self.consumers:

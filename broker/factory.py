@@ -121,8 +121,13 @@ def build_backbone(config: Config) -> Backbone:
         return LocalBackbone()
     _require("nats", "the NATS backbone")
     from lockgate.broker.backbone.nats import NatsBackbone
+    from lockgate.broker.backbone.routed import RoutedBackbone
 
-    return NatsBackbone(config.backbone, prefix=config.backbone_prefix)
+    # Orgs the registry pins elsewhere travel over their backbone, made the same way.
+    return RoutedBackbone(
+        NatsBackbone(config.backbone, prefix=config.backbone_prefix),
+        lambda url: NatsBackbone(url, prefix=config.backbone_prefix),
+    )
 
 
 def build_limiter(config: Config) -> Limiter:

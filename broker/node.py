@@ -44,7 +44,7 @@ from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, start_after
 from lockgate.broker.quotas import OrgQuota
-from lockgate.broker.registry import BackboneRegistry
+from lockgate.broker.registry import BackboneRegistry, RegistryFollower
 from lockgate.broker.requests import Requests
 from lockgate.broker.router import Router
 from lockgate.broker.store import ConsumerRecord, DeadLetterRecord, Store
@@ -112,6 +112,9 @@ class Broker:
             config.dedup_window, max_bytes=config.dedup_max_bytes
         )
         self.backbone: Backbone = backbone or LocalBackbone()
+        for part in (store, self.backbone):
+            if isinstance(part, RegistryFollower):  # routes orgs over their pinned backbone
+                self.registry.routes_with(part)
         self.leases: Leases = leases or LocalLeases()
         self.worker = WorkerIds(
             self.leases,

@@ -111,10 +111,10 @@ def parse_start(text: str, *, now: float | None = None) -> StartSpec:
     return StartSpec(broker_pb2.START_POLICY_SINCE_TIME, since_ms=ms)
 
 
-async def log_position(log: EventLog, after_id: int) -> LogPosition:
-    """The log position a subscription that starts after event ``after_id`` (as
+async def log_position(log: EventLog, after_id: int, org: str = "") -> LogPosition:
+    """The log position a subscription of ``org`` that starts after event ``after_id`` (as
     :func:`start_after` gives it) reads from: the log is read in commit order, and a batch
     may commit after one with larger ids."""
     if after_id <= 0:
         return LogPosition(0)
-    return await log.position_after_id(after_id)
+    return await log.position_after_id(after_id, org)

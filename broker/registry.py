@@ -20,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from lockgate.broker.audit import AuditLog
@@ -33,7 +34,7 @@ from lockgate.broker.errors import (
 )
 from lockgate.broker.store import BackboneRecord, RegistryConflict, RegistryStore
 
-__all__ = ["STATUSES", "BackboneRegistry", "check_backbone"]
+__all__ = ["STATUSES", "BackboneRegistry", "RegistryFollower", "check_backbone"]
 
 log = logging.getLogger("lockgate.registry")
 STATUSES = ("active", "degraded", "maintenance", "down")
@@ -41,6 +42,14 @@ STATUSES = ("active", "degraded", "maintenance", "down")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MAX_NAMES = 1000
+
+
+@runtime_checkable
+class RegistryFollower(Protocol):
+    """A part that routes orgs over the backbones the registry pins them to (the cluster
+    store's log, the cluster backbone): told the pins at start and after every change."""
+
+    def follow(self, pins: Mapping[str, BackboneRecord]) -> None: ...
 
 
 def _bad(field: str, message: str, hint: str) -> InvalidArgument:
@@ -149,6 +158,15 @@ class BackboneRegistry:
     def backbone_for(self, org: str) -> BackboneRecord | None:
         """The backbone ``org`` is pinned to; None: the node's own (default) backbone."""
         return self._by_org.get(org)
+
+    def pinned(self) -> dict[str, BackboneRecord]:
+        """Every pinned org and its backbone's record."""
+        return dict(self._by_org)
+
+    def routes_with(self, follower: RegistryFollower) -> None:
+        """Tells ``follower`` the pins now and after every change."""
+        follower.follow(self.pinned())
+        self.on_change.append(lambda: follower.follow(self.pinned()))
 
     @property
     def records(self) -> list[BackboneRecord]:

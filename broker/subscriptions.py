@@ -118,7 +118,7 @@ class Ephemerals:
             check_setting("max_in_flight", buffer)
         replay = replays(start)
         after = start_after(start, self._head()) if replay else 0  # validates first
-        pos = await log_position(self.events, after) if replay else LogPosition(0)
+        pos = await log_position(self.events, after, principal.org) if replay else LogPosition(0)
         self.quota.acquire(principal.org)  # released once it leaves _live
         max_bytes = self.live.subscriber_max_bytes(pattern)
         sub = EphemeralSubscription(
@@ -138,7 +138,7 @@ class Ephemerals:
             # whose commit completes from now on reaches it live (batches go to ephemeral
             # subscribers once stored); one committed whose fan-out has not run yet comes
             # both ways, as may one stored while the replay runs.
-            committed = self.events.committed_seq()
+            committed = self.events.committed_seq(sub.org)
             try:
                 await self.history.replay(
                     sub.org,

@@ -388,7 +388,7 @@ class DurableConsumer:
         publisher's coroutine moments after the commit; one that is still missing a tick
         later (that coroutine went away in between) is read from the store."""
         seq = self.position.seq
-        if self.ready or seq > self.host.store.committed_seq() or self.recent.since(seq, 1):
+        if self.ready or not self._behind() or self.recent.since(seq, 1):
             self._awaited = 0  # nothing awaited, or at hand once the consumer has room
         elif self._awaited == seq:
             self._from_store = True
@@ -398,6 +398,12 @@ class DurableConsumer:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _behind(self) -> bool:
+        """Whether the log holds batches past the position, or the position lies in another
+        log than the org's (the registry re-pinned the org: reading goes on in its new one)."""
+        store, org, seq = self.host.store, self.rec.org, self.position.seq
+        return seq <= store.committed_seq(org) or not store.in_log(org, seq)
 
     # -- acks -------------------------------------------------------------------------------
 
@@ -547,7 +553,7 @@ class DurableConsumer:
             cap = await self._redeliver(cap)
         if cap <= 0:
             return
-        if not self.ready and self.position.seq <= self.host.store.committed_seq():
+        if not self.ready and self._behind():
             await self._read_log()
         if not self.ready:
             return
@@ -614,7 +620,8 @@ class DurableConsumer:
 
     async def _read_log(self) -> None:
         pos = self.position
-        recent = None if self._from_store else self.recent.since(pos.seq, _LOG_PAGE)
+        moved = not self.host.store.in_log(self.rec.org, pos.seq)
+        recent = None if self._from_store or moved else self.recent.since(pos.seq, _LOG_PAGE)
         if recent is not None:
             # In memory: nothing awaited, so no commit can slip past meanwhile. Empty: the
             # next batch is committed but not handed over yet; on_commit brings it.
@@ -628,12 +635,16 @@ class DurableConsumer:
                 self._wake.set()
             return
         self._from_store = False
-        head = self.host.store.committed_seq()
+        head = self.host.store.committed_seq(self.rec.org)
         # A bounded, index-driven step: the pattern is matched in the store's scan, so a
         # durable catching up on a large org reads only the batches it wants.
         scan = await self.host.store.scan_log(
             self.rec.org, pos, self.match, limit=_LOG_PAGE, pattern=self.rec.pattern
         )
+        if moved and self.position == pos:
+            # The scan went on in the org's new log (see EventLog.in_log): its batches and
+            # its next position are there, whatever their sequences next to the old ones.
+            self.position = LogPosition(0)
         for b in scan.batches:
             # Read after the await: commits taken from memory meanwhile moved the position.
             pos = self.position

@@ -339,9 +339,16 @@ class EventLog(Protocol):
         group commit), durable once the returned awaitable completes, which gives each
         batch's sequence (increasing in commit order)."""
 
-    def committed_seq(self) -> int:
+    def committed_seq(self, org: str = "") -> int:
         """The highest sequence known committed: a read issued now sees every batch up to
-        it, and no batch at or below it can appear later."""
+        it, and no batch at or below it can appear later. ``org``: in the log that org's
+        events go to (a cluster routes orgs to the backbones the registry pins them to)."""
+
+    def in_log(self, org: str, seq: int) -> bool:
+        """Whether the position ``seq`` lies in the log ``org``'s events go to now (one log:
+        always). False: the registry re-pinned the org to another backbone since the
+        position was taken; :meth:`scan_log` from it goes on in the new log, from the
+        batches stored there since the pin."""
 
     async def last_id(self) -> int: ...
 
@@ -385,9 +392,9 @@ class EventLog(Protocol):
         ``before_id`` (0: no bound), looking at no more than ``budget`` batches; ``next``
         is the last id of the last batch looked at (every id up to it was considered)."""
 
-    async def position_after_id(self, event_id: int) -> LogPosition:
+    async def position_after_id(self, event_id: int, org: str = "") -> LogPosition:
         """The position after which every event with a larger id lies (a start position
-        given as an id or a time)."""
+        given as an id or a time), in ``org``'s log (see :meth:`committed_seq`)."""
 
     async def batch_containing(self, org: str, event_id: int) -> Batch | None: ...
 

@@ -18,12 +18,25 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from lockgate.broker.store import SCAN_BUDGET, Batch, LogPosition, LogScan, RetentionRule
+from lockgate.broker.backbone.links import MAX_LINKS
+from lockgate.broker.store import (
+    SCAN_BUDGET,
+    BackboneRecord,
+    Batch,
+    LogPosition,
+    LogScan,
+    RetentionRule,
+)
 from lockgate.broker.store.jetstream import JetStreamLog
 from lockgate.broker.store.postgres import PgStore
+from lockgate.broker.store.routed_log import RoutedLog
+
+if TYPE_CHECKING:
+    from lockgate.broker.historydb.logger import MessageLogger
 
 __all__ = ["ClusterStore", "HistoryReads"]
 
@@ -56,12 +69,31 @@ class HistoryReads(Protocol):
     ) -> list[Batch]: ...
 
 
-class ClusterStore(PgStore):
-    """A :class:`broker.store.Store` on JetStream (the log) and PostgreSQL (the rest)."""
+@dataclass(frozen=True, slots=True)
+class _PinnedLog:
+    """The log on a backbone the registry pins orgs to, and its message logger."""
 
-    def __init__(self, dsn: str, log: JetStreamLog, *, max_size: int = 10) -> None:
+    log: JetStreamLog
+    logger: MessageLogger
+
+
+class ClusterStore(PgStore):
+    """A :class:`broker.store.Store` on JetStream (the log) and PostgreSQL (the rest).
+
+    The log is per org: an org pinned in the registry to another backbone has its log on
+    that backbone's JetStream (:class:`~broker.store.routed_log.RoutedLog`, fed by
+    :meth:`follow`), and this node runs a message logger on each such log too, so the
+    history in PostgreSQL holds every backbone's events."""
+
+    def __init__(
+        self, dsn: str, log: JetStreamLog, *, max_size: int = 10, max_links: int = MAX_LINKS
+    ) -> None:
         super().__init__(dsn, max_size=max_size)
         self.log = log
+        """The node's own backbone's log."""
+        self.routes: RoutedLog[_PinnedLog] = RoutedLog(
+            log, self._open_pinned, self._close_pinned, max_links=max_links
+        )
         self._history: HistoryReads | None = None
         self._logger: object | None = None
         self.logger_lag: Callable[[], int | None] = lambda: None
@@ -95,11 +127,48 @@ class ClusterStore(PgStore):
             await super().close()
             raise
         self._logger = logger
-        self.logger_lag = lambda: logger.lag
+        self.logger_lag = self._lag
+
+    def _lag(self) -> int | None:
+        """The loggers' lag summed over the node's own log and the pinned ones it has open
+        (None while the own one is not measured)."""
+        from lockgate.broker.historydb.logger import MessageLogger
+
+        if not isinstance(self._logger, MessageLogger) or self._logger.lag is None:
+            return None
+        pinned = (p.logger.lag for _, p in self.routes.links.open_links())
+        return self._logger.lag + sum(lag or 0 for lag in pinned)
+
+    async def _open_pinned(self, endpoint: str) -> _PinnedLog:
+        from lockgate.broker.historydb.logger import MessageLogger
+
+        own = self.log
+        log = JetStreamLog(
+            endpoint, stream=own.stream, root=own.root, replicas=own.replicas, timeout=own.timeout
+        )
+        await log.open()
+        try:
+            logger = MessageLogger(
+                log.nc, self.pool, stream=log.stream, prefix=log.root, ack_wait=_LOGGER_ACK_WAIT
+            )
+            await logger.start()
+        except BaseException:
+            await log.close()
+            raise
+        return _PinnedLog(log, logger)
+
+    async def _close_pinned(self, pinned: _PinnedLog) -> None:
+        await pinned.logger.stop()
+        await pinned.log.close()
+
+    def follow(self, pins: Mapping[str, BackboneRecord]) -> None:
+        """``broker.registry.RegistryFollower``: each org's log where the registry pins it."""
+        self.routes.follow(pins)
 
     async def close(self) -> None:
         from lockgate.broker.historydb.logger import MessageLogger
 
+        await self.routes.close()
         if isinstance(self._logger, MessageLogger):
             await self._logger.stop()
         self._logger = None
@@ -109,16 +178,19 @@ class ClusterStore(PgStore):
     # -- the log: JetStream -----------------------------------------------------------------
 
     def append(self, batches: Sequence[Batch]) -> Awaitable[list[int]]:
-        return self.log.append(batches)
+        return self.routes.append(batches)
 
-    def committed_seq(self) -> int:
-        return self.log.committed_seq()
+    def committed_seq(self, org: str = "") -> int:
+        return self.routes.committed_seq(org)
+
+    def in_log(self, org: str, seq: int) -> bool:
+        return self.routes.in_log(org, seq)
 
     async def last_id(self) -> int:
         return await self.log.last_id()
 
     async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]:
-        return await self.log.read_log(org, start, limit=limit)
+        return await self.routes.read_log(org, start, limit=limit)
 
     async def scan_log(
         self,
@@ -130,12 +202,12 @@ class ClusterStore(PgStore):
         budget: int = SCAN_BUDGET,
         pattern: str | None = None,
     ) -> LogScan:
-        return await self.log.scan_log(
+        return await self.routes.scan_log(
             org, start, match, limit=limit, budget=budget, pattern=pattern
         )
 
-    async def position_after_id(self, event_id: int) -> LogPosition:
-        return await self.log.position_after_id(event_id)
+    async def position_after_id(self, event_id: int, org: str = "") -> LogPosition:
+        return await self.routes.position_after_id(event_id, org)
 
     async def recent_batches(self, after_id: int) -> list[Batch]:
         return await self.log.recent_batches(after_id)
@@ -145,7 +217,9 @@ class ClusterStore(PgStore):
         of a rule that bounds every subject (``>``) are dropped."""
         from lockgate.broker.historydb.schema import drop_days_before
 
-        removed = await self.log.trim(rules, now_ms)
+        removed = 0
+        for log in self.routes.logs():
+            removed += await log.trim(rules, now_ms)
         if any(r.pattern == ">" and r.max_age_ms for r in rules):
             longest = max(r.max_age_ms for r in rules)
             await drop_days_before(self.pool, now_ms - longest)
@@ -182,7 +256,7 @@ class ClusterStore(PgStore):
         if found is None:
             # Not in the history yet (the message logger lags behind the log): a durable's
             # new owner redelivering its pending events must not take them for trimmed.
-            found = await self.log.batch_containing(org, event_id)
+            found = await self.routes.batch_containing(org, event_id)
         return found
 
     async def batches_by_cloudevent_id(

@@ -124,8 +124,11 @@ class SqliteStore(SqliteConsumerState, SqliteConversations, SqliteMetadata):
 
         return self._enqueue(op)  # type: ignore[return-value]
 
-    def committed_seq(self) -> int:
-        return self._committed
+    def committed_seq(self, org: str = "") -> int:
+        return self._committed  # one log for every org
+
+    def in_log(self, org: str, seq: int) -> bool:
+        return True
 
     async def read_log(self, org: str, start: LogPosition, *, limit: int = 256) -> list[Batch]:
         def q(c: sqlite3.Connection) -> list[Batch]:
@@ -199,7 +202,7 @@ class SqliteStore(SqliteConsumerState, SqliteConversations, SqliteMetadata):
 
         return await self._read(q)
 
-    async def position_after_id(self, event_id: int) -> LogPosition:
+    async def position_after_id(self, event_id: int, org: str = "") -> LogPosition:
         return LogPosition(*await self._read(lambda c: position_after_id(c, event_id)))
 
     async def last_id(self) -> int:
