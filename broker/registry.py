@@ -49,7 +49,7 @@ class RegistryFollower(Protocol):
     """A part that routes orgs over the backbones the registry pins them to (the cluster
     store's log, the cluster backbone): told the pins at start and after every change."""
 
-    def follow(self, pins: Mapping[str, BackboneRecord]) -> None: ...
+    def follow_pins(self, pins: Mapping[str, BackboneRecord]) -> None: ...
 
 
 def _bad(field: str, message: str, hint: str) -> InvalidArgument:
@@ -165,8 +165,8 @@ class BackboneRegistry:
 
     def routes_with(self, follower: RegistryFollower) -> None:
         """Tells ``follower`` the pins now and after every change."""
-        follower.follow(self.pinned())
-        self.on_change.append(lambda: follower.follow(self.pinned()))
+        follower.follow_pins(self.pinned())
+        self.on_change.append(lambda: follower.follow_pins(self.pinned()))
 
     @property
     def records(self) -> list[BackboneRecord]:

@@ -14,7 +14,7 @@ that cannot be reached.
 Example::
 
     links = BackboneLinks("nats://own:4222", open_log, close_log, what="log")
-    links.follow({"acme": BackboneRecord("eu-1", "nats://eu:4222", orgs=("acme",))})
+    links.follow_pins({"acme": BackboneRecord("eu-1", "nats://eu:4222", orgs=("acme",))})
     log = await links.ready("acme")          # the eu-1 link (None: the node's own)
 """
 
@@ -103,7 +103,7 @@ class BackboneLinks(Generic[T]):
 
     # -- the registry's pins ----------------------------------------------------------------
 
-    def follow(self, pins: Mapping[str, BackboneRecord]) -> set[str]:
+    def follow_pins(self, pins: Mapping[str, BackboneRecord]) -> set[str]:
         """Routes each org as ``pins`` say; returns the orgs whose backbone changed. Links
         for newly pinned endpoints start opening; links no org uses any more close."""
         now = int(time.time() * 1000)

@@ -17,7 +17,7 @@ Example::
 
     backbone = RoutedBackbone(NatsBackbone(own_url), lambda url: NatsBackbone(url))
     await backbone.open()
-    backbone.follow(registry.pinned())
+    backbone.follow_pins(registry.pinned())
 """
 
 from __future__ import annotations
@@ -125,10 +125,10 @@ class RoutedBackbone:
         await self.links.close()
         await self.own.close()
 
-    def follow(self, pins: Mapping[str, BackboneRecord]) -> None:
+    def follow_pins(self, pins: Mapping[str, BackboneRecord]) -> None:
         """``broker.registry.RegistryFollower``: moves the interests of re-pinned orgs."""
         before = {j: {i: self._inner(i.org) for i in j.interests} for j in self._members}
-        moved = self.links.follow(pins)
+        moved = self.links.follow_pins(pins)
         if not moved:
             return
         for j, was in before.items():

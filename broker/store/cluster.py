@@ -161,9 +161,9 @@ class ClusterStore(PgStore):
         await pinned.logger.stop()
         await pinned.log.close()
 
-    def follow(self, pins: Mapping[str, BackboneRecord]) -> None:
+    def follow_pins(self, pins: Mapping[str, BackboneRecord]) -> None:
         """``broker.registry.RegistryFollower``: each org's log where the registry pins it."""
-        self.routes.follow(pins)
+        self.routes.follow_pins(pins)
 
     async def close(self) -> None:
         from lockgate.broker.historydb.logger import MessageLogger

@@ -18,7 +18,7 @@ logger consumes every log).
 Example::
 
     routed = RoutedLog(JetStreamLog(own_url), open_link, close_link)
-    routed.follow(registry.pinned())
+    routed.follow_pins(registry.pinned())
     seqs = await routed.append(batches)
 """
 
@@ -77,9 +77,9 @@ class RoutedLog(Generic[L]):
         """When an org went back to the node's own log (Unix ms, seen here)."""
         self._started_ms = int(time.time() * 1000)
 
-    def follow(self, pins: Mapping[str, BackboneRecord]) -> None:
+    def follow_pins(self, pins: Mapping[str, BackboneRecord]) -> None:
         now = int(time.time() * 1000)
-        for org in self.links.follow(pins):
+        for org in self.links.follow_pins(pins):
             if self.links.route(org) is None:
                 self._left_ms[org] = now
 
