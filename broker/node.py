@@ -439,7 +439,7 @@ class Broker:
         """See :meth:`Ephemerals.subscribe`; live on every node once it returns."""
         sub = await self.ephemerals.subscribe(principal, pattern, queue, buffer, start)
         try:
-            await self.backbone.settle()
+            await self.backbone.settle(principal.org)
         except BaseException:
             self.ephemerals.unsubscribe(sub)  # the caller never got it, so never unsubscribes
             raise

@@ -124,10 +124,11 @@ class Backbone(Protocol):
 
     def leave(self, member: Member) -> None: ...
 
-    async def settle(self) -> None:
+    async def settle(self, org: str = "") -> None:
         """Returns once the interest the members declared so far has reached the other
         nodes, so that what is published anywhere from now on finds its subscribers (a node
-        awaits it before it tells a client its subscription is live)."""
+        awaits it before it tells a client its subscription is live). ``org``: the
+        subscription's (a routed backbone settles that org's backbone only)."""
 
     def fan_out(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> None:
         """Hands a stored batch to the ephemeral subscribers of every node, in commit order

@@ -30,7 +30,7 @@ class LocalBackbone:
         if member in self._members:
             self._members.remove(member)
 
-    async def settle(self) -> None:
+    async def settle(self, org: str = "") -> None:
         return None  # every member is called directly: nothing to propagate
 
     def fan_out(self, org: str, subject: str, frames: bytes, count: int, ids: list[int]) -> None:

@@ -250,7 +250,7 @@ class NatsBackbone:
             self._interest(joined, interest, False)
         self._changed()
 
-    async def settle(self) -> None:
+    async def settle(self, org: str = "") -> None:
         """Waits until NATS has every interest declared so far (a subscribe and a PING
         round trip); raises ``Unavailable`` when it is not connected or does not answer."""
         target = self._changes

@@ -208,9 +208,13 @@ class RoutedBackbone:
             j.interests.discard(interest)
         self._tell(j, self._inner(interest.org), interest, on)
 
-    async def settle(self) -> None:
-        """The own backbone's and every connected pinned one's (a pinned backbone that is
-        down is skipped: its interests are subscribed when it is back)."""
+    async def settle(self, org: str = "") -> None:
+        """The org's backbone's (``Unavailable`` when it cannot be reached), or every
+        connected one's without an org."""
+        if org:
+            backbone = await self.links.ready(org) or self.own
+            await backbone.settle()
+            return
         await self.own.settle()
         for _, backbone in self.links.open_links():
             if backbone.connected:

@@ -239,6 +239,9 @@ async def test_an_unreachable_pinned_backbone_fails_only_its_orgs_publishes(
     assert exc.value.metadata["backbone"] == "gone" and "globex" in exc.value.message
     with pytest.raises(Unavailable):  # again: at once, while it retries in the background
         await a.publish(GLOBEX, "orders.created", [event("g2")])
+    with pytest.raises(Unavailable):
+        await a.subscribe_ephemeral(GLOBEX, "orders.>", "")
     await publish(a, ACME, "fine")  # other orgs carry on
     await publish(a, INITECH, "fine")
+    await a.subscribe_ephemeral(ACME, "orders.>", "")
     assert await cluster.b1.orgs_logged() == {"acme"}

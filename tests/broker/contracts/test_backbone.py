@@ -70,7 +70,7 @@ class TwoNodes:
     def leave(self, member: Node) -> None:  # type: ignore[override]
         self.on[member.node_id].leave(member)
 
-    async def settle(self) -> None:
+    async def settle(self, org: str = "") -> None:
         await self.a.settle()
         await self.b.settle()
 
