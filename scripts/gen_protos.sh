@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the committed Python stubs in broker/v1 from protos/.
+# Regenerates the committed Python stubs in broker/v1 and the TypeScript client's code in
+# clients/typescript/src/gen from protos/: the one command for both.
 # CI runs this and fails on any diff (drift check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,3 +35,16 @@ for f in broker/v1/*_pb2*.py broker/v1/*_pb2*.pyi; do
   mv "$f.tmp" "$f"
 done
 "$PY" scripts/gen_reasons.py broker/v1/reasons.py
+# The TypeScript client's code (clients/typescript/src/gen) from the same protos, by buf with
+# buf.gen.yaml and ts-proto from clients/typescript/package-lock.json (installed when missing).
+BUF="${BUF:-$(command -v buf || echo "$(dirname "$PY")/buf")}"
+if [ ! -x clients/typescript/node_modules/.bin/protoc-gen-ts_proto ]; then
+  command -v npm >/dev/null || { echo "gen_protos.sh: npm is needed for the TypeScript client (Node 20)"; exit 1; }
+  npm ci --prefix clients/typescript --silent --no-audit --no-fund
+fi
+rm -rf clients/typescript/src/gen
+"$BUF" generate
+for f in $(find clients/typescript/src/gen -name '*.ts'); do
+  { echo "// Generated from protos/ by scripts/gen_protos.sh (buf.gen.yaml); do not edit."; cat "$f"; } > "$f.tmp"
+  mv "$f.tmp" "$f"
+done
