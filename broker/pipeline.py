@@ -316,6 +316,7 @@ class Pipeline:
             reasons = collections.Counter(e.reason for _, e in out.errors)
             for reason, count in reasons.items():
                 self.telemetry.rejected.add(count, {"reason": reason})
+            self.telemetry.totals.add(org, 2, len(out.errors))
         if not accepted:
             return prepared
         prepared.span = self.telemetry.start_publish(subject, len(accepted), events[accepted[0]])

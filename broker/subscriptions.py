@@ -97,9 +97,12 @@ class Ephemerals:
         self.log = logging.getLogger("lockgate.broker")
         self._live: set[EphemeralSubscription] = set()
 
-    def count(self) -> int:
-        """Live ephemeral subscriptions (a metric reads it from the exporter's thread)."""
-        return len(self._live)
+    def count(self, org: str | None = None) -> int:
+        """Live ephemeral subscriptions, of ``org`` or all (a metric reads it from the
+        exporter's thread)."""
+        if org is None:
+            return len(self._live)
+        return sum(1 for s in list(self._live) if s.org == org)
 
     async def subscribe(
         self,

@@ -17,7 +17,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from lockgate.broker.v1 import cloudevent_pb2
 
-__all__ = ["ORG_LABELS", "RULE_LABELS", "CappedLabel", "Span", "Telemetry"]
+__all__ = ["ORG_LABELS", "RULE_LABELS", "CappedLabel", "OrgTotals", "Span", "Telemetry"]
 
 Span = trace.Span
 
@@ -71,6 +71,28 @@ def _parent(event: cloudevent_pb2.CloudEvent | None) -> Context | None:
     return _PROPAGATOR.extract(carrier)
 
 
+class OrgTotals:
+    """Events published, delivered and rejected per org since the start, for GetStatus (an
+    org-admin sees its own org's figures, the metrics carry no unbounded org label)."""
+
+    __slots__ = ("_orgs",)
+
+    def __init__(self) -> None:
+        self._orgs: dict[str, list[int]] = {}
+
+    def add(self, org: str, kind: int, n: int) -> None:
+        """``kind``: 0 published, 1 delivered, 2 rejected."""
+        row = self._orgs.get(org)
+        if row is None:
+            row = self._orgs[org] = [0, 0, 0]
+        row[kind] += n
+
+    def of(self, org: str | None) -> tuple[int, int, int]:
+        """One org's ``(published, delivered, rejected)``; None: every org's."""
+        rows = list(self._orgs.values()) if org is None else [self._orgs.get(org, [0, 0, 0])]
+        return (sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows))
+
+
 class Telemetry:
     """The broker's instruments, created once (after :func:`setup_telemetry`)."""
 
@@ -99,6 +121,7 @@ class Telemetry:
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
         )
         self.org_label = CappedLabel(ORG_LABELS)
+        self.totals = OrgTotals()
         self._org_labels: dict[str, dict[str, str]] = {}
         self.decisions = meter.create_counter(
             "lockgate.policy.decisions",
@@ -136,6 +159,7 @@ class Telemetry:
             if len(self._org_labels) < 4 * ORG_LABELS:
                 self._org_labels[org] = labels
         self.published.add(count, labels)
+        self.totals.add(org, 0, count)
 
     def observe_grpc_connections(self, by_org: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Registers the gauge of gRPC connections holding open streams, per org (``(org,

@@ -37,6 +37,7 @@ __all__ = [
     "DeadLetter",
     "DurableInfo",
     "DurableState",
+    "DurableStatus",
     "NodeStatus",
     "PendingDelivery",
     "PolicyProblem",
@@ -119,11 +120,38 @@ class DurableState:
 class NodeStatus:
     """The node a call reached: its id, its store (``sqlite`` or ``cluster``) and, in
     cluster mode, the log batches not yet in the PostgreSQL history (None: no history
-    logger there, or not measured yet)."""
+    logger there, or not measured yet). The counts are the caller's org's (every org's for
+    the broker's admin) on this node since it started, at ``time`` (Unix seconds): rates
+    are differences between two statuses."""
 
     node_id: str
     store: str
     history_lag: int | None
+    published: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    subscriptions: int = 0
+    """Live ephemeral subscriptions."""
+    durables: tuple[DurableStatus, ...] = ()
+    """The durables active on the node."""
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DurableStatus:
+    """One active durable's figures in a :class:`NodeStatus`: delivered and unacknowledged
+    (``pending``), read and waiting for room (``ready``), log batches behind the head
+    (``lag``), bound streams, and dead letters (counted up to 1000: ``dead_letters_capped``
+    says there are more)."""
+
+    org: str
+    name: str
+    pending: int
+    ready: int
+    lag: int
+    connected: int
+    dead_letters: int
+    dead_letters_capped: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +344,30 @@ class Admin(ClusterAdmin):
         r = await self._call(
             ADMIN + "GetStatus", admin_pb2.GetStatusRequest(), admin_pb2.GetStatusResponse
         )
-        return NodeStatus(r.node_id, r.store, r.history_lag if r.history_lag_known else None)
+        durables = tuple(
+            DurableStatus(
+                d.org,
+                d.name,
+                d.pending_count,
+                d.ready_count,
+                d.lag,
+                d.connected,
+                d.dead_letters,
+                d.dead_letters_capped,
+            )
+            for d in r.durables
+        )
+        return NodeStatus(
+            r.node_id,
+            r.store,
+            r.history_lag if r.history_lag_known else None,
+            r.events_published,
+            r.events_delivered,
+            r.events_rejected,
+            r.subscriptions,
+            durables,
+            r.time_ms / 1000,
+        )
 
     async def list_durables(self) -> list[DurableInfo]:
         """The org's durable subscriptions, by name."""

@@ -1,4 +1,4 @@
-"""The client-side ``lockgate`` commands: pub, sub, request, history, dlq, durables, status,
+"""The client-side ``lockgate`` commands: pub, sub, request, history, dlq, durables, status, top,
 audit.
 
 ``broker/cli.py`` calls :func:`add_commands` with its subparsers; every handler is ``async`` and
@@ -141,9 +141,20 @@ def add_commands(
         _common(q)
     p.set_defaults(func=_guard(_durables))
 
-    p = subparsers.add_parser("status", help="the node's status: its id, store, history lag")
+    p = subparsers.add_parser(
+        "status", help="the node's status: id, store, history lag, event counts, durables"
+    )
     _common(p)
     p.set_defaults(func=_guard(_status))
+
+    p = subparsers.add_parser(
+        "top", help="a live view of the node: rates, subscribers, durables' lag, dead letters"
+    )
+    p.add_argument("--once", action="store_true", help="print one view (rates over --interval)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between views (1)")
+    p.add_argument("--count", type=int, default=0, help="stop after N views (default: Ctrl-C)")
+    _common(p)
+    p.set_defaults(func=_guard(_top))
 
     p = subparsers.add_parser("audit", help="read the audit log (admin role)")
     since_help = "1h (that long ago), -1h, or a time (RFC 3339, date)"
@@ -336,7 +347,40 @@ async def _history(args: argparse.Namespace) -> int:
 async def _status(args: argparse.Namespace) -> int:
     async with _client(args) as c:
         s = await c.admin.status()
-        _print({"node": s.node_id, "store": s.store, "history_lag": s.history_lag})
+        _print(
+            {
+                "node": s.node_id,
+                "store": s.store,
+                "history_lag": s.history_lag,
+                "published": s.published,
+                "delivered": s.delivered,
+                "rejected": s.rejected,
+                "subscriptions": s.subscriptions,
+                "durables": [dataclasses.asdict(d) for d in s.durables],
+            }
+        )
+    return 0
+
+
+async def _top(args: argparse.Namespace) -> int:
+    from lockgate.clients._top import run_top
+
+    if args.interval <= 0 or args.count < 0:
+        raise argparse.ArgumentTypeError("--interval must be above 0 and --count at least 0")
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    async with _client(args) as c:
+        await run_top(
+            c.admin.status,
+            write,
+            tty=sys.stdout.isatty(),
+            interval=args.interval,
+            count=args.count,
+            once=args.once,
+        )
     return 0
 
 

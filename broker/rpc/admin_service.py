@@ -4,15 +4,20 @@ table in ``broker.permissions``; CreateDurable is an agent's, as for a durable S
 from __future__ import annotations
 
 import contextlib
+import time
 
 from lockgate.broker.auth import Principal
 from lockgate.broker.delivery import DurableConsumer
 from lockgate.broker.durables import DurableOptions
 from lockgate.broker.errors import BrokerError, InvalidArgument, NotFound
+from lockgate.broker.permissions import ADMIN, role_of
 from lockgate.broker.rpc import Context, Servicer, start_spec, unary
 from lockgate.broker.v1 import admin_pb2
 
 __all__ = ["AdminService"]
+
+_DEAD_CAP = 1000
+"""Dead letters counted per durable in GetStatus (a status is asked every second)."""
 
 
 class AdminService(Servicer):
@@ -82,14 +87,39 @@ class AdminService(Servicer):
     async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, p: Principal, context: Context
     ) -> admin_pb2.GetStatusResponse:
-        lag = self.broker.history_lag()
-        return admin_pb2.GetStatusResponse(
-            node_id=self.broker.node_id,
+        broker = self.broker
+        lag = broker.history_lag()
+        # The broker's admin sees every org; an org-admin its own org only.
+        scope = None if role_of(p, broker.permissions.admin_org) == ADMIN else p.org
+        published, delivered, rejected = broker.telemetry.totals.of(scope)
+        resp = admin_pb2.GetStatusResponse(
+            node_id=broker.node_id,
             # Never the store's URL: it may carry a password.
-            store="sqlite" if self.broker.config.store == "sqlite" else "cluster",
+            store="sqlite" if broker.config.store == "sqlite" else "cluster",
             history_lag_known=lag is not None,
             history_lag=lag or 0,
+            events_published=published,
+            events_delivered=delivered,
+            events_rejected=rejected,
+            subscriptions=broker.ephemerals.count(scope),
+            time_ms=int(time.time() * 1000),
         )
+        lags = dict(broker.durables.lags())
+        for (org, name), c in sorted(list(broker.durables.consumers.items())):
+            if scope is not None and org != scope:
+                continue
+            dead = await broker.store.list_dead_letters(org, name, (0, 0), _DEAD_CAP + 1)
+            resp.durables.add(
+                org=org,
+                name=name,
+                pending_count=len(c.pending),
+                ready_count=len(c.ready),
+                lag=lags.get(f"durable:{org}/{name}", 0),
+                connected=len(c.sessions),
+                dead_letters=min(len(dead), _DEAD_CAP),
+                dead_letters_capped=len(dead) > _DEAD_CAP,
+            )
+        return resp
 
     @unary()
     async def ListDurables(

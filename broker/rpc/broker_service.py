@@ -235,6 +235,7 @@ class BrokerService(Servicer):
             watcher = asyncio.create_task(watch())
             delivered = self.broker.telemetry.delivered
             latency = self.broker.telemetry.delivery_latency
+            totals = self.broker.telemetry.totals
             kind = {"kind": "durable" if session is not None else "ephemeral"}
             while (body := await outbox.take()) is not None:
                 first_id = wire.first_id(body)
@@ -242,6 +243,7 @@ class BrokerService(Servicer):
                     STAGES.sent(first_id, stage_now())
                 yield body
                 delivered.add(outbox.last_count)
+                totals.add(principal.org, 1, outbox.last_count)
                 # An id holds the millisecond it was issued at (admission): one figure per
                 # batch, its first event's, which waited the longest.
                 latency.record(max(0.0, time.time() - time_ms_of(first_id) / 1000), kind)

@@ -17,16 +17,48 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("node_id", "store", "history_lag_known", "history_lag")
+    __slots__ = ("node_id", "store", "history_lag_known", "history_lag", "events_published", "events_delivered", "events_rejected", "subscriptions", "durables", "time_ms")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     HISTORY_LAG_KNOWN_FIELD_NUMBER: _ClassVar[int]
     HISTORY_LAG_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    DURABLES_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     store: str
     history_lag_known: bool
     history_lag: int
-    def __init__(self, node_id: _Optional[str] = ..., store: _Optional[str] = ..., history_lag_known: _Optional[bool] = ..., history_lag: _Optional[int] = ...) -> None: ...
+    events_published: int
+    events_delivered: int
+    events_rejected: int
+    subscriptions: int
+    durables: _containers.RepeatedCompositeFieldContainer[DurableStatus]
+    time_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., store: _Optional[str] = ..., history_lag_known: _Optional[bool] = ..., history_lag: _Optional[int] = ..., events_published: _Optional[int] = ..., events_delivered: _Optional[int] = ..., events_rejected: _Optional[int] = ..., subscriptions: _Optional[int] = ..., durables: _Optional[_Iterable[_Union[DurableStatus, _Mapping]]] = ..., time_ms: _Optional[int] = ...) -> None: ...
+
+class DurableStatus(_message.Message):
+    __slots__ = ("org", "name", "pending_count", "ready_count", "lag", "connected", "dead_letters", "dead_letters_capped")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    READY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_CAPPED_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    name: str
+    pending_count: int
+    ready_count: int
+    lag: int
+    connected: int
+    dead_letters: int
+    dead_letters_capped: bool
+    def __init__(self, org: _Optional[str] = ..., name: _Optional[str] = ..., pending_count: _Optional[int] = ..., ready_count: _Optional[int] = ..., lag: _Optional[int] = ..., connected: _Optional[int] = ..., dead_letters: _Optional[int] = ..., dead_letters_capped: _Optional[bool] = ...) -> None: ...
 
 class DurableInfo(_message.Message):
     __slots__ = ("name", "pattern", "ack_floor", "pending_count", "connected", "ack_wait", "max_deliveries", "max_in_flight", "delivered_id", "endpoint_url")

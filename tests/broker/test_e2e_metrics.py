@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -22,14 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lockgate.broker.testing import RunningBroker, run_broker
 from lockgate.broker.v1 import broker_pb2_grpc
-from tests.broker.e2e_kit import (
-    auth,
-    event,
-    lockgate_cli_in_process,
-    publish_batches,
-    subscribe,
-    unique,
-)
+from tests.broker.e2e_kit import auth, event, publish_batches, subscribe, unique
+from tests.broker.test_policy_in_broker import keys_create
+from tests.support.nats_servers import free_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -179,20 +173,10 @@ def _refusal(url: str, key: str) -> tuple[int, str, dict[str, object]]:
     return err.code, err.headers.get_content_type(), json.loads(err.read())
 
 
-def _key(data_dir: str, org: str, agent: str, *roles: str) -> str:
-    role_args = [a for r in roles for a in ("--role", r)]
-    out = lockgate_cli_in_process(
-        "keys", "create", "--org", org, "--agent", agent, *role_args, "--data-dir", data_dir
-    )
-    return out.strip().splitlines()[0]
-
-
 async def test_the_http_gateway_serves_metrics_to_the_admin_only(tmp_path: Path) -> None:
-    admin = await asyncio.to_thread(_key, str(tmp_path), "default", "ops", "admin")
-    lead = await asyncio.to_thread(_key, str(tmp_path), "acme", "lead", "org-admin")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    admin = await keys_create(str(tmp_path), "default", "ops", "admin")
+    lead = await keys_create(str(tmp_path), "acme", "lead", "org-admin")
+    port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     async with (
         run_broker(data_dir=str(tmp_path), extra_args=["--http", f"127.0.0.1:{port}"]) as b,

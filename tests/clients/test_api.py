@@ -31,6 +31,7 @@ EXPECTED = [
     "Deployment",
     "DurableInfo",
     "DurableState",
+    "DurableStatus",
     "Event",
     "FailedPrecondition",
     "HelmError",
