@@ -47,6 +47,48 @@ export interface GetStatusResponse {
    * last second (stream last sequence minus the logger's ack floor).
    */
   historyLag: string;
+  /**
+   * The fields below count the caller's org (every org for the broker's admin)
+   * on this node since it started: rates are differences between two answers
+   * over their time_ms. Events stored.
+   */
+  eventsPublished: string;
+  /** Events sent to subscribers on gRPC streams. */
+  eventsDelivered: string;
+  /** Events refused (validation, policy, limits, quotas). */
+  eventsRejected: string;
+  /** Live ephemeral subscriptions now. */
+  subscriptions: number;
+  /**
+   * The durables active on this node (loaded: bound, or with work), by org and
+   * name.
+   */
+  durables: DurableStatus[];
+  /** When this answer was made, in Unix milliseconds. */
+  timeMs: string;
+}
+
+/** DurableStatus is one active durable's figures in GetStatusResponse. */
+export interface DurableStatus {
+  /** Its org. */
+  org: string;
+  /** Its name. */
+  name: string;
+  /** Delivered and not yet acknowledged. */
+  pendingCount: number;
+  /** Read from the log and waiting for a subscriber's room. */
+  readyCount: number;
+  /**
+   * Log batches after its read position up to the head (batches of subjects it
+   * does not match count too: it has still to scan past them).
+   */
+  lag: string;
+  /** Streams bound to it now. */
+  connected: number;
+  /** Its dead letters, counted up to 1000 (then dead_letters_capped). */
+  deadLetters: number;
+  /** Whether it has more dead letters than dead_letters says. */
+  deadLettersCapped: boolean;
 }
 
 /** DurableInfo describes one durable subscription. */
@@ -274,7 +316,18 @@ export const GetStatusRequest: MessageFns<GetStatusRequest> = {
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { nodeId: "", store: "", historyLagKnown: false, historyLag: "0" };
+  return {
+    nodeId: "",
+    store: "",
+    historyLagKnown: false,
+    historyLag: "0",
+    eventsPublished: "0",
+    eventsDelivered: "0",
+    eventsRejected: "0",
+    subscriptions: 0,
+    durables: [],
+    timeMs: "0",
+  };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -290,6 +343,24 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     if (message.historyLag !== "0") {
       writer.uint32(32).uint64(message.historyLag);
+    }
+    if (message.eventsPublished !== "0") {
+      writer.uint32(40).uint64(message.eventsPublished);
+    }
+    if (message.eventsDelivered !== "0") {
+      writer.uint32(48).uint64(message.eventsDelivered);
+    }
+    if (message.eventsRejected !== "0") {
+      writer.uint32(56).uint64(message.eventsRejected);
+    }
+    if (message.subscriptions !== 0) {
+      writer.uint32(64).uint32(message.subscriptions);
+    }
+    for (const v of message.durables) {
+      DurableStatus.encode(v!, writer.uint32(74).fork()).join();
+    }
+    if (message.timeMs !== "0") {
+      writer.uint32(80).int64(message.timeMs);
     }
     return writer;
   },
@@ -337,6 +408,186 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             }
 
             message.historyLag = reader.uint64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.eventsPublished = reader.uint64().toString();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.eventsDelivered = reader.uint64().toString();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.eventsRejected = reader.uint64().toString();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.subscriptions = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.durables.push(DurableStatus.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.timeMs = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseDurableStatus(): DurableStatus {
+  return {
+    org: "",
+    name: "",
+    pendingCount: 0,
+    readyCount: 0,
+    lag: "0",
+    connected: 0,
+    deadLetters: 0,
+    deadLettersCapped: false,
+  };
+}
+
+export const DurableStatus: MessageFns<DurableStatus> = {
+  encode(message: DurableStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.org !== "") {
+      writer.uint32(10).string(message.org);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.pendingCount !== 0) {
+      writer.uint32(24).uint32(message.pendingCount);
+    }
+    if (message.readyCount !== 0) {
+      writer.uint32(32).uint32(message.readyCount);
+    }
+    if (message.lag !== "0") {
+      writer.uint32(40).uint64(message.lag);
+    }
+    if (message.connected !== 0) {
+      writer.uint32(48).uint32(message.connected);
+    }
+    if (message.deadLetters !== 0) {
+      writer.uint32(56).uint32(message.deadLetters);
+    }
+    if (message.deadLettersCapped !== false) {
+      writer.uint32(64).bool(message.deadLettersCapped);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DurableStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDurableStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.org = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pendingCount = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.readyCount = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.lag = reader.uint64().toString();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.connected = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.deadLetters = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.deadLettersCapped = reader.bool();
             continue;
           }
         }
