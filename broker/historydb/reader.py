@@ -31,9 +31,13 @@ from lockgate.broker.ids import MAX_ID, time_ms_of
 from lockgate.broker.store import SCAN_BUDGET, Batch, LogScan
 from lockgate.broker.store.pg_engine import pg_errors
 
-__all__ = ["PgHistoryReader"]
+__all__ = ["HistoryPosition", "PgHistoryReader"]
 
 _ROW = f"SELECT id, seq, subject, policy_version, event FROM {TABLE}"
+_EVERY_ROW = f"SELECT org, id, seq, subject, policy_version, event, publisher FROM {TABLE}"
+
+HistoryPosition = tuple[str, int]
+"""Where :meth:`PgHistoryReader.every_batch` stopped: the last ``(org, id)`` it read."""
 _EVENTS_PER_BATCH = 16
 """Rows a read takes per batch asked for (``limit`` counts batches; a row is one event)."""
 _MAX_ROWS = 4096
@@ -47,7 +51,9 @@ def _at(event_id: int) -> dt.datetime:
     return _UNIX + dt.timedelta(milliseconds=time_ms_of(max(0, event_id)))
 
 
-def _batches(org: str, rows: Sequence[asyncpg.Record]) -> list[Batch]:
+def _batches(org: str, rows: Sequence[asyncpg.Record], *, publisher: bool = False) -> list[Batch]:
+    """Consecutive rows of one stored batch as one batch; with ``publisher`` the rows have
+    that column too (null before the column existed: no publisher)."""
     out: list[Batch] = []
     run: list[asyncpg.Record] = []
 
@@ -64,6 +70,7 @@ def _batches(org: str, rows: Sequence[asyncpg.Record]) -> list[Batch]:
                 len(run),
                 run[0]["policy_version"],
                 body,
+                (run[0]["publisher"] or "") if publisher else "",
                 seq=run[0]["seq"],
             )
         )
@@ -199,3 +206,31 @@ class PgHistoryReader:
                 limit,
             )
         return [b for r in found for b in _batches(org, [r])]
+
+    async def every_batch(
+        self, since_ms: int, after: HistoryPosition = ("", 0), *, rows: int = _MAX_ROWS
+    ) -> tuple[list[Batch], HistoryPosition | None]:
+        """Batches of every org stored at or after ``since_ms`` (Unix ms), with their
+        publishers, by org and then id, from just after ``after``; at most ``rows`` events
+        a call. Returns them and where to go on (None: nothing is left). For ``lockgate
+        policy replay``, which reads every org's traffic; the key ``(org, id, ...)`` orders
+        the read, so a page costs what it returns."""
+        since = _UNIX + dt.timedelta(milliseconds=max(0, since_ms))
+        async with pg_errors("read the history"):
+            found = await self.pool.fetch(
+                f"{_EVERY_ROW} WHERE (org, id) > ($1, $2) AND stored_at >= $3 "
+                "ORDER BY org, id LIMIT $4",
+                after[0],
+                after[1],
+                since,
+                rows,
+            )
+        out: list[Batch] = []
+        start = 0
+        for i in range(1, len(found) + 1):
+            if i == len(found) or found[i]["org"] != found[start]["org"]:
+                out += _batches(found[start]["org"], found[start:i], publisher=True)
+                start = i
+        if len(found) < rows:
+            return out, None
+        return out, (found[-1]["org"], found[-1]["id"])

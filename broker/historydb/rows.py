@@ -3,8 +3,9 @@
 A row is what the message logger COPYs into the history table (:data:`ROW_COLUMNS`): the
 broker id, the stored time (the id's time), org, subject, the batch's stream sequence, the
 CloudEvents id, source and type, the event's ``time`` (None when absent), the policy
-version, the content type, the event bytes as stored, and the payload's text when it claims
-to be JSON (PostgreSQL decides whether it is: see ``broker.historydb.writer``).
+version, the content type, the event bytes as stored, the payload's text when it claims to
+be JSON (PostgreSQL decides whether it is: see ``broker.historydb.writer``), and the batch's
+publisher (``broker.publisher``: agent and roles).
 
 Example::
 
@@ -41,6 +42,7 @@ ROW_COLUMNS = (
     "content_type",
     "event",
     "data",
+    "publisher",
 )
 """The history table's columns, in the order of an :data:`EventRow`."""
 
@@ -58,6 +60,7 @@ EventRow = tuple[
     str | None,
     bytes,
     str | None,
+    str,
 ]
 
 _UNIX = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -211,6 +214,7 @@ def event_rows(batch: Batch) -> list[EventRow]:
     delivery frames or an event is not a ``CloudEvent``."""
     org, subject = _text(batch.org), _text(batch.subject)
     policy = _text(batch.policy_version)
+    publisher = _text(batch.publisher)
     seq = batch.seq
     out: list[EventRow] = []
     append = out.append
@@ -261,6 +265,7 @@ def event_rows(batch: Batch) -> list[EventRow]:
                 content_type,
                 raw,
                 _data_text(ev) if is_json else None,
+                publisher,
             )
         )
     return out

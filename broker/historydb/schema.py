@@ -80,6 +80,10 @@ STEPS: tuple[str, ...] = (
         RETURN NULL;
       END $f$;
     """,
+    # 2: the publisher (agent and roles, as the log stores them) of each event, so that
+    # `lockgate policy replay --store` can decide it again as the agent who published it.
+    # Rows logged before have none (null).
+    f"ALTER TABLE {TABLE} ADD COLUMN publisher text",
 )
 
 # The key of the advisory lock that serialises partition changes (any constant: this one

@@ -48,7 +48,7 @@ _CREATE_STAGING = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
     id bigint, stored_at timestamptz, org text, subject text, seq bigint, ce_id text,
     source text, type text, ce_time timestamptz, policy_version text, content_type text,
-    event bytea, data text
+    event bytea, data text, publisher text
 ) ON COMMIT DELETE ROWS
 """
 

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from lockgate.broker import wire
-from lockgate.broker.historydb.rows import event_rows
+from lockgate.broker.historydb.rows import ROW_COLUMNS, event_rows
 from lockgate.broker.historydb.schema import (
     day_of_ms,
     drop_days_before,
@@ -113,7 +113,8 @@ async def test_a_write_that_fails_commits_none_of_its_rows(pg_fresh_dsn: str) ->
         writer = HistoryWriter(pool)
         await writer.prepare()
         rows = event_rows(batch_at(_ms(2026, 6, 2), 3))
-        bad = [*rows[:2], (*rows[2][:-2], "not bytes", None)]
+        at = ROW_COLUMNS.index("event")
+        bad = [*rows[:2], (*rows[2][:at], "not bytes", *rows[2][at + 1 :])]
         with pytest.raises(TypeError):  # asyncpg refuses to encode the third row
             await writer.write(bad)  # type: ignore[arg-type]
         assert await pool.fetchval("SELECT count(*) FROM history_events") == 0
