@@ -88,6 +88,12 @@ class DedupWindow(Protocol):
     async def forget(self, keys: Sequence[DedupKey]) -> None:
         """Drops keys whose events were not stored after all."""
 
+    def stored(self, keys: Sequence[DedupKey]) -> None:
+        """The store committed the events of these remembered keys. A shared window answers
+        a key as a duplicate only from then on (until then a node that dies before its
+        commit would leave an id with no event behind it); it may record that in the
+        background."""
+
 
 class MemoryDedupWindow:
     """:class:`DedupWindow` in this process's memory, expired by age, within a memory budget.
@@ -196,6 +202,9 @@ class MemoryDedupWindow:
         order.append((self._clock(), batch))
         if len(ids) * ENTRY_BYTES + len(order) * BATCH_BYTES > self.max_bytes:
             self._shorten()
+
+    def stored(self, keys: Sequence[DedupKey]) -> None:
+        return None  # one process: its ids and its log die together
 
     async def forget(self, keys: Sequence[DedupKey]) -> None:
         ids = self._ids

@@ -8,11 +8,29 @@ clock, so the nodes' clocks need not agree):
 1. :meth:`RedisDedupWindow.lookup` *claims* every new key before the batch is appended:
    ``SET key 0 NX PX claim GET``, pipelined (one round trip per batch). The node whose
    ``SET`` wins appends the event; a node that finds an id answers the duplicate with it; a
-   node that finds a claim (``0``: another node is appending that event right now) waits
-   until the claim becomes an id or goes away, then decides again.
-2. :meth:`RedisDedupWindow.remember` replaces the claims by the ids for the whole window.
-3. :meth:`RedisDedupWindow.forget` deletes them when the append failed, so a retry is
-   accepted. A claim whose node died before 2 or 3 runs out after ``claim`` seconds.
+   node that finds a claim (``0``) or a pending id (``p<id>``: another node is appending
+   that event right now) waits until it becomes an id or goes away, then decides again.
+2. :meth:`RedisDedupWindow.remember` replaces the claims by *pending* ids once the events
+   are staged (``p<id>``, still for ``claim`` seconds): the append has not committed yet.
+3. :meth:`RedisDedupWindow.stored` (after the append committed) turns the pending ids into
+   ids for the whole window, in the background, coalescing the batches of many publishes.
+4. :meth:`RedisDedupWindow.forget` deletes them when the append failed, so a retry is
+   accepted.
+
+An id is therefore only answered as a duplicate once its event is in the log: a node killed
+between staging and committing leaves a pending id, never an id, and the retry through
+another node stores the event (it was an answered duplicate of an event never stored, so an
+acknowledged event lost, before pending ids).
+
+Claims and pending ids last ``claim`` seconds (1 by default) and the node that holds them
+renews them every quarter of that until they are ids or deleted, so a slow append (a loaded
+machine, a backbone that takes its time) keeps them however long it takes, and those of a
+node that died (kill -9 between 1 and 3) run out within ``claim`` seconds of its last
+renewal. That bounds how long a publish retried through another node waits for a dead
+node's events: the client's failover resumes within about ``claim`` seconds (it was a fixed
+5 s claim, which a failover that met one waited out in full). A node that dies after its
+answer and before 3 leaves pending ids that run out: a later retry of those events would be
+stored again (a duplicate, never a loss).
 
 Keys are compact: a 128-bit BLAKE2b digest of the key under the prefix, whatever the lengths
 of ``source`` and ``id`` (about 90 bytes of Redis memory per event).
@@ -27,7 +45,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -41,10 +61,26 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CLAIM", "RedisDedupWindow"]
 
-DEFAULT_CLAIM = 5.0
-"""Seconds a claim holds when its node neither remembers nor forgets it (it died between
-the claim and the append); a retry waits at most this long for such a claim."""
+DEFAULT_CLAIM = 1.0
+"""Seconds a claim (or a pending id) holds after its node's last renewal: when the node died
+before its append committed, a retry through another node waits at most this long for it."""
 _WHAT = "the Redis dedup window"
+
+MAX_HOLD = 30.0
+"""Seconds a node renews one claim at most (a publish takes milliseconds between its claim
+and its id; this bounds a claim that a bug left behind)."""
+
+_log = logging.getLogger("lockgate.dedup")
+
+# Extends the claims ("0") and pending ids ("p<id>") among KEYS: a key that became an id
+# meanwhile (stored) is left as it is.
+_RENEW = """
+for _, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v == '0' or (v and string.sub(v, 1, 1) == 'p') then redis.call('PEXPIRE', k, ARGV[1]) end
+end
+return 0
+"""
 
 
 class RedisDedupWindow:
@@ -68,6 +104,16 @@ class RedisDedupWindow:
         self._claim_ms = max(1, min(self._window_ms, int(claim * 1000)))
         self.waits = 0
         """How many times a lookup met a key claimed elsewhere and waited for its outcome."""
+        self.renewals = 0
+        """How many times this node renewed the claims it holds."""
+        self._renew = self._redis.register_script(_RENEW)
+        # Claimed here (or pending) and neither stored nor forgotten yet -> when (monotonic).
+        self._held: dict[bytes, float] = {}
+        self._pending: dict[bytes, int] = {}  # remembered here, their append not committed
+        self._renewer: asyncio.Task[None] | None = None
+        self._committed: list[bytes] = []  # stored: to turn into ids
+        self._confirmer: asyncio.Task[None] | None = None
+        self._confirm_wake = asyncio.Event()
 
     def _key(self, key: DedupKey) -> bytes:
         org, source, eid = key
@@ -79,7 +125,55 @@ class RedisDedupWindow:
         return None
 
     async def close(self) -> None:
+        """Turns what is stored into ids, stops renewing (what this node still claims runs
+        out) and disconnects."""
+        if self._committed:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._confirm(self._take_committed())
+        for task in (self._renewer, self._confirmer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._renewer = self._confirmer = None
+        self._held.clear()
+        self._pending.clear()
         await self._redis.aclose()
+
+    def _hold(self, keys: Sequence[bytes]) -> None:
+        now = time.monotonic()
+        self._held.update(dict.fromkeys(keys, now))
+        if self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_loop(), name="lockgate-dedup-claims"
+            )
+
+    def _release(self, keys: Sequence[bytes]) -> None:
+        held, pending = self._held, self._pending
+        for k in keys:
+            held.pop(k, None)
+            pending.pop(k, None)
+
+    async def _renew_loop(self) -> None:
+        every = self._claim_ms / 4000
+        while True:
+            await asyncio.sleep(every)
+            if not self._held:
+                continue
+            # A claim whose publish neither remembered nor forgot it (an error between the
+            # two) is renewed no longer than MAX_HOLD: it then runs out as a dead node's does.
+            oldest = time.monotonic() - MAX_HOLD
+            for k in [k for k, at in self._held.items() if at < oldest]:
+                del self._held[k]
+            if not self._held:
+                continue
+            try:
+                await self._renew(keys=list(self._held), args=[self._claim_ms])
+                self.renewals += 1
+            except REDIS_ERRORS as exc:
+                # The append that holds these claims fails on the same Redis; a claim that
+                # runs out meanwhile only lets a retry elsewhere in sooner.
+                _log.warning("dedup.claims.renew_failed: %s", redis_failed(_WHAT, exc).message)
 
     async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
         """The id stored for each key, or 0 for a key this call claimed (the caller appends
@@ -98,12 +192,17 @@ class RedisDedupWindow:
             except REDIS_ERRORS as exc:
                 raise redis_failed(_WHAT, exc) from exc
             waiting = []
+            won = []
             for k, old in zip(todo, answers, strict=True):
-                stored = 0 if old is None else int(old)
-                if old is not None and not stored:
+                if old is not None and (old == b"0" or old[:1] == b"p"):
                     waiting.append(k)  # another publish of this event is being appended
                 else:
+                    stored = 0 if old is None else int(old)
                     found[k] = stored
+                    if old is None:
+                        won.append(k)
+            if won:
+                self._hold(won)
             todo = waiting
             if todo:
                 self.waits += 1
@@ -118,20 +217,72 @@ class RedisDedupWindow:
         return [found[k] for k in rkeys]
 
     async def remember(self, entries: Sequence[tuple[DedupKey, int]]) -> None:
+        """Records the staged events' ids as pending (see the module): a duplicate is
+        answered with them only once :meth:`stored` says their append committed."""
         if not entries:
             return
+        rkeys = [self._key(key) for key, _ in entries]
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for key, event_id in entries:
-                pipe.set(self._key(key), str(event_id), px=self._window_ms)
+            for k, (_, event_id) in zip(rkeys, entries, strict=True):
+                pipe.set(k, b"p%d" % event_id, px=self._claim_ms)
             await pipe.execute()
         except REDIS_ERRORS as exc:
+            self._release(rkeys)  # they run out: a retry elsewhere stores the event
             raise redis_failed(_WHAT, exc) from exc
+        self._hold(rkeys)  # renewed until stored or forgotten
+        self._pending.update(zip(rkeys, (event_id for _, event_id in entries), strict=True))
+
+    def stored(self, keys: Sequence[DedupKey]) -> None:
+        """The append of these remembered keys' events committed: their ids hold for the
+        window from now on (written in the background, many publishes at a time)."""
+        pending = self._pending
+        committed = [k for k in map(self._key, keys) if k in pending]
+        if not committed:
+            return
+        self._committed += committed
+        self._confirm_wake.set()
+        if self._confirmer is None:
+            self._confirmer = asyncio.get_running_loop().create_task(
+                self._confirm_loop(), name="lockgate-dedup-stored"
+            )
+
+    def _take_committed(self) -> list[tuple[bytes, int]]:
+        keys, self._committed = self._committed, []
+        pending = self._pending
+        return [(k, pending[k]) for k in keys if k in pending]
+
+    async def _confirm(self, entries: Sequence[tuple[bytes, int]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for k, event_id in entries:
+            pipe.set(k, str(event_id), px=self._window_ms)
+        await pipe.execute()
+        self._release([k for k, _ in entries])
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            await self._confirm_wake.wait()
+            self._confirm_wake.clear()
+            entries = self._take_committed()
+            if not entries:
+                continue
+            try:
+                await self._confirm(entries)
+            except REDIS_ERRORS as exc:
+                # Still pending, and renewed: tried again with the next ones (a publish
+                # meanwhile fails closed on the same Redis anyway).
+                self._committed[:0] = [k for k, _ in entries]
+                _log.warning("dedup.stored.failed: %s", redis_failed(_WHAT, exc).message)
+                await asyncio.sleep(0.1)
+                self._confirm_wake.set()
 
     async def forget(self, keys: Sequence[DedupKey]) -> None:
         if not keys:
             return
+        rkeys = [self._key(k) for k in keys]
         try:
-            await self._redis.delete(*[self._key(k) for k in keys])
+            await self._redis.delete(*rkeys)
         except REDIS_ERRORS as exc:
             raise redis_failed(_WHAT, exc) from exc
+        finally:
+            self._release(rkeys)

@@ -458,6 +458,7 @@ class Pipeline:
             await self.dedup.forget(prepared.keys)
             self.telemetry.end_publish(prepared.span, exc)
             raise
+        self.dedup.stored(prepared.keys)
         listener = self.listener
         # Nothing is awaited between the store's answer and here, so listeners hear of
         # batches in commit order (the order the store resolves its writes in).

@@ -55,16 +55,30 @@ async def two_short(redis_url: str) -> AsyncIterator[tuple[RedisDedupWindow, Red
 K = ("acme", "/src", "e1")
 
 
-async def test_a_claim_makes_the_other_node_wait_for_the_id(
+async def test_a_claim_makes_the_other_node_wait_for_the_stored_id(
     two: tuple[RedisDedupWindow, RedisDedupWindow],
 ) -> None:
     a, b = two
     assert await a.lookup([K]) == [0]  # a appends it
     waiting = asyncio.create_task(b.lookup([K, ("acme", "/src", "e2")]))
     await eventually(lambda: b.waits > 0, what="b meets a's claim")
+    await a.remember([(K, 42)])  # staged, not committed: still no duplicate to answer
+    waits = b.waits
+    await eventually(lambda: b.waits > waits + 2, what="b meets a's pending id")
     assert not waiting.done()
-    await a.remember([(K, 42)])
+    a.stored([K])  # a's append committed
     assert await asyncio.wait_for(waiting, 5) == [42, 0]
+
+
+async def test_a_node_killed_before_its_commit_leaves_no_id_behind(
+    two_short: tuple[RedisDedupWindow, RedisDedupWindow],
+) -> None:
+    a, b = two_short
+    assert await a.lookup([K]) == [0]
+    await a.remember([(K, 42)])
+    await a.close()  # killed before its append committed: event 42 is not in the log
+    # The retry through b stores the event rather than answer it as a duplicate of 42.
+    assert await asyncio.wait_for(b.lookup([K]), 5) == [0]
 
 
 async def test_a_forgotten_claim_goes_to_the_other_node(
@@ -77,6 +91,7 @@ async def test_a_forgotten_claim_goes_to_the_other_node(
     await a.forget([K])  # a's append failed
     assert await asyncio.wait_for(waiting, 5) == [0]  # b claimed it: b appends it
     await b.remember([(K, 43)])
+    b.stored([K])
     assert await a.lookup([K]) == [43]
 
 
@@ -84,9 +99,23 @@ async def test_a_claim_left_by_a_dead_node_runs_out(
     two_short: tuple[RedisDedupWindow, RedisDedupWindow],
 ) -> None:
     a, b = two_short
-    assert await a.lookup([K]) == [0]  # and a dies before its append
+    assert await a.lookup([K]) == [0]
+    await a.close()  # a dies before its append: nobody renews its claim
     assert await asyncio.wait_for(b.lookup([K]), 5) == [0]
     assert b.waits > 0  # it waited for the claim to run out
+
+
+async def test_a_live_nodes_claim_is_renewed_while_it_appends(
+    two_short: tuple[RedisDedupWindow, RedisDedupWindow],
+) -> None:
+    a, b = two_short
+    assert await a.lookup([K]) == [0]  # a's append takes longer than the claim lasts
+    await eventually(lambda: a.renewals >= 6, what="a renews its claim past 0.5 s")
+    waiting = asyncio.create_task(b.lookup([K]))
+    await eventually(lambda: b.waits > 0, what="b meets a's claim, still there")
+    await a.remember([(K, 42)])
+    a.stored([K])
+    assert await asyncio.wait_for(waiting, 5) == [42]
 
 
 def closed_port() -> int:

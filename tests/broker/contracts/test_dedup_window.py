@@ -93,6 +93,7 @@ async def test_remembers_and_forgets(subject: Subject, store: SqliteStore) -> No
     a, b = ("o", "src", "a"), ("o", "src", "b")
     assert await window.lookup([a, b]) == [0, 0]
     await window.remember([(a, 11), (b, 12)])
+    window.stored([a, b])  # their append committed
     assert await window.lookup([b, a]) == [12, 11]
     await window.forget([a])
     assert await window.lookup([a, b]) == [0, 12]
@@ -105,6 +106,7 @@ async def test_a_key_twice_in_one_lookup(subject: Subject, store: SqliteStore) -
     k = ("o", "src", "twice")
     assert await window.lookup([k, k]) == [0, 0]
     await window.remember([(k, 7)])
+    window.stored([k])
     assert await window.lookup([k, k]) == [7, 7]
     await window.close()
 
@@ -114,6 +116,7 @@ async def test_keys_belong_to_their_org(subject: Subject, store: SqliteStore) ->
     await window.open(store)
     assert await window.lookup([("o1", "src", "a")]) == [0]
     await window.remember([(("o1", "src", "a"), 5)])
+    window.stored([("o1", "src", "a")])
     assert await window.lookup([("o2", "src", "a"), ("o1", "src", "a")]) == [0, 5]
     await window.close()
 
@@ -124,9 +127,11 @@ async def test_keys_expire_after_the_window(subject: Subject, store: SqliteStore
     old, new = ("o", "s", "old"), ("o", "s", "new")
     assert await window.lookup([old]) == [0]
     await window.remember([(old, 1)])
+    window.stored([old])
     await subject.wait(6)
     assert await window.lookup([new]) == [0]
     await window.remember([(new, 2)])
+    window.stored([new])
     await subject.wait(6)  # "old" is 12 units old, "new" 6
     assert await window.lookup([old, new]) == [0, 2]
     await window.close()
