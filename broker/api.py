@@ -350,12 +350,13 @@ class LocalAPI:
         self.auth = authenticator
         self._acting_for = acting_for
 
-    async def principal(self, key: str | None, action: str) -> Principal:
-        """The caller, once it may do ``action`` in its org (``broker.permissions``: the same
-        table the gRPC services apply, so each surface grants the same)."""
+    async def principal(self, key: str | None, action: str, org: str | None = "") -> Principal:
+        """The caller, once it may do ``action`` in ``org`` ("": its own; None: the whole
+        broker) by ``broker.permissions``: the same table the gRPC services apply, so each
+        surface grants the same."""
         p = self._acting_for or await self._authenticated(key)
         try:
-            self.broker.permissions.authorize(p, action, p.org)
+            self.broker.permissions.authorize(p, action, p.org if org == "" else org)
         except PermissionDenied as err:
             self.broker.audit.denied("access", action, err)
             raise

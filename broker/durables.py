@@ -234,11 +234,14 @@ class Durables:
     def lags(self) -> list[tuple[str, int]]:
         """Per durable, the log batches after its read position up to the head (batches of
         subjects it does not match count too: it has still to scan past them)."""
-        head = self._head()
         return [
-            (f"durable:{org}/{name}", max(0, head + 1 - c.position.seq))
+            (f"durable:{org}/{name}", self.lag_of(c))
             for (org, name), c in list(self.consumers.items())
         ]
+
+    def lag_of(self, c: DurableConsumer) -> int:
+        """The log batches after ``c``'s read position up to the head."""
+        return max(0, self._head() + 1 - c.position.seq)
 
     # -- the publish path's hand-over (CommitListener) ------------------------------------------
 

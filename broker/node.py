@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from lockgate.broker import wire
+from lockgate.broker.activity import PeerNodes
 from lockgate.broker.audit import AuditLog
 from lockgate.broker.auth import Principal
 from lockgate.broker.backbone import Backbone, Interest, InterestWatcher, Notice
@@ -124,6 +125,8 @@ class Broker:
         )
         """The worker id this node issues ids with, under its lease."""
         self.notice_listeners: list[Callable[[Notice], None]] = []
+        self.peers = PeerNodes()
+        """The other nodes heard from (their notices), for the dashboard."""
         """Called with every notice another node sends."""
         self.history = History(store)
         self.requests = Requests(
@@ -333,6 +336,8 @@ class Broker:
         return await self.durables.relay.on_call(body)
 
     def on_notice(self, notice: Notice) -> None:
+        if notice.origin != self.node_id:
+            self.peers.heard(notice.origin)
         # One node has nothing to reload; a cluster node reloads the durable or the active
         # policy version from the shared store here. The config store and the registry are
         # read again at once (one read in flight at a time; the poll covers the rest).
@@ -576,6 +581,12 @@ class Broker:
         return await self.durables.redrive(org, name, ids)
 
     # -- request / reply, history -------------------------------------------------------------
+
+    @property
+    def store_kind(self) -> str:
+        """``sqlite`` (embedded) or ``cluster``; never the store's URL (it may carry a
+        password)."""
+        return "sqlite" if self.config.store == "sqlite" else "cluster"
 
     def history_lag(self) -> int | None:
         """Log batches not yet in the PostgreSQL history (None: no message logger here, or

@@ -100,6 +100,11 @@ ACTIONS: Final = _table(
     Action("metrics.read", ADMIN, "read the broker's metrics (/metrics on the HTTP gateway)"),
     Action("conversation.use", AGENT, "take part in conversations (as their rules allow)"),
     Action("conversation.keys", AGENT, "publish and read encryption keys of conversations"),
+    Action(
+        "activity.read",
+        ADMIN,
+        "read the broker's live activity: subject rates, subscriptions, denials, nodes",
+    ),
     Action("registry.read", ADMIN, "read the backbone registry"),
     Action("registry.write", ADMIN, "create, update and delete backbone records"),
     Action("config.read", ADMIN, "read the config store and its versions"),
@@ -189,6 +194,18 @@ HTTP_ACTIONS: Final = MappingProxyType(
         ("POST", "/v1/config/rollback"): "config.write",
         ("GET", "/v1/ws"): "",
         ("GET", "/metrics"): "metrics.read",
+        # The dashboard (inside `lockgate serve` only): the page is static and public (it
+        # holds no data); each read it makes is authorized here.
+        ("GET", "/dashboard"): "",
+        ("GET", "/dashboard/{path}"): "",
+        ("GET", "/v1/activity/subjects"): "activity.read",
+        ("GET", "/v1/activity/subscriptions"): "activity.read",
+        ("GET", "/v1/activity/denials"): "activity.read",
+        ("GET", "/v1/activity/nodes"): "activity.read",
+        ("GET", "/v1/deadletters"): "dead_letters.manage",
+        ("POST", "/v1/deadletters/redrive"): "dead_letters.manage",
+        ("GET", "/v1/policies/versions"): "policy.read",
+        ("GET", "/v1/policies/diff"): "policy.read",
     }
 )
 

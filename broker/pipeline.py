@@ -19,6 +19,7 @@ from operator import attrgetter
 from typing import Protocol
 
 from lockgate.broker import cloudevents, wire
+from lockgate.broker.activity import SubjectRates
 from lockgate.broker.auth import Principal
 from lockgate.broker.backbone import Backbone
 from lockgate.broker.bounds import MAX_EVENT_ID, MAX_EVENT_SOURCE
@@ -189,6 +190,8 @@ class Pipeline:
         self.head = 0
         """The highest id assigned."""
         self.draining = False
+        self.rates = SubjectRates()
+        """Events stored per subject lately (the dashboard's charts), counted per batch."""
         self._guard: Callable[[], None] | None = None
 
     async def open(self, worker_id: int, guard: Callable[[], None] | None = None) -> None:
@@ -466,6 +469,7 @@ class Pipeline:
             if listener.wants_frames():
                 listener.on_commit(s.batch, seq, s.frames or wire.split_frames(s.batch.body))
             self.telemetry.count_published(s.batch.org, s.batch.count)
+            self.rates.add(s.batch.org, s.batch.subject, s.batch.count)
         self.telemetry.publish_duration.record(time.perf_counter() - prepared.started)
         self.telemetry.end_publish(prepared.span, None)
         return prepared.outcome

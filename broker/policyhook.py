@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from typing import Protocol
 
+from lockgate.broker.activity import RecentDenials
 from lockgate.broker.audit import AuditLog
 from lockgate.broker.auth import Principal
 from lockgate.broker.cloudevents import timestamp_problem
@@ -189,6 +190,8 @@ class PolicyGate:
         self.spam = spam
         self.audit = AuditLog(None)
         """Where denials are recorded (the node sets its own; without one, nowhere)."""
+        self.denials = RecentDenials()
+        """The last policy denials with their rule, in memory (the dashboard shows them)."""
         names = {o.strip() for o in default_deny.split(",") if o.strip()}
         self.deny_all = "*" in names
         self.deny_orgs = frozenset(names - {"*"})
@@ -303,6 +306,19 @@ class PolicyGate:
         for err, n in verdicts.denials:
             self.audit.denied(
                 action, subject, err, n, principal=principal, policy_version=self.version
+            )
+            meta = err.metadata
+            self.denials.add(
+                principal.org,
+                principal.agent,
+                action,
+                subject,
+                n,
+                reason=err.reason,
+                rule=meta.get("rule", ""),
+                effect=meta.get("effect", ""),
+                message=err.message,
+                policy_version=self.version_of(principal.org),
             )
         return verdicts
 

@@ -104,6 +104,10 @@ class Ephemerals:
             return len(self._live)
         return sum(1 for s in list(self._live) if s.org == org)
 
+    def live_subscriptions(self) -> list[EphemeralSubscription]:
+        """The live ephemeral subscriptions (a copy)."""
+        return list(self._live)
+
     async def subscribe(
         self,
         principal: Principal,

@@ -12,6 +12,9 @@ Routes (all under ``/v1``; the API key as ``Authorization: Bearer <key>``)::
     GET  /metrics                               the broker's Prometheus metrics (admin)
     /v1/backbones[/{id}], /v1/config[/versions|/rollback]   the registry and the config
                                                 store (admin; see gateways._cluster_http)
+    /dashboard/, /v1/activity/*, /v1/deadletters[/redrive], /v1/policies/{versions,diff}
+                                                the dashboard and its reads, inside
+                                                ``lockgate serve`` only (gateways._dashboard_http)
 
 Publish answers 200 when every event was accepted (duplicates count as accepted), 207
 (Multi-Status) when some were rejected, and the rejection's own status (400, 403, 413, 429,
@@ -36,13 +39,21 @@ from typing import TypeVar, cast
 
 from aiohttp import web
 
-from lockgate.broker.api import BrokerAPI, CloudEvent, Delivery, DurableOptions, StoredEvent
+from lockgate.broker.api import (
+    BrokerAPI,
+    CloudEvent,
+    Delivery,
+    DurableOptions,
+    LocalAPI,
+    StoredEvent,
+)
 from lockgate.broker.audit import enter
 from lockgate.broker.bounds import BOUNDS
 from lockgate.broker.errors import BrokerError, NotFound
 from lockgate.gateways._cebinary import from_binary, has_binary_headers, is_structured_type
 from lockgate.gateways._cejson import JsonValue, event_from_json
 from lockgate.gateways._cluster_http import add_cluster_routes
+from lockgate.gateways._dashboard_http import add_dashboard_routes
 from lockgate.gateways._guard import read_body
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
 from lockgate.gateways._slices import by_count, publish_in_slices
@@ -406,4 +417,6 @@ def build_app(api: BrokerAPI, settings: HttpSettings | None = None) -> web.Appli
     app[API_KEY] = api
     app[SETTINGS] = settings or HttpSettings()
     add_routes(app)
+    if isinstance(api, LocalAPI):  # the dashboard reads the broker in this process
+        add_dashboard_routes(app, api, _json_body)
     return app

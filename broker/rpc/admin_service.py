@@ -94,8 +94,7 @@ class AdminService(Servicer):
         published, delivered, rejected = broker.telemetry.totals.of(scope)
         resp = admin_pb2.GetStatusResponse(
             node_id=broker.node_id,
-            # Never the store's URL: it may carry a password.
-            store="sqlite" if broker.config.store == "sqlite" else "cluster",
+            store=broker.store_kind,
             history_lag_known=lag is not None,
             history_lag=lag or 0,
             events_published=published,

@@ -100,6 +100,8 @@ def _call(method: str, path: str) -> tuple[str, dict[str, object] | None]:
         body = {"changes": [{"name": "backoff", "value": "4"}]}
     elif path == "/v1/config/rollback":
         body = {}
+    elif path == "/v1/deadletters/redrive":
+        body = {"durable": durable}
     return concrete + ("?wait=0s" if concrete.endswith("/events") and method == "GET" else ""), body
 
 

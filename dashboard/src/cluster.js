@@ -1,0 +1,47 @@
+import { html, ErrorLine, fmtTime } from './html.js';
+import { usePolled } from './poll.js';
+
+// This node and the others it heard from, the backbone registry, the config store.
+export function Cluster({ api }) {
+  const [nodes, nError] = usePolled(() => api.get('/v1/activity/nodes'), [api], 5000);
+  const [backbones, bError] = usePolled(() => api.get('/v1/backbones'), [api], 15000);
+  const [config, cError] = usePolled(() => api.get('/v1/config'), [api], 15000);
+  return html`<section id="cluster">
+    <h3>Nodes</h3>
+    <${ErrorLine} error=${nError} />
+    ${nodes && html`<table id="nodes">
+      <thead><tr><th>node</th><th>store</th><th>history lag</th><th>last heard</th></tr></thead>
+      <tbody>
+        <tr><td>${nodes.node.node_id} <small class="muted">(this one)</small></td><td>${nodes.node.store}</td>
+          <td>${nodes.node.history_lag ?? 'n/a'}</td><td>now</td></tr>
+        ${nodes.peers.map(
+          (p) => html`<tr key=${p.node_id}><td>${p.node_id}</td><td></td><td></td>
+            <td>${fmtTime(Date.parse(p.last_heard))}</td></tr>`,
+        )}
+      </tbody>
+    </table>`}
+    <h3>Backbones (the registry)</h3>
+    <${ErrorLine} error=${bError} />
+    <table>
+      <thead><tr><th>id</th><th>endpoint</th><th>orgs</th><th>region</th><th>status</th><th>updated</th></tr></thead>
+      <tbody>
+        ${(backbones ? backbones.backbones : []).map(
+          (b) => html`<tr key=${b.id}><td>${b.id}</td><td>${b.endpoint}</td><td>${b.org_ids.join(', ')}</td>
+            <td>${b.region}</td><td>${b.status}</td><td>${b.updated_time}</td></tr>`,
+        )}
+      </tbody>
+    </table>
+    ${backbones && !backbones.backbones.length && html`<p class="muted">No backbones registered.</p>`}
+    <h3>Settings (the config store)</h3>
+    <${ErrorLine} error=${cError} />
+    ${config && html`<p class="muted">version ${config.version.version}${config.version.author ? ` by ${config.version.author}` : ''}</p>
+    <table>
+      <thead><tr><th>pattern</th><th>setting</th><th>value</th></tr></thead>
+      <tbody>
+        ${Object.entries(config.settings).flatMap(([pattern, s]) =>
+          Object.entries(s).map(([name, value]) => html`<tr key=${pattern + name}><td>${pattern || '(broker)'}</td><td>${name}</td><td>${value}</td></tr>`),
+        )}
+      </tbody>
+    </table>`}
+  </section>`;
+}

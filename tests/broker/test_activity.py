@@ -1,0 +1,132 @@
+"""The dashboard's bounded memories: subject rates in time buckets, recent denials with
+their rule, the nodes heard from; and the broker feeding them per batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lockgate.broker.activity import OTHER_SUBJECTS, PeerNodes, RecentDenials, SubjectRates
+from lockgate.broker.auth import Principal
+from lockgate.broker.config import Config
+from lockgate.broker.node import Broker
+from lockgate.broker.policies import PolicyManager
+from lockgate.broker.policyhook import PolicyGate
+from lockgate.broker.store.sqlite import SqliteStore
+from lockgate.broker.v1 import cloudevent_pb2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rates_count_per_bucket_oldest_first() -> None:
+    clock = Clock()
+    rates = SubjectRates(bucket_seconds=5, buckets=4, clock=clock)
+    rates.add("acme", "a", 10)
+    clock.now += 5
+    rates.add("acme", "a", 3)
+    rates.add("acme", "b", 1)
+    snap = rates.snapshot()
+    assert [(r.org, r.subject, r.counts) for r in snap] == [
+        ("acme", "a", (0, 0, 10, 3)),
+        ("acme", "b", (0, 0, 0, 1)),
+    ]
+    assert snap[0].total == 13
+
+
+def test_rates_forget_what_left_the_window() -> None:
+    clock = Clock()
+    rates = SubjectRates(bucket_seconds=5, buckets=4, clock=clock)
+    rates.add("acme", "a", 10)
+    clock.now += 15
+    assert rates.snapshot()[0].counts == (10, 0, 0, 0)
+    clock.now += 5
+    assert rates.snapshot() == []
+    clock.now += 1000  # a gap longer than the window zeroes every bucket once
+    rates.add("acme", "a", 2)
+    assert rates.snapshot()[0].counts == (0, 0, 0, 2)
+
+
+def test_subjects_past_the_bound_count_as_one_row() -> None:
+    clock = Clock()
+    rates = SubjectRates(bucket_seconds=5, buckets=4, max_subjects=3, clock=clock)
+    for i in range(10):
+        rates.add("acme", f"s{i}", 1)
+    rows = {(r.org, r.subject): r.total for r in rates.snapshot()}
+    assert len(rows) == 4
+    assert rows[("", OTHER_SUBJECTS)] == 7
+    # Once the first ones are idle past the window, new subjects get their own rows again.
+    clock.now += 100
+    rates.add("acme", "fresh", 5)
+    assert [(r.subject, r.total) for r in rates.snapshot()] == [("fresh", 5)]
+
+
+def test_recent_denials_are_bounded_newest_first() -> None:
+    ring = RecentDenials(size=3, clock=lambda: 2.0)
+    for i in range(5):
+        ring.add(
+            "acme",
+            "bot",
+            "publish",
+            f"secret.{i}",
+            2,
+            reason="POLICY_DENIED",
+            rule="secrets.policy:2",
+            effect="deny",
+            message="x" * 1000,
+            policy_version="v1",
+        )
+    latest = ring.latest(10)
+    assert [d.subject for d in latest] == ["secret.4", "secret.3", "secret.2"]
+    assert latest[0].time_ms == 2000 and len(latest[0].message) == 500
+    assert [d.subject for d in ring.latest(1)] == ["secret.4"]
+
+
+def test_peer_nodes_keep_the_latest_heard_within_the_bound() -> None:
+    clock = Clock()
+    peers = PeerNodes(size=2, clock=clock)
+    for node in ("a", "b", "c"):
+        clock.now += 1
+        peers.heard(node)
+    clock.now += 1
+    peers.heard("b")
+    assert [n for n, _ in peers.seen()] == ["b", "c"]
+
+
+SECRETS = """\
+policy secrets on "secret.>" {
+  closed: deny publish because "secrets are closed"
+}
+"""
+
+
+def _events(n: int) -> list[cloudevent_pb2.CloudEvent]:
+    return [
+        cloudevent_pb2.CloudEvent(id=f"e{i}", source="t", spec_version="1.0", type="t")
+        for i in range(n)
+    ]
+
+
+async def test_the_broker_feeds_rates_and_denials_once_per_batch(tmp_path: Path) -> None:
+    gate = PolicyGate()
+    broker = Broker(Config(data_dir=str(tmp_path), fsync="never"), SqliteStore(tmp_path), gate)
+    await broker.start()
+    try:
+        gate.swap(PolicyManager(gate, broker.store).compile({"secrets.policy": SECRETS}))
+        who = Principal("acme", "bot", frozenset())
+        out = await broker.publish(who, "orders.new", _events(7))
+        assert not out.errors
+        denied = await broker.publish(who, "secret.plans", _events(3))
+        assert len(denied.errors) == 3
+        rates = {(r.org, r.subject): r.total for r in broker.pipeline.rates.snapshot()}
+        assert rates == {("acme", "orders.new"): 7}
+        (d,) = gate.denials.latest()
+        assert (d.org, d.agent, d.subject, d.count) == ("acme", "bot", "secret.plans", 3)
+        assert (d.rule, d.effect, d.reason) == ("secrets.policy:2", "deny", "POLICY_DENIED")
+        assert d.policy_version == gate.version
+    finally:
+        await broker.stop()
