@@ -240,8 +240,12 @@ class Durables:
         ]
 
     def lag_of(self, c: DurableConsumer) -> int:
-        """The log batches after ``c``'s read position up to the head."""
-        return max(0, self._head() + 1 - c.position.seq)
+        """The log batches after ``c``'s read position up to the newest committed one (0
+        until this node has seen a commit). Positions count batches (the log's sequence),
+        so the head is the newest commit's sequence, never the newest event id (the two
+        differ by the ids' magnitude: the gauge showed 3.8e17)."""
+        head = self.recent.last_seq
+        return max(0, head + 1 - c.position.seq) if head else 0
 
     # -- the publish path's hand-over (CommitListener) ------------------------------------------
 

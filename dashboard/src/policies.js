@@ -74,7 +74,7 @@ function Diff({ doc }) {
     <p class="muted">${doc.from} → ${doc.to}${lines.length ? '' : ': no difference'}</p>
     <pre class="diff">${lines.map((l) => {
       const cls = l.startsWith('+') ? 'add' : l.startsWith('-') ? 'del' : l.startsWith('@@') ? 'hunk' : '';
-      return html`<span class=${cls}>${l}\n</span>`;
+      return html`<span class=${cls}>${`${l}\n`}</span>`;
     })}</pre>
   </div>`;
 }

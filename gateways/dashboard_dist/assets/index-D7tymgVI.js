@@ -114,7 +114,7 @@
   </section>`}function Ua({doc:e}){if(e.from===e.to)return U`<p class="muted">Only one version: nothing to compare.</p>`;let t=e.diff?e.diff.split(`
 `):[];return U`<div>
     <p class="muted">${e.from} → ${e.to}${t.length?``:`: no difference`}</p>
-    <pre class="diff">${t.map(e=>U`<span class=${e.startsWith(`+`)?`add`:e.startsWith(`-`)?`del`:e.startsWith(`@@`)?`hunk`:``}>${e}\n</span>`)}</pre>
+    <pre class="diff">${t.map(e=>U`<span class=${e.startsWith(`+`)?`add`:e.startsWith(`-`)?`del`:e.startsWith(`@@`)?`hunk`:``}>${`${e}\n`}</span>`)}</pre>
   </div>`}function Wa({api:e}){let[t,n]=Fa(()=>e.get(`/v1/activity/nodes`),[e],5e3),[r,i]=Fa(()=>e.get(`/v1/backbones`),[e],15e3),[a,o]=Fa(()=>e.get(`/v1/config`),[e],15e3);return U`<section id="cluster">
     <h3>Nodes</h3>
     <${W} error=${n} />
