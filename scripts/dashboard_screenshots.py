@@ -110,7 +110,7 @@ async def main(out: Path) -> None:
             await admin.admin.put_policies({"secrets.policy": V1})
             await admin.admin.put_policies({"secrets.policy": V2})
             browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = await browser.new_page(viewport={"width": 1100, "height": 620})
+            page = await browser.new_page(viewport={"width": 1000, "height": 560})
             await page.goto(base + "/dashboard/")
             await page.fill("input[name=key]", keys["admin"])
             await page.click("#sign-in")
