@@ -311,6 +311,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     # push, versions and rollback talk to a broker with the client.
     from lockgate.broker.replay import replay_command
     from lockgate.clients._cli import POLICY_COMMANDS
+    from lockgate.clients._progress import Progress
     from lockgate.policy.cli import ExtraCommand
     from lockgate.policy.cli import main as policy_main
     from lockgate.policy.files import read_policy_dir
@@ -325,7 +326,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
 
         return run
 
-    extra = {"replay": replay_command()}
+    extra = {"replay": replay_command(Progress)}
     for name, (text, arguments, handler) in POLICY_COMMANDS.items():
         extra[name] = ExtraCommand(text, arguments, runner(handler))
     return int(policy_main(list(args.rest), extra))

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from lockgate.broker.ids import id_for_time_ms
 from lockgate.broker.policyhook import event_attributes, json_payload
@@ -30,7 +31,42 @@ from lockgate.policy.files import load_policy_dir, new_parser
 from lockgate.policy.replay import diff_decisions
 from lockgate.policy.subjects import is_system
 
-__all__ = ["add_replay_arguments", "replay_command", "requests_from_batches", "run_replay"]
+__all__ = [
+    "Bar",
+    "add_replay_arguments",
+    "replay_command",
+    "requests_from_batches",
+    "run_replay",
+]
+
+
+class Bar(Protocol):
+    """A progress bar (``clients._progress.Progress``, which the broker may not import: the
+    ``lockgate`` composition root hands its class in)."""
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+BarFactory = Callable[[str, int | None], Bar]
+
+
+class _NoBar:
+    def advance(self, n: int = 1) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _counted(items: Iterable[Request], bar: Bar) -> Iterator[Request]:
+    try:
+        for item in items:
+            bar.advance()
+            yield item
+    finally:
+        bar.close()
 
 
 def requests_from_batches(batches: list[Batch]) -> Iterator[Request]:
@@ -119,7 +155,7 @@ async def _cluster(dsn: str, since_ms: int) -> tuple[list[PolicyVersionRecord], 
     return versions, batches
 
 
-async def run_replay(args: argparse.Namespace) -> int:
+async def run_replay(args: argparse.Namespace, progress: BarFactory | None = None) -> int:
     try:
         since_ms = parse_time_ms(args.since)
     except TimeError as exc:
@@ -151,7 +187,11 @@ async def run_replay(args: argparse.Namespace) -> int:
     if current is None:
         active = [v for v in versions if v.active]
         current = compile_policies(active[0].files, parser) if active else PolicySet.empty()
-    report = diff_decisions(current, candidate, requests_from_batches(batches), args.limit)
+    total = sum(b.count for b in batches if not is_system(b.subject))
+    bar = (progress or (lambda _label, _total: _NoBar()))("replay", total)
+    report = diff_decisions(
+        current, candidate, _counted(requests_from_batches(batches), bar), args.limit
+    )
     if args.json:
         print(
             json.dumps(
@@ -182,13 +222,14 @@ async def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def replay_command() -> ExtraCommand:
-    """``lockgate policy replay``, for :func:`policy.cli.main`."""
+def replay_command(progress: BarFactory | None = None) -> ExtraCommand:
+    """``lockgate policy replay``, for :func:`policy.cli.main`; ``progress`` makes the bar
+    shown while the events are decided (``Progress(label, total)``)."""
     return ExtraCommand(
         "decide the events in the log under a candidate policy set and print how the "
         "decisions would change",
         add_replay_arguments,
-        lambda args: asyncio.run(run_replay(args)),
+        lambda args: asyncio.run(run_replay(args, progress)),
     )
 
 

@@ -37,11 +37,14 @@ from lockgate.clients._client import Client
 from lockgate.clients._codec import StartSpec
 from lockgate.clients._errors import LockgateError, from_rpc_error
 from lockgate.clients._message import Event, Message, StoredEvent
+from lockgate.clients._progress import Progress
 from lockgate.clients._tls import add_tls_arguments, tls_from_args
 
 __all__ = ["POLICY_COMMANDS", "TextSyntax", "add_commands"]
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+_REDRIVE_CHUNK = 500
+"""Dead-letter ids per RedriveDeadLetters call when many are named (the bar moves per call)."""
 # A value that starts with "-" and a digit ("-1h") is a value, as argparse already does for "-1".
 _NEGATIVE_VALUE = re.compile(r"^-\d")
 
@@ -332,15 +335,17 @@ async def _history(args: argparse.Namespace) -> int:
         if args.id is not None:
             _print(_event_json(await c.get_event(args.id)))
             return 0
-        async for ev in c.query_events(
-            args.pattern,
-            since=args.since,
-            until=args.until,
-            page_size=min(max(args.limit, 1), 1000),
-            limit=args.limit,
-            cloudevent_id=args.cloudevent_id,
-        ):
-            _print(_event_json(ev))
+        with Progress("history") as bar:
+            async for ev in c.query_events(
+                args.pattern,
+                since=args.since,
+                until=args.until,
+                page_size=min(max(args.limit, 1), 1000),
+                limit=args.limit,
+                cloudevent_id=args.cloudevent_id,
+            ):
+                _print(_event_json(ev))
+                bar.advance()
     return 0
 
 
@@ -389,8 +394,16 @@ async def _dlq(args: argparse.Namespace) -> int:
         if args.dlq_cmd == "list":
             for letter in await c.admin.list_dead_letters(args.durable):
                 _print(_record_json(letter))
+        elif not args.ids:  # all of them: the broker redrives them in one call
+            _print({"redriven": await c.admin.redrive(args.durable)})
         else:
-            count = await c.admin.redrive(args.durable, args.ids)
+            count = 0
+            ids = list(dict.fromkeys(args.ids))
+            with Progress("redrive", len(ids)) as bar:
+                for start in range(0, len(ids), _REDRIVE_CHUNK):
+                    chunk = ids[start : start + _REDRIVE_CHUNK]
+                    count += await c.admin.redrive(args.durable, chunk)
+                    bar.advance(len(chunk))
             _print({"redriven": count})
     return 0
 

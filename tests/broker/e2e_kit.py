@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import os
+import pty
 import subprocess
 import sys
 import threading
@@ -317,3 +318,35 @@ def lockgate_cli(*args: str) -> str:
     proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, f"lockgate {' '.join(args)}: {proc.stderr}"
     return proc.stdout
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+_LOCKGATE = [sys.executable, "-m", "lockgate.broker.cli"]
+
+
+def run_cli(args: list[str], *, tty: bool) -> tuple[int, str, str]:
+    """Runs ``lockgate ARGS``: exit code, stdout, stderr; ``tty``: stderr is a terminal (a
+    pty), as a person's, for what the CLI shows there only (progress bars)."""
+    if not tty:
+        out = subprocess.run(
+            [*_LOCKGATE, *args], capture_output=True, text=True, cwd=_ROOT, timeout=60
+        )
+        return out.returncode, out.stdout, out.stderr
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*_LOCKGATE, *args], stdout=subprocess.PIPE, stderr=follower, cwd=_ROOT, text=True
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO once the pty's writer is gone
+            while chunk := os.read(leader, 65536):
+                chunks.append(chunk)
+        stdout = proc.stdout.read() if proc.stdout else ""
+        code = proc.wait(60)
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    return code, stdout, b"".join(chunks).decode()

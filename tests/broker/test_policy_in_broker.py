@@ -19,7 +19,15 @@ from lockgate.broker.auth import create_key
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.testing import RunningBroker, run_broker
 from lockgate.broker.v1 import broker_pb2, broker_pb2_grpc, policy_pb2, policy_pb2_grpc
-from tests.broker.e2e_kit import Metadata, auth, error_info, event, query_all, subscribe
+from tests.broker.e2e_kit import (
+    Metadata,
+    auth,
+    error_info,
+    event,
+    query_all,
+    run_cli,
+    subscribe,
+)
 from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -371,10 +379,17 @@ async def test_replay_reports_changed_decisions(env: Env, tmp_path: Path) -> Non
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
+    assert err == b""  # no progress bar: stderr is not a terminal
     report = json.loads(out)
     # bill-bot's events (at least the three above) would now be denied; finance's would not.
     assert report["newly_denied"] >= 3
     assert report["total"] >= report["changed"] >= 3
+    # On a terminal, a bar on stderr while the events are decided; the report is the same.
+    replay = ["policy", "replay", str(candidate), "--data-dir", env.broker.data_dir, "--json"]
+    code, shown, bar = await asyncio.to_thread(run_cli, replay, tty=True)
+    assert code == 0, bar
+    assert json.loads(shown)["newly_denied"] == report["newly_denied"]
+    assert "replay [" + "#" * 30 + "] 100% " in bar
 
 
 async def test_spam_controls() -> None:
