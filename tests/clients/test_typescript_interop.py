@@ -25,10 +25,11 @@ from google.protobuf import any_pb2, duration_pb2
 from lockgate.broker.testing import run_broker
 from lockgate.broker.v1 import cloudevent_pb2
 from lockgate.broker.v1.reasons import Reason
-from lockgate.clients import Client
+from lockgate.clients import TLS, Client
 from lockgate.clients._codec import AttributeValue, decode_attributes, to_cloudevent
 from lockgate.clients._errors import error_for_reason
 from lockgate.clients._wire import EventEncoder
+from tests.support.certs import CertAuthority
 from tests.support.tools import require_tool
 
 pytestmark = [pytest.mark.e2e]
@@ -237,6 +238,29 @@ async def test_both_clients_raise_the_same_class_for_every_reason(node: str) -> 
     ts = json.loads(await run_node(node, "reasons"))
     python = {r.value: type(error_for_reason(r.value, "x")).__name__ for r in Reason}
     assert ts == python
+
+
+async def test_typescript_client_speaks_mtls_and_names_a_failed_handshake(
+    node: str, tmp_path: Path
+) -> None:
+    ca = CertAuthority.create()
+    ca_file = ca.write(tmp_path / "ca.pem")
+    server = ca.server().write(tmp_path, "server")
+    bot = ca.issue("tsbot", uris=["lockgate://default/tsbot"]).write(tmp_path, "tsbot")
+    other_ca = CertAuthority.create("another CA").write(tmp_path / "other.pem")
+    args = ["--tls-server-cert", str(server.cert), "--tls-server-key", str(server.key)]
+    args += ["--tls-client-ca", str(ca_file)]
+    subject = f"interop.tls.{uuid.uuid4().hex[:8]}"
+    async with run_broker(extra_args=args) as b:
+        tls = ["tls", b.target, subject, str(ca_file)]
+        ok = json.loads(await run_node(node, *tls, str(bot.cert), str(bot.key)))
+        no_cert = json.loads(await run_node(node, *tls))
+        wrong_ca = json.loads(await run_node(node, "tls", b.target, subject, str(other_ca)))
+        async with Client(b.target, tls=TLS(str(ca_file), str(bot.cert), str(bot.key))) as c:
+            stored = await c.get_event(int(ok["id"]))
+    assert stored.data == {"tls": True}
+    assert (no_cert["error"], no_cert["reason"]) == ("TLSError", "TLS_HANDSHAKE_FAILED")
+    assert (wrong_ca["error"], wrong_ca["reason"]) == ("TLSError", "TLS_HANDSHAKE_FAILED")
 
 
 def test_npm_pack_installs_and_runs_the_readme_agent(node: str, tmp_path: Path) -> None:

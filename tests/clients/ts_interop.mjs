@@ -4,10 +4,15 @@
 //   publish    TARGET SUBJECT: publishes every kind of data -> stdout: the ids (JSON)
 //   subscribe  TARGET SUBJECT COUNT: stdout: one JSON line per message received
 //   reasons    stdout: {reason: error class name} for every reason of the protos
+//   tls        TARGET SUBJECT CA [CERT KEY]: publishes {"tls": true} over TLS -> stdout:
+//              {"id"} or {"error": class name, "reason"}
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
-const lg = createRequire(import.meta.url)(process.env.LOCKGATE_TS_CLIENT);
+const require = createRequire(import.meta.url);
+const lg = require(process.env.LOCKGATE_TS_CLIENT);
+// The encoder the client's publish uses (dist/wire.js, beside the entry point).
+const { EventEncoder } = require(process.env.LOCKGATE_TS_CLIENT.replace(/index\.js$/, "wire.js"));
 const [command, ...args] = process.argv.slice(2);
 
 // Typed values travel as [kind, value]: JSON has no bytes, dates or int/float split.
@@ -50,10 +55,8 @@ function describe(msg) {
 
 if (command === "encode") {
   const cases = JSON.parse(readFileSync(0, "utf8"));
-  for (const c of cases) {
-    const ev = lg.toCloudEvent(dataOf(c), options(c));
-    console.log(lg.encodeCloudEvent(ev).toString("hex"));
-  }
+  const encoder = new EventEncoder();
+  for (const c of cases) console.log(encoder.encode(dataOf(c), options(c)).toString("hex"));
 } else if (command === "publish") {
   const [target, subject] = args;
   const cases = JSON.parse(readFileSync(0, "utf8"));
@@ -73,6 +76,15 @@ if (command === "encode") {
   await c.close();
 } else if (command === "reasons") {
   console.log(JSON.stringify(Object.fromEntries(lg.REASONS.map((r) => [r, lg.errorClassName(r)]))));
+} else if (command === "tls") {
+  const [target, subject, caFile, certFile, keyFile] = args;
+  try {
+    const c = await lg.Client.connect(target, { tls: { caFile, certFile, keyFile }, connectTimeout: 20 });
+    console.log(JSON.stringify({ id: await c.publish(subject, { tls: true }) }));
+    await c.close();
+  } catch (err) {
+    console.log(JSON.stringify({ error: err.name, reason: err.reason, message: err.message }));
+  }
 } else {
   console.error(`unknown command ${command}`);
   process.exit(2);

@@ -11,7 +11,8 @@
  */
 import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { connect as tcpConnect } from "node:net";
+import { connect as tcpConnect, isIP } from "node:net";
+import { ConnectionOptions, connect as tlsConnect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import {
   BrokerServiceService as Broker,
@@ -27,7 +28,6 @@ import {
   Schema,
   Start,
   defaultSource,
-  encodeCloudEvent,
   toCloudEvent,
   toDuration,
   toStartPosition,
@@ -36,6 +36,7 @@ import { InvalidArgument, InvalidEvent, LockgateError, TLSError, Unavailable, fr
 import { Event, Message, StoredEvent } from "./message";
 import { Batch, MAX_EVENTS, PublishCall, PublishResult, Publisher, WINDOW } from "./publisher";
 import { Subscription, SubscribeCall } from "./subscription";
+import { EventEncoder, decodeSubscribeResponse } from "./wire";
 
 /** TLS to the broker: the CA that signed its certificate (default: the system's), and a
  * client certificate and key for mTLS. `serverName` checks the certificate against that name. */
@@ -113,6 +114,54 @@ function readPem(path: string | undefined, what: string): Buffer | null {
   }
 }
 
+/** Why a TLS handshake with `address` fails, as the broker's TLS listener answers it (the
+ * certificate it refused, a client certificate it wanted), or undefined when it succeeds. */
+function tlsHandshakeError(address: string, options: TLSOptions): Promise<TLSError | undefined> {
+  const colon = address.lastIndexOf(":");
+  const host = address.slice(0, colon).replace(/^\[|\]$/g, "");
+  return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    const done = (err: Error | undefined): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(
+        err === undefined
+          ? undefined
+          : new TLSError(`the TLS handshake with ${address} failed: ${err.message}`, {
+              hint: "check that the broker serves TLS, that caFile signed its certificate, and the client certificate and key",
+            }),
+      );
+    };
+    const connectOptions: ConnectionOptions = { host, port: Number(address.slice(colon + 1)), ALPNProtocols: ["h2"] };
+    const name = options.serverName ?? (isIP(host) ? undefined : host);
+    if (name !== undefined) connectOptions.servername = name;
+    if (options.caFile) connectOptions.ca = readPem(options.caFile, "CA file")!;
+    if (options.certFile && options.keyFile) {
+      connectOptions.cert = readPem(options.certFile, "certificate file")!;
+      connectOptions.key = readPem(options.keyFile, "key file")!;
+    }
+    const socket = tlsConnect(connectOptions);
+    // TLS 1.3: the broker checks the client certificate after the client's handshake is done,
+    // so a refusal is a close (or an alert) right after it, where a served HTTP/2 connection
+    // sends its SETTINGS at once.
+    let secure = false;
+    socket.once("secureConnect", () => {
+      secure = true;
+      timer = setTimeout(() => done(undefined), 1000);
+    });
+    socket.once("data", () => done(undefined));
+    socket.once("error", (err) => (isTlsError(err) ? done(err) : done(undefined)));
+    socket.once("close", () =>
+      done(secure ? new Error("the broker closed the connection after the handshake: it wants a client certificate (certFile, keyFile) that it trusts") : undefined),
+    );
+  });
+}
+
+function isTlsError(err: Error & { code?: string }): boolean {
+  const code = err.code ?? "";
+  return code.startsWith("ERR_SSL") || code.startsWith("ERR_TLS") || /CERT|SELF_SIGNED|UNABLE_TO/.test(code) || /SSL|TLS|certificate/i.test(err.message);
+}
+
 export class Client {
   /** The CloudEvents `source` of this client's events. */
   readonly source: string;
@@ -124,6 +173,7 @@ export class Client {
   private readonly maxEventBytes: number;
   private readonly idPrefix = randomBytes(8).toString("hex");
   private idCounter = 0;
+  private readonly encoder = new EventEncoder();
   private closed = false;
 
   private constructor(readonly target: string, private readonly options: ClientOptions) {
@@ -154,6 +204,7 @@ export class Client {
     };
     if (tlsOptions?.serverName) channelOptions["grpc.ssl_target_name_override"] = tlsOptions.serverName;
     this.tls = tlsOptions !== undefined;
+    this.tlsOptions = tlsOptions;
     this.address = address;
     this.grpc = new grpc.Client(address, credentials, channelOptions);
     this.metadata = new grpc.Metadata();
@@ -167,6 +218,7 @@ export class Client {
   }
 
   private readonly tls: boolean;
+  private readonly tlsOptions: TLSOptions | undefined;
   private readonly address: string;
 
   /**
@@ -187,7 +239,26 @@ export class Client {
   private waitReady(): Promise<void> {
     const deadline = Date.now() + this.connectTimeout * 1000;
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const channel = this.grpc.getChannel();
+      // A failed TLS handshake does not cure itself: name it at the first failed attempt
+      // instead of at the deadline (a refused connection may, so that one waits).
+      const watch = (state: grpc.connectivityState): void => {
+        if (settled) return;
+        if (state === grpc.connectivityState.TRANSIENT_FAILURE && this.tlsOptions !== undefined) {
+          void tlsHandshakeError(this.address, this.tlsOptions).then((err) => {
+            if (err !== undefined && !settled) {
+              settled = true;
+              reject(err);
+            }
+          });
+        }
+        if (Date.now() < deadline) channel.watchConnectivityState(state, deadline, () => watch(channel.getConnectivityState(false)));
+      };
+      watch(channel.getConnectivityState(true));
       this.grpc.waitForReady(deadline, (err) => {
+        if (settled) return;
+        settled = true;
         if (!err) return resolve();
         void this.diagnose().then(reject);
       });
@@ -232,9 +303,7 @@ export class Client {
   }
 
   private encode(data: unknown, options: EventOptions): Buffer {
-    const raw = encodeCloudEvent(
-      toCloudEvent(data, { ...options, source: options.source ?? this.source, id: options.id ?? this.newId() }),
-    );
+    const raw = this.encoder.encode(data, { ...options, source: options.source ?? this.source, id: options.id ?? this.newId() });
     if (raw.length > this.maxEventBytes) {
       throw new InvalidEvent(`event of ${raw.length} bytes exceeds maxMessageBytes of ${this.maxEventBytes + 1024} bytes`, {
         reason: "EVENT_TOO_LARGE",
@@ -313,7 +382,7 @@ export class Client {
       this.grpc.makeBidiStreamRequest(
         Broker.subscribe.path,
         Broker.subscribe.requestSerialize,
-        Broker.subscribe.responseDeserialize,
+        decodeSubscribeResponse,
         this.metadata.clone(),
       );
     const reply = (replyTo: string, data: unknown, request: Message<unknown>): Promise<string> =>

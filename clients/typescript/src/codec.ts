@@ -68,7 +68,7 @@ export function newEventId(): string {
   return randomBytes(16).toString("hex");
 }
 
-function isProtoData(data: unknown): data is ProtoData {
+export function isProtoData(data: unknown): data is ProtoData {
   return (
     typeof data === "object" &&
     data !== null &&

@@ -1,17 +1,28 @@
 /** Received events: {@link Event} (a reply), {@link Message} (a delivery, with acks) and
  * {@link StoredEvent} (history), as in the Python client's `clients/_message.py`. */
-import type { CloudEvent } from "./gen/broker/v1/cloudevent";
-import type { Delivery, StoredEvent as StoredEventProto } from "./gen/broker/v1/broker";
+import { CloudEvent } from "./gen/broker/v1/cloudevent";
+import type { StoredEvent as StoredEventProto } from "./gen/broker/v1/broker";
+import type { RawDelivery } from "./wire";
 import { AttributeValue, Schema, decodeAttributes, decodeData } from "./codec";
 import { LockgateError } from "./errors";
 
 const UNSET = Symbol("unset");
 
-/** A CloudEvent as received; `data` is decoded (and validated by the schema) when first read. */
+/** A CloudEvent as received; the event is decoded when first read, and `data` (validated by
+ * the schema) too: a consumer that only counts or forwards pays for neither. */
 export class Event<T = unknown> {
   private decoded: T | typeof UNSET = UNSET;
+  private cloudEvent: CloudEvent | Uint8Array;
 
-  constructor(readonly event: CloudEvent, private readonly schema?: Schema<T>) {}
+  constructor(event: CloudEvent | Uint8Array, private readonly schema?: Schema<T>) {
+    this.cloudEvent = event;
+  }
+
+  /** The CloudEvent (the generated message type). */
+  get event(): CloudEvent {
+    if (this.cloudEvent instanceof Uint8Array) this.cloudEvent = CloudEvent.decode(this.cloudEvent);
+    return this.cloudEvent;
+  }
 
   /** The payload: JSON as values, text as a string, binary as a Buffer, or the schema's type. */
   get data(): T {
@@ -56,8 +67,8 @@ export interface Acker {
 
 /** One delivery of a subscription. */
 export class Message<T = unknown> extends Event<T> {
-  constructor(private readonly delivery: Delivery, private readonly acker: Acker, schema?: Schema<T>) {
-    super(delivery.event!, schema);
+  constructor(private readonly delivery: RawDelivery, private readonly acker: Acker, schema?: Schema<T>) {
+    super(delivery.event, schema);
   }
 
   /** The broker-assigned id (a decimal string: ids are 64-bit). */

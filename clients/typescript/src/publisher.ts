@@ -11,10 +11,10 @@
  */
 import type { ClientDuplexStream, StatusObject } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { PublishError, PublishResponse } from "./gen/broker/v1/broker";
 import { Backoff } from "./backoff";
 import { LockgateError, Unavailable, errorForReason, fromServiceError } from "./errors";
+import { encodePublishRequest } from "./wire";
 
 export const MAX_EVENTS = 1000;
 export const MAX_FRAME_BYTES = 900 * 1024;
@@ -31,16 +31,6 @@ export interface PublishResult {
   duplicate: boolean;
   /** Why the broker rejected the event, or undefined. */
   error: LockgateError | undefined;
-}
-
-/** The wire bytes of a `PublishRequest` from its subject and encoded events. */
-export function encodePublishRequest(subject: string, events: Buffer[], batchId: number): Buffer {
-  const w = new BinaryWriter();
-  w.uint32(10).string(subject);
-  for (const raw of events) w.uint32(18).bytes(raw);
-  w.uint32(24).uint64(batchId);
-  const out = w.finish();
-  return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
 }
 
 export class Batch {

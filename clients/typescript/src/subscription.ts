@@ -10,13 +10,14 @@
  */
 import type { ClientDuplexStream, StatusObject } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { Nack, SubscribeOpen, SubscribeRequest, SubscribeResponse } from "./gen/broker/v1/broker";
+import { Nack, SubscribeOpen, SubscribeRequest } from "./gen/broker/v1/broker";
 import { Backoff } from "./backoff";
 import { Schema, toDuration } from "./codec";
 import { LockgateError, Unavailable, fromServiceError } from "./errors";
 import { Acker, Message } from "./message";
+import type { RawSubscribeResponse } from "./wire";
 
-export type SubscribeCall = ClientDuplexStream<SubscribeRequest, SubscribeResponse>;
+export type SubscribeCall = ClientDuplexStream<SubscribeRequest, RawSubscribeResponse>;
 const RETRYABLE = new Set([status.UNAVAILABLE, status.INTERNAL]);
 
 export class Subscription<T = unknown> implements AsyncIterableIterator<Message<T>>, Acker {
@@ -60,7 +61,7 @@ export class Subscription<T = unknown> implements AsyncIterableIterator<Message<
     const call = (this.call = this.openCall());
     let gotDeliveries = false;
     let ended = false;
-    call.on("data", (response: SubscribeResponse) => {
+    call.on("data", (response: RawSubscribeResponse) => {
       if (response.subscribed !== undefined) {
         this.name = response.subscribed.name;
         this.lastId = response.subscribed.lastId;
