@@ -276,6 +276,7 @@ def test_npm_pack_installs_and_runs_the_readme_agent(node: str, tmp_path: Path) 
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
     tarball = tmp_path / packed.stdout.strip().splitlines()[-1]
     app = tmp_path / "app"
@@ -286,6 +287,7 @@ def test_npm_pack_installs_and_runs_the_readme_agent(node: str, tmp_path: Path) 
         cwd=app,
         capture_output=True,
         check=True,
+        timeout=300,
     )
     shutil.copy(ROOT / "examples" / "agent.mjs", app / "agent.mjs")
 

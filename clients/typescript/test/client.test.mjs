@@ -170,7 +170,8 @@ describe("credentials and connection errors", { skip }, () => {
 describe("reconnect with backoff and resend", { skip }, () => {
   test("publishes during a broker restart are re-sent and stored once; a durable resumes", async () => {
     const broker = await new Broker().start();
-    const c = await Client.connect(broker.target);
+    // A restart under a loaded CI machine may take a while: the publish waits for it.
+    const c = await Client.connect(broker.target, { publishTimeout: 120 });
     try {
       const subject = fresh("restart");
       const durable = fresh("rs").replace(".", "-");
