@@ -15,7 +15,9 @@ import { connect as tcpConnect, isIP } from "node:net";
 import { ConnectionOptions, connect as tlsConnect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import {
+  AcknowledgeRequest,
   BrokerServiceService as Broker,
+  FetchRequest,
   GetEventResponse,
   QueryEventsRequest,
   QueryEventsResponse,
@@ -36,7 +38,8 @@ import { InvalidArgument, InvalidEvent, LockgateError, TLSError, Unavailable, fr
 import { Event, Message, StoredEvent } from "./message";
 import { Batch, MAX_EVENTS, PublishCall, PublishResult, Publisher, WINDOW } from "./publisher";
 import { Subscription, SubscribeCall } from "./subscription";
-import { EventEncoder, decodeSubscribeResponse } from "./wire";
+import { EventEncoder, RawSubscribeResponse, decodeSubscribeResponse } from "./wire";
+import { PullAcker } from "./pull";
 
 /** TLS to the broker: the CA that signed its certificate (default: the system's), and a
  * client certificate and key for mTLS. `serverName` checks the certificate against that name. */
@@ -169,6 +172,7 @@ export class Client {
   private readonly metadata: grpc.Metadata;
   private readonly publisher: Publisher;
   private readonly subscriptions = new Set<Subscription<unknown>>();
+  private readonly pullAckers = new Map<string, PullAcker>();
   private readonly connectTimeout: number;
   private readonly maxEventBytes: number;
   private readonly idPrefix = randomBytes(8).toString("hex");
@@ -457,6 +461,57 @@ export class Client {
       if (!page.nextPageToken) return;
       request.pageToken = page.nextPageToken;
     }
+  }
+
+  /**
+   * Pull up to `maxEvents` deliveries of a durable, waiting up to `waitSeconds` for the first
+   * (polling delivery). With `pattern` the durable is created when missing. Fetched messages
+   * are pending until acked (`await msg.ack()`, sent in one call per turn of the event loop)
+   * and redelivered after the ack wait otherwise.
+   *
+   * @example for (const msg of await c.fetch("billing", { pattern: "orders.>", waitSeconds: 5 })) await msg.ack();
+   */
+  async fetch<T = unknown>(
+    durable: string,
+    options: { maxEvents?: number; waitSeconds?: number; pattern?: string; start?: Start; schema?: Schema<T> } = {},
+  ): Promise<Message<T>[]> {
+    this.require();
+    const wait = options.waitSeconds ?? 0;
+    const request: FetchRequest = {
+      durable,
+      maxEvents: options.maxEvents ?? 100,
+      wait: wait > 0 ? toDuration(wait) : undefined,
+      pattern: options.pattern ?? "",
+      start: toStartPosition(options.start),
+    };
+    // FetchResponse's deliveries share SubscribeResponse's field number and encoding.
+    const fetch = { ...Broker.fetch, responseDeserialize: decodeSubscribeResponse };
+    const response = await this.unary<FetchRequest, RawSubscribeResponse>(fetch, request, wait + 30);
+    let acker = this.pullAckers.get(durable);
+    if (acker === undefined) {
+      const reply = (replyTo: string, data: unknown, req: Message<unknown>): Promise<string> =>
+        this.publish(replyTo, data, { type: `${req.type}.reply` });
+      acker = new PullAcker(durable, (d, o) => this.acknowledge(d, o), reply, (err) => this.emitWarning(err));
+      this.pullAckers.set(durable, acker);
+    }
+    return response.deliveries.map((d) => new Message<T>(d, acker, options.schema));
+  }
+
+  /** Ack and nack deliveries of a durable by id, and wait for the broker's answer. */
+  async acknowledge(durable: string, options: { ack?: string[]; nack?: string[]; nackDelaySeconds?: number }): Promise<void> {
+    this.require();
+    const request: AcknowledgeRequest = {
+      durable,
+      ackIds: options.ack ?? [],
+      nackIds: options.nack ?? [],
+      nackDelay: options.nackDelaySeconds ? toDuration(options.nackDelaySeconds) : undefined,
+      termIds: [],
+    };
+    await this.unary<AcknowledgeRequest, unknown>(Broker.acknowledge, request);
+  }
+
+  private emitWarning(err: LockgateError): void {
+    process.emitWarning(`acks were not sent: ${err.message}`, { code: "LOCKGATE_ACK_LOST" });
   }
 
   /** One unary call, retried on UNAVAILABLE with backoff for up to `connectTimeout`. */

@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import {
-  Client, InvalidSubject, LockgateError, NoResponders, NotFound, RequestTimeout, Unauthenticated, Unavailable, z,
+  Client, FailedPrecondition, InvalidSubject, LockgateError, NoResponders, NotFound, RequestTimeout, Unauthenticated, Unavailable, z,
 } from "../dist/index.js";
 import { Broker, eventually, missing } from "./broker.mjs";
 
@@ -118,6 +118,24 @@ describe("the client against a real broker", { skip }, () => {
     for await (const e of c.queryEvents(subject, { limit: 1 })) limited.push(e.id);
     assert.deepEqual(limited, [ids[0].id]);
     await assert.rejects(c.getEvent("1"), NotFound);
+  });
+
+  test("polling: fetch creates the durable, acks settle, a nack comes back, a stale ack is NOT_PENDING", async () => {
+    const subject = fresh("poll");
+    const durable = fresh("p").replace(".", "-");
+    assert.deepEqual(await c.fetch(durable, { pattern: subject, start: "all" }), []);
+    await c.publishBatch(subject, ["a", "b"]);
+    const got = await c.fetch(durable, { waitSeconds: 5 });
+    assert.deepEqual(got.map((m) => [m.data, m.attempt]), [["a", 1], ["b", 1]]);
+    await got[0].ack();
+    await got[1].nack();
+    const again = await eventually(async () => {
+      const msgs = await c.fetch(durable, { waitSeconds: 1 });
+      return msgs.length > 0 && msgs;
+    });
+    assert.deepEqual(again.map((m) => [m.data, m.attempt]), [["b", 2]]);
+    await c.acknowledge(durable, { ack: [again[0].id] });
+    await assert.rejects(c.acknowledge(durable, { ack: [got[0].id] }), (e) => e instanceof FailedPrecondition && e.reason === "NOT_PENDING");
   });
 
   test("a bad subject is refused with its reason and changes nothing", async () => {
