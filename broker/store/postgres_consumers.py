@@ -13,25 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Collection, Mapping, Sequence
 
 import asyncpg
 
 from lockgate.broker.store import ConsumerRecord, DeadLetterRecord, LogPosition
 from lockgate.broker.store.pg_engine import PgDatabase
-from lockgate.broker.store.statechanges import StateChanges
+from lockgate.broker.store.statechanges import ChangeQueue, Changes, StateChanges
 
 __all__ = ["PgConsumerState", "PgDeadLetters"]
-
-_log = logging.getLogger("lockgate.store")
-
-
-def _log_failure(fut: asyncio.Future[object]) -> None:
-    # Acks on a stream are not awaited by anyone: the failure is logged here, and the
-    # deliveries they settled come again after a takeover or restart (at-least-once).
-    if not fut.cancelled() and fut.exception() is not None:
-        _log.error("store.consumer_state.write_failed: %s", fut.exception())
 
 
 def _config(r: ConsumerRecord) -> str:
@@ -106,23 +96,18 @@ class PgConsumerState(PgDatabase):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._changes: dict[tuple[str, str], StateChanges] = {}
-        self._changes_taken: list[dict[tuple[str, str], StateChanges]] | None = None
-        self._changes_fut: asyncio.Future[object] | None = None
+        self._changes = ChangeQueue()
 
     def _before_commit(self) -> None:
         super()._before_commit()
-        if self._changes_taken is not None:
-            # Changes made until now go into this commit; new ones collect meanwhile.
-            self._changes_taken.append(self._changes)
-            self._changes, self._changes_taken, self._changes_fut = {}, None, None
+        self._changes.before_commit()
 
     async def create_consumer(self, record: ConsumerRecord) -> None:
         key = (record.org, record.name)
         config = _config(record)
         seq, pos_id = record.position
         pending = dict(record.pending)
-        self._changes.pop(key, None)
+        self._changes.forget(*key)
 
         async def op(c: asyncpg.Connection) -> None:
             await c.execute(
@@ -170,7 +155,7 @@ class PgConsumerState(PgDatabase):
         await self._submit(op)
 
     async def delete_consumer(self, org: str, name: str) -> bool:
-        self._changes.pop((org, name), None)
+        self._changes.forget(org, name)
 
         async def op(c: asyncpg.Connection) -> bool:
             gone = await c.fetchval(
@@ -196,22 +181,22 @@ class PgConsumerState(PgDatabase):
         position: LogPosition | None = None,
         delivered_id: int = 0,
     ) -> asyncio.Future[None]:
-        ch = self._changes.get((org, name))
-        if ch is None:
-            ch = self._changes[(org, name)] = StateChanges()
-        ch.record(
-            delivered=delivered, put=put, drop=drop, position=position, delivered_id=delivered_id
-        )
-        if self._changes_fut is None:
-            taken: list[dict[tuple[str, str], StateChanges]] = []
-            self._changes_taken = taken
-
+        def schedule(taken: list[Changes]) -> asyncio.Future[object]:
             async def op(c: asyncpg.Connection) -> None:
                 await _write_changes(c, taken[0])
 
-            self._changes_fut = self._enqueue(op)
-            self._changes_fut.add_done_callback(_log_failure)
-        return self._changes_fut  # type: ignore[return-value]
+            return self._enqueue(op)
+
+        return self._changes.record(
+            org,
+            name,
+            schedule,
+            delivered=delivered,
+            put=put,
+            drop=drop,
+            position=position,
+            delivered_id=delivered_id,
+        )
 
 
 class PgDeadLetters(PgDatabase):

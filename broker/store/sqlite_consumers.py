@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sqlite3
 from collections.abc import Collection, Mapping
 
 from lockgate.broker.store import ConsumerRecord, LogPosition
 from lockgate.broker.store.sqlite_engine import SqliteEngine
-from lockgate.broker.store.statechanges import StateChanges
+from lockgate.broker.store.statechanges import ChangeQueue, StateChanges
 
 __all__ = ["SqliteConsumerState"]
-
-_log = logging.getLogger("lockgate.store")
-
-
-def _log_failure(fut: asyncio.Future[object]) -> None:
-    # Acks on a stream are not awaited by anyone: the failure is logged here, and the
-    # deliveries they settled come again after a restart (at-least-once).
-    if not fut.cancelled() and fut.exception() is not None:
-        _log.error("store.consumer_state.write_failed: %s", fut.exception())
 
 
 def _consumer_row(r: ConsumerRecord) -> tuple[str, str, str, int, int, int]:
@@ -66,21 +56,16 @@ class SqliteConsumerState(SqliteEngine):
 
     def __init__(self, data_dir: str | os.PathLike[str], *, fsync: str = "os") -> None:
         super().__init__(data_dir, fsync=fsync)
-        self._changes: dict[tuple[str, str], StateChanges] = {}
-        self._changes_taken: list[dict[tuple[str, str], StateChanges]] | None = None
-        self._changes_fut: asyncio.Future[object] | None = None
+        self._changes = ChangeQueue()
 
     def _before_commit(self) -> None:
-        if self._changes_taken is not None:
-            # Changes made until now go into this commit; new ones collect meanwhile.
-            self._changes_taken.append(self._changes)
-            self._changes, self._changes_taken, self._changes_fut = {}, None, None
+        self._changes.before_commit()
 
     async def create_consumer(self, record: ConsumerRecord) -> None:
         row = _consumer_row(record)
         key = (record.org, record.name)
         pending = [(record.org, record.name, i, a) for i, a in record.pending.items()]
-        self._changes.pop(key, None)
+        self._changes.forget(*key)
 
         def op(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR REPLACE INTO consumers VALUES (?,?,?,?,?,?)", row)
@@ -131,7 +116,7 @@ class SqliteConsumerState(SqliteEngine):
         await self._submit(op)
 
     async def delete_consumer(self, org: str, name: str) -> bool:
-        self._changes.pop((org, name), None)
+        self._changes.forget(org, name)
 
         def op(c: sqlite3.Connection) -> bool:
             cur = c.execute("DELETE FROM consumers WHERE org = ? AND name = ?", (org, name))
@@ -152,15 +137,13 @@ class SqliteConsumerState(SqliteEngine):
         position: LogPosition | None = None,
         delivered_id: int = 0,
     ) -> asyncio.Future[None]:
-        ch = self._changes.get((org, name))
-        if ch is None:
-            ch = self._changes[(org, name)] = StateChanges()
-        ch.record(
-            delivered=delivered, put=put, drop=drop, position=position, delivered_id=delivered_id
+        return self._changes.record(
+            org,
+            name,
+            lambda taken: self._enqueue(lambda c: _write_changes(c, taken[0])),
+            delivered=delivered,
+            put=put,
+            drop=drop,
+            position=position,
+            delivered_id=delivered_id,
         )
-        if self._changes_fut is None:
-            taken: list[dict[tuple[str, str], StateChanges]] = []
-            self._changes_taken = taken
-            self._changes_fut = self._enqueue(lambda c: _write_changes(c, taken[0]))
-            self._changes_fut.add_done_callback(_log_failure)
-        return self._changes_fut  # type: ignore[return-value]

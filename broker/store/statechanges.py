@@ -13,11 +13,18 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Mapping
 
 from lockgate.broker.store import LogPosition
 
-__all__ = ["StateChanges"]
+__all__ = ["ChangeQueue", "StateChanges"]
+
+_log = logging.getLogger("lockgate.store")
+
+Changes = dict[tuple[str, str], "StateChanges"]
+"""Every consumer's changes of one write, by (org, name)."""
 
 
 class StateChanges:
@@ -61,3 +68,63 @@ class StateChanges:
                 self.drop.add(i)
         if position is not None:
             self.position = (position.seq, position.id, delivered_id)
+
+
+def _log_failure(fut: asyncio.Future[object]) -> None:
+    # Acks on a stream are not awaited by anyone: the failure is logged here, and the
+    # deliveries they settled come again after a takeover or restart (at-least-once).
+    if not fut.cancelled() and fut.exception() is not None:
+        _log.error("store.consumer_state.write_failed: %s", fut.exception())
+
+
+class ChangeQueue:
+    """The changes collecting for a store's next write, and that write's future.
+
+    ``record`` merges a call into its consumer's :class:`StateChanges` and, for the first
+    change since the last write, schedules one through ``schedule``: it gets a list that
+    :meth:`before_commit` fills with the changes at the moment its transaction starts, so
+    the changes made meanwhile go into that write and later ones into the next.
+    """
+
+    __slots__ = ("_future", "_taken", "changes")
+
+    def __init__(self) -> None:
+        self.changes: Changes = {}
+        self._taken: list[Changes] | None = None
+        self._future: asyncio.Future[object] | None = None
+
+    def forget(self, org: str, name: str) -> None:
+        """Drops a consumer's unwritten changes (it is being rewritten or deleted)."""
+        self.changes.pop((org, name), None)
+
+    def record(
+        self,
+        org: str,
+        name: str,
+        schedule: Callable[[list[Changes]], asyncio.Future[object]],
+        *,
+        delivered: Collection[int] = (),
+        put: Mapping[int, int] | None = None,
+        drop: Collection[int] = (),
+        position: LogPosition | None = None,
+        delivered_id: int = 0,
+    ) -> asyncio.Future[None]:
+        """Queues one ``change_consumer`` call; the future of the write that will hold it."""
+        ch = self.changes.get((org, name))
+        if ch is None:
+            ch = self.changes[(org, name)] = StateChanges()
+        ch.record(
+            delivered=delivered, put=put, drop=drop, position=position, delivered_id=delivered_id
+        )
+        if self._future is None:
+            taken: list[Changes] = []
+            self._taken = taken
+            self._future = schedule(taken)
+            self._future.add_done_callback(_log_failure)
+        return self._future  # type: ignore[return-value]
+
+    def before_commit(self) -> None:
+        """Called as a write's transaction starts: hands it the changes made until now."""
+        if self._taken is not None:
+            self._taken.append(self.changes)
+            self.changes, self._taken, self._future = {}, None, None
