@@ -19,8 +19,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
 
@@ -37,7 +39,7 @@ from lockgate.broker.historydb.schema import (
 from lockgate.broker.ids import time_ms_of
 from lockgate.broker.store.pg_engine import migrate
 
-__all__ = ["DAYS_AHEAD", "HistoryWriter"]
+__all__ = ["DAYS_AHEAD", "HistoryWriter", "micros_timestamps"]
 
 DAYS_AHEAD = 2
 """Days after today whose partitions are created ahead (at start, then hourly)."""
@@ -63,6 +65,32 @@ ON CONFLICT DO NOTHING
 # "no partition of relation ... found for row": a day dropped (retention) or created by
 # nobody since this writer cached what exists.
 _NO_PARTITION = "23514"
+
+
+_MICROS = struct.Struct(">q")
+
+
+def _micros(raw: bytes) -> int:
+    return int(_MICROS.unpack(raw)[0])
+
+
+@contextlib.asynccontextmanager
+async def micros_timestamps(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """On ``conn`` for the block: ``timestamptz`` values are integers, PostgreSQL's binary
+    form (microseconds since 2000-01-01 UTC), as the rows carry them (packed in C, where
+    asyncpg's ``datetime`` encoding cost about 1 us a value). The connection gets its own
+    codec back after; one that cannot be given it back is closed, never pooled with ours."""
+    await conn.set_type_codec(
+        "timestamptz", schema="pg_catalog", encoder=_MICROS.pack, decoder=_micros, format="binary"
+    )
+    try:
+        yield
+    finally:
+        try:
+            await conn.reset_type_codec("timestamptz", schema="pg_catalog")
+        except BaseException:
+            conn.terminate()
+            raise
 
 
 class HistoryWriter:
@@ -109,7 +137,11 @@ class HistoryWriter:
             first, last = day_of_ms(time_ms_of(min(ids))), day_of_ms(time_ms_of(max(ids)))
             await self._ensure(range(first, last + 1))
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with (
+                self.pool.acquire() as conn,
+                micros_timestamps(conn),
+                conn.transaction(),
+            ):
                 try:
                     async with conn.transaction():  # a savepoint
                         await conn.copy_records_to_table(TABLE, records=rows, columns=ROW_COLUMNS)

@@ -118,6 +118,12 @@ async def test_a_write_that_fails_commits_none_of_its_rows(pg_fresh_dsn: str) ->
         with pytest.raises(TypeError):  # asyncpg refuses to encode the third row
             await writer.write(bad)  # type: ignore[arg-type]
         assert await pool.fetchval("SELECT count(*) FROM history_events") == 0
+        # The write's integer timestamps were its own: the pool's one connection has its
+        # datetime codec back, after a failed write as after a good one.
+        now = dt.datetime.now(dt.UTC)
+        assert await pool.fetchval("SELECT $1::timestamptz", now) == now
+        assert await writer.write(rows) == 3
+        assert await pool.fetchval("SELECT $1::timestamptz", now) == now
     finally:
         await pool.close()
 

@@ -7,10 +7,14 @@ import datetime as dt
 import pytest
 
 from lockgate.broker import wire
-from lockgate.broker.historydb.rows import BadBatch, event_bytes, event_rows, is_json_type
+from lockgate.broker.historydb.rows import BadBatch, event_rows, frames, is_json_type
 from lockgate.broker.ids import time_ms_of
 from lockgate.broker.store import Batch
 from tests.broker.historydb.conftest import event, make_batch
+
+
+def micros(when: dt.datetime) -> int:
+    return (when - dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
 def test_each_event_becomes_a_row_with_its_attributes() -> None:
@@ -22,14 +26,16 @@ def test_each_event_becomes_a_row_with_its_attributes() -> None:
     rows = event_rows(batch)
     assert [r[0] for r in rows] == [batch.first_id, batch.last_id]
     first = rows[0]
-    assert first[1] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(
-        milliseconds=time_ms_of(batch.first_id)
-    )
+    assert (
+        first[1]
+        == micros(dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) + time_ms_of(batch.first_id) * 1000
+    )  # PostgreSQL's binary timestamp: microseconds since 2000
     assert first[2:8] == ("acme", "orders.eu", 42, "a-1", "/test", "t.created")
-    assert first[8] == dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    assert first[8] == micros(dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC))
     assert first[9:11] == ("v7", "application/json")
     assert first[11] == a.SerializeToString()
     assert first[12] == '{"n": 1}'
+    assert first[13] == '["bot",[]]'  # the publisher
     second = rows[1]
     assert second[8] is None and second[12] is None  # no time; not JSON
 
@@ -54,7 +60,7 @@ def test_a_nul_in_an_id_does_not_reach_postgresql() -> None:
 def test_the_event_bytes_come_out_of_the_frame_as_stored() -> None:
     raw = event("x", "hi").SerializeToString() + b"\x2a\x00"  # bytes a policy appended
     frame = wire.delivery_frame(99, wire.subject_field("s"), raw)
-    assert event_bytes(frame) == (99, raw)
+    assert frames(Batch(99, 99, "acme", "s", 1, "v", frame)) == [(99, raw)]
 
 
 @pytest.mark.parametrize(
