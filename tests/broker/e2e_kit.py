@@ -324,18 +324,24 @@ _ROOT = Path(__file__).resolve().parents[2]
 _LOCKGATE = [sys.executable, "-m", "lockgate.broker.cli"]
 
 
-def run_cli(args: list[str], *, tty: bool) -> tuple[int, str, str]:
-    """Runs ``lockgate ARGS``: exit code, stdout, stderr; ``tty``: stderr is a terminal (a
-    pty), as a person's, for what the CLI shows there only (progress bars)."""
+def run_cli(args: list[str], *, tty: str = "") -> tuple[int, str, str]:
+    """Runs ``lockgate ARGS``: exit code, stdout, stderr. ``tty`` = ``"stdout"`` or
+    ``"stderr"``: that stream is a terminal (a pty), as a person's, for what the CLI shows
+    on a terminal only (progress bars, ``top``'s redraws); its text is returned as read."""
     if not tty:
         out = subprocess.run(
             [*_LOCKGATE, *args], capture_output=True, text=True, cwd=_ROOT, timeout=60
         )
         return out.returncode, out.stdout, out.stderr
     leader, follower = pty.openpty()
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, tty: follower}
     try:
         proc = subprocess.Popen(
-            [*_LOCKGATE, *args], stdout=subprocess.PIPE, stderr=follower, cwd=_ROOT, text=True
+            [*_LOCKGATE, *args],
+            stdout=streams["stdout"],
+            stderr=streams["stderr"],
+            cwd=_ROOT,
+            text=True,
         )
         os.close(follower)
         follower = -1
@@ -343,10 +349,12 @@ def run_cli(args: list[str], *, tty: bool) -> tuple[int, str, str]:
         with contextlib.suppress(OSError):  # EIO once the pty's writer is gone
             while chunk := os.read(leader, 65536):
                 chunks.append(chunk)
-        stdout = proc.stdout.read() if proc.stdout else ""
+        other = proc.stderr if tty == "stdout" else proc.stdout
+        piped = other.read() if other else ""
         code = proc.wait(60)
     finally:
         os.close(leader)
         if follower >= 0:
             os.close(follower)
-    return code, stdout, b"".join(chunks).decode()
+    shown = b"".join(chunks).decode()
+    return (code, shown, piped) if tty == "stdout" else (code, piped, shown)

@@ -32,10 +32,10 @@ async def test_history_and_redrive_bars_only_on_a_terminal(tmp_path: Path) -> No
         )
         await publish_batches(stub, subject, [[event(str(i)) for i in range(30)]])
         history = ["history", subject, "--since", "-1h", "--limit", "1000", "--server", b.target]
-        code, piped_out, piped_err = await asyncio.to_thread(run_cli, history, tty=False)
+        code, piped_out, piped_err = await asyncio.to_thread(run_cli, history)
         assert code == 0, piped_err
         assert len(piped_out.splitlines()) == 30 and piped_err == ""
-        code, tty_out, tty_err = await asyncio.to_thread(run_cli, history, tty=True)
+        code, tty_out, tty_err = await asyncio.to_thread(run_cli, history, tty="stderr")
         assert code == 0, tty_err
         assert tty_out == piped_out
         assert "\r\x1b[Khistory 30 " in tty_err
@@ -52,11 +52,11 @@ async def test_history_and_redrive_bars_only_on_a_terminal(tmp_path: Path) -> No
         many = [*ids, *range(1, 601)]
         redrive = ["dlq", "redrive", name, "--server", b.target]
         half = [a for i in many[:315] for a in ("--id", str(i))]
-        code, out, err = await asyncio.to_thread(run_cli, [*redrive, *half], tty=False)
+        code, out, err = await asyncio.to_thread(run_cli, [*redrive, *half])
         assert (code, err) == (0, "")
         assert json.loads(out) == {"redriven": 30}
         code, out, err = await asyncio.to_thread(
-            run_cli, [*redrive, *(a for i in many for a in ("--id", str(i)))], tty=True
+            run_cli, [*redrive, *(a for i in many for a in ("--id", str(i)))], tty="stderr"
         )
         assert code == 0, err
         assert json.loads(out) == {"redriven": 0}  # redriven above already

@@ -6,9 +6,7 @@ terminal and redraws in place on one (a pty)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +20,7 @@ from lockgate.broker.v1 import broker_pb2_grpc
 from lockgate.clients import Client
 from lockgate.clients._admin import DurableStatus, NodeStatus
 from lockgate.clients._top import render
-from tests.broker.e2e_kit import auth, event, publish_batches, subscribe, unique
+from tests.broker.e2e_kit import auth, event, publish_batches, run_cli, subscribe, unique
 from tests.broker.test_policy_in_broker import keys_create
 from tests.support.waiting import eventually
 
@@ -137,28 +135,9 @@ async def _with_durable(c: Client, key: tuple[str, str]) -> NodeStatus | None:
 
 async def test_top_redraws_in_place_on_a_terminal(tmp_path: Path) -> None:
     async with run_broker(data_dir=str(tmp_path)) as b:
-        leader, follower = pty.openpty()
-        try:
-            proc = await asyncio.to_thread(
-                subprocess.run,
-                [*LOCKGATE, "top", "--server", b.target, "--interval", "0.2", "--count", "2"],
-                stdout=follower,
-                stderr=subprocess.PIPE,
-                cwd=ROOT,
-                timeout=60,
-            )
-            os.close(follower)
-            follower = -1
-            chunks = []
-            with contextlib.suppress(OSError):  # EIO once the pty's writer is gone
-                while chunk := os.read(leader, 65536):
-                    chunks.append(chunk)
-        finally:
-            os.close(leader)
-            if follower >= 0:
-                os.close(follower)
-        assert proc.returncode == 0, proc.stderr
-        text = b"".join(chunks).decode()
+        top = ["top", "--server", b.target, "--interval", "0.2", "--count", "2"]
+        code, text, err = await asyncio.to_thread(run_cli, top, tty="stdout")
+        assert code == 0, err
         assert text.count("\x1b[H\x1b[2J") == 2
         assert text.count("lockgate top  node") == 2
         assert "--\n" not in text.replace("\r\n", "\n")

@@ -386,7 +386,7 @@ async def test_replay_reports_changed_decisions(env: Env, tmp_path: Path) -> Non
     assert report["total"] >= report["changed"] >= 3
     # On a terminal, a bar on stderr while the events are decided; the report is the same.
     replay = ["policy", "replay", str(candidate), "--data-dir", env.broker.data_dir, "--json"]
-    code, shown, bar = await asyncio.to_thread(run_cli, replay, tty=True)
+    code, shown, bar = await asyncio.to_thread(run_cli, replay, tty="stderr")
     assert code == 0, bar
     assert json.loads(shown)["newly_denied"] == report["newly_denied"]
     assert "replay [" + "#" * 30 + "] 100% " in bar
