@@ -17,12 +17,14 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from lockgate.broker.backbone.links import MAX_LINKS
+from lockgate.broker.config import redact_url
 from lockgate.broker.store import (
     SCAN_BUDGET,
     BackboneRecord,
@@ -42,6 +44,9 @@ __all__ = ["ClusterStore", "HistoryReads"]
 
 log = logging.getLogger("lockgate.store.cluster")
 _LOGGER_ACK_WAIT = 5.0
+_DRAIN_S = 30.0
+"""How long a pinned log no org uses any more keeps its message logger, to log what it
+still holds, before the link closes."""
 
 
 class HistoryReads(Protocol):
@@ -94,6 +99,7 @@ class ClusterStore(PgStore):
         self.routes: RoutedLog[_PinnedLog] = RoutedLog(
             log, self._open_pinned, self._close_pinned, max_links=max_links
         )
+        self._stopping = False
         self._history: HistoryReads | None = None
         self._logger: object | None = None
         self.logger_lag: Callable[[], int | None] = lambda: None
@@ -158,6 +164,22 @@ class ClusterStore(PgStore):
         return _PinnedLog(log, logger)
 
     async def _close_pinned(self, pinned: _PinnedLog) -> None:
+        """Closes a link no org uses any more, once its logger has logged what the log holds
+        (the history stays complete; at most ``_DRAIN_S``), or at once when the node stops
+        (the link reopens with the node while an org is pinned there)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _DRAIN_S
+        lag = pinned.logger.lag
+        while not self._stopping and loop.time() < deadline:
+            lag = await pinned.logger.measure_lag()
+            if lag == 0:
+                break
+            await asyncio.sleep(0.25)
+        if lag and not self._stopping:
+            shown = redact_url(pinned.log.url, user_is_secret=True)
+            log.warning(
+                "history.logger.left_behind: %s batches of the log on %s not logged", lag, shown
+            )
         await pinned.logger.stop()
         await pinned.log.close()
 
@@ -168,6 +190,7 @@ class ClusterStore(PgStore):
     async def close(self) -> None:
         from lockgate.broker.historydb.logger import MessageLogger
 
+        self._stopping = True
         await self.routes.close()
         if isinstance(self._logger, MessageLogger):
             await self._logger.stop()
