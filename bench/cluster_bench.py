@@ -4,6 +4,7 @@ database and one Redis, driven by the public Python client.
     .venv/bin/python bench/cluster_bench.py [--runs 3] [--duration 5] [--rate 5000]
         [--nats nats://127.0.0.1:4222] [--pg postgresql://postgres@127.0.0.1:5432/test]
         [--redis redis://127.0.0.1:6379/0] [--part durable|cpu|failover] [--trials 5]
+        [--profile]
 
 Three figures, the sides of each alternating the sides so they see the same machine:
 
@@ -17,6 +18,11 @@ Three figures, the sides of each alternating the sides so they see the same mach
    (SQLite). NATS, PostgreSQL and Redis are shared servers and not counted.
 3. failover (``--trials``): a client given nodes 1 and 2 publishing from 8 tasks, kill -9 of
    node 1 under load: the outage, and acknowledged events missing from history.
+
+``--profile`` (``--native``: with C frames): one more cluster run of each chosen part
+(durable, cpu) with every node under py-spy; writes
+bench/profiles/cluster-PART-nodeN.speedscope.json and prints each node's top functions by
+self time (node 1 takes the publishes, node 2 serves the subscriber).
 
 Every run gets a fresh database, JetStream stream, subject prefix and Redis key prefix, and
 removes them after. Needs the three servers running (the defaults above). Not a test: never
@@ -41,12 +47,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Args, Result, now_ns
-from bench.procs import cpu_of
+from bench.procs import PySpy, cpu_of
+from bench.profiling import format_top, top_self
 from bench.report import describe
 from bench.scenarios import SCENARIOS, Side, _measure, _workers, run_side
 from lockgate.broker.testing import run_broker
 
 DURABLE = next(s for s in SCENARIOS if s.name == "durable")
+PROFILES = Path(__file__).resolve().parent / "profiles"
 
 
 @contextlib.asynccontextmanager
@@ -84,9 +92,12 @@ async def cluster(nats_url: str, pg: str, redis_url: str) -> AsyncIterator[list[
         await admin.close()
 
 
-async def cluster_side(side: Side, a: argparse.Namespace, tmp: Path, pub_extra: Args) -> Result:
+async def cluster_side(
+    side: Side, a: argparse.Namespace, tmp: Path, pub_extra: Args, profile: str = ""
+) -> Result:
     """One measured run of ``side``'s workers on a fresh cluster: publisher on node 1,
-    subscriber on node 2; the server CPU is the three nodes' sum."""
+    subscriber on node 2; the server CPU is the three nodes' sum. With ``profile`` (a part's
+    name) every node runs under py-spy while the load runs."""
     async with cluster(a.nats, a.pg, a.redis) as nodes:
         (pub_target, _), (sub_target, _), _ = nodes
         pids = [pid for _, pid in nodes]
@@ -102,16 +113,46 @@ async def cluster_side(side: Side, a: argparse.Namespace, tmp: Path, pub_extra: 
             idle0 = sum(cpu_of(p) for p in pids)
             await asyncio.sleep(2.0)
             idle = (sum(cpu_of(p) for p in pids) - idle0) / 2.0
-            cpu0, t0 = sum(cpu_of(p) for p in pids), now_ns()
+            spies = (
+                [
+                    await PySpy.attach(
+                        p,
+                        PROFILES / f"cluster-{profile}-node{n}.speedscope.json",
+                        native=a.native,
+                    )
+                    for n, p in enumerate(pids, 1)
+                ]
+                if profile
+                else []
+            )
+            each0 = [cpu_of(p) for p in pids]
+            cpu0, t0 = sum(each0), now_ns()
             result = await _measure(sub, pubs, pids[0])
             wall = (now_ns() - t0) / 1e9
+            # Each node's share of a core: node 1 takes the publishes, node 2 the subscriber.
+            result["cpu_nodes"] = [
+                round((cpu_of(p) - c) / wall, 3) for p, c in zip(pids, each0, strict=True)
+            ]
             result["cpu_server"] = (sum(cpu_of(p) for p in pids) - cpu0) / wall
             result["wall"] = wall
             rate = float(result.get("rate") or 0.0)
             if rate > 0:
                 result["cpu_us_server"] = result["cpu_server"] / rate * 1e6
             result["cpu_idle_server"] = idle
+            for spy in spies:
+                await spy.stop()
+    for n in range(1, len(spies) + 1):
+        out = PROFILES / f"cluster-{profile}-node{n}.speedscope.json"
+        print(f"  node {n}: top functions by self time (py-spy, idle excluded) in {out}")
+        print("\n".join("    " + line for line in format_top(top_self(out, 25)).splitlines()))
     return result
+
+
+async def profiled(label: str, side: Side, a: argparse.Namespace, tmp: Path) -> None:
+    """One more cluster run of ``side`` with every node under py-spy."""
+    PROFILES.mkdir(exist_ok=True)
+    print(f"  profiled run ({label}):", flush=True)
+    await _safe(f"profiled {label}", cluster_side(side, a, tmp, {}, profile=label))
 
 
 async def failover_trial(a: argparse.Namespace) -> Result:
@@ -188,12 +229,14 @@ async def _safe(label: str, coro: Any) -> Result:
         r["cpu_us_published"] = r["cpu_server"] * r["wall"] / r["published"] * 1e6
     idle = f"; idle nodes {r['cpu_idle_server']:.0%}" if "cpu_idle_server" in r else ""
     idle += f"; server {r.get('cpu_us_published', 0):.1f} us/published event"
+    if "cpu_nodes" in r:
+        idle += "; nodes " + "/".join(f"{c:.0%}" for c in r["cpu_nodes"])
     print(f"  {label:<24} {describe(r, 'throughput')}{idle}", flush=True)
     return r
 
 
 def _med(rs: list[Result], key: str) -> str:
-    xs = [float(r.get(key) or 0.0) for r in rs]
+    xs = [float(r.get(key) or 0.0) for r in rs] or [0.0]
     return f"{statistics.median(xs):,.1f} ({min(xs):,.1f}-{max(xs):,.1f})"
 
 
@@ -214,8 +257,8 @@ async def main(a: argparse.Namespace) -> None:
                         f"run {i} jetstream", run_side(DURABLE.baseline, a.duration, tmp, [])
                     )
                 )
-            ratio = statistics.median(r["rate"] for r in lg) / max(
-                statistics.median(r["rate"] for r in js), 1e-9
+            ratio = statistics.median(r["rate"] for r in lg or [{"rate": 0}]) / max(
+                statistics.median(r["rate"] for r in js or [{"rate": 0}]), 1e-9
             )
             print(
                 f"  durable: cluster {_med(lg, 'rate')}/s | jetstream {_med(js, 'rate')}/s | "
@@ -223,6 +266,8 @@ async def main(a: argparse.Namespace) -> None:
                 f"{_med(lg, 'cpu_us_server')} vs {_med(js, 'cpu_us_server')}",
                 flush=True,
             )
+            if a.profile:
+                await profiled("durable", DURABLE.lockgate, a, tmp)
         if "cpu" in a.part:
             print(f"\n== cpu: {a.rate:,.0f} events/s offered, cluster vs embedded", flush=True)
             paced = _paced(DURABLE.lockgate, a.rate)
@@ -231,8 +276,8 @@ async def main(a: argparse.Namespace) -> None:
             for i in range(1, a.runs + 1):
                 cl.append(await _safe(f"run {i} cluster", cluster_side(paced, a, tmp, {})))
                 em.append(await _safe(f"run {i} embedded", run_side(paced, a.duration, tmp, [])))
-            ratio = statistics.median(r.get("cpu_us_published", 0.0) for r in cl) / max(
-                statistics.median(r.get("cpu_us_published", 0.0) for r in em), 1e-9
+            ratio = statistics.median(r.get("cpu_us_published", 0.0) for r in cl or [{}]) / max(
+                statistics.median(r.get("cpu_us_published", 0.0) for r in em or [{}]), 1e-9
             )
             print(
                 f"  server cpu us/published event: cluster (3 nodes) "
@@ -242,6 +287,8 @@ async def main(a: argparse.Namespace) -> None:
                 f"rates {_med(cl, 'rate')} vs {_med(em, 'rate')}",
                 flush=True,
             )
+            if a.profile:
+                await profiled("cpu", paced, a, tmp)
         if "failover" in a.part:
             print(f"\n== failover: kill -9 of the client's node, {a.trials} trials", flush=True)
             trials: list[Result] = []
@@ -277,6 +324,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     p.add_argument("--trials", type=int, default=5, help="failover trials (default 5)")
+    p.add_argument("--profile", action="store_true", help="one more run per part under py-spy")
+    p.add_argument("--native", action="store_true", help="--profile with C frames (py-spy)")
     a = p.parse_args(argv)
     a.part = a.part or ["durable", "cpu", "failover"]
     return a

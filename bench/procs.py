@@ -171,11 +171,14 @@ class PySpy:
         self.proc, self.out = proc, out
 
     @classmethod
-    async def attach(cls, pid: int, out: Path, rate: int = 250) -> PySpy:
+    async def attach(cls, pid: int, out: Path, rate: int = 250, *, native: bool = False) -> PySpy:
+        """``native``: C frames too (``--native``), where grpcio, uvloop and nats-py's
+        parser spend their time."""
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         proc = await asyncio.create_subprocess_exec(
             exe,
             *("record", "--pid", str(pid), "--rate", str(rate), "--format", "speedscope"),
+            *(("--native",) if native else ()),
             *("--output", str(out)),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,

@@ -6,7 +6,7 @@ is one Redis key holding the id it was stored under, expiring after the window (
 clock, so the nodes' clocks need not agree):
 
 1. :meth:`RedisDedupWindow.lookup` *claims* every new key before the batch is appended:
-   ``SET key 0 NX PX claim GET``, pipelined (one round trip per batch). The node whose
+   ``SET key 0 NX PX claim GET`` for each. The node whose
    ``SET`` wins appends the event; a node that finds an id answers the duplicate with it; a
    node that finds a claim (``0``) or a pending id (``p<id>``: another node is appending
    that event right now) waits until it becomes an id or goes away, then decides again.
@@ -32,6 +32,14 @@ node's events: the client's failover resumes within about ``claim`` seconds (it 
 answer and before 3 leaves pending ids that run out: a later retry of those events would be
 stored again (a duplicate, never a loss).
 
+Each step is one command per batch, never a command per event: a Lua script given the
+batch's key digests back to back in one argument (and the ids in another), or one ``DEL``.
+redis-py spends about 20 us of Python per pipelined command and a few per argument, which
+cost more than the whole embedded publish path (46.6 us of CPU per event for the window in
+bench/cluster_bench.py, 3.7 us with the scripts). The scripts name their keys themselves, so
+the window needs one Redis server (not Redis Cluster, which the limiter's multi-key script
+does not support either).
+
 Keys are compact: a 128-bit BLAKE2b digest of the key under the prefix, whatever the lengths
 of ``source`` and ``id`` (about 90 bytes of Redis memory per event).
 
@@ -50,7 +58,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lockgate.broker.dedup import DedupKey, RecentLog
 from lockgate.broker.errors import Unavailable
@@ -72,15 +80,43 @@ and its id; this bounds a claim that a bug left behind)."""
 
 _log = logging.getLogger("lockgate.dedup")
 
-# Extends the claims ("0") and pending ids ("p<id>") among KEYS: a key that became an id
-# meanwhile (stored) is left as it is.
-_RENEW = """
-for _, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  if v == '0' or (v and string.sub(v, 1, 1) == 'p') then redis.call('PEXPIRE', k, ARGV[1]) end
+_DIGEST = 16
+"""Bytes of a key's digest; the scripts take a batch's digests back to back."""
+_CLAIM = """
+local prefix, px, blob = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 1, #blob, 16 do
+  local old = redis.call('SET', prefix .. string.sub(blob, i, i + 15), '0', 'NX', 'PX', px, 'GET')
+  if old then
+    out[#out + 1] = (i - 1) / 16
+    out[#out + 1] = old
+  end
+end
+return out
+"""
+"""Claims every key of the batch that is not there yet; answers ``[index, old value, ...]``
+for the keys that were there (none, usually)."""
+_SET_IDS = """
+local prefix, px, blob, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local i = 1
+for id in string.gmatch(ARGV[4], '%d+') do
+  redis.call('SET', prefix .. string.sub(blob, i, i + 15), tag .. id, 'PX', px)
+  i = i + 16
 end
 return 0
 """
+"""Sets each key to its id (``ARGV[4]``, space-separated), tagged ``p`` while pending."""
+_RENEW = """
+local prefix, px, blob = ARGV[1], ARGV[2], ARGV[3]
+for i = 1, #blob, 16 do
+  local k = prefix .. string.sub(blob, i, i + 15)
+  local v = redis.call('GET', k)
+  if v == '0' or (v and string.sub(v, 1, 1) == 'p') then redis.call('PEXPIRE', k, px) end
+end
+return 0
+"""
+"""Extends the claims ("0") and pending ids ("p<id>") among the keys: a key that became an
+id meanwhile (stored) is left as it is."""
 
 
 class RedisDedupWindow:
@@ -106,7 +142,10 @@ class RedisDedupWindow:
         """How many times a lookup met a key claimed elsewhere and waited for its outcome."""
         self.renewals = 0
         """How many times this node renewed the claims it holds."""
+        # register_script's Script runs EVALSHA and loads the script on NOSCRIPT.
         self._renew = self._redis.register_script(_RENEW)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._set_ids = self._redis.register_script(_SET_IDS)
         # Claimed here (or pending) and neither stored nor forgotten yet -> when (monotonic).
         self._held: dict[bytes, float] = {}
         self._pending: dict[bytes, int] = {}  # remembered here, their append not committed
@@ -115,11 +154,19 @@ class RedisDedupWindow:
         self._confirmer: asyncio.Task[None] | None = None
         self._confirm_wake = asyncio.Event()
 
-    def _key(self, key: DedupKey) -> bytes:
+    @staticmethod
+    def _key(key: DedupKey) -> bytes:
+        """The key's digest (the Redis key is it under the prefix)."""
         org, source, eid = key
         # Length-prefixed, so no two keys encode alike.
         raw = f"{len(org)}:{org}{len(source)}:{source}{eid}".encode()
-        return self._prefix + hashlib.blake2b(raw, digest_size=16).digest()
+        return hashlib.blake2b(raw, digest_size=_DIGEST).digest()
+
+    def _write_ids(self, entries: Sequence[tuple[bytes, int]], px: int, tag: bytes) -> Any:
+        """Sets each key (a digest) to its id, tagged, for ``px`` ms: one script call."""
+        blob = b"".join([k for k, _ in entries])
+        ids = " ".join([str(i) for _, i in entries])
+        return self._set_ids(keys=[], args=[self._prefix, px, blob, ids, tag])
 
     async def open(self, log: RecentLog) -> None:
         return None
@@ -168,7 +215,8 @@ class RedisDedupWindow:
             if not self._held:
                 continue
             try:
-                await self._renew(keys=list(self._held), args=[self._claim_ms])
+                blob = b"".join(self._held)
+                await self._renew(keys=[], args=[self._prefix, self._claim_ms, blob])
                 self.renewals += 1
             except REDIS_ERRORS as exc:
                 # The append that holds these claims fails on the same Redis; a claim that
@@ -185,22 +233,20 @@ class RedisDedupWindow:
         pause = 0.005
         while todo:
             try:
-                pipe = self._redis.pipeline(transaction=False)
-                for k in todo:
-                    pipe.set(k, b"0", nx=True, px=self._claim_ms, get=True)
-                answers = await pipe.execute()
+                args: list[bytes | int] = [self._prefix, self._claim_ms, b"".join(todo)]
+                answers = await self._claim(keys=[], args=args)
             except REDIS_ERRORS as exc:
                 raise redis_failed(_WHAT, exc) from exc
             waiting = []
-            won = []
-            for k, old in zip(todo, answers, strict=True):
-                if old is not None and (old == b"0" or old[:1] == b"p"):
+            there: set[bytes] = set()
+            for n in range(0, len(answers), 2):  # only the keys that were there
+                k, old = todo[int(answers[n])], answers[n + 1]
+                there.add(k)
+                if old == b"0" or old[:1] == b"p":
                     waiting.append(k)  # another publish of this event is being appended
                 else:
-                    stored = 0 if old is None else int(old)
-                    found[k] = stored
-                    if old is None:
-                        won.append(k)
+                    found[k] = int(old)
+            won = [k for k in todo if k not in there] if there else todo
             if won:
                 self._hold(won)
             todo = waiting
@@ -214,7 +260,7 @@ class RedisDedupWindow:
                     )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.1)
-        return [found[k] for k in rkeys]
+        return [found.get(k, 0) for k in rkeys]
 
     async def remember(self, entries: Sequence[tuple[DedupKey, int]]) -> None:
         """Records the staged events' ids as pending (see the module): a duplicate is
@@ -222,11 +268,9 @@ class RedisDedupWindow:
         if not entries:
             return
         rkeys = [self._key(key) for key, _ in entries]
+        ids = [(k, event_id) for k, (_, event_id) in zip(rkeys, entries, strict=True)]
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for k, (_, event_id) in zip(rkeys, entries, strict=True):
-                pipe.set(k, b"p%d" % event_id, px=self._claim_ms)
-            await pipe.execute()
+            await self._write_ids(ids, self._claim_ms, b"p")
         except REDIS_ERRORS as exc:
             self._release(rkeys)  # they run out: a retry elsewhere stores the event
             raise redis_failed(_WHAT, exc) from exc
@@ -253,10 +297,7 @@ class RedisDedupWindow:
         return [(k, pending[k]) for k in keys if k in pending]
 
     async def _confirm(self, entries: Sequence[tuple[bytes, int]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for k, event_id in entries:
-            pipe.set(k, str(event_id), px=self._window_ms)
-        await pipe.execute()
+        await self._write_ids(entries, self._window_ms, b"")
         self._release([k for k, _ in entries])
 
     async def _confirm_loop(self) -> None:
@@ -281,7 +322,7 @@ class RedisDedupWindow:
             return
         rkeys = [self._key(k) for k in keys]
         try:
-            await self._redis.delete(*rkeys)
+            await self._redis.delete(*[self._prefix + k for k in rkeys])
         except REDIS_ERRORS as exc:
             raise redis_failed(_WHAT, exc) from exc
         finally:

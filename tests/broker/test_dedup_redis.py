@@ -95,6 +95,27 @@ async def test_a_forgotten_claim_goes_to_the_other_node(
     assert await a.lookup([K]) == [43]
 
 
+async def test_a_large_batch_answers_every_key_in_its_place(
+    two: tuple[RedisDedupWindow, RedisDedupWindow],
+) -> None:
+    # The claim answers only the keys that were there, by index: stored ids must land on
+    # their own events, whatever their mix with new keys.
+    a, b = two
+    keys = [("acme", f"/src/{i % 7}", f"e{i}") for i in range(1000)]
+    stored = keys[::3]
+    assert await a.lookup(stored) == [0] * len(stored)
+    await a.remember([(k, 10_000 + n) for n, k in enumerate(stored)])
+    a.stored(stored)  # their append committed: b's lookup gets the ids once written
+    answers = await b.lookup(keys)
+    assert answers == [10_000 + i // 3 if i % 3 == 0 else 0 for i in range(1000)]
+    fresh = [k for i, k in enumerate(keys) if i % 3]
+    await b.remember([(k, 20_000 + i) for i, k in enumerate(keys) if i % 3])
+    b.stored(fresh)
+    assert await a.lookup(keys) == [
+        10_000 + i // 3 if i % 3 == 0 else 20_000 + i for i in range(1000)
+    ]
+
+
 async def test_a_claim_left_by_a_dead_node_runs_out(
     two_short: tuple[RedisDedupWindow, RedisDedupWindow],
 ) -> None:
