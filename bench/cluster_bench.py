@@ -107,24 +107,27 @@ async def cluster_side(
             (side.sub[0], {**side.sub[1], "target": sub_target}),
             [(role, {**args, **pub_extra, "target": pub_target}) for role, args in side.pubs],
         )
+        # What the nodes spend with nothing to do (leases, policy polls, the logger), measured
+        # before the workers start: the subscriber's rate runs from the first event it gets,
+        # the publisher's stream-opening one, so nothing may wait between that and the load
+        # (an idle pause there cut the cluster's rates to about 70%: 5 s of events over 7).
+        idle0 = sum(cpu_of(p) for p in pids)
+        await asyncio.sleep(2.0)
+        idle = (sum(cpu_of(p) for p in pids) - idle0) / 2.0
+        spies = (
+            [
+                await PySpy.attach(
+                    p,
+                    PROFILES / f"cluster-{profile}-node{n}.speedscope.json",
+                    native=a.native,
+                )
+                for n, p in enumerate(pids, 1)
+            ]
+            if profile
+            else []
+        )
         # _workers merges conn into each worker's args: the targets above must win.
         async with _workers(side, {}, a.duration, tmp) as (sub, pubs):
-            # What the nodes spend with nothing published (leases, policy polls, the logger).
-            idle0 = sum(cpu_of(p) for p in pids)
-            await asyncio.sleep(2.0)
-            idle = (sum(cpu_of(p) for p in pids) - idle0) / 2.0
-            spies = (
-                [
-                    await PySpy.attach(
-                        p,
-                        PROFILES / f"cluster-{profile}-node{n}.speedscope.json",
-                        native=a.native,
-                    )
-                    for n, p in enumerate(pids, 1)
-                ]
-                if profile
-                else []
-            )
             each0 = [cpu_of(p) for p in pids]
             cpu0, t0 = sum(each0), now_ns()
             result = await _measure(sub, pubs, pids[0])
@@ -139,8 +142,8 @@ async def cluster_side(
             if rate > 0:
                 result["cpu_us_server"] = result["cpu_server"] / rate * 1e6
             result["cpu_idle_server"] = idle
-            for spy in spies:
-                await spy.stop()
+        for spy in spies:
+            await spy.stop()
     for n in range(1, len(spies) + 1):
         out = PROFILES / f"cluster-{profile}-node{n}.speedscope.json"
         print(f"  node {n}: top functions by self time (py-spy, idle excluded) in {out}")

@@ -73,6 +73,11 @@ class DedupWindow(Protocol):
     retried through another node once.
     """
 
+    claims: bool
+    """Whether :meth:`lookup` claims the keys it answers 0 for (a shared window). Then the
+    caller need not wait for :meth:`remember` before its next lookup: a lookup of a claimed
+    key waits for the outcome anyway."""
+
     async def open(self, log: RecentLog) -> None:
         """Loads the keys of the events the log stored within the window (at start)."""
 
@@ -122,6 +127,7 @@ class MemoryDedupWindow:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.window = window
+        self.claims = False
         self.max_bytes = max_bytes
         self.shortened_to: float | None = None
         """Seconds the window reached back when the budget last shortened it (None: never)."""

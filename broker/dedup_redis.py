@@ -134,6 +134,7 @@ class RedisDedupWindow:
         claim: float = DEFAULT_CLAIM,
     ) -> None:
         self.window = window
+        self.claims = True
         self._redis: redis.asyncio.Redis = connect(url, _WHAT)
         self._prefix = (prefix + "dd:").encode()
         self._window_ms = max(1, int(window * 1000))

@@ -36,7 +36,7 @@ from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, start_after
 from lockgate.broker.publisher import encode_publisher
 from lockgate.broker.quotas import OrgQuota
-from lockgate.broker.store import Batch, ConsumerRecord, DeadLetterRecord, Store
+from lockgate.broker.store import Batch, CommitFeed, ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import check_pattern
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
@@ -171,6 +171,9 @@ class Durables:
         """The last committed batches, for consumers a little behind the head."""
         self.on_created: list[Callable[[DurableConsumer], None]] = []
         self.log = logging.getLogger("lockgate.broker")
+        self.feed: CommitFeed | None = None
+        """In a cluster: the store's feed of every node's commits (``on_log``), which
+        brings the commits it feeds instead of this node's publish path (``on_commit``)."""
         self.relay: DurableRelay | None = None
         """Set in a cluster (durables shared by the nodes): this node then runs only the
         durables whose lease it holds, and relays to the owners of the others."""
@@ -253,9 +256,32 @@ class Durables:
         return bool(self.consumers)
 
     def on_commit(self, batch: Batch, seq: int, frames: list[tuple[int, bytes]]) -> None:
+        feed = self.feed
+        if feed is not None:
+            if feed.feeds(seq):
+                return  # the feed brings it, in order with the other nodes' commits
+            # A log the feed does not carry (an org pinned to another backbone): handed
+            # to the consumers at its head, kept out of the window of the fed log.
+            for c in list(self.consumers.values()):
+                c.on_commit(batch, seq, frames)
+            return
+        self._commit(batch, seq, frames)
+
+    def _commit(self, batch: Batch, seq: int, frames: list[tuple[int, bytes]]) -> None:
         self.recent.add(batch, seq, frames)
         for c in list(self.consumers.values()):
             c.on_commit(batch, seq, frames)
+
+    def on_log(self, batch: Batch, seq: int) -> None:
+        """A commit of any node, in commit order, from a shared log's feed
+        (:class:`~broker.store.CommitFeed`). Its events are split out only
+        when a consumer here takes them now (a reader behind splits what it reads)."""
+        consumers = list(self.consumers.values())
+        if not consumers:
+            return  # the window restarts at the next commit once a consumer runs here
+        org, subject = batch.org, batch.subject
+        wanted = any(c.rec.org == org and c.wants(subject) for c in consumers)
+        self._commit(batch, seq, wire.split_frames(batch.body) if wanted else [])
 
     # -- the registry -----------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from lockgate.broker.quotas import OrgQuota
 from lockgate.broker.registry import BackboneRegistry, RegistryFollower
 from lockgate.broker.requests import Requests
 from lockgate.broker.router import Router
-from lockgate.broker.store import ConsumerRecord, DeadLetterRecord, Store
+from lockgate.broker.store import CommitFeed, ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import Ephemerals
 from lockgate.broker.telemetry import Telemetry
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
@@ -151,6 +151,10 @@ class Broker:
             subscriptions,
             self.live,
         )
+        if isinstance(store, CommitFeed):
+            # Every node's commits in commit order, so durables here take them from memory.
+            self.durables.feed = store
+            store.follow_commits(self.durables.on_log)
         if config.store != "sqlite" if shared_durables is None else shared_durables:
             self.durables.relay = DurableRelay(
                 self.node_id, self.backbone, self.leases, self.durables

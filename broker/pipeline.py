@@ -85,6 +85,9 @@ class Prepared:
     stored: Awaitable[list[int]] | None = None
     """The store's write of the staged batches, queued when they were staged; it gives
     their log sequences."""
+    remembered: asyncio.Future[None] | None = None
+    """A claiming dedup window's write of the staged ids (see ``DedupWindow.claims``),
+    awaited by commit before the publish is acknowledged."""
     marks: list[int] = field(default_factory=list)
     """Stage times when ``broker.stages`` records them: received, validated, decided,
     identified (stored and routed are added when the store answers)."""
@@ -159,6 +162,13 @@ def _check_required(ev: CloudEvent) -> BrokerError | None:
             hint='set specversion to "1.0"',
         )
     return None
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    """Marks a deferred dedup write's error as seen: the commit that awaits it reports it;
+    a prepare never committed (its stream went away) has nobody to report it to."""
+    if not done.cancelled():
+        done.exception()
 
 
 def publisher_of(principal: Principal) -> str:
@@ -343,7 +353,15 @@ class Pipeline:
                 prepared.marks.append(stage_now())
             prepared.stored = self._store(prepared.staged, prepared.marks)
         ids_out = out.ids
-        await self.dedup.remember([(key, ids_out[i]) for key, i in seen.items() if ids_out[i]])
+        entries = [(key, ids_out[i]) for key, i in seen.items() if ids_out[i]]
+        if entries and self.dedup.claims:
+            # The keys stay claimed until this lands, so a lookup of one of them (here or on
+            # another node) waits for it: the next frame's prepare need not wait for a
+            # round trip to the shared window, which made frames take turns on it.
+            prepared.remembered = asyncio.ensure_future(self.dedup.remember(entries))
+            prepared.remembered.add_done_callback(_retrieve)
+        elif entries:
+            await self.dedup.remember(entries)
         for i in out.duplicates:
             if not ids_out[i]:
                 ev = events[i]
@@ -458,10 +476,12 @@ class Pipeline:
         try:
             seqs = await prepared.stored
         except BrokerError as exc:
+            if prepared.remembered is not None:
+                # Forgotten after it landed, so that the ids of a failed write do not stay.
+                await asyncio.gather(prepared.remembered, return_exceptions=True)
             await self.dedup.forget(prepared.keys)
             self.telemetry.end_publish(prepared.span, exc)
             raise
-        self.dedup.stored(prepared.keys)
         listener = self.listener
         # Nothing is awaited between the store's answer and here, so listeners hear of
         # batches in commit order (the order the store resolves its writes in).
@@ -470,6 +490,12 @@ class Pipeline:
                 listener.on_commit(s.batch, seq, s.frames or wire.split_frames(s.batch.body))
             self.telemetry.count_published(s.batch.org, s.batch.count)
             self.rates.add(s.batch.org, s.batch.subject, s.batch.count)
+        if prepared.remembered is not None:
+            # After the hand-over above (no await before it); a window that failed to take
+            # the ids fails the publish, as when it was awaited in prepare.
+            await prepared.remembered
+        # Once the ids are pending there (a claiming window writes them behind).
+        self.dedup.stored(prepared.keys)
         self.telemetry.publish_duration.record(time.perf_counter() - prepared.started)
         self.telemetry.end_publish(prepared.span, None)
         return prepared.outcome

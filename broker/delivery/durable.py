@@ -378,6 +378,7 @@ class DurableConsumer:
                 self._wake.set()
                 return
             subject = batch.subject
+            frames = frames or wire.split_frames(batch.body)  # a shared log's feed: not split
             self.ready.extend(self._owned(_entries(seq, frames, subject, pos), subject))
             self._ready_bytes += len(batch.body)  # the frames, unless some were handed out
         self.position = LogPosition(seq + 1)
@@ -628,6 +629,8 @@ class DurableConsumer:
             for seq, b, frames in recent:
                 if b.org == self.rec.org and self.wants(b.subject):
                     subject = b.subject
+                    # Frames not split yet when nobody took the batch at its commit.
+                    frames = frames or wire.split_frames(b.body)
                     self.ready.extend(self._owned(_entries(seq, frames, b.subject, pos), subject))
                     self._ready_bytes += len(b.body)
                 pos = self.position = LogPosition(seq + 1)

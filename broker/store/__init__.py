@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "SCAN_BUDGET",
@@ -35,6 +35,7 @@ __all__ = [
     "AuditStore",
     "BackboneRecord",
     "Batch",
+    "CommitFeed",
     "ConfigStore",
     "ConfigVersionRecord",
     "ConsumerRecord",
@@ -403,6 +404,22 @@ class EventLog(Protocol):
 
     async def trim(self, rules: Sequence[RetentionRule], now_ms: int) -> int:
         """Applies retention; returns the number of events removed."""
+
+
+@runtime_checkable
+class CommitFeed(Protocol):
+    """A log shared by several nodes that tells each node of every commit, its own and the
+    other nodes', in commit order (the cluster's JetStream log). Without it a node hears
+    only of its own commits (from the publish path) and reads the others' from the log."""
+
+    def follow_commits(self, listener: Callable[[Batch, int], None]) -> None:
+        """Hands ``listener`` each committed batch (with its body) and its sequence, in
+        sequence order; a sequence it skips was missed (read it from the log). Called
+        before the store opens."""
+
+    def feeds(self, seq: int) -> bool:
+        """Whether the commit at ``seq`` reaches the listeners (a cluster feeds the node's
+        own backbone's log; an org pinned to another backbone is read from its log)."""
 
 
 class ConsumerStateStore(Protocol):

@@ -209,6 +209,14 @@ class ClusterStore(PgStore):
     def in_log(self, org: str, seq: int) -> bool:
         return self.routes.in_log(org, seq)
 
+    def follow_commits(self, listener: Callable[[Batch, int], None]) -> None:
+        """:class:`broker.store.CommitFeed`: every node's commits to the node's own
+        backbone's log, from its tail."""
+        self.log.follow_commits(listener)
+
+    def feeds(self, seq: int) -> bool:
+        return self.routes.in_own_log(seq)
+
     async def last_id(self) -> int:
         return await self.log.last_id()
 

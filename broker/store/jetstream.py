@@ -14,8 +14,14 @@ from PostgreSQL; the cluster store puts the two together.
   stream's sequence is ``Batch.seq``.
 - **reads** create a short-lived pull consumer (no acks, in memory) filtered server-side by
   org, and by the subscription's pattern when the caller names it, and pull bounded steps.
-- **committed_seq** follows every node's commits: its own acks, a headers-only push consumer
-  tailing the stream, and a poll of the stream's last sequence every 250 ms behind it.
+- **committed_seq** follows every node's commits: its own acks, a push consumer tailing the
+  stream, and a poll of the stream's last sequence every 250 ms behind it.
+- **follow_commits**: the tail hands every batch it receives, with its events, to the listeners
+  in stream order: a node's durable consumers take every node's commits from
+  memory as they are stored, rather than each reading the log back through a consumer of
+  its own per step. Without listeners the tail carries headers only. A batch the tail
+  missed (a slow connection, the tail replaced) is a gap in the sequences the listeners
+  see; they read what they missed from the log.
 - **retention**: the stream's ``max_age`` is the longest rule's when a ``>`` rule bounds
   every subject; narrower rules purge per subject by filter.
 """
@@ -167,6 +173,7 @@ class JetStreamLog:
         self._tasks: list[asyncio.Task[None]] = []
         self._max_age_s = -1.0
         self._tail = ""
+        self._followers: list[Callable[[Batch, int], None]] = []
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -222,6 +229,11 @@ class JetStreamLog:
             asyncio.create_task(self._writer(), name="jetstream-log-writer"),
             asyncio.create_task(self._poll(), name="jetstream-log-poll"),
         ]
+
+    def follow_commits(self, listener: Callable[[Batch, int], None]) -> None:
+        """Hands ``listener`` every batch the tail receives and its sequence, in stream order
+        (called before :meth:`open`, so the tail carries the events)."""
+        self._followers.append(listener)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -306,9 +318,10 @@ class JetStreamLog:
         return int(info["state"]["last_seq"])
 
     async def _start_tail(self) -> None:
-        """A push consumer of every batch's headers from now on: other nodes' commits move
-        ``committed_seq`` as they are stored (durables tailing the log see them at once).
-        Replaced when the poll finds it behind (a reconnect, a NATS server lost)."""
+        """A push consumer of every batch from now on (headers only when nobody follows):
+        other nodes' commits move ``committed_seq`` as they are stored, and reach the
+        followers. Replaced when the poll finds it behind (a reconnect, a NATS server
+        lost)."""
         if self._tail:
             await self._drop(self._tail)
         made = await self._api(
@@ -320,7 +333,7 @@ class JetStreamLog:
                     "ack_policy": "none",
                     "filter_subject": f"{self.root}.>",
                     "deliver_subject": self._inbox + ".t",
-                    "headers_only": True,
+                    "headers_only": not self._followers,
                     "mem_storage": True,
                     "num_replicas": 1,
                     "inactive_threshold": int(10e9),
@@ -330,9 +343,19 @@ class JetStreamLog:
         self._tail = str(made.get("name", ""))
 
     async def _on_tail(self, msg: Any) -> None:
-        if msg.reply:  # heartbeats and flow control carry no reply subject
-            with contextlib.suppress(Exception):
-                self._committed = max(self._committed, msg.metadata.sequence.stream)
+        if not msg.reply:  # heartbeats and flow control carry no reply subject
+            return
+        try:
+            seq = int(msg.metadata.sequence.stream)
+        except Exception:  # not a JetStream delivery: nothing to learn from it
+            return
+        if seq > self._committed:
+            self._committed = seq
+        if self._followers:
+            batch = self._decode(_Msg(msg.subject, msg.headers, msg.data, seq, 0))
+            if batch is not None:
+                for listener in self._followers:
+                    listener(batch, seq)
 
     async def _poll(self) -> None:
         delay = _POLL_S

@@ -138,6 +138,10 @@ class RoutedLog(Generic[L]):
         lies in every log)."""
         return seq <= 1 or (seq & _SLOT) == seq_offset(self.links.endpoint(org))
 
+    def in_own_log(self, seq: int) -> bool:
+        """Whether ``seq`` is a position of the node's own backbone's log."""
+        return not seq & _SLOT
+
     async def _start(self, org: str, log: JetStreamLog, offset: int, start: LogPosition) -> int:
         """``start``'s stream sequence in ``log``; a position in another log (the org was
         re-pinned) becomes the first batch stored in ``log`` since the pin."""

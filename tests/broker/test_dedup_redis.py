@@ -214,3 +214,29 @@ async def test_a_publish_retried_on_another_node_is_stored_once(
     finally:
         await b.stop()
         await a.stop()
+
+
+async def test_an_event_in_frames_prepared_back_to_back_is_stored_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # The second frame is prepared while the first commits (the Publish stream does so):
+    # its lookup meets the first frame's claim and waits for the id written behind it.
+    window = RedisDedupWindow(redis_url, 60.0, prefix=f"lockgate-test:{uuid.uuid4().hex}:")
+    broker = Broker(
+        Config(data_dir=str(tmp_path), worker_id=1),
+        SqliteStore(tmp_path, fsync="never"),
+        dedup=window,
+    )
+    await broker.start()
+    try:
+        first = await broker.prepare(DEV_PRINCIPAL, "dd.x", [event("e1")])
+        committing = asyncio.create_task(broker.commit(first))
+        second = await broker.prepare(DEV_PRINCIPAL, "dd.x", [event("e1"), event("e2")])
+        one = await committing
+        two = await broker.commit(second)
+        assert one.duplicates == [] and two.duplicates == [0]
+        assert two.ids[0] == one.ids[0] and two.ids[1] not in one.ids
+        stored, _ = await broker.query(DEV_PRINCIPAL, "dd.>")
+        assert [e.event.id for e in stored] == ["e1", "e2"]
+    finally:
+        await broker.stop()

@@ -71,6 +71,39 @@ async def test_another_nodes_commits_move_the_committed_sequence(nats_url: str) 
             await here._api(f"STREAM.DELETE.{name}")
 
 
+async def test_a_follower_gets_every_nodes_commits_in_order_with_their_events(
+    nats_url: str,
+) -> None:
+    name = "LGT_" + uuid.uuid4().hex[:12]
+    got: list[tuple[int, Batch]] = []
+    follower = JetStreamLog(nats_url, stream=name, root=name.lower())
+    follower.follow_commits(lambda b, seq: got.append((seq, b)))
+    await follower.open()
+    try:
+        async with _log(nats_url, name) as other:
+            gen = IdGenerator(0)
+            sent: dict[int, Batch] = {}
+            for n in range(6):
+                log = follower if n % 2 else other  # its own commits and another node's
+                batch = make_batch(gen, "acme", f"orders.{n}", n + 1)
+                (seq,) = await log.append([batch])
+                sent[seq] = batch
+            await eventually(lambda: len(got) == 6, what="every commit followed")
+            assert [seq for seq, _ in got] == sorted(sent)
+            for seq, b in got:
+                assert (b.seq, b.subject, b.first_id, b.count) == (
+                    seq,
+                    sent[seq].subject,
+                    sent[seq].first_id,
+                    sent[seq].count,
+                )
+                assert b.body == sent[seq].body
+                assert len(wire.split_frames(b.body)) == b.count
+    finally:
+        await follower._api(f"STREAM.DELETE.{name}")
+        await follower.close()
+
+
 async def test_a_batch_over_the_servers_max_payload_is_refused_not_retried(
     nats_url: str,
 ) -> None:
