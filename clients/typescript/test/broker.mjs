@@ -71,6 +71,14 @@ export class Broker {
     return key[0];
   }
 
+  /** A bearer token made with `lockgate tokens issue` (signed by the broker's local key). */
+  issueToken(org = "default", agent = "ts-agent", role = "admin") {
+    const out = spawnSync(PYTHON, ["-m", "lockgate.broker.cli", "tokens", "issue", "--org", org, "--agent", agent, "--role", role, "--data-dir", this.dataDir], { encoding: "utf8" });
+    const token = /^eyJ\S+/m.exec(out.stdout);
+    if (!token) throw new Error(`no token in: ${out.stdout}${out.stderr}`);
+    return token[0];
+  }
+
   async kill(signal = "SIGKILL") {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     const exited = new Promise((r) => this.proc.once("exit", r));

@@ -174,6 +174,16 @@ describe("credentials and connection errors", { skip }, () => {
     await good.close();
   });
 
+  test("a bearer token from `lockgate tokens issue` works as the credential", async () => {
+    const c = await Client.connect(broker.target, { apiKey: broker.issueToken("default", "tsbot") });
+    try {
+      const id = await c.publish(fresh("token"), { via: "token" });
+      assert.deepEqual((await c.getEvent(id)).data, { via: "token" });
+    } finally {
+      await c.close();
+    }
+  });
+
   test("connecting to nothing is Unavailable within connectTimeout", async () => {
     await assert.rejects(Client.connect("127.0.0.1:1", { connectTimeout: 0.5 }), (e) => e instanceof Unavailable && /lockgate serve/.test(e.hint));
   });
