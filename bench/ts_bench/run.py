@@ -9,7 +9,8 @@ publishes EVENTS events of 128 bytes in waves of WAVE concurrent publishes (the 
 
 - ``ts``   bench/ts_bench/bench.mjs lockgate (the TypeScript client, clients/typescript)
 - ``py``   bench/ts_bench/py_side.py (the Python client)
-- ``nats`` bench/ts_bench/bench.mjs nats (nats.js against nats-server, no persistence)
+- ``nats`` bench/ts_bench/bench.mjs nats (nats.js against a fresh nats-server, core pub/sub;
+  ``--nats-url nats://127.0.0.1:4222`` uses the machine's running one instead)
 
 Reported per side: events/s, the client process's CPU per event and the server's, as median
 (min-max) over ``--runs``; and the same-run ratios ts/py and ts/nats. Needs the TypeScript
@@ -48,8 +49,12 @@ def command(side: str, where: dict[str, Any], events: int, wave: int) -> list[st
 
 
 @contextlib.asynccontextmanager
-async def server(side: str, tmp: Path) -> AsyncIterator[tuple[dict[str, Any], int]]:
-    if side == "nats":
+async def server(
+    side: str, tmp: Path, nats_url: str | None
+) -> AsyncIterator[tuple[dict[str, Any], int]]:
+    if side == "nats" and nats_url:
+        yield {"url": nats_url}, 0  # a running server (its CPU is not measured)
+    elif side == "nats":
         async with nats_server(tmp) as s:
             yield s
     else:
@@ -57,8 +62,10 @@ async def server(side: str, tmp: Path) -> AsyncIterator[tuple[dict[str, Any], in
             yield s
 
 
-async def one(side: str, events: int, wave: int, tmp: Path) -> dict[str, float]:
-    async with server(side, tmp) as (where, pid):
+async def one(
+    side: str, events: int, wave: int, tmp: Path, nats_url: str | None
+) -> dict[str, float]:
+    async with server(side, tmp, nats_url) as (where, pid):
         cpu0 = cpu_of(pid)
         proc = await asyncio.create_subprocess_exec(
             *command(side, where, events, wave),
@@ -87,13 +94,18 @@ async def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--wave", type=int, default=1_000)
+    p.add_argument(
+        "--nats-url",
+        help="use this nats-server (e.g. nats://127.0.0.1:4222) instead of a fresh one per run; "
+        "its CPU is then not measured",
+    )
     args = p.parse_args()
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     results: dict[str, list[dict[str, float]]] = {s: [] for s in SIDES}
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
             for side in SIDES:  # alternated, so every side sees the same machine
-                r = await one(side, args.events, args.wave, Path(tmp))
+                r = await one(side, args.events, args.wave, Path(tmp), args.nats_url)
                 results[side].append(r)
                 print(
                     f"run {run + 1} {side:4}: {r['rate']:,.0f}/s, client {r['client_us']:.1f} us"
