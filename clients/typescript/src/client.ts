@@ -9,10 +9,8 @@
  * for await (const msg of sub) { console.log(msg.id, msg.data); await msg.ack(); break; }
  * await c.close();
  */
-import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { connect as tcpConnect, isIP } from "node:net";
-import { ConnectionOptions, connect as tlsConnect } from "node:tls";
+import { connect as tcpConnect } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import {
   AcknowledgeRequest,
@@ -39,16 +37,8 @@ import { Event, Message, StoredEvent } from "./message";
 import { Batch, MAX_EVENTS, PublishCall, PublishResult, Publisher, WINDOW } from "./publisher";
 import { Subscription, SubscribeCall } from "./subscription";
 import { EventEncoder, RawSubscribeResponse, decodeSubscribeResponse } from "./wire";
+import { TLSOptions, readPem, splitTarget, tlsHandshakeError } from "./tls";
 import { PullAcker } from "./pull";
-
-/** TLS to the broker: the CA that signed its certificate (default: the system's), and a
- * client certificate and key for mTLS. `serverName` checks the certificate against that name. */
-export interface TLSOptions {
-  caFile?: string;
-  certFile?: string;
-  keyFile?: string;
-  serverName?: string;
-}
 
 export interface ClientOptions {
   /** An API key (`lg_…`) or a bearer token; sent as `authorization: Bearer …`. */
@@ -98,72 +88,6 @@ type Unary<Req, Res> = {
 };
 
 const identity = (b: Buffer): Buffer => b;
-
-function splitTarget(target: string): { address: string; tls: boolean } {
-  if (target.startsWith("grpcs://")) return { address: target.slice(8), tls: true };
-  if (target.startsWith("grpc://")) return { address: target.slice(7), tls: false };
-  return { address: target, tls: false };
-}
-
-function readPem(path: string | undefined, what: string): Buffer | null {
-  if (!path) return null;
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new InvalidArgument(`cannot read the TLS ${what} ${path}: ${(err as Error).message}`, {
-      reason: "INVALID_CONFIG",
-      hint: "check the paths of caFile / certFile / keyFile",
-    });
-  }
-}
-
-/** Why a TLS handshake with `address` fails, as the broker's TLS listener answers it (the
- * certificate it refused, a client certificate it wanted), or undefined when it succeeds. */
-function tlsHandshakeError(address: string, options: TLSOptions): Promise<TLSError | undefined> {
-  const colon = address.lastIndexOf(":");
-  const host = address.slice(0, colon).replace(/^\[|\]$/g, "");
-  return new Promise((resolve) => {
-    let timer: NodeJS.Timeout | undefined;
-    const done = (err: Error | undefined): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(
-        err === undefined
-          ? undefined
-          : new TLSError(`the TLS handshake with ${address} failed: ${err.message}`, {
-              hint: "check that the broker serves TLS, that caFile signed its certificate, and the client certificate and key",
-            }),
-      );
-    };
-    const connectOptions: ConnectionOptions = { host, port: Number(address.slice(colon + 1)), ALPNProtocols: ["h2"] };
-    const name = options.serverName ?? (isIP(host) ? undefined : host);
-    if (name !== undefined) connectOptions.servername = name;
-    if (options.caFile) connectOptions.ca = readPem(options.caFile, "CA file")!;
-    if (options.certFile && options.keyFile) {
-      connectOptions.cert = readPem(options.certFile, "certificate file")!;
-      connectOptions.key = readPem(options.keyFile, "key file")!;
-    }
-    const socket = tlsConnect(connectOptions);
-    // TLS 1.3: the broker checks the client certificate after the client's handshake is done,
-    // so a refusal is a close (or an alert) right after it, where a served HTTP/2 connection
-    // sends its SETTINGS at once.
-    let secure = false;
-    socket.once("secureConnect", () => {
-      secure = true;
-      timer = setTimeout(() => done(undefined), 1000);
-    });
-    socket.once("data", () => done(undefined));
-    socket.once("error", (err) => (isTlsError(err) ? done(err) : done(undefined)));
-    socket.once("close", () =>
-      done(secure ? new Error("the broker closed the connection after the handshake: it wants a client certificate (certFile, keyFile) that it trusts") : undefined),
-    );
-  });
-}
-
-function isTlsError(err: Error & { code?: string }): boolean {
-  const code = err.code ?? "";
-  return code.startsWith("ERR_SSL") || code.startsWith("ERR_TLS") || /CERT|SELF_SIGNED|UNABLE_TO/.test(code) || /SSL|TLS|certificate/i.test(err.message);
-}
 
 export class Client {
   /** The CloudEvents `source` of this client's events. */
@@ -242,30 +166,31 @@ export class Client {
 
   private waitReady(): Promise<void> {
     const deadline = Date.now() + this.connectTimeout * 1000;
+    const channel = this.grpc.getChannel();
+    // Polled rather than watched: a grpc-js state watcher holds a timer until its deadline,
+    // which kept a process that failed to connect alive for connectTimeout.
     return new Promise((resolve, reject) => {
-      let settled = false;
-      const channel = this.grpc.getChannel();
-      // A failed TLS handshake does not cure itself: name it at the first failed attempt
-      // instead of at the deadline (a refused connection may, so that one waits).
-      const watch = (state: grpc.connectivityState): void => {
-        if (settled) return;
-        if (state === grpc.connectivityState.TRANSIENT_FAILURE && this.tlsOptions !== undefined) {
+      let probing = false;
+      const timer = setInterval(() => {
+        const state = channel.getConnectivityState(true);
+        if (state === grpc.connectivityState.READY) {
+          clearInterval(timer);
+          resolve();
+        } else if (Date.now() >= deadline) {
+          clearInterval(timer);
+          void this.diagnose().then(reject);
+        } else if (state === grpc.connectivityState.TRANSIENT_FAILURE && this.tlsOptions !== undefined && !probing) {
+          // A failed TLS handshake does not cure itself: name it now, not at the deadline.
+          probing = true;
           void tlsHandshakeError(this.address, this.tlsOptions).then((err) => {
-            if (err !== undefined && !settled) {
-              settled = true;
+            probing = false;
+            if (err !== undefined) {
+              clearInterval(timer);
               reject(err);
             }
           });
         }
-        if (Date.now() < deadline) channel.watchConnectivityState(state, deadline, () => watch(channel.getConnectivityState(false)));
-      };
-      watch(channel.getConnectivityState(true));
-      this.grpc.waitForReady(deadline, (err) => {
-        if (settled) return;
-        settled = true;
-        if (!err) return resolve();
-        void this.diagnose().then(reject);
-      });
+      }, 20);
     });
   }
 

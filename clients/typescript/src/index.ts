@@ -3,7 +3,8 @@
  * are pinned here (and by test/api.test.mjs).
  */
 export { Client } from "./client";
-export type { ClientOptions, QueryOptions, SubscribeOptions, TLSOptions } from "./client";
+export type { ClientOptions, QueryOptions, SubscribeOptions } from "./client";
+export type { TLSOptions } from "./tls";
 export { Event, Message, StoredEvent } from "./message";
 export { Subscription } from "./subscription";
 export type { PublishResult } from "./publisher";
