@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from lockgate.broker.cloudevents import parse_timestamp
 from lockgate.broker.errors import InvalidEvent
@@ -184,10 +185,12 @@ def frames(batch: Batch) -> list[tuple[int, bytes]]:
     event bytes as stored (with whatever a policy appended); :class:`BadBatch` when the body
     is not delivery frames."""
     try:
-        deliveries = _parse_raw(batch.body).deliveries
+        body = _parse_raw(batch.body)
     except DecodeError as exc:
         raise BadBatch(f"the batch body is not delivery frames: {exc}") from None
-    out = [(d.id, d.event) for d in deliveries]
+    if len(UnknownFieldSet(body)):  # fields beside the frames: not a body a node stores
+        raise BadBatch("the batch body holds more than delivery frames")
+    out = [(d.id, d.event) for d in body.deliveries]
     if any(event_id == 0 for event_id, _ in out):
         raise BadBatch("a Delivery frame has no id")
     return out

@@ -69,6 +69,8 @@ def test_the_event_bytes_come_out_of_the_frame_as_stored() -> None:
         b"\x12\x05\x08\x01",  # ends inside the frame
         b"\x12\x03\x0d\x00\x00",  # a fixed32 field
         wire.delivery_frame(7, wire.subject_field("s"), b"\xff\xff"),  # not a CloudEvent
+        b"\x0a\x00" + wire.delivery_frame(7, wire.subject_field("s"), b""),  # beside a frame
+        wire.delivery_frame(0, wire.subject_field("s"), b""),  # no id
     ],
 )
 def test_a_body_that_is_not_frames_is_refused(body: bytes) -> None:
