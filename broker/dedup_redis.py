@@ -213,6 +213,7 @@ class RedisDedupWindow:
             oldest = time.monotonic() - MAX_HOLD
             for k in [k for k, at in self._held.items() if at < oldest]:
                 del self._held[k]
+                self._pending.pop(k, None)
             if not self._held:
                 continue
             try:
