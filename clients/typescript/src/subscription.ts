@@ -12,7 +12,7 @@ import type { ClientDuplexStream, StatusObject } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
 import { Nack, SubscribeOpen, SubscribeRequest } from "./gen/broker/v1/broker";
 import { Backoff } from "./backoff";
-import { Schema, toDuration } from "./codec";
+import { Schema, toDuration, toStartPosition } from "./codec";
 import { LockgateError, Unavailable, fromServiceError } from "./errors";
 import { Acker, Message } from "./message";
 import type { RawSubscribeResponse } from "./wire";
@@ -97,6 +97,11 @@ export class Subscription<T = unknown> implements AsyncIterableIterator<Message<
         return;
       }
       this.reconnects += 1;
+      if (!this.durable) {
+        // An ephemeral subscription cannot resume: it continues with new events (a start of
+        // "all" again would deliver everything twice).
+        this.request.start = toStartPosition("new");
+      }
       const delay = this.backoff.nextDelay();
       setTimeout(() => {
         if (!this.closed) this.open(confirmed, refused);

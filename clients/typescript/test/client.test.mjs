@@ -204,8 +204,10 @@ describe("reconnect with backoff and resend", { skip }, () => {
       const subject = fresh("restart");
       const durable = fresh("rs").replace(".", "-");
       const sub = await c.subscribe(subject, { durable, start: "all" });
+      const ephemeral = await c.subscribe(subject, { start: "all" });
       await c.publish(subject, "before");
       assert.equal((await sub.next()).value.data, "before");
+      assert.equal((await ephemeral.next()).value.data, "before");
       await broker.kill();
       const during = c.publish(subject, "during"); // queued while the broker is down
       await broker.start(); // same port, same data dir
@@ -220,6 +222,14 @@ describe("reconnect with backoff and resend", { skip }, () => {
       const stored = [];
       for await (const e of c.queryEvents(subject)) stored.push(e.data);
       assert.deepEqual(stored, ["before", "during"]);
+      // The ephemeral one re-opened with new events only: markers reach it, "before" never again.
+      let n = 0;
+      const next = ephemeral.next();
+      const got = await eventually(async () => {
+        await c.publish(subject, `after-${n++}`);
+        return Promise.race([next, new Promise((r) => setTimeout(() => r(undefined), 200))]);
+      }, 60);
+      assert.notEqual(got.value.data, "before");
     } finally {
       await c.close();
       await broker.stop();
