@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import redis.asyncio as aioredis
 
+from bench.procs import cpu_of
 from lockgate.broker.auth import Authenticator
 from lockgate.broker.config import Config
 from lockgate.broker.node import Broker
@@ -56,6 +57,8 @@ async def serve(port: int) -> None:
                 "http": {"listen": f"127.0.0.1:{port}", "max_body_bytes": 8 << 20},
                 "ws": {"max_send_buffer": 64 << 20},
             },
+            # every bench socket comes from 127.0.0.1: above the per-address cap of 64
+            limits=Config(http_max_connections_per_address=1024).listener_limits(),
         )
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -147,60 +150,108 @@ async def ws_fanout(url: str, conns: int, events: int, pace: float = 0.0) -> tup
     return conns * events / elapsed, lat[int(len(lat) * 0.99) - 1] * 1000
 
 
-async def redis_rates(events: int) -> tuple[float, float]:
-    """(redis-py XREADGROUP+XACK entries/s, RedisIngest entries/s) on the same stream."""
-    from lockgate.broker.api import LocalAPI
-    from lockgate.gateways.redis import RedisIngest, RedisSettings
-
-    r = aioredis.from_url(REDIS_URL)
-    stream = f"lg:bench:{uuid.uuid4().hex[:8]}"
+async def _fill_stream(r: aioredis.Redis, stream: str, events: int, groups: list[str]) -> None:
     pipe = r.pipeline(transaction=False)
     for i in range(events):
         pipe.xadd(stream, {"event": json.dumps(_ce(i))})
     await pipe.execute()
-    # Baseline: redis-py alone, the same reads and acks the gateway does.
-    await r.xgroup_create(stream, "raw", id="0")
+    for group in groups:
+        await r.xgroup_create(stream, group, id="0")
+
+
+async def redis_py_alone(r: aioredis.Redis, stream: str, events: int) -> float:
+    """The baseline: redis-py (with hiredis) reading ``stream`` in its own group, as a
+    consumer that wants throughput does: XREADGROUP COUNT 500, ``json.loads`` of each entry
+    (the parse any consumer does), and each batch's XACK pipelined with the next read (one
+    round trip per batch). Entries/s."""
     t0 = time.perf_counter()
     n = 0
+    ids: list[bytes] = []
     while n < events:
-        resp = await r.xreadgroup("raw", "c", {stream: ">"}, count=500)
+        pipe = r.pipeline(transaction=False)
+        if ids:
+            pipe.xack(stream, "raw", *ids)
+        pipe.xreadgroup("raw", "c", {stream: ">"}, count=500)
+        resp = (await pipe.execute())[-1]
         ids = [eid for _, entries in resp for eid, _ in entries]
         for _, entries in resp:
             for _, fields in entries:
-                json.loads(fields[b"event"])  # the parse any consumer does
-        await r.xack(stream, "raw", *ids)
+                json.loads(fields[b"event"])
         n += len(ids)
-    raw = events / (time.perf_counter() - t0)
+    await r.xack(stream, "raw", *ids)
+    return events / (time.perf_counter() - t0)
+
+
+async def _ingest(api: object, stream: str, group: str, events: int) -> float:
+    """Entries/s of a RedisIngest through ``api`` on ``stream`` in its own group, from its
+    start until every entry is XACKed (so after the broker stored it)."""
+    from lockgate.gateways.redis import RedisIngest, RedisSettings
+
+    ingest = RedisIngest(
+        api,  # type: ignore[arg-type]
+        RedisSettings(
+            url=REDIS_URL,
+            streams={stream: "bench.redis"},
+            group=group,
+            consumer="bench",
+            batch=500,
+            dead_letter=stream + ":dlq",
+        ),
+    )
+    t0 = time.perf_counter()
+    await ingest.start()
+    while ingest.metrics["xacked"] < events:
+        await asyncio.sleep(0.002)
+    rate = events / (time.perf_counter() - t0)
+    await ingest.stop()
+    assert ingest.metrics["dead_lettered"] == 0, ingest.metrics
+    return rate
+
+
+async def redis_rates(events: int, target: str, broker_pid: int, run: int) -> dict[str, float]:
+    """One run of the three readers of one stream, each in its own consumer group: redis-py
+    alone, the standalone gateway (``lockgate gateway redis``: RemoteAPI, this process) into
+    the broker process at ``target``, and the gateway embedded in a broker in this process
+    (``LocalAPI``). Odd runs start with the gateway, even ones with redis-py."""
+    from lockgate.broker.api import LocalAPI
+    from lockgate.gateways._remote import RemoteAPI
+
+    r = aioredis.from_url(REDIS_URL)
+    stream = f"lg:bench:{uuid.uuid4().hex[:8]}"
+    await _fill_stream(r, stream, events, ["raw", "remote", "embedded"])
+    out: dict[str, float] = {}
+
+    async def standalone() -> None:
+        api = RemoteAPI(target)
+        cpu0, broker0 = time.process_time(), cpu_of(broker_pid)
+        out["standalone"] = await _ingest(api, stream, "remote", events)
+        out["gw_cpu_us"] = (time.process_time() - cpu0) / events * 1e6
+        out["broker_cpu_us"] = (cpu_of(broker_pid) - broker0) / events * 1e6
+        await api.close()
+
+    async def alone() -> None:
+        cpu0 = time.process_time()
+        out["redis_py"] = await redis_py_alone(r, stream, events)
+        out["redis_py_cpu_us"] = (time.process_time() - cpu0) / events * 1e6
+
+    for part in (standalone, alone) if run % 2 else (alone, standalone):
+        await part()
     with tempfile.TemporaryDirectory() as d:
         broker, auth = await _broker(d)
-        ingest = RedisIngest(
-            LocalAPI(broker, auth),
-            RedisSettings(
-                url=REDIS_URL,
-                streams={stream: "bench.redis"},
-                batch=500,
-                dead_letter=stream + ":dlq",
-            ),
-        )
-        t0 = time.perf_counter()
-        await ingest.start()
-        while ingest.metrics["xacked"] < events:
-            await asyncio.sleep(0.005)
-        ours = events / (time.perf_counter() - t0)
-        await ingest.stop()
+        out["embedded"] = await _ingest(LocalAPI(broker, auth), stream, "embedded", events)
         await broker.stop()
     await r.delete(stream)
     await r.aclose()
-    return raw, ours
+    return out
 
 
-def _fmt(values: list[float], unit: str) -> str:
-    return (
-        f"{statistics.median(values):,.0f} {unit} (min {min(values):,.0f}, max {max(values):,.0f})"
-    )
+def _fmt(values: list[float], unit: str, spec: str = ",.0f") -> str:
+    med, lo, hi = statistics.median(values), min(values), max(values)
+    return f"{med:{spec}} {unit} (min {lo:{spec}}, max {hi:{spec}})"
 
 
-async def main(args: argparse.Namespace) -> None:
+async def web_parts(args: argparse.Namespace) -> dict[str, list[float]]:
+    """HTTP ingest and WebSocket fan-out against a child process (broker + gateways)."""
     import socket
 
     with socket.socket() as s:
@@ -217,37 +268,90 @@ async def main(args: argparse.Namespace) -> None:
     assert child.stdout is not None and child.stdin is not None
     assert b"ready" in await child.stdout.readline()
     url = f"http://127.0.0.1:{port}"
-    http, fan, p99, raw, ours, ratio = [], [], [], [], [], []
+    got: dict[str, list[float]] = {"http": [], "fan": [], "p99": [], "http_cpu": []}
     try:
         for _ in range(args.runs):
-            http.append(await http_ingest(url, args.events))
-            f, _ = await ws_fanout(url, args.conns, args.fanout_events)
-            fan.append(f)
-            _, p = await ws_fanout(url, args.conns, 100, pace=0.02)
-            p99.append(p)
-            a, b = await redis_rates(args.events)
-            raw.append(a)
-            ours.append(b)
-            ratio.append(b / a)
+            if "http" in args.parts:
+                cpu0 = cpu_of(child.pid)
+                got["http"].append(await http_ingest(url, args.events))
+                got["http_cpu"].append((cpu_of(child.pid) - cpu0) / args.events * 1e6)
+            if "ws" in args.parts:
+                f, _ = await ws_fanout(url, args.conns, args.fanout_events)
+                got["fan"].append(f)
+                _, p = await ws_fanout(url, args.conns, 100, pace=0.02)
+                got["p99"].append(p)
     finally:
         child.stdin.close()
         await child.wait()
+    return got
+
+
+async def main(args: argparse.Namespace) -> None:
+    load = os.getloadavg()
+    web: dict[str, list[float]] = {}
+    if {"http", "ws"} & set(args.parts):
+        web = await web_parts(args)
+    runs: list[dict[str, float]] = []
+    if "redis" in args.parts:
+        from lockgate.broker.testing import run_broker
+
+        async with run_broker() as b:
+            for run in range(args.runs):
+                runs.append(await redis_rates(args.events, b.target, b.proc.pid, run))
     print(
         f"runs={args.runs} events={args.events} conns={args.conns} "
-        f"fanout_events={args.fanout_events} cpus={os.cpu_count()}"
+        f"fanout_events={args.fanout_events} cpus={os.cpu_count()} "
+        f"load={load[0]:.1f}->{os.getloadavg()[0]:.1f}"
     )
-    print("HTTP batched ingest (batches of 200, 4 clients):", _fmt(http, "events/s"))
-    print(f"WebSocket fan-out to {args.conns} sockets:", _fmt(fan, "frames/s"))
-    print(
-        f"  p99 latency publish->receipt, paced at <=50 events/s (<={50 * args.conns} frames/s):",
-        f"{statistics.median(p99):.1f} ms (min {min(p99):.1f}, max {max(p99):.1f})",
-    )
-    print("Redis stream, redis-py XREADGROUP+XACK alone:", _fmt(raw, "entries/s"))
-    print("Redis stream ingest into the broker:", _fmt(ours, "entries/s"))
-    print(
-        f"  ratio ingest / redis-py: {statistics.median(ratio):.2f} "
-        f"(min {min(ratio):.2f}, max {max(ratio):.2f})"
-    )
+    if web.get("http"):
+        print("HTTP batched ingest (batches of 200, 4 clients):", _fmt(web["http"], "events/s"))
+        print("  server CPU per event:", _fmt(web["http_cpu"], "us", ".1f"))
+    if web.get("fan"):
+        print(f"WebSocket fan-out to {args.conns} sockets:", _fmt(web["fan"], "frames/s"))
+        print(
+            f"  p99 latency publish->receipt, paced at <=50 events/s "
+            f"(<={50 * args.conns} frames/s):",
+            _fmt(web["p99"], "ms", ".1f"),
+        )
+    if runs:
+
+        def col(name: str) -> list[float]:
+            return [r[name] for r in runs]
+
+        print(f"Redis stream (hiredis: {_hiredis()}):")
+        print(
+            "  redis-py alone, XREADGROUP 500 + pipelined XACK:", _fmt(col("redis_py"), "entries/s")
+        )
+        print(
+            "  standalone gateway (RemoteAPI) -> broker process:",
+            _fmt(col("standalone"), "entries/s"),
+        )
+        print(
+            "    ratio standalone / redis-py:",
+            _fmt([r["standalone"] / r["redis_py"] for r in runs], "x", ".2f"),
+        )
+        print(
+            "    CPU per entry: gateway",
+            _fmt(col("gw_cpu_us"), "us", ".1f"),
+            "| broker",
+            _fmt(col("broker_cpu_us"), "us", ".1f"),
+            "| redis-py alone",
+            _fmt(col("redis_py_cpu_us"), "us", ".1f"),
+        )
+        print(
+            "  embedded gateway (LocalAPI, broker in the same process):",
+            _fmt(col("embedded"), "entries/s"),
+        )
+        print(
+            "    ratio embedded / redis-py:",
+            _fmt([r["embedded"] / r["redis_py"] for r in runs], "x", ".2f"),
+        )
+
+
+def _hiredis() -> bool:
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return bool(HIREDIS_AVAILABLE)
 
 
 if __name__ == "__main__":
@@ -257,6 +361,9 @@ if __name__ == "__main__":
     ap.add_argument("--conns", type=int, default=100)
     ap.add_argument("--fanout-events", dest="fanout_events", type=int, default=500)
     ap.add_argument("--serve", type=int, default=0)
+    ap.add_argument(
+        "--parts", nargs="+", default=["http", "ws", "redis"], choices=["http", "ws", "redis"]
+    )
     a = ap.parse_args()
     try:
         import uvloop

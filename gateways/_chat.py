@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+from typing import cast
 
 from lockgate.broker.api import Delivery
 from lockgate.broker.v1 import conversation_pb2
 from lockgate.gateways._cejson import JsonValue
+from lockgate.gateways._json import loads
 from lockgate.gateways._web import parse_time_ms
 from lockgate.gateways.errors import InvalidParameter
 
@@ -157,7 +158,7 @@ def chat_frame(d: Delivery) -> dict[str, JsonValue]:
         epoch = _attr(d, "encepoch")
         enc.epoch = int(epoch) if epoch.isdigit() else 0
         if _attr(d, "encparams"):
-            enc.params.update(json.loads(_attr(d, "encparams")))
+            enc.params.update(cast("dict[str, str]", loads(_attr(d, "encparams"))))
         return message_json(
             pb.ConversationMessage(
                 id=d.id,
@@ -168,7 +169,7 @@ def chat_frame(d: Delivery) -> dict[str, JsonValue]:
                 encryption_metadata=enc,
             )
         )
-    body = json.loads(ev.text_data) if ev.text_data else {}
+    body = cast("dict[str, JsonValue]", loads(ev.text_data) if ev.text_data else {})
     frame: dict[str, JsonValue] = {"op": _FRAMES.get(ev.type, "conversation")}
     frame["conversation"] = cid
     if frame["op"] == "conversation":

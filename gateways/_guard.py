@@ -47,7 +47,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from lockgate.broker.config import ListenerLimits
 from lockgate.broker.fdbudget import gateway_connection_cap, open_file_limit
-from lockgate.gateways._web import dumps, problem_json
+from lockgate.gateways._json import dumps
+from lockgate.gateways._web import problem_json
 from lockgate.gateways.errors import BodyTimeout, BodyTooLarge, TooManyConnections
 
 __all__ = ["LIMITS", "ConnectionGuard", "read_body"]

@@ -8,14 +8,13 @@ come from where the entry was read, so a re-read entry keeps its id and is dedup
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 
 from lockgate.broker.api import CloudEvent
 from lockgate.broker.errors import BrokerError, InvalidEvent
 from lockgate.gateways._cejson import event_from_json
-from lockgate.gateways._web import dumps, loads
+from lockgate.gateways._json import dumps, loads
 
 __all__ = ["dead_letter_record", "parse_entry", "shorthand_event"]
 
@@ -70,7 +69,7 @@ def shorthand_event(
 def dead_letter_record(origin: str, raw: bytes | str, err: BrokerError) -> str:
     """The JSON line a dead-letter list keeps for a refused entry."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return json.dumps(
+    return dumps(
         {
             "reason": err.reason,
             "message": err.message,
@@ -78,6 +77,5 @@ def dead_letter_record(origin: str, raw: bytes | str, err: BrokerError) -> str:
             "origin": origin,
             "time_ms": int(time.time() * 1000),
             "entry": text,
-        },
-        ensure_ascii=False,
+        }
     )

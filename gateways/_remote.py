@@ -285,16 +285,23 @@ class RemoteAPI:
         """Publishes ``events`` in as many requests as the broker's ``max_message_bytes``
         needs (an HTTP batch may be far larger than one gRPC message); an event that alone
         exceeds it is refused here (EVENT_TOO_LARGE) and never sent."""
+        req = broker_pb2.PublishRequest(subject=subject, events=events, batch_id=1)
+        if events and req.ByteSize() <= self.broker_max_message_bytes - _REQUEST_OVERHEAD:
+            # The usual case (an ingest batch, a small HTTP batch): one request, built once,
+            # and no walk over every event's size.
+            return await self._publish_one(key, req)
         budget = self.broker_max_message_bytes - len(subject.encode()) - _REQUEST_OVERHEAD
         slices, too_large = by_bytes(events, budget)
         return await publish_in_slices(
-            lambda part: self._publish_one(key, subject, part), events, slices, too_large
+            lambda part: self._publish_one(
+                key, broker_pb2.PublishRequest(subject=subject, events=part, batch_id=1)
+            ),
+            events,
+            slices,
+            too_large,
         )
 
-    async def _publish_one(
-        self, key: str | None, subject: str, events: list[CloudEvent]
-    ) -> PublishResult:
-        req = broker_pb2.PublishRequest(subject=subject, events=events, batch_id=1)
+    async def _publish_one(self, key: str | None, req: broker_pb2.PublishRequest) -> PublishResult:
 
         async def once(conn: Connection) -> broker_pb2.PublishResponse:
             try:

@@ -112,12 +112,21 @@ def report_ingest_error(source: str, exc: BaseException, delay: float) -> None:
     )
 
 
-async def supervise(source: str, run: Callable[[], Awaitable[None]], backoff: Backoff) -> None:
+async def supervise(
+    source: str,
+    run: Callable[[], Awaitable[None]],
+    backoff: Backoff,
+    stopping: asyncio.Event | None = None,
+) -> None:
     """Runs ``run`` for ever: again after any error it raises (reported, then a backoff
-    delay) and again, after a short pause, when it returns. Cancel the task to stop it."""
+    delay) and again, after a short pause, when it returns. Cancel the task to stop it, or
+    set ``stopping`` and let ``run`` return (for loops whose library may not survive a
+    cancel: redis-py with hiredis can swallow one in a blocking read and wait for ever)."""
     while True:
         try:
             await run()
+            if stopping is not None and stopping.is_set():
+                return
             backoff.reset()
             delay = backoff.next_delay()
         except Exception as exc:  # the loop must outlive whatever its libraries raise

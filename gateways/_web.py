@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
-import json
 import socket
 import ssl
 import time
@@ -27,10 +26,10 @@ from lockgate.broker.ids import MAX_ID, parse_decimal
 from lockgate.broker.positions import FROM_NEW, StartSpec
 from lockgate.broker.tls import CERTIFIED_CALLER, ClientIdentities, ServerTLS, peer_of_ssl
 from lockgate.gateways._cejson import JsonValue, event_to_json
+from lockgate.gateways._json import dumps
 from lockgate.gateways.errors import (
     InvalidParameter,
     KeyRequired,
-    MalformedJson,
     http_status,
     listen_failed,
     retry_after,
@@ -44,10 +43,8 @@ __all__ = [
     "api_key",
     "audit_json",
     "delivery_json",
-    "dumps",
     "is_loopback_host",
     "json_response",
-    "loads",
     "parse_duration_param",
     "parse_id",
     "parse_int",
@@ -62,22 +59,6 @@ __all__ = [
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 PROBLEM_TYPE = "https://lockgate.dev/problems/"
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def loads(raw: bytes | str) -> object:
-    """Parsed JSON; raises :class:`MalformedJson` with the position of the problem."""
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise MalformedJson("it is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise MalformedJson(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise MalformedJson("it is nested too deeply") from None
 
 
 def api_key(headers: Mapping[str, str]) -> str | None:

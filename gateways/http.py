@@ -55,6 +55,7 @@ from lockgate.gateways._cejson import JsonValue, event_from_json
 from lockgate.gateways._cluster_http import add_cluster_routes
 from lockgate.gateways._dashboard_http import add_dashboard_routes
 from lockgate.gateways._guard import read_body
+from lockgate.gateways._json import loads
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
 from lockgate.gateways._slices import by_count, publish_in_slices
 from lockgate.gateways._web import (
@@ -62,7 +63,6 @@ from lockgate.gateways._web import (
     audit_json,
     delivery_json,
     json_response,
-    loads,
     parse_duration_param,
     parse_id,
     parse_int,

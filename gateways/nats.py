@@ -46,13 +46,13 @@ from lockgate.clients._backoff import Backoff
 from lockgate.gateways._cebinary import from_binary, is_structured_type, to_binary
 from lockgate.gateways._cejson import event_from_json
 from lockgate.gateways._ingest import dead_letter_record, parse_entry
+from lockgate.gateways._json import loads
 from lockgate.gateways._report import (
     UNENCODABLE,
     report_ingest_error,
     report_unencodable,
     supervise,
 )
-from lockgate.gateways._web import loads
 
 __all__ = ["JetStreamSource", "NatsGateway", "NatsSettings"]
 

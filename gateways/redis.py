@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import socket
 import time
@@ -41,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from lockgate.broker.api import BrokerAPI, CloudEvent
-from lockgate.broker.errors import BrokerError
+from lockgate.broker.errors import BrokerError, InvalidEvent
 from lockgate.clients._backoff import Backoff
 from lockgate.gateways._ingest import dead_letter_record, parse_entry
 from lockgate.gateways._report import report_ingest_error, supervise
@@ -51,7 +50,37 @@ __all__ = ["RedisIngest", "RedisSettings"]
 log = logging.getLogger("lockgate.gateways.redis")
 
 
-_StreamsReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None
+_SETTLE_SECONDS = 2.0
+"""How long a stop waits for the batch in flight before it cancels it."""
+
+_Entries = list[tuple[bytes, list[bytes] | None]]
+"""Stream entries as the parser gives them: ``[id, [field, value, ...]]``, ``None`` for an
+entry deleted since it was read."""
+
+
+def _as_is(response: object, **options: object) -> object:
+    return response
+
+
+def _stream_reply(reply: object) -> list[tuple[bytes, _Entries]]:
+    """The streams of an XREADGROUP reply: a list of ``[stream, entries]`` (RESP2) or a map
+    of stream to entries (RESP3)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return cast("list[tuple[bytes, _Entries]]", reply)
+
+
+def _event_field(fields: list[bytes]) -> bytes | None:
+    """The JSON of an entry: its ``event`` field, or its ``data`` field as ``{"data": ...}``."""
+    if fields[0] == b"event":  # the usual entry: XADD key * event <JSON>
+        return fields[1]
+    named = dict(zip(fields[::2], fields[1::2], strict=False))
+    raw = named.get(b"event")
+    if raw is None and b"data" in named:
+        raw = b'{"data":' + named[b"data"] + b"}"
+    return raw
 
 
 def _text(value: bytes | str) -> str:
@@ -83,6 +112,29 @@ class RedisSettings:
     """Entries pending this long at another consumer are claimed (XAUTOCLAIM); 0: never."""
 
 
+def _no_event() -> BrokerError:
+    return InvalidEvent(
+        "the stream entry has neither an event nor a data field",
+        reason="INVALID_EVENT",
+        hint="XADD key * event '<CloudEvent JSON>'",
+    )
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One read, decoded: its events (``kept``: their positions in ``raws``), the entries
+    to dead-letter, and (streams) the entry ids to XACK once it is stored."""
+
+    origin: str
+    subject: str
+    raws: list[bytes | str]
+    events: list[CloudEvent]
+    kept: list[int]
+    dead: list[tuple[bytes | str, BrokerError]]
+    stream: str = ""
+    acks: list[bytes] = field(default_factory=list)
+
+
 class RedisIngest:
     """Runs the list and stream loops until :meth:`stop`."""
 
@@ -90,8 +142,15 @@ class RedisIngest:
         self.api = api
         self.settings = settings
         self.redis: aioredis.Redis = aioredis.from_url(settings.url)
+        # Stream replies are used as hiredis gives them (_stream_reply, _event_field):
+        # redis-py's own decoding makes a dict of every entry, in Python, and cost more than
+        # the read itself.
+        self.redis.set_response_callback("XREADGROUP", _as_is)
+        self.redis.set_response_callback("XAUTOCLAIM", _as_is)
         self.metrics: collections.Counter[str] = collections.Counter()
         self._tasks: list[asyncio.Task[None]] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         s = self.settings
@@ -102,16 +161,26 @@ class RedisIngest:
                 if "BUSYGROUP" not in str(exc):
                     raise
         if s.lists:
-            task = supervise("redis:lists", self._lists, self._backoff())
+            task = supervise("redis:lists", self._lists, self._backoff(), self._stopping)
             self._tasks.append(asyncio.create_task(task, name="redis-lists"))
         if s.streams:
-            task = supervise("redis:streams", self._streams, self._backoff())
+            task = supervise("redis:streams", self._streams, self._backoff(), self._stopping)
             self._tasks.append(asyncio.create_task(task, name="redis-streams"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Lets the loops end after their current read (``block`` at most), then cancels
+        what is left: redis-py with hiredis can swallow the cancel of a blocking read and
+        wait for ever, so the loops are not cancelled mid-read unless they overstay."""
+        self._stopping.set()
+        if self._tasks:
+            grace = self.settings.block + _SETTLE_SECONDS
+            _, late = await asyncio.wait(self._tasks, timeout=grace)
+            for t in late:
+                t.cancel()
+            if late:
+                _, stuck = await asyncio.wait(late, timeout=_SETTLE_SECONDS)
+                if stuck:
+                    log.warning("gateway.redis.stop_abandoned tasks=%d", len(stuck))
         await self.redis.aclose()
 
     def _backoff(self) -> Backoff:
@@ -136,19 +205,14 @@ class RedisIngest:
                 bad.append((raw, err))
         return events, kept, bad
 
-    async def _deliver(
-        self,
-        origin: str,
-        subject: str,
-        raws: Sequence[bytes | str],
-        ids: Sequence[str],
-        type_: str,
-    ) -> None:
-        """Dead-letters the entries that are not events and publishes the others; events
-        the broker rejects are dead-lettered too. Errors (the broker refusing the whole
-        batch, Redis failing) are retried here, step by step, until all is done, so nothing
-        is published or dead-lettered twice by this process."""
-        events, kept, dead = self._parse(raws, ids, origin, type_)
+    async def _deliver(self, batch: _Batch) -> None:
+        """Dead-letters the entries that are not events and publishes the others (one
+        publish: one batch frame); events the broker rejects are dead-lettered too. Errors
+        (the broker refusing the whole batch, Redis failing) are retried here, step by
+        step, until all is done, so nothing is published or dead-lettered twice by this
+        process."""
+        origin, subject, raws, kept = batch.origin, batch.subject, batch.raws, batch.kept
+        events, dead = batch.events, list(batch.dead)
         backoff = self._backoff()
         while True:
             try:
@@ -170,7 +234,7 @@ class RedisIngest:
     async def _lists(self) -> None:
         s = self.settings
         keys = list(s.lists)
-        while True:
+        while not self._stopping.is_set():
             got = await self.redis.brpop(keys, timeout=s.block)
             if got is None:
                 continue
@@ -182,33 +246,68 @@ class RedisIngest:
             # Popped: from here on the batch lives only in this process, so it is retried
             # until it is stored (an error must not drop it).
             ids = [uuid.uuid4().hex for _ in raws]
-            await self._deliver(f"list:{key}", s.lists[key], raws, ids, "lockgate.redis.list")
+            origin = f"list:{key}"
+            events, kept, dead = self._parse(raws, ids, origin, "lockgate.redis.list")
+            await self._deliver(_Batch(origin, s.lists[key], raws, events, kept, dead))
 
     async def _streams(self) -> None:
         """Reads new entries; first (at start and after any error, when the supervisor
-        runs it again) its own pending ones, and now and then those stale elsewhere."""
+        runs it again) its own pending ones, and now and then those stale elsewhere.
+
+        One batch is published and acked in the background while the next one is read
+        and decoded here, so that the gateway is not the bottleneck of a backlog (the
+        broker's time and Redis's overlap); the one after waits for it, so the order of
+        the stream is kept. Reads stay in this task: a stop cancels them where the
+        supervisor expects it (redis-py may turn that cancel into its own error)."""
         s = self.settings
-        pending_done = False
+        while not self._stopping.is_set():  # own pending entries first, one batch at a time
+            batches = await self._read("0", block=None)
+            if not batches:
+                break
+            for batch in batches:
+                await self._send(batch)
         last_claim = 0.0
-        while True:
-            claim_due = s.claim_idle > 0 and time.monotonic() - last_claim >= s.claim_idle / 2
-            if pending_done and claim_due:
-                for stream in s.streams:
-                    await self._claim(stream)
-                last_claim = time.monotonic()
-            cursor = ">" if pending_done else "0"
-            resp: _StreamsReply = await self.redis.xreadgroup(  # type: ignore[assignment]
-                s.group,
-                s.consumer,
-                {k: cursor for k in s.streams},
-                count=s.batch,
-                block=int(s.block * 1000) if pending_done else None,
-            )
-            if not pending_done and not any(entries for _, entries in resp or []):
-                pending_done = True
-                continue
-            for key, entries in resp or []:
-                await self._stream_batch(_text(key), entries)
+        try:
+            while not self._stopping.is_set():
+                if s.claim_idle > 0 and time.monotonic() - last_claim >= s.claim_idle / 2:
+                    await self._sent()
+                    for stream in s.streams:
+                        await self._claim(stream)
+                    last_claim = time.monotonic()
+                for batch in await self._read(">", int(s.block * 1000)):
+                    await self._sent()
+                    self._sending = asyncio.create_task(self._send(batch))
+        finally:
+            await self._settle()
+
+    async def _sent(self) -> None:
+        """Waits for the batch in flight; its error (a failed XACK) is raised here."""
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            # shielded: a stop must cancel this loop, not only the send (which could catch it)
+            await asyncio.shield(sending)
+
+    async def _settle(self) -> None:
+        """On the way out: the batch in flight gets a moment to finish (its entries are
+        acked rather than read again), then is cancelled; what it left is pending."""
+        sending, self._sending = self._sending, None
+        if sending is None:
+            return
+        done, _ = await asyncio.wait([sending], timeout=_SETTLE_SECONDS)
+        if not done:
+            sending.cancel()
+            await asyncio.wait([sending], timeout=_SETTLE_SECONDS)
+        if sending.done() and not sending.cancelled():
+            sending.exception()  # retrieved: the error that matters is the one raised here
+
+    async def _read(self, cursor: str, block: int | None) -> list[_Batch]:
+        s = self.settings
+        reply = await self.redis.xreadgroup(
+            s.group, s.consumer, {k: cursor for k in s.streams}, count=s.batch, block=block
+        )
+        return [
+            self._prepare(_text(key), entries) for key, entries in _stream_reply(reply) if entries
+        ]
 
     async def _claim(self, stream: str) -> None:
         """Takes over entries pending at any consumer for ``claim_idle`` seconds."""
@@ -219,55 +318,45 @@ class RedisIngest:
                 stream, s.group, s.consumer, int(s.claim_idle * 1000), start, count=s.batch
             )
             start = _text(reply[0])
-            entries = cast("list[tuple[bytes, dict[bytes, bytes] | None]]", reply[1])
+            entries = cast("_Entries", reply[1])  # (Redis 7 lists deleted ones in reply[2])
             if entries:
                 self.metrics["claimed"] += len(entries)
-                await self._stream_batch(stream, entries)
+                await self._send(self._prepare(stream, entries))
             if start == "0-0":
                 return
 
-    async def _stream_batch(
-        self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes] | None]]
-    ) -> None:
+    def _prepare(self, stream: str, entries: _Entries) -> _Batch:
+        """The events of a stream read, and what is dead-lettered or acked with them."""
         raws: list[bytes | str] = []
         ids: list[str] = []
-        entry_ids: list[bytes] = []  # of raws, by position
-        empty: list[bytes] = []  # deleted or unusable: acked with the batch
+        acks: list[bytes] = []  # every entry is acked once its batch is stored
+        no_event: list[tuple[bytes | str, BrokerError]] = []
         for entry_id, fields in entries:
+            acks.append(entry_id)
             if not fields:  # deleted meanwhile (XDEL/XTRIM): nothing to publish
-                empty.append(entry_id)
                 continue
-            raw = fields.get(b"event")
-            if raw is None and b"data" in fields:
-                raw = b'{"data":' + fields[b"data"] + b"}"
+            raw = _event_field(fields)
             if raw is None:
-                with contextlib.suppress(RedisError):
-                    shown = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
-                    from lockgate.broker.errors import InvalidEvent
-
-                    await self._dead_letter(
-                        f"stream:{stream}",
-                        str(shown),
-                        InvalidEvent(
-                            "the stream entry has neither an event nor a data field",
-                            reason="INVALID_EVENT",
-                            hint="XADD key * event '<CloudEvent JSON>'",
-                        ),
-                    )
-                empty.append(entry_id)
+                shown = {
+                    k.decode(): v.decode("utf-8", "replace")
+                    for k, v in zip(fields[::2], fields[1::2], strict=False)
+                }
+                no_event.append((str(shown), _no_event()))
                 continue
-            entry_ids.append(entry_id)
             raws.append(raw)
             ids.append(f"{stream}/{entry_id.decode()}")
-        # XACK only after: a crash before it leaves the entries pending, read again (id 0)
-        # at the next start; events of {"data": ...} entries keep their ids, so the broker
-        # deduplicates what it had already stored.
-        origin, subject = f"stream:{stream}", self.settings.streams[stream]
-        await self._deliver(origin, subject, raws, ids, "lockgate.redis.stream")
-        await self._xack(stream, [*entry_ids, *empty])
+        origin = f"stream:{stream}"
+        events, kept, dead = self._parse(raws, ids, origin, "lockgate.redis.stream")
+        subject = self.settings.streams[stream]
+        return _Batch(origin, subject, raws, events, kept, [*no_event, *dead], stream, acks)
+
+    async def _send(self, batch: _Batch) -> None:
+        """Publishes (and dead-letters) ``batch``, then XACKs it."""
+        await self._deliver(batch)
+        if batch.acks:
+            await self._xack(batch.stream, batch.acks)
 
     async def _xack(self, stream: str, entry_ids: list[bytes]) -> None:
-        if entry_ids:
-            acked = await self.redis.xack(stream, self.settings.group, *entry_ids)
-            self.metrics["xacked"] += int(acked)
-            self.metrics["xack_short"] += len(entry_ids) - int(acked)
+        acked = await self.redis.xack(stream, self.settings.group, *entry_ids)
+        self.metrics["xacked"] += int(acked)
+        self.metrics["xack_short"] += len(entry_ids) - int(acked)

@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import ipaddress
-import json
 import logging
 import socket
 import time
@@ -66,6 +65,7 @@ from lockgate.broker.webhooks import is_public_address
 from lockgate.clients._admin import WebhookSecrets
 from lockgate.clients._webhook import sign_webhook
 from lockgate.gateways._cejson import event_to_json
+from lockgate.gateways._json import dumpb
 from lockgate.gateways._remote import RemoteAPI
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
 
@@ -212,8 +212,7 @@ class WebhookSender:
         doc["lockgatedurable"] = durable
         doc["lockgatedeliveryid"] = str(d.id)
         doc["lockgateattempt"] = d.attempt or 1
-        body = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        raw = body.encode()
+        raw = dumpb(doc)
         msg_id, ts = str(d.id), int(time.time())
         headers = {
             "Content-Type": CONTENT_TYPE,

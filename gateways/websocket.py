@@ -52,12 +52,11 @@ from lockgate.broker.errors import BrokerError, FailedPrecondition, InvalidArgum
 from lockgate.gateways import _chat
 from lockgate.gateways._cejson import JsonValue, event_from_json
 from lockgate.gateways._ingest import shorthand_event
+from lockgate.gateways._json import dumps, loads
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
 from lockgate.gateways._web import (
     api_key,
     delivery_json,
-    dumps,
-    loads,
     parse_duration_param,
     parse_id,
     parse_start,
@@ -291,7 +290,7 @@ class _Connection:
                 for d in batch:
                     try:
                         frame = _chat.chat_frame(d)
-                    except (ValueError, KeyError) as exc:
+                    except (ValueError, KeyError, MalformedJson) as exc:
                         report_unencodable("ws", d.id, d.subject, exc)
                         continue
                     await self._send(frame)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -219,3 +220,42 @@ async def test_list_ingest_survives_redis_errors(
         await ingest.stop()
     assert "WRONGTYPE" in caplog.text
     await r.delete(key, dlq)
+
+
+def test_stream_entries_are_read_as_the_parser_gives_them() -> None:
+    """Replies are used as hiredis parses them (no dict per entry): the event field first
+    is the fast case, any other order or the data field still works, RESP3 maps too."""
+    from lockgate.gateways.redis import _event_field, _stream_reply
+
+    assert _event_field([b"event", b"{}"]) == b"{}"
+    assert _event_field([b"trace", b"t", b"event", b"{}"]) == b"{}"
+    assert _event_field([b"data", b"[1]"]) == b'{"data":[1]}'
+    assert _event_field([b"other", b"x"]) is None
+    entries = [(b"1-0", [b"event", b"{}"]), (b"2-0", None)]
+    assert _stream_reply([[b"s", entries]]) == [[b"s", entries]]
+    assert _stream_reply({b"s": entries}) == [(b"s", entries)]
+    assert _stream_reply(None) == []
+
+
+async def test_stop_during_a_blocking_read_returns(
+    local: Local, r: aioredis.Redis, redis_url: str
+) -> None:
+    """stop() lets the loops finish their blocking reads instead of cancelling them:
+    redis-py with hiredis could swallow that cancel and wait for ever (stop() hung)."""
+    prefix = unique("lg:")
+    stream, key = f"{prefix}:s", f"{prefix}:l"
+    settings = RedisSettings(
+        url=redis_url, streams={stream: unique("rs.")}, lists={key: unique("rl.")}, block=0.3
+    )
+    for _ in range(3):
+        ingest = RedisIngest(local.api, settings)
+        await ingest.start()
+        await eventually(lambda: _reading(r, stream, settings.group))
+        await asyncio.wait_for(ingest.stop(), 10)
+        assert all(t.done() for t in ingest._tasks)
+    await r.delete(stream)
+
+
+async def _reading(r: aioredis.Redis, stream: str, group: str) -> bool:
+    # the loop has reached its blocking read once its consumer exists in the group
+    return any(c["name"] for c in await r.xinfo_consumers(stream, group))
