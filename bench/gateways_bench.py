@@ -1,13 +1,18 @@
-"""Benchmark the gateways: batched HTTP ingest, Redis stream ingest vs redis-py's own
-XREADGROUP rate, and WebSocket fan-out to 100 connections.
+"""Benchmark the gateways: batched HTTP ingest, WebSocket fan-out to 100 connections, and
+Redis stream ingest against redis-py+hiredis reading the same stream alone.
 
     .venv/bin/python bench/gateways_bench.py [--runs 3] [--events 20000] [--conns 100]
+        [--parts http ws redis]
 
-The broker and its HTTP/WebSocket gateway run in a child process (in-process gateways, as
-``lockgate serve`` will run them, SQLite with fsync=os); clients run in this process.
-Redis ingest runs the broker in this process (``LocalAPI``) against the local Redis; its
-baseline is redis-py reading and XACKing the same stream with XREADGROUP, no broker.
-Each figure is the median of ``--runs`` runs with the min-max.
+HTTP and WebSocket: the broker and its HTTP/WebSocket gateway run in a child process
+(in-process gateways, as ``lockgate serve`` runs them, SQLite with fsync=os); clients run in
+this process; the child's CPU per HTTP event is reported. Redis: one stream, filled once per
+run, read by three consumer groups in turn: redis-py alone (XREADGROUP COUNT 500, json.loads
+of each entry, XACK pipelined with the next read: the baseline), the standalone gateway
+(``lockgate gateway redis``: RedisIngest over RemoteAPI in this process, into a ``lockgate
+serve`` child), and the gateway embedded in a broker in this process (``LocalAPI``). The
+order of the first two alternates between runs. Each figure is the median of ``--runs``
+runs with the min-max; the load average before and after is printed.
 """
 
 from __future__ import annotations
