@@ -19,6 +19,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Protocol
 
 from lockgate.broker.ids import id_for_time_ms, time_ms_of
@@ -49,6 +51,10 @@ _WARN_EVERY = 60.0
 
 DedupKey = tuple[str, str, str]
 """``(org, source, id)``: the identity of an event for deduplication."""
+
+
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 
 class RecentLog(Protocol):
@@ -194,16 +200,13 @@ class MemoryDedupWindow:
 
     async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
         self.expire()
-        get = self._ids.get
-        return [get(hash(k), 0) for k in keys]
+        # C-level maps: this runs for every published event.
+        return list(map(self._ids.get, map(hash, keys), repeat(0, len(keys))))
 
     async def remember(self, entries: Sequence[tuple[DedupKey, int]]) -> None:
         ids = self._ids
-        batch = []
-        for key, event_id in entries:
-            h = hash(key)
-            ids[h] = event_id
-            batch.append(h)
+        batch = list(map(hash, map(_first, entries)))
+        ids.update(zip(batch, map(_second, entries), strict=True))
         order = self._order
         order.append((self._clock(), batch))
         if len(ids) * ENTRY_BYTES + len(order) * BATCH_BYTES > self.max_bytes:

@@ -29,6 +29,7 @@ from lockgate.broker.errors import BrokerError, EventTooLarge, InvalidEvent, Una
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.publisher import encode_publisher
+from lockgate.broker.publishframe import ScannedEvents, Std
 from lockgate.broker.stages import STAGES
 from lockgate.broker.stages import now as stage_now
 from lockgate.broker.store import Batch, Store
@@ -171,6 +172,34 @@ def _retrieve(done: asyncio.Future[None]) -> None:
         done.exception()
 
 
+def _validate(events: list[CloudEvent], out: PublishOutcome) -> tuple[list[Std], list[int]]:
+    """What validation read of each event, and the indexes of the valid ones; the errors of
+    the others go to ``out``."""
+    valid: list[int] = []
+    # The required attributes of every event in one C-level pass; the policy gate reuses
+    # them rather than reading the protobuf again.
+    std: list[Std] = list(map(_REQUIRED, events))
+    err: BrokerError | None
+    for i, (eid, source, type_, version, attrs) in enumerate(std):
+        if (
+            version == "1.0"
+            and type_
+            and 0 < len(eid) <= MAX_EVENT_ID
+            and 0 < len(source) <= MAX_EVENT_SOURCE
+        ):
+            if not attrs:
+                valid.append(i)
+                continue
+            err = cloudevents.check_attributes(attrs)  # type: ignore[arg-type]
+        else:
+            err = check_event(events[i])
+        if err is None:
+            valid.append(i)
+        else:
+            out.errors.append((i, err))
+    return std, valid
+
+
 def publisher_of(principal: Principal) -> str:
     """The publisher recorded with a stored batch (for ``policy replay``)."""
     return encode_publisher(principal.agent, principal.roles)
@@ -234,9 +263,10 @@ class Pipeline:
         ``received`` (``broker.stages`` time) starts the stage record when it is on.
         ``owned``: a broker-owned ``$`` subject whose own rule was applied by the caller
         (a conversation's participants), so the policies do not decide it."""
-        # One Python wrapper per event for the whole pipeline: indexing a parsed repeated
-        # field builds a new one on every access.
-        events = list(events)
+        if not isinstance(events, ScannedEvents):
+            # One Python wrapper per event for the whole pipeline: indexing a parsed repeated
+            # field builds a new one on every access.
+            events = list(events)
         n = len(events)
         out = PublishOutcome([0] * n)
         prepared = Prepared(out, started=time.perf_counter())
@@ -252,29 +282,15 @@ class Pipeline:
             out.errors = [(i, exc) for i in range(n)]
             return prepared
         org = principal.org
-        valid: list[int] = []
         limit = self.config.max_event_bytes
-        # The required attributes of every event in one C-level pass; the policy gate reuses
-        # them rather than reading the protobuf again.
-        std = list(map(_REQUIRED, events))
-        err: BrokerError | None
-        for i, (eid, source, type_, version, attrs) in enumerate(std):
-            if (
-                version == "1.0"
-                and type_
-                and 0 < len(eid) <= MAX_EVENT_ID
-                and 0 < len(source) <= MAX_EVENT_SOURCE
-            ):
-                if not attrs:
-                    valid.append(i)
-                    continue
-                err = cloudevents.check_attributes(attrs)
-            else:
-                err = check_event(events[i])
-            if err is None:
-                valid.append(i)
-            else:
-                out.errors.append((i, err))
+        std: Sequence[Std]
+        if isinstance(events, ScannedEvents):
+            # Read from the frame's bytes and found valid there (broker.publishframe); its
+            # std is built only if something reads it (the policies, duplicates).
+            std = ()
+            valid = list(range(n))
+        else:
+            std, valid = _validate(events, out)
         timed = STAGES.enabled and received > 0
         if timed:
             prepared.marks = [received, stage_now()]
@@ -286,6 +302,8 @@ class Pipeline:
         tags: dict[int, bytes] = {}
         suffix = b""
         if gate.active and valid and not owned:
+            if isinstance(events, ScannedEvents):
+                std = events.std
             verdicts = await gate.admit(principal, subject, events, valid, std=std)
             routes, tags, suffix = verdicts.routes, verdicts.tags, verdicts.all_tags
             self.telemetry.count_decisions(verdicts.effects)
@@ -297,33 +315,45 @@ class Pipeline:
         # Policy tags are encoded attribute entries appended to the stored event (see
         # Verdicts); when every event gets the same ones the framing appends them.
         extra = len(suffix)
-        sized: list[tuple[int, bytes, DedupKey]] = []
-        for i in valid:
-            raw = events[i].SerializeToString()
-            if tags and i in tags:
-                raw += tags[i]
-            if len(raw) + extra > limit:
-                out.errors.append((i, EventTooLarge(len(raw) + extra, limit)))
-                continue
-            eid, source = std[i][0], std[i][1]  # read once, during validation
-            sized.append((i, raw, (org, source, eid)))
-        known = await self.dedup.lookup([key for _, _, key in sized]) if sized else []
-        accepted: list[int] = []
-        raws: list[bytes] = []
-        keys: list[DedupKey] = []
-        seen: dict[DedupKey, int] = {}
-        for (i, raw, key), hit in zip(sized, known, strict=True):
-            if hit:
-                out.ids[i] = hit
-                out.duplicates.append(i)
-                continue
-            if key in seen:  # the same (source, id) twice in one batch
-                out.duplicates.append(i)
-                continue
-            seen[key] = i
-            accepted.append(i)
-            raws.append(raw)
-            keys.append(key)
+        # Whole-batch steps: the bytes, sizes and dedup keys of the valid events; per event
+        # only where one is too large or already known (rare).
+        if isinstance(events, ScannedEvents):
+            if len(valid) == n:
+                raws_v, keys_v = events.raws, events.keys(org)
+            else:
+                raws_v = [events.raws[i] for i in valid]
+                keys_v = [(org, events.sources[i], events.ids[i]) for i in valid]
+        else:
+            raws_v = [events[i].SerializeToString() for i in valid]
+            keys_v = [(org, std[i][1], std[i][0]) for i in valid]
+        if tags:
+            raws_v = [r + tags[i] if i in tags else r for i, r in zip(valid, raws_v, strict=True)]
+        if raws_v and max(map(len, raws_v)) + extra > limit:
+            keep = [k for k, raw in enumerate(raws_v) if len(raw) + extra <= limit]
+            for k, raw in enumerate(raws_v):
+                if len(raw) + extra > limit:
+                    out.errors.append((valid[k], EventTooLarge(len(raw) + extra, limit)))
+            valid = [valid[k] for k in keep]
+            raws_v = [raws_v[k] for k in keep]
+            keys_v = [keys_v[k] for k in keep]
+        known = await self.dedup.lookup(keys_v) if keys_v else []
+        seen: dict[DedupKey, int] | None = None
+        if not any(known) and len(set(keys_v)) == len(keys_v):
+            accepted, raws, keys = valid, raws_v, keys_v  # the usual batch: all new
+        else:
+            accepted, raws, keys, seen = [], [], [], {}
+            for i, raw, key, hit in zip(valid, raws_v, keys_v, known, strict=True):
+                if hit:
+                    out.ids[i] = hit
+                    out.duplicates.append(i)
+                    continue
+                if key in seen:  # the same (source, id) twice in one batch
+                    out.duplicates.append(i)
+                    continue
+                seen[key] = i
+                accepted.append(i)
+                raws.append(raw)
+                keys.append(key)
         if out.errors:
             out.errors.sort(key=lambda e: e[0])
             reasons = collections.Counter(e.reason for _, e in out.errors)
@@ -335,6 +365,7 @@ class Pipeline:
         prepared.span = self.telemetry.start_publish(subject, len(accepted), events[accepted[0]])
         prepared.keys = keys
         publisher = publisher_of(principal)
+        admitted = accepted
         try:
             if routes:
                 accepted, raws = self._apply_routes(
@@ -342,8 +373,11 @@ class Pipeline:
                 )
             if accepted:
                 ids = self._stage(prepared, org, subject, raws, publisher, suffix)
-                for i, event_id in zip(accepted, ids, strict=True):
-                    out.ids[i] = event_id
+                if len(accepted) == n:
+                    out.ids[:] = ids  # every event, in order
+                else:
+                    for i, event_id in zip(accepted, ids, strict=True):
+                        out.ids[i] = event_id
         except BrokerError:  # the worker id's lease ran out meanwhile: nothing was staged
             await self.dedup.forget(keys)
             raise
@@ -353,7 +387,10 @@ class Pipeline:
                 prepared.marks.append(stage_now())
             prepared.stored = self._store(prepared.staged, prepared.marks)
         ids_out = out.ids
-        entries = [(key, ids_out[i]) for key, i in seen.items() if ids_out[i]]
+        if len(admitted) == n and not routes:
+            entries = list(zip(keys, ids_out, strict=True))
+        else:
+            entries = [(k, ids_out[i]) for k, i in zip(keys, admitted, strict=True) if ids_out[i]]
         if entries and self.dedup.claims:
             # The keys stay claimed until this lands, so a lookup of one of them (here or on
             # another node) waits for it: the next frame's prepare need not wait for a
@@ -362,14 +399,21 @@ class Pipeline:
             prepared.remembered.add_done_callback(_retrieve)
         elif entries:
             await self.dedup.remember(entries)
-        for i in out.duplicates:
-            if not ids_out[i]:
-                ev = events[i]
-                ids_out[i] = ids_out[seen[(org, ev.source, ev.id)]]
+        if seen is not None:
+            if isinstance(events, ScannedEvents):
+                std = events.std
+            for i in out.duplicates:
+                if not ids_out[i]:
+                    ids_out[i] = ids_out[seen[(org, std[i][1], std[i][0])]]
         return prepared
 
     def _reply(
-        self, org: str, inbox: str, events: list[CloudEvent], valid: list[int], out: PublishOutcome
+        self,
+        org: str,
+        inbox: str,
+        events: Sequence[CloudEvent],
+        valid: list[int],
+        out: PublishOutcome,
     ) -> None:
         """A reply: validated like any event, handed to the waiting requester, not stored."""
         limit = self.config.max_event_bytes

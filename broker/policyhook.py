@@ -274,10 +274,11 @@ class PolicyGate:
         indexes: Sequence[int],
         action: str = "publish",
         *,
-        std: Sequence[tuple[str, str, str, str]] | None = None,
+        std: Sequence[tuple[str, str, str, str, object]] | None = None,
     ) -> Verdicts:
         """Decides each event at ``indexes``: rejections, routes and tags by index.
-        ``std`` may carry each event's (id, source, type, specversion), already read."""
+        ``std`` may carry each event's (id, source, type, specversion, attributes), already
+        read."""
         verdicts = Verdicts()
         rejected = verdicts.rejected
         # Limits come in groups (one list of buckets, the events it applies to), so a batch
@@ -498,7 +499,7 @@ async def _decide_batch(
     verdicts: Verdicts,
     limits: list[tuple[_Buckets, list[int]]],
     dedups: dict[int, list[tuple[str, float]]],
-    std: Sequence[tuple[str, str, str, str]] | None = None,
+    std: Sequence[tuple[str, str, str, str, object]] | None = None,
 ) -> None:
     """Decides each event, once per distinct combination of the attributes the covering
     policies read: a batch shares principal, subject and time, so events equal in those
@@ -540,7 +541,7 @@ def _batch_keys(
     picked: Sequence[CloudEvent],
     indexes: Sequence[int],
     everything: bool,
-    std: Sequence[tuple[str, str, str, str]] | None,
+    std: Sequence[tuple[str, str, str, str, object]] | None,
 ) -> list[object]:
     """Per event, the values of the attributes the rules read, built by C calls when they
     are standard ones. specversion is left out: the broker has checked it is "1.0"."""

@@ -19,7 +19,7 @@ from lockgate.broker.policies import PolicyManager
 from lockgate.broker.rpc import service_handler
 from lockgate.broker.rpc.admin_service import AdminService
 from lockgate.broker.rpc.audit_service import AuditService
-from lockgate.broker.rpc.broker_service import RAW_RESPONSES, BrokerService
+from lockgate.broker.rpc.broker_service import RAW_REQUESTS, RAW_RESPONSES, BrokerService
 from lockgate.broker.rpc.config_service import ConfigService
 from lockgate.broker.rpc.conversation_service import ConversationService
 from lockgate.broker.rpc.policy_service import PolicyService
@@ -80,7 +80,9 @@ class BrokerServer:
             config,
         ) = _SERVICES
         return (
-            service_handler(self.service, broker_service, raw=RAW_RESPONSES),
+            service_handler(
+                self.service, broker_service, raw=RAW_RESPONSES, raw_requests=RAW_REQUESTS
+            ),
             service_handler(self.admin, admin_service),
             service_handler(self.policy_api, policy_service),
             service_handler(self.audit_api, audit_service),

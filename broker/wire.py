@@ -93,35 +93,24 @@ def delivery_frames(
     out: list[bytes] = []
     append = out.append
     low = _LOW
-    small = _SMALL
+    tail = suffix + b"\x20\x01"  # the policies' attribute entries, then attempt = 1
     fixed = 1 + 9 + len(subject_bytes) + 1 + 2  # id tag+varint, subject, event tag, attempt
+    # Per event length: the frame's tag, length and id tag; the event's tag and length.
+    around: dict[int, tuple[bytes, bytes]] = {}
     hi = -1
-    high = b""
+    mid = b""
     join = b"".join
     for i, ev in zip(ids, events, strict=True):
         if i >> 7 != hi:
             hi = i >> 7
-            high = _id_high(i)
-        n = len(ev) + extra
-        nv = small[n] if n < 16384 else _encode(n)
-        blen = fixed + len(nv) + n
-        append(
-            join(
-                (
-                    b"\x12",
-                    small[blen] if blen < 16384 else _encode(blen),
-                    b"\x08",
-                    low[i & 0x7F],
-                    high,
-                    subject_bytes,
-                    b"\x1a",
-                    nv,
-                    ev,
-                    suffix,
-                    b"\x20\x01",
-                )
-            )
-        )
+            mid = _id_high(i) + subject_bytes
+        n = len(ev)
+        pair = around.get(n)
+        if pair is None:
+            nv = encode_varint(n + extra)
+            blen = fixed + len(nv) + n + extra
+            pair = around[n] = (b"\x12" + encode_varint(blen) + b"\x08", b"\x1a" + nv)
+        append(join((pair[0], low[i & 0x7F], mid, pair[1], ev, tail)))
     return out
 
 

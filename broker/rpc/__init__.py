@@ -37,7 +37,14 @@ from lockgate.broker.permissions import RPC_ACTIONS
 from lockgate.broker.positions import StartSpec
 from lockgate.broker.v1 import broker_pb2
 
-__all__ = ["Servicer", "service_handler", "start_spec", "timestamp_ms", "unary"]
+__all__ = [
+    "Servicer",
+    "parse_request",
+    "service_handler",
+    "start_spec",
+    "timestamp_ms",
+    "unary",
+]
 
 T = TypeVar("T")
 Req = TypeVar("Req")
@@ -83,11 +90,17 @@ def unary() -> Callable[
 
 
 def service_handler(
-    servicer: object, service: Any, *, raw: Collection[str] = ()
+    servicer: object,
+    service: Any,
+    *,
+    raw: Collection[str] = (),
+    raw_requests: Collection[str] = (),
 ) -> grpc.GenericRpcHandler:
     """The handler for ``service`` (a protobuf ``ServiceDescriptor``) served by the methods
     of ``servicer`` named as the RPCs. Methods in ``raw`` answer with pre-encoded bytes
-    (see ``broker.wire``), so they are sent without serialising again."""
+    (see ``broker.wire``), so they are sent without serialising again; methods in
+    ``raw_requests`` (streaming ones) read their requests' bytes and decode them
+    themselves (:func:`parse_request` for what they do not read at the byte level)."""
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
@@ -103,15 +116,20 @@ def service_handler(
         make = kinds[(m.client_streaming, m.server_streaming)]
         request = message_class(m.input_type)
         response = bytes if m.name in raw else message_class(m.output_type).SerializeToString
+        fn = getattr(servicer, m.name)
+        if m.name not in raw_requests:
+            fn = _decoding(fn, request, m.client_streaming, m.server_streaming)
         handlers[m.name] = make(
-            _decoding(getattr(servicer, m.name), request, m.client_streaming, m.server_streaming),
+            fn,
             request_deserializer=None,
             response_serializer=response,
         )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def _parse(cls: Any, raw: bytes) -> Any:
+def parse_request(cls: Any, raw: bytes) -> Any:
+    """``raw`` decoded as a ``cls`` message; :class:`MalformedMessage` when it does not
+    decode."""
     try:
         return cls.FromString(raw)
     except message.DecodeError as exc:
@@ -120,7 +138,7 @@ def _parse(cls: Any, raw: bytes) -> Any:
 
 async def _parsed(cls: Any, raws: AsyncIterator[bytes]) -> AsyncIterator[Any]:
     async for raw in raws:
-        yield _parse(cls, raw)
+        yield parse_request(cls, raw)
 
 
 def _decoding(fn: Any, cls: Any, client_streaming: bool, server_streaming: bool) -> Any:
@@ -136,7 +154,7 @@ def _decoding(fn: Any, cls: Any, client_streaming: bool, server_streaming: bool)
                 request = _parsed(cls, raw)
             else:
                 try:
-                    request = _parse(cls, raw)
+                    request = parse_request(cls, raw)
                 except MalformedMessage as err:
                     await context.abort_with_status(to_status(err))
             # Closed explicitly, so the servicer's cleanup runs when the call ends.
@@ -150,7 +168,7 @@ def _decoding(fn: Any, cls: Any, client_streaming: bool, server_streaming: bool)
         if client_streaming:
             return await fn(_parsed(cls, raw), context)
         try:
-            request = _parse(cls, raw)
+            request = parse_request(cls, raw)
         except MalformedMessage as err:
             await context.abort_with_status(to_status(err))
         return await fn(request, context)

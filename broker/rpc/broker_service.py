@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
@@ -27,15 +27,20 @@ from lockgate.broker.errors import (
 from lockgate.broker.ids import parse_decimal, time_ms_of
 from lockgate.broker.node import Broker
 from lockgate.broker.pipeline import Prepared
+from lockgate.broker.publishframe import FrameReader
 from lockgate.broker.quotas import Connections
-from lockgate.broker.rpc import Context, Servicer, start_spec, timestamp_ms, unary
+from lockgate.broker.rpc import Context, Servicer, parse_request, start_spec, timestamp_ms, unary
 from lockgate.broker.stages import STAGES
 from lockgate.broker.stages import now as stage_now
-from lockgate.broker.v1 import broker_pb2
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
-__all__ = ["RAW_RESPONSES", "BrokerService"]
+__all__ = ["RAW_REQUESTS", "RAW_RESPONSES", "BrokerService"]
 
+CloudEvent = cloudevent_pb2.CloudEvent
 RAW_RESPONSES = ("Subscribe", "Fetch")
+RAW_REQUESTS = ("Publish",)
+"""Read at the byte level (``broker.publishframe``), protobuf parsing only what it does not
+read."""
 _PIPELINE_DEPTH = 64
 _log = logging.getLogger("lockgate.broker")
 _REQUESTS_IN_FLIGHT = 1000
@@ -58,7 +63,7 @@ class BrokerService(Servicer):
 
     async def Publish(
         self,
-        requests: AsyncIterator[broker_pb2.PublishRequest],
+        requests: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[broker_pb2.PublishResponse]:
         frames = requests.__aiter__()
@@ -83,25 +88,32 @@ class BrokerService(Servicer):
         window = asyncio.Semaphore(_PIPELINE_DEPTH)
         broker = self.broker
 
-        async def arriving() -> AsyncIterator[broker_pb2.PublishRequest]:
+        reader_of_frames = FrameReader()
+
+        async def arriving() -> AsyncIterator[bytes]:
             yield first
-            async for req in frames:
-                yield req
+            async for raw in frames:
+                yield raw
 
         async def read() -> None:
+            events: Sequence[CloudEvent]
             try:
-                async for req in arriving():
+                async for raw in arriving():
                     received = stage_now() if STAGES.enabled else 0
                     await window.acquire()
+                    frame = reader_of_frames.read(raw)
+                    if frame is None:  # not the common layout: protobuf and per-event checks
+                        req = parse_request(broker_pb2.PublishRequest, raw)
+                        subject, batch_id, events = req.subject, req.batch_id, req.events
+                    else:
+                        subject, batch_id, events = frame
                     try:
-                        prepared = await broker.prepare(
-                            principal, req.subject, req.events, received
-                        )
+                        prepared = await broker.prepare(principal, subject, events, received)
                     except BrokerError as exc:
-                        results.put_nowait((req.batch_id, exc))
+                        results.put_nowait((batch_id, exc))
                         return
                     # Its store write is already queued; the responder awaits it in order.
-                    results.put_nowait((req.batch_id, prepared))
+                    results.put_nowait((batch_id, prepared))
             except BrokerError as exc:  # a frame that does not decode (MALFORMED_MESSAGE)
                 results.put_nowait((0, exc))
             finally:

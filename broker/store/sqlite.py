@@ -122,7 +122,8 @@ class SqliteStore(SqliteConsumerState, SqliteConversations, SqliteMetadata):
             self._seq = first + len(rows) - 1
             return list(range(first, first + len(rows)))
 
-        return self._enqueue(op)  # type: ignore[return-value]
+        size = sum(len(b.body) for b in batches)
+        return self._enqueue(op, size)  # type: ignore[return-value]
 
     def committed_seq(self, org: str = "") -> int:
         return self._committed  # one log for every org

@@ -33,6 +33,11 @@ _log = logging.getLogger("lockgate.store")
 
 
 _OPEN_TRIES = 20  # about 10 s in all
+_INLINE_BYTES = 32 << 10
+"""Commits that write less than this run on the event loop (without an fsync a small
+commit is a few tens of microseconds, less than a hand-off to a thread); bigger ones run on
+the writer's thread, where SQLite releases the GIL, so the loop prepares the next batches
+meanwhile (a 500-event batch writes about 125 KB: milliseconds of copying into the WAL)."""
 
 
 class SqliteEngine:
@@ -52,6 +57,8 @@ class SqliteEngine:
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
         self._queue: list[tuple[Op, asyncio.Future[object]]] = []
+        self._queued_bytes = 0
+        """What the queued operations write, as far as their callers said."""
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
@@ -104,7 +111,7 @@ class SqliteEngine:
         self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name="lockgate-store-writer")
         if self._inline:
-            # Commits run on the loop, so checkpoints (which copy the WAL into the database
+            # Small commits run on the loop, so checkpoints (which copy the WAL into the database
             # and fsync it) must not: they run from the reader's thread instead.
             await self._run(
                 self._wpool,
@@ -149,13 +156,15 @@ class SqliteEngine:
 
     # -- group commit -----------------------------------------------------------------------
 
-    def _enqueue(self, op: Op) -> asyncio.Future[object]:
-        """Queues ``op`` for the next group commit; its future gives what ``op`` returned."""
+    def _enqueue(self, op: Op, size: int = 0) -> asyncio.Future[object]:
+        """Queues ``op`` for the next group commit; its future gives what ``op`` returned.
+        ``size``: about how many bytes it writes (big commits leave the event loop)."""
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if self._closed and self._writer is None:
             fut.set_exception(Unavailable("the store is closed", reason="STORE_UNAVAILABLE"))
             return fut
         self._queue.append((op, fut))
+        self._queued_bytes += size
         assert self._wake is not None
         self._wake.set()
         return fut
@@ -171,6 +180,7 @@ class SqliteEngine:
             self._wake.clear()
             while self._queue:
                 work, self._queue = self._queue, []
+                size, self._queued_bytes = self._queued_bytes, 0
                 self._before_commit()
 
                 def commit(work: list[tuple[Op, asyncio.Future[object]]] = work) -> list[object]:
@@ -186,8 +196,8 @@ class SqliteEngine:
                     return results
 
                 try:
-                    if self._inline:
-                        # Without an fsync a commit is a few tens of microseconds of
+                    if self._inline and size < _INLINE_BYTES:
+                        # Without an fsync a small commit is a few tens of microseconds of
                         # writing to the OS: cheaper on the loop than a hand-off to a thread.
                         results = commit()
                     else:
