@@ -171,7 +171,9 @@ class FrameReader:
                 else:
                     return None
                 continue
-            # An event: tag 0x12, its length, its bytes; the id first (field 1).
+            # An event: tag 0x12, its length, its bytes; the id first (field 1). Varints of
+            # one and two bytes are read inline here and for the data below, not by
+            # read_varint: a call per event would cost as much as the rest of this loop.
             n = raw[pos + 1]
             if n < 0x80:
                 start = pos + 2
