@@ -58,6 +58,9 @@ class SubjectRates:
         self._clock = clock
         # (org, subject) -> [the bucket number of its last count, counts in a ring]
         self._rows: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self._swept = -1
+        """The bucket of the last sweep for idle rows: at most one sweep per bucket, so a
+        flood of new subjects past the bound costs one dict lookup a batch, not a scan."""
 
     def _bucket(self) -> int:
         return int(self._clock() // self.bucket_seconds)
@@ -67,7 +70,8 @@ class SubjectRates:
         key = (org, subject)
         row = self._rows.get(key)
         if row is None:
-            if len(self._rows) >= self.max_subjects:
+            if len(self._rows) >= self.max_subjects and self._swept != self._bucket():
+                self._swept = self._bucket()
                 self._forget_idle()
             if len(self._rows) >= self.max_subjects:
                 key = ("", OTHER_SUBJECTS)
