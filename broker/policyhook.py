@@ -305,23 +305,27 @@ class PolicyGate:
             verdicts.routes.pop(i, None)
             verdicts.tags.pop(i, None)
         for err, n in verdicts.denials:
-            self.audit.denied(
-                action, subject, err, n, principal=principal, policy_version=self.version
-            )
-            meta = err.metadata
-            self.denials.add(
-                principal.org,
-                principal.agent,
-                action,
-                subject,
-                n,
-                reason=err.reason,
-                rule=meta.get("rule", ""),
-                effect=meta.get("effect", ""),
-                message=err.message,
-                policy_version=self.version_of(principal.org),
-            )
+            self._denied(principal, action, subject, err, n, self.version)
         return verdicts
+
+    def _denied(
+        self, principal: Principal, action: str, target: str, err: BrokerError, n: int, ver: str
+    ) -> None:
+        """Records a policy denial in the audit log and in the ring of recent denials."""
+        self.audit.denied(action, target, err, n, principal=principal, policy_version=ver)
+        meta = err.metadata
+        self.denials.add(
+            principal.org,
+            principal.agent,
+            action,
+            target,
+            n,
+            reason=err.reason,
+            rule=meta.get("rule", ""),
+            effect=meta.get("effect", ""),
+            message=err.message,
+            policy_version=self.version_of(principal.org),
+        )
 
     def _spam(
         self,
@@ -413,7 +417,7 @@ class PolicyGate:
         if decision.allowed:
             return None
         err = _denial(decision, "subscribe", pattern)
-        self.audit.denied("subscribe", pattern, err, principal=principal, policy_version=ps.version)
+        self._denied(principal, "subscribe", pattern, err, 1, ps.version)
         return err
 
     def may_read(self, principal: Principal, subject: str) -> bool:

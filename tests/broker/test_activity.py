@@ -128,5 +128,14 @@ async def test_the_broker_feeds_rates_and_denials_once_per_batch(tmp_path: Path)
         assert (d.org, d.agent, d.subject, d.count) == ("acme", "bot", "secret.plans", 3)
         assert (d.rule, d.effect, d.reason) == ("secrets.policy:2", "deny", "POLICY_DENIED")
         assert d.policy_version == gate.version
+        # A refused subscription is one too (the set covers secret.> and allows no reading).
+        assert gate.check_subscribe(who, "secret.>") is not None
+        sub = gate.denials.latest(1)[0]
+        assert (sub.action, sub.subject, sub.count, sub.reason) == (
+            "subscribe",
+            "secret.>",
+            1,
+            "POLICY_DENIED",
+        )
     finally:
         await broker.stop()
