@@ -46,6 +46,8 @@ export function Queues({ api }) {
         onChange=${(e) => setDurable(e.target.value.trim())} /></label>
     </form>
     <${ErrorLine} error=${deadError} />
+    ${durable && dead && dead.dead_letters.length > 0 && html`<button id="redrive-all"
+      onClick=${() => redrive({ org, durable }, [])}>Redrive all of ${durable}</button>`}
     ${note && html`<p class=${note.status ? 'error' : 'note'} id="redrive-note">${note.message}</p>`}
     <table id="dead-letters">
       <thead><tr><th>id</th><th>durable</th><th>subject</th><th>attempts</th><th>dead since</th><th></th></tr></thead>

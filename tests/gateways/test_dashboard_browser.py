@@ -164,36 +164,47 @@ async def test_a_redrive_from_the_page_moves_a_dead_letter_back(served: Served, 
         base, json={"pattern": subject, "max_deliveries": 1}, headers=served.h()
     ) as resp:
         assert resp.status == 200, await resp.text()
-    event_id = await served.publish(subject, {"job": 1})
-    assert [
-        e["id"] for e in (await served.get(f"/v1/subscriptions/{durable}/events?wait=5s"))["events"]
-    ] == [event_id]  # type: ignore[attr-defined]
-    async with served.http.post(base + "/acks", json={"nack": [event_id]}, headers=served.h()) as r:
+    first = await served.publish(subject, {"job": 1})
+    second = await served.publish(subject, {"job": 2})
+    polled = await served.get(f"/v1/subscriptions/{durable}/events?wait=5s")
+    assert [e["id"] for e in polled["events"]] == [first, second]  # type: ignore[attr-defined]
+    nack = {"nack": [first, second]}
+    async with served.http.post(base + "/acks", json=nack, headers=served.h()) as r:
         assert r.status == 200, await r.text()
 
     async def dead() -> list[str]:
         doc = await served.get(f"/v1/deadletters?durable={durable}")
-        return [d["id"] for d in doc["dead_letters"]]  # type: ignore[attr-defined]
+        return sorted(d["id"] for d in doc["dead_letters"])  # type: ignore[attr-defined]
 
-    async def fetched_and_dead() -> list[str]:
-        # A fetch finds the nacked event due with its deliveries spent: dead-lettered.
+    async def fetched_and_dead() -> bool:
+        # A fetch finds the nacked events due with their deliveries spent: dead-lettered.
         await served.get(f"/v1/subscriptions/{durable}/events?wait=0s")
-        return await dead()
+        return await dead() == sorted([first, second])
 
-    await eventually(fetched_and_dead, what="the nacked event is dead-lettered")
-    assert await dead() == [event_id]
+    await eventually(fetched_and_dead, what="the nacked events are dead-lettered")
 
     await sign_in(page, served, served.keys["admin"])
     await page.click("#tab-queues")
     await page.fill("input[name=dl-durable]", durable)
     await page.press("input[name=dl-durable]", "Enter")
-    button = page.locator(f"#dead-letters button.redrive[data-id='{event_id}']")
-    await button.click()
+    await page.locator(f"#dead-letters button.redrive[data-id='{first}']").click()
     await page.locator("#redrive-note", has_text="redriven: 1").wait_for()
-
-    assert await dead() == []
+    assert await dead() == [second]
     again = await served.get(f"/v1/subscriptions/{durable}/events?wait=5s")
-    assert [e["id"] for e in again["events"]] == [event_id]  # type: ignore[attr-defined]
+    assert [e["id"] for e in again["events"]] == [first]  # type: ignore[attr-defined]
+
+    # Redrive all of the durable's: the other one goes back too.
+    await page.locator(f"#dead-letters button.redrive[data-id='{first}']").wait_for(
+        state="detached"  # the list was read again
+    )
+    await page.click("#redrive-all")
+
+    async def none_dead() -> bool:
+        return await dead() == []
+
+    await eventually(none_dead, what="no dead letter is left")
+    last = await served.get(f"/v1/subscriptions/{durable}/events?wait=5s")
+    assert [e["id"] for e in last["events"]] == [second]  # type: ignore[attr-defined]
 
 
 async def test_a_bad_credential_and_a_non_admin_are_refused(served: Served, page: Page) -> None:

@@ -65,6 +65,8 @@
         onChange=${e=>o(e.target.value.trim())} /></label>
     </form>
     <${W} error=${c} />
+    ${a&&s&&s.dead_letters.length>0&&U`<button id="redrive-all"
+      onClick=${()=>f({org:r,durable:a},[])}>Redrive all of ${a}</button>`}
     ${u&&U`<p class=${u.status?`error`:`note`} id="redrive-note">${u.message}</p>`}
     <table id="dead-letters">
       <thead><tr><th>id</th><th>durable</th><th>subject</th><th>attempts</th><th>dead since</th><th></th></tr></thead>
