@@ -243,12 +243,11 @@ class Durables:
         ]
 
     def lag_of(self, c: DurableConsumer) -> int:
-        """The log batches after ``c``'s read position up to the newest committed one (0
-        until this node has seen a commit). Positions count batches (the log's sequence),
-        so the head is the newest commit's sequence, never the newest event id (the two
-        differ by the ids' magnitude: the gauge showed 3.8e17)."""
-        head = self.recent.last_seq
-        return max(0, head + 1 - c.position.seq) if head else 0
+        """The log batches after ``c``'s read position up to the newest committed one in
+        its org's log. Positions count batches (the log's sequence, with a routed log's
+        slot), so the head is the store's committed sequence for that org, never the newest
+        event id (the two differ by the ids' magnitude: the gauge showed 3.8e17)."""
+        return max(0, self.store.committed_seq(c.rec.org) + 1 - c.position.seq)
 
     # -- the publish path's hand-over (CommitListener) ------------------------------------------
 
