@@ -104,6 +104,33 @@ async def http_ingest(url: str, events: int, batch: int = 200, clients: int = 4)
         return per_client * clients * batch / (time.perf_counter() - t0)
 
 
+async def ws_publish(url: str, events: int, conns: int = 4, window: int = 100) -> float:
+    """Events/s published with ``{"op": "publish", "event": ...}`` frames (one event each),
+    ``conns`` sockets each keeping ``window`` frames unanswered."""
+    subject = f"bench.wspub.{uuid.uuid4().hex[:6]}"
+    per = events // conns
+    async with aiohttp.ClientSession() as http:
+        sockets = [await http.ws_connect(f"{url}/v1/ws", max_msg_size=0) for _ in range(conns)]
+
+        async def one(ws: aiohttp.ClientWebSocketResponse) -> None:
+            sent = answered = 0
+            while answered < per:
+                while sent < per and sent - answered < window:
+                    frame = {"op": "publish", "subject": subject, "event": _ce(sent)}
+                    await ws.send_str(json.dumps(frame))
+                    sent += 1
+                answer = json.loads((await ws.receive()).data)
+                assert answer["op"] == "ok", answer
+                answered += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(ws) for ws in sockets))
+        elapsed = time.perf_counter() - t0
+        for ws in sockets:
+            await ws.close()
+    return per * conns / elapsed
+
+
 async def ws_fanout(url: str, conns: int, events: int, pace: float = 0.0) -> tuple[float, float]:
     """Frames/s delivered in all and p99 latency (ms) publish -> receipt. Batches of 10
     events are published as fast as possible (throughput) or every ``pace`` seconds
@@ -273,7 +300,14 @@ async def web_parts(args: argparse.Namespace) -> dict[str, list[float]]:
     assert child.stdout is not None and child.stdin is not None
     assert b"ready" in await child.stdout.readline()
     url = f"http://127.0.0.1:{port}"
-    got: dict[str, list[float]] = {"http": [], "fan": [], "p99": [], "http_cpu": []}
+    got: dict[str, list[float]] = {
+        "http": [],
+        "fan": [],
+        "p99": [],
+        "http_cpu": [],
+        "wspub": [],
+        "wspub_cpu": [],
+    }
     try:
         for _ in range(args.runs):
             if "http" in args.parts:
@@ -281,6 +315,9 @@ async def web_parts(args: argparse.Namespace) -> dict[str, list[float]]:
                 got["http"].append(await http_ingest(url, args.events))
                 got["http_cpu"].append((cpu_of(child.pid) - cpu0) / args.events * 1e6)
             if "ws" in args.parts:
+                cpu0 = cpu_of(child.pid)
+                got["wspub"].append(await ws_publish(url, args.events // 2))
+                got["wspub_cpu"].append((cpu_of(child.pid) - cpu0) / (args.events // 2) * 1e6)
                 f, _ = await ws_fanout(url, args.conns, args.fanout_events)
                 got["fan"].append(f)
                 _, p = await ws_fanout(url, args.conns, 100, pace=0.02)
@@ -311,6 +348,10 @@ async def main(args: argparse.Namespace) -> None:
     if web.get("http"):
         print("HTTP batched ingest (batches of 200, 4 clients):", _fmt(web["http"], "events/s"))
         print("  server CPU per event:", _fmt(web["http_cpu"], "us", ".1f"))
+    if web.get("wspub"):
+        print("WebSocket publish (4 sockets, 100 frames in flight each):", end=" ")
+        print(_fmt(web["wspub"], "events/s"))
+        print("  server CPU per event:", _fmt(web["wspub_cpu"], "us", ".1f"))
     if web.get("fan"):
         print(f"WebSocket fan-out to {args.conns} sockets:", _fmt(web["fan"], "frames/s"))
         print(
