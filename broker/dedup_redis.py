@@ -80,6 +80,9 @@ and its id; this bounds a claim that a bug left behind)."""
 
 _log = logging.getLogger("lockgate.dedup")
 
+_MEMO_MAX = 200_000
+"""Keys whose digests are kept between the steps of their publishes (a cache: cleared when
+this full, which only costs digests computed again)."""
 _DIGEST = 16
 """Bytes of a key's digest; the scripts take a batch's digests back to back."""
 _CLAIM = """
@@ -154,6 +157,9 @@ class RedisDedupWindow:
         self._committed: list[bytes] = []  # stored: to turn into ids
         self._confirmer: asyncio.Task[None] | None = None
         self._confirm_wake = asyncio.Event()
+        self._memo: dict[DedupKey, bytes] = {}
+        """Digests of the keys looked up, until stored or forgotten: one digest per event
+        rather than one per step (a BLAKE2b and a string format each)."""
 
     @staticmethod
     def _key(key: DedupKey) -> bytes:
@@ -228,7 +234,15 @@ class RedisDedupWindow:
     async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
         """The id stored for each key, or 0 for a key this call claimed (the caller appends
         its event, then :meth:`remember` s or :meth:`forget` s it)."""
-        rkeys = [self._key(k) for k in keys]
+        memo = self._memo
+        if len(memo) > _MEMO_MAX:
+            memo.clear()  # keys of publishes that never got to stored/forget
+        rkeys = []
+        for key in keys:
+            d = memo.get(key)
+            if d is None:
+                d = memo[key] = self._key(key)
+            rkeys.append(d)
         found: dict[bytes, int] = {}
         todo = list(dict.fromkeys(rkeys))  # a key twice in one batch is claimed once
         deadline = time.monotonic() + self._claim_ms / 1000 + 1.0
@@ -269,7 +283,8 @@ class RedisDedupWindow:
         answered with them only once :meth:`stored` says their append committed."""
         if not entries:
             return
-        rkeys = [self._key(key) for key, _ in entries]
+        memo, digest = self._memo, self._key
+        rkeys = [memo.get(key) or digest(key) for key, _ in entries]
         ids = [(k, event_id) for k, (_, event_id) in zip(rkeys, entries, strict=True)]
         try:
             await self._write_ids(ids, self._claim_ms, b"p")
@@ -283,7 +298,8 @@ class RedisDedupWindow:
         """The append of these remembered keys' events committed: their ids hold for the
         window from now on (written in the background, many publishes at a time)."""
         pending = self._pending
-        committed = [k for k in map(self._key, keys) if k in pending]
+        memo, digest = self._memo, self._key
+        committed = [d for d in [memo.pop(k, b"") or digest(k) for k in keys] if d in pending]
         if not committed:
             return
         self._committed += committed
@@ -322,7 +338,8 @@ class RedisDedupWindow:
     async def forget(self, keys: Sequence[DedupKey]) -> None:
         if not keys:
             return
-        rkeys = [self._key(k) for k in keys]
+        memo = self._memo
+        rkeys = [memo.pop(k, b"") or self._key(k) for k in keys]
         try:
             await self._redis.delete(*[self._prefix + k for k in rkeys])
         except REDIS_ERRORS as exc:
