@@ -63,13 +63,19 @@ def _counters() -> tuple[metrics.Counter, metrics.Counter]:
     )
 
 
-def observe_connections(open_now: Callable[[], int], refused: Callable[[], int]) -> None:
-    """Gauges of the HTTP/WebSocket listeners' open connections and a counter of those
-    refused at their limits (read when the metrics are collected)."""
+def observe_connections(
+    open_now: Callable[[], int], refused: Callable[[], int], sockets: Callable[[], int]
+) -> None:
+    """Gauges of the HTTP/WebSocket listeners' open connections (``surface`` = ``http``,
+    WebSocket ones included) and of the WebSocket sessions among them (``ws``), and a
+    counter of those refused at their limits (read when the metrics are collected)."""
     meter = metrics.get_meter("lockgate.gateways")
 
     def opened(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
-        return [metrics.Observation(open_now(), {"surface": "http"})]
+        return [
+            metrics.Observation(open_now(), {"surface": "http"}),
+            metrics.Observation(sockets(), {"surface": "ws"}),
+        ]
 
     def refusals(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         return [metrics.Observation(refused(), {"surface": "http"})]

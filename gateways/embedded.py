@@ -90,7 +90,7 @@ async def _start(
 ) -> None:
     from lockgate.gateways._guard import ConnectionGuard
     from lockgate.gateways.http import build_app
-    from lockgate.gateways.websocket import add_ws_route
+    from lockgate.gateways.websocket import add_ws_route, open_sockets
 
     http, ws = _section(config, "http"), _section(config, "ws")
     apps: dict[str, web.Application] = {}
@@ -112,7 +112,7 @@ async def _start(
         tables.setdefault(listen, ws)
         add_ws_route(app, api, settings_for("ws", ws), ws_path(ws))
     guard = ConnectionGuard(limits)  # one count for all listeners: one descriptor budget
-    observe_connections(lambda: guard.open, lambda: guard.refused)
+    observe_connections(lambda: guard.open, lambda: guard.refused, open_sockets)
     for listen, app in apps.items():
         runner, port = await start_site(app, listen, guard, tls=tls_of(tables[listen], tls))
         stops.append(runner.cleanup)

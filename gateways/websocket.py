@@ -63,7 +63,7 @@ from lockgate.gateways._web import (
 )
 from lockgate.gateways.errors import InvalidParameter, MalformedJson
 
-__all__ = ["WsSettings", "add_ws_route", "ws_handler"]
+__all__ = ["WsSettings", "add_ws_route", "open_sockets", "ws_handler"]
 
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
@@ -433,6 +433,16 @@ class _Connection:
             await self._close(CLOSE_TRY_AGAIN, "connection lost")
 
 
+class _Open:
+    sockets = 0
+    """WebSocket sessions open in this process (the connections gauge reads it)."""
+
+
+def open_sockets() -> int:
+    """WebSocket sessions open in this process, on every listener."""
+    return _Open.sockets
+
+
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     api = request.app[WS_API]
     settings = request.app[WS_SETTINGS]
@@ -450,9 +460,11 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     conn = _Connection(ws, request, api, key, settings)
     watcher = asyncio.create_task(conn.close_when_revoked())
+    _Open.sockets += 1
     try:
         await conn.run()
     finally:
+        _Open.sockets -= 1
         watcher.cancel()
     return ws
 

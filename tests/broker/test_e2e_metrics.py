@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -196,6 +197,19 @@ async def test_the_http_gateway_serves_metrics_to_the_admin_only(tmp_path: Path)
 
         after = await eventually(lambda: asyncio.to_thread(moved))
         assert _total(after, "lockgate_gateway_connections", surface="http") >= 1
+        assert _total(after, "lockgate_gateway_connections", surface="ws") == 0
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"http://127.0.0.1:{port}/v1/ws", headers={"Authorization": f"Bearer {lead}"}
+            ),
+        ):
+
+            def one_socket() -> Scrape | None:
+                s = _scrape(url, admin)
+                return s if _total(s, "lockgate_gateway_connections", surface="ws") == 1 else None
+
+            await eventually(lambda: asyncio.to_thread(one_socket))
         status, kind, doc = await asyncio.to_thread(_refusal, url, lead)
         assert (status, kind, doc["reason"]) == (
             403,
