@@ -110,8 +110,12 @@ def _text(doc: dict[str, object], name: str) -> str:
 async def _page(request: web.Request) -> web.StreamResponse:
     rel = request.match_info.get("path", "") or "index.html"
     root = DIST.resolve()
-    path = (root / rel).resolve()
-    if root not in path.parents or not path.is_file():
+    try:  # a NUL byte or an over-long name is no file of ours either (not a 500)
+        path = (root / rel).resolve()
+        found = root in path.parents and path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
         raise NotFound(f"the dashboard has no file {rel[:80]!r}", hint="open /dashboard/")
     kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     resp = web.Response(body=path.read_bytes(), content_type=kind, headers=_HEADERS)

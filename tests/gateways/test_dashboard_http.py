@@ -213,7 +213,8 @@ async def test_the_page_is_served_and_nothing_beside_it(env: Env) -> None:
         async with env.http.get(f"{env.url}/dashboard/assets/{asset}") as resp:
             assert resp.status == 200
             assert "immutable" in resp.headers["Cache-Control"]
-    for path in ("/dashboard/nope.js", "/dashboard/..%2f_web.py", "/dashboard/%2e%2e/http.py"):
+    odd = ("/dashboard/%00", "/dashboard/index.html%00.js", "/dashboard/" + "a" * 5000)
+    for path in ("/dashboard/nope.js", "/dashboard/..%2f_web.py", "/dashboard/%2e%2e/x.py", *odd):
         async with env.http.get(env.url + path) as resp:
             assert resp.status == 404, path
             assert resp.content_type == "application/problem+json"
