@@ -6,6 +6,9 @@ the rule that decided them (:class:`RecentDenials`), and the other nodes heard f
 Each is fed once per batch (never per event) and holds a fixed most: a broker that sees a
 million subjects keeps the first ``max_subjects`` and counts the rest under one
 ``(other subjects)`` row, so neither the memory nor the per-batch cost grows with traffic.
+Each org holds at most ``org_share`` of those rows (its further subjects count under its own
+``(other subjects)`` row) and denials are kept per org, so one tenant's flood never pushes
+another tenant out of the view.
 
 Example::
 
@@ -17,6 +20,8 @@ Example::
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,11 +55,14 @@ class SubjectRates:
         bucket_seconds: float = 5.0,
         buckets: int = 60,
         max_subjects: int = 500,
+        org_share: int = 50,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bucket_seconds = bucket_seconds
         self.buckets = buckets
         self.max_subjects = max_subjects
+        self.org_share = org_share
+        self._per_org: collections.Counter[str] = collections.Counter()
         self._clock = clock
         # (org, subject) -> [the bucket number of its last count, counts in a ring]
         self._rows: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
@@ -70,14 +78,19 @@ class SubjectRates:
         key = (org, subject)
         row = self._rows.get(key)
         if row is None:
-            if len(self._rows) >= self.max_subjects and self._swept != self._bucket():
+            full = len(self._rows) >= self.max_subjects
+            if (full or self._per_org[org] >= self.org_share) and self._swept != self._bucket():
                 self._swept = self._bucket()
                 self._forget_idle()
-            if len(self._rows) >= self.max_subjects:
+            if self._per_org[org] >= self.org_share:
+                key = (org, OTHER_SUBJECTS)
+                row = self._rows.get(key)
+            if row is None and len(self._rows) >= self.max_subjects:
                 key = ("", OTHER_SUBJECTS)
                 row = self._rows.get(key)
             if row is None:
                 row = self._rows[key] = ([self._bucket()], [0] * self.buckets)
+                self._per_org[key[0]] += 1
         last, ring = row
         now = self._bucket()
         self._advance(last, ring, now)
@@ -96,6 +109,9 @@ class SubjectRates:
         oldest = self._bucket() - self.buckets
         for key in [k for k, (last, _) in self._rows.items() if last[0] <= oldest]:
             del self._rows[key]
+            self._per_org[key[0]] -= 1
+            if not self._per_org[key[0]]:
+                del self._per_org[key[0]]
 
     def snapshot(self) -> list[SubjectRate]:
         """Every subject with events in the window, busiest first."""
@@ -129,11 +145,20 @@ class Denial:
 
 
 class RecentDenials:
-    """The last ``size`` policy denials, newest last (one entry per refused batch and rule,
-    with the number of events it refused)."""
+    """The last ``size`` policy denials of each of the ``max_orgs`` orgs denied most recently
+    (one entry per refused batch and rule, with the number of events it refused): one org's
+    flood of denials never evicts another's."""
 
-    def __init__(self, size: int = 200, clock: Callable[[], float] = time.time) -> None:
-        self._ring: collections.deque[Denial] = collections.deque(maxlen=size)
+    def __init__(
+        self, size: int = 200, clock: Callable[[], float] = time.time, *, max_orgs: int = 32
+    ) -> None:
+        self._size = size
+        self._max_orgs = max_orgs
+        # org -> its ring of (sequence, denial), the org denied last at the end
+        self._orgs: collections.OrderedDict[str, collections.deque[tuple[int, Denial]]] = (
+            collections.OrderedDict()
+        )
+        self._seq = itertools.count()
         self._clock = clock
 
     def add(
@@ -150,26 +175,33 @@ class RecentDenials:
         message: str,
         policy_version: str,
     ) -> None:
-        self._ring.append(
-            Denial(
-                int(self._clock() * 1000),
-                org,
-                agent,
-                action,
-                subject,
-                count,
-                reason,
-                rule,
-                effect,
-                message[:500],
-                policy_version,
-            )
+        ring = self._orgs.get(org)
+        if ring is None:
+            ring = self._orgs[org] = collections.deque(maxlen=self._size)
+            if len(self._orgs) > self._max_orgs:
+                self._orgs.popitem(last=False)
+        else:
+            self._orgs.move_to_end(org)
+        denial = Denial(
+            int(self._clock() * 1000),
+            org,
+            agent,
+            action,
+            subject,
+            count,
+            reason,
+            rule,
+            effect,
+            message[:500],
+            policy_version,
         )
+        ring.append((next(self._seq), denial))
 
     def latest(self, limit: int = 100) -> list[Denial]:
-        """The newest ``limit`` denials, newest first."""
-        ring = self._ring
-        return [ring[-1 - i] for i in range(min(limit, len(ring)))]
+        """The newest ``limit`` denials of every org, newest first."""
+        rings = (reversed(r) for r in self._orgs.values())
+        newest = heapq.merge(*rings, key=lambda e: -e[0])
+        return [d for _, d in itertools.islice(newest, limit)]
 
 
 class PeerNodes:

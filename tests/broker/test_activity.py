@@ -65,6 +65,53 @@ def test_subjects_past_the_bound_count_as_one_row() -> None:
     assert [(r.subject, r.total) for r in rates.snapshot()] == [("fresh", 5)]
 
 
+def test_one_org_flooding_subjects_leaves_room_for_the_others() -> None:
+    """An org past its share counts its new subjects in its own (other subjects) row, so a
+    flood from one tenant never pushes another tenant's subjects out of the view."""
+    clock = Clock()
+    rates = SubjectRates(bucket_seconds=5, buckets=4, max_subjects=10, org_share=3, clock=clock)
+    for i in range(100):
+        rates.add("acme", f"s{i}", 1)
+    rates.add("globex", "orders", 4)
+    rates.add("acme", "s0", 1)  # a subject with a row keeps it
+    rows = {(r.org, r.subject): r.total for r in rates.snapshot()}
+    assert rows == {
+        ("acme", "s0"): 2,
+        ("acme", "s1"): 1,
+        ("acme", "s2"): 1,
+        ("acme", OTHER_SUBJECTS): 97,
+        ("globex", "orders"): 4,
+    }
+
+
+def _deny(ring: RecentDenials, org: str, subject: str) -> None:
+    ring.add(
+        org,
+        "bot",
+        "publish",
+        subject,
+        1,
+        reason="POLICY_DENIED",
+        rule="p:1",
+        effect="deny",
+        message="no",
+        policy_version="v1",
+    )
+
+
+def test_one_org_flooding_denials_does_not_evict_another_orgs() -> None:
+    clock = Clock()
+    ring = RecentDenials(size=3, max_orgs=2, clock=clock)
+    _deny(ring, "globex", "g.0")
+    for i in range(50):
+        clock.now += 1
+        _deny(ring, "acme", f"a.{i}")
+    assert [d.subject for d in ring.latest(10)] == ["a.49", "a.48", "a.47", "g.0"]
+    _deny(ring, "initech", "i.0")  # a third org: the org denied longest ago makes room
+    assert [d.subject for d in ring.latest(2)] == ["i.0", "a.49"]
+    assert {d.org for d in ring.latest(10)} == {"acme", "initech"}
+
+
 def test_recent_denials_are_bounded_newest_first() -> None:
     ring = RecentDenials(size=3, clock=lambda: 2.0)
     for i in range(5):
