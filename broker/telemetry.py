@@ -17,7 +17,15 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from lockgate.broker.v1 import cloudevent_pb2
 
-__all__ = ["ORG_LABELS", "RULE_LABELS", "CappedLabel", "OrgTotals", "Span", "Telemetry"]
+__all__ = [
+    "ORG_LABELS",
+    "RULES_PER_ORG",
+    "RULE_LABELS",
+    "CappedLabel",
+    "OrgTotals",
+    "Span",
+    "Telemetry",
+]
 
 Span = trace.Span
 
@@ -28,6 +36,11 @@ RULE_LABELS = 200
 met after that count under ``rule="other"``. Rules come from the operator's and the orgs'
 policy files (``file:line``, ``org/file:line``) and an edit moves a line, so their number
 grows with edits and orgs: the cap keeps a scrape's size bounded whatever the tenants write."""
+
+RULES_PER_ORG = 20
+"""Of those, the most one org's rules (``org/file:line``) take: past it that org's further
+rules read ``other``, so one tenant editing its policies cannot use up the labels of the
+other orgs and of the operator's rules."""
 
 ORG_LABELS = 100
 """Distinct ``org`` label values per process (published events, gRPC connections); orgs met
@@ -43,23 +56,31 @@ LATENCY_BUCKETS = (
 
 class CappedLabel:
     """Label values that keep their own series until ``cap`` distinct ones were seen; later
-    ones read ``other`` (and ``""`` reads ``none``). A value keeps its label for life."""
+    ones read ``other`` (and ``""`` reads ``none``). A value keeps its label for life. With
+    ``per_org``, values of the form ``org/...`` get at most that many per org."""
 
-    __slots__ = ("_seen", "cap")
+    __slots__ = ("_orgs", "_seen", "cap", "per_org")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, per_org: int | None = None) -> None:
         self.cap = cap
+        self.per_org = per_org
         self._seen: set[str] = set()
+        self._orgs: dict[str, int] = {}
 
     def __call__(self, value: str) -> str:
         if not value:
             return "none"
         if value in self._seen:
             return value
-        if len(self._seen) < self.cap:
-            self._seen.add(value)
-            return value
-        return "other"
+        if len(self._seen) >= self.cap:
+            return "other"
+        org, slash, _ = value.partition("/")
+        if self.per_org is not None and slash:
+            if self._orgs.get(org, 0) >= self.per_org:
+                return "other"
+            self._orgs[org] = self._orgs.get(org, 0) + 1
+        self._seen.add(value)
+        return value
 
 
 def _parent(event: cloudevent_pb2.CloudEvent | None) -> Context | None:
@@ -129,7 +150,7 @@ class Telemetry:
             description="events decided, by effect and deciding rule",
         )
         self._decision_labels: dict[tuple[str, str], dict[str, str]] = {}
-        self._rule_label = CappedLabel(RULE_LABELS)
+        self._rule_label = CappedLabel(RULE_LABELS, RULES_PER_ORG)
         self.slow_consumers = meter.create_counter(
             "lockgate.consumers.slow", unit="{subscription}", description="cut off, too slow"
         )
