@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from lockgate.broker.audit import AuditLog
+from lockgate.broker.config import redact_url
 from lockgate.broker.errors import (
     AlreadyExists,
     BrokerError,
@@ -42,6 +43,7 @@ STATUSES = ("active", "degraded", "maintenance", "down")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MAX_NAMES = 1000
+_MAX_ENDPOINT = 1000
 
 
 @runtime_checkable
@@ -75,10 +77,15 @@ def check_backbone(rec: BackboneRecord) -> BackboneRecord:
         or not url.hostname
         or port is None
         or url.path not in ("", "/")
+        or url.query
+        or url.fragment
+        or len(rec.endpoint) > _MAX_ENDPOINT
     ):
+        # The refusal repeats the endpoint without its credentials (it may carry a token).
+        shown = redact_url(rec.endpoint[:200], user_is_secret=True)
         raise _bad(
             "endpoint",
-            f"backbone endpoint {rec.endpoint[:200]!r} is not a nats:// or tls:// HOST:PORT URL",
+            f"backbone endpoint {shown!r} is not a nats:// or tls:// HOST:PORT URL",
             "e.g. nats://nats.eu.example:4222",
         )
     for field, names in (("org_ids", rec.orgs), ("cluster_ids", rec.clusters)):
@@ -131,7 +138,7 @@ def _unknown(backbone_id: str) -> NotFound:
 
 def _detail(rec: BackboneRecord) -> dict[str, str]:
     return {
-        "endpoint": rec.endpoint[:500],
+        "endpoint": redact_url(rec.endpoint, user_is_secret=True),
         "orgs": ",".join(rec.orgs)[:1000],
         "clusters": ",".join(rec.clusters)[:1000],
         "region": rec.region,

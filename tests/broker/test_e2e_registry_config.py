@@ -165,8 +165,12 @@ async def test_registry_rejections_over_grpc(env: Env) -> None:
         ("id", registry_pb2.Backbone(id="no spaces", endpoint="nats://h:1")),
         ("status", registry_pb2.Backbone(id=_id(), endpoint="nats://h:1", status="melted")),
         ("org_ids", registry_pb2.Backbone(id=_id(), endpoint="nats://h:1", org_ids=["a b"])),
+        # hostile endpoints: a password without a port, a huge query, a fragment
+        ("endpoint", registry_pb2.Backbone(id=_id(), endpoint="nats://u:s3cr3t@h")),
+        ("endpoint", registry_pb2.Backbone(id=_id(), endpoint="nats://s3cr3t@h:1?" + "q" * 9000)),
+        ("endpoint", registry_pb2.Backbone(id=_id(), endpoint="nats://h:1/#frag")),
     ):
-        code, reason, meta, _ = await _rpc_error(
+        code, reason, meta, text = await _rpc_error(
             r.CreateBackbone(registry_pb2.CreateBackboneRequest(backbone=bad), metadata=md)
         )
         assert (code, reason, meta.get("field")) == (
@@ -174,6 +178,7 @@ async def test_registry_rejections_over_grpc(env: Env) -> None:
             "INVALID_ARGUMENT",
             field,
         )
+        assert "s3cr3t" not in text and len(text) < 600, text
     missing = registry_pb2.Backbone(id=_id(), endpoint="nats://h:1")
     for call in (
         r.UpdateBackbone(registry_pb2.UpdateBackboneRequest(backbone=missing), metadata=md),
@@ -359,7 +364,7 @@ async def _flows(publish: object) -> bool:
 async def test_changes_and_refusals_are_in_the_audit_log(env: Env) -> None:
     md = env.md("admin")
     bid = _id()
-    bb = registry_pb2.Backbone(id=bid, endpoint="nats://127.0.0.1:4222")
+    bb = registry_pb2.Backbone(id=bid, endpoint="nats://u:s3cr3t@127.0.0.1:4222")
     await env.registry.CreateBackbone(registry_pb2.CreateBackboneRequest(backbone=bb), metadata=md)
     await env.registry.DeleteBackbone(registry_pb2.DeleteBackboneRequest(id=bid), metadata=md)
     await _rpc_error(
@@ -381,7 +386,7 @@ async def test_changes_and_refusals_are_in_the_audit_log(env: Env) -> None:
         ("registry.delete", "failed"),
     ]
     assert mine[0].org == "default" and mine[0].agent == "ops" and mine[0].surface == "grpc"
-    assert mine[0].detail["endpoint"] == "nats://127.0.0.1:4222"
+    assert mine[0].detail["endpoint"] == "nats://<redacted>@127.0.0.1:4222"  # no password
 
 
 # -- HTTP ------------------------------------------------------------------------------------
