@@ -26,7 +26,7 @@ from bench.common import (
     stamp_of,
     stamped,
 )
-from lockgate.broker.v1 import broker_pb2
+from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 
 _METHOD = "/broker.v1.BrokerService/"
 _OPTIONS = [
@@ -246,3 +246,98 @@ async def _receive(
         errors.append(f"{exc.code().name}: {exc.details()}")
     except asyncio.InvalidStateError:  # an ack written after the broker ended the stream
         errors.append(f"{(await call.code()).name}: {await call.details()}")
+
+
+async def raw_responder(args: Args, control: Control) -> Result:
+    """Answers every delivery that has a ``reply_to`` with its own event: one ``Publish``
+    frame each on one raw stream (the grpcio floor's responder, and the broker's with it)."""
+    channel = await _channel(args["target"])
+    sub = channel.stream_stream(
+        _METHOD + "Subscribe",
+        broker_pb2.SubscribeRequest.SerializeToString,
+        broker_pb2.SubscribeResponse.FromString,
+    )()
+    await sub.write(_open_request(args))
+    first = await sub.read()
+    if first is grpc.aio.EOF or not first.HasField("subscribed"):
+        raise RuntimeError(f"no Subscribed confirmation: {first!r}")
+    pub = _publish_call(channel)()
+    acks = _Acks(1 << 30)
+    reader = asyncio.create_task(acks.read(pub))
+    counter = Counter()
+
+    async def receive() -> None:
+        n = 0
+        while (resp := await sub.read()) is not grpc.aio.EOF:
+            counter.add(len(resp.deliveries))
+            for d in resp.deliveries:
+                n += 1
+                req = broker_pb2.PublishRequest(subject=d.reply_to, events=[d.event], batch_id=n)
+                await pub.write(req.SerializeToString())
+
+    emit("READY")
+    cpu0 = cpu_seconds()
+    await receive_until_stopped(receive(), counter, control)
+    out = counter.result()
+    out["cpu"] = (cpu_seconds() - cpu0) / max((counter.last_ns - counter.first_ns) / 1e9, 1e-9)
+    reader.cancel()
+    sub.cancel()
+    pub.cancel()
+    await channel.close()
+    return out
+
+
+async def raw_requester(args: Args, control: Control) -> Result:
+    """Requests at ``rate`` on one raw ``RequestStream`` (each in its own task, like the
+    client's requester); round-trip times."""
+    from bench.client_workers import request_loop
+
+    channel = await _channel(args["target"])
+    call = channel.stream_stream(
+        _METHOD + "RequestStream",
+        broker_pb2.RequestStreamRequest.SerializeToString,
+        broker_pb2.RequestStreamResponse.FromString,
+    )()
+    waiting: dict[int, asyncio.Future[Any]] = {}
+    outgoing: asyncio.Queue[broker_pb2.RequestStreamRequest] = asyncio.Queue()
+    ids = iter(range(1, 1 << 62))
+    factory, data = EventFactory(), stamped(0)
+
+    async def write() -> None:
+        while True:
+            await call.write(await outgoing.get())
+
+    async def read() -> None:
+        while (resp := await call.read()) is not grpc.aio.EOF:
+            fut = waiting.pop(resp.request_id, None)
+            if fut is not None and not fut.done():
+                if resp.HasField("error"):
+                    fut.set_exception(RuntimeError(resp.error.message))
+                else:
+                    fut.set_result(resp.event)
+
+    async def request() -> Any:
+        rid = next(ids)
+        fut = waiting[rid] = asyncio.get_running_loop().create_future()
+        event = cloudevent_pb2.CloudEvent.FromString(factory.events(1, data)[0])
+        req = broker_pb2.RequestRequest(subject=SUBJECT, event=event)
+        req.timeout.FromSeconds(5)
+        outgoing.put_nowait(broker_pb2.RequestStreamRequest(request_id=rid, request=req))
+        return await asyncio.wait_for(fut, 5.0)
+
+    tasks = [asyncio.create_task(write()), asyncio.create_task(read())]
+    for _ in range(100):  # the responder subscribed before READY, but be patient
+        try:
+            await request()
+            break
+        except (RuntimeError, TimeoutError):
+            await asyncio.sleep(0.05)
+    emit("READY")
+    await control.go()
+    try:
+        return await request_loop(args, request)
+    finally:
+        for t in tasks:
+            t.cancel()
+        call.cancel()
+        await channel.close()

@@ -222,6 +222,15 @@ SCENARIOS: list[Scenario] = [
         max_p99_us=2000,
         max_p50_ratio=2.0,
     ),
+    Scenario(
+        "floor-request",
+        "request/reply at 1,000/s with raw stubs on both sides against the grpcio floor "
+        "(bench/grpc_floor.py relays the same four stream messages and the reply's ack)",
+        "latency",
+        Side("lockgate", "lockgate", ("lg-responder", {}), [("lg-requester", {"rate": 1000})]),
+        Side("grpc floor", "floor", ("lg-responder", {}), [("lg-requester", {"rate": 1000})]),
+        "none (what grpcio alone costs)",
+    ),
 ]
 
 

@@ -18,6 +18,8 @@ ROLES: dict[str, Role] = {
     "lg-unary-pub": lg_workers.unary_publisher,
     "lg-latency-pub": lg_workers.latency_publisher,
     "lg-sub": lg_workers.subscriber,
+    "lg-responder": lg_workers.raw_responder,
+    "lg-requester": lg_workers.raw_requester,
     "client-batch-pub": client_workers.batch_publisher,
     "client-task-pub": client_workers.task_publisher,
     "client-latency-pub": client_workers.latency_publisher,

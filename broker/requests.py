@@ -28,6 +28,17 @@ __all__ = ["Requests"]
 CloudEvent = cloudevent_pb2.CloudEvent
 
 
+def _expire(fut: asyncio.Future[CloudEvent], subject: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(
+            DeadlineExceeded(
+                f"no reply on {subject!r} within {timeout:g} s",
+                reason="REQUEST_TIMEOUT",
+                hint="raise the timeout, or check that the responder replies to reply_to",
+            )
+        )
+
+
 class Requests:
     """The open requests of one node, by ``(org, inbox)``."""
 
@@ -78,13 +89,12 @@ class Requests:
                     reason="NO_RESPONDERS",
                     hint="start a responder that subscribes to this subject",
                 )
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"no reply on {subject!r} within {timeout:g} s",
-                reason="REQUEST_TIMEOUT",
-                hint="raise the timeout, or check that the responder replies to reply_to",
-            ) from None
+            # A timer on the future, not wait_for: one handle per request, no extra future.
+            expiry = asyncio.get_running_loop().call_later(timeout, _expire, fut, subject, timeout)
+            try:
+                return await fut
+            finally:
+                expiry.cancel()
         finally:
             self._inboxes.pop((org, inbox), None)
 

@@ -26,6 +26,16 @@ __all__ = ["RequestCall", "Requester"]
 _READER_GRACE = 10.0
 
 
+def _expire(fut: asyncio.Future[cloudevent_pb2.CloudEvent], subject: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(
+            RequestTimeout(
+                f"no reply to the request on {subject} within {timeout}s",
+                hint="check that a responder subscribes to it, or raise the timeout",
+            )
+        )
+
+
 class RequestCall(Protocol):
     """The part of a ``RequestStream`` call the requester uses (a ``grpc.aio`` call)."""
 
@@ -68,13 +78,15 @@ class Requester:
             else:  # broken between opening and now
                 fut.set_exception(Unavailable("the broker ended the request stream"))
             # The broker answers REQUEST_TIMEOUT itself at ``timeout``; the margin covers a
-            # broker that cannot answer at all.
-            return await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"no reply to the request on {subject} within {timeout}s",
-                hint="check that a responder subscribes to it, or raise the timeout",
-            ) from None
+            # broker that cannot answer at all. A timer on the future itself, not wait_for
+            # and shield: those cost two futures, a task wake-up and callbacks per request.
+            expiry = asyncio.get_running_loop().call_later(
+                timeout + 1.0, _expire, fut, subject, timeout
+            )
+            try:
+                return await fut
+            finally:
+                expiry.cancel()
         finally:
             self._waiting.pop(rid, None)
 
