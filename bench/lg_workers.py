@@ -175,9 +175,8 @@ def _open_request(args: Args) -> broker_pb2.SubscribeRequest:
     return broker_pb2.SubscribeRequest(open=op)
 
 
-async def subscriber(args: Args, control: Control) -> Result:
-    """``Subscribe`` stream; counts deliveries, acks them (durable), or times them (latency)."""
-    channel = await _channel(args["target"])
+async def _subscribe(channel: grpc.aio.Channel, args: Args) -> Any:
+    """An open ``Subscribe`` stream, past its ``subscribed`` confirmation."""
     call = channel.stream_stream(
         _METHOD + "Subscribe",
         broker_pb2.SubscribeRequest.SerializeToString,
@@ -187,6 +186,13 @@ async def subscriber(args: Args, control: Control) -> Result:
     first = await call.read()
     if first is grpc.aio.EOF or not first.HasField("subscribed"):
         raise RuntimeError(f"no Subscribed confirmation: {first!r}")
+    return call
+
+
+async def subscriber(args: Args, control: Control) -> Result:
+    """``Subscribe`` stream; counts deliveries, acks them (durable), or times them (latency)."""
+    channel = await _channel(args["target"])
+    call = await _subscribe(channel, args)
     counter = Counter()
     emit("READY")
     cpu0 = cpu_seconds()
@@ -252,15 +258,7 @@ async def raw_responder(args: Args, control: Control) -> Result:
     """Answers every delivery that has a ``reply_to`` with its own event: one ``Publish``
     frame each on one raw stream (the grpcio floor's responder, and the broker's with it)."""
     channel = await _channel(args["target"])
-    sub = channel.stream_stream(
-        _METHOD + "Subscribe",
-        broker_pb2.SubscribeRequest.SerializeToString,
-        broker_pb2.SubscribeResponse.FromString,
-    )()
-    await sub.write(_open_request(args))
-    first = await sub.read()
-    if first is grpc.aio.EOF or not first.HasField("subscribed"):
-        raise RuntimeError(f"no Subscribed confirmation: {first!r}")
+    sub = await _subscribe(channel, args)
     pub = _publish_call(channel)()
     acks = _Acks(1 << 30)
     reader = asyncio.create_task(acks.read(pub))
