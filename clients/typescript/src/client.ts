@@ -67,6 +67,8 @@ export interface SubscribeOptions<T> {
   /** Validates `msg.data` (a zod schema, or anything with `parse`). */
   schema?: Schema<T>;
   maxInFlight?: number;
+  /** Messages held for the iterator before the stream stops being read (default 10,000). */
+  maxBuffered?: number;
   ackWaitSeconds?: number;
   maxDeliveries?: number;
 }
@@ -316,7 +318,7 @@ export class Client {
       );
     const reply = (replyTo: string, data: unknown, request: Message<unknown>): Promise<string> =>
       this.publish(replyTo, data, { type: `${request.type}.reply` });
-    const sub = new Subscription<T>(openCall, open, reply, options.schema);
+    const sub = new Subscription<T>(openCall, open, reply, options.schema, options.maxBuffered);
     this.subscriptions.add(sub as Subscription<unknown>);
     const close = sub.close.bind(sub);
     sub.close = async () => {

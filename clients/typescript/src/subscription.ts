@@ -19,6 +19,8 @@ import type { RawSubscribeResponse } from "./wire";
 
 export type SubscribeCall = ClientDuplexStream<SubscribeRequest, RawSubscribeResponse>;
 const RETRYABLE = new Set([status.UNAVAILABLE, status.INTERNAL]);
+/** Messages a subscription holds for its iterator before it stops reading the stream. */
+export const MAX_BUFFERED = 10_000;
 
 export class Subscription<T = unknown> implements AsyncIterableIterator<Message<T>>, Acker {
   /** The durable name, or the name the broker gave an ephemeral subscription. */
@@ -44,6 +46,7 @@ export class Subscription<T = unknown> implements AsyncIterableIterator<Message<
     private readonly request: SubscribeOpen,
     private readonly publish: (subject: string, data: unknown, request: Message<unknown>) => Promise<string>,
     private readonly schema?: Schema<T>,
+    private readonly maxBuffered: number = MAX_BUFFERED,
   ) {
     this.durable = request.durable !== "";
     this.name = request.durable;
@@ -71,6 +74,9 @@ export class Subscription<T = unknown> implements AsyncIterableIterator<Message<
       if (response.deliveries.length > 0) {
         gotDeliveries = true;
         for (const d of response.deliveries) this.buffer.push(new Message<T>(d, this, this.schema));
+        // A subscriber that does not iterate stops reading the stream (HTTP/2 flow control
+        // then holds the broker back) instead of buffering without bound.
+        if (this.pending() >= this.maxBuffered) call.pause();
         this.wake();
       }
     });
@@ -137,6 +143,11 @@ export class Subscription<T = unknown> implements AsyncIterableIterator<Message<
     this.wake();
   }
 
+  private resumeReading(): void {
+    const call = this.call;
+    if (call !== undefined && call.isPaused() && this.pending() * 2 <= this.maxBuffered) call.resume();
+  }
+
   /** Messages received and not yet taken by the iterator. */
   pending(): number {
     return this.buffer.length - this.head;
@@ -163,6 +174,7 @@ export class Subscription<T = unknown> implements AsyncIterableIterator<Message<
       this.buffer.splice(0, this.head);
       this.head = 0;
     }
+    this.resumeReading();
     return { done: false, value: msg };
   }
 
@@ -179,6 +191,7 @@ export class Subscription<T = unknown> implements AsyncIterableIterator<Message<
         const batch = this.buffer.slice(this.head);
         this.buffer.length = 0;
         this.head = 0;
+        this.resumeReading();
         yield batch;
       }
     } finally {

@@ -138,6 +138,31 @@ describe("the client against a real broker", { skip }, () => {
     await assert.rejects(c.acknowledge(durable, { ack: [got[0].id] }), (e) => e instanceof FailedPrecondition && e.reason === "NOT_PENDING");
   });
 
+  test("a subscriber that does not iterate stops reading at maxBuffered, then gets every event", async () => {
+    const subject = fresh("slow");
+    const slow = await c.subscribe(subject, { maxBuffered: 50 });
+    const fast = await c.subscribe(subject);
+    const ids = [];
+    for (let i = 0; i < 6; i++) {
+      const results = await c.publishBatch(subject, Array.from({ length: 50 }, (_, j) => ({ i, j })));
+      ids.push(...results.map((r) => r.id));
+    }
+    // The broker sends to both at once: once the iterating one has every event, the other
+    // would have them buffered too if it read on.
+    const got = [];
+    for await (const msg of fast) {
+      got.push(msg.id);
+      if (got.length === ids.length) break;
+    }
+    assert.ok(slow.pending() >= 50 && slow.pending() < 100, `buffered ${slow.pending()}`);
+    const seen = [];
+    for await (const msg of slow) {
+      seen.push(msg.id);
+      if (seen.length === ids.length) break;
+    }
+    assert.deepEqual(seen, ids);
+  });
+
   test("a bad subject is refused with its reason and changes nothing", async () => {
     await assert.rejects(c.publish("bad..subject", 1), (e) => e instanceof InvalidSubject && e.reason === "INVALID_SUBJECT" && /empty/.test(e.message));
     await assert.rejects(c.subscribe("also..bad"), InvalidSubject);
