@@ -288,7 +288,7 @@ class Durables:
         c = self.consumers.get((org, name))
         if c is None:
             raise NotFound(
-                f"durable subscription {name!r} does not exist",
+                f"durable subscription {name[:80]!r} does not exist",
                 reason="UNKNOWN_DURABLE",
                 hint="list them with `lockgate durables list`",
             )

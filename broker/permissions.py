@@ -267,7 +267,7 @@ class Permissions:
             if org is None
             else "in its own org"
             if org == principal.org
-            else f"in org {org!r}"
+            else f"in org {org[:80]!r}"
         )
         if needs == ADMIN:
             hint = f"use a key with the admin role in org {self.admin_org!r}"

@@ -160,6 +160,11 @@ async def test_dead_letters_are_listed_and_redriven(env: Env) -> None:
     ):
         await env.post("admin", "/v1/deadletters/redrive", body, status)
     await env.post("agent", "/v1/deadletters/redrive", {"durable": durable}, 403)
+    # A huge name is not echoed back whole (the refusal stays small).
+    huge = await env.post("admin", "/v1/deadletters/redrive", {"durable": "x" * 100_000}, 404)
+    assert len(str(huge)) < 2000
+    huge = await env.get("org-admin", "/v1/deadletters?org=" + "y" * 7000, 403)
+    assert len(str(huge)) < 2000
     moved = await env.post(
         "admin", "/v1/deadletters/redrive", {"org": "acme", "durable": durable, "ids": [event_id]}
     )
