@@ -1,7 +1,7 @@
 """What the broker has been doing lately, kept in bounded memory for the dashboard: events
 stored per subject in time buckets (:class:`SubjectRates`), the recent policy denials with
-the rule that decided them (:class:`RecentDenials`), and the other nodes heard from
-(:class:`PeerNodes`).
+the rule that decided them (:class:`RecentDenials`). (The cluster's nodes are
+:mod:`broker.roster`'s.)
 
 Each is fed once per batch (never per event) and holds a fixed most: a broker that sees a
 million subjects keeps the first ``max_subjects`` and counts the rest under one
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["OTHER_SUBJECTS", "Denial", "PeerNodes", "RecentDenials", "SubjectRate", "SubjectRates"]
+__all__ = ["OTHER_SUBJECTS", "Denial", "RecentDenials", "SubjectRate", "SubjectRates"]
 
 OTHER_SUBJECTS = "(other subjects)"
 """The row that counts the subjects past ``max_subjects``."""
@@ -202,22 +202,3 @@ class RecentDenials:
         rings = (reversed(r) for r in self._orgs.values())
         newest = heapq.merge(*rings, key=lambda e: -e[0])
         return [d for _, d in itertools.islice(newest, limit)]
-
-
-class PeerNodes:
-    """The other nodes of a cluster this one has heard from (their notices), with when."""
-
-    def __init__(self, size: int = 256, clock: Callable[[], float] = time.time) -> None:
-        self._seen: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._size = size
-        self._clock = clock
-
-    def heard(self, node_id: str) -> None:
-        self._seen[node_id] = int(self._clock() * 1000)
-        self._seen.move_to_end(node_id)
-        while len(self._seen) > self._size:
-            self._seen.popitem(last=False)
-
-    def seen(self) -> list[tuple[str, int]]:
-        """(node id, last heard in ms), the most recently heard first."""
-        return sorted(self._seen.items(), key=lambda kv: -kv[1])

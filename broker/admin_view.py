@@ -23,6 +23,7 @@ from lockgate.broker.activity import Denial, SubjectRate
 from lockgate.broker.api import LocalAPI, StoredEvent
 from lockgate.broker.errors import BrokerError, NotFound
 from lockgate.broker.permissions import BROKER
+from lockgate.broker.roster import RosterEntry
 from lockgate.broker.store import DeadLetterRecord, PolicyVersionRecord
 
 __all__ = [
@@ -87,8 +88,8 @@ class NodeView:
     node_id: str
     store: str
     history_lag: int | None
-    peers: list[tuple[str, int]]
-    """Other nodes heard from: (node id, when last in ms)."""
+    roster: list[RosterEntry]
+    """The live nodes (this one too), by node id."""
 
 
 def diff_versions(old: PolicyVersionRecord, new: PolicyVersionRecord) -> str:
@@ -223,5 +224,5 @@ class AdminView:
             b.node_id,
             b.store_kind,
             b.history_lag(),
-            b.peers.seen(),
+            b.roster.alive(),
         )

@@ -62,6 +62,7 @@ _SERVE_FLAGS = (
     ("tls_client_roles", str, "roles of client-certificate callers, comma-separated (none)"),
     ("audit_retention", str, "remove audit records older than this (default 90d; 0: keep)"),
     ("audit_window", str, "alike denials within it share one audit record (default 10s)"),
+    ("heartbeat", str, "time between this node's heartbeats to the cluster's roster (5s)"),
     ("log_level", str, "debug | info | warning | error"),
     ("log_format", str, "text (default) | json: JSON lines with an event name and trace id"),
     ("telemetry", str, "off (default) | console: OpenTelemetry spans and metrics"),

@@ -146,6 +146,9 @@ class Config:
     """Audit records older than this are removed (0: kept for ever)."""
     audit_window: float = 10.0
     """Alike denials and authentication failures within it share one audit record."""
+    heartbeat: float = 5.0
+    """Seconds between two heartbeats of this node to the others (``broker.roster``); a
+    node not heard from for three of them drops out of the roster. Alike on every node."""
     gateways: dict[str, dict[str, object]] = field(default_factory=dict)
     """``[gateways.http]``, ``[gateways.redis]``...: gateways run inside ``lockgate serve``
     (TOML only; see gateways/README.md)."""
@@ -250,6 +253,7 @@ _DURATIONS = {
     "http_body_timeout",
     "audit_retention",
     "audit_window",
+    "heartbeat",
     "auth_clock_skew",
     "presence_grace",
     "typing_ttl",
@@ -442,6 +446,11 @@ def load_config(
             f"audit_window = {cfg.audit_window:g}s or audit_retention = "
             f"{cfg.audit_retention:g}s is out of range",
             hint="audit_window is 50ms to 1h; audit_retention is a duration (0: keep for ever)",
+        )
+    if not 0.1 <= cfg.heartbeat <= 300:
+        raise ConfigError(
+            f"heartbeat = {cfg.heartbeat:g}s is out of range",
+            hint="use 100ms to 5m; 5s (the default) suits most clusters",
         )
     if not 0 <= cfg.auth_clock_skew <= 300:
         raise ConfigError(

@@ -22,12 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from lockgate.broker import wire
-from lockgate.broker.activity import PeerNodes
 from lockgate.broker.audit import AuditLog
 from lockgate.broker.auth import Principal
 from lockgate.broker.backbone import Backbone, Interest, InterestWatcher, Notice
 from lockgate.broker.backbone.local import LocalBackbone
-from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.config import Config, ConfigError, redact_url
 from lockgate.broker.configstore import ConfigManager
 from lockgate.broker.conversations import Conversations
 from lockgate.broker.dedup import DedupWindow, MemoryDedupWindow
@@ -47,6 +46,7 @@ from lockgate.broker.positions import FROM_NEW, StartSpec, start_after
 from lockgate.broker.quotas import OrgQuota
 from lockgate.broker.registry import BackboneRegistry, RegistryFollower
 from lockgate.broker.requests import Requests
+from lockgate.broker.roster import EXPIRY_BEATS, LOCKGATE_VERSION, NodeCard, Roster
 from lockgate.broker.router import Router
 from lockgate.broker.store import CommitFeed, ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import Ephemerals
@@ -125,8 +125,10 @@ class Broker:
         )
         """The worker id this node issues ids with, under its lease."""
         self.notice_listeners: list[Callable[[Notice], None]] = []
-        self.peers = PeerNodes()
-        """The other nodes heard from (their notices), for the dashboard."""
+        self.roster = Roster(expiry=EXPIRY_BEATS * config.heartbeat)
+        """The live nodes of the cluster (this one too), from their heartbeats."""
+        self.started_ms = int(time.time() * 1000)
+        self._last_beat: tuple[float, int] = (time.monotonic(), 0)
         """Called with every notice another node sends."""
         self.history = History(store)
         self.requests = Requests(
@@ -234,6 +236,7 @@ class Broker:
                 name="lockgate-presence",
             ),
             asyncio.create_task(self._follow_loop(), name="lockgate-follow"),
+            asyncio.create_task(self._heartbeat_loop(), name="lockgate-heartbeat"),
         ]
 
     async def stop(self) -> None:
@@ -279,6 +282,34 @@ class Broker:
             except BrokerError as exc:
                 self.log.error("retention.failed: %s", exc)
             await asyncio.sleep(_LEASE_EVERY)
+
+    async def _heartbeat_loop(self) -> None:
+        """Tells the other nodes this one is alive (and how it fares), for the roster."""
+        while True:
+            try:
+                card = self.card()
+                self.roster.heard(self.node_id, card)
+                self.backbone.notify(Notice("node_alive", self.node_id, name=card.encode()))
+            except BrokerError as exc:  # the backbone refused: the next beat tries again
+                self.log.warning("roster.heartbeat.failed: %s", exc)
+            await asyncio.sleep(self.config.heartbeat)
+
+    def card(self) -> NodeCard:
+        """This node's heartbeat card; its rate covers the time since the last card."""
+        now, published = time.monotonic(), self.telemetry.totals.of(None)[0]
+        then, before = self._last_beat
+        self._last_beat = (now, published)
+        return NodeCard(
+            node_id=self.node_id,
+            worker_id=self.worker.worker_id,
+            version=LOCKGATE_VERSION,
+            listen=self.config.listen,
+            started_ms=self.started_ms,
+            backbone=redact_url(self.config.backbone, user_is_secret=True),
+            events_per_second=round((published - before) / max(now - then, 1e-3), 1),
+            subscriptions=self.ephemerals.count(),
+            durables=len(self.durables.consumers),
+        )
 
     async def _follow_loop(self) -> None:
         """Reads the config store and the registry every second: the safety net behind a
@@ -340,8 +371,12 @@ class Broker:
         return await self.durables.relay.on_call(body)
 
     def on_notice(self, notice: Notice) -> None:
+        if notice.kind == "node_alive":  # the roster's alone: no news for the listeners
+            if notice.origin != self.node_id:
+                self.roster.heard(notice.origin, NodeCard.decode(notice.name))
+            return
         if notice.origin != self.node_id:
-            self.peers.heard(notice.origin)
+            self.roster.heard(notice.origin)
         # One node has nothing to reload; a cluster node reloads the durable or the active
         # policy version from the shared store here. The config store and the registry are
         # read again at once (one read in flight at a time; the poll covers the rest).

@@ -14,6 +14,7 @@ Importing this package never imports the broker's server modules.
 from lockgate.clients._admin import (
     Admin,
     AuditRecord,
+    ClusterNode,
     DeadLetter,
     DurableInfo,
     DurableState,
@@ -87,6 +88,7 @@ __all__ = [
     "Backoff",
     "Client",
     "ClusterAdmin",
+    "ClusterNode",
     "ConfigChange",
     "ConfigSetting",
     "ConfigVersion",

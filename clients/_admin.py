@@ -34,6 +34,7 @@ from lockgate.clients._message import StoredEvent
 __all__ = [
     "Admin",
     "AuditRecord",
+    "ClusterNode",
     "DeadLetter",
     "DurableInfo",
     "DurableState",
@@ -135,6 +136,28 @@ class NodeStatus:
     durables: tuple[DurableStatus, ...] = ()
     """The durables active on the node."""
     time: float = 0.0
+    nodes: tuple[ClusterNode, ...] = ()
+    """The cluster's live nodes as the node hears them, itself included (the broker's
+    admin only: empty for an org-admin)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode:
+    """One live node of the cluster, as its last heartbeat says (``card_unknown``: it has
+    sent only other notices yet, and only ``node_id`` and ``last_heard`` are known).
+    ``started`` and ``last_heard`` are Unix seconds."""
+
+    node_id: str
+    last_heard: float
+    worker_id: int = 0
+    version: str = ""
+    listen: str = ""
+    started: float = 0.0
+    backbone: str = ""
+    events_per_second: float = 0.0
+    subscriptions: int = 0
+    durables: int = 0
+    card_unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +390,22 @@ class Admin(ClusterAdmin):
             r.subscriptions,
             durables,
             r.time_ms / 1000,
+            tuple(
+                ClusterNode(
+                    n.node_id,
+                    n.last_heard_ms / 1000,
+                    n.worker_id,
+                    n.version,
+                    n.listen,
+                    n.started_ms / 1000,
+                    n.backbone,
+                    n.events_per_second,
+                    n.subscriptions,
+                    n.durables,
+                    n.card_unknown,
+                )
+                for n in r.nodes
+            ),
         )
 
     async def list_durables(self) -> list[DurableInfo]:

@@ -362,6 +362,7 @@ async def _status(args: argparse.Namespace) -> int:
                 "rejected": s.rejected,
                 "subscriptions": s.subscriptions,
                 "durables": [dataclasses.asdict(d) for d in s.durables],
+                "nodes": [dataclasses.asdict(n) for n in s.nodes],
             }
         )
     return 0

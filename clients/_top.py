@@ -25,6 +25,8 @@ __all__ = ["render", "run_top"]
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen
 _MAX_DURABLES = 50
 """Rows of durables shown (the ones with the most lag and pending first)."""
+_MAX_NODES = 8
+"""Node ids named on the nodes line (the count covers them all)."""
 
 
 def _rates(cur: NodeStatus, prev: NodeStatus | None) -> tuple[str, str, str]:
@@ -52,6 +54,10 @@ def render(cur: NodeStatus, prev: NodeStatus | None) -> list[str]:
         f"subscribers ephemeral {cur.subscriptions}  durable streams "
         f"{sum(d.connected for d in cur.durables)}  history lag {lag}",
     ]
+    if cur.nodes:  # the broker's admin sees the cluster's live nodes
+        shown = ", ".join(n.node_id for n in cur.nodes[:_MAX_NODES])
+        more = f", ... {len(cur.nodes) - _MAX_NODES} more" if len(cur.nodes) > _MAX_NODES else ""
+        lines.append(f"nodes {len(cur.nodes)}  {shown}{more}")
     rows = sorted(cur.durables, key=lambda d: (-d.lag, -d.pending, d.org, d.name))
     width = max([len("DURABLE"), *(len(f"{d.org}/{d.name}") for d in rows[:_MAX_DURABLES])])
     lines.append(

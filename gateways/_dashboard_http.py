@@ -5,7 +5,7 @@ reads it needs (each authorized per call by ``broker.permissions``; errors probl
     GET  /v1/activity/subjects                events stored per subject, 5 s buckets   (admin)
     GET  /v1/activity/subscriptions           live subscriptions and durables, lag, pending (admin)
     GET  /v1/activity/denials?limit=N         the recent policy denials and their rule  (admin)
-    GET  /v1/activity/nodes                   this node and the others heard from       (admin)
+    GET  /v1/activity/nodes                   this node and the cluster's live roster   (admin)
     GET  /v1/deadletters?org=&durable=&limit= dead letters, oldest first     (org-admin of org)
     POST /v1/deadletters/redrive              {"org", "durable", "ids": [...]} (org-admin of org)
     GET  /v1/policies/versions?org=|global=true           policy versions    (org-admin of org)
@@ -28,6 +28,7 @@ from aiohttp import web
 from lockgate.broker.admin_view import AdminView, DeadLetterView, SubscriptionView
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.errors import NotFound
+from lockgate.broker.roster import RosterEntry
 from lockgate.gateways._cejson import JsonValue
 from lockgate.gateways._web import api_key, json_response, parse_id, parse_int, stored_json
 from lockgate.gateways.errors import InvalidParameter
@@ -50,6 +51,27 @@ _HEADERS = {
 def _time(ms: int) -> str:
     when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _roster_entry(e: RosterEntry, this_node: str) -> dict[str, JsonValue]:
+    doc: dict[str, JsonValue] = {
+        "node_id": e.node_id,
+        "this_node": e.node_id == this_node,
+        "last_heard": _time(e.last_heard_ms),
+    }
+    if e.card is not None:
+        c = e.card
+        doc |= {
+            "worker_id": c.worker_id,
+            "version": c.version,
+            "listen": c.listen,
+            "started": _time(c.started_ms),
+            "backbone": c.backbone,
+            "events_per_second": c.events_per_second,
+            "subscriptions": c.subscriptions,
+            "durables": c.durables,
+        }
+    return doc
 
 
 def _subscription(s: SubscriptionView) -> dict[str, JsonValue]:
@@ -182,7 +204,12 @@ def add_dashboard_routes(app: web.Application, api: LocalAPI, body: Body) -> Non
         return json_response(
             {
                 "node": {"node_id": n.node_id, "store": n.store, "history_lag": n.history_lag},
-                "peers": [{"node_id": i, "last_heard": _time(ms)} for i, ms in n.peers],
+                "peers": [
+                    {"node_id": e.node_id, "last_heard": _time(e.last_heard_ms)}
+                    for e in n.roster
+                    if e.node_id != n.node_id
+                ],
+                "nodes": [_roster_entry(e, n.node_id) for e in n.roster],
             }
         )
 

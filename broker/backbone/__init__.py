@@ -35,6 +35,7 @@ NoticeKind = Literal[
     "presence_online",
     "registry_changed",
     "conversation_changed",
+    "node_alive",
 ]
 
 
@@ -48,7 +49,8 @@ class Notice:
     name: str = ""
     """The durable's name (``durable_changed``), the policy version (``policy_swapped``), the
     config store's version (``config_changed``), a backbone's id (``registry_changed``), a
-    conversation's id (``conversation_changed``) or an agent now online (``presence_online``)."""
+    conversation's id (``conversation_changed``), an agent now online (``presence_online``) or
+    the sending node's heartbeat card as JSON (``node_alive``, see :mod:`broker.roster`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,21 @@ class AdminService(Servicer):
             subscriptions=broker.ephemerals.count(scope),
             time_ms=int(time.time() * 1000),
         )
+        if scope is None:
+            for entry in broker.roster.alive():
+                node = resp.nodes.add(node_id=entry.node_id, last_heard_ms=entry.last_heard_ms)
+                if entry.card is None:
+                    node.card_unknown = True
+                    continue
+                card = entry.card
+                node.worker_id = card.worker_id
+                node.version = card.version
+                node.listen = card.listen
+                node.started_ms = card.started_ms
+                node.backbone = card.backbone
+                node.events_per_second = card.events_per_second
+                node.subscriptions = card.subscriptions
+                node.durables = card.durables
         lags = dict(broker.durables.lags())
         for (org, name), c in sorted(list(broker.durables.consumers.items())):
             if scope is not None and org != scope:

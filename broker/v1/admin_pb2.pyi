@@ -17,7 +17,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("node_id", "store", "history_lag_known", "history_lag", "events_published", "events_delivered", "events_rejected", "subscriptions", "durables", "time_ms")
+    __slots__ = ("node_id", "store", "history_lag_known", "history_lag", "events_published", "events_delivered", "events_rejected", "subscriptions", "durables", "time_ms", "nodes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     HISTORY_LAG_KNOWN_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class GetStatusResponse(_message.Message):
     SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     DURABLES_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     store: str
     history_lag_known: bool
@@ -38,7 +39,34 @@ class GetStatusResponse(_message.Message):
     subscriptions: int
     durables: _containers.RepeatedCompositeFieldContainer[DurableStatus]
     time_ms: int
-    def __init__(self, node_id: _Optional[str] = ..., store: _Optional[str] = ..., history_lag_known: _Optional[bool] = ..., history_lag: _Optional[int] = ..., events_published: _Optional[int] = ..., events_delivered: _Optional[int] = ..., events_rejected: _Optional[int] = ..., subscriptions: _Optional[int] = ..., durables: _Optional[_Iterable[_Union[DurableStatus, _Mapping]]] = ..., time_ms: _Optional[int] = ...) -> None: ...
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
+    def __init__(self, node_id: _Optional[str] = ..., store: _Optional[str] = ..., history_lag_known: _Optional[bool] = ..., history_lag: _Optional[int] = ..., events_published: _Optional[int] = ..., events_delivered: _Optional[int] = ..., events_rejected: _Optional[int] = ..., subscriptions: _Optional[int] = ..., durables: _Optional[_Iterable[_Union[DurableStatus, _Mapping]]] = ..., time_ms: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("node_id", "worker_id", "version", "listen", "started_ms", "backbone", "events_per_second", "subscriptions", "durables", "last_heard_ms", "card_unknown")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_FIELD_NUMBER: _ClassVar[int]
+    STARTED_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    DURABLES_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_MS_FIELD_NUMBER: _ClassVar[int]
+    CARD_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    worker_id: int
+    version: str
+    listen: str
+    started_ms: int
+    backbone: str
+    events_per_second: float
+    subscriptions: int
+    durables: int
+    last_heard_ms: int
+    card_unknown: bool
+    def __init__(self, node_id: _Optional[str] = ..., worker_id: _Optional[int] = ..., version: _Optional[str] = ..., listen: _Optional[str] = ..., started_ms: _Optional[int] = ..., backbone: _Optional[str] = ..., events_per_second: _Optional[float] = ..., subscriptions: _Optional[int] = ..., durables: _Optional[int] = ..., last_heard_ms: _Optional[int] = ..., card_unknown: _Optional[bool] = ...) -> None: ...
 
 class DurableStatus(_message.Message):
     __slots__ = ("org", "name", "pending_count", "ready_count", "lag", "connected", "dead_letters", "dead_letters_capped")

@@ -1,7 +1,7 @@
 import { html, ErrorLine, fmtTime } from './html.js';
 import { usePolled } from './poll.js';
 
-// This node and the others it heard from, the backbone registry, the config store.
+// The cluster's live nodes (this one among them), the backbone registry, the config store.
 export function Cluster({ api }) {
   const [nodes, nError] = usePolled(() => api.get('/v1/activity/nodes'), [api], 5000);
   const [backbones, bError] = usePolled(() => api.get('/v1/backbones'), [api], 15000);
@@ -9,14 +9,20 @@ export function Cluster({ api }) {
   return html`<section id="cluster">
     <h3>Nodes</h3>
     <${ErrorLine} error=${nError} />
-    ${nodes && html`<table id="nodes">
-      <thead><tr><th>node</th><th>store</th><th>history lag</th><th>last heard</th></tr></thead>
+    ${nodes && html`<p class="muted">${nodes.nodes.length} live node${nodes.nodes.length === 1 ? '' : 's'}
+      (each heartbeats every 5 s; one not heard from for 15 s drops out)</p>
+    <table id="nodes">
+      <thead><tr><th>node</th><th>worker</th><th>version</th><th>listen</th><th>backbone</th>
+        <th>started</th><th>events/s</th><th>subscriptions</th><th>durables</th><th>last heard</th></tr></thead>
       <tbody>
-        <tr><td>${nodes.node.node_id} <small class="muted">(this one)</small></td><td>${nodes.node.store}</td>
-          <td>${nodes.node.history_lag ?? 'n/a'}</td><td>now</td></tr>
-        ${nodes.peers.map(
-          (p) => html`<tr key=${p.node_id}><td>${p.node_id}</td><td></td><td></td>
-            <td>${fmtTime(Date.parse(p.last_heard))}</td></tr>`,
+        ${nodes.nodes.map(
+          (n) => html`<tr key=${n.node_id}>
+            <td>${n.node_id}${n.this_node && html` <small class="muted">(this one: store ${nodes.node.store},
+              history lag ${nodes.node.history_lag ?? 'n/a'})</small>`}</td>
+            <td>${n.worker_id ?? ''}</td><td>${n.version ?? ''}</td><td>${n.listen ?? ''}</td>
+            <td>${n.backbone ?? ''}</td><td>${n.started ? fmtTime(Date.parse(n.started)) : ''}</td>
+            <td>${n.events_per_second ?? ''}</td><td>${n.subscriptions ?? ''}</td><td>${n.durables ?? ''}</td>
+            <td>${fmtTime(Date.parse(n.last_heard))}</td></tr>`,
         )}
       </tbody>
     </table>`}

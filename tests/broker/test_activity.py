@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lockgate.broker.activity import OTHER_SUBJECTS, PeerNodes, RecentDenials, SubjectRates
+from lockgate.broker.activity import OTHER_SUBJECTS, RecentDenials, SubjectRates
 from lockgate.broker.auth import Principal
 from lockgate.broker.config import Config
 from lockgate.broker.node import Broker
@@ -131,17 +131,6 @@ def test_recent_denials_are_bounded_newest_first() -> None:
     assert [d.subject for d in latest] == ["secret.4", "secret.3", "secret.2"]
     assert latest[0].time_ms == 2000 and len(latest[0].message) == 500
     assert [d.subject for d in ring.latest(1)] == ["secret.4"]
-
-
-def test_peer_nodes_keep_the_latest_heard_within_the_bound() -> None:
-    clock = Clock()
-    peers = PeerNodes(size=2, clock=clock)
-    for node in ("a", "b", "c"):
-        clock.now += 1
-        peers.heard(node)
-    clock.now += 1
-    peers.heard("b")
-    assert [n for n, _ in peers.seen()] == ["b", "c"]
 
 
 SECRETS = """\

@@ -41,6 +41,7 @@ async def _cluster(nats_url: str, dsn: str, redis_url: str) -> AsyncIterator[Clu
             "admin": (await create_key(store, "default", "ops", ["admin"]))[0],
             "acme": (await create_key(store, "acme", "bot", []))[0],
             "globex": (await create_key(store, "globex", "bot", []))[0],
+            "acme-admin": (await create_key(store, "acme", "ops", ["org-admin"]))[0],
         }
     finally:
         await store.close()
@@ -57,6 +58,8 @@ async def _cluster(nats_url: str, dsn: str, redis_url: str) -> AsyncIterator[Clu
         stream,
         "--backbone-prefix",
         f"t{tag}",
+        "--heartbeat",  # the roster's: a killed node drops out after 3 of them
+        "0.5s",
     ]
     async with contextlib.AsyncExitStack() as stack:
         nodes = await asyncio.gather(
@@ -101,8 +104,40 @@ async def test_three_nodes_keep_every_promise_and_survive_a_kill_9(
     """One cluster (three node processes start in seconds each): the promises first, then
     kill -9 of a node under load."""
     async with _cluster(nats_url, pg_fresh_dsn, redis_url) as cluster:
+        await _roster(cluster)
         await _promises(cluster)
         await _kill_9_under_load(cluster)
+        await _roster(cluster, gone=cluster.nodes[0])
+
+
+async def _roster(cluster: Cluster, gone: RunningBroker | None = None) -> None:
+    """Every live node lists the live nodes (their heartbeats), and only them: a killed one
+    drops out. An org-admin's status lists none; an agent may not read the status."""
+    live = [n for n in cluster.nodes if n is not gone]
+    admins = [await _client(n, cluster.keys["admin"]) for n in live]
+    org_admin = await _client(live[0], cluster.keys["acme-admin"])
+    agent = await _client(live[0], cluster.keys["acme"])
+    try:
+        ids = {(await a.admin.status()).node_id for a in admins}
+
+        async def everyone_sees_the_live_nodes() -> bool:
+            for a in admins:
+                nodes = (await a.admin.status()).nodes
+                if {n.node_id for n in nodes} != ids:
+                    return False
+                assert all(not n.card_unknown and n.listen and n.version for n in nodes)
+            return True
+
+        await eventually(everyone_sees_the_live_nodes, timeout=15)
+        nodes = (await admins[0].admin.status()).nodes
+        assert len({n.worker_id for n in nodes}) == len(ids)  # each its own leased id
+        status = await org_admin.admin.status()
+        assert status.node_id in ids and status.nodes == ()
+        with pytest.raises(PermissionDenied):
+            await agent.admin.status()
+    finally:
+        for c in (*admins, org_admin, agent):
+            await c.close()
 
 
 async def _promises(cluster: Cluster) -> None:

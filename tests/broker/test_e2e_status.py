@@ -1,6 +1,7 @@
 """``lockgate status`` (AdminService.GetStatus): the node's id, its store and the history's
-lag (null on the embedded store, which has no message logger); an agent is refused in one
-sentence. The cluster side (a lag that is a number) is tested on the cluster store."""
+lag (null on the embedded store, which has no message logger), the roster of one node for
+the broker's admin (none for an org-admin); an agent is refused in one sentence. The cluster
+side (a lag that is a number) is tested on the cluster store."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ async def test_status_of_an_embedded_node_and_an_agent_refused() -> None:
             *("--data-dir", data_dir),
         )
         admin_key = admin.strip().splitlines()[0]
+        root = await asyncio.to_thread(
+            lockgate_cli,
+            *("keys", "create", "--org", "default", "--agent", "ops", "--role", "admin"),
+            *("--data-dir", data_dir),
+        )
+        root_key = root.strip().splitlines()[0]
         async with run_broker(data_dir=data_dir) as b:
             env = {**os.environ, "LOCKGATE_API_KEY": admin_key}
             ok = await asyncio.to_thread(
@@ -50,6 +57,13 @@ async def test_status_of_an_embedded_node_and_an_agent_refused() -> None:
             status = json.loads(ok.stdout)
             assert status["store"] == "sqlite" and status["history_lag"] is None
             assert status["node"]  # worker id and a random suffix
+            assert status["nodes"] == []  # the cluster's nodes are the broker admin's
+
+            # The broker's admin: the roster of an embedded node is the node itself.
+            async with Client(b.target, api_key=root_key) as c:
+                (me,) = (await c.admin.status()).nodes
+            assert me.node_id == status["node"] and me.listen and me.backbone == "local"
+            assert me.worker_id == 0 and me.started <= me.last_heard and not me.card_unknown
 
             async with Client(b.target, api_key=agent_key) as c:
                 with pytest.raises(PermissionDenied):

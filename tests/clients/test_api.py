@@ -20,6 +20,7 @@ EXPECTED = [
     "Backoff",
     "Client",
     "ClusterAdmin",
+    "ClusterNode",
     "ConfigChange",
     "ConfigSetting",
     "ConfigVersion",

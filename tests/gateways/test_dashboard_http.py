@@ -203,6 +203,9 @@ async def test_nodes_name_this_one(env: Env) -> None:
     doc = await env.get("admin", "/v1/activity/nodes")
     assert doc["node"] == {"node_id": env.broker.node_id, "store": "sqlite", "history_lag": None}
     assert doc["peers"] == []
+    (me,) = doc["nodes"]  # embedded: the roster is this node alone
+    assert me["node_id"] == env.broker.node_id and me["this_node"] is True
+    assert me["backbone"] == "local" and me["worker_id"] == 0 and me["version"]
 
 
 async def test_the_page_is_served_and_nothing_beside_it(env: Env) -> None:

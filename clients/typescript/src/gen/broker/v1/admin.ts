@@ -66,6 +66,42 @@ export interface GetStatusResponse {
   durables: DurableStatus[];
   /** When this answer was made, in Unix milliseconds. */
   timeMs: string;
+  /**
+   * The live nodes of the cluster as this node hears them (itself included), by
+   * node id: every node heartbeats every 5 s and drops out when not heard from
+   * for 15 s. Only for the broker's admin; empty for an org-admin (the nodes are
+   * the operator's, not a tenant's).
+   */
+  nodes: NodeStatus[];
+}
+
+/** NodeStatus is one live node in GetStatusResponse, as its last heartbeat says. */
+export interface NodeStatus {
+  /** Its id. */
+  nodeId: string;
+  /** The worker id it issues ids with. */
+  workerId: number;
+  /** Its lockgate version. */
+  version: string;
+  /** Its gRPC listener (HOST:PORT as configured). */
+  listen: string;
+  /** When it started, in Unix milliseconds. */
+  startedMs: string;
+  /** Its backbone ("local", or the NATS URL without credentials). */
+  backbone: string;
+  /** Events stored per second (every org) over its last heartbeat's interval. */
+  eventsPerSecond: number;
+  /** Its live ephemeral subscriptions. */
+  subscriptions: number;
+  /** The durables active on it. */
+  durables: number;
+  /** When this node last heard from it, in Unix milliseconds. */
+  lastHeardMs: string;
+  /**
+   * Whether it has sent no heartbeat yet (only other notices): the fields
+   * above but node_id and last_heard_ms are then unknown.
+   */
+  cardUnknown: boolean;
 }
 
 /** DurableStatus is one active durable's figures in GetStatusResponse. */
@@ -327,6 +363,7 @@ function createBaseGetStatusResponse(): GetStatusResponse {
     subscriptions: 0,
     durables: [],
     timeMs: "0",
+    nodes: [],
   };
 }
 
@@ -361,6 +398,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     if (message.timeMs !== "0") {
       writer.uint32(80).int64(message.timeMs);
+    }
+    for (const v of message.nodes) {
+      NodeStatus.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -456,6 +496,182 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             }
 
             message.timeMs = reader.int64().toString();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.nodes.push(NodeStatus.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseNodeStatus(): NodeStatus {
+  return {
+    nodeId: "",
+    workerId: 0,
+    version: "",
+    listen: "",
+    startedMs: "0",
+    backbone: "",
+    eventsPerSecond: 0,
+    subscriptions: 0,
+    durables: 0,
+    lastHeardMs: "0",
+    cardUnknown: false,
+  };
+}
+
+export const NodeStatus: MessageFns<NodeStatus> = {
+  encode(message: NodeStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.workerId !== 0) {
+      writer.uint32(16).uint32(message.workerId);
+    }
+    if (message.version !== "") {
+      writer.uint32(26).string(message.version);
+    }
+    if (message.listen !== "") {
+      writer.uint32(34).string(message.listen);
+    }
+    if (message.startedMs !== "0") {
+      writer.uint32(40).int64(message.startedMs);
+    }
+    if (message.backbone !== "") {
+      writer.uint32(50).string(message.backbone);
+    }
+    if (message.eventsPerSecond !== 0) {
+      writer.uint32(57).double(message.eventsPerSecond);
+    }
+    if (message.subscriptions !== 0) {
+      writer.uint32(64).uint32(message.subscriptions);
+    }
+    if (message.durables !== 0) {
+      writer.uint32(72).uint32(message.durables);
+    }
+    if (message.lastHeardMs !== "0") {
+      writer.uint32(80).int64(message.lastHeardMs);
+    }
+    if (message.cardUnknown !== false) {
+      writer.uint32(88).bool(message.cardUnknown);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.workerId = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.listen = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.startedMs = reader.int64().toString();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.backbone = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.eventsPerSecond = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.subscriptions = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.durables = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.lastHeardMs = reader.int64().toString();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.cardUnknown = reader.bool();
             continue;
           }
         }
