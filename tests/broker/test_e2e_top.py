@@ -18,7 +18,7 @@ from google.protobuf import duration_pb2
 from lockgate.broker.testing import run_broker
 from lockgate.broker.v1 import broker_pb2_grpc
 from lockgate.clients import Client
-from lockgate.clients._admin import DurableStatus, NodeStatus
+from lockgate.clients._admin import ClusterNode, DurableStatus, NodeStatus
 from lockgate.clients._top import render
 from tests.broker.e2e_kit import auth, event, publish_batches, run_cli, subscribe, unique
 from tests.broker.test_policy_in_broker import keys_create
@@ -57,6 +57,14 @@ def test_the_view_of_two_statuses() -> None:
     first = render(before, None)
     assert _figure(first, "events/s", "published") == "-"
     assert first[-1] == "(no active durables)"
+    assert not any(line.startswith("nodes") for line in view)  # an org-admin's: none
+
+
+def test_the_view_counts_the_clusters_nodes_and_names_the_first_ones() -> None:
+    nodes = tuple(ClusterNode(f"n{i}", 1000.0) for i in range(10))
+    view = render(NodeStatus("n0", "cluster", 0, nodes=nodes, time=1000.0), None)
+    line = next(line for line in view if line.startswith("nodes"))
+    assert line == "nodes 10  n0, n1, n2, n3, n4, n5, n6, n7, ... 2 more"
 
 
 async def test_top_and_status_follow_the_traffic(tmp_path: Path) -> None:
