@@ -37,19 +37,25 @@ class Recording(PolicyManager):
 
 
 class LoopLag:
-    """The longest gap between ticks of a task that wants to run every 10 ms."""
+    """The longest stall of a task that wants to run every 10 ms, counted in this process's
+    CPU time: a gap the machine caused (the process waiting for a core on a loaded box) is
+    not a stall of our code, a gap spent running our code (on the loop, or in a thread that
+    holds the GIL) is. ``max_stall`` is, over all gaps, the lesser of the gap and the
+    process CPU time spent in it; ``max_gap`` is the wall-clock gap, for the message."""
 
     def __init__(self) -> None:
         self.max_gap = 0.0
+        self.max_stall = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _tick(self) -> None:
-        last = time.monotonic()
+        last, last_cpu = time.monotonic(), time.process_time()
         while True:
             await asyncio.sleep(0.01)
-            now = time.monotonic()
+            now, cpu = time.monotonic(), time.process_time()
             self.max_gap = max(self.max_gap, now - last)
-            last = now
+            self.max_stall = max(self.max_stall, min(now - last, cpu - last_cpu))
+            last, last_cpu = now, cpu
 
     async def __aenter__(self) -> LoopLag:
         self._task = asyncio.create_task(self._tick())
@@ -81,7 +87,7 @@ async def test_a_large_set_compiles_in_a_worker_thread_and_the_loop_keeps_turnin
         assert gate.policies is ps
         # A generous bound for a loaded machine: before, the loop stood still for the whole
         # compile (here `took`).
-        assert lag.max_gap < max(0.5, took / 4), (lag.max_gap, took)
+        assert lag.max_stall < max(0.5, took / 4), (lag.max_stall, lag.max_gap, took)
     finally:
         await store.close()
 
