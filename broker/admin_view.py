@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import difflib
 import time
@@ -112,6 +113,7 @@ class AdminView:
         self.api = api
         self.broker = api.broker
         self.max_subscriptions = max_subscriptions
+        self._diffs = asyncio.Semaphore(1)  # one diff's thread at a time
 
     async def subject_rates(self, key: str | None) -> RatesView:
         await self.api.principal(key, "activity.read", BROKER)
@@ -215,7 +217,11 @@ class AdminView:
         to = find(new) if new else (running[0] if running else 0)
         frm = find(old) if old else min(to + 1, len(versions) - 1)
         a, b = versions[frm], versions[to]
-        return PolicyDiff(org or "", a.version, b.version, diff_versions(a, b))
+        # Off the event loop: difflib is quadratic on many lines repeating a few, and an
+        # org-admin writes the versions (a 40 KB pair costs seconds).
+        async with self._diffs:
+            text = await asyncio.to_thread(diff_versions, a, b)
+        return PolicyDiff(org or "", a.version, b.version, text)
 
     async def nodes(self, key: str | None) -> NodeView:
         await self.api.principal(key, "activity.read", BROKER)

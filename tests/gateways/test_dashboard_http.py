@@ -4,7 +4,9 @@ the policy diff, and that the page's files are served and nothing beside them.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,17 +14,20 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from lockgate.broker import admin_view
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.auth import Authenticator, create_key
 from lockgate.broker.config import Config
 from lockgate.broker.node import Broker
 from lockgate.broker.policies import PolicyManager
 from lockgate.broker.policyhook import PolicyGate
+from lockgate.broker.store import PolicyVersionRecord
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.gateways._dashboard_http import DIST
 from lockgate.gateways._web import start_site
 from lockgate.gateways.http import build_app
 from tests.gateways.gw_kit import unique
+from tests.support import eventually
 
 WHO = {
     "admin": ("default", "ops", ("admin",)),
@@ -238,3 +243,30 @@ def test_a_remote_gateway_has_no_dashboard() -> None:
     app = build_app(cast(BrokerAPI, object()))
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert not any(p.startswith(("/dashboard", "/v1/activity", "/v1/deadletters")) for p in paths)
+
+
+async def test_a_costly_diff_does_not_hold_up_other_requests(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """difflib is quadratic on many lines repeating a few (two 40 KB comment-only versions
+    of an org's set take seconds): the diff runs off the event loop, so other requests are
+    answered meanwhile. The diff here waits until the other request was answered."""
+    started, release = threading.Event(), threading.Event()
+    real = admin_view.diff_versions
+
+    def slow(a: PolicyVersionRecord, b: PolicyVersionRecord) -> str:
+        started.set()
+        release.wait(10)  # on the event loop this would hold up everything (and fail below)
+        return real(a, b)
+
+    monkeypatch.setattr(admin_view, "diff_versions", slow)
+    diff = asyncio.create_task(env.get("admin", "/v1/policies/diff?global=true"))
+
+    async def in_the_diff() -> bool:
+        return started.is_set()
+
+    await eventually(in_the_diff)
+    await env.get("admin", "/v1/activity/nodes")
+    assert not diff.done()
+    release.set()
+    assert "closed for now" in str((await diff)["diff"])
