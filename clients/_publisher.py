@@ -283,8 +283,11 @@ class Publisher:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
-            # One loop turn lets every publisher that is ready append to the open batches.
-            await asyncio.sleep(0)
+            if self._inflight:
+                # One loop turn lets every publisher that is ready append to the open batches;
+                # frames are in flight, so the turn costs nothing. An idle stream sends at once:
+                # a lone publish does not wait a turn it cannot share (latency).
+                await asyncio.sleep(0)
             while len(self._inflight) >= self.window:
                 self._answers.clear()
                 await self._answers.wait()  # the open batches keep filling meanwhile
