@@ -80,7 +80,7 @@ and its id; this bounds a claim that a bug left behind)."""
 
 _log = logging.getLogger("lockgate.dedup")
 
-_MEMO_MAX = 200_000
+_MEMO_MAX = 50_000
 """Keys whose digests are kept between the steps of their publishes (a cache: cleared when
 this full, which only costs digests computed again)."""
 _DIGEST = 16
@@ -276,7 +276,11 @@ class RedisDedupWindow:
                     )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.1)
-        return [found.get(k, 0) for k in rkeys]
+        answers = [found.get(k, 0) for k in rkeys]
+        for key, answer in zip(keys, answers, strict=True):
+            if answer:
+                memo.pop(key, None)  # a duplicate: neither remembered nor forgotten
+        return answers
 
     async def remember(self, entries: Sequence[tuple[DedupKey, int]]) -> None:
         """Records the staged events' ids as pending (see the module): a duplicate is
