@@ -2,8 +2,9 @@
 
 A JSON line carries a stable ``event`` name, so a log pipeline can count and alert on it
 without matching prose. The house convention names the event at the start of the message
-(``log.warning("history.logger.write_failed: %s", exc)``); a line that does not follow it
-yet gets ``"event": "unnamed"`` and its unformatted ``template``, which is stable too. The
+(``log.warning("history.logger.write_failed: %s", exc)``; tests/test_log_events.py holds
+every call of ours to it); a line from another library gets ``"event": "unnamed"`` and its
+unformatted ``template``, which is stable too. The
 current span's trace and span ids come along when there is a recorded span.
 
 >>> import logging

@@ -274,7 +274,9 @@ class Publisher:
             self._expire(error)
             if self._on_broken is not None and error is not None:
                 self._on_broken()
-            log.info("publish stream broke (%s); reconnecting in %.2fs", error, delay)
+            log.info(
+                "client.publish.reconnecting: the stream broke (%s); again in %.2fs", error, delay
+            )
             await asyncio.sleep(delay)
             self._wake.set()
 

@@ -67,7 +67,9 @@ class PullAcker:
             for delay, ids in nacks.items():
                 await self._acknowledge(self.durable, (), ids, delay)
         except LockgateError as exc:
-            log.warning("acks for durable %s were not sent: %s", self.durable, exc)
+            log.warning(
+                "client.fetch.acks_unsent: acks for durable %s were not sent: %s", self.durable, exc
+            )
 
     async def flush(self) -> None:
         """Wait until the queued acks and nacks were sent."""

@@ -268,7 +268,7 @@ class Subscription:
             except (grpc.RpcError, LockgateError, OSError) as exc:
                 error = exc
             except Exception as exc:  # a bug here must end iteration loudly, not hang it
-                log.exception("subscription %s failed", self.name)
+                log.exception("client.subscription.failed: %s", self.name)
                 self._fail(exc)
                 return
             finally:
@@ -285,7 +285,7 @@ class Subscription:
                 # The broker ended the stream over an ack of an id no longer pending (acked
                 # twice, e.g. after a redelivery). Acks are idempotent to us: drop the queued
                 # ones (unacked events come back after ack_wait) and carry on.
-                log.info("subscription %s: %s; reopening", self.name, error)
+                log.info("client.subscription.reopening: %s: %s", self.name, error)
                 self._ack_ids.clear()
                 self._nacks.clear()
             elif not _retryable(error) or (limit is not None and backoff.failures > limit):
@@ -299,7 +299,12 @@ class Subscription:
                 self._request.start.CopyFrom(
                     broker_pb2.StartPosition(policy=broker_pb2.START_POLICY_NEW)
                 )
-            log.info("subscription %s broke (%s); reconnecting in %.2fs", self.name, error, delay)
+            log.info(
+                "client.subscription.reconnecting: %s broke (%s); again in %.2fs",
+                self.name,
+                error,
+                delay,
+            )
             await asyncio.sleep(delay)
 
     def _receive(self, response: broker_pb2.SubscribeResponse) -> None:

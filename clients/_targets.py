@@ -100,7 +100,7 @@ class Targets:
         old = self.target
         self.index = (self.index + 1) % len(self.targets)
         self.failovers += 1
-        log.info("broker %s unavailable; failing over to %s", old, self.target)
+        log.info("client.failover: broker %s unavailable; failing over to %s", old, self.target)
 
     async def close(self) -> None:
         conns, self._conns = list(self._conns.values()), {}
