@@ -14,6 +14,7 @@ per method comes from the proto), so a new RPC is one method, one line in ``RPC_
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -40,6 +41,7 @@ from lockgate.broker.v1 import broker_pb2
 __all__ = [
     "Servicer",
     "parse_request",
+    "refuse_stream",
     "service_handler",
     "start_spec",
     "timestamp_ms",
@@ -50,6 +52,27 @@ T = TypeVar("T")
 Req = TypeVar("Req")
 S = TypeVar("S", bound="Servicer")
 Context: TypeAlias = grpc.aio.ServicerContext
+
+
+# How long a refused stream waits for its first message before ending (see refuse_stream).
+_REFUSAL_READ = 1.0
+
+
+async def refuse_stream(
+    context: Context, unread: AsyncIterator[Any] | None, err: BrokerError
+) -> None:
+    """Ends a client stream refused at its start (a bad key, a quota) with ``err``.
+
+    ``unread`` is the stream's request iterator when its first message has not been read:
+    that message is awaited first, briefly. Clients write as soon as they open a stream,
+    and a write that the refusal cuts short makes the client's grpc end the call with its
+    own bare INTERNAL "Internal error from Core", which then hides ``err`` entirely (grpc.aio
+    sets that status on the call when a send fails, before the server's status is read).
+    """
+    if unread is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(unread.__anext__(), _REFUSAL_READ)
+    await context.abort_with_status(to_status(err))
 
 
 def timestamp_ms(ts: timestamp_pb2.Timestamp, what: str) -> int:

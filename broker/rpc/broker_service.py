@@ -29,7 +29,15 @@ from lockgate.broker.node import Broker
 from lockgate.broker.pipeline import Prepared
 from lockgate.broker.publishframe import FrameReader
 from lockgate.broker.quotas import Connections
-from lockgate.broker.rpc import Context, Servicer, parse_request, start_spec, timestamp_ms, unary
+from lockgate.broker.rpc import (
+    Context,
+    Servicer,
+    parse_request,
+    refuse_stream,
+    start_spec,
+    timestamp_ms,
+    unary,
+)
 from lockgate.broker.stages import STAGES
 from lockgate.broker.stages import now as stage_now
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
@@ -67,6 +75,7 @@ class BrokerService(Servicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[broker_pb2.PublishResponse]:
         frames = requests.__aiter__()
+        unread: AsyncIterator[bytes] | None = frames
         try:
             cert = self.certificate(context)
             principal = self.authorized(await self.authenticated(context), "Publish")
@@ -76,9 +85,10 @@ class BrokerService(Servicer):
                 first = await frames.__anext__()
             except StopAsyncIteration:
                 return
+            unread = None
             release = self.connections.open(principal.org, context.peer())
         except BrokerError as err:
-            await context.abort_with_status(to_status(err))
+            await refuse_stream(context, unread, err)
             return
         # Frames are admitted in arrival order (ids are assigned before the first await),
         # stored concurrently so one group commit covers many, and answered in order; at most
@@ -170,15 +180,17 @@ class BrokerService(Servicer):
         reader: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
         release: Callable[[], None] | None = None
+        it = requests.__aiter__()
+        unread: AsyncIterator[broker_pb2.SubscribeRequest] | None = it
         try:
             cert = self.certificate(context)
             principal = self.authorized(await self.authenticated(context), "Subscribe")
             key = self.auth.key_from_metadata(context.invocation_metadata())
-            it = requests.__aiter__()
             try:
                 first = await it.__anext__()
             except StopAsyncIteration:
                 return
+            unread = None
             # Counted once the open message is read: refusing a stream whose first write is
             # still in flight makes grpcio's client report INTERNAL instead of our status
             # (grpc/grpc#36066). Streams not counted yet are bounded by max_concurrent_streams.
@@ -266,7 +278,7 @@ class BrokerService(Servicer):
                     "the broker is shutting down", reason="SHUTTING_DOWN", hint="reconnect"
                 )
         except BrokerError as err:
-            await context.abort_with_status(to_status(err))
+            await refuse_stream(context, unread, err)
         finally:
             if release is not None:
                 release()
@@ -292,7 +304,7 @@ class BrokerService(Servicer):
             key = self.auth.key_from_metadata(context.invocation_metadata())
             release = self.connections.open(principal.org, context.peer())
         except BrokerError as err:
-            await context.abort_with_status(to_status(err))
+            await refuse_stream(context, requests.__aiter__(), err)
             return
         answers: asyncio.Queue[broker_pb2.RequestStreamResponse | BrokerError | None]
         answers = asyncio.Queue()

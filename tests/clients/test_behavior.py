@@ -454,3 +454,28 @@ async def test_bad_api_key_refuses_requests(keyed: tuple[RunningBroker, str]) ->
     async with Client(broker.target, api_key=f"lg_{key_id}_wrongsecret") as c:
         with pytest.raises(clients.Unauthenticated):
             await asyncio.wait_for(c.request(unique("auth"), "hi", timeout=2), 10)
+
+
+async def test_every_stream_refused_at_its_start_says_why(keyed: tuple[RunningBroker, str]) -> None:
+    # The broker reads a refused stream's first message before it ends the stream: a write
+    # cut short by the refusal made the client's grpc report its own "Internal error from
+    # Core" instead of UNAUTHENTICATED (85 of 100 concurrent requests before the fix).
+    broker, key = keyed
+    bad = f"lg_{key.split('_')[1]}_wrongsecret"
+
+    async def attempt(i: int) -> BaseException | None:
+        async with Client(broker.target, api_key=bad) as c:
+            try:
+                if i % 3 == 0:
+                    await c.request(unique("auth"), "hi", timeout=2)
+                elif i % 3 == 1:
+                    await c.publish(unique("auth"), "hi")
+                else:
+                    async with c.subscribe(unique("auth")) as sub:
+                        await asyncio.wait_for(anext(sub), 5)
+            except Exception as exc:  # the outcome is what the test checks
+                return exc
+        return None
+
+    outcomes = await asyncio.wait_for(asyncio.gather(*(attempt(i) for i in range(45))), 60)
+    assert all(isinstance(o, clients.Unauthenticated) for o in outcomes), outcomes
