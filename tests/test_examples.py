@@ -19,6 +19,10 @@ EXPECTED = {
     "cy reads (epoch 1): {'text': 'hello, both of you'}\n"
     "cy reads (epoch 2): {'text': 'bob has left'}\n"
     "bob cannot decrypt what was sent after it left",
+    "trace_one_event.py": "subscriber got {'step': 1} with traceparent "
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n"
+    "span 'publish demo.traced' in trace 4bf92f3577b34da6a3ce929d0e0e4736, "
+    "child of 00f067aa0ba902b7, 1 event(s)",
 }
 
 
