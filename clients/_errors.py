@@ -73,6 +73,10 @@ __all__ = [
     "from_rpc_error",
 ]
 
+WRITE_FAILURE_GRACE = 1.0
+"""How long a stream whose write failed waits for its reader to report the status the call
+ended with (the write's own error is grpc's, the reader's is the broker's reason)."""
+
 ERROR_DOMAIN = "lockgate.dev"
 
 

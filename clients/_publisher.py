@@ -30,7 +30,13 @@ import grpc
 from lockgate.broker.v1 import broker_pb2
 from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._backoff import Backoff
-from lockgate.clients._errors import LockgateError, Unavailable, error_for_reason, from_rpc_error
+from lockgate.clients._errors import (
+    WRITE_FAILURE_GRACE,
+    LockgateError,
+    Unavailable,
+    error_for_reason,
+    from_rpc_error,
+)
 from lockgate.clients._wire import encode_publish_request
 
 __all__ = ["Batch", "Publisher"]
@@ -245,7 +251,7 @@ class Publisher:
             error = _task_error(reader) if reader in done else _task_error(writer)
             if reader not in done and error is not None and not isinstance(error, grpc.RpcError):
                 # A write failed because the RPC ended: the reader holds the real status.
-                await asyncio.wait({reader}, timeout=1.0)
+                await asyncio.wait({reader}, timeout=WRITE_FAILURE_GRACE)
                 if reader.done():
                     error = _task_error(reader) or error
             for task in (reader, writer):

@@ -14,6 +14,7 @@ import grpc
 
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 from lockgate.clients._errors import (
+    WRITE_FAILURE_GRACE,
     RequestTimeout,
     Unavailable,
     error_for_reason,
@@ -21,9 +22,6 @@ from lockgate.clients._errors import (
 )
 
 __all__ = ["RequestCall", "Requester"]
-
-# How long a failed write waits for the reader to report the status the call ended with.
-_READER_GRACE = 10.0
 
 
 def _expire(fut: asyncio.Future[cloudevent_pb2.CloudEvent], subject: str, timeout: float) -> None:
@@ -106,14 +104,12 @@ class Requester:
             while True:
                 await call.write(await outgoing.get())
         except (grpc.RpcError, asyncio.InvalidStateError) as exc:
-            # A write fails once the call has ended, sometimes with grpc core's bare
-            # "Internal error from Core" rather than the status the broker ended it with
-            # (an UNAUTHENTICATED key, say): the reader gets that status, so it speaks first.
-            # The call has ended, so the reader ends promptly; the bound only covers a grpc
-            # that never tells it (a loaded machine took over a second to schedule it).
+            # A write fails once the call has ended: the reader holds the status the broker
+            # ended it with, so it speaks first (the broker reads a refused stream's first
+            # message before ending it, so the write is not cut short: broker.rpc.refuse_stream).
             reader = self._reader
             if reader is not None and not reader.done():
-                await asyncio.wait({reader}, timeout=_READER_GRACE)
+                await asyncio.wait({reader}, timeout=WRITE_FAILURE_GRACE)
             self._broken(call, exc)
 
     async def _read(self, call: RequestCall) -> None:
