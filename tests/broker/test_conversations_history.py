@@ -9,7 +9,7 @@ import pytest
 
 from lockgate.broker.auth import Principal
 from lockgate.broker.config import Config
-from lockgate.broker.conversations import service
+from lockgate.broker.conversations import history
 from lockgate.broker.node import Broker
 from lockgate.broker.store.sqlite import SqliteStore
 
@@ -50,8 +50,8 @@ async def test_last_n_widens_until_it_has_enough(
 ) -> None:
     node, cid, ids = await _group_with(tmp_path, 5)
     # Ten minutes later: the first two windows (1 and 8 minutes) hold nothing.
-    real_now = service._now_ms
-    monkeypatch.setattr(service, "_now_ms", lambda: real_now() + 600_000)
+    real_now = history.now_ms
+    monkeypatch.setattr(history, "now_ms", lambda: real_now() + 600_000)
     try:
         got, _ = await node.conversations.history(ANN, cid, last_n=3)
         assert [e.id for e in got] == ids[-3:]
