@@ -20,7 +20,8 @@ Publish answers 200 when every event was accepted (duplicates count as accepted)
 (Multi-Status) when some were rejected, and the rejection's own status (400, 403, 413, 429,
 ...) as ``application/problem+json`` when all were; the body always carries ``ids``,
 ``duplicates`` and ``errors``. Errors are problem+json with ``reason`` and ``hint``
-(``gateways.errors`` holds the table).
+(``gateways.errors`` holds the table). Publishing is in ``_http_publish``, the problem+json
+answers in ``_http_problems``, the application's keys and settings in ``_http_app``.
 
 Example::
 
@@ -30,34 +31,22 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
 
 from aiohttp import web
 
-from lockgate.broker.api import (
-    BrokerAPI,
-    CloudEvent,
-    Delivery,
-    DurableOptions,
-    LocalAPI,
-    StoredEvent,
-)
-from lockgate.broker.audit import enter
+from lockgate.broker.api import BrokerAPI, Delivery, DurableOptions, LocalAPI, StoredEvent
 from lockgate.broker.bounds import BOUNDS
-from lockgate.broker.errors import BrokerError, NotFound
-from lockgate.gateways._cebinary import from_binary, has_binary_headers, is_structured_type
-from lockgate.gateways._cejson import JsonValue, event_from_json
+from lockgate.broker.errors import BrokerError
+from lockgate.gateways._cejson import JsonValue
 from lockgate.gateways._cluster_http import add_cluster_routes
 from lockgate.gateways._dashboard_http import add_dashboard_routes
-from lockgate.gateways._guard import read_body
-from lockgate.gateways._json import loads
+from lockgate.gateways._http_app import API_KEY, SETTINGS, HttpSettings, json_body
+from lockgate.gateways._http_problems import problems
+from lockgate.gateways._http_publish import publish
 from lockgate.gateways._report import UNENCODABLE, report_unencodable
-from lockgate.gateways._slices import by_count, publish_in_slices
 from lockgate.gateways._web import (
     api_key,
     audit_json,
@@ -68,176 +57,16 @@ from lockgate.gateways._web import (
     parse_int,
     parse_start,
     parse_time_ms,
-    problem,
     stored_json,
 )
-from lockgate.gateways.errors import (
-    BodyTimeout,
-    BodyTooLarge,
-    HttpRefusal,
-    InvalidParameter,
-    MalformedJson,
-    MethodNotAllowed,
-    UnencodableEvent,
-    UnsupportedMediaType,
-)
+from lockgate.gateways.errors import InvalidParameter, UnencodableEvent
 
 __all__ = ["API_KEY", "HttpSettings", "add_routes", "build_app"]
 
-STRUCTURED = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
-API_KEY = web.AppKey("lockgate_api", BrokerAPI)
 T = TypeVar("T")
-OFF_LOOP_BYTES = 64 << 10
-"""Publish bodies larger than this are decoded in a worker thread."""
-log = logging.getLogger("lockgate.gateways.http")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True, slots=True)
-class HttpSettings:
-    """``[gateways.http]`` settings."""
-
-    max_body_bytes: int = 1 << 20
-    max_wait: float = 60.0
-    """Longest long poll (``wait=``) a client may ask for, in seconds."""
-
-
-SETTINGS = web.AppKey("lockgate_http_settings", HttpSettings)
 _MIF = int(BOUNDS["max_in_flight"][1])
 _ACK_WAIT = BOUNDS["ack_wait"][1]
 _MD = int(BOUNDS["max_deliveries"][1])
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answer is problem+json with a reason: the broker's errors, aiohttp's own
-    (no route, wrong method, ...) and, as INTERNAL, anything unforeseen."""
-    enter("http", request.remote or "")  # where this request's audit records come from
-    try:
-        return await handler(request)
-    except (BodyTimeout, BodyTooLarge) as err:
-        resp = problem(err)
-        resp.force_close()  # the rest of the body is not worth waiting for
-        return resp
-    except BrokerError as err:
-        return problem(err)
-    except web.HTTPMethodNotAllowed as exc:
-        resp = problem(MethodNotAllowed(request.method, request.path, exc.allowed_methods))
-        resp.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
-        return resp
-    except web.HTTPNotFound:
-        where = f"{request.method} {request.path}"[:100]
-        return problem(NotFound(f"no route for {where}", hint="see the HTTP API in the README"))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return problem(HttpRefusal(exc.status, exc.reason))
-    except Exception:
-        log.exception("gateway.http.failed: %s %s", request.method, request.path[:100])
-        return problem(BrokerError("the gateway failed unexpectedly", hint="report this bug"))
-
-
-def _base_type(request: web.Request) -> str:
-    return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-
-
-async def _json_body(request: web.Request) -> dict[str, object]:
-    base = _base_type(request)
-    if base not in ("application/json", ""):
-        raise UnsupportedMediaType(base, "application/json")
-    doc = loads(await read_body(request, request.app[SETTINGS].max_body_bytes) or b"{}")
-    if not isinstance(doc, dict):
-        raise MalformedJson("expected a JSON object")
-    return doc
-
-
-async def publish(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    subject = request.match_info["subject"]
-    base = _base_type(request)
-    # The media type decides: application/cloudevents* is structured (or batched) mode even
-    # when ce-* headers come along; otherwise ce-specversion means binary mode.
-    structured = is_structured_type(base)
-    if structured and base not in (STRUCTURED, BATCH):
-        raise UnsupportedMediaType(base, f"{STRUCTURED} or {BATCH}")
-    if not structured and not has_binary_headers(request.headers.items()):
-        raise UnsupportedMediaType(base, f"ce-* headers (binary mode), {STRUCTURED} or {BATCH}")
-    key = api_key(request.headers)
-    raw = await read_body(request, settings.max_body_bytes)
-    headers = list(request.headers.items())
-    if len(raw) > OFF_LOOP_BYTES:  # a 100,000-event batch held the loop 1.2 s
-        parsed = await asyncio.to_thread(_parse, headers, base, structured, raw)
-    else:
-        parsed = _parse(headers, base, structured, raw)
-    valid = [i for i, p in enumerate(parsed) if not isinstance(p, BrokerError)]
-    events = [p for p in parsed if not isinstance(p, BrokerError)]
-    ids = ["0"] * len(parsed)
-    duplicates: list[int] = []
-    errors: list[tuple[int, BrokerError]] = [
-        (i, p) for i, p in enumerate(parsed) if isinstance(p, BrokerError)
-    ]
-    if events and "traceparent" in request.headers:
-        _continue_trace(events, request.headers)
-    if events:
-        api = request.app[API_KEY]
-        # In slices, so that a huge batch is many short turns of the broker's loop.
-        result = await publish_in_slices(
-            lambda part: api.publish(key, subject, part), events, by_count(len(events))
-        )
-        for pos, event_id in enumerate(result.ids):
-            ids[valid[pos]] = str(event_id)
-        duplicates = [valid[pos] for pos in result.duplicates]
-        errors.extend((valid[pos], err) for pos, err in result.errors)
-    errors.sort(key=lambda e: e[0])
-    body: dict[str, JsonValue] = {
-        "ids": list(ids),
-        "duplicates": list(duplicates),
-        "errors": [
-            {"index": i, "reason": e.reason, "message": e.message, "hint": e.hint}
-            for i, e in errors
-        ],
-    }
-    if not errors:
-        return json_response(body)
-    if len(errors) < len(parsed):
-        return json_response(body, 207)
-    return problem(errors[0][1], body)
-
-
-def _continue_trace(events: list[CloudEvent], headers: Mapping[str, str]) -> None:
-    """The request's W3C ``traceparent``/``tracestate`` headers become the attributes of the
-    events that carry none (the CloudEvents distributed-tracing extension), so the broker's
-    publish span continues the HTTP caller's trace."""
-    for ev in events:
-        if "traceparent" not in ev.attributes:
-            ev.attributes["traceparent"].ce_string = headers["traceparent"]
-            if "tracestate" in headers and "tracestate" not in ev.attributes:
-                ev.attributes["tracestate"].ce_string = headers["tracestate"]
-
-
-def _parse(
-    headers: list[tuple[str, str]], base: str, structured: bool, raw: bytes
-) -> list[CloudEvent | BrokerError]:
-    """The events of a publish body, each parsed or the error that refuses it; raises
-    MalformedJson when the body as a whole is not what its media type says (pure: it runs in
-    a worker thread for large bodies)."""
-    if not structured:
-        return [_attempt(lambda: from_binary(headers, raw))]
-    if base == STRUCTURED:
-        doc = loads(raw)
-        return [_attempt(lambda: event_from_json(doc))]
-    docs = loads(raw)
-    if not isinstance(docs, list):
-        raise MalformedJson(f"a {BATCH} body must be a JSON array")
-    return [_attempt(lambda d=d: event_from_json(d)) for d in docs]  # type: ignore[misc]
-
-
-def _attempt(fn: Callable[[], CloudEvent]) -> CloudEvent | BrokerError:
-    try:
-        return fn()
-    except BrokerError as err:
-        return err
 
 
 async def get_event(request: web.Request) -> web.Response:
@@ -298,7 +127,7 @@ _DURABLE_FIELDS = {
 
 
 async def put_subscription(request: web.Request) -> web.Response:
-    doc = await _json_body(request)
+    doc = await json_body(request)
     unknown = sorted(set(doc) - _DURABLE_FIELDS)
     if unknown:
         raise InvalidParameter(unknown[0], "...", "one of " + ", ".join(sorted(_DURABLE_FIELDS)))
@@ -359,7 +188,7 @@ async def poll(request: web.Request) -> web.Response:
 
 
 async def acks(request: web.Request) -> web.Response:
-    doc = await _json_body(request)
+    doc = await json_body(request)
     ack_raw, nack_raw = doc.get("ack") or [], doc.get("nack") or []
     if not isinstance(ack_raw, list) or not isinstance(nack_raw, list):
         raise InvalidParameter("ack", str(ack_raw)[:40], "lists of event ids")
@@ -400,7 +229,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/subscriptions/{durable}/events", poll)
     app.router.add_post("/v1/subscriptions/{durable}/acks", acks)
     app.router.add_get("/v1/audit", audit_records)
-    add_cluster_routes(app, lambda request: request.app[API_KEY], _json_body)
+    add_cluster_routes(app, lambda request: request.app[API_KEY], json_body)
     app.router.add_get("/metrics", metrics)
 
 
@@ -413,10 +242,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_app(api: BrokerAPI, settings: HttpSettings | None = None) -> web.Application:
     """The aiohttp application of the HTTP gateway."""
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[problems])
     app[API_KEY] = api
     app[SETTINGS] = settings or HttpSettings()
     add_routes(app)
     if isinstance(api, LocalAPI):  # the dashboard reads the broker in this process
-        add_dashboard_routes(app, api, _json_body)
+        add_dashboard_routes(app, api, json_body)
     return app

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from lockgate.gateways import http as http_gateway
+from lockgate.gateways import _http_publish as http_publish
 from lockgate.gateways.http import HttpSettings
 from tests.broker.test_policies import LoopLag
 from tests.gateways.gw_kit import local_broker, unique
@@ -21,13 +21,13 @@ async def test_a_batch_of_50000_events_is_decoded_off_the_loop_and_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
-    parse = http_gateway._parse
+    parse = http_publish._parse
 
     def spy(*args: object) -> object:
         threads.append(threading.get_ident())
         return parse(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(http_gateway, "_parse", spy)
+    monkeypatch.setattr(http_publish, "_parse", spy)
     n = 50_000
     docs = [{"specversion": "1.0", "id": f"b{i}", "source": "/big", "type": "t"} for i in range(n)]
     body = json.dumps(docs).encode()
@@ -59,13 +59,13 @@ async def test_a_small_body_is_decoded_on_the_loop(
 ) -> None:
     """No thread hop for the common small publish (it would cost more than the decode)."""
     threads: list[int] = []
-    parse = http_gateway._parse
+    parse = http_publish._parse
 
     def spy(*args: object) -> object:
         threads.append(threading.get_ident())
         return parse(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(http_gateway, "_parse", spy)
+    monkeypatch.setattr(http_publish, "_parse", spy)
     async with local_broker(tmp_path) as env:
         doc = {"specversion": "1.0", "id": "s1", "source": "/s", "type": "t"}
         async with env.session.post(
