@@ -129,7 +129,7 @@ async def _start(
         from lockgate.broker.errors import FailedPrecondition
         from lockgate.broker.tls import refusal_of_plaintext
         from lockgate.gateways._guard import ConnectionGuard
-        from lockgate.gateways._web import is_loopback_host, start_site
+        from lockgate.gateways._site import is_loopback_host, start_site
         from lockgate.gateways.http import build_app
         from lockgate.gateways.websocket import add_ws_route
 

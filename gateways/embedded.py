@@ -25,7 +25,7 @@ from lockgate.broker.api import LocalAPI
 from lockgate.broker.config import ConfigError, ListenerLimits
 from lockgate.broker.tls import ServerTLS
 from lockgate.gateways._report import observe_connections
-from lockgate.gateways._web import start_site
+from lockgate.gateways._site import start_site
 from lockgate.gateways.config import KINDS, listen_of, settings_for, tls_of, ws_path
 from lockgate.gateways.errors import missing_extra
 

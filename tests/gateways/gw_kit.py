@@ -19,7 +19,7 @@ from lockgate.broker.node import Broker
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.v1 import cloudevent_pb2
 from lockgate.gateways._guard import ConnectionGuard
-from lockgate.gateways._web import start_site
+from lockgate.gateways._site import start_site
 from lockgate.gateways.http import HttpSettings, build_app
 
 __all__ = [

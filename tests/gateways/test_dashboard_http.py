@@ -24,7 +24,7 @@ from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.store import PolicyVersionRecord
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.gateways._dashboard_http import DIST
-from lockgate.gateways._web import start_site
+from lockgate.gateways._site import start_site
 from lockgate.gateways.http import build_app
 from tests.gateways.gw_kit import unique
 from tests.support import eventually

@@ -163,7 +163,7 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
 
     from lockgate.clients import Client, FailedPrecondition, NotFound, PermissionDenied
     from lockgate.clients._webhook import verify_webhook
-    from lockgate.gateways._web import start_site
+    from lockgate.gateways._site import start_site
     from lockgate.gateways.webhook import PollingWebhookDispatcher, WebhookSettings
     from tests.broker.test_policy_in_broker import keys_create
     from tests.gateways.gw_kit import event

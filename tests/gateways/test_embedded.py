@@ -16,7 +16,7 @@ import pytest
 from lockgate.broker.api import LocalAPI
 from lockgate.broker.config import ConfigError
 from lockgate.broker.testing import run_broker
-from lockgate.gateways._web import network_call_without_key, start_site
+from lockgate.gateways._site import network_call_without_key, start_site
 from lockgate.gateways.cli import add_commands, run_gateway
 from lockgate.gateways.config import settings_for
 from lockgate.gateways.embedded import start_gateways

@@ -23,7 +23,7 @@ from lockgate.broker.config import Config
 from lockgate.broker.node import Broker
 from lockgate.broker.permissions import HTTP_ACTIONS, WS_ACTIONS, Permissions
 from lockgate.broker.store.sqlite import SqliteStore
-from lockgate.gateways._web import start_site
+from lockgate.gateways._site import start_site
 from lockgate.gateways.http import build_app
 from lockgate.gateways.websocket import WsSettings, add_ws_route
 from tests.gateways.gw_kit import unique

@@ -16,7 +16,7 @@ from aiohttp import web
 from lockgate.broker.config import ListenerLimits
 from lockgate.broker.tls import ServerTLS
 from lockgate.gateways._guard import ConnectionGuard
-from lockgate.gateways._web import start_site
+from lockgate.gateways._site import start_site
 from tests.support.certs import CertAuthority
 from tests.support.waiting import eventually
 

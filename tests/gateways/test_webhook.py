@@ -20,7 +20,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from lockgate.broker.api import Delivery, DurableOptions, StoredEvent
 from lockgate.clients._webhook import WebhookSignatureError, sign_webhook, verify_webhook
-from lockgate.gateways._web import start_site
+from lockgate.gateways._site import start_site
 from lockgate.gateways.webhook import (
     WebhookDispatcher,
     WebhookSender,
