@@ -1,6 +1,6 @@
 """Serving an aiohttp application: the listener (plain or TLS), its connection guard, the
-middlewares a listener adds (mTLS callers, keys on network listeners) and the ``Server``
-header.
+middlewares a listener adds (mTLS callers, keys on network listeners), the ``Server`` header,
+and problem+json for the requests aiohttp refuses itself (``_http_problems``).
 
 Example::
 
@@ -24,6 +24,7 @@ from aiohttp.typedefs import Middleware
 
 from lockgate.broker.errors import BrokerError
 from lockgate.broker.tls import CERTIFIED_CALLER, ClientIdentities, ServerTLS, peer_of_ssl
+from lockgate.gateways._http_problems import answer_malformed_requests
 from lockgate.gateways._web import api_key, problem
 from lockgate.gateways.errors import InvalidParameter, KeyRequired, listen_failed
 
@@ -194,6 +195,7 @@ async def start_site(
     await runner.setup()
     assert runner.server is not None  # set by setup()
     guard.install(runner.server)
+    answer_malformed_requests(runner.server)
     bind = (host.strip("[]") or "127.0.0.1", int(port or 0))
     site: web.BaseSite
     if tls is not None:

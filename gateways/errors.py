@@ -10,6 +10,7 @@
         ├── InvalidParameter         reason INVALID_PARAMETER       HTTP 400
         ├── MethodNotAllowed         reason METHOD_NOT_ALLOWED      HTTP 405
         ├── HttpRefusal              reason INVALID_ARGUMENT        its HTTP status (aiohttp's)
+        ├── MalformedRequest         reason INVALID_ARGUMENT        its HTTP status (aiohttp's)
         └── InvalidEvent (broker.errors)
             └── UnencodableEvent     reason INVALID_EVENT           HTTP 422
     └── Unauthenticated (broker.errors)
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidParameter",
     "KeyRequired",
     "MalformedJson",
+    "MalformedRequest",
     "MethodNotAllowed",
     "TooManyConnections",
     "UnencodableEvent",
@@ -156,6 +158,21 @@ class HttpRefusal(InvalidArgument):
     def __init__(self, status: int, phrase: str) -> None:
         super().__init__(
             f"the request was refused: {phrase}", hint="see the HTTP API in the README"
+        )
+        self.http_status = status
+
+
+class MalformedRequest(InvalidArgument):
+    """A request head aiohttp refused before any of our code ran (a request line or header
+    over its 8,190-byte limit, a malformed header or request line), with that status."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        # aiohttp's first line names the problem; the lines after it quote the request.
+        line = (detail.splitlines() or [""])[0].rstrip(":. ")
+        shown = line if len(line) <= 200 else line[:197] + "..."
+        super().__init__(
+            f"the request head is malformed: {shown}",
+            hint="send HTTP/1.1 with the request line and each header under 8,190 bytes",
         )
         self.http_status = status
 
