@@ -490,15 +490,14 @@ class Pipeline:
     ) -> asyncio.Future[list[int]]:
         """Queues the write of ``staged``; once it is stored, and only then, its batches go
         to the ephemeral subscribers of every node (deliver after commit: no subscriber sees
-        an event its publisher was told failed). The fan-out hangs on the store's answer, not
-        on the publisher's coroutine, so a publisher that goes away does not take it along;
-        stores answer in commit order, so subscribers get batches in commit order."""
-        stored = asyncio.ensure_future(self.store.append([s.batch for s in staged]))
+        an event its publisher was told failed). The fan-out hangs on the store's
+        ``on_stored``, not on the publisher's coroutine, so a publisher that goes away does
+        not take it along; stores call it in commit order, so subscribers get batches in
+        commit order, and the embedded store in the commit's own step (a loop turn sooner
+        than a done-callback of the write's future)."""
         backbone = self.backbone
 
-        def fan_out(done: asyncio.Future[list[int]]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
+        def fan_out(_seqs: list[int]) -> None:
             stored_at = stage_now() if marks else 0
             for s in staged:
                 b = s.batch
@@ -508,8 +507,7 @@ class Pipeline:
                 for s in staged:
                     STAGES.batch(s.ids[0], (*marks, stored_at, routed_at))
 
-        stored.add_done_callback(fan_out)
-        return stored
+        return asyncio.ensure_future(self.store.append([s.batch for s in staged], fan_out))
 
     async def commit(self, prepared: Prepared) -> PublishOutcome:
         """Step 6 (store, group commit) and the hand-over to durable consumers. When the

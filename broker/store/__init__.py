@@ -22,9 +22,31 @@ commit after one with a larger id.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
+
+OnStored = Callable[[list[int]], None]
+"""What :meth:`EventLog.append` calls with a write's sequences once it is stored."""
+
+
+def call_when_stored(
+    stored: Awaitable[list[int]], on_stored: OnStored | None
+) -> Awaitable[list[int]]:
+    """``stored``, calling ``on_stored`` once it succeeds: the :meth:`EventLog.append`
+    contract for logs that learn of a commit from a future (a loop turn after it)."""
+    if on_stored is None:
+        return stored
+    fut = asyncio.ensure_future(stored)
+
+    def done(f: asyncio.Future[list[int]]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            on_stored(f.result())
+
+    fut.add_done_callback(done)
+    return fut
+
 
 __all__ = [
     "SCAN_BUDGET",
@@ -51,6 +73,7 @@ __all__ = [
     "LogScan",
     "MemberRecord",
     "MetadataStore",
+    "OnStored",
     "PolicyVersionRecord",
     "PolicyVersionStore",
     "ReceiptRecord",
@@ -58,6 +81,7 @@ __all__ = [
     "RegistryStore",
     "RetentionRule",
     "Store",
+    "call_when_stored",
 ]
 
 
@@ -335,10 +359,15 @@ class ConfigVersionRecord:
 class EventLog(Protocol):
     """The log of stored batches."""
 
-    def append(self, batches: Sequence[Batch]) -> Awaitable[list[int]]:
+    def append(
+        self, batches: Sequence[Batch], on_stored: OnStored | None = None
+    ) -> Awaitable[list[int]]:
         """Stores ``batches``: queued at call time (so calls commit in call order, many per
         group commit), durable once the returned awaitable completes, which gives each
-        batch's sequence (increasing in commit order)."""
+        batch's sequence (increasing in commit order). ``on_stored`` is called with those
+        sequences on the event loop once they are stored, in commit order, and never when
+        the write fails; as soon after the commit as the store can (the embedded store: in
+        the commit's own step, before the awaitable completes)."""
 
     def committed_seq(self, org: str = "") -> int:
         """The highest sequence known committed: a read issued now sees every batch up to

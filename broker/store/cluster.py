@@ -31,7 +31,9 @@ from lockgate.broker.store import (
     Batch,
     LogPosition,
     LogScan,
+    OnStored,
     RetentionRule,
+    call_when_stored,
 )
 from lockgate.broker.store.jetstream import JetStreamLog
 from lockgate.broker.store.postgres import PgStore
@@ -200,8 +202,10 @@ class ClusterStore(PgStore):
 
     # -- the log: JetStream -----------------------------------------------------------------
 
-    def append(self, batches: Sequence[Batch]) -> Awaitable[list[int]]:
-        return self.routes.append(batches)
+    def append(
+        self, batches: Sequence[Batch], on_stored: OnStored | None = None
+    ) -> Awaitable[list[int]]:
+        return call_when_stored(self.routes.append(batches), on_stored)
 
     def committed_seq(self, org: str = "") -> int:
         return self.routes.committed_seq(org)

@@ -32,6 +32,7 @@ from lockgate.broker.store import (
     DeadLetterRecord,
     LogPosition,
     LogScan,
+    OnStored,
     PolicyVersionRecord,
     RetentionRule,
 )
@@ -95,9 +96,12 @@ class SqliteStore(SqliteConsumerState, SqliteConversations, SqliteMetadata):
 
     # -- the log ----------------------------------------------------------------------------
 
-    def append(self, batches: Sequence[Batch]) -> asyncio.Future[list[int]]:
+    def append(
+        self, batches: Sequence[Batch], on_stored: OnStored | None = None
+    ) -> asyncio.Future[list[int]]:
         """Queues ``batches`` for the next group commit now, in call order; the future is
-        done once they are stored and gives their sequences."""
+        done once they are stored and gives their sequences (``on_stored`` has them first,
+        in the commit's own step)."""
         rows = [
             [
                 b.first_id,
@@ -123,7 +127,7 @@ class SqliteStore(SqliteConsumerState, SqliteConversations, SqliteMetadata):
             return list(range(first, first + len(rows)))
 
         size = sum(len(b.body) for b in batches)
-        return self._enqueue(op, size)  # type: ignore[return-value]
+        return self._enqueue(op, size, on_stored)  # type: ignore[return-value]
 
     def committed_seq(self, org: str = "") -> int:
         return self._committed  # one log for every org

@@ -21,7 +21,7 @@ from lockgate.broker.config import Config
 from lockgate.broker.dedup_redis import RedisDedupWindow
 from lockgate.broker.errors import BrokerError, Unavailable
 from lockgate.broker.node import Broker
-from lockgate.broker.store import Batch, Store
+from lockgate.broker.store import Batch, OnStored, Store
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.v1 import cloudevent_pb2
 from tests.support import eventually
@@ -172,9 +172,9 @@ class FailingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def append(self, batches: Sequence[Batch]) -> Any:
+    def append(self, batches: Sequence[Batch], on_stored: OnStored | None = None) -> Any:
         if not self.failing:
-            return self.inner.append(batches)
+            return self.inner.append(batches, on_stored)
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         fut.set_exception(Unavailable("the disk is full", reason="STORE_UNAVAILABLE"))
         return fut

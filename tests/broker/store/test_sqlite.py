@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.broker import wire
-from lockgate.broker.errors import FailedPrecondition
+from lockgate.broker.errors import FailedPrecondition, Unavailable
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.store import AuditQuery, AuditRecord, Batch, LogPosition
 from lockgate.broker.store.sqlite import SqliteStore
@@ -158,3 +158,25 @@ async def test_a_version_2_file_gets_the_scan_indexes(tmp_path: Path) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
     assert {"batches_org_seq", "batches_org_id"} <= names and version == SCHEMA_VERSION
+
+
+async def test_on_stored_has_the_sequences_before_the_write_completes(tmp_path: Path) -> None:
+    """The ephemeral fan-out hangs on ``on_stored``: the embedded store calls it in the
+    commit's own step, before the write's future is done (not a loop turn later, behind
+    whatever grpc completed meanwhile), and never for a write that failed."""
+    s = SqliteStore(tmp_path, fsync="never")
+    await s.open()
+    try:
+        batch = make_batch(IdGenerator(0), "o", "a.b", 2)
+        heard: list[tuple[list[int], bool]] = []
+        write = s.append([batch], lambda seqs: heard.append((seqs, write.done())))
+        seqs = await write
+        assert heard == [(seqs, False)]
+
+        heard.clear()
+        again = s.append([batch], lambda seqs: heard.append((seqs, again.done())))
+        with pytest.raises(Unavailable):  # the same first id again: the commit fails
+            await again
+        assert heard == []
+    finally:
+        await s.close()
