@@ -142,6 +142,14 @@ class BrokerAPI(Protocol):
         self, key: str | None, subject: str, events: Sequence[CloudEvent]
     ) -> PublishResult: ...
 
+    async def publish_encoded(
+        self, key: str | None, subject: str, events: Sequence[bytes]
+    ) -> PublishResult:
+        """:meth:`publish` for events already serialised (``CloudEvent`` wire bytes): an
+        ingest gateway encodes its entries straight to bytes and a remote broker gets them
+        without a message built per event."""
+        ...
+
     async def get_event(self, key: str | None, event_id: int) -> StoredEvent: ...
 
     async def query(
@@ -431,6 +439,12 @@ class LocalAPI:
     ) -> PublishResult:
         out = await self.broker.publish(await self.principal(key, "publish"), subject, events)
         return PublishResult(out.ids, out.duplicates, out.errors)
+
+    async def publish_encoded(
+        self, key: str | None, subject: str, events: Sequence[bytes]
+    ) -> PublishResult:
+        parse = CloudEvent.FromString
+        return await self.publish(key, subject, [parse(raw) for raw in events])
 
     async def get_event(self, key: str | None, event_id: int) -> StoredEvent:
         p = await self.principal(key, "history.read")

@@ -27,6 +27,7 @@ from lockgate.gateways.errors import MalformedJson
 __all__ = [
     "JsonValue",
     "attribute_to_json",
+    "check_extension_name",
     "event_from_json",
     "event_to_json",
     "is_json_type",
@@ -110,13 +111,18 @@ def _event_from_json(doc: object) -> CloudEvent:
     return ev
 
 
-def _set_attr(ev: CloudEvent, name: str, value: object) -> None:
+def check_extension_name(name: str) -> None:
+    """Raises :class:`InvalidEvent` for a name no CloudEvents attribute may have."""
     if name not in _GOOD_NAMES:
         err = check_name(name)
         if err is not None:
             raise err
         if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
             _GOOD_NAMES.add(name)
+
+
+def _set_attr(ev: CloudEvent, name: str, value: object) -> None:
+    check_extension_name(name)
     if type(value) is str:
         set_from_text(ev.attributes[name], name, value)
         return

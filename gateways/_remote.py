@@ -51,7 +51,8 @@ from lockgate.clients._codec import StartSpec as ClientStart
 from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
 from lockgate.clients._targets import Targets, parse_targets
 from lockgate.clients._tls import TLS
-from lockgate.gateways._slices import by_bytes, publish_in_slices
+from lockgate.clients._wire import encode_publish_request
+from lockgate.gateways._slices import FRAMING, by_bytes, by_sizes, publish_in_slices
 
 __all__ = ["CREDENTIAL_POLL_SECONDS", "RemoteAPI", "to_broker_error", "translate"]
 
@@ -146,6 +147,14 @@ def _identity(raw: bytes) -> bytes:
     return raw
 
 
+_SUBSCRIBE_REQUEST = broker_pb2.SubscribeRequest.SerializeToString
+
+
+def _publish_request(request: broker_pb2.PublishRequest | bytes) -> bytes:
+    """A publish request's bytes: :meth:`RemoteAPI.publish_encoded` sends them ready-made."""
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
 class _RemoteSubscription:
     def __init__(
         self,
@@ -221,11 +230,7 @@ class RemoteAPI:
         multi = self._streams.get(key)
         if multi is None:
             de: Callable[[bytes], object] = _PUBLISH_RESPONSE if method == "Publish" else _identity
-            ser = (
-                broker_pb2.PublishRequest.SerializeToString
-                if method == "Publish"
-                else broker_pb2.SubscribeRequest.SerializeToString
-            )
+            ser = _publish_request if method == "Publish" else _SUBSCRIBE_REQUEST
             multi = self._streams[key] = conn.stream_stream(BROKER + method, ser, de)
         return multi
 
@@ -301,7 +306,27 @@ class RemoteAPI:
             too_large,
         )
 
-    async def _publish_one(self, key: str | None, req: broker_pb2.PublishRequest) -> PublishResult:
+    async def publish_encoded(
+        self, key: str | None, subject: str, events: Sequence[bytes]
+    ) -> PublishResult:
+        """:meth:`publish` for ``CloudEvent`` wire bytes: the request is framed around them
+        (``clients._wire``), no message is built per event."""
+        subject_bytes = subject.encode()
+        budget = self.broker_max_message_bytes - len(subject_bytes) - _REQUEST_OVERHEAD
+        sizes = [len(raw) for raw in events]
+        if events and sum(sizes) + FRAMING * len(sizes) <= budget:
+            return await self._publish_one(key, encode_publish_request(subject_bytes, events, 1))
+        slices, too_large = by_sizes(sizes, budget)
+        return await publish_in_slices(
+            lambda part: self._publish_one(key, encode_publish_request(subject_bytes, part, 1)),
+            events,
+            slices,
+            too_large,
+        )
+
+    async def _publish_one(
+        self, key: str | None, req: broker_pb2.PublishRequest | bytes
+    ) -> PublishResult:
 
         async def once(conn: Connection) -> broker_pb2.PublishResponse:
             try:

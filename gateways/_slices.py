@@ -14,15 +14,28 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 from lockgate.broker.api import CloudEvent, PublishResult
 from lockgate.broker.errors import BrokerError, InvalidArgument, Reason
 
-__all__ = ["SLICE_EVENTS", "MessageTooLarge", "by_bytes", "by_count", "publish_in_slices"]
+__all__ = [
+    "FRAMING",
+    "SLICE_EVENTS",
+    "MessageTooLarge",
+    "by_bytes",
+    "by_count",
+    "by_sizes",
+    "publish_in_slices",
+]
+
+E = TypeVar("E", CloudEvent, bytes)
+"""An event as a message or as its wire bytes."""
 
 SLICE_EVENTS = 1000
 """Events per slice of an HTTP batch (a few milliseconds of the broker's loop each)."""
-_FRAMING = 6  # a repeated field's tag and length prefix, at most
+FRAMING = 6
+"""A repeated field's tag and length prefix, at most: an event's bytes in a request."""
 
 
 class MessageTooLarge(InvalidArgument):
@@ -49,12 +62,19 @@ def by_bytes(
 ) -> tuple[list[list[int]], list[tuple[int, BrokerError]]]:
     """Positions in slices whose events serialize to at most ``budget`` bytes together, and
     the events that alone exceed it (refused with :class:`MessageTooLarge`)."""
+    return by_sizes([ev.ByteSize() for ev in events], budget)
+
+
+def by_sizes(
+    sizes: Sequence[int], budget: int
+) -> tuple[list[list[int]], list[tuple[int, BrokerError]]]:
+    """:func:`by_bytes` for events of serialised ``sizes``."""
     slices: list[list[int]] = []
     too_large: list[tuple[int, BrokerError]] = []
     current: list[int] = []
     size = 0
-    for i, ev in enumerate(events):
-        n = ev.ByteSize() + _FRAMING
+    for i, serialized in enumerate(sizes):
+        n = serialized + FRAMING
         if n > budget:
             too_large.append((i, MessageTooLarge(n, budget)))
             continue
@@ -69,8 +89,8 @@ def by_bytes(
 
 
 async def publish_in_slices(
-    publish: Callable[[list[CloudEvent]], Awaitable[PublishResult]],
-    events: Sequence[CloudEvent],
+    publish: Callable[[list[E]], Awaitable[PublishResult]],
+    events: Sequence[E],
     slices: Iterable[Sequence[int]],
     refused: Sequence[tuple[int, BrokerError]] = (),
 ) -> PublishResult:

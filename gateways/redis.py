@@ -39,10 +39,10 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from lockgate.broker.api import BrokerAPI, CloudEvent
+from lockgate.broker.api import BrokerAPI
 from lockgate.broker.errors import BrokerError, InvalidEvent
 from lockgate.clients._backoff import Backoff
-from lockgate.gateways._ingest import dead_letter_record, parse_entry
+from lockgate.gateways._ingest import dead_letter_record, encode_entry
 from lockgate.gateways._report import report_ingest_error, supervise
 
 __all__ = ["RedisIngest", "RedisSettings"]
@@ -122,13 +122,14 @@ def _no_event() -> BrokerError:
 
 @dataclass(slots=True)
 class _Batch:
-    """One read, decoded: its events (``kept``: their positions in ``raws``), the entries
-    to dead-letter, and (streams) the entry ids to XACK once it is stored."""
+    """One read, decoded: its events (``CloudEvent`` wire bytes; ``kept``: their positions
+    in ``raws``), the entries to dead-letter, and (streams) the entry ids to XACK once it is
+    stored."""
 
     origin: str
     subject: str
     raws: list[bytes | str]
-    events: list[CloudEvent]
+    events: list[bytes]
     kept: list[int]
     dead: list[tuple[bytes | str, BrokerError]]
     stream: str = ""
@@ -192,14 +193,16 @@ class RedisIngest:
 
     def _parse(
         self, raws: Sequence[bytes | str], ids: Sequence[str], origin: str, type_: str
-    ) -> tuple[list[CloudEvent], list[int], list[tuple[bytes | str, BrokerError]]]:
-        """The events of ``raws``, their positions, and the entries that are not events."""
-        events: list[CloudEvent] = []
+    ) -> tuple[list[bytes], list[int], list[tuple[bytes | str, BrokerError]]]:
+        """The events of ``raws`` (wire bytes), their positions, and the entries that are not
+        events."""
+        events: list[bytes] = []
         kept: list[int] = []
         bad: list[tuple[bytes | str, BrokerError]] = []
+        source = f"redis://{origin}"
         for i, raw in enumerate(raws):
             try:
-                events.append(parse_entry(raw, ids[i], f"redis://{origin}", type_))
+                events.append(encode_entry(raw, ids[i], source, type_))
                 kept.append(i)
             except BrokerError as err:
                 bad.append((raw, err))
@@ -220,7 +223,7 @@ class RedisIngest:
                     await self._dead_letter(origin, *dead[0])
                     dead.pop(0)
                 if events:
-                    result = await self.api.publish(self.settings.api_key, subject, events)
+                    result = await self.api.publish_encoded(self.settings.api_key, subject, events)
                     self.metrics["published"] += len(events) - len(result.errors)
                     dead = [(raws[kept[pos]], err) for pos, err in result.errors]
                     events = []

@@ -52,6 +52,31 @@ async def test_publish_query_and_per_event_rejections(api: RemoteAPI) -> None:
     assert (await api.get_event(None, result.ids[0])).subject == subject
 
 
+async def test_encoded_events_are_published_in_slices_under_the_brokers_limit(
+    broker: RunningBroker,
+) -> None:
+    """``publish_encoded`` (the ingest gateways' wire bytes) cuts requests under the broker's
+    ``max_message_bytes`` as ``publish`` does, refuses an event no request can carry, and
+    keeps every outcome at its event's position."""
+    api = RemoteAPI(broker.target, broker_max_message_bytes=2048)
+    try:
+        subject = unique("rm.enc.")
+        no_source = cloudevent_pb2.CloudEvent(id="x", spec_version="1.0", type="t")
+        events = [event(i, data=f'"{"a" * 300}"') for i in range(10)]
+        giant = event(99, data=f'"{"a" * 4096}"')
+        raws = [e.SerializeToString() for e in [*events[:5], giant, no_source, *events[5:]]]
+        result = await api.publish_encoded(None, subject, raws)
+        assert [(i, err.reason) for i, err in result.errors] == [
+            (5, "EVENT_TOO_LARGE"),
+            (6, "MISSING_ATTRIBUTE"),
+        ]
+        stored, _ = await api.query(None, subject, limit=100)
+        assert [s.event for s in stored] == events
+        assert [s.id for s in stored] == [i for i in result.ids if i]
+    finally:
+        await api.close()
+
+
 async def test_whole_call_errors_keep_class_and_reason(api: RemoteAPI) -> None:
     with pytest.raises(be.NotFound) as missing:
         await api.get_event(None, 12345)
