@@ -8,37 +8,41 @@ clock, so the nodes' clocks need not agree):
 1. :meth:`RedisDedupWindow.lookup` *claims* every new key before the batch is appended:
    ``SET key 0 NX PX claim GET`` for each. The node whose
    ``SET`` wins appends the event; a node that finds an id answers the duplicate with it; a
-   node that finds a claim (``0``) or a pending id (``p<id>``: another node is appending
-   that event right now) waits until it becomes an id or goes away, then decides again.
-2. :meth:`RedisDedupWindow.remember` replaces the claims by *pending* ids once the events
-   are staged (``p<id>``, still for ``claim`` seconds): the append has not committed yet.
-3. :meth:`RedisDedupWindow.stored` (after the append committed) turns the pending ids into
-   ids for the whole window, in the background, coalescing the batches of many publishes.
+   node that finds a claim (``0``, or ``p<id>`` written by an older version: another node
+   is appending that event right now) waits until it becomes an id or goes away, then
+   decides again.
+2. :meth:`RedisDedupWindow.remember` notes the staged events' ids as *pending*, in the node
+   only: in Redis their keys stay claims, the append has not committed yet.
+3. :meth:`RedisDedupWindow.stored` (after the append committed) turns the claims into ids
+   for the whole window, in the background, coalescing the batches of many publishes.
 4. :meth:`RedisDedupWindow.forget` deletes them when the append failed, so a retry is
    accepted.
 
 An id is therefore only answered as a duplicate once its event is in the log: a node killed
-between staging and committing leaves a pending id, never an id, and the retry through
-another node stores the event (it was an answered duplicate of an event never stored, so an
-acknowledged event lost, before pending ids).
+between staging and committing leaves a claim, never an id, and the retry through another
+node stores the event (it was an answered duplicate of an event never stored, so an
+acknowledged event lost, before claims were held until the commit).
 
-Claims and pending ids last ``claim`` seconds (1 by default) and the node that holds them
-renews them every quarter of that until they are ids or deleted, so a slow append (a loaded
-machine, a backbone that takes its time) keeps them however long it takes, and those of a
-node that died (kill -9 between 1 and 3) run out within ``claim`` seconds of its last
-renewal. That bounds how long a publish retried through another node waits for a dead
+Claims last ``claim`` seconds (1 by default) and the node that holds them renews those older
+than an eighth of that every quarter of it until they are ids or deleted, so a slow append
+(a loaded machine, a backbone that takes its time) keeps them however long it takes, and
+those of a node that died (kill -9 between 1 and 3) run out within ``claim`` seconds of its
+last renewal. That bounds how long a publish retried through another node waits for a dead
 node's events: the client's failover resumes within about ``claim`` seconds (it was a fixed
 5 s claim, which a failover that met one waited out in full). A node that dies after its
-answer and before 3 leaves pending ids that run out: a later retry of those events would be
+answer and before 3 leaves claims that run out: a later retry of those events would be
 stored again (a duplicate, never a loss).
 
-Each step is one command per batch, never a command per event: a Lua script given the
-batch's key digests back to back in one argument (and the ids in another), or one ``DEL``.
-redis-py spends about 20 us of Python per pipelined command and a few per argument, which
-cost more than the whole embedded publish path (46.6 us of CPU per event for the window in
-bench/cluster_bench.py, 3.7 us with the scripts). The scripts name their keys themselves, so
-the window needs one Redis server (not Redis Cluster, which the limiter's multi-key script
-does not support either).
+Redis runs the window's commands one at a time for every node, so its cost per event bounds
+the cluster's publish rate: two writes per event (the claim and the id; step 2 wrote the
+pending id too, and every held claim was renewed every quarter period, about 3.8 commands
+per event in all). Each step is one command per batch, never a command per event: a Lua
+script given the batch's key digests back to back in one argument (and the ids in another),
+or one ``DEL``. redis-py spends about 20 us of Python per pipelined command and a few per
+argument, which cost more than the whole embedded publish path (46.6 us of CPU per event
+for the window in bench/cluster_bench.py, 3.7 us with the scripts). The scripts name their
+keys themselves, so the window needs one Redis server (not Redis Cluster, which the
+limiter's multi-key script does not support either).
 
 Keys are compact: a 128-bit BLAKE2b digest of the key under the prefix, whatever the lengths
 of ``source`` and ``id`` (about 90 bytes of Redis memory per event).
@@ -70,7 +74,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_CLAIM", "RedisDedupWindow"]
 
 DEFAULT_CLAIM = 1.0
-"""Seconds a claim (or a pending id) holds after its node's last renewal: when the node died
+"""Seconds a claim holds after its node's last renewal: when the node died
 before its append committed, a retry through another node waits at most this long for it."""
 _WHAT = "the Redis dedup window"
 
@@ -118,8 +122,8 @@ for i = 1, #blob, 16 do
 end
 return 0
 """
-"""Extends the claims ("0") and pending ids ("p<id>") among the keys: a key that became an
-id meanwhile (stored) is left as it is."""
+"""Extends the claims ("0", or "p<id>" from an older version) among the keys: a key that
+became an id meanwhile (stored) is left as it is."""
 
 
 class RedisDedupWindow:
@@ -216,14 +220,20 @@ class RedisDedupWindow:
                 continue
             # A claim whose publish neither remembered nor forgot it (an error between the
             # two) is renewed no longer than MAX_HOLD: it then runs out as a dead node's does.
-            oldest = time.monotonic() - MAX_HOLD
+            now = time.monotonic()
+            oldest = now - MAX_HOLD
             for k in [k for k, at in self._held.items() if at < oldest]:
                 del self._held[k]
                 self._pending.pop(k, None)
-            if not self._held:
+            # Only claims made half a period ago or more: the others still have at least
+            # 3/4 of ``claim`` to run, and most are stored before the next turn (renewing
+            # every held key cost Redis about one more command per published event).
+            recent = now - every / 2
+            due = [k for k, at in self._held.items() if at <= recent]
+            if not due:
                 continue
             try:
-                blob = b"".join(self._held)
+                blob = b"".join(due)
                 await self._renew(keys=[], args=[self._prefix, self._claim_ms, blob])
                 self.renewals += 1
             except REDIS_ERRORS as exc:
@@ -283,20 +293,13 @@ class RedisDedupWindow:
         return answers
 
     async def remember(self, entries: Sequence[tuple[DedupKey, int]]) -> None:
-        """Records the staged events' ids as pending (see the module): a duplicate is
-        answered with them only once :meth:`stored` says their append committed."""
+        """Records the staged events' ids as pending, here (see the module): their keys
+        stay claimed in Redis, and a duplicate is answered with the ids only once
+        :meth:`stored` says their append committed and writes them."""
         if not entries:
             return
         memo, digest = self._memo, self._key
-        rkeys = [memo.get(key) or digest(key) for key, _ in entries]
-        ids = [(k, event_id) for k, (_, event_id) in zip(rkeys, entries, strict=True)]
-        try:
-            await self._write_ids(ids, self._claim_ms, b"p")
-        except REDIS_ERRORS as exc:
-            self._release(rkeys)  # they run out: a retry elsewhere stores the event
-            raise redis_failed(_WHAT, exc) from exc
-        self._hold(rkeys)  # renewed until stored or forgotten
-        self._pending.update(zip(rkeys, (event_id for _, event_id in entries), strict=True))
+        self._pending.update((memo.get(key) or digest(key), event_id) for key, event_id in entries)
 
     def stored(self, keys: Sequence[DedupKey]) -> None:
         """The append of these remembered keys' events committed: their ids hold for the

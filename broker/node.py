@@ -453,9 +453,11 @@ class Broker:
         subject: str,
         events: Sequence[CloudEvent],
         received: int = 0,
+        *,
+        after: asyncio.Future[Prepared] | None = None,
     ) -> Prepared:
         """See :meth:`Pipeline.prepare`."""
-        return await self.pipeline.prepare(principal, subject, events, received)
+        return await self.pipeline.prepare(principal, subject, events, received, after=after)
 
     async def commit(self, prepared: Prepared) -> PublishOutcome:
         """See :meth:`Pipeline.commit`."""

@@ -149,11 +149,8 @@ def closed_port() -> int:
 async def test_redis_down_fails_closed() -> None:
     window = RedisDedupWindow(f"redis://127.0.0.1:{closed_port()}/0", 60.0)
     try:
-        for call in (
-            window.lookup([K]),
-            window.remember([(K, 1)]),
-            window.forget([K]),
-        ):
+        # remember only notes the pending ids in the node (their keys stay claimed).
+        for call in (window.lookup([K]), window.forget([K])):
             with pytest.raises(Unavailable) as exc:
                 await call
             assert exc.value.reason == "LIMITER_UNAVAILABLE"
@@ -255,3 +252,64 @@ async def test_a_claim_left_unresolved_by_a_live_node_runs_out_after_max_hold(
     await b.remember([(K, 43)])
     b.stored([K])
     assert await a.lookup([K]) == [43]  # (waiting while b's id is pending)
+
+
+async def test_frames_prepared_concurrently_keep_their_order_and_store_an_event_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # As the Publish stream of a cluster node does: each frame looks its keys up while the
+    # previous ones do, and stages after them (``after``): ids and store order are the
+    # stream's, and an event in two frames in flight at once is stored once.
+    window = RedisDedupWindow(redis_url, 60.0, prefix=f"lockgate-test:{uuid.uuid4().hex}:")
+    broker = Broker(
+        Config(data_dir=str(tmp_path), worker_id=1),
+        SqliteStore(tmp_path, fsync="never"),
+        dedup=window,
+    )
+    await broker.start()
+    try:
+        assert broker.pipeline.concurrent
+        frames = [["e1", "e2"], ["e2", "e3"], ["e4"], ["e3", "e5"]]
+        previous: asyncio.Future[Any] | None = None
+        tasks = []
+        for ids in frames:
+            previous = asyncio.ensure_future(
+                broker.prepare(DEV_PRINCIPAL, "dd.x", [event(i) for i in ids], after=previous)
+            )
+            tasks.append(previous)
+        outcomes = [await broker.commit(await t) for t in tasks]
+        assert [o.duplicates for o in outcomes] == [[], [0], [], [0]]
+        (e1, e2), (e2_again, e3), (e4,), (e3_again, e5) = (o.ids for o in outcomes)
+        assert e2_again == e2 and e3_again == e3
+        assert e1 < e2 < e3 < e4 < e5  # ids follow the stream's order
+        stored, _ = await broker.query(DEV_PRINCIPAL, "dd.>")
+        assert [e.event.id for e in stored] == ["e1", "e2", "e3", "e4", "e5"]
+    finally:
+        await broker.stop()
+
+
+async def test_a_frame_after_a_failed_one_stages_nothing_and_lets_its_claims_go(
+    tmp_path: Path, redis_url: str
+) -> None:
+    prefix = f"lockgate-test:{uuid.uuid4().hex}:"
+    window = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=30.0)
+    other = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=30.0)
+    broker = Broker(
+        Config(data_dir=str(tmp_path), worker_id=1),
+        SqliteStore(tmp_path, fsync="never"),
+        dedup=window,
+    )
+    await broker.start()
+    try:
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(Unavailable("the store failed"))
+        with pytest.raises(Unavailable, match="an earlier frame of this publish stream"):
+            await broker.prepare(DEV_PRINCIPAL, "dd.x", [event("e1")], after=failed)
+        # Its claim is let go at once (a 30 s claim held would make this lookup wait).
+        key = (DEV_PRINCIPAL.org, "/src", "e1")
+        assert await asyncio.wait_for(other.lookup([key]), 5) == [0]
+        await other.forget([key])
+        assert (await broker.query(DEV_PRINCIPAL, "dd.>"))[0] == []
+    finally:
+        await broker.stop()
+        await other.close()
