@@ -21,7 +21,6 @@ from lockgate.clients._channel import BROKER, Connection, bearer
 from lockgate.clients._codec import (
     AttributeValue,
     StartSpec,
-    complete_cloudevent,
     default_source,
     to_cloudevent,
     to_duration,
@@ -45,7 +44,7 @@ from lockgate.clients._requests import Requester
 from lockgate.clients._subscription import Subscription
 from lockgate.clients._targets import Targets, parse_targets
 from lockgate.clients._tls import TLS
-from lockgate.clients._wire import EventEncoder
+from lockgate.clients._wire import EventEncoder, entry_event_size
 
 __all__ = ["Client"]
 
@@ -114,8 +113,6 @@ class Client:
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._encoder = EventEncoder()
         self._pull_ackers: dict[str, PullAcker] = {}
-        self._id_prefix = os.urandom(8).hex()
-        self._id_counter = 0
         self._max_event_bytes = max_message_bytes - 1024
         self._keystore_spec = keystore
         self._conversations: Conversations | None = None
@@ -313,22 +310,13 @@ class Client:
         self._require()
         publisher = self._publisher
         assert publisher is not None
-        if isinstance(data, cloudevent_pb2.CloudEvent):
-            raw = complete_cloudevent(data, type=type, source=source or self.source)
-            raw_bytes = raw.SerializeToString()
-        else:
-            raw_bytes = self._encoder.encode(
-                data,
-                type=type,
-                source=source or self.source,
-                id=id or self._new_id(),
-                attributes=attributes,
-                datacontenttype=datacontenttype,
-            )
-        if len(raw_bytes) > self._max_event_bytes:
-            raise self._too_large(len(raw_bytes))
-        batch = publisher.batch_for(subject, len(raw_bytes))
-        index = batch.add(raw_bytes)
+        event = self._encoder.entry(
+            data, type, source or self.source, id, attributes, datacontenttype
+        )
+        if len(event) > self._max_event_bytes:
+            self._check_size(event)
+        batch = publisher.batch_for(subject, len(event))
+        index = batch.add(event)
         if timeout is None:
             try:
                 await batch.future
@@ -348,10 +336,10 @@ class Client:
             hint="send a reference to the data instead, or raise max_message_bytes",
         )
 
-    def _new_id(self) -> str:
-        # A random per-client prefix and a counter: unique like uuid4, several times cheaper.
-        self._id_counter += 1
-        return f"{self._id_prefix}{self._id_counter:016x}"
+    def _check_size(self, event: bytes) -> None:
+        size = entry_event_size(event)
+        if size > self._max_event_bytes:
+            raise self._too_large(size)
 
     async def publish_batch(
         self,
@@ -402,16 +390,11 @@ class Client:
         publisher = self._publisher
         assert publisher is not None
         src = source or self.source
-        encode = self._encoder.encode
-        events = [
-            complete_cloudevent(item, type=type, source=src).SerializeToString()
-            if isinstance(item, cloudevent_pb2.CloudEvent)
-            else encode(item, type=type, source=src, id=self._new_id())
-            for item in items
-        ]
+        events = self._encoder.entries(items, type, src)
+        limit = self._max_event_bytes
         for raw in events:
-            if len(raw) > self._max_event_bytes:
-                raise self._too_large(len(raw))
+            if len(raw) > limit:
+                self._check_size(raw)
         await publisher.room()
         # Fresh frames, so this call's events stay together; all queued before awaiting any.
         chunks: list[Batch] = []

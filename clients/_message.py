@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 from lockgate.broker.v1.reasons import Reason
@@ -201,7 +201,7 @@ class StoredEvent(Event):
         return f"StoredEvent(id={self.id}, subject={self.subject!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PublishResult:
     """The outcome of one event of an explicit batch: its id, or why it was rejected."""
 
@@ -209,7 +209,20 @@ class PublishResult:
     duplicate: bool = False
     error: LockgateError | None = None
 
+    def __init__(self, id: int, duplicate: bool = False, error: LockgateError | None = None):
+        # A frozen dataclass's own __init__ sets each field through object.__setattr__, about
+        # 1 µs an instance: a third of the publisher's CPU in a 500-event publish_batch. The
+        # slots' descriptors set them directly; the instance stays frozen (no __setattr__).
+        _set_id(self, id)
+        _set_duplicate(self, duplicate)
+        _set_error(self, error)
+
     @property
     def ok(self) -> bool:
         """True when the broker stored (or had already stored) the event."""
         return self.error is None
+
+
+_set_id = cast(Any, PublishResult.__dict__["id"]).__set__
+_set_duplicate = cast(Any, PublishResult.__dict__["duplicate"]).__set__
+_set_error = cast(Any, PublishResult.__dict__["error"]).__set__

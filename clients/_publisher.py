@@ -37,7 +37,7 @@ from lockgate.clients._errors import (
     error_for_reason,
     from_rpc_error,
 )
-from lockgate.clients._wire import encode_publish_request
+from lockgate.clients._wire import encode_publish_frame
 
 __all__ = ["Batch", "Publisher"]
 
@@ -79,7 +79,7 @@ class Batch:
 
     def __init__(self, subject: str, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         self.subject = subject
-        self.events: list[bytes] = []  # encoded CloudEvents
+        self.events: list[bytes] = []  # the events' PublishRequest entries (clients._wire)
         # All publishers of the batch await this one future (a future per event costs ~40%
         # of the publish path). A cancelled publisher cancels it for everybody; the others
         # notice and wait again (see rewait), so the happy path pays nothing for this.
@@ -96,7 +96,7 @@ class Batch:
         return len(self.events)
 
     def add(self, raw: bytes) -> int:
-        """Append an encoded event; returns its position."""
+        """Append an event's entry (:func:`clients._wire.entry`); returns its position."""
         self.events.append(raw)
         return len(self.events) - 1
 
@@ -314,7 +314,7 @@ class Publisher:
                 frames.append((batch, batch_id))
             for batch, batch_id in frames:
                 subject = batch.subject.encode()
-                await call.write(encode_publish_request(subject, batch.events, batch_id))
+                await call.write(encode_publish_frame(subject, batch.events, batch_id))
                 self.frames_sent += 1
 
     async def _read(self, call: PublishCall) -> None:

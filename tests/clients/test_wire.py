@@ -10,8 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
+from lockgate.broker.wire import encode_varint
+from lockgate.clients import PublishResult
 from lockgate.clients._codec import decode_attributes, decode_data, to_cloudevent
-from lockgate.clients._wire import EventEncoder, encode_publish_request
+from lockgate.clients._wire import (
+    EventEncoder,
+    encode_publish_frame,
+    encode_publish_request,
+    entry_event_size,
+)
 
 
 @dataclasses.dataclass
@@ -91,3 +98,59 @@ def test_publish_request_frame() -> None:
     req = broker_pb2.PublishRequest.FromString(frame)
     assert (req.subject, req.batch_id, len(req.events)) == ("orders.eu", 77, 300)
     assert [decode_data(e) for e in req.events] == list(range(300))
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.text(max_size=300),
+            st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+            st.integers(),
+        ),
+        max_size=40,
+    )
+)
+def test_batch_entries_decode_like_single_events(items: list[object]) -> None:
+    enc = EventEncoder()
+    entries = enc.entries(items, "t.x", "agent://a")
+    alone = [enc.entry(item, "t.x", "agent://a") for item in items]
+    frame = encode_publish_frame(b"a.b", [*entries, *alone], 9)
+    req = broker_pb2.PublishRequest.FromString(frame)
+    assert req.subject == "a.b" and req.batch_id == 9
+    ids = [e.id for e in req.events]
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 for i in ids)  # fresh, distinct
+    for event, item in zip(req.events, [*items, *items], strict=True):
+        expected = to_cloudevent(item, type="t.x", source="agent://a", id=event.id)
+        assert event == expected
+    for raw, event in zip([*entries, *alone], req.events, strict=True):
+        assert entry_event_size(raw) == event.ByteSize()
+
+
+def test_an_entry_keeps_a_given_id_and_completes_a_cloudevent() -> None:
+    enc = EventEncoder()
+    given_id = broker_pb2.PublishRequest.FromString(
+        encode_publish_frame(b"s", [enc.entry("x", "t", "src", "my-id")], 1)
+    ).events[0]
+    assert (given_id.id, given_id.text_data) == ("my-id", "x")
+    own = cloudevent_pb2.CloudEvent(id="e1", binary_data=b"\x00")
+    [completed] = broker_pb2.PublishRequest.FromString(
+        encode_publish_frame(b"s", enc.entries([own], "t", "src"), 1)
+    ).events
+    assert (completed.id, completed.type, completed.source, completed.binary_data) == (
+        "e1",
+        "t",
+        "src",
+        b"\x00",
+    )
+    big = enc.entry(b"z" * 20_000, "t", "s")
+    assert entry_event_size(big) == len(big) - 1 - len(encode_varint(entry_event_size(big)))
+
+
+def test_publish_results_stay_frozen_values() -> None:
+    ok = PublishResult(7)
+    assert (ok.id, ok.duplicate, ok.error, ok.ok) == (7, False, None, True)
+    assert ok == PublishResult(7) and hash(ok) == hash(PublishResult(7)) and ok != PublishResult(8)
+    assert repr(PublishResult(3, True)) == "PublishResult(id=3, duplicate=True, error=None)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ok.id = 8  # type: ignore[misc]
