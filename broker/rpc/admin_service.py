@@ -119,10 +119,14 @@ class AdminService(Servicer):
                 node.subscriptions = card.subscriptions
                 node.durables = card.durables
         lags = dict(broker.durables.lags())
-        for (org, name), c in sorted(list(broker.durables.consumers.items())):
-            if scope is not None and org != scope:
-                continue
-            dead = await broker.store.list_dead_letters(org, name, (0, 0), _DEAD_CAP + 1)
+        shown = sorted(
+            (key, c)
+            for key, c in list(broker.durables.consumers.items())
+            if scope is None or key[0] == scope
+        )
+        counts = await broker.store.count_dead_letters([k for k, _ in shown], _DEAD_CAP + 1)
+        for (org, name), c in shown:
+            dead = counts.get((org, name), 0)
             resp.durables.add(
                 org=org,
                 name=name,
@@ -130,8 +134,8 @@ class AdminService(Servicer):
                 ready_count=len(c.ready),
                 lag=lags.get(f"durable:{org}/{name}", 0),
                 connected=len(c.sessions),
-                dead_letters=min(len(dead), _DEAD_CAP),
-                dead_letters_capped=len(dead) > _DEAD_CAP,
+                dead_letters=min(dead, _DEAD_CAP),
+                dead_letters_capped=dead > _DEAD_CAP,
             )
         return resp
 

@@ -496,6 +496,13 @@ class DeadLetterStore(Protocol):
         self, org: str, durable: str, ids: Sequence[int] | None
     ) -> list[int]: ...
 
+    async def count_dead_letters(
+        self, durables: Sequence[tuple[str, str]], cap: int
+    ) -> dict[tuple[str, str], int]:
+        """The dead letters of each ``(org, durable)``, each counted up to ``cap`` (so a
+        count of ``cap`` means "at least"), in one query: a status asks every second."""
+        ...
+
 
 class KeyStore(Protocol):
     async def put_key(self, record: ApiKeyRecord) -> None: ...

@@ -233,6 +233,22 @@ class PgDeadLetters(PgDatabase):
 
         return await self._read("read the dead letters", q)
 
+    async def count_dead_letters(
+        self, durables: Sequence[tuple[str, str]], cap: int
+    ) -> dict[tuple[str, str], int]:
+        sql = (
+            "SELECT d.org, d.durable, (SELECT count(*) FROM (SELECT 1 FROM dead_letters x "
+            "WHERE x.org = d.org AND x.durable = d.durable LIMIT $3) s) "
+            "FROM unnest($1::text[], $2::text[]) AS d(org, durable)"
+        )
+        orgs, names = [o for o, _ in durables], [n for _, n in durables]
+
+        async def q(c: asyncpg.Connection) -> dict[tuple[str, str], int]:
+            rows = await c.fetch(sql, orgs, names, max(cap, 0))
+            return {(r[0], r[1]): int(r[2]) for r in rows}
+
+        return await self._read("count the dead letters", q) if durables else {}
+
     async def remove_dead_letters(
         self, org: str, durable: str, ids: Sequence[int] | None
     ) -> list[int]:

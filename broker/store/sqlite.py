@@ -283,6 +283,23 @@ class SqliteStore(SqliteConsumerState, SqliteConversations, SqliteMetadata):
 
         return await self._read(q)
 
+    async def count_dead_letters(
+        self, durables: Sequence[tuple[str, str]], cap: int
+    ) -> dict[tuple[str, str], int]:
+        # One JSON parameter however many durables (SQLite bounds a statement's variables).
+        sql = (
+            "WITH d(org, durable) AS (SELECT json_extract(value, '$[0]'), "
+            "json_extract(value, '$[1]') FROM json_each(?)) "
+            "SELECT d.org, d.durable, (SELECT count(*) FROM (SELECT 1 FROM dead_letters x "
+            "WHERE x.org = d.org AND x.durable = d.durable LIMIT ?)) FROM d"
+        )
+        args = (json.dumps([list(k) for k in durables]), max(cap, 0))
+
+        def q(c: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            return {(org, name): n for org, name, n in c.execute(sql, args)}
+
+        return await self._read(q) if durables else {}
+
     async def remove_dead_letters(
         self, org: str, durable: str, ids: Sequence[int] | None
     ) -> list[int]:

@@ -27,6 +27,22 @@ async def test_dead_letters(metadata: DeadLetterStore) -> None:
     assert await metadata.list_dead_letters("o", "d", (0, 0), 10) == []
 
 
+async def test_dead_letters_counted_for_many_durables_at_once(metadata: DeadLetterStore) -> None:
+    recs = [DeadLetterRecord("o", "d", i, 5, 1000 + i) for i in range(1, 6)]
+    recs += [DeadLetterRecord("o", "e", 1, 5, 1000), DeadLetterRecord("p", "d", 7, 5, 1000)]
+    await metadata.add_dead_letters(recs)
+    wanted = [("o", "d"), ("o", "e"), ("p", "d"), ("o", "none")]
+    assert await metadata.count_dead_letters(wanted, 10) == {
+        ("o", "d"): 5,
+        ("o", "e"): 1,
+        ("p", "d"): 1,
+        ("o", "none"): 0,
+    }
+    capped = await metadata.count_dead_letters(wanted, 3)  # counted up to the cap only
+    assert capped[("o", "d")] == 3 and capped[("o", "e")] == 1
+    assert await metadata.count_dead_letters([], 10) == {}
+
+
 async def test_keys(metadata: KeyStore) -> None:
     rec = ApiKeyRecord("k1", "hash", "acme", "a1", ("admin",), 1)
     await metadata.put_key(rec)
