@@ -37,8 +37,8 @@ from lockgate.clients._errors import (
 )
 from lockgate.clients._keystore import Keystore
 from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
-from lockgate.clients._publisher import MAX_EVENTS, Batch, Publisher
 from lockgate.clients._publisher import WINDOW as PUBLISH_WINDOW
+from lockgate.clients._publisher import Batch, Publisher
 from lockgate.clients._pull import PullAcker
 from lockgate.clients._requests import Requester
 from lockgate.clients._subscription import Subscription
@@ -396,23 +396,9 @@ class Client:
             if len(raw) > limit:
                 self._check_size(raw)
         await publisher.room()
-        # Fresh frames, so this call's events stay together; all queued before awaiting any.
-        chunks: list[Batch] = []
-        batch: Batch | None = None
-        for raw in events:
-            if (
-                batch is None
-                or len(batch.events) >= MAX_EVENTS
-                or batch.nbytes + len(raw) > publisher.max_frame_bytes
-            ):
-                batch = publisher.batch_for(subject, publisher.max_frame_bytes + 1)
-                batch.nbytes = 0
-                chunks.append(batch)
-            batch.add(raw)
-            batch.nbytes += len(raw)
-        for batch in chunks:
-            batch.nbytes = publisher.max_frame_bytes + 1  # full: no publish() joins it
-        return chunks
+        # Frames of their own, so this call's events stay together; all queued before
+        # awaiting any.
+        return publisher.queue(subject, events)
 
     @staticmethod
     async def _batch_results(chunks: list[Batch]) -> list[PublishResult]:

@@ -202,13 +202,45 @@ class Publisher:
             or len(batch.events) >= MAX_EVENTS
             or batch.nbytes + nbytes > self.max_frame_bytes
         ):
-            batch = Batch(subject, self._loop, self._loop.time() + self.publish_timeout)
-            self._open[subject] = batch
-            self._queue.append(batch)
-            if self._task is None:
-                self._task = self._loop.create_task(self._run(), name="lockgate-publisher")
-            self._wake.set()
+            batch = self._open[subject] = self._enqueue(subject)
         batch.nbytes += nbytes
+        return batch
+
+    def queue(self, subject: str, entries: list[bytes]) -> list[Batch]:
+        """Queue ``entries`` as frames of their own (``MAX_EVENTS`` and ``max_frame_bytes`` at
+        most), after everything queued so far: later publishes of ``subject`` go to a frame
+        behind them, so the subject's order is the call order."""
+        if self._closed:
+            raise LockgateError("the client is closed", reason=Reason.CLOSED)
+        self._open.pop(subject, None)
+        limit = self.max_frame_bytes
+        total = sum(map(len, entries))
+        if len(entries) <= MAX_EVENTS and total <= limit:
+            parts = [(entries, total)] if entries else []
+        else:
+            parts = []
+            start = size = 0
+            for end, raw in enumerate(entries):
+                if end - start >= MAX_EVENTS or (size + len(raw) > limit and end > start):
+                    parts.append((entries[start:end], size))
+                    start = end
+                    size = 0
+                size += len(raw)
+            parts.append((entries[start:], size))
+        batches = []
+        for events, nbytes in parts:
+            batch = self._enqueue(subject)
+            batch.events = events
+            batch.nbytes = nbytes
+            batches.append(batch)
+        return batches
+
+    def _enqueue(self, subject: str) -> Batch:
+        batch = Batch(subject, self._loop, self._loop.time() + self.publish_timeout)
+        self._queue.append(batch)
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name="lockgate-publisher")
+        self._wake.set()
         return batch
 
     def backlog(self) -> int:

@@ -46,6 +46,8 @@ _ENTRY = b"\x12"  # PublishRequest.events
 _ID_TAG = b"\x0a\x20"  # CloudEvent.id, 32 bytes long: a generated id
 _TEXT = b"\x3a"  # CloudEvent.text_data
 _BINARY = b"\x32"  # CloudEvent.binary_data
+_LOW3 = [b"%03x" % k for k in range(4096)]  # an id's last 3 hex digits
+_HIGH_MASK = (1 << 52) - 1  # an id's counter is 16 hex digits: 13 high, 3 low
 
 
 class EventEncoder:
@@ -175,6 +177,9 @@ class EventEncoder:
         text_head = self._head(source, type, TEXT_PLAIN)
         prefix = self._id_prefix
         n = self._id_counter
+        # The id's first 29 digits change once in 4096 events: only the last 3 are looked up.
+        high_of = -1
+        high = b""
         try:
             for item in items:
                 n += 1
@@ -187,13 +192,17 @@ class EventEncoder:
                     self._id_counter = n - 1
                     append(self.entry(item, type, source))
                     continue
+                if n >> 12 != high_of:
+                    high_of = n >> 12
+                    high = b"\x0a\x20%s%013x" % (prefix, high_of & _HIGH_MASK)
                 size = varint(len(body))  # type: ignore[arg-type]
                 append(
                     join(
                         (
                             _ENTRY,
                             varint(35 + len(head) + len(size) + len(body)),  # type: ignore[arg-type]
-                            b"\x0a\x20%s%016x" % (prefix, n & 0xFFFF_FFFF_FFFF_FFFF),
+                            high,
+                            _LOW3[n & 0xFFF],
                             head,
                             tag,
                             size,

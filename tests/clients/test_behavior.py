@@ -256,6 +256,20 @@ async def test_pipelined_batches_keep_their_order_per_subject(broker: RunningBro
     assert [m.id for m in got] == ids
 
 
+async def test_publishes_around_batches_are_stored_in_call_order(broker: RunningBroker) -> None:
+    subject = unique("around")
+    async with Client(broker.target) as c:
+        await c.publish(subject, "warm")
+        calls: list[Awaitable[object]] = []
+        for i in range(20):
+            calls.append(asyncio.ensure_future(c.publish(subject, f"p{i}")))
+            await asyncio.sleep(0)  # the publish joins (or opens) its subject's open frame
+            calls.append(await c.publish_batch_async(subject, [f"b{i}", f"c{i}"]))
+        await asyncio.wait_for(asyncio.gather(*calls), 10)
+        events = [e.data async for e in c.query_events(subject)]
+    assert events == ["warm", *[x for i in range(20) for x in (f"p{i}", f"b{i}", f"c{i}")]]
+
+
 async def test_a_full_window_holds_the_next_batch_back(broker: RunningBroker) -> None:
     subject = unique("window")
     async with TcpProxy(broker.target) as proxy, Client(proxy.target, publish_window=2) as c:

@@ -154,3 +154,15 @@ def test_publish_results_stay_frozen_values() -> None:
     assert repr(PublishResult(3, True)) == "PublishResult(id=3, duplicate=True, error=None)"
     with pytest.raises(dataclasses.FrozenInstanceError):
         ok.id = 8  # type: ignore[misc]
+
+
+def test_fresh_ids_count_up_across_batches_and_single_events() -> None:
+    enc = EventEncoder()
+    first = enc.entries([b"x"] * 5000, "t", "s")  # past a 4096 boundary of the counter
+    single = enc.entry(b"x", "t", "s")
+    events = broker_pb2.PublishRequest.FromString(
+        encode_publish_frame(b"s", [*first, single, *enc.entries(["y"], "t", "s")], 1)
+    ).events
+    prefixes = {e.id[:16] for e in events}
+    counters = [int(e.id[16:], 16) for e in events]
+    assert len(prefixes) == 1 and counters == list(range(counters[0], counters[0] + 5002))
