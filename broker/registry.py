@@ -6,7 +6,9 @@ node's own backbone (``--backbone``): :meth:`BackboneRegistry.backbone_for`. The
 the records in memory and reloads them when it changes one, when another node's
 ``registry_changed`` notice arrives, and on a poll every second; ``on_change`` listeners
 (the multi-backbone routing) hear of every change. Writes and refused writes are recorded in
-the audit log (``registry.create``, ``registry.update``, ``registry.delete``).
+the audit log (``registry.create``, ``registry.update``, ``registry.delete``). An endpoint's
+credentials are stored and used, never shown: reads, refusals and the audit log carry
+:func:`shown_endpoint`, and an update that sends the endpoint as it reads back keeps them.
 
 Example::
 
@@ -25,7 +27,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from lockgate.broker.audit import AuditLog
-from lockgate.broker.config import redact_url
+from lockgate.broker.config import REDACTED, redact_url
 from lockgate.broker.errors import (
     AlreadyExists,
     BrokerError,
@@ -35,7 +37,13 @@ from lockgate.broker.errors import (
 )
 from lockgate.broker.store import BackboneRecord, RegistryConflict, RegistryStore
 
-__all__ = ["STATUSES", "BackboneRegistry", "RegistryFollower", "check_backbone"]
+__all__ = [
+    "STATUSES",
+    "BackboneRegistry",
+    "RegistryFollower",
+    "check_backbone",
+    "shown_endpoint",
+]
 
 log = logging.getLogger("lockgate.registry")
 STATUSES = ("active", "degraded", "maintenance", "down")
@@ -52,6 +60,20 @@ class RegistryFollower(Protocol):
     store's log, the cluster backbone): told the pins at start and after every change."""
 
     def follow_pins(self, pins: Mapping[str, BackboneRecord]) -> None: ...
+
+
+def shown_endpoint(endpoint: str) -> str:
+    """A backbone endpoint as the registry shows it (reads, refusals, the audit log): without
+    its credentials, whole user part included (NATS takes a bare token there).
+
+    >>> shown_endpoint("nats://u:s3cr3t@eu.example:4222")
+    'nats://<redacted>@eu.example:4222'
+    """
+    return redact_url(endpoint, user_is_secret=True)
+
+
+def _shown(rec: BackboneRecord) -> BackboneRecord:
+    return dataclasses.replace(rec, endpoint=shown_endpoint(rec.endpoint))
 
 
 def _bad(field: str, message: str, hint: str) -> InvalidArgument:
@@ -82,11 +104,18 @@ def check_backbone(rec: BackboneRecord) -> BackboneRecord:
         or len(rec.endpoint) > _MAX_ENDPOINT
     ):
         # The refusal repeats the endpoint without its credentials (it may carry a token).
-        shown = redact_url(rec.endpoint[:200], user_is_secret=True)
+        shown = shown_endpoint(rec.endpoint[:200])
         raise _bad(
             "endpoint",
             f"backbone endpoint {shown!r} is not a nats:// or tls:// HOST:PORT URL",
             "e.g. nats://nats.eu.example:4222",
+        )
+    if REDACTED in rec.endpoint:
+        raise _bad(
+            "endpoint",
+            f"backbone endpoint {shown_endpoint(rec.endpoint)!r} has {REDACTED} for credentials",
+            "give the credentials in full (an update that keeps the host and port may send "
+            "the endpoint as it reads back: the stored credentials stay)",
         )
     for field, names in (("org_ids", rec.orgs), ("cluster_ids", rec.clusters)):
         if len(names) > _MAX_NAMES:
@@ -138,7 +167,7 @@ def _unknown(backbone_id: str) -> NotFound:
 
 def _detail(rec: BackboneRecord) -> dict[str, str]:
     return {
-        "endpoint": redact_url(rec.endpoint, user_is_secret=True),
+        "endpoint": shown_endpoint(rec.endpoint),
         "orgs": ",".join(rec.orgs)[:1000],
         "clusters": ",".join(rec.clusters)[:1000],
         "region": rec.region,
@@ -194,13 +223,15 @@ class BackboneRegistry:
         return True
 
     async def get(self, backbone_id: str) -> BackboneRecord:
+        """The record as an admin reads it (its endpoint as :func:`shown_endpoint`)."""
         rec = await self.store.get_backbone(backbone_id)
         if rec is None:
             raise _unknown(backbone_id)
-        return rec
+        return _shown(rec)
 
     async def list(self) -> list[BackboneRecord]:
-        return await self.store.list_backbones()
+        """Every record as an admin reads it (endpoints as :func:`shown_endpoint`)."""
+        return [_shown(r) for r in await self.store.list_backbones()]
 
     async def create(self, rec: BackboneRecord) -> BackboneRecord:
         return await self._put(rec, create=True)
@@ -211,6 +242,8 @@ class BackboneRegistry:
     async def _put(self, rec: BackboneRecord, *, create: bool) -> BackboneRecord:
         action = "registry.create" if create else "registry.update"
         try:
+            if not create:
+                rec = await self._with_credentials(rec)
             rec = check_backbone(rec)
             conflict = await self.store.put_backbone(rec, create=create)
             if conflict is not None:
@@ -222,6 +255,14 @@ class BackboneRegistry:
         self.audit.record(action, target=rec.id, detail=_detail(rec))
         await self._made(rec.id)
         return await self.get(rec.id)
+
+    async def _with_credentials(self, rec: BackboneRecord) -> BackboneRecord:
+        """``rec`` with the stored endpoint when it sends that endpoint as it reads back (a
+        read-modify-write such as ``lockgate backbones update`` keeps the credentials)."""
+        current = await self.store.get_backbone(rec.id)
+        if current is not None and rec.endpoint == shown_endpoint(current.endpoint):
+            return dataclasses.replace(rec, endpoint=current.endpoint)
+        return rec
 
     async def delete(self, backbone_id: str) -> None:
         if not await self.store.delete_backbone(backbone_id):

@@ -461,6 +461,45 @@ async def test_registry_and_config_over_http(env: Env) -> None:
             assert (resp.status, doc["reason"]) == (404, "UNKNOWN_VERSION")
 
 
+# -- credentials in reads --------------------------------------------------------------------
+
+
+async def test_reads_never_show_an_endpoints_credentials(env: Env) -> None:
+    """Stored and used, never shown: gRPC, HTTP and the CLI read the endpoint redacted as the
+    audit log does, and the CLI's update (a read-modify-write) keeps the credentials."""
+    md, bid = env.md("admin"), _id()
+    secret, shown = "nats://ops:s3cr3t@127.0.0.1:4222", "nats://<redacted>@127.0.0.1:4222"
+    bb = registry_pb2.Backbone(id=bid, endpoint=secret)
+    r = env.registry
+    created = await r.CreateBackbone(registry_pb2.CreateBackboneRequest(backbone=bb), metadata=md)
+    assert created.backbone.endpoint == shown
+    got = await r.GetBackbone(registry_pb2.GetBackboneRequest(id=bid), metadata=md)
+    assert got.backbone.endpoint == shown
+    listed = await r.ListBackbones(registry_pb2.ListBackbonesRequest(), metadata=md)
+    assert [b.endpoint for b in listed.backbones if b.id == bid] == [shown]
+
+    admin = {"Authorization": f"Bearer {env.keys['admin']}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{env.http}/v1/backbones/{bid}", headers=admin) as resp:
+            assert (await resp.json())["endpoint"] == shown
+        async with http.get(f"{env.http}/v1/backbones", headers=admin) as resp:
+            docs = (await resp.json())["backbones"]
+            assert [b["endpoint"] for b in docs if b["id"] == bid] == [shown]
+
+    out = await asyncio.to_thread(_cli, env, "admin", "backbones", "get", bid)
+    assert out.returncode == 0 and json.loads(out.stdout)["endpoint"] == shown
+    out = await asyncio.to_thread(_cli, env, "admin", "backbones", "list")
+    assert "s3cr3t" not in out.stdout and shown in out.stdout
+    # The update sends back the endpoint it read; a literal "<redacted>" would be refused.
+    out = await asyncio.to_thread(
+        _cli, env, "admin", "backbones", "update", bid, "--status", "maintenance"
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert (doc["endpoint"], doc["status"]) == (shown, "maintenance")
+    await r.DeleteBackbone(registry_pb2.DeleteBackboneRequest(id=bid), metadata=md)
+
+
 # -- the CLI ---------------------------------------------------------------------------------
 
 
