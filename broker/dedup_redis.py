@@ -213,11 +213,14 @@ class RedisDedupWindow:
             pending.pop(k, None)
 
     async def _renew_loop(self) -> None:
+        """Renews this node's claims until it holds none (the next claim starts it again:
+        an idle node does not wake four times a second for nothing)."""
         every = self._claim_ms / 4000
         while True:
             await asyncio.sleep(every)
             if not self._held:
-                continue
+                self._renewer = None
+                return
             # A claim whose publish neither remembered nor forgot it (an error between the
             # two) is renewed no longer than MAX_HOLD: it then runs out as a dead node's does.
             now = time.monotonic()

@@ -261,7 +261,9 @@ class Broker:
         await self.store.close()
 
     async def _ticker(self) -> None:
+        running = self.durables.some_running
         while True:
+            await running.wait()
             await asyncio.sleep(0.05)
             self.durables.tick(time.monotonic())
 

@@ -14,7 +14,9 @@ A message that is not a batch (a foreign publisher on the log's subjects, a dama
 logged and terminated: retrying it would block the logger for ever.
 
 The lag is the number of log messages (batches) stored but not yet logged: the stream's last
-sequence minus the consumer's ack floor, refreshed every ``lag_interval`` seconds.
+sequence minus the consumer's ack floor, refreshed every ``lag_interval`` seconds, and every
+``_IDLE_ROUNDS`` intervals while it is 0 and this logger fetches nothing (an idle node made
+two JetStream requests a second for a lag of 0; its next fetch refreshes it at once).
 
 Example::
 
@@ -52,6 +54,7 @@ __all__ = ["LOGGER_DURABLE", "LoggerStats", "MessageLogger"]
 LOGGER_DURABLE = "lockgate-logger"
 
 _YIELD_EVERY = 256
+_IDLE_ROUNDS = 5
 """Events decoded between two yields to the event loop."""
 
 _log = logging.getLogger("lockgate.history.logger")
@@ -133,6 +136,8 @@ class MessageLogger:
         self._prepared = False
         self._prepare_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._fetched = asyncio.Event()
+        """Set when this logger fetches messages (the lag is measured again)."""
         self._sub: JetStreamContext.PullSubscription | None = None
         if telemetry is not None:
             telemetry.observe_history_lag(lambda: self.lag)
@@ -206,6 +211,7 @@ class MessageLogger:
                 attempt += 1
                 continue
             attempt = 0
+            self._fetched.set()
             await self._queue.put(await self._decode(msgs))
 
     async def _decode(self, msgs: list[Msg]) -> _Work:
@@ -279,8 +285,14 @@ class MessageLogger:
 
     async def _lag_loop(self) -> None:
         while True:
+            self._fetched.clear()
             await self.measure_lag()
             await asyncio.sleep(self.lag_interval)
+            if self.lag == 0 and not self._fetched.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._fetched.wait(), self.lag_interval * (_IDLE_ROUNDS - 1)
+                    )
 
     async def measure_lag(self) -> int | None:
         """Reads the stream's last sequence and the consumer's ack floor now; returns the
