@@ -22,9 +22,14 @@ from types import TracebackType
 __all__ = ["TcpProxy"]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Link:
-    """One proxied connection: whether each direction drops what it reads."""
+    """One proxied connection: whether each direction drops what it reads.
+
+    Compared by identity: ``links.remove(link)`` must drop this connection's own link, not
+    the first one with equal flags (which left a live connection's link out of ``links``, so
+    ``stall()`` missed it when a client had reconnected before the stall).
+    """
 
     drop_to_server: bool = False
     drop_to_client: bool = False
@@ -43,6 +48,8 @@ class TcpProxy:
         #: Connections accepted so far (refused ones included): a client reconnected when
         #: this grows.
         self.connections = 0
+        #: Bytes that stalled connections read and forgot: proof that a stall took effect.
+        self.dropped = 0
         self._new = _Link()  # the state new connections start in
         self._refusing = False
 
@@ -82,6 +89,7 @@ class TcpProxy:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
                     if link.drop_to_server if to_server else link.drop_to_client:
+                        self.dropped += len(data)
                         continue  # a stalled connection: read and forget
                     dst.write(data)
                     await dst.drain()
