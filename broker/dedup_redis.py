@@ -2,47 +2,52 @@
 
 A publish retried through another node (the client failing over) must be stored once, and a
 publish whose append failed must not be remembered. Each event's key ``(org, source, id)``
-is one Redis key holding the id it was stored under, expiring after the window (Redis's
-clock, so the nodes' clocks need not agree):
+is one Redis key, expiring after the window (Redis's clock, so the nodes' clocks need not
+agree). It names the *frame* that claimed it (``c<frame>:<n>``, the n-th key of that claim);
+each frame has a *pending* marker while its append runs and a *stored* record once it
+committed (its events' ids), so a publish costs Redis one write per event and a few per
+frame:
 
 1. :meth:`RedisDedupWindow.lookup` *claims* every new key before the batch is appended:
-   ``SET key 0 NX PX claim GET`` for each. The node whose
-   ``SET`` wins appends the event; a node that finds an id answers the duplicate with it; a
-   node that finds a claim (``0``, or ``p<id>`` written by an older version: another node
-   is appending that event right now) waits until it becomes an id or goes away, then
-   decides again.
-2. :meth:`RedisDedupWindow.remember` notes the staged events' ids as *pending*, in the node
-   only: in Redis their keys stay claims, the append has not committed yet.
-3. :meth:`RedisDedupWindow.stored` (after the append committed) turns the claims into ids
-   for the whole window, in the background, coalescing the batches of many publishes.
-4. :meth:`RedisDedupWindow.forget` deletes them when the append failed, so a retry is
-   accepted.
+   ``SET key c<frame>:<n> NX PX window GET`` for each, and sets the frame's pending marker
+   (``PX claim``), in one script. The node whose ``SET`` wins appends the event. A node that
+   finds another frame's claim reads that frame's stored record (the id: a duplicate) or its
+   pending marker (another node is appending that event right now: it waits, then decides
+   again); with neither, that frame died or failed, and the claim is taken over.
+2. :meth:`RedisDedupWindow.remember` notes the staged events' ids, in the node only.
+3. :meth:`RedisDedupWindow.stored` (after the append committed) writes the frames' stored
+   records (their ids, 8 bytes each) for the window, in the background, coalescing the
+   frames of many publishes.
+4. :meth:`RedisDedupWindow.forget` deletes the keys and their frame's marker when the append
+   failed, so a retry is accepted.
 
 An id is therefore only answered as a duplicate once its event is in the log: a node killed
-between staging and committing leaves a claim, never an id, and the retry through another
-node stores the event (it was an answered duplicate of an event never stored, so an
-acknowledged event lost, before claims were held until the commit).
+between staging and committing leaves a claim whose frame has no stored record, and the retry
+through another node stores the event (it was an answered duplicate of an event never stored,
+so an acknowledged event lost, before claims were held until the commit).
 
-Claims last ``claim`` seconds (1 by default) and the node that holds them renews those older
-than an eighth of that every quarter of it until they are ids or deleted, so a slow append
-(a loaded machine, a backbone that takes its time) keeps them however long it takes, and
-those of a node that died (kill -9 between 1 and 3) run out within ``claim`` seconds of its
-last renewal. That bounds how long a publish retried through another node waits for a dead
-node's events: the client's failover resumes within about ``claim`` seconds (it was a fixed
-5 s claim, which a failover that met one waited out in full). A node that dies after its
-answer and before 3 leaves claims that run out: a later retry of those events would be
-stored again (a duplicate, never a loss).
+Pending markers last ``claim`` seconds (1 by default) and the node that holds them renews
+those older than an eighth of that every quarter of it until the frame is stored or
+forgotten, so a slow append (a loaded machine, a backbone that takes its time) keeps its
+claims however long it takes, and those of a node that died (kill -9 between 1 and 3) lapse
+within ``claim`` seconds of its last renewal. That bounds how long a publish retried through
+another node waits for a dead node's events: the client's failover resumes within about
+``claim`` seconds (it was a fixed 5 s claim, which a failover that met one waited out in
+full). A node that dies after its answer and before 3 leaves claims that lapse: a later
+retry of those events would be stored again (a duplicate, never a loss).
 
-Redis runs the window's commands one at a time for every node, so its cost per event bounds
-the cluster's publish rate: two writes per event (the claim and the id; step 2 wrote the
-pending id too, and every held claim was renewed every quarter period, about 3.8 commands
-per event in all). Each step is one command per batch, never a command per event: a Lua
-script given the batch's key digests back to back in one argument (and the ids in another),
-or one ``DEL``. redis-py spends about 20 us of Python per pipelined command and a few per
-argument, which cost more than the whole embedded publish path (46.6 us of CPU per event
-for the window in bench/cluster_bench.py, 3.7 us with the scripts). The scripts name their
-keys themselves, so the window needs one Redis server (not Redis Cluster, which the
-limiter's multi-key script does not support either).
+Redis runs the window's commands one at a time for every node, so its work per event bounds
+the cluster's publish rate: one ``SET`` per event now. The first version wrote each key three
+times (claim, pending id, id) and renewed every held key every quarter period, about 3.8
+commands per event in all, which made Redis the cluster's bottleneck on a loaded machine
+(LOCKGATE_STAGE_LOG: frames waited 30-300 ms for their claim). Each step is one command per
+batch, never a command per event: a Lua script given the batch's key digests back to back in
+one argument, or one ``DEL``. redis-py spends about 20 us of Python per pipelined command and
+a few per argument, which cost more than the whole embedded publish path. The scripts name
+their keys themselves, so the window needs one Redis server (not Redis Cluster, which the
+limiter's multi-key script does not support either). Its keys live under ``<prefix>dd2:``:
+the first version's (``dd:``) are another format, so nodes of both versions in one cluster
+would not see each other's keys (run one version, or expect duplicates across the upgrade).
 
 Keys are compact: a 128-bit BLAKE2b digest of the key under the prefix, whatever the lengths
 of ``source`` and ``id`` (about 90 bytes of Redis memory per event).
@@ -52,6 +57,7 @@ Example::
     window = RedisDedupWindow("redis://127.0.0.1:6379/0", 120.0)
     assert await window.lookup([("acme", "src", "e1")]) == [0]  # claimed: append it
     await window.remember([(("acme", "src", "e1"), 42)])
+    window.stored([("acme", "src", "e1")])  # appended: its id is answered from now on
 """
 
 from __future__ import annotations
@@ -59,10 +65,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
+import secrets
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lockgate.broker.dedup import DedupKey, RecentLog
 from lockgate.broker.errors import Unavailable
@@ -74,13 +83,13 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_CLAIM", "RedisDedupWindow"]
 
 DEFAULT_CLAIM = 1.0
-"""Seconds a claim holds after its node's last renewal: when the node died
-before its append committed, a retry through another node waits at most this long for it."""
+"""Seconds a frame's claims hold after its node's last renewal: when the node died before
+its append committed, a retry through another node waits at most this long for it."""
 _WHAT = "the Redis dedup window"
 
 MAX_HOLD = 30.0
-"""Seconds a node renews one claim at most (a publish takes milliseconds between its claim
-and its id; this bounds a claim that a bug left behind)."""
+"""Seconds a node renews one frame's claims at most (a publish takes milliseconds between its
+claim and its commit; this bounds a claim that a bug left behind)."""
 
 _log = logging.getLogger("lockgate.dedup")
 
@@ -89,41 +98,68 @@ _MEMO_MAX = 50_000
 this full, which only costs digests computed again)."""
 _DIGEST = 16
 """Bytes of a key's digest; the scripts take a batch's digests back to back."""
+_ID_BYTES = 8
 _CLAIM = """
-local prefix, px, blob = ARGV[1], ARGV[2], ARGV[3]
+local prefix, window, blob, frame, px = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+redis.call('SET', prefix .. 'f:' .. frame .. ':p', '1', 'PX', px)
+local mine = 'c' .. frame .. ':'
 local out = {}
 for i = 1, #blob, 16 do
-  local old = redis.call('SET', prefix .. string.sub(blob, i, i + 15), '0', 'NX', 'PX', px, 'GET')
+  local n = (i - 1) / 16
+  local k = prefix .. string.sub(blob, i, i + 15)
+  local old = redis.call('SET', k, mine .. n, 'NX', 'PX', window, 'GET')
   if old then
-    out[#out + 1] = (i - 1) / 16
-    out[#out + 1] = old
+    local other, m = string.match(old, '^c([^:]+):(%d+)$')
+    if other then
+      local stored = redis.call('GET', prefix .. 'f:' .. other)
+      local id = stored and string.sub(stored, m * 8 + 1, m * 8 + 8) or ''
+      if #id == 8 and id ~= '\0\0\0\0\0\0\0\0' then
+        old = '=' .. id
+      elseif stored or redis.call('EXISTS', prefix .. 'f:' .. other .. ':p') == 0 then
+        redis.call('SET', k, mine .. n, 'PX', window)
+        old = false
+      end
+    end
+    if old then
+      out[#out + 1] = n
+      out[#out + 1] = old
+    end
   end
 end
 return out
 """
-"""Claims every key of the batch that is not there yet; answers ``[index, old value, ...]``
-for the keys that were there (none, usually)."""
-_SET_IDS = """
-local prefix, px, blob, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local i = 1
-for id in string.gmatch(ARGV[4], '%d+') do
-  redis.call('SET', prefix .. string.sub(blob, i, i + 15), tag .. id, 'PX', px)
-  i = i + 16
+"""Claims every key of the batch that is not there yet for ``frame``, and takes over the keys
+whose frame neither stored them nor is pending; answers ``[index, value, ...]`` for the
+others: ``=<8-byte id>`` (stored), or the claim of a frame still pending."""
+_STORED = """
+local prefix, window = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 2 do
+  redis.call('SET', prefix .. 'f:' .. ARGV[i], ARGV[i + 1], 'PX', window)
+  redis.call('DEL', prefix .. 'f:' .. ARGV[i] .. ':p')
 end
 return 0
 """
-"""Sets each key to its id (``ARGV[4]``, space-separated), tagged ``p`` while pending."""
+"""Writes each frame's stored record (``ARGV[i]`` the frame, ``ARGV[i + 1]`` its ids) and
+drops its pending marker."""
 _RENEW = """
-local prefix, px, blob = ARGV[1], ARGV[2], ARGV[3]
-for i = 1, #blob, 16 do
-  local k = prefix .. string.sub(blob, i, i + 15)
-  local v = redis.call('GET', k)
-  if v == '0' or (v and string.sub(v, 1, 1) == 'p') then redis.call('PEXPIRE', k, px) end
-end
+local prefix, px = ARGV[1], ARGV[2]
+for i = 3, #ARGV do redis.call('PEXPIRE', prefix .. 'f:' .. ARGV[i] .. ':p', px) end
 return 0
 """
-"""Extends the claims ("0", or "p<id>" from an older version) among the keys: a key that
-became an id meanwhile (stored) is left as it is."""
+"""Extends the pending markers of the frames named."""
+
+
+@dataclass(eq=False, slots=True)
+class _Frame:
+    """One claim call's keys, held by this node until stored or forgotten."""
+
+    name: str
+    ids: list[int]
+    """The id staged for each claimed key, by its index in the claim (0: not staged)."""
+    held_at: float
+    live: int
+    """Its keys neither stored nor forgotten."""
+    stored: bool = False
 
 
 class RedisDedupWindow:
@@ -143,7 +179,7 @@ class RedisDedupWindow:
         self.window = window
         self.claims = True
         self._redis: redis.asyncio.Redis = connect(url, _WHAT)
-        self._prefix = (prefix + "dd:").encode()
+        self._prefix = (prefix + "dd2:").encode()
         self._window_ms = max(1, int(window * 1000))
         self._claim_ms = max(1, min(self._window_ms, int(claim * 1000)))
         self.waits = 0
@@ -151,14 +187,18 @@ class RedisDedupWindow:
         self.renewals = 0
         """How many times this node renewed the claims it holds."""
         # register_script's Script runs EVALSHA and loads the script on NOSCRIPT.
-        self._renew = self._redis.register_script(_RENEW)
         self._claim = self._redis.register_script(_CLAIM)
-        self._set_ids = self._redis.register_script(_SET_IDS)
-        # Claimed here (or pending) and neither stored nor forgotten yet -> when (monotonic).
-        self._held: dict[bytes, float] = {}
-        self._pending: dict[bytes, int] = {}  # remembered here, their append not committed
+        self._store = self._redis.register_script(_STORED)
+        self._renew = self._redis.register_script(_RENEW)
+        # Frame names: this window's random part and a count (unique across nodes, restarts).
+        self._node = secrets.token_hex(6)
+        self._numbers = itertools.count(1)
+        self._frames: dict[str, _Frame] = {}
+        """Frames held here: claimed, neither stored nor forgotten yet."""
+        self._claimed: dict[bytes, tuple[_Frame, int]] = {}
+        """Each held key's frame and index in it."""
         self._renewer: asyncio.Task[None] | None = None
-        self._committed: list[bytes] = []  # stored: to turn into ids
+        self._committed: list[_Frame] = []  # stored: records to write
         self._confirmer: asyncio.Task[None] | None = None
         self._confirm_wake = asyncio.Event()
         self._memo: dict[DedupKey, bytes] = {}
@@ -173,18 +213,12 @@ class RedisDedupWindow:
         raw = f"{len(org)}:{org}{len(source)}:{source}{eid}".encode()
         return hashlib.blake2b(raw, digest_size=_DIGEST).digest()
 
-    def _write_ids(self, entries: Sequence[tuple[bytes, int]], px: int, tag: bytes) -> Any:
-        """Sets each key (a digest) to its id, tagged, for ``px`` ms: one script call."""
-        blob = b"".join([k for k, _ in entries])
-        ids = " ".join([str(i) for _, i in entries])
-        return self._set_ids(keys=[], args=[self._prefix, px, blob, ids, tag])
-
     async def open(self, log: RecentLog) -> None:
         return None
 
     async def close(self) -> None:
-        """Turns what is stored into ids, stops renewing (what this node still claims runs
-        out) and disconnects."""
+        """Writes what is stored, stops renewing (what this node still claims lapses) and
+        disconnects."""
         if self._committed:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._confirm(self._take_committed())
@@ -194,23 +228,23 @@ class RedisDedupWindow:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._renewer = self._confirmer = None
-        self._held.clear()
-        self._pending.clear()
+        self._frames.clear()
+        self._claimed.clear()
         await self._redis.aclose()
 
-    def _hold(self, keys: Sequence[bytes]) -> None:
-        now = time.monotonic()
-        self._held.update(dict.fromkeys(keys, now))
+    def _hold(self, frame: _Frame, won: Sequence[tuple[bytes, int]]) -> None:
+        self._frames[frame.name] = frame
+        claimed = self._claimed
+        for k, n in won:
+            claimed[k] = (frame, n)
         if self._renewer is None:
             self._renewer = asyncio.get_running_loop().create_task(
                 self._renew_loop(), name="lockgate-dedup-claims"
             )
 
-    def _release(self, keys: Sequence[bytes]) -> None:
-        held, pending = self._held, self._pending
-        for k in keys:
-            held.pop(k, None)
-            pending.pop(k, None)
+    def _drop(self, frame: _Frame) -> None:
+        """The frame is no longer held here (stored, forgotten, or held too long)."""
+        self._frames.pop(frame.name, None)
 
     async def _renew_loop(self) -> None:
         """Renews this node's claims until it holds none (the next claim starts it again:
@@ -218,30 +252,28 @@ class RedisDedupWindow:
         every = self._claim_ms / 4000
         while True:
             await asyncio.sleep(every)
-            if not self._held:
+            if not self._frames:
                 self._renewer = None
                 return
-            # A claim whose publish neither remembered nor forgot it (an error between the
-            # two) is renewed no longer than MAX_HOLD: it then runs out as a dead node's does.
+            # A frame whose publish neither stored nor forgot it (an error between the two)
+            # is renewed no longer than MAX_HOLD: it then lapses as a dead node's does.
             now = time.monotonic()
             oldest = now - MAX_HOLD
-            for k in [k for k, at in self._held.items() if at < oldest]:
-                del self._held[k]
-                self._pending.pop(k, None)
-            # Only claims made half a period ago or more: the others still have at least
-            # 3/4 of ``claim`` to run, and most are stored before the next turn (renewing
-            # every held key cost Redis about one more command per published event).
+            for frame in [f for f in self._frames.values() if f.held_at < oldest]:
+                self._drop(frame)
+                frame.live = 0
+            # Only frames claimed half a period ago or more: the others still have at least
+            # 3/4 of ``claim`` to run, and most are stored before the next turn.
             recent = now - every / 2
-            due = [k for k, at in self._held.items() if at <= recent]
+            due = [f.name for f in self._frames.values() if f.held_at <= recent]
             if not due:
                 continue
             try:
-                blob = b"".join(due)
-                await self._renew(keys=[], args=[self._prefix, self._claim_ms, blob])
+                await self._renew(keys=[], args=[self._prefix, self._claim_ms, *due])
                 self.renewals += 1
             except REDIS_ERRORS as exc:
                 # The append that holds these claims fails on the same Redis; a claim that
-                # runs out meanwhile only lets a retry elsewhere in sooner.
+                # lapses meanwhile only lets a retry elsewhere in sooner.
                 _log.warning("dedup.claims.renew_failed: %s", redis_failed(_WHAT, exc).message)
 
     async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
@@ -261,23 +293,26 @@ class RedisDedupWindow:
         deadline = time.monotonic() + self._claim_ms / 1000 + 1.0
         pause = 0.005
         while todo:
+            name = f"{self._node}{next(self._numbers):x}"
             try:
-                args: list[bytes | int] = [self._prefix, self._claim_ms, b"".join(todo)]
+                args: list[bytes | str | int] = [
+                    *(self._prefix, self._window_ms, b"".join(todo), name, self._claim_ms)
+                ]
                 answers = await self._claim(keys=[], args=args)
             except REDIS_ERRORS as exc:
                 raise redis_failed(_WHAT, exc) from exc
             waiting = []
-            there: set[bytes] = set()
+            there: set[int] = set()
             for n in range(0, len(answers), 2):  # only the keys that were there
-                k, old = todo[int(answers[n])], answers[n + 1]
-                there.add(k)
-                if old == b"0" or old[:1] == b"p":
-                    waiting.append(k)  # another publish of this event is being appended
+                i, old = int(answers[n]), answers[n + 1]
+                there.add(i)
+                if old[:1] == b"=":
+                    found[todo[i]] = int.from_bytes(old[1 : 1 + _ID_BYTES], "big")
                 else:
-                    found[k] = int(old)
-            won = [k for k in todo if k not in there] if there else todo
-            if won:
-                self._hold(won)
+                    waiting.append(todo[i])  # another frame with this event is being appended
+            frame = _Frame(name, [0] * len(todo), time.monotonic(), len(todo) - len(there))
+            if frame.live:
+                self._hold(frame, [(k, i) for i, k in enumerate(todo) if i not in there])
             todo = waiting
             if todo:
                 self.waits += 1
@@ -296,51 +331,61 @@ class RedisDedupWindow:
         return answers
 
     async def remember(self, entries: Sequence[tuple[DedupKey, int]]) -> None:
-        """Records the staged events' ids as pending, here (see the module): their keys
-        stay claimed in Redis, and a duplicate is answered with the ids only once
-        :meth:`stored` says their append committed and writes them."""
-        if not entries:
-            return
-        memo, digest = self._memo, self._key
-        self._pending.update((memo.get(key) or digest(key), event_id) for key, event_id in entries)
+        """Notes the staged events' ids, here (see the module): their keys stay claims, and
+        a duplicate is answered with the ids only once :meth:`stored` says their append
+        committed and writes them."""
+        memo, digest, claimed = self._memo, self._key, self._claimed
+        for key, event_id in entries:
+            held = claimed.get(memo.get(key) or digest(key))
+            if held is not None:
+                held[0].ids[held[1]] = event_id
 
     def stored(self, keys: Sequence[DedupKey]) -> None:
-        """The append of these remembered keys' events committed: their ids hold for the
-        window from now on (written in the background, many publishes at a time)."""
-        pending = self._pending
-        memo, digest = self._memo, self._key
-        committed = [d for d in [memo.pop(k, b"") or digest(k) for k in keys] if d in pending]
-        if not committed:
+        """The append of these remembered keys' events committed: their frames' ids hold for
+        the window from now on (written in the background, many frames at a time)."""
+        memo, digest, claimed = self._memo, self._key, self._claimed
+        frames: dict[str, _Frame] = {}
+        for key in keys:
+            held = claimed.pop(memo.pop(key, b"") or digest(key), None)
+            if held is not None and held[0].live:
+                frames[held[0].name] = held[0]
+        if not frames:
             return
-        self._committed += committed
+        for frame in frames.values():
+            if not frame.stored:
+                frame.stored = True
+                self._committed.append(frame)
         self._confirm_wake.set()
         if self._confirmer is None:
             self._confirmer = asyncio.get_running_loop().create_task(
                 self._confirm_loop(), name="lockgate-dedup-stored"
             )
 
-    def _take_committed(self) -> list[tuple[bytes, int]]:
-        keys, self._committed = self._committed, []
-        pending = self._pending
-        return [(k, pending[k]) for k in keys if k in pending]
+    def _take_committed(self) -> list[_Frame]:
+        frames, self._committed = self._committed, []
+        return [f for f in frames if f.live]
 
-    async def _confirm(self, entries: Sequence[tuple[bytes, int]]) -> None:
-        await self._write_ids(entries, self._window_ms, b"")
-        self._release([k for k, _ in entries])
+    async def _confirm(self, frames: Sequence[_Frame]) -> None:
+        args: list[bytes | str | int] = [self._prefix, self._window_ms]
+        for f in frames:
+            args += (f.name, b"".join([i.to_bytes(_ID_BYTES, "big") for i in f.ids]))
+        await self._store(keys=[], args=args)
+        for f in frames:
+            self._drop(f)
 
     async def _confirm_loop(self) -> None:
         while True:
             await self._confirm_wake.wait()
             self._confirm_wake.clear()
-            entries = self._take_committed()
-            if not entries:
+            frames = self._take_committed()
+            if not frames:
                 continue
             try:
-                await self._confirm(entries)
+                await self._confirm(frames)
             except REDIS_ERRORS as exc:
                 # Still pending, and renewed: tried again with the next ones (a publish
                 # meanwhile fails closed on the same Redis anyway).
-                self._committed[:0] = [k for k, _ in entries]
+                self._committed[:0] = frames
                 _log.warning("dedup.stored.failed: %s", redis_failed(_WHAT, exc).message)
                 await asyncio.sleep(0.1)
                 self._confirm_wake.set()
@@ -348,11 +393,19 @@ class RedisDedupWindow:
     async def forget(self, keys: Sequence[DedupKey]) -> None:
         if not keys:
             return
-        memo = self._memo
+        memo, claimed = self._memo, self._claimed
         rkeys = [memo.pop(k, b"") or self._key(k) for k in keys]
+        gone: list[bytes] = []
+        for k in rkeys:
+            held = claimed.pop(k, None)
+            if held is None:
+                continue
+            frame = held[0]
+            frame.live -= 1
+            if frame.live <= 0 and not frame.stored:  # none of its keys is stored: it goes
+                self._drop(frame)
+                gone.append(self._prefix + b"f:" + frame.name.encode() + b":p")
         try:
-            await self._redis.delete(*[self._prefix + k for k in rkeys])
+            await self._redis.delete(*[self._prefix + k for k in rkeys], *gone)
         except REDIS_ERRORS as exc:
             raise redis_failed(_WHAT, exc) from exc
-        finally:
-            self._release(rkeys)

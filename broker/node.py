@@ -455,11 +455,9 @@ class Broker:
         subject: str,
         events: Sequence[CloudEvent],
         received: int = 0,
-        *,
-        after: asyncio.Future[Prepared] | None = None,
     ) -> Prepared:
         """See :meth:`Pipeline.prepare`."""
-        return await self.pipeline.prepare(principal, subject, events, received, after=after)
+        return await self.pipeline.prepare(principal, subject, events, received)
 
     async def commit(self, prepared: Prepared) -> PublishOutcome:
         """See :meth:`Pipeline.commit`."""

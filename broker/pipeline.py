@@ -258,61 +258,11 @@ class Pipeline:
         received: int = 0,
         *,
         owned: bool = False,
-        after: asyncio.Future[Prepared] | None = None,
     ) -> Prepared:
         """Steps 2-5 and ephemeral routing; the store write is queued, not awaited.
         ``received`` (``broker.stages`` time) starts the stage record when it is on.
         ``owned``: a broker-owned ``$`` subject whose own rule was applied by the caller
-        (a conversation's participants), so the policies do not decide it.
-
-        ``after``: the prepare of the stream's previous frame, running concurrently (only
-        with a claiming dedup window, see :attr:`concurrent`). This one looks its keys up
-        meanwhile, then stages only once that one has finished, and finishes after it
-        whatever happens, so ids and store order still follow the stream's order; when
-        that one failed, this one stages nothing (its claims are let go) and fails."""
-        if after is None:
-            return await self._prepare(principal, subject, events, received, owned, None)
-        try:
-            return await self._prepare(principal, subject, events, received, owned, after)
-        finally:
-            if not after.done():  # returned before its turn: still finish after it
-                await asyncio.wait([after])
-
-    @property
-    def concurrent(self) -> bool:
-        """Whether a stream's frames may be prepared concurrently (``after``): only when
-        the dedup window claims keys at lookup, so that a key looked up by two frames at
-        once is taken by one; the embedded window learns a key only at ``remember``."""
-        return self.dedup.claims
-
-    async def _turn(self, after: asyncio.Future[Prepared], claimed: list[DedupKey]) -> None:
-        """Waits until the stream's previous frame is prepared; when it failed (or this
-        frame is cancelled meanwhile) the keys this frame claimed are forgotten and it
-        fails too."""
-        try:
-            await asyncio.wait([after])
-        except asyncio.CancelledError:
-            self._let_go(claimed)
-            raise
-        if after.cancelled() or after.exception() is not None:
-            self._let_go(claimed)
-            raise Unavailable(
-                "an earlier frame of this publish stream failed", hint="retry the publish"
-            )
-
-    def _let_go(self, claimed: list[DedupKey]) -> None:
-        if claimed:
-            asyncio.ensure_future(self.dedup.forget(claimed)).add_done_callback(_retrieve)
-
-    async def _prepare(
-        self,
-        principal: Principal,
-        subject: str,
-        events: Sequence[CloudEvent],
-        received: int,
-        owned: bool,
-        after: asyncio.Future[Prepared] | None,
-    ) -> Prepared:
+        (a conversation's participants), so the policies do not decide it."""
         if not isinstance(events, ScannedEvents):
             # One Python wrapper per event for the whole pipeline: indexing a parsed repeated
             # field builds a new one on every access.
@@ -387,8 +337,6 @@ class Pipeline:
             raws_v = [raws_v[k] for k in keep]
             keys_v = [keys_v[k] for k in keep]
         known = await self.dedup.lookup(keys_v) if keys_v else []
-        if after is not None:
-            await self._turn(after, [k for k, hit in zip(keys_v, known, strict=True) if not hit])
         seen: dict[DedupKey, int] | None = None
         if not any(known) and len(set(keys_v)) == len(keys_v):
             accepted, raws, keys = valid, raws_v, keys_v  # the usual batch: all new
