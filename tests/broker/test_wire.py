@@ -141,3 +141,23 @@ def test_batch_frames_append_a_suffix_to_every_event() -> None:
     for d in msg.deliveries:
         assert d.event.attributes["priority"].ce_string == "high"
         assert d.event.id == "1" and d.attempt == 1
+
+
+@given(
+    st.lists(
+        st.one_of(
+            EVENT_IDS,
+            st.integers(min_value=(1 << 56) - 3, max_value=(1 << 56) + 300),
+            st.integers(min_value=(1 << 62), max_value=(1 << 62) + 3),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.lists(st.sampled_from([0, 1, 120, 127, 128, 16_383, 16_384, 70_000]), min_size=1),
+)
+def test_split_frames_reads_any_ids_and_lengths(ids: list[int], sizes: list[int]) -> None:
+    # Ids in any order (runs that share their high varint bytes, and ones that do not),
+    # lengths of one, two and three varint bytes.
+    events = [b"e" * sizes[k % len(sizes)] for k in range(len(ids))]
+    frames = [wire.delivery_frame(i, b"\x12\x01s", e) for i, e in zip(ids, events, strict=True)]
+    assert wire.split_frames(b"".join(frames)) == list(zip(ids, frames, strict=True))
