@@ -307,16 +307,16 @@ class Client:
 
         >>> await c.publish("orders.created", {"order": 7}, type="com.shop.order.created")
         """
-        self._require()
         publisher = self._publisher
-        assert publisher is not None
+        if publisher is None or not self._connected:
+            self._require()
+            assert publisher is not None
         event = self._encoder.entry(
             data, type, source or self.source, id, attributes, datacontenttype
         )
         if len(event) > self._max_event_bytes:
             self._check_size(event)
-        batch = publisher.batch_for(subject, len(event))
-        index = batch.add(event)
+        batch, index = publisher.append(subject, event)
         if timeout is None:
             try:
                 await batch.future

@@ -95,11 +95,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.events)
 
-    def add(self, raw: bytes) -> int:
-        """Append an event's entry (:func:`clients._wire.entry`); returns its position."""
-        self.events.append(raw)
-        return len(self.events) - 1
-
     def resolve(self, response: broker_pb2.PublishResponse) -> None:
         self.ids = response.ids
         if response.duplicate_indexes:
@@ -192,11 +187,13 @@ class Publisher:
 
     # -- the hot path -------------------------------------------------------------------------
 
-    def batch_for(self, subject: str, nbytes: int) -> Batch:
-        """The open batch of ``subject`` with room for an event of ``nbytes``, or a new one."""
+    def append(self, subject: str, entry: bytes) -> tuple[Batch, int]:
+        """Add an event's entry to the open batch of ``subject`` (a new one when it is full):
+        the batch and the event's position in it."""
         if self._closed:
             raise LockgateError("the client is closed", reason=Reason.CLOSED)
         batch = self._open.get(subject)
+        nbytes = len(entry)
         if (
             batch is None
             or len(batch.events) >= MAX_EVENTS
@@ -204,7 +201,9 @@ class Publisher:
         ):
             batch = self._open[subject] = self._enqueue(subject)
         batch.nbytes += nbytes
-        return batch
+        events = batch.events
+        events.append(entry)
+        return batch, len(events) - 1
 
     def queue(self, subject: str, entries: list[bytes]) -> list[Batch]:
         """Queue ``entries`` as frames of their own (``MAX_EVENTS`` and ``max_frame_bytes`` at

@@ -46,6 +46,7 @@ _ENTRY = b"\x12"  # PublishRequest.events
 _ID_TAG = b"\x0a\x20"  # CloudEvent.id, 32 bytes long: a generated id
 _TEXT = b"\x3a"  # CloudEvent.text_data
 _BINARY = b"\x32"  # CloudEvent.binary_data
+_CloudEvent = cloudevent_pb2.CloudEvent
 _LOW3 = [b"%03x" % k for k in range(4096)]  # an id's last 3 hex digits
 _HIGH_MASK = (1 << 52) - 1  # an id's counter is 16 hex digits: 13 high, 3 low
 
@@ -65,15 +66,24 @@ class EventEncoder:
         self._heads: dict[tuple[str, str, str], bytes] = {}
         self._id_prefix = os.urandom(8).hex().encode()
         self._id_counter = 0
+        self._id_high_of = -1
+        self._id_high = b""
 
     def new_id(self) -> str:
         """A fresh event id, 32 hex digits."""
         return self._next_id()[2:].decode()
 
     def _next_id(self) -> bytes:
-        # The id field whole (tag, length 32, digits): 16 random, 16 of the counter.
-        self._id_counter += 1
-        return b"\x0a\x20%s%016x" % (self._id_prefix, self._id_counter & 0xFFFF_FFFF_FFFF_FFFF)
+        # The id field whole (tag, length 32, digits): 16 random, 16 of the counter, of which
+        # the first 13 change once in 4096 ids.
+        n = self._id_counter = self._id_counter + 1
+        high = self._id_high if n >> 12 == self._id_high_of else self._new_high(n)
+        return high + _LOW3[n & 0xFFF]
+
+    def _new_high(self, n: int) -> bytes:
+        self._id_high_of = n >> 12
+        self._id_high = b"\x0a\x20%s%013x" % (self._id_prefix, (n >> 12) & _HIGH_MASK)
+        return self._id_high
 
     def _head(self, source: str, type: str, content_type: str) -> bytes:
         key = (source, type, content_type)
@@ -118,11 +128,12 @@ class EventEncoder:
             )
             return event.SerializeToString()
         idb = id.encode()
-        return self._event(
+        raw = self._entry(
             b"\x0a" + encode_varint(len(idb)) + idb, data, type, source, datacontenttype
         )
+        return raw[read_varint(raw, 1)[1] :]
 
-    def _event(
+    def _entry(
         self, id_field: bytes, data: object, type: str, source: str, ctype: str | None
     ) -> bytes:
         payload, default_ctype = encode_payload(data)
@@ -130,15 +141,10 @@ class EventEncoder:
             body, tag = payload.encode(), _TEXT
         else:
             body, tag = payload, _BINARY  # type: ignore[assignment]
-        return b"".join(
-            (
-                id_field,
-                self._head(source, type, ctype or default_ctype),
-                tag,
-                encode_varint(len(body)),
-                body,
-            )
-        )
+        head = self._head(source, type, ctype or default_ctype)
+        size = encode_varint(len(body))
+        n = len(id_field) + len(head) + 1 + len(size) + len(body)
+        return b"".join((_ENTRY, encode_varint(n), id_field, head, tag, size, body))
 
     def entry(
         self,
@@ -151,10 +157,10 @@ class EventEncoder:
     ) -> bytes:
         """The event as its ``PublishRequest`` entry; with no ``id``, a fresh one. A
         ``CloudEvent`` goes as it is, completed with ``type`` and ``source`` if it lacks them."""
-        if isinstance(data, cloudevent_pb2.CloudEvent):
+        if id is None and not attributes and data.__class__ is not _CloudEvent:
+            return self._entry(self._next_id(), data, type, source, datacontenttype)
+        if isinstance(data, _CloudEvent):
             return entry(complete_cloudevent(data, type=type, source=source).SerializeToString())
-        if id is None and not attributes:
-            return entry(self._event(self._next_id(), data, type, source, datacontenttype))
         return entry(
             self.encode(
                 data,
@@ -175,11 +181,9 @@ class EventEncoder:
         varint = encode_varint
         binary_head = self._head(source, type, OCTET_STREAM)
         text_head = self._head(source, type, TEXT_PLAIN)
-        prefix = self._id_prefix
         n = self._id_counter
-        # The id's first 29 digits change once in 4096 events: only the last 3 are looked up.
-        high_of = -1
-        high = b""
+        high_of = self._id_high_of
+        high = self._id_high
         try:
             for item in items:
                 n += 1
@@ -194,7 +198,7 @@ class EventEncoder:
                     continue
                 if n >> 12 != high_of:
                     high_of = n >> 12
-                    high = b"\x0a\x20%s%013x" % (prefix, high_of & _HIGH_MASK)
+                    high = self._new_high(n)
                 size = varint(len(body))  # type: ignore[arg-type]
                 append(
                     join(
