@@ -42,6 +42,7 @@ import asyncio
 import collections
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
@@ -285,7 +286,7 @@ class _Connection:
         await asyncio.gather(task, return_exceptions=True)
 
     async def _room_pump(self, cid: str, sub: Subscription) -> None:
-        try:
+        async with self._pump_ends():
             async for batch in sub:
                 for d in batch:
                     try:
@@ -294,6 +295,15 @@ class _Connection:
                         report_unencodable("ws", d.id, d.subject, exc)
                         continue
                     await self._send(frame)
+
+    @contextlib.asynccontextmanager
+    async def _pump_ends(self) -> AsyncIterator[None]:
+        """How a pump (a subscription's or a room's) ends the socket: a slow socket or a lost
+        connection closes it for the client to retry; a broker error is sent first, then
+        closes it as policy (1008) for a slow consumer cut off or a revoked key (or the end
+        of the dev mode), else for a retry."""
+        try:
+            yield
         except _SlowSocket as exc:
             await self._close(CLOSE_TRY_AGAIN, f"slow consumer: {exc}")
         except BrokerError as err:
@@ -407,7 +417,7 @@ class _Connection:
         )
 
     async def _pump(self, name: str, sub: Subscription, durable: str) -> None:
-        try:
+        async with self._pump_ends():
             async for batch in sub:
                 head = '{"op":"event","subscription":' + dumps(name) + ","
                 for d in batch:
@@ -419,18 +429,6 @@ class _Connection:
                     if sub.durable:
                         self.pending[d.id] = sub
                     await self._send(head + text)
-        except _SlowSocket as exc:
-            await self._close(CLOSE_TRY_AGAIN, f"slow consumer: {exc}")
-        except BrokerError as err:
-            # A slow consumer cut off, or a revoked key (or the end of the dev mode): policy.
-            code = (
-                CLOSE_POLICY
-                if err.reason == "SLOW_CONSUMER" or err.code.name == "UNAUTHENTICATED"
-                else CLOSE_TRY_AGAIN
-            )
-            await self._end(err, code)
-        except ConnectionError:
-            await self._close(CLOSE_TRY_AGAIN, "connection lost")
 
 
 class _Open:
