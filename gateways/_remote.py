@@ -51,8 +51,8 @@ from lockgate.clients._codec import StartSpec as ClientStart
 from lockgate.clients._errors import LockgateError, error_for_reason, from_rpc_error
 from lockgate.clients._targets import Targets, parse_targets
 from lockgate.clients._tls import TLS
-from lockgate.clients._wire import encode_publish_request
-from lockgate.gateways._slices import FRAMING, by_bytes, by_sizes, publish_in_slices
+from lockgate.gateways._remote_publish import EncodedPublishers
+from lockgate.gateways._slices import by_bytes, publish_in_slices
 
 __all__ = ["CREDENTIAL_POLL_SECONDS", "RemoteAPI", "to_broker_error", "translate"]
 
@@ -151,7 +151,8 @@ _SUBSCRIBE_REQUEST = broker_pb2.SubscribeRequest.SerializeToString
 
 
 def _publish_request(request: broker_pb2.PublishRequest | bytes) -> bytes:
-    """A publish request's bytes: :meth:`RemoteAPI.publish_encoded` sends them ready-made."""
+    """A publish request's bytes: the streams of :meth:`RemoteAPI.publish_encoded` write
+    them ready-made (``clients._wire``)."""
     return request if isinstance(request, bytes) else request.SerializeToString()
 
 
@@ -214,6 +215,13 @@ class RemoteAPI:
             lambda t: Connection(t, max_message_bytes=max_message_bytes, tls=tls),
         )
         self._streams: dict[tuple[Connection, str], Any] = {}
+        self._encoded = EncodedPublishers(
+            self._publish_opener,
+            max_message_bytes=broker_max_message_bytes,
+            overhead=_REQUEST_OVERHEAD,
+            timeout=FAILOVER_SECONDS,
+            to_broker_error=to_broker_error,
+        )
 
     @property
     def target(self) -> str:
@@ -309,24 +317,28 @@ class RemoteAPI:
     async def publish_encoded(
         self, key: str | None, subject: str, events: Sequence[bytes]
     ) -> PublishResult:
-        """:meth:`publish` for ``CloudEvent`` wire bytes: the request is framed around them
-        (``clients._wire``), no message is built per event."""
-        subject_bytes = subject.encode()
-        budget = self.broker_max_message_bytes - len(subject_bytes) - _REQUEST_OVERHEAD
-        sizes = [len(raw) for raw in events]
-        if events and sum(sizes) + FRAMING * len(sizes) <= budget:
-            return await self._publish_one(key, encode_publish_request(subject_bytes, events, 1))
-        slices, too_large = by_sizes(sizes, budget)
-        return await publish_in_slices(
-            lambda part: self._publish_one(key, encode_publish_request(subject_bytes, part, 1)),
-            events,
-            slices,
-            too_large,
-        )
+        """:meth:`publish` for ``CloudEvent`` wire bytes, on a ``Publish`` stream that stays
+        open (``gateways._remote_publish``): no message is built per event, no call per
+        batch."""
+        return await self._encoded.publish(key, subject, events)
 
-    async def _publish_one(
-        self, key: str | None, req: broker_pb2.PublishRequest | bytes
-    ) -> PublishResult:
+    def _publish_opener(self, key: str | None) -> tuple[Callable[[], Any], Callable[[], None]]:
+        """Opens ``Publish`` streams for ``key`` on the current target; the second function
+        reports that the last one's connection broke (the next opens on the next target)."""
+        used: list[Connection] = []
+
+        def open_call() -> Any:
+            conn = self._conn
+            used[:] = [conn]
+            return self._stream(conn, "Publish")(None, metadata=bearer(key))
+
+        def broken() -> None:
+            if used:
+                self._targets.broken(used[0])
+
+        return open_call, broken
+
+    async def _publish_one(self, key: str | None, req: broker_pb2.PublishRequest) -> PublishResult:
 
         async def once(conn: Connection) -> broker_pb2.PublishResponse:
             try:
@@ -614,6 +626,7 @@ class RemoteAPI:
         return await self._admin(key).webhook_secrets(name)
 
     async def close(self) -> None:
+        await self._encoded.close()
         with contextlib.suppress(Exception):
             await self._targets.close()
 

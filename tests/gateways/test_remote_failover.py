@@ -11,6 +11,7 @@ import json
 import aiohttp
 import pytest
 
+from lockgate.broker import errors as be
 from lockgate.broker.testing import run_broker
 from lockgate.gateways._remote import RemoteAPI
 from tests.clients.test_failover import closed_port
@@ -36,6 +37,35 @@ async def test_remote_api_fails_over_to_the_next_broker() -> None:
             assert [e.id for e in stored] == result.ids  # the second broker's log
         finally:
             await api.close()
+
+
+async def test_encoded_publishes_fail_over_on_their_stream() -> None:
+    """``publish_encoded`` keeps a ``Publish`` stream open: when its broker dies, the stream
+    is opened again on the next target and the publish completes there."""
+    async with run_broker() as first, run_broker() as second:
+        api = RemoteAPI(f"{first.target},{second.target}")
+        try:
+            subject = unique("fo.enc.")
+            raw = [event(1).SerializeToString()]
+            assert (await api.publish_encoded(None, subject, raw)).ids[0]
+            await first.kill()
+            result = await asyncio.wait_for(
+                api.publish_encoded(None, subject, [event(2).SerializeToString()]), 10
+            )
+            assert api.target == second.target and result.ids[0] and not result.errors
+            stored, _ = await api.query(None, subject)
+            assert [e.id for e in stored] == result.ids
+        finally:
+            await api.close()
+
+
+async def test_encoded_publishes_to_no_broker_are_unavailable() -> None:
+    api = RemoteAPI(f"127.0.0.1:{closed_port()}")
+    try:
+        with pytest.raises(be.Unavailable):
+            await api.publish_encoded(None, "fo.none", [event(1).SerializeToString()])
+    finally:
+        await api.close()
 
 
 async def test_a_standalone_gateway_serves_through_the_second_target() -> None:
