@@ -15,6 +15,7 @@ subscribers is a bytes join instead of building protobuf objects per event per s
 from __future__ import annotations
 
 __all__ = [
+    "VARINTS",
     "delivery_frame",
     "delivery_frames",
     "encode_varint",
@@ -38,6 +39,9 @@ def _encode(value: int) -> bytes:
 
 
 _SMALL = [_encode(n) for n in range(1 << 14)]
+VARINTS: list[bytes] = _SMALL
+"""``VARINTS[n]`` is the varint of ``n`` for ``n < len(VARINTS)``: a list index where a hot
+loop cannot afford :func:`encode_varint`'s call."""
 _LOW = [bytes((k | 0x80,)) for k in range(128)]
 
 

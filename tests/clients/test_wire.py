@@ -166,3 +166,11 @@ def test_fresh_ids_count_up_across_batches_and_single_events() -> None:
     prefixes = {e.id[:16] for e in events}
     counters = [int(e.id[16:], 16) for e in events]
     assert len(prefixes) == 1 and counters == list(range(counters[0], counters[0] + 5002))
+
+
+@pytest.mark.parametrize("size", [16_200, 16_300, 16_400, 100_000])
+def test_batch_entries_of_large_payloads(size: int) -> None:
+    items: list[object] = [b"b" * size, "t" * size]
+    frame = encode_publish_frame(b"s", EventEncoder().entries(items, "t", "src"), 1)
+    events = broker_pb2.PublishRequest.FromString(frame).events
+    assert [decode_data(e) for e in events] == items
