@@ -35,6 +35,7 @@ from lockgate.broker.store import (
     AuditQuery,
     AuditRecord,
     PolicyVersionRecord,
+    audit_sql,
 )
 from lockgate.broker.store.pg_engine import COMMAND_TIMEOUT, PgDatabase
 from lockgate.broker.store.postgres_consumers import PgConsumerState, PgDeadLetters
@@ -198,56 +199,16 @@ class PgPolicyVersions(PgDatabase):
         return await self._read("read the policy versions", q)
 
 
-_AUDIT_COLUMNS = (
-    "id, time_ms, org, agent, credential, action, target, outcome, surface, peer, count, detail"
-)
-
-
-def _audit(row: asyncpg.Record) -> AuditRecord:
-    return AuditRecord(
-        time_ms=row["time_ms"],
-        action=row["action"],
-        outcome=row["outcome"],
-        org=row["org"],
-        agent=row["agent"],
-        credential=row["credential"],
-        target=row["target"],
-        surface=row["surface"],
-        peer=row["peer"],
-        count=row["count"],
-        detail=json.loads(row["detail"]),
-        id=row["id"],
-    )
-
-
 class PgAudit(PgDatabase):
     """The :class:`broker.store.AuditStore` role (ids: see the module's note)."""
 
     async def append_audit(self, records: Sequence[AuditRecord]) -> None:
-        rows = [
-            (
-                r.time_ms,
-                r.org,
-                r.agent,
-                r.credential,
-                r.action,
-                r.target,
-                r.outcome,
-                r.surface,
-                r.peer,
-                r.count,
-                json.dumps(dict(r.detail), sort_keys=True),
-            )
-            for r in records
-        ]
+        rows = [audit_sql.row(r) for r in records]
+        sql = audit_sql.insert(lambda n: f"${n}")
 
         async def op(c: asyncpg.Connection) -> None:
             # executemany runs the rows in order on one connection: ids follow the order.
-            await c.executemany(
-                "INSERT INTO audit (time_ms, org, agent, credential, action, target, outcome, "
-                "surface, peer, count, detail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-                rows,
-            )
+            await c.executemany(sql, rows)
 
         if rows:
             await self._submit(op)
@@ -259,33 +220,10 @@ class PgAudit(PgDatabase):
             args.append(value)
             return f"${len(args)}"
 
-        top = (1 << 63) - 1
-        if query.newest_first:
-            where = [f"id < {arg(query.after_id or top)}"]
-        else:
-            where = [f"id > {arg(query.after_id)}"]
-        if query.start_ms:
-            where.append(f"time_ms >= {arg(query.start_ms)}")
-        if query.end_ms:
-            where.append(f"time_ms < {arg(query.end_ms)}")
-        for column in ("org", "agent", "outcome"):
-            value = getattr(query, column)
-            if value is not None and (value or column == "org"):
-                where.append(f"{column} = {arg(value)}")
-        if query.action:
-            # The action itself or any below it; LIKE's wildcards in it are taken literally.
-            escaped = query.action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(
-                f"(action = {arg(query.action)} OR action LIKE {arg(escaped + '.%')} ESCAPE '\\')"
-            )
-        order = "DESC" if query.newest_first else "ASC"
-        sql = (
-            f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(where)} "
-            f"ORDER BY id {order} LIMIT {arg(max(query.limit, 0))}"
-        )
+        sql = audit_sql.select(query, arg)
 
         async def q(c: asyncpg.Connection) -> list[AuditRecord]:
-            return [_audit(r) for r in await c.fetch(sql, *args)]
+            return [audit_sql.record(r) for r in await c.fetch(sql, *args)]
 
         return await self._read("read the audit log", q)
 

@@ -35,6 +35,7 @@ from lockgate.broker.store import (
     OnStored,
     PolicyVersionRecord,
     RetentionRule,
+    audit_sql,
 )
 from lockgate.broker.store.sqlite_consumers import SqliteConsumerState
 from lockgate.broker.store.sqlite_conversations import SqliteConversations
@@ -465,91 +466,25 @@ class SqliteStore(SqliteConsumerState, SqliteConversations, SqliteMetadata):
     # -- the audit log ----------------------------------------------------------------------
 
     async def append_audit(self, records: Sequence[AuditRecord]) -> None:
-        rows = [
-            (
-                r.time_ms,
-                r.org,
-                r.agent,
-                r.credential,
-                r.action,
-                r.target,
-                r.outcome,
-                r.surface,
-                r.peer,
-                r.count,
-                json.dumps(dict(r.detail), sort_keys=True),
-            )
-            for r in records
-        ]
+        rows = [audit_sql.row(r) for r in records]
+        sql = audit_sql.insert(lambda n: "?")
 
         def op(c: sqlite3.Connection) -> None:
-            c.executemany(
-                "INSERT INTO audit (time_ms, org, agent, credential, action, target, outcome, "
-                "surface, peer, count, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
+            c.executemany(sql, rows)
 
         await self._submit(op)
 
     async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
-        where = ["id < ?" if query.newest_first else "id > ?"]
-        top = (1 << 63) - 1
-        args: list[object] = [(query.after_id or top) if query.newest_first else query.after_id]
-        if query.start_ms:
-            where.append("time_ms >= ?")
-            args.append(query.start_ms)
-        if query.end_ms:
-            where.append("time_ms < ?")
-            args.append(query.end_ms)
-        for column in ("org", "agent", "outcome"):
-            value = getattr(query, column)
-            if value is not None and (value or column == "org"):
-                where.append(f"{column} = ?")
-                args.append(value)
-        if query.action:
-            # The action itself or any below it; LIKE's wildcards in it are taken literally.
-            escaped = query.action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("(action = ? OR action LIKE ? ESCAPE '\\')")
-            args.extend((query.action, escaped + ".%"))
-        order = "DESC" if query.newest_first else "ASC"
-        sql = (
-            "SELECT id, time_ms, org, agent, credential, action, target, outcome, surface, "
-            f"peer, count, detail FROM audit WHERE {' AND '.join(where)} ORDER BY id {order} "
-            "LIMIT ?"
-        )
-        args.append(max(query.limit, 0))
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return "?"
+
+        sql = audit_sql.select(query, arg)
 
         def q(c: sqlite3.Connection) -> list[AuditRecord]:
-            return [
-                AuditRecord(
-                    time_ms=t,
-                    action=action,
-                    outcome=outcome,
-                    org=org,
-                    agent=agent,
-                    credential=cred,
-                    target=target,
-                    surface=surface,
-                    peer=peer,
-                    count=count,
-                    detail=json.loads(detail),
-                    id=i,
-                )
-                for (
-                    i,
-                    t,
-                    org,
-                    agent,
-                    cred,
-                    action,
-                    target,
-                    outcome,
-                    surface,
-                    peer,
-                    count,
-                    detail,
-                ) in c.execute(sql, args)
-            ]
+            return [audit_sql.record(r) for r in c.execute(sql, args)]
 
         return await self._read(q)
 
