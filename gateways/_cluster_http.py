@@ -18,24 +18,18 @@ with ``setting``).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from lockgate.broker.api import BackboneRecord, BrokerAPI, ConfigChange, ConfigVersionRecord
 from lockgate.gateways._cejson import JsonValue
-from lockgate.gateways._web import api_key, json_response, parse_int
+from lockgate.gateways._web import api_key, json_response, parse_int, time_json
 from lockgate.gateways.errors import InvalidParameter
 
 __all__ = ["add_cluster_routes"]
 
 Body = Callable[[web.Request], Awaitable[dict[str, object]]]
-
-
-def _time(ms: int) -> str:
-    when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def backbone_json(r: BackboneRecord) -> dict[str, JsonValue]:
@@ -47,8 +41,8 @@ def backbone_json(r: BackboneRecord) -> dict[str, JsonValue]:
         "region": r.region,
         "version": r.version,
         "status": r.status,
-        "created_time": _time(r.created_ms),
-        "updated_time": _time(r.updated_ms),
+        "created_time": time_json(r.created_ms),
+        "updated_time": time_json(r.updated_ms),
     }
 
 
@@ -57,7 +51,7 @@ def version_json(v: ConfigVersionRecord | None, running: int) -> dict[str, JsonV
         return {"version": 0, "active": True}
     return {
         "version": v.version,
-        "created_time": _time(v.created_ms),
+        "created_time": time_json(v.created_ms),
         "author": v.author,
         "origin": v.origin,
         "detail": v.detail,

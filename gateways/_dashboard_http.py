@@ -18,7 +18,6 @@ org, or the global policy set, needs the broker's admin.
 
 from __future__ import annotations
 
-import datetime as dt
 import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,7 +29,14 @@ from lockgate.broker.api import LocalAPI
 from lockgate.broker.errors import NotFound
 from lockgate.broker.roster import RosterEntry
 from lockgate.gateways._cejson import JsonValue
-from lockgate.gateways._web import api_key, json_response, parse_id, parse_int, stored_json
+from lockgate.gateways._web import (
+    api_key,
+    json_response,
+    parse_id,
+    parse_int,
+    stored_json,
+    time_json,
+)
 from lockgate.gateways.errors import InvalidParameter
 
 __all__ = ["DIST", "add_dashboard_routes"]
@@ -48,16 +54,11 @@ _HEADERS = {
 }
 
 
-def _time(ms: int) -> str:
-    when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _roster_entry(e: RosterEntry, this_node: str) -> dict[str, JsonValue]:
     doc: dict[str, JsonValue] = {
         "node_id": e.node_id,
         "this_node": e.node_id == this_node,
-        "last_heard": _time(e.last_heard_ms),
+        "last_heard": time_json(e.last_heard_ms),
     }
     if e.card is not None:
         c = e.card
@@ -65,7 +66,7 @@ def _roster_entry(e: RosterEntry, this_node: str) -> dict[str, JsonValue]:
             "worker_id": c.worker_id,
             "version": c.version,
             "listen": c.listen,
-            "started": _time(c.started_ms),
+            "started": time_json(c.started_ms),
             "backbone": c.backbone,
             "events_per_second": c.events_per_second,
             "subscriptions": c.subscriptions,
@@ -96,7 +97,7 @@ def _dead_letter(d: DeadLetterView) -> dict[str, JsonValue]:
         "id": str(r.id),
         "durable": r.durable,
         "attempts": r.attempts,
-        "dead_time": _time(r.dead_ms),
+        "dead_time": time_json(r.dead_ms),
         "event": stored_json(d.event) if d.event is not None else None,
     }
 
@@ -182,7 +183,7 @@ def add_dashboard_routes(app: web.Application, api: LocalAPI, body: Body) -> Non
             {
                 "denials": [
                     {
-                        "time": _time(d.time_ms),
+                        "time": time_json(d.time_ms),
                         "org": d.org,
                         "agent": d.agent,
                         "action": d.action,
@@ -205,7 +206,7 @@ def add_dashboard_routes(app: web.Application, api: LocalAPI, body: Body) -> Non
             {
                 "node": {"node_id": n.node_id, "store": n.store, "history_lag": n.history_lag},
                 "peers": [
-                    {"node_id": e.node_id, "last_heard": _time(e.last_heard_ms)}
+                    {"node_id": e.node_id, "last_heard": time_json(e.last_heard_ms)}
                     for e in n.roster
                     if e.node_id != n.node_id
                 ],
@@ -240,7 +241,7 @@ def add_dashboard_routes(app: web.Application, api: LocalAPI, body: Body) -> Non
                 "versions": [
                     {
                         "version": v.version,
-                        "created_time": _time(v.created_ms),
+                        "created_time": time_json(v.created_ms),
                         "origin": v.origin,
                         "files": len(v.files),
                         "active": v.active,

@@ -43,6 +43,7 @@ __all__ = [
     "problem",
     "problem_json",
     "stored_json",
+    "time_json",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -120,13 +121,22 @@ def delivery_json(d: Delivery) -> dict[str, JsonValue]:
     return out
 
 
+def time_json(ms: int) -> str:
+    """A Unix-ms time as every JSON answer shows it: RFC 3339 in UTC with milliseconds.
+
+    >>> time_json(1_700_000_000_123)
+    '2023-11-14T22:13:20.123Z'
+    """
+    when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def audit_json(r: AuditRecord) -> dict[str, JsonValue]:
     """One audit record, as ``lockgate audit --json`` prints it too: the id a string (as
-    every id), the time RFC 3339 in UTC with milliseconds."""
-    when = dt.datetime.fromtimestamp(r.time_ms / 1000, dt.UTC)
+    every id), the time as :func:`time_json`."""
     return {
         "id": str(r.id),
-        "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": time_json(r.time_ms),
         "org": r.org,
         "agent": r.agent,
         "credential": r.credential,
