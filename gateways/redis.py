@@ -87,6 +87,16 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _xack_command(stream: str, group: str, entry_ids: Sequence[bytes]) -> bytes:
+    """``XACK stream group id...`` in RESP, as redis-py would pack it."""
+    head = b"*%d\r\n$4\r\nXACK\r\n" % (len(entry_ids) + 3)
+    return b"".join((head, _bulk(stream.encode()), _bulk(group.encode()), *map(_bulk, entry_ids)))
+
+
 def _default_consumer() -> str:
     # Stable across restarts (no pid): a restarted gateway re-reads its own pending entries.
     return f"lockgate-{socket.gethostname()}"
@@ -360,6 +370,15 @@ class RedisIngest:
             await self._xack(batch.stream, batch.acks)
 
     async def _xack(self, stream: str, entry_ids: list[bytes]) -> None:
-        acked = await self.redis.xack(stream, self.settings.group, *entry_ids)
+        # Sent as packed here (one join): redis-py packs every argument in Python, and the
+        # ids of a 500-entry XACK cost a tenth of the gateway's time. A reply that does not
+        # arrive (an error, a cancel) disconnects the connection, as in redis-py's own calls.
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # (redis-py)
+        try:
+            await conn.send_packed_command(_xack_command(stream, self.settings.group, entry_ids))
+            acked = await conn.read_response()
+        finally:
+            await pool.release(conn)
         self.metrics["xacked"] += int(acked)
         self.metrics["xack_short"] += len(entry_ids) - int(acked)

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from lockgate.gateways.redis import RedisIngest, RedisSettings
+from lockgate.gateways.redis import RedisIngest, RedisSettings, _xack_command
 from tests.gateways.gw_kit import Local, count_events, unique
 from tests.support import eventually
 
@@ -259,3 +259,9 @@ async def test_stop_during_a_blocking_read_returns(
 async def _reading(r: aioredis.Redis, stream: str, group: str) -> bool:
     # the loop has reached its blocking read once its consumer exists in the group
     return any(c["name"] for c in await r.xinfo_consumers(stream, group))
+
+
+def test_the_xack_command_is_packed_as_redis_py_packs_it() -> None:
+    ids = [b"1733000000000-0", b"1733000000000-17"]
+    conn = aioredis.Redis().connection_pool.make_connection()
+    assert _xack_command("s:é", "g", ids) == b"".join(conn.pack_command("XACK", "s:é", "g", *ids))
