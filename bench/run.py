@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "bench/profiles/broker-SCENARIO.speedscope.json and a top-15 summary",
     )
     p.add_argument(
+        "--native",
+        action="store_true",
+        help="--profile with C frames too (py-spy --native): grpcio's and uvloop's own code",
+    )
+    p.add_argument(
         "--broker-arg",
         action="append",
         default=[],
@@ -99,7 +104,9 @@ async def profile(sc: Scenario, args: argparse.Namespace, tmp: Path) -> None:
     PROFILES.mkdir(exist_ok=True)
     out = PROFILES / f"broker-{sc.name}.speedscope.json"
     print(f"\n== profile: one {sc.name} run with the broker under py-spy -> {out}", flush=True)
-    r = await run_side(sc.lockgate, args.duration, tmp, args.broker_arg, profile=out)
+    r = await run_side(
+        sc.lockgate, args.duration, tmp, args.broker_arg, profile=out, native=args.native
+    )
     print(f"  profiled run: {describe(r, sc.kind)}")
     summary = format_top(top_self(out))
     (PROFILES / f"broker-{sc.name}-top.txt").write_text(summary + "\n")
@@ -127,7 +134,7 @@ async def main(args: argparse.Namespace) -> int:
             lg, base = await run_scenario(sc, args, tmp)
             rows += rows_for(sc, lg, base)
             dump[sc.name] = {"lockgate": lg, sc.baseline.label: base}
-            if args.profile:
+            if args.profile or args.native:
                 await profile(sc, args, tmp)
     print(f"\n{_machine()}\n" + table(rows))
     if args.json:

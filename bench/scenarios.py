@@ -274,7 +274,13 @@ async def _workers(
 
 
 async def run_side(
-    side: Side, duration: float, tmp: Path, broker_args: list[str], profile: Path | None = None
+    side: Side,
+    duration: float,
+    tmp: Path,
+    broker_args: list[str],
+    profile: Path | None = None,
+    *,
+    native: bool = False,
 ) -> Result:
     """Starts a fresh server, the subscriber, then the publishers; returns the metrics."""
     stage_log = tmp / f"stages-{os.urandom(4).hex()}.jsonl" if side.stages else None
@@ -284,7 +290,11 @@ async def run_side(
         server = _server(side, broker_args)(tmp)
         async with server as (conn, server_pid):
             os.environ.pop("LOCKGATE_STAGE_LOG", None)
-            spy = await PySpy.attach(server_pid, profile) if profile is not None else None
+            spy = (
+                await PySpy.attach(server_pid, profile, native=native)
+                if profile is not None
+                else None
+            )
             try:
                 async with _workers(side, conn, duration, tmp) as (sub, pubs):
                     result = await _measure(sub, pubs, server_pid)
