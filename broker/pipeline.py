@@ -440,11 +440,16 @@ class Pipeline:
     ) -> list[int]:
         """Assigns ids, encodes one batch, routes it to ephemeral subscribers."""
         ids = self.ids.next_block(len(raws))
-        encoded = wire.delivery_frames(ids, wire.subject_field(subject), raws, suffix)
-        body = b"".join(encoded)
+        subject_bytes = wire.subject_field(subject)
+        frames: list[tuple[int, bytes]] = []
+        if self.listener.wants_frames():
+            encoded = wire.delivery_frames(ids, subject_bytes, raws, suffix)
+            body = b"".join(encoded)
+            frames = list(zip(ids, encoded, strict=True))
+        else:  # the body alone: no frame object per event
+            body = wire.delivery_body(ids, subject_bytes, raws, suffix)
         version = self.gate.version_of(org)
         batch = Batch(ids[0], ids[-1], org, subject, len(ids), version, body, publisher)
-        frames = list(zip(ids, encoded, strict=True)) if self.listener.wants_frames() else []
         prepared.staged.append(StagedBatch(batch, ids, frames))
         if ids[-1] > self.head:
             self.head = ids[-1]

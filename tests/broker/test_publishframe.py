@@ -123,6 +123,31 @@ def test_a_head_found_invalid_stays_invalid_and_valid_heads_are_remembered() -> 
     assert reader.read(good) is not None
 
 
+def test_reads_runs_of_alike_events_between_unlike_ones() -> None:
+    enc = EventEncoder()
+    like = [
+        enc.encode(b"d" * 130, type="t", source="agent://a", id=f"id-{i:04}") for i in range(40)
+    ]
+    unlike = enc.encode("text", type="u", source="agent://a", id="other")
+    for events in (like, [*like[:20], unlike, *like[20:]], [unlike, *like], [*like, unlike]):
+        for raw in (
+            encode_publish_request(b"a.b", events, 7),
+            b"\x18\x07" + encode_publish_request(b"a.b", events, 0),
+        ):
+            frame = FrameReader().read(raw)
+            assert frame is not None
+            _agrees(raw, frame)
+
+
+def test_a_run_with_a_text_not_utf8_goes_to_the_general_path() -> None:
+    enc = EventEncoder()
+    events = [enc.encode("ab", type="t", source="s", id=f"{i:02}") for i in range(10)]
+    events[6] = events[6][:-2] + b"\xff\xfe"
+    assert FrameReader().read(encode_publish_request(b"a.b", events, 1)) is None
+    events[6] = events[5]  # valid again (a duplicate id is the pipeline's to find)
+    assert FrameReader().read(encode_publish_request(b"a.b", events, 1)) is not None
+
+
 TEXT = st.text(max_size=12)
 ATTRS = st.dictionaries(
     st.sampled_from(["subject", "datacontenttype", "Bad", "time", "x1"]),
@@ -163,4 +188,31 @@ def test_whatever_it_reads_the_general_path_reads_alike(
     if frame is not None:
         _agrees(raw.SerializeToString(), frame)
     else:  # ids are short here: every frame of valid events is read
+        assert not all(check_event(e) is None for e in events)
+
+
+ALIKE = st.sampled_from(
+    [
+        CloudEvent(id="aa", source="s", spec_version="1.0", type="t", binary_data=b"\x12" * 9),
+        CloudEvent(id="bb", source="s", spec_version="1.0", type="t", binary_data=b"\x0a" * 9),
+        CloudEvent(id="c", source="s", spec_version="1.0", type="t", binary_data=b"x" * 10),
+        CloudEvent(id="dd", source="s", spec_version="1.0", type="t", text_data="é" * 4 + "x"),
+        CloudEvent(id="ee", source="s", spec_version="1.0", type="t"),
+        CloudEvent(id="", source="s", spec_version="1.0", type="t", binary_data=b"y" * 9),
+    ]
+)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ALIKE, max_size=30), st.integers(0, 2**64 - 1))
+def test_runs_of_alike_events_read_as_the_general_path_reads_them(
+    events: list[CloudEvent], batch_id: int
+) -> None:
+    """Events of one length and layout next to others of the same length but not the same
+    layout (another id length, data field or an invalid event)."""
+    raw = broker_pb2.PublishRequest(subject="a.b", events=events, batch_id=batch_id)
+    frame = FrameReader().read(raw.SerializeToString())
+    if frame is not None:
+        _agrees(raw.SerializeToString(), frame)
+    else:
         assert not all(check_event(e) is None for e in events)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lockgate.broker import wire
@@ -91,6 +91,29 @@ def test_batch_frames_equal_single_frames(
         wire.delivery_frame(i, sf, e + suffix) for i, e in zip(ids, events, strict=True)
     ]
     assert wire.split_frames(b"".join(frames)) == list(zip(ids, frames, strict=True))
+
+
+# No deadline: a loaded machine (CI beside other suites) takes its time on large events.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(EVENT_IDS, st.integers(min_value=(1 << 56), max_value=(1 << 63) - 2000)),
+    SUBJECTS,
+    st.integers(1, 260),  # ids cross runs of 128 (where all but the low byte change)
+    st.one_of(st.integers(0, 200), st.sampled_from([16383, 16384]), st.none()),
+    st.binary(max_size=50),
+    st.integers(0, 260),
+)
+def test_a_batch_body_is_its_frames_joined(
+    first: int, subject: str, count: int, size: int | None, suffix: bytes, gap: int
+) -> None:
+    """One length or several, consecutive ids or not (``gap``: where they jump)."""
+    first = min(first, (1 << 63) - count - 10)
+    ids = [first + k + (k >= gap) * 5 for k in range(count)]
+    events = [b"e" * (k % 3 if size is None else size) for k in range(count)]
+    sf = wire.subject_field(subject)
+    body = wire.delivery_body(ids, sf, events, suffix)
+    assert body == b"".join(wire.delivery_frames(ids, sf, events, suffix))
+    assert [i for i, _ in wire.split_frames(body)] == ids
 
 
 @given(st.text(max_size=40), UINT64)
