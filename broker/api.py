@@ -24,7 +24,7 @@ from typing import Protocol
 
 from google.protobuf import message as google_message
 
-from lockgate.broker import audit
+from lockgate.broker import actor, audit_read
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.configstore import ConfigChange
 from lockgate.broker.delivery import (
@@ -371,15 +371,15 @@ class LocalAPI:
         return p
 
     async def _authenticated(self, key: str | None) -> Principal:
-        # The gateway in front entered its surface and the peer (audit.enter): the audit
+        # The gateway in front entered its surface and the peer (actor.enter): the audit
         # log's records of this call name who it is, or record the refusal.
         try:
             p = await self.auth.authenticate(key, certificate=CERTIFIED_CALLER.get())
         except Unauthenticated as err:
-            audit.authenticated(None, audit.credential_id(key))
+            actor.authenticated(None, actor.credential_id(key))
             self.broker.audit.auth_failed(err)
             raise
-        audit.authenticated(p, audit.credential_id(key))
+        actor.authenticated(p, actor.credential_id(key))
         return p
 
     async def check_credential(self, key: str | None) -> None:
@@ -575,7 +575,7 @@ class LocalAPI:
     ) -> tuple[list[AuditRecord], int]:
         p = self._acting_for or await self._authenticated(key)
         query = AuditQuery(after_id, start_ms, end_ms, None, agent, action, outcome, limit)
-        return await audit.read_page(
+        return await audit_read.read_page(
             self.broker.store, self.broker.audit, self.broker.permissions, p, org, query
         )
 

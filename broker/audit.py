@@ -4,10 +4,9 @@ Security-relevant actions (authentication failures, credentials created and revo
 and configuration changes, durable deletion, dead-letter redrive, denied publishes and
 subscriptions) become :class:`~broker.store.AuditRecord` s in the store's audit role.
 
-*Who* and *from where* travel with the call: the surface that takes a call (gRPC servicer,
-HTTP and WebSocket gateways, the CLI) names itself and its peer with :func:`enter`, and
-authentication adds the principal and the credential (:func:`authenticated`), in a context
-variable that follows the call's task. So an instrumented place is one line::
+*Who* and *from where* travel with the call (``broker.actor``: the surface that takes a call
+names itself and its peer, authentication adds the principal and the credential, in a context
+variable that follows the call's task). So an instrumented place is one line::
 
     audit.record("durable.delete", target=name)
 
@@ -23,7 +22,8 @@ the audit log. Floods are bounded twice:
 - **Dropping.** When the queue holds ``max_queue`` records, further ones are dropped and
   counted (in actions), and an ``audit.dropped`` record with that count is written next.
 
-Records older than ``retention`` (90 days by default) are removed once an hour.
+Records older than ``retention`` (90 days by default) are removed once an hour. Reading
+them, and who may read which, is ``broker.audit_read``.
 """
 
 from __future__ import annotations
@@ -31,149 +31,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import dataclasses
-import getpass
-import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
+from lockgate.broker.actor import current_actor
 from lockgate.broker.auth import Principal
-from lockgate.broker.errors import BrokerError, PermissionDenied
-from lockgate.broker.permissions import ADMIN, Permissions
+from lockgate.broker.errors import BrokerError
 from lockgate.broker.store import AuditQuery, AuditRecord, AuditStore
 
-__all__ = [
-    "Actor",
-    "AuditLog",
-    "audit_scope",
-    "authenticated",
-    "cli_record",
-    "credential_id",
-    "current_actor",
-    "enter",
-    "read_page",
-]
+__all__ = ["AuditLog"]
 
 log = logging.getLogger("lockgate.audit")
 
 DAY = 86_400.0
 _TRIM_EVERY = 3600.0
 _RETRY = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who is calling and from where, as far as the call has got (see :func:`enter`)."""
-
-    surface: str = "broker"
-    """grpc, http, ws, cli; ``broker`` for the broker's own work (file reloads, start)."""
-    peer: str = ""
-    org: str = ""
-    agent: str = ""
-    credential: str = ""
-
-
-_BROKER = Actor()  # frozen: a safe shared default
-_ACTOR: contextvars.ContextVar[Actor] = contextvars.ContextVar("lockgate_actor", default=_BROKER)
-
-
-def enter(surface: str, peer: str) -> None:
-    """Marks the current call (its task and the tasks it starts) as taken by ``surface``
-    from ``peer``; a surface calls it once per call or connection."""
-    _ACTOR.set(Actor(surface, peer))
-
-
-def authenticated(principal: Principal | None, credential: str) -> None:
-    """Adds who the current call is (``None``: authentication failed, only the credential
-    presented is known)."""
-    a = _ACTOR.get()
-    org, agent = (principal.org, principal.agent) if principal is not None else ("", "")
-    # The surface stays: an in-process gateway entered first, the broker API authenticates.
-    _ACTOR.set(Actor(a.surface, a.peer, org, agent, credential))
-
-
-def current_actor() -> Actor:
-    return _ACTOR.get()
-
-
-def credential_id(key: str | None) -> str:
-    """What the audit log names a presented credential by: an API key's id (the part before
-    its secret), or a short hash of any other token; never the secret itself."""
-    if not key:
-        return ""
-    parts = key.strip().split("_")
-    if len(parts) == 3 and parts[0] == "lg" and parts[1]:
-        return parts[1][:64]
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def cli_record(
-    action: str,
-    outcome: str = "ok",
-    *,
-    target: str = "",
-    org: str = "",
-    detail: Mapping[str, str] | None = None,
-) -> AuditRecord:
-    """A record of a ``lockgate`` command that writes the store itself (``keys``): its peer
-    is the operating-system user who ran it, its org the one the action concerns (so that
-    org's administrator reads it too)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a bare container)
-        user = str(os.getuid()) if hasattr(os, "getuid") else "?"
-    return AuditRecord(
-        int(time.time() * 1000),
-        action,
-        outcome,
-        org=org,
-        target=target,
-        surface="cli",
-        peer=f"local:{user}",
-        detail=dict(detail or {}),
-    )
-
-
-def audit_scope(principal: Principal, org: str, permissions: Permissions) -> str | None:
-    """The org whose records ``principal`` may read when asking for ``org`` ("": all it may):
-    ``None`` means every org. The broker's admin reads every org's (and the broker's own,
-    org-less, records); an org's administrator its own org's only; an agent none (the
-    ``audit.read`` action of ``broker.permissions``). The one rule, for every surface."""
-    if permissions.role(principal) == ADMIN:
-        return org or None
-    wanted = org or principal.org
-    permissions.authorize(principal, "audit.read", wanted)
-    return wanted
-
-
-MAX_PAGE = 1000
-"""The most records one page of the audit log holds, whatever the caller asks."""
-
-
-async def read_page(
-    store: AuditStore,
-    log: AuditLog,
-    permissions: Permissions,
-    principal: Principal,
-    org: str,
-    query: AuditQuery,
-) -> tuple[list[AuditRecord], int]:
-    """A page of the records ``principal`` may read when asking for ``org`` (``audit_scope``;
-    a refusal is recorded), at most ``MAX_PAGE``, and the cursor for the next page (0 on the
-    last): what every surface (gRPC, HTTP, a standalone gateway through gRPC) answers."""
-    try:
-        scope = audit_scope(principal, org, permissions)
-    except PermissionDenied as err:
-        log.denied("access", "audit.read", err)
-        raise
-    limit = min(query.limit or 100, MAX_PAGE)
-    records = await store.query_audit(dataclasses.replace(query, org=scope, limit=limit))
-    return records, records[-1].id if len(records) == limit else 0
 
 
 def _host(peer: str) -> str:
@@ -257,7 +132,7 @@ class AuditLog:
         principal: Principal | None,
         count: int = 1,
     ) -> AuditRecord:
-        a = _ACTOR.get()
+        a = current_actor()
         org, agent = (principal.org, principal.agent) if principal is not None else (a.org, a.agent)
         return AuditRecord(
             int(time.time() * 1000),
@@ -301,7 +176,7 @@ class AuditLog:
         aggregated per principal, action, target, rule."""
         if self._store is None:
             return
-        a = _ACTOR.get()
+        a = current_actor()
         org, agent = (principal.org, principal.agent) if principal is not None else (a.org, a.agent)
         rule = err.metadata.get("rule", "")
         key = ("denied", org, agent, a.credential, action, target, rule)
@@ -330,7 +205,7 @@ class AuditLog:
         (a flood from one host, with a new key or port each time, is one record a window)."""
         if self._store is None:
             return
-        a = _ACTOR.get()
+        a = current_actor()
         key = ("auth", a.surface, _host(a.peer))
         self._aggregate(
             key,

@@ -160,7 +160,7 @@ def _expires_ms(args: argparse.Namespace) -> int | None:
 async def _cmd_keys(args: argparse.Namespace) -> int:
     import time
 
-    from lockgate.broker.audit import cli_record
+    from lockgate.broker.actor import cli_record
     from lockgate.broker.auth import create_key, rotate_key
     from lockgate.broker.config import parse_duration
     from lockgate.broker.errors import NotFound
@@ -265,7 +265,7 @@ async def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 async def _cmd_tokens(args: argparse.Namespace) -> int:
-    from lockgate.broker.audit import cli_record, credential_id
+    from lockgate.broker.actor import cli_record, credential_id
     from lockgate.broker.local_tokens import (
         LOCAL_ISSUER,
         issue_token,

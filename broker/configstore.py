@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lockgate.broker.audit import AuditLog, current_actor
+from lockgate.broker.actor import current_actor
+from lockgate.broker.audit import AuditLog
 from lockgate.broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
 from lockgate.broker.livesettings import LiveSettings, check_settings
 from lockgate.broker.store import ConfigStore, ConfigVersionRecord

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from lockgate.broker.audit import enter
+from lockgate.broker.actor import enter
 from lockgate.broker.errors import BrokerError, NotFound
 from lockgate.gateways._web import problem
 from lockgate.gateways.errors import (

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
+from lockgate.broker.actor import enter
 from lockgate.broker.api import BrokerAPI, Delivery, Subscription
-from lockgate.broker.audit import enter
 from lockgate.broker.errors import BrokerError, FailedPrecondition, InvalidArgument
 from lockgate.gateways import _chat
 from lockgate.gateways._cejson import JsonValue, event_from_json

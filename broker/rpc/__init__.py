@@ -23,7 +23,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 from google.protobuf import message, message_factory, timestamp_pb2
 
-from lockgate.broker import audit
+from lockgate.broker import actor
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.errors import (
     BrokerError,
@@ -229,16 +229,16 @@ class Servicer:
     async def authenticated(self, context: Context) -> Principal:
         """The caller; who it is and from where go to the audit log's context (so the
         call's records name them), a refusal to the audit log."""
-        audit.enter("grpc", context.peer())
+        actor.enter("grpc", context.peer())
         key: str | None = None
         try:
             key = self.auth.key_from_metadata(context.invocation_metadata())
             principal = await self.auth.authenticate(key, certificate=self.certificate(context))
         except Unauthenticated as err:
-            audit.authenticated(None, audit.credential_id(key))
+            actor.authenticated(None, actor.credential_id(key))
             self.broker.audit.auth_failed(err)
             raise
-        audit.authenticated(principal, audit.credential_id(key))
+        actor.authenticated(principal, actor.credential_id(key))
         return principal
 
     def authorized(self, principal: Principal, method: str, request: object = None) -> Principal:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lockgate.broker.audit import read_page
+from lockgate.broker.audit_read import read_page
 from lockgate.broker.auth import Principal
 from lockgate.broker.errors import InvalidArgument
 from lockgate.broker.ids import MAX_ID, parse_decimal

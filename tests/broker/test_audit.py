@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.broker import audit
-from lockgate.broker.audit import AuditLog, audit_scope, credential_id
+from lockgate.broker import actor
+from lockgate.broker.actor import credential_id
+from lockgate.broker.audit import AuditLog
+from lockgate.broker.audit_read import audit_scope
 from lockgate.broker.auth import Principal
 from lockgate.broker.config import Config, ConfigError, load_config
 from lockgate.broker.errors import PermissionDenied
@@ -55,8 +57,8 @@ async def test_a_record_names_the_caller_and_where_it_came_from(store: SqliteSto
     log = AuditLog(store)
 
     async def call() -> None:  # a call's own task, as a gRPC call or an HTTP request has
-        audit.enter("grpc", "ipv4:127.0.0.1:4242")
-        audit.authenticated(ACME, credential_id("lg_k123_secretpart"))
+        actor.enter("grpc", "ipv4:127.0.0.1:4242")
+        actor.authenticated(ACME, credential_id("lg_k123_secretpart"))
         log.record("durable.delete", target="billing")
 
     await asyncio.create_task(call())
@@ -111,8 +113,8 @@ async def test_auth_failures_aggregate_per_peer_host_whatever_the_port_or_key(
     err = PermissionDenied("x")  # any BrokerError: its reason is what is kept
 
     async def attempt(port: int, host: str = "10.0.0.7") -> None:
-        audit.enter("grpc", f"ipv4:{host}:{port}")
-        audit.authenticated(None, credential_id(f"lg_k{port}_guess"))
+        actor.enter("grpc", f"ipv4:{host}:{port}")
+        actor.authenticated(None, credential_id(f"lg_k{port}_guess"))
         log.auth_failed(err)
 
     for port in range(1000, 1300):
