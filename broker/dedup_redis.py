@@ -71,7 +71,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lockgate.broker.dedup import DedupKey, RecentLog
 from lockgate.broker.errors import Unavailable
@@ -204,6 +204,9 @@ class RedisDedupWindow:
         self._memo: dict[DedupKey, bytes] = {}
         """Digests of the keys looked up, until stored or forgotten: one digest per event
         rather than one per step (a BLAKE2b and a string format each)."""
+        self._lane: list[tuple[list[bytes | str | int], asyncio.Future[Any]]] = []
+        """Claims queued while one is on its way (see :meth:`_send_claim`)."""
+        self._sender: asyncio.Task[None] | None = None
 
     @staticmethod
     def _key(key: DedupKey) -> bytes:
@@ -222,12 +225,15 @@ class RedisDedupWindow:
         if self._committed:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._confirm(self._take_committed())
-        for task in (self._renewer, self._confirmer):
+        for task in (self._renewer, self._confirmer, self._sender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._renewer = self._confirmer = None
+        self._renewer = self._confirmer = self._sender = None
+        for _, waiting in self._lane:
+            waiting.cancel()
+        self._lane.clear()
         self._frames.clear()
         self._claimed.clear()
         await self._redis.aclose()
@@ -276,9 +282,49 @@ class RedisDedupWindow:
                 # lapses meanwhile only lets a retry elsewhere in sooner.
                 _log.warning("dedup.claims.renew_failed: %s", redis_failed(_WHAT, exc).message)
 
+    def _send_claim(self, args: list[bytes | str | int]) -> asyncio.Future[Any]:
+        """Queues one claim script call; Redis runs the node's claims in the order of these
+        calls: one round trip at a time, the claims queued meanwhile in one pipeline behind
+        it. So a lookup started before another claims before it, whatever the connections:
+        frames prepared concurrently (a Publish stream's) never wait for a later frame's
+        claim, and no two streams wait for each other's (every node's claims run in one
+        order in Redis)."""
+        done = asyncio.get_running_loop().create_future()
+        self._lane.append((args, done))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(
+                self._send_claims(), name="lockgate-dedup-claim-lane"
+            )
+        return done
+
+    async def _send_claims(self) -> None:
+        try:
+            while self._lane:
+                queued, self._lane = self._lane, []
+                try:
+                    if len(queued) == 1:
+                        results: list[Any] = [await self._claim(keys=[], args=queued[0][0])]
+                    else:
+                        pipe = self._redis.pipeline(transaction=False)
+                        for args, _ in queued:
+                            await self._claim(keys=[], args=args, client=pipe)
+                        results = await pipe.execute(raise_on_error=False)
+                except REDIS_ERRORS as exc:
+                    results = [exc] * len(queued)
+                for (_, done), result in zip(queued, results, strict=True):
+                    if done.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        done.set_exception(result)
+                    else:
+                        done.set_result(result)
+        finally:
+            self._sender = None
+
     async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
         """The id stored for each key, or 0 for a key this call claimed (the caller appends
-        its event, then :meth:`remember` s or :meth:`forget` s it)."""
+        its event, then :meth:`remember` s or :meth:`forget` s it). Its claim is queued
+        before the call first suspends (see :meth:`_send_claim`)."""
         memo = self._memo
         if len(memo) > _MEMO_MAX:
             memo.clear()  # keys of publishes that never got to stored/forget
@@ -298,7 +344,7 @@ class RedisDedupWindow:
                 args: list[bytes | str | int] = [
                     *(self._prefix, self._window_ms, b"".join(todo), name, self._claim_ms)
                 ]
-                answers = await self._claim(keys=[], args=args)
+                answers = await self._send_claim(args)
             except REDIS_ERRORS as exc:
                 raise redis_failed(_WHAT, exc) from exc
             waiting = []

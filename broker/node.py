@@ -40,7 +40,7 @@ from lockgate.broker.leases import Leases, LocalLeases
 from lockgate.broker.limits import Limiter
 from lockgate.broker.livesettings import LiveSettings
 from lockgate.broker.permissions import Permissions
-from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
+from lockgate.broker.pipeline import FrameTurn, Pipeline, Prepared, PublishOutcome
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, start_after
 from lockgate.broker.quotas import OrgQuota
@@ -455,9 +455,11 @@ class Broker:
         subject: str,
         events: Sequence[CloudEvent],
         received: int = 0,
+        *,
+        turn: FrameTurn | None = None,
     ) -> Prepared:
         """See :meth:`Pipeline.prepare`."""
-        return await self.pipeline.prepare(principal, subject, events, received)
+        return await self.pipeline.prepare(principal, subject, events, received, turn=turn)
 
     async def commit(self, prepared: Prepared) -> PublishOutcome:
         """See :meth:`Pipeline.commit`."""

@@ -39,6 +39,7 @@ from lockgate.broker.v1 import cloudevent_pb2
 
 __all__ = [
     "CommitListener",
+    "FrameTurn",
     "Pipeline",
     "Prepared",
     "PublishOutcome",
@@ -165,6 +166,36 @@ def _check_required(ev: CloudEvent) -> BrokerError | None:
     return None
 
 
+def _set(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+@dataclass(eq=False, slots=True)
+class FrameTurn:
+    """A frame's place in its Publish stream when the stream's frames are prepared
+    concurrently (see :meth:`Pipeline.prepare`)."""
+
+    previous: FrameTurn | None
+    """The stream's previous frame (None: the first, or it finished)."""
+    sent: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    """Done once this frame's lookup is queued, or it will not look up."""
+    prepared: asyncio.Future[Prepared] | None = None
+    """This frame's prepare (the caller's task)."""
+
+    def pass_on(self) -> None:
+        """Lets the next frame look up once the previous one did (this one will not)."""
+        if self.sent.done():
+            return
+        before = self.previous.sent if self.previous is not None else None
+        if before is None or before.done():
+            _set(self.sent)
+        else:
+            before.add_done_callback(lambda _: _set(self.sent))
+
+
 def _retrieve(done: asyncio.Future[None]) -> None:
     """Marks a deferred dedup write's error as seen: the commit that awaits it reports it;
     a prepare never committed (its stream went away) has nobody to report it to."""
@@ -258,11 +289,79 @@ class Pipeline:
         received: int = 0,
         *,
         owned: bool = False,
+        turn: FrameTurn | None = None,
     ) -> Prepared:
         """Steps 2-5 and ephemeral routing; the store write is queued, not awaited.
         ``received`` (``broker.stages`` time) starts the stage record when it is on.
         ``owned``: a broker-owned ``$`` subject whose own rule was applied by the caller
-        (a conversation's participants), so the policies do not decide it."""
+        (a conversation's participants), so the policies do not decide it.
+
+        ``turn``: the frame's place in its Publish stream, whose frames are prepared
+        concurrently (only with a claiming dedup window, see :attr:`concurrent`). This one
+        queues its lookup after the previous frame queued its own (the window claims in
+        that order, so no frame waits for a later one's claim), then stages only once the
+        previous frame has finished, and finishes after it whatever happens, so ids and
+        store order still follow the stream's order; when that one failed, this one stages
+        nothing (its claims are let go) and fails."""
+        if turn is None:
+            return await self._prepare(principal, subject, events, received, owned, None)
+        after = turn.previous.prepared if turn.previous is not None else None
+        try:
+            return await self._prepare(principal, subject, events, received, owned, turn)
+        finally:
+            turn.pass_on()
+            if after is not None and not after.done():  # returned early: finish after it
+                await asyncio.wait([after])
+            turn.previous = None  # the stream's chain is not kept
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether a stream's frames may be prepared concurrently (``after``): only when
+        the dedup window claims keys at lookup, so that a key looked up by two frames at
+        once is taken by one; the embedded window learns a key only at ``remember``."""
+        return self.dedup.claims
+
+    async def _turn(self, after: asyncio.Future[Prepared], claimed: list[DedupKey]) -> None:
+        """Waits until the stream's previous frame is prepared; when it failed (or this
+        frame is cancelled meanwhile) the keys this frame claimed are forgotten and it
+        fails too."""
+        try:
+            await asyncio.wait([after])
+        except asyncio.CancelledError:
+            self._let_go(claimed)
+            raise
+        if after.cancelled() or after.exception() is not None:
+            self._let_go(claimed)
+            raise Unavailable(
+                "an earlier frame of this publish stream failed", hint="retry the publish"
+            )
+
+    async def _look_up_in_turn(self, turn: FrameTurn, keys: list[DedupKey]) -> list[int]:
+        """The lookup of a frame prepared concurrently, queued after the previous frame's."""
+        before = turn.previous.sent if turn.previous is not None else None
+        if before is not None and not before.done():
+            await asyncio.wait([before])
+        if not keys:
+            return []
+        lookup = self.dedup.lookup(keys)
+        # The next frame runs only once this one suspends, which the lookup does after
+        # queueing its claim.
+        _set(turn.sent)
+        return await lookup
+
+    def _let_go(self, claimed: list[DedupKey]) -> None:
+        if claimed:
+            asyncio.ensure_future(self.dedup.forget(claimed)).add_done_callback(_retrieve)
+
+    async def _prepare(
+        self,
+        principal: Principal,
+        subject: str,
+        events: Sequence[CloudEvent],
+        received: int,
+        owned: bool,
+        turn: FrameTurn | None,
+    ) -> Prepared:
         if not isinstance(events, ScannedEvents):
             # One Python wrapper per event for the whole pipeline: indexing a parsed repeated
             # field builds a new one on every access.
@@ -336,7 +435,13 @@ class Pipeline:
             valid = [valid[k] for k in keep]
             raws_v = [raws_v[k] for k in keep]
             keys_v = [keys_v[k] for k in keep]
-        known = await self.dedup.lookup(keys_v) if keys_v else []
+        if turn is None:
+            known = await self.dedup.lookup(keys_v) if keys_v else []
+        else:
+            known = await self._look_up_in_turn(turn, keys_v)
+            if turn.previous is not None and turn.previous.prepared is not None:
+                claimed = [k for k, hit in zip(keys_v, known, strict=True) if not hit]
+                await self._turn(turn.previous.prepared, claimed)
         seen: dict[DedupKey, int] | None = None
         if not any(known) and len(set(keys_v)) == len(keys_v):
             accepted, raws, keys = valid, raws_v, keys_v  # the usual batch: all new

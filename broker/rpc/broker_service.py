@@ -26,7 +26,7 @@ from lockgate.broker.errors import (
 )
 from lockgate.broker.ids import parse_decimal, time_ms_of
 from lockgate.broker.node import Broker
-from lockgate.broker.pipeline import Prepared
+from lockgate.broker.pipeline import FrameTurn, Prepared
 from lockgate.broker.publishframe import FrameReader
 from lockgate.broker.quotas import Connections
 from lockgate.broker.rpc import (
@@ -54,12 +54,28 @@ _log = logging.getLogger("lockgate.broker")
 _REQUESTS_IN_FLIGHT = 1000
 
 
+PublishResult = tuple[int, Prepared | asyncio.Future[Prepared] | BrokerError]
+"""A Publish stream's frame on its way to its answer: its batch id, and what it became (or
+the task preparing it)."""
+
+
+def _cancel_unanswered(results: asyncio.Queue[PublishResult | None]) -> None:
+    """Cancels the prepares of frames a closing stream will not answer (each lets go of
+    what it claimed in the dedup window; one already staged is stored, unacknowledged)."""
+    while not results.empty():
+        item = results.get_nowait()
+        if item is not None and isinstance(item[1], asyncio.Future):
+            task = item[1]
+            if not task.cancel() and not task.cancelled():
+                task.exception()  # it failed after an earlier one: nobody asks for why
+
+
 class BrokerService(Servicer):
     """The broker's main service; :attr:`publish_streams` lets a drain reach every
     Publish stream."""
 
     SERVICE = "broker.v1.BrokerService"
-    publish_streams: set[asyncio.Queue[tuple[int, Prepared | BrokerError] | None]]
+    publish_streams: set[asyncio.Queue[PublishResult | None]]
 
     def __init__(self, broker: Broker, auth: Authenticator) -> None:
         super().__init__(broker, auth)
@@ -92,11 +108,15 @@ class BrokerService(Servicer):
             return
         # Frames are admitted in arrival order (ids are assigned before the first await),
         # stored concurrently so one group commit covers many, and answered in order; at most
-        # _PIPELINE_DEPTH frames are in flight. On drain, stop() puts a BrokerError in every
+        # _PIPELINE_DEPTH frames are in flight. With a shared dedup window (a cluster) each
+        # frame is prepared in a task of its own, chained to the previous frame's: its
+        # round trip to the window overlaps theirs, where one frame at a time waited for it
+        # (see Pipeline.prepare's ``after``). On drain, stop() puts a BrokerError in every
         # stream's queue, so an idle publisher learns at once that it should reconnect.
-        results: asyncio.Queue[tuple[int, Prepared | BrokerError] | None] = asyncio.Queue()
+        results: asyncio.Queue[PublishResult | None] = asyncio.Queue()
         window = asyncio.Semaphore(_PIPELINE_DEPTH)
         broker = self.broker
+        concurrent = broker.pipeline.concurrent
 
         reader_of_frames = FrameReader()
 
@@ -107,6 +127,7 @@ class BrokerService(Servicer):
 
         async def read() -> None:
             events: Sequence[CloudEvent]
+            turn: FrameTurn | None = None
             try:
                 async for raw in arriving():
                     received = stage_now() if STAGES.enabled else 0
@@ -117,6 +138,13 @@ class BrokerService(Servicer):
                         subject, batch_id, events = req.subject, req.batch_id, req.events
                     else:
                         subject, batch_id, events = frame
+                    if concurrent:
+                        turn = FrameTurn(turn)
+                        turn.prepared = asyncio.ensure_future(
+                            broker.prepare(principal, subject, events, received, turn=turn)
+                        )
+                        results.put_nowait((batch_id, turn.prepared))
+                        continue
                     try:
                         prepared = await broker.prepare(principal, subject, events, received)
                     except BrokerError as exc:
@@ -144,6 +172,8 @@ class BrokerService(Servicer):
                 try:
                     if isinstance(staged, BrokerError):
                         raise staged
+                    if isinstance(staged, asyncio.Future):
+                        staged = await staged
                     outcome = await broker.commit(staged)
                 except BrokerError as exc:
                     await context.abort_with_status(to_status(exc))
@@ -160,6 +190,7 @@ class BrokerService(Servicer):
             self.publish_streams.discard(results)
             reader.cancel()
             watcher.cancel()
+            _cancel_unanswered(results)
 
     @unary()
     async def PublishOne(

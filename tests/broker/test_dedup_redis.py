@@ -21,6 +21,7 @@ from lockgate.broker.config import Config
 from lockgate.broker.dedup_redis import RedisDedupWindow
 from lockgate.broker.errors import BrokerError, Unavailable
 from lockgate.broker.node import Broker
+from lockgate.broker.pipeline import FrameTurn
 from lockgate.broker.store import Batch, OnStored, Store
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.v1 import cloudevent_pb2
@@ -220,11 +221,7 @@ async def test_an_event_in_frames_prepared_back_to_back_is_stored_once(
     # The second frame is prepared while the first commits (the Publish stream does so):
     # its lookup meets the first frame's claim and waits for the id written behind it.
     window = RedisDedupWindow(redis_url, 60.0, prefix=f"lockgate-test:{uuid.uuid4().hex}:")
-    broker = Broker(
-        Config(data_dir=str(tmp_path), worker_id=1),
-        SqliteStore(tmp_path, fsync="never"),
-        dedup=window,
-    )
+    broker = _one_node(tmp_path, window)
     await broker.start()
     try:
         first = await broker.prepare(DEV_PRINCIPAL, "dd.x", [event("e1")])
@@ -252,3 +249,77 @@ async def test_a_claim_left_unresolved_by_a_live_node_runs_out_after_max_hold(
     await b.remember([(K, 43)])
     b.stored([K])
     assert await a.lookup([K]) == [43]  # (waiting while b's id is pending)
+
+
+def _one_node(tmp_path: Path, window: RedisDedupWindow) -> Broker:
+    return Broker(
+        Config(data_dir=str(tmp_path), worker_id=1),
+        SqliteStore(tmp_path, fsync="never"),
+        dedup=window,
+    )
+
+
+def _frames(broker: Broker, frames: list[list[str]]) -> list[asyncio.Future[Any]]:
+    """Prepares ``frames`` concurrently, chained as the Publish stream of a cluster node does."""
+    turn: FrameTurn | None = None
+    out = []
+    for ids in frames:
+        turn = FrameTurn(turn)
+        turn.prepared = asyncio.ensure_future(
+            broker.prepare(DEV_PRINCIPAL, "dd.x", [event(i) for i in ids], turn=turn)
+        )
+        out.append(turn.prepared)
+    return out
+
+
+async def test_frames_prepared_concurrently_keep_their_order_and_store_an_event_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # Each frame looks its keys up while the previous ones do and stages after them: ids and
+    # store order are the stream's, and an event in two frames in flight at once is stored
+    # once. The window claims in lookup order: a frame never waits for a later frame's claim
+    # (which waits for its turn behind it: that stalled for claim + 1 s, then failed).
+    window = RedisDedupWindow(redis_url, 60.0, prefix=f"lockgate-test:{uuid.uuid4().hex}:")
+    broker = _one_node(tmp_path, window)
+    await broker.start()
+    try:
+        assert broker.pipeline.concurrent
+        for round_ in range(5):
+            e = [f"r{round_}e{n}" for n in range(6)]
+            tasks = _frames(broker, [[e[1], e[2]], [e[2], e[3]], [e[4]], [e[3], e[5]]])
+            outcomes = [await broker.commit(await asyncio.wait_for(t, 5)) for t in tasks]
+            assert [o.duplicates for o in outcomes] == [[], [0], [], [0]]
+            (e1, e2), (e2_again, e3), (e4,), (e3_again, e5) = (o.ids for o in outcomes)
+            assert e2_again == e2 and e3_again == e3
+            assert e1 < e2 < e3 < e4 < e5  # ids follow the stream's order
+        stored, _ = await broker.query(DEV_PRINCIPAL, "dd.>")
+        assert [ev.event.id for ev in stored] == [
+            f"r{r}e{n}" for r in range(5) for n in range(1, 6)
+        ]
+    finally:
+        await broker.stop()
+
+
+async def test_a_frame_after_a_failed_one_stages_nothing_and_lets_its_claims_go(
+    tmp_path: Path, redis_url: str
+) -> None:
+    prefix = f"lockgate-test:{uuid.uuid4().hex}:"
+    window = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=30.0)
+    other = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=30.0)
+    broker = _one_node(tmp_path, window)
+    await broker.start()
+    try:
+        failed = FrameTurn(None)
+        failed.prepared = asyncio.get_running_loop().create_future()
+        failed.prepared.set_exception(Unavailable("the store failed"))
+        failed.pass_on()
+        with pytest.raises(Unavailable, match="an earlier frame of this publish stream"):
+            await broker.prepare(DEV_PRINCIPAL, "dd.x", [event("e1")], turn=FrameTurn(failed))
+        # Its claim is let go at once (a 30 s claim held would make this lookup wait).
+        key = (DEV_PRINCIPAL.org, "/src", "e1")
+        assert await asyncio.wait_for(other.lookup([key]), 5) == [0]
+        await other.forget([key])
+        assert (await broker.query(DEV_PRINCIPAL, "dd.>"))[0] == []
+    finally:
+        await broker.stop()
+        await other.close()
