@@ -72,7 +72,8 @@ def _is_loopback(listen: str) -> bool:
 def _token_verifier(config: Config) -> TokenVerifier | None:
     """The verifier of the trusted token issuers: the configured ones and, unless turned
     off, the local one (``lockgate tokens issue``); None when there are none."""
-    from lockgate.broker.tokens import TokenVerifier, local_issuer, parse_issuers
+    from lockgate.broker.token_issuers import local_issuer, parse_issuers
+    from lockgate.broker.tokens import TokenVerifier
 
     issuers = parse_issuers(config.auth_issuers, clock_skew=config.auth_clock_skew)
     if config.auth_local_issuer:

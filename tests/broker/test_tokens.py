@@ -19,7 +19,8 @@ from lockgate.broker.config import ConfigError, load_config
 from lockgate.broker.errors import Unauthenticated
 from lockgate.broker.local_tokens import issue_token, key_path
 from lockgate.broker.store.sqlite import SqliteStore
-from lockgate.broker.tokens import TokenVerifier, local_issuer, parse_issuers
+from lockgate.broker.token_issuers import local_issuer, parse_issuers
+from lockgate.broker.tokens import TokenVerifier
 from tests.broker.jwt_kit import ISS, JwksServer, SigningKey, claims
 from tests.support import eventually
 

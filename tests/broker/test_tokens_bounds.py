@@ -14,7 +14,8 @@ from aiohttp import web
 
 from lockgate.broker import tokens as tokens_module
 from lockgate.broker.errors import Unauthenticated
-from lockgate.broker.tokens import TokenVerifier, parse_issuers
+from lockgate.broker.token_issuers import parse_issuers
+from lockgate.broker.tokens import TokenVerifier
 from tests.broker.jwt_kit import ISS, SigningKey, claims
 
 
