@@ -272,13 +272,20 @@ class Publisher:
             reader = self._loop.create_task(self._read(call))
             writer = self._loop.create_task(self._write(call))
             tick = min(1.0, self.publish_timeout)
-            while True:
-                done, _ = await asyncio.wait(
-                    {reader, writer}, timeout=tick, return_when=asyncio.FIRST_COMPLETED
-                )
-                if done:
-                    break
-                self._expire_inflight()
+            try:
+                while True:
+                    done, _ = await asyncio.wait(
+                        {reader, writer}, timeout=tick, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if done:
+                        break
+                    self._expire_inflight()
+            except asyncio.CancelledError:  # close(): the stream's tasks and call end with it
+                for task in (reader, writer):
+                    task.cancel()
+                call.cancel()
+                await asyncio.gather(reader, writer, return_exceptions=True)
+                raise
             error = _task_error(reader) if reader in done else _task_error(writer)
             if reader not in done and error is not None and not isinstance(error, grpc.RpcError):
                 # A write failed because the RPC ended: the reader holds the real status.

@@ -77,6 +77,17 @@ async def test_encoded_events_are_published_in_slices_under_the_brokers_limit(
         await api.close()
 
 
+async def test_closing_ends_the_publish_streams(broker: RunningBroker) -> None:
+    """The streams of ``publish_encoded`` stay open between publishes; ``close`` ends them
+    with their tasks (none is left pending for the loop to destroy)."""
+    api = RemoteAPI(broker.target)
+    assert (await api.publish_encoded(None, unique("rm.c."), [event(1).SerializeToString()])).ids
+    before = {t for t in asyncio.all_tasks() if "Publisher" in repr(t)}
+    assert before
+    await api.close()
+    assert not [t for t in before if not t.done()]
+
+
 async def test_whole_call_errors_keep_class_and_reason(api: RemoteAPI) -> None:
     with pytest.raises(be.NotFound) as missing:
         await api.get_event(None, 12345)
