@@ -17,7 +17,7 @@ from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
 from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._admin import Admin
 from lockgate.clients._backoff import Backoff
-from lockgate.clients._channel import BROKER, Connection, bearer
+from lockgate.clients._channel import BROKER, Connection, Metadata, bearer
 from lockgate.clients._codec import (
     AttributeValue,
     StartSpec,
@@ -40,7 +40,7 @@ from lockgate.clients._message import Event, Message, PublishResult, StoredEvent
 from lockgate.clients._publisher import WINDOW as PUBLISH_WINDOW
 from lockgate.clients._publisher import Batch, Publisher
 from lockgate.clients._pull import PullAcker
-from lockgate.clients._requests import Requester
+from lockgate.clients._requests import REQUEST_BATCHES, Requester
 from lockgate.clients._subscription import Subscription
 from lockgate.clients._targets import Targets, parse_targets
 from lockgate.clients._tls import TLS
@@ -170,6 +170,7 @@ class Client:
             BROKER + "RequestStream",
             broker_pb2.RequestStreamRequest.SerializeToString,
             broker_pb2.RequestStreamResponse.FromString,
+            ((REQUEST_BATCHES, "1"),),
         )
         self._requester = Requester(open_requests)
         return self
@@ -179,9 +180,11 @@ class Client:
         method: str,
         serializer: Callable[[Any], bytes],
         deserializer: Callable[[bytes], Any],
+        metadata: Metadata = (),
     ) -> tuple[Callable[[], Any], Callable[[], None]]:
         """A stream opener on the current target, and the report that the connection of its
-        last stream broke (for :meth:`Targets.broken`)."""
+        last stream broke (for :meth:`Targets.broken`); ``metadata`` is sent beside the
+        credentials."""
         used: list[Connection] = []
 
         def open_call() -> Any:
@@ -191,7 +194,7 @@ class Client:
             multi = self._streams.get(key)
             if multi is None:
                 multi = self._streams[key] = conn.stream_stream(method, serializer, deserializer)
-            return multi(None, metadata=self._metadata)
+            return multi(None, metadata=(*self._metadata, *metadata))
 
         def broken() -> None:
             if used:

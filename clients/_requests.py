@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Protocol
 
 import grpc
@@ -21,7 +21,12 @@ from lockgate.clients._errors import (
     from_rpc_error,
 )
 
-__all__ = ["RequestCall", "Requester"]
+__all__ = ["REQUEST_BATCHES", "RequestCall", "Requester"]
+
+REQUEST_BATCHES = "lockgate-request-batches"
+"""Metadata key (see ``RequestStream`` in protos/broker/v1/broker.proto): in the broker's
+initial metadata, it reads several requests per message; in ours, we read several answers."""
+_BATCH_BYTES = 256 << 10  # well under any message limit; a larger request goes alone
 
 
 def _expire(fut: asyncio.Future[cloudevent_pb2.CloudEvent], subject: str, timeout: float) -> None:
@@ -38,6 +43,7 @@ class RequestCall(Protocol):
     """The part of a ``RequestStream`` call the requester uses (a ``grpc.aio`` call)."""
 
     async def write(self, request: broker_pb2.RequestStreamRequest) -> None: ...
+    async def initial_metadata(self) -> Iterable[tuple[str, str | bytes]] | None: ...
     def __aiter__(self) -> AsyncIterator[broker_pb2.RequestStreamResponse]: ...
     def cancel(self) -> bool: ...
 
@@ -57,6 +63,9 @@ class Requester:
         # request_id -> the stream it went on and its caller's future
         self._waiting: dict[int, tuple[RequestCall, asyncio.Future[cloudevent_pb2.CloudEvent]]] = {}
         self._ids = itertools.count(1)
+        self._batching: RequestCall | None = None
+        """The stream whose broker announced batches (then requests ready at once share a
+        message: one stream writes one message at a time, each a wait on grpc's thread)."""
 
     async def request(
         self, subject: str, event: cloudevent_pb2.CloudEvent, timeout: float
@@ -100,9 +109,20 @@ class Requester:
     async def _write(
         self, call: RequestCall, outgoing: asyncio.Queue[broker_pb2.RequestStreamRequest]
     ) -> None:
+        ahead: list[broker_pb2.RequestStreamRequest] = []
         try:
             while True:
-                await call.write(await outgoing.get())
+                first = ahead.pop() if ahead else await outgoing.get()
+                if self._batching is call:
+                    size = first.ByteSize()
+                    while not outgoing.empty():  # queued while the last write waited
+                        after = outgoing.get_nowait()
+                        size += after.ByteSize()
+                        if size > _BATCH_BYTES:
+                            ahead.append(after)
+                            break
+                        first.more.append(after)
+                await call.write(first)
         except (grpc.RpcError, asyncio.InvalidStateError) as exc:
             # A write fails once the call has ended: the reader holds the status the broker
             # ended it with, so it speaks first (the broker reads a refused stream's first
@@ -114,19 +134,28 @@ class Requester:
 
     async def _read(self, call: RequestCall) -> None:
         try:
-            async for answer in call:
-                waiting = self._waiting.get(answer.request_id)
-                if waiting is None or waiting[1].done():
-                    continue  # its caller gave up
-                fut = waiting[1]
-                if answer.HasField("error"):
-                    err = answer.error
-                    fut.set_exception(error_for_reason(err.reason, err.message))
-                else:
-                    fut.set_result(answer.event)
+            # A broker that reads batches says so at once; an older one sends its initial
+            # metadata with the first answer (the writer sends one request a message until
+            # then, so this never waits on the writer).
+            if any(k == REQUEST_BATCHES for k, _ in await call.initial_metadata() or ()):
+                self._batching = call
+            async for message in call:
+                for answer in (message, *message.more) if message.more else (message,):
+                    self._answer(answer)
             self._broken(call, None)
         except grpc.RpcError as exc:
             self._broken(call, exc)
+
+    def _answer(self, answer: broker_pb2.RequestStreamResponse) -> None:
+        waiting = self._waiting.get(answer.request_id)
+        if waiting is None or waiting[1].done():
+            return  # its caller gave up
+        fut = waiting[1]
+        if answer.HasField("error"):
+            err = answer.error
+            fut.set_exception(error_for_reason(err.reason, err.message))
+        else:
+            fut.set_result(answer.event)
 
     def _broken(self, call: RequestCall, exc: BaseException | None) -> None:
         """Fails every waiting request with why the stream ended; the next opens a new one."""

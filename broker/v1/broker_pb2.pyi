@@ -211,22 +211,26 @@ class RequestResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ...) -> None: ...
 
 class RequestStreamRequest(_message.Message):
-    __slots__ = ("request_id", "request")
+    __slots__ = ("request_id", "request", "more")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     request: RequestRequest
-    def __init__(self, request_id: _Optional[int] = ..., request: _Optional[_Union[RequestRequest, _Mapping]] = ...) -> None: ...
+    more: _containers.RepeatedCompositeFieldContainer[RequestStreamRequest]
+    def __init__(self, request_id: _Optional[int] = ..., request: _Optional[_Union[RequestRequest, _Mapping]] = ..., more: _Optional[_Iterable[_Union[RequestStreamRequest, _Mapping]]] = ...) -> None: ...
 
 class RequestStreamResponse(_message.Message):
-    __slots__ = ("request_id", "event", "error")
+    __slots__ = ("request_id", "event", "error", "more")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     event: _cloudevent_pb2.CloudEvent
     error: RequestError
-    def __init__(self, request_id: _Optional[int] = ..., event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ..., error: _Optional[_Union[RequestError, _Mapping]] = ...) -> None: ...
+    more: _containers.RepeatedCompositeFieldContainer[RequestStreamResponse]
+    def __init__(self, request_id: _Optional[int] = ..., event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ..., error: _Optional[_Union[RequestError, _Mapping]] = ..., more: _Optional[_Iterable[_Union[RequestStreamResponse, _Mapping]]] = ...) -> None: ...
 
 class RequestError(_message.Message):
     __slots__ = ("reason", "message")

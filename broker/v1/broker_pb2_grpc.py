@@ -127,6 +127,12 @@ class BrokerServiceServicer:
         stream as its reply comes (in any order), without a call set up per
         request. A request's refusal (NO_RESPONDERS, REQUEST_TIMEOUT, ...) is its
         answer's error; a status ends the stream only for the stream itself.
+        Batches: the broker sends initial metadata "lockgate-request-batches: 1"
+        at the start of the stream; a client that saw it may send several requests
+        in one message (RequestStreamRequest.more), and a client that sends that
+        key in its call metadata gets answers ready at once in one message
+        (RequestStreamResponse.more). One stream writes one message at a time, so
+        under load this is what keeps its queue from growing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

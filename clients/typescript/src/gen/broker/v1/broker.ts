@@ -268,7 +268,14 @@ export interface RequestStreamRequest {
   /** The caller's number for the request; its answer carries it back. */
   requestId: string;
   /** The request. */
-  request: RequestRequest | undefined;
+  request:
+    | RequestRequest
+    | undefined;
+  /**
+   * More requests in the same message, each handled as if sent alone (their
+   * own "more" is not read). Only to a broker that announced batches.
+   */
+  more: RequestStreamRequest[];
 }
 
 /** RequestStreamResponse answers one request of a RequestStream. */
@@ -280,7 +287,14 @@ export interface RequestStreamResponse {
     | CloudEvent
     | undefined;
   /** The request's refusal, as the unary Request's status would carry it. */
-  error?: RequestError | undefined;
+  error?:
+    | RequestError
+    | undefined;
+  /**
+   * More answers in the same message, each as if sent alone (their own "more"
+   * is empty). Only to a client that asked for batches.
+   */
+  more: RequestStreamResponse[];
 }
 
 /** RequestError is one request's refusal. */
@@ -1720,7 +1734,7 @@ export const RequestResponse: MessageFns<RequestResponse> = {
 };
 
 function createBaseRequestStreamRequest(): RequestStreamRequest {
-  return { requestId: "0", request: undefined };
+  return { requestId: "0", request: undefined, more: [] };
 }
 
 export const RequestStreamRequest: MessageFns<RequestStreamRequest> = {
@@ -1730,6 +1744,9 @@ export const RequestStreamRequest: MessageFns<RequestStreamRequest> = {
     }
     if (message.request !== undefined) {
       RequestRequest.encode(message.request, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.more) {
+      RequestStreamRequest.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1763,6 +1780,14 @@ export const RequestStreamRequest: MessageFns<RequestStreamRequest> = {
             message.request = RequestRequest.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.more.push(RequestStreamRequest.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1777,7 +1802,7 @@ export const RequestStreamRequest: MessageFns<RequestStreamRequest> = {
 };
 
 function createBaseRequestStreamResponse(): RequestStreamResponse {
-  return { requestId: "0", event: undefined, error: undefined };
+  return { requestId: "0", event: undefined, error: undefined, more: [] };
 }
 
 export const RequestStreamResponse: MessageFns<RequestStreamResponse> = {
@@ -1790,6 +1815,9 @@ export const RequestStreamResponse: MessageFns<RequestStreamResponse> = {
     }
     if (message.error !== undefined) {
       RequestError.encode(message.error, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.more) {
+      RequestStreamResponse.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1829,6 +1857,14 @@ export const RequestStreamResponse: MessageFns<RequestStreamResponse> = {
             }
 
             message.error = RequestError.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.more.push(RequestStreamResponse.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -2321,6 +2357,12 @@ export const BrokerServiceService = {
    * stream as its reply comes (in any order), without a call set up per
    * request. A request's refusal (NO_RESPONDERS, REQUEST_TIMEOUT, ...) is its
    * answer's error; a status ends the stream only for the stream itself.
+   * Batches: the broker sends initial metadata "lockgate-request-batches: 1"
+   * at the start of the stream; a client that saw it may send several requests
+   * in one message (RequestStreamRequest.more), and a client that sends that
+   * key in its call metadata gets answers ready at once in one message
+   * (RequestStreamResponse.more). One stream writes one message at a time, so
+   * under load this is what keeps its queue from growing.
    */
   requestStream: {
     path: "/broker.v1.BrokerService/RequestStream" as const,
@@ -2409,6 +2451,12 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
    * stream as its reply comes (in any order), without a call set up per
    * request. A request's refusal (NO_RESPONDERS, REQUEST_TIMEOUT, ...) is its
    * answer's error; a status ends the stream only for the stream itself.
+   * Batches: the broker sends initial metadata "lockgate-request-batches: 1"
+   * at the start of the stream; a client that saw it may send several requests
+   * in one message (RequestStreamRequest.more), and a client that sends that
+   * key in its call metadata gets answers ready at once in one message
+   * (RequestStreamResponse.more). One stream writes one message at a time, so
+   * under load this is what keeps its queue from growing.
    */
   requestStream: handleBidiStreamingCall<RequestStreamRequest, RequestStreamResponse>;
   /** GetEvent reads one stored event by its assigned id. */
@@ -2491,6 +2539,12 @@ export interface BrokerServiceClient extends Client {
    * stream as its reply comes (in any order), without a call set up per
    * request. A request's refusal (NO_RESPONDERS, REQUEST_TIMEOUT, ...) is its
    * answer's error; a status ends the stream only for the stream itself.
+   * Batches: the broker sends initial metadata "lockgate-request-batches: 1"
+   * at the start of the stream; a client that saw it may send several requests
+   * in one message (RequestStreamRequest.more), and a client that sends that
+   * key in its call metadata gets answers ready at once in one message
+   * (RequestStreamResponse.more). One stream writes one message at a time, so
+   * under load this is what keeps its queue from growing.
    */
   requestStream(): ClientDuplexStream<RequestStreamRequest, RequestStreamResponse>;
   requestStream(options: Partial<CallOptions>): ClientDuplexStream<RequestStreamRequest, RequestStreamResponse>;
