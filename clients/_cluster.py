@@ -15,20 +15,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message as _Message
 
 from lockgate.broker.v1 import config_pb2, registry_pb2
+from lockgate.clients._admin_models import time_of
 
 __all__ = ["Backbone", "ClusterAdmin", "ConfigChange", "ConfigSetting", "ConfigVersion"]
 
 REGISTRY = "/broker.v1.RegistryService/"
 CONFIG = "/broker.v1.ConfigService/"
 _R = TypeVar("_R", bound=_Message)
-
-
-def _time(ts: timestamp_pb2.Timestamp) -> dt.datetime:
-    return ts.ToDatetime(tzinfo=dt.UTC)
 
 
 _EPOCH = dt.datetime.fromtimestamp(0, dt.UTC)
@@ -61,8 +57,8 @@ class Backbone:
             m.region,
             m.version,
             m.status,
-            _time(m.create_time),
-            _time(m.update_time),
+            time_of(m.create_time),
+            time_of(m.update_time),
         )
 
     def _message(self) -> registry_pb2.Backbone:
@@ -117,7 +113,7 @@ class ConfigVersion:
     ) -> ConfigVersion:
         return cls(
             m.version,
-            _time(m.create_time),
+            time_of(m.create_time),
             m.author,
             m.origin,
             m.detail,
