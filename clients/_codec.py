@@ -46,6 +46,7 @@ __all__ = [
     "decode_attributes",
     "decode_data",
     "default_source",
+    "dumps_json",
     "encode_payload",
     "fill_cloudevent",
     "new_event_id",
@@ -118,7 +119,9 @@ _C_ENCODER: Callable[[object, int], Iterable[str]] | None = (
 )
 
 
-def _dumps(value: object) -> str:
+def dumps_json(value: object) -> str:
+    """Compact JSON of ``value`` as the client encodes payloads (datetimes, UUIDs, enums,
+    bytes, sets, dataclasses and pydantic models included)."""
     if _C_ENCODER is None:
         return _ENCODER.encode(value)
     try:
@@ -135,7 +138,7 @@ def encode_payload(data: object) -> tuple[str | bytes, str]:
     """
     cls = type_(data)
     if cls is dict or cls is list:  # the common case first
-        return _dumps(data), APPLICATION_JSON
+        return dumps_json(data), APPLICATION_JSON
     if cls is str:
         return data, TEXT_PLAIN  # type: ignore[return-value]
     if cls is bytes:
@@ -149,8 +152,8 @@ def encode_payload(data: object) -> tuple[str | bytes, str]:
     if _is_pydantic_model(data):
         return data.model_dump_json(), APPLICATION_JSON  # type: ignore[attr-defined]
     if dataclasses.is_dataclass(data) and not isinstance(data, type_):
-        return _dumps(dataclasses.asdict(data)), APPLICATION_JSON
-    return _dumps(data), APPLICATION_JSON
+        return dumps_json(dataclasses.asdict(data)), APPLICATION_JSON
+    return dumps_json(data), APPLICATION_JSON
 
 
 def _is_pydantic_model(value: object) -> bool:

@@ -25,11 +25,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from lockgate.broker.v1 import cloudevent_pb2
 from lockgate.broker.wire import VARINTS, encode_varint, length_delimited, read_varint
 from lockgate.clients._codec import (
+    APPLICATION_JSON,
     OCTET_STREAM,
     SPEC_VERSION,
     TEXT_PLAIN,
     AttributeValue,
     complete_cloudevent,
+    dumps_json,
     encode_payload,
     fill_cloudevent,
 )
@@ -174,7 +176,7 @@ class EventEncoder:
 
     def entries(self, items: Iterable[object], type: str, source: str) -> list[bytes]:
         """Fresh-id entries of many events of one ``type`` and ``source``: :meth:`entry` per
-        item, with the per-item work of the common payloads (bytes, str) inlined."""
+        item, with the per-item work of the common payloads (bytes, str, dict, list) inlined."""
         out: list[bytes] = []
         append = out.append
         join = b"".join
@@ -182,8 +184,9 @@ class EventEncoder:
         small = VARINTS  # a list index instead of a call for the common sizes
         binary_head = self._head(source, type, OCTET_STREAM) + _BINARY
         text_head = self._head(source, type, TEXT_PLAIN) + _TEXT
+        json_head = self._head(source, type, APPLICATION_JSON) + _TEXT
         # An event: 34 bytes of id, the head with the payload's tag, its size, its bytes.
-        fast = len(VARINTS) - 2 - 34 - max(len(binary_head), len(text_head))
+        fast = len(VARINTS) - 2 - 34 - max(len(binary_head), len(text_head), len(json_head))
         n = self._id_counter
         high_of = self._id_high_of
         high = self._id_high
@@ -195,6 +198,8 @@ class EventEncoder:
                     body, head = item, binary_head
                 elif cls is str:
                     body, head = item.encode(), text_head  # type: ignore[attr-defined]
+                elif cls is dict or cls is list:
+                    body, head = dumps_json(item).encode(), json_head
                 else:
                     self._id_counter = n - 1
                     append(self.entry(item, type, source))

@@ -106,6 +106,7 @@ def test_publish_request_frame() -> None:
             st.binary(max_size=300),
             st.text(max_size=300),
             st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+            st.lists(st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False))),
             st.integers(),
         ),
         max_size=40,
