@@ -157,9 +157,9 @@ class EventEncoder:
         attributes: Mapping[str, AttributeValue] | None = None,
         datacontenttype: str | None = None,
     ) -> bytes:
-        """The event as its ``PublishRequest`` entry; with no ``id``, a fresh one. A
+        """The event as its ``PublishRequest`` entry; with no ``id`` (or ``""``), a fresh one. A
         ``CloudEvent`` goes as it is, completed with ``type`` and ``source`` if it lacks them."""
-        if id is None and not attributes and data.__class__ is not _CloudEvent:
+        if not id and not attributes and data.__class__ is not _CloudEvent:
             return self._entry(self._next_id(), data, type, source, datacontenttype)
         if isinstance(data, _CloudEvent):
             return entry(complete_cloudevent(data, type=type, source=source).SerializeToString())
@@ -168,7 +168,7 @@ class EventEncoder:
                 data,
                 type=type,
                 source=source,
-                id=id if id is not None else self.new_id(),
+                id=id or self.new_id(),
                 attributes=attributes,
                 datacontenttype=datacontenttype,
             )

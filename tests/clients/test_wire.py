@@ -134,6 +134,11 @@ def test_an_entry_keeps_a_given_id_and_completes_a_cloudevent() -> None:
         encode_publish_frame(b"s", [enc.entry("x", "t", "src", "my-id")], 1)
     ).events[0]
     assert (given_id.id, given_id.text_data) == ("my-id", "x")
+    for no_id in ("", None):  # as publish(id=...) always had it: a fresh one
+        fresh = broker_pb2.PublishRequest.FromString(
+            encode_publish_frame(b"s", [enc.entry("x", "t", "src", no_id)], 1)
+        ).events[0]
+        assert len(fresh.id) == 32
     own = cloudevent_pb2.CloudEvent(id="e1", binary_data=b"\x00")
     [completed] = broker_pb2.PublishRequest.FromString(
         encode_publish_frame(b"s", enc.entries([own], "t", "src"), 1)
