@@ -18,35 +18,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import dataclasses
 import datetime as dt
-import functools
 import json
-import os
-import re
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from lockgate.clients._admin import AuditRecord
-from lockgate.clients._client import Client
+from lockgate.clients._cli_kit import (
+    Handler,
+    client_of,
+    common_arguments,
+    event_json,
+    guard,
+    print_json,
+    record_json,
+)
 from lockgate.clients._codec import StartSpec
 from lockgate.clients._errors import LockgateError, from_rpc_error
-from lockgate.clients._message import Event, Message, StoredEvent
 from lockgate.clients._progress import Progress
-from lockgate.clients._tls import add_tls_arguments, tls_from_args
 
 __all__ = ["POLICY_COMMANDS", "TextSyntax", "add_commands"]
 
-Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 _REDRIVE_CHUNK = 500
 """Dead-letter ids per RedriveDeadLetters call when many are named (the bar moves per call)."""
-# A value that starts with "-" and a digit ("-1h") is a value, as argparse already does for "-1".
-_NEGATIVE_VALUE = re.compile(r"^-\d")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,24 +63,6 @@ class TextSyntax:
     start_help: str = "where to start"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    # Let relative times like "-1h" be option values, as argparse already does for "-1".
-    p._negative_number_matcher = _NEGATIVE_VALUE
-    p.add_argument(
-        "--server",
-        default=os.environ.get("LOCKGATE_SERVER", "127.0.0.1:50051"),
-        help="broker address HOST:PORT, grpcs://HOST:PORT for TLS, or several separated by "
-        "commas to fail over between (env LOCKGATE_SERVER; default 127.0.0.1:50051)",
-    )
-    p.add_argument(
-        "--api-key",
-        dest="api_key",
-        default=os.environ.get("LOCKGATE_API_KEY"),
-        help="API key (env LOCKGATE_API_KEY)",
-    )
-    add_tls_arguments(p)
-
-
 def add_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], syntax: TextSyntax
 ) -> None:
@@ -92,8 +73,8 @@ def add_commands(
     p.add_argument("--type", default="lockgate.event")
     p.add_argument("--source")
     p.add_argument("--count", type=int, default=1, help="publish it N times (concurrently)")
-    _common(p)
-    p.set_defaults(func=_guard(_pub))
+    common_arguments(p)
+    p.set_defaults(func=guard(_pub))
 
     p = subparsers.add_parser("sub", help="subscribe and print one JSON line per message")
     p.add_argument("pattern")
@@ -102,15 +83,15 @@ def add_commands(
     p.add_argument("--start", type=syntax.start, help=syntax.start_help)
     p.add_argument("--count", type=int, help="stop after N messages")
     p.add_argument("--ack", action="store_true", help="acknowledge each message")
-    _common(p)
-    p.set_defaults(func=_guard(_sub))
+    common_arguments(p)
+    p.set_defaults(func=guard(_sub))
 
     p = subparsers.add_parser("request", help="send a request and print the reply")
     p.add_argument("subject")
     p.add_argument("data")
     p.add_argument("--timeout", type=syntax.duration, default=5.0, help="5s, 500ms... (default 5s)")
-    _common(p)
-    p.set_defaults(func=_guard(_request))
+    common_arguments(p)
+    p.set_defaults(func=guard(_request))
 
     p = subparsers.add_parser("history", help="list stored events")
     p.add_argument("pattern", nargs="?", default=">")
@@ -121,34 +102,34 @@ def add_commands(
     p.add_argument(
         "--cloudevent-id", default="", help="only events with this CloudEvents id (a UUID...)"
     )
-    _common(p)
-    p.set_defaults(func=_guard(_history))
+    common_arguments(p)
+    p.set_defaults(func=guard(_history))
 
     p = subparsers.add_parser("dlq", help="list and redrive dead letters")
     dlq = p.add_subparsers(dest="dlq_cmd", required=True)
     q = dlq.add_parser("list", help="list dead letters")
     q.add_argument("--durable")
-    _common(q)
+    common_arguments(q)
     q = dlq.add_parser("redrive", help="give dead letters back to their durable")
     q.add_argument("durable")
     q.add_argument("--id", type=int, action="append", dest="ids", help="repeatable")
-    _common(q)
-    p.set_defaults(func=_guard(_dlq))
+    common_arguments(q)
+    p.set_defaults(func=guard(_dlq))
 
     p = subparsers.add_parser("durables", help="list, inspect and delete durables")
     ds = p.add_subparsers(dest="durables_cmd", required=True)
-    _common(ds.add_parser("list", help="list durables"))
+    common_arguments(ds.add_parser("list", help="list durables"))
     for name, text in (("info", "describe a durable"), ("delete", "delete a durable")):
         q = ds.add_parser(name, help=text)
         q.add_argument("name")
-        _common(q)
-    p.set_defaults(func=_guard(_durables))
+        common_arguments(q)
+    p.set_defaults(func=guard(_durables))
 
     p = subparsers.add_parser(
         "status", help="the node's status: id, store, history lag, event counts, durables"
     )
-    _common(p)
-    p.set_defaults(func=_guard(_status))
+    common_arguments(p)
+    p.set_defaults(func=guard(_status))
 
     p = subparsers.add_parser(
         "top", help="a live view of the node: rates, subscribers, durables' lag, dead letters"
@@ -156,8 +137,8 @@ def add_commands(
     p.add_argument("--once", action="store_true", help="print one view (rates over --interval)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between views (1)")
     p.add_argument("--count", type=int, default=0, help="stop after N views (default: Ctrl-C)")
-    _common(p)
-    p.set_defaults(func=_guard(_top))
+    common_arguments(p)
+    p.set_defaults(func=guard(_top))
 
     p = subparsers.add_parser("audit", help="read the audit log (admin role)")
     since_help = "1h (that long ago), -1h, or a time (RFC 3339, date)"
@@ -169,33 +150,8 @@ def add_commands(
     p.add_argument("--outcome", choices=("ok", "denied", "failed"))
     p.add_argument("--limit", type=int, help="stop after N records")
     p.add_argument("--json", action="store_true", help="JSON lines (the export format)")
-    _common(p)
-    p.set_defaults(func=_guard(_audit))
-
-
-def _guard(handler: Handler) -> Handler:
-    """Translate the failures of the layers below into ``LockgateError`` (``lockgate`` prints)."""
-
-    @functools.wraps(handler)
-    async def run(args: argparse.Namespace) -> int:
-        try:
-            return await handler(args)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-        except ValueError as err:  # bad input the parser could not see (e.g. the address)
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    return run
-
-
-def _client(args: argparse.Namespace) -> Client:
-    return Client(
-        args.server,
-        args.api_key,
-        connect_timeout=3.0,
-        max_reconnect_attempts=None,
-        tls=tls_from_args(args),
-    )
+    common_arguments(p)
+    p.set_defaults(func=guard(_audit))
 
 
 def _parse_data(text: str) -> object:
@@ -205,66 +161,14 @@ def _parse_data(text: str) -> object:
         return text
 
 
-def _jsonable(value: object) -> Any:
-    if isinstance(value, bytes):
-        return {"base64": base64.b64encode(value).decode("ascii")}
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    return value
-
-
-def _event_json(ev: Event) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(ev, Message | StoredEvent):
-        out["id"] = str(ev.id)
-        out["subject"] = ev.subject
-    if isinstance(ev, Message):
-        out["attempt"] = ev.attempt
-        if ev.reply_to:
-            out["reply_to"] = ev.reply_to
-    if isinstance(ev, StoredEvent):
-        out["stored_time"] = ev.stored_time.isoformat()
-    out.update(type=ev.type, source=ev.source, event_id=ev.event_id, data=_jsonable(ev.data))
-    return out
-
-
-def _print(obj: object) -> None:
-    print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
-
-
-def _record_json(record: object) -> Any:
-    """An admin dataclass as JSON values: times in ISO 8601, events as ``history`` prints them."""
-    if isinstance(record, StoredEvent):
-        return _event_json(record)
-    if isinstance(record, dt.datetime):
-        return record.isoformat()
-    if isinstance(record, list):
-        return [_record_json(v) for v in record]
-    if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        fields = ((f.name, getattr(record, f.name)) for f in dataclasses.fields(record))
-        return {name: _id_json(v) if _is_id(name) else _record_json(v) for name, v in fields}
-    return record
-
-
-def _is_id(field_name: str) -> bool:
-    """Whether a field of an admin record holds an event id (``id``, ``delivered_id``...)."""
-    return field_name in ("id", "ack_floor") or field_name.endswith("_id")
-
-
-def _id_json(value: object) -> object:
-    # Ids are JSON strings in every output: as JSON numbers, 64-bit ids lose precision in JS.
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
 async def _pub(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.data == "-" else args.data
     data = _parse_data(text)
-    async with _client(args) as c:
+    async with client_of(args) as c:
         started = time.perf_counter()
         kwargs: dict[str, Any] = {"type": args.type, "source": args.source}
         if args.count <= 1:
-            _print({"id": str(await c.publish(args.subject, data, **kwargs))})
+            print_json({"id": str(await c.publish(args.subject, data, **kwargs))})
             return 0
         outcomes = await asyncio.gather(
             *(c.publish(args.subject, data, **kwargs) for _ in range(args.count)),
@@ -279,7 +183,7 @@ async def _pub(args: argparse.Namespace) -> int:
         if refused:
             summary["errors"] = _reasons(refused)
         summary.update(seconds=round(seconds, 3), frames=c.frames_sent)
-        _print(summary)
+        print_json(summary)
     if refused:
         first = refused[0]
         if not isinstance(first, Exception):
@@ -309,12 +213,12 @@ def _reasons(errors: list[BaseException]) -> dict[str, int]:
 async def _sub(args: argparse.Namespace) -> int:
     seen = 0
     async with (
-        _client(args) as c,
+        client_of(args) as c,
         c.subscribe(args.pattern, queue=args.queue, durable=args.durable, start=args.start) as sub,
     ):
         print(f"lockgate: subscribed as {sub.name}", file=sys.stderr, flush=True)
         async for msg in sub:
-            _print(_event_json(msg))
+            print_json(event_json(msg))
             if args.ack:
                 await msg.ack()
             seen += 1
@@ -324,16 +228,16 @@ async def _sub(args: argparse.Namespace) -> int:
 
 
 async def _request(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
+    async with client_of(args) as c:
         reply = await c.request(args.subject, _parse_data(args.data), timeout=args.timeout)
-        _print(_event_json(reply))
+        print_json(event_json(reply))
     return 0
 
 
 async def _history(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
+    async with client_of(args) as c:
         if args.id is not None:
-            _print(_event_json(await c.get_event(args.id)))
+            print_json(event_json(await c.get_event(args.id)))
             return 0
         with Progress("history") as bar:
             async for ev in c.query_events(
@@ -344,15 +248,15 @@ async def _history(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 cloudevent_id=args.cloudevent_id,
             ):
-                _print(_event_json(ev))
+                print_json(event_json(ev))
                 bar.advance()
     return 0
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
+    async with client_of(args) as c:
         s = await c.admin.status()
-        _print(
+        print_json(
             {
                 "node": s.node_id,
                 "store": s.store,
@@ -378,7 +282,7 @@ async def _top(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    async with _client(args) as c:
+    async with client_of(args) as c:
         await run_top(
             c.admin.status,
             write,
@@ -391,12 +295,12 @@ async def _top(args: argparse.Namespace) -> int:
 
 
 async def _dlq(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
+    async with client_of(args) as c:
         if args.dlq_cmd == "list":
             for letter in await c.admin.list_dead_letters(args.durable):
-                _print(_record_json(letter))
+                print_json(record_json(letter))
         elif not args.ids:  # all of them: the broker redrives them in one call
-            _print({"redriven": await c.admin.redrive(args.durable)})
+            print_json({"redriven": await c.admin.redrive(args.durable)})
         else:
             count = 0
             ids = list(dict.fromkeys(args.ids))
@@ -405,20 +309,20 @@ async def _dlq(args: argparse.Namespace) -> int:
                     chunk = ids[start : start + _REDRIVE_CHUNK]
                     count += await c.admin.redrive(args.durable, chunk)
                     bar.advance(len(chunk))
-            _print({"redriven": count})
+            print_json({"redriven": count})
     return 0
 
 
 async def _durables(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
+    async with client_of(args) as c:
         if args.durables_cmd == "list":
             for info in await c.admin.list_durables():
-                _print(_record_json(info))
+                print_json(record_json(info))
         elif args.durables_cmd == "info":
-            _print(_record_json(await c.admin.get_durable(args.name)))
+            print_json(record_json(await c.admin.get_durable(args.name)))
         else:
             await c.admin.delete_durable(args.name)
-            _print({"deleted": args.name})
+            print_json({"deleted": args.name})
     return 0
 
 
@@ -471,7 +375,7 @@ def _audit_line(r: AuditRecord) -> str:
 
 async def _audit(args: argparse.Namespace) -> int:
     seen = 0
-    async with _client(args) as c:
+    async with client_of(args) as c:
         async for r in c.admin.audit(
             since=args.since,
             until=args.until,
@@ -481,7 +385,7 @@ async def _audit(args: argparse.Namespace) -> int:
             outcome=args.outcome,
         ):
             if args.json:
-                _print(audit_json(r))
+                print_json(audit_json(r))
             else:
                 print(_audit_line(r).rstrip(), flush=True)
             seen += 1
@@ -503,7 +407,7 @@ def _policy_org(p: argparse.ArgumentParser) -> None:
         help="the org whose own set to act on (its org-admin may); default: the global set "
         "(the broker's admin)",
     )
-    _common(p)
+    common_arguments(p)
 
 
 def _push_arguments(p: argparse.ArgumentParser) -> None:
@@ -518,26 +422,26 @@ def _rollback_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _push(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
+    async with client_of(args) as c:
         update = await c.admin.put_policies(
             args.files, validate_only=args.validate_only, org=args.org
         )
     for problem in update.problems:
         print(f"{problem.file}:{problem.line}:{problem.column}: {problem.message}", file=sys.stderr)
-    _print({"version": update.version, "applied": update.applied, "org": args.org})
+    print_json({"version": update.version, "applied": update.applied, "org": args.org})
     return 0
 
 
 async def _versions(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
+    async with client_of(args) as c:
         for v in await c.admin.list_policy_versions(org=args.org):
-            _print(_record_json(v))
+            print_json(record_json(v))
     return 0
 
 
 async def _rollback(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
-        _print(_record_json(await c.admin.rollback_policies(args.version or None, org=args.org)))
+    async with client_of(args) as c:
+        print_json(record_json(await c.admin.rollback_policies(args.version or None, org=args.org)))
     return 0
 
 
@@ -546,16 +450,16 @@ POLICY_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "push": (
         "check a directory's set on the broker and run it (PutPolicies)",
         _push_arguments,
-        _guard(_push),
+        guard(_push),
     ),
     "versions": (
         "list the versions of a policy set (ListPolicyVersions)",
         _policy_org,
-        _guard(_versions),
+        guard(_versions),
     ),
     "rollback": (
         "run an earlier version of a policy set again (RollbackPolicies)",
         _rollback_arguments,
-        _guard(_rollback),
+        guard(_rollback),
     ),
 }

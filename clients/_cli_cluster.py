@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from lockgate.clients._cli import _client, _common, _guard, _print, _record_json
+from lockgate.clients._cli_kit import client_of, common_arguments, guard, print_json, record_json
 from lockgate.clients._cluster import Backbone, ConfigChange, ConfigVersion
 from lockgate.clients._errors import InvalidArgument
 
@@ -45,33 +45,33 @@ def add_backbone_commands(
     ``deploy|update|remove`` to join)."""
     p = subparsers.add_parser("backbones", help="the backbone registry (admin role)")
     bs = p.add_subparsers(dest="backbones_cmd", required=True, metavar="COMMAND")
-    _common(bs.add_parser("list", help="list the registry's backbones"))
+    common_arguments(bs.add_parser("list", help="list the registry's backbones"))
     for name, text in (("get", "show one backbone"), ("delete", "remove a backbone's record")):
         q = bs.add_parser(name, help=text)
         q.add_argument("id")
-        _common(q)
+        common_arguments(q)
     q = bs.add_parser("create", help="add a backbone's record")
     _backbone_fields(q, create=True)
-    _common(q)
+    common_arguments(q)
     q = bs.add_parser("update", help="change fields of a backbone's record (the rest stay)")
     _backbone_fields(q, create=False)
-    _common(q)
-    p.set_defaults(func=_guard(_backbones))
+    common_arguments(q)
+    p.set_defaults(func=guard(_backbones))
     return bs
 
 
 async def _backbones(args: argparse.Namespace) -> int:
-    async with _client(args) as c:
+    async with client_of(args) as c:
         admin = c.admin
         cmd = args.backbones_cmd
         if cmd == "list":
             for b in await admin.list_backbones():
-                _print(_record_json(b))
+                print_json(record_json(b))
         elif cmd == "get":
-            _print(_record_json(await admin.get_backbone(args.id)))
+            print_json(record_json(await admin.get_backbone(args.id)))
         elif cmd == "delete":
             await admin.delete_backbone(args.id)
-            _print({"deleted": args.id})
+            print_json({"deleted": args.id})
         elif cmd == "create":
             b = Backbone(
                 args.id,
@@ -82,7 +82,7 @@ async def _backbones(args: argparse.Namespace) -> int:
                 args.bb_version or "",
                 args.status or "active",
             )
-            _print(_record_json(await admin.create_backbone(b)))
+            print_json(record_json(await admin.create_backbone(b)))
         else:
             current = await admin.get_backbone(args.id)
             changes: dict[str, object] = {}
@@ -98,7 +98,7 @@ async def _backbones(args: argparse.Namespace) -> int:
             if args.no_orgs or args.orgs:
                 changes["org_ids"] = tuple(args.orgs or ())
             b = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
-            _print(_record_json(await admin.update_backbone(b)))
+            print_json(record_json(await admin.update_backbone(b)))
     return 0
 
 
@@ -108,21 +108,21 @@ def add_config_commands(config: argparse.ArgumentParser) -> None:
     cs = config.add_subparsers(dest="config_cmd", required=False, metavar="COMMAND")
     q = cs.add_parser("get", help="the config store's running settings (or a version's)")
     q.add_argument("--version", dest="cfg_version", type=int, default=0)
-    _common(q)
+    common_arguments(q)
     q = cs.add_parser("set", help="change settings of the config store: a new version")
     q.add_argument("settings", nargs="*", metavar="NAME=VALUE", help="e.g. publish_rate=100")
     q.add_argument("--pattern", default="", help="the subject pattern they apply to (global)")
     q.add_argument("--unset", action="append", metavar="NAME", help="remove a setting")
     q.add_argument("--expect-version", type=int, default=0, help="refuse unless this version runs")
-    _common(q)
+    common_arguments(q)
     q = cs.add_parser("history", help="the config store's versions, newest first")
     q.add_argument("--limit", type=int, default=100)
-    _common(q)
+    common_arguments(q)
     q = cs.add_parser("rollback", help="make an earlier version's settings a new version")
     q.add_argument("to", nargs="?", type=int, default=0, help="default: the one before")
-    _common(q)
+    common_arguments(q)
     for sub in cs.choices.values():
-        sub.set_defaults(func=_guard(_config))
+        sub.set_defaults(func=guard(_config))
 
 
 def _version_json(v: ConfigVersion, *, settings: bool = False) -> dict[str, object]:
@@ -160,16 +160,16 @@ def _changes(args: argparse.Namespace) -> list[ConfigChange]:
 async def _config(args: argparse.Namespace) -> int:
     if args.config_cmd == "set":
         changes = _changes(args)  # before connecting: a usage error needs no broker
-    async with _client(args) as c:
+    async with client_of(args) as c:
         admin = c.admin
         if args.config_cmd == "get":
-            _print(_version_json(await admin.get_config(args.cfg_version), settings=True))
+            print_json(_version_json(await admin.get_config(args.cfg_version), settings=True))
         elif args.config_cmd == "set":
             v = await admin.set_config(changes, expected_version=args.expect_version)
-            _print(_version_json(v))
+            print_json(_version_json(v))
         elif args.config_cmd == "history":
             for v in await admin.list_config_versions(args.limit):
-                _print(_version_json(v))
+                print_json(_version_json(v))
         else:
-            _print(_version_json(await admin.rollback_config(args.to)))
+            print_json(_version_json(await admin.rollback_config(args.to)))
     return 0

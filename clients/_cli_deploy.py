@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from lockgate.clients._cli import _client, _common, _guard, _print, _record_json
+from lockgate.clients._cli_kit import client_of, common_arguments, guard, print_json, record_json
 from lockgate.clients._cluster import Backbone
 from lockgate.clients._deploy import BackboneDeployer, Deployment
 
@@ -34,14 +34,14 @@ def add_deploy_commands(
             q.add_argument("--org", action="append", dest="orgs", help="an org it carries")
             q.add_argument("--cluster", action="append", dest="clusters")
             q.add_argument("--region", default="")
-        _common(q)
-        q.set_defaults(func=_guard(_deploy))
+        common_arguments(q)
+        q.set_defaults(func=guard(_deploy))
 
 
 def _json(d: Deployment) -> dict[str, object]:
     out: dict[str, object] = {"command": list(d.command)}
     if d.record is not None:
-        out["backbone"] = _record_json(d.record)
+        out["backbone"] = record_json(d.record)
     if d.manifest:
         out["manifest"] = d.manifest
     return out
@@ -49,7 +49,7 @@ def _json(d: Deployment) -> dict[str, object]:
 
 async def _deploy(args: argparse.Namespace) -> int:
     cmd = args.backbones_cmd
-    async with _client(args) as c:
+    async with client_of(args) as c:
         deployer = BackboneDeployer(c.admin, chart=getattr(args, "chart", "."), helm=args.helm)
         where = {"kube_context": args.kube_context, "namespace": args.namespace}
         if cmd == "remove":
@@ -64,5 +64,5 @@ async def _deploy(args: argparse.Namespace) -> int:
             )
             step = deployer.deploy if cmd == "deploy" else deployer.upgrade
             done = await step(b, values=args.values or (), dry_run=args.dry_run, **where)
-        _print(_json(done))
+        print_json(_json(done))
     return 0
