@@ -28,14 +28,18 @@ def _keys(batch: int, n: int) -> list[DedupKey]:
     ]
 
 
+@pytest.mark.parametrize("looked_up", [False, True])
 @pytest.mark.parametrize("batch", [1, 10, 500])
-async def test_an_entry_costs_what_the_budget_counts(batch: int) -> None:
-    """Measured, not assumed: tracemalloc sees at most the estimate, for 1 KiB ids."""
+async def test_an_entry_costs_what_the_budget_counts(batch: int, looked_up: bool) -> None:
+    """Measured, not assumed: tracemalloc sees at most the estimate, for 1 KiB ids, whether
+    the keys were looked up first (as the pipeline does: lookup enters them) or not."""
     window = MemoryDedupWindow(120.0, max_bytes=1 << 30)
     keys = [_keys(b, batch) for b in range(20_000 // batch)]
     tracemalloc.start()
     try:
         for b, ks in enumerate(keys):
+            if looked_up:
+                await window.lookup(ks)
             await window.remember([(k, (b << 20) + i + (1 << 62)) for i, k in enumerate(ks)])
         used, _ = tracemalloc.get_traced_memory()
     finally:
@@ -84,8 +88,52 @@ async def test_a_window_within_its_budget_is_not_shortened(
     assert not [r for r in caplog.records if "dedup.window.shortened" in r.getMessage()]
 
 
+async def test_found_keys_give_their_ids_whichever_way_they_were_remembered() -> None:
+    """Looked up then remembered (consecutive ids, or not), remembered alone, a key twice."""
+    clock = Clock()
+    window = MemoryDedupWindow(120.0, clock=clock)
+    a, b, c = _keys(1, 300), _keys(2, 40), _keys(3, 2)
+    assert await window.lookup(a) == [0] * 300
+    await window.remember([(k, 1000 + i) for i, k in enumerate(a)])
+    assert await window.lookup(b) == [0] * 40
+    await window.remember([(k, 500 - 3 * i) for i, k in enumerate(b)])  # not consecutive
+    assert await window.lookup(c) == [0, 0]
+    await window.remember([(k, 77 + i) for i, k in enumerate(c)])
+    new = ("acme", "s", "new")
+    mixed = [new, a[299], b[2], c[1], a[0], b[0], new, a[299]] * 4  # 32: entered at once
+    assert await window.lookup(mixed) == [0, 1299, 494, 78, 1000, 500, 0, 1299] * 4
+    assert await window.lookup(mixed[:8]) == [0, 1299, 494, 78, 1000, 500, 0, 1299]
+    clock.now += 121.0  # all of them expired
+    assert await window.lookup(mixed) == [0] * 32
+    assert len(window) == 0
+
+
+async def test_a_lookup_not_remembered_leaves_nothing_behind() -> None:
+    window = MemoryDedupWindow(120.0, clock=Clock())
+    keys = _keys(1, 50)
+    assert await window.lookup(keys) == [0] * 50
+    assert len(window) == 0
+    assert await window.lookup(keys) == [0] * 50
+    await window.remember([(keys[1], 42)])  # another key list than the lookup's
+    assert await window.lookup(keys) == [0, 42] + [0] * 48
+    assert await window.lookup(keys[:2]) == [0, 42]
+    await window.forget(keys)
+    assert len(window) == 0
+
+
 def test_dedup_max_bytes_is_configurable_with_a_floor() -> None:
     assert load_config(env={"LOCKGATE_DEDUP_MAX_BYTES": str(64 << 20)}).dedup_max_bytes == 64 << 20
     assert load_config(env={}).dedup_max_bytes == 256 << 20
     with pytest.raises(ConfigError, match="dedup_max_bytes"):
         load_config(env={"LOCKGATE_DEDUP_MAX_BYTES": "1000"})
+
+
+async def test_remembering_keys_a_lookup_found_takes_the_new_ids() -> None:
+    """Not what the pipeline does (it remembers new keys only), but the window's contract."""
+    window = MemoryDedupWindow(120.0, clock=Clock())
+    keys = _keys(1, 40)
+    assert await window.lookup(keys[:20]) == [0] * 20
+    await window.remember([(k, 100 + i) for i, k in enumerate(keys[:20])])
+    assert await window.lookup(keys) == list(range(100, 120)) + [0] * 20
+    await window.remember([(k, 500 + i) for i, k in enumerate(keys)])
+    assert await window.lookup(keys) == list(range(500, 540))
