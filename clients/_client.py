@@ -234,6 +234,11 @@ class Client:
         return self._publisher.frames_sent if self._publisher is not None else 0
 
     @property
+    def request_messages_sent(self) -> int:
+        """``RequestStream`` messages written so far: requests ready at once share one."""
+        return self._requester.messages_sent if self._requester is not None else 0
+
+    @property
     def admin(self) -> Admin:
         """Durables, dead letters and policies (the ``admin`` role), as nats.py's
         ``jetstream()`` is a view on its connection.

@@ -63,6 +63,7 @@ class Requester:
         # request_id -> the stream it went on and its caller's future
         self._waiting: dict[int, tuple[RequestCall, asyncio.Future[cloudevent_pb2.CloudEvent]]] = {}
         self._ids = itertools.count(1)
+        self.messages_sent = 0
         self._batching: RequestCall | None = None
         """The stream whose broker announced batches (then requests ready at once share a
         message: one stream writes one message at a time, each a wait on grpc's thread)."""
@@ -123,6 +124,7 @@ class Requester:
                             break
                         first.more.append(after)
                 await call.write(first)
+                self.messages_sent += 1
         except (grpc.RpcError, asyncio.InvalidStateError) as exc:
             # A write fails once the call has ended: the reader holds the status the broker
             # ended it with, so it speaks first (the broker reads a refused stream's first

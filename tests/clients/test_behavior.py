@@ -399,6 +399,29 @@ async def test_concurrent_requests_share_one_stream_and_each_gets_its_own_answer
     assert isinstance(refused, clients.NoResponders)  # only the refused request fails
 
 
+async def test_requests_ready_at_once_share_one_message(broker: RunningBroker) -> None:
+    subject = unique("batched")
+    async with Client(broker.target) as c, Client(broker.target) as responder_client:
+        sub = await responder_client.subscription(subject)
+
+        async def respond() -> None:
+            async for msg in sub:
+                await msg.respond(msg.data)
+
+        task = asyncio.ensure_future(respond())
+        try:
+            # Answered, so the broker's announcement of batches (its initial metadata, sent
+            # before any answer) has been read.
+            assert (await c.request(subject, -1, timeout=10)).data == -1
+            before = c.request_messages_sent
+            # Queued in one loop turn, before the stream's writer runs: one message.
+            replies = await asyncio.gather(*(c.request(subject, n, timeout=10) for n in range(50)))
+        finally:
+            task.cancel()
+    assert [r.data for r in replies] == list(range(50))
+    assert c.request_messages_sent - before == 1
+
+
 async def _later(coro: Awaitable[object], delay: float) -> None:
     await asyncio.sleep(delay)
     await coro
