@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from aiohttp import WSMsgType, web
 
 from lockgate.broker.actor import enter
-from lockgate.broker.api import BrokerAPI, Delivery, Subscription
+from lockgate.broker.api import BrokerAPI, CloudEvent, Delivery, Subscription
 from lockgate.broker.errors import BrokerError, FailedPrecondition, InvalidArgument
 from lockgate.gateways import _chat
 from lockgate.gateways._cejson import JsonValue, event_from_json
@@ -62,6 +62,7 @@ from lockgate.gateways._web import (
     parse_id,
     parse_start,
 )
+from lockgate.gateways._ws_publish import PublishCoalescer
 from lockgate.gateways.errors import InvalidParameter, MalformedJson
 
 __all__ = ["WsSettings", "add_ws_route", "open_sockets", "ws_handler"]
@@ -127,6 +128,7 @@ class _Connection:
         """Joined conversations: their ``$conv.<id>.>`` subscription and its pump."""
         self.closing = False
         self.ended = False
+        self.publishes = PublishCoalescer(api, key, self._answer)
 
     async def run(self) -> None:
         try:
@@ -134,9 +136,14 @@ class _Connection:
                 if msg.type == WSMsgType.TEXT:
                     await self._frame(msg.data)
                 elif msg.type == WSMsgType.BINARY:
+                    await self.publishes.drain()
                     await self._error(None, MalformedJson("binary frames are not accepted"))
         finally:
-            await self._shutdown()
+            try:
+                await self.publishes.drain()  # what the socket sent before it closed
+            finally:
+                await self.publishes.close()
+                await self._shutdown()
 
     async def close_when_revoked(self) -> None:
         """Closes the socket (1008) once its credential is revoked or expires, with or
@@ -211,12 +218,14 @@ class _Connection:
                 raise MalformedJson("a frame must be a JSON object")
             ref = doc.get("ref")
             op = doc.get("op")
+            if op == "publish":
+                await self.publishes.add(ref, *_publish_event(doc))
+                return
+            await self.publishes.drain()  # the publishes before this frame answer first
             if op == "subscribe":
                 answer = await self._subscribe(doc)
             elif op == "unsubscribe":
                 answer = await self._unsubscribe(doc)
-            elif op == "publish":
-                answer = await self._publish(doc)
             elif op in ("ack", "nack"):
                 answer = await self._ack(doc, op)
             elif op in ("join", "leave", "send", "typing"):
@@ -228,7 +237,14 @@ class _Connection:
                     "subscribe, unsubscribe, publish, ack, nack, join, leave, send or typing",
                 )
         except BrokerError as err:
+            await self.publishes.drain()
             await self._error(ref, err)
+            return
+        await self._answer(ref, answer)
+
+    async def _answer(self, ref: JsonValue, answer: dict[str, JsonValue] | BrokerError) -> None:
+        if isinstance(answer, BrokerError):
+            await self._error(ref, answer)
             return
         answer["op"] = "ok"
         if ref is not None:
@@ -357,21 +373,6 @@ class _Connection:
         self.pending = {i: s for i, s in self.pending.items() if s is not sub}
         return {"subscription": name}
 
-    async def _publish(self, doc: dict[str, object]) -> dict[str, JsonValue]:
-        subject = doc.get("subject")
-        if not isinstance(subject, str):
-            raise InvalidParameter("subject", str(subject), "a subject such as orders.eu")
-        if "event" in doc:
-            ev = event_from_json(doc["event"])
-        elif "data" in doc:
-            ev = shorthand_event(doc, uuid.uuid4().hex, "/lockgate/ws", "lockgate.message")
-        else:
-            raise InvalidParameter("event", "(none)", 'an "event" (CloudEvent JSON) or "data"')
-        result = await self.api.publish(self.key, subject, [ev])
-        if result.errors:
-            raise result.errors[0][1]
-        return {"ids": [str(i) for i in result.ids], "duplicate": bool(result.duplicates)}
-
     async def _ack(self, doc: dict[str, object], op: str) -> dict[str, JsonValue]:
         raw = doc.get("ids")
         if not isinstance(raw, list):
@@ -434,6 +435,18 @@ class _Connection:
 class _Open:
     sockets = 0
     """WebSocket sessions open in this process (the connections gauge reads it)."""
+
+
+def _publish_event(doc: dict[str, object]) -> tuple[str, CloudEvent]:
+    """The subject and event of a publish frame; raises for a frame that has none."""
+    subject = doc.get("subject")
+    if not isinstance(subject, str):
+        raise InvalidParameter("subject", str(subject), "a subject such as orders.eu")
+    if "event" in doc:
+        return subject, event_from_json(doc["event"])
+    if "data" in doc:
+        return subject, shorthand_event(doc, uuid.uuid4().hex, "/lockgate/ws", "lockgate.message")
+    raise InvalidParameter("event", "(none)", 'an "event" (CloudEvent JSON) or "data"')
 
 
 def open_sockets() -> int:

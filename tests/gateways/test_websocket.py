@@ -95,6 +95,44 @@ async def test_bad_frames_answer_errors_and_keep_the_socket(local: Local) -> Non
     assert await count_events(local.api) == 1
 
 
+async def test_publishes_sent_together_are_answered_each_in_order(local: Local) -> None:
+    """Publishes a socket sends without waiting go to the broker together (a run of one
+    subject is one publish call) and each gets its own answer, in the order sent: refused
+    ones (a bad subject, a bad event) among them, and a subscribe sent behind them is
+    answered after them."""
+    subject, other = unique("wsc."), unique("wsc.")
+    frames: list[dict[str, object]] = []
+    for i in range(60):
+        frames.append({"op": "publish", "subject": subject, "data": {"i": i}, "ref": i})
+    frames[10] = {"op": "publish", "subject": "bad..s", "data": 1, "ref": 10}
+    frames[20] = {"op": "publish", "subject": subject, "event": {"id": "x"}, "ref": 20}
+    frames[30] = {"op": "publish", "subject": other, "data": {"i": 30}, "ref": 30}
+    frames.append({"op": "subscribe", "pattern": subject, "ref": "sub"})
+    calls: list[int] = []
+    publish = local.api.publish
+
+    async def counting(key: str | None, subj: str, events: list[object]) -> object:
+        calls.append(len(events))
+        return await publish(key, subj, events)  # type: ignore[arg-type]
+
+    local.api.publish = counting  # type: ignore[method-assign,assignment]
+    try:
+        async with local.session.ws_connect(f"{local.url}/v1/ws") as ws:
+            for f in frames:
+                await ws.send_str(json.dumps(f))
+            answers = [await frame(ws) for _ in frames]
+    finally:
+        local.api.publish = publish  # type: ignore[method-assign]
+    assert [a.get("ref") for a in answers] == [f["ref"] for f in frames]
+    refused = {a["ref"]: a["reason"] for a in answers if a["op"] == "error"}
+    assert refused == {10: "INVALID_SUBJECT", 20: "MISSING_ATTRIBUTE"}
+    assert all(a["op"] == "ok" for a in answers if a["ref"] not in refused)
+    stored, _ = await local.api.query(None, subject, limit=100)
+    acked = [a["ids"] for a in answers if a["op"] == "ok" and a["ref"] not in (30, "sub")]
+    assert [[str(e.id)] for e in stored] == acked
+    assert len(calls) < 58  # coalesced: fewer broker calls than publishes
+
+
 async def test_heartbeat_pings(local: Local) -> None:
     async with local.session.ws_connect(f"{local.url}/v1/ws", autoping=False) as ws:
         msg = await ws.receive(3.0)
