@@ -17,7 +17,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lockgate.broker.cli_errors import report
-from lockgate.broker.config import Config, load_config, redacted
+from lockgate.broker.config import Config, redacted
+from lockgate.broker.config_load import load_config
 
 if TYPE_CHECKING:
     from lockgate.broker.store import MetadataStore

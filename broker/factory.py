@@ -138,7 +138,7 @@ def build_limiter(config: Config) -> Limiter:
 
 
 def build_backends(config: Config) -> Backends:
-    """The backends ``config`` names (validated by :func:`broker.config.load_config`)."""
+    """The backends ``config`` names (validated by :func:`broker.config_load.load_config`)."""
     for name, module, what in (
         ("store", "asyncpg", "the PostgreSQL store"),
         ("backbone", "nats", "the NATS backbone"),

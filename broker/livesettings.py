@@ -4,7 +4,7 @@ A version of the config store (``broker.store.ConfigVersionRecord``) holds
 ``settings[pattern][name] = value`` as text, the global settings under pattern ``""``.
 :func:`check_settings` checks a whole document before it is stored (the setting's name and
 why in the refusal, reason ``INVALID_SETTING``); values are read with the one conversion of
-settings (``broker.config.coerce``) and bounded by the one table (``broker.bounds``), as the
+settings (``broker.config_load.coerce``) and bounded by the one table (``broker.bounds``), as the
 node's flags and TOML are. :class:`LiveSettings` is the running version on one node, asked
 by the parts it changes (pure: no I/O; ``broker.configstore`` swaps versions in):
 
@@ -45,7 +45,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from lockgate.broker.bounds import check_setting
-from lockgate.broker.config import Config, coerce
+from lockgate.broker.config import Config
+from lockgate.broker.config_load import coerce
 from lockgate.broker.errors import InvalidArgument, InvalidSubject
 from lockgate.broker.store import RetentionRule
 from lockgate.broker.subjects import compile_pattern, validate_pattern

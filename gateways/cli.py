@@ -20,7 +20,8 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from lockgate.broker.config import ConfigError, ListenerLimits, load_config, read_toml
+from lockgate.broker.config import ConfigError, ListenerLimits
+from lockgate.broker.config_load import load_config, read_toml
 from lockgate.clients._tls import TLS, add_tls_arguments, tls_from_args
 
 if TYPE_CHECKING:

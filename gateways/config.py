@@ -38,7 +38,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from lockgate.broker.config import ConfigError, coerce
+from lockgate.broker.config import ConfigError
+from lockgate.broker.config_load import coerce
 from lockgate.broker.tls import DEFAULT_IDENTITY, ServerTLS
 
 __all__ = ["KINDS", "TLS_KEYS", "listen_of", "settings_for", "tls_of", "ws_path"]

@@ -15,7 +15,8 @@ from lockgate.broker.actor import credential_id
 from lockgate.broker.audit import AuditLog
 from lockgate.broker.audit_read import audit_scope
 from lockgate.broker.auth import Principal
-from lockgate.broker.config import Config, ConfigError, load_config
+from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.config_load import load_config
 from lockgate.broker.errors import PermissionDenied
 from lockgate.broker.node import Broker
 from lockgate.broker.permissions import Permissions

@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from lockgate.broker.backbone.local import LocalBackbone
-from lockgate.broker.config import ConfigError, load_config
+from lockgate.broker.config import ConfigError
+from lockgate.broker.config_load import load_config
 from lockgate.broker.dedup import MemoryDedupWindow
 from lockgate.broker.errors import BrokerError, Reason
 from lockgate.broker.factory import build_backends

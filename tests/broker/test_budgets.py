@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from lockgate.broker.auth import DEV_PRINCIPAL
-from lockgate.broker.config import Config, ConfigError, load_config
+from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.config_load import load_config
 from lockgate.broker.delivery import EphemeralSubscription, Outbox
 from lockgate.broker.delivery.pending import PendingTable
 from lockgate.broker.durables import DurableOptions

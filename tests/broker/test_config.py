@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.broker.config import ConfigError, coerce, load_config, parse_duration, redacted
+from lockgate.broker.config import ConfigError, parse_duration, redacted
+from lockgate.broker.config_load import coerce, load_config
 
 
 def test_precedence_flags_over_file_over_env(tmp_path: Path) -> None:

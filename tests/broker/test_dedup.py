@@ -9,7 +9,8 @@ import tracemalloc
 
 import pytest
 
-from lockgate.broker.config import ConfigError, load_config
+from lockgate.broker.config import ConfigError
+from lockgate.broker.config_load import load_config
 from lockgate.broker.dedup import BATCH_BYTES, ENTRY_BYTES, DedupKey, MemoryDedupWindow
 
 

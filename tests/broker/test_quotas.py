@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from lockgate.broker.auth import Principal
-from lockgate.broker.config import Config, ConfigError, load_config
+from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.config_load import load_config
 from lockgate.broker.durables import DurableOptions
 from lockgate.broker.errors import QuotaExceeded
 from lockgate.broker.node import Broker

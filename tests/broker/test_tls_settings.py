@@ -10,7 +10,8 @@ import pytest
 
 from lockgate.broker import tls as tls_module
 from lockgate.broker.auth import Principal
-from lockgate.broker.config import Config, ConfigError, load_config
+from lockgate.broker.config import Config, ConfigError
+from lockgate.broker.config_load import load_config
 from lockgate.broker.errors import Unauthenticated
 from lockgate.broker.tls import ClientIdentities, PeerCertificate, ServerTLS
 from tests.support.certs import CertAuthority

@@ -15,7 +15,8 @@ import pytest
 
 from lockgate.broker import tokens as tokens_module
 from lockgate.broker.auth import Authenticator, Principal
-from lockgate.broker.config import ConfigError, load_config
+from lockgate.broker.config import ConfigError
+from lockgate.broker.config_load import load_config
 from lockgate.broker.errors import Unauthenticated
 from lockgate.broker.local_tokens import issue_token, key_path
 from lockgate.broker.store.sqlite import SqliteStore

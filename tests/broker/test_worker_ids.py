@@ -109,7 +109,7 @@ async def test_redis_down_at_start_fails_publishes_closed_not_the_start() -> Non
 
 
 def config_out_of_range() -> None:
-    from lockgate.broker.config import load_config
+    from lockgate.broker.config_load import load_config
 
     load_config(flags={"worker_id": 1024}, env={})
 

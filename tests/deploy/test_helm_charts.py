@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lockgate.broker.config import load_config
+from lockgate.broker.config_load import load_config
 from tests.support.tools import require_tool
 
 CHARTS = Path(__file__).resolve().parents[2] / "deploy" / "helm"
