@@ -24,7 +24,13 @@ from lockgate.broker.wire import encode_varint, length_delimited
 from lockgate.gateways._cejson import check_extension_name, event_from_json, is_json_type
 from lockgate.gateways._json import dumpb, dumps, loads
 
-__all__ = ["dead_letter_record", "encode_entry", "parse_entry", "shorthand_event"]
+__all__ = [
+    "dead_letter_record",
+    "encode_entry",
+    "encode_event_json",
+    "parse_entry",
+    "shorthand_event",
+]
 
 _SHORTHAND = {"data", "id", "source", "type"}
 
@@ -39,16 +45,28 @@ def encode_entry(raw: bytes | str, default_id: str, source: str, type_: str) -> 
     the same errors."""
     doc = loads(raw)
     if type(doc) is dict:
+        if "specversion" in doc:
+            return encode_event_json(doc)
         try:
-            if "specversion" in doc:
-                wire = _structured_wire(doc)
-            else:
-                wire = _shorthand_wire(doc, default_id, source, type_)
+            wire = _shorthand_wire(doc, default_id, source, type_)
         except UnicodeEncodeError:  # a lone surrogate: parse_entry says so
             wire = None
         if wire is not None:
             return wire
     return _event_of(doc, default_id, source, type_).SerializeToString()
+
+
+def encode_event_json(doc: object) -> bytes:
+    """The wire bytes of ``event_from_json(doc)`` (a structured-mode CloudEvent); raises what
+    it raises."""
+    if type(doc) is dict:
+        try:
+            wire = _structured_wire(doc)
+        except UnicodeEncodeError:  # a lone surrogate: event_from_json says so
+            wire = None
+        if wire is not None:
+            return wire
+    return event_from_json(doc).SerializeToString()
 
 
 def _event_of(doc: object, default_id: str, source: str, type_: str) -> CloudEvent:

@@ -40,12 +40,11 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 
-from lockgate.broker.api import BrokerAPI, CloudEvent, Subscription
+from lockgate.broker.api import BrokerAPI, Subscription
 from lockgate.broker.errors import BrokerError
 from lockgate.clients._backoff import Backoff
 from lockgate.gateways._cebinary import from_binary, is_structured_type, to_binary
-from lockgate.gateways._cejson import event_from_json
-from lockgate.gateways._ingest import dead_letter_record, parse_entry
+from lockgate.gateways._ingest import dead_letter_record, encode_entry, encode_event_json
 from lockgate.gateways._json import loads
 from lockgate.gateways._report import (
     UNENCODABLE,
@@ -85,16 +84,18 @@ class NatsSettings:
     retry: float = 0.5
 
 
-def message_event(msg: Msg, default_id: str) -> CloudEvent:
-    """The event of one NATS message: structured mode (``Content-Type:
-    application/cloudevents+json``), binary mode (``ce-specversion``, the NATS binding's
-    headers) or a JSON entry (``gateways._ingest``)."""
-    headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
+def message_event(msg: Msg, default_id: str) -> bytes:
+    """The event of one NATS message, as ``CloudEvent`` wire bytes: structured mode
+    (``Content-Type: application/cloudevents+json``), binary mode (``ce-specversion``, the
+    NATS binding's headers) or a JSON entry (``gateways._ingest``)."""
+    if not msg.headers:  # the usual message: a JSON entry
+        return encode_entry(msg.data, default_id, f"nats://{msg.subject}", "lockgate.nats")
+    headers = {k.lower(): v for k, v in msg.headers.items()}
     if is_structured_type(headers.get("content-type", "")):
-        return event_from_json(loads(msg.data))
+        return encode_event_json(loads(msg.data))
     if "ce-specversion" in headers:
-        return from_binary(headers, msg.data, "nats")
-    return parse_entry(msg.data, default_id, f"nats://{msg.subject}", "lockgate.nats")
+        return from_binary(headers, msg.data, "nats").SerializeToString()
+    return encode_entry(msg.data, default_id, f"nats://{msg.subject}", "lockgate.nats")
 
 
 class NatsGateway:
@@ -162,7 +163,7 @@ class NatsGateway:
             await self.nc.publish(self.settings.dead_letter, record.encode())
         self.metrics["dead_lettered"] += 1
 
-    def _event(self, msg: Msg, default_id: str) -> CloudEvent | BrokerError:
+    def _event(self, msg: Msg, default_id: str) -> bytes | BrokerError:
         try:
             return message_event(msg, default_id)
         except BrokerError as err:
@@ -174,7 +175,7 @@ class NatsGateway:
             msgs = [await self._queue.get()]
             while len(msgs) < s.batch and not self._queue.empty():
                 msgs.append(self._queue.get_nowait())
-            groups: dict[str, list[tuple[Msg, CloudEvent]]] = {}
+            groups: dict[str, list[tuple[Msg, bytes]]] = {}
             for target, msg in msgs:
                 ev = self._event(msg, uuid.uuid4().hex)
                 if isinstance(ev, BrokerError):
@@ -184,13 +185,13 @@ class NatsGateway:
             for subject, items in groups.items():
                 await self._publish(subject, items)
 
-    async def _publish(self, subject: str, items: list[tuple[Msg, CloudEvent]]) -> None:
+    async def _publish(self, subject: str, items: list[tuple[Msg, bytes]]) -> None:
         """Publishes, retrying while the broker refuses the whole batch; rejected events go
         to the dead-letter subject."""
         backoff = self._backoff()
         while True:
             try:
-                result = await self.api.publish(
+                result = await self.api.publish_encoded(
                     self.settings.api_key, subject, [ev for _, ev in items]
                 )
                 break
@@ -221,7 +222,7 @@ class NatsGateway:
                 await psub.unsubscribe()
 
     async def _jetstream_batch(self, src: JetStreamSource, msgs: list[Msg]) -> None:
-        groups: dict[str, list[tuple[Msg, CloudEvent]]] = {}
+        groups: dict[str, list[tuple[Msg, bytes]]] = {}
         for msg in msgs:
             ev = self._event(msg, f"{src.stream}/{msg.metadata.sequence.stream}")
             if isinstance(ev, BrokerError):
@@ -231,7 +232,7 @@ class NatsGateway:
             groups.setdefault(src.to or msg.subject, []).append((msg, ev))
         for subject, items in groups.items():
             try:
-                result = await self.api.publish(
+                result = await self.api.publish_encoded(
                     self.settings.api_key, subject, [ev for _, ev in items]
                 )
             except BrokerError as exc:

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from lockgate.broker.errors import BrokerError
 from lockgate.broker.v1 import cloudevent_pb2
-from lockgate.gateways._ingest import encode_entry, parse_entry
+from lockgate.gateways._cejson import event_from_json
+from lockgate.gateways._ingest import encode_entry, encode_event_json, parse_entry
+from lockgate.gateways._json import loads
 
 CloudEvent = cloudevent_pb2.CloudEvent
 
@@ -67,6 +69,17 @@ def same(raw: bytes | str) -> None:
 @pytest.mark.parametrize("raw", ENTRIES)
 def test_the_wire_form_is_the_event_or_the_error_of_parse_entry(raw: bytes | str) -> None:
     same(raw)
+
+
+@pytest.mark.parametrize("raw", [e for e in ENTRIES if b"specversion" in str(e).encode()])
+def test_structured_events_encode_as_event_from_json_builds_them(raw: bytes | str) -> None:
+    """The NATS gateway's structured mode: ``encode_event_json`` is ``event_from_json``."""
+    try:
+        doc = loads(raw)
+    except BrokerError:
+        return
+    want = outcome(lambda: event_from_json(doc))
+    assert outcome(lambda: encode_event_json(doc)) == want
 
 
 def test_entries_that_share_all_but_id_and_data_stay_apart() -> None:
