@@ -34,13 +34,14 @@ from lockgate.broker.delivery import BoundSession, DurableConsumer, EphemeralSub
 from lockgate.broker.durable_relay import DurableRelay, encode
 from lockgate.broker.durables import DURABLE_DEFAULTS, DurableOptions, Durables
 from lockgate.broker.errors import BrokerError
+from lockgate.broker.frameturn import FrameTurn
 from lockgate.broker.history import History, HistoryLagSource
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.leases import Leases, LocalLeases
 from lockgate.broker.limits import Limiter
 from lockgate.broker.livesettings import LiveSettings
 from lockgate.broker.permissions import Permissions
-from lockgate.broker.pipeline import FrameTurn, Pipeline, Prepared, PublishOutcome
+from lockgate.broker.pipeline import Pipeline, Prepared, PublishOutcome
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, start_after
 from lockgate.broker.quotas import OrgQuota

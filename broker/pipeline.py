@@ -26,6 +26,7 @@ from lockgate.broker.bounds import MAX_EVENT_ID, MAX_EVENT_SOURCE
 from lockgate.broker.config import Config
 from lockgate.broker.dedup import DedupKey, DedupWindow
 from lockgate.broker.errors import BrokerError, EventTooLarge, InvalidEvent, Unavailable
+from lockgate.broker.frameturn import FrameTurn, look_up_in_turn, retrieve, wait_for_turn
 from lockgate.broker.ids import IdGenerator
 from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.publisher import encode_publisher
@@ -39,7 +40,6 @@ from lockgate.broker.v1 import cloudevent_pb2
 
 __all__ = [
     "CommitListener",
-    "FrameTurn",
     "Pipeline",
     "Prepared",
     "PublishOutcome",
@@ -166,43 +166,6 @@ def _check_required(ev: CloudEvent) -> BrokerError | None:
     return None
 
 
-def _set(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
-
-
-@dataclass(eq=False, slots=True)
-class FrameTurn:
-    """A frame's place in its Publish stream when the stream's frames are prepared
-    concurrently (see :meth:`Pipeline.prepare`)."""
-
-    previous: FrameTurn | None
-    """The stream's previous frame (None: the first, or it finished)."""
-    sent: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    """Done once this frame's lookup is queued, or it will not look up."""
-    prepared: asyncio.Future[Prepared] | None = None
-    """This frame's prepare (the caller's task)."""
-
-    def pass_on(self) -> None:
-        """Lets the next frame look up once the previous one did (this one will not)."""
-        if self.sent.done():
-            return
-        before = self.previous.sent if self.previous is not None else None
-        if before is None or before.done():
-            _set(self.sent)
-        else:
-            before.add_done_callback(lambda _: _set(self.sent))
-
-
-def _retrieve(done: asyncio.Future[None]) -> None:
-    """Marks a deferred dedup write's error as seen: the commit that awaits it reports it;
-    a prepare never committed (its stream went away) has nobody to report it to."""
-    if not done.cancelled():
-        done.exception()
-
-
 def _validate(events: list[CloudEvent], out: PublishOutcome) -> tuple[list[Std], list[int]]:
     """What validation read of each event, and the indexes of the valid ones; the errors of
     the others go to ``out``."""
@@ -316,42 +279,10 @@ class Pipeline:
 
     @property
     def concurrent(self) -> bool:
-        """Whether a stream's frames may be prepared concurrently (``after``): only when
+        """Whether a stream's frames may be prepared concurrently (``turn``): only when
         the dedup window claims keys at lookup, so that a key looked up by two frames at
         once is taken by one; the embedded window learns a key only at ``remember``."""
         return self.dedup.claims
-
-    async def _turn(self, after: asyncio.Future[Prepared], claimed: list[DedupKey]) -> None:
-        """Waits until the stream's previous frame is prepared; when it failed (or this
-        frame is cancelled meanwhile) the keys this frame claimed are forgotten and it
-        fails too."""
-        try:
-            await asyncio.wait([after])
-        except asyncio.CancelledError:
-            self._let_go(claimed)
-            raise
-        if after.cancelled() or after.exception() is not None:
-            self._let_go(claimed)
-            raise Unavailable(
-                "an earlier frame of this publish stream failed", hint="retry the publish"
-            )
-
-    async def _look_up_in_turn(self, turn: FrameTurn, keys: list[DedupKey]) -> list[int]:
-        """The lookup of a frame prepared concurrently, queued after the previous frame's."""
-        before = turn.previous.sent if turn.previous is not None else None
-        if before is not None and not before.done():
-            await asyncio.wait([before])
-        if not keys:
-            return []
-        lookup = self.dedup.lookup(keys)
-        # The next frame runs only once this one suspends, which the lookup does after
-        # queueing its claim.
-        _set(turn.sent)
-        return await lookup
-
-    def _let_go(self, claimed: list[DedupKey]) -> None:
-        if claimed:
-            asyncio.ensure_future(self.dedup.forget(claimed)).add_done_callback(_retrieve)
 
     async def _prepare(
         self,
@@ -438,10 +369,10 @@ class Pipeline:
         if turn is None:
             known = await self.dedup.lookup(keys_v) if keys_v else []
         else:
-            known = await self._look_up_in_turn(turn, keys_v)
+            known = await look_up_in_turn(self.dedup, turn, keys_v)
             if turn.previous is not None and turn.previous.prepared is not None:
                 claimed = [k for k, hit in zip(keys_v, known, strict=True) if not hit]
-                await self._turn(turn.previous.prepared, claimed)
+                await wait_for_turn(self.dedup, turn.previous.prepared, claimed)
         seen: dict[DedupKey, int] | None = None
         if not any(known) and len(set(keys_v)) == len(keys_v):
             accepted, raws, keys = valid, raws_v, keys_v  # the usual batch: all new
@@ -501,7 +432,7 @@ class Pipeline:
             # another node) waits for it: the next frame's prepare need not wait for a
             # round trip to the shared window, which made frames take turns on it.
             prepared.remembered = asyncio.ensure_future(self.dedup.remember(entries))
-            prepared.remembered.add_done_callback(_retrieve)
+            prepared.remembered.add_done_callback(retrieve)
         elif entries:
             await self.dedup.remember(entries)
         if seen is not None:

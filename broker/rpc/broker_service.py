@@ -24,9 +24,10 @@ from lockgate.broker.errors import (
     Unavailable,
     to_status,
 )
+from lockgate.broker.frameturn import FrameTurn
 from lockgate.broker.ids import parse_decimal, time_ms_of
 from lockgate.broker.node import Broker
-from lockgate.broker.pipeline import FrameTurn, Prepared
+from lockgate.broker.pipeline import Prepared
 from lockgate.broker.publishframe import FrameReader
 from lockgate.broker.quotas import Connections
 from lockgate.broker.rpc import (

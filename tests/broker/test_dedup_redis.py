@@ -20,8 +20,8 @@ from lockgate.broker.auth import DEV_PRINCIPAL
 from lockgate.broker.config import Config
 from lockgate.broker.dedup_redis import RedisDedupWindow
 from lockgate.broker.errors import BrokerError, Unavailable
+from lockgate.broker.frameturn import FrameTurn
 from lockgate.broker.node import Broker
-from lockgate.broker.pipeline import FrameTurn
 from lockgate.broker.store import Batch, OnStored, Store
 from lockgate.broker.store.sqlite import SqliteStore
 from lockgate.broker.v1 import cloudevent_pb2
