@@ -178,41 +178,51 @@ def _attribute(name: str, value: str) -> bytes:
 def _structured_wire(doc: dict[str, object]) -> bytes | None:
     """A structured CloudEvent whose attributes are all strings, encoded as
     :func:`event_from_json` would make it; None for any other (``data_base64``, integer or
-    boolean extensions, attributes that are not strings): the general path takes those.
-
-    The usual entry has only the required attributes, a content type and data, and shares
-    all but its id and data with the entries before it: that part is encoded once."""
-    if not doc.keys() <= _PLAIN:
-        head = _head_wire(doc)
-        ctype = doc.get("datacontenttype")
-        json_data = is_json_type(ctype if type(ctype) is str else "")
-    else:
-        key = (doc.get("source"), doc.get("specversion"), doc.get("type"))
-        ctype = doc.get("datacontenttype")
-        try:
-            shared = _SHARED.get((*key, ctype))
-        except TypeError:  # unhashable: a list or an object where a string belongs
-            return None
-        if shared is None:
-            common = _head_wire({k: v for k, v in doc.items() if k != "id" and k != "data"})
-            if common is None:
-                return None
-            shared = (common, is_json_type(ctype if type(ctype) is str else ""))
-            if len(_SHARED) >= _ATTRIBUTES_MAX:
-                _SHARED.clear()
-            _SHARED[(*key, ctype)] = shared
-        id_ = doc.get("id")
-        if id_ is not None and type(id_) is not str:
-            return None
-        head = _field(b"\x0a", id_) + shared[0] if id_ else shared[0]
-        json_data = shared[1]
+    boolean extensions, attributes that are not strings): the general path takes those."""
+    if doc.keys() <= _PLAIN:
+        return _plain_wire(doc)
+    head = _head_wire(doc)
     if head is None:
         return None
+    ctype = doc.get("datacontenttype")
+    json_data = is_json_type(ctype if type(ctype) is str else "")
     data = doc.get("data")
     if data is None:
         return head
     body = data.encode() if type(data) is str and not json_data else dumpb(data)
     return b"".join((head, b"\x3a", encode_varint(len(body)), body))
+
+
+def _plain_wire(doc: dict[str, object]) -> bytes | None:
+    """:func:`_structured_wire` of the usual entry: the required attributes, a content type
+    and data. It shares all but its id and data with the entries before it: that part is
+    encoded once (``_SHARED``)."""
+    get = doc.get
+    key = (get("source"), get("specversion"), get("type"), get("datacontenttype"))
+    try:
+        shared = _SHARED.get(key)
+    except TypeError:  # unhashable: a list or an object where a string belongs
+        return None
+    if shared is None:
+        common = _head_wire({k: v for k, v in doc.items() if k != "id" and k != "data"})
+        if common is None:
+            return None
+        ctype = key[3]
+        shared = _SHARED[key] = (common, is_json_type(ctype if type(ctype) is str else ""))
+        if len(_SHARED) > _ATTRIBUTES_MAX:
+            _SHARED.clear()
+    id_, data = get("id"), get("data")
+    if type(id_) is str and id_:
+        raw_id = id_.encode()
+        parts = [b"\x0a", encode_varint(len(raw_id)), raw_id, shared[0]]
+    elif not id_ and (id_ is None or type(id_) is str):
+        parts = [shared[0]]
+    else:
+        return None
+    if data is not None:
+        body = data.encode() if type(data) is str and not shared[1] else dumpb(data)
+        parts += (b"\x3a", encode_varint(len(body)), body)
+    return b"".join(parts)
 
 
 def _head_wire(doc: dict[str, object]) -> bytes | None:
