@@ -226,6 +226,9 @@ async def _safe(label: str, coro: Any) -> Result:
         r: Result = await coro
     except Exception as exc:  # a failed run is reported, the others go on
         r = {"error": f"{type(exc).__name__}: {exc}", "rate": 0.0}
+    # A side that delivered nothing reports no rate (seen from the JetStream side under
+    # load): the summary counts it as 0 rather than failing on it.
+    r.setdefault("rate", 0.0)
     if r.get("published"):
         # Every event is delivered in the end (lost 0): server CPU over the whole run (drain
         # included) per published event does not depend on how late deliveries were.
