@@ -70,7 +70,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lockgate.broker.dedup import DedupKey, RecentLog
@@ -160,6 +160,8 @@ class _Frame:
     live: int
     """Its keys neither stored nor forgotten."""
     stored: bool = False
+    keys: list[bytes] = field(default_factory=list)
+    """The keys it won (to let go of them here when it is held too long)."""
 
 
 class RedisDedupWindow:
@@ -243,6 +245,7 @@ class RedisDedupWindow:
         claimed = self._claimed
         for k, n in won:
             claimed[k] = (frame, n)
+        frame.keys = [k for k, _ in won]
         if self._renewer is None:
             self._renewer = asyncio.get_running_loop().create_task(
                 self._renew_loop(), name="lockgate-dedup-claims"
@@ -268,6 +271,9 @@ class RedisDedupWindow:
             for frame in [f for f in self._frames.values() if f.held_at < oldest]:
                 self._drop(frame)
                 frame.live = 0
+                for k in frame.keys:
+                    if self._claimed.get(k, (None, 0))[0] is frame:
+                        del self._claimed[k]
             # Only frames claimed half a period ago or more: the others still have at least
             # 3/4 of ``claim`` to run, and most are stored before the next turn.
             recent = now - every / 2
