@@ -204,12 +204,13 @@ ALIKE = st.sampled_from(
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ALIKE, max_size=30), st.integers(0, 2**64 - 1))
+@given(st.lists(st.tuples(ALIKE, st.integers(1, 40)), max_size=6), st.integers(0, 2**64 - 1))
 def test_runs_of_alike_events_read_as_the_general_path_reads_them(
-    events: list[CloudEvent], batch_id: int
+    runs: list[tuple[CloudEvent, int]], batch_id: int
 ) -> None:
-    """Events of one length and layout next to others of the same length but not the same
-    layout (another id length, data field or an invalid event)."""
+    """Runs of events of one length and layout next to others of the same length but not the
+    same layout (another id length, data field or an invalid event)."""
+    events = [event for event, count in runs for _ in range(count)]
     raw = broker_pb2.PublishRequest(subject="a.b", events=events, batch_id=batch_id)
     frame = FrameReader().read(raw.SerializeToString())
     if frame is not None:
