@@ -24,6 +24,7 @@ from lockgate.broker.activity import Denial, SubjectRate
 from lockgate.broker.api import LocalAPI, StoredEvent
 from lockgate.broker.errors import BrokerError, NotFound
 from lockgate.broker.permissions import BROKER
+from lockgate.broker.redaction import shown_url
 from lockgate.broker.roster import RosterEntry
 from lockgate.broker.store import DeadLetterRecord, PolicyVersionRecord
 
@@ -141,7 +142,7 @@ class AdminView:
                     len(c.ready),
                     durables.lag_of(c),
                     len(c.sessions),
-                    c.rec.endpoint_url,
+                    shown_url(c.rec.endpoint_url),
                 )
             )
         for sub in self.broker.ephemerals.live_subscriptions()[: self.max_subscriptions]:

@@ -43,6 +43,7 @@ from lockgate.broker.errors import (
 from lockgate.broker.node import Broker
 from lockgate.broker.permissions import RPC_ACTIONS
 from lockgate.broker.positions import StartSpec
+from lockgate.broker.redaction import shown_url
 from lockgate.broker.store import AuditQuery, AuditRecord, BackboneRecord, ConfigVersionRecord
 from lockgate.broker.telemetry_export import prometheus_text
 from lockgate.broker.tls import CERTIFIED_CALLER
@@ -544,7 +545,7 @@ class LocalAPI:
         return DurableView(
             r.name,
             r.pattern,
-            r.endpoint_url,
+            shown_url(r.endpoint_url),
             r.ack_wait_ms / 1000,
             r.max_deliveries,
             r.max_in_flight,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from lockgate.broker.dedup import DEFAULT_MAX_BYTES as DEDUP_MAX_BYTES
 from lockgate.broker.errors import InvalidArgument
 from lockgate.broker.quotas import QUOTA_DEFAULTS
+from lockgate.broker.redaction import REDACTED, redact_url
 from lockgate.broker.store import RetentionRule
 from lockgate.policy import durations
 
@@ -224,23 +225,6 @@ class Config:
 
 
 _SECRET_KEY = re.compile(r"secret|password|token|api_key|apikey", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]+(?=@)", re.IGNORECASE)
-_URL_USER = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://)[^/@\s]+(?=@)", re.IGNORECASE)
-REDACTED = "<redacted>"
-
-
-def redact_url(url: str, *, user_is_secret: bool = False) -> str:
-    """``url`` without its password, for messages and logs; with ``user_is_secret`` the
-    whole user part goes too (NATS takes a bare token there: ``nats://TOKEN@host``).
-
-    >>> redact_url("postgresql://u:pw@h:5432/d")
-    'postgresql://u:<redacted>@h:5432/d'
-    >>> redact_url("nats://s3cr3t@h:4222", user_is_secret=True)
-    'nats://<redacted>@h:4222'
-    """
-    if user_is_secret:
-        return _URL_USER.sub(rf"\g<head>{REDACTED}", url)
-    return _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", url)
 
 
 def redacted(value: object, key: str = "") -> object:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import secrets
 import time
@@ -36,6 +37,7 @@ from lockgate.broker.policyhook import PolicyGate
 from lockgate.broker.positions import FROM_NEW, StartSpec, log_position, start_after
 from lockgate.broker.publisher import encode_publisher
 from lockgate.broker.quotas import OrgQuota
+from lockgate.broker.redaction import kept_url, shown_url
 from lockgate.broker.store import Batch, CommitFeed, ConsumerRecord, DeadLetterRecord, Store
 from lockgate.broker.subscriptions import check_pattern
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
@@ -97,6 +99,8 @@ def _difference(have: ConsumerRecord, want: ConsumerRecord) -> list[tuple[str, o
         if a != b:
             if field_name == "ack_wait_ms":
                 a, b = f"{a / 1000:g}s", f"{b / 1000:g}s"
+            elif field_name == "endpoint_url":  # the refusal must not show its credentials
+                a, b = shown_url(str(a)), shown_url(str(b))
             out.append((shown, a, b))
     return out
 
@@ -372,10 +376,14 @@ class Durables:
             self.permissions.authorize(principal, "durable.webhook", principal.org)
         check_pattern(self.gate, principal, pattern)
         check_durable_name(name)
-        wanted = self._record(principal.org, name, pattern, options)  # checks the settings
-        wanted.owner = encode_publisher(principal.agent, principal.roles)
         key = (principal.org, name)
         consumer = self.consumers.get(key)
+        if consumer is not None and options.endpoint_url:
+            # The endpoint_url as a read shows it (credentials hidden) means the stored one.
+            kept = kept_url(options.endpoint_url, consumer.rec.endpoint_url)
+            options = dataclasses.replace(options, endpoint_url=kept)
+        wanted = self._record(principal.org, name, pattern, options)  # checks the settings
+        wanted.owner = encode_publisher(principal.agent, principal.roles)
         if consumer is not None:
             differs = _difference(consumer.rec, wanted)
             for setting, have, want in differs:

@@ -27,7 +27,6 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from lockgate.broker.audit import AuditLog
-from lockgate.broker.config import REDACTED, redact_url
 from lockgate.broker.errors import (
     AlreadyExists,
     BrokerError,
@@ -35,6 +34,7 @@ from lockgate.broker.errors import (
     InvalidArgument,
     NotFound,
 )
+from lockgate.broker.redaction import REDACTED, kept_url, shown_url
 from lockgate.broker.store import BackboneRecord, RegistryConflict, RegistryStore
 
 __all__ = [
@@ -62,14 +62,9 @@ class RegistryFollower(Protocol):
     def follow_pins(self, pins: Mapping[str, BackboneRecord]) -> None: ...
 
 
-def shown_endpoint(endpoint: str) -> str:
-    """A backbone endpoint as the registry shows it (reads, refusals, the audit log): without
-    its credentials, whole user part included (NATS takes a bare token there).
-
-    >>> shown_endpoint("nats://u:s3cr3t@eu.example:4222")
-    'nats://<redacted>@eu.example:4222'
-    """
-    return redact_url(endpoint, user_is_secret=True)
+shown_endpoint = shown_url
+"""A backbone endpoint as the registry shows it (reads, refusals, the audit log): the one
+rule for stored URLs, :func:`lockgate.broker.redaction.shown_url`."""
 
 
 def _shown(rec: BackboneRecord) -> BackboneRecord:
@@ -260,9 +255,9 @@ class BackboneRegistry:
         """``rec`` with the stored endpoint when it sends that endpoint as it reads back (a
         read-modify-write such as ``lockgate backbones update`` keeps the credentials)."""
         current = await self.store.get_backbone(rec.id)
-        if current is not None and rec.endpoint == shown_endpoint(current.endpoint):
-            return dataclasses.replace(rec, endpoint=current.endpoint)
-        return rec
+        if current is None:
+            return rec
+        return dataclasses.replace(rec, endpoint=kept_url(rec.endpoint, current.endpoint))
 
     async def delete(self, backbone_id: str) -> None:
         if not await self.store.delete_backbone(backbone_id):

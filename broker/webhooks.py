@@ -1,7 +1,9 @@
 """Webhook endpoint rules (pure): which URLs a durable subscription may POST to.
 
-Only http and https, with no credentials in the URL (it is listed back to admins and logged;
-deliveries are signed with the webhook secret instead); and, unless ``webhook_allow_private``
+Only http and https, with no credentials in the user part (deliveries are signed with the
+webhook secret instead), and no ``<redacted>`` (a URL as it reads back, which names no
+secret; the durable's own, sent back whole, is taken as the stored one before this check);
+and, unless ``webhook_allow_private``
 is set, no loopback, private, link-local, shared (100.64/10, where some clouds keep their
 metadata service) or otherwise non-global address, so a tenant cannot point the broker at the
 services behind it (SSRF). Host names are resolved and every address is checked; an IPv4
@@ -15,6 +17,7 @@ import socket
 import urllib.parse
 
 from lockgate.broker.errors import InvalidArgument
+from lockgate.broker.redaction import REDACTED, shown_url
 
 __all__ = ["check_endpoint_url", "is_public_address"]
 
@@ -37,6 +40,9 @@ def is_public_address(addr: str) -> bool:
 
 
 def check_endpoint_url(url: str, *, allow_private: bool = False) -> None:
+    """Raises INVALID_ENDPOINT or PRIVATE_ENDPOINT naming the URL as :func:`shown_url` (its
+    query may carry a token)."""
+    shown = shown_url(url[:1000])
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port  # raises on a port that is not a number in range
@@ -44,7 +50,7 @@ def check_endpoint_url(url: str, *, allow_private: bool = False) -> None:
         parts, port = None, None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgument(
-            f"endpoint_url {url!r} is not an http(s) URL",
+            f"endpoint_url {shown!r} is not an http(s) URL",
             reason="INVALID_ENDPOINT",
             hint="use https://host/path",
         )
@@ -53,6 +59,13 @@ def check_endpoint_url(url: str, *, allow_private: bool = False) -> None:
             "endpoint_url must not carry credentials (user:password@)",  # nor echo them
             reason="INVALID_ENDPOINT",
             hint="deliveries are signed with the webhook secret; verify that signature instead",
+        )
+    if REDACTED in url:
+        raise InvalidArgument(
+            f"endpoint_url {shown!r} has {REDACTED} for a secret",
+            reason="INVALID_ENDPOINT",
+            hint="give the URL in full (the durable's own endpoint_url as it reads back is "
+            "taken as the stored one)",
         )
     if allow_private:
         return
@@ -66,7 +79,7 @@ def check_endpoint_url(url: str, *, allow_private: bool = False) -> None:
     for info in infos:
         if not is_public_address(str(info[4][0])):
             raise InvalidArgument(
-                f"endpoint_url {url!r} points at a private or loopback address",
+                f"endpoint_url {shown!r} points at a private or loopback address",
                 reason="PRIVATE_ENDPOINT",
                 hint="use a public endpoint, or set webhook_allow_private in the configuration",
             )

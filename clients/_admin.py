@@ -131,8 +131,9 @@ class Admin(ClusterAdmin):
         return response.webhook_secret
 
     async def webhook_secrets(self, name: str) -> WebhookSecrets:
-        """The secrets webhook durable ``name`` signs with now, and its org: what a standalone
-        dispatcher (``lockgate gateway webhook``) signs with. Each call is audited.
+        """The secrets webhook durable ``name`` signs with now, its org and its endpoint_url
+        whole: what a standalone dispatcher (``lockgate gateway webhook``) signs with and
+        POSTs to. Each call is audited.
 
         >>> (await c.admin.webhook_secrets("invoices")).org
         """
@@ -141,7 +142,7 @@ class Admin(ClusterAdmin):
             admin_pb2.GetWebhookSecretsRequest(name=name),
             admin_pb2.GetWebhookSecretsResponse,
         )
-        return WebhookSecrets(response.org, list(response.webhook_secrets))
+        return WebhookSecrets(response.org, list(response.webhook_secrets), response.endpoint_url)
 
     async def status(self) -> NodeStatus:
         """The status of the node this client reached (the ``org-admin`` role)."""

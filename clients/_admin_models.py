@@ -204,6 +204,9 @@ class WebhookSecrets:
     secrets: list[str]
     """Newest first; two during a rotation's grace; none for a durable from before secrets
     were per durable."""
+    endpoint_url: str = ""
+    """Where the deliveries go, credentials included (``DurableInfo`` shows them
+    ``<redacted>``); "" from a broker older than this field."""
 
 
 @dataclass(frozen=True, slots=True)

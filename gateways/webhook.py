@@ -46,6 +46,7 @@ webhook receiver sees at-least-once delivery in roughly, not strictly, publish o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import ipaddress
 import logging
@@ -56,11 +57,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from lockgate.broker.api import Delivery, LocalAPI, Subscription, WebhookTarget
 from lockgate.broker.errors import BrokerError
+from lockgate.broker.redaction import shown_url
 from lockgate.broker.webhooks import is_public_address
 from lockgate.clients._admin import WebhookSecrets
 from lockgate.clients._webhook import sign_webhook
@@ -126,6 +129,16 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self.base.close()
+
+
+def _failure(exc: BaseException, url: str) -> str:
+    """A failed POST as its outcome (and the retry's log line) names it: aiohttp's messages
+    may repeat the URL, which is shown as :func:`shown_url` (its query may hold a token)."""
+    text = f"{type(exc).__name__}: {exc}"
+    shown = shown_url(url)
+    with contextlib.suppress(ValueError):  # yarl spells some URLs differently
+        text = text.replace(str(yarl.URL(url)), shown)
+    return text.replace(url, shown)
 
 
 def _literal_refused(url: str, allow_private: bool) -> str:
@@ -250,9 +263,9 @@ class WebhookSender:
         except aiohttp.ClientConnectorError as exc:
             # aiohttp wraps what the resolver raised: name the refusal, not a DNS failure.
             cause = exc.os_error if isinstance(exc.os_error, PrivateAddress) else exc
-            return Outcome("nack", retry, 0, f"{type(cause).__name__}: {cause}")
+            return Outcome("nack", retry, 0, _failure(cause, url))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return Outcome("nack", retry, 0, f"{type(exc).__name__}: {exc}")
+            return Outcome("nack", retry, 0, _failure(exc, url))
         if 300 <= status < 400:
             # Never followed: a redirect could lead anywhere, private addresses included.
             return Outcome(
@@ -397,10 +410,12 @@ class PollingWebhookDispatcher:
                     continue
                 signing = await self.signing(name)
                 org = signing.org
+                # The listing shows the URL's secrets <redacted>; the secrets' read has it whole.
+                target = signing.endpoint_url or url
                 legacy = self.settings.org_secrets.get(org, "") or self.settings.secret
                 secrets = signing_secrets(signing.secrets, legacy)
                 outcomes = await asyncio.gather(
-                    *(self.sender.deliver(url, org, name, d, secrets) for d in batch)
+                    *(self.sender.deliver(target, org, name, d, secrets) for d in batch)
                 )
                 pairs = list(zip(batch, outcomes, strict=True))
                 ack = [d.id for d, o in pairs if o.action == "ack"]

@@ -11,6 +11,7 @@ from lockgate.broker.delivery import DurableConsumer
 from lockgate.broker.durables import DurableOptions
 from lockgate.broker.errors import BrokerError, InvalidArgument, NotFound
 from lockgate.broker.permissions import ADMIN, role_of
+from lockgate.broker.redaction import shown_url
 from lockgate.broker.rpc import Context, Servicer, start_spec, unary
 from lockgate.broker.v1 import admin_pb2
 
@@ -39,7 +40,7 @@ class AdminService(Servicer):
             max_deliveries=rec.max_deliveries,
             max_in_flight=rec.max_in_flight,
             delivered_id=c.delivered_id,
-            endpoint_url=rec.endpoint_url,
+            endpoint_url=shown_url(rec.endpoint_url),
         )
         info.ack_wait.FromMilliseconds(rec.ack_wait_ms)
         return info
@@ -78,10 +79,13 @@ class AdminService(Servicer):
         self, request: admin_pb2.GetWebhookSecretsRequest, p: Principal, context: Context
     ) -> admin_pb2.GetWebhookSecretsResponse:
         secrets = self.broker.durables.webhook_secrets(p.org, request.name)
+        url = self.broker.durables.get(p.org, request.name).rec.endpoint_url
         # Read, not shown once: the org-admin who may rotate a secret may read it too, but
         # every read is recorded (a standalone dispatcher reads once a batch: aggregated).
         self.broker.audit.record("webhook_secret.read", target=request.name)
-        return admin_pb2.GetWebhookSecretsResponse(org=p.org, webhook_secrets=secrets)
+        return admin_pb2.GetWebhookSecretsResponse(
+            org=p.org, webhook_secrets=secrets, endpoint_url=url
+        )
 
     @unary()
     async def GetStatus(

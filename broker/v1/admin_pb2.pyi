@@ -159,12 +159,14 @@ class GetWebhookSecretsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class GetWebhookSecretsResponse(_message.Message):
-    __slots__ = ("org", "webhook_secrets")
+    __slots__ = ("org", "webhook_secrets", "endpoint_url")
     ORG_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_SECRETS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
     org: str
     webhook_secrets: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, org: _Optional[str] = ..., webhook_secrets: _Optional[_Iterable[str]] = ...) -> None: ...
+    endpoint_url: str
+    def __init__(self, org: _Optional[str] = ..., webhook_secrets: _Optional[_Iterable[str]] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
 
 class PendingDelivery(_message.Message):
     __slots__ = ("id", "attempt", "deadline")

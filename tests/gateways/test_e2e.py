@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,22 @@ from tests.gateways.gw_kit import unique
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
+
+
+async def _lockgate(*args: str, key: str) -> str:
+    """The ``lockgate`` CLI's output (it must succeed), run with API key ``key``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lockgate.broker.cli",
+        *args,
+        env={**os.environ, "LOCKGATE_API_KEY": key},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out
+    return out.decode()
 
 
 async def _start_gateway(*args: str) -> tuple[asyncio.subprocess.Process, str]:
@@ -158,7 +175,9 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
 ) -> None:
     """The standalone dispatcher signs with the durable's own secrets and names its org, as
     the broker's own dispatcher does: both come from the broker (GetWebhookSecrets), with no
-    secret configured; a rotation reaches the deliveries after ``refresh``."""
+    secret configured; a rotation reaches the deliveries after ``refresh``. The URL's token
+    (a query value) reads <redacted> over gRPC, in the CLI and in no audit record, and the
+    dispatcher gets it whole with the secrets, so its POSTs carry it."""
     from aiohttp import web
 
     from lockgate.clients import Client, FailedPrecondition, NotFound, PermissionDenied
@@ -169,8 +188,10 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
     from tests.gateways.gw_kit import event
 
     got: list[tuple[dict[str, str], bytes]] = []
+    queries: set[str] = set()
 
     async def handle(request: web.Request) -> web.Response:
+        queries.add(request.query_string)
         got.append((dict(request.headers), await request.read()))
         return web.Response(status=204)
 
@@ -186,10 +207,13 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
         async with run_broker(data_dir=data) as b:
             api = RemoteAPI(b.target)
             subject, durable = unique("pw."), unique("d")
-            hook = DurableOptions(endpoint_url=f"http://127.0.0.1:{port}/hook")
+            url = f"http://127.0.0.1:{port}/hook?token=pw-s3cr3t"
+            hook = DurableOptions(endpoint_url=url)
             view = await api.create_durable(acme, durable, subject, hook)
             secret = view.webhook_secret
             assert secret.startswith("whsec_")
+            shown = url.replace("pw-s3cr3t", "<redacted>")
+            assert view.endpoint_url == shown
             settings = WebhookSettings(allow_private=True)  # no secret: the broker's
             dispatcher = PollingWebhookDispatcher(api, acme, settings)
             dispatcher.refresh = 0.2
@@ -244,12 +268,19 @@ async def test_standalone_webhook_dispatcher_polls_a_real_broker(
                 with pytest.raises(FailedPrecondition):
                     await c.admin.webhook_secrets(plain)
                 ws = await c.admin.webhook_secrets(durable)
-                assert (ws.org, ws.secrets) == ("acme", [new, secret])
+                assert (ws.org, ws.secrets, ws.endpoint_url) == ("acme", [new, secret], url)
+                assert (await c.admin.get_durable(durable)).durable.endpoint_url == shown
+                listed = [d.endpoint_url for d in await c.admin.list_durables()]
+                assert shown in listed and url not in listed
 
                 async def audited() -> set[tuple[str, str]]:
                     reads = [r async for r in c.admin.audit(action="webhook_secret.read")]
                     return {(r.org, r.target) for r in reads}
 
                 assert await eventually(audited) == {("acme", durable)}
+                assert not [r async for r in c.admin.audit() if "pw-s3cr3t" in repr(r)]
+            cli = await _lockgate("durables", "info", durable, "--server", b.target, key=acme)
+            assert shown in cli and "pw-s3cr3t" not in cli
+        assert queries == {"token=pw-s3cr3t"}  # every POST carried the stored token
     finally:
         await runner.cleanup()

@@ -149,7 +149,10 @@ export interface DurableInfo {
   maxInFlight: number;
   /** The highest id handed to a subscriber. */
   deliveredId: string;
-  /** Webhook endpoint, when deliveries are POSTed there. */
+  /**
+   * Webhook endpoint, when deliveries are POSTed there; credentials in it (the user
+   * part, query values, the fragment) read <redacted>.
+   */
   endpointUrl: string;
 }
 
@@ -220,6 +223,11 @@ export interface GetWebhookSecretsResponse {
    * empty for a durable from before secrets were per durable.
    */
   webhookSecrets: string[];
+  /**
+   * The durable's endpoint_url whole, credentials included, for the dispatcher that POSTs
+   * there (DurableInfo.endpoint_url shows it with <redacted> for them).
+   */
+  endpointUrl: string;
 }
 
 /** PendingDelivery is one delivered, unacknowledged event. */
@@ -1302,7 +1310,7 @@ export const GetWebhookSecretsRequest: MessageFns<GetWebhookSecretsRequest> = {
 };
 
 function createBaseGetWebhookSecretsResponse(): GetWebhookSecretsResponse {
-  return { org: "", webhookSecrets: [] };
+  return { org: "", webhookSecrets: [], endpointUrl: "" };
 }
 
 export const GetWebhookSecretsResponse: MessageFns<GetWebhookSecretsResponse> = {
@@ -1312,6 +1320,9 @@ export const GetWebhookSecretsResponse: MessageFns<GetWebhookSecretsResponse> = 
     }
     for (const v of message.webhookSecrets) {
       writer.uint32(18).string(v!);
+    }
+    if (message.endpointUrl !== "") {
+      writer.uint32(26).string(message.endpointUrl);
     }
     return writer;
   },
@@ -1343,6 +1354,14 @@ export const GetWebhookSecretsResponse: MessageFns<GetWebhookSecretsResponse> = 
             }
 
             message.webhookSecrets.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.endpointUrl = reader.string();
             continue;
           }
         }
