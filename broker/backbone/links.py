@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from lockgate.broker.config import redact_url
 from lockgate.broker.errors import Unavailable
+from lockgate.broker.redaction import shown_url
 from lockgate.broker.store import BackboneRecord
 from lockgate.broker.v1.reasons import Reason
 
@@ -188,7 +188,7 @@ class BackboneLinks(Generic[T]):
     # -- opening and closing ----------------------------------------------------------------
 
     def _unavailable(self, org: str, r: Route, link: _Link[T] | None) -> Unavailable:
-        shown = redact_url(r.record.endpoint, user_is_secret=True)
+        shown = shown_url(r.record.endpoint)
         if link is None:
             why = f"this node connects to at most {self.max_links} other backbones"
         elif link.error:
@@ -224,7 +224,7 @@ class BackboneLinks(Generic[T]):
             log.info(
                 "backbone.link.open: %s on %s",
                 self._what,
-                redact_url(link.endpoint, user_is_secret=True),
+                shown_url(link.endpoint),
             )
             if self.on_link is not None:
                 self.on_link(value, True)

@@ -62,9 +62,9 @@ from lockgate.broker.backbone.natsformat import (
     node_of_inbox,
     text_of_header,
 )
-from lockgate.broker.config import redact_url
 from lockgate.broker.errors import Unavailable
 from lockgate.broker.extras import missing_extra
+from lockgate.broker.redaction import shown_url
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -184,7 +184,7 @@ class NatsBackbone:
             self._closing = False
             why = self._last_error or _why(exc)  # connect retries until the timeout
             raise Unavailable(
-                f"the NATS backbone at {_shown(self.url)} cannot be reached within "
+                f"the NATS backbone at {shown_url(self.url)} cannot be reached within "
                 f"{self._connect_timeout:g} s" + (f": {why}" if why != "TimeoutError" else ""),
                 hint="start NATS or correct the backbone URL (nats://HOST:4222)",
             ) from None
@@ -617,11 +617,11 @@ class NatsBackbone:
     async def _on_disconnected(self) -> None:
         if self._closing:
             return
-        self.log.warning("backbone.nats.disconnected: lost %s, reconnecting", _shown(self.url))
+        self.log.warning("backbone.nats.disconnected: lost %s, reconnecting", shown_url(self.url))
         self._fail_acks("the connection to NATS was lost")
 
     async def _on_reconnected(self) -> None:
-        self.log.warning("backbone.nats.reconnected: %s", _shown(self.url))
+        self.log.warning("backbone.nats.reconnected: %s", shown_url(self.url))
         self._dirty.set()  # confirms the replayed subscriptions (settle waits on it)
 
     def _fail_acks(self, why: str) -> None:
@@ -647,12 +647,6 @@ def _unreachable(why: str) -> Unavailable:
 
 def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _shown(url: str) -> str:
-    """``url`` without its credentials (logged and shown in errors): a NATS URL's user part
-    may be a bare token."""
-    return redact_url(url, user_is_secret=True)
 
 
 async def _quietly_close(nc: Client) -> None:
