@@ -57,7 +57,8 @@ class DurableInfo:
     delivered_id: int
     """The highest id handed to a subscriber."""
     endpoint_url: str
-    """The webhook endpoint, when deliveries are POSTed there."""
+    """The webhook endpoint, when deliveries are POSTed there, with its query values (a token,
+    say) ``<redacted>``; sent back as read, it names the stored one."""
     webhook_secret: str = ""
     """A webhook durable's signing secret: set only by the :meth:`create_durable` call that
     created it (it is not shown again; :meth:`rotate_webhook_secret` gives a new one)."""
