@@ -86,7 +86,8 @@ async def wait_for_turn(
     """Waits until the stream's previous frame is prepared; when it failed (or this frame
     is cancelled meanwhile) the keys this frame claimed are forgotten and it fails too."""
     try:
-        await asyncio.wait([after])
+        if not after.done():  # asyncio.wait on a done future still takes two loop turns
+            await asyncio.wait([after])
     except asyncio.CancelledError:
         _let_go(dedup, claimed)
         raise
