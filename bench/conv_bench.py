@@ -15,7 +15,7 @@ iterates ``client.conversations.messages()`` (a live subscription, each message 
 Encrypted and plaintext groups alternate ``--runs`` times (fresh groups, same broker and
 clients); each figure is the median over runs, and the ratio is encrypted over plaintext.
 An encrypted group send also reads the conversation's lifecycle events since the last one it
-saw (one more unary call), the rotation check of ``clients._conversations``.
+saw (one more unary call), the rotation check of ``clients._conversation_epochs``.
 """
 
 from __future__ import annotations

@@ -31,19 +31,16 @@ Keys (see :mod:`clients._e2e` for the schemes):
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from google.protobuf.message import Message as _Message
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from lockgate.broker.v1 import conversation_pb2
-from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._codec import encode_payload, to_timestamp
+from lockgate.clients._conversation_epochs import DEPARTURES, ConversationState, GroupKeys
+from lockgate.clients._conversation_keys import ConversationRpc, KeyDirectory
 from lockgate.clients._conversation_models import (
     EPOCH0,
     KIND,
@@ -59,14 +56,8 @@ from lockgate.clients._conversation_models import (
     receipt_of,
     time_of,
 )
-from lockgate.clients._errors import (
-    DecryptionError,
-    FailedPrecondition,
-    InvalidArgument,
-    KeyMismatch,
-    NotFound,
-    PermissionDenied,
-)
+from lockgate.clients._conversation_sealing import Sealing
+from lockgate.clients._errors import DecryptionError, KeyMismatch, NotFound, PermissionDenied
 
 if TYPE_CHECKING:
     from lockgate.clients._client import Client
@@ -84,22 +75,6 @@ __all__ = [
 ]
 
 pb = conversation_pb2
-SERVICE = "/broker.v1.ConversationService/"
-_R = TypeVar("_R", bound=_Message)
-_DEPARTURES = ("conversation.member_left", "conversation.member_removed")
-
-
-@dataclass
-class _State:
-    """What this client knows of one conversation."""
-
-    conversation: Conversation
-    events_after: int = 0
-    stale: bool = False
-    keys: dict[int, bytes] = field(default_factory=dict)
-    running: asyncio.Future[None] | None = None
-    pending: asyncio.Future[None] | None = None
-    rotating: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Conversations:
@@ -108,44 +83,23 @@ class Conversations:
     def __init__(self, client: Client, keystore: Keystore | None) -> None:
         self._client = client
         self._keystore = keystore
-        self._states: dict[str, _State] = {}
-        self._keys: dict[str, AgentKey] = {}
-        self._me = ""
+        self._states: dict[str, ConversationState] = {}
+        self._call = ConversationRpc(client)
+        self._directory = KeyDirectory(self._call, keystore)
+        self._group_keys = GroupKeys(client, self._call, self._directory, self.get)
+        self._sealing = Sealing(self._directory, self._group_keys)
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    async def _call(self, method: str, request: _Message, response_type: type[_R]) -> _R:
-        unary: Callable[..., Awaitable[_R]] = self._client._unary
-        return await unary(SERVICE + method, request, response_type)
-
-    def _ks(self) -> Keystore:
-        if self._keystore is None:
-            raise FailedPrecondition(
-                "end-to-end encryption needs a keystore",
-                hint="pass keystore='path/to/agent.keys' to Client(...)",
-            )
-        return self._keystore
-
-    def _crypto(self) -> Any:
-        from lockgate.clients import _e2e
-
-        return _e2e
-
-    async def _ready(self) -> str:
-        """Publish this agent's key (once per client) and learn the agent's name."""
-        if not self._me:
-            await self.publish_key()
-        return self._me
-
-    def _state(self, conversation: Conversation) -> _State:
+    def _state(self, conversation: Conversation) -> ConversationState:
         st = self._states.get(conversation.id)
         if st is None:
-            st = self._states[conversation.id] = _State(conversation)
+            st = self._states[conversation.id] = ConversationState(conversation)
         else:
             st.conversation = conversation
         return st
 
-    async def _load(self, conversation_id: str) -> _State:
+    async def _load(self, conversation_id: str) -> ConversationState:
         st = self._states.get(conversation_id)
         if st is None:
             st = self._state(await self.get(conversation_id))
@@ -155,62 +109,18 @@ class Conversations:
 
     async def publish_key(self) -> AgentKey:
         """Put this agent's X25519 public key, signed by its identity key, in the directory."""
-        ks = self._ks()
-        e2e = self._crypto()
-        resp = await self._call(
-            "PublishKey",
-            pb.PublishKeyRequest(
-                public_key=ks.public_key,
-                identity_key=ks.identity_key,
-                signature=e2e.sign_directory_entry(ks.identity, ks.public_key),
-            ),
-            pb.PublishKeyResponse,
-        )
-        ks.bind(resp.key.agent)
-        ks.pin(resp.key.agent, ks.identity_key)
-        self._me = resp.key.agent
-        key = AgentKey(
-            resp.key.agent, ks.public_key, ks.identity_key, time_of(resp.key.published_time)
-        )
-        self._keys[self._me] = key
-        return key
+        return await self._directory.publish()
 
     async def keys(self, agents: Sequence[str], *, fresh: bool = True) -> dict[str, AgentKey]:
         """Verified directory entries of ``agents`` (those without one are left out): each
         signature checked and each identity key pinned on first use, so a key the directory
         swapped raises :class:`KeyMismatch`. ``fresh=False`` may answer from this client's
         memory of entries it already verified."""
-        ks = self._ks()
-        e2e = self._crypto()
-        want = [a for a in dict.fromkeys(agents) if fresh or a not in self._keys]
-        if want:
-            resp = await self._call("GetKeys", pb.GetKeysRequest(agents=want), pb.GetKeysResponse)
-            for k in resp.keys:
-                e2e.verify_directory_entry(k.agent, k.public_key, k.identity_key, k.signature)
-                ks.pin(k.agent, k.identity_key)
-                self._keys[k.agent] = AgentKey(
-                    k.agent, k.public_key, k.identity_key, time_of(k.published_time)
-                )
-        return {a: self._keys[a] for a in agents if a in self._keys}
-
-    async def _keys_of_all(
-        self, agents: Sequence[str], *, fresh: bool = True
-    ) -> dict[str, AgentKey]:
-        got = await self.keys(agents, fresh=fresh)
-        missing = [a for a in agents if a not in got]
-        if missing:
-            raise FailedPrecondition(
-                f"{', '.join(missing)} published no key in the directory, so nothing can be "
-                "sealed to them",
-                hint="each agent's client publishes its key on first use "
-                "(client.conversations.publish_key())",
-            )
-        return got
+        return await self._directory.keys(agents, fresh=fresh)
 
     def forget_pin(self, agent: str) -> None:
         """Forget ``agent``'s pinned identity key (after it really made new keys)."""
-        self._ks().forget(agent)
-        self._keys.pop(agent, None)
+        self._directory.forget_pin(agent)
 
     # -- conversations --------------------------------------------------------------------------
 
@@ -227,8 +137,8 @@ class Conversations:
         """Create a conversation owned by this agent; ``participants`` are the others. An
         encrypted group or broadcast gets its first group key (epoch 1), sealed to everyone."""
         if encrypted:
-            me = await self._ready()
-            await self._keys_of_all([me, *participants])
+            me = await self._directory.ready()
+            await self._directory.keys_of_all([me, *participants])
         resp = await self._call(
             "CreateConversation",
             pb.CreateConversationRequest(
@@ -243,7 +153,7 @@ class Conversations:
         conv = Conversation._of(resp.conversation)
         st = self._state(conv)
         if encrypted and type != "direct":
-            await self._seal_new_epoch(st)
+            await self._group_keys.seal_new_epoch(st)
         return st.conversation
 
     async def get(self, conversation_id: str) -> Conversation:
@@ -273,8 +183,8 @@ class Conversations:
         st = await self._load(conversation_id)
         encrypted = st.conversation.key_epoch > 0
         if encrypted:
-            await self._ready()
-            await self._keys_of_all(agents)
+            await self._directory.ready()
+            await self._directory.keys_of_all(agents)
         resp = await self._call(
             "InviteMembers",
             pb.InviteMembersRequest(
@@ -285,8 +195,8 @@ class Conversations:
         st = self._state(Conversation._of(resp.conversation))
         if encrypted:
             epoch = st.conversation.key_epoch
-            key = await self._group_key(st, epoch)
-            await self._put_keys(st, epoch, key, agents)
+            key = await self._group_keys.group_key(st, epoch)
+            await self._group_keys.put_keys(st, epoch, key, agents)
         return st.conversation
 
     async def join(
@@ -323,13 +233,13 @@ class Conversations:
         )
         st = self._state(Conversation._of(resp.conversation))
         if st.conversation.key_epoch > 0:
-            await self._seal_new_epoch(st)
+            await self._group_keys.seal_new_epoch(st)
         return st.conversation
 
     async def rotate(self, conversation_id: str) -> int:
         """Make a new group key, seal it to every current participant; the new epoch."""
         st = self._state(await self.get(conversation_id))
-        await self._seal_new_epoch(st)
+        await self._group_keys.seal_new_epoch(st)
         return st.conversation.key_epoch
 
     async def close(self, conversation_id: str) -> None:
@@ -339,113 +249,6 @@ class Conversations:
             pb.CloseConversationRequest(conversation_id=conversation_id),
             pb.CloseConversationResponse,
         )
-
-    # -- group keys -----------------------------------------------------------------------------
-
-    async def _seal_new_epoch(self, st: _State, *, only_if_stale: bool = False) -> None:
-        # One rotation at a time per conversation in this client: two concurrent ones would
-        # both seal epoch N+1, the second overwriting the first's envelopes.
-        async with st.rotating:
-            if only_if_stale and not st.stale:
-                return
-            e2e = self._crypto()
-            conv = st.conversation
-            epoch = conv.key_epoch + 1
-            key: bytes = e2e.new_group_key()
-            await self._put_keys(st, epoch, key, conv.agents)
-            st.keys[epoch] = key
-            st.stale = False
-            st.conversation = dataclasses.replace(st.conversation, key_epoch=epoch)
-
-    async def _put_keys(self, st: _State, epoch: int, key: bytes, agents: Sequence[str]) -> None:
-        e2e = self._crypto()
-        ks = self._ks()
-        await self._ready()
-        found = await self._keys_of_all(agents)
-        cid = st.conversation.id
-        envelopes = []
-        for agent in agents:
-            sealed, signature = e2e.seal_group_key(
-                ks.identity, cid, epoch, agent, found[agent].public_key, key
-            )
-            envelopes.append(
-                pb.GroupKeyEnvelope(agent=agent, sealed_key=sealed, signature=signature)
-            )
-        await self._call(
-            "PutGroupKeys",
-            pb.PutGroupKeysRequest(conversation_id=cid, epoch=epoch, envelopes=envelopes),
-            pb.PutGroupKeysResponse,
-        )
-
-    async def _group_key(self, st: _State, epoch: int) -> bytes:
-        key = st.keys.get(epoch)
-        if key is not None:
-            return key
-        e2e = self._crypto()
-        ks = self._ks()
-        cid = st.conversation.id
-        try:
-            resp = await self._call(
-                "GetGroupKeys",
-                pb.GetGroupKeysRequest(conversation_id=cid, min_epoch=epoch),
-                pb.GetGroupKeysResponse,
-            )
-        except (PermissionDenied, NotFound) as exc:
-            raise DecryptionError(
-                f"no group key of epoch {epoch} of {cid}: you are not a participant now",
-                hint=str(exc),
-            ) from exc
-        me = await self._ready()
-        for env in resp.envelopes:
-            if env.epoch in st.keys:
-                continue
-            sealer = (await self._keys_of_all([env.sealed_by], fresh=False))[env.sealed_by]
-            st.keys[env.epoch] = e2e.open_group_key(
-                ks.private,
-                sealer.identity_key,
-                cid,
-                env.epoch,
-                me,
-                env.sealed_key,
-                env.signature,
-                env.sealed_by,
-            )
-        key = st.keys.get(epoch)
-        if key is None:
-            raise DecryptionError(
-                f"you hold no group key of epoch {epoch} of {cid} (it was sealed before you "
-                "joined or after you left)"
-            )
-        return key
-
-    async def _sync(self, st: _State) -> None:
-        """Read the conversation's lifecycle events since the last seen: a departure after
-        the last key rotation makes the key stale.
-
-        Concurrent sends share one read, but only one that starts after they were called
-        (the next one, queued behind a read in flight), so none misses an event stored
-        before it was called."""
-        if st.pending is None:
-            st.pending = asyncio.ensure_future(self._sync_next(st, st.running))
-        await asyncio.shield(st.pending)
-
-    async def _sync_next(self, st: _State, before: asyncio.Future[None] | None) -> None:
-        if before is not None:
-            await asyncio.wait([before])
-        st.running, st.pending = st.pending, None
-        cid = st.conversation.id
-        changed = False
-        async for ev in self._client.query_events(
-            f"$conv.{cid}.events", after_id=st.events_after, page_size=1000
-        ):
-            st.events_after = ev.id
-            changed = True
-            if ev.type in _DEPARTURES:
-                st.stale = True
-            elif ev.type == "conversation.key_rotated":
-                st.stale = False
-        if changed:
-            self._state(await self.get(cid))
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -465,7 +268,7 @@ class Conversations:
         enc = pb.EncryptionMetadata()
         body = plaintext
         if encrypt:
-            body, enc = await self._encrypt(st, plaintext)
+            body, enc = await self._sealing.seal(st, plaintext)
         resp = await self._call(
             "SendMessage",
             pb.SendMessageRequest(
@@ -479,58 +282,14 @@ class Conversations:
         )
         return SendResult(resp.id, resp.duplicate)
 
-    async def _encrypt(self, st: _State, plaintext: bytes) -> tuple[bytes, Any]:
-        e2e = self._crypto()
-        me = await self._ready()
-        conv = st.conversation
-        if conv.type == "direct":
-            other = next((a for a in conv.agents if a != me), me)
-            keys = await self._keys_of_all([other, me], fresh=False)
-            body = e2e.seal_direct(keys[other].public_key, keys[me].public_key, plaintext)
-            return body, pb.EncryptionMetadata(scheme=e2e.DIRECT_SCHEME, key_type="recipient")
-        await self._sync(st)
-        if st.stale:
-            if st.conversation.owner != me:
-                raise FailedPrecondition(
-                    f"a member left {conv.id} after its group key of epoch "
-                    f"{st.conversation.key_epoch} was made, and the owner has not rotated it yet",
-                    reason=Reason.STALE_EPOCH,
-                    hint=f"wait for {st.conversation.owner}'s client to rotate the key",
-                )
-            await self._seal_new_epoch(st, only_if_stale=True)
-        if st.conversation.key_epoch == 0:
-            raise FailedPrecondition(
-                f"{conv.id} has no group key", hint="create it with encrypted=True"
-            )
-        epoch = st.conversation.key_epoch
-        key = await self._group_key(st, epoch)
-        body = e2e.seal_group(key, conv.id, epoch, me, plaintext)
-        return body, pb.EncryptionMetadata(scheme=e2e.GROUP_SCHEME, key_type="group", epoch=epoch)
-
     async def decrypt(self, message: ConversationMessage) -> ConversationMessage:
         """``message`` with its plaintext; :class:`DecryptionError` when it does not open."""
         if not message.scheme:
             return dataclasses.replace(message, plaintext=message.ciphertext, error=None)
-        e2e = self._crypto()
         st = await self._load_or_stub(message.conversation_id)
-        what = f"message {message.id} of {message.conversation_id}"
-        if message.scheme == e2e.DIRECT_SCHEME:
-            plain = e2e.open_direct(self._ks().private, message.ciphertext, what)
-        elif message.scheme == e2e.GROUP_SCHEME and message.key_type == "group":
-            key = await self._group_key(st, message.epoch)
-            plain = e2e.open_group(
-                key,
-                message.conversation_id,
-                message.epoch,
-                message.sender,
-                message.ciphertext,
-                what,
-            )
-        else:
-            raise DecryptionError(f"{what} uses scheme {message.scheme!r}, unknown to this client")
-        return dataclasses.replace(message, plaintext=plain, error=None)
+        return await self._sealing.open(st, message)
 
-    async def _load_or_stub(self, conversation_id: str) -> _State:
+    async def _load_or_stub(self, conversation_id: str) -> ConversationState:
         st = self._states.get(conversation_id)
         if st is not None:
             return st
@@ -541,7 +300,9 @@ class Conversations:
             stub = Conversation(conversation_id, "group", "", (), {}, EPOCH0, 0)
             return self._state(stub)
 
-    async def _open(self, st: _State, message: ConversationMessage) -> ConversationMessage:
+    async def _open(
+        self, st: ConversationState, message: ConversationMessage
+    ) -> ConversationMessage:
         try:
             return await self.decrypt(message)
         except (DecryptionError, KeyMismatch) as exc:
@@ -585,39 +346,18 @@ class Conversations:
         owner's client also keeps the group key: it rotates it when it sees a member leave,
         and seals it to an agent that joined an open room by itself."""
         st = await self._load(conversation_id)
-        me = await self._ready() if self._keystore is not None else ""
+        me = await self._directory.ready() if self._keystore is not None else ""
         msg_subject = f"$conv.{conversation_id}.msg"
         async for m in self._client.subscribe(f"$conv.{conversation_id}.>", start=start):
             if m.subject == msg_subject:
                 yield await self._open(st, ConversationMessage._of_event(m.id, m.event))
             elif not me or st.conversation.owner != me:
                 continue
-            elif m.type in _DEPARTURES:
-                await self._sync(st)
-                await self._seal_new_epoch(st, only_if_stale=True)
+            elif m.type in DEPARTURES:
+                await self._group_keys.sync(st)
+                await self._group_keys.seal_new_epoch(st, only_if_stale=True)
             elif m.type == "conversation.member_joined":
-                await self._share_with_joiner(st, m.data)
-
-    async def _share_with_joiner(self, st: _State, data: object) -> None:
-        if not isinstance(data, dict):
-            return
-        who = data.get("agent")
-        if not isinstance(who, str) or data.get("by") != who:
-            return  # invited: invite() sealed the key already
-        conv = (await self._load_fresh(st)).conversation
-        if conv.key_epoch == 0 or who not in conv.agents:
-            return  # a plaintext room, or it left again
-        try:
-            async with st.rotating:
-                epoch = st.conversation.key_epoch
-                await self._put_keys(st, epoch, await self._group_key(st, epoch), [who])
-        except (FailedPrecondition, InvalidArgument):
-            # It left, or the key moved on meanwhile: the next rotation seals to whoever
-            # is a member then.
-            return
-
-    async def _load_fresh(self, st: _State) -> _State:
-        return self._state(await self.get(st.conversation.id))
+                await self._group_keys.share_with_joiner(st, m.data)
 
     # -- receipts, typing, presence -------------------------------------------------------------
 
