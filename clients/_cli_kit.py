@@ -1,6 +1,7 @@
-"""What the client's ``lockgate`` commands share (``_cli``, ``_cli_cluster``, ``_cli_deploy``):
-the connection arguments, the client they make, the failure guard, and the JSON output (ids
-as strings: 64-bit ids lose precision as JSON numbers in JavaScript)."""
+"""What the client's ``lockgate`` commands share (the ``_cli*`` modules): the text syntax
+``lockgate`` hands in (:class:`TextSyntax`), the connection arguments, the client they make,
+the failure guard, and the JSON output (ids as strings: 64-bit ids lose precision as JSON
+numbers in JavaScript)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from typing import Any
 import grpc
 
 from lockgate.clients._client import Client
+from lockgate.clients._codec import StartSpec
 from lockgate.clients._errors import from_rpc_error
 from lockgate.clients._message import Event, Message, StoredEvent
 from lockgate.clients._tls import add_tls_arguments, tls_from_args
 
 __all__ = [
     "Handler",
+    "TextSyntax",
     "client_of",
     "common_arguments",
     "event_json",
@@ -36,6 +39,21 @@ __all__ = [
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 # A value that starts with "-" and a digit ("-1h") is a value, as argparse already does for "-1".
 _NEGATIVE_VALUE = re.compile(r"^-\d")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TextSyntax:
+    """How the commands read times (``--since -1h``) and start positions (``--start all``).
+
+    The one syntax lives in the server's packages (``policy.durations``,
+    ``broker.positions``), which this package may not import; ``lockgate``, the composition
+    root, hands it in. Each function raises ``argparse.ArgumentTypeError`` on bad text.
+    """
+
+    time: Callable[[str], dt.datetime]
+    start: Callable[[str], StartSpec]
+    duration: Callable[[str], float] = float
+    start_help: str = "where to start"
 
 
 def common_arguments(p: argparse.ArgumentParser) -> None:
