@@ -46,31 +46,17 @@ webhook receiver sees at-least-once delivery in roughly, not strictly, publish o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email.utils
-import ipaddress
 import logging
-import socket
 import time
-import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-
-import aiohttp
-import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from collections.abc import Callable
 
 from lockgate.broker.api import Delivery, LocalAPI, Subscription, WebhookTarget
 from lockgate.broker.errors import BrokerError
-from lockgate.broker.redaction import shown_url
-from lockgate.broker.webhooks import is_public_address
 from lockgate.clients._admin import WebhookSecrets
-from lockgate.clients._webhook import sign_webhook
-from lockgate.gateways._cejson import event_to_json
-from lockgate.gateways._json import dumpb
 from lockgate.gateways._remote import RemoteAPI
-from lockgate.gateways._report import UNENCODABLE, report_unencodable
+from lockgate.gateways._webhook_guard import GuardedResolver, PrivateAddress
+from lockgate.gateways._webhook_sender import Outcome, WebhookSender, WebhookSettings
+from lockgate.gateways._webhook_signing import signing_secrets
 
 __all__ = [
     "GuardedResolver",
@@ -83,201 +69,7 @@ __all__ = [
     "signing_secrets",
 ]
 
-CONTENT_TYPE = "application/cloudevents+json"
-
 log = logging.getLogger("lockgate.gateways.webhook")
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookSettings:
-    """``[gateways.webhook]`` settings."""
-
-    secret: str = ""
-    org_secrets: Mapping[str, str] = field(default_factory=dict)
-    timeout: float = 10.0
-    backoff: tuple[float, ...] = (1.0, 2.0, 4.0)
-    concurrency: int = 16
-    max_retry_after: float = 3600.0
-    allow_private: bool = False
-    """Connect to private, loopback and other non-public addresses (the broker's
-    ``webhook_allow_private``, which ``lockgate serve`` passes on)."""
-
-
-class PrivateAddress(OSError):
-    """The endpoint's name resolved to no address the dispatcher may connect to."""
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves with ``base`` and keeps only public addresses (unless ``allow_private``), so
-    the connector connects to exactly the addresses checked, at every connection: a name
-    that resolves privately later (DNS rebinding) is refused at that moment."""
-
-    def __init__(self, allow_private: bool, base: AbstractResolver | None = None) -> None:
-        self.allow_private = allow_private
-        self.base = base or DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self.base.resolve(host, port, family)
-        if self.allow_private:
-            return found
-        kept = [r for r in found if is_public_address(r["host"])]
-        if not kept:
-            raise PrivateAddress(f"{host} resolves to no public address, and private ones are off")
-        return kept
-
-    async def close(self) -> None:
-        await self.base.close()
-
-
-def _failure(exc: BaseException, url: str) -> str:
-    """A failed POST as its outcome (and the retry's log line) names it: aiohttp's messages
-    may repeat the URL, which is shown as :func:`shown_url` (its query may hold a token)."""
-    text = f"{type(exc).__name__}: {exc}"
-    shown = shown_url(url)
-    with contextlib.suppress(ValueError):  # yarl spells some URLs differently
-        text = text.replace(str(yarl.URL(url)), shown)
-    return text.replace(url, shown)
-
-
-def _literal_refused(url: str, allow_private: bool) -> str:
-    """Why a URL whose host is an IP literal may not be connected to ("" if it may): the
-    connector does not resolve literals, so they are checked here."""
-    if allow_private:
-        return ""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        return ""  # a name: the resolver checks it
-    return "" if is_public_address(host) else f"{host} is not a public address"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What to do with a delivery after its POST: ``ack``, ``nack`` (after ``delay``) or
-    ``dead`` (dead-letter now); ``status`` is the HTTP status (0: no answer)."""
-
-    action: str
-    delay: float = 0.0
-    status: int = 0
-    detail: str = ""
-
-
-def _retry_after(value: str | None, limit: float) -> float | None:
-    if not value:
-        return None
-    try:
-        return min(max(0.0, float(value)), limit)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - time.time()), limit)
-
-
-def signing_secrets(found: Sequence[str], legacy: str) -> list[str]:
-    """What a delivery is signed with: the durable's own secrets; for a durable from before
-    they were per durable, its org's configured ``legacy`` secret (never one shared by every
-    org); none (the delivery waits) without either."""
-    return list(found) if found else [legacy] if legacy else []
-
-
-class WebhookSender:
-    """Signs and POSTs one delivery and classifies the answer (no broker state here)."""
-
-    def __init__(self, settings: WebhookSettings, resolver: AbstractResolver | None = None) -> None:
-        self.settings = settings
-        self._http: aiohttp.ClientSession | None = None
-        self.resolver = GuardedResolver(settings.allow_private, resolver)
-
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False),
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-                headers={"User-Agent": "lockgate-webhook/1"},
-                trust_env=False,  # no proxy from the environment: the address checked is the peer
-            )
-        return self._http
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-
-    def backoff(self, attempt: int) -> float:
-        b = self.settings.backoff or (1.0,)
-        return b[min(max(attempt, 1), len(b)) - 1]
-
-    def request(
-        self, org: str, durable: str, d: Delivery, secrets: Sequence[str]
-    ) -> tuple[dict[str, str], bytes]:
-        """The signed POST of one delivery (one signature per secret in use); raises one of
-        ``UNENCODABLE`` for an event that has no structured-mode form."""
-        doc = event_to_json(d.event)
-        doc["lockgatesubject"] = d.subject
-        if org:
-            doc["lockgateorg"] = org
-        doc["lockgatedurable"] = durable
-        doc["lockgatedeliveryid"] = str(d.id)
-        doc["lockgateattempt"] = d.attempt or 1
-        raw = dumpb(doc)
-        msg_id, ts = str(d.id), int(time.time())
-        headers = {
-            "Content-Type": CONTENT_TYPE,
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(ts),
-            "webhook-signature": " ".join(sign_webhook(s, msg_id, ts, raw) for s in secrets),
-        }
-        # The W3C trace context of the publisher as HTTP headers too (the CloudEvents
-        # distributed-tracing extension), so the endpoint's server span continues the trace.
-        for name in ("traceparent", "tracestate"):
-            if name in d.event.attributes:
-                headers[name] = d.event.attributes[name].ce_string
-        return headers, raw
-
-    async def deliver(
-        self, url: str, org: str, durable: str, d: Delivery, secrets: Sequence[str]
-    ) -> Outcome:
-        retry = self.backoff(d.attempt or 1)
-        if not secrets:
-            return Outcome("nack", retry, 0, "no secret to sign with: rotate the durable's secret")
-        try:
-            headers, body = self.request(org, durable, d, secrets)
-        except UNENCODABLE as exc:
-            report_unencodable("webhook", d.id, d.subject, exc)
-            return Outcome("dead", detail=f"the event cannot be encoded: {exc}")
-        refused = _literal_refused(url, self.settings.allow_private)
-        if refused:
-            return Outcome("nack", retry, 0, f"PrivateAddress: {refused}")
-        try:
-            async with self.http().post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as resp:
-                status = resp.status
-                after = _retry_after(resp.headers.get("Retry-After"), self.settings.max_retry_after)
-        except aiohttp.ClientConnectorError as exc:
-            # aiohttp wraps what the resolver raised: name the refusal, not a DNS failure.
-            cause = exc.os_error if isinstance(exc.os_error, PrivateAddress) else exc
-            return Outcome("nack", retry, 0, _failure(cause, url))
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return Outcome("nack", retry, 0, _failure(exc, url))
-        if 300 <= status < 400:
-            # Never followed: a redirect could lead anywhere, private addresses included.
-            return Outcome(
-                "nack", retry, status, f"the endpoint redirected ({status}); not followed"
-            )
-        if 200 <= status < 300:
-            return Outcome("ack", status=status)
-        if status == 410:
-            return Outcome("dead", status=status, detail="the endpoint answered 410 Gone")
-        if status == 429 and after is not None:
-            return Outcome("nack", after, status)
-        return Outcome("nack", retry, status, f"the endpoint answered {status}")
 
 
 class WebhookDispatcher:

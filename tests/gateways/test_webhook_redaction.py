@@ -17,7 +17,8 @@ from aiohttp import web
 from lockgate.broker.api import DurableOptions
 from lockgate.broker.errors import FailedPrecondition, InvalidArgument
 from lockgate.gateways._site import start_site
-from lockgate.gateways.webhook import WebhookDispatcher, WebhookSettings, _failure
+from lockgate.gateways._webhook_guard import failure_text
+from lockgate.gateways.webhook import WebhookDispatcher, WebhookSettings
 from tests.gateways.gw_kit import Local, event, unique
 from tests.support import eventually
 
@@ -95,6 +96,6 @@ def test_a_failed_post_names_the_url_without_its_token() -> None:
     url = f"https://hooks.example/in?token={TOKEN}"
     for spelled in (url, str(yarl.URL(url))):
         exc = aiohttp.ServerTimeoutError(f"Connection timeout to host {spelled}")
-        text = _failure(exc, url)
+        text = failure_text(exc, url)
         assert TOKEN not in text and "hooks.example/in?token=<redacted>" in text
-    assert _failure(TimeoutError(), url) == "TimeoutError: "
+    assert failure_text(TimeoutError(), url) == "TimeoutError: "
