@@ -27,12 +27,14 @@ from lockgate.broker import actor
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.errors import (
     BrokerError,
+    InvalidArgument,
     InvalidStart,
     MalformedMessage,
     PermissionDenied,
     Unauthenticated,
     to_status,
 )
+from lockgate.broker.ids import MAX_ID, parse_decimal
 from lockgate.broker.node import Broker
 from lockgate.broker.permissions import RPC_ACTIONS
 from lockgate.broker.positions import StartSpec
@@ -40,6 +42,8 @@ from lockgate.broker.v1 import broker_pb2
 
 __all__ = [
     "Servicer",
+    "page_after",
+    "page_size",
     "parse_request",
     "refuse_stream",
     "service_handler",
@@ -80,6 +84,25 @@ def timestamp_ms(ts: timestamp_pb2.Timestamp, what: str) -> int:
     if ts.nanos < 0 or ts.nanos >= 1_000_000_000 or not 0 <= ts.seconds <= 253402300799:
         raise InvalidStart(f"{what} is not a valid timestamp", hint="use RFC 3339 times")
     return int(ts.ToMilliseconds())
+
+
+def page_after(token: str, hi: int = MAX_ID) -> int:
+    """The id a page token stands for (the last of the previous page; 0 for no token), up to
+    ``hi``; ``INVALID_PAGE_TOKEN`` for text this broker never issued as one."""
+    if not token:
+        return 0
+    after = parse_decimal(token, hi)
+    if after is None:
+        raise InvalidArgument(
+            "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
+        )
+    return after
+
+
+def page_size(asked: int) -> int:
+    """How many items a page holds when a request asks for ``asked``: 0 means 100, and no
+    page holds more than 1000."""
+    return min(asked or 100, 1000)
 
 
 def start_spec(start: broker_pb2.StartPosition) -> StartSpec:

@@ -12,7 +12,7 @@ from lockgate.broker.durables import DurableOptions
 from lockgate.broker.errors import BrokerError, InvalidArgument, NotFound
 from lockgate.broker.permissions import ADMIN, role_of
 from lockgate.broker.redaction import shown_url
-from lockgate.broker.rpc import Context, Servicer, start_spec, unary
+from lockgate.broker.rpc import Context, Servicer, page_size, start_spec, unary
 from lockgate.broker.v1 import admin_pb2
 
 __all__ = ["AdminService"]
@@ -186,7 +186,7 @@ class AdminService(Servicer):
                 ) from None
         if request.durable:
             await self.broker.durable_view(p.org, request.durable)
-        size = min(request.page_size or 100, 1000)
+        size = page_size(request.page_size)
         recs = await self.broker.store.list_dead_letters(p.org, request.durable, after, size)
         resp = admin_pb2.ListDeadLettersResponse()
         for r in recs:

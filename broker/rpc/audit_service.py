@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from lockgate.broker.audit_read import read_page
 from lockgate.broker.auth import Principal
-from lockgate.broker.errors import InvalidArgument
-from lockgate.broker.ids import MAX_ID, parse_decimal
-from lockgate.broker.rpc import Context, Servicer, timestamp_ms, unary
+from lockgate.broker.rpc import Context, Servicer, page_after, timestamp_ms, unary
 from lockgate.broker.store import AuditQuery, AuditRecord
 from lockgate.broker.v1 import audit_pb2
 
@@ -29,18 +27,6 @@ def audit_message(rec: AuditRecord) -> audit_pb2.AuditRecord:
     )
     m.time.FromMilliseconds(rec.time_ms)
     return m
-
-
-def page_after(token: str) -> int:
-    """The id a page token stands for (the last record of the previous page)."""
-    if not token:
-        return 0
-    after = parse_decimal(token, MAX_ID)
-    if after is None:
-        raise InvalidArgument(
-            "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
-        )
-    return after
 
 
 class AuditService(Servicer):

@@ -25,7 +25,7 @@ from lockgate.broker.errors import (
     to_status,
 )
 from lockgate.broker.frameturn import FrameTurn
-from lockgate.broker.ids import parse_decimal, time_ms_of
+from lockgate.broker.ids import time_ms_of
 from lockgate.broker.node import Broker
 from lockgate.broker.pipeline import Prepared
 from lockgate.broker.publishframe import FrameReader
@@ -33,6 +33,8 @@ from lockgate.broker.quotas import Connections
 from lockgate.broker.rpc import (
     Context,
     Servicer,
+    page_after,
+    page_size,
     parse_request,
     refuse_stream,
     start_spec,
@@ -437,15 +439,9 @@ class BrokerService(Servicer):
     async def QueryEvents(
         self, request: broker_pb2.QueryEventsRequest, p: Principal, context: Context
     ) -> broker_pb2.QueryEventsResponse:
-        after = request.after_id
-        if request.page_token:
-            token = parse_decimal(request.page_token, (1 << 64) - 1)
-            if token is None:
-                raise InvalidArgument(
-                    "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
-                )
-            after = max(after, token)
-        size = min(request.page_size or 100, 1000)
+        # Up to 64 bits, as after_id (uint64) is: a token past the last id is an empty page.
+        after = max(request.after_id, page_after(request.page_token, (1 << 64) - 1))
+        size = page_size(request.page_size)
         start = (
             timestamp_ms(request.start_time, "start_time") if request.HasField("start_time") else 0
         )

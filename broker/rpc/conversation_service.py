@@ -11,9 +11,16 @@ from google.protobuf import message
 
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.errors import InvalidArgument
-from lockgate.broker.ids import MAX_ID, parse_decimal
 from lockgate.broker.node import Broker
-from lockgate.broker.rpc import Context, Servicer, message_class, timestamp_ms, unary
+from lockgate.broker.rpc import (
+    Context,
+    Servicer,
+    message_class,
+    page_after,
+    page_size,
+    timestamp_ms,
+    unary,
+)
 from lockgate.broker.store import ConversationRecord, ReceiptRecord
 from lockgate.broker.v1 import broker_pb2, conversation_pb2
 
@@ -105,21 +112,6 @@ def _receipt(r: ReceiptRecord) -> conversation_pb2.Receipt:
     return m
 
 
-def _after(token: str) -> int:
-    if not token:
-        return 0
-    after = parse_decimal(token, MAX_ID)
-    if after is None:
-        raise InvalidArgument(
-            "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
-        )
-    return after
-
-
-def _page_size(n: int) -> int:
-    return 100 if n == 0 else min(n, 1000)
-
-
 class ConversationService(Servicer):
     """``ConversationService`` (see ``protos/broker/v1/conversation.proto``)."""
 
@@ -151,8 +143,8 @@ class ConversationService(Servicer):
         self, request: conversation_pb2.ListConversationsRequest, p: Principal, context: Context
     ) -> conversation_pb2.ListConversationsResponse:
         recs = self.broker.conversations.mine(p, request.include_closed)
-        start = _after(request.page_token)
-        size = _page_size(request.page_size)
+        start = page_after(request.page_token)
+        size = page_size(request.page_size)
         page = recs[start : start + size]
         more = start + size < len(recs)
         return pb.ListConversationsResponse(
@@ -233,9 +225,9 @@ class ConversationService(Servicer):
         events, cursor = await self.broker.conversations.history(
             p,
             request.conversation_id,
-            after_id=max(request.after_id, _after(request.page_token)),
+            after_id=max(request.after_id, page_after(request.page_token)),
             start_ms=since,
-            limit=_page_size(request.page_size),
+            limit=page_size(request.page_size),
             last_n=request.last_n,
         )
         return pb.GetHistoryResponse(
