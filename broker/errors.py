@@ -50,6 +50,7 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "InvalidEvent",
+    "InvalidPageToken",
     "InvalidStart",
     "InvalidSubject",
     "MalformedMessage",
@@ -123,6 +124,16 @@ class EventTooLarge(InvalidArgument):
         )
         self.size = size
         self.limit = limit
+
+
+class InvalidPageToken(InvalidArgument):
+    """A ``page_token`` this broker never issued (every list call answers this one way)."""
+
+    default_reason: str = Reason.INVALID_PAGE_TOKEN
+
+    def __init__(self, token: str) -> None:
+        super().__init__("page_token is not one this broker issued")
+        self.token = token
 
 
 class InvalidStart(InvalidArgument):

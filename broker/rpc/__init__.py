@@ -27,7 +27,7 @@ from lockgate.broker import actor
 from lockgate.broker.auth import Authenticator, Principal
 from lockgate.broker.errors import (
     BrokerError,
-    InvalidArgument,
+    InvalidPageToken,
     InvalidStart,
     MalformedMessage,
     PermissionDenied,
@@ -93,9 +93,7 @@ def page_after(token: str, hi: int = MAX_ID) -> int:
         return 0
     after = parse_decimal(token, hi)
     if after is None:
-        raise InvalidArgument(
-            "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
-        )
+        raise InvalidPageToken(token)
     return after
 
 

@@ -9,7 +9,7 @@ import time
 from lockgate.broker.auth import Principal
 from lockgate.broker.delivery import DurableConsumer
 from lockgate.broker.durables import DurableOptions
-from lockgate.broker.errors import BrokerError, InvalidArgument, NotFound
+from lockgate.broker.errors import BrokerError, InvalidPageToken, NotFound
 from lockgate.broker.permissions import ADMIN, role_of
 from lockgate.broker.redaction import shown_url
 from lockgate.broker.rpc import Context, Servicer, page_size, start_spec, unary
@@ -181,9 +181,7 @@ class AdminService(Servicer):
                 a, b = request.page_token.split(":")
                 after = (int(a), int(b))
             except ValueError:
-                raise InvalidArgument(
-                    "page_token is not one this broker issued", reason="INVALID_PAGE_TOKEN"
-                ) from None
+                raise InvalidPageToken(request.page_token) from None
         if request.durable:
             await self.broker.durable_view(p.org, request.durable)
         size = page_size(request.page_size)

@@ -584,15 +584,25 @@ async def test_ids_beyond_63_bits_read_as_nothing(stubs: Stubs, big: int) -> Non
 @pytest.mark.parametrize("token", ["\u00b2", "\u0661\u0662", "9" * 5000, str(1 << 64), "-1"])
 async def test_page_tokens_that_are_not_ours(stubs: Stubs, token: str) -> None:
     """ "²" is a digit to str.isdigit but not to int, and int refuses 5,000 digits: both
-    answered UNKNOWN with a raw ValueError; now INVALID_PAGE_TOKEN, on history and audit."""
-    from lockgate.broker.v1 import audit_pb2, audit_pb2_grpc
+    answered UNKNOWN with a raw ValueError; now INVALID_PAGE_TOKEN, on every paged list."""
+    from lockgate.broker.v1 import (
+        audit_pb2,
+        audit_pb2_grpc,
+        conversation_pb2,
+        conversation_pb2_grpc,
+    )
 
+    conversations = conversation_pb2_grpc.ConversationServiceStub(stubs.channel)
     calls = [
         stubs.broker.QueryEvents(
             broker_pb2.QueryEventsRequest(pattern=">", page_token=token), timeout=10
         ),
         audit_pb2_grpc.AuditServiceStub(stubs.channel).ListAuditRecords(
             audit_pb2.ListAuditRecordsRequest(page_token=token), timeout=10
+        ),
+        stubs.admin.ListDeadLetters(admin_pb2.ListDeadLettersRequest(page_token=token), timeout=10),
+        conversations.ListConversations(
+            conversation_pb2.ListConversationsRequest(page_token=token), timeout=10
         ),
     ]
     for call in calls:
