@@ -30,6 +30,7 @@ import grpc
 from lockgate.broker.v1 import broker_pb2
 from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._backoff import Backoff
+from lockgate.clients._deadline import Deadline, deadline_key
 from lockgate.clients._errors import (
     WRITE_FAILURE_GRACE,
     LockgateError,
@@ -66,6 +67,7 @@ class Batch:
 
     __slots__ = (
         "deadline",
+        "deadlines",
         "duplicates",
         "error",
         "errors",
@@ -91,6 +93,7 @@ class Batch:
         self.ids: Sequence[int] = ()
         self.duplicates: frozenset[int] = frozenset()
         self.errors: dict[int, broker_pb2.PublishError] = {}
+        self.deadlines: dict[int, Deadline] | None = None  # publishers' timeouts, by millisecond
 
     def __len__(self) -> int:
         return len(self.events)
@@ -104,6 +107,8 @@ class Batch:
         self.settled = True
         if not self.future.done():
             self.future.set_result(None)
+        if self.deadlines:
+            self._settle_deadlines()
 
     def fail(self, exc: BaseException) -> None:
         if self.settled:
@@ -113,6 +118,13 @@ class Batch:
         if not self.future.done():
             self.future.set_exception(exc)
             self.future.exception()  # mark retrieved: nobody may be waiting any more
+        if self.deadlines:
+            self._settle_deadlines()
+
+    def _settle_deadlines(self) -> None:
+        assert self.deadlines is not None
+        for deadline in self.deadlines.values():
+            deadline.settle()
 
     async def rewait(self) -> None:
         """After ``await self.future`` raised CancelledError: re-raise it if this task was
@@ -241,6 +253,20 @@ class Publisher:
             self._task = self._loop.create_task(self._run(), name="lockgate-publisher")
         self._wake.set()
         return batch
+
+    def deadline(self, batch: Batch, timeout: float) -> Deadline:
+        """The deadline ``timeout`` seconds from now for a publisher waiting on ``batch``:
+        shared by the batch's publishers whose deadlines fall in the same millisecond."""
+        key = deadline_key(self._loop.time() + timeout)
+        deadlines = batch.deadlines
+        if deadlines is None:
+            deadlines = batch.deadlines = {}
+        deadline = deadlines.get(key)
+        if deadline is None:
+            deadline = deadlines[key] = Deadline(self._loop, key)
+            if batch.settled:  # not a batch append returns, but then no timer may outlive it
+                deadline.settle()
+        return deadline
 
     def backlog(self) -> int:
         """Frames queued or unanswered."""
