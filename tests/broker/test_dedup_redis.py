@@ -29,11 +29,13 @@ from tests.support import eventually
 
 
 async def _pair(
-    redis_url: str, claim: float
+    redis_url: str, claim: float, b_claim: float | None = None
 ) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedupWindow]]:
     prefix = f"lockgate-test:{uuid.uuid4().hex}:"
     a = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=claim)
-    b = RedisDedupWindow(redis_url, 60.0, prefix=prefix, claim=claim)
+    b = RedisDedupWindow(
+        redis_url, 60.0, prefix=prefix, claim=claim if b_claim is None else b_claim
+    )
     yield a, b
     await a.close()
     await b.close()
@@ -49,8 +51,18 @@ async def two(redis_url: str) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedu
 
 @pytest_asyncio.fixture
 async def two_short(redis_url: str) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedupWindow]]:
-    """Claims that run out soon (for the dead node's claim)."""
-    async for pair in _pair(redis_url, claim=0.5):
+    """a's claims run out soon (for the dead node's claim); b's lookups wait for them up to
+    its own claim plus a second, which is long here: with 0.5 s, b gave up within 1.5 s of
+    starting to wait, short of a loaded machine's stalls."""
+    async for pair in _pair(redis_url, claim=0.5, b_claim=5.0):
+        yield pair
+
+
+@pytest_asyncio.fixture
+async def two_default(redis_url: str) -> AsyncIterator[tuple[RedisDedupWindow, RedisDedupWindow]]:
+    """The default claim (a stall of the test's process longer than a claim lets it lapse,
+    as for any node: 0.5 s did on a loaded machine)."""
+    async for pair in _pair(redis_url, claim=dedup_redis.DEFAULT_CLAIM, b_claim=5.0):
         yield pair
 
 
@@ -80,7 +92,7 @@ async def test_a_node_killed_before_its_commit_leaves_no_id_behind(
     await a.remember([(K, 42)])
     await a.close()  # killed before its append committed: event 42 is not in the log
     # The retry through b stores the event rather than answer it as a duplicate of 42.
-    assert await asyncio.wait_for(b.lookup([K]), 5) == [0]
+    assert await asyncio.wait_for(b.lookup([K]), 10) == [0]
 
 
 async def test_a_forgotten_claim_goes_to_the_other_node(
@@ -123,17 +135,20 @@ async def test_a_claim_left_by_a_dead_node_runs_out(
 ) -> None:
     a, b = two_short
     assert await a.lookup([K]) == [0]
+    # b meets a's claim while a lives (after a's death it could run out before b looks: on
+    # a loaded machine it did, and b never waited).
+    waiting = asyncio.create_task(b.lookup([K]))
+    await eventually(lambda: b.waits > 0, what="b meets a's claim")
     await a.close()  # a dies before its append: nobody renews its claim
-    assert await asyncio.wait_for(b.lookup([K]), 5) == [0]
-    assert b.waits > 0  # it waited for the claim to run out
+    assert await asyncio.wait_for(waiting, 10) == [0]  # it ran out: b claimed the event
 
 
 async def test_a_live_nodes_claim_is_renewed_while_it_appends(
-    two_short: tuple[RedisDedupWindow, RedisDedupWindow],
+    two_default: tuple[RedisDedupWindow, RedisDedupWindow],
 ) -> None:
-    a, b = two_short
+    a, b = two_default
     assert await a.lookup([K]) == [0]  # a's append takes longer than the claim lasts
-    await eventually(lambda: a.renewals >= 6, what="a renews its claim past 0.5 s")
+    await eventually(lambda: a.renewals >= 6, what="a renews its claim past 1 s")
     waiting = asyncio.create_task(b.lookup([K]))
     await eventually(lambda: b.waits > 0, what="b meets a's claim, still there")
     await a.remember([(K, 42)])
@@ -244,7 +259,7 @@ async def test_a_claim_left_unresolved_by_a_live_node_runs_out_after_max_hold(
     a, b = two_short
     assert await a.lookup([K]) == [0]
     await a.remember([(K, 42)])  # and neither stored nor forgotten (a bug between the two)
-    assert await asyncio.wait_for(b.lookup([K]), 5) == [0]  # a stopped renewing it
+    assert await asyncio.wait_for(b.lookup([K]), 10) == [0]  # a stopped renewing it
     a.stored([K])  # too late: nothing of it is pending at a any more
     await b.remember([(K, 43)])
     b.stored([K])
