@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["RunningBroker", "run_broker"]
@@ -56,17 +56,19 @@ class RunningBroker:
         self.proc, self.port, self.output = new.proc, new.port, new.output
 
 
-def _limit_open_files(n: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that gives the child ``n`` open files, soft and hard (0: inherit)."""
-    if not n:
-        return None
+_LIMITED = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"
+)
 
-    def limit() -> None:
-        import resource
 
-        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
-
-    return limit
+def _with_open_files(cmd: list[str], n: int) -> list[str]:
+    """``cmd`` run with ``n`` open files, soft and hard (0: inherited): a small Python sets the
+    limit, then execs ``cmd`` (same process). Not a ``preexec_fn``: that makes subprocess
+    fork() this process, and a fork while its grpc threads were busy crashed the child in
+    grpc's poller (SIGABRT, "epoll_wait error: Bad file descriptor", 1 run in 20 under load);
+    without one it spawns with vfork, which runs no fork handlers."""
+    return [sys.executable, "-c", _LIMITED, str(n), *cmd] if n else cmd
 
 
 async def _start(
@@ -85,11 +87,10 @@ async def _start(
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        *cmd,
+        *_with_open_files(cmd, open_files),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=env,
-        preexec_fn=_limit_open_files(open_files),
     )
     output: list[bytes] = []
     assert proc.stdout is not None
