@@ -42,6 +42,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from lockgate.broker.api import BrokerAPI, Subscription
 from lockgate.broker.errors import BrokerError
+from lockgate.broker.natsflush import processed
 from lockgate.clients._backoff import Backoff
 from lockgate.gateways._cebinary import from_binary, is_structured_type, to_binary
 from lockgate.gateways._ingest import dead_letter_record, encode_entry, encode_event_json
@@ -84,19 +85,6 @@ class NatsSettings:
     retry: float = 0.5
 
 
-async def _confirmed(nc: NatsClient) -> None:
-    """Returns once the NATS server has processed everything sent on ``nc`` before the call.
-
-    One ``flush()`` does not: nats-py writes its PING straight to the socket, ahead of the
-    commands still queued for its flusher task (a SUB, a PUB), so the PONG can come back
-    before the server saw them. A message published right after :meth:`NatsGateway.start`
-    was then dropped for a subscription the server did not know yet (1 run in 100 of
-    test_ingest_reads_the_nats_binding_modes under load). The flusher writes the queue before
-    the first PONG can be read; the second PING goes out behind it."""
-    await nc.flush()
-    await nc.flush()
-
-
 def message_event(msg: Msg, default_id: str) -> bytes:
     """The event of one NATS message, as ``CloudEvent`` wire bytes: structured mode
     (``Content-Type: application/cloudevents+json``), binary mode (``ce-specversion``, the
@@ -137,7 +125,7 @@ class NatsGateway:
         if s.subjects:
             # The server knows the subscriptions once start() returns (a publish right after
             # would otherwise race the SUB and be dropped, as core NATS drops it).
-            await _confirmed(self.nc)
+            await processed(self.nc)
             self._spawn("nats-core", self._core)
         for src in s.jetstream:
             self._spawn(f"jetstream:{src.stream}", functools.partial(self._jetstream, src))
@@ -283,7 +271,7 @@ class NatsGateway:
                         continue
                     await self.nc.publish(target or d.subject, body, headers=headers)
                     sent.append(d.id)
-                await _confirmed(self.nc)
+                await processed(self.nc)
                 if skipped:  # dead-lettered: neither redelivered forever nor lost
                     with contextlib.suppress(BrokerError):
                         await self.api.acknowledge(s.api_key, durable, [], [], term_ids=skipped)

@@ -64,6 +64,7 @@ from lockgate.broker.backbone.natsformat import (
 )
 from lockgate.broker.errors import Unavailable
 from lockgate.broker.extras import missing_extra
+from lockgate.broker.natsflush import processed
 from lockgate.broker.redaction import shown_url
 
 if TYPE_CHECKING:
@@ -314,7 +315,7 @@ class NatsBackbone:
         # Never cancel nats-py's flush: the PONG of a cancelled one raises InvalidStateError
         # in its read loop, which then stops reading for good (nats-py 2.x). It runs on
         # under its own long timeout while this wait gives up.
-        flush = asyncio.ensure_future(nc.flush(timeout=60))
+        flush = asyncio.ensure_future(processed(nc, timeout=60))
         flush.add_done_callback(_consume)
         done, _ = await asyncio.wait({flush}, timeout=self._answer_timeout)
         return bool(done) and not flush.cancelled() and flush.exception() is None
