@@ -97,6 +97,11 @@ class DedupWindow(Protocol):
         """The id accepted for each key, 0 where the key is not in the window (a shared
         window claims those keys for the caller)."""
 
+    async def record(self, keys: Sequence[DedupKey]) -> list[int]:
+        """:meth:`lookup` for the keys of a fresh frame (ids its client generated for this
+        first send), with the same answers: a shared window may claim them without the
+        round trips a lookup takes, since they are almost never there."""
+
     async def remember(self, entries: Sequence[tuple[DedupKey, int]]) -> None:
         """Records accepted keys with their ids (one call per batch)."""
 
@@ -220,6 +225,10 @@ class MemoryDedupWindow:
                 reach,
                 self.window,
             )
+
+    async def record(self, keys: Sequence[DedupKey]) -> list[int]:
+        # In memory a lookup costs next to nothing (and the flag is only the client's word).
+        return await self.lookup(keys)
 
     async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
         self._settle()

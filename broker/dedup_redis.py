@@ -21,6 +21,15 @@ frame:
 4. :meth:`RedisDedupWindow.forget` deletes the keys and their frame's marker when the append
    failed, so a retry is accepted.
 
+A *fresh* frame (``PublishRequest.fresh``: its client generated every id for this first
+send) almost never finds its keys there, so :meth:`RedisDedupWindow.record` claims them with
+``SET key c<frame>:<n> NX PX window`` and the pending marker, in a script call of its own
+that does not queue behind the node's other claims (see :meth:`RedisDedupWindow._send_claim`):
+the frames of a stream claim concurrently instead of one round trip at a time. The keys that
+were there after all (a resend that overtook its first send, a client that flags old ids) are
+looked up as in 1, so no answer depends on the flag, and the claim is made before the append
+as 1's is.
+
 An id is therefore only answered as a duplicate once its event is in the log: a node killed
 between staging and committing leaves a claim whose frame has no stored record, and the retry
 through another node stores the event (it was an answered duplicate of an event never stored,
@@ -99,7 +108,7 @@ this full, which only costs digests computed again)."""
 _DIGEST = 16
 """Bytes of a key's digest; the scripts take a batch's digests back to back."""
 _ID_BYTES = 8
-_CLAIM = """
+_CLAIMING = """
 local prefix, window, blob, frame, px = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 redis.call('SET', prefix .. 'f:' .. frame .. ':p', '1', 'PX', px)
 local mine = 'c' .. frame .. ':'
@@ -107,7 +116,12 @@ local out = {}
 for i = 1, #blob, 16 do
   local n = (i - 1) / 16
   local k = prefix .. string.sub(blob, i, i + 15)
-  local old = redis.call('SET', k, mine .. n, 'NX', 'PX', window, 'GET')
+"""
+"""The start of both claim scripts: the frame's pending marker, then a loop over the batch's
+keys (``k``, the ``n``-th) that adds to ``out``."""
+_CLAIM = (
+    _CLAIMING
+    + """  local old = redis.call('SET', k, mine .. n, 'NX', 'PX', window, 'GET')
   if old then
     local other, m = string.match(old, '^c([^:]+):(%d+)$')
     if other then
@@ -128,9 +142,21 @@ for i = 1, #blob, 16 do
 end
 return out
 """
+)
 """Claims every key of the batch that is not there yet for ``frame``, and takes over the keys
 whose frame neither stored them nor is pending; answers ``[index, value, ...]`` for the
 others: ``=<8-byte id>`` (stored), or the claim of a frame still pending."""
+_FRESH = (
+    _CLAIMING
+    + """  if not redis.call('SET', k, mine .. n, 'NX', 'PX', window) then
+    out[#out + 1] = n
+  end
+end
+return out
+"""
+)
+"""Claims the keys of a fresh frame for ``frame`` without reading anything; answers the
+indexes of the keys that were there (the frame was not fresh after all: they are looked up)."""
 _STORED = """
 local prefix, window = ARGV[1], ARGV[2]
 for i = 3, #ARGV, 2 do
@@ -188,9 +214,14 @@ class RedisDedupWindow:
         """How many times a lookup met a key claimed elsewhere and waited for its outcome."""
         self.renewals = 0
         """How many times this node renewed the claims it holds."""
+        self.lookups = 0
+        """How many claims this node sent through its ordered lane (:meth:`lookup` s)."""
+        self.records = 0
+        """How many fresh frames this node recorded without a lookup (:meth:`record`)."""
         # register_script's Script runs EVALSHA and loads the script on NOSCRIPT.
         self._claim = self._redis.register_script(_CLAIM)
         self._store = self._redis.register_script(_STORED)
+        self._fresh = self._redis.register_script(_FRESH)
         self._renew = self._redis.register_script(_RENEW)
         # Frame names: this window's random part and a count (unique across nodes, restarts).
         self._node = secrets.token_hex(6)
@@ -296,6 +327,7 @@ class RedisDedupWindow:
         claim, and no two streams wait for each other's (every node's claims run in one
         order in Redis)."""
         done = asyncio.get_running_loop().create_future()
+        self.lookups += 1
         self._lane.append((args, done))
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(
@@ -327,10 +359,7 @@ class RedisDedupWindow:
         finally:
             self._sender = None
 
-    async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
-        """The id stored for each key, or 0 for a key this call claimed (the caller appends
-        its event, then :meth:`remember` s or :meth:`forget` s it). Its claim is queued
-        before the call first suspends (see :meth:`_send_claim`)."""
+    def _digests(self, keys: Sequence[DedupKey]) -> list[bytes]:
         memo = self._memo
         if len(memo) > _MEMO_MAX:
             memo.clear()  # keys of publishes that never got to stored/forget
@@ -340,6 +369,43 @@ class RedisDedupWindow:
             if d is None:
                 d = memo[key] = self._key(key)
             rkeys.append(d)
+        return rkeys
+
+    async def record(self, keys: Sequence[DedupKey]) -> list[int]:
+        """:meth:`lookup` for a fresh frame (ids its client generated for this first send):
+        claims the keys with one script call of its own, concurrent with any other, instead
+        of a claim in the node's ordered lane. A key that is there already (a resend that
+        overtook its first send, a client that flags old ids) is looked up as usual, so the
+        answers are :meth:`lookup` 's."""
+        rkeys = self._digests(keys)
+        todo = list(dict.fromkeys(rkeys))
+        name = f"{self._node}{next(self._numbers):x}"
+        held_at = time.monotonic()
+        args: list[bytes | str | int] = [
+            *(self._prefix, self._window_ms, b"".join(todo), name, self._claim_ms)
+        ]
+        try:
+            there = {int(n) for n in await self._fresh(keys=[], args=args)}
+        except REDIS_ERRORS as exc:
+            raise redis_failed(_WHAT, exc) from exc
+        self.records += 1
+        frame = _Frame(name, [0] * len(todo), held_at, len(todo) - len(there))
+        if frame.live:
+            self._hold(frame, [(k, i) for i, k in enumerate(todo) if i not in there])
+        if not there:
+            return [0] * len(keys)
+        # Rare: the claim of those keys decides, through the lane (a node's claims never
+        # wait for a later claim of theirs: see _send_claim).
+        again = [keys[rkeys.index(todo[i])] for i in there]
+        known = dict(zip(again, await self.lookup(again), strict=True))
+        return [known.get(key, 0) for key in keys]
+
+    async def lookup(self, keys: Sequence[DedupKey]) -> list[int]:
+        """The id stored for each key, or 0 for a key this call claimed (the caller appends
+        its event, then :meth:`remember` s or :meth:`forget` s it). Its claim is queued
+        before the call first suspends (see :meth:`_send_claim`)."""
+        memo = self._memo
+        rkeys = self._digests(keys)
         found: dict[bytes, int] = {}
         todo = list(dict.fromkeys(rkeys))  # a key twice in one batch is claimed once
         deadline = time.monotonic() + self._claim_ms / 1000 + 1.0

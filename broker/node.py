@@ -458,9 +458,12 @@ class Broker:
         received: int = 0,
         *,
         turn: FrameTurn | None = None,
+        fresh: bool = False,
     ) -> Prepared:
         """See :meth:`Pipeline.prepare`."""
-        return await self.pipeline.prepare(principal, subject, events, received, turn=turn)
+        return await self.pipeline.prepare(
+            principal, subject, events, received, turn=turn, fresh=fresh
+        )
 
     async def commit(self, prepared: Prepared) -> PublishOutcome:
         """See :meth:`Pipeline.commit`."""

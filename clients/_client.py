@@ -325,8 +325,10 @@ class Client:
         )
         if len(event) > self._max_event_bytes:
             self._check_size(event)
+        # Fresh when the encoder made its id (no caller id, not a caller's CloudEvent).
+        fresh = not id and not isinstance(data, cloudevent_pb2.CloudEvent)
         if timeout is None or timeout == math.inf:
-            batch, index = publisher.append(subject, event)
+            batch, index = publisher.append(subject, event, fresh=fresh)
             try:
                 await batch.future
             except asyncio.CancelledError:
@@ -334,7 +336,7 @@ class Client:
         else:
             if timeout != timeout:  # NaN: no deadline could ever pass
                 raise ValueError("a publish timeout is a number of seconds, not NaN")
-            batch, index = publisher.append(subject, event)
+            batch, index = publisher.append(subject, event, fresh=fresh)
             # Not asyncio.wait_for: a task and a timer per call were two thirds of the
             # publish's CPU. A deadline is shared by a frame's publishers (clients._deadline).
             deadline = publisher.deadline(batch, timeout)
@@ -415,7 +417,8 @@ class Client:
         await publisher.room()
         # Frames of their own, so this call's events stay together; all queued before
         # awaiting any.
-        return publisher.queue(subject, events)
+        fresh = not any(isinstance(item, cloudevent_pb2.CloudEvent) for item in items)
+        return publisher.queue(subject, events, fresh=fresh)
 
     @staticmethod
     async def _batch_results(chunks: list[Batch]) -> list[PublishResult]:

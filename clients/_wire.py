@@ -230,10 +230,21 @@ def entry_event_size(raw_entry: bytes) -> int:
     return read_varint(raw_entry, 1)[0]
 
 
-def encode_publish_frame(subject: bytes, entries: Sequence[bytes], batch_id: int) -> bytes:
-    """The wire bytes of a ``PublishRequest`` from its subject's bytes and :func:`entry`\\s."""
+def encode_publish_frame(
+    subject: bytes, entries: Sequence[bytes], batch_id: int, *, fresh: bool = False
+) -> bytes:
+    """The wire bytes of a ``PublishRequest`` from its subject's bytes and :func:`entry`\\s.
+    ``fresh``: every entry's id was generated here and this is the frame's first send."""
     return b"".join(
-        (b"\x0a", encode_varint(len(subject)), subject, *entries, b"\x18", encode_varint(batch_id))
+        (
+            b"\x0a",
+            encode_varint(len(subject)),
+            subject,
+            *entries,
+            b"\x18",
+            encode_varint(batch_id),
+            b"\x20\x01" if fresh else b"",
+        )
     )
 
 

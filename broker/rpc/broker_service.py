@@ -142,17 +142,22 @@ class BrokerService(Servicer):
                     if frame is None:  # not the common layout: protobuf and per-event checks
                         req = parse_request(broker_pb2.PublishRequest, raw)
                         subject, batch_id, events = req.subject, req.batch_id, req.events
+                        fresh = req.fresh
                     else:
-                        subject, batch_id, events = frame
+                        subject, batch_id, events, fresh = frame
                     if concurrent:
                         turn = FrameTurn(turn)
                         turn.prepared = asyncio.ensure_future(
-                            broker.prepare(principal, subject, events, received, turn=turn)
+                            broker.prepare(
+                                principal, subject, events, received, turn=turn, fresh=fresh
+                            )
                         )
                         results.put_nowait((batch_id, turn.prepared))
                         continue
                     try:
-                        prepared = await broker.prepare(principal, subject, events, received)
+                        prepared = await broker.prepare(
+                            principal, subject, events, received, fresh=fresh
+                        )
                     except BrokerError as exc:
                         results.put_nowait((batch_id, exc))
                         return

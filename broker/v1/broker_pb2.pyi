@@ -27,14 +27,16 @@ START_POLICY_SINCE_TIME: StartPolicy
 START_POLICY_AFTER_ID: StartPolicy
 
 class PublishRequest(_message.Message):
-    __slots__ = ("subject", "events", "batch_id")
+    __slots__ = ("subject", "events", "batch_id", "fresh")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
     subject: str
     events: _containers.RepeatedCompositeFieldContainer[_cloudevent_pb2.CloudEvent]
     batch_id: int
-    def __init__(self, subject: _Optional[str] = ..., events: _Optional[_Iterable[_Union[_cloudevent_pb2.CloudEvent, _Mapping]]] = ..., batch_id: _Optional[int] = ...) -> None: ...
+    fresh: bool
+    def __init__(self, subject: _Optional[str] = ..., events: _Optional[_Iterable[_Union[_cloudevent_pb2.CloudEvent, _Mapping]]] = ..., batch_id: _Optional[int] = ..., fresh: _Optional[bool] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
     __slots__ = ("batch_id", "ids", "duplicate_indexes", "errors")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lockgate.broker.pipeline import check_event
 from lockgate.broker.publishframe import FrameReader, ScannedEvents
 from lockgate.broker.v1 import broker_pb2, cloudevent_pb2
-from lockgate.clients._wire import EventEncoder, encode_publish_request
+from lockgate.clients._wire import EventEncoder, encode_publish_frame, encode_publish_request
 
 CloudEvent = cloudevent_pb2.CloudEvent
 
@@ -25,10 +25,10 @@ def _client_frame(n: int = 3, data: object = b"x" * 200, batch_id: int = 9) -> b
     return encode_publish_request(b"orders.eu", events, batch_id)
 
 
-def _agrees(raw: bytes, frame: tuple[str, int, ScannedEvents]) -> None:
+def _agrees(raw: bytes, frame: tuple[str, int, ScannedEvents, bool]) -> None:
     req = broker_pb2.PublishRequest.FromString(raw)
-    subject, batch_id, events = frame
-    assert (subject, batch_id) == (req.subject, req.batch_id)
+    subject, batch_id, events, fresh = frame
+    assert (subject, batch_id, fresh) == (req.subject, req.batch_id, req.fresh)
     assert len(events) == len(req.events)
     for k, ev in enumerate(req.events):
         assert check_event(ev) is None
@@ -103,7 +103,7 @@ def _frame(*events: bytes) -> bytes:
         _frame(b"\x12\x01s" + _event()),  # not the id first
         _frame(_event(binary_data=b"d")[:-1]),  # the data overruns the event
         _frame(_event(text_data="ok")[:-2] + b"\xff\xfe"),  # text_data not UTF-8
-        _frame(_event()) + b"\x20\x01",  # an unknown field of the request
+        _frame(_event()) + b"\x28\x01",  # an unknown field of the request
         _frame(_event())[:-3],  # truncated
         b"\x0a\x02\xff\xfe" + _frame(_event())[9:],  # a subject not UTF-8
         _frame(_event()) + b"\x18" + b"\xff" * 9 + b"\x7f",  # a batch_id past 64 bits
@@ -217,3 +217,22 @@ def test_runs_of_alike_events_read_as_the_general_path_reads_them(
         _agrees(raw.SerializeToString(), frame)
     else:
         assert not all(check_event(e) is None for e in events)
+
+
+def test_reads_the_fresh_flag_where_protobuf_reads_it() -> None:
+    events = EventEncoder().entries([b"a", "b"], "t", "src")
+    for fresh in (False, True):
+        raw = encode_publish_frame(b"a.b", events, 3, fresh=fresh)
+        frame = FrameReader().read(raw)
+        assert frame is not None
+        _agrees(raw, frame)
+        assert frame[3] is fresh
+    # Any order, any true varint, and the last value wins, as protobuf reads it.
+    for other in (
+        b"\x20\x02" + raw,
+        raw + b"\x20\x00",
+        b"\x20\x81\x01" + encode_publish_frame(b"a.b", events, 1),
+    ):
+        frame = FrameReader().read(other)
+        assert frame is not None
+        _agrees(other, frame)
