@@ -58,7 +58,9 @@ def _memory(_: pytest.FixtureRequest) -> Subject:
 def _redis(request: pytest.FixtureRequest) -> Subject:
     url = request.getfixturevalue("redis_url")
     prefix = f"lockgate-test:{uuid.uuid4().hex}:"
-    unit = 0.1
+    # A stall of the test process longer than the margin a test leaves (4-5 units) lets a key
+    # run out early: 0.1 s units left 0.4 s, short of a loaded machine's stalls.
+    unit = 0.25
 
     async def wait(units: float) -> None:
         await asyncio.sleep(units * unit)  # the server's clock is the one under test
