@@ -78,8 +78,10 @@ async def batch_publisher(args: Args, control: Control) -> Result:
 
 
 async def task_publisher(args: Args, control: Control) -> Result:
-    """``await c.publish()`` from ``tasks`` concurrent tasks (the client coalesces them)."""
+    """``await c.publish()`` from ``tasks`` concurrent tasks (the client coalesces them), with
+    ``timeout=`` when given one (bench/run.py --publish-timeout)."""
     data = stamped(0)
+    timeout = args.get("timeout")
     async with Client(args["target"]) as c:
         await c.publish(SUBJECT, data)  # warm the stream up
         emit("READY")
@@ -88,7 +90,7 @@ async def task_publisher(args: Args, control: Control) -> Result:
         async def loop() -> None:
             n = 0
             while not stop.is_set():
-                await c.publish(SUBJECT, data)
+                await c.publish(SUBJECT, data, timeout=timeout)
                 n += 1
             counts.append(n)
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py [--runs 3] [--duration 5] [--scenario NAME] [--json FILE]
                                   [--profile] [--broker-arg=--fsync=os ...]
+                                  [--publish-timeout SECONDS]
 
 From a checkout only: the benchmarks are not in the installed package, nor a ``lockgate`` command.
 
@@ -13,6 +14,7 @@ each time. See bench/README.md for how to read the output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -53,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--native",
         action="store_true",
         help="--profile with C frames too (py-spy --native): grpcio's and uvloop's own code",
+    )
+    p.add_argument(
+        "--publish-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="plain: the Lockgate publishers call c.publish(..., timeout=SECONDS)",
     )
     p.add_argument(
         "--broker-arg",
@@ -114,6 +122,15 @@ async def profile(sc: Scenario, args: argparse.Namespace, tmp: Path) -> None:
     print("\n".join("    " + line for line in summary.splitlines()), flush=True)
 
 
+def _with_publish_timeout(sc: Scenario, seconds: float) -> Scenario:
+    """``plain`` with ``timeout=seconds`` on every Lockgate publish; other scenarios as they are."""
+    if sc.name != "plain":
+        return sc
+    pubs = [(role, {**extra, "timeout": seconds}) for role, extra in sc.lockgate.pubs]
+    side = dataclasses.replace(sc.lockgate, pubs=pubs)
+    return dataclasses.replace(sc, title=f"{sc.title}, timeout={seconds:g}", lockgate=side)
+
+
 def _machine() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{os.cpu_count()} CPUs, load average {load}"
@@ -121,6 +138,8 @@ def _machine() -> str:
 
 async def main(args: argparse.Namespace) -> int:
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    if args.publish_timeout is not None:
+        chosen = [_with_publish_timeout(s, args.publish_timeout) for s in chosen]
     print(
         f"bench/run.py: {args.runs} runs x {args.duration:g} s per side, 128-byte data, "
         f"separate processes; python {sys.version.split()[0]}; {_machine()}",
