@@ -158,6 +158,16 @@ class Connection:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.channel.wait_for_state_change(state), wait)
 
+    async def let_go(self, timeout: float) -> None:
+        """Wait, for up to ``timeout`` seconds, until the channel has given up a connection a
+        stream saw break. A stream's UNAVAILABLE can arrive while the channel still reports
+        READY: a call started then goes onto the dead connection and fails at once, "Stream
+        removed (sendmsg: Broken pipe)", without reaching the broker."""
+        ready = grpc.ChannelConnectivity.READY
+        if self.channel.get_state() == ready:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.channel.wait_for_state_change(ready), timeout)
+
     async def close(self) -> None:
         await self.channel.close(None)
 

@@ -30,6 +30,7 @@ from lockgate.clients._codec import (
 )
 from lockgate.clients._conversations import Conversations
 from lockgate.clients._errors import (
+    WRITE_FAILURE_GRACE,
     InvalidEvent,
     LockgateError,
     RequestTimeout,
@@ -173,7 +174,12 @@ class Client:
             broker_pb2.RequestStreamResponse.FromString,
             ((REQUEST_BATCHES, "1"),),
         )
-        self._requester = Requester(open_requests)
+
+        async def let_go() -> None:
+            if self._connected:
+                await self._targets.current.let_go(WRITE_FAILURE_GRACE)
+
+        self._requester = Requester(open_requests, let_go)
         return self
 
     def _opener(

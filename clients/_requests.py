@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Protocol
 
 import grpc
@@ -53,8 +53,16 @@ class Requester:
     carried (a request is not resent: its responder may already have acted) and the next
     request opens a new one."""
 
-    def __init__(self, open_call: Callable[[], RequestCall]) -> None:
+    def __init__(
+        self,
+        open_call: Callable[[], RequestCall],
+        let_go: Callable[[], Coroutine[None, None, None]] | None = None,
+    ) -> None:
+        """``let_go`` waits until the channel has given up a connection that broke
+        (:meth:`Connection.let_go`): the next stream must not open on the dead one."""
         self._open_call = open_call
+        self._let_go = let_go
+        self._letting_go: asyncio.Task[None] | None = None
         self._call: RequestCall | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -72,6 +80,11 @@ class Requester:
         self, subject: str, event: cloudevent_pb2.CloudEvent, timeout: float
     ) -> cloudevent_pb2.CloudEvent:
         """The first reply to ``event`` on ``subject``; raises the request's refusal."""
+        letting_go = self._letting_go
+        if letting_go is not None:  # the last stream's connection broke
+            await letting_go
+            if self._letting_go is letting_go:
+                self._letting_go = None
         call = self._stream()
         rid = next(self._ids)
         fut: asyncio.Future[cloudevent_pb2.CloudEvent] = asyncio.get_running_loop().create_future()
@@ -166,6 +179,9 @@ class Requester:
         call.cancel()
         if isinstance(exc, grpc.RpcError):
             error = from_rpc_error(exc)
+            lost = isinstance(error, Unavailable)
+            if lost and self._let_go is not None and self._letting_go is None:
+                self._letting_go = asyncio.get_running_loop().create_task(self._let_go())
         else:
             error = Unavailable("the broker ended the request stream")
         for on, fut in self._waiting.values():
@@ -174,8 +190,8 @@ class Requester:
                 fut.exception()  # its caller may have gone: never "never retrieved"
 
     async def close(self) -> None:
-        call, tasks = self._call, (self._reader, self._writer)
-        self._call = self._reader = self._writer = None
+        call, tasks = self._call, (self._reader, self._writer, self._letting_go)
+        self._call = self._reader = self._writer = self._letting_go = None
         if call is not None:
             call.cancel()
         for task in tasks:
