@@ -254,7 +254,7 @@ export class Client {
     this.require();
     const raw = this.encode(data, options);
     const batch = this.publisher.batchFor(subject, raw.length);
-    const index = batch.add(raw);
+    const index = batch.add(raw, options.id === undefined);
     await batch.done;
     return batch.result(index);
   }
@@ -279,7 +279,7 @@ export class Client {
         batch = this.publisher.newBatch(subject, false);
         chunks.push(batch);
       }
-      batch.add(raw);
+      batch.add(raw, true); // publishBatch takes no ids: the client made every one
     }
     const results: PublishResult[] = [];
     for (const chunk of chunks) {

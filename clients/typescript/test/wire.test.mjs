@@ -27,9 +27,11 @@ test("the cached-head encoder writes the generated code's bytes for every plain 
 
 test("a publish frame is a PublishRequest", () => {
   const events = [encodeCloudEvent(toCloudEvent("a", options)), encodeCloudEvent(toCloudEvent(Buffer.alloc(200, 7), options))];
-  const frame = encodePublishRequest("orders.é", events, 300);
-  const generated = PublishRequest.encode({ subject: "orders.é", events: events.map((e) => CloudEvent.decode(e)), batchId: "300", fresh: false }).finish();
-  assert.deepEqual(new Uint8Array(frame), generated);
+  for (const fresh of [false, true]) {
+    const frame = encodePublishRequest("orders.é", events, 300, fresh);
+    const generated = PublishRequest.encode({ subject: "orders.é", events: events.map((e) => CloudEvent.decode(e)), batchId: "300", fresh }).finish();
+    assert.deepEqual(new Uint8Array(frame), generated, `fresh=${fresh}`);
+  }
 });
 
 test("a delivery frame splits into deliveries whose events decode on demand", () => {
