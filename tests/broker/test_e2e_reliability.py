@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 
@@ -13,6 +15,7 @@ import grpc
 import pytest
 
 from lockgate.broker.delivery.durable import WRITE_AFTER
+from lockgate.broker.store.sqlite_engine import SqliteEngine
 from lockgate.broker.testing import RunningBroker, run_broker
 from lockgate.broker.v1 import broker_pb2
 from tests.broker.e2e_kit import (
@@ -95,6 +98,17 @@ async def _pending(stubs: Stubs, name: str, count: int) -> bool:
     return await pending_count(stubs, name) == count
 
 
+def _stored_pending(data_dir: str, name: str) -> list[int]:
+    """The pending ids durable ``name`` has in the store (the broker's SQLite file, read
+    beside the running broker: WAL lets a reader in)."""
+    path = os.path.join(data_dir, SqliteEngine.FILE_NAME)
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        rows = db.execute(
+            "SELECT id FROM consumer_pending WHERE name = ? ORDER BY id", (name,)
+        ).fetchall()
+    return [i for (i,) in rows]
+
+
 def _assert_exactly_once(acked: list[int], stored: list[int]) -> None:
     assert len(stored) == len(set(stored)), "an event is stored twice"
     assert stored == sorted(stored), "history is not in id order"
@@ -155,10 +169,12 @@ async def test_durable_resumes_after_restart_without_acked_events(stop: str) -> 
             await eventually(lambda: _pending(stubs, name, 50))
             if stop == "kill":
                 # Stream acks reach the disk at most WRITE_AFTER after the delivery (plus a
-                # 50 ms flush), and the unacked half gets its rows then; nothing observable
-                # says when, so the crash comes after that (the in-process tests in
-                # test_durable_consumer.py watch the stored state instead).
-                await asyncio.sleep(WRITE_AFTER + 0.3)
+                # 50 ms flush): the unacked half gets its rows then, in the same write as the
+                # position past all 100. The crash comes once the store holds them.
+                await eventually(
+                    lambda: _stored_pending(b.data_dir, name) == ids[50:],
+                    timeout=WRITE_AFTER + 10,
+                )
             await sub.close()
         if stop == "terminate":
             assert await b.terminate() == 0
