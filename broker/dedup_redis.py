@@ -74,123 +74,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
-import logging
-import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from lockgate.broker.dedup import DedupKey, RecentLog
+from lockgate.broker.dedup_redis_claims import (
+    _WHAT,
+    DEFAULT_CLAIM,
+    RedisClaims,
+    _Frame,
+    _log,
+)
+from lockgate.broker.dedup_redis_scripts import _DIGEST, _FRESH, _ID_BYTES, _STORED
 from lockgate.broker.errors import Unavailable
-from lockgate.broker.redisconn import REDIS_ERRORS, connect, redis_failed
-
-if TYPE_CHECKING:
-    import redis.asyncio
+from lockgate.broker.redisconn import REDIS_ERRORS, redis_failed
 
 __all__ = ["DEFAULT_CLAIM", "RedisDedupWindow"]
-
-DEFAULT_CLAIM = 1.0
-"""Seconds a frame's claims hold after its node's last renewal: when the node died before
-its append committed, a retry through another node waits at most this long for it."""
-_WHAT = "the Redis dedup window"
-
-MAX_HOLD = 30.0
-"""Seconds a node renews one frame's claims at most (a publish takes milliseconds between its
-claim and its commit; this bounds a claim that a bug left behind)."""
-
-_log = logging.getLogger("lockgate.dedup")
 
 _MEMO_MAX = 50_000
 """Keys whose digests are kept between the steps of their publishes (a cache: cleared when
 this full, which only costs digests computed again)."""
-_DIGEST = 16
-"""Bytes of a key's digest; the scripts take a batch's digests back to back."""
-_ID_BYTES = 8
-_CLAIMING = """
-local prefix, window, blob, frame, px = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-redis.call('SET', prefix .. 'f:' .. frame .. ':p', '1', 'PX', px)
-local mine = 'c' .. frame .. ':'
-local out = {}
-for i = 1, #blob, 16 do
-  local n = (i - 1) / 16
-  local k = prefix .. string.sub(blob, i, i + 15)
-"""
-"""The start of both claim scripts: the frame's pending marker, then a loop over the batch's
-keys (``k``, the ``n``-th) that adds to ``out``."""
-_CLAIM = (
-    _CLAIMING
-    + """  local old = redis.call('SET', k, mine .. n, 'NX', 'PX', window, 'GET')
-  if old then
-    local other, m = string.match(old, '^c([^:]+):(%d+)$')
-    if other then
-      local stored = redis.call('GET', prefix .. 'f:' .. other)
-      local id = stored and string.sub(stored, m * 8 + 1, m * 8 + 8) or ''
-      if #id == 8 and id ~= '\0\0\0\0\0\0\0\0' then
-        old = '=' .. id
-      elseif stored or redis.call('EXISTS', prefix .. 'f:' .. other .. ':p') == 0 then
-        redis.call('SET', k, mine .. n, 'PX', window)
-        old = false
-      end
-    end
-    if old then
-      out[#out + 1] = n
-      out[#out + 1] = old
-    end
-  end
-end
-return out
-"""
-)
-"""Claims every key of the batch that is not there yet for ``frame``, and takes over the keys
-whose frame neither stored them nor is pending; answers ``[index, value, ...]`` for the
-others: ``=<8-byte id>`` (stored), or the claim of a frame still pending."""
-_FRESH = (
-    _CLAIMING
-    + """  if not redis.call('SET', k, mine .. n, 'NX', 'PX', window) then
-    out[#out + 1] = n
-  end
-end
-return out
-"""
-)
-"""Claims the keys of a fresh frame for ``frame`` without reading anything; answers the
-indexes of the keys that were there (the frame was not fresh after all: they are looked up)."""
-_STORED = """
-local prefix, window = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 2 do
-  redis.call('SET', prefix .. 'f:' .. ARGV[i], ARGV[i + 1], 'PX', window)
-  redis.call('DEL', prefix .. 'f:' .. ARGV[i] .. ':p')
-end
-return 0
-"""
-"""Writes each frame's stored record (``ARGV[i]`` the frame, ``ARGV[i + 1]`` its ids) and
-drops its pending marker."""
-_RENEW = """
-local prefix, px = ARGV[1], ARGV[2]
-for i = 3, #ARGV do redis.call('PEXPIRE', prefix .. 'f:' .. ARGV[i] .. ':p', px) end
-return 0
-"""
-"""Extends the pending markers of the frames named."""
 
 
-@dataclass(eq=False, slots=True)
-class _Frame:
-    """One claim call's keys, held by this node until stored or forgotten."""
-
-    name: str
-    ids: list[int]
-    """The id staged for each claimed key, by its index in the claim (0: not staged)."""
-    held_at: float
-    live: int
-    """Its keys neither stored nor forgotten."""
-    stored: bool = False
-    keys: list[bytes] = field(default_factory=list)
-    """The keys it won (to let go of them here when it is held too long)."""
-
-
-class RedisDedupWindow:
+class RedisDedupWindow(RedisClaims):
     """:class:`~broker.dedup.DedupWindow` in Redis under ``prefix``, shared by every node.
 
     The window outlives the nodes, so :meth:`open` loads nothing from the log.
@@ -204,42 +110,20 @@ class RedisDedupWindow:
         prefix: str = "lockgate:",
         claim: float = DEFAULT_CLAIM,
     ) -> None:
-        self.window = window
+        super().__init__(url, window, prefix=prefix, claim=claim)
         self.claims = True
-        self._redis: redis.asyncio.Redis = connect(url, _WHAT)
-        self._prefix = (prefix + "dd2:").encode()
-        self._window_ms = max(1, int(window * 1000))
-        self._claim_ms = max(1, min(self._window_ms, int(claim * 1000)))
         self.waits = 0
         """How many times a lookup met a key claimed elsewhere and waited for its outcome."""
-        self.renewals = 0
-        """How many times this node renewed the claims it holds."""
-        self.lookups = 0
-        """How many claims this node sent through its ordered lane (:meth:`lookup` s)."""
         self.records = 0
         """How many fresh frames this node recorded without a lookup (:meth:`record`)."""
-        # register_script's Script runs EVALSHA and loads the script on NOSCRIPT.
-        self._claim = self._redis.register_script(_CLAIM)
         self._store = self._redis.register_script(_STORED)
         self._fresh = self._redis.register_script(_FRESH)
-        self._renew = self._redis.register_script(_RENEW)
-        # Frame names: this window's random part and a count (unique across nodes, restarts).
-        self._node = secrets.token_hex(6)
-        self._numbers = itertools.count(1)
-        self._frames: dict[str, _Frame] = {}
-        """Frames held here: claimed, neither stored nor forgotten yet."""
-        self._claimed: dict[bytes, tuple[_Frame, int]] = {}
-        """Each held key's frame and index in it."""
-        self._renewer: asyncio.Task[None] | None = None
         self._committed: list[_Frame] = []  # stored: records to write
         self._confirmer: asyncio.Task[None] | None = None
         self._confirm_wake = asyncio.Event()
         self._memo: dict[DedupKey, bytes] = {}
         """Digests of the keys looked up, until stored or forgotten: one digest per event
         rather than one per step (a BLAKE2b and a string format each)."""
-        self._lane: list[tuple[list[bytes | str | int], asyncio.Future[Any]]] = []
-        """Claims queued while one is on its way (see :meth:`_send_claim`)."""
-        self._sender: asyncio.Task[None] | None = None
 
     @staticmethod
     def _key(key: DedupKey) -> bytes:
@@ -270,94 +154,6 @@ class RedisDedupWindow:
         self._frames.clear()
         self._claimed.clear()
         await self._redis.aclose()
-
-    def _hold(self, frame: _Frame, won: Sequence[tuple[bytes, int]]) -> None:
-        self._frames[frame.name] = frame
-        claimed = self._claimed
-        for k, n in won:
-            claimed[k] = (frame, n)
-        frame.keys = [k for k, _ in won]
-        if self._renewer is None:
-            self._renewer = asyncio.get_running_loop().create_task(
-                self._renew_loop(), name="lockgate-dedup-claims"
-            )
-
-    def _drop(self, frame: _Frame) -> None:
-        """The frame is no longer held here (stored, forgotten, or held too long)."""
-        self._frames.pop(frame.name, None)
-
-    async def _renew_loop(self) -> None:
-        """Renews this node's claims until it holds none (the next claim starts it again:
-        an idle node does not wake four times a second for nothing)."""
-        every = self._claim_ms / 4000
-        while True:
-            await asyncio.sleep(every)
-            if not self._frames:
-                self._renewer = None
-                return
-            # A frame whose publish neither stored nor forgot it (an error between the two)
-            # is renewed no longer than MAX_HOLD: it then lapses as a dead node's does.
-            now = time.monotonic()
-            oldest = now - MAX_HOLD
-            for frame in [f for f in self._frames.values() if f.held_at < oldest]:
-                self._drop(frame)
-                frame.live = 0
-                for k in frame.keys:
-                    if self._claimed.get(k, (None, 0))[0] is frame:
-                        del self._claimed[k]
-            # Only frames claimed half a period ago or more: the others still have at least
-            # 3/4 of ``claim`` to run, and most are stored before the next turn.
-            recent = now - every / 2
-            due = [f.name for f in self._frames.values() if f.held_at <= recent]
-            if not due:
-                continue
-            try:
-                await self._renew(keys=[], args=[self._prefix, self._claim_ms, *due])
-                self.renewals += 1
-            except REDIS_ERRORS as exc:
-                # The append that holds these claims fails on the same Redis; a claim that
-                # lapses meanwhile only lets a retry elsewhere in sooner.
-                _log.warning("dedup.claims.renew_failed: %s", redis_failed(_WHAT, exc).message)
-
-    def _send_claim(self, args: list[bytes | str | int]) -> asyncio.Future[Any]:
-        """Queues one claim script call; Redis runs the node's claims in the order of these
-        calls: one round trip at a time, the claims queued meanwhile in one pipeline behind
-        it. So a lookup started before another claims before it, whatever the connections:
-        frames prepared concurrently (a Publish stream's) never wait for a later frame's
-        claim, and no two streams wait for each other's (every node's claims run in one
-        order in Redis)."""
-        done = asyncio.get_running_loop().create_future()
-        self.lookups += 1
-        self._lane.append((args, done))
-        if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(
-                self._send_claims(), name="lockgate-dedup-claim-lane"
-            )
-        return done
-
-    async def _send_claims(self) -> None:
-        try:
-            while self._lane:
-                queued, self._lane = self._lane, []
-                try:
-                    if len(queued) == 1:
-                        results: list[Any] = [await self._claim(keys=[], args=queued[0][0])]
-                    else:
-                        pipe = self._redis.pipeline(transaction=False)
-                        for args, _ in queued:
-                            await self._claim(keys=[], args=args, client=pipe)
-                        results = await pipe.execute(raise_on_error=False)
-                except REDIS_ERRORS as exc:
-                    results = [exc] * len(queued)
-                for (_, done), result in zip(queued, results, strict=True):
-                    if done.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        done.set_exception(result)
-                    else:
-                        done.set_result(result)
-        finally:
-            self._sender = None
 
     def _digests(self, keys: Sequence[DedupKey]) -> list[bytes]:
         memo = self._memo

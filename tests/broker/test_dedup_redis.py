@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 import pytest_asyncio
 
-from lockgate.broker import dedup_redis
+from lockgate.broker import dedup_redis, dedup_redis_claims
 from lockgate.broker.auth import DEV_PRINCIPAL
 from lockgate.broker.config import Config
 from lockgate.broker.dedup_redis import RedisDedupWindow
@@ -255,7 +255,7 @@ async def test_an_event_in_frames_prepared_back_to_back_is_stored_once(
 async def test_a_claim_left_unresolved_by_a_live_node_runs_out_after_max_hold(
     two_short: tuple[RedisDedupWindow, RedisDedupWindow], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dedup_redis, "MAX_HOLD", 0.2)
+    monkeypatch.setattr(dedup_redis_claims, "MAX_HOLD", 0.2)
     a, b = two_short
     assert await a.lookup([K]) == [0]
     await a.remember([(K, 42)])  # and neither stored nor forgotten (a bug between the two)
