@@ -3,9 +3,9 @@
 One :class:`ConnectionGuard` per process counts the open connections of all its listeners,
 in total and per client address; a connection beyond ``http_max_connections`` or
 ``http_max_connections_per_address`` is answered ``503`` (problem+json, reason
-RESOURCE_EXHAUSTED) and closed before its request is read. The caps come from the
-file-descriptor budget (``broker.fdbudget``), so the gRPC port keeps descriptors however many
-sockets the gateways are offered.
+RESOURCE_EXHAUSTED) before its request is read, and closed without a reset (``_linger``).
+The caps come from the file-descriptor budget (``broker.fdbudget``), so the gRPC port keeps
+descriptors however many sockets the gateways are offered.
 
 The time bounds are aiohttp's and ours:
 
@@ -48,6 +48,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from lockgate.broker.config import ListenerLimits
 from lockgate.broker.fdbudget import gateway_connection_cap, open_file_limit
 from lockgate.gateways._json import dumps
+from lockgate.gateways._linger import Lingering
 from lockgate.gateways._web import problem_json
 from lockgate.gateways.errors import BodyTimeout, BodyTooLarge, TooManyConnections
 
@@ -121,6 +122,8 @@ class ConnectionGuard:
         self._unsent: dict[object, tuple[int, float]] = {}  # buffered bytes, and since when
         self._watchdog: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
+        self.lingering = Lingering()
+        """Refused connections closing after their 503 (bounded in number and time)."""
         self._total_refusal = _refusal(
             TooManyConnections("http_max_connections", self.max_connections)
         )
@@ -196,13 +199,12 @@ class ConnectionGuard:
                 raise
             log.debug("gateway.tls.handshake.failed: %s", exc)
 
-    def _admit(self, handler: object, transport: asyncio.Transport) -> None:
+    def _admit(self, handler: asyncio.Protocol, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         refusal = self._count(handler, address, transport)
         if refusal is not None:
-            transport.write(refusal)
-            transport.close()
+            self.lingering.close(transport, handler, refusal)
 
     def _count(
         self, handler: object, address: str, transport: asyncio.Transport | None
