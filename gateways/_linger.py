@@ -63,7 +63,9 @@ class _Drain(asyncio.Protocol):
     ) -> None:
         self._owner, self._transport, self._protocol = owner, transport, protocol
         self._left = owner.max_bytes
-        self._deadline = asyncio.get_running_loop().call_later(owner.seconds, transport.close)
+        # abort, not close: a close waits for unsent bytes to leave, which a client that
+        # reads nothing could make last; the deadline is what bounds the descriptor.
+        self._deadline = asyncio.get_running_loop().call_later(owner.seconds, transport.abort)
 
     def data_received(self, data: bytes) -> None:
         self._left -= len(data)
