@@ -29,6 +29,7 @@ from lockgate.clients._codec import (
     to_timestamp,
 )
 from lockgate.clients._conversations import Conversations
+from lockgate.clients._deadline import wait_again
 from lockgate.clients._errors import (
     WRITE_FAILURE_GRACE,
     InvalidEvent,
@@ -349,7 +350,7 @@ class Client:
             try:
                 await deadline.future
             except asyncio.CancelledError:
-                await deadline.rewait()
+                await wait_again(deadline)
             if deadline.expired:  # the answer, if it comes, is ignored
                 raise RequestTimeout(f"publish to {subject} got no answer in {timeout}s")
         return batch.result(index)

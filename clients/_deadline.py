@@ -11,8 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Protocol
 
-__all__ = ["Deadline", "deadline_key"]
+__all__ = ["Deadline", "SharedWait", "deadline_key", "wait_again"]
+
+
+class SharedWait(Protocol):
+    """A future many waiters await, replaced when a waiter's cancellation cancelled it."""
+
+    future: asyncio.Future[None]
+
+    def over(self) -> bool:
+        """Whether waiting has ended for every waiter (answered, failed or expired)."""
+        ...
+
+
+async def wait_again(shared: SharedWait) -> None:
+    """After ``await shared.future`` raised CancelledError: re-raise it if this task was
+    cancelled, else another waiter was (awaiting a future and being cancelled cancels the
+    future for everybody), so wait again on a fresh one until ``shared.over()``."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        raise asyncio.CancelledError
+    while not shared.over():
+        if shared.future.cancelled():
+            shared.future = shared.future.get_loop().create_future()
+        try:
+            await shared.future
+        except asyncio.CancelledError:
+            if task.cancelling():
+                raise
 
 
 def deadline_key(when: float) -> int:
@@ -50,19 +78,5 @@ class Deadline:
         if not self.future.done():
             self.future.set_result(None)
 
-    async def rewait(self) -> None:
-        """After ``await self.future`` raised CancelledError: re-raise it if this task was
-        cancelled, else another waiter was (awaiting a future and being cancelled cancels the
-        future for everybody), so wait again on a fresh one."""
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise asyncio.CancelledError
-        while not (self.settled or self.expired):
-            future = self.future
-            if future.cancelled():
-                future = self.future = future.get_loop().create_future()
-            try:
-                await future
-            except asyncio.CancelledError:
-                if task.cancelling():
-                    raise
+    def over(self) -> bool:
+        return self.settled or self.expired

@@ -30,7 +30,7 @@ import grpc
 from lockgate.broker.v1 import broker_pb2
 from lockgate.broker.v1.reasons import Reason
 from lockgate.clients._backoff import Backoff
-from lockgate.clients._deadline import Deadline, deadline_key
+from lockgate.clients._deadline import Deadline, deadline_key, wait_again
 from lockgate.clients._errors import (
     WRITE_FAILURE_GRACE,
     LockgateError,
@@ -130,20 +130,13 @@ class Batch:
         for deadline in self.deadlines.values():
             deadline.settle()
 
+    def over(self) -> bool:
+        return self.settled
+
     async def rewait(self) -> None:
         """After ``await self.future`` raised CancelledError: re-raise it if this task was
         cancelled, else another publisher was, so wait for the broker's answer again."""
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise asyncio.CancelledError
-        while not self.settled:
-            if self.future.cancelled():
-                self.future = self.future.get_loop().create_future()
-            try:
-                await self.future
-            except asyncio.CancelledError:
-                if task.cancelling():
-                    raise
+        await wait_again(self)
         if self.error is not None:
             raise self.error
 
