@@ -25,10 +25,15 @@ from lockgate.broker.api import BrokerAPI, CloudEvent
 from lockgate.broker.errors import BrokerError
 from lockgate.gateways._cejson import JsonValue
 
-__all__ = ["MAX_PENDING", "PublishCoalescer"]
+__all__ = ["MAX_PENDING", "MAX_PENDING_BYTES", "PublishCoalescer"]
 
 MAX_PENDING = 1000
 """Publishes a socket may have unanswered; the reader waits (reads nothing) beyond."""
+
+MAX_PENDING_BYTES = 4 << 20
+"""Frame bytes a socket may have queued and not yet handed to the broker; the reader waits
+beyond. Without it, :data:`MAX_PENDING` frames of up to ``max_frame_bytes`` each (1 MiB)
+let one socket hold a gigabyte while the broker is slow."""
 
 Answer = Callable[[JsonValue, "dict[str, JsonValue] | BrokerError"], Awaitable[None]]
 """Sends a publish's answer: its ``ref`` and the ok fields or the error."""
@@ -48,13 +53,18 @@ class PublishCoalescer:
         self._key = key
         self._answer = answer
         self._pending: list[_Publish] = []
+        self._pending_bytes = 0
         self._flusher: asyncio.Task[None] | None = None
 
-    async def add(self, ref: JsonValue, subject: str, event: CloudEvent) -> None:
-        """Queues a publish; waits while :data:`MAX_PENDING` are unanswered."""
-        if len(self._pending) >= MAX_PENDING:
+    async def add(self, ref: JsonValue, subject: str, event: CloudEvent, size: int = 0) -> None:
+        """Queues a publish (``size``: its frame's length); waits while :data:`MAX_PENDING`
+        are unanswered or the queue would pass :data:`MAX_PENDING_BYTES`."""
+        if len(self._pending) >= MAX_PENDING or (
+            self._pending and self._pending_bytes + size > MAX_PENDING_BYTES
+        ):
             await self.drain()
         self._pending.append(_Publish(ref, subject, event))
+        self._pending_bytes += size
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="ws-publish")
 
@@ -68,6 +78,7 @@ class PublishCoalescer:
         """Stops publishing; what was not published yet is not answered."""
         flusher, self._flusher = self._flusher, None
         self._pending.clear()
+        self._pending_bytes = 0
         if flusher is not None:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
@@ -77,7 +88,7 @@ class PublishCoalescer:
             # One loop turn first: the frames the reader has at hand join this call.
             await asyncio.sleep(0)
             while self._pending:
-                batch, self._pending = self._pending, []
+                batch, self._pending, self._pending_bytes = self._pending, [], 0
                 for subject, run in itertools.groupby(batch, key=lambda p: p.subject):
                     await self._publish(subject, list(run))
         finally:

@@ -219,7 +219,7 @@ class _Connection:
             ref = doc.get("ref")
             op = doc.get("op")
             if op == "publish":
-                await self.publishes.add(ref, *_publish_event(doc))
+                await self.publishes.add(ref, *_publish_event(doc), size=len(text))
                 return
             await self.publishes.drain()  # the publishes before this frame answer first
             if op == "subscribe":

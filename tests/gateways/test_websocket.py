@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from lockgate.gateways._ws_publish import MAX_PENDING_BYTES, PublishCoalescer
 from lockgate.gateways.websocket import WsSettings
 from tests.gateways.gw_kit import (
     Local,
@@ -318,3 +319,41 @@ async def test_a_socket_without_subscriptions_closes_when_its_key_ends(
         assert err["op"] == "error" and err["reason"] == want, err
         closed = await ws.receive(5)
         assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1008, closed
+
+
+async def test_a_socket_queues_publishes_up_to_a_byte_bound(local: Local) -> None:
+    """While the broker is busy with a socket's publishes, its reader queues the next ones
+    only up to MAX_PENDING_BYTES of frames (then reads nothing), not MAX_PENDING frames of
+    up to a MiB each; once the broker answers, every publish is answered in order."""
+    subject, half = unique("wsb."), MAX_PENDING_BYTES // 2
+    gate, entered = asyncio.Event(), asyncio.Event()
+    publish = local.api.publish
+
+    async def gated(key: str | None, subj: str, events: list[object]) -> object:
+        entered.set()
+        await gate.wait()
+        return await publish(key, subj, events)  # type: ignore[arg-type]
+
+    answers: list[object] = []
+
+    async def answer(ref: object, result: object) -> None:
+        answers.append(ref)
+
+    local.api.publish = gated  # type: ignore[method-assign,assignment]
+    coalescer = PublishCoalescer(local.api, None, answer)  # type: ignore[arg-type]
+    try:
+        await coalescer.add(0, subject, event(0), size=half)
+        await entered.wait()  # the first is with the broker; the queue is empty again
+        await coalescer.add(1, subject, event(1), size=half)
+        await coalescer.add(2, subject, event(2), size=half)  # exactly at the bound
+        third = asyncio.create_task(coalescer.add(3, subject, event(3), size=1))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not third.done()  # over the bound: waits for the broker
+        gate.set()
+        await asyncio.wait_for(third, 5)
+        await asyncio.wait_for(coalescer.drain(), 5)
+    finally:
+        local.api.publish = publish  # type: ignore[method-assign]
+        await coalescer.close()
+    assert answers == [0, 1, 2, 3]
