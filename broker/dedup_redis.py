@@ -192,7 +192,10 @@ class RedisDedupWindow(RedisClaims):
             return [0] * len(keys)
         # Rare: the claim of those keys decides, through the lane (a node's claims never
         # wait for a later claim of theirs: see _send_claim).
-        again = [keys[rkeys.index(todo[i])] for i in there]
+        # A key per digest through a dict: rkeys.index per key was quadratic in a frame a
+        # client flagged fresh whose keys are all there (a lying or replaying client).
+        key_of = dict(zip(rkeys, keys, strict=True))
+        again = [key_of[todo[i]] for i in there]
         known = dict(zip(again, await self.lookup(again), strict=True))
         return [known.get(key, 0) for key in keys]
 

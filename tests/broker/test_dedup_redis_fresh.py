@@ -81,6 +81,21 @@ async def test_a_key_that_is_there_is_looked_up_whatever_the_flag_says(
     assert await a.lookup(keys) == [100 + i // 2 if i % 2 == 0 else 200 + i for i in range(10)]
 
 
+async def test_a_fresh_frame_of_old_ids_with_repeats_is_answered_as_a_lookup(
+    two: tuple[RedisDedupWindow, RedisDedupWindow],
+) -> None:
+    # A client that replays a whole stored frame flagged fresh, each id twice: every key is
+    # there, each answered with its stored id (a repeat as its first), and nothing new claimed.
+    a, b = two
+    keys = [("acme", "/src", f"r{i}") for i in range(2000)]
+    assert await a.lookup(keys) == [0] * len(keys)
+    await a.remember([(k, 1000 + i) for i, k in enumerate(keys)])
+    a.stored(keys)
+    answers = await b.record(keys + keys[::-1])
+    assert answers == [1000 + i for i in range(2000)] + [1000 + i for i in reversed(range(2000))]
+    assert b.records == 1 and b.lookups >= 1
+
+
 def _event(eid: str) -> cloudevent_pb2.CloudEvent:
     return cloudevent_pb2.CloudEvent(id=eid, source="/src", spec_version="1.0", type="t")
 
