@@ -339,7 +339,8 @@ class BrokerService(Servicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[broker_pb2.RequestStreamResponse]:
         """Requests on one stream, each answered as its reply comes; at most
-        ``_REQUESTS_IN_FLIGHT`` wait at a time (then the stream is not read: back-pressure).
+        ``_REQUESTS_IN_FLIGHT`` wait or have answers not yet written (then the stream is not
+        read: back-pressure).
         A stream writes one message at a time (about 0.3-1 ms each on a loaded machine), so
         at 1,000 requests/s one message per request made its queue grow without end; with
         batches (see ``REQUEST_BATCHES``) what waits goes in the next message."""
@@ -375,8 +376,6 @@ class BrokerService(Servicer):
                     reason="INTERNAL", message="the broker failed to handle the request"
                 )
                 answers.put_nowait(broker_pb2.RequestStreamResponse(request_id=rid, error=error))
-            finally:
-                room.release()
 
         async def read() -> None:
             try:
@@ -416,6 +415,11 @@ class BrokerService(Servicer):
                             break
                         item.more.append(after)
                 yield item
+                # A request's room is given back once its answer is written, not once it is
+                # ready: a peer that does not read its answers stops the reading of its
+                # requests, where the ready answers queued without end.
+                for _ in range(1 + len(item.more)):
+                    room.release()
         finally:
             release()
             reader.cancel()
