@@ -553,6 +553,8 @@ class Client:
         >>> reply = await c.request("math.add", [1, 2], timeout=2)
         >>> reply.data
         """
+        if not 0 < timeout < math.inf:  # NaN too: the broker could never be told it
+            raise ValueError(f"a request timeout is a positive number of seconds, not {timeout}")
         self._require()
         requester = self._requester
         assert requester is not None

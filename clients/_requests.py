@@ -85,12 +85,12 @@ class Requester:
             await letting_go
             if self._letting_go is letting_go:
                 self._letting_go = None
+        req = broker_pb2.RequestRequest(subject=subject, event=event)
+        req.timeout.FromNanoseconds(round(timeout * 1e9))  # before any state: it may raise
         call = self._stream()
         rid = next(self._ids)
         fut: asyncio.Future[cloudevent_pb2.CloudEvent] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (call, fut)
-        req = broker_pb2.RequestRequest(subject=subject, event=event)
-        req.timeout.FromNanoseconds(round(timeout * 1e9))
         try:
             if self._call is call:
                 self._outgoing.put_nowait(

@@ -8,6 +8,7 @@ or a broker of the test's own that is killed and restarted on the same port and 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -420,6 +421,19 @@ async def test_requests_ready_at_once_share_one_message(broker: RunningBroker) -
             task.cancel()
     assert [r.data for r in replies] == list(range(50))
     assert c.request_messages_sent - before == 1
+
+
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, 0.0, -1.0])
+async def test_a_request_timeout_that_is_not_a_positive_number_is_refused_before_sending(
+    broker: RunningBroker, timeout: float
+) -> None:
+    async with Client(broker.target) as c:
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            await c.request(unique("bad-timeout"), "x", timeout=timeout)
+        assert c.request_messages_sent == 0
+        # The client still works: the refusal left nothing behind.
+        with pytest.raises(clients.NoResponders):
+            await c.request(unique("nobody"), "x", timeout=5)
 
 
 async def _later(coro: Awaitable[object], delay: float) -> None:
