@@ -341,8 +341,10 @@ class Client:
             except asyncio.CancelledError:
                 await batch.rewait()
         else:
-            if timeout != timeout:  # NaN: no deadline could ever pass
-                raise ValueError("a publish timeout is a number of seconds, not NaN")
+            if not timeout >= 0:  # NaN: no deadline could ever pass; negative: one did
+                raise ValueError(
+                    f"a publish timeout is a number of seconds, not NaN or negative: {timeout}"
+                )
             batch, index = publisher.append(subject, event, fresh=fresh)
             # Not asyncio.wait_for: a task and a timer per call were two thirds of the
             # publish's CPU. A deadline is shared by a frame's publishers (clients._deadline).

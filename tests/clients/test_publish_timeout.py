@@ -134,13 +134,16 @@ async def test_a_cancelled_publisher_leaves_its_deadline_to_the_others(
     assert ids == [eid for eid, data in events if data in (2, 3)]
 
 
-async def test_a_nan_timeout_is_refused_before_anything_is_sent(broker: RunningBroker) -> None:
+@pytest.mark.parametrize("timeout", [math.nan, -1.0])
+async def test_a_nan_or_negative_timeout_is_refused_before_anything_is_sent(
+    broker: RunningBroker, timeout: float
+) -> None:
     subject = unique("nan")
     async with Client(broker.target) as c:
         await c.publish(subject, 0)
         frames = c.frames_sent
-        with pytest.raises(ValueError, match="NaN"):
-            await c.publish(subject, 1, timeout=math.nan)
+        with pytest.raises(ValueError, match="NaN or negative"):
+            await c.publish(subject, 1, timeout=timeout)
         await c.flush()
         assert c.frames_sent == frames
         assert [data for _, data in await stored(c, subject)] == [0]
