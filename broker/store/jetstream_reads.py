@@ -4,6 +4,7 @@ filtered server-side, start positions by id, and the newest id."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 from collections.abc import Callable
 
@@ -77,23 +78,15 @@ class JsReads(JsStream):
         before that id's time; the reader skips its ids up to ``event_id``."""
         since = time_ms_of(event_id) - _MARGIN_MS
         when = datetime.datetime.fromtimestamp(max(since, 0) / 1000, datetime.UTC)
-        name, pending = await self._consumer(
+        walk = self._walk(
             log_filter(None, prefix=self.root),
             {"deliver_policy": "by_start_time", "opt_start_time": when.isoformat()},
             headers_only=True,
         )
-        try:
-            while pending:
-                msgs = await self._pull(name, _PULL)
-                if not msgs:
-                    break
-                for m in msgs:
-                    b = self._decode(m)
-                    if b is not None and b.last_id > event_id:
-                        return LogPosition(m.seq, event_id)
-                    pending = m.pending
-        finally:
-            await self._drop(name)
+        async with contextlib.aclosing(walk):
+            async for m, b in walk:
+                if b.last_id > event_id:
+                    return LogPosition(m.seq, event_id)
         return LogPosition(max(self._committed, await self._last_seq()) + 1, 0)
 
     async def batch_containing(self, org: str, event_id: int) -> Batch | None:
@@ -118,20 +111,14 @@ class JsReads(JsStream):
             if after_id
             else {"deliver_policy": "all"}
         )
-        name, pending = await self._consumer(log_filter(None, prefix=self.root), start)
         out: list[Batch] = []
-        try:
-            while pending and len(out) < 10_000:
-                msgs = await self._pull(name, _PULL)
-                if not msgs:
-                    break
-                for m in msgs:
-                    pending = m.pending
-                    b = self._decode(m)
-                    if b is not None and b.first_id > after_id:
-                        out.append(b)
-        finally:
-            await self._drop(name)
+        walk = self._walk(log_filter(None, prefix=self.root), start)
+        async with contextlib.aclosing(walk):
+            async for _, b in walk:
+                if b.first_id > after_id:
+                    out.append(b)
+                    if len(out) >= 10_000:
+                        break
         out.sort(key=lambda b: b.first_id)
         return out
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from lockgate.broker.ids import id_for_time_ms
 from lockgate.broker.store import RetentionRule
-from lockgate.broker.store.jetstream_stream import _PULL, JsStream, _unavailable
+from lockgate.broker.store.jetstream_stream import JsStream, _unavailable
 from lockgate.broker.subjects import compile_pattern
 
 __all__ = ["JsRetention", "events_past_age", "events_past_count"]
@@ -58,23 +58,8 @@ class JsRetention(JsStream):
 
     async def _counts(self, nats_subject: str) -> list[tuple[int, int, int]]:
         """``(seq, last_id, count)`` of every batch of one subject, from its headers."""
-        name, pending = await self._consumer(
-            nats_subject, {"deliver_policy": "all"}, headers_only=True
-        )
-        out: list[tuple[int, int, int]] = []
-        try:
-            while pending:
-                msgs = await self._pull(name, _PULL)
-                if not msgs:
-                    break
-                for m in msgs:
-                    pending = m.pending
-                    b = self._decode(m)
-                    if b is not None:
-                        out.append((m.seq, b.last_id, b.count))
-        finally:
-            await self._drop(name)
-        return out
+        walk = self._walk(nats_subject, {"deliver_policy": "all"}, headers_only=True)
+        return [(m.seq, b.last_id, b.count) async for m, b in walk]
 
     async def _purge(self, nats_subject: str, keep_from: int) -> None:
         done = await self._api(

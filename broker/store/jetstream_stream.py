@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,6 +212,26 @@ class JsStream:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         return out
+
+    async def _walk(
+        self, filter_subject: str, start: dict[str, object], *, headers_only: bool = False
+    ) -> AsyncGenerator[tuple[_Msg, Batch]]:
+        """Every batch from ``start`` under ``filter_subject`` with its message, pulled
+        ``_PULL`` at a time through one short-lived consumer (dropped when the walk ends:
+        callers that may stop early close it with ``contextlib.aclosing``)."""
+        name, pending = await self._consumer(filter_subject, start, headers_only=headers_only)
+        try:
+            while pending:
+                msgs = await self._pull(name, _PULL)
+                if not msgs:
+                    return
+                for m in msgs:
+                    pending = m.pending
+                    b = self._decode(m)
+                    if b is not None:
+                        yield m, b
+        finally:
+            await self._drop(name)
 
     def _decode(self, m: _Msg) -> Batch | None:
         """The batch of a pulled message (headers only: no events), or None for one this

@@ -79,6 +79,19 @@ async def test_position_after_id(event_log: EventLog) -> None:
     assert await event_log.read_log("o", after_all) == []
 
 
+async def test_recent_batches_by_id_across_orgs(event_log: EventLog) -> None:
+    """The dedup window's rebuild (JetStream serves it from the log, not the history)."""
+    gen = IdGenerator(0)
+    a = make_batch(gen, "acme", "a.b", 3)
+    b = make_batch(gen, "globex", "a.b", 2)
+    c = make_batch(gen, "acme", "a.c", 1)
+    await event_log.append([c])
+    await event_log.append([a, b])
+    assert _same(await event_log.recent_batches(0), [a, b, c])
+    assert _same(await event_log.recent_batches(a.last_id), [b, c])
+    assert await event_log.recent_batches(c.last_id) == []
+
+
 async def test_history_stays_by_id(history_log: EventLog) -> None:
     gen = IdGenerator(0)
     early = make_batch(gen, "o", "x", 2)
