@@ -10,6 +10,7 @@ from lockgate.broker.auth import Principal
 from lockgate.broker.delivery import DurableConsumer
 from lockgate.broker.durables import DurableOptions
 from lockgate.broker.errors import BrokerError, InvalidPageToken, NotFound
+from lockgate.broker.ids import MAX_ID, parse_decimal
 from lockgate.broker.permissions import ADMIN, role_of
 from lockgate.broker.redaction import shown_url
 from lockgate.broker.rpc import Context, Servicer, page_size, start_spec, unary
@@ -19,6 +20,19 @@ __all__ = ["AdminService"]
 
 _DEAD_CAP = 1000
 """Dead letters counted per durable in GetStatus (a status is asked every second)."""
+
+
+def _dead_letter_after(token: str) -> tuple[int, int]:
+    """The ``(dead_ms, id)`` a dead-letter page token stands for (``(0, 0)`` for none);
+    both parts must fit the store's 64-bit columns, or the store's overflow would reach the
+    caller as UNKNOWN instead of ``INVALID_PAGE_TOKEN``."""
+    if not token:
+        return (0, 0)
+    ms, sep, last = token.partition(":")
+    dead_ms, after = parse_decimal(ms, MAX_ID), parse_decimal(last, MAX_ID)
+    if not sep or dead_ms is None or after is None:
+        raise InvalidPageToken(token)
+    return (dead_ms, after)
 
 
 class AdminService(Servicer):
@@ -175,13 +189,7 @@ class AdminService(Servicer):
     async def ListDeadLetters(
         self, request: admin_pb2.ListDeadLettersRequest, p: Principal, context: Context
     ) -> admin_pb2.ListDeadLettersResponse:
-        after = (0, 0)
-        if request.page_token:
-            try:
-                a, b = request.page_token.split(":")
-                after = (int(a), int(b))
-            except ValueError:
-                raise InvalidPageToken(request.page_token) from None
+        after = _dead_letter_after(request.page_token)
         if request.durable:
             await self.broker.durable_view(p.org, request.durable)
         size = page_size(request.page_size)

@@ -611,6 +611,16 @@ async def test_page_tokens_that_are_not_ours(stubs: Stubs, token: str) -> None:
         assert error_info(exc.value)[:2] == (INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
 
 
+@pytest.mark.parametrize("token", ["1:" + str(1 << 64), str(1 << 64) + ":1", "-1:5", "1:2:3", "7"])
+async def test_dead_letter_page_tokens_that_are_not_ours(stubs: Stubs, token: str) -> None:
+    """A ``dead_ms:id`` token whose parts int() took but a 64-bit column does not (the
+    store's OverflowError answered UNKNOWN), or a sign, or the wrong shape."""
+    req = admin_pb2.ListDeadLettersRequest(page_token=token)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs.admin.ListDeadLetters(req, timeout=10)
+    assert error_info(exc.value)[:2] == (INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+
+
 async def test_audit_pages_out_of_range(stubs: Stubs) -> None:
     from lockgate.broker.v1 import audit_pb2, audit_pb2_grpc
 
