@@ -81,7 +81,7 @@ class NodeCard:
         """The card in ``text``; None when ``text`` is no card (a newer or broken sender)."""
         try:
             doc = json.loads(text)
-            return cls(
+            card = cls(
                 node_id=str(doc["node_id"]),
                 worker_id=int(doc["worker_id"]),
                 version=str(doc["version"]),
@@ -94,6 +94,12 @@ class NodeCard:
             )
         except (ValueError, TypeError, KeyError):
             return None
+        # GetStatus copies the card into NodeStatus: a number its field cannot hold would
+        # fail every status read while that node is in the roster.
+        counts = (card.worker_id, card.subscriptions, card.durables)
+        if not all(0 <= n < 1 << 32 for n in counts) or not 0 <= card.started_ms < 1 << 63:
+            return None
+        return card
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,8 @@ a notice without a card keeps the last card, and the roster holds at most its si
 
 from __future__ import annotations
 
+import json
+
 from lockgate.broker.roster import NodeCard, Roster
 
 
@@ -23,6 +25,19 @@ def test_a_card_survives_its_trip_as_text_and_junk_is_no_card() -> None:
     assert NodeCard.decode(c.encode()) == c
     for junk in ("", "{", "[]", '{"node_id": "x"}', '{"node_id":"x","worker_id":"a"}'):
         assert NodeCard.decode(junk) is None
+
+
+def test_a_card_whose_numbers_its_status_fields_cannot_hold_is_no_card() -> None:
+    """GetStatus copies a card into uint32/int64 fields: one node's out-of-range number
+    must not fail every status read."""
+    for field, value in [
+        ("worker_id", 1 << 32),
+        ("subscriptions", -1),
+        ("durables", 1 << 40),
+        ("started_ms", 1 << 63),
+    ]:
+        doc = json.loads(card("n-1").encode()) | {field: value}
+        assert NodeCard.decode(json.dumps(doc)) is None, field
 
 
 def test_a_node_not_heard_from_within_the_expiry_drops_out() -> None:
