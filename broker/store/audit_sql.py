@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lockgate.broker.ids import MAX_ID
 from lockgate.broker.store import AuditQuery, AuditRecord
 
 __all__ = ["insert", "record", "row", "select"]
@@ -71,9 +72,8 @@ def record(values: Sequence[Any]) -> AuditRecord:
 def select(query: AuditQuery, arg: Callable[[object], str]) -> str:
     """The SELECT for ``query``; ``arg`` takes each value in order and returns its
     placeholder."""
-    top = (1 << 63) - 1
     if query.newest_first:
-        where = [f"id < {arg(query.after_id or top)}"]
+        where = [f"id < {arg(query.after_id or MAX_ID)}"]
     else:
         where = [f"id > {arg(query.after_id)}"]
     if query.start_ms:
