@@ -331,7 +331,7 @@ class TokenVerifier:
                 hint="send an API key (lg_<id>_<secret>) or a JWT from a trusted issuer",
             ) from None
         alg = header.get("alg")
-        if alg not in KEY_FAMILY:
+        if not isinstance(alg, str) or alg not in KEY_FAMILY:  # a list is unhashable
             raise _invalid(f"tokens signed with alg {alg!r} are not accepted")
         iss = unverified.get("iss")
         keys = self._issuers.get(iss) if isinstance(iss, str) else None

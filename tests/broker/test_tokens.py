@@ -101,6 +101,9 @@ async def test_rejections(jwks: JwksServer, store: SqliteStore) -> None:
     await _refused(auth, f"{head}.{body.decode()}.{sig}", "TOKEN_INVALID", "signature")
     unsigned = jwt.encode(claims(), None, algorithm="none")
     await _refused(auth, unsigned, "TOKEN_INVALID", "'none'")
+    # An alg that is no string (a list is unhashable: it raised TypeError, answered UNKNOWN).
+    listed = base64.urlsafe_b64encode(json.dumps({"alg": ["ES256"]}).encode()).rstrip(b"=")
+    await _refused(auth, f"{listed.decode()}.{body.decode()}.{sig}", "TOKEN_INVALID", "alg")
     await _refused(auth, "a.b.c", "TOKEN_INVALID", "not a well-formed JWT")
     await _refused(auth, "not-a-key", "UNAUTHENTICATED", "neither an API key nor a JWT")
     # Within the clock skew, a token just past its exp still works.
